@@ -1,0 +1,286 @@
+//! The backend leg: connect to an upstream (TLS per sslmode) and log in with
+//! the credential pgward holds. The password and the server's cancel key stay
+//! in here and in the cancel registry; neither reaches a client or a log line.
+
+use crate::config::{SslMode, UpstreamConfig};
+use crate::error::SessionError;
+use crate::io::{FramedStream, ReadError, Stream};
+use crate::wire::backend::{backend_key_data, notice_field, BackendKind};
+use crate::wire::frame::{read_cstr, read_i32};
+use crate::wire::{Frame, Framer};
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// Authentication messages from a server are small.
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+/// An upstream with its TLS client configuration built once.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The configured upstream.
+    pub config: Arc<UpstreamConfig>,
+    /// rustls config, unless sslmode is disable.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct BackendLogin {
+    /// The connection, positioned after the first ReadyForQuery.
+    pub conn: FramedStream,
+    /// The server's process id.
+    pub process_id: i32,
+    /// The server's cancel key.
+    pub secret_key: i32,
+    /// ParameterStatus and NoticeResponse frames from startup, in order, to
+    /// replay to the client as they came.
+    pub startup_messages: BytesMut,
+}
+
+impl Upstream {
+    fn unavailable(&self, detail: impl Into<String>) -> SessionError {
+        SessionError::BackendUnavailable {
+            upstream: self.config.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Opens TCP and negotiates TLS as sslmode says.
+    pub async fn connect(&self) -> Result<Stream, SessionError> {
+        let c = &self.config;
+        let tcp = TcpStream::connect((c.host.as_str(), c.port))
+            .await
+            .map_err(|e| self.unavailable(format!("connect {}:{}: {e}", c.host, c.port)))?;
+        // Small protocol messages must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let mut conn = FramedStream::new(Stream::Plain(tcp));
+        let mut req = BytesMut::new();
+        frontend::ssl_request(&mut req);
+        conn.send(&req)
+            .await
+            .map_err(|e| self.unavailable(e.to_string()))?;
+        let answer = conn
+            .read_byte()
+            .await
+            .map_err(|e| self.unavailable(e.to_string()))?;
+        let Stream::Plain(tcp) = conn.stream else {
+            unreachable!("the stream was built plain just above")
+        };
+        match answer {
+            b'S' if conn.buf.is_empty() => {
+                let name = ServerName::try_from(c.host.clone())
+                    .map_err(|e| self.unavailable(format!("server name {:?}: {e}", c.host)))?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.unavailable(format!("TLS handshake: {e}")))?;
+                Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+            }
+            // Bytes after 'S' before the handshake would be injected into the
+            // TLS session's plaintext (CVE-2021-23222): refuse.
+            b'S' => Err(self.unavailable("server sent data after accepting TLS")),
+            b'N' if c.sslmode == SslMode::Prefer => Ok(Stream::Plain(tcp)),
+            b'N' => Err(self.unavailable("server does not support TLS, and sslmode requires it")),
+            other => Err(self.unavailable(format!("unexpected answer {other:#x} to SSLRequest"))),
+        }
+    }
+
+    /// Connects and logs in, forwarding `params` (already filtered) in the
+    /// StartupMessage besides the configured user and database.
+    pub async fn login(&self, params: &[(String, String)]) -> Result<BackendLogin, SessionError> {
+        let deadline = self.config.connect_timeout;
+        tokio::time::timeout(deadline, self.login_inner(params))
+            .await
+            .map_err(|_| self.unavailable(format!("no login within {deadline:?}")))?
+    }
+
+    async fn login_inner(&self, params: &[(String, String)]) -> Result<BackendLogin, SessionError> {
+        let c = &self.config;
+        let mut conn = FramedStream::new(self.connect().await?);
+        let mut out = BytesMut::new();
+        let mut startup: Vec<(&str, &str)> = vec![("user", &c.user), ("database", &c.dbname)];
+        startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        frontend::startup_message(startup, &mut out)
+            .map_err(|e| self.unavailable(e.to_string()))?;
+        conn.send(&out)
+            .await
+            .map_err(|e| self.unavailable(e.to_string()))?;
+
+        let framer = Framer::new(MAX_LOGIN_MESSAGE);
+        let mut scram: Option<ScramSha256> = None;
+        let mut key = None;
+        let mut startup_messages = BytesMut::new();
+        loop {
+            let frame = conn
+                .read_frame(&framer)
+                .await
+                .map_err(|e| self.read_failed(e))?;
+            match BackendKind::of(frame.tag()) {
+                BackendKind::Authentication => {
+                    out.clear();
+                    self.answer_auth(&frame, &conn.stream, &mut scram, &mut out)?;
+                    if !out.is_empty() {
+                        conn.send(&out)
+                            .await
+                            .map_err(|e| self.unavailable(e.to_string()))?;
+                    }
+                }
+                BackendKind::ParameterStatus | BackendKind::NoticeResponse => {
+                    startup_messages.extend_from_slice(frame.raw());
+                }
+                BackendKind::BackendKeyData => {
+                    key = Some(
+                        backend_key_data(&frame).map_err(|e| self.unavailable(e.to_string()))?,
+                    );
+                }
+                BackendKind::NegotiateProtocolVersion => {}
+                BackendKind::ReadyForQuery => break,
+                BackendKind::ErrorResponse => return Err(self.refused(&frame)),
+                _ => {
+                    return Err(self.unavailable(format!(
+                        "unexpected message {:?} during login",
+                        char::from(frame.tag())
+                    )))
+                }
+            }
+        }
+        let (process_id, secret_key) = key.ok_or_else(|| self.unavailable("no BackendKeyData"))?;
+        Ok(BackendLogin {
+            conn,
+            process_id,
+            secret_key,
+            startup_messages,
+        })
+    }
+
+    fn read_failed(&self, e: ReadError) -> SessionError {
+        self.unavailable(format!("reading login response: {e}"))
+    }
+
+    /// Turns a login ErrorResponse into an error for the client. Authentication
+    /// failures are pgward's configuration problem, and their wording names the
+    /// backend role: the client gets 08001 and the log gets the detail.
+    fn refused(&self, frame: &Frame) -> SessionError {
+        let field = |c| String::from_utf8_lossy(notice_field(frame, c).unwrap_or(b"")).into_owned();
+        let (code, message) = (field(b'C'), field(b'M'));
+        if code.starts_with("28") || code == "3D000" {
+            return self.unavailable(format!("{code}: {message}"));
+        }
+        SessionError::BackendRefused { code, message }
+    }
+
+    fn password(&self) -> Result<&[u8], SessionError> {
+        self.config
+            .password
+            .as_ref()
+            .map(|p| p.expose().as_bytes())
+            .ok_or_else(|| self.unavailable("server asks for a password and none is configured"))
+    }
+
+    /// Answers one Authentication* message into `out` (empty when there is
+    /// nothing to send).
+    fn answer_auth(
+        &self,
+        frame: &Frame,
+        stream: &Stream,
+        scram: &mut Option<ScramSha256>,
+        out: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        let mut body = frame.body();
+        let code = read_i32(&mut body).ok_or_else(|| self.unavailable("short Authentication"))?;
+        let io = |e: std::io::Error| self.unavailable(e.to_string());
+        match code {
+            0 => Ok(()),
+            3 => frontend::password_message(self.password()?, out).map_err(io),
+            5 => {
+                let salt: [u8; 4] = body
+                    .try_into()
+                    .map_err(|_| self.unavailable("bad MD5 salt"))?;
+                let hash = postgres_protocol::authentication::md5_hash(
+                    self.config.user.as_bytes(),
+                    self.password()?,
+                    salt,
+                );
+                frontend::password_message(hash.as_bytes(), out).map_err(io)
+            }
+            10 => {
+                let mut mechanisms = Vec::new();
+                while let Some(m) = read_cstr(&mut body).filter(|m| !m.is_empty()) {
+                    mechanisms.push(m);
+                }
+                let (mechanism, binding) = self.choose_scram(&mechanisms, stream)?;
+                let s = ScramSha256::new(self.password()?, binding);
+                frontend::sasl_initial_response(mechanism, s.message(), out).map_err(io)?;
+                *scram = Some(s);
+                Ok(())
+            }
+            11 => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| self.unavailable("SASLContinue before SASL"))?;
+                s.update(body)
+                    .map_err(|e| self.unavailable(format!("SCRAM: {e}")))?;
+                frontend::sasl_response(s.message(), out).map_err(io)
+            }
+            12 => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| self.unavailable("SASLFinal before SASL"))?;
+                // Verifies the server's signature: the server knew our verifier.
+                s.finish(body)
+                    .map_err(|e| self.unavailable(format!("SCRAM: {e}")))
+            }
+            other => Err(self.unavailable(format!("unsupported authentication request {other}"))),
+        }
+    }
+
+    fn choose_scram(
+        &self,
+        offered: &[&[u8]],
+        stream: &Stream,
+    ) -> Result<(&'static str, ChannelBinding), SessionError> {
+        let cert = match stream {
+            Stream::Tls(tls) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(crate::tls::end_point_hash),
+            Stream::Plain(_) => None,
+        };
+        let plus = offered.contains(&&b"SCRAM-SHA-256-PLUS"[..]);
+        match cert {
+            Some(hash) if plus => Ok((
+                "SCRAM-SHA-256-PLUS",
+                ChannelBinding::tls_server_end_point(hash),
+            )),
+            Some(_) if offered.contains(&&b"SCRAM-SHA-256"[..]) => {
+                Ok(("SCRAM-SHA-256", ChannelBinding::unrequested()))
+            }
+            None if offered.contains(&&b"SCRAM-SHA-256"[..]) => {
+                Ok(("SCRAM-SHA-256", ChannelBinding::unsupported()))
+            }
+            _ => Err(self.unavailable("server offers no SASL mechanism pgward supports")),
+        }
+    }
+
+    /// Sends a CancelRequest with the server's real key.
+    pub async fn cancel(&self, process_id: i32, secret_key: i32) -> Result<(), SessionError> {
+        let mut conn = FramedStream::new(self.connect().await?);
+        let mut out = BytesMut::new();
+        frontend::cancel_request(process_id, secret_key, &mut out);
+        conn.send(&out)
+            .await
+            .map_err(|e| self.unavailable(e.to_string()))?;
+        // The server closes the connection once it has read the request.
+        let _ = conn.read_byte().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,5 @@
+//! Authentication: SCRAM towards clients, the stored credential towards servers.
+
+pub mod backend;
+pub mod client;
+pub mod verifier;

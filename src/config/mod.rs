@@ -1,0 +1,413 @@
+//! Configuration: the TOML file (`raw`) parsed once into typed, validated values.
+//!
+//! Every error names the field it is about, e.g.
+//! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
+
+pub mod raw;
+pub mod units;
+
+use crate::auth::verifier::ScramVerifier;
+use raw::RawConfig;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An invalid configuration, naming the offending field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A field has an invalid value.
+    #[error("{field}: {message}")]
+    Field {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn field_err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A secret string that never prints.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener, TLS and limits.
+    pub server: ServerConfig,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
+    /// Client database name -> upstream name (every target exists).
+    pub databases: BTreeMap<String, String>,
+    /// Client identities by name.
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+/// `[server]`, typed.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Client-facing TLS certificate chain and key, when TLS is on.
+    pub tls: Option<TlsFiles>,
+    /// Refuse clients without TLS.
+    pub require_client_tls: bool,
+    /// Most concurrent client connections.
+    pub max_client_connections: usize,
+    /// Deadline for TLS plus authentication.
+    pub startup_timeout: Duration,
+    /// Idle timeout; `None` when disabled.
+    pub idle_timeout: Option<Duration>,
+    /// Largest client message accepted.
+    pub max_message_size: usize,
+    /// Grace period for sessions on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// PEM files for a TLS endpoint.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// TLS towards an upstream, as libpq's sslmode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, without verification.
+    Prefer,
+    /// TLS always, without verification.
+    Require,
+    /// TLS always, certificate chain and host name verified.
+    VerifyFull,
+}
+
+/// One upstream, typed.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The upstream's name in the config.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database on the server.
+    pub dbname: String,
+    /// Role pgward logs in as.
+    pub user: String,
+    /// Password, when the server asks for one.
+    pub password: Option<Secret>,
+    /// TLS mode.
+    pub sslmode: SslMode,
+    /// CA bundle for verify-full.
+    pub ca_file: Option<PathBuf>,
+    /// Connect and login deadline.
+    pub connect_timeout: Duration,
+}
+
+/// One client identity, typed.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    /// Name clients log in with.
+    pub name: String,
+    /// SCRAM verifier.
+    pub verifier: ScramVerifier,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Client database names allowed; empty means all.
+    pub databases: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in messages and to
+    /// resolve relative file names.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_raw(raw, base)
+    }
+
+    /// Validates raw values into typed ones.
+    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        let server = server_from_raw(raw.server, base)?;
+        if raw.upstreams.is_empty() {
+            return Err(field_err("upstreams", "at least one upstream is required"));
+        }
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in raw.upstreams {
+            let typed = upstream_from_raw(&name, u, base)?;
+            upstreams.insert(name, Arc::new(typed));
+        }
+        let mut databases = raw.databases;
+        if databases.is_empty() {
+            databases = upstreams.keys().map(|k| (k.clone(), k.clone())).collect();
+        }
+        for (db, target) in &databases {
+            if !upstreams.contains_key(target) {
+                return Err(field_err(
+                    format!("databases.{db}"),
+                    format!("names upstream {target:?}, which is not defined"),
+                ));
+            }
+        }
+        if raw.users.is_empty() {
+            return Err(field_err("users", "at least one user is required"));
+        }
+        let mut users = BTreeMap::new();
+        for (name, u) in raw.users {
+            let verifier = ScramVerifier::parse(&u.scram_verifier)
+                .map_err(|m| field_err(format!("users.{name}.scram_verifier"), m))?;
+            for db in &u.databases {
+                if !databases.contains_key(db) {
+                    return Err(field_err(
+                        format!("users.{name}.databases"),
+                        format!("{db:?} is not a database in [databases]"),
+                    ));
+                }
+            }
+            let user = UserConfig {
+                name: name.clone(),
+                verifier,
+                groups: u.groups,
+                databases: u.databases,
+            };
+            users.insert(name, user);
+        }
+        Ok(Self {
+            server,
+            upstreams,
+            databases,
+            users,
+        })
+    }
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
+    units::parse_duration(text).map_err(|m| field_err(field, m))
+}
+
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn server_from_raw(s: raw::RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
+    let listen = s.listen.parse().map_err(|_| {
+        field_err(
+            "server.listen",
+            format!("{:?} is not an address such as 127.0.0.1:6432", s.listen),
+        )
+    })?;
+    let tls = match (s.tls_cert, s.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: resolve(base, cert),
+            key: resolve(base, key),
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(field_err("server.tls_key", "tls_cert needs tls_key")),
+        (None, Some(_)) => return Err(field_err("server.tls_cert", "tls_key needs tls_cert")),
+    };
+    if s.require_client_tls && tls.is_none() {
+        return Err(field_err(
+            "server.require_client_tls",
+            "needs server.tls_cert and server.tls_key",
+        ));
+    }
+    if s.max_client_connections == 0 {
+        return Err(field_err(
+            "server.max_client_connections",
+            "must be at least 1",
+        ));
+    }
+    let max_message_size = units::parse_size(&s.max_message_size)
+        .map_err(|m| field_err("server.max_message_size", m))?;
+    if !(1024..=(1 << 30)).contains(&max_message_size) {
+        return Err(field_err(
+            "server.max_message_size",
+            "must be between 1KiB and 1GiB",
+        ));
+    }
+    let idle = duration("server.idle_timeout", &s.idle_timeout)?;
+    Ok(ServerConfig {
+        listen,
+        tls,
+        require_client_tls: s.require_client_tls,
+        max_client_connections: s.max_client_connections,
+        startup_timeout: duration("server.startup_timeout", &s.startup_timeout)?,
+        idle_timeout: (!idle.is_zero()).then_some(idle),
+        max_message_size,
+        shutdown_timeout: duration("server.shutdown_timeout", &s.shutdown_timeout)?,
+    })
+}
+
+fn upstream_from_raw(
+    name: &str,
+    u: raw::RawUpstream,
+    base: &Path,
+) -> Result<UpstreamConfig, ConfigError> {
+    let f = |leaf: &str| format!("upstreams.{name}.{leaf}");
+    let sslmode = match u.sslmode.as_str() {
+        "disable" => SslMode::Disable,
+        "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-full" => SslMode::VerifyFull,
+        other => {
+            return Err(field_err(
+                f("sslmode"),
+                format!("{other:?} is not one of disable, prefer, require, verify-full"),
+            ))
+        }
+    };
+    let password = match (u.password_env, u.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(field_err(
+                f("password_env"),
+                "set password_env or password_file, not both",
+            ))
+        }
+        (Some(var), None) => Some(Secret::new(std::env::var(&var).map_err(|_| {
+            field_err(
+                f("password_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?)),
+        (None, Some(path)) => {
+            let path = resolve(base, path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| field_err(f("password_file"), format!("{}: {e}", path.display())))?;
+            Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        (None, None) => None,
+    };
+    if u.user.is_empty() {
+        return Err(field_err(f("user"), "must not be empty"));
+    }
+    Ok(UpstreamConfig {
+        name: name.to_owned(),
+        host: u.host,
+        port: u.port,
+        dbname: u.dbname.unwrap_or_else(|| name.to_owned()),
+        user: u.user,
+        password,
+        sslmode,
+        ca_file: u.ca_file.map(|p| resolve(base, p)),
+        connect_timeout: duration(&f("connect_timeout"), &u.connect_timeout)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;
+
+/// A human-readable summary of what a config sets up (for `check-config`).
+/// Secrets are never shown, only whether they are set.
+pub fn explain(c: &Config) -> String {
+    use std::fmt::Write;
+    let s = &c.server;
+    let mut out = String::new();
+    let _ = writeln!(out, "listen: {}", s.listen);
+    let _ = match &s.tls {
+        Some(t) => writeln!(
+            out,
+            "client TLS: on ({}), required: {}, SCRAM-SHA-256-PLUS offered over TLS",
+            t.cert.display(),
+            s.require_client_tls
+        ),
+        None => writeln!(out, "client TLS: off"),
+    };
+    let idle = s
+        .idle_timeout
+        .map_or("off".to_owned(), |d| format!("{d:?}"));
+    let _ = writeln!(
+        out,
+        "limits: {} clients, startup {:?}, idle {idle}, messages up to {} bytes, shutdown drain {:?}",
+        s.max_client_connections, s.startup_timeout, s.max_message_size, s.shutdown_timeout
+    );
+    for (name, u) in &c.upstreams {
+        let _ = writeln!(
+            out,
+            "upstream {name}: {}:{} database {} as {}, sslmode {:?}, password {}",
+            u.host,
+            u.port,
+            u.dbname,
+            u.user,
+            u.sslmode,
+            if u.password.is_some() {
+                "set"
+            } else {
+                "not set"
+            }
+        );
+    }
+    for (db, target) in &c.databases {
+        let _ = writeln!(out, "database {db} -> upstream {target}");
+    }
+    for (name, u) in &c.users {
+        let dbs = if u.databases.is_empty() {
+            "all databases".to_owned()
+        } else {
+            u.databases.join(", ")
+        };
+        let _ = writeln!(out, "user {name}: groups [{}], {dbs}", u.groups.join(", "));
+    }
+    out
+}

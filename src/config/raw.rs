@@ -1,0 +1,152 @@
+//! The configuration file as written: serde structs, every field documented
+//! with its default. `super::Config::from_raw` turns these into typed values.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listener, TLS and limits. Default: all defaults below.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Named upstream databases. Default: none (at least one is required).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Client database name -> upstream name. Default: each upstream is
+    /// reachable under its own name.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
+    /// Client identities. Default: none (at least one is required).
+    #[serde(default)]
+    pub users: BTreeMap<String, RawUser>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on. Default `127.0.0.1:6432`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// PEM certificate chain for client-facing TLS. Default: none (TLS off).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for client-facing TLS. Default: none.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS. Default `false`.
+    #[serde(default)]
+    pub require_client_tls: bool,
+    /// Most client connections at once; more get SQLSTATE 53300. Default 1000.
+    #[serde(default = "default_max_clients")]
+    pub max_client_connections: usize,
+    /// Time a client has to finish TLS and authentication. Default `"10s"`.
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout: String,
+    /// Close a session with no traffic either way for this long; `"0s"` never.
+    /// Default `"0s"`.
+    #[serde(default = "default_zero")]
+    pub idle_timeout: String,
+    /// Largest message a client may send, e.g. `"64MiB"`. Default `"64MiB"`.
+    #[serde(default = "default_max_message")]
+    pub max_message_size: String,
+    /// How long SIGTERM / SIGINT waits for sessions to end. Default `"30s"`.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
+            require_client_tls: false,
+            max_client_connections: default_max_clients(),
+            startup_timeout: default_startup_timeout(),
+            idle_timeout: default_zero(),
+            max_message_size: default_max_message(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// `[upstreams.NAME]`: one real database and the credential pgward uses for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Host name or address. Default `"127.0.0.1"`.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port. Default 5432.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Database name on the server. Default: the upstream's own name.
+    #[serde(default)]
+    pub dbname: Option<String>,
+    /// Role pgward logs in as. Required.
+    pub user: String,
+    /// Environment variable holding the password. Default: none.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored). Default: none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `disable`, `prefer`, `require` or `verify-full`. Default `"prefer"`.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    /// PEM CA bundle for `verify-full`. Default: the webpki roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed to connect and log in. Default `"5s"`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+}
+
+/// `[users.NAME]`: one client identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// SCRAM-SHA-256 verifier from `pgward passwd NAME`. Required.
+    pub scram_verifier: String,
+    /// Groups the identity belongs to. Default: none.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Client database names this identity may open. Default: all.
+    #[serde(default)]
+    pub databases: Vec<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6432".into()
+}
+fn default_max_clients() -> usize {
+    1000
+}
+fn default_startup_timeout() -> String {
+    "10s".into()
+}
+fn default_zero() -> String {
+    "0s".into()
+}
+fn default_max_message() -> String {
+    "64MiB".into()
+}
+fn default_shutdown_timeout() -> String {
+    "30s".into()
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_sslmode() -> String {
+    "prefer".into()
+}
+fn default_connect_timeout() -> String {
+    "5s".into()
+}

@@ -1,0 +1,83 @@
+use super::*;
+
+fn verifier() -> String {
+    ScramVerifier::generate("pw")
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/pgward/pgward.toml"))
+}
+
+fn minimal(extra: &str) -> String {
+    format!(
+        "[upstreams.main]\nuser = \"app\"\n{extra}\n[users.alice]\nscram_verifier = \"{}\"\n",
+        verifier()
+    )
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(&minimal("")).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:6432");
+    assert_eq!(c.server.max_message_size, 64 << 20);
+    assert_eq!(c.server.idle_timeout, None);
+    let main = &c.upstreams["main"];
+    assert_eq!((main.port, main.dbname.as_str()), (5432, "main"));
+    assert_eq!(main.sslmode, SslMode::Prefer);
+    assert_eq!(c.databases["main"], "main");
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases = [
+        (minimal("sslmode = \"maybe\""), "upstreams.main.sslmode"),
+        (
+            minimal("connect_timeout = \"5\""),
+            "upstreams.main.connect_timeout",
+        ),
+        (
+            minimal("password_env = \"PGWARD_TEST_SURELY_UNSET_VAR\""),
+            "upstreams.main.password_env",
+        ),
+        (
+            format!("[server]\nlisten = \"nowhere\"\n{}", minimal("")),
+            "server.listen",
+        ),
+        (
+            format!("[server]\ntls_cert = \"a.pem\"\n{}", minimal("")),
+            "server.tls_key",
+        ),
+        (
+            format!("[databases]\napp = \"other\"\n{}", minimal("")),
+            "databases.app",
+        ),
+        (
+            "[upstreams.main]\nuser = \"a\"\n[users.bob]\nscram_verifier = \"x\"\n".into(),
+            "users.bob.scram_verifier",
+        ),
+    ];
+    for (text, field) in cases {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with(field), "{field}: got {err}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let err = parse(&minimal("sslmod = \"require\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sslmod"), "{err}");
+}
+
+#[test]
+fn passwords_never_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "hunter2\n").unwrap();
+    let text = minimal(&format!("password_file = {:?}", file.display().to_string()));
+    let c = parse(&text).unwrap();
+    let main = &c.upstreams["main"];
+    assert_eq!(main.password.as_ref().unwrap().expose(), "hunter2");
+    assert!(!format!("{c:?}").contains("hunter2"));
+}

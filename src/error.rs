@@ -1,0 +1,146 @@
+//! Session errors: each knows which side caused it, and `sqlstate` is the one
+//! place that maps an error to the SQLSTATE a client sees.
+
+use crate::io::ReadError;
+
+/// Which side of pgward an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client sent something wrong or failed to authenticate.
+    Client,
+    /// The upstream server failed or refused.
+    Backend,
+    /// pgward itself (configuration, shutdown, timeouts).
+    Internal,
+}
+
+/// Why a session ended or a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The client broke the protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// The client's SCRAM proof did not match, or the user does not exist.
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    /// The client asked for a database pgward does not map.
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    /// The user may not open this database.
+    #[error("permission denied for database \"{0}\"")]
+    DatabaseNotAllowed(String),
+    /// The connection limit is reached.
+    #[error("sorry, too many clients already")]
+    TooManyClients,
+    /// TLS is required and the client did not ask for it.
+    #[error("pgward requires an encrypted connection (sslmode=require or stronger)")]
+    TlsRequired,
+    /// A startup request pgward deliberately does not support.
+    #[error("{0}")]
+    Unsupported(String),
+    /// TLS or authentication took longer than server.startup_timeout.
+    #[error("canceling authentication due to timeout")]
+    StartupTimeout,
+    /// No traffic for server.idle_timeout.
+    #[error("terminating connection due to idle-session timeout")]
+    IdleTimeout,
+    /// pgward is shutting down.
+    #[error("terminating connection due to administrator command")]
+    Shutdown,
+    /// pgward could not reach or log in to the upstream.
+    #[error("pgward could not connect to upstream \"{upstream}\"")]
+    BackendUnavailable {
+        /// Upstream name.
+        upstream: String,
+        /// The reason, for pgward's log only (it may name the backend role).
+        detail: String,
+    },
+    /// The upstream refused the session with its own error.
+    #[error("{message}")]
+    BackendRefused {
+        /// The server's SQLSTATE.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The upstream connection broke mid-session.
+    #[error("server connection lost: {0}")]
+    BackendLost(String),
+    /// The upstream sent something that is not valid protocol.
+    #[error("invalid message from server: {0}")]
+    BackendProtocol(String),
+    /// The client's socket failed.
+    #[error("client connection: {0}")]
+    ClientIo(#[from] std::io::Error),
+}
+
+impl SessionError {
+    /// Which side caused the error.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Self::Protocol(_)
+            | Self::AuthFailed(_)
+            | Self::UnknownDatabase(_)
+            | Self::DatabaseNotAllowed(_)
+            | Self::TlsRequired
+            | Self::Unsupported(_)
+            | Self::ClientIo(_) => Origin::Client,
+            Self::BackendUnavailable { .. }
+            | Self::BackendRefused { .. }
+            | Self::BackendLost(_)
+            | Self::BackendProtocol(_) => Origin::Backend,
+            Self::TooManyClients | Self::StartupTimeout | Self::IdleTimeout | Self::Shutdown => {
+                Origin::Internal
+            }
+        }
+    }
+
+    /// The SQLSTATE a client receives for this error.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            Self::Protocol(_) => "08P01",
+            Self::AuthFailed(_) => "28P01",
+            Self::UnknownDatabase(_) => "3D000",
+            Self::DatabaseNotAllowed(_) => "42501",
+            Self::TooManyClients => "53300",
+            Self::TlsRequired => "28000",
+            Self::Unsupported(_) => "0A000",
+            Self::StartupTimeout => "57014",
+            Self::IdleTimeout => "57P05",
+            Self::Shutdown => "57P01",
+            Self::BackendUnavailable { .. } => "08001",
+            Self::BackendRefused { code, .. } => code,
+            Self::BackendLost(_) | Self::BackendProtocol(_) | Self::ClientIo(_) => "08006",
+        }
+    }
+
+    /// Reading from the client failed: framing errors are protocol violations.
+    pub fn from_client_read(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(io) => Self::ClientIo(io),
+            ReadError::Closed => Self::ClientIo(std::io::ErrorKind::UnexpectedEof.into()),
+            ReadError::Frame(f) => Self::Protocol(f.to_string()),
+            ReadError::Startup(s) => Self::Protocol(s.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_match_postgresql() {
+        assert_eq!(SessionError::AuthFailed("a".into()).sqlstate(), "28P01");
+        assert_eq!(
+            SessionError::UnknownDatabase("d".into()).sqlstate(),
+            "3D000"
+        );
+        assert_eq!(SessionError::TooManyClients.sqlstate(), "53300");
+        assert_eq!(
+            SessionError::AuthFailed("bob".into()).to_string(),
+            "password authentication failed for user \"bob\""
+        );
+        assert_eq!(SessionError::Shutdown.origin(), Origin::Internal);
+    }
+}

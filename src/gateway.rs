@@ -1,0 +1,81 @@
+//! The state every session shares, built once from a validated config and
+//! handed to sessions explicitly (no globals).
+
+use crate::auth::backend::Upstream;
+use crate::auth::client::ScramEngines;
+use crate::config::Config;
+use crate::session::cancel::CancelRegistry;
+use crate::tls::{self, TlsError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+/// Shared, read-only state plus the cancel registry.
+pub struct Gateway {
+    /// The validated configuration.
+    pub config: Config,
+    /// Upstreams with their TLS configs, by name.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Client-facing TLS, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// SCRAM engines (plain and channel-bound).
+    pub scram: ScramEngines,
+    /// Live sessions' cancel keys.
+    pub cancels: Arc<CancelRegistry>,
+}
+
+/// Failure to build the shared state (files named in the config).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// TLS material could not be loaded.
+    #[error("{field}: {source}")]
+    Tls {
+        /// The config field.
+        field: String,
+        /// The error.
+        source: TlsError,
+    },
+    /// The SCRAM engine refused the certificate.
+    #[error("server.tls_cert: cannot use the certificate for SCRAM channel binding: {0}")]
+    ChannelBinding(String),
+}
+
+impl Gateway {
+    /// Loads TLS material and prepares the upstreams.
+    pub fn new(config: Config) -> Result<Self, GatewayError> {
+        let (tls, cert_pem) = match &config.server.tls {
+            Some(files) => {
+                let (server, pem) =
+                    tls::server_config(files).map_err(|source| GatewayError::Tls {
+                        field: "server.tls_cert".into(),
+                        source,
+                    })?;
+                (Some(TlsAcceptor::from(server)), Some(pem))
+            }
+            None => (None, None),
+        };
+        let scram = ScramEngines::new(cert_pem.as_deref())
+            .map_err(|e| GatewayError::ChannelBinding(e.to_string()))?;
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in &config.upstreams {
+            let tls = tls::client_config(u).map_err(|source| GatewayError::Tls {
+                field: format!("upstreams.{name}.ca_file"),
+                source,
+            })?;
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    config: Arc::clone(u),
+                    tls,
+                },
+            );
+        }
+        Ok(Self {
+            config,
+            upstreams,
+            tls,
+            scram,
+            cancels: Arc::new(CancelRegistry::default()),
+        })
+    }
+}

@@ -1,0 +1,36 @@
+//! pgward: a PostgreSQL wire-protocol gateway.
+//!
+//! Module map, in the order a connection meets them:
+//!
+//! - [`server`]: the listener, connection limit and graceful shutdown.
+//! - [`session`]: one client connection: startup, authentication hand-off,
+//!   the relay and its named phases.
+//! - [`auth`]: SCRAM towards clients; the held credential towards servers.
+//! - [`wire`]: bytes only: framing, message views, encoders.
+//! - [`io`]: sockets (plain or TLS) and a frame-reading buffer.
+//! - [`tls`]: rustls configurations (aws-lc-rs).
+//! - [`config`]: the TOML file, parsed once into typed values.
+//! - [`gateway`]: shared state built from the config.
+//! - [`error`]: session errors and their SQLSTATEs.
+//! - [`cluster`]: a throwaway PostgreSQL cluster (demo and tests).
+//!
+//! The pipeline:
+//!
+//! ```text
+//! client TCP/TLS -> startup (SSL/GSS negotiation, StartupMessage) -> SCRAM
+//!   -> backend login (held credential) -> AuthenticationOk, ParameterStatus,
+//!      pgward's BackendKeyData, ReadyForQuery
+//!   -> relay: client frames -> frontend phases -> server
+//!             server frames -> backend phases -> client
+//! ```
+
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod io;
+pub mod server;
+pub mod session;
+pub mod tls;
+pub mod wire;

@@ -1,0 +1,138 @@
+//! The listener: accepts clients under a connection limit, runs a session per
+//! client, and drains gracefully on shutdown.
+
+use crate::error::SessionError;
+use crate::gateway::Gateway;
+use crate::session::{self, ShutdownPhase};
+use crate::wire::encode;
+use bytes::BytesMut;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+}
+
+/// How long sessions get to close after the drain timeout forced them.
+const FORCED_GRACE: Duration = Duration::from_secs(2);
+
+impl Server {
+    /// Binds the configured listen address.
+    pub async fn bind(gw: Gateway) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(gw.config.server.listen).await?;
+        Ok(Self {
+            gw: Arc::new(gw),
+            listener,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` completes, then drains: no new connections, idle
+    /// sessions close at once, busy ones at their next idle moment, and all
+    /// remaining ones after `server.shutdown_timeout`.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let (phase_tx, phase_rx) = watch::channel(ShutdownPhase::Running);
+        let limit = Arc::new(Semaphore::new(self.gw.config.server.max_client_connections));
+        let mut sessions = JoinSet::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                accepted = self.listener.accept() => {
+                    let (tcp, _) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    match Arc::clone(&limit).try_acquire_owned() {
+                        Ok(permit) => {
+                            let gw = Arc::clone(&self.gw);
+                            let rx = phase_rx.clone();
+                            sessions.spawn(async move {
+                                session::serve(tcp, gw, rx).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            sessions.spawn(reject(tcp, SessionError::TooManyClients));
+                        }
+                    }
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+        drop(self.listener);
+        tracing::info!(
+            sessions = sessions.len(),
+            "shutting down: draining sessions"
+        );
+        let _ = phase_tx.send(ShutdownPhase::Draining);
+        let drained = tokio::time::timeout(self.gw.config.server.shutdown_timeout, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                sessions = sessions.len(),
+                "drain timeout: closing remaining sessions"
+            );
+            let _ = phase_tx.send(ShutdownPhase::Forced);
+            let _ = tokio::time::timeout(FORCED_GRACE, async {
+                while sessions.join_next().await.is_some() {}
+            })
+            .await;
+            sessions.abort_all();
+        }
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Answers a connection pgward will not serve with a FATAL error.
+async fn reject(mut tcp: TcpStream, e: SessionError) {
+    let mut out = BytesMut::new();
+    encode::error_response(
+        &mut out,
+        encode::Severity::Fatal,
+        e.sqlstate(),
+        &e.to_string(),
+        None,
+    );
+    let _ = tcp.write_all(&out).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,94 @@
+//! The relay's named phases: the hooks later layers (rules, masking,
+//! recording) fill in. They are called in a fixed order for each message, and
+//! only for message kinds they declare an interest in: every other frame is
+//! forwarded as raw bytes, in runs, without being looked at.
+//!
+//! Client -> server, per message: `on_query`, `on_parse`, `on_bind`,
+//! `on_describe`, `on_execute`.
+//! Server -> client, per message: `on_row_description`, `on_data_row`,
+//! `on_command_complete`, `on_error_response`, `on_ready_for_query`.
+
+use crate::wire::backend::{BackendKind, TransactionStatus};
+use crate::wire::frontend::FrontendKind;
+use crate::wire::Frame;
+use bytes::Bytes;
+
+/// What a client-side phase decides about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendAction {
+    /// Forward the frame untouched.
+    Forward,
+    /// Do not run it; the client gets this error in its place, in order.
+    Refuse(Refusal),
+}
+
+/// An error pgward answers in place of a refused message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// Message.
+    pub message: String,
+    /// Hint, if any.
+    pub hint: Option<String>,
+}
+
+/// Hooks on messages from the client.
+pub trait FrontendPhases: Send {
+    /// Whether frames of this kind must be shown to a hook.
+    fn inspects(&self, kind: FrontendKind) -> bool;
+    /// A simple Query.
+    fn on_query(&mut self, _frame: &Frame) -> FrontendAction {
+        FrontendAction::Forward
+    }
+    /// A Parse.
+    fn on_parse(&mut self, _frame: &Frame) -> FrontendAction {
+        FrontendAction::Forward
+    }
+    /// A Bind.
+    fn on_bind(&mut self, _frame: &Frame) -> FrontendAction {
+        FrontendAction::Forward
+    }
+    /// A Describe.
+    fn on_describe(&mut self, _frame: &Frame) -> FrontendAction {
+        FrontendAction::Forward
+    }
+    /// An Execute.
+    fn on_execute(&mut self, _frame: &Frame) -> FrontendAction {
+        FrontendAction::Forward
+    }
+}
+
+/// Hooks on messages from the server.
+pub trait BackendPhases: Send {
+    /// Whether frames of this kind must be shown to a hook.
+    fn inspects(&self, kind: BackendKind) -> bool;
+    /// A RowDescription: the start of a result's column layout.
+    fn on_row_description(&mut self, _frame: &Frame) {}
+    /// A DataRow: returns the bytes to send (the frame itself when untouched).
+    fn on_data_row(&mut self, frame: Frame) -> Bytes {
+        frame.into_raw()
+    }
+    /// A CommandComplete.
+    fn on_command_complete(&mut self, _frame: &Frame) {}
+    /// An ErrorResponse.
+    fn on_error_response(&mut self, _frame: &Frame) {}
+    /// A ReadyForQuery.
+    fn on_ready_for_query(&mut self, _status: TransactionStatus) {}
+}
+
+/// The phases of a session with no rules and no masking: nothing is inspected.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Passthrough;
+
+impl FrontendPhases for Passthrough {
+    fn inspects(&self, _kind: FrontendKind) -> bool {
+        false
+    }
+}
+
+impl BackendPhases for Passthrough {
+    fn inspects(&self, _kind: BackendKind) -> bool {
+        false
+    }
+}

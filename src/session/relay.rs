@@ -1,0 +1,412 @@
+//! The relay: two pumps, client -> server and server -> client, each moving
+//! raw frames in runs and stopping only at frames a phase must see.
+//!
+//! Buffers: each pump owns one `BytesMut` read buffer. A run of untouched
+//! frames is written straight from that buffer and then advanced past, so
+//! forwarding copies nothing; the allocation is reused once the run is sent.
+//! A server frame larger than `STREAM_ABOVE` that no phase inspects is
+//! forwarded piecewise as it arrives, so a huge row never sits whole in memory,
+//! and since a pump only reads after its last write completed, a slow client
+//! slows the server down instead of filling pgward's memory.
+
+use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
+use super::refusal::PendingRefusals;
+use super::{Activity, ShutdownPhase};
+use crate::error::SessionError;
+use crate::io::{ReadHalf, WriteHalf};
+use crate::wire::backend::{ready_status, BackendKind, TransactionStatus};
+use crate::wire::encode::{self, Severity};
+use crate::wire::frontend::FrontendKind;
+use crate::wire::{Frame, Framer};
+use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Read buffer growth per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Uninspected server frames above this size are streamed, not buffered.
+const STREAM_ABOVE: usize = 256 * 1024;
+/// Largest server frame a phase may be asked to inspect whole.
+const MAX_INSPECTED_SERVER_FRAME: usize = 1 << 30;
+
+/// Everything one session's relay needs.
+pub struct Relay {
+    /// Client socket, read side.
+    pub client_r: ReadHalf,
+    /// Client socket, write side.
+    pub client_w: WriteHalf,
+    /// Server socket, read side.
+    pub backend_r: ReadHalf,
+    /// Server socket, write side.
+    pub backend_w: WriteHalf,
+    /// Bytes already read from the server past its first ReadyForQuery.
+    pub backend_buf: BytesMut,
+    /// Bytes already read from the client past its startup.
+    pub client_buf: BytesMut,
+    /// Hooks on client messages.
+    pub frontend: Box<dyn FrontendPhases>,
+    /// Hooks on server messages.
+    pub backend: Box<dyn BackendPhases>,
+    /// Largest client message.
+    pub max_message_size: usize,
+    /// Idle timeout, if any.
+    pub idle_timeout: Option<Duration>,
+    /// Shutdown signal.
+    pub shutdown: watch::Receiver<ShutdownPhase>,
+}
+
+/// Client-side events the server pump must act on.
+enum Control {
+    /// Send this FATAL error to the client and end the session.
+    Fatal(SessionError),
+}
+
+impl Relay {
+    /// Runs until either side ends the session. Returns the error that ended
+    /// it, if any; FATAL messages have already been sent to the client.
+    pub async fn run(self) -> Result<(), SessionError> {
+        let Relay {
+            mut client_r,
+            mut client_w,
+            mut backend_r,
+            mut backend_w,
+            backend_buf,
+            client_buf,
+            frontend,
+            backend,
+            max_message_size,
+            idle_timeout,
+            shutdown,
+        } = self;
+        let (tx, rx) = mpsc::channel(1);
+        let refusals = Arc::new(PendingRefusals::default());
+        let activity = Arc::new(Activity::default());
+        let mut client = ClientPump {
+            framer: Framer::new(max_message_size),
+            phases: frontend,
+            refusals: Arc::clone(&refusals),
+            control: tx,
+            activity: Arc::clone(&activity),
+        };
+        let mut server = ServerPump {
+            phases: backend,
+            refusals,
+            control: rx,
+            activity,
+            idle_timeout,
+            shutdown,
+            streaming: 0,
+            last_ready: None,
+        };
+        tokio::select! {
+            r = client.run(&mut client_r, &mut backend_w, client_buf) => r,
+            r = server.run(&mut backend_r, &mut client_w, backend_buf) => r,
+        }
+    }
+}
+
+/// Writes a FATAL ErrorResponse for `e`, best effort: the session is ending.
+pub async fn send_fatal(w: &mut WriteHalf, e: &SessionError) {
+    let mut out = BytesMut::new();
+    encode::error_response(
+        &mut out,
+        Severity::Fatal,
+        e.sqlstate(),
+        &e.to_string(),
+        None,
+    );
+    let _ = w.write_all(&out).await;
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+struct ClientPump {
+    framer: Framer,
+    phases: Box<dyn FrontendPhases>,
+    refusals: Arc<PendingRefusals>,
+    control: mpsc::Sender<Control>,
+    activity: Arc<Activity>,
+}
+
+/// What handling one inspected client frame led to.
+enum Step {
+    Continue,
+    Terminated,
+}
+
+impl ClientPump {
+    /// The tags the relay itself must see, besides the phases' choices.
+    fn must_inspect(&self, tag: u8) -> bool {
+        match FrontendKind::of(tag) {
+            FrontendKind::FunctionCall
+            | FrontendKind::Terminate
+            | FrontendKind::Password
+            | FrontendKind::Unknown(_) => true,
+            kind => self.phases.inspects(kind),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        r: &mut ReadHalf,
+        w: &mut WriteHalf,
+        mut buf: BytesMut,
+    ) -> Result<(), SessionError> {
+        loop {
+            match self.drain(w, &mut buf).await {
+                Ok(Step::Continue) => {}
+                Ok(Step::Terminated) => return Ok(()),
+                Err(e @ SessionError::Protocol(_)) => {
+                    // The server pump owns the client's write side: it sends
+                    // the FATAL and ends the session; this pump waits.
+                    let _ = self.control.send(Control::Fatal(e)).await;
+                    return std::future::pending().await;
+                }
+                Err(e) => return Err(e),
+            }
+            buf.reserve(READ_CHUNK);
+            if r.read_buf(&mut buf).await? == 0 {
+                // Client went away without Terminate: end the server session cleanly.
+                let mut x = BytesMut::new();
+                encode::terminate(&mut x);
+                let _ = w.write_all(&x).await;
+                return Ok(());
+            }
+            self.activity.client_seen();
+        }
+    }
+
+    /// Forwards every complete frame in `buf`.
+    async fn drain(&mut self, w: &mut WriteHalf, buf: &mut BytesMut) -> Result<Step, SessionError> {
+        loop {
+            let run = self
+                .framer
+                .complete_prefix(buf, |t| self.must_inspect(t))
+                .map_err(|e| SessionError::Protocol(e.to_string()))?;
+            if run.len > 0 {
+                w.write_all(&buf[..run.len]).await.map_err(backend_lost)?;
+                buf.advance(run.len);
+            }
+            let frame = match self.framer.next_frame(buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(Step::Continue),
+                Err(e) => return Err(SessionError::Protocol(e.to_string())),
+            };
+            if let Step::Terminated = self.handle(w, frame).await? {
+                return Ok(Step::Terminated);
+            }
+        }
+    }
+
+    async fn handle(&mut self, w: &mut WriteHalf, frame: Frame) -> Result<Step, SessionError> {
+        let action = match FrontendKind::of(frame.tag()) {
+            FrontendKind::Terminate => {
+                w.write_all(frame.raw()).await.map_err(backend_lost)?;
+                return Ok(Step::Terminated);
+            }
+            FrontendKind::FunctionCall => FrontendAction::Refuse(Refusal {
+                code: "0A000",
+                message: "pgward does not relay FunctionCall (fast-path) messages".into(),
+                hint: Some("Call the function with a SELECT statement instead.".into()),
+            }),
+            FrontendKind::Password | FrontendKind::Unknown(_) => {
+                return Err(SessionError::Protocol(format!(
+                    "invalid frontend message type {}",
+                    frame.tag()
+                )))
+            }
+            FrontendKind::Query => self.phases.on_query(&frame),
+            FrontendKind::Parse => self.phases.on_parse(&frame),
+            FrontendKind::Bind => self.phases.on_bind(&frame),
+            FrontendKind::Describe => self.phases.on_describe(&frame),
+            FrontendKind::Execute => self.phases.on_execute(&frame),
+            _ => FrontendAction::Forward,
+        };
+        match action {
+            FrontendAction::Forward => w.write_all(frame.raw()).await,
+            FrontendAction::Refuse(refusal) => {
+                w.write_all(&self.refusals.substitute(&refusal)).await
+            }
+        }
+        .map_err(backend_lost)?;
+        Ok(Step::Continue)
+    }
+}
+
+fn backend_lost(e: std::io::Error) -> SessionError {
+    SessionError::BackendLost(e.to_string())
+}
+
+struct ServerPump {
+    phases: Box<dyn BackendPhases>,
+    refusals: Arc<PendingRefusals>,
+    control: mpsc::Receiver<Control>,
+    activity: Arc<Activity>,
+    idle_timeout: Option<Duration>,
+    shutdown: watch::Receiver<ShutdownPhase>,
+    /// Bytes of an oversized uninspected frame still to pass through.
+    streaming: usize,
+    /// The last ReadyForQuery: its status, when it was forwarded, and how
+    /// many client reads had happened by then.
+    last_ready: Option<(TransactionStatus, u64, u64)>,
+}
+
+impl ServerPump {
+    fn inspects(&self, tag: u8) -> bool {
+        let kind = BackendKind::of(tag);
+        self.phases.inspects(kind) || (kind == BackendKind::ErrorResponse && self.refusals.any())
+    }
+
+    async fn run(
+        &mut self,
+        r: &mut ReadHalf,
+        w: &mut WriteHalf,
+        mut buf: BytesMut,
+    ) -> Result<(), SessionError> {
+        let tick = self
+            .idle_timeout
+            .map(|d| (d / 4).max(Duration::from_millis(100)));
+        let mut ticker = tokio::time::interval(tick.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            if let Err(e) = self.drain(w, &mut buf).await {
+                send_fatal(w, &e).await;
+                return Err(e);
+            }
+            w.flush().await?;
+            if let Some(e) = self.should_close() {
+                send_fatal(w, &e).await;
+                return Err(e);
+            }
+            buf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                Some(Control::Fatal(e)) = self.control.recv() => {
+                    send_fatal(w, &e).await;
+                    return Err(e);
+                }
+                _ = self.shutdown.changed() => {}
+                _ = ticker.tick(), if tick.is_some() => {}
+                read = r.read_buf(&mut buf) => {
+                    let n = read.map_err(backend_lost);
+                    if matches!(n, Ok(0) | Err(_)) {
+                        let e = n.err().unwrap_or_else(|| {
+                            SessionError::BackendLost("the server closed the connection".into())
+                        });
+                        send_fatal(w, &e).await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shutdown or idle timeout, checked between messages only, so a client
+    /// never sees a FATAL in the middle of a result.
+    fn should_close(&self) -> Option<SessionError> {
+        let phase = *self.shutdown.borrow();
+        if phase == ShutdownPhase::Forced {
+            return Some(SessionError::Shutdown);
+        }
+        let (status, at, reads) = self.last_ready?;
+        // A client read after the last ReadyForQuery means work in flight.
+        // (A pipelining client whose next query was read before that
+        // ReadyForQuery is not told apart; it would only be closed between
+        // messages, never mid-result.)
+        if self.activity.client_reads() != reads {
+            return None;
+        }
+        if phase == ShutdownPhase::Draining && status == TransactionStatus::Idle {
+            return Some(SessionError::Shutdown);
+        }
+        let idle = self.idle_timeout?;
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        (self.activity.now().saturating_sub(at) >= idle_ms).then_some(SessionError::IdleTimeout)
+    }
+
+    async fn drain(&mut self, w: &mut WriteHalf, buf: &mut BytesMut) -> Result<(), SessionError> {
+        let framer = Framer::new(MAX_INSPECTED_SERVER_FRAME);
+        loop {
+            if self.streaming > 0 {
+                let n = self.streaming.min(buf.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                w.write_all(&buf[..n]).await?;
+                buf.advance(n);
+                self.streaming -= n;
+                continue;
+            }
+            let run = framer
+                .complete_prefix(buf, |t| self.inspects(t))
+                .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
+            if run.len > 0 {
+                if let Some(last) = run.last_start {
+                    if buf[last] == b'Z' {
+                        self.note_ready(buf[last + 5]);
+                    }
+                }
+                w.write_all(&buf[..run.len]).await?;
+                buf.advance(run.len);
+            }
+            let Some(header) = Framer::peek_header(buf)
+                .map_err(|e| SessionError::BackendProtocol(e.to_string()))?
+            else {
+                return Ok(());
+            };
+            if !self.inspects(header.tag) {
+                // Incomplete and uninspected: stream it if it is large.
+                if header.total_len > STREAM_ABOVE {
+                    self.streaming = header.total_len;
+                    continue;
+                }
+                return Ok(());
+            }
+            let Some(frame) = framer
+                .next_frame(buf)
+                .map_err(|e| SessionError::BackendProtocol(e.to_string()))?
+            else {
+                return Ok(());
+            };
+            self.handle(w, frame).await?;
+        }
+    }
+
+    fn note_ready(&mut self, status: u8) {
+        let status = match status {
+            b'T' => TransactionStatus::InTransaction,
+            b'E' => TransactionStatus::Failed,
+            _ => TransactionStatus::Idle,
+        };
+        self.last_ready = Some((status, self.activity.now(), self.activity.client_reads()));
+    }
+
+    async fn handle(&mut self, w: &mut WriteHalf, frame: Frame) -> Result<(), SessionError> {
+        match BackendKind::of(frame.tag()) {
+            BackendKind::ErrorResponse => {
+                if let Some(own) = self.refusals.take_if_marker(&frame) {
+                    w.write_all(&own).await?;
+                    return Ok(());
+                }
+                self.phases.on_error_response(&frame);
+            }
+            BackendKind::RowDescription => self.phases.on_row_description(&frame),
+            BackendKind::DataRow => {
+                let out = self.phases.on_data_row(frame);
+                w.write_all(&out).await?;
+                return Ok(());
+            }
+            BackendKind::CommandComplete => self.phases.on_command_complete(&frame),
+            BackendKind::ReadyForQuery => {
+                let status = ready_status(&frame)
+                    .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
+                self.note_ready(status.byte());
+                self.phases.on_ready_for_query(status);
+            }
+            _ => {}
+        }
+        w.write_all(frame.raw()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The client's side of startup: encryption negotiation, the StartupMessage,
+//! and which of its parameters may reach the server.
+
+use crate::error::SessionError;
+use crate::io::{FramedStream, Stream};
+use crate::wire::encode;
+use crate::wire::startup::{StartupMessage, StartupPacket};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+/// What a new connection turned out to be.
+#[derive(Debug)]
+pub enum Opening {
+    /// A session to authenticate.
+    Session {
+        /// The client connection, possibly upgraded to TLS.
+        conn: FramedStream,
+        /// Its StartupMessage.
+        startup: StartupMessage,
+    },
+    /// A cancel request for another session.
+    Cancel {
+        /// Process id the client was given.
+        process_id: i32,
+        /// Secret key the client was given.
+        secret_key: i32,
+    },
+}
+
+/// Reads packets until a StartupMessage or CancelRequest, answering SSLRequest
+/// and GSSENCRequest on the way. On error the FATAL has been sent.
+pub async fn open(
+    tcp: TcpStream,
+    tls: Option<&TlsAcceptor>,
+    require_tls: bool,
+) -> Result<Opening, SessionError> {
+    let mut conn = FramedStream::new(Stream::Plain(tcp));
+    // At most one SSLRequest and one GSSENCRequest precede the startup packet.
+    for _ in 0..3 {
+        let packet = match conn.read_startup().await {
+            Ok(p) => p,
+            Err(e) => return fail(conn, SessionError::from_client_read(e)).await,
+        };
+        match packet {
+            StartupPacket::SslRequest if !conn.stream.is_tls() => {
+                let Some(acceptor) = tls else {
+                    conn.send(b"N").await?;
+                    continue;
+                };
+                if !conn.buf.is_empty() {
+                    // Bytes sent before the handshake would be taken as if
+                    // they came over TLS (CVE-2021-23214): refuse.
+                    let e = protocol("received unencrypted data after SSL request");
+                    return fail(conn, e).await;
+                }
+                conn.send(b"S").await?;
+                let Stream::Plain(tcp) = conn.stream else {
+                    unreachable!("checked plain above")
+                };
+                let tls = acceptor
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| protocol(&format!("TLS handshake failed: {e}")))?;
+                conn =
+                    FramedStream::new(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))));
+            }
+            StartupPacket::GssEncRequest if !conn.stream.is_tls() => conn.send(b"N").await?,
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                return fail(conn, protocol("encryption requested twice")).await;
+            }
+            StartupPacket::CancelRequest {
+                process_id,
+                secret_key,
+            } => {
+                return Ok(Opening::Cancel {
+                    process_id,
+                    secret_key,
+                })
+            }
+            StartupPacket::Startup(startup) => {
+                if require_tls && !conn.stream.is_tls() {
+                    return fail(conn, SessionError::TlsRequired).await;
+                }
+                return Ok(Opening::Session { conn, startup });
+            }
+        }
+    }
+    fail(conn, protocol("too many startup packets")).await
+}
+
+async fn fail(mut conn: FramedStream, e: SessionError) -> Result<Opening, SessionError> {
+    send_fatal(&mut conn, &e).await;
+    Err(e)
+}
+
+fn protocol(message: &str) -> SessionError {
+    SessionError::Protocol(message.to_owned())
+}
+
+/// Sends a FATAL ErrorResponse during startup, best effort.
+pub async fn send_fatal(conn: &mut FramedStream, e: &SessionError) {
+    let mut out = BytesMut::new();
+    encode::error_response(
+        &mut out,
+        encode::Severity::Fatal,
+        e.sqlstate(),
+        &e.to_string(),
+        None,
+    );
+    let _ = conn.send(&out).await;
+}
+
+/// The StartupMessage parameters pgward passes on to the server, or the
+/// reason the startup is refused.
+///
+/// `user` and `database` are replaced by the upstream's; `options` and
+/// `replication` are refused because they reach server settings (including
+/// the role) that statement rules must control; `_pq_.` protocol extensions
+/// are not forwarded (the client is told through NegotiateProtocolVersion).
+pub fn forwarded_params(startup: &StartupMessage) -> Result<Vec<(String, String)>, SessionError> {
+    let mut out = Vec::new();
+    for (key, value) in &startup.params {
+        match key.as_str() {
+            "user" | "database" => {}
+            "options" if value.trim().is_empty() => {}
+            "options" | "replication" => {
+                return Err(SessionError::Unsupported(format!(
+                    "pgward does not accept the startup parameter \"{key}\""
+                )))
+            }
+            k if k.starts_with("_pq_.") => {}
+            _ => out.push((key.clone(), value.clone())),
+        }
+    }
+    Ok(out)
+}
+
+/// Protocol options the client asked for that pgward does not support.
+pub fn unsupported_protocol_options(startup: &StartupMessage) -> Vec<&str> {
+    startup
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.as_str())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup(params: &[(&str, &str)]) -> StartupMessage {
+        StartupMessage {
+            major: 3,
+            minor: 0,
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn forwards_settings_but_not_identity_or_options() {
+        let s = startup(&[
+            ("user", "alice"),
+            ("database", "app"),
+            ("application_name", "psql"),
+            ("client_encoding", "UTF8"),
+            ("_pq_.compression", "on"),
+        ]);
+        let fwd = forwarded_params(&s).unwrap();
+        assert_eq!(fwd.len(), 2);
+        assert!(fwd.iter().all(|(k, _)| k != "user" && k != "database"));
+        assert_eq!(unsupported_protocol_options(&s), vec!["_pq_.compression"]);
+        let bad = startup(&[("user", "a"), ("options", "-c role=admin")]);
+        assert_eq!(forwarded_params(&bad).unwrap_err().sqlstate(), "0A000");
+    }
+}

@@ -1,0 +1,142 @@
+//! Encoders for the messages pgward itself writes. Each appends one complete
+//! message to a buffer, so several can leave in one write.
+
+use super::backend::TransactionStatus;
+use bytes::{BufMut, BytesMut};
+
+/// Severity of an ErrorResponse pgward writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session goes on.
+    Error,
+    /// The session ends after this message.
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "ERROR",
+            Self::Fatal => "FATAL",
+        }
+    }
+}
+
+/// Appends `tag`, a length placeholder, the body `write` produces, and patches
+/// the length in.
+fn message(buf: &mut BytesMut, tag: u8, write: impl FnOnce(&mut BytesMut)) {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_i32(0);
+    write(buf);
+    // Messages pgward writes are small and bounded by their callers; saturate
+    // rather than wrap if one ever is not.
+    let len = i32::try_from(buf.len() - at).unwrap_or(i32::MAX);
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn cstr(buf: &mut BytesMut, s: &[u8]) {
+    // A NUL inside would end the field early and shift every later one.
+    buf.extend(s.iter().copied().filter(|b| *b != 0));
+    buf.put_u8(0);
+}
+
+/// ErrorResponse with severity, SQLSTATE, message and an optional hint.
+pub fn error_response(
+    buf: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message_text: &str,
+    hint: Option<&str>,
+) {
+    message(buf, b'E', |b| {
+        for field in [b'S', b'V'] {
+            b.put_u8(field);
+            cstr(b, severity.as_str().as_bytes());
+        }
+        b.put_u8(b'C');
+        cstr(b, code.as_bytes());
+        b.put_u8(b'M');
+        cstr(b, message_text.as_bytes());
+        if let Some(hint) = hint {
+            b.put_u8(b'H');
+            cstr(b, hint.as_bytes());
+        }
+        b.put_u8(0);
+    });
+}
+
+/// ReadyForQuery with a transaction status.
+pub fn ready_for_query(buf: &mut BytesMut, status: TransactionStatus) {
+    message(buf, b'Z', |b| b.put_u8(status.byte()));
+}
+
+/// AuthenticationOk.
+pub fn authentication_ok(buf: &mut BytesMut) {
+    message(buf, b'R', |b| b.put_i32(0));
+}
+
+/// AuthenticationSASL listing the mechanisms offered.
+pub fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+    message(buf, b'R', |b| {
+        b.put_i32(10);
+        for m in mechanisms {
+            cstr(b, m.as_bytes());
+        }
+        b.put_u8(0);
+    });
+}
+
+/// AuthenticationSASLContinue carrying the server-first-message.
+pub fn authentication_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    message(buf, b'R', |b| {
+        b.put_i32(11);
+        b.put_slice(data);
+    });
+}
+
+/// AuthenticationSASLFinal carrying the server-final-message.
+pub fn authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    message(buf, b'R', |b| {
+        b.put_i32(12);
+        b.put_slice(data);
+    });
+}
+
+/// ParameterStatus.
+pub fn parameter_status(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+    message(buf, b'S', |b| {
+        cstr(b, name);
+        cstr(b, value);
+    });
+}
+
+/// BackendKeyData.
+pub fn backend_key_data(buf: &mut BytesMut, process_id: i32, secret_key: i32) {
+    message(buf, b'K', |b| {
+        b.put_i32(process_id);
+        b.put_i32(secret_key);
+    });
+}
+
+/// NegotiateProtocolVersion: the newest minor version pgward speaks and the
+/// protocol options it did not recognise.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unknown: &[&str]) {
+    message(buf, b'v', |b| {
+        b.put_i32((3 << 16) | newest_minor);
+        b.put_i32(i32::try_from(unknown.len()).unwrap_or(i32::MAX));
+        for option in unknown {
+            cstr(b, option.as_bytes());
+        }
+    });
+}
+
+/// A simple Query message.
+pub fn query(buf: &mut BytesMut, sql: &str) {
+    message(buf, b'Q', |b| cstr(b, sql.as_bytes()));
+}
+
+/// Terminate.
+pub fn terminate(buf: &mut BytesMut) {
+    message(buf, b'X', |_| {});
+}
