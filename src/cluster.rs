@@ -184,11 +184,42 @@ impl Cluster {
                 .arg(format!("-p {}", self.port))
                 .arg("start");
             match check("pg_ctl start", ctl.output()) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.spawn_reaper();
+                    return Ok(());
+                }
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or(ClusterError::MissingBinary("pg_ctl")))
+    }
+
+    /// A detached watchdog that stops the server and removes its directory
+    /// once this process is gone. Drop does that normally; the watchdog covers
+    /// a killed test run and clusters held in statics, which are never dropped.
+    fn spawn_reaper(&self) {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             kill -QUIT \"$(head -n 1 '{data}/postmaster.pid' 2>/dev/null)\" 2>/dev/null; \
+             sleep 1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            data = self.data_dir().display(),
+            dir = self.dir.path().display(),
+        );
+        let spawned = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the cluster watchdog");
+        }
+    }
+
+    /// Path of a PostgreSQL client or server program of this installation.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -1,0 +1,218 @@
+//! Test harness: a throwaway PostgreSQL 15 cluster, pgward in front of it
+//! (in-process, on a free port), and client helpers.
+//!
+//! Every test binary includes this module and uses a different subset of it.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use pgward::auth::verifier::ScramVerifier;
+use pgward::cluster::{Cluster, ClusterOptions};
+use pgward::config::Config;
+use pgward::gateway::Gateway;
+use pgward::server::Server;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The client identity every test logs in as.
+pub const USER: &str = "alice";
+/// Its password (pgward holds only the verifier).
+pub const PASSWORD: &str = "alice-secret";
+/// The client-facing database name, mapped to the upstream below.
+pub const DB: &str = "appdb";
+/// The backend role pgward logs in as; its password is held by pgward only.
+pub const APP_ROLE: &str = "app";
+
+/// A cluster prepared with the `app` role and the `appdb` database.
+pub struct Backend {
+    /// The running cluster.
+    pub cluster: Cluster,
+    /// The backend role's password, written to `password_file`.
+    pub app_password: String,
+    /// File the config points `password_file` at.
+    pub password_file: PathBuf,
+}
+
+impl Backend {
+    /// Starts and prepares a cluster.
+    pub fn start(options: &ClusterOptions) -> Backend {
+        let cluster = Cluster::start(options).expect("start PostgreSQL");
+        let app_password = format!("app-{:016x}", rand::random::<u64>());
+        cluster
+            .psql(
+                "postgres",
+                &format!("CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{app_password}'"),
+            )
+            .expect("create role");
+        cluster
+            .psql("postgres", &format!("CREATE DATABASE {DB} OWNER {APP_ROLE}"))
+            .expect("create database");
+        let password_file = cluster.dir().join("app.password");
+        std::fs::write(&password_file, format!("{app_password}\n")).expect("password file");
+        Backend {
+            cluster,
+            app_password,
+            password_file,
+        }
+    }
+
+    /// One cluster shared by all tests of a test binary. The cluster's
+    /// watchdog stops it when the binary exits (statics are never dropped).
+    pub fn shared() -> &'static Backend {
+        static SHARED: OnceLock<Backend> = OnceLock::new();
+        SHARED.get_or_init(|| Backend::start(&ClusterOptions::default()))
+    }
+
+    /// Runs SQL in `appdb` as the superuser.
+    pub fn admin_sql(&self, sql: &str) -> String {
+        self.cluster
+            .psql(DB, sql)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.cluster.log()))
+    }
+
+    /// A config text for pgward in front of this cluster. `server_extra` and
+    /// `upstream_extra` are TOML lines added to `[server]` and the upstream.
+    pub fn config(&self, server_extra: &str, upstream_extra: &str) -> String {
+        let sslmode = if upstream_extra.contains("sslmode") {
+            ""
+        } else {
+            "sslmode = \"disable\""
+        };
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+{server_extra}
+
+[upstreams.{DB}]
+host = "127.0.0.1"
+port = {port}
+user = "{APP_ROLE}"
+password_file = "{password_file}"
+{sslmode}
+{upstream_extra}
+
+[databases]
+{DB} = "{DB}"
+otherdb = "{DB}"
+
+[users.{USER}]
+scram_verifier = "{verifier}"
+groups = ["dev"]
+
+[users.bob]
+scram_verifier = "{bob}"
+databases = ["otherdb"]
+"#,
+            port = self.cluster.port(),
+            password_file = self.password_file.display(),
+            verifier = ScramVerifier::generate(PASSWORD),
+            bob = ScramVerifier::generate("bob-secret"),
+        )
+    }
+}
+
+/// pgward serving in the test's runtime until dropped or shut down.
+pub struct Pgward {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Pgward {
+    /// Starts pgward with this config text (relative paths resolve against
+    /// `dir`).
+    pub async fn start_in(config: &str, dir: &Path) -> Pgward {
+        let config = Config::parse(config, &dir.join("pgward.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}\n{config}"));
+        let server = Server::bind(Gateway::new(config).expect("gateway"))
+            .await
+            .expect("bind");
+        let addr = server.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Pgward {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// pgward with the default config in front of `backend`.
+    pub async fn start(backend: &Backend) -> Pgward {
+        Self::start_in(&backend.config("", ""), backend.cluster.dir()).await
+    }
+
+    /// A tokio-postgres config for `user` / `password` on `appdb`.
+    pub fn client_config(&self, user: &str, password: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.addr.port())
+            .user(user)
+            .password(password)
+            .dbname(DB)
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        c
+    }
+
+    /// Connects as alice, spawning the connection task.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect_with(&self.client_config(USER, PASSWORD))
+            .await
+            .expect("connect through pgward")
+    }
+
+    /// A libpq DSN for psql / pgbench (password via PGPASSWORD).
+    pub fn dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={USER} dbname={DB} sslmode=disable",
+            self.addr.port()
+        )
+    }
+
+    /// Stops accepting, drains and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+impl Drop for Pgward {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Connects without TLS and spawns the connection task.
+pub async fn connect_with(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE code of a tokio-postgres error, or "" when it has none.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_default()
+}
+
+/// The server-side message of a tokio-postgres error, or its display form.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
