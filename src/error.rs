@@ -20,6 +20,9 @@ pub enum SessionError {
     /// The client broke the protocol.
     #[error("{0}")]
     Protocol(String),
+    /// The startup packet names no user.
+    #[error("no PostgreSQL user name specified in startup packet")]
+    MissingUser,
     /// The client's SCRAM proof did not match, or the user does not exist.
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
@@ -79,6 +82,7 @@ impl SessionError {
     pub fn origin(&self) -> Origin {
         match self {
             Self::Protocol(_)
+            | Self::MissingUser
             | Self::AuthFailed(_)
             | Self::UnknownDatabase(_)
             | Self::DatabaseNotAllowed(_)
@@ -100,6 +104,7 @@ impl SessionError {
         match self {
             Self::Protocol(_) => "08P01",
             Self::AuthFailed(_) => "28P01",
+            Self::MissingUser => "28000",
             Self::UnknownDatabase(_) => "3D000",
             Self::DatabaseNotAllowed(_) => "42501",
             Self::TooManyClients => "53300",

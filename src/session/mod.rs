@@ -141,9 +141,7 @@ async fn establish(
     let user_name = startup
         .param("user")
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            SessionError::Protocol("no PostgreSQL user name specified in startup packet".into())
-        })?
+        .ok_or(SessionError::MissingUser)?
         .to_owned();
     let unknown_options = startup::unsupported_protocol_options(startup);
     if startup.minor > 0 || !unknown_options.is_empty() {

@@ -1,0 +1,217 @@
+//! Bad or unusual input from a client: pgward answers with a clear error and
+//! the right SQLSTATE, never a panic or a hang, and keeps serving.
+
+mod support;
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend;
+use support::raw::{error_of, message, RawClient};
+use support::{Backend, Pgward, DB, PASSWORD, USER};
+
+async fn login(pw: &Pgward) -> RawClient {
+    RawClient::login(pw.addr, USER, PASSWORD, DB).await.0
+}
+
+/// A startup packet with an arbitrary protocol code and parameters.
+fn startup_packet(code: i32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_i32(code);
+    for (k, v) in params {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::new();
+    out.put_i32(4 + body.len() as i32);
+    out.put_slice(&body);
+    out.to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_is_refused_and_the_session_goes_on() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let mut c = login(&pw).await;
+    // FunctionCall for oid 1 (whatever it is) with no arguments.
+    let mut body = BytesMut::new();
+    body.put_i32(1);
+    body.put_i16(0);
+    body.put_i16(0);
+    body.put_i16(0);
+    c.send(&message(b'F', &body)).await;
+    let reply = c.until_ready().await;
+    let err = error_of(&reply).expect("an error");
+    assert_eq!(err.sqlstate(), "0A000");
+    assert!(err.field(b'M').unwrap_or_default().contains("FunctionCall"));
+    assert_eq!(reply.last().map(|m| m.tag), Some(b'Z'));
+    // Only pgward's error reaches the client, not the stand-in's marker.
+    assert_eq!(reply.iter().filter(|m| m.tag == b'E').count(), 1);
+    assert!(reply.iter().all(|m| m.tag != b'D'));
+    let again = c.simple("SELECT 41 + 1").await;
+    let row = again.iter().find(|m| m.tag == b'D').expect("row");
+    assert!(row.body.ends_with(b"42"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_client_message_is_fatal_before_buffering() {
+    let backend = Backend::shared();
+    let config = backend.config("max_message_size = \"64KiB\"", "");
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let mut c = login(&pw).await;
+    // Declares 1 GiB; pgward must refuse from the header alone.
+    let mut header = BytesMut::new();
+    header.put_u8(b'Q');
+    header.put_i32(1 << 30);
+    c.send(&header).await;
+    let reply = c.until_ready().await;
+    let err = error_of(&reply).expect("an error");
+    assert_eq!(err.sqlstate(), "08P01");
+    assert_eq!(err.field(b'S').as_deref(), Some("FATAL"));
+    assert!(c.closed().await);
+    // A query just under the limit still works on a new connection.
+    let mut c = login(&pw).await;
+    let sql = format!("SELECT length('{}')", "x".repeat(60_000));
+    let reply = c.simple(&sql).await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_message_type_and_bad_lengths_are_protocol_violations() {
+    let pw = Pgward::start(Backend::shared()).await;
+    for bad in [
+        message(b'!', b"junk"),
+        // A length below the 4 bytes of the length itself.
+        vec![b'Q', 0, 0, 0, 2],
+    ] {
+        let mut c = login(&pw).await;
+        c.send(&bad).await;
+        let reply = c.until_ready().await;
+        let err = error_of(&reply).expect("an error");
+        assert_eq!(err.sqlstate(), "08P01", "{bad:?}: {err:?}");
+        assert!(c.closed().await);
+    }
+    // A Query without its terminating NUL is well framed and forwarded;
+    // PostgreSQL rejects it and the session ends cleanly.
+    let mut c = login(&pw).await;
+    c.send(&message(b'Q', b"SELECT 1")).await;
+    let reply = c.until_ready().await;
+    assert_eq!(error_of(&reply).map(|e| e.sqlstate()).as_deref(), Some("08P01"));
+    // pgward itself still serves.
+    let mut c = login(&pw).await;
+    assert!(error_of(&c.simple("SELECT 1").await).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_startup_packets_get_a_fatal_error() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // Length below the minimum.
+        (vec![0, 0, 0, 4], "08P01"),
+        // Longer than PostgreSQL's 10,000-byte startup limit.
+        ((20_000i32).to_be_bytes().to_vec(), "08P01"),
+        // Protocol 2.0 and 4.0.
+        (startup_packet(2 << 16, &[("user", USER)]), "08P01"),
+        (startup_packet(4 << 16, &[("user", USER)]), "08P01"),
+        // Missing user.
+        (startup_packet(3 << 16, &[("database", DB)]), "28000"),
+        // Parameter without a value / terminator.
+        (
+            {
+                let mut p = startup_packet(3 << 16, &[]);
+                p.pop();
+                p.extend_from_slice(b"user");
+                let len = p.len() as i32;
+                p[..4].copy_from_slice(&len.to_be_bytes());
+                p
+            },
+            "08P01",
+        ),
+        // Replication connections and command-line options are refused.
+        (
+            startup_packet(3 << 16, &[("user", USER), ("replication", "true")]),
+            "0A000",
+        ),
+        (
+            startup_packet(3 << 16, &[("user", USER), ("options", "-c work_mem=1GB")]),
+            "0A000",
+        ),
+    ];
+    for (packet, code) in cases {
+        let mut c = RawClient::open(pw.addr).await;
+        let _ = c.try_send(&packet).await;
+        let first = c.recv().await.expect("an answer, not a silent close");
+        assert_eq!(first.tag, b'E', "{packet:?}");
+        assert_eq!(first.sqlstate(), code, "{packet:?}: {:?}", first.field(b'M'));
+        assert_eq!(first.field(b'S').as_deref(), Some("FATAL"));
+        assert!(c.closed().await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_minor_version_gets_negotiate_protocol_version() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let mut c = RawClient::open(pw.addr).await;
+    let packet = startup_packet(
+        (3 << 16) | 2,
+        &[("user", USER), ("database", DB), ("_pq_.future", "1")],
+    );
+    c.send(&packet).await;
+    let first = c.recv().await.expect("answer");
+    assert_eq!(first.tag, b'v', "NegotiateProtocolVersion: {first:?}");
+    let newest = i32::from_be_bytes([first.body[0], first.body[1], first.body[2], first.body[3]]);
+    assert_eq!(newest, 3 << 16);
+    let count = i32::from_be_bytes([first.body[4], first.body[5], first.body[6], first.body[7]]);
+    assert_eq!(count, 1);
+    assert!(first.body[8..].starts_with(b"_pq_.future\0"));
+    let next = c.recv().await.expect("authentication request");
+    assert_eq!(next.tag, b'R');
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_and_gss_requests_are_declined_without_tls() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let mut c = RawClient::open(pw.addr).await;
+    let mut out = BytesMut::new();
+    out.put_i32(8);
+    out.put_i32(80_877_104); // GSSENCRequest
+    c.send(&out).await;
+    assert_eq!(c.recv_byte().await, b'N');
+    out.clear();
+    frontend::ssl_request(&mut out);
+    c.send(&out).await;
+    assert_eq!(c.recv_byte().await, b'N');
+    // The client may go on in clear text.
+    out.clear();
+    frontend::startup_message([("user", USER), ("database", DB)], &mut out).expect("startup");
+    c.send(&out).await;
+    assert_eq!(c.recv().await.expect("auth request").tag, b'R');
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_dropped_after_the_startup_timeout() {
+    let backend = Backend::shared();
+    let config = backend.config("startup_timeout = \"1s\"", "");
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let mut c = RawClient::open(pw.addr).await;
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", USER), ("database", DB)], &mut out).expect("startup");
+    c.send(&out).await;
+    assert_eq!(c.recv().await.expect("auth request").tag, b'R');
+    // ...and never answers the SASL request.
+    let next = c.recv().await.expect("timeout error");
+    assert_eq!(next.sqlstate(), "57014", "{:?}", next.field(b'M'));
+    assert!(c.closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_end_after_the_idle_timeout() {
+    let backend = Backend::shared();
+    let config = backend.config("idle_timeout = \"1s\"", "");
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let mut c = login(&pw).await;
+    assert!(error_of(&c.simple("SELECT 1").await).is_none());
+    let next = c.recv().await.expect("idle timeout error");
+    assert_eq!(next.sqlstate(), "57P05", "{:?}", next.field(b'M'));
+    assert!(c.closed().await);
+}
