@@ -98,7 +98,12 @@ impl Relay {
             idle_timeout,
             shutdown,
             streaming: 0,
-            last_ready: None,
+            // The login's ReadyForQuery (sent before the relay starts) counts
+            // as the first one, unless the client already sent more: then the
+            // session is busy until the server's next ReadyForQuery.
+            last_ready: client_buf
+                .is_empty()
+                .then_some((TransactionStatus::Idle, 0, 0)),
         };
         tokio::select! {
             r = client.run(&mut client_r, &mut backend_w, client_buf) => r,
