@@ -5,8 +5,8 @@ mod support;
 
 use pgward::cluster::ClusterOptions;
 use std::time::Duration;
-use support::raw::{error_of, RawClient};
 use support::raw::message;
+use support::raw::{error_of, RawClient};
 use support::{connect_with, sqlstate, Backend, Pgward, PASSWORD, USER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,8 +134,15 @@ async fn terminated_backend_reaches_its_client_and_others_go_on() {
         .expect("task");
     let e = result.expect_err("killed mid-query");
     assert_eq!(sqlstate(&e), "57P01", "{e}");
-    bystander.simple_query("SELECT 1").await.expect("others go on");
-    pw.connect().await.simple_query("SELECT 1").await.expect("new clients too");
+    bystander
+        .simple_query("SELECT 1")
+        .await
+        .expect("others go on");
+    pw.connect()
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .expect("new clients too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,15 +184,20 @@ async fn crashed_backend_gives_a_fatal_error_and_pgward_keeps_serving() {
 async fn unreachable_upstream_is_08001_without_details() {
     let backend = Backend::shared();
     let port = pgward::cluster::free_port().expect("port");
-    let config = backend
-        .config("", "")
-        .replace(&format!("port = {}", backend.cluster.port()), &format!("port = {port}"));
+    let config = backend.config("", "").replace(
+        &format!("port = {}", backend.cluster.port()),
+        &format!("port = {port}"),
+    );
     let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
     let e = connect_with(&pw.client_config(USER, PASSWORD))
         .await
         .expect_err("no upstream");
     assert_eq!(sqlstate(&e), "08001");
-    assert!(!support::message(&e).contains(&port.to_string()), "{}", support::message(&e));
+    assert!(
+        !support::message(&e).contains(&port.to_string()),
+        "{}",
+        support::message(&e)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +207,8 @@ async fn graceful_shutdown_drains_busy_sessions() {
     let addr = pw.addr;
     let (mut idle, _) = RawClient::login(addr, USER, PASSWORD, support::DB).await;
     let (mut busy, _) = RawClient::login(addr, USER, PASSWORD, support::DB).await;
-    busy.send(&message(b'Q', b"SELECT 'done' FROM pg_sleep(1.5)\0")).await;
+    busy.send(&message(b'Q', b"SELECT 'done' FROM pg_sleep(1.5)\0"))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let shutdown = tokio::spawn(pw.shutdown());
     // The idle session is told at once.
@@ -205,12 +218,17 @@ async fn graceful_shutdown_drains_busy_sessions() {
     // The busy one gets its result, then the notice.
     let reply = busy.until_ready().await;
     assert!(error_of(&reply).is_none(), "{reply:?}");
-    assert!(reply.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"done")));
+    assert!(reply
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.ends_with(b"done")));
     let next = busy.recv().await.expect("shutdown notice");
     assert_eq!(next.sqlstate(), "57P01");
     tokio::time::timeout(Duration::from_secs(10), shutdown)
         .await
         .expect("shutdown finishes")
         .expect("task");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
 }

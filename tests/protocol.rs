@@ -96,7 +96,10 @@ async fn unknown_message_type_and_bad_lengths_are_protocol_violations() {
     let mut c = login(&pw).await;
     c.send(&message(b'Q', b"SELECT 1")).await;
     let reply = c.until_ready().await;
-    assert_eq!(error_of(&reply).map(|e| e.sqlstate()).as_deref(), Some("08P01"));
+    assert_eq!(
+        error_of(&reply).map(|e| e.sqlstate()).as_deref(),
+        Some("08P01")
+    );
     // pgward itself still serves.
     let mut c = login(&pw).await;
     assert!(error_of(&c.simple("SELECT 1").await).is_none());
@@ -142,7 +145,12 @@ async fn bad_startup_packets_get_a_fatal_error() {
         let _ = c.try_send(&packet).await;
         let first = c.recv().await.expect("an answer, not a silent close");
         assert_eq!(first.tag, b'E', "{packet:?}");
-        assert_eq!(first.sqlstate(), code, "{packet:?}: {:?}", first.field(b'M'));
+        assert_eq!(
+            first.sqlstate(),
+            code,
+            "{packet:?}: {:?}",
+            first.field(b'M')
+        );
         assert_eq!(first.field(b'S').as_deref(), Some("FATAL"));
         assert!(c.closed().await);
     }

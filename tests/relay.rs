@@ -35,7 +35,10 @@ async fn simple_query_with_several_statements() {
     assert_eq!(completes, 3);
     // The empty query and a comment-only string answer EmptyQueryResponse.
     client.simple_query("").await.expect("empty query");
-    client.simple_query("-- nothing").await.expect("comment only");
+    client
+        .simple_query("-- nothing")
+        .await
+        .expect("comment only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,17 +48,20 @@ async fn extended_protocol_binary_parameters_and_results() {
     let stmt = client
         .prepare_typed(
             "SELECT $1::int8 * 2, $2::text || '!', $3::bytea, $4::float8, $5::bool, $6::int4[]",
-            &[Type::INT8, Type::TEXT, Type::BYTEA, Type::FLOAT8, Type::BOOL],
+            &[
+                Type::INT8,
+                Type::TEXT,
+                Type::BYTEA,
+                Type::FLOAT8,
+                Type::BOOL,
+            ],
         )
         .await
         .expect("prepare");
     let bytes: Vec<u8> = (0..=255u8).collect();
     let array = vec![1i32, -2, 3];
     let row = client
-        .query_one(
-            &stmt,
-            &[&21i64, &"hi", &bytes, &2.5f64, &true, &array],
-        )
+        .query_one(&stmt, &[&21i64, &"hi", &bytes, &2.5f64, &true, &array])
         .await
         .expect("execute");
     assert_eq!(row.get::<_, i64>(0), 42);
@@ -78,15 +84,25 @@ async fn extended_protocol_binary_parameters_and_results() {
 async fn pipelined_extended_queries_come_back_in_order() {
     let pw = Pgward::start(Backend::shared()).await;
     let client = pw.connect().await;
-    let stmt = client.prepare("SELECT $1::int4 + 1").await.expect("prepare");
+    let stmt = client
+        .prepare("SELECT $1::int4 + 1")
+        .await
+        .expect("prepare");
     // tokio-postgres pipelines concurrent requests on one connection: many
     // Bind/Execute/Sync groups are in flight before the first answer.
     let futures = (0..200i32).map(|i| {
         let client = &client;
         let stmt = &stmt;
-        async move { client.query_one(stmt, &[&i]).await.map(|r| r.get::<_, i32>(0)) }
+        async move {
+            client
+                .query_one(stmt, &[&i])
+                .await
+                .map(|r| r.get::<_, i32>(0))
+        }
     });
-    let results = futures::future::try_join_all(futures).await.expect("pipeline");
+    let results = futures::future::try_join_all(futures)
+        .await
+        .expect("pipeline");
     assert_eq!(results, (1..=200).collect::<Vec<i32>>());
 }
 
@@ -95,7 +111,10 @@ async fn errors_leave_the_session_usable_and_transactions_behave() {
     let backend = Backend::shared();
     let pw = Pgward::start(backend).await;
     let mut client = pw.connect().await;
-    let e = client.simple_query("SELEC 1").await.expect_err("syntax error");
+    let e = client
+        .simple_query("SELEC 1")
+        .await
+        .expect_err("syntax error");
     assert_eq!(sqlstate(&e), "42601");
     let e = client.query("SELECT 1/0", &[]).await.expect_err("division");
     assert_eq!(sqlstate(&e), "22012");
@@ -104,8 +123,14 @@ async fn errors_leave_the_session_usable_and_transactions_behave() {
         .await
         .expect("create");
     // An error inside a transaction aborts it until ROLLBACK.
-    client.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.expect("begin");
-    let e = client.batch_execute("INSERT INTO t VALUES (1)").await.expect_err("dup");
+    client
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .expect("begin");
+    let e = client
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .expect_err("dup");
     assert_eq!(sqlstate(&e), "23505");
     let e = client.batch_execute("SELECT 1").await.expect_err("aborted");
     assert_eq!(sqlstate(&e), "25P02");
@@ -118,7 +143,9 @@ async fn errors_leave_the_session_usable_and_transactions_behave() {
     assert_eq!(n, 0);
     // A committed transaction through the typed API.
     let tx = client.transaction().await.expect("tx");
-    tx.execute("INSERT INTO t VALUES (7)", &[]).await.expect("insert");
+    tx.execute("INSERT INTO t VALUES (7)", &[])
+        .await
+        .expect("insert");
     tx.commit().await.expect("commit");
     let n: i64 = client
         .query_one("SELECT count(*) FROM t", &[])
@@ -136,17 +163,16 @@ async fn copy_in_and_out() {
         .batch_execute("CREATE TEMP TABLE c (id int, name text)")
         .await
         .expect("create");
-    let sink = client
-        .copy_in("COPY c FROM STDIN")
-        .await
-        .expect("copy in");
+    let sink = client.copy_in("COPY c FROM STDIN").await.expect("copy in");
     futures::pin_mut!(sink);
     let mut data = String::new();
     for i in 0..20_000 {
         data.push_str(&format!("{i}\tname {i}\n"));
     }
     for chunk in data.as_bytes().chunks(7_000) {
-        sink.send(bytes::Bytes::copy_from_slice(chunk)).await.expect("send");
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .expect("send");
     }
     let n = sink.finish().await.expect("finish");
     assert_eq!(n, 20_000);
@@ -234,7 +260,10 @@ async fn cancel_token_reaches_the_right_backend() {
     let e = result.expect_err("query cancelled");
     assert_eq!(sqlstate(&e), "57014");
     // Only the targeted session was cancelled.
-    bystander.simple_query("SELECT 1").await.expect("bystander fine");
+    bystander
+        .simple_query("SELECT 1")
+        .await
+        .expect("bystander fine");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,11 +273,16 @@ async fn client_never_sees_the_backend_key_or_password() {
     let (mut raw, hello) =
         support::raw::RawClient::login(pw.addr, support::USER, support::PASSWORD, support::DB)
             .await;
-    let key = hello.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+    let key = hello
+        .iter()
+        .find(|m| m.tag == b'K')
+        .expect("BackendKeyData");
     let pid = i32::from_be_bytes([key.body[0], key.body[1], key.body[2], key.body[3]]);
     let reply = raw.simple("SELECT pg_backend_pid()").await;
     let row = reply.iter().find(|m| m.tag == b'D').expect("row");
-    let real_pid: i32 = String::from_utf8_lossy(&row.body[6..]).parse().expect("pid");
+    let real_pid: i32 = String::from_utf8_lossy(&row.body[6..])
+        .parse()
+        .expect("pid");
     assert_ne!(pid, real_pid, "pgward must not hand out the backend's key");
     let all: Vec<u8> = hello.iter().flat_map(|m| m.body.to_vec()).collect();
     let needle = backend.app_password.as_bytes();

@@ -4,6 +4,7 @@
 //! Every test binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod raw;
 
 use pgward::auth::verifier::ScramVerifier;
@@ -48,7 +49,10 @@ impl Backend {
             )
             .expect("create role");
         cluster
-            .psql("postgres", &format!("CREATE DATABASE {DB} OWNER {APP_ROLE}"))
+            .psql(
+                "postgres",
+                &format!("CREATE DATABASE {DB} OWNER {APP_ROLE}"),
+            )
             .expect("create database");
         let password_file = cluster.dir().join("app.password");
         std::fs::write(&password_file, format!("{app_password}\n")).expect("password file");
@@ -81,13 +85,18 @@ impl Backend {
         } else {
             "sslmode = \"disable\""
         };
+        let host = if upstream_extra.contains("host =") {
+            ""
+        } else {
+            "host = \"127.0.0.1\""
+        };
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
 {server_extra}
 
 [upstreams.{DB}]
-host = "127.0.0.1"
+{host}
 port = {port}
 user = "{APP_ROLE}"
 password_file = "{password_file}"

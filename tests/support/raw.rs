@@ -72,7 +72,10 @@ impl RawClient {
         frontend::startup_message([("user", user), ("database", db)], &mut out).expect("startup");
         c.send(&out).await;
         let sasl = c.recv().await.expect("auth request");
-        assert_eq!(sasl.tag, b'R', "expected an authentication request: {sasl:?}");
+        assert_eq!(
+            sasl.tag, b'R',
+            "expected an authentication request: {sasl:?}"
+        );
         let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
         out.clear();
         frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut out).expect("sasl");

@@ -1,0 +1,138 @@
+//! TLS on both legs: clients verify pgward's certificate (verify-full) and
+//! bind SCRAM to the channel; pgward verifies PostgreSQL's certificate.
+
+mod support;
+
+use pgward::cluster::ClusterOptions;
+use std::time::Duration;
+use support::certs::TestPki;
+use support::{connect_with, sqlstate, Backend, Pgward, PASSWORD, USER};
+use tokio_postgres::config::{ChannelBinding, SslMode};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+fn tls_server_lines(pki: &TestPki, required: bool) -> String {
+    format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\nrequire_client_tls = {required}",
+        pki.cert_file.display(),
+        pki.key_file.display()
+    )
+}
+
+async fn connect_tls(
+    config: &tokio_postgres::Config,
+    pki: &TestPki,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config
+        .connect(MakeRustlsConnect::new(pki.client_config()))
+        .await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tls_verify_full_with_scram_plus() {
+    let backend = Backend::shared();
+    let pki = TestPki::new(backend.cluster.dir(), "client-leg");
+    let config = backend.config(&tls_server_lines(&pki, true), "");
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let mut config = pw.client_config(USER, PASSWORD);
+    config
+        .host("localhost")
+        .ssl_mode(SslMode::Require)
+        // Require SCRAM-SHA-256-PLUS: fails unless pgward binds the channel.
+        .channel_binding(ChannelBinding::Require);
+    let client = connect_tls(&config, &pki).await.expect("TLS + SCRAM-PLUS");
+    let row = client.query_one("SELECT 6 * 7", &[]).await.expect("query");
+    assert_eq!(row.get::<_, i32>(0), 42);
+    // Wrong password over TLS is still 28P01.
+    let mut bad = config.clone();
+    bad.password("nope");
+    let e = connect_tls(&bad, &pki).await.expect_err("wrong password");
+    assert_eq!(sqlstate(&e), "28P01");
+    // A client trusting another CA refuses pgward's certificate.
+    let other = TestPki::new(backend.cluster.dir(), "other");
+    assert!(connect_tls(&config, &other).await.is_err());
+    // require_client_tls: a clear-text client is turned away with 28000.
+    let e = connect_with(&pw.client_config(USER, PASSWORD))
+        .await
+        .expect_err("plain refused");
+    assert_eq!(sqlstate(&e), "28000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_connects_with_sslmode_verify_full() {
+    let backend = Backend::shared();
+    let pki = TestPki::new(backend.cluster.dir(), "psql-leg");
+    let config = backend.config(&tls_server_lines(&pki, false), "");
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let dsn = format!(
+        "host=localhost port={} user={USER} dbname={} sslmode=verify-full sslrootcert={} channel_binding=require",
+        pw.addr.port(),
+        support::DB,
+        pki.ca_file.display()
+    );
+    let psql = backend.cluster.program("psql");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(psql)
+            .env("PGPASSWORD", PASSWORD)
+            .args(["-X", "-A", "-t", "-c", "SELECT 'over tls'"])
+            .arg(&dsn)
+            .output()
+            .expect("psql")
+    })
+    .await
+    .expect("task");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_per_sslmode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = TestPki::new(dir.path(), "backend-leg");
+    let backend = Backend::start(&ClusterOptions {
+        tls: Some((pki.cert_pem.clone(), pki.key_pem.clone())),
+        extra_conf: vec![],
+    });
+    backend.cluster.psql("postgres", "SELECT 1").expect("up");
+    let ssl_of_session = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for (upstream, expect_ssl) in [
+        (
+            format!(
+                "sslmode = \"verify-full\"\nca_file = \"{}\"\nhost = \"localhost\"",
+                pki.ca_file.display()
+            ),
+            "true",
+        ),
+        ("sslmode = \"require\"".to_owned(), "true"),
+        ("sslmode = \"prefer\"".to_owned(), "true"),
+        ("sslmode = \"disable\"".to_owned(), "false"),
+    ] {
+        let config = backend.config("", &upstream);
+        let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+        let client = pw.connect().await;
+        let row = client.query_one(ssl_of_session, &[]).await.expect("query");
+        assert_eq!(row.get::<_, String>(0), expect_ssl, "{upstream}");
+    }
+    // verify-full against a CA that did not sign the server: refused, and
+    // the client learns only that the upstream is unavailable.
+    let other = TestPki::new(dir.path(), "impostor");
+    let config = backend.config(
+        "",
+        &format!(
+            "sslmode = \"verify-full\"\nca_file = \"{}\"\nhost = \"localhost\"",
+            other.ca_file.display()
+        ),
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        connect_with(&pw.client_config(USER, PASSWORD)),
+    )
+    .await
+    .expect("answer in time")
+    .expect_err("untrusted backend");
+    assert_eq!(sqlstate(&e), "08001");
+}
