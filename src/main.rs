@@ -48,7 +48,18 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One precise line (with its causes), not a backtrace.
+            eprintln!("pgward: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PGWARD_LOG")
@@ -86,14 +97,16 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn passwd(user: &str) -> anyhow::Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password for {user}: ");
-        std::io::stderr().flush()?;
-    }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
+    let line = if stdin.is_terminal() {
+        // Typed passwords are not echoed.
+        rpassword::prompt_password(format!("password for {user}: "))?
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line
+    };
     let password = line.trim_end_matches(['\r', '\n']);
     anyhow::ensure!(!password.is_empty(), "empty password");
     let verifier = pgward::auth::verifier::ScramVerifier::generate(password);

@@ -1,0 +1,118 @@
+//! The built binary: `passwd`, `check-config` and `run`, end to end.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{connect_with, Backend, DB};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgward");
+
+#[test]
+fn check_config_explains_a_good_file_and_names_the_bad_field() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/pgward.example.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", example])
+        .env("SHOP_DB_PASSWORD", "from-the-environment")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(!stdout.contains("from-the-environment"), "password printed");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(example).expect("example").replace(
+        "startup_timeout = \"10s\"",
+        "startup_timeout = \"ten seconds\"",
+    );
+    std::fs::write(&bad, text).expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .env("SHOP_DB_PASSWORD", "x")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.startup_timeout"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwd_then_run_then_sigterm() {
+    let backend = Backend::shared();
+    let mut passwd = Command::new(BIN)
+        .args(["passwd", "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("passwd");
+    passwd
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"carol-pw\n")
+        .expect("write");
+    let out = passwd.wait_with_output().expect("passwd output");
+    assert!(out.status.success());
+    let snippet = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(snippet.starts_with("[users.carol]\nscram_verifier = \"SCRAM-SHA-256$4096:"));
+    assert!(!snippet.contains("carol-pw"));
+
+    let port = pgward::cluster::free_port().expect("port");
+    let config = backend.config("", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let path = backend.cluster.dir().join(format!("cli-{port}.toml"));
+    std::fs::write(&path, format!("{config}\n{snippet}")).expect("config");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgward run");
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user("carol")
+        .password("carol-pw")
+        .dbname(DB);
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = connect_with(&config).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = client.expect("the binary serves");
+    let row = client
+        .query_one("SELECT 'via the binary'", &[])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, &str>(0), "via the binary");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.expect("pgward exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // The idle session was closed by the drain.
+    assert!(client.simple_query("SELECT 1").await.is_err());
+}
