@@ -1,0 +1,74 @@
+//! Memory of a proxy holding many idle client connections.
+
+use crate::targets::{rss_bytes, Target, DB};
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use std::time::Duration;
+
+/// What holding `n` idle sessions cost a proxy.
+#[derive(Debug, Clone)]
+pub struct IdleResult {
+    /// Sessions that logged in and stayed open.
+    pub sessions: usize,
+    /// Proxy RSS before, bytes.
+    pub rss_before: u64,
+    /// Proxy RSS with all sessions open, bytes.
+    pub rss_with_sessions: u64,
+}
+
+impl IdleResult {
+    /// Bytes of resident memory per idle session.
+    pub fn per_session(&self) -> f64 {
+        self.rss_with_sessions.saturating_sub(self.rss_before) as f64 / self.sessions.max(1) as f64
+    }
+}
+
+/// Opens `n` authenticated sessions through `target`, each having run one
+/// query, and reads the proxy's resident memory while they sit idle.
+pub async fn measure(target: &Target, n: usize) -> anyhow::Result<IdleResult> {
+    let pid = target.pid.context("idle memory needs a proxy process")?;
+    let rss_before = rss_bytes(pid).context("cannot read the proxy's memory")?;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(target.port)
+        .user(&target.user)
+        .password(&target.password)
+        .dbname(DB)
+        .connect_timeout(Duration::from_secs(30));
+    let connects = futures::stream::iter(0..n)
+        .map(|_| {
+            let config = config.clone();
+            async move {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                let task = tokio::spawn(connection);
+                client.simple_query("SELECT 1").await?;
+                Ok::<_, tokio_postgres::Error>((client, task))
+            }
+        })
+        .buffer_unordered(32);
+    let sessions: Vec<_> = connects.collect().await;
+    let mut held = Vec::with_capacity(n);
+    for s in sessions {
+        match s {
+            Ok(pair) => held.push(pair),
+            Err(e) => bail!(
+                "idle session {} through {} failed: {e}",
+                held.len() + 1,
+                target.name
+            ),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_with_sessions = rss_bytes(pid).context("cannot read the proxy's memory")?;
+    let result = IdleResult {
+        sessions: held.len(),
+        rss_before,
+        rss_with_sessions,
+    };
+    for (client, task) in held {
+        drop(client);
+        let _ = task.await;
+    }
+    Ok(result)
+}

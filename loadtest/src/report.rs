@@ -1,0 +1,188 @@
+//! The results folder: a Markdown table (medians, ratios) and an SVG chart.
+
+use crate::idle::IdleResult;
+use crate::pgbench::RunResult;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// All repetitions of one workload against one target.
+#[derive(Debug, Default, Clone)]
+pub struct Cell {
+    /// One entry per repetition.
+    pub runs: Vec<RunResult>,
+}
+
+impl Cell {
+    fn median(&self, f: impl Fn(&RunResult) -> Option<f64>) -> Option<f64> {
+        let mut v: Vec<f64> = self.runs.iter().filter_map(f).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        Some(if v.len().is_multiple_of(2) {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        })
+    }
+    /// Median TPS.
+    pub fn tps(&self) -> Option<f64> {
+        self.median(|r| Some(r.tps))
+    }
+    fn avg(&self) -> Option<f64> {
+        self.median(|r| Some(r.latency_avg_ms))
+    }
+    fn p99(&self) -> Option<f64> {
+        self.median(|r| Some(r.latency_p99_ms))
+    }
+    fn cpu(&self) -> Option<f64> {
+        self.median(|r| r.cpu_per_1k)
+    }
+    /// Failed transactions over all repetitions.
+    pub fn failed(&self) -> u64 {
+        self.runs.iter().map(|r| r.failed).sum()
+    }
+}
+
+/// Results by workload (in run order) and target name.
+pub type Results = Vec<(String, BTreeMap<&'static str, Cell>)>;
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// The Markdown report.
+pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}\n");
+    let _ = writeln!(
+        out,
+        "| workload | direct TPS | pgward TPS | PgBouncer TPS | pgward / direct | pgward / PgBouncer \
+         | avg ms (direct / pgward / PgBouncer) | p99 ms (direct / pgward / PgBouncer) \
+         | CPU s per 1k tx (pgward / PgBouncer) | failed |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---|---|---:|");
+    for (name, cells) in results {
+        let get = |t: &str| cells.get(t);
+        let tps = |t: &str| get(t).and_then(Cell::tps);
+        let triple = |f: fn(&Cell) -> Option<f64>, d: usize| {
+            ["direct", "pgward", "pgbouncer"]
+                .iter()
+                .map(|t| fmt(get(t).and_then(f), d))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let failed: u64 = cells.values().map(Cell::failed).sum();
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {failed} |",
+            fmt(tps("direct"), 0),
+            fmt(tps("pgward"), 0),
+            fmt(tps("pgbouncer"), 0),
+            ratio(tps("pgward"), tps("direct")),
+            ratio(tps("pgward"), tps("pgbouncer")),
+            triple(Cell::avg, 3),
+            triple(Cell::p99, 3),
+            fmt(get("pgward").and_then(Cell::cpu), 3),
+            fmt(get("pgbouncer").and_then(Cell::cpu), 3),
+        );
+    }
+    if !idle.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| proxy | idle sessions | RSS before | RSS holding them | per session |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        for (name, r) in idle {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+                r.sessions,
+                r.rss_before as f64 / 1048576.0,
+                r.rss_with_sessions as f64 / 1048576.0,
+                r.per_session() / 1024.0
+            );
+        }
+    }
+    out
+}
+
+/// A horizontal bar chart: each proxy's median TPS as a percentage of
+/// direct PostgreSQL's, per workload.
+pub fn svg(results: &Results) -> String {
+    const BAR: f64 = 14.0;
+    const LABEL_W: f64 = 260.0;
+    const PLOT_W: f64 = 460.0;
+    let rows = results.len() as f64;
+    let height = 60.0 + rows * (2.0 * BAR + 14.0);
+    let max_pct = results
+        .iter()
+        .flat_map(|(_, c)| {
+            let direct = c.get("direct").and_then(Cell::tps);
+            ["pgward", "pgbouncer"]
+                .into_iter()
+                .filter_map(move |t| Some(c.get(t)?.tps()? / direct? * 100.0))
+        })
+        .fold(100.0f64, f64::max)
+        .ceil();
+    let x = |pct: f64| LABEL_W + pct / max_pct * PLOT_W;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12">
+<text x="10" y="20" font-size="14">Median TPS as % of direct PostgreSQL (pgward: blue, PgBouncer: orange)</text>
+"#,
+        w = LABEL_W + PLOT_W + 80.0
+    );
+    let mut y = 40.0;
+    for (name, cells) in results {
+        let direct = cells.get("direct").and_then(Cell::tps);
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="{}">{}</text>"#,
+            y + BAR + 4.0,
+            escape(name)
+        );
+        for (i, (target, color)) in [("pgward", "#3572b0"), ("pgbouncer", "#e08a1e")]
+            .iter()
+            .enumerate()
+        {
+            let by = y + i as f64 * BAR;
+            if let (Some(t), Some(d)) = (cells.get(target).and_then(Cell::tps), direct) {
+                let pct = t / d * 100.0;
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{LABEL_W}" y="{by}" width="{:.1}" height="{}" fill="{color}"/><text x="{:.1}" y="{:.1}">{pct:.0}%</text>"#,
+                    x(pct) - LABEL_W,
+                    BAR - 2.0,
+                    x(pct) + 4.0,
+                    by + BAR - 4.0
+                );
+            }
+        }
+        y += 2.0 * BAR + 14.0;
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{0:.1}" y1="30" x2="{0:.1}" y2="{1}" stroke="black" stroke-dasharray="4 3"/><text x="{0:.1}" y="{2}">direct = 100%</text>
+</svg>"#,
+        x(100.0),
+        y,
+        y + 14.0
+    );
+    s
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

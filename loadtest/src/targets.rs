@@ -1,0 +1,256 @@
+//! The three things pgbench is aimed at: PostgreSQL directly, pgward (the
+//! release binary, a separate process so its CPU and memory can be read from
+//! /proc), and PgBouncer in session mode when it is installed.
+
+use anyhow::{bail, Context};
+use pgward::auth::verifier::ScramVerifier;
+use pgward::cluster::{free_port, Cluster};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The client identity pgbench uses through the proxies.
+pub const CLIENT_USER: &str = "bench";
+/// Its password.
+pub const CLIENT_PASSWORD: &str = "bench-password";
+/// The database everything runs in.
+pub const DB: &str = "bench";
+/// The backend role.
+pub const APP_ROLE: &str = "app";
+
+/// One endpoint pgbench can run against.
+pub struct Target {
+    /// `direct`, `pgward` or `pgbouncer`.
+    pub name: &'static str,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Login password.
+    pub password: String,
+    /// The proxy process, for /proc readings (`None` for direct).
+    pub pid: Option<u32>,
+    child: Option<Child>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // SIGTERM the proxy itself (PgBouncer runs under runuser, whose
+        // SIGKILL would orphan it), then reap the child we started.
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        if let Some(child) = &mut self.child {
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// PostgreSQL itself, logged in as the backend role.
+pub fn direct(cluster: &Cluster, app_password: &str) -> Target {
+    Target {
+        name: "direct",
+        port: cluster.port(),
+        user: APP_ROLE.into(),
+        password: app_password.into(),
+        pid: None,
+        child: None,
+    }
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_listening(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tail = std::fs::read_to_string(log).unwrap_or_default();
+    bail!("{what} did not start listening on port {port}:\n{tail}")
+}
+
+/// pgward from `bin`, in front of the cluster, holding the app password.
+pub fn pgward(bin: &Path, cluster: &Cluster, password_file: &Path) -> anyhow::Result<Target> {
+    let port = free_port()?;
+    let dir = cluster.dir();
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+max_client_connections = 5000
+
+[upstreams.{DB}]
+host = "127.0.0.1"
+port = {pg}
+user = "{APP_ROLE}"
+password_file = "{pwfile}"
+sslmode = "disable"
+
+[users.{CLIENT_USER}]
+scram_verifier = "{verifier}"
+"#,
+        pg = cluster.port(),
+        pwfile = password_file.display(),
+        verifier = ScramVerifier::generate(CLIENT_PASSWORD),
+    );
+    let path = dir.join("pgward-loadtest.toml");
+    std::fs::write(&path, config)?;
+    let log = dir.join("pgward.log");
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("PGWARD_LOG", "pgward=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("cannot start pgward from {}", bin.display()))?;
+    let pid = child.id();
+    let target = Target {
+        name: "pgward",
+        port,
+        user: CLIENT_USER.into(),
+        password: CLIENT_PASSWORD.into(),
+        pid: Some(pid),
+        child: Some(child),
+    };
+    wait_listening(port, "pgward", &log)?;
+    Ok(target)
+}
+
+/// Where PgBouncer is installed, if it is.
+pub fn pgbouncer_binary() -> Option<PathBuf> {
+    [
+        "/usr/sbin/pgbouncer",
+        "/usr/bin/pgbouncer",
+        "/usr/local/bin/pgbouncer",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// PgBouncer in session mode with a pool as large as the client count, so
+/// that, like pgward, every client has its own server connection.
+///
+/// Clients log in as the app role itself, with the same SCRAM verifier in
+/// PgBouncer's auth_file as in PostgreSQL (SCRAM pass-through). A forced
+/// `user=… password=…` in `[databases]` would mirror pgward's held credential
+/// better, but PgBouncer fails server logins that way when clients use SCRAM
+/// (pgbouncer/pgbouncer issues 944 and 1461).
+pub fn pgbouncer(
+    bin: &Path,
+    cluster: &Cluster,
+    app_password: &str,
+    app_verifier: &str,
+    pool_size: u32,
+    as_postgres: bool,
+) -> anyhow::Result<Target> {
+    let port = free_port()?;
+    let dir = cluster.dir().join("pgbouncer");
+    std::fs::create_dir_all(&dir)?;
+    let userlist = dir.join("userlist.txt");
+    std::fs::write(&userlist, format!("\"{APP_ROLE}\" \"{app_verifier}\"\n"))?;
+    let pidfile = dir.join("pgbouncer.pid");
+    let log = dir.join("pgbouncer.log");
+    let ini = dir.join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            r#"[databases]
+{DB} = host=127.0.0.1 port={pg} dbname={DB}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+pool_mode = session
+default_pool_size = {pool_size}
+max_client_conn = 5000
+max_db_connections = 0
+pidfile = {pidfile}
+logfile = {log}
+log_connections = 0
+log_disconnections = 0
+server_tls_sslmode = disable
+"#,
+            pg = cluster.port(),
+            userlist = userlist.display(),
+            pidfile = pidfile.display(),
+            log = log.display(),
+        ),
+    )?;
+    // PgBouncer refuses to run as root.
+    let mut cmd = if as_postgres {
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()?;
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let child = cmd
+        .arg(&ini)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start PgBouncer")?;
+    let mut target = Target {
+        name: "pgbouncer",
+        port,
+        user: APP_ROLE.into(),
+        password: app_password.into(),
+        pid: None,
+        child: Some(child),
+    };
+    wait_listening(port, "PgBouncer", &log)?;
+    let pid = std::fs::read_to_string(&pidfile)
+        .context("PgBouncer wrote no pidfile")?
+        .trim()
+        .parse()
+        .context("PgBouncer pidfile")?;
+    target.pid = Some(pid);
+    Ok(target)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
