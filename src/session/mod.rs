@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod phases;
+pub mod read_sizer;
 pub mod refusal;
 pub mod relay;
 pub mod startup;

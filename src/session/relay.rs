@@ -1,7 +1,8 @@
 //! The relay: two pumps, client -> server and server -> client, each moving
 //! raw frames in runs and stopping only at frames a phase must see.
 //!
-//! Buffers: each pump owns one `BytesMut` read buffer. A run of untouched
+//! Buffers: each pump owns one `BytesMut` read buffer, sized per read by a
+//! [`ReadSizer`] (small while idle, up to 64 KiB under bulk traffic). A run of untouched
 //! frames is written straight from that buffer and then advanced past, so
 //! forwarding copies nothing; the allocation is reused once the run is sent.
 //! A server frame larger than `STREAM_ABOVE` that no phase inspects is
@@ -10,6 +11,7 @@
 //! slows the server down instead of filling pgward's memory.
 
 use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
+use super::read_sizer::ReadSizer;
 use super::refusal::PendingRefusals;
 use super::{Activity, ShutdownPhase};
 use crate::error::SessionError;
@@ -24,8 +26,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-/// Read buffer growth per read.
-const READ_CHUNK: usize = 64 * 1024;
 /// Uninspected server frames above this size are streamed, not buffered.
 const STREAM_ABOVE: usize = 256 * 1024;
 /// Largest server frame a phase may be asked to inspect whole.
@@ -85,12 +85,14 @@ impl Relay {
         let activity = Arc::new(Activity::default());
         let mut client = ClientPump {
             framer: Framer::new(max_message_size),
+            sizer: ReadSizer::default(),
             phases: frontend,
             refusals: Arc::clone(&refusals),
             control: tx,
             activity: Arc::clone(&activity),
         };
         let mut server = ServerPump {
+            sizer: ReadSizer::default(),
             phases: backend,
             refusals,
             control: rx,
@@ -129,6 +131,7 @@ pub async fn send_fatal(w: &mut WriteHalf, e: &SessionError) {
 
 struct ClientPump {
     framer: Framer,
+    sizer: ReadSizer,
     phases: Box<dyn FrontendPhases>,
     refusals: Arc<PendingRefusals>,
     control: mpsc::Sender<Control>,
@@ -171,8 +174,10 @@ impl ClientPump {
                 }
                 Err(e) => return Err(e),
             }
-            buf.reserve(READ_CHUNK);
-            if r.read_buf(&mut buf).await? == 0 {
+            let offered = self.sizer.prepare(&mut buf);
+            let n = r.read_buf(&mut buf).await?;
+            self.sizer.record(n, offered);
+            if n == 0 {
                 // Client went away without Terminate: end the server session cleanly.
                 let mut x = BytesMut::new();
                 encode::terminate(&mut x);
@@ -245,6 +250,7 @@ fn backend_lost(e: std::io::Error) -> SessionError {
 }
 
 struct ServerPump {
+    sizer: ReadSizer,
     phases: Box<dyn BackendPhases>,
     refusals: Arc<PendingRefusals>,
     control: mpsc::Receiver<Control>,
@@ -284,7 +290,7 @@ impl ServerPump {
                 send_fatal(w, &e).await;
                 return Err(e);
             }
-            buf.reserve(READ_CHUNK);
+            let offered = self.sizer.prepare(&mut buf);
             tokio::select! {
                 biased;
                 Some(Control::Fatal(e)) = self.control.recv() => {
@@ -294,6 +300,9 @@ impl ServerPump {
                 _ = self.shutdown.changed() => {}
                 _ = ticker.tick(), if tick.is_some() => {}
                 read = r.read_buf(&mut buf) => {
+                    if let Ok(n) = read {
+                        self.sizer.record(n, offered);
+                    }
                     let n = read.map_err(backend_lost);
                     if matches!(n, Ok(0) | Err(_)) {
                         let e = n.err().unwrap_or_else(|| {
