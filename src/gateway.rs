@@ -67,6 +67,7 @@ impl Gateway {
                 Upstream {
                     config: Arc::clone(u),
                     tls,
+                    salted: Default::default(),
                 },
             );
         }

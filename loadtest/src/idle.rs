@@ -40,10 +40,20 @@ pub async fn measure(target: &Target, n: usize) -> anyhow::Result<IdleResult> {
         .map(|_| {
             let config = config.clone();
             async move {
-                let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-                let task = tokio::spawn(connection);
-                client.simple_query("SELECT 1").await?;
-                Ok::<_, tokio_postgres::Error>((client, task))
+                let session = async {
+                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                    let task = tokio::spawn(connection);
+                    client.simple_query("SELECT 1").await?;
+                    Ok::<_, tokio_postgres::Error>((client, task))
+                };
+                // A proxy that stops accepting must not hang the harness.
+                match tokio::time::timeout(Duration::from_secs(30), session).await {
+                    Ok(Ok(pair)) => Ok(pair),
+                    Ok(Err(e)) => Err(e
+                        .as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_owned())),
+                    Err(_) => Err("no session within 30 s".to_owned()),
+                }
             }
         })
         .buffer_unordered(32);

@@ -188,20 +188,28 @@ server_tls_sslmode = disable
             log = log.display(),
         ),
     )?;
-    // PgBouncer refuses to run as root.
+    // PgBouncer refuses to run as root. It needs two descriptors per
+    // session; runuser resets the soft limit to 1024, so raise it to the hard
+    // limit before exec.
+    let script = format!(
+        "ulimit -n \"$(ulimit -Hn)\"; exec '{}' '{}'",
+        bin.display(),
+        ini.display()
+    );
     let mut cmd = if as_postgres {
         Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(&dir)
             .status()?;
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin);
+        c.args(["-u", "postgres", "--", "sh", "-c", &script]);
         c
     } else {
-        Command::new(bin)
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
     };
     let child = cmd
-        .arg(&ini)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -2,6 +2,7 @@
 //! the credential pgward holds. The password and the server's cancel key stay
 //! in here and in the cancel registry; neither reaches a client or a log line.
 
+use super::scram_client::{Binding, SaltedPasswordCache, ScramClient};
 use crate::config::{SslMode, UpstreamConfig};
 use crate::error::SessionError;
 use crate::io::{FramedStream, ReadError, Stream};
@@ -9,7 +10,6 @@ use crate::wire::backend::{backend_key_data, notice_field, BackendKind};
 use crate::wire::frame::{read_cstr, read_i32};
 use crate::wire::{Frame, Framer};
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub struct Upstream {
     pub config: Arc<UpstreamConfig>,
     /// rustls config, unless sslmode is disable.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The SCRAM salted password, computed once instead of per login.
+    pub salted: SaltedPasswordCache,
 }
 
 /// A logged-in server connection.
@@ -114,7 +116,7 @@ impl Upstream {
             .map_err(|e| self.unavailable(e.to_string()))?;
 
         let framer = Framer::new(MAX_LOGIN_MESSAGE);
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramClient> = None;
         let mut key = None;
         let mut startup_messages = BytesMut::new();
         loop {
@@ -190,7 +192,7 @@ impl Upstream {
         &self,
         frame: &Frame,
         stream: &Stream,
-        scram: &mut Option<ScramSha256>,
+        scram: &mut Option<ScramClient>,
         out: &mut BytesMut,
     ) -> Result<(), SessionError> {
         let mut body = frame.body();
@@ -216,8 +218,9 @@ impl Upstream {
                     mechanisms.push(m);
                 }
                 let (mechanism, binding) = self.choose_scram(&mechanisms, stream)?;
-                let s = ScramSha256::new(self.password()?, binding);
-                frontend::sasl_initial_response(mechanism, s.message(), out).map_err(io)?;
+                let s = ScramClient::new(binding);
+                frontend::sasl_initial_response(mechanism, s.client_first().as_bytes(), out)
+                    .map_err(io)?;
                 *scram = Some(s);
                 Ok(())
             }
@@ -225,17 +228,19 @@ impl Upstream {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| self.unavailable("SASLContinue before SASL"))?;
-                s.update(body)
-                    .map_err(|e| self.unavailable(format!("SCRAM: {e}")))?;
-                frontend::sasl_response(s.message(), out).map_err(io)
+                let password = self.password()?;
+                let client_final = s
+                    .client_final(body, password, &self.salted)
+                    .map_err(|e| self.unavailable(e.to_string()))?;
+                frontend::sasl_response(client_final.as_bytes(), out).map_err(io)
             }
             12 => {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| self.unavailable("SASLFinal before SASL"))?;
                 // Verifies the server's signature: the server knew our verifier.
-                s.finish(body)
-                    .map_err(|e| self.unavailable(format!("SCRAM: {e}")))
+                s.verify_server_final(body)
+                    .map_err(|e| self.unavailable(e.to_string()))
             }
             other => Err(self.unavailable(format!("unsupported authentication request {other}"))),
         }
@@ -245,7 +250,7 @@ impl Upstream {
         &self,
         offered: &[&[u8]],
         stream: &Stream,
-    ) -> Result<(&'static str, ChannelBinding), SessionError> {
+    ) -> Result<(&'static str, Binding), SessionError> {
         let cert = match stream {
             Stream::Tls(tls) => tls
                 .get_ref()
@@ -257,15 +262,12 @@ impl Upstream {
         };
         let plus = offered.contains(&&b"SCRAM-SHA-256-PLUS"[..]);
         match cert {
-            Some(hash) if plus => Ok((
-                "SCRAM-SHA-256-PLUS",
-                ChannelBinding::tls_server_end_point(hash),
-            )),
+            Some(hash) if plus => Ok(("SCRAM-SHA-256-PLUS", Binding::EndPoint(hash))),
             Some(_) if offered.contains(&&b"SCRAM-SHA-256"[..]) => {
-                Ok(("SCRAM-SHA-256", ChannelBinding::unrequested()))
+                Ok(("SCRAM-SHA-256", Binding::NotOffered))
             }
             None if offered.contains(&&b"SCRAM-SHA-256"[..]) => {
-                Ok(("SCRAM-SHA-256", ChannelBinding::unsupported()))
+                Ok(("SCRAM-SHA-256", Binding::Unsupported))
             }
             _ => Err(self.unavailable("server offers no SASL mechanism pgward supports")),
         }

@@ -2,4 +2,5 @@
 
 pub mod backend;
 pub mod client;
+pub mod scram_client;
 pub mod verifier;

@@ -1,0 +1,320 @@
+//! The client side of SCRAM-SHA-256 (RFC 5802 / 7677), for pgward's login to
+//! PostgreSQL, with the salted password cached per upstream.
+//!
+//! Why not postgres-protocol's `ScramSha256`: it runs PBKDF2 (4,096
+//! HMAC-SHA-256 rounds by default) on every login. pgward logs in with the
+//! same password against the same stored salt over and over; caching the
+//! salted password (as sensitive as the password itself, which pgward holds
+//! anyway) removes the dominant CPU cost of opening a backend connection.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// More PBKDF2 rounds than this from a server is refused: a hostile or
+/// misconfigured server could otherwise pin a core per login.
+const MAX_ITERATIONS: u32 = 1_000_000;
+
+/// A SCRAM exchange that cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    /// The server's message does not follow RFC 5802.
+    #[error("malformed SCRAM message from the server: {0}")]
+    Malformed(&'static str),
+    /// The server's nonce does not extend ours.
+    #[error("the server's SCRAM nonce does not extend the client's")]
+    Nonce,
+    /// Too many PBKDF2 rounds asked for.
+    #[error("the server asks for {0} SCRAM iterations (at most {MAX_ITERATIONS})")]
+    Iterations(u32),
+    /// The server reported an error (`e=`).
+    #[error("the server rejected SCRAM authentication: {0}")]
+    Server(String),
+    /// The server's signature is wrong: it does not know our verifier.
+    #[error("the server's SCRAM signature does not verify")]
+    Signature,
+}
+
+/// Channel binding, as the client decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// The client cannot bind (no TLS): gs2 header `n,,`.
+    Unsupported,
+    /// The client could bind but the server did not offer -PLUS: `y,,`.
+    NotOffered,
+    /// tls-server-end-point with this certificate hash: `p=tls-server-end-point,,`.
+    EndPoint(Vec<u8>),
+}
+
+impl Binding {
+    fn gs2_header(&self) -> &'static str {
+        match self {
+            Binding::Unsupported => "n,,",
+            Binding::NotOffered => "y,,",
+            Binding::EndPoint(_) => "p=tls-server-end-point,,",
+        }
+    }
+    fn data(&self) -> &[u8] {
+        match self {
+            Binding::EndPoint(hash) => hash,
+            _ => &[],
+        }
+    }
+}
+
+/// Salted passwords cached by (salt, iterations); one per upstream.
+#[derive(Debug, Default, Clone)]
+pub struct SaltedPasswordCache(Arc<Mutex<Option<SaltedEntry>>>);
+
+#[derive(Debug)]
+struct SaltedEntry {
+    salt: Vec<u8>,
+    iterations: u32,
+    salted: [u8; 32],
+}
+
+impl SaltedPasswordCache {
+    fn get_or_compute(&self, password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+        if let Ok(guard) = self.0.lock() {
+            if let Some(e) = guard.as_ref() {
+                if e.salt == salt && e.iterations == iterations {
+                    return e.salted;
+                }
+            }
+        }
+        let salted = hi(&normalize(password), salt, iterations);
+        if let Ok(mut guard) = self.0.lock() {
+            *guard = Some(SaltedEntry {
+                salt: salt.to_vec(),
+                iterations,
+                salted,
+            });
+        }
+        salted
+    }
+}
+
+/// PostgreSQL applies SASLprep when the password is valid UTF-8 and the
+/// preparation succeeds, and uses the raw bytes otherwise.
+fn normalize(password: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(password).map(stringprep::saslprep) {
+        Ok(Ok(prepared)) => prepared.into_owned().into_bytes(),
+        _ => password.to_vec(),
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length; new_from_slice cannot fail here.
+    let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// PBKDF2-HMAC-SHA-256 with one block (RFC 5802's Hi).
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut u = hmac(password, &[salt, &1u32.to_be_bytes()]);
+    let mut out = u;
+    for _ in 1..iterations {
+        u = hmac(password, &[&u]);
+        for (o, b) in out.iter_mut().zip(u.iter()) {
+            *o ^= b;
+        }
+    }
+    out
+}
+
+/// One SCRAM-SHA-256 exchange, client side.
+#[derive(Debug)]
+pub struct ScramClient {
+    binding: Binding,
+    nonce: String,
+    client_first_bare: String,
+    /// ServerSignature expected in server-final, once client-final is built.
+    expected_server_signature: Option<[u8; 32]>,
+}
+
+impl ScramClient {
+    /// Starts an exchange with a fresh random nonce.
+    pub fn new(binding: Binding) -> Self {
+        let nonce_bytes: [u8; 18] = rand::random();
+        Self::with_nonce(binding, "", &B64.encode(nonce_bytes))
+    }
+
+    /// Starts an exchange with a given user name and nonce (tests).
+    /// PostgreSQL ignores the SCRAM user name; pgward sends an empty one.
+    pub fn with_nonce(binding: Binding, user: &str, nonce: &str) -> Self {
+        Self {
+            binding,
+            nonce: nonce.to_owned(),
+            client_first_bare: format!("n={user},r={nonce}"),
+            expected_server_signature: None,
+        }
+    }
+
+    /// client-first-message.
+    pub fn client_first(&self) -> String {
+        format!("{}{}", self.binding.gs2_header(), self.client_first_bare)
+    }
+
+    /// Takes server-first-message and returns client-final-message.
+    pub fn client_final(
+        &mut self,
+        server_first: &[u8],
+        password: &[u8],
+        cache: &SaltedPasswordCache,
+    ) -> Result<String, ScramError> {
+        let server_first =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let mut parts = server_first.split(',');
+        let nonce = parts
+            .next()
+            .and_then(|p| p.strip_prefix("r="))
+            .ok_or(ScramError::Malformed("no nonce"))?;
+        let salt = parts
+            .next()
+            .and_then(|p| p.strip_prefix("s="))
+            .and_then(|s| B64.decode(s).ok())
+            .ok_or(ScramError::Malformed("no salt"))?;
+        let iterations: u32 = parts
+            .next()
+            .and_then(|p| p.strip_prefix("i="))
+            .and_then(|i| i.parse().ok())
+            .filter(|&i| i > 0)
+            .ok_or(ScramError::Malformed("no iteration count"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Nonce);
+        }
+        if iterations > MAX_ITERATIONS {
+            return Err(ScramError::Iterations(iterations));
+        }
+        let salted = cache.get_or_compute(password, &salt, iterations);
+        let mut cbind = self.binding.gs2_header().as_bytes().to_vec();
+        cbind.extend_from_slice(self.binding.data());
+        let without_proof = format!("c={},r={nonce}", B64.encode(cbind));
+        let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let signature = hmac(&stored_key, &[auth_message.as_bytes()]);
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature.iter())
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = hmac(&salted, &[b"Server Key"]);
+        self.expected_server_signature = Some(hmac(&server_key, &[auth_message.as_bytes()]));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks server-final-message: the server proves it knows the verifier.
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text =
+            std::str::from_utf8(server_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        if let Some(e) = text.strip_prefix("e=") {
+            return Err(ScramError::Server(e.to_owned()));
+        }
+        let got = text
+            .split(',')
+            .next()
+            .and_then(|v| v.strip_prefix("v="))
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or(ScramError::Malformed("no server signature"))?;
+        match &self.expected_server_signature {
+            Some(expected) if constant_time_eq(expected, &got) => Ok(()),
+            _ => Err(ScramError::Signature),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 7677, section 3.
+    const SERVER_FIRST: &str =
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+
+    #[test]
+    fn rfc7677_test_vector() {
+        let mut c = ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(c.client_first(), "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let cache = SaltedPasswordCache::default();
+        let fin = c
+            .client_final(SERVER_FIRST.as_bytes(), b"pencil", &cache)
+            .expect("final");
+        assert_eq!(
+            fin,
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+             p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
+        c.verify_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .expect("server signature");
+        assert_eq!(
+            c.verify_server_final(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            Err(ScramError::Signature)
+        );
+        // The cached salted password gives the same proof.
+        let mut again =
+            ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(
+            again.client_final(SERVER_FIRST.as_bytes(), b"pencil", &cache),
+            Ok(fin)
+        );
+    }
+
+    #[test]
+    fn refuses_bad_server_messages() {
+        let cache = SaltedPasswordCache::default();
+        let mut c = ScramClient::with_nonce(Binding::Unsupported, "", "abc");
+        let cases: &[(&str, ScramError)] = &[
+            ("r=xyz,s=AAAA,i=4096", ScramError::Nonce),
+            ("r=abc,s=AAAA,i=4096", ScramError::Nonce),
+            ("r=abcd,s=AAAA", ScramError::Malformed("no iteration count")),
+            ("r=abcd,i=4096", ScramError::Malformed("no salt")),
+            ("s=AAAA,i=4096", ScramError::Malformed("no nonce")),
+            (
+                "r=abcd,s=AAAA,i=0",
+                ScramError::Malformed("no iteration count"),
+            ),
+            (
+                "r=abcd,s=AAAA,i=99999999",
+                ScramError::Iterations(99_999_999),
+            ),
+        ];
+        for (msg, err) in cases {
+            assert_eq!(
+                c.client_final(msg.as_bytes(), b"pw", &cache).as_ref(),
+                Err(err),
+                "{msg}"
+            );
+        }
+        assert_eq!(
+            c.verify_server_final(b"e=invalid-proof"),
+            Err(ScramError::Server("invalid-proof".into()))
+        );
+        // No client-final yet: nothing verifies.
+        assert_eq!(c.verify_server_final(b"v=AAAA"), Err(ScramError::Signature));
+    }
+
+    #[test]
+    fn channel_binding_goes_into_the_c_attribute() {
+        let cache = SaltedPasswordCache::default();
+        let mut c = ScramClient::with_nonce(Binding::EndPoint(vec![1, 2, 3]), "", "n1");
+        assert!(c.client_first().starts_with("p=tls-server-end-point,,"));
+        let fin = c
+            .client_final(b"r=n1n2,s=AAAA,i=16", b"pw", &cache)
+            .expect("final");
+        let mut expected = b"p=tls-server-end-point,,".to_vec();
+        expected.extend_from_slice(&[1, 2, 3]);
+        assert!(fin.starts_with(&format!("c={},r=n1n2,p=", B64.encode(expected))));
+    }
+}
