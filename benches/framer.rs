@@ -7,8 +7,8 @@
 //!   (each frame split off as its own `Bytes`).
 //! - `split_in_reads`: the same, with the stream arriving in 64 KiB reads.
 //!
-//! Throughput is reported in bytes; rows/s = bytes/s / the bytes per row
-//! printed at start.
+//! Each is reported twice: `framer_bytes/*` in bytes/s and `framer_rows/*`
+//! in DataRows/s.
 
 use bytes::{BufMut, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -62,13 +62,28 @@ fn framer(c: &mut Criterion) {
         stream.len() / ROWS
     );
     let framer = Framer::new(1 << 30);
-    let mut group = c.benchmark_group("framer");
-    group.throughput(Throughput::Bytes(stream.len() as u64));
+    // The same three measurements twice: once reported in bytes/s, once in
+    // rows/s (DataRows per second).
+    for (group_name, throughput) in [
+        ("framer_bytes", Throughput::Bytes(stream.len() as u64)),
+        ("framer_rows", Throughput::Elements(ROWS as u64)),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(throughput);
+        bench_group(&mut group, &framer, &stream);
+        group.finish();
+    }
+}
 
+fn bench_group(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    framer: &Framer,
+    stream: &BytesMut,
+) {
     group.bench_function("forward_untouched", |b| {
         b.iter(|| {
             let run = framer
-                .complete_prefix(black_box(&stream), |_| false)
+                .complete_prefix(black_box(stream), |_| false)
                 .expect("valid stream");
             assert_eq!(run.len, stream.len());
         })
@@ -101,7 +116,6 @@ fn framer(c: &mut Criterion) {
             assert_eq!(frames, ROWS);
         })
     });
-    group.finish();
 }
 
 criterion_group!(benches, framer);
