@@ -91,11 +91,96 @@ pub fn client_config(u: &UpstreamConfig) -> Result<Option<Arc<rustls::ClientConf
 
 /// The tls-server-end-point channel-binding data for a server certificate.
 ///
-/// RFC 5929 hashes with the certificate's signature hash, and SHA-256 where
-/// that is MD5 or SHA-1; SHA-256 covers the certificates PostgreSQL
-/// deployments use (RSA or ECDSA with SHA-256).
+/// RFC 5929 hashes the certificate with its signature's hash function, and
+/// with SHA-256 where that is MD5 or SHA-1 (or unknown), as PostgreSQL does.
 pub fn end_point_hash(cert: &CertificateDer<'_>) -> Vec<u8> {
-    Sha256::digest(cert.as_ref()).to_vec()
+    use sha2::{Sha384, Sha512};
+    match signature_hash(cert.as_ref()) {
+        Some(SignatureHash::Sha384) => Sha384::digest(cert.as_ref()).to_vec(),
+        Some(SignatureHash::Sha512) => Sha512::digest(cert.as_ref()).to_vec(),
+        None => Sha256::digest(cert.as_ref()).to_vec(),
+    }
+}
+
+/// Signature hashes other than the SHA-256 default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignatureHash {
+    Sha384,
+    Sha512,
+}
+
+/// The hash of a DER certificate's outer signatureAlgorithm, when it is
+/// SHA-384 or SHA-512 (RSA PKCS#1 or ECDSA).
+fn signature_hash(der: &[u8]) -> Option<SignatureHash> {
+    const RSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+    const RSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+    const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+    const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }
+    let (certificate, _) = der_element(der, 0x30)?;
+    let (_tbs, rest) = der_element(certificate, 0x30)?;
+    let (algorithm, _) = der_element(rest, 0x30)?;
+    let (oid, _) = der_element(algorithm, 0x06)?;
+    match oid {
+        RSA_SHA384 | ECDSA_SHA384 => Some(SignatureHash::Sha384),
+        RSA_SHA512 | ECDSA_SHA512 => Some(SignatureHash::Sha512),
+        _ => None,
+    }
+}
+
+/// Splits one DER element with the expected tag off `input`: its content
+/// and what follows it. `None` on any malformation.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+#[cfg(test)]
+mod end_point_tests {
+    use super::*;
+    use sha2::Sha384;
+
+    fn cert(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(alg).expect("key");
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert")
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn hash_follows_the_signature_algorithm() {
+        let p256 = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let p384 = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
+        let hash = |der: &Vec<u8>| end_point_hash(&CertificateDer::from(der.clone()));
+        assert_eq!(hash(&p256), Sha256::digest(&p256).to_vec());
+        assert_eq!(hash(&p384), Sha384::digest(&p384).to_vec());
+        assert_eq!(signature_hash(&p384), Some(SignatureHash::Sha384));
+        assert_eq!(signature_hash(&p256), None);
+        // Truncated or garbage input falls back to SHA-256, never panics.
+        for cut in 0..p384.len() {
+            let _ = signature_hash(&p384[..cut]);
+        }
+        assert_eq!(signature_hash(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    }
 }
 
 /// sslmode prefer / require: encryption without authentication of the server,

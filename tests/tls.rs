@@ -136,3 +136,32 @@ async fn backend_tls_per_sslmode() {
     .expect_err("untrusted backend");
     assert_eq!(sqlstate(&e), "08001");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_channel_binding_with_a_sha384_certificate() {
+    // tls-server-end-point hashes with the certificate's own hash: a wrong
+    // choice makes PostgreSQL reject the SCRAM-SHA-256-PLUS login.
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = TestPki::with_algorithm(dir.path(), "p384", &rcgen::PKCS_ECDSA_P384_SHA384);
+    let backend = Backend::start(&ClusterOptions {
+        tls: Some((pki.cert_pem.clone(), pki.key_pem.clone())),
+        extra_conf: vec![],
+    });
+    let config = backend.config(
+        "",
+        &format!(
+            "sslmode = \"verify-full\"\nca_file = \"{}\"\nhost = \"localhost\"",
+            pki.ca_file.display()
+        ),
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let client = pw.connect().await;
+    let row = client
+        .query_one(
+            "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, String>(0), "true");
+}

@@ -22,14 +22,24 @@ pub struct TestPki {
 }
 
 impl TestPki {
-    /// Makes a fresh CA and server certificate, writing them under `dir`.
+    /// Makes a fresh CA and server certificate (ECDSA P-256 / SHA-256),
+    /// writing them under `dir`.
     pub fn new(dir: &Path, ca_name: &str) -> TestPki {
+        Self::with_algorithm(dir, ca_name, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    /// The same with another signature algorithm for both certificates.
+    pub fn with_algorithm(
+        dir: &Path,
+        ca_name: &str,
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> TestPki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
             .push(DnType::CommonName, ca_name);
-        let ca_key = KeyPair::generate().expect("ca key");
+        let ca_key = KeyPair::generate_for(alg).expect("ca key");
         let ca = ca_params.self_signed(&ca_key).expect("ca cert");
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
@@ -37,7 +47,7 @@ impl TestPki {
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
-        let key = KeyPair::generate().expect("key");
+        let key = KeyPair::generate_for(alg).expect("key");
         let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
         let pki = TestPki {
             ca_pem: ca.pem(),
