@@ -72,7 +72,8 @@ fn find_bin() -> Result<PathBuf, ClusterError> {
         .ok_or(ClusterError::MissingBinary("initdb"))
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (clusters then run as `postgres`).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -290,6 +291,27 @@ impl Cluster {
         .args(["-U", SUPERUSER, "-d", database, "-c", sql]);
         let out = check("psql", cmd.output())?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates a login role and a database it owns. `password` may be clear
+    /// text or a SCRAM verifier (PostgreSQL stores a verifier as given).
+    pub fn create_owned_database(
+        &self,
+        role: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<(), ClusterError> {
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        )?;
+        // CREATE DATABASE cannot share a psql -c string (one implicit
+        // transaction) with another statement.
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {database} OWNER {role}"),
+        )?;
+        Ok(())
     }
 
     /// The server log, for diagnosing a failed test.

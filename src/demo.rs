@@ -40,12 +40,7 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
         .await?
         .context("cannot start PostgreSQL")?;
     let app_password = format!("app-{:016x}", rand::random::<u64>());
-    // CREATE DATABASE cannot share a psql -c string (one implicit transaction) with others.
-    cluster.psql(
-        "postgres",
-        &format!("CREATE ROLE app LOGIN PASSWORD '{app_password}'"),
-    )?;
-    cluster.psql("postgres", "CREATE DATABASE shop OWNER app")?;
+    cluster.create_owned_database("app", &app_password, "shop")?;
     cluster.psql("shop", &format!("SET ROLE app; {SAMPLE_SQL}"))?;
 
     let port = match port {

@@ -5,7 +5,7 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{connect_with, Backend, DB};
+use support::{connect_eventually, Backend, DB};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgward");
 
@@ -82,15 +82,9 @@ async fn passwd_then_run_then_sigterm() {
         .user("carol")
         .password("carol-pw")
         .dbname(DB);
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = connect_with(&config).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let client = client.expect("the binary serves");
+    let client = connect_eventually(&config, false)
+        .await
+        .expect("the binary serves");
     let row = client
         .query_one("SELECT 'via the binary'", &[])
         .await

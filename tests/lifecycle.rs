@@ -7,7 +7,7 @@ use pgward::cluster::ClusterOptions;
 use std::time::Duration;
 use support::raw::message;
 use support::raw::{error_of, RawClient};
-use support::{connect_with, sqlstate, Backend, Pgward, PASSWORD, USER};
+use support::{connect_eventually, connect_with, sqlstate, Backend, Pgward, PASSWORD, USER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_user_get_28p01() {
@@ -60,15 +60,9 @@ async fn connection_limit_gives_53300() {
     assert_eq!(sqlstate(&e), "53300");
     drop(a);
     // The slot frees once pgward notices the disconnect.
-    let mut third = None;
-    for _ in 0..50 {
-        if let Ok(c) = connect_with(&pw.client_config(USER, PASSWORD)).await {
-            third = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let third = third.expect("a slot frees after a disconnect");
+    let third = connect_eventually(&pw.client_config(USER, PASSWORD), false)
+        .await
+        .expect("a slot frees after a disconnect");
     third.simple_query("SELECT 1").await.expect("works");
     b.simple_query("SELECT 1").await.expect("still works");
 }
@@ -167,17 +161,11 @@ async fn crashed_backend_gives_a_fatal_error_and_pgward_keeps_serving() {
     assert_eq!(err.sqlstate(), "08006", "{:?}", err.field(b'M'));
     assert!(raw.closed().await);
     // The cluster recovers from the crash; pgward serves new sessions.
-    let mut ok = false;
-    for _ in 0..100 {
-        if let Ok(c) = connect_with(&pw.client_config(USER, PASSWORD)).await {
-            if c.simple_query("SELECT 1").await.is_ok() {
-                ok = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "pgward serves again after the backend restart");
+    let serving = connect_eventually(&pw.client_config(USER, PASSWORD), true).await;
+    assert!(
+        serving.is_some(),
+        "pgward serves again after the backend restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

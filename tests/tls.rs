@@ -18,6 +18,14 @@ fn tls_server_lines(pki: &TestPki, required: bool) -> String {
     )
 }
 
+/// Upstream lines for verify-full against `localhost` with this CA.
+fn verify_full_upstream(pki: &TestPki) -> String {
+    format!(
+        "sslmode = \"verify-full\"\nca_file = \"{}\"\nhost = \"localhost\"",
+        pki.ca_file.display()
+    )
+}
+
 async fn connect_tls(
     config: &tokio_postgres::Config,
     pki: &TestPki,
@@ -99,13 +107,7 @@ async fn backend_tls_per_sslmode() {
     backend.cluster.psql("postgres", "SELECT 1").expect("up");
     let ssl_of_session = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     for (upstream, expect_ssl) in [
-        (
-            format!(
-                "sslmode = \"verify-full\"\nca_file = \"{}\"\nhost = \"localhost\"",
-                pki.ca_file.display()
-            ),
-            "true",
-        ),
+        (verify_full_upstream(&pki), "true"),
         ("sslmode = \"require\"".to_owned(), "true"),
         ("sslmode = \"prefer\"".to_owned(), "true"),
         ("sslmode = \"disable\"".to_owned(), "false"),
@@ -119,13 +121,7 @@ async fn backend_tls_per_sslmode() {
     // verify-full against a CA that did not sign the server: refused, and
     // the client learns only that the upstream is unavailable.
     let other = TestPki::new(dir.path(), "impostor");
-    let config = backend.config(
-        "",
-        &format!(
-            "sslmode = \"verify-full\"\nca_file = \"{}\"\nhost = \"localhost\"",
-            other.ca_file.display()
-        ),
-    );
+    let config = backend.config("", &verify_full_upstream(&other));
     let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
     let e = tokio::time::timeout(
         Duration::from_secs(20),
@@ -147,13 +143,7 @@ async fn backend_channel_binding_with_a_sha384_certificate() {
         tls: Some((pki.cert_pem.clone(), pki.key_pem.clone())),
         extra_conf: vec![],
     });
-    let config = backend.config(
-        "",
-        &format!(
-            "sslmode = \"verify-full\"\nca_file = \"{}\"\nhost = \"localhost\"",
-            pki.ca_file.display()
-        ),
-    );
+    let config = backend.config("", &verify_full_upstream(&pki));
     let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
     let client = pw.connect().await;
     let row = client

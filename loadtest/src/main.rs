@@ -76,17 +76,10 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         extra_conf: vec![format!("max_connections = {}", args.idle_sessions + 200)],
     })
     .context("cannot start PostgreSQL")?;
-    let app_password = format!("app-{:016x}", rand_u64());
+    let app_password = format!("app-{:016x}", rand::random::<u64>());
     // Stored pre-hashed, so PgBouncer's auth_file can hold the same verifier.
     let app_verifier = ScramVerifier::generate(&app_password);
-    cluster.psql(
-        "postgres",
-        &format!("CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{app_verifier}'"),
-    )?;
-    cluster.psql(
-        "postgres",
-        &format!("CREATE DATABASE {DB} OWNER {APP_ROLE}"),
-    )?;
+    cluster.create_owned_database(APP_ROLE, &app_verifier, DB)?;
     cluster.psql(DB, &format!("SET ROLE {APP_ROLE}; {WIDE_TABLE}"))?;
     let password_file = cluster.dir().join("app.password");
     std::fs::write(&password_file, &app_password)?;
@@ -120,7 +113,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
                 &app_password,
                 &app_verifier,
                 pool_size,
-                is_root(),
+                pgward::cluster::is_root(),
             )
             .context("PgBouncer failed to start")?,
         ),
@@ -290,19 +283,8 @@ fn shell(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn is_root() -> bool {
-    shell("id", &["-u"]) == "0"
-}
-
 fn timestamp() -> String {
     shell("date", &["-u", "+%Y%m%d-%H%M%S"])
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
-    h.finish()
 }
 
 fn header(args: &Args, notes: &[String]) -> String {

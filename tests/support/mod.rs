@@ -43,17 +43,8 @@ impl Backend {
         let cluster = Cluster::start(options).expect("start PostgreSQL");
         let app_password = format!("app-{:016x}", rand::random::<u64>());
         cluster
-            .psql(
-                "postgres",
-                &format!("CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{app_password}'"),
-            )
-            .expect("create role");
-        cluster
-            .psql(
-                "postgres",
-                &format!("CREATE DATABASE {DB} OWNER {APP_ROLE}"),
-            )
-            .expect("create database");
+            .create_owned_database(APP_ROLE, &app_password, DB)
+            .expect("create role and database");
         let password_file = cluster.dir().join("app.password");
         std::fs::write(&password_file, format!("{app_password}\n")).expect("password file");
         Backend {
@@ -212,6 +203,24 @@ pub async fn connect_with(
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// Connects, retrying every 100 ms for up to 10 s (a server still starting,
+/// a slot still being freed, a cluster recovering); `None` if it never
+/// succeeds. With `check_query`, a session only counts once `SELECT 1` works.
+pub async fn connect_eventually(
+    config: &tokio_postgres::Config,
+    check_query: bool,
+) -> Option<tokio_postgres::Client> {
+    for _ in 0..100 {
+        if let Ok(c) = connect_with(config).await {
+            if !check_query || c.simple_query("SELECT 1").await.is_ok() {
+                return Some(c);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// The SQLSTATE code of a tokio-postgres error, or "" when it has none.
