@@ -7,6 +7,7 @@
 //!   the relay and its named phases.
 //! - [`auth`]: SCRAM towards clients; the held credential towards servers.
 //! - [`wire`]: bytes only: framing, message views, encoders.
+//! - [`policy`]: statement classification and rules (pure).
 //! - [`io`]: sockets (plain or TLS) and a frame-reading buffer.
 //! - [`tls`]: rustls configurations (aws-lc-rs).
 //! - [`config`]: the TOML file, parsed once into typed values.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod io;
+pub mod policy;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -82,6 +82,8 @@ pub struct Config {
     pub databases: BTreeMap<String, String>,
     /// Client identities by name.
     pub users: BTreeMap<String, UserConfig>,
+    /// Statement rules, compiled.
+    pub policy: Arc<crate::policy::rules::RuleSet>,
 }
 
 /// `[server]`, typed.
@@ -230,11 +232,13 @@ impl Config {
             };
             users.insert(name, user);
         }
+        let policy = Arc::new(crate::policy::compile::compile(&raw.policy)?);
         Ok(Self {
             server,
             upstreams,
             databases,
             users,
+            policy,
         })
     }
 }
@@ -409,5 +413,32 @@ pub fn explain(c: &Config) -> String {
         };
         let _ = writeln!(out, "user {name}: groups [{}], {dbs}", u.groups.join(", "));
     }
+    let p = &c.policy;
+    let _ = writeln!(
+        out,
+        "policy: {} rules ({}), default action {:?}, verdict cache {} shapes",
+        p.rules.len(),
+        p.rules
+            .iter()
+            .map(|r| format!("{} {:?}", r.name, r.action).to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", "),
+        p.default_action,
+        p.cache_size
+    );
     out
+}
+
+/// Reads only the `[policy]` section of a config file (for a reload, which
+/// changes rules and nothing else).
+pub fn load_policy(path: &Path) -> Result<crate::policy::rules::RuleSet, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    crate::policy::compile::compile(&raw.policy)
 }

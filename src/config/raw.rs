@@ -22,6 +22,95 @@ pub struct RawConfig {
     /// Client identities. Default: none (at least one is required).
     #[serde(default)]
     pub users: BTreeMap<String, RawUser>,
+    /// Statement rules. Default: the built-in rules, everything else allowed.
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+/// `[policy]`: how statements are judged.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// `allow`, `deny` or `require_approval`: the action for statements no
+    /// rule decides. Default `"allow"`.
+    #[serde(default = "default_action")]
+    pub default_action: String,
+    /// Apply pgward's built-in rules (docs/policy.md) after `rules`.
+    /// Default `true`.
+    #[serde(default = "default_true")]
+    pub builtin_rules: bool,
+    /// Schemas an unqualified name is assumed to resolve to, for allow rules
+    /// (`pg_catalog` is always first). Default `["public"]`.
+    #[serde(default = "default_search_path")]
+    pub search_path: Vec<String>,
+    /// Most distinct statement shapes whose verdicts are cached. Default 10000.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: u64,
+    /// The rules, in order; the first that matches decides. Default: none.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            default_action: default_action(),
+            builtin_rules: true,
+            search_path: default_search_path(),
+            cache_size: default_cache_size(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[[policy.rules]]`: one rule. Every condition given must hold; a rule
+/// with no conditions matches every statement.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Name quoted in denials and logs. Required, unique.
+    pub name: String,
+    /// `allow`, `deny`, `require_approval` or `log`. Required.
+    pub action: String,
+    /// Text added to the denial message. Default: none.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Hint sent with a denial. Default: a generic one.
+    #[serde(default)]
+    pub hint: Option<String>,
+    /// Identities the rule applies to. Default: everyone (with `groups` empty).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Groups the rule applies to. Default: none.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Statement kinds or families (docs/policy.md). Default: any.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Relations (`schema.table` or `table`, `*` globs). Default: any.
+    #[serde(default)]
+    pub relations: Vec<String>,
+    /// Functions called (`schema.fn` or `fn`, `*` globs). Default: any.
+    #[serde(default)]
+    pub functions: Vec<String>,
+    /// Settings named by SET / RESET / SHOW / set_config. Default: any.
+    #[serde(default)]
+    pub settings: Vec<String>,
+    /// Only UPDATE or DELETE without a WHERE clause. Default `false`.
+    #[serde(default)]
+    pub without_where: bool,
+    /// Regex over the normalized statement text (comments removed, literals
+    /// as `?`, one space between tokens). Default: none.
+    #[serde(default)]
+    pub text_regex: Option<String>,
+}
+
+/// A file of rules only (the built-in set).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleFile {
+    /// The rules.
+    pub rules: Vec<RawRule>,
 }
 
 /// `[server]`.
@@ -120,6 +209,18 @@ pub struct RawUser {
     pub databases: Vec<String>,
 }
 
+fn default_action() -> String {
+    "allow".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_search_path() -> Vec<String> {
+    vec!["public".into()]
+}
+fn default_cache_size() -> u64 {
+    10_000
+}
 fn default_listen() -> String {
     "127.0.0.1:6432".into()
 }

@@ -1,0 +1,520 @@
+//! Classification: PostgreSQL's own parser (libpg_query) turns a message's
+//! text into parse trees, and [`Walker`] turns each tree into the facts rules
+//! match ([`Statement`]).
+//!
+//! The trees are walked generically (every field of every node, through
+//! their serde form) rather than through a hand-picked list of fields, so a
+//! relation or function call in a place this file never thought of is still
+//! found. Only the statement kind and its write targets are read by name.
+
+use super::facts::{Effect, QualName, Statement, Unit};
+use super::kind::Kind;
+use super::lexer::LexSettings;
+use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Why a text could not be classified. Rules deny such text (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// PostgreSQL's parser rejected it.
+    #[error("{0}")]
+    Syntax(String),
+    /// It parsed, but part of it cannot be judged (an SQL function body that
+    /// does not parse, a tree too deep to decode).
+    #[error("{0}")]
+    Unjudgeable(String),
+}
+
+/// Parser options matching a session's lexing settings.
+fn parser_options(settings: LexSettings) -> pg_query::ParserOptions {
+    if settings.standard_conforming_strings {
+        pg_query::ParserOptions::DEFAULT
+    } else {
+        pg_query::ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS
+    }
+}
+
+/// Parses `sql` as PostgreSQL would with `settings`, and classifies every
+/// statement in it.
+pub fn classify(sql: &str, settings: LexSettings) -> Result<Vec<Statement>, ClassifyError> {
+    let parsed = parse(sql, settings)?;
+    let mut statements = Vec::with_capacity(parsed.len());
+    for (range, tree) in parsed {
+        let mut walker = Walker::new(settings);
+        let units = walker.statement(&tree)?;
+        statements.push(Statement {
+            range,
+            units,
+            effects: walker.effects,
+        });
+    }
+    Ok(statements)
+}
+
+/// Each statement's byte range and its tree in serde form.
+fn parse(
+    sql: &str,
+    settings: LexSettings,
+) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
+    let result = pg_query::parse(sql, parser_options(settings)).map_err(|e| match e {
+        pg_query::Error::Parse(m) => ClassifyError::Syntax(m),
+        other => ClassifyError::Unjudgeable(other.to_string()),
+    })?;
+    result
+        .protobuf
+        .stmts
+        .iter()
+        .map(|raw| {
+            let start = usize::try_from(raw.stmt_location).unwrap_or(0).min(sql.len());
+            let end = match usize::try_from(raw.stmt_len) {
+                Ok(0) | Err(_) => sql.len(),
+                Ok(len) => (start + len).min(sql.len()),
+            };
+            let tree = serde_json::to_value(&raw.stmt)
+                .map_err(|e| ClassifyError::Unjudgeable(e.to_string()))?;
+            Ok((start..end, tree))
+        })
+        .collect()
+}
+
+/// Walks one statement tree, collecting units and effects.
+pub(super) struct Walker {
+    settings: LexSettings,
+    /// CTE names in scope: unqualified references to them are not relations.
+    scopes: Vec<String>,
+    /// Effects on prepared statements, in order.
+    pub(super) effects: Vec<Effect>,
+}
+
+/// Statement nodes that are part of their parent's unit when nested (a
+/// subquery is a read of the statement around it), not units of their own.
+const FOLDED: &[&str] = &["SelectStmt", "SetOperationStmt", "ReturnStmt", "PlassignStmt"];
+
+impl Walker {
+    fn new(settings: LexSettings) -> Self {
+        Self {
+            settings,
+            scopes: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// Classifies a `{"node": {"XStmt": {...}}}` (or `{"XStmt": {...}}`) tree:
+    /// its own unit first, then the units nested in it.
+    fn statement(&mut self, tree: &Value) -> Result<Vec<Unit>, ClassifyError> {
+        let tree = tree.get("node").unwrap_or(tree);
+        let Some((name, body)) = single_entry(tree) else {
+            return Ok(vec![Unit::new(Kind::Other)]);
+        };
+        self.statement_named(name, body)
+    }
+
+    fn statement_named(&mut self, name: &str, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
+        let mut unit = head(name, body);
+        let mut nested = Vec::new();
+        // Statements whose target is a statement of its own: judge it whole.
+        let inner_field = match name {
+            "ExplainStmt" | "PrepareStmt" => Some("query"),
+            _ => None,
+        };
+        if let Some(field) = inner_field {
+            if let Some(inner) = body.get(field).filter(|v| !v.is_null()) {
+                let inner_units = self.statement(inner)?;
+                if name == "PrepareStmt" {
+                    let prepared = str_field(body, "name").to_owned();
+                    self.effects.push(Effect::Prepare {
+                        name: prepared,
+                        units: Arc::new(inner_units.clone()),
+                    });
+                }
+                nested.extend(inner_units);
+            }
+        }
+        match name {
+            "ExecuteStmt" => self.effects.push(Effect::Execute(str_field(body, "name").into())),
+            "DeallocateStmt" => self.effects.push(Effect::Deallocate(
+                (!bool_field(body, "isall")).then(|| str_field(body, "name").to_owned()),
+            )),
+            "DiscardStmt" if int_field(body, "target") == 1 => self.effects.push(Effect::DiscardAll),
+            "CreateFunctionStmt" => nested.extend(self.sql_function_body(body)?),
+            _ => {}
+        }
+        if let Value::Object(map) = body {
+            self.walk_fields(map, inner_field, &mut unit, &mut nested)?;
+        }
+        let mut units = Vec::with_capacity(1 + nested.len());
+        units.push(unit);
+        units.extend(nested);
+        Ok(units)
+    }
+
+    /// Collects relations and function calls under `value` into `unit`, and
+    /// nested statements into `nested`.
+    fn walk(&mut self, value: &Value, unit: &mut Unit, nested: &mut Vec<Unit>) -> Result<(), ClassifyError> {
+        let map = match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.walk(item, unit, nested)?;
+                }
+                return Ok(());
+            }
+            Value::Object(map) => map,
+            _ => return Ok(()),
+        };
+        if map.contains_key("relname") && map.contains_key("relpersistence") {
+            self.relation(map, unit);
+            return Ok(());
+        }
+        if let Some((name, body)) = single_entry(value) {
+            if name.ends_with("Stmt") && !FOLDED.contains(&name) {
+                nested.extend(self.statement_named(name, body)?);
+                return Ok(());
+            }
+        }
+        if map.contains_key("funcname") && map.contains_key("agg_star") {
+            let function = qual_name(map.get("funcname"));
+            if function.name == "set_config" {
+                nested.push(set_config_unit(map.get("args")));
+            }
+            unit.functions.insert(function);
+        }
+        self.walk_fields(map, None, unit, nested)
+    }
+
+    /// Walks every field of a node but `skip`, minding the scope of its
+    /// WITH clause if it has one.
+    fn walk_fields(
+        &mut self,
+        map: &Map<String, Value>,
+        skip: Option<&str>,
+        unit: &mut Unit,
+        nested: &mut Vec<Unit>,
+    ) -> Result<(), ClassifyError> {
+        let Some(with) = map.get("with_clause").filter(|w| !w.is_null()) else {
+            for (field, v) in map {
+                if Some(field.as_str()) != skip {
+                    self.walk(v, unit, nested)?;
+                }
+            }
+            return Ok(());
+        };
+        // WITH: a CTE's name hides a table of that name in the statement it
+        // belongs to, in later CTEs, and (WITH RECURSIVE) in itself; never
+        // before it, and never outside.
+        let base = self.scopes.len();
+        let ctes: &[Value] = with.get("ctes").and_then(Value::as_array).map_or(&[], |v| v);
+        let names: Vec<String> = ctes
+            .iter()
+            .map(|c| str_field(inner(c), "ctename").to_owned())
+            .collect();
+        let recursive = bool_field(with, "recursive");
+        if recursive {
+            self.scopes.extend(names.iter().cloned());
+        }
+        let mut result = Ok(());
+        for (cte, name) in ctes.iter().zip(&names) {
+            result = result.and_then(|()| self.walk(inner(cte), unit, nested));
+            if !recursive {
+                self.scopes.push(name.clone());
+            }
+        }
+        for (field, v) in map {
+            if field != "with_clause" && Some(field.as_str()) != skip {
+                result = result.and_then(|()| self.walk(v, unit, nested));
+            }
+        }
+        self.scopes.truncate(base);
+        result
+    }
+
+    fn relation(&self, map: &Map<String, Value>, unit: &mut Unit) {
+        let schema = map.get("schemaname").and_then(Value::as_str).unwrap_or("");
+        let name = map.get("relname").and_then(Value::as_str).unwrap_or("");
+        if schema.is_empty() && self.scopes.iter().any(|s| s == name) {
+            return;
+        }
+        unit.relations.insert(QualName::qualified(schema, name));
+    }
+
+    /// The statements of a `LANGUAGE sql` function body given as a string:
+    /// parsed and judged like any other statement. Bodies in other languages
+    /// are opaque (rules can still match `create_function`).
+    fn sql_function_body(&mut self, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
+        let mut language = None;
+        let mut text = None;
+        for option in body.get("options").and_then(Value::as_array).into_iter().flatten() {
+            let def = inner(option);
+            match str_field(def, "defname") {
+                "language" => language = def.get("arg").map(|a| str_field(inner(a), "sval").to_owned()),
+                "as" => {
+                    let items = def.get("arg").map(inner).and_then(|l| l.get("items")).and_then(Value::as_array);
+                    // One item is a body; two are a C object file and symbol.
+                    if let Some([item]) = items.map(Vec::as_slice) {
+                        text = Some(str_field(inner(item), "sval").to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (Some(text), true) = (text, language.as_deref().is_none_or(|l| l.eq_ignore_ascii_case("sql"))) else {
+            return Ok(Vec::new());
+        };
+        let parsed = parse(&text, self.settings).map_err(|e| {
+            ClassifyError::Unjudgeable(format!("the SQL function body cannot be parsed: {e}"))
+        })?;
+        let mut units = Vec::new();
+        for (_, tree) in parsed {
+            units.extend(self.statement(&tree)?);
+        }
+        Ok(units)
+    }
+}
+
+/// `set_config(name, ...)` changes a setting like SET does; with `role` or
+/// `session_authorization` it is SET ROLE. A name that is not a literal may
+/// be either, so it counts as SET ROLE (the stricter reading).
+fn set_config_unit(args: Option<&Value>) -> Unit {
+    let first = args.and_then(Value::as_array).and_then(|a| a.first()).map(inner);
+    let literal = first
+        .and_then(|c| c.get("val"))
+        .and_then(|v| v.get("Sval"))
+        .and_then(|s| s.get("sval"))
+        .and_then(Value::as_str);
+    let (kind, setting) = match literal.map(str::to_ascii_lowercase) {
+        Some(name) if name == "role" => (Kind::SetRole, Some(name)),
+        Some(name) if name == "session_authorization" => (Kind::SetSessionAuthorization, Some(name)),
+        Some(name) => (Kind::Set, Some(name)),
+        None => (Kind::SetRole, None),
+    };
+    let mut unit = Unit::new(kind);
+    unit.setting = setting;
+    unit
+}
+
+/// The statement's own kind, write targets and flags, read by field name.
+fn head(name: &str, body: &Value) -> Unit {
+    let mut unit = Unit::new(kind_of(name, body));
+    for field in ["relation", "relations", "into", "into_clause", "view", "sequence", "table"] {
+        if matches!(unit.kind, Kind::Select | Kind::CopyTo | Kind::CopyToFile | Kind::CopyToProgram | Kind::Lock | Kind::Explain | Kind::Prepare) {
+            break;
+        }
+        collect_range_vars(body.get(field), &mut |q| unit.write(q));
+    }
+    if let (Kind::Update | Kind::Delete, Some(w)) = (unit.kind, body.get("where_clause")) {
+        unit.unbounded_write = w.is_null();
+    }
+    if name == "DropStmt" {
+        for object in body.get("objects").and_then(Value::as_array).into_iter().flatten() {
+            if matches!(unit.kind, Kind::DropTable | Kind::DropView | Kind::DropMaterializedView | Kind::DropIndex | Kind::DropSequence) {
+                unit.write(qual_name(inner(object).get("items")));
+            }
+        }
+    }
+    if name == "VariableSetStmt" || name == "VariableShowStmt" {
+        let setting = str_field(body, "name");
+        unit.setting = (!setting.is_empty()).then(|| setting.to_owned());
+    }
+    unit
+}
+
+/// Every RangeVar under `value` (a write target may be nested, as in
+/// `CREATE TABLE AS`'s IntoClause).
+fn collect_range_vars(value: Option<&Value>, f: &mut dyn FnMut(QualName)) {
+    match value {
+        Some(Value::Object(map)) if map.contains_key("relname") => {
+            let schema = map.get("schemaname").and_then(Value::as_str).unwrap_or("");
+            let name = map.get("relname").and_then(Value::as_str).unwrap_or("");
+            f(QualName::qualified(schema, name));
+        }
+        Some(Value::Object(map)) => map.values().for_each(|v| collect_range_vars(Some(v), f)),
+        Some(Value::Array(items)) => items.iter().for_each(|v| collect_range_vars(Some(v), f)),
+        _ => {}
+    }
+}
+
+fn kind_of(name: &str, body: &Value) -> Kind {
+    match name {
+        "SelectStmt" if body.get("into_clause").is_some_and(|v| !v.is_null()) => Kind::CreateTableAs,
+        "SelectStmt" | "SetOperationStmt" => Kind::Select,
+        "InsertStmt" => Kind::Insert,
+        "UpdateStmt" => Kind::Update,
+        "DeleteStmt" => Kind::Delete,
+        "MergeStmt" => Kind::Merge,
+        "CopyStmt" => copy_kind(body),
+        "CreateStmt" | "CreateForeignTableStmt" => Kind::CreateTable,
+        "CreateTableAsStmt" if object_type(body, "objtype") == Some(ObjectType::ObjectMatview) => {
+            Kind::CreateMaterializedView
+        }
+        "CreateTableAsStmt" => Kind::CreateTableAs,
+        "ViewStmt" => Kind::CreateView,
+        "RefreshMatViewStmt" => Kind::RefreshMaterializedView,
+        "IndexStmt" => Kind::CreateIndex,
+        "CreateSchemaStmt" => Kind::CreateSchema,
+        "CreatedbStmt" => Kind::CreateDatabase,
+        "CreateFunctionStmt" => Kind::CreateFunction,
+        "CreateTrigStmt" | "CreateEventTrigStmt" => Kind::CreateTrigger,
+        "RuleStmt" => Kind::CreateRule,
+        "CreateExtensionStmt" => Kind::CreateExtension,
+        "CreateRoleStmt" => Kind::CreateRole,
+        "CreateSeqStmt" => Kind::CreateSequence,
+        "CompositeTypeStmt" | "CreateEnumStmt" | "CreateRangeStmt" | "CreateDomainStmt" => Kind::CreateType,
+        "DefineStmt" if object_type(body, "kind") == Some(ObjectType::ObjectType) => Kind::CreateType,
+        "CreatePolicyStmt" => Kind::CreatePolicy,
+        "AlterTableStmt" => Kind::AlterTable,
+        "AlterRoleStmt" | "AlterRoleSetStmt" => Kind::AlterRole,
+        "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt" => Kind::AlterDatabase,
+        "AlterFunctionStmt" => Kind::AlterFunction,
+        "AlterExtensionStmt" | "AlterExtensionContentsStmt" => Kind::AlterExtension,
+        "AlterSystemStmt" => Kind::AlterSystem,
+        "DropStmt" => drop_kind(object_type(body, "remove_type")),
+        "DropdbStmt" => Kind::DropDatabase,
+        "DropRoleStmt" => Kind::DropRole,
+        "DropOwnedStmt" => Kind::DropOwned,
+        "TruncateStmt" => Kind::Truncate,
+        "RenameStmt" => Kind::Rename,
+        "CommentStmt" => Kind::Comment,
+        "SecLabelStmt" => Kind::SecurityLabel,
+        "GrantStmt" if bool_field(body, "is_grant") => Kind::Grant,
+        "GrantStmt" => Kind::Revoke,
+        "GrantRoleStmt" if bool_field(body, "is_grant") => Kind::GrantRole,
+        "GrantRoleStmt" => Kind::RevokeRole,
+        "AlterDefaultPrivilegesStmt" => Kind::AlterDefaultPrivileges,
+        "ReassignOwnedStmt" => Kind::ReassignOwned,
+        "DoStmt" => Kind::Do,
+        "CallStmt" => Kind::Call,
+        "VariableSetStmt" => set_kind(body),
+        "VariableShowStmt" => Kind::Show,
+        "VacuumStmt" if bool_field(body, "is_vacuumcmd") => Kind::Vacuum,
+        "VacuumStmt" => Kind::Analyze,
+        "ClusterStmt" => Kind::Cluster,
+        "ReindexStmt" => Kind::Reindex,
+        "CheckPointStmt" => Kind::Checkpoint,
+        "LockStmt" => Kind::Lock,
+        "ListenStmt" => Kind::Listen,
+        "NotifyStmt" => Kind::Notify,
+        "UnlistenStmt" => Kind::Unlisten,
+        "LoadStmt" => Kind::Load,
+        "TransactionStmt" => transaction_kind(body),
+        "ConstraintsSetStmt" => Kind::SetConstraints,
+        "PrepareStmt" => Kind::Prepare,
+        "ExecuteStmt" => Kind::Execute,
+        "DeallocateStmt" => Kind::Deallocate,
+        "ExplainStmt" => Kind::Explain,
+        "DiscardStmt" => Kind::Discard,
+        "DeclareCursorStmt" => Kind::DeclareCursor,
+        "FetchStmt" => Kind::Fetch,
+        "ClosePortalStmt" => Kind::CloseCursor,
+        "ImportForeignSchemaStmt" => Kind::ImportForeignSchema,
+        other if other.starts_with("Create") || other.starts_with("Define") => Kind::CreateOther,
+        other if other.starts_with("Alter") => Kind::AlterOther,
+        other if other.starts_with("Drop") => Kind::DropOther,
+        _ => Kind::Other,
+    }
+}
+
+fn copy_kind(body: &Value) -> Kind {
+    let from = bool_field(body, "is_from");
+    let program = bool_field(body, "is_program");
+    let file = !str_field(body, "filename").is_empty();
+    match (from, program, file) {
+        (true, true, _) => Kind::CopyFromProgram,
+        (false, true, _) => Kind::CopyToProgram,
+        (true, false, true) => Kind::CopyFromFile,
+        (false, false, true) => Kind::CopyToFile,
+        (true, false, false) => Kind::CopyFrom,
+        (false, false, false) => Kind::CopyTo,
+    }
+}
+
+fn drop_kind(object: Option<ObjectType>) -> Kind {
+    match object {
+        Some(ObjectType::ObjectTable | ObjectType::ObjectForeignTable) => Kind::DropTable,
+        Some(ObjectType::ObjectView) => Kind::DropView,
+        Some(ObjectType::ObjectMatview) => Kind::DropMaterializedView,
+        Some(ObjectType::ObjectIndex) => Kind::DropIndex,
+        Some(ObjectType::ObjectSequence) => Kind::DropSequence,
+        Some(ObjectType::ObjectSchema) => Kind::DropSchema,
+        Some(ObjectType::ObjectFunction | ObjectType::ObjectProcedure | ObjectType::ObjectRoutine | ObjectType::ObjectAggregate) => {
+            Kind::DropFunction
+        }
+        Some(ObjectType::ObjectExtension) => Kind::DropExtension,
+        Some(ObjectType::ObjectType | ObjectType::ObjectDomain) => Kind::DropType,
+        Some(ObjectType::ObjectTrigger | ObjectType::ObjectEventTrigger) => Kind::DropTrigger,
+        Some(ObjectType::ObjectRule) => Kind::DropRule,
+        Some(ObjectType::ObjectPolicy) => Kind::DropPolicy,
+        Some(ObjectType::ObjectDatabase) => Kind::DropDatabase,
+        _ => Kind::DropOther,
+    }
+}
+
+fn set_kind(body: &Value) -> Kind {
+    let kind = VariableSetKind::try_from(int_field(body, "kind") as i32).ok();
+    let name = str_field(body, "name");
+    match kind {
+        Some(VariableSetKind::VarReset | VariableSetKind::VarResetAll) => Kind::Reset,
+        _ if name.eq_ignore_ascii_case("role") => Kind::SetRole,
+        _ if name.eq_ignore_ascii_case("session_authorization") => Kind::SetSessionAuthorization,
+        _ => Kind::Set,
+    }
+}
+
+fn transaction_kind(body: &Value) -> Kind {
+    match TransactionStmtKind::try_from(int_field(body, "kind") as i32) {
+        Ok(TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart) => Kind::Begin,
+        Ok(TransactionStmtKind::TransStmtCommit) => Kind::Commit,
+        Ok(TransactionStmtKind::TransStmtSavepoint) => Kind::Savepoint,
+        Ok(TransactionStmtKind::TransStmtRelease) => Kind::ReleaseSavepoint,
+        Ok(TransactionStmtKind::TransStmtRollbackTo) => Kind::RollbackToSavepoint,
+        Ok(TransactionStmtKind::TransStmtPrepare) => Kind::PrepareTransaction,
+        Ok(TransactionStmtKind::TransStmtCommitPrepared) => Kind::CommitPrepared,
+        Ok(TransactionStmtKind::TransStmtRollbackPrepared) => Kind::RollbackPrepared,
+        _ => Kind::Rollback,
+    }
+}
+
+/// `{"Name": {...}}` -> ("Name", {...}) when the object has exactly one entry.
+fn single_entry(value: &Value) -> Option<(&str, &Value)> {
+    let map = value.as_object()?;
+    if map.len() != 1 {
+        return None;
+    }
+    map.iter().next().map(|(k, v)| (k.as_str(), v))
+}
+
+/// The body of a `{"node": {"Type": body}}` or `{"Type": body}` wrapper.
+fn inner(value: &Value) -> &Value {
+    let value = value.get("node").unwrap_or(value);
+    single_entry(value).map_or(value, |(_, body)| body)
+}
+
+/// A dotted name from a list of String nodes (`funcname`, DROP objects).
+fn qual_name(list: Option<&Value>) -> QualName {
+    let parts: Vec<&str> = list
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| str_field(inner(p), "sval"))
+        .collect();
+    match parts.as_slice() {
+        [] => QualName::bare(""),
+        [name] => QualName::bare(name),
+        [.., schema, name] => QualName::qualified(schema, name),
+    }
+}
+
+fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
+    v.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+fn bool_field(v: &Value, field: &str) -> bool {
+    v.get(field).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn int_field(v: &Value, field: &str) -> i64 {
+    v.get(field).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn object_type(body: &Value, field: &str) -> Option<ObjectType> {
+    ObjectType::try_from(int_field(body, field) as i32).ok()
+}

@@ -1,0 +1,113 @@
+//! What classification finds out about a statement: the facts rules match.
+
+use super::kind::Kind;
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A possibly schema-qualified name (relation or function), as PostgreSQL's
+/// parser left it: folded to lower case unless it was quoted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QualName {
+    /// The schema, when the statement wrote one.
+    pub schema: Option<String>,
+    /// The object's own name.
+    pub name: String,
+}
+
+impl QualName {
+    /// An unqualified name.
+    pub fn bare(name: &str) -> Self {
+        Self {
+            schema: None,
+            name: name.to_owned(),
+        }
+    }
+
+    /// `schema.name`, or `name` alone.
+    pub fn qualified(schema: &str, name: &str) -> Self {
+        Self {
+            schema: (!schema.is_empty()).then(|| schema.to_owned()),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for QualName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One thing a statement does: the statement itself, or a statement nested
+/// in it (a data-modifying CTE, the target of EXPLAIN or PREPARE, a CREATE
+/// RULE action, a statement in an SQL function body). Rules judge each unit;
+/// the strictest verdict wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The statement kind.
+    pub kind: Kind,
+    /// Every relation the unit names (read or written); CTE references left out.
+    pub relations: BTreeSet<QualName>,
+    /// The relations it writes, creates, alters or drops.
+    pub writes: BTreeSet<QualName>,
+    /// Functions it calls by name.
+    pub functions: BTreeSet<QualName>,
+    /// An UPDATE or DELETE without a WHERE clause.
+    pub unbounded_write: bool,
+    /// For SET / RESET / SHOW: the setting's name.
+    pub setting: Option<String>,
+}
+
+impl Unit {
+    /// A unit of `kind` with no facts yet.
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            relations: BTreeSet::new(),
+            writes: BTreeSet::new(),
+            functions: BTreeSet::new(),
+            unbounded_write: false,
+            setting: None,
+        }
+    }
+
+    /// Records a relation the unit writes.
+    pub fn write(&mut self, name: QualName) {
+        self.relations.insert(name.clone());
+        self.writes.insert(name);
+    }
+}
+
+/// What a statement does to the session's SQL-level prepared statements,
+/// which pgward follows so that EXECUTE inherits PREPARE's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `PREPARE name AS ...`: the prepared statement's own units.
+    Prepare {
+        /// Statement name.
+        name: String,
+        /// What executing it does.
+        units: Arc<Vec<Unit>>,
+    },
+    /// `EXECUTE name`.
+    Execute(String),
+    /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
+    Deallocate(Option<String>),
+    /// `DISCARD ALL`: forgets every prepared statement.
+    DiscardAll,
+}
+
+/// One top-level statement of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// Its byte range in the message text.
+    pub range: Range<usize>,
+    /// The statement's own unit first, then nested ones.
+    pub units: Vec<Unit>,
+    /// Its effects on prepared statements, in order.
+    pub effects: Vec<Effect>,
+}

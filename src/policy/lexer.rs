@@ -1,0 +1,213 @@
+//! PostgreSQL's own scanner (libpg_query), run with the session's lexing
+//! settings, and what pgward derives from its tokens: the statement
+//! fingerprint that keys the verdict cache, and the normalized text that
+//! regex rules match.
+//!
+//! Why tokens and not bytes: `SELECT 1` and `select  /* x */ 1` must share a
+//! verdict, and `WHERE aid = 7` and `WHERE aid = 8` too (pgbench, ORMs), so
+//! comments, spacing and most literals are left out. Why not a lexer of our
+//! own: a tokenisation that differs from the server's (a string that ends
+//! elsewhere) is a bypass; only PostgreSQL's scanner is trusted to split text
+//! as PostgreSQL does.
+
+use pg_query::protobuf::{ScanToken, Token};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::ops::Range;
+
+extern "C" {
+    /// csrc/scanner_settings.c: sets the thread-local setting that
+    /// libpg_query's scanner copies at the start of every scan.
+    fn pgward_set_standard_conforming_strings(on: bool);
+}
+
+/// Session settings that change where tokens begin and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LexSettings {
+    /// `standard_conforming_strings`: whether a backslash escapes inside '...'.
+    pub standard_conforming_strings: bool,
+}
+
+impl Default for LexSettings {
+    fn default() -> Self {
+        // PostgreSQL's default since 9.1.
+        Self {
+            standard_conforming_strings: true,
+        }
+    }
+}
+
+/// Runs PostgreSQL's scanner over `sql` as a server with `settings` would.
+pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, String> {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: writes a thread-local bool; libpg_query's own parse
+            // entry points leave it at `true`, its default, as we do here.
+            unsafe { pgward_set_standard_conforming_strings(true) };
+        }
+    }
+    let _restore = Restore;
+    // SAFETY: as above; the scan below runs on this thread, before `Restore`.
+    unsafe { pgward_set_standard_conforming_strings(settings.standard_conforming_strings) };
+    pg_query::scan_tokens(sql).map_err(|e| e.to_string())
+}
+
+/// Whether a token is a literal (its value left out of fingerprints).
+fn is_literal(token: i32) -> bool {
+    [
+        Token::Sconst,
+        Token::Usconst,
+        Token::Iconst,
+        Token::Fconst,
+        Token::Bconst,
+        Token::Xconst,
+    ]
+    .iter()
+    .any(|t| *t as i32 == token)
+}
+
+fn is_comment(token: i32) -> bool {
+    token == Token::SqlComment as i32 || token == Token::CComment as i32
+}
+
+/// Whether literal values may change the verdict, so they must stay in the
+/// fingerprint: function bodies (`CREATE FUNCTION ... AS '...'`), DO blocks,
+/// and anything else under CREATE / ALTER. DDL is rare; its shapes gain
+/// nothing from sharing a cache entry, and exactness is the safe side.
+fn literals_matter(tokens: &[ScanToken]) -> bool {
+    tokens.iter().any(|t| {
+        t.token == Token::Create as i32 || t.token == Token::Alter as i32 || t.token == Token::Do as i32
+    })
+}
+
+fn text<'a>(sql: &'a str, t: &ScanToken) -> &'a [u8] {
+    let (a, b) = (t.start.max(0) as usize, t.end.max(0) as usize);
+    sql.as_bytes().get(a..b).unwrap_or_default()
+}
+
+/// A keyed 128-bit digest of a statement's tokens. Keyed (random per
+/// process) so that no client can aim for a collision with a cached verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub u64, pub u64);
+
+/// The two random keys of the fingerprint hash.
+#[derive(Debug, Clone, Default)]
+pub struct FingerprintKeys(std::collections::hash_map::RandomState, std::collections::hash_map::RandomState);
+
+/// Fingerprints `sql` from its tokens: comments and spacing dropped,
+/// literals replaced by a placeholder except where their value can change
+/// the verdict (see [`literals_matter`], and the first argument of
+/// `set_config`, which may name `role`).
+pub fn fingerprint(
+    sql: &str,
+    tokens: &[ScanToken],
+    settings: LexSettings,
+    keys: &FingerprintKeys,
+) -> Fingerprint {
+    let keep_all = literals_matter(tokens);
+    let mut a = keys.0.build_hasher();
+    let mut b = keys.1.build_hasher();
+    settings.hash(&mut a);
+    settings.hash(&mut b);
+    let mut after_set_config = 0u8;
+    for t in tokens.iter().filter(|t| !is_comment(t.token)) {
+        let bytes = text(sql, t);
+        let keep = keep_all || !is_literal(t.token) || after_set_config == 2;
+        // Tracks `set_config` `(` <literal>: the literal names the setting.
+        after_set_config = match (after_set_config, t.token) {
+            (_, tok) if tok == Token::Ident as i32 && bytes.eq_ignore_ascii_case(b"set_config") => 1,
+            (1, tok) if tok == Token::Ascii40 as i32 => 2,
+            _ => 0,
+        };
+        t.token.hash(&mut a);
+        t.token.hash(&mut b);
+        if keep {
+            bytes.hash(&mut a);
+            bytes.hash(&mut b);
+        }
+    }
+    Fingerprint(a.finish(), b.finish())
+}
+
+/// The normalized text of the tokens inside `range`: comments removed, every
+/// literal replaced by `?`, one space between tokens. Regex rules match this,
+/// so their verdict depends on nothing the fingerprint leaves out.
+pub fn normalized(sql: &str, tokens: &[ScanToken], range: Range<usize>) -> String {
+    let keep_all = literals_matter(tokens);
+    let mut out = String::with_capacity(range.len());
+    for t in tokens.iter().filter(|t| {
+        let start = t.start.max(0) as usize;
+        !is_comment(t.token) && range.contains(&start)
+    }) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if is_literal(t.token) && !keep_all {
+            out.push('?');
+        } else {
+            out.push_str(&String::from_utf8_lossy(text(sql, t)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(sql: &str, scs: bool, keys: &FingerprintKeys) -> Fingerprint {
+        let s = LexSettings {
+            standard_conforming_strings: scs,
+        };
+        fingerprint(sql, &scan(sql, s).unwrap(), s, keys)
+    }
+
+    #[test]
+    fn literals_comments_and_spacing_do_not_matter() {
+        let k = FingerprintKeys::default();
+        let base = fp("SELECT abalance FROM t WHERE aid = 1", true, &k);
+        assert_eq!(base, fp("SELECT  abalance /* c */ FROM t\nWHERE aid = 99 -- x", true, &k));
+        assert_ne!(base, fp("SELECT abalance FROM u WHERE aid = 1", true, &k));
+        assert_ne!(base, fp("SELECT abalance FROM t WHERE aid = 1", false, &k));
+    }
+
+    #[test]
+    fn verdict_bearing_literals_stay() {
+        let k = FingerprintKeys::default();
+        assert_ne!(
+            fp("SELECT set_config('role', 'x', false)", true, &k),
+            fp("SELECT set_config('app.user', 'x', false)", true, &k)
+        );
+        assert_eq!(
+            fp("SELECT set_config('app.user', 'x', false)", true, &k),
+            fp("SELECT set_config('app.user', 'y', false)", true, &k)
+        );
+        assert_ne!(
+            fp("CREATE FUNCTION f() RETURNS int AS 'SELECT 1' LANGUAGE sql", true, &k),
+            fp("CREATE FUNCTION f() RETURNS int AS 'DELETE FROM t' LANGUAGE sql", true, &k)
+        );
+    }
+
+    #[test]
+    fn the_setting_moves_where_a_string_ends() {
+        let sql = r"SELECT 'a\' ; DROP TABLE t; --'";
+        let on = scan(sql, LexSettings::default()).unwrap();
+        let off = scan(
+            sql,
+            LexSettings {
+                standard_conforming_strings: false,
+            },
+        )
+        .unwrap();
+        assert!(on.len() > off.len(), "on: {on:?} off: {off:?}");
+        // And the setting is back to its default afterwards.
+        assert_eq!(scan(sql, LexSettings::default()).unwrap(), on);
+    }
+
+    #[test]
+    fn normalized_text() {
+        let sql = "SELECT a, 'x' FROM t /* hi */ WHERE b = 42; DELETE FROM u";
+        let tokens = scan(sql, LexSettings::default()).unwrap();
+        assert_eq!(normalized(sql, &tokens, 0..42), "SELECT a , ? FROM t WHERE b = ?");
+    }
+}

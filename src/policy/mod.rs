@@ -1,0 +1,217 @@
+//! Statement rules: classify every statement with PostgreSQL's own grammar
+//! (libpg_query) and allow, deny, log or hold it per identity. A pure
+//! function of (text, lexing settings, identity): the session layer feeds it
+//! and acts on its verdict; nothing here does I/O.
+//!
+//! - [`lexer`]: PostgreSQL's scanner; fingerprints and normalized text.
+//! - [`classify`]: parse trees -> [`facts`] (kinds, relations, functions).
+//! - [`rules`]: the ordered rules and their evaluation.
+//! - [`compile`]: `[policy]` config -> [`rules::RuleSet`].
+//! - [`kind`]: statement kind names.
+//!
+//! Fast path: a verdict is cached under the statement's token fingerprint
+//! (literals left out), its lexing settings and the identity, so a repeated
+//! statement shape costs one scan and one cache lookup, not a parse.
+
+pub mod classify;
+pub mod compile;
+pub mod facts;
+pub mod kind;
+pub mod lexer;
+pub mod rules;
+
+use classify::{classify, ClassifyError};
+use facts::{Effect, Statement};
+use lexer::{Fingerprint, FingerprintKeys, LexSettings};
+use rules::{Denial, Identity, RuleSet, Verdict};
+use std::sync::Arc;
+
+/// What pgward knows of the session's lexing settings when a message arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lexing {
+    /// Nothing is in flight: the server's last report holds.
+    Known(LexSettings),
+    /// Statements are still running that may change the settings (a SET, a
+    /// function calling set_config, a ROLLBACK): the text is judged under
+    /// every setting it could be read with, and the strictest verdict wins.
+    Uncertain(LexSettings),
+}
+
+/// The decision on one message, and what it does to prepared statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Allow (with matched `log` rules) or deny.
+    pub verdict: Verdict,
+    /// Effects to apply if the message runs.
+    pub effects: Vec<Effect>,
+    /// The message's normalized text (for EXECUTE inheritance and logs).
+    pub text: Arc<str>,
+}
+
+impl Outcome {
+    fn deny(code: &'static str, message: String, hint: &str) -> Self {
+        Self {
+            verdict: Verdict::Deny(Denial {
+                code,
+                message,
+                detail: None,
+                hint: Some(hint.into()),
+            }),
+            effects: Vec::new(),
+            text: Arc::from(""),
+        }
+    }
+
+    /// The outcome when nothing needs judging.
+    pub fn allow() -> Self {
+        Self {
+            verdict: Verdict::Allow(Vec::new()),
+            effects: Vec::new(),
+            text: Arc::from(""),
+        }
+    }
+}
+
+/// Cache key: statement shape, lexing settings (inside the fingerprint) and
+/// identity.
+type Key = (Fingerprint, u32);
+
+/// Rules plus their verdict cache; replaced whole on reload.
+pub struct Policy {
+    /// The compiled rules.
+    pub rules: Arc<RuleSet>,
+    cache: moka::sync::Cache<Key, Arc<Outcome>>,
+    keys: FingerprintKeys,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("rules", &self.rules).finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// A policy with an empty cache.
+    pub fn new(rules: Arc<RuleSet>) -> Self {
+        let cache = moka::sync::Cache::new(rules.cache_size);
+        Self {
+            rules,
+            cache,
+            keys: FingerprintKeys::default(),
+        }
+    }
+
+    /// Whether nothing can be refused (then sessions skip judging entirely).
+    pub fn is_inert(&self) -> bool {
+        self.rules.is_inert()
+    }
+
+    /// Judges the SQL text of one Query or Parse message.
+    pub fn judge(&self, text: &[u8], who: &Identity, lexing: Lexing) -> Arc<Outcome> {
+        if self.is_inert() {
+            return Arc::new(Outcome::allow());
+        }
+        if text.contains(&0) {
+            return Arc::new(Outcome::deny(
+                "22021",
+                "statement denied by pgward: it contains a NUL byte".into(),
+                "Statement text cannot contain NUL bytes.",
+            ));
+        }
+        let Ok(sql) = std::str::from_utf8(text) else {
+            return Arc::new(Outcome::deny(
+                "22021",
+                "statement denied by pgward: its text is not valid UTF-8".into(),
+                "pgward judges statements in UTF-8: set client_encoding to UTF8.",
+            ));
+        };
+        match lexing {
+            // Without a backslash the setting cannot move a token boundary.
+            Lexing::Known(settings) => self.judge_cached(sql, who, settings),
+            Lexing::Uncertain(settings) if !sql.contains('\\') => self.judge_cached(sql, who, settings),
+            Lexing::Uncertain(_) => {
+                let mut outcomes = [true, false].map(|scs| {
+                    self.judge_fresh(sql, who, LexSettings { standard_conforming_strings: scs })
+                });
+                // Strictest wins: a denial under either reading denies.
+                let [on, off] = &mut outcomes;
+                if matches!(off.verdict, Verdict::Deny(_)) {
+                    return Arc::new(std::mem::replace(off, Outcome::allow()));
+                }
+                Arc::new(std::mem::replace(on, Outcome::allow()))
+            }
+        }
+    }
+
+    fn judge_cached(&self, sql: &str, who: &Identity, settings: LexSettings) -> Arc<Outcome> {
+        let tokens = match lexer::scan(sql, settings) {
+            Ok(t) => t,
+            Err(e) => return Arc::new(unparsable(&ClassifyError::Syntax(e))),
+        };
+        let key = (lexer::fingerprint(sql, &tokens, settings, &self.keys), who.index);
+        if let Some(hit) = self.cache.get(&key) {
+            return hit;
+        }
+        match self.decide(sql, &tokens, who, settings) {
+            Ok(outcome) => {
+                let outcome = Arc::new(outcome);
+                self.cache.insert(key, Arc::clone(&outcome));
+                outcome
+            }
+            // Not shared: a parse error can depend on a literal's value (a
+            // bad U&'' escape), which the fingerprint leaves out.
+            Err(refused) => Arc::new(refused),
+        }
+    }
+
+    fn judge_fresh(&self, sql: &str, who: &Identity, settings: LexSettings) -> Outcome {
+        match lexer::scan(sql, settings) {
+            Ok(tokens) => self.decide(sql, &tokens, who, settings).unwrap_or_else(|e| e),
+            Err(e) => unparsable(&ClassifyError::Syntax(e)),
+        }
+    }
+
+    fn decide(
+        &self,
+        sql: &str,
+        tokens: &[pg_query::protobuf::ScanToken],
+        who: &Identity,
+        settings: LexSettings,
+    ) -> Result<Outcome, Outcome> {
+        let statements = classify(sql, settings).map_err(|e| unparsable(&e))?;
+        let texts: Vec<String> = statements
+            .iter()
+            .map(|s| lexer::normalized(sql, tokens, s.range.clone()))
+            .collect();
+        let units = statements
+            .iter()
+            .zip(&texts)
+            .flat_map(|(s, t)| s.units.iter().map(move |u| (u, t.as_str())));
+        let verdict = self.rules.judge(units, who);
+        Ok(Outcome {
+            verdict,
+            effects: statements.into_iter().flat_map(|s: Statement| s.effects).collect(),
+            text: Arc::from(texts.join("; ").as_str()),
+        })
+    }
+}
+
+/// Text that cannot be parsed is refused whenever rules apply (fail closed),
+/// with the parser's own message.
+fn unparsable(e: &ClassifyError) -> Outcome {
+    match e {
+        ClassifyError::Syntax(m) => Outcome::deny(
+            "42601",
+            format!("{m} (pgward could not parse this statement, so its rules refuse it)"),
+            "Fix the statement's syntax; pgward parses with PostgreSQL's own grammar.",
+        ),
+        ClassifyError::Unjudgeable(m) => Outcome::deny(
+            "42501",
+            format!("statement denied by pgward: {m}"),
+            "pgward refuses what it cannot judge.",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

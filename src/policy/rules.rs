@@ -1,0 +1,381 @@
+//! Rules: an ordered list, first match wins, evaluated as a pure function of
+//! (statement facts, identity). No I/O here.
+
+use super::facts::{QualName, Unit};
+use super::kind::Kind;
+use regex::Regex;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Let the statement run (no later rule is consulted).
+    Allow,
+    /// Refuse it with SQLSTATE 42501.
+    Deny,
+    /// Hold it for a person's approval. Until approvals exist, this refuses
+    /// with a hint saying approval is required.
+    RequireApproval,
+    /// Write a log line and go on to the next rule.
+    Log,
+}
+
+impl Action {
+    /// Parses a config value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "allow" => Self::Allow,
+            "deny" => Self::Deny,
+            "require_approval" => Self::RequireApproval,
+            "log" => Self::Log,
+            _ => return None,
+        })
+    }
+
+    /// Whether an unqualified name must be matched against every schema (a
+    /// rule that restricts or watches) rather than only the search path.
+    fn restrictive(self) -> bool {
+        self != Self::Allow
+    }
+}
+
+/// A `*`-glob over one name part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(String);
+
+impl Glob {
+    /// A glob from its text.
+    pub fn new(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+
+    /// Whether `s` matches (`*` stands for any run of characters).
+    pub fn matches(&self, s: &str) -> bool {
+        let (p, t) = (self.0.as_bytes(), s.as_bytes());
+        let (mut pi, mut ti) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if pi < p.len() && p[pi] == b'*' {
+                star = Some((pi, ti));
+                pi += 1;
+            } else if pi < p.len() && p[pi] == t[ti] {
+                pi += 1;
+                ti += 1;
+            } else if let Some((sp, st)) = star {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == b'*')
+    }
+}
+
+/// `schema.name` or `name`, each part a glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePattern {
+    /// Schema part, if the pattern has one.
+    pub schema: Option<Glob>,
+    /// Name part.
+    pub name: Glob,
+}
+
+impl NamePattern {
+    /// Parses `schema.name` or `name`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let (a, b) = (parts.next()?, parts.next());
+        if parts.next().is_some() || a.is_empty() || b.is_some_and(str::is_empty) {
+            return None;
+        }
+        Some(match b {
+            Some(name) => Self {
+                schema: Some(Glob::new(a)),
+                name: Glob::new(name),
+            },
+            None => Self {
+                schema: None,
+                name: Glob::new(a),
+            },
+        })
+    }
+
+    /// Whether the pattern covers `q`. An unqualified `q` may live in any
+    /// schema: a restrictive rule assumes the worst (any schema), an allow
+    /// rule the least (only schemas on the assumed search path).
+    fn covers(&self, q: &QualName, restrictive: bool, search_path: &[String]) -> bool {
+        if !self.name.matches(&q.name) {
+            return false;
+        }
+        match (&self.schema, &q.schema) {
+            (None, _) => true,
+            (Some(p), Some(s)) => p.matches(s),
+            (Some(p), None) => restrictive || search_path.iter().any(|s| p.matches(s)),
+        }
+    }
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Its name, quoted in denials and logs.
+    pub name: Arc<str>,
+    /// What it does.
+    pub action: Action,
+    /// Extra text for the denial message.
+    pub message: Option<String>,
+    /// Hint for the client.
+    pub hint: Option<String>,
+    /// Identities it applies to (empty with `groups` empty: everyone).
+    pub users: Vec<String>,
+    /// Groups it applies to.
+    pub groups: Vec<String>,
+    /// Statement kinds (`None`: any).
+    pub kinds: Option<BTreeSet<Kind>>,
+    /// Relations, any of which must be named (empty: no condition).
+    pub relations: Vec<NamePattern>,
+    /// Functions, any of which must be called (empty: no condition).
+    pub functions: Vec<NamePattern>,
+    /// Settings (SET / RESET / SHOW / set_config), any of which must be named.
+    pub settings: Vec<String>,
+    /// Only UPDATE / DELETE without WHERE.
+    pub without_where: bool,
+    /// A regex over the normalized text (literals as `?`, no comments).
+    pub text: Option<Regex>,
+}
+
+/// Who is running the statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The pgward user name.
+    pub user: String,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// Its position among configured users: part of the verdict cache key.
+    pub index: u32,
+}
+
+impl Rule {
+    fn applies_to(&self, who: &Identity) -> bool {
+        (self.users.is_empty() && self.groups.is_empty())
+            || self.users.iter().any(|u| *u == who.user)
+            || self.groups.iter().any(|g| who.groups.contains(g))
+    }
+
+    /// Whether the rule matches `unit` run by `who`; `text` is the normalized
+    /// text of the statement the unit belongs to.
+    pub fn matches(&self, unit: &Unit, who: &Identity, text: &str, search_path: &[String]) -> bool {
+        let restrictive = self.action.restrictive();
+        self.applies_to(who)
+            && self.kinds.as_ref().is_none_or(|k| k.contains(&unit.kind))
+            && (!self.without_where || unit.unbounded_write)
+            && (self.relations.is_empty()
+                || unit
+                    .relations
+                    .iter()
+                    .any(|r| self.relations.iter().any(|p| p.covers(r, restrictive, search_path))))
+            && (self.functions.is_empty()
+                || unit
+                    .functions
+                    .iter()
+                    .any(|f| self.functions.iter().any(|p| p.covers(f, restrictive, search_path))))
+            && (self.settings.is_empty()
+                || unit
+                    .setting
+                    .as_ref()
+                    .is_some_and(|s| self.settings.iter().any(|x| x.eq_ignore_ascii_case(s))))
+            && self.text.as_ref().is_none_or(|re| re.is_match(text))
+    }
+}
+
+/// Why a statement is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// The client's message.
+    pub message: String,
+    /// What was refused (kind and relations).
+    pub detail: Option<String>,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+/// The decision on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run it; these `log` rules matched.
+    Allow(Vec<Arc<str>>),
+    /// Refuse it.
+    Deny(Denial),
+}
+
+/// The action for statements no rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultAction {
+    /// Allow (a denylist).
+    Allow,
+    /// Deny (an allowlist).
+    Deny,
+    /// Hold for approval.
+    RequireApproval,
+}
+
+/// The compiled rules.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    /// User rules, then the built-in ones when enabled.
+    pub rules: Vec<Rule>,
+    /// For statements no rule decides.
+    pub default_action: DefaultAction,
+    /// Schemas pgward assumes an unqualified name resolves to (for allow rules).
+    pub search_path: Vec<String>,
+    /// Most cached verdicts.
+    pub cache_size: u64,
+}
+
+fn describe(unit: &Unit) -> String {
+    let mut d = unit.kind.name().to_owned();
+    let names: Vec<String> = unit
+        .relations
+        .iter()
+        .chain(&unit.functions)
+        .take(4)
+        .map(ToString::to_string)
+        .collect();
+    if !names.is_empty() {
+        d.push_str(" on ");
+        d.push_str(&names.join(", "));
+    }
+    if unit.unbounded_write {
+        d.push_str(" without WHERE");
+    }
+    d
+}
+
+impl RuleSet {
+    /// Whether no statement can ever be refused or logged: then pgward does
+    /// not even parse.
+    pub fn is_inert(&self) -> bool {
+        self.rules.is_empty() && self.default_action == DefaultAction::Allow
+    }
+
+    /// Judges the units of one message: each unit goes through the rules in
+    /// order; the first refusal refuses the whole message.
+    pub fn judge<'a>(
+        &self,
+        units: impl IntoIterator<Item = (&'a Unit, &'a str)>,
+        who: &Identity,
+    ) -> Verdict {
+        let mut logged = Vec::new();
+        for (unit, text) in units {
+            let mut decided = false;
+            for rule in &self.rules {
+                if !rule.matches(unit, who, text, &self.search_path) {
+                    continue;
+                }
+                match rule.action {
+                    Action::Log => {
+                        if !logged.contains(&rule.name) {
+                            logged.push(Arc::clone(&rule.name));
+                        }
+                    }
+                    Action::Allow => {
+                        decided = true;
+                        break;
+                    }
+                    Action::Deny | Action::RequireApproval => {
+                        return Verdict::Deny(rule_denial(rule, unit));
+                    }
+                }
+            }
+            if !decided {
+                match self.default_action {
+                    DefaultAction::Allow => {}
+                    DefaultAction::Deny => {
+                        return Verdict::Deny(Denial {
+                            code: "42501",
+                            message: "statement denied by pgward: no rule allows it (default_action = \"deny\")".into(),
+                            detail: Some(describe(unit)),
+                            hint: Some("Ask an administrator to add a rule that allows it.".into()),
+                        })
+                    }
+                    DefaultAction::RequireApproval => {
+                        return Verdict::Deny(Denial {
+                            code: "42501",
+                            message: "statement requires approval by pgward (default_action = \"require_approval\")".into(),
+                            detail: Some(describe(unit)),
+                            hint: Some(APPROVAL_HINT.into()),
+                        })
+                    }
+                }
+            }
+        }
+        Verdict::Allow(logged)
+    }
+}
+
+const APPROVAL_HINT: &str = "This statement needs a person's approval, and pgward cannot take approvals yet: ask an administrator to run it, or to change the rule.";
+
+fn rule_denial(rule: &Rule, unit: &Unit) -> Denial {
+    let (verb, default_hint) = match rule.action {
+        Action::RequireApproval => ("requires approval by", APPROVAL_HINT),
+        _ => (
+            "denied by",
+            "pgward refused this statement before it reached the database; the session goes on.",
+        ),
+    };
+    let mut message = format!("statement {verb} pgward rule \"{}\"", rule.name);
+    if let Some(m) = &rule.message {
+        message.push_str(": ");
+        message.push_str(m);
+    }
+    Denial {
+        code: "42501",
+        message,
+        detail: Some(describe(unit)),
+        hint: Some(rule.hint.clone().unwrap_or_else(|| default_hint.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (p, s, m) in [
+            ("dblink*", "dblink_exec", true),
+            ("dblink*", "dblink", true),
+            ("dblink*", "xdblink", false),
+            ("lo_*", "lo_import", true),
+            ("pg_ls_*dir", "pg_ls_waldir", true),
+            ("pg_ls_*dir", "pg_ls_dir", true),
+            ("pg_ls_*dir", "pg_ls_dirs", false),
+            ("*", "", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(Glob::new(p).matches(s), m, "{p} ~ {s}");
+        }
+    }
+
+    #[test]
+    fn unqualified_names_and_the_search_path() {
+        let p = NamePattern::parse("public.orders").unwrap();
+        let path = vec!["pg_catalog".to_owned(), "public".to_owned()];
+        let bare = QualName::bare("orders");
+        assert!(p.covers(&bare, true, &path));
+        assert!(p.covers(&bare, false, &path));
+        assert!(p.covers(&bare, true, &[]), "a deny rule assumes any schema");
+        assert!(!p.covers(&bare, false, &[]), "an allow rule only the search path");
+        assert!(!p.covers(&QualName::qualified("other", "orders"), true, &path));
+        assert!(NamePattern::parse("a.b.c").is_none());
+        assert!(NamePattern::parse(".b").is_none());
+    }
+}
