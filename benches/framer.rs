@@ -83,7 +83,7 @@ fn bench_group(
     group.bench_function("forward_untouched", |b| {
         b.iter(|| {
             let run = framer
-                .complete_prefix(black_box(stream), |_| false)
+                .complete_prefix(black_box(stream), |_| false, &[])
                 .expect("valid stream");
             assert_eq!(run.len, stream.len());
         })

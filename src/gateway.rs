@@ -3,9 +3,11 @@
 
 use crate::auth::backend::Upstream;
 use crate::auth::client::ScramEngines;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::policy::Policy;
 use crate::session::cancel::CancelRegistry;
 use crate::tls::{self, TlsError};
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
@@ -22,6 +24,9 @@ pub struct Gateway {
     pub scram: ScramEngines,
     /// Live sessions' cancel keys.
     pub cancels: Arc<CancelRegistry>,
+    /// Statement rules and their verdict cache; swapped whole on reload, so
+    /// a session judges each message under one consistent rule set.
+    pub policy: Arc<ArcSwap<Policy>>,
 }
 
 /// Failure to build the shared state (files named in the config).
@@ -71,12 +76,25 @@ impl Gateway {
                 },
             );
         }
+        let policy = Arc::new(ArcSwap::from_pointee(Policy::new(Arc::clone(
+            &config.policy,
+        ))));
         Ok(Self {
             config,
             upstreams,
             tls,
             scram,
             cancels: Arc::new(CancelRegistry::default()),
+            policy,
         })
+    }
+
+    /// Re-reads `[policy]` from `path` and puts it in force for every
+    /// session's next message. On error the rules in force stay.
+    pub fn reload_policy(&self, path: &std::path::Path) -> Result<usize, ConfigError> {
+        let rules = crate::config::load_policy(path)?;
+        let count = rules.rules.len();
+        self.policy.store(Arc::new(Policy::new(Arc::new(rules))));
+        Ok(count)
     }
 }

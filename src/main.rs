@@ -83,6 +83,10 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).context("invalid configuration")?;
     let gateway = Gateway::new(config).context("invalid configuration")?;
     let server = Server::bind(gateway).await.context("cannot listen")?;
+    tokio::spawn(pgward::server::reload_rules_on_hangup(
+        server.gateway(),
+        path,
+    ));
     tracing::info!(addr = %server.local_addr()?, "pgward listening");
     server.run(shutdown_signal()).await;
     Ok(())

@@ -34,6 +34,11 @@ impl Server {
         })
     }
 
+    /// The shared state sessions use (for reloads).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        Arc::clone(&self.gw)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -134,5 +139,27 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Re-reads the rules from `path` on every SIGHUP, for as long as the
+/// process runs. Sessions stay up; each judges its next message under the
+/// new rules. A file that does not validate is rejected with one log line
+/// and the rules in force stay.
+#[cfg(unix)]
+pub async fn reload_rules_on_hangup(gw: Arc<Gateway>, path: std::path::PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: rules will not be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match gw.reload_policy(&path) {
+            Ok(count) => tracing::info!(rules = count, path = %path.display(), "rules reloaded"),
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                "rules reload rejected, the previous rules stay in force: {e}"
+            ),
+        }
     }
 }

@@ -101,7 +101,22 @@ fn report_number(report: &str, label: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_init_then_select_only_in_every_mode() {
     let backend = Backend::shared();
-    let pw = Pgward::start(backend).await;
+    // The built-in rules stay on (no DROP TABLE, no TRUNCATE); one rule of
+    // the config's own lets the `dev` group reset pgbench's tables, which
+    // `pgbench -i` and pgbench's own pre-run clean-up need.
+    let config = format!(
+        "{}\n{}",
+        backend.config("", ""),
+        r#"
+[[policy.rules]]
+name = "dev-may-reset-pgbench"
+action = "allow"
+groups = ["dev"]
+kinds = ["drop_table", "truncate"]
+relations = ["pgbench_*"]
+"#
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
     let pw = std::sync::Arc::new(pw);
     let init = {
         let mut cmd = client(backend, "pgbench");

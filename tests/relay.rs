@@ -217,7 +217,10 @@ async fn listen_notify_and_notices_reach_the_client() {
         .await
         .expect("notify");
     client
-        .batch_execute("DO $$ BEGIN RAISE NOTICE 'careful: %', 42; END $$")
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.noisy() RETURNS void LANGUAGE plpgsql \
+             AS $$ BEGIN RAISE NOTICE 'careful: %', 42; END $$; SELECT pg_temp.noisy()",
+        )
         .await
         .expect("notice");
     let mut got_notify = false;

@@ -9,7 +9,7 @@ use pgward::wire::{backend, frontend, Framer};
 
 fuzz_target!(|data: &[u8]| {
     let framer = Framer::new(1 << 20);
-    let prefix = framer.complete_prefix(data, |tag| tag == b'Z');
+    let prefix = framer.complete_prefix(data, |tag| tag == b'Z', &[]);
     let mut buf = BytesMut::from(data);
     let mut split = 0usize;
     while let Ok(Some(frame)) = framer.next_frame(&mut buf) {

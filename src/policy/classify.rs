@@ -66,7 +66,9 @@ fn parse(
         .stmts
         .iter()
         .map(|raw| {
-            let start = usize::try_from(raw.stmt_location).unwrap_or(0).min(sql.len());
+            let start = usize::try_from(raw.stmt_location)
+                .unwrap_or(0)
+                .min(sql.len());
             let end = match usize::try_from(raw.stmt_len) {
                 Ok(0) | Err(_) => sql.len(),
                 Ok(len) => (start + len).min(sql.len()),
@@ -89,7 +91,12 @@ pub(super) struct Walker {
 
 /// Statement nodes that are part of their parent's unit when nested (a
 /// subquery is a read of the statement around it), not units of their own.
-const FOLDED: &[&str] = &["SelectStmt", "SetOperationStmt", "ReturnStmt", "PlassignStmt"];
+const FOLDED: &[&str] = &[
+    "SelectStmt",
+    "SetOperationStmt",
+    "ReturnStmt",
+    "PlassignStmt",
+];
 
 impl Walker {
     fn new(settings: LexSettings) -> Self {
@@ -132,11 +139,15 @@ impl Walker {
             }
         }
         match name {
-            "ExecuteStmt" => self.effects.push(Effect::Execute(str_field(body, "name").into())),
+            "ExecuteStmt" => self
+                .effects
+                .push(Effect::Execute(str_field(body, "name").into())),
             "DeallocateStmt" => self.effects.push(Effect::Deallocate(
                 (!bool_field(body, "isall")).then(|| str_field(body, "name").to_owned()),
             )),
-            "DiscardStmt" if int_field(body, "target") == 1 => self.effects.push(Effect::DiscardAll),
+            "DiscardStmt" if int_field(body, "target") == 1 => {
+                self.effects.push(Effect::DiscardAll)
+            }
             "CreateFunctionStmt" => nested.extend(self.sql_function_body(body)?),
             _ => {}
         }
@@ -151,7 +162,12 @@ impl Walker {
 
     /// Collects relations and function calls under `value` into `unit`, and
     /// nested statements into `nested`.
-    fn walk(&mut self, value: &Value, unit: &mut Unit, nested: &mut Vec<Unit>) -> Result<(), ClassifyError> {
+    fn walk(
+        &mut self,
+        value: &Value,
+        unit: &mut Unit,
+        nested: &mut Vec<Unit>,
+    ) -> Result<(), ClassifyError> {
         let map = match value {
             Value::Array(items) => {
                 for item in items {
@@ -203,7 +219,10 @@ impl Walker {
         // belongs to, in later CTEs, and (WITH RECURSIVE) in itself; never
         // before it, and never outside.
         let base = self.scopes.len();
-        let ctes: &[Value] = with.get("ctes").and_then(Value::as_array).map_or(&[], |v| v);
+        let ctes: &[Value] = with
+            .get("ctes")
+            .and_then(Value::as_array)
+            .map_or(&[], |v| v);
         let names: Vec<String> = ctes
             .iter()
             .map(|c| str_field(inner(c), "ctename").to_owned())
@@ -243,12 +262,25 @@ impl Walker {
     fn sql_function_body(&mut self, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
         let mut language = None;
         let mut text = None;
-        for option in body.get("options").and_then(Value::as_array).into_iter().flatten() {
+        for option in body
+            .get("options")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let def = inner(option);
             match str_field(def, "defname") {
-                "language" => language = def.get("arg").map(|a| str_field(inner(a), "sval").to_owned()),
+                "language" => {
+                    language = def
+                        .get("arg")
+                        .map(|a| str_field(inner(a), "sval").to_owned())
+                }
                 "as" => {
-                    let items = def.get("arg").map(inner).and_then(|l| l.get("items")).and_then(Value::as_array);
+                    let items = def
+                        .get("arg")
+                        .map(inner)
+                        .and_then(|l| l.get("items"))
+                        .and_then(Value::as_array);
                     // One item is a body; two are a C object file and symbol.
                     if let Some([item]) = items.map(Vec::as_slice) {
                         text = Some(str_field(inner(item), "sval").to_owned());
@@ -257,7 +289,12 @@ impl Walker {
                 _ => {}
             }
         }
-        let (Some(text), true) = (text, language.as_deref().is_none_or(|l| l.eq_ignore_ascii_case("sql"))) else {
+        let (Some(text), true) = (
+            text,
+            language
+                .as_deref()
+                .is_none_or(|l| l.eq_ignore_ascii_case("sql")),
+        ) else {
             return Ok(Vec::new());
         };
         let parsed = parse(&text, self.settings).map_err(|e| {
@@ -275,7 +312,10 @@ impl Walker {
 /// `session_authorization` it is SET ROLE. A name that is not a literal may
 /// be either, so it counts as SET ROLE (the stricter reading).
 fn set_config_unit(args: Option<&Value>) -> Unit {
-    let first = args.and_then(Value::as_array).and_then(|a| a.first()).map(inner);
+    let first = args
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .map(inner);
     let literal = first
         .and_then(|c| c.get("val"))
         .and_then(|v| v.get("Sval"))
@@ -283,7 +323,9 @@ fn set_config_unit(args: Option<&Value>) -> Unit {
         .and_then(Value::as_str);
     let (kind, setting) = match literal.map(str::to_ascii_lowercase) {
         Some(name) if name == "role" => (Kind::SetRole, Some(name)),
-        Some(name) if name == "session_authorization" => (Kind::SetSessionAuthorization, Some(name)),
+        Some(name) if name == "session_authorization" => {
+            (Kind::SetSessionAuthorization, Some(name))
+        }
         Some(name) => (Kind::Set, Some(name)),
         None => (Kind::SetRole, None),
     };
@@ -295,8 +337,25 @@ fn set_config_unit(args: Option<&Value>) -> Unit {
 /// The statement's own kind, write targets and flags, read by field name.
 fn head(name: &str, body: &Value) -> Unit {
     let mut unit = Unit::new(kind_of(name, body));
-    for field in ["relation", "relations", "into", "into_clause", "view", "sequence", "table"] {
-        if matches!(unit.kind, Kind::Select | Kind::CopyTo | Kind::CopyToFile | Kind::CopyToProgram | Kind::Lock | Kind::Explain | Kind::Prepare) {
+    for field in [
+        "relation",
+        "relations",
+        "into",
+        "into_clause",
+        "view",
+        "sequence",
+        "table",
+    ] {
+        if matches!(
+            unit.kind,
+            Kind::Select
+                | Kind::CopyTo
+                | Kind::CopyToFile
+                | Kind::CopyToProgram
+                | Kind::Lock
+                | Kind::Explain
+                | Kind::Prepare
+        ) {
             break;
         }
         collect_range_vars(body.get(field), &mut |q| unit.write(q));
@@ -305,8 +364,20 @@ fn head(name: &str, body: &Value) -> Unit {
         unit.unbounded_write = w.is_null();
     }
     if name == "DropStmt" {
-        for object in body.get("objects").and_then(Value::as_array).into_iter().flatten() {
-            if matches!(unit.kind, Kind::DropTable | Kind::DropView | Kind::DropMaterializedView | Kind::DropIndex | Kind::DropSequence) {
+        for object in body
+            .get("objects")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if matches!(
+                unit.kind,
+                Kind::DropTable
+                    | Kind::DropView
+                    | Kind::DropMaterializedView
+                    | Kind::DropIndex
+                    | Kind::DropSequence
+            ) {
                 unit.write(qual_name(inner(object).get("items")));
             }
         }
@@ -335,7 +406,9 @@ fn collect_range_vars(value: Option<&Value>, f: &mut dyn FnMut(QualName)) {
 
 fn kind_of(name: &str, body: &Value) -> Kind {
     match name {
-        "SelectStmt" if body.get("into_clause").is_some_and(|v| !v.is_null()) => Kind::CreateTableAs,
+        "SelectStmt" if body.get("into_clause").is_some_and(|v| !v.is_null()) => {
+            Kind::CreateTableAs
+        }
         "SelectStmt" | "SetOperationStmt" => Kind::Select,
         "InsertStmt" => Kind::Insert,
         "UpdateStmt" => Kind::Update,
@@ -358,12 +431,18 @@ fn kind_of(name: &str, body: &Value) -> Kind {
         "CreateExtensionStmt" => Kind::CreateExtension,
         "CreateRoleStmt" => Kind::CreateRole,
         "CreateSeqStmt" => Kind::CreateSequence,
-        "CompositeTypeStmt" | "CreateEnumStmt" | "CreateRangeStmt" | "CreateDomainStmt" => Kind::CreateType,
-        "DefineStmt" if object_type(body, "kind") == Some(ObjectType::ObjectType) => Kind::CreateType,
+        "CompositeTypeStmt" | "CreateEnumStmt" | "CreateRangeStmt" | "CreateDomainStmt" => {
+            Kind::CreateType
+        }
+        "DefineStmt" if object_type(body, "kind") == Some(ObjectType::ObjectType) => {
+            Kind::CreateType
+        }
         "CreatePolicyStmt" => Kind::CreatePolicy,
         "AlterTableStmt" => Kind::AlterTable,
         "AlterRoleStmt" | "AlterRoleSetStmt" => Kind::AlterRole,
-        "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt" => Kind::AlterDatabase,
+        "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt" => {
+            Kind::AlterDatabase
+        }
         "AlterFunctionStmt" => Kind::AlterFunction,
         "AlterExtensionStmt" | "AlterExtensionContentsStmt" => Kind::AlterExtension,
         "AlterSystemStmt" => Kind::AlterSystem,
@@ -435,9 +514,12 @@ fn drop_kind(object: Option<ObjectType>) -> Kind {
         Some(ObjectType::ObjectIndex) => Kind::DropIndex,
         Some(ObjectType::ObjectSequence) => Kind::DropSequence,
         Some(ObjectType::ObjectSchema) => Kind::DropSchema,
-        Some(ObjectType::ObjectFunction | ObjectType::ObjectProcedure | ObjectType::ObjectRoutine | ObjectType::ObjectAggregate) => {
-            Kind::DropFunction
-        }
+        Some(
+            ObjectType::ObjectFunction
+            | ObjectType::ObjectProcedure
+            | ObjectType::ObjectRoutine
+            | ObjectType::ObjectAggregate,
+        ) => Kind::DropFunction,
         Some(ObjectType::ObjectExtension) => Kind::DropExtension,
         Some(ObjectType::ObjectType | ObjectType::ObjectDomain) => Kind::DropType,
         Some(ObjectType::ObjectTrigger | ObjectType::ObjectEventTrigger) => Kind::DropTrigger,
@@ -461,7 +543,9 @@ fn set_kind(body: &Value) -> Kind {
 
 fn transaction_kind(body: &Value) -> Kind {
     match TransactionStmtKind::try_from(int_field(body, "kind") as i32) {
-        Ok(TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart) => Kind::Begin,
+        Ok(TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart) => {
+            Kind::Begin
+        }
         Ok(TransactionStmtKind::TransStmtCommit) => Kind::Commit,
         Ok(TransactionStmtKind::TransStmtSavepoint) => Kind::Savepoint,
         Ok(TransactionStmtKind::TransStmtRelease) => Kind::ReleaseSavepoint,

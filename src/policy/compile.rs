@@ -40,7 +40,10 @@ pub fn compile(raw: &RawPolicy) -> Result<RuleSet, ConfigError> {
     for (i, r) in raw.rules.iter().enumerate() {
         let rule = compile_rule(r, &format!("policy.rules[{i}]"))?;
         if !names.insert(rule.name.clone()) {
-            return Err(err(format!("policy.rules[{i}].name"), format!("\"{}\" is used twice", rule.name)));
+            return Err(err(
+                format!("policy.rules[{i}].name"),
+                format!("\"{}\" is used twice", rule.name),
+            ));
         }
         rules.push(rule);
     }
@@ -59,8 +62,12 @@ pub fn compile(raw: &RawPolicy) -> Result<RuleSet, ConfigError> {
 
 /// The built-in rules (docs/policy.md lists them).
 pub fn builtin_rules() -> Result<Vec<Rule>, ConfigError> {
-    let file: RawRuleFile = toml::from_str(BUILTIN)
-        .map_err(|e| err("policy.builtin_rules".into(), format!("built-in rules: {e}")))?;
+    let file: RawRuleFile = toml::from_str(BUILTIN).map_err(|e| {
+        err(
+            "policy.builtin_rules".into(),
+            format!("built-in rules: {e}"),
+        )
+    })?;
     file.rules
         .iter()
         .enumerate()
@@ -75,7 +82,10 @@ fn compile_rule(r: &RawRule, at: &str) -> Result<Rule, ConfigError> {
     let action = Action::parse(&r.action).ok_or_else(|| {
         err(
             format!("{at}.action"),
-            format!("\"{}\" is not one of allow, deny, require_approval, log", r.action),
+            format!(
+                "\"{}\" is not one of allow, deny, require_approval, log",
+                r.action
+            ),
         )
     })?;
     let kinds = if r.kinds.is_empty() {

@@ -135,7 +135,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("create", "every create_* kind"),
     ("alter", "every alter_* kind except alter_system"),
     ("drop", "every drop_* kind"),
-    ("ddl", "create, alter and drop families, truncate, rename, comment"),
+    (
+        "ddl",
+        "create, alter and drop families, truncate, rename, comment",
+    ),
     ("transaction", "begin, commit, rollback and savepoint kinds"),
 ];
 
@@ -144,13 +147,18 @@ impl Kind {
     pub fn in_family(self, family: &str) -> bool {
         let name = self.name();
         match family {
-            "dml" => matches!(self, Kind::Insert | Kind::Update | Kind::Delete | Kind::Merge),
+            "dml" => matches!(
+                self,
+                Kind::Insert | Kind::Update | Kind::Delete | Kind::Merge
+            ),
             "copy" => name.starts_with("copy_"),
             "create" => name.starts_with("create_"),
             "alter" => name.starts_with("alter_") && self != Kind::AlterSystem,
             "drop" => name.starts_with("drop_"),
             "ddl" => {
-                ["create", "alter", "drop"].iter().any(|f| self.in_family(f))
+                ["create", "alter", "drop"]
+                    .iter()
+                    .any(|f| self.in_family(f))
                     || matches!(self, Kind::Truncate | Kind::Rename | Kind::Comment)
             }
             "transaction" => matches!(
@@ -174,10 +182,13 @@ impl Kind {
         if let Some(k) = Kind::ALL.iter().find(|k| k.name() == entry) {
             return Some(vec![*k]);
         }
-        FAMILIES
-            .iter()
-            .any(|(f, _)| *f == entry)
-            .then(|| Kind::ALL.iter().copied().filter(|k| k.in_family(entry)).collect())
+        FAMILIES.iter().any(|(f, _)| *f == entry).then(|| {
+            Kind::ALL
+                .iter()
+                .copied()
+                .filter(|k| k.in_family(entry))
+                .collect()
+        })
     }
 }
 

@@ -38,6 +38,15 @@ impl Default for LexSettings {
 
 /// Runs PostgreSQL's scanner over `sql` as a server with `settings` would.
 pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, String> {
+    // Text with no token at all (PostgreSQL's whitespace only) is answered
+    // here: pg_query 18.1's scan_tokens builds a slice from a null pointer
+    // when the scanner finds nothing (undefined behaviour; an abort in debug).
+    if sql
+        .bytes()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+    {
+        return Ok(Vec::new());
+    }
     struct Restore;
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -76,7 +85,9 @@ fn is_comment(token: i32) -> bool {
 /// nothing from sharing a cache entry, and exactness is the safe side.
 fn literals_matter(tokens: &[ScanToken]) -> bool {
     tokens.iter().any(|t| {
-        t.token == Token::Create as i32 || t.token == Token::Alter as i32 || t.token == Token::Do as i32
+        t.token == Token::Create as i32
+            || t.token == Token::Alter as i32
+            || t.token == Token::Do as i32
     })
 }
 
@@ -92,7 +103,10 @@ pub struct Fingerprint(pub u64, pub u64);
 
 /// The two random keys of the fingerprint hash.
 #[derive(Debug, Clone, Default)]
-pub struct FingerprintKeys(std::collections::hash_map::RandomState, std::collections::hash_map::RandomState);
+pub struct FingerprintKeys(
+    std::collections::hash_map::RandomState,
+    std::collections::hash_map::RandomState,
+);
 
 /// Fingerprints `sql` from its tokens: comments and spacing dropped,
 /// literals replaced by a placeholder except where their value can change
@@ -115,7 +129,9 @@ pub fn fingerprint(
         let keep = keep_all || !is_literal(t.token) || after_set_config == 2;
         // Tracks `set_config` `(` <literal>: the literal names the setting.
         after_set_config = match (after_set_config, t.token) {
-            (_, tok) if tok == Token::Ident as i32 && bytes.eq_ignore_ascii_case(b"set_config") => 1,
+            (_, tok) if tok == Token::Ident as i32 && bytes.eq_ignore_ascii_case(b"set_config") => {
+                1
+            }
             (1, tok) if tok == Token::Ascii40 as i32 => 2,
             _ => 0,
         };
@@ -166,7 +182,14 @@ mod tests {
     fn literals_comments_and_spacing_do_not_matter() {
         let k = FingerprintKeys::default();
         let base = fp("SELECT abalance FROM t WHERE aid = 1", true, &k);
-        assert_eq!(base, fp("SELECT  abalance /* c */ FROM t\nWHERE aid = 99 -- x", true, &k));
+        assert_eq!(
+            base,
+            fp(
+                "SELECT  abalance /* c */ FROM t\nWHERE aid = 99 -- x",
+                true,
+                &k
+            )
+        );
         assert_ne!(base, fp("SELECT abalance FROM u WHERE aid = 1", true, &k));
         assert_ne!(base, fp("SELECT abalance FROM t WHERE aid = 1", false, &k));
     }
@@ -183,8 +206,16 @@ mod tests {
             fp("SELECT set_config('app.user', 'y', false)", true, &k)
         );
         assert_ne!(
-            fp("CREATE FUNCTION f() RETURNS int AS 'SELECT 1' LANGUAGE sql", true, &k),
-            fp("CREATE FUNCTION f() RETURNS int AS 'DELETE FROM t' LANGUAGE sql", true, &k)
+            fp(
+                "CREATE FUNCTION f() RETURNS int AS 'SELECT 1' LANGUAGE sql",
+                true,
+                &k
+            ),
+            fp(
+                "CREATE FUNCTION f() RETURNS int AS 'DELETE FROM t' LANGUAGE sql",
+                true,
+                &k
+            )
         );
     }
 
@@ -205,9 +236,30 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_blank_text_have_no_tokens() {
+        for sql in ["", " ", "\n\t\r\x0b\x0c "] {
+            assert_eq!(
+                scan(sql, LexSettings::default()).unwrap(),
+                vec![],
+                "{sql:?}"
+            );
+        }
+        assert_eq!(
+            scan("-- only a comment", LexSettings::default())
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(scan("/* c */", LexSettings::default()).unwrap().len(), 1);
+    }
+
+    #[test]
     fn normalized_text() {
         let sql = "SELECT a, 'x' FROM t /* hi */ WHERE b = 42; DELETE FROM u";
         let tokens = scan(sql, LexSettings::default()).unwrap();
-        assert_eq!(normalized(sql, &tokens, 0..42), "SELECT a , ? FROM t WHERE b = ?");
+        assert_eq!(
+            normalized(sql, &tokens, 0..42),
+            "SELECT a , ? FROM t WHERE b = ?"
+        );
     }
 }

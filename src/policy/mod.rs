@@ -86,7 +86,9 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("rules", &self.rules).finish_non_exhaustive()
+        f.debug_struct("Policy")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,10 +130,18 @@ impl Policy {
         match lexing {
             // Without a backslash the setting cannot move a token boundary.
             Lexing::Known(settings) => self.judge_cached(sql, who, settings),
-            Lexing::Uncertain(settings) if !sql.contains('\\') => self.judge_cached(sql, who, settings),
+            Lexing::Uncertain(settings) if !sql.contains('\\') => {
+                self.judge_cached(sql, who, settings)
+            }
             Lexing::Uncertain(_) => {
                 let mut outcomes = [true, false].map(|scs| {
-                    self.judge_fresh(sql, who, LexSettings { standard_conforming_strings: scs })
+                    self.judge_fresh(
+                        sql,
+                        who,
+                        LexSettings {
+                            standard_conforming_strings: scs,
+                        },
+                    )
                 });
                 // Strictest wins: a denial under either reading denies.
                 let [on, off] = &mut outcomes;
@@ -148,7 +158,10 @@ impl Policy {
             Ok(t) => t,
             Err(e) => return Arc::new(unparsable(&ClassifyError::Syntax(e))),
         };
-        let key = (lexer::fingerprint(sql, &tokens, settings, &self.keys), who.index);
+        let key = (
+            lexer::fingerprint(sql, &tokens, settings, &self.keys),
+            who.index,
+        );
         if let Some(hit) = self.cache.get(&key) {
             return hit;
         }
@@ -160,13 +173,15 @@ impl Policy {
             }
             // Not shared: a parse error can depend on a literal's value (a
             // bad U&'' escape), which the fingerprint leaves out.
-            Err(refused) => Arc::new(refused),
+            Err(refused) => Arc::from(refused),
         }
     }
 
     fn judge_fresh(&self, sql: &str, who: &Identity, settings: LexSettings) -> Outcome {
         match lexer::scan(sql, settings) {
-            Ok(tokens) => self.decide(sql, &tokens, who, settings).unwrap_or_else(|e| e),
+            Ok(tokens) => self
+                .decide(sql, &tokens, who, settings)
+                .unwrap_or_else(|e| *e),
             Err(e) => unparsable(&ClassifyError::Syntax(e)),
         }
     }
@@ -177,8 +192,8 @@ impl Policy {
         tokens: &[pg_query::protobuf::ScanToken],
         who: &Identity,
         settings: LexSettings,
-    ) -> Result<Outcome, Outcome> {
-        let statements = classify(sql, settings).map_err(|e| unparsable(&e))?;
+    ) -> Result<Outcome, Box<Outcome>> {
+        let statements = classify(sql, settings).map_err(|e| Box::new(unparsable(&e)))?;
         let texts: Vec<String> = statements
             .iter()
             .map(|s| lexer::normalized(sql, tokens, s.range.clone()))
@@ -190,7 +205,10 @@ impl Policy {
         let verdict = self.rules.judge(units, who);
         Ok(Outcome {
             verdict,
-            effects: statements.into_iter().flat_map(|s: Statement| s.effects).collect(),
+            effects: statements
+                .into_iter()
+                .flat_map(|s: Statement| s.effects)
+                .collect(),
             text: Arc::from(texts.join("; ").as_str()),
         })
     }

@@ -161,27 +161,37 @@ pub struct Identity {
 impl Rule {
     fn applies_to(&self, who: &Identity) -> bool {
         (self.users.is_empty() && self.groups.is_empty())
-            || self.users.iter().any(|u| *u == who.user)
+            || self.users.contains(&who.user)
             || self.groups.iter().any(|g| who.groups.contains(g))
     }
 
     /// Whether the rule matches `unit` run by `who`; `text` is the normalized
     /// text of the statement the unit belongs to.
+    ///
+    /// Name lists cut both ways: a restrictive rule (deny, approval, log)
+    /// matches when *any* named relation or function is covered, an allow
+    /// rule only when *every* one is (`DROP TABLE scratch, orders` is not
+    /// allowed by a rule for `scratch`).
     pub fn matches(&self, unit: &Unit, who: &Identity, text: &str, search_path: &[String]) -> bool {
         let restrictive = self.action.restrictive();
+        let names = |patterns: &[NamePattern], names: &BTreeSet<QualName>| {
+            let covered = |q: &QualName| {
+                patterns
+                    .iter()
+                    .any(|p| p.covers(q, restrictive, search_path))
+            };
+            patterns.is_empty()
+                || if restrictive {
+                    names.iter().any(covered)
+                } else {
+                    names.iter().all(covered)
+                }
+        };
         self.applies_to(who)
             && self.kinds.as_ref().is_none_or(|k| k.contains(&unit.kind))
             && (!self.without_where || unit.unbounded_write)
-            && (self.relations.is_empty()
-                || unit
-                    .relations
-                    .iter()
-                    .any(|r| self.relations.iter().any(|p| p.covers(r, restrictive, search_path))))
-            && (self.functions.is_empty()
-                || unit
-                    .functions
-                    .iter()
-                    .any(|f| self.functions.iter().any(|p| p.covers(f, restrictive, search_path))))
+            && names(&self.relations, &unit.relations)
+            && names(&self.functions, &unit.functions)
             && (self.settings.is_empty()
                 || unit
                     .setting
@@ -373,7 +383,10 @@ mod tests {
         assert!(p.covers(&bare, true, &path));
         assert!(p.covers(&bare, false, &path));
         assert!(p.covers(&bare, true, &[]), "a deny rule assumes any schema");
-        assert!(!p.covers(&bare, false, &[]), "an allow rule only the search path");
+        assert!(
+            !p.covers(&bare, false, &[]),
+            "an allow rule only the search path"
+        );
         assert!(!p.covers(&QualName::qualified("other", "orders"), true, &path));
         assert!(NamePattern::parse("a.b.c").is_none());
         assert!(NamePattern::parse(".b").is_none());

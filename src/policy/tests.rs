@@ -21,7 +21,8 @@ fn render(statements: &[Statement]) -> String {
                 .iter()
                 .map(|u| {
                     let mut out = u.kind.name().to_owned();
-                    let join = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>().join(",");
+                    let join =
+                        |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>().join(",");
                     if !u.writes.is_empty() {
                         out += &format!(" w:{}", join(&mut u.writes.iter().map(|q| q.to_string())));
                     }
@@ -35,7 +36,10 @@ fn render(statements: &[Statement]) -> String {
                         out += &format!(" r:{}", reads.join(","));
                     }
                     if !u.functions.is_empty() {
-                        out += &format!(" f:{}", join(&mut u.functions.iter().map(|q| q.to_string())));
+                        out += &format!(
+                            " f:{}",
+                            join(&mut u.functions.iter().map(|q| q.to_string()))
+                        );
                     }
                     if u.unbounded_write {
                         out += " nowhere";
@@ -297,20 +301,31 @@ fn classification_table() {
             Ok(statements) => {
                 let got = render(&statements);
                 if got != *expected {
-                    failures.push(format!("{sql}\n    expected: {expected}\n    got:      {got}"));
+                    failures.push(format!(
+                        "{sql}\n    expected: {expected}\n    got:      {got}"
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{sql}\n    error: {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} of {} wrong:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} wrong:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn standard_conforming_strings_moves_string_ends() {
     // On: a backslash is an ordinary character, the string ends at \'.
     let sql = "SELECT 'a\\'; DROP TABLE t; --'";
-    assert_eq!(render(&classify(sql, ON).unwrap()), "select ; drop_table w:t");
+    assert_eq!(
+        render(&classify(sql, ON).unwrap()),
+        "select ; drop_table w:t"
+    );
     // Off: \' escapes the quote, and the whole rest is one string.
     assert_eq!(render(&classify(sql, OFF).unwrap()), "select");
     // E'' strings escape under both settings.
@@ -376,7 +391,10 @@ fn builtin_rules_decide() {
         ("TRUNCATE t", "no-truncate"),
         ("DELETE FROM t", "no-unbounded-write"),
         ("UPDATE t SET a = 1", "no-unbounded-write"),
-        ("WITH d AS (DELETE FROM t RETURNING 1) SELECT 1", "no-unbounded-write"),
+        (
+            "WITH d AS (DELETE FROM t RETURNING 1) SELECT 1",
+            "no-unbounded-write",
+        ),
         ("EXPLAIN ANALYZE DELETE FROM t", "no-unbounded-write"),
         ("PREPARE p AS DELETE FROM t", "no-unbounded-write"),
         ("PREPARE p AS TRUNCATE t", "deny(42601)"),
@@ -385,20 +403,38 @@ fn builtin_rules_decide() {
         ("COPY t TO PROGRAM 'sh'", "no-copy-program"),
         ("COPY t FROM '/etc/passwd'", "no-server-files"),
         ("COPY t FROM STDIN", "allow"),
-        ("SELECT pg_read_file('/etc/passwd')", "no-server-file-functions"),
-        ("SELECT pg_catalog.pg_read_binary_file('x')", "no-server-file-functions"),
+        (
+            "SELECT pg_read_file('/etc/passwd')",
+            "no-server-file-functions",
+        ),
+        (
+            "SELECT pg_catalog.pg_read_binary_file('x')",
+            "no-server-file-functions",
+        ),
         ("SELECT * FROM pg_ls_dir('.')", "no-server-file-functions"),
         ("SELECT lo_export(1, '/tmp/x')", "no-server-file-functions"),
-        ("SELECT * FROM dblink('', 'DROP TABLE t') AS t(a text)", "no-dblink"),
+        (
+            "SELECT * FROM dblink('', 'DROP TABLE t') AS t(a text)",
+            "no-dblink",
+        ),
         ("SELECT dblink_exec('', 'x')", "no-dblink"),
-        ("SELECT query_to_xml('select * from secret', true, false, '')", "no-dynamic-sql-functions"),
+        (
+            "SELECT query_to_xml('select * from secret', true, false, '')",
+            "no-dynamic-sql-functions",
+        ),
         ("SET ROLE postgres", "no-role-switch"),
         ("SET SESSION AUTHORIZATION postgres", "no-role-switch"),
-        ("SELECT set_config('role', 'postgres', false)", "no-role-switch"),
+        (
+            "SELECT set_config('role', 'postgres', false)",
+            "no-role-switch",
+        ),
         ("SELECT set_config('app.tenant', '7', false)", "allow"),
         ("RESET ROLE", "allow"),
         ("DO $$ BEGIN NULL; END $$", "no-do-blocks"),
-        ("CREATE FUNCTION f() RETURNS void AS 'DELETE FROM t' LANGUAGE sql", "no-unbounded-write"),
+        (
+            "CREATE FUNCTION f() RETURNS void AS 'DELETE FROM t' LANGUAGE sql",
+            "no-unbounded-write",
+        ),
         ("SELEC 1", "deny(42601)"),
     ] {
         assert_eq!(decision(&p, sql, &alice), expected, "{sql}");
@@ -436,17 +472,45 @@ fn identities_groups_order_and_default_action() {
     assert_eq!(decision(&p, "TRUNCATE t", &dba), "allow");
     assert_eq!(decision(&p, "TRUNCATE t", &alice), "no-truncate");
     assert_eq!(decision(&p, "SELECT * FROM orders", &alice), "allow");
-    assert_eq!(decision(&p, "SELECT * FROM private.orders", &alice), "deny(42501)");
-    assert_eq!(decision(&p, "DELETE FROM orders WHERE id = 1", &alice), "orders-need-approval");
+    assert_eq!(
+        decision(&p, "SELECT * FROM private.orders", &alice),
+        "deny(42501)"
+    );
+    // An allow rule must cover every relation the statement names.
+    assert_eq!(
+        decision(&p, "SELECT * FROM public.a, private.b", &alice),
+        "deny(42501)"
+    );
+    assert_eq!(decision(&p, "TRUNCATE a, b", &dba), "allow");
+    assert_eq!(
+        decision(&p, "DELETE FROM orders WHERE id = 1", &alice),
+        "orders-need-approval"
+    );
     // A deny-side rule assumes an unqualified name can be in any schema.
-    assert_eq!(decision(&p, "UPDATE orders SET a = 1 WHERE id = 1", &alice), "orders-need-approval");
+    assert_eq!(
+        decision(&p, "UPDATE orders SET a = 1 WHERE id = 1", &alice),
+        "orders-need-approval"
+    );
     let outcome = p.judge(b"SELECT secret FROM public.t", &alice, Lexing::Known(ON));
-    assert_eq!(outcome.verdict, Verdict::Allow(vec![Arc::from("watch-secrets")]));
-    let Verdict::Deny(d) = &p.judge(b"DELETE FROM orders WHERE id = 1", &alice, Lexing::Known(ON)).verdict else {
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Allow(vec![Arc::from("watch-secrets")])
+    );
+    let Verdict::Deny(d) = &p
+        .judge(
+            b"DELETE FROM orders WHERE id = 1",
+            &alice,
+            Lexing::Known(ON),
+        )
+        .verdict
+    else {
         panic!("expected a denial");
     };
     assert_eq!(d.code, "42501");
-    assert!(d.hint.as_deref().unwrap_or("").contains("approval"), "{d:?}");
+    assert!(
+        d.hint.as_deref().unwrap_or("").contains("approval"),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -463,16 +527,35 @@ fn cached_verdicts_follow_shape_settings_and_identity() {
     let alice = who("alice", &[], 0);
     let bob = who("bob", &[], 1);
     for round in 0..2 {
-        assert_eq!(decision(&p, "SELECT * FROM orders WHERE id = 1", &alice), "allow", "round {round}");
-        assert_eq!(decision(&p, "SELECT * FROM orders WHERE id = 2", &bob), "bob-no-orders");
-        assert_eq!(decision(&p, "SELECT 'x' FROM t WHERE id = 3", &bob), "allow");
+        assert_eq!(
+            decision(&p, "SELECT * FROM orders WHERE id = 1", &alice),
+            "allow",
+            "round {round}"
+        );
+        assert_eq!(
+            decision(&p, "SELECT * FROM orders WHERE id = 2", &bob),
+            "bob-no-orders"
+        );
+        assert_eq!(
+            decision(&p, "SELECT 'x' FROM t WHERE id = 3", &bob),
+            "allow"
+        );
     }
     // Same tokens under the other setting: a different shape, judged anew.
     let sql = b"SELECT 'a\\'; DROP TABLE t; --'";
-    assert!(matches!(p.judge(sql, &alice, Lexing::Known(OFF)).verdict, Verdict::Allow(_)));
-    assert!(matches!(p.judge(sql, &alice, Lexing::Known(ON)).verdict, Verdict::Deny(_)));
+    assert!(matches!(
+        p.judge(sql, &alice, Lexing::Known(OFF)).verdict,
+        Verdict::Allow(_)
+    ));
+    assert!(matches!(
+        p.judge(sql, &alice, Lexing::Known(ON)).verdict,
+        Verdict::Deny(_)
+    ));
     // Unsure which setting holds: the stricter reading wins.
-    assert!(matches!(p.judge(sql, &alice, Lexing::Uncertain(OFF)).verdict, Verdict::Deny(_)));
+    assert!(matches!(
+        p.judge(sql, &alice, Lexing::Uncertain(OFF)).verdict,
+        Verdict::Deny(_)
+    ));
 }
 
 #[test]
@@ -488,7 +571,10 @@ fn bad_bytes_are_refused_when_rules_apply() {
     // With no rules at all, pgward does not judge (and the server decides).
     let inert = policy("builtin_rules = false");
     assert!(inert.is_inert());
-    assert!(matches!(inert.judge(b"\xff", &alice, Lexing::Known(ON)).verdict, Verdict::Allow(_)));
+    assert!(matches!(
+        inert.judge(b"\xff", &alice, Lexing::Known(ON)).verdict,
+        Verdict::Allow(_)
+    ));
 }
 
 #[test]

@@ -2,10 +2,12 @@
 //! relay.
 
 pub mod cancel;
+pub mod inflight;
 pub mod phases;
 pub mod read_sizer;
 pub mod refusal;
 pub mod relay;
+pub mod rules;
 pub mod startup;
 
 use crate::error::SessionError;
@@ -98,7 +100,7 @@ async fn run(
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
         .unwrap_or(Err(SessionError::StartupTimeout));
-    let (login, target) = match established {
+    let (login, target, identity) = match established {
         Ok(ok) => ok,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -113,6 +115,17 @@ async fn run(
     encode::ready_for_query(&mut hello, TransactionStatus::Idle);
     conn.send(&hello).await?;
 
+    let inflight = Arc::new(inflight::InFlight::default());
+    let settings = Arc::new(rules::ReportedSettings::from_startup(
+        &login.startup_messages,
+    ));
+    let frontend = rules::RulesFrontend::new(
+        Arc::clone(&gw.policy),
+        identity,
+        Arc::clone(&settings),
+        Arc::clone(&inflight),
+    );
+    let backend = rules::RulesBackend::new(settings);
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
     let relay = relay::Relay {
@@ -122,11 +135,12 @@ async fn run(
         backend_w,
         backend_buf: login.conn.buf,
         client_buf: conn.buf,
-        frontend: Box::new(phases::Passthrough),
-        backend: Box::new(phases::Passthrough),
+        frontend: Box::new(frontend),
+        backend: Box::new(backend),
         max_message_size: gw.config.server.max_message_size,
         idle_timeout: gw.config.server.idle_timeout,
         shutdown,
+        inflight,
     };
     let result = relay.run().await;
     drop(key);
@@ -138,7 +152,14 @@ async fn establish(
     conn: &mut FramedStream,
     startup: &crate::wire::startup::StartupMessage,
     gw: &Gateway,
-) -> Result<(crate::auth::backend::BackendLogin, CancelTarget), SessionError> {
+) -> Result<
+    (
+        crate::auth::backend::BackendLogin,
+        CancelTarget,
+        crate::policy::rules::Identity,
+    ),
+    SessionError,
+> {
     let user_name = startup
         .param("user")
         .filter(|u| !u.is_empty())
@@ -184,7 +205,18 @@ async fn establish(
         secret_key: login.secret_key,
     };
     tracing::info!(user = %user_name, database, upstream = upstream_name, "session established");
-    Ok((login, target))
+    let identity = crate::policy::rules::Identity {
+        index: gw
+            .config
+            .users
+            .keys()
+            .position(|u| *u == user_name)
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(u32::MAX),
+        groups: user.groups.clone(),
+        user: user_name,
+    };
+    Ok((login, target, identity))
 }
 
 async fn forward_cancel(

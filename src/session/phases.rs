@@ -6,7 +6,8 @@
 //! Client -> server, per message: `on_query`, `on_parse`, `on_bind`,
 //! `on_describe`, `on_execute`.
 //! Server -> client, per message: `on_row_description`, `on_data_row`,
-//! `on_command_complete`, `on_error_response`, `on_ready_for_query`.
+//! `on_command_complete`, `on_error_response`, `on_ready_for_query`,
+//! `on_parameter_status`.
 
 use crate::wire::backend::{BackendKind, TransactionStatus};
 use crate::wire::frontend::FrontendKind;
@@ -29,6 +30,8 @@ pub struct Refusal {
     pub code: &'static str,
     /// Message.
     pub message: String,
+    /// Detail, if any.
+    pub detail: Option<String>,
     /// Hint, if any.
     pub hint: Option<String>,
 }
@@ -75,6 +78,8 @@ pub trait BackendPhases: Send {
     fn on_error_response(&mut self, _frame: &Frame) {}
     /// A ReadyForQuery.
     fn on_ready_for_query(&mut self, _status: TransactionStatus) {}
+    /// A ParameterStatus: a reported setting changed.
+    fn on_parameter_status(&mut self, _frame: &Frame) {}
 }
 
 /// The phases of a session with no rules and no masking: nothing is inspected.

@@ -10,9 +10,10 @@
 //! and since a pump only reads after its last write completed, a slow client
 //! slows the server down instead of filling pgward's memory.
 
+use super::inflight::InFlight;
 use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
 use super::read_sizer::ReadSizer;
-use super::refusal::PendingRefusals;
+use super::refusal::{PendingRefusals, StandIn};
 use super::{Activity, ShutdownPhase};
 use crate::error::SessionError;
 use crate::io::{ReadHalf, WriteHalf};
@@ -30,6 +31,13 @@ use tokio::sync::{mpsc, watch};
 const STREAM_ABOVE: usize = 256 * 1024;
 /// Largest server frame a phase may be asked to inspect whole.
 const MAX_INSPECTED_SERVER_FRAME: usize = 1 << 30;
+/// Client bytes up to this size are gathered and sent in one write (an
+/// extended-protocol batch split by an inspected Parse still leaves as one
+/// segment); larger runs, such as COPY data, are written straight from the
+/// read buffer.
+const COALESCE_BELOW: usize = 16 * 1024;
+/// Client messages that the server answers with one ReadyForQuery each.
+const REQUEST_ENDS: &[u8] = b"QS";
 
 /// Everything one session's relay needs.
 pub struct Relay {
@@ -55,6 +63,8 @@ pub struct Relay {
     pub idle_timeout: Option<Duration>,
     /// Shutdown signal.
     pub shutdown: watch::Receiver<ShutdownPhase>,
+    /// Requests and answers, shared with the phases.
+    pub inflight: Arc<InFlight>,
 }
 
 /// Client-side events the server pump must act on.
@@ -79,6 +89,7 @@ impl Relay {
             max_message_size,
             idle_timeout,
             shutdown,
+            inflight,
         } = self;
         let (tx, rx) = mpsc::channel(1);
         let refusals = Arc::new(PendingRefusals::default());
@@ -90,6 +101,8 @@ impl Relay {
             refusals: Arc::clone(&refusals),
             control: tx,
             activity: Arc::clone(&activity),
+            inflight: Arc::clone(&inflight),
+            out: BytesMut::new(),
         };
         let mut server = ServerPump {
             sizer: ReadSizer::default(),
@@ -99,6 +112,7 @@ impl Relay {
             activity,
             idle_timeout,
             shutdown,
+            inflight,
             streaming: 0,
             // The login's ReadyForQuery (sent before the relay starts) counts
             // as the first one, unless the client already sent more: then the
@@ -136,6 +150,9 @@ struct ClientPump {
     refusals: Arc<PendingRefusals>,
     control: mpsc::Sender<Control>,
     activity: Arc<Activity>,
+    inflight: Arc<InFlight>,
+    /// Small client messages gathered for one write.
+    out: BytesMut,
 }
 
 /// What handling one inspected client frame led to.
@@ -193,32 +210,57 @@ impl ClientPump {
         loop {
             let run = self
                 .framer
-                .complete_prefix(buf, |t| self.must_inspect(t))
+                .complete_prefix(buf, |t| self.must_inspect(t), REQUEST_ENDS)
                 .map_err(|e| SessionError::Protocol(e.to_string()))?;
             if run.len > 0 {
-                w.write_all(&buf[..run.len]).await.map_err(backend_lost)?;
+                self.inflight.sent(run.counted);
+                if run.len >= COALESCE_BELOW {
+                    self.flush(w).await?;
+                    w.write_all(&buf[..run.len]).await.map_err(backend_lost)?;
+                } else {
+                    self.out.extend_from_slice(&buf[..run.len]);
+                }
                 buf.advance(run.len);
             }
             let frame = match self.framer.next_frame(buf) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(Step::Continue),
+                Ok(None) => {
+                    self.flush(w).await?;
+                    return Ok(Step::Continue);
+                }
                 Err(e) => return Err(SessionError::Protocol(e.to_string())),
             };
-            if let Step::Terminated = self.handle(w, frame).await? {
+            let step = self.handle(frame)?;
+            if matches!(step, Step::Terminated) || self.out.len() >= COALESCE_BELOW {
+                self.flush(w).await?;
+            }
+            if let Step::Terminated = step {
                 return Ok(Step::Terminated);
             }
         }
     }
 
-    async fn handle(&mut self, w: &mut WriteHalf, frame: Frame) -> Result<Step, SessionError> {
-        let action = match FrontendKind::of(frame.tag()) {
+    async fn flush(&mut self, w: &mut WriteHalf) -> Result<(), SessionError> {
+        if !self.out.is_empty() {
+            w.write_all(&self.out).await.map_err(backend_lost)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Runs the phases on one inspected frame and queues what goes to the
+    /// server in its place.
+    fn handle(&mut self, frame: Frame) -> Result<Step, SessionError> {
+        let kind = FrontendKind::of(frame.tag());
+        let action = match kind {
             FrontendKind::Terminate => {
-                w.write_all(frame.raw()).await.map_err(backend_lost)?;
+                self.out.extend_from_slice(frame.raw());
                 return Ok(Step::Terminated);
             }
             FrontendKind::FunctionCall => FrontendAction::Refuse(Refusal {
                 code: "0A000",
                 message: "pgward does not relay FunctionCall (fast-path) messages".into(),
+                detail: None,
                 hint: Some("Call the function with a SELECT statement instead.".into()),
             }),
             FrontendKind::Password | FrontendKind::Unknown(_) => {
@@ -235,12 +277,25 @@ impl ClientPump {
             _ => FrontendAction::Forward,
         };
         match action {
-            FrontendAction::Forward => w.write_all(frame.raw()).await,
+            FrontendAction::Forward => {
+                self.inflight
+                    .sent(u64::from(REQUEST_ENDS.contains(&frame.tag())));
+                self.out.extend_from_slice(frame.raw());
+            }
             FrontendAction::Refuse(refusal) => {
-                w.write_all(&self.refusals.substitute(&refusal)).await
+                // A refused Parse is answered at the batch's Sync; anything
+                // else is replaced by a Query, a request of its own.
+                let stand_in = if kind == FrontendKind::Parse {
+                    StandIn::Parse
+                } else {
+                    self.inflight.sent(1);
+                    StandIn::Query
+                };
+                let due = self.inflight.sent_total() + u64::from(stand_in == StandIn::Parse);
+                self.out
+                    .extend_from_slice(&self.refusals.substitute(&refusal, stand_in, due));
             }
         }
-        .map_err(backend_lost)?;
         Ok(Step::Continue)
     }
 }
@@ -257,6 +312,7 @@ struct ServerPump {
     activity: Arc<Activity>,
     idle_timeout: Option<Duration>,
     shutdown: watch::Receiver<ShutdownPhase>,
+    inflight: Arc<InFlight>,
     /// Bytes of an oversized uninspected frame still to pass through.
     streaming: usize,
     /// The last ReadyForQuery: its status, when it was forwarded, and how
@@ -353,8 +409,12 @@ impl ServerPump {
                 continue;
             }
             let run = framer
-                .complete_prefix(buf, |t| self.inspects(t))
+                .complete_prefix(buf, |t| self.inspects(t), b"Z")
                 .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
+            if run.counted > 0 {
+                let answered = self.inflight.answered(run.counted);
+                self.refusals.expire(answered);
+            }
             if run.len > 0 {
                 if let Some(last) = run.last_start {
                     if buf[last] == b'Z' {
@@ -417,7 +477,10 @@ impl ServerPump {
                     .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
                 self.note_ready(status.byte());
                 self.phases.on_ready_for_query(status);
+                let answered = self.inflight.answered(1);
+                self.refusals.expire(answered);
             }
+            BackendKind::ParameterStatus => self.phases.on_parameter_status(&frame),
             _ => {}
         }
         w.write_all(frame.raw()).await?;

@@ -49,6 +49,18 @@ pub fn error_response(
     message_text: &str,
     hint: Option<&str>,
 ) {
+    error_response_detailed(buf, severity, code, message_text, None, hint);
+}
+
+/// ErrorResponse with an optional detail and hint too.
+pub fn error_response_detailed(
+    buf: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message_text: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) {
     message(buf, b'E', |b| {
         for field in [b'S', b'V'] {
             b.put_u8(field);
@@ -58,9 +70,11 @@ pub fn error_response(
         cstr(b, code.as_bytes());
         b.put_u8(b'M');
         cstr(b, message_text.as_bytes());
-        if let Some(hint) = hint {
-            b.put_u8(b'H');
-            cstr(b, hint.as_bytes());
+        for (tag, value) in [(b'D', detail), (b'H', hint)] {
+            if let Some(value) = value {
+                b.put_u8(tag);
+                cstr(b, value.as_bytes());
+            }
         }
         b.put_u8(0);
     });
@@ -134,6 +148,15 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unknown
 /// A simple Query message.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| cstr(b, sql.as_bytes()));
+}
+
+/// A Parse message for the unnamed statement, with no parameter types.
+pub fn parse(buf: &mut BytesMut, sql: &str) {
+    message(buf, b'P', |b| {
+        cstr(b, b"");
+        cstr(b, sql.as_bytes());
+        b.put_i16(0);
+    });
 }
 
 /// Terminate.

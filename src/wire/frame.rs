@@ -140,7 +140,9 @@ impl Framer {
     }
 
     /// The longest prefix of `buf` made of complete frames, all under the
-    /// limit, stopping before a frame whose tag `stop` selects.
+    /// limit, stopping before a frame whose tag `stop` selects. Frames in the
+    /// run whose tag is in `count` are counted (the relay counts the messages
+    /// that end a request, and the ReadyForQuery answers, without stopping).
     ///
     /// This lets the relay forward a run of untouched messages in one write
     /// without splitting them into separate `Bytes` first.
@@ -148,6 +150,7 @@ impl Framer {
         &self,
         buf: &[u8],
         stop: impl Fn(u8) -> bool,
+        count: &[u8],
     ) -> Result<Prefix, FrameError> {
         let mut prefix = Prefix::default();
         while let Some(header) = Self::peek_header(&buf[prefix.len..])? {
@@ -157,6 +160,7 @@ impl Framer {
             self.check_limit(header)?;
             prefix.last_start = Some(prefix.len);
             prefix.len += header.total_len;
+            prefix.counted += u64::from(count.contains(&header.tag));
         }
         Ok(prefix)
     }
@@ -169,6 +173,8 @@ pub struct Prefix {
     pub len: usize,
     /// Where the run's last frame starts, if the run is not empty.
     pub last_start: Option<usize>,
+    /// Frames in the run with a tag from the `count` list.
+    pub counted: u64,
 }
 
 /// Reads a big-endian `i32` from the front of `body`, if there are four bytes.

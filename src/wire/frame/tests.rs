@@ -65,15 +65,20 @@ fn complete_prefix_stops_at_partial_and_selected_tags() {
     let three = stream.len();
     stream.extend(&msg(b'D', b"ccc")[..4]);
     let framer = Framer::new(1024);
-    let all = framer.complete_prefix(&stream, |_| false).unwrap();
+    let all = framer.complete_prefix(&stream, |_| false, &[]).unwrap();
     assert_eq!(all.len, three);
     assert_eq!(all.last_start, Some(two));
     assert_eq!(
-        framer.complete_prefix(&stream, |t| t == b'Z').unwrap().len,
+        framer
+            .complete_prefix(&stream, |t| t == b'Z', &[])
+            .unwrap()
+            .len,
         two
     );
     assert_eq!(
-        framer.complete_prefix(&stream[..3], |_| false).unwrap(),
+        framer
+            .complete_prefix(&stream[..3], |_| false, &[])
+            .unwrap(),
         Prefix::default()
     );
 }
@@ -101,7 +106,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let mut buf = BytesMut::from(&bytes[..]);
         let framer = Framer::new(512);
-        let _ = framer.complete_prefix(&bytes, |t| t == b'Z');
+        let _ = framer.complete_prefix(&bytes, |t| t == b'Z', &[]);
         let _ = drain(&framer, &mut buf);
     }
 
