@@ -110,3 +110,88 @@ async fn passwd_then_run_then_sigterm() {
     // The idle session was closed by the drain.
     assert!(client.simple_query("SELECT 1").await.is_err());
 }
+
+/// Sends `signal` to the child.
+fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill")
+        .success());
+}
+
+/// Polls `check` every 100 ms for up to 10 s.
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_without_dropping_sessions() {
+    let backend = Backend::shared();
+    let port = pgward::cluster::free_port().expect("port");
+    let base = backend.config("", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let deny_now =
+        "\n[[policy.rules]]\nname = \"no-now\"\naction = \"deny\"\nfunctions = [\"now\"]\n";
+    let path = backend.cluster.dir().join(format!("reload-{port}.toml"));
+    let log = backend.cluster.dir().join(format!("reload-{port}.log"));
+    std::fs::write(&path, format!("{base}{deny_now}")).expect("config");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("pgward run");
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(support::USER)
+        .password(support::PASSWORD)
+        .dbname(DB);
+    let client = connect_eventually(&config, false)
+        .await
+        .expect("the binary serves");
+    let e = client
+        .simple_query("SELECT now()")
+        .await
+        .expect_err("denied");
+    assert!(support::message(&e).contains("no-now"), "{e:?}");
+
+    // Drop the rule and reload: the same session may now call now().
+    std::fs::write(&path, &base).expect("config");
+    signal(&child, "-HUP");
+    assert!(
+        eventually(|| async { client.simple_query("SELECT now()").await.is_ok() }).await,
+        "the new rules apply to the open session"
+    );
+
+    // A broken file is rejected with a log line; the rules in force stay.
+    std::fs::write(&path, format!("{base}{deny_now}\naction = \"sometimes\"\n")).expect("config");
+    signal(&child, "-HUP");
+    assert!(
+        eventually(|| async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("rules reload rejected")
+        })
+        .await,
+        "no log line: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    client
+        .simple_query("SELECT now()")
+        .await
+        .expect("old rules stay");
+    signal(&child, "-TERM");
+    let _ = child.wait();
+}

@@ -118,6 +118,8 @@ databases = ["otherdb"]
 pub struct Pgward {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its shared state (rules reload, counters).
+    pub gateway: std::sync::Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -132,12 +134,14 @@ impl Pgward {
             .await
             .expect("bind");
         let addr = server.local_addr().expect("local addr");
+        let gateway = server.gateway();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
         Pgward {
             addr,
+            gateway,
             stop: Some(stop),
             task: Some(task),
         }
