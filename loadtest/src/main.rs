@@ -100,7 +100,22 @@ fn run(mut args: Args) -> anyhow::Result<()> {
     }
 
     let mut all: Vec<Target> = vec![direct];
-    all.push(targets::pgward(&pgward_bin, &cluster, &password_file)?);
+    // pgward as shipped (built-in rules on), and with no rules at all, to
+    // show what judging statements costs.
+    all.push(targets::pgward(
+        &pgward_bin,
+        &cluster,
+        &password_file,
+        "pgward",
+        "",
+    )?);
+    all.push(targets::pgward(
+        &pgward_bin,
+        &cluster,
+        &password_file,
+        report::NO_RULES,
+        "[policy]\nbuiltin_rules = false\n",
+    )?);
     let mut notes = Vec::new();
     // Session mode with a pool that never makes a client wait, as pgward
     // gives every client its own server connection.

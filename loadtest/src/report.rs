@@ -45,6 +45,9 @@ impl Cell {
     }
 }
 
+/// The target name of pgward with no rules at all (the relay alone).
+pub const NO_RULES: &str = "pgward-norules";
+
 /// Results by workload (in run order) and target name.
 pub type Results = Vec<(String, BTreeMap<&'static str, Cell>)>;
 
@@ -65,11 +68,14 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
     let _ = writeln!(out, "{header}\n");
     let _ = writeln!(
         out,
-        "| workload | direct TPS | pgward TPS | PgBouncer TPS | pgward / direct | pgward / PgBouncer \
-         | avg ms (direct / pgward / PgBouncer) | p99 ms (direct / pgward / PgBouncer) \
-         | CPU s per 1k tx (pgward / PgBouncer) | failed |"
+        "| workload | direct TPS | pgward TPS | pgward rules off TPS | PgBouncer TPS | pgward / direct \
+         | pgward / PgBouncer | rules on / off | avg ms (direct / pgward / PgBouncer) \
+         | p99 ms (direct / pgward / PgBouncer) | CPU s per 1k tx (pgward / PgBouncer) | failed |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---|---|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"
+    );
     for (name, cells) in results {
         let get = |t: &str| cells.get(t);
         let tps = |t: &str| get(t).and_then(Cell::tps);
@@ -83,12 +89,14 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
         let failed: u64 = cells.values().map(Cell::failed).sum();
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {failed} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {failed} |",
             fmt(tps("direct"), 0),
             fmt(tps("pgward"), 0),
+            fmt(tps(NO_RULES), 0),
             fmt(tps("pgbouncer"), 0),
             ratio(tps("pgward"), tps("direct")),
             ratio(tps("pgward"), tps("pgbouncer")),
+            ratio(tps("pgward"), tps(NO_RULES)),
             triple(Cell::avg, 3),
             triple(Cell::p99, 3),
             fmt(get("pgward").and_then(Cell::cpu), 3),
@@ -122,12 +130,17 @@ pub fn svg(results: &Results) -> String {
     const LABEL_W: f64 = 260.0;
     const PLOT_W: f64 = 460.0;
     let rows = results.len() as f64;
-    let height = 60.0 + rows * (2.0 * BAR + 14.0);
+    let bars = [
+        ("pgward", "#3572b0"),
+        (NO_RULES, "#8fb3de"),
+        ("pgbouncer", "#e08a1e"),
+    ];
+    let height = 60.0 + rows * (bars.len() as f64 * BAR + 14.0);
     let max_pct = results
         .iter()
         .flat_map(|(_, c)| {
             let direct = c.get("direct").and_then(Cell::tps);
-            ["pgward", "pgbouncer"]
+            ["pgward", NO_RULES, "pgbouncer"]
                 .into_iter()
                 .filter_map(move |t| Some(c.get(t)?.tps()? / direct? * 100.0))
         })
@@ -138,7 +151,7 @@ pub fn svg(results: &Results) -> String {
     let _ = write!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12">
-<text x="10" y="20" font-size="14">Median TPS as % of direct PostgreSQL (pgward: blue, PgBouncer: orange)</text>
+<text x="10" y="20" font-size="14">Median TPS as % of direct PostgreSQL (pgward: blue, pgward without rules: light blue, PgBouncer: orange)</text>
 "#,
         w = LABEL_W + PLOT_W + 80.0
     );
@@ -151,10 +164,7 @@ pub fn svg(results: &Results) -> String {
             y + BAR + 4.0,
             escape(name)
         );
-        for (i, (target, color)) in [("pgward", "#3572b0"), ("pgbouncer", "#e08a1e")]
-            .iter()
-            .enumerate()
-        {
+        for (i, (target, color)) in bars.iter().enumerate() {
             let by = y + i as f64 * BAR;
             if let (Some(t), Some(d)) = (cells.get(target).and_then(Cell::tps), direct) {
                 let pct = t / d * 100.0;
@@ -168,7 +178,7 @@ pub fn svg(results: &Results) -> String {
                 );
             }
         }
-        y += 2.0 * BAR + 14.0;
+        y += bars.len() as f64 * BAR + 14.0;
     }
     let _ = writeln!(
         s,

@@ -77,8 +77,16 @@ fn wait_listening(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
     bail!("{what} did not start listening on port {port}:\n{tail}")
 }
 
-/// pgward from `bin`, in front of the cluster, holding the app password.
-pub fn pgward(bin: &Path, cluster: &Cluster, password_file: &Path) -> anyhow::Result<Target> {
+/// pgward from `bin`, in front of the cluster, holding the app password,
+/// under the name `name`, with `policy` (TOML) appended to its config: empty
+/// for the default rules.
+pub fn pgward(
+    bin: &Path,
+    cluster: &Cluster,
+    password_file: &Path,
+    name: &'static str,
+    policy: &str,
+) -> anyhow::Result<Target> {
     let port = free_port()?;
     let dir = cluster.dir();
     let config = format!(
@@ -95,14 +103,16 @@ sslmode = "disable"
 
 [users.{CLIENT_USER}]
 scram_verifier = "{verifier}"
+
+{policy}
 "#,
         pg = cluster.port(),
         pwfile = password_file.display(),
         verifier = ScramVerifier::generate(CLIENT_PASSWORD),
     );
-    let path = dir.join("pgward-loadtest.toml");
+    let path = dir.join(format!("{name}-loadtest.toml"));
     std::fs::write(&path, config)?;
-    let log = dir.join("pgward.log");
+    let log = dir.join(format!("{name}.log"));
     let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&path)
@@ -113,14 +123,14 @@ scram_verifier = "{verifier}"
         .with_context(|| format!("cannot start pgward from {}", bin.display()))?;
     let pid = child.id();
     let target = Target {
-        name: "pgward",
+        name,
         port,
         user: CLIENT_USER.into(),
         password: CLIENT_PASSWORD.into(),
         pid: Some(pid),
         child: Some(child),
     };
-    wait_listening(port, "pgward", &log)?;
+    wait_listening(port, name, &log)?;
     Ok(target)
 }
 

@@ -11,7 +11,6 @@
 //! as PostgreSQL does.
 
 use pg_query::protobuf::{ScanToken, Token};
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Range;
 
 extern "C" {
@@ -61,34 +60,39 @@ pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, String> 
     pg_query::scan_tokens(sql).map_err(|e| e.to_string())
 }
 
-/// Whether a token is a literal (its value left out of fingerprints).
+// Token ids as plain integers, so the per-token tests below are one
+// comparison each (this runs on every cached judgement).
+const SCONST: i32 = Token::Sconst as i32;
+const USCONST: i32 = Token::Usconst as i32;
+const ICONST: i32 = Token::Iconst as i32;
+const FCONST: i32 = Token::Fconst as i32;
+const BCONST: i32 = Token::Bconst as i32;
+const XCONST: i32 = Token::Xconst as i32;
+const SQL_COMMENT: i32 = Token::SqlComment as i32;
+const C_COMMENT: i32 = Token::CComment as i32;
+const CREATE: i32 = Token::Create as i32;
+const ALTER: i32 = Token::Alter as i32;
+const DO: i32 = Token::Do as i32;
+const IDENT: i32 = Token::Ident as i32;
+const OPEN_PAREN: i32 = Token::Ascii40 as i32;
+
+/// Whether a token is a literal (its value left out of shapes).
 fn is_literal(token: i32) -> bool {
-    [
-        Token::Sconst,
-        Token::Usconst,
-        Token::Iconst,
-        Token::Fconst,
-        Token::Bconst,
-        Token::Xconst,
-    ]
-    .iter()
-    .any(|t| *t as i32 == token)
+    matches!(token, SCONST | USCONST | ICONST | FCONST | BCONST | XCONST)
 }
 
 fn is_comment(token: i32) -> bool {
-    token == Token::SqlComment as i32 || token == Token::CComment as i32
+    matches!(token, SQL_COMMENT | C_COMMENT)
 }
 
 /// Whether literal values may change the verdict, so they must stay in the
-/// fingerprint: function bodies (`CREATE FUNCTION ... AS '...'`), DO blocks,
+/// shape: function bodies (`CREATE FUNCTION ... AS '...'`), DO blocks,
 /// and anything else under CREATE / ALTER. DDL is rare; its shapes gain
 /// nothing from sharing a cache entry, and exactness is the safe side.
 fn literals_matter(tokens: &[ScanToken]) -> bool {
-    tokens.iter().any(|t| {
-        t.token == Token::Create as i32
-            || t.token == Token::Alter as i32
-            || t.token == Token::Do as i32
-    })
+    tokens
+        .iter()
+        .any(|t| matches!(t.token, CREATE | ALTER | DO))
 }
 
 fn text<'a>(sql: &'a str, t: &ScanToken) -> &'a [u8] {
@@ -96,53 +100,37 @@ fn text<'a>(sql: &'a str, t: &ScanToken) -> &'a [u8] {
     sql.as_bytes().get(a..b).unwrap_or_default()
 }
 
-/// A keyed 128-bit digest of a statement's tokens. Keyed (random per
-/// process) so that no client can aim for a collision with a cached verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub u64, pub u64);
-
-/// The two random keys of the fingerprint hash.
-#[derive(Debug, Clone, Default)]
-pub struct FingerprintKeys(
-    std::collections::hash_map::RandomState,
-    std::collections::hash_map::RandomState,
-);
-
-/// Fingerprints `sql` from its tokens: comments and spacing dropped,
-/// literals replaced by a placeholder except where their value can change
-/// the verdict (see [`literals_matter`], and the first argument of
-/// `set_config`, which may name `role`).
-pub fn fingerprint(
-    sql: &str,
-    tokens: &[ScanToken],
-    settings: LexSettings,
-    keys: &FingerprintKeys,
-) -> Fingerprint {
+/// A statement's shape: its token stream with comments and spacing dropped
+/// and literals replaced by a placeholder, except where their value can
+/// change the verdict (see [`literals_matter`], and the first argument of
+/// `set_config`, which may name `role`). Shapes are compared byte for byte,
+/// so two statements share a cached verdict only if PostgreSQL's scanner
+/// sees the same tokens in them (no hash collision can join two shapes).
+pub fn shape(sql: &str, tokens: &[ScanToken], settings: LexSettings) -> Vec<u8> {
     let keep_all = literals_matter(tokens);
-    let mut a = keys.0.build_hasher();
-    let mut b = keys.1.build_hasher();
-    settings.hash(&mut a);
-    settings.hash(&mut b);
+    let mut out = Vec::with_capacity(sql.len() + tokens.len() * 3);
+    out.push(u8::from(settings.standard_conforming_strings));
     let mut after_set_config = 0u8;
     for t in tokens.iter().filter(|t| !is_comment(t.token)) {
         let bytes = text(sql, t);
         let keep = keep_all || !is_literal(t.token) || after_set_config == 2;
         // Tracks `set_config` `(` <literal>: the literal names the setting.
         after_set_config = match (after_set_config, t.token) {
-            (_, tok) if tok == Token::Ident as i32 && bytes.eq_ignore_ascii_case(b"set_config") => {
-                1
-            }
-            (1, tok) if tok == Token::Ascii40 as i32 => 2,
+            (_, IDENT) if bytes.eq_ignore_ascii_case(b"set_config") => 1,
+            (1, OPEN_PAREN) => 2,
             _ => 0,
         };
-        t.token.hash(&mut a);
-        t.token.hash(&mut b);
+        // Token ids fit in 16 bits (PostgreSQL has under 1,000 of them);
+        // each kept text is length-prefixed, so the encoding is unambiguous.
+        out.extend_from_slice(&(t.token as u16).to_le_bytes());
         if keep {
-            bytes.hash(&mut a);
-            bytes.hash(&mut b);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        } else {
+            out.extend_from_slice(&u32::MAX.to_le_bytes());
         }
     }
-    Fingerprint(a.finish(), b.finish())
+    out
 }
 
 /// The normalized text of the tokens inside `range`: comments removed, every
@@ -171,16 +159,16 @@ pub fn normalized(sql: &str, tokens: &[ScanToken], range: Range<usize>) -> Strin
 mod tests {
     use super::*;
 
-    fn fp(sql: &str, scs: bool, keys: &FingerprintKeys) -> Fingerprint {
+    fn fp(sql: &str, scs: bool, _: &()) -> Vec<u8> {
         let s = LexSettings {
             standard_conforming_strings: scs,
         };
-        fingerprint(sql, &scan(sql, s).unwrap(), s, keys)
+        shape(sql, &scan(sql, s).unwrap(), s)
     }
 
     #[test]
     fn literals_comments_and_spacing_do_not_matter() {
-        let k = FingerprintKeys::default();
+        let k = ();
         let base = fp("SELECT abalance FROM t WHERE aid = 1", true, &k);
         assert_eq!(
             base,
@@ -196,7 +184,7 @@ mod tests {
 
     #[test]
     fn verdict_bearing_literals_stay() {
-        let k = FingerprintKeys::default();
+        let k = ();
         assert_ne!(
             fp("SELECT set_config('role', 'x', false)", true, &k),
             fp("SELECT set_config('app.user', 'x', false)", true, &k)

@@ -9,9 +9,10 @@
 //! - [`compile`]: `[policy]` config -> [`rules::RuleSet`].
 //! - [`kind`]: statement kind names.
 //!
-//! Fast path: a verdict is cached under the statement's token fingerprint
-//! (literals left out), its lexing settings and the identity, so a repeated
-//! statement shape costs one scan and one cache lookup, not a parse.
+//! Fast path: a verdict is cached under the exact text and under the
+//! statement's token shape (literals left out), each with the lexing setting
+//! and the identity, so a repeated text costs one lookup and a repeated shape
+//! one scan and one lookup, not a parse.
 
 pub mod classify;
 pub mod compile;
@@ -22,7 +23,7 @@ pub mod rules;
 
 use classify::{classify, ClassifyError};
 use facts::{Effect, Statement};
-use lexer::{Fingerprint, FingerprintKeys, LexSettings};
+use lexer::LexSettings;
 use rules::{Denial, Identity, RuleSet, Verdict};
 use std::sync::Arc;
 
@@ -72,16 +73,23 @@ impl Outcome {
     }
 }
 
-/// Cache key: statement shape, lexing settings (inside the fingerprint) and
-/// identity.
-type Key = (Fingerprint, u32);
+/// Exact-text key: the text, the lexing setting and the identity.
+type TextKey = (Box<[u8]>, bool, u32);
+/// Shape key: [`lexer::shape`] (which holds the lexing setting) and identity.
+type ShapeKey = (Box<[u8]>, u32);
+type Cache<K> = moka::sync::Cache<K, Arc<Outcome>, foldhash::fast::RandomState>;
 
-/// Rules plus their verdict cache; replaced whole on reload.
+/// Rules plus their verdict caches; replaced whole on reload.
+///
+/// Two levels, both compared byte for byte (a hash only picks the bucket):
+/// the exact text (drivers and ORMs repeat the same Parse text, and pgbench
+/// -M extended / prepared do too: one hash and compare), then the shape from
+/// PostgreSQL's scanner (same statement, other literals: one scan more).
 pub struct Policy {
     /// The compiled rules.
     pub rules: Arc<RuleSet>,
-    cache: moka::sync::Cache<Key, Arc<Outcome>>,
-    keys: FingerprintKeys,
+    texts: Cache<TextKey>,
+    shapes: Cache<ShapeKey>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -95,11 +103,10 @@ impl std::fmt::Debug for Policy {
 impl Policy {
     /// A policy with an empty cache.
     pub fn new(rules: Arc<RuleSet>) -> Self {
-        let cache = moka::sync::Cache::new(rules.cache_size);
         Self {
+            texts: new_cache(rules.cache_size),
+            shapes: new_cache(rules.cache_size),
             rules,
-            cache,
-            keys: FingerprintKeys::default(),
         }
     }
 
@@ -154,25 +161,33 @@ impl Policy {
     }
 
     fn judge_cached(&self, sql: &str, who: &Identity, settings: LexSettings) -> Arc<Outcome> {
+        let text_key: TextKey = (
+            sql.as_bytes().into(),
+            settings.standard_conforming_strings,
+            who.index,
+        );
+        if let Some(hit) = self.texts.get(&text_key) {
+            return hit;
+        }
         let tokens = match lexer::scan(sql, settings) {
             Ok(t) => t,
             Err(e) => return Arc::new(unparsable(&ClassifyError::Syntax(e))),
         };
-        let key = (
-            lexer::fingerprint(sql, &tokens, settings, &self.keys),
-            who.index,
-        );
-        if let Some(hit) = self.cache.get(&key) {
+        let shape_key: ShapeKey = (lexer::shape(sql, &tokens, settings).into(), who.index);
+        if let Some(hit) = self.shapes.get(&shape_key) {
+            // Not added to the text cache: texts that differ only in their
+            // literals would crowd out the ones that repeat exactly.
             return hit;
         }
         match self.decide(sql, &tokens, who, settings) {
             Ok(outcome) => {
                 let outcome = Arc::new(outcome);
-                self.cache.insert(key, Arc::clone(&outcome));
+                self.shapes.insert(shape_key, Arc::clone(&outcome));
+                self.texts.insert(text_key, Arc::clone(&outcome));
                 outcome
             }
             // Not shared: a parse error can depend on a literal's value (a
-            // bad U&'' escape), which the fingerprint leaves out.
+            // bad U&'' escape), which the shape leaves out.
             Err(refused) => Arc::from(refused),
         }
     }
@@ -212,6 +227,12 @@ impl Policy {
             text: Arc::from(texts.join("; ").as_str()),
         })
     }
+}
+
+fn new_cache<K: std::hash::Hash + Eq + Send + Sync + 'static>(size: u64) -> Cache<K> {
+    moka::sync::Cache::builder()
+        .max_capacity(size)
+        .build_with_hasher(foldhash::fast::RandomState::default())
 }
 
 /// Text that cannot be parsed is refused whenever rules apply (fail closed),
