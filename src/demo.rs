@@ -68,8 +68,13 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     );
     println!();
     println!("    shop=> SELECT name, email FROM customers;");
+    println!("    shop=> DELETE FROM orders;                 -- refused: no WHERE clause");
+    println!("    shop=> BEGIN; UPDATE orders SET total = 0 WHERE id = 1; TRUNCATE orders;");
+    println!("    shop=> COMMIT;                             -- rolls back, as after any error");
     println!();
     println!("The client never sees the backend password; pgward logs in for it.");
+    println!("Rules: the built-in set (docs/policy.md), plus one of the demo's own: the");
+    println!("support group needs approval to change customers.");
     println!(
         "Config: {}   Press Ctrl-C to stop and clean up.",
         config_path.display()
@@ -97,6 +102,22 @@ sslmode = "disable"
 [users.{DEMO_USER}]
 scram_verifier = "{verifier}"
 groups = ["support"]
+
+# The built-in rules (docs/policy.md) apply after these.
+[policy]
+builtin_rules = true
+
+[[policy.rules]]
+name = "support-changes-customers-with-approval"
+action = "require_approval"
+groups = ["support"]
+kinds = ["dml"]
+relations = ["customers"]
+
+[[policy.rules]]
+name = "log-pii-reads"
+action = "log"
+text_regex = "(?i)\\b(ssn|card_number)\\b"
 "#,
         verifier = ScramVerifier::generate(DEMO_PASSWORD)
     );

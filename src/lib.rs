@@ -8,6 +8,7 @@
 //! - [`auth`]: SCRAM towards clients; the held credential towards servers.
 //! - [`wire`]: bytes only: framing, message views, encoders.
 //! - [`policy`]: statement classification and rules (pure).
+//! - [`mask`]: mask strategies and the DataRow rewrite (pure).
 //! - [`io`]: sockets (plain or TLS) and a frame-reading buffer.
 //! - [`tls`]: rustls configurations (aws-lc-rs).
 //! - [`config`]: the TOML file, parsed once into typed values.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod io;
+pub mod mask;
 pub mod policy;
 pub mod server;
 pub mod session;

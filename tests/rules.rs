@@ -116,6 +116,29 @@ async fn every_builtin_rule_denies_in_both_protocols_and_the_session_goes_on() {
         // The session is usable at once and the table is intact.
         assert_eq!(count(&client, &t).await, 50, "{sql}");
     }
+    // Inside explicit transactions, in both protocols: refused, the
+    // transaction is failed (25P02 next), and a rollback recovers.
+    for (sql, rule) in denied_statements(&t) {
+        client.batch_execute("BEGIN").await.expect("begin");
+        assert_denied(
+            &client.simple_query(&sql).await.expect_err(&sql),
+            rule,
+            &sql,
+        );
+        let e = client.simple_query("SELECT 1").await.expect_err("aborted");
+        assert_eq!(sqlstate(&e), "25P02", "{sql}: {e:?}");
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+        client.batch_execute("BEGIN").await.expect("begin");
+        assert_denied(
+            &client.execute(sql.as_str(), &[]).await.expect_err(&sql),
+            rule,
+            &sql,
+        );
+        let e = client.execute("SELECT 1", &[]).await.expect_err("aborted");
+        assert_eq!(sqlstate(&e), "25P02", "{sql}: {e:?}");
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+    }
+    assert_eq!(count(&client, &t).await, 50);
     let row = client
         .query_one(
             "SELECT rolname = current_user FROM pg_roles WHERE rolname = 'app'",
@@ -344,9 +367,15 @@ async fn psql_sees_denials_and_carries_on() {
     let pw = Pgward::start(backend).await;
     let client = pw.connect().await;
     let t = guarded_table(&client, 4).await;
-    let script = format!(
-        "TRUNCATE {t};\nDELETE FROM {t};\n\\copy {t} to '/dev/null'\nCOPY {t} TO PROGRAM 'cat';\nSELECT 'count=' || count(*) FROM {t};\n"
-    );
+    // Every built-in rule's statement, one per line, then a \copy (allowed:
+    // COPY TO STDOUT) and a count: psql reports each refusal and goes on.
+    let mut script: String = denied_statements(&t)
+        .iter()
+        .map(|(sql, _)| format!("{sql};\n"))
+        .collect();
+    script.push_str(&format!(
+        "\\copy {t} to '/dev/null'\nSELECT 'count=' || count(*) FROM {t};\n"
+    ));
     let file = backend
         .cluster
         .dir()
@@ -367,9 +396,13 @@ async fn psql_sees_denials_and_carries_on() {
     .expect("psql");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for rule in ["no-truncate", "no-unbounded-write", "no-copy-program"] {
-        assert!(stderr.contains(&format!("\"{rule}\"")), "{rule}: {stderr}");
+    for (sql, rule) in denied_statements(&t) {
+        assert!(stderr.contains(&format!("\"{rule}\"")), "{sql}: {stderr}");
     }
+    let refusals = stderr
+        .matches("ERROR:  statement denied by pgward rule")
+        .count();
+    assert_eq!(refusals, denied_statements(&t).len(), "{stderr}");
     assert!(
         stdout.contains("count=4"),
         "the script went on: {stdout}\n{stderr}"
