@@ -223,3 +223,50 @@ async fn idle_sessions_end_after_the_idle_timeout() {
     assert_eq!(next.sqlstate(), "57P05", "{:?}", next.field(b'M'));
     assert!(c.closed().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_refuse_bad_bytes_and_keep_the_extended_protocol_in_step() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let mut c = login(&pw).await;
+    // Invalid UTF-8 in a Query: refused (fail closed), one error, ready again.
+    c.send(&message(b'Q', b"SELECT '\xff'\0")).await;
+    let reply = c.until_ready().await;
+    assert_eq!(error_of(&reply).expect("error").sqlstate(), "22021");
+    assert_eq!(reply.iter().filter(|m| m.tag == b'E').count(), 1);
+    // A refused Parse in a batch: the server skips to Sync itself, so the
+    // client sees exactly one error and one ReadyForQuery, then the next
+    // batch runs normally.
+    let mut batch = Vec::new();
+    let mut parse = BytesMut::new();
+    parse.put_slice(b"\0TRUNCATE pgbench_nothing\0");
+    parse.put_i16(0);
+    batch.extend(message(b'P', &parse));
+    let mut bind = BytesMut::new();
+    bind.put_slice(b"\0\0");
+    bind.put_i16(0);
+    bind.put_i16(0);
+    bind.put_i16(0);
+    batch.extend(message(b'B', &bind));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    let mut good = BytesMut::new();
+    good.put_slice(b"\0SELECT 7\0");
+    good.put_i16(0);
+    batch.extend(message(b'P', &good));
+    batch.extend(message(b'B', &bind));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    c.send(&batch).await;
+    let first = c.until_ready().await;
+    let err = error_of(&first).expect("refused");
+    assert_eq!(err.sqlstate(), "42501");
+    assert!(err.field(b'M').unwrap_or_default().contains("no-truncate"));
+    assert!(
+        first.iter().all(|m| m.tag != b'2' && m.tag != b'D'),
+        "nothing after the refusal ran"
+    );
+    let second = c.until_ready().await;
+    assert!(error_of(&second).is_none(), "{second:?}");
+    let row = second.iter().find(|m| m.tag == b'D').expect("row");
+    assert!(row.body.ends_with(b"7"));
+}

@@ -84,6 +84,8 @@ pub struct Config {
     pub users: BTreeMap<String, UserConfig>,
     /// Statement rules, compiled.
     pub policy: Arc<crate::policy::rules::RuleSet>,
+    /// Column masking.
+    pub masking: Arc<crate::mask::rules::MaskConfig>,
 }
 
 /// `[server]`, typed.
@@ -233,12 +235,22 @@ impl Config {
             users.insert(name, user);
         }
         let policy = Arc::new(crate::policy::compile::compile(&raw.policy)?);
+        let m = &raw.masking;
+        let hash_key = secret_from(
+            m.hash_key_env.clone(),
+            m.hash_key_file.clone(),
+            base,
+            "masking.hash_key_env",
+            "masking.hash_key_file",
+        )?;
+        let masking = Arc::new(crate::mask::rules::compile(m, hash_key)?);
         Ok(Self {
             server,
             upstreams,
             databases,
             users,
             policy,
+            masking,
         })
     }
 }
@@ -322,27 +334,13 @@ fn upstream_from_raw(
             ))
         }
     };
-    let password = match (u.password_env, u.password_file) {
-        (Some(_), Some(_)) => {
-            return Err(field_err(
-                f("password_env"),
-                "set password_env or password_file, not both",
-            ))
-        }
-        (Some(var), None) => Some(Secret::new(std::env::var(&var).map_err(|_| {
-            field_err(
-                f("password_env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?)),
-        (None, Some(path)) => {
-            let path = resolve(base, path);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| field_err(f("password_file"), format!("{}: {e}", path.display())))?;
-            Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
-        }
-        (None, None) => None,
-    };
+    let password = secret_from(
+        u.password_env,
+        u.password_file,
+        base,
+        &f("password_env"),
+        &f("password_file"),
+    )?;
     if u.user.is_empty() {
         return Err(field_err(f("user"), "must not be empty"));
     }
@@ -361,6 +359,43 @@ fn upstream_from_raw(
 
 #[cfg(test)]
 mod tests;
+
+/// A secret from an environment variable or a file (trailing newline
+/// ignored), at most one of them; `None` when neither is set.
+fn secret_from(
+    env: Option<String>,
+    file: Option<PathBuf>,
+    base: &Path,
+    env_field: &str,
+    file_field: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(field_err(
+            env_field,
+            format!(
+                "set {} or {}, not both",
+                last_part(env_field),
+                last_part(file_field)
+            ),
+        )),
+        (Some(var), None) => std::env::var(&var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| field_err(env_field, format!("environment variable {var} is not set"))),
+        (None, Some(path)) => {
+            let path = resolve(base, path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| field_err(file_field, format!("{}: {e}", path.display())))?;
+            Ok(Some(Secret::new(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn last_part(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
 
 /// A human-readable summary of what a config sets up (for `check-config`).
 /// Secrets are never shown, only whether they are set.

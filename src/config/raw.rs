@@ -25,6 +25,71 @@ pub struct RawConfig {
     /// Statement rules. Default: the built-in rules, everything else allowed.
     #[serde(default)]
     pub policy: RawPolicy,
+    /// Column masking. Default: nothing masked.
+    #[serde(default)]
+    pub masking: RawMasking,
+}
+
+/// `[masking]`: which columns reach which identities masked.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMasking {
+    /// Environment variable holding the key of the `hash` strategy. Default: none.
+    #[serde(default)]
+    pub hash_key_env: Option<String>,
+    /// File holding the key of the `hash` strategy. Default: none.
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
+    /// How often the column map is re-read from each database's catalog.
+    /// Default `"60s"`.
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// The mask rules; a column matched by several takes the first.
+    /// Default: none.
+    #[serde(default)]
+    pub rules: Vec<RawMaskRule>,
+}
+
+/// `[[masking.rules]]`: columns, a strategy, and who sees them masked.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaskRule {
+    /// Name, quoted in refusals. Required, unique.
+    pub name: String,
+    /// `schema.table.column`, `table.column` or `column`, `*` globs in each
+    /// part. Required.
+    pub columns: Vec<String>,
+    /// `redact`, `null`, `partial`, `email`, `hash` or `constant`. Required.
+    pub strategy: String,
+    /// `redact`: the replacement text. Default `"****"`.
+    #[serde(default)]
+    pub replacement: Option<String>,
+    /// `constant`: the value, as PostgreSQL text for the column's type. Required
+    /// for `constant`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `partial`: characters kept at the start. Default 0.
+    #[serde(default)]
+    pub keep_first: usize,
+    /// `partial`: characters kept at the end. Default 0.
+    #[serde(default)]
+    pub keep_last: usize,
+    /// `partial`: the fill character. Default `"*"`.
+    #[serde(default)]
+    pub fill: Option<String>,
+    /// Identities that see the column masked (with `groups` empty:
+    /// everyone). Default: everyone.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Groups that see the column masked. Default: none.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Identities that see clear values even if listed above. Default: none.
+    #[serde(default)]
+    pub exempt_users: Vec<String>,
+    /// Groups that see clear values. Default: none.
+    #[serde(default)]
+    pub exempt_groups: Vec<String>,
 }
 
 /// `[policy]`: how statements are judged.

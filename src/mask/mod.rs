@@ -1,7 +1,11 @@
 //! Inline masking: strategies and the DataRow rewrite.
 //!
+//! - [`catalog`]: the mask map, read from each database's catalog.
 //! - [`strategy`]: what a masked value becomes, in text and binary format.
 //! - [`rewrite`]: applying a result's plan to each DataRow.
+//! - [`rules`]: `[masking]` config, typed.
 
+pub mod catalog;
 pub mod rewrite;
+pub mod rules;
 pub mod strategy;

@@ -1,0 +1,82 @@
+//! The DataRow rewrite: 10 text columns, 2 masked (partial and e-mail),
+//! against rows with nothing to mask (forwarded untouched).
+//!
+//! `cargo bench --bench mask`
+
+use bytes::{BufMut, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use pgward::mask::rewrite::{rewrite, ColumnMask, RowPlan};
+use pgward::mask::strategy::{BinaryKind, HashKey, Strategy};
+use pgward::wire::{Frame, Framer};
+use std::sync::Arc;
+
+const ROWS: usize = 10_000;
+
+fn rows() -> Vec<Frame> {
+    let framer = Framer::new(1 << 20);
+    (0..ROWS)
+        .map(|i| {
+            let mut b = BytesMut::new();
+            b.put_u8(b'D');
+            b.put_i32(0);
+            b.put_i16(10);
+            for c in 0..10 {
+                let v = match c {
+                    2 => format!("{:016}", 4_111_111_111_111_111u64 + i as u64),
+                    5 => format!("user{i}@example.com"),
+                    _ => format!("{:032x}", (i * 31 + c) as u128 * 0x9e37_79b9_7f4a_7c15),
+                };
+                b.put_i32(v.len() as i32);
+                b.extend_from_slice(v.as_bytes());
+            }
+            let len = (b.len() - 1) as i32;
+            b[1..5].copy_from_slice(&len.to_be_bytes());
+            framer.next_frame(&mut b).expect("frame").expect("complete")
+        })
+        .collect()
+}
+
+fn mask(s: Strategy) -> Option<ColumnMask> {
+    Some(ColumnMask {
+        strategy: Arc::new(s),
+        binary: false,
+        kind: BinaryKind::Text,
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let rows = rows();
+    let key = HashKey::default();
+    let mut masked = RowPlan {
+        columns: vec![None; 10],
+    };
+    masked.columns[2] = mask(Strategy::Partial {
+        keep_first: 0,
+        keep_last: 4,
+        fill: '*',
+    });
+    masked.columns[5] = mask(Strategy::Email);
+    let clear = RowPlan {
+        columns: vec![None; 10],
+    };
+    let mut g = c.benchmark_group("data_row_10_text_columns");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    g.bench_function("2 masked", |b| {
+        b.iter(|| {
+            for row in &rows {
+                black_box(rewrite(row.clone(), &masked, &key).expect("row"));
+            }
+        })
+    });
+    g.bench_function("none masked (untouched)", |b| {
+        b.iter(|| {
+            for row in &rows {
+                black_box(rewrite(row.clone(), &clear, &key).expect("row"));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,190 @@
+//! The mask map: mask rules resolved to (table OID, attribute number) from a
+//! database's own catalog, over a metadata connection of pgward's own (never
+//! by injecting queries into a client's session).
+
+use super::rules::MaskConfig;
+use crate::io::FramedStream;
+use crate::wire::backend::notice_field;
+use crate::wire::{encode, Framer};
+use bytes::BytesMut;
+use std::collections::{BTreeSet, HashMap};
+
+/// Why the catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The connection failed.
+    #[error("catalog connection: {0}")]
+    Io(String),
+    /// The server refused a catalog query.
+    #[error("catalog query failed: {0}")]
+    Query(String),
+    /// A reply did not have the expected shape.
+    #[error("unexpected catalog reply: {0}")]
+    Malformed(&'static str),
+}
+
+/// One masked column, as the catalog names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedColumn {
+    /// Index of the mask rule in [`MaskConfig::rules`].
+    pub rule: usize,
+    /// Schema.
+    pub schema: String,
+    /// Table (or materialized view, foreign table, partitioned table).
+    pub table: String,
+    /// Column.
+    pub column: String,
+    /// The column's type.
+    pub type_oid: u32,
+}
+
+/// Everything masking needs to know about one database.
+#[derive(Debug, Clone, Default)]
+pub struct MaskMap {
+    /// (table OID, attribute number) -> masked column.
+    pub columns: HashMap<(u32, i16), MaskedColumn>,
+    /// Views that read a masked column, as `(schema, name)`: their lineage is
+    /// not resolved, so masked identities may not query them.
+    pub views: BTreeSet<(String, String)>,
+    /// Functions outside pg_catalog, by name: their bodies may read masked
+    /// tables, so masked identities may not call them.
+    pub functions: BTreeSet<String>,
+}
+
+impl MaskMap {
+    /// Masked columns of tables named `table` (any schema when `schema` is
+    /// `None`), with their rules.
+    pub fn columns_of<'a>(
+        &'a self,
+        schema: Option<&'a str>,
+        table: &'a str,
+    ) -> impl Iterator<Item = &'a MaskedColumn> + 'a {
+        self.columns
+            .values()
+            .filter(move |c| c.table == table && schema.is_none_or(|s| s == c.schema))
+    }
+}
+
+const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, a.atttypid \
+    FROM pg_catalog.pg_attribute a \
+    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f') \
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+const VIEW_DEPS_SQL: &str = "SELECT DISTINCT d.refobjid, d.refobjsubid, vn.nspname, v.relname \
+    FROM pg_catalog.pg_depend d \
+    JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+    JOIN pg_catalog.pg_class v ON v.oid = r.ev_class \
+    JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
+    WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+    AND v.oid <> d.refobjid AND v.relkind IN ('v', 'm')";
+
+const FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// Reads the catalog over `conn` and resolves `config`'s rules against it.
+pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, CatalogError> {
+    let mut map = MaskMap::default();
+    if config.rules.is_empty() {
+        return Ok(map);
+    }
+    for row in query(conn, COLUMNS_SQL).await? {
+        let [oid, attnum, schema, table, column, type_oid] = row.as_slice() else {
+            return Err(CatalogError::Malformed("columns"));
+        };
+        let Some(rule) = config
+            .rules
+            .iter()
+            .position(|r| r.columns.iter().any(|p| p.covers(schema, table, column)))
+        else {
+            continue;
+        };
+        let key = (number::<u32>(oid)?, number::<i16>(attnum)?);
+        map.columns.insert(
+            key,
+            MaskedColumn {
+                rule,
+                schema: schema.clone(),
+                table: table.clone(),
+                column: column.clone(),
+                type_oid: number(type_oid)?,
+            },
+        );
+    }
+    for row in query(conn, VIEW_DEPS_SQL).await? {
+        let [table, attnum, schema, view] = row.as_slice() else {
+            return Err(CatalogError::Malformed("views"));
+        };
+        let attnum = number::<i16>(attnum)?;
+        let table = number::<u32>(table)?;
+        // attnum 0 is a whole-row dependency: the view reads every column.
+        let reads_masked = map
+            .columns
+            .keys()
+            .any(|(t, a)| *t == table && (attnum == 0 || *a == attnum));
+        if reads_masked {
+            map.views.insert((schema.clone(), view.clone()));
+        }
+    }
+    for row in query(conn, FUNCTIONS_SQL).await? {
+        if let [name] = row.as_slice() {
+            map.functions.insert(name.clone());
+        }
+    }
+    Ok(map)
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {
+    text.parse().map_err(|_| CatalogError::Malformed("number"))
+}
+
+/// Runs one simple query; every value as text (catalog columns are never NULL here).
+async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, CatalogError> {
+    let mut out = BytesMut::new();
+    encode::query(&mut out, sql);
+    conn.send(&out)
+        .await
+        .map_err(|e| CatalogError::Io(e.to_string()))?;
+    let framer = Framer::new(1 << 24);
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        let frame = conn
+            .read_frame(&framer)
+            .await
+            .map_err(|e| CatalogError::Io(e.to_string()))?;
+        match frame.tag() {
+            b'D' => rows.push(text_cells(frame.body()).ok_or(CatalogError::Malformed("DataRow"))?),
+            b'E' => {
+                error = Some(
+                    notice_field(&frame, b'M')
+                        .map(|m| String::from_utf8_lossy(m).into_owned())
+                        .unwrap_or_default(),
+                )
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    match error {
+        Some(e) => Err(CatalogError::Query(e)),
+        None => Ok(rows),
+    }
+}
+
+fn text_cells(body: &[u8]) -> Option<Vec<String>> {
+    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
+    let mut at = 2;
+    let mut cells = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let len = usize::try_from(len).unwrap_or(0);
+        cells.push(String::from_utf8_lossy(body.get(at..at + len)?).into_owned());
+        at += len;
+    }
+    Some(cells)
+}
