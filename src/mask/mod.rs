@@ -1,11 +1,13 @@
 //! Inline masking: strategies and the DataRow rewrite.
 //!
 //! - [`catalog`]: the mask map, read from each database's catalog.
+//! - [`guard`]: the request side: statements that could leak a masked column.
 //! - [`strategy`]: what a masked value becomes, in text and binary format.
 //! - [`rewrite`]: applying a result's plan to each DataRow.
 //! - [`rules`]: `[masking]` config, typed.
 
 pub mod catalog;
+pub mod guard;
 pub mod rewrite;
 pub mod rules;
 pub mod strategy;

@@ -53,7 +53,7 @@ pub fn classify(sql: &str, settings: LexSettings) -> Result<Vec<Statement>, Clas
 }
 
 /// Each statement's byte range and its tree in serde form.
-fn parse(
+pub(crate) fn parse(
     sql: &str,
     settings: LexSettings,
 ) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
@@ -558,7 +558,7 @@ fn transaction_kind(body: &Value) -> Kind {
 }
 
 /// `{"Name": {...}}` -> ("Name", {...}) when the object has exactly one entry.
-fn single_entry(value: &Value) -> Option<(&str, &Value)> {
+pub(crate) fn single_entry(value: &Value) -> Option<(&str, &Value)> {
     let map = value.as_object()?;
     if map.len() != 1 {
         return None;
@@ -567,13 +567,13 @@ fn single_entry(value: &Value) -> Option<(&str, &Value)> {
 }
 
 /// The body of a `{"node": {"Type": body}}` or `{"Type": body}` wrapper.
-fn inner(value: &Value) -> &Value {
+pub(crate) fn inner(value: &Value) -> &Value {
     let value = value.get("node").unwrap_or(value);
     single_entry(value).map_or(value, |(_, body)| body)
 }
 
 /// A dotted name from a list of String nodes (`funcname`, DROP objects).
-fn qual_name(list: Option<&Value>) -> QualName {
+pub(crate) fn qual_name(list: Option<&Value>) -> QualName {
     let parts: Vec<&str> = list
         .and_then(Value::as_array)
         .into_iter()
@@ -587,15 +587,15 @@ fn qual_name(list: Option<&Value>) -> QualName {
     }
 }
 
-fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
+pub(crate) fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
     v.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
-fn bool_field(v: &Value, field: &str) -> bool {
+pub(crate) fn bool_field(v: &Value, field: &str) -> bool {
     v.get(field).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn int_field(v: &Value, field: &str) -> i64 {
+pub(crate) fn int_field(v: &Value, field: &str) -> i64 {
     v.get(field).and_then(Value::as_i64).unwrap_or(0)
 }
 

@@ -121,6 +121,46 @@ pub fn notice_fields(frame: &Frame) -> Result<Vec<(u8, &[u8])>, MalformedBackend
     }
 }
 
+/// One column of a RowDescription, as far as masking needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldInfo {
+    /// OID of the table the column comes from, or 0.
+    pub table_oid: u32,
+    /// Its attribute number in that table, or 0.
+    pub attnum: i16,
+    /// The column's type.
+    pub type_oid: u32,
+    /// 0 text, 1 binary (0 in a statement's description: not yet known).
+    pub format: i16,
+}
+
+/// Reads every column of a RowDescription.
+pub fn row_description(frame: &Frame) -> Result<Vec<FieldInfo>, MalformedBackend> {
+    const WHAT: MalformedBackend = MalformedBackend("RowDescription");
+    let mut body = frame.body();
+    let count = super::frame::read_i16(&mut body).ok_or(WHAT)?;
+    let mut fields = Vec::with_capacity(usize::try_from(count).map_err(|_| WHAT)?);
+    for _ in 0..count {
+        read_cstr(&mut body).ok_or(WHAT)?;
+        let table_oid = read_i32(&mut body).ok_or(WHAT)? as u32;
+        let attnum = super::frame::read_i16(&mut body).ok_or(WHAT)?;
+        let type_oid = read_i32(&mut body).ok_or(WHAT)? as u32;
+        super::frame::read_i16(&mut body).ok_or(WHAT)?;
+        read_i32(&mut body).ok_or(WHAT)?;
+        let format = super::frame::read_i16(&mut body).ok_or(WHAT)?;
+        fields.push(FieldInfo {
+            table_oid,
+            attnum,
+            type_oid,
+            format,
+        });
+    }
+    if !body.is_empty() {
+        return Err(WHAT);
+    }
+    Ok(fields)
+}
+
 /// The value of one field of an ErrorResponse or NoticeResponse.
 pub fn notice_field(frame: &Frame, code: u8) -> Option<&[u8]> {
     notice_fields(frame)

@@ -80,6 +80,17 @@ pub fn error_response_detailed(
     });
 }
 
+/// An ErrorResponse ('E') or NoticeResponse ('N') from (code, value) fields.
+pub fn notice_like(buf: &mut BytesMut, tag: u8, fields: &[(u8, &[u8])]) {
+    message(buf, tag, |b| {
+        for (code, value) in fields {
+            b.put_u8(*code);
+            cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
 /// ReadyForQuery with a transaction status.
 pub fn ready_for_query(buf: &mut BytesMut, status: TransactionStatus) {
     message(buf, b'Z', |b| b.put_u8(status.byte()));

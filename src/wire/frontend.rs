@@ -93,6 +93,61 @@ pub fn parse_view(frame: &Frame) -> Result<ParseView<'_>, MalformedFrontend> {
     Ok(ParseView { statement, query })
 }
 
+/// The parts of a Bind message that masking looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindView<'a> {
+    /// Portal name; empty for the unnamed portal.
+    pub portal: &'a [u8],
+    /// Prepared statement name.
+    pub statement: &'a [u8],
+    /// Result-column format codes (none: all text; one: all alike).
+    pub result_formats: Vec<i16>,
+}
+
+/// Views a Bind message, skipping its parameter values.
+pub fn bind_view(frame: &Frame) -> Result<BindView<'_>, MalformedFrontend> {
+    const WHAT: MalformedFrontend = MalformedFrontend("Bind");
+    let mut body = frame.body();
+    let portal = read_cstr(&mut body).ok_or(WHAT)?;
+    let statement = read_cstr(&mut body).ok_or(WHAT)?;
+    let n = super::frame::read_i16(&mut body).ok_or(WHAT)?;
+    for _ in 0..n {
+        super::frame::read_i16(&mut body).ok_or(WHAT)?;
+    }
+    let n = super::frame::read_i16(&mut body).ok_or(WHAT)?;
+    for _ in 0..n {
+        let len = super::frame::read_i32(&mut body).ok_or(WHAT)?;
+        let len = usize::try_from(len).unwrap_or(0);
+        body = body.get(len..).ok_or(WHAT)?;
+    }
+    let n = super::frame::read_i16(&mut body).ok_or(WHAT)?;
+    let mut result_formats = Vec::with_capacity(usize::try_from(n).map_err(|_| WHAT)?);
+    for _ in 0..n {
+        result_formats.push(super::frame::read_i16(&mut body).ok_or(WHAT)?);
+    }
+    Ok(BindView {
+        portal,
+        statement,
+        result_formats,
+    })
+}
+
+/// A Describe or Close: `S` (statement) or `P` (portal), and the name.
+pub fn target_view(frame: &Frame) -> Result<(u8, &[u8]), MalformedFrontend> {
+    let (&kind, mut rest) = frame
+        .body()
+        .split_first()
+        .ok_or(MalformedFrontend("Describe"))?;
+    let name = read_cstr(&mut rest).ok_or(MalformedFrontend("Describe"))?;
+    Ok((kind, name))
+}
+
+/// An Execute's portal name.
+pub fn execute_portal(frame: &Frame) -> Result<&[u8], MalformedFrontend> {
+    let mut body = frame.body();
+    read_cstr(&mut body).ok_or(MalformedFrontend("Execute"))
+}
+
 /// A SASLInitialResponse: mechanism name and the client-first-message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaslInitial<'a> {
