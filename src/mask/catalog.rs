@@ -49,6 +49,12 @@ pub struct MaskMap {
     /// Functions outside pg_catalog, by name: their bodies may read masked
     /// tables, so masked identities may not call them.
     pub functions: BTreeSet<String>,
+    /// Every relation in the database when the map was read, as (schema,
+    /// name) and by OID: a relation missing here is newer than the map, and
+    /// masked identities wait for a refresh before they may use it.
+    pub relations: BTreeSet<(String, String)>,
+    /// OIDs of the relations above.
+    pub relation_oids: std::collections::HashSet<u32>,
 }
 
 impl MaskMap {
@@ -71,6 +77,10 @@ const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attna
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f') \
     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c \
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')";
 
 const VIEW_DEPS_SQL: &str = "SELECT DISTINCT d.refobjid, d.refobjsubid, vn.nspname, v.relname \
     FROM pg_catalog.pg_depend d \
@@ -113,6 +123,13 @@ pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMa
                 type_oid: number(type_oid)?,
             },
         );
+    }
+    for row in query(conn, RELATIONS_SQL).await? {
+        let [oid, schema, name] = row.as_slice() else {
+            return Err(CatalogError::Malformed("relations"));
+        };
+        map.relation_oids.insert(number::<u32>(oid)?);
+        map.relations.insert((schema.clone(), name.clone()));
     }
     for row in query(conn, VIEW_DEPS_SQL).await? {
         let [table, attnum, schema, view] = row.as_slice() else {

@@ -18,7 +18,19 @@ use std::collections::BTreeSet;
 
 /// Why a statement is refused for a masked identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leak(pub String);
+pub struct Leak {
+    /// The client's message.
+    pub why: String,
+    /// The statement names a relation newer than the column map: refresh
+    /// the map, then the statement may pass.
+    pub stale: bool,
+}
+
+impl Leak {
+    fn new(why: String) -> Self {
+        Self { why, stale: false }
+    }
+}
 
 /// What the guard needs to know of one identity's masking.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +41,8 @@ pub struct Masked {
     pub views: BTreeSet<(String, String)>,
     /// Functions outside pg_catalog, by name.
     pub functions: BTreeSet<String>,
+    /// Every relation the map knows (any schema), as (schema, name).
+    pub relations: BTreeSet<(String, String)>,
 }
 
 impl Masked {
@@ -55,6 +69,7 @@ impl Masked {
             tables,
             views: map.views.clone(),
             functions: map.functions.clone(),
+            relations: map.relations.clone(),
         }
     }
 
@@ -68,7 +83,7 @@ impl Masked {
 pub fn check(sql: &str, settings: LexSettings, masked: &Masked) -> Result<(), Leak> {
     let statements = parse(sql, settings).map_err(|e| match e {
         ClassifyError::Syntax(m) | ClassifyError::Unjudgeable(m) => {
-            Leak(format!("the statement cannot be parsed: {m}"))
+            Leak::new(format!("the statement cannot be parsed: {m}"))
         }
     })?;
     for (_, tree) in statements {
@@ -111,15 +126,37 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
             .iter()
             .any(|g| crate::policy::rules::Glob::new(g).matches(&f.name))
         {
-            return Err(Leak(format!(
+            return Err(Leak::new(format!(
                 "function {f} runs SQL given as text, which could read masked columns"
             )));
         }
         let outside_catalog = f.schema.as_deref().is_none_or(|s| s != "pg_catalog");
         if outside_catalog && masked.functions.contains(&f.name) {
-            return Err(Leak(format!(
+            return Err(Leak::new(format!(
                 "function {f} is not in pg_catalog and may read masked columns"
             )));
+        }
+    }
+    let ctes = cte_names(body);
+    let created = created_relation(kind, body);
+    for (schema, name, _) in &relations {
+        if created.as_ref() == Some(name) {
+            continue;
+        }
+        let known = match schema {
+            Some(s) => masked.relations.contains(&(s.clone(), name.clone())),
+            None => ctes.contains(name) || masked.relations.iter().any(|(_, n)| n == name),
+        };
+        if !known {
+            let shown = schema
+                .as_ref()
+                .map_or(name.clone(), |s| format!("{s}.{name}"));
+            return Err(Leak {
+                why: format!(
+                    "relation {shown} is newer than pgward's column map, which is being refreshed: retry in a moment"
+                ),
+                stale: true,
+            });
         }
     }
     let mut named = Vec::new();
@@ -127,7 +164,7 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
         let matches =
             |s: &String, t: &String| *t == *name && schema.as_ref().is_none_or(|x| x == s);
         if let Some((s, v)) = masked.views.iter().find(|(s, v)| matches(s, v)) {
-            return Err(Leak(format!("view {s}.{v} reads masked columns")));
+            return Err(Leak::new(format!("view {s}.{v} reads masked columns")));
         }
         let columns: BTreeSet<String> = masked
             .tables
@@ -162,7 +199,7 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
             return out.finish();
         }
         _ => {
-            return Err(Leak(format!(
+            return Err(Leak::new(format!(
                 "a {} statement may not read a table with masked columns ({listed})",
                 kind.trim_end_matches("Stmt")
             )))
@@ -171,6 +208,39 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
     let mut scan = Scan::new(&masked_columns, &table_names);
     scan.select(body, true);
     scan.finish()
+}
+
+/// The relation a CREATE statement makes (not in any map yet, and not read).
+fn created_relation(kind: &str, body: &Value) -> Option<String> {
+    let target = match kind {
+        "CreateStmt" | "CreateForeignTableStmt" => body.get("relation"),
+        "ViewStmt" => body.get("view"),
+        "CreateSeqStmt" => body.get("sequence"),
+        "CreateTableAsStmt" => body.get("into").and_then(|i| i.get("rel")),
+        "SelectStmt" => body.get("into_clause").and_then(|i| i.get("rel")),
+        _ => None,
+    }?;
+    let target = target.get("node").map(inner).unwrap_or(target);
+    Some(str_field(target, "relname").to_owned()).filter(|n| !n.is_empty())
+}
+
+/// Every CTE name defined anywhere in the statement.
+fn cte_names(value: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => {
+                if let Some(Value::String(name)) = map.get("ctename") {
+                    out.insert(name.clone());
+                }
+                map.values().for_each(|i| walk(i, out));
+            }
+            _ => {}
+        }
+    }
+    walk(value, &mut out);
+    out
 }
 
 /// Every RangeVar (schema, name, alias) and every function called.
@@ -236,7 +306,7 @@ impl<'a> Scan<'a> {
 
     fn refuse(&mut self, why: String) {
         if self.leak.is_none() {
-            self.leak = Some(Leak(why));
+            self.leak = Some(Leak::new(why));
         }
     }
 

@@ -19,6 +19,17 @@ fn masked() -> Masked {
         ],
         views: BTreeSet::from([("public".into(), "customer_ssns".into())]),
         functions: BTreeSet::from(["leak".into(), "helper".into()]),
+        relations: [
+            ("public", "customers"),
+            ("public", "customer_ssns"),
+            ("public", "orders"),
+            ("public", "other"),
+            ("public", "other_schema_table_without_masks"),
+            ("crm", "leads"),
+        ]
+        .iter()
+        .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
+        .collect(),
     }
 }
 
@@ -152,15 +163,56 @@ fn bypass_attempts_are_refused() {
 fn bare_selects_of_masked_columns_pass() {
     let m = masked();
     for sql in ALLOWED {
-        if let Err(Leak(why)) = check(sql, LexSettings::default(), &m) {
+        if let Err(Leak { why, .. }) = check(sql, LexSettings::default(), &m) {
             panic!("{sql}: {why}");
         }
     }
 }
 
 #[test]
+fn relations_newer_than_the_map_wait_for_a_refresh() {
+    let m = masked();
+    for sql in [
+        "SELECT upper(email) FROM new_leads",
+        "SELECT * FROM crm.new_table",
+    ] {
+        let leak = check(sql, LexSettings::default(), &m).expect_err(sql);
+        assert!(leak.stale, "{sql}: {leak:?}");
+    }
+    // CTE names are not relations, and a table being created is not read.
+    check(
+        "WITH x AS (SELECT 1) SELECT * FROM x",
+        LexSettings::default(),
+        &m,
+    )
+    .expect("cte");
+    check("CREATE TABLE brand_new (a int)", LexSettings::default(), &m).expect("create");
+    check(
+        "CREATE TABLE t2 AS SELECT * FROM orders",
+        LexSettings::default(),
+        &m,
+    )
+    .expect("ctas");
+    let leak = check(
+        "CREATE TABLE t2 AS SELECT email FROM new_leads",
+        LexSettings::default(),
+        &m,
+    )
+    .expect_err("reads a relation newer than the map");
+    assert!(leak.stale);
+    // Laundering is refused for what it is, not as a stale map.
+    let leak = check(
+        "CREATE TABLE t3 AS SELECT ssn FROM customers",
+        LexSettings::default(),
+        &m,
+    )
+    .expect_err("laundering");
+    assert!(!leak.stale, "{leak:?}");
+}
+
+#[test]
 fn refusals_name_the_column() {
-    let Err(Leak(why)) = check(
+    let Err(Leak { why, .. }) = check(
         "SELECT ssn || '' FROM customers",
         LexSettings::default(),
         &masked(),
