@@ -27,6 +27,10 @@ pub struct Gateway {
     /// Statement rules and their verdict cache; swapped whole on reload, so
     /// a session judges each message under one consistent rule set.
     pub policy: Arc<ArcSwap<Policy>>,
+    /// Mask rules in force (swapped on reload).
+    pub masking: Arc<ArcSwap<crate::mask::rules::MaskConfig>>,
+    /// Mask maps, by upstream name.
+    pub masks: BTreeMap<String, Arc<crate::mask::store::UpstreamMap>>,
 }
 
 /// Failure to build the shared state (files named in the config).
@@ -79,6 +83,14 @@ impl Gateway {
         let policy = Arc::new(ArcSwap::from_pointee(Policy::new(Arc::clone(
             &config.policy,
         ))));
+        let masking = Arc::new(ArcSwap::new(Arc::clone(&config.masking)));
+        let masks = upstreams
+            .iter()
+            .map(|(name, u)| {
+                let map = crate::mask::store::UpstreamMap::new(u.clone(), Arc::clone(&masking));
+                (name.clone(), Arc::new(map))
+            })
+            .collect();
         Ok(Self {
             config,
             upstreams,
@@ -86,6 +98,8 @@ impl Gateway {
             scram,
             cancels: Arc::new(CancelRegistry::default()),
             policy,
+            masking,
+            masks,
         })
     }
 

@@ -55,6 +55,9 @@ pub struct MaskMap {
     pub relations: BTreeSet<(String, String)>,
     /// OIDs of the relations above.
     pub relation_oids: std::collections::HashSet<u32>,
+    /// Highest attribute number of each user table: a result column past it
+    /// was added after the map was read.
+    pub max_attnum: HashMap<u32, i16>,
 }
 
 impl MaskMap {
@@ -98,13 +101,13 @@ const FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p
 /// Reads the catalog over `conn` and resolves `config`'s rules against it.
 pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, CatalogError> {
     let mut map = MaskMap::default();
-    if config.rules.is_empty() {
-        return Ok(map);
-    }
     for row in query(conn, COLUMNS_SQL).await? {
         let [oid, attnum, schema, table, column, type_oid] = row.as_slice() else {
             return Err(CatalogError::Malformed("columns"));
         };
+        let key = (number::<u32>(oid)?, number::<i16>(attnum)?);
+        let max = map.max_attnum.entry(key.0).or_insert(0);
+        *max = (*max).max(key.1);
         let Some(rule) = config
             .rules
             .iter()
@@ -112,7 +115,6 @@ pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMa
         else {
             continue;
         };
-        let key = (number::<u32>(oid)?, number::<i16>(attnum)?);
         map.columns.insert(
             key,
             MaskedColumn {

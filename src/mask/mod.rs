@@ -2,6 +2,7 @@
 //!
 //! - [`catalog`]: the mask map, read from each database's catalog.
 //! - [`guard`]: the request side: statements that could leak a masked column.
+//! - [`store`]: the shared maps, one per upstream, and their refreshes.
 //! - [`strategy`]: what a masked value becomes, in text and binary format.
 //! - [`rewrite`]: applying a result's plan to each DataRow.
 //! - [`rules`]: `[masking]` config, typed.
@@ -10,4 +11,5 @@ pub mod catalog;
 pub mod guard;
 pub mod rewrite;
 pub mod rules;
+pub mod store;
 pub mod strategy;

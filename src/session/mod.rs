@@ -3,11 +3,13 @@
 
 pub mod cancel;
 pub mod inflight;
+pub mod masking;
 pub mod phases;
 pub mod read_sizer;
 pub mod refusal;
 pub mod relay;
 pub mod rules;
+pub mod stack;
 pub mod startup;
 
 use crate::error::SessionError;
@@ -107,6 +109,23 @@ async fn run(
             return Err(e);
         }
     };
+    let upstream_name = target.upstream.config.name.clone();
+    let inflight = Arc::new(inflight::InFlight::default());
+    let phases = stack::build(
+        gw,
+        &upstream_name,
+        identity,
+        &login.startup_messages,
+        &inflight,
+    )
+    .await;
+    let (frontend, backend) = match phases {
+        Ok(p) => p,
+        Err(e) => {
+            startup::send_fatal(&mut conn, &e).await;
+            return Err(e);
+        }
+    };
     let key = gw.cancels.register(target);
     let mut hello = BytesMut::new();
     encode::authentication_ok(&mut hello);
@@ -115,17 +134,6 @@ async fn run(
     encode::ready_for_query(&mut hello, TransactionStatus::Idle);
     conn.send(&hello).await?;
 
-    let inflight = Arc::new(inflight::InFlight::default());
-    let settings = Arc::new(rules::ReportedSettings::from_startup(
-        &login.startup_messages,
-    ));
-    let frontend = rules::RulesFrontend::new(
-        Arc::clone(&gw.policy),
-        identity,
-        Arc::clone(&settings),
-        Arc::clone(&inflight),
-    );
-    let backend = rules::RulesBackend::new(settings);
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
     let relay = relay::Relay {

@@ -4,10 +4,10 @@
 //! forwarded as raw bytes, in runs, without being looked at.
 //!
 //! Client -> server, per message: `on_query`, `on_parse`, `on_bind`,
-//! `on_describe`, `on_execute`.
-//! Server -> client, per message: `on_row_description`, `on_data_row`,
-//! `on_command_complete`, `on_error_response`, `on_ready_for_query`,
-//! `on_parameter_status`.
+//! `on_describe`, `on_execute`, `on_close`, `on_sync`.
+//! Server -> client, per message: `on_row_description`, `on_no_data`,
+//! `on_data_row`, `on_result_end`, `on_error_response`, `on_notice`,
+//! `on_ready_for_query`, `on_parameter_status`.
 
 use crate::wire::backend::{BackendKind, TransactionStatus};
 use crate::wire::frontend::FrontendKind;
@@ -60,6 +60,12 @@ pub trait FrontendPhases: Send {
     fn on_execute(&mut self, _frame: &Frame) -> FrontendAction {
         FrontendAction::Forward
     }
+    /// A Close (forwarded as is).
+    fn on_close(&mut self, _frame: &Frame) {}
+    /// A Sync (forwarded as is).
+    fn on_sync(&mut self) {}
+    /// The relay refused a FunctionCall: a Query stands in for it.
+    fn on_function_call_refused(&mut self) {}
 }
 
 /// Hooks on messages from the server.
@@ -72,10 +78,21 @@ pub trait BackendPhases: Send {
     fn on_data_row(&mut self, frame: Frame) -> Bytes {
         frame.into_raw()
     }
-    /// A CommandComplete.
-    fn on_command_complete(&mut self, _frame: &Frame) {}
-    /// An ErrorResponse.
-    fn on_error_response(&mut self, _frame: &Frame) {}
+    /// The end of a result: CommandComplete, EmptyQueryResponse ('I') or
+    /// PortalSuspended ('s'); returns the bytes to send.
+    fn on_result_end(&mut self, frame: Frame) -> Bytes {
+        frame.into_raw()
+    }
+    /// NoData ('n').
+    fn on_no_data(&mut self) {}
+    /// An ErrorResponse; returns the bytes to send.
+    fn on_error_response(&mut self, frame: Frame) -> Bytes {
+        frame.into_raw()
+    }
+    /// A NoticeResponse or NotificationResponse; returns the bytes to send.
+    fn on_notice(&mut self, frame: Frame) -> Bytes {
+        frame.into_raw()
+    }
     /// A ReadyForQuery.
     fn on_ready_for_query(&mut self, _status: TransactionStatus) {}
     /// A ParameterStatus: a reported setting changed.

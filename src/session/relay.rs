@@ -257,12 +257,15 @@ impl ClientPump {
                 self.out.extend_from_slice(frame.raw());
                 return Ok(Step::Terminated);
             }
-            FrontendKind::FunctionCall => FrontendAction::Refuse(Refusal {
-                code: "0A000",
-                message: "pgward does not relay FunctionCall (fast-path) messages".into(),
-                detail: None,
-                hint: Some("Call the function with a SELECT statement instead.".into()),
-            }),
+            FrontendKind::FunctionCall => {
+                self.phases.on_function_call_refused();
+                FrontendAction::Refuse(Refusal {
+                    code: "0A000",
+                    message: "pgward does not relay FunctionCall (fast-path) messages".into(),
+                    detail: None,
+                    hint: Some("Call the function with a SELECT statement instead.".into()),
+                })
+            }
             FrontendKind::Password | FrontendKind::Unknown(_) => {
                 return Err(SessionError::Protocol(format!(
                     "invalid frontend message type {}",
@@ -274,6 +277,14 @@ impl ClientPump {
             FrontendKind::Bind => self.phases.on_bind(&frame),
             FrontendKind::Describe => self.phases.on_describe(&frame),
             FrontendKind::Execute => self.phases.on_execute(&frame),
+            FrontendKind::Close => {
+                self.phases.on_close(&frame);
+                FrontendAction::Forward
+            }
+            FrontendKind::Sync => {
+                self.phases.on_sync();
+                FrontendAction::Forward
+            }
             _ => FrontendAction::Forward,
         };
         match action {
@@ -457,21 +468,31 @@ impl ServerPump {
     }
 
     async fn handle(&mut self, w: &mut WriteHalf, frame: Frame) -> Result<(), SessionError> {
-        match BackendKind::of(frame.tag()) {
+        let out = match BackendKind::of(frame.tag()) {
             BackendKind::ErrorResponse => {
                 if let Some(own) = self.refusals.take_if_marker(&frame) {
-                    w.write_all(&own).await?;
-                    return Ok(());
+                    // The stand-in's error: the phases see it as the error
+                    // it is (the extended protocol skips to Sync), and the
+                    // client gets pgward's own.
+                    let _ = self.phases.on_error_response(frame);
+                    own
+                } else {
+                    self.phases.on_error_response(frame)
                 }
-                self.phases.on_error_response(&frame);
             }
-            BackendKind::RowDescription => self.phases.on_row_description(&frame),
-            BackendKind::DataRow => {
-                let out = self.phases.on_data_row(frame);
-                w.write_all(&out).await?;
-                return Ok(());
+            BackendKind::RowDescription => {
+                self.phases.on_row_description(&frame);
+                frame.into_raw()
             }
-            BackendKind::CommandComplete => self.phases.on_command_complete(&frame),
+            BackendKind::DataRow => self.phases.on_data_row(frame),
+            BackendKind::CommandComplete | BackendKind::Other(b'I' | b's') => {
+                self.phases.on_result_end(frame)
+            }
+            BackendKind::Other(b'n') => {
+                self.phases.on_no_data();
+                frame.into_raw()
+            }
+            BackendKind::NoticeResponse | BackendKind::Notification => self.phases.on_notice(frame),
             BackendKind::ReadyForQuery => {
                 let status = ready_status(&frame)
                     .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
@@ -479,11 +500,17 @@ impl ServerPump {
                 self.phases.on_ready_for_query(status);
                 let answered = self.inflight.answered(1);
                 self.refusals.expire(answered);
+                frame.into_raw()
             }
-            BackendKind::ParameterStatus => self.phases.on_parameter_status(&frame),
-            _ => {}
+            BackendKind::ParameterStatus => {
+                self.phases.on_parameter_status(&frame);
+                frame.into_raw()
+            }
+            _ => frame.into_raw(),
+        };
+        if !out.is_empty() {
+            w.write_all(&out).await?;
         }
-        w.write_all(frame.raw()).await?;
         Ok(())
     }
 }

@@ -50,6 +50,11 @@ impl ReportedSettings {
         }
     }
 
+    /// The settings as last reported.
+    pub fn lexing(&self) -> LexSettings {
+        self.current()
+    }
+
     fn current(&self) -> LexSettings {
         LexSettings {
             standard_conforming_strings: self.standard_conforming_strings.load(Ordering::Acquire),

@@ -1,0 +1,115 @@
+//! The shared mask maps, one per upstream: read from the catalog over
+//! pgward's own connection, swapped atomically, refreshed on a timer, on
+//! demand (DDL, a relation newer than the map) and on config reload.
+
+use super::catalog::{self, CatalogError, MaskMap};
+use super::rules::MaskConfig;
+use crate::auth::backend::Upstream;
+use crate::wire::encode;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::BytesMut;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// One upstream's map and its freshness.
+pub struct UpstreamMap {
+    upstream: Upstream,
+    config: Arc<ArcSwap<MaskConfig>>,
+    map: ArcSwapOption<MaskMap>,
+    loaded_at: Mutex<Option<Instant>>,
+    stale: AtomicBool,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl UpstreamMap {
+    /// A map for `upstream`, not loaded yet.
+    pub fn new(upstream: Upstream, config: Arc<ArcSwap<MaskConfig>>) -> Self {
+        Self {
+            upstream,
+            config,
+            map: ArcSwapOption::empty(),
+            loaded_at: Mutex::new(None),
+            stale: AtomicBool::new(true),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The mask rules in force.
+    pub fn config(&self) -> Arc<MaskConfig> {
+        self.config.load_full()
+    }
+
+    /// The current map, if one was ever read.
+    pub fn current(&self) -> Option<Arc<MaskMap>> {
+        self.map.load_full()
+    }
+
+    /// Whether the map should be read again (marked stale, or older than
+    /// `masking.refresh`).
+    pub fn due(&self) -> bool {
+        let refresh = self.config.load().refresh;
+        self.stale.load(Ordering::Acquire)
+            || self
+                .loaded_at
+                .lock()
+                .map(|at| at.is_none_or(|t| t.elapsed() >= refresh))
+                .unwrap_or(true)
+    }
+
+    /// Marks the map stale (DDL went through, a relation was not in it, or
+    /// the rules changed) and starts a refresh in the background.
+    pub fn invalidate(self: &Arc<Self>) {
+        self.stale.store(true, Ordering::Release);
+        self.refresh_in_background();
+    }
+
+    /// Starts a refresh unless one is running.
+    pub fn refresh_in_background(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.refresh().await {
+                tracing::warn!(upstream = %this.upstream.config.name, "mask map refresh failed: {e}");
+            }
+        });
+    }
+
+    /// A map that is loaded and not due, reading the catalog first if
+    /// needed. Sessions of masked identities wait for this before they start.
+    pub async fn ensure(&self) -> Result<Arc<MaskMap>, CatalogError> {
+        if let (Some(map), false) = (self.current(), self.due()) {
+            return Ok(map);
+        }
+        self.refresh().await?;
+        self.current()
+            .ok_or(CatalogError::Malformed("no map after a refresh"))
+    }
+
+    /// Reads the catalog and swaps the new map in.
+    pub async fn refresh(&self) -> Result<(), CatalogError> {
+        let Ok(_guard) = self.refreshing.try_lock() else {
+            // Someone else is reading it; wait for them and use theirs.
+            let _wait = self.refreshing.lock().await;
+            return Ok(());
+        };
+        // Cleared first: DDL that lands while we read marks it again.
+        self.stale.store(false, Ordering::Release);
+        let params = [("application_name".to_owned(), "pgward-catalog".to_owned())];
+        let mut login = self
+            .upstream
+            .login(&params)
+            .await
+            .map_err(|e| CatalogError::Io(e.to_string()))?;
+        let config = self.config.load_full();
+        let result = catalog::load(&mut login.conn, &config).await;
+        let mut bye = BytesMut::new();
+        encode::terminate(&mut bye);
+        let _ = login.conn.send(&bye).await;
+        let map = result.inspect_err(|_| self.stale.store(true, Ordering::Release))?;
+        self.map.store(Some(Arc::new(map)));
+        if let Ok(mut at) = self.loaded_at.lock() {
+            *at = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
