@@ -1,0 +1,366 @@
+//! Masking end to end: masked identities see masked values in text and
+//! binary results, in the simple and extended protocols, through
+//! tokio-postgres, psql and pgbench; exempt identities see clear values;
+//! bypass attempts are refused; schema changes never open a window.
+
+mod support;
+
+use pgward::auth::verifier::ScramVerifier;
+use std::time::Duration;
+use support::{connect_with, message, sqlstate, Backend, Pgward, PASSWORD, USER};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const DBA_PASSWORD: &str = "dba-secret";
+
+/// pgward with masking for the `dev` group (alice) and an exempt `dba`.
+async fn start(table: &str) -> Pgward {
+    let backend = Backend::shared();
+    let config = format!(
+        r#"{base}
+[users.dba]
+scram_verifier = "{dba}"
+groups = ["dba"]
+
+[masking]
+hash_key_env = "PGWARD_TEST_HASH_KEY"
+refresh = "1h"
+
+[[masking.rules]]
+name = "ssn-last4"
+columns = ["{table}.ssn*"]
+strategy = "partial"
+keep_last = 4
+exempt_groups = ["dba"]
+
+[[masking.rules]]
+name = "mail"
+columns = ["{table}.email", "{table}_leads.email"]
+strategy = "email"
+exempt_groups = ["dba"]
+
+[[masking.rules]]
+name = "card"
+columns = ["{table}.card"]
+strategy = "redact"
+replacement = "[card]"
+exempt_groups = ["dba"]
+
+[[masking.rules]]
+name = "score"
+columns = ["{table}.score"]
+strategy = "constant"
+value = "0"
+exempt_groups = ["dba"]
+
+[[masking.rules]]
+name = "token"
+columns = ["{table}.token"]
+strategy = "hash"
+exempt_groups = ["dba"]
+"#,
+        base = backend.config("", ""),
+        dba = ScramVerifier::generate(DBA_PASSWORD),
+    );
+    std::env::set_var("PGWARD_TEST_HASH_KEY", "test-key");
+    // The table exists before pgward reads the catalog.
+    let setup = Pgward::start(backend).await;
+    let c = setup.connect().await;
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, name text, ssn text, email text, card text, score int4, token text); \
+         INSERT INTO {table} VALUES \
+           (1, 'Ada', '123-45-6789', 'ada@example.com', '4111111111111111', 97, 'tok-a'), \
+           (2, 'Alan', '987-65-4321', 'alan@example.org', '5500000000000004', 88, 'tok-a'), \
+           (3, 'Grace', NULL, 'grace@example.net', '340000000000009', 91, 'tok-b')"
+    ))
+    .await
+    .expect("table");
+    drop(c);
+    setup.shutdown().await;
+    Pgward::start_in(&config, backend.cluster.dir()).await
+}
+
+fn table() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "cust_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn dba(pw: &Pgward) -> Client {
+    connect_with(&pw.client_config("dba", DBA_PASSWORD))
+        .await
+        .expect("dba")
+}
+
+fn text_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+const SECRETS: &[&str] = &[
+    "123-45-6789",
+    "987-65-4321",
+    "ada@",
+    "alan@",
+    "4111111111111111",
+    "5500000000000004",
+    "tok-a",
+    "tok-b",
+];
+
+fn assert_no_secret(text: &str) {
+    for s in SECRETS {
+        assert!(!text.contains(s), "clear value {s} in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_in_text_and_binary_clear_for_the_exempt() {
+    let t = table();
+    let pw = start(&t).await;
+    let alice = pw.connect().await;
+    let sql = format!("SELECT id, name, ssn, email, card, score, token FROM {t} ORDER BY id");
+    // Simple protocol, text format.
+    let rows = text_rows(&alice.simple_query(&sql).await.expect("simple"));
+    assert_eq!(rows[0][2].as_deref(), Some("*******6789"));
+    assert_eq!(rows[0][3].as_deref(), Some("****@example.com"));
+    assert_eq!(rows[0][4].as_deref(), Some("[card]"));
+    assert_eq!(rows[0][5].as_deref(), Some("0"));
+    assert_eq!(rows[2][2], None, "NULL stays NULL");
+    assert_eq!(
+        rows[0][1].as_deref(),
+        Some("Ada"),
+        "clear columns stay clear"
+    );
+    // Keyed hash: equal values give equal tokens, different ones differ.
+    let token = |r: &Vec<Option<String>>| r[6].clone().unwrap_or_default();
+    assert!(token(&rows[0]).starts_with("h:"));
+    assert_eq!(token(&rows[0]), token(&rows[1]));
+    assert_ne!(token(&rows[0]), token(&rows[2]));
+    assert_no_secret(&format!("{rows:?}"));
+
+    // Extended protocol: tokio-postgres asks for binary results.
+    let rows = alice.query(sql.as_str(), &[]).await.expect("extended");
+    assert_eq!(rows[1].get::<_, Option<&str>>(2), Some("*******4321"));
+    assert_eq!(rows[1].get::<_, &str>(3), "****@example.org");
+    assert_eq!(rows[1].get::<_, i32>(5), 0, "a valid int4 in binary");
+    assert_eq!(rows[1].get::<_, &str>(1), "Alan");
+    // A prepared statement executed many times (Execute without Describe).
+    let stmt = alice
+        .prepare(&format!("SELECT ssn, score FROM {t} WHERE id = $1"))
+        .await
+        .expect("prepare");
+    for _ in 0..3 {
+        let row = alice.query_one(&stmt, &[&1i32]).await.expect("execute");
+        assert_eq!(row.get::<_, &str>(0), "*******6789");
+        assert_eq!(row.get::<_, i32>(1), 0);
+    }
+    // Pipelined: several prepared executions in flight at once.
+    let (a, b) = tokio::join!(
+        alice.query_one(&stmt, &[&1i32]),
+        alice.query_one(&stmt, &[&2i32])
+    );
+    assert_eq!(a.expect("a").get::<_, &str>(0), "*******6789");
+    assert_eq!(b.expect("b").get::<_, &str>(0), "*******4321");
+
+    // The exempt identity sees clear values, in both protocols.
+    let dba = dba(&pw).await;
+    let rows = text_rows(&dba.simple_query(&sql).await.expect("dba simple"));
+    assert_eq!(rows[0][2].as_deref(), Some("123-45-6789"));
+    let rows = dba.query(sql.as_str(), &[]).await.expect("dba extended");
+    assert_eq!(rows[0].get::<_, i32>(5), 97);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_attempts_are_refused_in_both_protocols() {
+    let t = table();
+    let pw = start(&t).await;
+    let alice = pw.connect().await;
+    let attempts = [
+        format!("SELECT ssn || '' FROM {t}"),
+        format!("SELECT upper(email) FROM {t}"),
+        format!("SELECT ssn::bytea FROM {t}"),
+        format!("SELECT string_agg(ssn, ',') FROM {t}"),
+        format!("SELECT format('%s', card) FROM {t}"),
+        format!("SELECT row_to_json(c) FROM {t} c"),
+        format!("SELECT c FROM {t} c"),
+        format!("SELECT c::text FROM {t} c"),
+        format!("SELECT json_build_object('s', ssn) FROM {t}"),
+        format!("SELECT ARRAY[ssn] FROM {t}"),
+        format!("SELECT name FROM {t} WHERE ssn LIKE '123%'"),
+        format!("SELECT name FROM {t} ORDER BY ssn"),
+        format!("SELECT ssn FROM {t} ORDER BY 1"),
+        format!("SELECT ssn FROM {t} UNION SELECT 'x'"),
+        format!("WITH x AS (SELECT ssn FROM {t}) SELECT * FROM x"),
+        format!("SELECT * FROM (SELECT ssn AS s FROM {t}) q"),
+        format!("SELECT (SELECT ssn FROM {t} LIMIT 1)"),
+        format!("COPY {t} TO STDOUT"),
+        format!("COPY (SELECT ssn FROM {t}) TO STDOUT"),
+        format!("CREATE TEMP TABLE loot AS SELECT ssn FROM {t}"),
+        format!("CREATE TEMP VIEW loot AS SELECT * FROM {t}"),
+        format!("PREPARE p AS SELECT ssn || '' FROM {t}"),
+        format!("DECLARE c CURSOR WITH HOLD FOR SELECT ssn FROM {t}"),
+        format!("UPDATE {t} SET name = ssn WHERE id = 1"),
+        format!("DELETE FROM {t} WHERE id = 99 RETURNING *"),
+        format!("SELECT query_to_xml('SELECT ssn FROM {t}', true, false, '')"),
+        format!("SELECT \"SSN\" FROM (SELECT ssn AS \"SSN\" FROM {t}) x"),
+        format!("SeLeCt SsN || '' FrOm {t}"),
+    ];
+    for sql in &attempts {
+        let simple = alice.simple_query(sql).await;
+        match simple {
+            Ok(msgs) => panic!(
+                "{sql}: allowed in the simple protocol: {:?}",
+                text_rows(&msgs)
+            ),
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+                assert_no_secret(&format!("{e:?}"));
+            }
+        }
+        let extended = alice.query(sql.as_str(), &[]).await;
+        match extended {
+            Ok(rows) => panic!(
+                "{sql}: allowed in the extended protocol ({} rows)",
+                rows.len()
+            ),
+            Err(e) => assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}"),
+        }
+    }
+    // The session is still fine, and the data intact for the exempt.
+    assert_eq!(
+        text_rows(&alice.simple_query("SELECT 1").await.expect("alive"))[0][0].as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_details_do_not_carry_masked_values() {
+    let t = table();
+    let pw = start(&t).await;
+    let alice = pw.connect().await;
+    alice
+        .batch_execute(&format!("CREATE UNIQUE INDEX ON {t} (ssn)"))
+        .await
+        .expect_err("DDL on a masked table is refused for masked identities");
+    let dba = dba(&pw).await;
+    dba.batch_execute(&format!("CREATE UNIQUE INDEX ON {t} (ssn)"))
+        .await
+        .expect("index");
+    // A unique violation's DETAIL would quote the value: withheld.
+    let e = alice
+        .simple_query(&format!(
+            "INSERT INTO {t} (id, ssn) VALUES (10, '123-45-6789')"
+        ))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(sqlstate(&e), "23505");
+    let detail = e
+        .as_db_error()
+        .and_then(|d| d.detail())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!detail.contains("6789"), "{detail}");
+    assert!(detail.contains("withheld"), "{detail}");
+    // The exempt identity still gets the full detail.
+    let e = dba
+        .simple_query(&format!(
+            "INSERT INTO {t} (id, ssn) VALUES (10, '123-45-6789')"
+        ))
+        .await
+        .expect_err("duplicate");
+    assert!(e
+        .as_db_error()
+        .and_then(|d| d.detail())
+        .unwrap_or_default()
+        .contains("123-45-6789"));
+    let _ = message(&e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_keep_masking_right_without_a_restart() {
+    let t = table();
+    let pw = start(&t).await;
+    let alice = pw.connect().await;
+    let dba = dba(&pw).await;
+    // A new column matching a pattern, added by someone else.
+    dba.batch_execute(&format!(
+        "ALTER TABLE {t} ADD COLUMN ssn_old text; UPDATE {t} SET ssn_old = ssn WHERE true"
+    ))
+    .await
+    .expect("add column");
+    // Until the map knows the column, the result is withheld; then masked.
+    let mut masked = false;
+    for _ in 0..100 {
+        match alice
+            .simple_query(&format!("SELECT ssn_old FROM {t} WHERE id = 1"))
+            .await
+        {
+            Ok(msgs) => {
+                let rows = text_rows(&msgs);
+                assert_no_secret(&format!("{rows:?}"));
+                assert_eq!(rows[0][0].as_deref(), Some("*******6789"));
+                masked = true;
+                break;
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "42501", "{e:?}");
+                assert_no_secret(&format!("{e:?}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(masked, "the new column is masked once the map is refreshed");
+
+    // A new table matching a pattern.
+    dba.batch_execute(&format!(
+        "CREATE TABLE {t}_leads (email text); INSERT INTO {t}_leads VALUES ('lead@example.com')"
+    ))
+    .await
+    .expect("new table");
+    let mut seen = false;
+    for _ in 0..100 {
+        match alice
+            .simple_query(&format!("SELECT email FROM {t}_leads"))
+            .await
+        {
+            Ok(msgs) => {
+                assert_eq!(text_rows(&msgs)[0][0].as_deref(), Some("****@example.com"));
+                seen = true;
+                break;
+            }
+            Err(e) => assert_eq!(sqlstate(&e), "42501", "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the new table is masked once the map is refreshed");
+
+    // Renaming a masked column away from its pattern is refused to the
+    // masked identity; dropping it just removes it.
+    let e = alice
+        .batch_execute(&format!("ALTER TABLE {t} RENAME COLUMN ssn TO tax_id"))
+        .await
+        .expect_err("rename");
+    assert_eq!(sqlstate(&e), "42501");
+    dba.batch_execute(&format!("ALTER TABLE {t} DROP COLUMN ssn_old"))
+        .await
+        .expect("drop column");
+    let rows = text_rows(
+        &alice
+            .simple_query(&format!("SELECT ssn FROM {t} WHERE id = 2"))
+            .await
+            .expect("ssn"),
+    );
+    assert_eq!(rows[0][0].as_deref(), Some("*******4321"));
+    let _ = USER;
+    let _ = PASSWORD;
+}
