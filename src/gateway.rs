@@ -103,12 +103,18 @@ impl Gateway {
         })
     }
 
-    /// Re-reads `[policy]` from `path` and puts it in force for every
-    /// session's next message. On error the rules in force stay.
+    /// Re-reads `[policy]` and `[masking]` from `path` and puts them in
+    /// force for every session's next message. On error the rules in force
+    /// stay.
     pub fn reload_policy(&self, path: &std::path::Path) -> Result<usize, ConfigError> {
-        let rules = crate::config::load_policy(path)?;
+        let (rules, masking) = crate::config::load_policy(path)?;
         let count = rules.rules.len();
         self.policy.store(Arc::new(Policy::new(Arc::new(rules))));
+        self.masking.store(Arc::new(masking));
+        // The maps resolve rules to columns: read them again.
+        for map in self.masks.values() {
+            map.invalidate();
+        }
         Ok(count)
     }
 }

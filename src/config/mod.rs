@@ -464,9 +464,17 @@ pub fn explain(c: &Config) -> String {
     out
 }
 
-/// Reads only the `[policy]` section of a config file (for a reload, which
-/// changes rules and nothing else).
-pub fn load_policy(path: &Path) -> Result<crate::policy::rules::RuleSet, ConfigError> {
+/// Reads only the `[policy]` and `[masking]` sections of a config file (for
+/// a reload, which changes rules and nothing else).
+pub fn load_policy(
+    path: &Path,
+) -> Result<
+    (
+        crate::policy::rules::RuleSet,
+        crate::mask::rules::MaskConfig,
+    ),
+    ConfigError,
+> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -475,5 +483,15 @@ pub fn load_policy(path: &Path) -> Result<crate::policy::rules::RuleSet, ConfigE
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    crate::policy::compile::compile(&raw.policy)
+    let policy = crate::policy::compile::compile(&raw.policy)?;
+    let m = &raw.masking;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let key = secret_from(
+        m.hash_key_env.clone(),
+        m.hash_key_file.clone(),
+        base,
+        "masking.hash_key_env",
+        "masking.hash_key_file",
+    )?;
+    Ok((policy, crate::mask::rules::compile(m, key)?))
 }

@@ -73,7 +73,14 @@ struct View {
     map: Arc<crate::mask::catalog::MaskMap>,
     config: Arc<MaskConfig>,
     guard: Masked,
+    /// Texts the guard passed under this map (drivers repeat their Parse
+    /// texts); emptied when full, and gone with the view when the map or
+    /// the rules change.
+    passed: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
+
+/// Most texts remembered as passed per session.
+const PASSED_TEXTS: usize = 1024;
 
 /// The masking state of one session, shared by its two halves.
 pub struct MaskSession {
@@ -127,7 +134,12 @@ impl MaskSession {
                 .get(rule)
                 .is_some_and(|r| r.applies_to(&self.identity))
         });
-        let v = Arc::new(View { map, config, guard });
+        let v = Arc::new(View {
+            map,
+            config,
+            guard,
+            passed: Mutex::new(std::collections::HashSet::new()),
+        });
         *cached = Some(Arc::clone(&v));
         Some(v)
     }
@@ -152,16 +164,33 @@ impl MaskSession {
         if schema_may_change(sql) {
             self.with(|s| s.ddl_pending = true);
         }
+        if view.passed.lock().is_ok_and(|p| p.contains(text)) {
+            return Ok(());
+        }
+        // Where the text has a backslash, the lexing setting could move a
+        // string's end: the text must pass under both readings.
         let settings = self.settings.lexing();
-        match guard::check(sql, settings, &view.guard) {
-            Ok(()) => Ok(()),
-            Err(leak) => {
+        let mut readings = vec![settings];
+        if sql.contains('\\') {
+            readings.push(crate::policy::lexer::LexSettings {
+                standard_conforming_strings: !settings.standard_conforming_strings,
+            });
+        }
+        for reading in readings {
+            if let Err(leak) = guard::check(sql, reading, &view.guard) {
                 if leak.stale {
                     self.map.invalidate();
                 }
-                Err(leak.why)
+                return Err(leak.why);
             }
         }
+        if let Ok(mut passed) = view.passed.lock() {
+            if passed.len() >= PASSED_TEXTS {
+                passed.clear();
+            }
+            passed.insert(text.to_vec());
+        }
+        Ok(())
     }
 
     /// The plan for rows described by `fields`, with `formats` from Bind

@@ -9,10 +9,12 @@ use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
 use super::rules::{RulesBackend, RulesFrontend};
 use crate::error::SessionError;
 use crate::gateway::Gateway;
+use crate::mask::rules::MaskConfig;
 use crate::policy::rules::Identity;
 use crate::wire::backend::{BackendKind, TransactionStatus};
 use crate::wire::frontend::{parse_view, query_text, FrontendKind};
 use crate::wire::Frame;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -45,11 +47,14 @@ pub async fn build(
     let frontend = SessionFrontend {
         rules: RulesFrontend::new(
             Arc::clone(&gw.policy),
-            identity,
+            identity.clone(),
             Arc::clone(&settings),
             Arc::clone(inflight),
         ),
         mask: mask.clone().map(MaskFrontend::new),
+        masking: Arc::clone(&gw.masking),
+        started_under: gw.masking.load_full(),
+        identity,
     };
     let backend = SessionBackend {
         rules: RulesBackend::new(settings),
@@ -64,6 +69,32 @@ pub struct SessionFrontend {
     pub rules: RulesFrontend,
     /// Masking, for identities with masked columns.
     pub mask: Option<MaskFrontend>,
+    /// The mask rules in force, and those the session started under: an
+    /// unmasked session whose identity a reload newly masks must reconnect.
+    masking: Arc<ArcSwap<MaskConfig>>,
+    started_under: Arc<MaskConfig>,
+    identity: Identity,
+}
+
+impl SessionFrontend {
+    /// Whether a reload has since masked columns for this unmasked session.
+    fn newly_masked(&self) -> bool {
+        if self.mask.is_some() {
+            return false;
+        }
+        let now = self.masking.load();
+        !Arc::ptr_eq(&now, &self.started_under)
+            && now.rules.iter().any(|r| r.applies_to(&self.identity))
+    }
+}
+
+fn reconnect() -> FrontendAction {
+    FrontendAction::Refuse(Refusal {
+        code: "42501",
+        message: "statement denied by pgward masking: the masking rules changed and now cover this identity".into(),
+        detail: None,
+        hint: Some("Reconnect: new sessions apply the new rules.".into()),
+    })
 }
 
 fn masking_refusal(why: String) -> FrontendAction {
@@ -90,6 +121,9 @@ impl FrontendPhases for SessionFrontend {
     }
 
     fn on_query(&mut self, frame: &Frame) -> FrontendAction {
+        if self.newly_masked() {
+            return reconnect();
+        }
         let action = self.rules.on_query(frame);
         let Some(mask) = &mut self.mask else {
             return action;
@@ -106,6 +140,9 @@ impl FrontendPhases for SessionFrontend {
     }
 
     fn on_parse(&mut self, frame: &Frame) -> FrontendAction {
+        if self.newly_masked() {
+            return reconnect();
+        }
         let action = self.rules.on_parse(frame);
         let Some(mask) = &mut self.mask else {
             return action;
