@@ -47,6 +47,9 @@ impl Cell {
 
 /// The target name of pgward with no rules at all (the relay alone).
 pub const NO_RULES: &str = "pgward-norules";
+/// The target name of pgward masking 2 of the wide table's 10 columns
+/// (run for the wide-row workload only).
+pub const MASKED: &str = "pgward-masked";
 
 /// Results by workload (in run order) and target name.
 pub type Results = Vec<(String, BTreeMap<&'static str, Cell>)>;
@@ -89,7 +92,7 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
         let failed: u64 = cells.values().map(Cell::failed).sum();
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {failed} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {failed} |",
             fmt(tps("direct"), 0),
             fmt(tps("pgward"), 0),
             fmt(tps(NO_RULES), 0),
@@ -97,6 +100,8 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
             ratio(tps("pgward"), tps("direct")),
             ratio(tps("pgward"), tps("pgbouncer")),
             ratio(tps("pgward"), tps(NO_RULES)),
+            fmt(tps(MASKED), 0),
+            ratio(tps(MASKED), tps("pgward")),
             triple(Cell::avg, 3),
             triple(Cell::p99, 3),
             fmt(get("pgward").and_then(Cell::cpu), 3),

@@ -65,18 +65,27 @@ pub fn rewrite(frame: Frame, plan: &RowPlan, key: &HashKey) -> Result<Bytes, Row
         if let (Some(mask), true) = (column, len >= 0) {
             out.extend_from_slice(&body[copied..at]);
             let value = &body[at + 4..end];
-            let masked = if mask.binary {
-                mask.strategy.mask_binary(value, mask.kind, key)
-            } else {
-                mask.strategy.mask_text(value, key)
-            };
-            match masked {
-                Some(v) => {
-                    out.put_i32(i32::try_from(v.len()).map_err(|_| RowMismatch)?);
-                    out.extend_from_slice(&v);
+            // Length placeholder, value written in place, length patched.
+            let len_at = out.len();
+            out.put_i32(0);
+            let written = if mask.binary {
+                match mask.strategy.mask_binary(value, mask.kind, key) {
+                    Some(v) => {
+                        out.extend_from_slice(&v);
+                        true
+                    }
+                    None => false,
                 }
-                None => out.put_i32(-1),
-            }
+            } else {
+                mask.strategy.append_text(value, key, &mut out)
+            };
+            let len = if written {
+                i32::try_from(out.len() - len_at - 4).map_err(|_| RowMismatch)?
+            } else {
+                out.truncate(len_at + 4);
+                -1
+            };
+            out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
             copied = end;
         }
         at = end;
