@@ -9,7 +9,7 @@ use pgward::gateway::Gateway;
 use pgward::server::{shutdown_signal, Server};
 use std::path::Path;
 
-/// The sample schema: customers with the kind of data masking will protect.
+/// The sample schema: customers with the kind of data masking protects.
 const SAMPLE_SQL: &str = "
 CREATE TABLE customers (
   id serial PRIMARY KEY,
@@ -67,14 +67,16 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
         addr.port()
     );
     println!();
-    println!("    shop=> SELECT name, email FROM customers;");
+    println!("    shop=> SELECT name, email, ssn, card_number FROM customers;   -- masked");
+    println!("    shop=> SELECT upper(ssn) FROM customers;   -- refused: would unmask");
     println!("    shop=> DELETE FROM orders;                 -- refused: no WHERE clause");
     println!("    shop=> BEGIN; UPDATE orders SET total = 0 WHERE id = 1; TRUNCATE orders;");
     println!("    shop=> COMMIT;                             -- rolls back, as after any error");
     println!();
     println!("The client never sees the backend password; pgward logs in for it.");
     println!("Rules: the built-in set (docs/policy.md), plus one of the demo's own: the");
-    println!("support group needs approval to change customers.");
+    println!("support group needs approval to change customers. Masking: alice is in the");
+    println!("support group, which sees ssn, email and card_number masked (docs/masking.md).");
     println!(
         "Config: {}   Press Ctrl-C to stop and clean up.",
         config_path.display()
@@ -118,6 +120,28 @@ relations = ["customers"]
 name = "log-pii-reads"
 action = "log"
 text_regex = "(?i)\\b(ssn|card_number)\\b"
+
+# Masking (docs/masking.md): the support group sees these columns masked.
+[[masking.rules]]
+name = "ssn-last-4"
+columns = ["public.customers.ssn"]
+strategy = "partial"
+keep_last = 4
+groups = ["support"]
+
+[[masking.rules]]
+name = "email-domain"
+columns = ["public.customers.email"]
+strategy = "email"
+groups = ["support"]
+
+[[masking.rules]]
+name = "card"
+columns = ["public.customers.card_number"]
+strategy = "partial"
+keep_last = 4
+fill = "x"
+groups = ["support"]
 "#,
         verifier = ScramVerifier::generate(DEMO_PASSWORD)
     );

@@ -474,3 +474,82 @@ async fn a_reload_that_masks_an_identity_applies_at_once() {
     let rows = text_rows(&dba.simple_query(&sql).await.expect("masked"));
     assert_eq!(rows[0][0], None);
 }
+
+/// The guard's bypass list (src/mask/guard/bypass_attempts.txt), run through
+/// pgward against real tables in both protocols.
+const BYPASS_ATTEMPTS: &str = include_str!("../src/mask/guard/bypass_attempts.txt");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_bypass_attempt_is_refused_through_pgward() {
+    let backend = Backend::shared();
+    let setup = Pgward::start(backend).await;
+    setup
+        .connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text, ssn text, email text); \
+             INSERT INTO customers VALUES (1, 'Ada', '123-45-6789', 'ada@example.com'), \
+                                          (2, 'Alan', '987-65-4321', 'alan@example.org'); \
+             CREATE SCHEMA crm; CREATE TABLE crm.leads (id int, phone text); \
+             INSERT INTO crm.leads VALUES (1, '4111111111111111'); \
+             CREATE TABLE orders (id int, customer_id int, ssn text, total numeric); \
+             CREATE TABLE other (v text); \
+             CREATE TABLE other_schema_table_without_masks (ssn text); \
+             CREATE VIEW customer_ssns AS SELECT id, ssn FROM customers; \
+             CREATE FUNCTION leak() RETURNS text LANGUAGE sql AS 'SELECT ssn FROM customers LIMIT 1'; \
+             CREATE FUNCTION helper(int) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+        )
+        .await
+        .expect("fixture");
+    setup.shutdown().await;
+    let config = format!(
+        "{}\n[[masking.rules]]\nname = \"pii\"\ncolumns = [\"public.customers.ssn\", \"public.customers.email\", \"crm.leads.phone\"]\nstrategy = \"null\"\n",
+        backend.config("", "")
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let alice = pw.connect().await;
+    let attempts: Vec<&str> = BYPASS_ATTEMPTS
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(attempts.len() >= 60);
+    for sql in attempts {
+        for (protocol, result) in [
+            (
+                "simple",
+                alice
+                    .simple_query(sql)
+                    .await
+                    .map(|m| format!("{:?}", text_rows(&m))),
+            ),
+            (
+                "extended",
+                alice
+                    .query(sql, &[])
+                    .await
+                    .map(|rows| format!("{} rows", rows.len())),
+            ),
+        ] {
+            match result {
+                Ok(rows) => panic!("{protocol}: {sql}: allowed: {rows}"),
+                Err(e) => {
+                    let code = sqlstate(&e);
+                    // 42601: the rules refuse what does not parse, first.
+                    assert!(
+                        code == "42501" || code == "42601",
+                        "{protocol}: {sql}: {e:?}"
+                    );
+                    assert_no_secret(&format!("{e:?}"));
+                }
+            }
+        }
+    }
+    // The plain select still works, masked.
+    let rows = text_rows(
+        &alice
+            .simple_query("SELECT name, ssn FROM customers ORDER BY id")
+            .await
+            .expect("plain"),
+    );
+    assert_eq!(rows[0], vec![Some("Ada".to_owned()), None]);
+}

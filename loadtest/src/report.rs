@@ -72,12 +72,13 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
     let _ = writeln!(
         out,
         "| workload | direct TPS | pgward TPS | pgward rules off TPS | PgBouncer TPS | pgward / direct \
-         | pgward / PgBouncer | rules on / off | avg ms (direct / pgward / PgBouncer) \
+         | pgward / PgBouncer | rules on / off | pgward masking TPS | masking on / off \
+         | avg ms (direct / pgward / PgBouncer) \
          | p99 ms (direct / pgward / PgBouncer) | CPU s per 1k tx (pgward / PgBouncer) | failed |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"
     );
     for (name, cells) in results {
         let get = |t: &str| cells.get(t);

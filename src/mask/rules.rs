@@ -88,6 +88,8 @@ pub struct MaskConfig {
     pub hash_key: HashKey,
     /// Catalog re-read interval.
     pub refresh: Duration,
+    /// Functions outside pg_catalog masked identities may call.
+    pub allowed_functions: std::collections::BTreeSet<String>,
 }
 
 fn err(field: String, message: impl Into<String>) -> ConfigError {
@@ -124,6 +126,7 @@ pub fn compile(raw: &RawMasking, hash_key: Option<Secret>) -> Result<MaskConfig,
                 .unwrap_or_default(),
         ),
         refresh,
+        allowed_functions: raw.allowed_functions.iter().cloned().collect(),
     })
 }
 

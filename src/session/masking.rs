@@ -207,6 +207,21 @@ impl MaskSession {
                 Some([one]) => *one,
                 Some(all) => all.get(i).copied().unwrap_or(0),
             };
+            // A whole-row or system column of a table with masked columns
+            // (attribute number 0 or below) would carry them unmasked.
+            if f.attnum <= 0
+                && f.table_oid != 0
+                && view.map.columns.iter().any(|((t, _), c)| {
+                    *t == f.table_oid
+                        && view
+                            .config
+                            .rules
+                            .get(c.rule)
+                            .is_some_and(|r| r.applies_to(&self.identity))
+                })
+            {
+                return Rows::Withhold("a whole-row column of a table with masked columns".into());
+            }
             if f.table_oid != 0 {
                 let newer_table = !view.map.relation_oids.contains(&f.table_oid);
                 let newer_column = view
@@ -246,7 +261,7 @@ impl MaskSession {
 /// Whether a statement might change the schema (so the map is refreshed
 /// once it has run). A cheap test on the text; a miss is covered by the
 /// newer-relation and newer-column checks and the refresh timer.
-fn schema_may_change(sql: &str) -> bool {
+pub(crate) fn schema_may_change(sql: &str) -> bool {
     let upper = sql
         .trim_start()
         .get(..8)

@@ -36,6 +36,9 @@ const MAX_INSPECTED_SERVER_FRAME: usize = 1 << 30;
 /// segment); larger runs, such as COPY data, are written straight from the
 /// read buffer.
 const COALESCE_BELOW: usize = 16 * 1024;
+/// Server bytes gathered before one write: rewritten rows and the small runs
+/// between them leave together.
+const SERVER_COALESCE_BELOW: usize = 64 * 1024;
 /// Client messages that the server answers with one ReadyForQuery each.
 const REQUEST_ENDS: &[u8] = b"QS";
 
@@ -113,6 +116,7 @@ impl Relay {
             idle_timeout,
             shutdown,
             inflight,
+            out: BytesMut::new(),
             streaming: 0,
             // The login's ReadyForQuery (sent before the relay starts) counts
             // as the first one, unless the client already sent more: then the
@@ -324,6 +328,8 @@ struct ServerPump {
     idle_timeout: Option<Duration>,
     shutdown: watch::Receiver<ShutdownPhase>,
     inflight: Arc<InFlight>,
+    /// Frames gathered for one write to the client.
+    out: BytesMut,
     /// Bytes of an oversized uninspected frame still to pass through.
     streaming: usize,
     /// The last ReadyForQuery: its status, when it was forwarded, and how
@@ -407,6 +413,30 @@ impl ServerPump {
     }
 
     async fn drain(&mut self, w: &mut WriteHalf, buf: &mut BytesMut) -> Result<(), SessionError> {
+        let result = self.drain_frames(w, buf).await;
+        // Whatever was gathered leaves before the pump reads again (or
+        // before a FATAL, which must come after it).
+        self.flush(w).await?;
+        result
+    }
+
+    async fn flush(&mut self, w: &mut WriteHalf) -> Result<(), SessionError> {
+        if !self.out.is_empty() {
+            w.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Forwards every complete frame in `buf`: untouched runs straight from
+    /// the buffer when large, inspected (possibly rewritten) frames and small
+    /// runs gathered in `out`, so a result of rewritten rows leaves in a few
+    /// writes rather than one per row.
+    async fn drain_frames(
+        &mut self,
+        w: &mut WriteHalf,
+        buf: &mut BytesMut,
+    ) -> Result<(), SessionError> {
         let framer = Framer::new(MAX_INSPECTED_SERVER_FRAME);
         loop {
             if self.streaming > 0 {
@@ -414,6 +444,7 @@ impl ServerPump {
                 if n == 0 {
                     return Ok(());
                 }
+                self.flush(w).await?;
                 w.write_all(&buf[..n]).await?;
                 buf.advance(n);
                 self.streaming -= n;
@@ -432,7 +463,12 @@ impl ServerPump {
                         self.note_ready(buf[last + 5]);
                     }
                 }
-                w.write_all(&buf[..run.len]).await?;
+                if run.len >= SERVER_COALESCE_BELOW {
+                    self.flush(w).await?;
+                    w.write_all(&buf[..run.len]).await?;
+                } else {
+                    self.out.extend_from_slice(&buf[..run.len]);
+                }
                 buf.advance(run.len);
             }
             let Some(header) = Framer::peek_header(buf)
@@ -454,7 +490,10 @@ impl ServerPump {
             else {
                 return Ok(());
             };
-            self.handle(w, frame).await?;
+            self.handle(frame)?;
+            if self.out.len() >= SERVER_COALESCE_BELOW {
+                self.flush(w).await?;
+            }
         }
     }
 
@@ -467,7 +506,9 @@ impl ServerPump {
         self.last_ready = Some((status, self.activity.now(), self.activity.client_reads()));
     }
 
-    async fn handle(&mut self, w: &mut WriteHalf, frame: Frame) -> Result<(), SessionError> {
+    /// Runs the phases on one inspected frame and gathers what goes to the
+    /// client.
+    fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
         let out = match BackendKind::of(frame.tag()) {
             BackendKind::ErrorResponse => {
                 if let Some(own) = self.refusals.take_if_marker(&frame) {
@@ -508,9 +549,7 @@ impl ServerPump {
             }
             _ => frame.into_raw(),
         };
-        if !out.is_empty() {
-            w.write_all(&out).await?;
-        }
+        self.out.extend_from_slice(&out);
         Ok(())
     }
 }

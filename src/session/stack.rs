@@ -10,12 +10,14 @@ use super::rules::{RulesBackend, RulesFrontend};
 use crate::error::SessionError;
 use crate::gateway::Gateway;
 use crate::mask::rules::MaskConfig;
+use crate::mask::store::UpstreamMap;
 use crate::policy::rules::Identity;
 use crate::wire::backend::{BackendKind, TransactionStatus};
 use crate::wire::frontend::{parse_view, query_text, FrontendKind};
 use crate::wire::Frame;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Builds a session's phases. A masked identity waits for its upstream's
@@ -44,6 +46,7 @@ pub async fn build(
             }
         })?;
     }
+    let ddl_sent = Arc::new(AtomicBool::new(false));
     let frontend = SessionFrontend {
         rules: RulesFrontend::new(
             Arc::clone(&gw.policy),
@@ -55,10 +58,14 @@ pub async fn build(
         masking: Arc::clone(&gw.masking),
         started_under: gw.masking.load_full(),
         identity,
+        ddl_sent: Arc::clone(&ddl_sent),
     };
     let backend = SessionBackend {
         rules: RulesBackend::new(settings),
         mask: mask.map(MaskBackend::new),
+        // Only where masking is on: watching costs a stop at every ReadyForQuery.
+        map: map.filter(|_| !gw.masking.load().rules.is_empty()).cloned(),
+        ddl_sent,
     };
     Ok((frontend, backend))
 }
@@ -74,9 +81,22 @@ pub struct SessionFrontend {
     masking: Arc<ArcSwap<MaskConfig>>,
     started_under: Arc<MaskConfig>,
     identity: Identity,
+    /// Set when a statement that may change the schema goes out; the server
+    /// half refreshes the mask map once it has run.
+    ddl_sent: Arc<AtomicBool>,
 }
 
 impl SessionFrontend {
+    /// Notes a statement that may change the schema, when masking is on.
+    fn watch_ddl(&self, text: Option<&[u8]>) {
+        let masking_on = !self.masking.load().rules.is_empty();
+        if let (true, Some(text)) = (masking_on, text) {
+            if masking::schema_may_change(&String::from_utf8_lossy(text)) {
+                self.ddl_sent.store(true, Ordering::Release);
+            }
+        }
+    }
+
     /// Whether a reload has since masked columns for this unmasked session.
     fn newly_masked(&self) -> bool {
         if self.mask.is_some() {
@@ -124,6 +144,7 @@ impl FrontendPhases for SessionFrontend {
         if self.newly_masked() {
             return reconnect();
         }
+        self.watch_ddl(query_text(frame).ok());
         let action = self.rules.on_query(frame);
         let Some(mask) = &mut self.mask else {
             return action;
@@ -143,6 +164,7 @@ impl FrontendPhases for SessionFrontend {
         if self.newly_masked() {
             return reconnect();
         }
+        self.watch_ddl(parse_view(frame).ok().map(|p| p.query));
         let action = self.rules.on_parse(frame);
         let Some(mask) = &mut self.mask else {
             return action;
@@ -213,11 +235,15 @@ pub struct SessionBackend {
     pub rules: RulesBackend,
     /// Masking, for identities with masked columns.
     pub mask: Option<MaskBackend>,
+    /// The upstream's mask map and the client half's DDL flag.
+    map: Option<Arc<UpstreamMap>>,
+    ddl_sent: Arc<AtomicBool>,
 }
 
 impl BackendPhases for SessionBackend {
     fn inspects(&self, kind: BackendKind) -> bool {
         self.rules.inspects(kind)
+            || (self.map.is_some() && kind == BackendKind::ReadyForQuery)
             || (self.mask.is_some()
                 && matches!(
                     kind,
@@ -276,6 +302,11 @@ impl BackendPhases for SessionBackend {
     fn on_ready_for_query(&mut self, _status: TransactionStatus) {
         if let Some(mask) = &mut self.mask {
             mask.ready();
+        }
+        if self.ddl_sent.swap(false, Ordering::AcqRel) {
+            if let Some(map) = &self.map {
+                map.invalidate();
+            }
         }
     }
 
