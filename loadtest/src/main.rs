@@ -46,6 +46,9 @@ struct Args {
     /// Where results folders are written.
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
+    /// Only the workloads whose name contains this text (e.g. "wide").
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -147,7 +150,11 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         ),
     }
 
-    let workloads = workloads(args.smoke, &wide_script);
+    let mut workloads = workloads(args.smoke, &wide_script);
+    if let Some(only) = &args.only {
+        workloads.retain(|w| w.name.contains(only.as_str()));
+        anyhow::ensure!(!workloads.is_empty(), "no workload name contains {only:?}");
+    }
     let results = run_workloads(&workloads, &all, &args, &pgbench_bin, cluster.dir())?;
 
     eprintln!(

@@ -41,14 +41,47 @@ pub fn rewrite(frame: Frame, plan: &RowPlan, key: &HashKey) -> Result<Bytes, Row
     if !plan.masks_anything() {
         return Ok(frame.into_raw());
     }
-    let body = frame.body();
+    let mut out = BytesMut::with_capacity(frame.raw().len() + 64);
+    rewrite_into(frame.raw(), plan, key, &mut out)?;
+    Ok(out.freeze())
+}
+
+/// Applies `plan` to one whole DataRow message (`raw`: tag, length, body),
+/// appending the row to send to `out` (the relay's outgoing buffer: no
+/// allocation of its own). On error nothing is appended.
+pub fn rewrite_into(
+    raw: &[u8],
+    plan: &RowPlan,
+    key: &HashKey,
+    out: &mut BytesMut,
+) -> Result<(), RowMismatch> {
+    let start = out.len();
+    let result = write_row(raw, plan, key, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn write_row(
+    raw: &[u8],
+    plan: &RowPlan,
+    key: &HashKey,
+    out: &mut BytesMut,
+) -> Result<(), RowMismatch> {
+    if !plan.masks_anything() {
+        out.extend_from_slice(raw);
+        return Ok(());
+    }
+    let body = raw.get(5..).ok_or(RowMismatch)?;
     let count = body.get(..2).ok_or(RowMismatch)?;
     let count =
         usize::try_from(i16::from_be_bytes([count[0], count[1]])).map_err(|_| RowMismatch)?;
     if count != plan.columns.len() {
         return Err(RowMismatch);
     }
-    let mut out = BytesMut::with_capacity(frame.raw().len() + 64);
+    let row_start = out.len();
+    out.reserve(raw.len() + 64);
     out.put_u8(b'D');
     out.put_i32(0);
     // `copied` is the end of body bytes already in `out`.
@@ -77,7 +110,7 @@ pub fn rewrite(frame: Frame, plan: &RowPlan, key: &HashKey) -> Result<Bytes, Row
                     None => false,
                 }
             } else {
-                mask.strategy.append_text(value, key, &mut out)
+                mask.strategy.append_text(value, key, out)
             };
             let len = if written {
                 i32::try_from(out.len() - len_at - 4).map_err(|_| RowMismatch)?
@@ -94,9 +127,9 @@ pub fn rewrite(frame: Frame, plan: &RowPlan, key: &HashKey) -> Result<Bytes, Row
         return Err(RowMismatch);
     }
     out.extend_from_slice(&body[copied..]);
-    let len = i32::try_from(out.len() - 1).map_err(|_| RowMismatch)?;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    Ok(out.freeze())
+    let len = i32::try_from(out.len() - row_start - 1).map_err(|_| RowMismatch)?;
+    out[row_start + 1..row_start + 5].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -439,11 +439,12 @@ impl MaskBackend {
         });
     }
 
-    /// A DataRow: rewritten, forwarded, or withheld (empty bytes).
-    pub fn data_row(&mut self, frame: Frame) -> Bytes {
-        let session = Arc::clone(&self.session);
+    /// A DataRow (`raw`: the whole message): appended to `out` rewritten or
+    /// as is, or withheld.
+    pub fn data_row(&mut self, raw: &[u8], out: &mut BytesMut) {
+        let session = &self.session;
         let Ok(mut shared) = session.shared.lock() else {
-            return Bytes::new();
+            return;
         };
         let shared = &mut *shared;
         if let Rows::Idle = shared.rows {
@@ -469,19 +470,10 @@ impl MaskBackend {
                 _ => Rows::Withhold("rows arrived without a description".into()),
             };
         }
-        self.apply(&mut shared.rows, frame)
-    }
-
-    fn apply(&self, rows: &mut Rows, frame: Frame) -> Bytes {
-        match rows {
-            Rows::Plan(plan) => match rewrite::rewrite(frame, plan, &self.key) {
-                Ok(b) => b,
-                Err(e) => {
-                    *rows = Rows::Withhold(e.to_string());
-                    Bytes::new()
-                }
-            },
-            Rows::Withhold(_) | Rows::Idle => Bytes::new(),
+        if let Rows::Plan(plan) = &shared.rows {
+            if let Err(e) = rewrite::rewrite_into(raw, plan, &self.key, out) {
+                shared.rows = Rows::Withhold(e.to_string());
+            }
         }
     }
 

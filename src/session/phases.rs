@@ -12,7 +12,7 @@
 use crate::wire::backend::{BackendKind, TransactionStatus};
 use crate::wire::frontend::FrontendKind;
 use crate::wire::Frame;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// What a client-side phase decides about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +74,11 @@ pub trait BackendPhases: Send {
     fn inspects(&self, kind: BackendKind) -> bool;
     /// A RowDescription: the start of a result's column layout.
     fn on_row_description(&mut self, _frame: &Frame) {}
-    /// A DataRow: returns the bytes to send (the frame itself when untouched).
-    fn on_data_row(&mut self, frame: Frame) -> Bytes {
-        frame.into_raw()
+    /// A DataRow, whole (`raw`: tag, length, body), still in the read
+    /// buffer: appends what to send to `out` (the row itself when untouched,
+    /// nothing when withheld).
+    fn on_data_row(&mut self, raw: &[u8], out: &mut BytesMut) {
+        out.extend_from_slice(raw);
     }
     /// The end of a result: CommandComplete, EmptyQueryResponse ('I') or
     /// PortalSuspended ('s'); returns the bytes to send.

@@ -476,6 +476,17 @@ impl ServerPump {
             else {
                 return Ok(());
             };
+            if header.tag == b'D' && buf.len() >= header.total_len && self.inspects(b'D') {
+                // Inspected rows, handled in place in the read buffer: no
+                // split, no reference count, one row after another.
+                self.phases
+                    .on_data_row(&buf[..header.total_len], &mut self.out);
+                buf.advance(header.total_len);
+                if self.out.len() >= SERVER_COALESCE_BELOW {
+                    self.flush(w).await?;
+                }
+                continue;
+            }
             if !self.inspects(header.tag) {
                 // Incomplete and uninspected: stream it if it is large.
                 if header.total_len > STREAM_ABOVE {
@@ -525,7 +536,11 @@ impl ServerPump {
                 self.phases.on_row_description(&frame);
                 frame.into_raw()
             }
-            BackendKind::DataRow => self.phases.on_data_row(frame),
+            BackendKind::DataRow => {
+                // Written straight into the outgoing buffer.
+                self.phases.on_data_row(frame.raw(), &mut self.out);
+                return Ok(());
+            }
             BackendKind::CommandComplete | BackendKind::Other(b'I' | b's') => {
                 self.phases.on_result_end(frame)
             }

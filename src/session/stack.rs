@@ -16,7 +16,7 @@ use crate::wire::backend::{BackendKind, TransactionStatus};
 use crate::wire::frontend::{parse_view, query_text, FrontendKind};
 use crate::wire::Frame;
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -270,10 +270,10 @@ impl BackendPhases for SessionBackend {
         }
     }
 
-    fn on_data_row(&mut self, frame: Frame) -> Bytes {
+    fn on_data_row(&mut self, raw: &[u8], out: &mut BytesMut) {
         match &mut self.mask {
-            Some(mask) => mask.data_row(frame),
-            None => frame.into_raw(),
+            Some(mask) => mask.data_row(raw, out),
+            None => out.extend_from_slice(raw),
         }
     }
 
