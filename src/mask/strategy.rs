@@ -139,6 +139,18 @@ fn partial(
     fill: char,
     out: &mut impl Extend<u8>,
 ) {
+    if value.is_ascii() && fill.is_ascii() {
+        // One byte per character: slices, no decoding.
+        let n = value.len();
+        if keep_first + keep_last >= n {
+            out.extend(std::iter::repeat_n(fill as u8, n));
+        } else {
+            out.extend(value[..keep_first].iter().copied());
+            out.extend(std::iter::repeat_n(fill as u8, n - keep_first - keep_last));
+            out.extend(value[n - keep_last..].iter().copied());
+        }
+        return;
+    }
     let text = String::from_utf8_lossy(value);
     let n = text.chars().count();
     let mut buf = [0u8; 4];
