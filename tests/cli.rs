@@ -75,13 +75,7 @@ async fn passwd_then_run_then_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("pgward run");
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user("carol")
-        .password("carol-pw")
-        .dbname(DB);
+    let config = binary_client(port, "carol", "carol-pw");
     let client = connect_eventually(&config, false)
         .await
         .expect("the binary serves");
@@ -91,12 +85,7 @@ async fn passwd_then_run_then_sigterm() {
         .expect("query");
     assert_eq!(row.get::<_, &str>(0), "via the binary");
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    signal(&child, "-TERM");
     let mut status = None;
     for _ in 0..100 {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -109,6 +98,18 @@ async fn passwd_then_run_then_sigterm() {
     assert!(status.success(), "{status:?}");
     // The idle session was closed by the drain.
     assert!(client.simple_query("SELECT 1").await.is_err());
+}
+
+/// A client config for the binary listening on `port`.
+fn binary_client(port: u16, user: &str, password: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(DB);
+    config
 }
 
 /// Sends `signal` to the child.
@@ -151,13 +152,7 @@ async fn sighup_reloads_rules_without_dropping_sessions() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("pgward run");
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user(support::USER)
-        .password(support::PASSWORD)
-        .dbname(DB);
+    let config = binary_client(port, support::USER, support::PASSWORD);
     let client = connect_eventually(&config, false)
         .await
         .expect("the binary serves");

@@ -235,15 +235,7 @@ impl Config {
             users.insert(name, user);
         }
         let policy = Arc::new(crate::policy::compile::compile(&raw.policy)?);
-        let m = &raw.masking;
-        let hash_key = secret_from(
-            m.hash_key_env.clone(),
-            m.hash_key_file.clone(),
-            base,
-            "masking.hash_key_env",
-            "masking.hash_key_file",
-        )?;
-        let masking = Arc::new(crate::mask::rules::compile(m, hash_key)?);
+        let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
         Ok(Self {
             server,
             upstreams,
@@ -484,8 +476,15 @@ pub fn load_policy(
         message: e.to_string(),
     })?;
     let policy = crate::policy::compile::compile(&raw.policy)?;
-    let m = &raw.masking;
     let base = path.parent().unwrap_or(Path::new("."));
+    Ok((policy, masking_from_raw(&raw.masking, base)?))
+}
+
+/// `[masking]` with its hash key read from where it names.
+fn masking_from_raw(
+    m: &raw::RawMasking,
+    base: &Path,
+) -> Result<crate::mask::rules::MaskConfig, ConfigError> {
     let key = secret_from(
         m.hash_key_env.clone(),
         m.hash_key_file.clone(),
@@ -493,5 +492,5 @@ pub fn load_policy(
         "masking.hash_key_env",
         "masking.hash_key_file",
     )?;
-    Ok((policy, crate::mask::rules::compile(m, key)?))
+    crate::mask::rules::compile(m, key)
 }

@@ -100,6 +100,16 @@ const FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p
 
 /// Reads the catalog over `conn` and resolves `config`'s rules against it.
 pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, CatalogError> {
+    // One snapshot for every query: a table created between two of them
+    // would otherwise be known as a relation but not by its columns, and
+    // its columns would go out unmasked.
+    query(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let map = read(conn, config).await;
+    query(conn, "COMMIT").await?;
+    map
+}
+
+async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, CatalogError> {
     let mut map = MaskMap::default();
     for row in query(conn, COLUMNS_SQL).await? {
         let [oid, attnum, schema, table, column, type_oid] = row.as_slice() else {
