@@ -556,22 +556,9 @@ async fn every_listed_bypass_attempt_is_refused_through_pgward() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_payloads_are_withheld_from_masked_identities() {
-    use futures::{StreamExt, TryStreamExt};
     let t = table();
     let pw = start(&t).await;
-    let (alice, mut connection) = pw
-        .client_config(USER, PASSWORD)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut messages =
-        futures::stream::poll_fn(move |cx| connection.poll_message(cx)).map_err(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = messages.next().await {
-            let _ = tx.send(m);
-        }
-    });
+    let (alice, mut rx) = support::connect_with_messages(&pw.client_config(USER, PASSWORD)).await;
     alice.batch_execute("LISTEN pii").await.expect("listen");
     let dba = dba(&pw).await;
     dba.batch_execute("NOTIFY pii, '123-45-6789'")

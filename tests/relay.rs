@@ -4,7 +4,7 @@
 
 mod support;
 
-use futures::{SinkExt, StreamExt, TryStreamExt};
+use futures::{SinkExt, TryStreamExt};
 use support::{sqlstate, Backend, Pgward};
 use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
@@ -197,19 +197,8 @@ async fn copy_in_and_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_notify_and_notices_reach_the_client() {
     let pw = Pgward::start(Backend::shared()).await;
-    let (client, mut connection) = pw
-        .client_config(support::USER, support::PASSWORD)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut messages =
-        futures::stream::poll_fn(move |cx| connection.poll_message(cx)).map_err(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = messages.next().await {
-            let _ = tx.send(m);
-        }
-    });
+    let (client, mut rx) =
+        support::connect_with_messages(&pw.client_config(support::USER, support::PASSWORD)).await;
     client.batch_execute("LISTEN ch").await.expect("listen");
     let other = pw.connect().await;
     other

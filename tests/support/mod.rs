@@ -209,6 +209,28 @@ pub async fn connect_with(
     Ok(client)
 }
 
+/// Connects and forwards the connection's asynchronous messages
+/// (notifications, notices) to a channel.
+pub async fn connect_with_messages(
+    config: &tokio_postgres::Config,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) {
+    let (client, mut connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Ends with the connection (None) or on its first error.
+        while let Some(Ok(m)) = futures::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            let _ = tx.send(m);
+        }
+    });
+    (client, rx)
+}
+
 /// Connects, retrying every 100 ms for up to 10 s (a server still starting,
 /// a slot still being freed, a cluster recovering); `None` if it never
 /// succeeds. With `check_query`, a session only counts once `SELECT 1` works.
