@@ -161,7 +161,7 @@ impl MaskSession {
         let Ok(sql) = std::str::from_utf8(text) else {
             return Err("statement text is not valid UTF-8".into());
         };
-        if schema_may_change(sql) {
+        if schema_may_change(text) {
             self.with(|s| s.ddl_pending = true);
         }
         if view.passed.lock().is_ok_and(|p| p.contains(text)) {
@@ -259,21 +259,29 @@ impl MaskSession {
 }
 
 /// Whether a statement might change the schema (so the map is refreshed
-/// once it has run). A cheap test on the text; a miss is covered by the
+/// once it has run). A cheap test on the bytes, without allocating (it runs
+/// on every statement while masking is on); a miss is covered by the
 /// newer-relation and newer-column checks and the refresh timer.
-pub(crate) fn schema_may_change(sql: &str) -> bool {
-    let upper = sql
-        .trim_start()
-        .get(..8)
-        .unwrap_or(sql)
-        .to_ascii_uppercase();
-    ["CREATE", "ALTER", "DROP", "COMMENT"]
+pub(crate) fn schema_may_change(sql: &[u8]) -> bool {
+    let contains = |word: &[u8]| {
+        sql.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    let start = sql
         .iter()
-        .any(|w| upper.starts_with(w))
-        || sql.len() > 8 && {
-            let all = sql.to_ascii_uppercase();
-            all.contains("CREATE ") || all.contains("ALTER ") || all.contains("DROP ")
-        }
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    sql[start..]
+        .get(..7)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"COMMENT"))
+        || [&b"CREATE"[..], b"ALTER", b"DROP"].iter().any(|w| {
+            sql[start..]
+                .get(..w.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(w))
+        })
+        || contains(b"CREATE ")
+        || contains(b"ALTER ")
+        || contains(b"DROP ")
 }
 
 /// The client half's bookkeeping of statement and portal names.
@@ -592,4 +600,30 @@ pub fn scrub(frame: Frame) -> Bytes {
     let mut out = BytesMut::new();
     encode::notice_like(&mut out, tag, &kept);
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema_may_change;
+
+    #[test]
+    fn ddl_is_spotted_without_allocating() {
+        for sql in [
+            "CREATE TABLE t (a int)",
+            "  alter table t add b int",
+            "drop view v",
+            "comment on table t is 'x'",
+            "SELECT 1; create index i on t (a)",
+        ] {
+            assert!(schema_may_change(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT created_at FROM t",
+            "UPDATE t SET a = 1 WHERE id = 2",
+            "",
+            "  ",
+        ] {
+            assert!(!schema_may_change(sql.as_bytes()), "{sql}");
+        }
+    }
 }

@@ -91,7 +91,7 @@ impl SessionFrontend {
     fn watch_ddl(&self, text: Option<&[u8]>) {
         let masking_on = !self.masking.load().rules.is_empty();
         if let (true, Some(text)) = (masking_on, text) {
-            if masking::schema_may_change(&String::from_utf8_lossy(text)) {
+            if masking::schema_may_change(text) {
                 self.ddl_sent.store(true, Ordering::Release);
             }
         }
