@@ -50,6 +50,9 @@ pub enum SessionError {
     /// pgward is shutting down.
     #[error("terminating connection due to administrator command")]
     Shutdown,
+    /// An administrator (or a grant's end) ended the session.
+    #[error("terminating connection: {0}")]
+    Terminated(String),
     /// pgward could not reach or log in to the upstream.
     #[error("pgward could not connect to upstream \"{upstream}\"")]
     BackendUnavailable {
@@ -93,9 +96,11 @@ impl SessionError {
             | Self::BackendRefused { .. }
             | Self::BackendLost(_)
             | Self::BackendProtocol(_) => Origin::Backend,
-            Self::TooManyClients | Self::StartupTimeout | Self::IdleTimeout | Self::Shutdown => {
-                Origin::Internal
-            }
+            Self::TooManyClients
+            | Self::StartupTimeout
+            | Self::IdleTimeout
+            | Self::Shutdown
+            | Self::Terminated(_) => Origin::Internal,
         }
     }
 
@@ -112,10 +117,11 @@ impl SessionError {
             Self::Unsupported(_) => "0A000",
             Self::StartupTimeout => "57014",
             Self::IdleTimeout => "57P05",
-            Self::Shutdown => "57P01",
+            Self::Shutdown | Self::Terminated(_) => "57P01",
             Self::BackendUnavailable { .. } => "08001",
             Self::BackendRefused { code, .. } => code,
-            Self::BackendLost(_) | Self::BackendProtocol(_) | Self::ClientIo(_) => "08006",
+            Self::BackendProtocol(_) => "08P01",
+            Self::BackendLost(_) | Self::ClientIo(_) => "08006",
         }
     }
 

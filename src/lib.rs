@@ -36,5 +36,6 @@ pub mod mask;
 pub mod policy;
 pub mod server;
 pub mod session;
+pub(crate) mod sql;
 pub mod tls;
 pub mod wire;

@@ -189,7 +189,7 @@ async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, C
             b'D' => rows.push(text_cells(frame.body()).ok_or(CatalogError::Malformed("DataRow"))?),
             b'E' => {
                 error = Some(
-                    notice_field(&frame, b'M')
+                    notice_field(frame.view(), b'M')
                         .map(|m| String::from_utf8_lossy(m).into_owned())
                         .unwrap_or_default(),
                 )

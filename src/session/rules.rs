@@ -4,15 +4,13 @@
 //! server's own ParameterStatus reports, never from the client's SET, which
 //! may fail or be rolled back.
 
-use super::inflight::InFlight;
-use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
+use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind};
+use super::tracker::{Statement, Tracker};
 use crate::policy::facts::{Effect, Unit};
 use crate::policy::lexer::LexSettings;
 use crate::policy::rules::{Denial, Identity, Verdict};
 use crate::policy::{Lexing, Outcome, Policy};
-use crate::wire::backend::{parameter_status, BackendKind};
-use crate::wire::frontend::{parse_view, query_text, FrontendKind};
-use crate::wire::Frame;
+use crate::wire::backend::parameter_status;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,19 +32,19 @@ impl ReportedSettings {
         let framer = crate::wire::Framer::new(messages.len());
         while let Ok(Some(frame)) = framer.next_frame(&mut rest) {
             if frame.tag() == b'S' {
-                settings.record(&frame);
+                if let Ok((name, value)) = parameter_status(frame.view()) {
+                    settings.record(name, value);
+                }
             }
         }
         settings
     }
 
     /// Records one ParameterStatus.
-    fn record(&self, frame: &Frame) {
-        if let Ok((name, value)) = parameter_status(frame) {
-            if name == b"standard_conforming_strings" {
-                self.standard_conforming_strings
-                    .store(value == b"on", Ordering::Release);
-            }
+    pub(crate) fn record(&self, name: &[u8], value: &[u8]) {
+        if name == b"standard_conforming_strings" {
+            self.standard_conforming_strings
+                .store(value == b"on", Ordering::Release);
         }
     }
 
@@ -62,55 +60,38 @@ impl ReportedSettings {
     }
 }
 
-/// A prepared statement (SQL-level PREPARE) and what running it does.
-struct Prepared {
-    units: Arc<Vec<Unit>>,
-    text: Arc<str>,
-}
-
 /// Judges client statements.
-pub struct RulesFrontend {
+pub struct RulesPhase {
     policy: Arc<ArcSwap<Policy>>,
     identity: Identity,
     settings: Arc<ReportedSettings>,
-    inflight: Arc<InFlight>,
-    prepared: HashMap<String, Prepared>,
 }
 
-impl RulesFrontend {
+impl RulesPhase {
     /// The phase for one session.
     pub fn new(
         policy: Arc<ArcSwap<Policy>>,
         identity: Identity,
         settings: Arc<ReportedSettings>,
-        inflight: Arc<InFlight>,
     ) -> Self {
         Self {
             policy,
             identity,
             settings,
-            inflight,
-            prepared: HashMap::new(),
         }
     }
 
-    fn judge(&mut self, text: Option<&[u8]>, what: &str) -> FrontendAction {
+    fn judge(&mut self, text: &[u8], tracker: &Tracker) -> Decision {
         let policy = self.policy.load();
         if policy.is_inert() {
-            // Prepared statements made now must still be judged if rules
-            // arrive later: without facts they are refused then (fail closed).
-            return FrontendAction::Forward;
+            // Prepared statements made now are judged again at EXECUTE, so
+            // rules that arrive later still apply to them.
+            return Decision::Forward;
         }
-        let Some(text) = text else {
-            return refuse(Denial {
-                code: "08P01",
-                message: format!("malformed {what} message"),
-                detail: None,
-                hint: None,
-            });
-        };
         let settings = self.settings.current();
-        let lexing = if self.inflight.busy() {
+        // A request still unanswered (in this batch or an earlier one) may
+        // change the setting before this text is lexed.
+        let lexing = if tracker.busy() {
             Lexing::Uncertain(settings)
         } else {
             Lexing::Known(settings)
@@ -118,7 +99,9 @@ impl RulesFrontend {
         let outcome = policy.judge(text, &self.identity, lexing);
         let verdict = match &outcome.verdict {
             Verdict::Deny(d) => Verdict::Deny(d.clone()),
-            Verdict::Allow(logged) => self.apply_effects(&policy, &outcome, logged.clone()),
+            Verdict::Allow(logged) => {
+                self.executed(&policy, &outcome, logged.clone(), tracker, lexing)
+            }
         };
         match verdict {
             Verdict::Allow(logged) => {
@@ -131,7 +114,7 @@ impl RulesFrontend {
                         "statement matched a log rule"
                     );
                 }
-                FrontendAction::Forward
+                Decision::Forward
             }
             Verdict::Deny(d) => {
                 tracing::info!(
@@ -141,53 +124,46 @@ impl RulesFrontend {
                     reason = %d.message,
                     "statement refused"
                 );
-                refuse(d)
+                Decision::Refuse(refusal(d))
             }
         }
     }
 
     /// EXECUTE inherits the verdict of what was prepared, judged by today's
-    /// rules; PREPARE / DEALLOCATE / DISCARD ALL keep the table in step.
-    /// Effects apply only if the whole message is allowed.
-    fn apply_effects(
-        &mut self,
+    /// rules: the statement comes from the conversation tracker (as the
+    /// server will have it), or from an earlier PREPARE in the same text.
+    fn executed(
+        &self,
         policy: &Policy,
         outcome: &Outcome,
         mut logged: Vec<Arc<str>>,
+        tracker: &Tracker,
+        lexing: Lexing,
     ) -> Verdict {
-        if outcome.effects.is_empty() {
-            return Verdict::Allow(logged);
-        }
-        // Within one message, later statements see earlier PREPAREs.
-        let mut added: HashMap<&str, (&Arc<Vec<Unit>>, &Arc<str>)> = HashMap::new();
+        let mut added: HashMap<&str, &Arc<Vec<Unit>>> = HashMap::new();
         for effect in &outcome.effects {
             match effect {
                 Effect::Prepare { name, units } => {
-                    added.insert(name, (units, &outcome.text));
+                    added.insert(name, units);
                 }
                 Effect::Execute(name) => {
-                    let found = added
-                        .get(name.as_str())
-                        .map(|(u, t)| (Arc::clone(u), Arc::clone(t)))
-                        .or_else(|| {
-                            self.prepared
-                                .get(name)
-                                .map(|p| (Arc::clone(&p.units), Arc::clone(&p.text)))
-                        });
-                    let Some((units, text)) = found else {
-                        return Verdict::Deny(Denial {
+                    let verdict = if let Some(units) = added.get(name.as_str()) {
+                        policy
+                            .rules
+                            .judge(units.iter().map(|u| (u, &*outcome.text)), &self.identity)
+                    } else if let Some(statement) = tracker.projected_statement(name.as_bytes()) {
+                        self.prepared_verdict(policy, name, &statement, lexing)
+                    } else {
+                        Verdict::Deny(Denial {
                             code: "42501",
                             message: format!(
                                 "statement denied by pgward: prepared statement \"{name}\" was not prepared through pgward's rules"
                             ),
                             detail: None,
                             hint: Some("PREPARE it again in this session.".into()),
-                        });
+                        })
                     };
-                    match policy
-                        .rules
-                        .judge(units.iter().map(|u| (u, &*text)), &self.identity)
-                    {
+                    match verdict {
                         Verdict::Deny(d) => return Verdict::Deny(d),
                         Verdict::Allow(more) => logged.extend(more),
                     }
@@ -195,69 +171,63 @@ impl RulesFrontend {
                 _ => {}
             }
         }
-        for effect in &outcome.effects {
-            match effect {
-                Effect::Prepare { name, units } => {
-                    self.prepared.insert(
-                        name.clone(),
-                        Prepared {
-                            units: Arc::clone(units),
-                            text: Arc::clone(&outcome.text),
-                        },
-                    );
+        Verdict::Allow(logged)
+    }
+
+    /// The verdict for running prepared statement `name`: its own units
+    /// when it was made by SQL PREPARE, else its Parse text as a whole.
+    fn prepared_verdict(
+        &self,
+        policy: &Policy,
+        name: &str,
+        statement: &Statement,
+        lexing: Lexing,
+    ) -> Verdict {
+        let judged = policy.judge(&statement.text, &self.identity, lexing);
+        if !statement.sql_prepare {
+            return judged.verdict.clone();
+        }
+        for effect in &judged.effects {
+            if let Effect::Prepare { name: n, units } = effect {
+                if n == name {
+                    return policy
+                        .rules
+                        .judge(units.iter().map(|u| (u, &*judged.text)), &self.identity);
                 }
-                Effect::Deallocate(Some(name)) => {
-                    self.prepared.remove(name);
-                }
-                Effect::Deallocate(None) | Effect::DiscardAll => self.prepared.clear(),
-                Effect::Execute(_) => {}
             }
         }
-        Verdict::Allow(logged)
+        Verdict::Deny(Denial {
+            code: "42501",
+            message: format!("statement denied by pgward: prepared statement \"{name}\" cannot be judged"),
+            detail: None,
+            hint: Some("PREPARE it again in this session.".into()),
+        })
     }
 }
 
-fn refuse(d: Denial) -> FrontendAction {
-    FrontendAction::Refuse(Refusal {
+fn refusal(d: Denial) -> Refusal {
+    Refusal {
         code: d.code,
         message: d.message,
         detail: d.detail,
         hint: d.hint,
-    })
-}
-
-impl FrontendPhases for RulesFrontend {
-    fn inspects(&self, kind: FrontendKind) -> bool {
-        matches!(kind, FrontendKind::Query | FrontendKind::Parse)
-    }
-
-    fn on_query(&mut self, frame: &Frame) -> FrontendAction {
-        self.judge(query_text(frame).ok(), "Query")
-    }
-
-    fn on_parse(&mut self, frame: &Frame) -> FrontendAction {
-        self.judge(parse_view(frame).ok().map(|p| p.query), "Parse")
+        position: None,
     }
 }
 
-/// Follows the server's reports of lexing settings.
-pub struct RulesBackend {
-    settings: Arc<ReportedSettings>,
-}
-
-impl RulesBackend {
-    /// The backend half, sharing `settings` with the frontend half.
-    pub fn new(settings: Arc<ReportedSettings>) -> Self {
-        Self { settings }
-    }
-}
-
-impl BackendPhases for RulesBackend {
-    fn inspects(&self, kind: BackendKind) -> bool {
-        kind == BackendKind::ParameterStatus
+impl Phase for RulesPhase {
+    fn name(&self) -> &'static str {
+        "rules"
     }
 
-    fn on_parameter_status(&mut self, frame: &Frame) {
-        self.settings.record(frame);
+    fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        match (ctx.kind, ctx.text) {
+            (RequestKind::Query | RequestKind::Parse, Some(text)) => self.judge(text, ctx.tracker),
+            _ => Decision::Forward,
+        }
+    }
+
+    fn on_parameter_status(&mut self, name: &[u8], value: &[u8]) {
+        self.settings.record(name, value);
     }
 }

@@ -80,6 +80,17 @@ pub fn error_response_detailed(
     });
 }
 
+/// A NoticeResponse pgward sends itself (severity NOTICE).
+pub fn notice(buf: &mut BytesMut, code: &str, message_text: &str) {
+    let fields: [(u8, &[u8]); 4] = [
+        (b'S', b"NOTICE"),
+        (b'V', b"NOTICE"),
+        (b'C', code.as_bytes()),
+        (b'M', message_text.as_bytes()),
+    ];
+    notice_like(buf, b'N', &fields);
+}
+
 /// An ErrorResponse ('E') or NoticeResponse ('N') from (code, value) fields.
 pub fn notice_like(buf: &mut BytesMut, tag: u8, fields: &[(u8, &[u8])]) {
     message(buf, tag, |b| {
@@ -163,8 +174,13 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
 
 /// A Parse message for the unnamed statement, with no parameter types.
 pub fn parse(buf: &mut BytesMut, sql: &str) {
+    parse_named(buf, b"", sql);
+}
+
+/// A Parse message for statement `name`, with no parameter types.
+pub fn parse_named(buf: &mut BytesMut, name: &[u8], sql: &str) {
     message(buf, b'P', |b| {
-        cstr(b, b"");
+        cstr(b, name);
         cstr(b, sql.as_bytes());
         b.put_i16(0);
     });
