@@ -237,9 +237,11 @@ impl Tracker {
         !self.queue.is_empty()
     }
 
-    /// Whether the server is in COPY FROM STDIN.
+    /// Whether the server is in COPY FROM STDIN and the client has not
+    /// ended its copy data yet: only copy messages (and Sync, Flush, which
+    /// the server ignores then) belong here.
     pub(crate) fn in_copy(&self) -> bool {
-        self.copy_in
+        self.copy_in && !self.queue.iter().any(|e| matches!(e.req, Req::CopyEnd))
     }
 
     /// The result whose rows arrive now.
@@ -323,7 +325,7 @@ impl Tracker {
     /// A Sync goes out. During COPY FROM STDIN, before the client's
     /// CopyDone, the server ignores it.
     pub(crate) fn sync(&mut self) {
-        if self.copy_in && !self.queue.iter().any(|e| matches!(e.req, Req::CopyEnd)) {
+        if self.in_copy() {
             return;
         }
         self.push(Req::Sync);
