@@ -2,6 +2,8 @@
 //! relay.
 
 mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod masking;
 pub mod phases;
 pub mod read_sizer;

@@ -444,3 +444,42 @@ fn large_uninspected_rows_stream_in_pieces() {
     }
     assert_eq!(sent, row.len());
 }
+
+mod arbitrary {
+    use proptest::prelude::*;
+
+    /// Chunks built from real message headers and random bodies, so the
+    /// random walk reaches deep states (not only framing errors).
+    fn chunk() -> impl Strategy<Value = Vec<u8>> {
+        let tags = prop::sample::select(
+            &b"QPBDECSHdcfXF123tTnDCIsEZGHdcSNA?RKv"[..],
+        );
+        (any::<u8>(), tags, prop::collection::vec(any::<u8>(), 0..24)).prop_map(
+            |(header, tag, body)| {
+                let mut msg = vec![tag];
+                msg.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
+                msg.extend_from_slice(&body);
+                let mut out = vec![header, u8::try_from(msg.len()).unwrap()];
+                out.extend_from_slice(&msg);
+                out
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn the_core_never_panics(mode: u8, chunks in prop::collection::vec(chunk(), 0..40)) {
+            let mut data = vec![mode];
+            for c in chunks {
+                data.extend_from_slice(&c);
+            }
+            crate::session::fuzzing::drive_core(&data);
+        }
+
+        #[test]
+        fn the_core_never_panics_on_raw_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+            crate::session::fuzzing::drive_core(&data);
+        }
+    }
+}
