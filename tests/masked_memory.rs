@@ -68,18 +68,6 @@ async fn a_masked_identity_streams_results_without_masked_columns() {
     assert_eq!(tags, b"TDCZ");
     assert!(bytes > 1_000_000_000);
     let peak_result = memory("VmHWM:").saturating_sub(before);
-    eprintln!("before {before} after-row-hwm {peak_row} after-1g-hwm {peak_result} rss-now {}", memory("VmRSS:"));
-    raw.send(&q(
-        "SELECT repeat(md5(g::text), 32) FROM generate_series(1, 1000000) g",
-    ))
-    .await;
-    raw.skim_until_ready(Duration::from_millis(50)).await;
-    for _ in 0..3 {
-        raw.send(&q("SELECT repeat(md5(g::text), 32) FROM generate_series(1, 1000000) g")).await;
-        raw.skim_until_ready(Duration::from_millis(50)).await;
-        eprintln!("again: hwm {} rss-now {}", memory("VmHWM:").saturating_sub(before), memory("VmRSS:"));
-    }
-    eprintln!("second 1g: hwm {} rss-now {}", memory("VmHWM:").saturating_sub(before), memory("VmRSS:"));
     assert!(
         peak_row < 32 << 20 && peak_result < 32 << 20,
         "memory grew by {peak_row} bytes for a 200 MB row and {peak_result} for a 1 GB result"

@@ -151,7 +151,7 @@ impl Relay {
             let read_client = !terminating
                 && to_server.len() < OUTGOING_HIGH
                 && (hold.is_none() || client_in.len() < HELD_INPUT_LIMIT);
-            let read_server = to_client.len() < OUTGOING_HIGH;
+            let read_server = to_client.len() < OUTGOING_HIGH && self.core.wants_server_bytes();
             let client_offer = if read_client {
                 client_sizer.prepare(&mut client_in)
             } else {

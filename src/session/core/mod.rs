@@ -145,6 +145,14 @@ impl Core {
         !self.tracker.busy() && matches!(self.hold, HoldState::None) && self.streaming == 0
     }
 
+    /// Whether the core can take more server bytes: not while a run of
+    /// handled bytes waits at the front of the input for the outgoing
+    /// buffer to drain (reading on would grow the input without bound
+    /// behind a slow client).
+    pub(crate) fn wants_server_bytes(&self) -> bool {
+        self.pending_run == 0
+    }
+
     /// Whether the bytes handed to the client so far end at a message
     /// boundary (no frame is streaming through), so pgward may add its own.
     pub(crate) fn at_boundary(&self) -> bool {
