@@ -60,20 +60,6 @@ pub struct MaskMap {
     pub max_attnum: HashMap<u32, i16>,
 }
 
-impl MaskMap {
-    /// Masked columns of tables named `table` (any schema when `schema` is
-    /// `None`), with their rules.
-    pub fn columns_of<'a>(
-        &'a self,
-        schema: Option<&'a str>,
-        table: &'a str,
-    ) -> impl Iterator<Item = &'a MaskedColumn> + 'a {
-        self.columns
-            .values()
-            .filter(move |c| c.table == table && schema.is_none_or(|s| s == c.schema))
-    }
-}
-
 const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, a.atttypid \
     FROM pg_catalog.pg_attribute a \
     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
