@@ -37,5 +37,6 @@ pub mod policy;
 pub mod server;
 pub mod session;
 pub(crate) mod sql;
+pub mod sqlstate;
 pub mod tls;
 pub mod wire;

@@ -95,15 +95,21 @@ async fn a_held_statement_in_a_pipeline_is_released_in_order() {
     // The earlier request's answer arrives while the next one is held, and
     // the client is told about the hold.
     let first = raw.until_ready().await;
-    assert!(first.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"1")));
+    assert!(first
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.ends_with(b"1")));
     let notice = first.iter().find(|m| m.tag == b'N').expect("notice");
     assert!(notice.field(b'M').unwrap().contains("held"));
     let tx = held(&pw, &holds).await;
     tx.send(Release::Run).expect("session waits");
     let second = raw.until_ready().await;
-    assert!(second.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"pgward_hold")));
+    assert!(second
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.ends_with(b"pgward_hold")));
     let third = raw.until_ready().await;
-    assert!(third.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"3")));
+    assert!(third
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.ends_with(b"3")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,8 +127,11 @@ async fn a_refused_hold_fails_like_any_error_and_the_session_goes_on() {
             .await
     });
     let tx = held(&pw, &holds).await;
-    tx.send(Release::Refuse(Refusal::new("42501", "denied by the test")))
-        .unwrap();
+    tx.send(Release::Refuse(Refusal::new(
+        pgward::sqlstate::Sqlstate::INSUFFICIENT_PRIVILEGE,
+        "denied by the test",
+    )))
+    .unwrap();
     let err = task.await.unwrap().expect_err("refused");
     assert_eq!(sqlstate(&err), "42501");
     // As after any error: the transaction is failed until it ends.
@@ -162,18 +171,25 @@ async fn a_cancel_request_withdraws_a_held_statement() {
     let c2 = Arc::clone(&client);
     let task = tokio::spawn(async move { c2.simple_query("SELECT 'pgward_hold'").await });
     let tx = held(&pw, &holds).await;
-    token.cancel_query(tokio_postgres::NoTls).await.expect("cancel");
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
     let err = task.await.unwrap().expect_err("cancelled");
     assert_eq!(sqlstate(&err), "57014");
     assert!(tx.is_closed(), "the hold was withdrawn");
-    client.simple_query("SELECT 1").await.expect("session goes on");
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("session goes on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_abandons_its_held_statement() {
     let (pw, holds) = pgward_with_holds().await;
     let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
-    raw.send(&q("DELETE FROM pg_class WHERE 'pgward_hold' = ''")).await;
+    raw.send(&q("DELETE FROM pg_class WHERE 'pgward_hold' = ''"))
+        .await;
     let mut tx = held(&pw, &holds).await;
     drop(raw);
     // The session notices the client left: the hold's receiver goes.
@@ -218,8 +234,7 @@ async fn the_registry_lists_and_terminates_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_pids_match_the_backend_pid() {
     let pw = Pgward::start(Backend::shared()).await;
-    let (client, mut messages) =
-        connect_with_messages(&pw.client_config(USER, PASSWORD)).await;
+    let (client, mut messages) = connect_with_messages(&pw.client_config(USER, PASSWORD)).await;
     let pid: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
         .await

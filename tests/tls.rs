@@ -187,7 +187,9 @@ async fn a_cancel_request_inside_tls_is_closed_with_close_notify() {
     }
     let tcp = tokio::net::TcpStream::connect(pw.addr).await.unwrap();
     let mut tcp = tcp;
-    tcp.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]).await.unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"S");
@@ -210,4 +212,3 @@ async fn a_cancel_request_inside_tls_is_closed_with_close_notify() {
     let err = support::raw::error_of(&reply).expect("cancelled");
     assert_eq!(err.sqlstate(), "57014");
 }
-

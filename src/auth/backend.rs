@@ -139,7 +139,8 @@ impl Upstream {
                 }
                 BackendKind::BackendKeyData => {
                     key = Some(
-                        backend_key_data(frame.view()).map_err(|e| self.unavailable(e.to_string()))?,
+                        backend_key_data(frame.view())
+                            .map_err(|e| self.unavailable(e.to_string()))?,
                     );
                 }
                 BackendKind::NegotiateProtocolVersion => {}
@@ -170,7 +171,8 @@ impl Upstream {
     /// failures are pgward's configuration problem, and their wording names the
     /// backend role: the client gets 08001 and the log gets the detail.
     fn refused(&self, frame: &Frame) -> SessionError {
-        let field = |c| String::from_utf8_lossy(notice_field(frame.view(), c).unwrap_or(b"")).into_owned();
+        let field =
+            |c| String::from_utf8_lossy(notice_field(frame.view(), c).unwrap_or(b"")).into_owned();
         let (code, message) = (field(b'C'), field(b'M'));
         if code.starts_with("28") || code == "3D000" {
             return self.unavailable(format!("{code}: {message}"));

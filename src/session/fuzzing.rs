@@ -60,7 +60,10 @@ pub fn drive_core(data: &[u8]) {
         rest = &rest[(2 + len).min(rest.len())..];
         if header & 2 != 0 {
             core.release(if header & 4 != 0 {
-                Release::Refuse(Refusal::new("42501", "no"))
+                Release::Refuse(Refusal::new(
+                    crate::sqlstate::Sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "no",
+                ))
             } else {
                 Release::Run
             });

@@ -20,6 +20,7 @@ use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::mask::strategy::{BinaryKind, HashKey};
 use crate::policy::rules::Identity;
+use crate::sqlstate::Sqlstate;
 use crate::wire::backend::{notice_fields, FieldInfo};
 use crate::wire::encode::{self, Severity};
 use crate::wire::FrameRef;
@@ -229,7 +230,7 @@ impl MaskPhase {
 }
 
 fn masking_refusal(why: String) -> Refusal {
-    Refusal::new("42501", format!("statement denied by pgward masking: {why}")).with_hint(
+    Refusal::new(Sqlstate::INSUFFICIENT_PRIVILEGE, format!("statement denied by pgward masking: {why}")).with_hint(
         "Masked columns may only be selected as they are, not used in expressions, filters, ordering or copies.",
     )
 }
@@ -252,7 +253,9 @@ impl Phase for MaskPhase {
     fn on_result_start(&mut self, result: &ResultInfo) -> Rows {
         let plan = match &result.fields {
             Some(fields) => self.plan(fields, result.formats.as_deref()),
-            None => Plan::Withhold("rows arrived for a statement pgward has not seen described".into()),
+            None => {
+                Plan::Withhold("rows arrived for a statement pgward has not seen described".into())
+            }
         };
         let inspect = match &plan {
             Plan::Rewrite(p) => p.masks_anything(),
@@ -281,7 +284,7 @@ impl Phase for MaskPhase {
                 encode::error_response(
                     &mut out,
                     Severity::Error,
-                    "42501",
+                    Sqlstate::INSUFFICIENT_PRIVILEGE.as_str(),
                     &format!("pgward withheld this result: {why}"),
                     Some("The result may hold masked columns that pgward could not mask."),
                 );

@@ -12,6 +12,7 @@
 
 use super::tracker::{ResultInfo, Statement, Tracker};
 use crate::policy::rules::Identity;
+use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::frontend::BindView;
 use crate::wire::FrameRef;
@@ -24,7 +25,7 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// SQLSTATE.
-    pub code: &'static str,
+    pub code: Sqlstate,
     /// Message.
     pub message: String,
     /// Detail, if any.
@@ -38,7 +39,7 @@ pub struct Refusal {
 
 impl Refusal {
     /// A refusal with a message only.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: Sqlstate, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),

@@ -72,7 +72,7 @@ pub(crate) fn error_for(refusal: &Refusal) -> BytesMut {
     encode::error_response_detailed(
         &mut error,
         Severity::Error,
-        refusal.code,
+        refusal.code.as_str(),
         &refusal.message,
         refusal.detail.as_deref(),
         refusal.hint.as_deref(),
@@ -109,7 +109,7 @@ mod tests {
     use crate::wire::Framer;
 
     fn refusal() -> Refusal {
-        Refusal::new("0A000", "no")
+        Refusal::new(crate::sqlstate::Sqlstate::FEATURE_NOT_SUPPORTED, "no")
     }
 
     #[test]
@@ -118,20 +118,33 @@ mod tests {
         let mut out = BytesMut::new();
         let answer = stand_ins.substitute(&refusal(), true, &mut out);
         assert_eq!(out[0], b'Q');
-        let text = format!("invalid input syntax for type integer: \"{}\"", answer.marker);
+        let text = format!(
+            "invalid input syntax for type integer: \"{}\"",
+            answer.marker
+        );
         let mut server_error = BytesMut::new();
         encode::error_response(&mut server_error, Severity::Error, "22P02", &text, None);
-        let frame = Framer::new(1 << 16).next_frame(&mut server_error).unwrap().unwrap();
+        let frame = Framer::new(1 << 16)
+            .next_frame(&mut server_error)
+            .unwrap()
+            .unwrap();
         assert!(is_stand_in_error(frame.view(), &answer));
         let mut other = BytesMut::new();
         encode::error_response(&mut other, Severity::Error, "25P02", "aborted", None);
-        let other = Framer::new(1 << 16).next_frame(&mut other).unwrap().unwrap();
+        let other = Framer::new(1 << 16)
+            .next_frame(&mut other)
+            .unwrap()
+            .unwrap();
         assert!(!is_stand_in_error(other.view(), &answer));
         let mut parse = BytesMut::new();
         let second = stand_ins.substitute(&refusal(), false, &mut parse);
         assert_eq!(parse[0], b'P');
         assert_ne!(second.marker, answer.marker);
-        assert_ne!(&parse[5..6], b"\0", "a named statement, never the unnamed one");
+        assert_ne!(
+            &parse[5..6],
+            b"\0",
+            "a named statement, never the unnamed one"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::registry::{Control, Registration, SessionState};
 use super::ShutdownPhase;
 use crate::error::SessionError;
 use crate::io::{ReadHalf, WriteHalf};
+use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
@@ -123,7 +124,9 @@ impl Relay {
             }
             if let Some(reason) = pending_terminate.take() {
                 if self.core.at_boundary() {
-                    return self.fatal(SessionError::Terminated(reason), &to_client).await;
+                    return self
+                        .fatal(SessionError::Terminated(reason), &to_client)
+                        .await;
                 }
                 pending_terminate = Some(reason);
             }
@@ -166,14 +169,15 @@ impl Relay {
             tokio::select! {
                 biased;
                 ctl = self.control.recv() => match ctl {
-                    Some(Control::Cancel) => {
-                        if hold.take().is_some() {
-                            self.core.release(Release::Refuse(Refusal::new(
-                                "57014",
-                                "canceling statement due to user request",
-                            )));
-                        }
+                    // A cancel withdraws a held request (the cancel connection
+                    // signals the server itself).
+                    Some(Control::Cancel) if hold.take().is_some() => {
+                        self.core.release(Release::Refuse(Refusal::new(
+                            Sqlstate::QUERY_CANCELED,
+                            "canceling statement due to user request",
+                        )));
                     }
+                    Some(Control::Cancel) => {}
                     Some(Control::Terminate(reason)) if self.core.at_boundary() => {
                         return self.fatal(SessionError::Terminated(reason), &to_client).await;
                     }
@@ -183,7 +187,7 @@ impl Relay {
                 _ = self.shutdown.changed() => {
                     if hold.take().is_some() {
                         self.core.release(Release::Refuse(Refusal::new(
-                            "57P01",
+                            Sqlstate::ADMIN_SHUTDOWN,
                             "pgward is shutting down: the held statement was not run",
                         )));
                     }
@@ -192,14 +196,17 @@ impl Relay {
                     if hold.is_some() => {
                     hold = None;
                     self.core.release(decision.unwrap_or_else(|_| {
-                        Release::Refuse(Refusal::new("57014", "the held statement was withdrawn"))
+                        Release::Refuse(Refusal::new(
+                            Sqlstate::QUERY_CANCELED,
+                            "the held statement was withdrawn",
+                        ))
                     }));
                 }
                 () = tokio::time::sleep_until(held_deadline.unwrap_or_else(Instant::now)),
                     if held_deadline.is_some() => {
                     hold = None;
                     self.core.release(Release::Refuse(Refusal::new(
-                        "57014",
+                        Sqlstate::QUERY_CANCELED,
                         "canceling statement: it was held longer than its deadline",
                     )));
                 }

@@ -10,6 +10,7 @@ use crate::policy::facts::{Effect, Unit};
 use crate::policy::lexer::LexSettings;
 use crate::policy::rules::{Denial, Identity, Verdict};
 use crate::policy::{Lexing, Outcome, Policy};
+use crate::sqlstate::Sqlstate;
 use crate::wire::backend::parameter_status;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -198,7 +199,9 @@ impl RulesPhase {
         }
         Verdict::Deny(Denial {
             code: "42501",
-            message: format!("statement denied by pgward: prepared statement \"{name}\" cannot be judged"),
+            message: format!(
+                "statement denied by pgward: prepared statement \"{name}\" cannot be judged"
+            ),
             detail: None,
             hint: Some("PREPARE it again in this session.".into()),
         })
@@ -207,7 +210,7 @@ impl RulesPhase {
 
 fn refusal(d: Denial) -> Refusal {
     Refusal {
-        code: d.code,
+        code: Sqlstate::from_code(d.code),
         message: d.message,
         detail: d.detail,
         hint: d.hint,

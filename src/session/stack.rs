@@ -22,6 +22,7 @@ use crate::gateway::Gateway;
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::policy::rules::Identity;
+use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -122,7 +123,7 @@ impl Phase for SchemaPhase {
         if self.newly_masked() {
             return Decision::Refuse(
                 Refusal::new(
-                    "42501",
+                    Sqlstate::INSUFFICIENT_PRIVILEGE,
                     "statement denied by pgward masking: the masking rules changed and now cover this identity",
                 )
                 .with_hint("Reconnect: new sessions apply the new rules."),

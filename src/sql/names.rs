@@ -116,7 +116,9 @@ mod tests {
             ]
         );
         assert!(effects(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1").is_empty());
-        assert!(!may_name(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
+        assert!(!may_name(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
+        ));
         assert!(may_name(b"select 1; PrEpArE x as select 1"));
         assert_eq!(
             effects(b"declare \"Q\" cursor for select 1"),

@@ -270,7 +270,11 @@ mod tests {
         encode::notice_like(&mut buf, b'E', &[(b'S', b"FATAL"), (b'M', b"x")]);
         assert_eq!(error_summary(one(buf).view()), None);
         let mut buf = BytesMut::new();
-        encode::notice_like(&mut buf, b'E', &[(b'V', b"FATAL"), (b'C', b"57P01"), (b'M', b"bye")]);
+        encode::notice_like(
+            &mut buf,
+            b'E',
+            &[(b'V', b"FATAL"), (b'C', b"57P01"), (b'M', b"bye")],
+        );
         assert!(error_summary(one(buf).view()).unwrap().fatal);
         assert_eq!(tag_rows(b"INSERT 0 5"), Some(5));
         assert_eq!(tag_rows(b"BEGIN"), None);

@@ -295,7 +295,10 @@ mod tests {
         assert!(bind_view(frame(b'B', b"\0\0\0\0\0\0\0\0\0").view()).is_err());
         let ok = frame(b'B', b"\0s\0\0\x01\0\x01\0\x01\0\0\0\x02ab\0\0");
         let v = bind_view(ok.view()).unwrap();
-        assert_eq!((v.param_formats, v.params), (vec![1], vec![Some(&b"ab"[..])]));
+        assert_eq!(
+            (v.param_formats, v.params),
+            (vec![1], vec![Some(&b"ab"[..])])
+        );
     }
 
     #[test]

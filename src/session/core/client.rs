@@ -5,6 +5,7 @@
 use super::{ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
 use crate::session::phases::{Decision, Refusal, RequestContext, RequestKind};
 use crate::session::tracker::Statement;
+use crate::sqlstate::Sqlstate;
 use crate::wire::encode;
 use crate::wire::frontend::{
     bind_view, execute_view, parse_view, query_text, target_view, BindView, Target,
@@ -53,7 +54,10 @@ impl Core {
             };
             self.client_framer.check_limit(header).map_err(malformed)?;
             if header.total_len > SMALL_MESSAGE_LIMIT + 1
-                && matches!(header.tag, b'C' | b'D' | b'E' | b'H' | b'S' | b'X' | b'c' | b'f')
+                && matches!(
+                    header.tag,
+                    b'C' | b'D' | b'E' | b'H' | b'S' | b'X' | b'c' | b'f'
+                )
             {
                 return Err(malformed(FrameError::TooLarge {
                     tag: char::from(header.tag),
@@ -187,7 +191,7 @@ impl Core {
             }
             b'F' => {
                 let r = Refusal::new(
-                    "0A000",
+                    Sqlstate::FEATURE_NOT_SUPPORTED,
                     "pgward does not relay FunctionCall (fast-path) messages",
                 )
                 .with_hint("Call the function with a SELECT statement instead.");
@@ -234,7 +238,11 @@ impl Core {
                 Decision::Refuse(r) => return Ok(self.refuse(kind, &r, to_server)),
                 Decision::Hold(hold) => {
                     if let Some(text) = &hold.notice {
-                        encode::notice(&mut self.own_notices, "00000", text);
+                        encode::notice(
+                            &mut self.own_notices,
+                            Sqlstate::SUCCESSFUL_COMPLETION.as_str(),
+                            text,
+                        );
                     }
                     self.hold = HoldState::Waiting { phase: index };
                     return Ok(Flow::Held(HoldWait {
@@ -268,7 +276,7 @@ impl Core {
     fn refuse(&mut self, kind: RequestKind, refusal: &Refusal, to_server: &mut BytesMut) -> Flow {
         tracing::debug!(
             session = self.info.id,
-            code = refusal.code,
+            code = %refusal.code,
             message = %refusal.message,
             "request refused"
         );
@@ -281,7 +289,7 @@ impl Core {
 
 fn unknown_statement(name: &[u8]) -> Refusal {
     Refusal::new(
-        "26000",
+        Sqlstate::INVALID_SQL_STATEMENT_NAME,
         format!(
             "prepared statement \"{}\" does not exist",
             String::from_utf8_lossy(name)
@@ -292,8 +300,11 @@ fn unknown_statement(name: &[u8]) -> Refusal {
 
 fn unknown_portal(name: &[u8]) -> Refusal {
     Refusal::new(
-        "34000",
-        format!("portal \"{}\" does not exist", String::from_utf8_lossy(name)),
+        Sqlstate::INVALID_CURSOR_NAME,
+        format!(
+            "portal \"{}\" does not exist",
+            String::from_utf8_lossy(name)
+        ),
     )
     .with_hint("pgward refuses names it has not seen created in this session.")
 }

@@ -6,6 +6,7 @@ use super::{Core, CoreError, DIRECT_AT_LEAST, OUTGOING_HIGH};
 use crate::session::phases::{Outcome, RequestKind, Rows};
 use crate::session::refusal::is_stand_in_error;
 use crate::session::tracker::{Event, OutOfStep};
+use crate::sqlstate::Sqlstate;
 use crate::wire::backend::{command_tag, error_summary, parameter_status, tag_rows};
 use crate::wire::encode::{self, Severity};
 use crate::wire::{FrameRef, Framer};
@@ -138,8 +139,8 @@ impl Core {
             }
             let end = run + header.total_len;
             let disposition = {
-                let frame = FrameRef::new(&input[run..end])
-                    .ok_or_else(|| backend("invalid frame"))?;
+                let frame =
+                    FrameRef::new(&input[run..end]).ok_or_else(|| backend("invalid frame"))?;
                 self.server_frame(frame, to_client)?
             };
             match disposition {
@@ -299,7 +300,7 @@ impl Core {
                 encode::error_response(
                     &mut out,
                     Severity::Error,
-                    "08P01",
+                    Sqlstate::PROTOCOL_VIOLATION.as_str(),
                     "malformed error from the server",
                     None,
                 );
@@ -312,7 +313,7 @@ impl Core {
         }
         if self.wants_outcomes {
             let code: [u8; 5] = match (&refusal, summary) {
-                (Some(_), _) if replacement.is_some() => *b"42501",
+                (Some(answer), _) if replacement.is_some() => refused_code(&answer.error),
                 (_, Some(s)) => s.sqlstate,
                 _ => *b"08P01",
             };
@@ -373,3 +374,9 @@ impl Core {
     }
 }
 
+/// The SQLSTATE of pgward's own error for a refusal.
+fn refused_code(error: &[u8]) -> [u8; 5] {
+    FrameRef::new(error)
+        .and_then(error_summary)
+        .map_or(*b"42501", |s| s.sqlstate)
+}

@@ -115,7 +115,12 @@ fn ready(status: u8) -> BytesMut {
 
 fn error(code: &str, message: &str) -> BytesMut {
     let mut body = Vec::new();
-    for (f, v) in [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', code), (b'M', message)] {
+    for (f, v) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', code),
+        (b'M', message),
+    ] {
         body.push(f);
         body.extend_from_slice(v.as_bytes());
         body.push(0);
@@ -134,7 +139,9 @@ fn command_complete(tag: &str) -> BytesMut {
 fn client(core: &mut Core, bytes: &[u8]) -> (BytesMut, ClientStep) {
     let mut input = BytesMut::from(bytes);
     let mut out = BytesMut::new();
-    let step = core.client_input(&mut input, &mut out).expect("client bytes");
+    let step = core
+        .client_input(&mut input, &mut out)
+        .expect("client bytes");
     (out, step)
 }
 
@@ -172,7 +179,10 @@ fn a_simple_query_passes_byte_for_byte() {
     assert_eq!(&out[..], &query("select 1")[..]);
     assert!(c.tracker.busy());
     let answer = concat(&[
-        msg(b'T', b"\0\x01a\0\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0"),
+        msg(
+            b'T',
+            b"\0\x01a\0\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+        ),
         msg(b'D', b"\0\x01\0\0\0\x011"),
         command_complete("SELECT 1"),
         ready(b'I'),
@@ -190,7 +200,10 @@ fn a_bind_of_an_unknown_statement_is_refused_not_guessed() {
     let marker = marker_in(&out);
     assert!(!out.windows(5).any(|w| w == &execute("")[..5]) || out.len() > 5);
     let answer = concat(&[
-        error("22P02", &format!("invalid input syntax for type integer: \"{marker}\"")),
+        error(
+            "22P02",
+            &format!("invalid input syntax for type integer: \"{marker}\""),
+        ),
         ready(b'I'),
     ]);
     let to_client = server(&mut c, &answer).unwrap();
@@ -207,11 +220,26 @@ fn a_close_the_server_skipped_leaves_the_statement() {
     // An error, then a Close the server skips, then a Parse it skips.
     client(
         &mut c,
-        &concat(&[parse("bad", "selec"), close_statement("s1"), parse("s2", "select 2"), sync()]),
+        &concat(&[
+            parse("bad", "selec"),
+            close_statement("s1"),
+            parse("s2", "select 2"),
+            sync(),
+        ]),
     );
-    server(&mut c, &concat(&[error("42601", "syntax error"), ready(b'I')])).unwrap();
-    assert!(c.tracker.projected_statement(b"s1").is_some(), "skipped Close");
-    assert!(c.tracker.projected_statement(b"s2").is_none(), "skipped Parse");
+    server(
+        &mut c,
+        &concat(&[error("42601", "syntax error"), ready(b'I')]),
+    )
+    .unwrap();
+    assert!(
+        c.tracker.projected_statement(b"s1").is_some(),
+        "skipped Close"
+    );
+    assert!(
+        c.tracker.projected_statement(b"s2").is_none(),
+        "skipped Parse"
+    );
     let (out, _) = client(&mut c, &concat(&[bind("", "s2"), sync()]));
     assert_eq!(out[0], b'P', "s2 was never created: refused");
     let (out, _) = client(&mut c, &bind("", "s1"));
@@ -224,7 +252,10 @@ fn messages_after_an_unsynced_error_are_skipped() {
     client(&mut c, &parse("bad", "selec"));
     server(&mut c, &error("42601", "syntax error")).unwrap();
     // The server skips these until the Sync: no answers are expected.
-    client(&mut c, &concat(&[parse("s9", "select 9"), query("select 1")]));
+    client(
+        &mut c,
+        &concat(&[parse("s9", "select 9"), query("select 1")]),
+    );
     assert!(!c.tracker.busy(), "nothing the server will answer");
     client(&mut c, &sync());
     server(&mut c, &ready(b'I')).unwrap();
@@ -238,7 +269,11 @@ fn an_unsynced_request_makes_the_session_busy() {
     let mut c = core();
     client(
         &mut c,
-        &concat(&[parse("", "set standard_conforming_strings = off"), bind("", ""), execute("")]),
+        &concat(&[
+            parse("", "set standard_conforming_strings = off"),
+            bind("", ""),
+            execute(""),
+        ]),
     );
     assert!(c.tracker.busy());
 }
@@ -250,8 +285,14 @@ fn hostile_server_messages_end_cleanly() {
         ("ReadyForQuery nobody asked for", ready(b'I').to_vec()),
         ("DataRow outside a result", msg(b'D', b"\0\0").to_vec()),
         ("unknown message type", msg(b'?', b"x").to_vec()),
-        ("authentication after login", msg(b'R', b"\0\0\0\0").to_vec()),
-        ("BackendKeyData after login", msg(b'K', b"\0\0\0\x01\0\0\0\x02").to_vec()),
+        (
+            "authentication after login",
+            msg(b'R', b"\0\0\0\0").to_vec(),
+        ),
+        (
+            "BackendKeyData after login",
+            msg(b'K', b"\0\0\0\x01\0\0\0\x02").to_vec(),
+        ),
         ("negative length", b"Z\xff\xff\xff\xffI".to_vec()),
         ("ParseComplete without a Parse", msg(b'1', b"").to_vec()),
         ("absurd RowDescription", msg(b'T', &[0xff; 64]).to_vec()),
@@ -292,7 +333,12 @@ fn the_servers_fatal_is_the_last_word() {
     let mut c = core();
     client(&mut c, &query("select pg_sleep(10)"));
     let mut fatal = Vec::new();
-    for (f, v) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "57P01"), (b'M', "bye")] {
+    for (f, v) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "57P01"),
+        (b'M', "bye"),
+    ] {
         fatal.push(f);
         fatal.extend_from_slice(v.as_bytes());
         fatal.push(0);
@@ -326,7 +372,11 @@ fn a_held_query_waits_while_earlier_answers_flow() {
     let mut to_server = BytesMut::new();
     let step = c.client_input(&mut input, &mut to_server).unwrap();
     assert!(matches!(step, ClientStep::Hold(_)));
-    assert_eq!(&to_server[..], &query("select 1")[..], "only the first went out");
+    assert_eq!(
+        &to_server[..],
+        &query("select 1")[..],
+        "only the first went out"
+    );
     // The first query's answer still reaches the client, and the notice.
     let answer = concat(&[command_complete("SELECT 1"), ready(b'I')]);
     let mut to_client = server(&mut c, &answer).unwrap();
@@ -348,7 +398,10 @@ fn a_held_query_waits_while_earlier_answers_flow() {
         c.client_input(&mut input, &mut to_server).unwrap(),
         ClientStep::Hold(_)
     ));
-    c.release(Release::Refuse(Refusal::new("42501", "denied by a person")));
+    c.release(Release::Refuse(Refusal::new(
+        crate::sqlstate::Sqlstate::INSUFFICIENT_PRIVILEGE,
+        "denied by a person",
+    )));
     c.client_input(&mut input, &mut to_server).unwrap();
     assert!(input.is_empty());
     assert_eq!(to_server[0], b'Q');
@@ -358,18 +411,33 @@ fn a_held_query_waits_while_earlier_answers_flow() {
 #[test]
 fn sql_prepare_and_cursors_share_the_protocol_namespaces() {
     let mut c = core();
-    client(&mut c, &query("PREPARE p1 AS SELECT 1; DECLARE c1 CURSOR WITH HOLD FOR SELECT 1"));
+    client(
+        &mut c,
+        &query("PREPARE p1 AS SELECT 1; DECLARE c1 CURSOR WITH HOLD FOR SELECT 1"),
+    );
     assert!(c.tracker.projected_statement(b"p1").is_some(), "projected");
     server(
         &mut c,
-        &concat(&[command_complete("PREPARE"), command_complete("DECLARE CURSOR"), ready(b'I')]),
+        &concat(&[
+            command_complete("PREPARE"),
+            command_complete("DECLARE CURSOR"),
+            ready(b'I'),
+        ]),
     )
     .unwrap();
     let (out, _) = client(&mut c, &concat(&[bind("", "p1"), execute("c1"), sync()]));
     assert_eq!(&out[..5], &bind("", "p1")[..5], "p1 is known: forwarded");
-    server(&mut c, &concat(&[msg(b'2', b""), command_complete("SELECT 1"), ready(b'I')])).unwrap();
+    server(
+        &mut c,
+        &concat(&[msg(b'2', b""), command_complete("SELECT 1"), ready(b'I')]),
+    )
+    .unwrap();
     client(&mut c, &query("DEALLOCATE p1"));
-    server(&mut c, &concat(&[command_complete("DEALLOCATE"), ready(b'I')])).unwrap();
+    server(
+        &mut c,
+        &concat(&[command_complete("DEALLOCATE"), ready(b'I')]),
+    )
+    .unwrap();
     let (out, _) = client(&mut c, &bind("", "p1"));
     assert_eq!(out[0], b'P', "deallocated: refused");
 }
@@ -377,8 +445,15 @@ fn sql_prepare_and_cursors_share_the_protocol_namespaces() {
 #[test]
 fn portals_end_with_their_transaction() {
     let mut c = core();
-    client(&mut c, &concat(&[parse("s", "select 1"), bind("p", "s"), sync()]));
-    server(&mut c, &concat(&[msg(b'1', b""), msg(b'2', b""), ready(b'I')])).unwrap();
+    client(
+        &mut c,
+        &concat(&[parse("s", "select 1"), bind("p", "s"), sync()]),
+    );
+    server(
+        &mut c,
+        &concat(&[msg(b'1', b""), msg(b'2', b""), ready(b'I')]),
+    )
+    .unwrap();
     let (out, _) = client(&mut c, &execute("p"));
     assert_eq!(out[0], b'P', "the implicit transaction ended: portal gone");
 }
@@ -386,9 +461,18 @@ fn portals_end_with_their_transaction() {
 #[test]
 fn copy_in_ignores_the_syncs_sent_into_it() {
     let mut c = core();
-    let batch = concat(&[parse("", "copy t from stdin"), bind("", ""), execute(""), sync()]);
+    let batch = concat(&[
+        parse("", "copy t from stdin"),
+        bind("", ""),
+        execute(""),
+        sync(),
+    ]);
     client(&mut c, &batch);
-    server(&mut c, &concat(&[msg(b'1', b""), msg(b'2', b""), msg(b'G', b"\0\0\0")])).unwrap();
+    server(
+        &mut c,
+        &concat(&[msg(b'1', b""), msg(b'2', b""), msg(b'G', b"\0\0\0")]),
+    )
+    .unwrap();
     let data = concat(&[msg(b'd', b"1\n"), msg(b'c', b""), sync()]);
     let (out, _) = client(&mut c, &data);
     assert_eq!(&out[..], &data[..]);
@@ -416,7 +500,14 @@ fn bind_counts_are_read_unsigned() {
 fn large_uninspected_rows_stream_in_pieces() {
     let mut c = core();
     client(&mut c, &query("select big"));
-    server(&mut c, &msg(b'T', b"\0\x01a\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0")).unwrap();
+    server(
+        &mut c,
+        &msg(
+            b'T',
+            b"\0\x01a\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0",
+        ),
+    )
+    .unwrap();
     // A 1 MiB row arrives in 64 KiB pieces: each piece leaves at once.
     let mut row = BytesMut::new();
     row.put_u8(b'D');
@@ -451,9 +542,7 @@ mod arbitrary {
     /// Chunks built from real message headers and random bodies, so the
     /// random walk reaches deep states (not only framing errors).
     fn chunk() -> impl Strategy<Value = Vec<u8>> {
-        let tags = prop::sample::select(
-            &b"QPBDECSHdcfXF123tTnDCIsEZGHdcSNA?RKv"[..],
-        );
+        let tags = prop::sample::select(&b"QPBDECSHdcfXF123tTnDCIsEZGHdcSNA?RKv"[..]);
         (any::<u8>(), tags, prop::collection::vec(any::<u8>(), 0..24)).prop_map(
             |(header, tag, body)| {
                 let mut msg = vec![tag];

@@ -441,7 +441,13 @@ impl Tracker {
         if self.copy_in {
             return;
         }
-        while matches!(self.queue.front(), Some(Entry { req: Req::CopyEnd, .. })) {
+        while matches!(
+            self.queue.front(),
+            Some(Entry {
+                req: Req::CopyEnd,
+                ..
+            })
+        ) {
             self.queue.pop_front();
         }
     }
@@ -496,9 +502,7 @@ impl Tracker {
                 RequestKind::Bind
             }
             Req::Execute(_) => RequestKind::Execute,
-            Req::CloseStatement(_) | Req::ClosePortal(_) | Req::Sync | Req::CopyEnd => {
-                return None
-            }
+            Req::CloseStatement(_) | Req::ClosePortal(_) | Req::Sync | Req::CopyEnd => return None,
         })
     }
 
@@ -542,11 +546,17 @@ impl Tracker {
                 _ => Err(out_of_step("CopyData", "outside a COPY")),
             },
             b'S' | b'N' | b'A' => Ok(Event::Async),
-            b'W' => Err(out_of_step("CopyBothResponse", "(replication is not relayed)")),
+            b'W' => Err(out_of_step(
+                "CopyBothResponse",
+                "(replication is not relayed)",
+            )),
             b'R' => Err(out_of_step("authentication message", "after login")),
             b'K' => Err(out_of_step("BackendKeyData", "after login")),
             b'v' => Err(out_of_step("NegotiateProtocolVersion", "after login")),
-            b'V' => Err(out_of_step("FunctionCallResponse", "(pgward relays no FunctionCall)")),
+            b'V' => Err(out_of_step(
+                "FunctionCallResponse",
+                "(pgward relays no FunctionCall)",
+            )),
             _ => Err(out_of_step("message type", "(unknown to the protocol)")),
         }
     }
@@ -594,11 +604,10 @@ impl Tracker {
             return Err(out_of_step("BindComplete", "without a Bind"));
         };
         let name = statement.clone();
-        let statement = self
-            .statements
-            .get(&name)
-            .cloned()
-            .ok_or(out_of_step("BindComplete", "for a statement that does not exist"))?;
+        let statement = self.statements.get(&name).cloned().ok_or(out_of_step(
+            "BindComplete",
+            "for a statement that does not exist",
+        ))?;
         if let Some(Entry {
             req: Req::Bind {
                 portal, formats, ..
@@ -639,17 +648,17 @@ impl Tracker {
     fn describe_with(&mut self, described: Described) -> Result<(), OutOfStep> {
         match self.queue.pop_front().map(|e| e.req) {
             Some(Req::DescribeStatement(n)) => {
-                let s = self
-                    .statements
-                    .get(&n)
-                    .ok_or(out_of_step("description", "of a statement that does not exist"))?;
+                let s = self.statements.get(&n).ok_or(out_of_step(
+                    "description",
+                    "of a statement that does not exist",
+                ))?;
                 let _ = s.described.set(described);
             }
             Some(Req::DescribePortal(n)) => {
-                let p = self
-                    .portals
-                    .get(&n)
-                    .ok_or(out_of_step("description", "of a portal that does not exist"))?;
+                let p = self.portals.get(&n).ok_or(out_of_step(
+                    "description",
+                    "of a portal that does not exist",
+                ))?;
                 let _ = p.described.set(described);
             }
             _ => {}
@@ -659,9 +668,9 @@ impl Tracker {
 
     fn row_description(&mut self, frame: FrameRef<'_>) -> Result<Event, OutOfStep> {
         let fields = if self.keep_descriptions {
-            Some(Arc::new(row_description(frame).map_err(|_| {
-                out_of_step("RowDescription", "(malformed)")
-            })?))
+            Some(Arc::new(
+                row_description(frame).map_err(|_| out_of_step("RowDescription", "(malformed)"))?,
+            ))
         } else {
             None
         };
@@ -723,7 +732,11 @@ impl Tracker {
         }
         if ended_copy {
             // The client's CopyDone was consumed by the copy.
-            if let Some(at) = self.queue.iter().position(|e| matches!(e.req, Req::CopyEnd)) {
+            if let Some(at) = self
+                .queue
+                .iter()
+                .position(|e| matches!(e.req, Req::CopyEnd))
+            {
                 self.queue.remove(at);
             }
         }
@@ -853,7 +866,12 @@ impl Tracker {
                     self.queue.remove(i);
                     end -= 1;
                 }
-                _ => return Err(out_of_step("CopyInResponse", "with requests pipelined into the copy")),
+                _ => {
+                    return Err(out_of_step(
+                        "CopyInResponse",
+                        "with requests pipelined into the copy",
+                    ))
+                }
             }
         }
         Ok(Event::Plain)
