@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod fake_backend;
 pub mod raw;
 
 use pgward::auth::verifier::ScramVerifier;
