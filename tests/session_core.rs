@@ -323,3 +323,20 @@ async fn a_cancel_reaches_a_running_statement() {
     let err = task.await.unwrap().expect_err("cancelled");
     assert_eq!(sqlstate(&err), "57014");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_fatal_is_all_the_client_gets() {
+    // PostgreSQL ends the session: the client receives exactly its FATAL
+    // (57P01), and pgward adds nothing after it.
+    let pw = Pgward::start(Backend::shared()).await;
+    let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    raw.send(&q("SELECT pg_terminate_backend(pg_backend_pid())"))
+        .await;
+    let mut errors = Vec::new();
+    while let Some(m) = raw.recv().await {
+        if m.tag == b'E' {
+            errors.push((m.field(b'S').unwrap_or_default(), m.sqlstate()));
+        }
+    }
+    assert_eq!(errors, vec![("FATAL".to_owned(), "57P01".to_owned())]);
+}
