@@ -198,6 +198,10 @@ pub struct Tracker {
     result: Option<ResultInfo>,
     /// Stamp requests with their send time.
     timing: bool,
+    /// Shared empty values, so following a message allocates nothing it
+    /// does not need.
+    empty_text: Arc<[u8]>,
+    no_formats: Arc<[i16]>,
 }
 
 impl Tracker {
@@ -213,6 +217,8 @@ impl Tracker {
             keep_descriptions,
             result: None,
             timing: false,
+            empty_text: Arc::from(&b""[..]),
+            no_formats: Arc::from(&[][..]),
         }
     }
 
@@ -271,9 +277,16 @@ impl Tracker {
     /// A simple Query goes out.
     pub(crate) fn query(&mut self, text: &[u8]) {
         let effects = names::effects(text);
+        // The text is kept only for what a PREPARE in it creates: most
+        // Queries cost no copy.
+        let text = if effects.is_empty() {
+            Arc::clone(&self.empty_text)
+        } else {
+            text.into()
+        };
         self.push(Req::Query {
             effects,
-            text: text.into(),
+            text,
             done: 0,
             started: false,
         });
@@ -297,7 +310,12 @@ impl Tracker {
         self.push(Req::Bind {
             portal: Name::new(bind.portal),
             statement: Name::new(bind.statement),
-            formats: bind.result_formats.as_slice().into(),
+            // Formats matter only where rows are planned.
+            formats: if self.keep_descriptions {
+                bind.result_formats.as_slice().into()
+            } else {
+                Arc::clone(&self.no_formats)
+            },
         });
     }
 
@@ -343,7 +361,7 @@ impl Tracker {
         let req = if query {
             Req::Query {
                 effects: Vec::new(),
-                text: Arc::from(&b""[..]),
+                text: Arc::clone(&self.empty_text),
                 done: 0,
                 started: false,
             }
@@ -769,7 +787,7 @@ impl Tracker {
                     Name::new(&name),
                     Arc::new(Portal {
                         statement: None,
-                        formats: Arc::from(&[][..]),
+                        formats: Arc::clone(&self.no_formats),
                         described: OnceLock::new(),
                         holdable: hold,
                     }),
