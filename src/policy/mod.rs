@@ -24,7 +24,7 @@ pub mod rules;
 use classify::{classify, ClassifyError};
 use facts::{Effect, Statement};
 use lexer::LexSettings;
-use rules::{Denial, Identity, RuleSet, Verdict};
+use rules::{Audience, Denial, Identity, RuleSet, Verdict};
 use std::sync::Arc;
 
 /// What pgward knows of the session's lexing settings when a message arrives.
@@ -73,10 +73,12 @@ impl Outcome {
     }
 }
 
-/// Exact-text key: the text, the lexing setting and the identity.
-type TextKey = (Box<[u8]>, bool, u32);
-/// Shape key: [`lexer::shape`] (which holds the lexing setting) and identity.
-type ShapeKey = (Box<[u8]>, u32);
+/// Exact-text key: the text, the lexing setting and the rules that apply to
+/// the identity.
+type TextKey = (Box<[u8]>, bool, Audience);
+/// Shape key: [`lexer::shape`] (which holds the lexing setting) and the
+/// rules that apply to the identity.
+type ShapeKey = (Box<[u8]>, Audience);
 type Cache<K> = moka::sync::Cache<K, Arc<Outcome>, foldhash::fast::RandomState>;
 
 /// Rules plus their verdict caches; replaced whole on reload.
@@ -134,6 +136,8 @@ impl Policy {
                 "pgward judges statements in UTF-8: set client_encoding to UTF8.",
             ));
         };
+        let audience = self.rules.audience(who);
+        let who = &audience;
         match lexing {
             // Without a backslash the setting cannot move a token boundary.
             Lexing::Known(settings) => self.judge_cached(sql, who, settings),
@@ -160,11 +164,11 @@ impl Policy {
         }
     }
 
-    fn judge_cached(&self, sql: &str, who: &Identity, settings: LexSettings) -> Arc<Outcome> {
+    fn judge_cached(&self, sql: &str, who: &Audience, settings: LexSettings) -> Arc<Outcome> {
         let text_key: TextKey = (
             sql.as_bytes().into(),
             settings.standard_conforming_strings,
-            who.index,
+            who.clone(),
         );
         if let Some(hit) = self.texts.get(&text_key) {
             return hit;
@@ -173,7 +177,7 @@ impl Policy {
             Ok(t) => t,
             Err(e) => return Arc::new(unparsable(&ClassifyError::Syntax(e))),
         };
-        let shape_key: ShapeKey = (lexer::shape(sql, &tokens, settings).into(), who.index);
+        let shape_key: ShapeKey = (lexer::shape(sql, &tokens, settings).into(), who.clone());
         if let Some(hit) = self.shapes.get(&shape_key) {
             // Not added to the text cache: texts that differ only in their
             // literals would crowd out the ones that repeat exactly.
@@ -192,7 +196,7 @@ impl Policy {
         }
     }
 
-    fn judge_fresh(&self, sql: &str, who: &Identity, settings: LexSettings) -> Outcome {
+    fn judge_fresh(&self, sql: &str, who: &Audience, settings: LexSettings) -> Outcome {
         match lexer::scan(sql, settings) {
             Ok(tokens) => self
                 .decide(sql, &tokens, who, settings)
@@ -205,7 +209,7 @@ impl Policy {
         &self,
         sql: &str,
         tokens: &[pg_query::protobuf::ScanToken],
-        who: &Identity,
+        who: &Audience,
         settings: LexSettings,
     ) -> Result<Outcome, Box<Outcome>> {
         let statements = classify(sql, settings).map_err(|e| Box::new(unparsable(&e)))?;

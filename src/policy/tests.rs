@@ -358,12 +358,8 @@ fn policy(extra: &str) -> Policy {
     Policy::new(Arc::new(compile(&raw).unwrap()))
 }
 
-fn who(user: &str, groups: &[&str], index: u32) -> Identity {
-    Identity {
-        user: user.into(),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        index,
-    }
+fn who(user: &str, groups: &[&str]) -> Identity {
+    Identity::new(user, groups.iter().copied())
 }
 
 /// The rule that denies, or "allow".
@@ -380,7 +376,7 @@ fn decision(p: &Policy, sql: &str, identity: &Identity) -> String {
 #[test]
 fn builtin_rules_decide() {
     let p = policy("");
-    let alice = who("alice", &["support"], 0);
+    let alice = who("alice", &["support"]);
     for (sql, expected) in [
         ("SELECT * FROM orders", "allow"),
         ("UPDATE t SET a = 1 WHERE id = 1", "allow"),
@@ -467,8 +463,8 @@ fn identities_groups_order_and_default_action() {
         relations = ["public.orders"]
         "#,
     );
-    let dba = who("bob", &["dba"], 1);
-    let alice = who("alice", &["support"], 0);
+    let dba = who("bob", &["dba"]);
+    let alice = who("alice", &["support"]);
     assert_eq!(decision(&p, "TRUNCATE t", &dba), "allow");
     assert_eq!(decision(&p, "TRUNCATE t", &alice), "no-truncate");
     assert_eq!(decision(&p, "SELECT * FROM orders", &alice), "allow");
@@ -524,8 +520,8 @@ fn cached_verdicts_follow_shape_settings_and_identity() {
         relations = ["orders"]
         "#,
     );
-    let alice = who("alice", &[], 0);
-    let bob = who("bob", &[], 1);
+    let alice = who("alice", &[]);
+    let bob = who("bob", &[]);
     for round in 0..2 {
         assert_eq!(
             decision(&p, "SELECT * FROM orders WHERE id = 1", &alice),
@@ -561,7 +557,7 @@ fn cached_verdicts_follow_shape_settings_and_identity() {
 #[test]
 fn bad_bytes_are_refused_when_rules_apply() {
     let p = policy("");
-    let alice = who("alice", &[], 0);
+    let alice = who("alice", &[]);
     let code = |text: &[u8]| match &p.judge(text, &alice, Lexing::Known(ON)).verdict {
         Verdict::Deny(d) => d.code,
         Verdict::Allow(_) => "allow",
@@ -591,5 +587,46 @@ fn config_errors_name_the_field() {
         let raw: RawPolicy = toml::from_str(text).unwrap();
         let e = compile(&raw).unwrap_err().to_string();
         assert!(e.starts_with(field), "{text}: {e}");
+    }
+}
+
+#[test]
+fn caches_key_by_the_rules_that_apply_not_by_who() {
+    let p = policy(
+        r#"
+        [[rules]]
+        name = "dba-may-truncate"
+        action = "allow"
+        groups = ["dba"]
+        kinds = ["truncate"]
+        [[rules]]
+        name = "carol-no-orders"
+        action = "deny"
+        users = ["carol"]
+        relations = ["orders"]
+        "#,
+    );
+    // Identities that are in no user list (a token's) are judged by the
+    // rules that name them or their groups, like any other.
+    let token_dba = who("svc-from-token", &["dba"]);
+    let other_dba = who("dave", &["dba", "x"]);
+    let nobody = who("erin", &[]);
+    let carol = who("carol", &["dba"]);
+    assert_eq!(
+        p.rules.audience(&token_dba),
+        p.rules.audience(&other_dba),
+        "the same rules apply: one cache entry serves both"
+    );
+    assert_ne!(p.rules.audience(&token_dba), p.rules.audience(&nobody));
+    assert_ne!(p.rules.audience(&token_dba), p.rules.audience(&carol));
+    for round in 0..2 {
+        assert_eq!(decision(&p, "TRUNCATE t", &token_dba), "allow", "{round}");
+        assert_eq!(decision(&p, "TRUNCATE t", &nobody), "no-truncate");
+        assert_eq!(decision(&p, "TRUNCATE t", &other_dba), "allow");
+        assert_eq!(decision(&p, "SELECT * FROM orders", &nobody), "allow");
+        assert_eq!(
+            decision(&p, "SELECT * FROM orders", &carol),
+            "carol-no-orders"
+        );
     }
 }

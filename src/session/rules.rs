@@ -184,10 +184,10 @@ impl RulesFrontend {
                             hint: Some("PREPARE it again in this session.".into()),
                         });
                     };
-                    match policy
-                        .rules
-                        .judge(units.iter().map(|u| (u, &*text)), &self.identity)
-                    {
+                    match policy.rules.judge(
+                        units.iter().map(|u| (u, &*text)),
+                        &policy.rules.audience(&self.identity),
+                    ) {
                         Verdict::Deny(d) => return Verdict::Deny(d),
                         Verdict::Allow(more) => logged.extend(more),
                     }
