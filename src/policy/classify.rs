@@ -47,6 +47,7 @@ pub fn classify(sql: &str, settings: LexSettings) -> Result<Vec<Statement>, Clas
             range,
             units,
             effects: walker.effects,
+            reads_literals: walker.reads_literals,
         });
     }
     Ok(statements)
@@ -87,6 +88,9 @@ pub(super) struct Walker {
     scopes: Vec<String>,
     /// Effects on prepared statements, in order.
     pub(super) effects: Vec<Effect>,
+    /// Whether a fact was read from a literal's value (see
+    /// [`Statement::reads_literals`]). Set by every place that reads one.
+    reads_literals: bool,
 }
 
 /// Statement nodes that are part of their parent's unit when nested (a
@@ -104,6 +108,7 @@ impl Walker {
             settings,
             scopes: Vec::new(),
             effects: Vec::new(),
+            reads_literals: false,
         }
     }
 
@@ -149,6 +154,9 @@ impl Walker {
                 self.effects.push(Effect::DiscardAll)
             }
             "CreateFunctionStmt" => nested.extend(self.sql_function_body(body)?),
+            // The file name (a literal) decides between a server file and
+            // STDIN / STDOUT.
+            "CopyStmt" => self.reads_literals = true,
             _ => {}
         }
         if let Value::Object(map) = body {
@@ -191,6 +199,7 @@ impl Walker {
         if map.contains_key("funcname") && map.contains_key("agg_star") {
             let function = qual_name(map.get("funcname"));
             if function.name == "set_config" {
+                self.reads_literals = true;
                 nested.push(set_config_unit(map.get("args")));
             }
             unit.functions.insert(function);
@@ -260,6 +269,8 @@ impl Walker {
     /// parsed and judged like any other statement. Bodies in other languages
     /// are opaque (rules can still match `create_function`).
     fn sql_function_body(&mut self, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
+        // The language and the body may both be literals.
+        self.reads_literals = true;
         let mut language = None;
         let mut text = None;
         for option in body

@@ -110,4 +110,12 @@ pub struct Statement {
     pub units: Vec<Unit>,
     /// Its effects on prepared statements, in order.
     pub effects: Vec<Effect>,
+    /// Whether any of its facts was read from the value of a literal (the
+    /// setting `set_config` names, a COPY file name, a function body). Its
+    /// verdict may then differ from that of a statement with the same tokens
+    /// and other literals, so it is never cached by shape. Where literals
+    /// sit is a matter of the tree's shape, and the tree's shape one of the
+    /// tokens', so a statement that reads none shares its shape only with
+    /// statements that read none either: their facts are equal.
+    pub reads_literals: bool,
 }

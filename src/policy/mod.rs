@@ -47,6 +47,9 @@ pub struct Outcome {
     pub effects: Vec<Effect>,
     /// The message's normalized text (for EXECUTE inheritance and logs).
     pub text: Arc<str>,
+    /// Whether the verdict may be shared by texts of the same shape (no fact
+    /// was read from a literal's value).
+    by_shape: bool,
 }
 
 impl Outcome {
@@ -60,6 +63,7 @@ impl Outcome {
             }),
             effects: Vec::new(),
             text: Arc::from(""),
+            by_shape: false,
         }
     }
 
@@ -69,6 +73,7 @@ impl Outcome {
             verdict: Verdict::Allow(Vec::new()),
             effects: Vec::new(),
             text: Arc::from(""),
+            by_shape: false,
         }
     }
 }
@@ -186,7 +191,11 @@ impl Policy {
         match self.decide(sql, &tokens, who, settings) {
             Ok(outcome) => {
                 let outcome = Arc::new(outcome);
-                self.shapes.insert(shape_key, Arc::clone(&outcome));
+                // Verdicts that read a literal's value are shared only by
+                // the exact text.
+                if outcome.by_shape {
+                    self.shapes.insert(shape_key, Arc::clone(&outcome));
+                }
                 self.texts.insert(text_key, Arc::clone(&outcome));
                 outcome
             }
@@ -224,6 +233,7 @@ impl Policy {
         let verdict = self.rules.judge(units, who);
         Ok(Outcome {
             verdict,
+            by_shape: statements.iter().all(|s| !s.reads_literals),
             effects: statements
                 .into_iter()
                 .flat_map(|s: Statement| s.effects)
