@@ -102,6 +102,22 @@ const FOLDED: &[&str] = &[
     "PlassignStmt",
 ];
 
+/// Fields that hold a statement as a typed message rather than as a `Node`,
+/// which the generic walk (it recognises `{"XStmt": {...}}` wrappers) would
+/// pass over as plain fields: (node, field, statement type). `ALTER ROLE x
+/// SET role = y` configures a role switch through one of them; statement
+/// types folded into their parent's unit ([`FOLDED`]: set operations'
+/// arms, PL/pgSQL assignments) are walked as fields. The test
+/// `typed_statement_fields_are_all_walked` derives the true list from
+/// libpg_query's node types and fails when this one is incomplete.
+pub(super) const TYPED_STATEMENTS: &[(&str, &str, &str)] = &[
+    ("AlterDefaultPrivilegesStmt", "action", "GrantStmt"),
+    ("CreateForeignTableStmt", "base_stmt", "CreateStmt"),
+    ("AlterDatabaseSetStmt", "setstmt", "VariableSetStmt"),
+    ("AlterRoleSetStmt", "setstmt", "VariableSetStmt"),
+    ("AlterSystemStmt", "setstmt", "VariableSetStmt"),
+];
+
 impl Walker {
     fn new(settings: LexSettings) -> Self {
         Self {
@@ -122,7 +138,11 @@ impl Walker {
         self.statement_named(name, body)
     }
 
-    fn statement_named(&mut self, name: &str, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
+    pub(super) fn statement_named(
+        &mut self,
+        name: &str,
+        body: &Value,
+    ) -> Result<Vec<Unit>, ClassifyError> {
         let mut unit = head(name, body);
         let mut nested = Vec::new();
         // Statements whose target is a statement of its own: judge it whole.
@@ -130,6 +150,15 @@ impl Walker {
             "ExplainStmt" | "PrepareStmt" => Some("query"),
             _ => None,
         };
+        // A typed statement field (ALTER ROLE ... SET): a unit of its own.
+        let typed = TYPED_STATEMENTS
+            .iter()
+            .find(|(parent, _, _)| *parent == name);
+        if let Some((_, field, kind)) = typed {
+            if let Some(statement) = body.get(*field).filter(|v| v.is_object()) {
+                nested.extend(self.statement_named(kind, statement)?);
+            }
+        }
         if let Some(field) = inner_field {
             if let Some(inner) = body.get(field).filter(|v| !v.is_null()) {
                 let inner_units = self.statement(inner)?;
@@ -160,7 +189,8 @@ impl Walker {
             _ => {}
         }
         if let Value::Object(map) = body {
-            self.walk_fields(map, inner_field, &mut unit, &mut nested)?;
+            let skip = inner_field.or(typed.map(|(_, field, _)| *field));
+            self.walk_fields(map, skip, &mut unit, &mut nested)?;
         }
         let mut units = Vec::with_capacity(1 + nested.len());
         units.push(unit);
@@ -613,3 +643,7 @@ pub(crate) fn int_field(v: &Value, field: &str) -> i64 {
 fn object_type(body: &Value, field: &str) -> Option<ObjectType> {
     ObjectType::try_from(int_field(body, field) as i32).ok()
 }
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod walk_tests;
