@@ -12,6 +12,7 @@ use super::kind::Kind;
 use super::lexer::LexSettings;
 use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Why a text could not be classified. Rules deny such text (fail closed).
@@ -35,19 +36,53 @@ fn parser_options(settings: LexSettings) -> pg_query::ParserOptions {
     }
 }
 
+/// What classification may know of the session besides the text: facts
+/// from the server's reports and from statements pgward allowed earlier.
+/// Classification stays pure: the session gathers these and passes them in.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The lexing settings the server will read the text with.
+    pub settings: LexSettings,
+    /// The session's own backend process id, when known: signalling it
+    /// (pg_cancel_backend / pg_terminate_backend) touches no other session.
+    pub own_pid: Option<i32>,
+    /// Bare names of tables this session created TEMP and that still exist
+    /// (see `session::rules`): DROP and TRUNCATE of them are its own business.
+    pub own_temp_tables: &'a BTreeSet<String>,
+}
+
+static NO_TABLES: BTreeSet<String> = BTreeSet::new();
+
+impl Env<'static> {
+    /// A session pgward knows nothing about beyond its lexing settings.
+    pub fn new(settings: LexSettings) -> Self {
+        Self {
+            settings,
+            own_pid: None,
+            own_temp_tables: &NO_TABLES,
+        }
+    }
+}
+
 /// Parses `sql` as PostgreSQL would with `settings`, and classifies every
-/// statement in it.
+/// statement in it, for a session of which nothing else is known.
 pub fn classify(sql: &str, settings: LexSettings) -> Result<Vec<Statement>, ClassifyError> {
-    let parsed = parse(sql, settings)?;
+    classify_in(sql, &Env::new(settings))
+}
+
+/// Parses and classifies `sql` as run in the session `env` describes.
+pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyError> {
+    let parsed = parse(sql, env.settings)?;
     let mut statements = Vec::with_capacity(parsed.len());
     for (range, tree) in parsed {
-        let mut walker = Walker::new(settings);
+        let mut walker = Walker::new(*env);
         let units = walker.statement(&tree)?;
         statements.push(Statement {
             range,
             units,
             effects: walker.effects,
             reads_literals: walker.reads_literals,
+            reads_session: walker.reads_session,
         });
     }
     Ok(statements)
@@ -82,15 +117,20 @@ pub(crate) fn parse(
 }
 
 /// Walks one statement tree, collecting units and effects.
-pub(super) struct Walker {
-    settings: LexSettings,
+pub(super) struct Walker<'a> {
+    pub(super) env: Env<'a>,
     /// CTE names in scope: unqualified references to them are not relations.
     scopes: Vec<String>,
     /// Effects on prepared statements, in order.
     pub(super) effects: Vec<Effect>,
     /// Whether a fact was read from a literal's value (see
     /// [`Statement::reads_literals`]). Set by every place that reads one.
-    reads_literals: bool,
+    pub(super) reads_literals: bool,
+    /// Whether a fact depends on [`Env`] beyond the lexing settings.
+    pub(super) reads_session: bool,
+    /// How many statements deep the walk is (1: the top-level statement,
+    /// whose effects on the session's temporary tables count).
+    pub(super) depth: usize,
 }
 
 /// Statement nodes that are part of their parent's unit when nested (a
@@ -118,13 +158,15 @@ pub(super) const TYPED_STATEMENTS: &[(&str, &str, &str)] = &[
     ("AlterSystemStmt", "setstmt", "VariableSetStmt"),
 ];
 
-impl Walker {
-    fn new(settings: LexSettings) -> Self {
+impl<'a> Walker<'a> {
+    pub(super) fn new(env: Env<'a>) -> Self {
         Self {
-            settings,
+            env,
             scopes: Vec::new(),
             effects: Vec::new(),
             reads_literals: false,
+            reads_session: false,
+            depth: 0,
         }
     }
 
@@ -143,8 +185,16 @@ impl Walker {
         name: &str,
         body: &Value,
     ) -> Result<Vec<Unit>, ClassifyError> {
+        self.depth += 1;
+        let units = self.statement_units(name, body);
+        self.depth -= 1;
+        units
+    }
+
+    fn statement_units(&mut self, name: &str, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
         let mut unit = head(name, body);
         let mut nested = Vec::new();
+        self.hazards(name, body, &mut unit, &mut nested);
         // Statements whose target is a statement of its own: judge it whole.
         let inner_field = match name {
             "ExplainStmt" | "PrepareStmt" => Some("query"),
@@ -232,6 +282,7 @@ impl Walker {
                 self.reads_literals = true;
                 nested.push(set_config_unit(map.get("args")));
             }
+            self.call_hazards(&function, map, nested);
             unit.functions.insert(function);
         }
         self.walk_fields(map, None, unit, nested)
@@ -338,7 +389,7 @@ impl Walker {
         ) else {
             return Ok(Vec::new());
         };
-        let parsed = parse(&text, self.settings).map_err(|e| {
+        let parsed = parse(&text, self.env.settings).map_err(|e| {
             ClassifyError::Unjudgeable(format!("the SQL function body cannot be parsed: {e}"))
         })?;
         let mut units = Vec::new();
@@ -492,7 +543,17 @@ fn kind_of(name: &str, body: &Value) -> Kind {
         "DropRoleStmt" => Kind::DropRole,
         "DropOwnedStmt" => Kind::DropOwned,
         "TruncateStmt" => Kind::Truncate,
-        "RenameStmt" => Kind::Rename,
+        "RenameStmt" => match object_type(body, "rename_type") {
+            Some(
+                ObjectType::ObjectTable
+                | ObjectType::ObjectForeignTable
+                | ObjectType::ObjectView
+                | ObjectType::ObjectMatview
+                | ObjectType::ObjectSequence,
+            ) => Kind::RenameTable,
+            Some(ObjectType::ObjectColumn) => Kind::RenameColumn,
+            _ => Kind::Rename,
+        },
         "CommentStmt" => Kind::Comment,
         "SecLabelStmt" => Kind::SecurityLabel,
         "GrantStmt" if bool_field(body, "is_grant") => Kind::Grant,

@@ -17,14 +17,17 @@
 pub mod classify;
 pub mod compile;
 pub mod facts;
+mod hazards;
+pub use hazards::search_path_lists_pg_temp;
 pub mod kind;
 pub mod lexer;
 pub mod rules;
 
-use classify::{classify, ClassifyError};
+use classify::{classify_in, ClassifyError, Env};
 use facts::{Effect, Statement};
 use lexer::LexSettings;
 use rules::{Audience, Denial, Identity, RuleSet, Verdict};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// What pgward knows of the session's lexing settings when a message arrives.
@@ -36,6 +39,32 @@ pub enum Lexing {
     /// function calling set_config, a ROLLBACK): the text is judged under
     /// every setting it could be read with, and the strictest verdict wins.
     Uncertain(LexSettings),
+}
+
+/// What pgward knows of the session when a message arrives, besides its
+/// text: gathered by the session from the server's reports and from the
+/// statements it allowed, and passed in (the policy keeps no session state).
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    /// The lexing settings.
+    pub lexing: Lexing,
+    /// The session's own backend process id, when known.
+    pub own_pid: Option<i32>,
+    /// Bare names of the temporary tables the session created and still has.
+    pub own_temp_tables: &'a BTreeSet<String>,
+}
+
+static NO_TABLES: BTreeSet<String> = BTreeSet::new();
+
+impl Session<'static> {
+    /// A session of which only the lexing settings are known.
+    pub fn new(lexing: Lexing) -> Self {
+        Self {
+            lexing,
+            own_pid: None,
+            own_temp_tables: &NO_TABLES,
+        }
+    }
 }
 
 /// The decision on one message, and what it does to prepared statements.
@@ -50,6 +79,9 @@ pub struct Outcome {
     /// Whether the verdict may be shared by texts of the same shape (no fact
     /// was read from a literal's value).
     by_shape: bool,
+    /// Whether the verdict may be cached at all (no fact was read from the
+    /// session's state).
+    by_text: bool,
 }
 
 impl Outcome {
@@ -64,6 +96,7 @@ impl Outcome {
             effects: Vec::new(),
             text: Arc::from(""),
             by_shape: false,
+            by_text: false,
         }
     }
 
@@ -74,6 +107,7 @@ impl Outcome {
             effects: Vec::new(),
             text: Arc::from(""),
             by_shape: false,
+            by_text: false,
         }
     }
 }
@@ -122,8 +156,15 @@ impl Policy {
         self.rules.is_inert()
     }
 
-    /// Judges the SQL text of one Query or Parse message.
+    /// Judges the SQL text of one Query or Parse message, for a session of
+    /// which only the lexing settings are known.
     pub fn judge(&self, text: &[u8], who: &Identity, lexing: Lexing) -> Arc<Outcome> {
+        self.judge_in(text, who, &Session::new(lexing))
+    }
+
+    /// Judges the SQL text of one Query or Parse message run by `who` in
+    /// `session`.
+    pub fn judge_in(&self, text: &[u8], who: &Identity, session: &Session<'_>) -> Arc<Outcome> {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
         }
@@ -143,20 +184,25 @@ impl Policy {
         };
         let audience = self.rules.audience(who);
         let who = &audience;
-        match lexing {
+        let env = |settings| Env {
+            settings,
+            own_pid: session.own_pid,
+            own_temp_tables: session.own_temp_tables,
+        };
+        match session.lexing {
             // Without a backslash the setting cannot move a token boundary.
-            Lexing::Known(settings) => self.judge_cached(sql, who, settings),
+            Lexing::Known(settings) => self.judge_cached(sql, who, &env(settings)),
             Lexing::Uncertain(settings) if !sql.contains('\\') => {
-                self.judge_cached(sql, who, settings)
+                self.judge_cached(sql, who, &env(settings))
             }
             Lexing::Uncertain(_) => {
                 let mut outcomes = [true, false].map(|scs| {
                     self.judge_fresh(
                         sql,
                         who,
-                        LexSettings {
+                        &env(LexSettings {
                             standard_conforming_strings: scs,
-                        },
+                        }),
                     )
                 });
                 // Strictest wins: a denial under either reading denies.
@@ -169,7 +215,8 @@ impl Policy {
         }
     }
 
-    fn judge_cached(&self, sql: &str, who: &Audience, settings: LexSettings) -> Arc<Outcome> {
+    fn judge_cached(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Arc<Outcome> {
+        let settings = env.settings;
         let text_key: TextKey = (
             sql.as_bytes().into(),
             settings.standard_conforming_strings,
@@ -188,15 +235,18 @@ impl Policy {
             // literals would crowd out the ones that repeat exactly.
             return hit;
         }
-        match self.decide(sql, &tokens, who, settings) {
+        match self.decide(sql, &tokens, who, env) {
             Ok(outcome) => {
                 let outcome = Arc::new(outcome);
                 // Verdicts that read a literal's value are shared only by
-                // the exact text.
+                // the exact text; those that read the session's state not at
+                // all.
                 if outcome.by_shape {
                     self.shapes.insert(shape_key, Arc::clone(&outcome));
                 }
-                self.texts.insert(text_key, Arc::clone(&outcome));
+                if outcome.by_text {
+                    self.texts.insert(text_key, Arc::clone(&outcome));
+                }
                 outcome
             }
             // Not shared: a parse error can depend on a literal's value (a
@@ -205,11 +255,9 @@ impl Policy {
         }
     }
 
-    fn judge_fresh(&self, sql: &str, who: &Audience, settings: LexSettings) -> Outcome {
-        match lexer::scan(sql, settings) {
-            Ok(tokens) => self
-                .decide(sql, &tokens, who, settings)
-                .unwrap_or_else(|e| *e),
+    fn judge_fresh(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Outcome {
+        match lexer::scan(sql, env.settings) {
+            Ok(tokens) => self.decide(sql, &tokens, who, env).unwrap_or_else(|e| *e),
             Err(e) => unparsable(&ClassifyError::Syntax(e)),
         }
     }
@@ -219,9 +267,9 @@ impl Policy {
         sql: &str,
         tokens: &[pg_query::protobuf::ScanToken],
         who: &Audience,
-        settings: LexSettings,
+        env: &Env<'_>,
     ) -> Result<Outcome, Box<Outcome>> {
-        let statements = classify(sql, settings).map_err(|e| Box::new(unparsable(&e)))?;
+        let statements = classify_in(sql, env).map_err(|e| Box::new(unparsable(&e)))?;
         let texts: Vec<String> = statements
             .iter()
             .map(|s| lexer::normalized(sql, tokens, s.range.clone()))
@@ -233,7 +281,10 @@ impl Policy {
         let verdict = self.rules.judge(units, who);
         Ok(Outcome {
             verdict,
-            by_shape: statements.iter().all(|s| !s.reads_literals),
+            by_shape: statements
+                .iter()
+                .all(|s| !s.reads_literals && !s.reads_session),
+            by_text: statements.iter().all(|s| !s.reads_session),
             effects: statements
                 .into_iter()
                 .flat_map(|s: Statement| s.effects)
@@ -268,3 +319,6 @@ fn unparsable(e: &ClassifyError) -> Outcome {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod builtin_tests;

@@ -57,6 +57,11 @@ fn render(statements: &[Statement]) -> String {
                     Effect::Deallocate(Some(name)) => format!("!deallocate:{name}"),
                     Effect::Deallocate(None) => "!deallocate-all".into(),
                     Effect::DiscardAll => "!discard-all".into(),
+                    Effect::CreateTemp(name) => format!("!temp:{name}"),
+                    Effect::ForgetTemp(name) => format!("!forget:{name}"),
+                    Effect::ForgetAllTemp => "!forget-all".into(),
+                    Effect::SearchPathChanged => "!search-path".into(),
+                    Effect::Rollback => "!rollback".into(),
                 });
             }
             units.join(" + ")
@@ -118,7 +123,7 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT 'it''s; DROP TABLE t'", "select"),
     ("SELECT E'\\'; DROP TABLE t; --'", "select"),
     ("SELECT U&'\\0041; DROP TABLE t'", "select"),
-    ("SELECT 'a\\'; DROP TABLE t; --'", "select ; drop_table w:t"),
+    ("SELECT 'a\\'; DROP TABLE t; --'", "select ; drop_table w:t + !forget:t"),
     ("SELECT 1; /* ; */ SELECT 2", "select ; select"),
     ("SELECT B'101', X'FF', 1.5e3, 42", "select"),
     // Multi-statement strings.
@@ -137,7 +142,7 @@ const CASES: &[(&str, &str)] = &[
     ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r", "select"),
     ("SELECT * FROM orders, (WITH orders AS (SELECT 1) SELECT * FROM orders) s", "select r:orders"),
     ("WITH orders AS (SELECT 1) DELETE FROM orders", "delete w:orders nowhere"),
-    ("WITH m AS (MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE RETURNING *) SELECT 1", "select + merge w:t r:u"),
+    ("WITH m AS (MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE RETURNING *) SELECT 1", "select + merge w:t r:u nowhere"),
     // EXPLAIN, PREPARE, EXECUTE, cursors.
     ("EXPLAIN SELECT * FROM t", "explain + select r:t"),
     ("EXPLAIN ANALYZE DELETE FROM t", "explain + delete w:t nowhere"),
@@ -168,7 +173,16 @@ const CASES: &[(&str, &str)] = &[
     ("copy t (a, b) from stdin with (format csv)", "copy_from w:t"),
     // DDL.
     ("CREATE TABLE t (id int primary key)", "create_table w:t"),
-    ("CREATE TEMP TABLE t (id int)", "create_table w:t"),
+    ("CREATE TEMP TABLE t (id int)", "create_table w:t + !temp:t"),
+    ("CREATE TEMP TABLE t (id int) ON COMMIT DROP", "create_table w:t"),
+    ("CREATE TABLE pg_temp.t (id int)", "create_table w:pg_temp.t + !temp:t"),
+    ("CREATE TEMPORARY TABLE t AS SELECT 1", "create_table_as w:t + !temp:t"),
+    ("SELECT 1 INTO TEMP t", "create_table_as w:t + !temp:t"),
+    ("DISCARD TEMP", "discard + !forget-all"),
+    ("SET search_path = public, pg_temp", "set set:search_path + !search-path"),
+    ("SELECT set_config('search_path', 'pg_temp', false)", "select f:set_config + set set:search_path + !search-path"),
+    ("ROLLBACK TO SAVEPOINT a", "rollback_to_savepoint + !rollback"),
+    ("ALTER ROLE r SET search_path = public, pg_temp", "alter_role + search_path_pg_temp + set set:search_path"),
     ("CREATE TABLE s.t AS SELECT * FROM u", "create_table_as w:s.t r:u"),
     ("CREATE MATERIALIZED VIEW mv AS SELECT * FROM t", "create_materialized_view w:mv r:t"),
     ("REFRESH MATERIALIZED VIEW mv", "refresh_materialized_view w:mv"),
@@ -197,8 +211,8 @@ const CASES: &[(&str, &str)] = &[
     ("CREATE PROCEDURE p() LANGUAGE sql AS 'TRUNCATE t'", "create_function + truncate w:t"),
     ("CREATE AGGREGATE a (int) (sfunc = int4pl, stype = int)", "create_other"),
     ("ALTER TABLE t ADD COLUMN c int", "alter_table w:t"),
-    ("ALTER TABLE t RENAME TO u", "rename w:t"),
-    ("ALTER TABLE t RENAME COLUMN a TO b", "rename w:t"),
+    ("ALTER TABLE t RENAME TO u", "rename_table w:t + !forget:t"),
+    ("ALTER TABLE t RENAME COLUMN a TO b", "rename_column w:t"),
     ("ALTER TABLE t SET SCHEMA s", "alter_other w:t"),
     ("ALTER ROLE r SUPERUSER", "alter_role"),
     ("ALTER ROLE r SET search_path = s", "alter_role + set set:search_path"),
@@ -213,9 +227,9 @@ const CASES: &[(&str, &str)] = &[
     ("ALTER SEQUENCE sq RESTART", "alter_other w:sq"),
     ("ALTER SYSTEM SET fsync = off", "alter_system + set set:fsync"),
     ("ALTER SYSTEM RESET ALL", "alter_system + reset"),
-    ("DROP TABLE t", "drop_table w:t"),
-    ("DROP TABLE IF EXISTS s.t, u CASCADE", "drop_table w:u,s.t"),
-    ("drop table \"T\"", "drop_table w:T"),
+    ("DROP TABLE t", "drop_table w:t + !forget:t"),
+    ("DROP TABLE IF EXISTS s.t, u CASCADE", "drop_table w:u,s.t + !forget:u"),
+    ("drop table \"T\"", "drop_table w:T + !forget:T"),
     ("DROP VIEW v", "drop_view w:v"),
     ("DROP MATERIALIZED VIEW mv", "drop_materialized_view w:mv"),
     ("DROP INDEX i", "drop_index w:i"),
@@ -246,9 +260,9 @@ const CASES: &[(&str, &str)] = &[
     ("CALL s.p()", "call f:s.p"),
     ("SET work_mem = '64MB'", "set set:work_mem"),
     ("SET LOCAL statement_timeout = 0", "set set:statement_timeout"),
-    ("SET search_path TO s, public", "set set:search_path"),
+    ("SET search_path TO s, public", "set set:search_path + !search-path"),
     ("RESET work_mem", "reset set:work_mem"),
-    ("RESET ALL", "reset"),
+    ("RESET ALL", "reset + !search-path"),
     ("SET ROLE admin", "set_role set:role"),
     ("SET LOCAL ROLE admin", "set_role set:role"),
     ("RESET ROLE", "reset set:role"),
@@ -257,7 +271,7 @@ const CASES: &[(&str, &str)] = &[
     ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "set set:TRANSACTION"),
     ("SELECT set_config('role', 'admin', false)", "select f:set_config + set_role set:role"),
     ("SELECT set_config('app.user', '7', true)", "select f:set_config + set set:app.user"),
-    ("SELECT set_config(name, 'x', false) FROM t", "select r:t f:set_config + set_role"),
+    ("SELECT set_config(name, 'x', false) FROM t", "select r:t f:set_config + set_role + !search-path"),
     ("SHOW work_mem", "show set:work_mem"),
     ("SHOW ALL", "show set:all"),
     ("VACUUM", "vacuum"),
@@ -275,12 +289,12 @@ const CASES: &[(&str, &str)] = &[
     ("START TRANSACTION READ ONLY", "begin"),
     ("COMMIT", "commit"),
     ("END", "commit"),
-    ("ROLLBACK", "rollback"),
-    ("ABORT", "rollback"),
+    ("ROLLBACK", "rollback + !rollback"),
+    ("ABORT", "rollback + !rollback"),
     ("SAVEPOINT s1", "savepoint"),
     ("RELEASE SAVEPOINT s1", "release_savepoint"),
-    ("ROLLBACK TO SAVEPOINT s1", "rollback_to_savepoint"),
-    ("PREPARE TRANSACTION 'x'", "prepare_transaction"),
+    ("ROLLBACK TO SAVEPOINT s1", "rollback_to_savepoint + !rollback"),
+    ("PREPARE TRANSACTION 'x'", "prepare_transaction + !rollback"),
     ("COMMIT PREPARED 'x'", "commit_prepared"),
     ("SET CONSTRAINTS ALL DEFERRED", "set_constraints"),
     ("IMPORT FOREIGN SCHEMA s FROM SERVER f INTO t", "import_foreign_schema"),
@@ -329,7 +343,7 @@ fn standard_conforming_strings_moves_string_ends() {
     let sql = "SELECT 'a\\'; DROP TABLE t; --'";
     assert_eq!(
         render(&classify(sql, ON).unwrap()),
-        "select ; drop_table w:t"
+        "select ; drop_table w:t + !forget:t"
     );
     // Off: \' escapes the quote, and the whole rest is one string.
     assert_eq!(render(&classify(sql, OFF).unwrap()), "select");

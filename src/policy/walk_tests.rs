@@ -4,7 +4,7 @@
 //! oneof tag, and every message-typed field is found by decoding an empty
 //! sub-message into it), not from a hand-written list.
 
-use super::{kind_of, single_entry, Walker, FOLDED, TYPED_STATEMENTS};
+use super::{kind_of, single_entry, Env, Walker, FOLDED, TYPED_STATEMENTS};
 use crate::policy::kind::Kind;
 use crate::policy::lexer::LexSettings;
 use pg_query::protobuf::Node;
@@ -134,7 +134,7 @@ fn typed_statement_fields_are_all_walked() {
         }
         let mut body = types[*parent].1.clone();
         body.insert((*field).into(), Value::Object(inner.clone()));
-        let units = Walker::new(LexSettings::default())
+        let units = Walker::new(Env::new(LexSettings::default()))
             .statement_named(parent, &Value::Object(body))
             .expect("walk");
         let expected = kind_of(statement, &Value::Object(inner));
@@ -159,7 +159,7 @@ fn every_statement_type_nested_in_a_node_is_a_unit_of_its_own() {
             "schemaname": "s",
             "schema_elts": [{ "node": { name.clone(): default.clone() } }],
         });
-        let units = Walker::new(LexSettings::default())
+        let units = Walker::new(Env::new(LexSettings::default()))
             .statement_named("CreateSchemaStmt", &tree)
             .expect("walk");
         let expected = kind_of(&name, &Value::Object(default));

@@ -36,6 +36,11 @@ impl InFlight {
         self.sent.load(Ordering::Acquire)
     }
 
+    /// Requests answered so far.
+    pub fn answered_total(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
     /// Whether the server has requests it has not answered yet.
     pub fn busy(&self) -> bool {
         self.answered.load(Ordering::Acquire) < self.sent.load(Ordering::Acquire)

@@ -2,26 +2,31 @@
 //! before it may reach the server. Its backend half follows the settings
 //! that change how PostgreSQL lexes (standard_conforming_strings) from the
 //! server's own ParameterStatus reports, never from the client's SET, which
-//! may fail or be rolled back.
+//! may fail or be rolled back. It also follows the session's own temporary
+//! tables (which the built-in rules let it drop and truncate), from the
+//! CREATEs pgward allowed as confirmed by the server's answers.
 
 use super::inflight::InFlight;
 use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
 use crate::policy::facts::{Effect, Unit};
 use crate::policy::lexer::LexSettings;
 use crate::policy::rules::{Denial, Identity, Verdict};
-use crate::policy::{Lexing, Outcome, Policy};
-use crate::wire::backend::{parameter_status, BackendKind};
+use crate::policy::{Lexing, Outcome, Policy, Session};
+use crate::wire::backend::{parameter_status, BackendKind, TransactionStatus};
 use crate::wire::frontend::{parse_view, query_text, FrontendKind};
 use crate::wire::Frame;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// The session's lexing settings as the server last reported them.
+/// The session's lexing settings as the server last reported them, and the
+/// temporary tables it confirmed creating: what both halves of the rules
+/// phase share.
 #[derive(Debug)]
 pub struct ReportedSettings {
     standard_conforming_strings: AtomicBool,
+    temp: TempTables,
 }
 
 impl ReportedSettings {
@@ -29,6 +34,7 @@ impl ReportedSettings {
     pub fn from_startup(messages: &[u8]) -> Self {
         let settings = Self {
             standard_conforming_strings: AtomicBool::new(true),
+            temp: TempTables::default(),
         };
         let mut rest = bytes::BytesMut::from(messages);
         let framer = crate::wire::Framer::new(messages.len());
@@ -58,6 +64,115 @@ impl ReportedSettings {
     fn current(&self) -> LexSettings {
         LexSettings {
             standard_conforming_strings: self.standard_conforming_strings.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Where a temporary table the session created stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Temp {
+    /// Sent; the server answers the request with this number.
+    Pending(u64),
+    /// Created inside a transaction that is still open.
+    InTransaction,
+    /// Created and committed: it lives until dropped or the session ends.
+    Committed,
+}
+
+/// The session's temporary tables, shared by both halves of the phase. A
+/// table counts as the session's own only once the server has answered its
+/// CREATE without an error; a rollback, an error in its transaction or a
+/// DISCARD forgets it; a change of search_path stops the tracking for good
+/// (a bare name could then resolve to a permanent table first). Every doubt
+/// forgets, so a table pgward counts is one the session certainly has.
+#[derive(Debug, Default)]
+struct TempTables {
+    /// Lets the server half inspect nothing while no table is tracked.
+    active: AtomicBool,
+    state: Mutex<TempState>,
+}
+
+#[derive(Debug, Default)]
+struct TempState {
+    tables: BTreeMap<String, Temp>,
+    /// An ErrorResponse since the last ReadyForQuery.
+    error: bool,
+    /// search_path changed: bare names are never the session's own again.
+    disabled: bool,
+}
+
+impl TempTables {
+    /// Names the policy may treat as the session's own temporary tables.
+    fn usable(&self) -> BTreeSet<String> {
+        if !self.active.load(Ordering::Acquire) {
+            return BTreeSet::new();
+        }
+        let Ok(state) = self.state.lock() else {
+            return BTreeSet::new();
+        };
+        state
+            .tables
+            .iter()
+            .filter(|(_, t)| !matches!(t, Temp::Pending(_)))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Applies an allowed message's effect; `due` numbers its request.
+    fn apply(&self, effect: &Effect, due: u64) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        match effect {
+            Effect::CreateTemp(name) if !state.disabled => {
+                state.tables.insert(name.clone(), Temp::Pending(due));
+            }
+            Effect::ForgetTemp(name) => {
+                state.tables.remove(name);
+            }
+            Effect::ForgetAllTemp | Effect::DiscardAll => state.tables.clear(),
+            Effect::SearchPathChanged => {
+                state.disabled = true;
+                state.tables.clear();
+            }
+            Effect::Rollback => state.tables.retain(|_, t| *t == Temp::Committed),
+            _ => {}
+        }
+        self.active
+            .store(!state.tables.is_empty(), Ordering::Release);
+    }
+
+    /// The server answered request `answered` (a ReadyForQuery).
+    fn ready(&self, answered: u64, status: TransactionStatus) {
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let error = std::mem::take(&mut state.error);
+        state.tables.retain(|_, t| {
+            let next = match (*t, status) {
+                (Temp::Pending(due), _) if due > answered => Some(*t),
+                (Temp::Committed, _) => Some(Temp::Committed),
+                // Its CREATE, or its transaction, may have failed.
+                _ if error => None,
+                (_, TransactionStatus::Failed) => None,
+                (_, TransactionStatus::Idle) => Some(Temp::Committed),
+                (_, TransactionStatus::InTransaction) => Some(Temp::InTransaction),
+            };
+            if let Some(next) = next {
+                *t = next;
+            }
+            next.is_some()
+        });
+        self.active
+            .store(!state.tables.is_empty(), Ordering::Release);
+    }
+
+    fn error(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.error = true;
         }
     }
 }
@@ -115,7 +230,13 @@ impl RulesFrontend {
         } else {
             Lexing::Known(settings)
         };
-        let outcome = policy.judge(text, &self.identity, lexing);
+        let own_temp_tables = self.settings.temp.usable();
+        let session = Session {
+            lexing,
+            own_pid: None,
+            own_temp_tables: &own_temp_tables,
+        };
+        let outcome = policy.judge_in(text, &self.identity, &session);
         let verdict = match &outcome.verdict {
             Verdict::Deny(d) => Verdict::Deny(d.clone()),
             Verdict::Allow(logged) => self.apply_effects(&policy, &outcome, logged.clone()),
@@ -210,8 +331,11 @@ impl RulesFrontend {
                     self.prepared.remove(name);
                 }
                 Effect::Deallocate(None) | Effect::DiscardAll => self.prepared.clear(),
-                Effect::Execute(_) => {}
+                _ => {}
             }
+            // The request this message is counted in, once forwarded.
+            let due = self.inflight.sent_total() + 1;
+            self.settings.temp.apply(effect, due);
         }
         Verdict::Allow(logged)
     }
@@ -240,24 +364,109 @@ impl FrontendPhases for RulesFrontend {
     }
 }
 
-/// Follows the server's reports of lexing settings.
+/// Follows the server's reports of lexing settings, and its answers to the
+/// CREATEs of temporary tables.
 pub struct RulesBackend {
     settings: Arc<ReportedSettings>,
+    inflight: Arc<InFlight>,
 }
 
 impl RulesBackend {
     /// The backend half, sharing `settings` with the frontend half.
-    pub fn new(settings: Arc<ReportedSettings>) -> Self {
-        Self { settings }
+    pub fn new(settings: Arc<ReportedSettings>, inflight: Arc<InFlight>) -> Self {
+        Self { settings, inflight }
+    }
+}
+
+impl RulesBackend {
+    /// The server sent an ErrorResponse (the caller forwards it).
+    pub fn note_error(&mut self) {
+        self.settings.temp.error();
     }
 }
 
 impl BackendPhases for RulesBackend {
     fn inspects(&self, kind: BackendKind) -> bool {
         kind == BackendKind::ParameterStatus
+            || (matches!(
+                kind,
+                BackendKind::ErrorResponse | BackendKind::ReadyForQuery
+            ) && self.settings.temp.active.load(Ordering::Acquire))
+    }
+
+    fn on_ready_for_query(&mut self, status: TransactionStatus) {
+        // Called before the relay counts this answer.
+        let answered = self.inflight.answered_total() + 1;
+        self.settings.temp.ready(answered, status);
     }
 
     fn on_parameter_status(&mut self, frame: &Frame) {
         self.settings.record(frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(t: &TempTables) -> Vec<String> {
+        t.usable().into_iter().collect()
+    }
+
+    #[test]
+    fn temp_tables_count_once_the_server_created_and_kept_them() {
+        let t = TempTables::default();
+        t.apply(&Effect::CreateTemp("a".into()), 1);
+        assert!(names(&t).is_empty(), "not before the server answered");
+        t.ready(1, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a"]);
+
+        // A CREATE whose request failed creates nothing.
+        t.apply(&Effect::CreateTemp("b".into()), 2);
+        t.error();
+        t.ready(2, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a"]);
+
+        // Created inside a transaction: usable there, gone with a rollback.
+        t.apply(&Effect::CreateTemp("c".into()), 3);
+        t.ready(3, TransactionStatus::InTransaction);
+        assert_eq!(names(&t), ["a", "c"]);
+        t.apply(&Effect::Rollback, 4);
+        t.ready(4, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a"]);
+
+        // ... or with an error that fails the transaction (COMMIT then
+        // rolls back).
+        t.apply(&Effect::CreateTemp("d".into()), 5);
+        t.ready(5, TransactionStatus::InTransaction);
+        t.error();
+        t.ready(6, TransactionStatus::Failed);
+        t.ready(7, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a"]);
+
+        // Committed at the transaction's end.
+        t.apply(&Effect::CreateTemp("e".into()), 8);
+        t.ready(8, TransactionStatus::InTransaction);
+        t.ready(9, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a", "e"]);
+
+        // Pipelined: not counted until its own answer.
+        t.apply(&Effect::CreateTemp("f".into()), 11);
+        t.ready(10, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a", "e"]);
+        t.ready(11, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a", "e", "f"]);
+
+        t.apply(&Effect::ForgetTemp("e".into()), 12);
+        assert_eq!(names(&t), ["a", "f"]);
+        t.apply(&Effect::ForgetAllTemp, 13);
+        assert!(names(&t).is_empty());
+        assert!(!t.active.load(Ordering::Acquire));
+
+        // After a search_path change, nothing is tracked again.
+        t.apply(&Effect::SearchPathChanged, 14);
+        t.apply(&Effect::CreateTemp("g".into()), 15);
+        t.ready(15, TransactionStatus::Idle);
+        assert!(names(&t).is_empty());
     }
 }

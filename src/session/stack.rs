@@ -61,7 +61,7 @@ pub async fn build(
         ddl_sent: Arc::clone(&ddl_sent),
     };
     let backend = SessionBackend {
-        rules: RulesBackend::new(settings),
+        rules: RulesBackend::new(settings, Arc::clone(inflight)),
         mask: mask.map(MaskBackend::new),
         // Only where masking is on: watching costs a stop at every ReadyForQuery.
         map: map.filter(|_| !gw.masking.load().rules.is_empty()).cloned(),
@@ -285,6 +285,9 @@ impl BackendPhases for SessionBackend {
     }
 
     fn on_error_response(&mut self, frame: Frame) -> Bytes {
+        if self.rules.inspects(BackendKind::ErrorResponse) {
+            self.rules.note_error();
+        }
         match &mut self.mask {
             Some(mask) => mask.error(frame),
             None => frame.into_raw(),
@@ -299,7 +302,8 @@ impl BackendPhases for SessionBackend {
         }
     }
 
-    fn on_ready_for_query(&mut self, _status: TransactionStatus) {
+    fn on_ready_for_query(&mut self, status: TransactionStatus) {
+        self.rules.on_ready_for_query(status);
         if let Some(mask) = &mut self.mask {
             mask.ready();
         }
