@@ -135,8 +135,17 @@ fn cases(t: &str, tmp: &str) -> Vec<Case> {
 
 /// Cases of the classes added after the first ones (encoding, version,
 /// function bodies, parse errors).
-fn more_cases(_t: &str) -> Vec<Case> {
-    Vec::new()
+fn more_cases(t: &str) -> Vec<Case> {
+    vec![
+        // 9. Parse errors keep PostgreSQL's SQLSTATE (not always 42601).
+        case("errors", "CREATE ASSERTION a CHECK (true)", Code("0A000")),
+        case("errors", format!("SELECT * FROM {t} WHERE"), Code("42601")),
+        case(
+            "errors",
+            format!("DELETE FROM {t} WHERE id = 1 OR"),
+            Code("42601"),
+        ),
+    ]
 }
 
 /// A least-privilege upstream role that can read and write `t` only.
@@ -319,4 +328,71 @@ async fn everyday_statements_keep_working() {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_errors_carry_the_servers_message_code_and_position() {
+    let backend = Backend::shared();
+    let pw = Pgward::start(backend).await;
+    let client = pw.connect().await;
+    for (sql, code, message_text, position) in [
+        ("SELEC 1", "42601", "syntax error at or near \"SELEC\"", 1),
+        (
+            "SELECT 'é', ü FRM t",
+            "42601",
+            "syntax error at or near \"t\"",
+            19,
+        ),
+        (
+            "SELECT 1 FROM t WHERE",
+            "42601",
+            "syntax error at end of input",
+            22,
+        ),
+        (
+            "CREATE ASSERTION a CHECK (true)",
+            "0A000",
+            "CREATE ASSERTION is not yet implemented",
+            1,
+        ),
+    ] {
+        let simple = client.simple_query(sql).await.expect_err(sql);
+        let extended = client.prepare(sql).await.expect_err(sql);
+        for e in [simple, extended] {
+            let db = e.as_db_error().expect("a server-style error");
+            assert_eq!(db.code().code(), code, "{sql}");
+            assert_eq!(db.message(), message_text, "{sql}");
+            assert_eq!(
+                db.position(),
+                Some(&tokio_postgres::error::ErrorPosition::Original(position)),
+                "{sql}"
+            );
+        }
+    }
+    // psql draws its marker from the position, as it would for the server.
+    let psql = backend.cluster.program("psql");
+    let dsn = pw.dsn();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(psql)
+            .env("PGPASSWORD", support::PASSWORD)
+            .args(["-X", "-c", "SELECT 1 FROM pg_class WHERE relname = 'x' AND"])
+            .arg(dsn)
+            .output()
+            .expect("psql")
+    })
+    .await
+    .expect("psql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ERROR:  syntax error at end of input"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("LINE 1: SELECT 1 FROM pg_class WHERE relname = 'x' AND"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.trim_end().ends_with('^')),
+        "{stderr}"
+    );
 }

@@ -10,6 +10,7 @@
 use super::facts::{Effect, QualName, Statement, Unit};
 use super::kind::Kind;
 use super::lexer::LexSettings;
+use super::parse_error::{capture, SyntaxError};
 use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -18,9 +19,9 @@ use std::sync::Arc;
 /// Why a text could not be classified. Rules deny such text (fail closed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
-    /// PostgreSQL's parser rejected it.
+    /// PostgreSQL's scanner or parser rejected it.
     #[error("{0}")]
-    Syntax(String),
+    Syntax(SyntaxError),
     /// It parsed, but part of it cannot be judged (an SQL function body that
     /// does not parse, a tree too deep to decode).
     #[error("{0}")]
@@ -93,10 +94,11 @@ pub(crate) fn parse(
     sql: &str,
     settings: LexSettings,
 ) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
-    let result = pg_query::parse(sql, parser_options(settings)).map_err(|e| match e {
-        pg_query::Error::Parse(m) => ClassifyError::Syntax(m),
-        other => ClassifyError::Unjudgeable(other.to_string()),
-    })?;
+    let result =
+        capture(|| pg_query::parse(sql, parser_options(settings))).map_err(|e| match e {
+            Ok(syntax) => ClassifyError::Syntax(syntax),
+            Err(other) => ClassifyError::Unjudgeable(other.to_string()),
+        })?;
     result
         .protobuf
         .stmts

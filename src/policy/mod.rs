@@ -21,6 +21,7 @@ mod hazards;
 pub use hazards::search_path_lists_pg_temp;
 pub mod kind;
 pub mod lexer;
+pub mod parse_error;
 pub mod rules;
 
 use classify::{classify_in, ClassifyError, Env};
@@ -86,13 +87,18 @@ pub struct Outcome {
 
 impl Outcome {
     fn deny(code: &'static str, message: String, hint: &str) -> Self {
+        Self::refuse(Denial {
+            code,
+            message,
+            detail: None,
+            hint: Some(hint.into()),
+            position: None,
+        })
+    }
+
+    fn refuse(denial: Denial) -> Self {
         Self {
-            verdict: Verdict::Deny(Denial {
-                code,
-                message,
-                detail: None,
-                hint: Some(hint.into()),
-            }),
+            verdict: Verdict::Deny(denial),
             effects: Vec::new(),
             text: Arc::from(""),
             by_shape: false,
@@ -304,11 +310,17 @@ fn new_cache<K: std::hash::Hash + Eq + Send + Sync + 'static>(size: u64) -> Cach
 /// with the parser's own message.
 fn unparsable(e: &ClassifyError) -> Outcome {
     match e {
-        ClassifyError::Syntax(m) => Outcome::deny(
-            "42601",
-            format!("{m} (pgward could not parse this statement, so its rules refuse it)"),
-            "Fix the statement's syntax; pgward parses with PostgreSQL's own grammar.",
-        ),
+        // PostgreSQL's own message, SQLSTATE and position, as the server
+        // would have sent them.
+        ClassifyError::Syntax(e) => Outcome::refuse(Denial {
+            code: e.code,
+            message: e.message.clone(),
+            detail: Some("pgward could not parse this statement, so its rules refuse it.".into()),
+            hint: Some(
+                "Fix the statement's syntax; pgward parses with PostgreSQL's own grammar.".into(),
+            ),
+            position: e.position,
+        }),
         ClassifyError::Unjudgeable(m) => Outcome::deny(
             "42501",
             format!("statement denied by pgward: {m}"),

@@ -220,6 +220,8 @@ pub struct Denial {
     pub detail: Option<String>,
     /// What to do about it.
     pub hint: Option<String>,
+    /// Where in the text (1-based, in characters), for parse errors.
+    pub position: Option<u32>,
 }
 
 /// The decision on one message.
@@ -331,6 +333,7 @@ impl RuleSet {
                             message: "statement denied by pgward: no rule allows it (default_action = \"deny\")".into(),
                             detail: Some(describe(unit)),
                             hint: Some("Ask an administrator to add a rule that allows it.".into()),
+                            position: None,
                         })
                     }
                     DefaultAction::RequireApproval => {
@@ -339,6 +342,7 @@ impl RuleSet {
                             message: "statement requires approval by pgward (default_action = \"require_approval\")".into(),
                             detail: Some(describe(unit)),
                             hint: Some(APPROVAL_HINT.into()),
+                            position: None,
                         })
                     }
                 }
@@ -368,6 +372,7 @@ fn rule_denial(rule: &Rule, unit: &Unit) -> Denial {
         message,
         detail: Some(describe(unit)),
         hint: Some(rule.hint.clone().unwrap_or_else(|| default_hint.into())),
+        position: None,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Refusal {
     pub detail: Option<String>,
     /// Hint, if any.
     pub hint: Option<String>,
+    /// Cursor position in the statement text (1-based, in characters), if any.
+    pub position: Option<u32>,
 }
 
 /// Hooks on messages from the client.

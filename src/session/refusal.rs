@@ -63,13 +63,14 @@ impl PendingRefusals {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let marker = format!("pgward-refusal-{:016x}-{id}", self.nonce);
         let mut error = BytesMut::new();
-        encode::error_response_detailed(
+        encode::error_response_at(
             &mut error,
             Severity::Error,
             refusal.code,
             &refusal.message,
             refusal.detail.as_deref(),
             refusal.hint.as_deref(),
+            refusal.position,
         );
         let mut query = BytesMut::new();
         let sql = format!("SELECT '{marker}'::pg_catalog.int4");
@@ -132,6 +133,7 @@ mod tests {
             message: "no".into(),
             detail: None,
             hint: None,
+            position: None,
         };
         let query = pending.substitute(&refusal, StandIn::Query, 1);
         let sql = String::from_utf8_lossy(&query[5..query.len() - 1]).into_owned();
@@ -159,6 +161,7 @@ mod tests {
             message: "no".into(),
             detail: None,
             hint: None,
+            position: None,
         };
         let parse = pending.substitute(&refusal, StandIn::Parse, 3);
         assert_eq!(parse[0], b'P');

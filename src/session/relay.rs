@@ -268,6 +268,7 @@ impl ClientPump {
                     message: "pgward does not relay FunctionCall (fast-path) messages".into(),
                     detail: None,
                     hint: Some("Call the function with a SELECT statement instead.".into()),
+                    position: None,
                 })
             }
             FrontendKind::Password | FrontendKind::Unknown(_) => {

@@ -222,6 +222,7 @@ impl RulesFrontend {
                 message: format!("malformed {what} message"),
                 detail: None,
                 hint: None,
+                position: None,
             });
         };
         let settings = self.settings.current();
@@ -303,6 +304,7 @@ impl RulesFrontend {
                             ),
                             detail: None,
                             hint: Some("PREPARE it again in this session.".into()),
+                            position: None,
                         });
                     };
                     match policy.rules.judge(
@@ -347,6 +349,7 @@ fn refuse(d: Denial) -> FrontendAction {
         message: d.message,
         detail: d.detail,
         hint: d.hint,
+        position: d.position,
     })
 }
 

@@ -114,6 +114,7 @@ fn reconnect() -> FrontendAction {
         message: "statement denied by pgward masking: the masking rules changed and now cover this identity".into(),
         detail: None,
         hint: Some("Reconnect: new sessions apply the new rules.".into()),
+        position: None,
     })
 }
 
@@ -123,6 +124,7 @@ fn masking_refusal(why: String) -> FrontendAction {
         message: format!("statement denied by pgward masking: {why}"),
         detail: None,
         hint: Some("Masked columns may only be selected as they are, not used in expressions, filters, ordering or copies.".into()),
+        position: None,
     })
 }
 
