@@ -137,6 +137,18 @@ fn cases(t: &str, tmp: &str) -> Vec<Case> {
 /// function bodies, parse errors).
 fn more_cases(t: &str) -> Vec<Case> {
     vec![
+        // 3. standard_conforming_strings: function bodies under both
+        // readings, and no route to turning the setting off.
+        case("strings", format!(r#"CREATE FUNCTION pg_temp.{t}_b() RETURNS int LANGUAGE sql AS $$SELECT 'a\', ' ; DELETE FROM {t}; SELECT 1 --'$$"#), Rule("no-unbounded-write")),
+        case("strings", format!(r#"CREATE PROCEDURE pg_temp.{t}_p() LANGUAGE sql AS 'SELECT ''a\'', '' ; TRUNCATE {t}; SELECT 1 --'''"#), Rule("no-truncate")),
+        case("strings", format!(r#"CREATE FUNCTION pg_temp.{t}_c() RETURNS int LANGUAGE sql AS $$SELECT 'a\', ' ; DROP TABLE {t}; SELECT 1 --'$$"#), Rule("no-drop")),
+        case("strings", "SET standard_conforming_strings = off", Rule("no-standard-conforming-strings-off")),
+        case("strings", "SET SESSION standard_conforming_strings TO 'false'", Rule("no-standard-conforming-strings-off")),
+        case("strings", "SELECT set_config('standard_conforming_strings', 'off', false)", Rule("no-standard-conforming-strings-off")),
+        case("strings", "SELECT set_config(('standard_conforming_strings'), 'of', true)", Rule("no-standard-conforming-strings-off")),
+        case("strings", "ALTER ROLE CURRENT_USER SET standard_conforming_strings = off", Rule("no-standard-conforming-strings-off")),
+        case("strings", "ALTER DATABASE appdb SET standard_conforming_strings TO off", Rule("no-standard-conforming-strings-off")),
+        case("strings", format!("CREATE FUNCTION pg_temp.{t}_s() RETURNS int LANGUAGE sql SET standard_conforming_strings = off AS 'SELECT 1'"), Rule("no-standard-conforming-strings-off")),
         // 9. Parse errors keep PostgreSQL's SQLSTATE (not always 42601).
         case("errors", "CREATE ASSERTION a CHECK (true)", Code("0A000")),
         case("errors", format!("SELECT * FROM {t} WHERE"), Code("42601")),

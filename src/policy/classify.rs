@@ -133,6 +133,8 @@ pub(super) struct Walker<'a> {
     /// How many statements deep the walk is (1: the top-level statement,
     /// whose effects on the session's temporary tables count).
     pub(super) depth: usize,
+    /// How many SQL function bodies deep the walk is.
+    body_depth: usize,
 }
 
 /// Statement nodes that are part of their parent's unit when nested (a
@@ -169,6 +171,7 @@ impl<'a> Walker<'a> {
             reads_literals: false,
             reads_session: false,
             depth: 0,
+            body_depth: 0,
         }
     }
 
@@ -391,14 +394,56 @@ impl<'a> Walker<'a> {
         ) else {
             return Ok(Vec::new());
         };
-        let parsed = parse(&text, self.env.settings).map_err(|e| {
-            ClassifyError::Unjudgeable(format!("the SQL function body cannot be parsed: {e}"))
-        })?;
-        let mut units = Vec::new();
-        for (_, tree) in parsed {
-            units.extend(self.statement(&tree)?);
+        // The body is parsed again at every call, under the function's own
+        // SET clause or the caller's standard_conforming_strings at that
+        // moment: judge every reading it can have (the units of both, so
+        // the stricter verdict wins). A reading that does not parse is one
+        // under which the function cannot run; none parsing is refused.
+        // Each level of nested bodies doubles the work: bound it.
+        const MAX_BODY_DEPTH: usize = 8;
+        if self.body_depth >= MAX_BODY_DEPTH {
+            return Err(ClassifyError::Unjudgeable(
+                "SQL function bodies are nested too deeply to judge".into(),
+            ));
         }
-        Ok(units)
+        let readings: &[bool] = if text.contains('\\') {
+            &[true, false]
+        } else {
+            &[self.env.settings.standard_conforming_strings]
+        };
+        let mut units = Vec::new();
+        let mut first_error = None;
+        let mut parsed_any = false;
+        let outer = self.env.settings;
+        self.body_depth += 1;
+        for &scs in readings {
+            let settings = LexSettings {
+                standard_conforming_strings: scs,
+            };
+            match parse(&text, settings) {
+                Ok(parsed) => {
+                    parsed_any = true;
+                    self.env.settings = settings;
+                    for (_, tree) in parsed {
+                        match self.statement(&tree) {
+                            Ok(more) => units.extend(more),
+                            Err(e) => first_error = first_error.or(Some(e)),
+                        }
+                    }
+                }
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        self.env.settings = outer;
+        self.body_depth -= 1;
+        match (parsed_any, first_error) {
+            (true, Some(e @ ClassifyError::Unjudgeable(_))) => Err(e),
+            (true, _) => Ok(units),
+            (false, e) => Err(ClassifyError::Unjudgeable(format!(
+                "the SQL function body cannot be parsed: {}",
+                e.map_or_else(String::new, |e| e.to_string())
+            ))),
+        }
     }
 }
 

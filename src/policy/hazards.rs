@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 
 /// The schema PostgreSQL resolves to the session's own temporary schema.
 const PG_TEMP: &str = "pg_temp";
+/// The setting that moves where string literals end.
+const SCS: &str = "standard_conforming_strings";
 
 impl Walker<'_> {
     /// Statement-level hazards of `name`, after `head` made `unit`.
@@ -90,6 +92,15 @@ impl Walker<'_> {
                     self.effects.push(Effect::Rollback);
                 }
             }
+            "VariableSetStmt"
+                if str_field(body, "name").eq_ignore_ascii_case(SCS)
+                    && self.turns_scs_off(body) =>
+            {
+                nested.push(Unit::new(Kind::StandardConformingStringsOff));
+            }
+            _ => {}
+        }
+        match name {
             "VariableSetStmt" if top => {
                 let reset_all = int_field(body, "kind") == VariableSetKind::VarResetAll as i64;
                 if reset_all || str_field(body, "name").eq_ignore_ascii_case("search_path") {
@@ -120,20 +131,43 @@ impl Walker<'_> {
                 nested.push(Unit::new(Kind::SignalBackend));
             }
             "set_config" => {
+                let args = list_of(call.get("args"));
+                let name = args.first().and_then(|a| literal(a));
                 // A search_path change (or a name that may be one) makes a
                 // bare table name resolve elsewhere than pg_temp.
-                let first = call
-                    .get("args")
-                    .and_then(Value::as_array)
-                    .and_then(|a| a.first())
-                    .map(inner);
-                let name = first.and_then(|c| c.get("val")).and_then(|v| v.get("Sval"));
-                let name = name.map(|s| str_field(s, "sval"));
-                if name.is_none_or(|n| n.eq_ignore_ascii_case("search_path")) {
+                if name
+                    .as_deref()
+                    .is_none_or(|n| n.eq_ignore_ascii_case("search_path"))
+                {
                     self.effects.push(Effect::SearchPathChanged);
+                }
+                let value = args.get(1).and_then(|a| literal(a));
+                if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(SCS))
+                    && !value.as_deref().is_some_and(is_true)
+                {
+                    nested.push(Unit::new(Kind::StandardConformingStringsOff));
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Whether a `SET standard_conforming_strings` (a statement, a typed
+    /// SET of ALTER ROLE / DATABASE / SYSTEM, a function's SET clause) may
+    /// turn the setting off: any value but a literal true, and FROM CURRENT.
+    /// RESET and DEFAULT restore what an administrator configured.
+    fn turns_scs_off(&mut self, set: &Value) -> bool {
+        self.reads_literals = true;
+        let kind = int_field(set, "kind");
+        if kind == VariableSetKind::VarSetCurrent as i64 {
+            return true;
+        }
+        if kind != VariableSetKind::VarSetValue as i64 {
+            return false;
+        }
+        match list(set, "args") {
+            [value] => !literal(value).as_deref().is_some_and(is_true),
+            _ => true,
         }
     }
 
@@ -218,15 +252,40 @@ pub fn search_path_lists_pg_temp(value: &str) -> bool {
     })
 }
 
+/// The text of a string or integer constant (`'on'`, `1`, `on` as an
+/// identifier in SET, which the grammar makes a string).
+fn literal(value: &Value) -> Option<String> {
+    let constant = value.get("node").unwrap_or(value).get("AConst")?;
+    let val = constant.get("val")?;
+    if let Some(s) = val.get("Sval") {
+        return Some(str_field(s, "sval").to_owned());
+    }
+    val.get("Ival").map(|i| {
+        i.get("ival")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .to_string()
+    })
+}
+
+fn list_of(value: Option<&Value>) -> &[Value] {
+    value.and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// PostgreSQL's `parse_bool` for true: a prefix of "true" or "yes", "on",
+/// "1", any case. Anything else (false, unknown, invalid) is not true.
+fn is_true(value: &str) -> bool {
+    let v = value.to_ascii_lowercase();
+    !v.is_empty() && ("true".starts_with(&v) || "yes".starts_with(&v) || v == "on" || v == "1")
+}
+
 /// A name that could denote one of the session's temporary tables.
 fn is_temp_candidate(table: &QualName) -> bool {
     table.schema.as_deref().is_none_or(|s| s == PG_TEMP)
 }
 
 fn list<'v>(body: &'v Value, field: &str) -> &'v [Value] {
-    body.get(field)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+    list_of(body.get(field))
 }
 
 fn range_var(value: Option<&Value>) -> Option<QualName> {

@@ -97,6 +97,7 @@ kinds! {
     Call => "call",
     SignalBackend => "signal_backend",
     SearchPathPgTemp => "search_path_pg_temp",
+    StandardConformingStringsOff => "standard_conforming_strings_off",
     Set => "set",
     Reset => "reset",
     SetRole => "set_role",
