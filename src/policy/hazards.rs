@@ -132,7 +132,7 @@ impl Walker<'_> {
             }
             "set_config" => {
                 let args = list_of(call.get("args"));
-                let name = args.first().and_then(|a| literal(a));
+                let name = args.first().and_then(literal);
                 // A search_path change (or a name that may be one) makes a
                 // bare table name resolve elsewhere than pg_temp.
                 if name
@@ -141,7 +141,7 @@ impl Walker<'_> {
                 {
                     self.effects.push(Effect::SearchPathChanged);
                 }
-                let value = args.get(1).and_then(|a| literal(a));
+                let value = args.get(1).and_then(literal);
                 if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(SCS))
                     && !value.as_deref().is_some_and(is_true)
                 {
