@@ -11,6 +11,7 @@ use super::facts::{Effect, QualName, Statement, Unit};
 use super::kind::Kind;
 use super::lexer::LexSettings;
 use super::parse_error::{capture, SyntaxError};
+use super::versions::{self, Newer, GRAMMAR_MAJOR};
 use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -22,6 +23,9 @@ pub enum ClassifyError {
     /// PostgreSQL's scanner or parser rejected it.
     #[error("{0}")]
     Syntax(SyntaxError),
+    /// It uses syntax newer than the server's version.
+    #[error("{0}")]
+    NewerSyntax(Newer),
     /// It parsed, but part of it cannot be judged (an SQL function body that
     /// does not parse, a tree too deep to decode).
     #[error("{0}")]
@@ -50,6 +54,8 @@ pub struct Env<'a> {
     /// Bare names of tables this session created TEMP and that still exist
     /// (see `session::rules`): DROP and TRUNCATE of them are its own business.
     pub own_temp_tables: &'a BTreeSet<String>,
+    /// The server's major version: syntax newer than it is refused.
+    pub server_major: u32,
 }
 
 static NO_TABLES: BTreeSet<String> = BTreeSet::new();
@@ -61,6 +67,7 @@ impl Env<'static> {
             settings,
             own_pid: None,
             own_temp_tables: &NO_TABLES,
+            server_major: GRAMMAR_MAJOR,
         }
     }
 }
@@ -76,6 +83,9 @@ pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyE
     let parsed = parse(sql, env.settings)?;
     let mut statements = Vec::with_capacity(parsed.len());
     for (range, tree) in parsed {
+        if let Some(newer) = versions::in_tree(&tree, env.server_major) {
+            return Err(ClassifyError::NewerSyntax(newer));
+        }
         let mut walker = Walker::new(*env);
         let units = walker.statement(&tree)?;
         statements.push(Statement {
@@ -424,6 +434,19 @@ impl<'a> Walker<'a> {
                 Ok(parsed) => {
                     parsed_any = true;
                     self.env.settings = settings;
+                    // The server parses the body with its own grammar too.
+                    let server = self.env.server_major;
+                    let newer = parsed
+                        .iter()
+                        .find_map(|(_, tree)| versions::in_tree(tree, server))
+                        .or_else(|| {
+                            let tokens = super::lexer::scan(&text, settings).ok()?;
+                            versions::in_tokens(&text, &tokens, server)
+                        });
+                    if let Some(newer) = newer {
+                        first_error = Some(ClassifyError::NewerSyntax(newer));
+                        break;
+                    }
                     for (_, tree) in parsed {
                         match self.statement(&tree) {
                             Ok(more) => units.extend(more),
@@ -437,7 +460,9 @@ impl<'a> Walker<'a> {
         self.env.settings = outer;
         self.body_depth -= 1;
         match (parsed_any, first_error) {
-            (true, Some(e @ ClassifyError::Unjudgeable(_))) => Err(e),
+            (true, Some(e @ (ClassifyError::Unjudgeable(_) | ClassifyError::NewerSyntax(_)))) => {
+                Err(e)
+            }
             (true, _) => Ok(units),
             (false, e) => Err(ClassifyError::Unjudgeable(format!(
                 "the SQL function body cannot be parsed: {}",

@@ -23,6 +23,7 @@ pub mod kind;
 pub mod lexer;
 pub mod parse_error;
 pub mod rules;
+pub mod versions;
 
 use classify::{classify_in, ClassifyError, Env};
 use facts::{Effect, Statement};
@@ -53,6 +54,8 @@ pub struct Session<'a> {
     pub own_pid: Option<i32>,
     /// Bare names of the temporary tables the session created and still has.
     pub own_temp_tables: &'a BTreeSet<String>,
+    /// The server's major version (from its `server_version` at login).
+    pub server_major: u32,
 }
 
 static NO_TABLES: BTreeSet<String> = BTreeSet::new();
@@ -64,6 +67,7 @@ impl Session<'static> {
             lexing,
             own_pid: None,
             own_temp_tables: &NO_TABLES,
+            server_major: versions::GRAMMAR_MAJOR,
         }
     }
 }
@@ -118,12 +122,12 @@ impl Outcome {
     }
 }
 
-/// Exact-text key: the text, the lexing setting and the rules that apply to
-/// the identity.
-type TextKey = (Box<[u8]>, bool, Audience);
-/// Shape key: [`lexer::shape`] (which holds the lexing setting) and the
-/// rules that apply to the identity.
-type ShapeKey = (Box<[u8]>, Audience);
+/// Exact-text key: the text, the lexing setting, the server's major version
+/// and the rules that apply to the identity.
+type TextKey = (Box<[u8]>, bool, u32, Audience);
+/// Shape key: [`lexer::shape`] (which holds the lexing setting), the
+/// server's major version and the rules that apply to the identity.
+type ShapeKey = (Box<[u8]>, u32, Audience);
 type Cache<K> = moka::sync::Cache<K, Arc<Outcome>, foldhash::fast::RandomState>;
 
 /// Rules plus their verdict caches; replaced whole on reload.
@@ -194,6 +198,7 @@ impl Policy {
             settings,
             own_pid: session.own_pid,
             own_temp_tables: session.own_temp_tables,
+            server_major: session.server_major,
         };
         match session.lexing {
             // Without a backslash the setting cannot move a token boundary.
@@ -226,6 +231,7 @@ impl Policy {
         let text_key: TextKey = (
             sql.as_bytes().into(),
             settings.standard_conforming_strings,
+            env.server_major,
             who.clone(),
         );
         if let Some(hit) = self.texts.get(&text_key) {
@@ -235,7 +241,14 @@ impl Policy {
             Ok(t) => t,
             Err(e) => return Arc::new(unparsable(&ClassifyError::Syntax(e))),
         };
-        let shape_key: ShapeKey = (lexer::shape(sql, &tokens, settings).into(), who.clone());
+        if let Some(newer) = versions::in_tokens(sql, &tokens, env.server_major) {
+            return Arc::new(unparsable(&ClassifyError::NewerSyntax(newer)));
+        }
+        let shape_key: ShapeKey = (
+            lexer::shape(sql, &tokens, settings).into(),
+            env.server_major,
+            who.clone(),
+        );
         if let Some(hit) = self.shapes.get(&shape_key) {
             // Not added to the text cache: texts that differ only in their
             // literals would crowd out the ones that repeat exactly.
@@ -263,7 +276,10 @@ impl Policy {
 
     fn judge_fresh(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Outcome {
         match lexer::scan(sql, env.settings) {
-            Ok(tokens) => self.decide(sql, &tokens, who, env).unwrap_or_else(|e| *e),
+            Ok(tokens) => match versions::in_tokens(sql, &tokens, env.server_major) {
+                Some(newer) => unparsable(&ClassifyError::NewerSyntax(newer)),
+                None => self.decide(sql, &tokens, who, env).unwrap_or_else(|e| *e),
+            },
             Err(e) => unparsable(&ClassifyError::Syntax(e)),
         }
     }
@@ -321,6 +337,11 @@ fn unparsable(e: &ClassifyError) -> Outcome {
             ),
             position: e.position,
         }),
+        ClassifyError::NewerSyntax(newer) => Outcome::deny(
+            "0A000",
+            format!("statement denied by pgward: {newer}"),
+            "pgward parses with PostgreSQL 18's grammar; write the statement in the server's version's syntax.",
+        ),
         ClassifyError::Unjudgeable(m) => Outcome::deny(
             "42501",
             format!("statement denied by pgward: {m}"),
@@ -333,4 +354,4 @@ fn unparsable(e: &ClassifyError) -> Outcome {
 mod tests;
 
 #[cfg(test)]
-mod builtin_tests;
+pub(crate) mod builtin_tests;

@@ -17,7 +17,7 @@ use crate::wire::frontend::{parse_view, query_text, FrontendKind};
 use crate::wire::Frame;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The session's lexing settings as the server last reported them, and the
@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub struct ReportedSettings {
     standard_conforming_strings: AtomicBool,
+    /// The server's major version (0 until reported: the strictest reading).
+    server_major: AtomicU32,
     temp: TempTables,
 }
 
@@ -34,6 +36,7 @@ impl ReportedSettings {
     pub fn from_startup(messages: &[u8]) -> Self {
         let settings = Self {
             standard_conforming_strings: AtomicBool::new(true),
+            server_major: AtomicU32::new(0),
             temp: TempTables::default(),
         };
         let mut rest = bytes::BytesMut::from(messages);
@@ -52,6 +55,9 @@ impl ReportedSettings {
             if name == b"standard_conforming_strings" {
                 self.standard_conforming_strings
                     .store(value == b"on", Ordering::Release);
+            } else if name == b"server_version" {
+                self.server_major
+                    .store(server_major(value), Ordering::Release);
             }
         }
     }
@@ -66,6 +72,16 @@ impl ReportedSettings {
             standard_conforming_strings: self.standard_conforming_strings.load(Ordering::Acquire),
         }
     }
+}
+
+/// The major version in a `server_version` report ("15.4", "16beta1",
+/// "17.2 (Debian 17.2-1)"); 0 when it does not start with one.
+fn server_major(value: &[u8]) -> u32 {
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&value[..digits])
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Where a temporary table the session created stands.
@@ -236,6 +252,7 @@ impl RulesFrontend {
             lexing,
             own_pid: None,
             own_temp_tables: &own_temp_tables,
+            server_major: self.settings.server_major.load(Ordering::Acquire),
         };
         let outcome = policy.judge_in(text, &self.identity, &session);
         let verdict = match &outcome.verdict {
@@ -411,6 +428,20 @@ impl BackendPhases for RulesBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_versions_read_as_majors() {
+        for (text, major) in [
+            (&b"15.4"[..], 15),
+            (b"16beta1", 16),
+            (b"17.2 (Debian 17.2-1.pgdg120+1)", 17),
+            (b"9.6.24", 9),
+            (b"", 0),
+            (b"x15", 0),
+        ] {
+            assert_eq!(server_major(text), major, "{text:?}");
+        }
+    }
 
     fn names(t: &TempTables) -> Vec<String> {
         t.usable().into_iter().collect()
