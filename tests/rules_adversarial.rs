@@ -164,6 +164,16 @@ fn more_cases(t: &str) -> Vec<Case> {
         case("version", "SELECT SYSTEM_USER", Code("0A000")),
         case("version", format!("UPDATE {t} SET v = v WHERE id = 1 RETURNING WITH (OLD AS o) o.v"), Code("0A000")),
         case("version", format!("CREATE FUNCTION pg_temp.{t}_j() RETURNS json LANGUAGE sql AS 'SELECT json_array(1)'"), Code("0A000")),
+        // 1. Client encodings pgward cannot judge are never switched to.
+        case("encoding", "SET client_encoding = 'SJIS'", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", "SET NAMES 'BIG5'", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", "SET client_encoding TO gbk", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", "SET client_encoding = 'Shift-JIS'", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", "SELECT set_config('client_encoding', 'GB18030', false)", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", "SELECT set_config(('client_encoding'), 'mskanji', true)", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", "ALTER ROLE CURRENT_USER SET client_encoding = 'UHC'", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", "ALTER DATABASE appdb SET client_encoding TO 'JOHAB'", Rule("no-unjudgeable-client-encoding")),
+        case("encoding", format!("CREATE FUNCTION pg_temp.{t}_e() RETURNS int LANGUAGE sql SET client_encoding = 'SJIS' AS 'SELECT 1'"), Rule("no-unjudgeable-client-encoding")),
         // 9. Parse errors keep PostgreSQL's SQLSTATE (not always 42601).
         case("errors", "CREATE ASSERTION a CHECK (true)", Code("0A000")),
         case("errors", format!("SELECT * FROM {t} WHERE"), Code("42601")),

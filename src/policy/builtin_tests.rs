@@ -110,6 +110,21 @@ fn the_new_builtin_rules_decide() {
         (r#"CREATE PROCEDURE p() LANGUAGE sql AS 'SELECT ''a\'', '' ; TRUNCATE t; SELECT 1 --'''"#, "no-truncate"),
         (r#"CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $$SELECT 'a\' || 'b'$$"#, "allow"),
         (r#"CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $$SELECT 'plain'$$"#, "allow"),
+        ("SET client_encoding = 'SJIS'", "no-unjudgeable-client-encoding"),
+        ("SET NAMES 'BIG5'", "no-unjudgeable-client-encoding"),
+        ("SET client_encoding TO gbk", "no-unjudgeable-client-encoding"),
+        ("SET client_encoding = 'Shift_JIS'", "no-unjudgeable-client-encoding"),
+        ("SET client_encoding = 'EUC_JP'", "no-unjudgeable-client-encoding"),
+        ("SELECT set_config('client_encoding', 'GB18030', false)", "no-unjudgeable-client-encoding"),
+        ("SELECT set_config('client_encoding', e, false) FROM t", "no-unjudgeable-client-encoding"),
+        ("ALTER ROLE app SET client_encoding = 'UHC'", "no-unjudgeable-client-encoding"),
+        ("ALTER DATABASE appdb SET client_encoding TO 'JOHAB'", "no-unjudgeable-client-encoding"),
+        ("SET client_encoding = 'UTF8'", "allow"),
+        ("SET NAMES 'latin9'", "allow"),
+        ("SET client_encoding TO 'WIN1252'", "allow"),
+        ("SELECT set_config('client_encoding', 'LATIN1', false)", "allow"),
+        ("RESET client_encoding", "allow"),
+        ("SET client_encoding TO DEFAULT", "allow"),
         ("DROP TABLE pg_temp.x", "allow"),
         ("DROP TABLE IF EXISTS pg_temp.x, pg_temp.y", "allow"),
         ("TRUNCATE pg_temp.x", "allow"),
@@ -173,4 +188,43 @@ fn the_sessions_own_temp_tables_may_be_dropped_and_truncated() {
             assert_eq!(decided(&p, sql, &none), without, "{sql} ({round})");
         }
     }
+}
+
+#[test]
+fn text_is_judged_as_the_server_converts_it() {
+    use super::encoding::ClientEncoding;
+    let p = builtin();
+    let latin9 = ClientEncoding::named("LATIN9");
+    let sjis = ClientEncoding::named("SJIS");
+    let in_encoding = |e: &'static ClientEncoding| Session {
+        client_encoding: e,
+        ..Session::new(ON)
+    };
+    let latin9: &'static ClientEncoding = Box::leak(Box::new(latin9));
+    let sjis: &'static ClientEncoding = Box::leak(Box::new(sjis));
+    let who = Identity::new("alice", ["dev"]);
+    let code = |text: &[u8], s: &Session<'_>| match &p.judge_in(text, &who, s).verdict {
+        Verdict::Allow(_) => "allow".to_owned(),
+        Verdict::Deny(d) => d.code.to_owned(),
+    };
+    // Not UTF-8, but LATIN9: '\xa4' is the euro sign.
+    assert_eq!(code(b"SELECT '\xa4'", &Session::new(ON)), "22021");
+    assert_eq!(code(b"SELECT '\xa4'", &in_encoding(latin9)), "allow");
+    assert_eq!(
+        code(b"SELECT '\xa4'; DROP TABLE t", &in_encoding(latin9)),
+        "42501"
+    );
+    // SJIS: ASCII passes, anything else cannot be judged.
+    assert_eq!(
+        code(b"SET client_encoding = 'UTF8'", &in_encoding(sjis)),
+        "allow"
+    );
+    assert_eq!(code(b"DROP TABLE t", &in_encoding(sjis)), "42501");
+    assert_eq!(
+        code(
+            "SELECT E'\u{3041}\\'; DROP TABLE t; --'".as_bytes(),
+            &in_encoding(sjis)
+        ),
+        "22021"
+    );
 }

@@ -4,6 +4,7 @@
 //! truncate at will). Read off the tree by field name, like `head`.
 
 use super::classify::{inner, int_field, qual_name, str_field, Walker};
+use super::encoding::encoding_is_safe;
 use super::facts::{Effect, QualName, Unit};
 use super::kind::Kind;
 use pg_query::protobuf::{
@@ -16,6 +17,8 @@ use serde_json::{Map, Value};
 const PG_TEMP: &str = "pg_temp";
 /// The setting that moves where string literals end.
 const SCS: &str = "standard_conforming_strings";
+/// The setting that decides how the server converts statement text.
+const CLIENT_ENCODING: &str = "client_encoding";
 
 impl Walker<'_> {
     /// Statement-level hazards of `name`, after `head` made `unit`.
@@ -98,6 +101,12 @@ impl Walker<'_> {
             {
                 nested.push(Unit::new(Kind::StandardConformingStringsOff));
             }
+            "VariableSetStmt"
+                if str_field(body, "name").eq_ignore_ascii_case(CLIENT_ENCODING)
+                    && self.unjudgeable_encoding(body) =>
+            {
+                nested.push(Unit::new(Kind::UnjudgeableClientEncoding));
+            }
             _ => {}
         }
         match name {
@@ -142,10 +151,15 @@ impl Walker<'_> {
                     self.effects.push(Effect::SearchPathChanged);
                 }
                 let value = args.get(1).and_then(literal);
-                if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(SCS))
-                    && !value.as_deref().is_some_and(is_true)
-                {
+                let named = |setting: &str| {
+                    name.as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(setting))
+                };
+                if named(SCS) && !value.as_deref().is_some_and(is_true) {
                     nested.push(Unit::new(Kind::StandardConformingStringsOff));
+                }
+                if named(CLIENT_ENCODING) && !value.as_deref().is_some_and(encoding_is_safe) {
+                    nested.push(Unit::new(Kind::UnjudgeableClientEncoding));
                 }
             }
             _ => {}
@@ -167,6 +181,24 @@ impl Walker<'_> {
         }
         match list(set, "args") {
             [value] => !literal(value).as_deref().is_some_and(is_true),
+            _ => true,
+        }
+    }
+
+    /// Whether a `SET client_encoding` (or `SET NAMES`, or a typed SET of
+    /// ALTER ROLE / DATABASE) may switch to an encoding pgward cannot judge.
+    /// DEFAULT and RESET restore what an administrator configured.
+    fn unjudgeable_encoding(&mut self, set: &Value) -> bool {
+        self.reads_literals = true;
+        let kind = int_field(set, "kind");
+        if kind == VariableSetKind::VarSetCurrent as i64 {
+            return true;
+        }
+        if kind != VariableSetKind::VarSetValue as i64 {
+            return false;
+        }
+        match list(set, "args") {
+            [value] => !literal(value).as_deref().is_some_and(encoding_is_safe),
             _ => true,
         }
     }

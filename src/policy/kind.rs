@@ -98,6 +98,7 @@ kinds! {
     SignalBackend => "signal_backend",
     SearchPathPgTemp => "search_path_pg_temp",
     StandardConformingStringsOff => "standard_conforming_strings_off",
+    UnjudgeableClientEncoding => "client_encoding_unjudgeable",
     Set => "set",
     Reset => "reset",
     SetRole => "set_role",

@@ -16,6 +16,8 @@
 
 pub mod classify;
 pub mod compile;
+pub mod encoding;
+mod encoding_tables;
 pub mod facts;
 mod hazards;
 pub use hazards::search_path_lists_pg_temp;
@@ -26,6 +28,7 @@ pub mod rules;
 pub mod versions;
 
 use classify::{classify_in, ClassifyError, Env};
+use encoding::ClientEncoding;
 use facts::{Effect, Statement};
 use lexer::LexSettings;
 use rules::{Audience, Denial, Identity, RuleSet, Verdict};
@@ -56,9 +59,12 @@ pub struct Session<'a> {
     pub own_temp_tables: &'a BTreeSet<String>,
     /// The server's major version (from its `server_version` at login).
     pub server_major: u32,
+    /// The session's client_encoding, as the server last reported it.
+    pub client_encoding: &'a ClientEncoding,
 }
 
 static NO_TABLES: BTreeSet<String> = BTreeSet::new();
+static UTF8: ClientEncoding = ClientEncoding::Utf8;
 
 impl Session<'static> {
     /// A session of which only the lexing settings are known.
@@ -68,6 +74,7 @@ impl Session<'static> {
             own_pid: None,
             own_temp_tables: &NO_TABLES,
             server_major: versions::GRAMMAR_MAJOR,
+            client_encoding: &UTF8,
         }
     }
 }
@@ -185,13 +192,18 @@ impl Policy {
                 "Statement text cannot contain NUL bytes.",
             ));
         }
-        let Ok(sql) = std::str::from_utf8(text) else {
-            return Arc::new(Outcome::deny(
-                "22021",
-                "statement denied by pgward: its text is not valid UTF-8".into(),
-                "pgward judges statements in UTF-8: set client_encoding to UTF8.",
-            ));
+        // The text the server will lex: converted from the client encoding.
+        let sql = match session.client_encoding.to_utf8(text) {
+            Ok(sql) => sql,
+            Err(e) => {
+                return Arc::new(Outcome::deny(
+                    e.code,
+                    e.message,
+                    "Use client_encoding UTF8 (or a single-byte encoding such as LATIN1).",
+                ))
+            }
         };
+        let sql = sql.as_ref();
         let audience = self.rules.audience(who);
         let who = &audience;
         let env = |settings| Env {

@@ -8,6 +8,7 @@
 
 use super::inflight::InFlight;
 use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
+use crate::policy::encoding::ClientEncoding;
 use crate::policy::facts::{Effect, Unit};
 use crate::policy::lexer::LexSettings;
 use crate::policy::rules::{Denial, Identity, Verdict};
@@ -28,6 +29,8 @@ pub struct ReportedSettings {
     standard_conforming_strings: AtomicBool,
     /// The server's major version (0 until reported: the strictest reading).
     server_major: AtomicU32,
+    /// The session's client_encoding as last reported.
+    client_encoding: Mutex<ClientEncoding>,
     temp: TempTables,
 }
 
@@ -37,6 +40,7 @@ impl ReportedSettings {
         let settings = Self {
             standard_conforming_strings: AtomicBool::new(true),
             server_major: AtomicU32::new(0),
+            client_encoding: Mutex::new(ClientEncoding::Utf8),
             temp: TempTables::default(),
         };
         let mut rest = bytes::BytesMut::from(messages);
@@ -58,6 +62,13 @@ impl ReportedSettings {
             } else if name == b"server_version" {
                 self.server_major
                     .store(server_major(value), Ordering::Release);
+            } else if name == b"client_encoding" {
+                // Whatever the server now converts from, pgward reads with;
+                // an encoding it cannot judge refuses all but ASCII text.
+                let encoding = ClientEncoding::named(&String::from_utf8_lossy(value));
+                if let Ok(mut current) = self.client_encoding.lock() {
+                    *current = encoding;
+                }
             }
         }
     }
@@ -248,11 +259,16 @@ impl RulesFrontend {
             Lexing::Known(settings)
         };
         let own_temp_tables = self.settings.temp.usable();
+        let client_encoding = self.settings.client_encoding.lock().map_or_else(
+            |_| ClientEncoding::Unjudgeable("unknown".into()),
+            |e| e.clone(),
+        );
         let session = Session {
             lexing,
             own_pid: None,
             own_temp_tables: &own_temp_tables,
             server_major: self.settings.server_major.load(Ordering::Acquire),
+            client_encoding: &client_encoding,
         };
         let outcome = policy.judge_in(text, &self.identity, &session);
         let verdict = match &outcome.verdict {
