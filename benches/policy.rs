@@ -26,7 +26,6 @@ fn bench(c: &mut Criterion) {
     let who = Identity {
         user: "alice".into(),
         groups: vec!["support".into()],
-        index: 0,
     };
     let lexing = Lexing::Known(LexSettings::default());
     let mut g = c.benchmark_group("judge_100_byte_select");

@@ -206,7 +206,6 @@ mod tests {
         Identity {
             user: user.into(),
             groups: groups.iter().map(|g| (*g).into()).collect(),
-            index: 0,
         }
     }
 

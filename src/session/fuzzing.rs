@@ -43,11 +43,7 @@ pub fn drive_core(data: &[u8]) {
     };
     let info = SessionInfo {
         id: 1,
-        identity: Identity {
-            user: "fuzz".into(),
-            groups: Vec::new(),
-            index: 0,
-        },
+        identity: Identity::new("fuzz", Vec::<String>::new()),
         database: "db".into(),
     };
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(HoldSome)];

@@ -199,17 +199,7 @@ async fn establish(
         secret_key: login.secret_key,
     };
     tracing::info!(user = %user_name, database, upstream = upstream_name, "session established");
-    let identity = crate::policy::rules::Identity {
-        index: gw
-            .config
-            .users
-            .keys()
-            .position(|u| *u == user_name)
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or(u32::MAX),
-        groups: user.groups.clone(),
-        user: user_name,
-    };
+    let identity = crate::policy::rules::Identity::new(user_name, user.groups.clone());
     let database = database.to_owned();
     Ok((login, target, identity, database))
 }

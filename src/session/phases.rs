@@ -197,6 +197,10 @@ pub trait Phase: Send {
     /// A ParameterStatus from the server.
     fn on_parameter_status(&mut self, _name: &[u8], _value: &[u8]) {}
 
+    /// An ErrorResponse from the server (every one, whether or not a phase
+    /// rewrites it).
+    fn on_server_error(&mut self) {}
+
     /// A ReadyForQuery.
     fn on_ready(&mut self, _status: TransactionStatus) {}
 

@@ -19,7 +19,7 @@ use super::tracker::StandInAnswer;
 use crate::wire::backend::notice_field;
 use crate::wire::encode::{self, Severity};
 use crate::wire::FrameRef;
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 /// Makes stand-ins for one session.
 #[derive(Debug)]
@@ -69,27 +69,15 @@ impl StandIns {
 /// pgward's ErrorResponse for a refusal.
 pub(crate) fn error_for(refusal: &Refusal) -> BytesMut {
     let mut error = BytesMut::new();
-    encode::error_response_detailed(
+    encode::error_response_at(
         &mut error,
         Severity::Error,
         refusal.code.as_str(),
         &refusal.message,
         refusal.detail.as_deref(),
         refusal.hint.as_deref(),
+        refusal.position,
     );
-    if let Some(position) = refusal.position {
-        // Insert the position field before the terminating NUL.
-        let end = error.len() - 1;
-        let mut tail = BytesMut::new();
-        tail.put_u8(b'P');
-        tail.extend_from_slice(position.to_string().as_bytes());
-        tail.put_u8(0);
-        let rest = error.split_off(end);
-        error.extend_from_slice(&tail);
-        error.extend_from_slice(&rest);
-        let len = u32::try_from(error.len() - 1).unwrap_or(u32::MAX);
-        error[1..5].copy_from_slice(&len.to_be_bytes());
-    }
     error
 }
 

@@ -61,6 +61,21 @@ pub fn error_response_detailed(
     detail: Option<&str>,
     hint: Option<&str>,
 ) {
+    error_response_at(buf, severity, code, message_text, detail, hint, None);
+}
+
+/// An ErrorResponse with detail, hint and the cursor position ('P': a
+/// 1-based character index into the statement text, from which psql draws
+/// its `LINE 1: ... ^` marker).
+pub fn error_response_at(
+    buf: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message_text: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+    position: Option<u32>,
+) {
     message(buf, b'E', |b| {
         for field in [b'S', b'V'] {
             b.put_u8(field);
@@ -75,6 +90,10 @@ pub fn error_response_detailed(
                 b.put_u8(tag);
                 cstr(b, value.as_bytes());
             }
+        }
+        if let Some(position) = position {
+            b.put_u8(b'P');
+            cstr(b, position.to_string().as_bytes());
         }
         b.put_u8(0);
     });

@@ -290,6 +290,9 @@ impl Core {
             return Err(backend("ErrorResponse not taken as an error"));
         };
         self.rows_to = None;
+        for phase in &mut self.phases {
+            phase.on_server_error();
+        }
         let fatal = summary.is_some_and(|s| s.fatal);
         let mut replacement = match (&refusal, summary) {
             (Some(answer), _) if is_stand_in_error(frame, answer) => {

@@ -39,11 +39,7 @@ impl Phase for HoldPhase {
 fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
     let info = SessionInfo {
         id: 1,
-        identity: Identity {
-            user: "alice".into(),
-            groups: vec![],
-            index: 0,
-        },
+        identity: Identity::new("alice", Vec::<String>::new()),
         database: "db".into(),
     };
     Core::new(info, phases, keep, 1 << 20)

@@ -243,6 +243,15 @@ impl Tracker {
         !self.queue.is_empty()
     }
 
+    /// ReadyForQuery messages the server still owes (one per queued Query
+    /// and Sync).
+    pub(crate) fn ready_pending(&self) -> u64 {
+        self.queue
+            .iter()
+            .filter(|e| matches!(e.req, Req::Query { .. } | Req::Sync))
+            .count() as u64
+    }
+
     /// Whether the server is in COPY FROM STDIN and the client has not
     /// ended its copy data yet: only copy messages (and Sync, Flush, which
     /// the server ignores then) belong here.

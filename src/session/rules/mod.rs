@@ -1,71 +1,33 @@
 //! The statement-rules phase: every Query and Parse is judged by the policy
-//! before it may reach the server. Its backend half follows the settings
-//! that change how PostgreSQL lexes (standard_conforming_strings) from the
-//! server's own ParameterStatus reports, never from the client's SET, which
-//! may fail or be rolled back.
+//! before it may reach the server, under the settings the server last
+//! reported (`settings.rs`); EXECUTE inherits the verdict of what the
+//! conversation tracker says was prepared.
+
+mod settings;
+
+pub use settings::ReportedSettings;
 
 use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind};
 use super::tracker::{Statement, Tracker};
+use crate::policy::encoding::ClientEncoding;
 use crate::policy::facts::{Effect, Unit};
-use crate::policy::lexer::LexSettings;
 use crate::policy::rules::{Denial, Identity, Verdict};
-use crate::policy::{Lexing, Outcome, Policy};
+use crate::policy::{Lexing, Outcome, Policy, Session};
 use crate::sqlstate::Sqlstate;
-use crate::wire::backend::parameter_status;
+use crate::wire::backend::TransactionStatus;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// The session's lexing settings as the server last reported them.
-#[derive(Debug)]
-pub struct ReportedSettings {
-    standard_conforming_strings: AtomicBool,
-}
-
-impl ReportedSettings {
-    /// Settings from the ParameterStatus messages of the server's login.
-    pub fn from_startup(messages: &[u8]) -> Self {
-        let settings = Self {
-            standard_conforming_strings: AtomicBool::new(true),
-        };
-        let mut rest = bytes::BytesMut::from(messages);
-        let framer = crate::wire::Framer::new(messages.len());
-        while let Ok(Some(frame)) = framer.next_frame(&mut rest) {
-            if frame.tag() == b'S' {
-                if let Ok((name, value)) = parameter_status(frame.view()) {
-                    settings.record(name, value);
-                }
-            }
-        }
-        settings
-    }
-
-    /// Records one ParameterStatus.
-    pub(crate) fn record(&self, name: &[u8], value: &[u8]) {
-        if name == b"standard_conforming_strings" {
-            self.standard_conforming_strings
-                .store(value == b"on", Ordering::Release);
-        }
-    }
-
-    /// The settings as last reported.
-    pub fn lexing(&self) -> LexSettings {
-        self.current()
-    }
-
-    fn current(&self) -> LexSettings {
-        LexSettings {
-            standard_conforming_strings: self.standard_conforming_strings.load(Ordering::Acquire),
-        }
-    }
-}
 
 /// Judges client statements.
 pub struct RulesPhase {
     policy: Arc<ArcSwap<Policy>>,
     identity: Identity,
     settings: Arc<ReportedSettings>,
+    /// ReadyForQuery messages seen: the number of the request answered
+    /// last (temporary tables count once their request is answered).
+    answered: u64,
 }
 
 impl RulesPhase {
@@ -79,6 +41,7 @@ impl RulesPhase {
             policy,
             identity,
             settings,
+            answered: 0,
         }
     }
 
@@ -97,11 +60,23 @@ impl RulesPhase {
         } else {
             Lexing::Known(settings)
         };
-        let outcome = policy.judge(text, &self.identity, lexing);
+        let own_temp_tables = self.settings.temp.usable();
+        let client_encoding = self.settings.client_encoding.lock().map_or_else(
+            |_| ClientEncoding::Unjudgeable("unknown".into()),
+            |e| e.clone(),
+        );
+        let session = Session {
+            lexing,
+            own_pid: None,
+            own_temp_tables: &own_temp_tables,
+            server_major: self.settings.server_major.load(Ordering::Acquire),
+            client_encoding: &client_encoding,
+        };
+        let outcome = policy.judge_in(text, &self.identity, &session);
         let verdict = match &outcome.verdict {
             Verdict::Deny(d) => Verdict::Deny(d.clone()),
             Verdict::Allow(logged) => {
-                self.executed(&policy, &outcome, logged.clone(), tracker, lexing)
+                self.executed(&policy, &outcome, logged.clone(), tracker, &session)
             }
         };
         match verdict {
@@ -114,6 +89,12 @@ impl RulesPhase {
                         statement = %outcome.text,
                         "statement matched a log rule"
                     );
+                }
+                // The request this message is answered with: the next
+                // ReadyForQuery after those already due.
+                let due = self.answered + tracker.ready_pending() + 1;
+                for effect in &outcome.effects {
+                    self.settings.temp.apply(effect, due);
                 }
                 Decision::Forward
             }
@@ -139,7 +120,7 @@ impl RulesPhase {
         outcome: &Outcome,
         mut logged: Vec<Arc<str>>,
         tracker: &Tracker,
-        lexing: Lexing,
+        session: &Session<'_>,
     ) -> Verdict {
         let mut added: HashMap<&str, &Arc<Vec<Unit>>> = HashMap::new();
         for effect in &outcome.effects {
@@ -149,20 +130,14 @@ impl RulesPhase {
                 }
                 Effect::Execute(name) => {
                     let verdict = if let Some(units) = added.get(name.as_str()) {
-                        policy
-                            .rules
-                            .judge(units.iter().map(|u| (u, &*outcome.text)), &self.identity)
+                        policy.rules.judge(
+                            units.iter().map(|u| (u, &*outcome.text)),
+                            &policy.rules.audience(&self.identity),
+                        )
                     } else if let Some(statement) = tracker.projected_statement(name.as_bytes()) {
-                        self.prepared_verdict(policy, name, &statement, lexing)
+                        self.prepared_verdict(policy, name, &statement, session)
                     } else {
-                        Verdict::Deny(Denial {
-                            code: "42501",
-                            message: format!(
-                                "statement denied by pgward: prepared statement \"{name}\" was not prepared through pgward's rules"
-                            ),
-                            detail: None,
-                            hint: Some("PREPARE it again in this session.".into()),
-                        })
+                        Verdict::Deny(unprepared(name, "was not prepared through pgward's rules"))
                     };
                     match verdict {
                         Verdict::Deny(d) => return Verdict::Deny(d),
@@ -182,29 +157,33 @@ impl RulesPhase {
         policy: &Policy,
         name: &str,
         statement: &Statement,
-        lexing: Lexing,
+        session: &Session<'_>,
     ) -> Verdict {
-        let judged = policy.judge(&statement.text, &self.identity, lexing);
+        let judged = policy.judge_in(&statement.text, &self.identity, session);
         if !statement.sql_prepare {
             return judged.verdict.clone();
         }
         for effect in &judged.effects {
             if let Effect::Prepare { name: n, units } = effect {
                 if n == name {
-                    return policy
-                        .rules
-                        .judge(units.iter().map(|u| (u, &*judged.text)), &self.identity);
+                    return policy.rules.judge(
+                        units.iter().map(|u| (u, &*judged.text)),
+                        &policy.rules.audience(&self.identity),
+                    );
                 }
             }
         }
-        Verdict::Deny(Denial {
-            code: "42501",
-            message: format!(
-                "statement denied by pgward: prepared statement \"{name}\" cannot be judged"
-            ),
-            detail: None,
-            hint: Some("PREPARE it again in this session.".into()),
-        })
+        Verdict::Deny(unprepared(name, "cannot be judged"))
+    }
+}
+
+fn unprepared(name: &str, why: &str) -> Denial {
+    Denial {
+        code: "42501",
+        message: format!("statement denied by pgward: prepared statement \"{name}\" {why}"),
+        detail: None,
+        hint: Some("PREPARE it again in this session.".into()),
+        position: None,
     }
 }
 
@@ -214,7 +193,7 @@ fn refusal(d: Denial) -> Refusal {
         message: d.message,
         detail: d.detail,
         hint: d.hint,
-        position: None,
+        position: d.position,
     }
 }
 
@@ -232,5 +211,14 @@ impl Phase for RulesPhase {
 
     fn on_parameter_status(&mut self, name: &[u8], value: &[u8]) {
         self.settings.record(name, value);
+    }
+
+    fn on_server_error(&mut self) {
+        self.settings.temp.error();
+    }
+
+    fn on_ready(&mut self, status: TransactionStatus) {
+        self.answered += 1;
+        self.settings.temp.ready(self.answered, status);
     }
 }
