@@ -6,10 +6,11 @@
 //! `cargo bench --bench policy`
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use pgward::config::policy::compile;
 use pgward::config::raw::RawPolicy;
 use pgward::policy::lexer::LexSettings;
 use pgward::policy::rules::Identity;
-use pgward::policy::{compile::compile, Lexing, Policy};
+use pgward::policy::{Lexing, Policy};
 use std::sync::Arc;
 
 const SQL: &str =

@@ -4,8 +4,8 @@
 //! pairs share a cache shape), in the call forms, quotings and nestings an
 //! adversary would use to smuggle a verdict-bearing literal past the key.
 
+use pgward::config::policy::compile;
 use pgward::config::raw::RawPolicy;
-use pgward::policy::compile::compile;
 use pgward::policy::lexer::{scan, shape, LexSettings};
 use pgward::policy::rules::{Identity, RuleSet};
 use pgward::policy::{Lexing, Policy};

@@ -3,6 +3,8 @@
 //! Every error names the field it is about, e.g.
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
+pub(crate) mod masking;
+pub mod policy;
 pub mod raw;
 pub mod units;
 
@@ -234,7 +236,7 @@ impl Config {
             };
             users.insert(name, user);
         }
-        let policy = Arc::new(crate::policy::compile::compile(&raw.policy)?);
+        let policy = Arc::new(policy::compile(&raw.policy)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
         Ok(Self {
             server,
@@ -475,7 +477,7 @@ pub fn load_policy(
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let policy = crate::policy::compile::compile(&raw.policy)?;
+    let policy = policy::compile(&raw.policy)?;
     let base = path.parent().unwrap_or(Path::new("."));
     Ok((policy, masking_from_raw(&raw.masking, base)?))
 }
@@ -492,5 +494,5 @@ fn masking_from_raw(
         "masking.hash_key_env",
         "masking.hash_key_file",
     )?;
-    crate::mask::rules::compile(m, key)
+    masking::compile(m, key)
 }

@@ -2,10 +2,10 @@
 //! RENAME, unbounded MERGE, pg_reload_conf, signalling other sessions) and
 //! the session's own temporary tables.
 
-use super::compile::compile;
 use super::lexer::LexSettings;
 use super::rules::{Identity, Verdict};
 use super::{Lexing, Policy, Session};
+use crate::config::policy::compile;
 use crate::config::raw::RawPolicy;
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -15,7 +15,6 @@
 //! one scan and one lookup, not a parse.
 
 pub mod classify;
-pub mod compile;
 pub mod encoding;
 mod encoding_tables;
 pub mod facts;

@@ -2,11 +2,11 @@
 //! makes of each statement, and what the built-in rules decide.
 
 use super::classify::classify;
-use super::compile::compile;
 use super::facts::{Effect, Statement};
 use super::lexer::LexSettings;
 use super::rules::{Identity, Verdict};
 use super::{Lexing, Policy};
+use crate::config::policy::compile;
 use crate::config::raw::RawPolicy;
 use std::sync::Arc;
 

@@ -204,8 +204,8 @@ fn visit(value: &Value, f: &mut dyn FnMut(&str, &Value)) {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::policy::compile;
     use crate::policy::builtin_tests::decided;
-    use crate::policy::compile::compile;
     use crate::policy::lexer::LexSettings;
     use crate::policy::{Lexing, Policy, Session};
     use std::sync::Arc;

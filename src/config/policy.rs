@@ -2,15 +2,15 @@
 //! front; errors name the field, e.g. `policy.rules[2].kinds: "dropp" is not
 //! a statement kind`.
 
-use super::kind::Kind;
-use super::rules::{Action, DefaultAction, NamePattern, Rule, RuleSet};
-use crate::config::raw::{RawPolicy, RawRule, RawRuleFile};
-use crate::config::ConfigError;
+use super::raw::{RawPolicy, RawRule, RawRuleFile};
+use super::ConfigError;
+use crate::policy::kind::Kind;
+use crate::policy::rules::{Action, DefaultAction, NamePattern, Rule, RuleSet};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The built-in rules, shipped inside the binary.
-const BUILTIN: &str = include_str!("builtin_rules.toml");
+const BUILTIN: &str = include_str!("../policy/builtin_rules.toml");
 
 fn err(field: String, message: impl Into<String>) -> ConfigError {
     ConfigError::Field {
