@@ -6,7 +6,7 @@
 //! - [`lexer`]: PostgreSQL's scanner; fingerprints and normalized text.
 //! - [`classify`]: parse trees -> [`facts`] (kinds, relations, functions).
 //! - [`rules`]: the ordered rules and their evaluation.
-//! - [`compile`]: `[policy]` config -> [`rules::RuleSet`].
+//! - `config::policy` (in the config layer) compiles `[policy]` into a [`rules::RuleSet`].
 //! - [`kind`]: statement kind names.
 //!
 //! Fast path: a verdict is cached under the exact text and under the
