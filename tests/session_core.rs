@@ -340,3 +340,22 @@ async fn the_servers_fatal_is_all_the_client_gets() {
     }
     assert_eq!(errors, vec![("FATAL".to_owned(), "57P01".to_owned())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_held_statements_at_once() {
+    let (pw, holds) = pgward_with_holds().await;
+    let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    raw.send(&q("SELECT 'pgward_hold'")).await;
+    let tx = held(&pw, &holds).await;
+    let stopping = tokio::spawn(pw.shutdown());
+    let mut codes = Vec::new();
+    while let Some(m) = raw.recv().await {
+        if m.tag == b'E' {
+            codes.push(m.sqlstate());
+        }
+    }
+    // The held statement is refused, then the session ends (57P01 both).
+    assert_eq!(codes.first().map(String::as_str), Some("57P01"), "{codes:?}");
+    assert!(tx.is_closed());
+    stopping.await.unwrap();
+}
