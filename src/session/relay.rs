@@ -131,6 +131,13 @@ impl Relay {
                 pending_terminate = Some(reason);
             }
             self.core.own_notices_into(&mut to_client);
+            // Buffers that grew under a burst are given back once empty, so
+            // an idle session holds only its small read buffers.
+            for out in [&mut to_server, &mut to_client] {
+                if out.is_empty() && out.capacity() > 8 * 1024 {
+                    *out = BytesMut::new();
+                }
+            }
             self.registration.set_state(self.state(hold.is_some()));
             if terminating && to_server.is_empty() {
                 return Ok(End::Done);
