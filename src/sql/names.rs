@@ -34,16 +34,20 @@ const CURSOR_OPT_HOLD: i32 = 0x0020;
 const DISCARD_ALL: i32 = 1;
 
 /// Whether `text` may hold one of the statements above: a scan for the
-/// keywords, so ordinary statements cost no parse. A false positive costs a
-/// parse; a keyword cannot hide from it (identifiers and strings may only
+/// keywords as whole words, so ordinary statements cost no parse. A false
+/// positive costs a parse; a keyword cannot hide from it (a keyword is
+/// always a whole word to the scanner too; identifiers and strings may only
 /// add matches).
 pub(crate) fn may_name(text: &[u8]) -> bool {
     const WORDS: [&[u8]; 5] = [b"prepare", b"deallocate", b"declare", b"close", b"discard"];
-    text.iter().enumerate().any(|(i, b)| {
+    let word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    text.iter().enumerate().any(|(i, &b)| {
         matches!(b | 0x20, b'p' | b'd' | b'c')
+            && (i == 0 || !word_byte(text[i - 1]))
             && WORDS.iter().any(|w| {
                 text.get(i..i + w.len())
                     .is_some_and(|s| s.eq_ignore_ascii_case(w))
+                    && text.get(i + w.len()).is_none_or(|&n| !word_byte(n))
             })
     })
 }
@@ -120,6 +124,8 @@ mod tests {
             b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
         ));
         assert!(may_name(b"select 1; PrEpArE x as select 1"));
+        assert!(may_name(b"/**/close c"));
+        assert!(!may_name(b"select closed_at, prepared_by from t"));
         assert_eq!(
             effects(b"declare \"Q\" cursor for select 1"),
             vec![(
