@@ -15,16 +15,21 @@ fn builtin() -> Policy {
     Policy::new(Arc::new(compile(&raw).expect("rules")))
 }
 
-/// The rule that denies, or "allow".
-pub(super) fn decided(p: &Policy, sql: &str, session: &Session<'_>) -> String {
-    let who = Identity::new("alice", ["dev"]);
-    match &p.judge_in(sql.as_bytes(), &who, session).verdict {
+/// The rule that denies, "deny(SQLSTATE)" for other refusals, or "allow".
+pub(super) fn name(verdict: &Verdict) -> String {
+    match verdict {
         Verdict::Allow(_) => "allow".into(),
         Verdict::Deny(d) if d.message.contains("pgward rule \"") => {
             d.message.split('"').nth(1).unwrap_or_default().to_owned()
         }
         Verdict::Deny(d) => format!("deny({})", d.code),
     }
+}
+
+/// [`name`] of the verdict on `sql` run by a `dev` user in `session`.
+pub(super) fn decided(p: &Policy, sql: &str, session: &Session<'_>) -> String {
+    let who = Identity::new("alice", ["dev"]);
+    name(&p.judge_in(sql.as_bytes(), &who, session).verdict)
 }
 
 const ON: Lexing = Lexing::Known(LexSettings {

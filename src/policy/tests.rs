@@ -383,13 +383,7 @@ fn who(user: &str, groups: &[&str]) -> Identity {
 
 /// The rule that denies, or "allow".
 fn decision(p: &Policy, sql: &str, identity: &Identity) -> String {
-    match &p.judge(sql.as_bytes(), identity, Lexing::Known(ON)).verdict {
-        Verdict::Allow(_) => "allow".into(),
-        Verdict::Deny(d) if d.message.contains("pgward rule \"") => {
-            d.message.split('"').nth(1).unwrap_or_default().to_owned()
-        }
-        Verdict::Deny(d) => format!("deny({})", d.code),
-    }
+    super::builtin_tests::name(&p.judge(sql.as_bytes(), identity, Lexing::Known(ON)).verdict)
 }
 
 #[test]
