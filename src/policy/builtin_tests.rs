@@ -233,3 +233,67 @@ fn text_is_judged_as_the_server_converts_it() {
         "22021"
     );
 }
+
+#[test]
+fn parameters_are_judged_at_bind_with_their_values() {
+    use super::Param;
+    let p = builtin();
+    let session = Session::new(ON);
+    let who = Identity::new("alice", ["dev"]);
+    let sql = b"SELECT set_config($1, $2, false)";
+    let parsed = p.judge_in(sql, &who, &session);
+    assert_eq!(
+        name(&parsed.verdict),
+        "no-role-switch",
+        "unknown: the worst"
+    );
+    assert!(parsed.depends_on_parameters());
+    let bound = |sql: &[u8], params: &[Param<'_>]| {
+        name(&p.judge_bound(sql, &who, &session, params).verdict)
+    };
+    let text = |s: &'static str| Param::Text(s.as_bytes());
+    assert_eq!(bound(sql, &[text("application_name"), text("x")]), "allow");
+    assert_eq!(bound(sql, &[text("app.tenant"), text("7")]), "allow");
+    assert_eq!(
+        bound(sql, &[text("role"), text("postgres")]),
+        "no-role-switch"
+    );
+    assert_eq!(
+        bound(sql, &[text("ROLE"), text("postgres")]),
+        "no-role-switch"
+    );
+    assert_eq!(
+        bound(sql, &[text("session_authorization"), text("x")]),
+        "no-role-switch"
+    );
+    assert_eq!(bound(sql, &[Param::Binary, text("x")]), "no-role-switch");
+    assert_eq!(bound(sql, &[Param::Null, text("x")]), "no-role-switch");
+    assert_eq!(bound(sql, &[]), "no-role-switch");
+    assert_eq!(
+        bound(sql, &[text("standard_conforming_strings"), text("off")]),
+        "no-standard-conforming-strings-off"
+    );
+    assert_eq!(
+        bound(sql, &[text("client_encoding"), text("SJIS")]),
+        "no-unjudgeable-client-encoding"
+    );
+    assert_eq!(
+        bound(sql, &[text("client_encoding"), text("LATIN1")]),
+        "allow"
+    );
+    // A value is a constant in the tree, never SQL: no injection through it.
+    assert_eq!(
+        bound(sql, &[text("x', 'y', false); DROP TABLE t; --"), text("x")]),
+        "allow"
+    );
+    assert_eq!(
+        bound(b"SELECT pg_cancel_backend($1)", &[text("123")]),
+        "no-signal-other-sessions"
+    );
+    // Statements that read no values do not depend on their parameters.
+    let plain = p.judge_in(b"SELECT * FROM t WHERE id = $1", &who, &session);
+    assert!(!plain.depends_on_parameters());
+    assert_eq!(name(&plain.verdict), "allow");
+    let unbounded = p.judge_in(b"DELETE FROM t", &who, &session);
+    assert!(!unbounded.depends_on_parameters());
+}

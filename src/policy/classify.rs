@@ -10,6 +10,7 @@
 use super::facts::{Effect, QualName, Statement, Unit};
 use super::kind::Kind;
 use super::lexer::LexSettings;
+use super::params;
 use super::parse_error::{capture, SyntaxError};
 use super::versions::{self, Newer, GRAMMAR_MAJOR};
 use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
@@ -80,9 +81,21 @@ pub fn classify(sql: &str, settings: LexSettings) -> Result<Vec<Statement>, Clas
 
 /// Parses and classifies `sql` as run in the session `env` describes.
 pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyError> {
+    classify_bound(sql, env, &[])
+}
+
+/// Like [`classify_in`], with the parameters of a Bind: `values[n - 1]` is
+/// `$n`'s value in UTF-8 (`Some(None)`: NULL; `None`: unknown).
+pub fn classify_bound(
+    sql: &str,
+    env: &Env<'_>,
+    values: &[Option<Option<String>>],
+) -> Result<Vec<Statement>, ClassifyError> {
     let parsed = parse(sql, env.settings)?;
     let mut statements = Vec::with_capacity(parsed.len());
-    for (range, tree) in parsed {
+    for (range, mut tree) in parsed {
+        let had_params = params::has_params(&tree);
+        params::substitute(&mut tree, values);
         if let Some(newer) = versions::in_tree(&tree, env.server_major) {
             return Err(ClassifyError::NewerSyntax(newer));
         }
@@ -94,6 +107,8 @@ pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyE
             effects: walker.effects,
             reads_literals: walker.reads_literals,
             reads_session: walker.reads_session,
+            // A value-reading rule may have read a parameter as unknown.
+            reads_params: had_params && walker.reads_literals,
         });
     }
     Ok(statements)
