@@ -4,6 +4,7 @@
 //! truncate at will). Read off the tree by field name, like `head`.
 
 use super::classify::{inner, int_field, qual_name, str_field, Walker};
+use super::code;
 use super::encoding::encoding_is_safe;
 use super::facts::{Effect, QualName, Unit};
 use super::kind::Kind;
@@ -30,6 +31,12 @@ impl Walker<'_> {
         nested: &mut Vec<Unit>,
     ) {
         let top = self.depth == 1;
+        unit.functions
+            .extend(code::referenced_functions(name, body));
+        if name == "CreateFunctionStmt" && code::native_language(body) {
+            nested.push(Unit::new(Kind::NativeCode));
+        }
+        nested.extend(code::foreign_copy(name, body));
         match name {
             "AlterTableStmt" => {
                 let drops_column = list(body, "cmds").iter().any(|cmd| {

@@ -15,6 +15,7 @@
 //! one scan and one lookup, not a parse.
 
 pub mod classify;
+mod code;
 pub mod compile;
 pub mod encoding;
 mod encoding_tables;
