@@ -100,6 +100,7 @@ pub fn classify_bound(
             return Err(ClassifyError::NewerSyntax(newer));
         }
         let mut walker = Walker::new(*env);
+        walker.text = sql.get(range.clone());
         let units = walker.statement(&tree)?;
         statements.push(Statement {
             range,
@@ -119,11 +120,21 @@ pub(crate) fn parse(
     sql: &str,
     settings: LexSettings,
 ) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
-    let result =
-        capture(|| pg_query::parse(sql, parser_options(settings))).map_err(|e| match e {
-            Ok(syntax) => ClassifyError::Syntax(syntax),
-            Err(other) => ClassifyError::Unjudgeable(other.to_string()),
-        })?;
+    parse_with(sql, settings, pg_query::ParserOptions::DEFAULT)
+}
+
+/// [`parse`] in one of libpg_query's parse modes (`mode`: a PL/pgSQL
+/// expression or assignment).
+pub(super) fn parse_with(
+    sql: &str,
+    settings: LexSettings,
+    mode: pg_query::ParserOptions,
+) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
+    let options = parser_options(settings) | mode;
+    let result = capture(|| pg_query::parse(sql, options)).map_err(|e| match e {
+        Ok(syntax) => ClassifyError::Syntax(syntax),
+        Err(other) => ClassifyError::Unjudgeable(other.to_string()),
+    })?;
     result
         .protobuf
         .stmts
@@ -160,6 +171,9 @@ pub(super) struct Walker<'a> {
     pub(super) depth: usize,
     /// How many SQL function bodies deep the walk is.
     body_depth: usize,
+    /// The top-level statement's text (PL/pgSQL's parser reads a whole
+    /// CREATE FUNCTION).
+    text: Option<&'a str>,
 }
 
 /// Statement nodes that are part of their parent's unit when nested (a
@@ -197,12 +211,13 @@ impl<'a> Walker<'a> {
             reads_session: false,
             depth: 0,
             body_depth: 0,
+            text: None,
         }
     }
 
     /// Classifies a `{"node": {"XStmt": {...}}}` (or `{"XStmt": {...}}`) tree:
     /// its own unit first, then the units nested in it.
-    fn statement(&mut self, tree: &Value) -> Result<Vec<Unit>, ClassifyError> {
+    pub(super) fn statement(&mut self, tree: &Value) -> Result<Vec<Unit>, ClassifyError> {
         let tree = tree.get("node").unwrap_or(tree);
         let Some((name, body)) = single_entry(tree) else {
             return Ok(vec![Unit::new(Kind::Other)]);
@@ -411,14 +426,19 @@ impl<'a> Walker<'a> {
                 _ => {}
             }
         }
-        let (Some(text), true) = (
-            text,
-            language
-                .as_deref()
-                .is_none_or(|l| l.eq_ignore_ascii_case("sql")),
-        ) else {
+        let Some(text) = text else {
             return Ok(Vec::new());
         };
+        match language.as_deref() {
+            None => {}
+            Some(l) if l.eq_ignore_ascii_case("sql") => {}
+            Some(l) if l.eq_ignore_ascii_case("plpgsql") => {
+                let create = self.text.filter(|_| self.depth == 1);
+                return self.plpgsql_body(create, &text);
+            }
+            // Other languages are opaque: rules match `create_function`.
+            Some(_) => return Ok(Vec::new()),
+        }
         // The body is parsed again at every call, under the function's own
         // SET clause or the caller's standard_conforming_strings at that
         // moment: judge every reading it can have (the units of both, so

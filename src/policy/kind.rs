@@ -100,6 +100,7 @@ kinds! {
     StandardConformingStringsOff => "standard_conforming_strings_off",
     UnjudgeableClientEncoding => "client_encoding_unjudgeable",
     NativeCode => "native_code",
+    OpaqueCode => "opaque_code",
     Set => "set",
     Reset => "reset",
     SetRole => "set_role",

@@ -26,6 +26,7 @@ pub mod kind;
 pub mod lexer;
 mod params;
 pub mod parse_error;
+mod plpgsql;
 pub use params::Param;
 pub mod rules;
 pub mod versions;

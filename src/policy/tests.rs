@@ -207,7 +207,7 @@ const CASES: &[(&str, &str)] = &[
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT count(*) FROM t $$", "create_function + select r:t f:count"),
     ("CREATE FUNCTION f() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM t; END", "create_function + delete w:t nowhere"),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN (SELECT 1)", "create_function"),
-    ("CREATE FUNCTION f() RETURNS int AS $$ BEGIN DELETE FROM t; RETURN 1; END $$ LANGUAGE plpgsql", "create_function"),
+    ("CREATE FUNCTION f() RETURNS int AS $$ BEGIN DELETE FROM t; RETURN 1; END $$ LANGUAGE plpgsql", "create_function + delete w:t nowhere + select"),
     ("CREATE PROCEDURE p() LANGUAGE sql AS 'TRUNCATE t'", "create_function + truncate w:t"),
     ("CREATE AGGREGATE a (int) (sfunc = int4pl, stype = int)", "create_other f:int4pl"),
     ("ALTER TABLE t ADD COLUMN c int", "alter_table w:t"),
