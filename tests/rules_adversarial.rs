@@ -174,6 +174,18 @@ fn more_cases(t: &str) -> Vec<Case> {
         case("encoding", "ALTER ROLE CURRENT_USER SET client_encoding = 'UHC'", Rule("no-unjudgeable-client-encoding")),
         case("encoding", "ALTER DATABASE appdb SET client_encoding TO 'JOHAB'", Rule("no-unjudgeable-client-encoding")),
         case("encoding", format!("CREATE FUNCTION pg_temp.{t}_e() RETURNS int LANGUAGE sql SET client_encoding = 'SJIS' AS 'SELECT 1'"), Rule("no-unjudgeable-client-encoding")),
+        // 4. Code that runs without being named (statement-level part).
+        case("code", "CREATE OPERATOR ~>> (RIGHTARG = text, FUNCTION = pg_read_file)", Rule("no-server-file-functions")),
+        case("code", "CREATE AGGREGATE pg_temp.agg(text) (SFUNC = textcat, STYPE = text, FINALFUNC = pg_read_file)", Rule("no-server-file-functions")),
+        case("code", "CREATE CAST (text AS int) WITH FUNCTION pg_read_file(text)", Rule("no-server-file-functions")),
+        case("code", format!("CREATE TRIGGER {t}_tr AFTER INSERT ON {t} EXECUTE FUNCTION dblink_exec()"), Rule("no-dblink")),
+        case("code", "CREATE FUNCTION pg_temp.rf(text) RETURNS text LANGUAGE internal STRICT AS 'pg_read_file_all'", Rule("no-native-functions")),
+        case("code", "CREATE FOREIGN TABLE ft_prog (a text) SERVER files OPTIONS (program 'id')", Rule("no-copy-program")),
+        case("code", "CREATE FOREIGN TABLE ft_file (a text) SERVER files OPTIONS (filename '/etc/passwd')", Rule("no-server-files")),
+        case("code", format!("CREATE FUNCTION pg_temp.{t}_pl() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DELETE FROM {t}; END $$"), Rule("no-unbounded-write")),
+        case("code", format!("CREATE PROCEDURE pg_temp.{t}_pp() LANGUAGE plpgsql AS $$ DECLARE n int := (SELECT count(*) FROM {t}); BEGIN TRUNCATE {t}; END $$"), Rule("no-truncate")),
+        case("code", format!("CREATE FUNCTION pg_temp.{t}_dx() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DROP TABLE ' || '{t}'; END $$"), Rule("no-opaque-code")),
+        case("code", format!("CREATE FUNCTION pg_temp.{t}_rf() RETURNS text LANGUAGE plpgsql AS $$ DECLARE s text := pg_read_file('/etc/passwd'); BEGIN RETURN s; END $$"), Rule("no-server-file-functions")),
         // 9. Parse errors keep PostgreSQL's SQLSTATE (not always 42601).
         case("errors", "CREATE ASSERTION a CHECK (true)", Code("0A000")),
         case("errors", format!("SELECT * FROM {t} WHERE"), Code("42601")),
@@ -345,6 +357,12 @@ async fn everyday_statements_keep_working() {
              DECLARE n bigint; BEGIN SELECT count(*) INTO n FROM {t}; RETURN n; END $$"
         ),
         format!("SELECT {t}_count()"),
+        format!(
+            "CREATE FUNCTION {t}_touch() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN NEW.w := coalesce(NEW.w, 0) + 1; RETURN NEW; END $$"
+        ),
+        format!("CREATE TRIGGER {t}_tr BEFORE UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {t}_touch()"),
+        format!("UPDATE {t} SET v = 'd' WHERE id = 1"),
     ] {
         client
             .simple_query(&sql)

@@ -355,7 +355,11 @@ async fn shutdown_refuses_held_statements_at_once() {
         }
     }
     // The held statement is refused, then the session ends (57P01 both).
-    assert_eq!(codes.first().map(String::as_str), Some("57P01"), "{codes:?}");
+    assert_eq!(
+        codes.first().map(String::as_str),
+        Some("57P01"),
+        "{codes:?}"
+    );
     assert!(tx.is_closed());
     stopping.await.unwrap();
 }

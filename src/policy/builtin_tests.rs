@@ -15,16 +15,21 @@ fn builtin() -> Policy {
     Policy::new(Arc::new(compile(&raw).expect("rules")))
 }
 
-/// The rule that denies, or "allow".
-pub(super) fn decided(p: &Policy, sql: &str, session: &Session<'_>) -> String {
-    let who = Identity::new("alice", ["dev"]);
-    match &p.judge_in(sql.as_bytes(), &who, session).verdict {
+/// The rule that denies, "deny(SQLSTATE)" for other refusals, or "allow".
+pub(super) fn name(verdict: &Verdict) -> String {
+    match verdict {
         Verdict::Allow(_) => "allow".into(),
         Verdict::Deny(d) if d.message.contains("pgward rule \"") => {
             d.message.split('"').nth(1).unwrap_or_default().to_owned()
         }
         Verdict::Deny(d) => format!("deny({})", d.code),
     }
+}
+
+/// [`name`] of the verdict on `sql` run by a `dev` user in `session`.
+pub(super) fn decided(p: &Policy, sql: &str, session: &Session<'_>) -> String {
+    let who = Identity::new("alice", ["dev"]);
+    name(&p.judge_in(sql.as_bytes(), &who, session).verdict)
 }
 
 const ON: Lexing = Lexing::Known(LexSettings {
@@ -125,6 +130,42 @@ fn the_new_builtin_rules_decide() {
         ("SELECT set_config('client_encoding', 'LATIN1', false)", "allow"),
         ("RESET client_encoding", "allow"),
         ("SET client_encoding TO DEFAULT", "allow"),
+        // Code run later without a call: creating it over a denied function.
+        ("CREATE OPERATOR ~>> (RIGHTARG = text, FUNCTION = pg_read_file)", "no-server-file-functions"),
+        ("CREATE OPERATOR public.~>> (LEFTARG = text, RIGHTARG = text, PROCEDURE = pg_catalog.pg_read_binary_file)", "no-server-file-functions"),
+        ("CREATE AGGREGATE a(text) (SFUNC = dblink_exec, STYPE = text)", "no-dblink"),
+        ("CREATE AGGREGATE a(text) (SFUNC = textcat, STYPE = text, FINALFUNC = pg_read_file)", "no-server-file-functions"),
+        ("CREATE CAST (text AS int) WITH FUNCTION pg_read_file(text)", "no-server-file-functions"),
+        ("CREATE TRIGGER tr AFTER INSERT ON t EXECUTE FUNCTION dblink_exec()", "no-dblink"),
+        ("CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION lo_import()", "no-server-file-functions"),
+        ("CREATE TYPE ty (INPUT = pg_read_file, OUTPUT = textout)", "no-server-file-functions"),
+        ("ALTER OPERATOR = (int, int) SET (RESTRICT = query_to_xml)", "no-dynamic-sql-functions"),
+        ("CREATE OPERATOR ~~~ (RIGHTARG = text, FUNCTION = textlen)", "allow"),
+        ("CREATE TRIGGER tr BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch()", "allow"),
+        ("CREATE FUNCTION f() RETURNS text LANGUAGE internal AS 'pg_read_file_all'", "no-native-functions"),
+        ("CREATE OR REPLACE FUNCTION f(text) RETURNS text LANGUAGE C AS '$libdir/x', 'y'", "no-native-functions"),
+        ("CREATE PROCEDURE p() LANGUAGE 'internal' AS 'pg_terminate_backend'", "no-native-functions"),
+        ("CREATE FOREIGN TABLE ft (a text) SERVER s OPTIONS (program 'id')", "no-copy-program"),
+        ("CREATE FOREIGN TABLE ft (a text) SERVER s OPTIONS (filename '/etc/passwd', format 'csv')", "no-server-files"),
+        ("ALTER FOREIGN TABLE ft OPTIONS (ADD filename '/etc/passwd')", "no-server-files"),
+        ("ALTER FOREIGN TABLE ft OPTIONS (SET program 'sh -c id')", "no-copy-program"),
+        ("CREATE SERVER s FOREIGN DATA WRAPPER file_fdw OPTIONS (program 'id')", "no-copy-program"),
+        ("CREATE FOREIGN TABLE ft (a text) SERVER s OPTIONS (table_name 'x')", "allow"),
+        // PL/pgSQL bodies: their statements judged, dynamic SQL opaque.
+        ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t; END $$", "no-unbounded-write"),
+        ("CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ DECLARE n int; BEGIN TRUNCATE t; RETURN 1; END $$", "no-truncate"),
+        ("CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_read_file('x'); END $$", "no-server-file-functions"),
+        ("CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $$ DECLARE s text := pg_read_file('x'); BEGIN RETURN s; END $$", "no-server-file-functions"),
+        ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN IF (SELECT set_config('role', 'x', false)) IS NULL THEN NULL; END IF; END $$", "no-role-switch"),
+        ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DROP TABLE ' || 't'; END $$", "no-opaque-code"),
+        ("CREATE FUNCTION f() RETURNS SETOF t LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT * FROM t'; END $$", "no-opaque-code"),
+        ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'SELECT 1' LOOP END LOOP; END $$", "no-opaque-code"),
+        ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ DECLARE c refcursor; BEGIN OPEN c FOR EXECUTE 'SELECT 1'; END $$", "no-opaque-code"),
+        ("CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $$ BEGIN RETURN E'a\\nb'; END $$", "no-opaque-code"),
+        ("CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated := now(); RETURN NEW; END $$", "allow"),
+        ("CREATE FUNCTION f(a int) RETURNS SETOF int LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY SELECT id FROM t WHERE id > a; RETURN NEXT 1; END $$", "allow"),
+        ("CREATE OR REPLACE FUNCTION f(OUT n bigint) LANGUAGE plpgsql AS $$ BEGIN SELECT count(*) INTO n FROM t; UPDATE t SET a = 1 WHERE id = 1; END $$", "allow"),
+        ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS 'BEGIN DELETE FROM t WHERE id = 1; END'", "allow"),
         ("DROP TABLE pg_temp.x", "allow"),
         ("DROP TABLE IF EXISTS pg_temp.x, pg_temp.y", "allow"),
         ("TRUNCATE pg_temp.x", "allow"),
@@ -227,4 +268,68 @@ fn text_is_judged_as_the_server_converts_it() {
         ),
         "22021"
     );
+}
+
+#[test]
+fn parameters_are_judged_at_bind_with_their_values() {
+    use super::Param;
+    let p = builtin();
+    let session = Session::new(ON);
+    let who = Identity::new("alice", ["dev"]);
+    let sql = b"SELECT set_config($1, $2, false)";
+    let parsed = p.judge_in(sql, &who, &session);
+    assert_eq!(
+        name(&parsed.verdict),
+        "no-role-switch",
+        "unknown: the worst"
+    );
+    assert!(parsed.depends_on_parameters());
+    let bound = |sql: &[u8], params: &[Param<'_>]| {
+        name(&p.judge_bound(sql, &who, &session, params).verdict)
+    };
+    let text = |s: &'static str| Param::Text(s.as_bytes());
+    assert_eq!(bound(sql, &[text("application_name"), text("x")]), "allow");
+    assert_eq!(bound(sql, &[text("app.tenant"), text("7")]), "allow");
+    assert_eq!(
+        bound(sql, &[text("role"), text("postgres")]),
+        "no-role-switch"
+    );
+    assert_eq!(
+        bound(sql, &[text("ROLE"), text("postgres")]),
+        "no-role-switch"
+    );
+    assert_eq!(
+        bound(sql, &[text("session_authorization"), text("x")]),
+        "no-role-switch"
+    );
+    assert_eq!(bound(sql, &[Param::Binary, text("x")]), "no-role-switch");
+    assert_eq!(bound(sql, &[Param::Null, text("x")]), "no-role-switch");
+    assert_eq!(bound(sql, &[]), "no-role-switch");
+    assert_eq!(
+        bound(sql, &[text("standard_conforming_strings"), text("off")]),
+        "no-standard-conforming-strings-off"
+    );
+    assert_eq!(
+        bound(sql, &[text("client_encoding"), text("SJIS")]),
+        "no-unjudgeable-client-encoding"
+    );
+    assert_eq!(
+        bound(sql, &[text("client_encoding"), text("LATIN1")]),
+        "allow"
+    );
+    // A value is a constant in the tree, never SQL: no injection through it.
+    assert_eq!(
+        bound(sql, &[text("x', 'y', false); DROP TABLE t; --"), text("x")]),
+        "allow"
+    );
+    assert_eq!(
+        bound(b"SELECT pg_cancel_backend($1)", &[text("123")]),
+        "no-signal-other-sessions"
+    );
+    // Statements that read no values do not depend on their parameters.
+    let plain = p.judge_in(b"SELECT * FROM t WHERE id = $1", &who, &session);
+    assert!(!plain.depends_on_parameters());
+    assert_eq!(name(&plain.verdict), "allow");
+    let unbounded = p.judge_in(b"DELETE FROM t", &who, &session);
+    assert!(!unbounded.depends_on_parameters());
 }

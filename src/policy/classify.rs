@@ -10,6 +10,7 @@
 use super::facts::{Effect, QualName, Statement, Unit};
 use super::kind::Kind;
 use super::lexer::LexSettings;
+use super::params;
 use super::parse_error::{capture, SyntaxError};
 use super::versions::{self, Newer, GRAMMAR_MAJOR};
 use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
@@ -80,13 +81,26 @@ pub fn classify(sql: &str, settings: LexSettings) -> Result<Vec<Statement>, Clas
 
 /// Parses and classifies `sql` as run in the session `env` describes.
 pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyError> {
+    classify_bound(sql, env, &[])
+}
+
+/// Like [`classify_in`], with the parameters of a Bind: `values[n - 1]` is
+/// `$n`'s value in UTF-8 (`Some(None)`: NULL; `None`: unknown).
+pub fn classify_bound(
+    sql: &str,
+    env: &Env<'_>,
+    values: &[Option<Option<String>>],
+) -> Result<Vec<Statement>, ClassifyError> {
     let parsed = parse(sql, env.settings)?;
     let mut statements = Vec::with_capacity(parsed.len());
-    for (range, tree) in parsed {
+    for (range, mut tree) in parsed {
+        let had_params = params::has_params(&tree);
+        params::substitute(&mut tree, values);
         if let Some(newer) = versions::in_tree(&tree, env.server_major) {
             return Err(ClassifyError::NewerSyntax(newer));
         }
         let mut walker = Walker::new(*env);
+        walker.text = sql.get(range.clone());
         let units = walker.statement(&tree)?;
         statements.push(Statement {
             range,
@@ -94,6 +108,8 @@ pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyE
             effects: walker.effects,
             reads_literals: walker.reads_literals,
             reads_session: walker.reads_session,
+            // A value-reading rule may have read a parameter as unknown.
+            reads_params: had_params && walker.reads_literals,
         });
     }
     Ok(statements)
@@ -104,11 +120,21 @@ pub(crate) fn parse(
     sql: &str,
     settings: LexSettings,
 ) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
-    let result =
-        capture(|| pg_query::parse(sql, parser_options(settings))).map_err(|e| match e {
-            Ok(syntax) => ClassifyError::Syntax(syntax),
-            Err(other) => ClassifyError::Unjudgeable(other.to_string()),
-        })?;
+    parse_with(sql, settings, pg_query::ParserOptions::DEFAULT)
+}
+
+/// [`parse`] in one of libpg_query's parse modes (`mode`: a PL/pgSQL
+/// expression or assignment).
+pub(super) fn parse_with(
+    sql: &str,
+    settings: LexSettings,
+    mode: pg_query::ParserOptions,
+) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
+    let options = parser_options(settings) | mode;
+    let result = capture(|| pg_query::parse(sql, options)).map_err(|e| match e {
+        Ok(syntax) => ClassifyError::Syntax(syntax),
+        Err(other) => ClassifyError::Unjudgeable(other.to_string()),
+    })?;
     result
         .protobuf
         .stmts
@@ -145,6 +171,9 @@ pub(super) struct Walker<'a> {
     pub(super) depth: usize,
     /// How many SQL function bodies deep the walk is.
     body_depth: usize,
+    /// The top-level statement's text (PL/pgSQL's parser reads a whole
+    /// CREATE FUNCTION).
+    text: Option<&'a str>,
 }
 
 /// Statement nodes that are part of their parent's unit when nested (a
@@ -182,12 +211,13 @@ impl<'a> Walker<'a> {
             reads_session: false,
             depth: 0,
             body_depth: 0,
+            text: None,
         }
     }
 
     /// Classifies a `{"node": {"XStmt": {...}}}` (or `{"XStmt": {...}}`) tree:
     /// its own unit first, then the units nested in it.
-    fn statement(&mut self, tree: &Value) -> Result<Vec<Unit>, ClassifyError> {
+    pub(super) fn statement(&mut self, tree: &Value) -> Result<Vec<Unit>, ClassifyError> {
         let tree = tree.get("node").unwrap_or(tree);
         let Some((name, body)) = single_entry(tree) else {
             return Ok(vec![Unit::new(Kind::Other)]);
@@ -396,14 +426,19 @@ impl<'a> Walker<'a> {
                 _ => {}
             }
         }
-        let (Some(text), true) = (
-            text,
-            language
-                .as_deref()
-                .is_none_or(|l| l.eq_ignore_ascii_case("sql")),
-        ) else {
+        let Some(text) = text else {
             return Ok(Vec::new());
         };
+        match language.as_deref() {
+            None => {}
+            Some(l) if l.eq_ignore_ascii_case("sql") => {}
+            Some(l) if l.eq_ignore_ascii_case("plpgsql") => {
+                let create = self.text.filter(|_| self.depth == 1);
+                return self.plpgsql_body(create, &text);
+            }
+            // Other languages are opaque: rules match `create_function`.
+            Some(_) => return Ok(Vec::new()),
+        }
         // The body is parsed again at every call, under the function's own
         // SET clause or the caller's standard_conforming_strings at that
         // moment: judge every reading it can have (the units of both, so

@@ -136,4 +136,8 @@ pub struct Statement {
     /// Whether any of its facts depends on the session (its own temporary
     /// tables, its own process id): then its verdict is never cached.
     pub reads_session: bool,
+    /// Whether it holds `$n` parameters and reads values: its verdict
+    /// (judged with every parameter unknown, the worst) may be milder with
+    /// the values a Bind brings (see [`crate::policy::Policy::judge_bound`]).
+    pub reads_params: bool,
 }

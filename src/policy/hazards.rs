@@ -4,6 +4,7 @@
 //! truncate at will). Read off the tree by field name, like `head`.
 
 use super::classify::{inner, int_field, qual_name, str_field, Walker};
+use super::code;
 use super::encoding::encoding_is_safe;
 use super::facts::{Effect, QualName, Unit};
 use super::kind::Kind;
@@ -30,6 +31,12 @@ impl Walker<'_> {
         nested: &mut Vec<Unit>,
     ) {
         let top = self.depth == 1;
+        unit.functions
+            .extend(code::referenced_functions(name, body));
+        if name == "CreateFunctionStmt" && code::native_language(body) {
+            nested.push(Unit::new(Kind::NativeCode));
+        }
+        nested.extend(code::foreign_copy(name, body));
         match name {
             "AlterTableStmt" => {
                 let drops_column = list(body, "cmds").iter().any(|cmd| {
@@ -97,13 +104,13 @@ impl Walker<'_> {
             }
             "VariableSetStmt"
                 if str_field(body, "name").eq_ignore_ascii_case(SCS)
-                    && self.turns_scs_off(body) =>
+                    && self.sets_unsafe_value(body, is_true) =>
             {
                 nested.push(Unit::new(Kind::StandardConformingStringsOff));
             }
             "VariableSetStmt"
                 if str_field(body, "name").eq_ignore_ascii_case(CLIENT_ENCODING)
-                    && self.unjudgeable_encoding(body) =>
+                    && self.sets_unsafe_value(body, encoding_is_safe) =>
             {
                 nested.push(Unit::new(Kind::UnjudgeableClientEncoding));
             }
@@ -166,11 +173,13 @@ impl Walker<'_> {
         }
     }
 
-    /// Whether a `SET standard_conforming_strings` (a statement, a typed
-    /// SET of ALTER ROLE / DATABASE / SYSTEM, a function's SET clause) may
-    /// turn the setting off: any value but a literal true, and FROM CURRENT.
+    /// Whether a SET (a statement, a typed SET of ALTER ROLE / DATABASE /
+    /// SYSTEM, a function's SET clause) may set a value `safe` rejects:
+    /// any value that is not a literal `safe` accepts, and FROM CURRENT.
     /// RESET and DEFAULT restore what an administrator configured.
-    fn turns_scs_off(&mut self, set: &Value) -> bool {
+    /// (`standard_conforming_strings` must stay on, `client_encoding` one
+    /// pgward can judge.)
+    fn sets_unsafe_value(&mut self, set: &Value, safe: fn(&str) -> bool) -> bool {
         self.reads_literals = true;
         let kind = int_field(set, "kind");
         if kind == VariableSetKind::VarSetCurrent as i64 {
@@ -180,25 +189,7 @@ impl Walker<'_> {
             return false;
         }
         match list(set, "args") {
-            [value] => !literal(value).as_deref().is_some_and(is_true),
-            _ => true,
-        }
-    }
-
-    /// Whether a `SET client_encoding` (or `SET NAMES`, or a typed SET of
-    /// ALTER ROLE / DATABASE) may switch to an encoding pgward cannot judge.
-    /// DEFAULT and RESET restore what an administrator configured.
-    fn unjudgeable_encoding(&mut self, set: &Value) -> bool {
-        self.reads_literals = true;
-        let kind = int_field(set, "kind");
-        if kind == VariableSetKind::VarSetCurrent as i64 {
-            return true;
-        }
-        if kind != VariableSetKind::VarSetValue as i64 {
-            return false;
-        }
-        match list(set, "args") {
-            [value] => !literal(value).as_deref().is_some_and(encoding_is_safe),
+            [value] => !literal(value).as_deref().is_some_and(safe),
             _ => true,
         }
     }

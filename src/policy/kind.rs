@@ -99,6 +99,8 @@ kinds! {
     SearchPathPgTemp => "search_path_pg_temp",
     StandardConformingStringsOff => "standard_conforming_strings_off",
     UnjudgeableClientEncoding => "client_encoding_unjudgeable",
+    NativeCode => "native_code",
+    OpaqueCode => "opaque_code",
     Set => "set",
     Reset => "reset",
     SetRole => "set_role",

@@ -15,6 +15,7 @@
 //! one scan and one lookup, not a parse.
 
 pub mod classify;
+mod code;
 pub mod encoding;
 mod encoding_tables;
 pub mod facts;
@@ -22,11 +23,14 @@ mod hazards;
 pub use hazards::search_path_lists_pg_temp;
 pub mod kind;
 pub mod lexer;
+mod params;
 pub mod parse_error;
+mod plpgsql;
+pub use params::Param;
 pub mod rules;
 pub mod versions;
 
-use classify::{classify_in, ClassifyError, Env};
+use classify::{classify_bound, ClassifyError, Env};
 use encoding::ClientEncoding;
 use facts::{Effect, Statement};
 use lexer::LexSettings;
@@ -93,6 +97,8 @@ pub struct Outcome {
     /// Whether the verdict may be cached at all (no fact was read from the
     /// session's state).
     by_text: bool,
+    /// Whether the verdict read `$n` parameters as unknown.
+    by_params: bool,
 }
 
 impl Outcome {
@@ -113,7 +119,15 @@ impl Outcome {
             text: Arc::from(""),
             by_shape: false,
             by_text: false,
+            by_params: false,
         }
+    }
+
+    /// Whether the verdict was reached with `$n` parameters unknown (read as
+    /// the worst value): a Deny may then turn into an Allow with the values
+    /// of a Bind, which [`Policy::judge_bound`] judges.
+    pub fn depends_on_parameters(&self) -> bool {
+        self.by_params
     }
 
     /// The outcome when nothing needs judging.
@@ -124,6 +138,7 @@ impl Outcome {
             text: Arc::from(""),
             by_shape: false,
             by_text: false,
+            by_params: false,
         }
     }
 }
@@ -181,6 +196,44 @@ impl Policy {
     /// Judges the SQL text of one Query or Parse message run by `who` in
     /// `session`.
     pub fn judge_in(&self, text: &[u8], who: &Identity, session: &Session<'_>) -> Arc<Outcome> {
+        self.judge_any(text, who, session, None)
+    }
+
+    /// Judges a statement again at Bind, with its parameters' values: for a
+    /// Parse whose outcome [`Outcome::depends_on_parameters`] (judged then
+    /// with every parameter unknown, the worst), the session calls this with
+    /// the Bind's values and refuses the Bind if the verdict is Deny.
+    /// `params[n - 1]` is `$n`. Not cached.
+    pub fn judge_bound(
+        &self,
+        text: &[u8],
+        who: &Identity,
+        session: &Session<'_>,
+        params: &[Param<'_>],
+    ) -> Arc<Outcome> {
+        let values: Vec<Option<Option<String>>> = params
+            .iter()
+            .map(|p| match p {
+                Param::Null => Some(None),
+                // A value the encoding cannot convert stays unknown.
+                Param::Text(bytes) => session
+                    .client_encoding
+                    .to_utf8(bytes)
+                    .ok()
+                    .map(|s| Some(s.into_owned())),
+                Param::Binary => None,
+            })
+            .collect();
+        self.judge_any(text, who, session, Some(&values))
+    }
+
+    fn judge_any(
+        &self,
+        text: &[u8],
+        who: &Identity,
+        session: &Session<'_>,
+        values: Option<&[Option<Option<String>>]>,
+    ) -> Arc<Outcome> {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
         }
@@ -211,13 +264,18 @@ impl Policy {
             own_temp_tables: session.own_temp_tables,
             server_major: session.server_major,
         };
-        match session.lexing {
-            // Without a backslash the setting cannot move a token boundary.
-            Lexing::Known(settings) => self.judge_cached(sql, who, &env(settings)),
-            Lexing::Uncertain(settings) if !sql.contains('\\') => {
-                self.judge_cached(sql, who, &env(settings))
+        // Without a backslash the setting cannot move a token boundary.
+        let one_reading = match session.lexing {
+            Lexing::Known(settings) => Some(settings),
+            Lexing::Uncertain(settings) if !sql.contains('\\') => Some(settings),
+            Lexing::Uncertain(_) => None,
+        };
+        match (one_reading, values) {
+            (Some(settings), None) => self.judge_cached(sql, who, &env(settings)),
+            (Some(settings), Some(values)) => {
+                Arc::new(self.judge_fresh(sql, who, &env(settings), values))
             }
-            Lexing::Uncertain(_) => {
+            (None, values) => {
                 let mut outcomes = [true, false].map(|scs| {
                     self.judge_fresh(
                         sql,
@@ -225,6 +283,7 @@ impl Policy {
                         &env(LexSettings {
                             standard_conforming_strings: scs,
                         }),
+                        values.unwrap_or_default(),
                     )
                 });
                 // Strictest wins: a denial under either reading denies.
@@ -265,7 +324,7 @@ impl Policy {
             // literals would crowd out the ones that repeat exactly.
             return hit;
         }
-        match self.decide(sql, &tokens, who, env) {
+        match self.decide(sql, &tokens, who, env, &[]) {
             Ok(outcome) => {
                 let outcome = Arc::new(outcome);
                 // Verdicts that read a literal's value are shared only by
@@ -285,11 +344,19 @@ impl Policy {
         }
     }
 
-    fn judge_fresh(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Outcome {
+    fn judge_fresh(
+        &self,
+        sql: &str,
+        who: &Audience,
+        env: &Env<'_>,
+        values: &[Option<Option<String>>],
+    ) -> Outcome {
         match lexer::scan(sql, env.settings) {
             Ok(tokens) => match versions::in_tokens(sql, &tokens, env.server_major) {
                 Some(newer) => unparsable(&ClassifyError::NewerSyntax(newer)),
-                None => self.decide(sql, &tokens, who, env).unwrap_or_else(|e| *e),
+                None => self
+                    .decide(sql, &tokens, who, env, values)
+                    .unwrap_or_else(|e| *e),
             },
             Err(e) => unparsable(&ClassifyError::Syntax(e)),
         }
@@ -301,8 +368,9 @@ impl Policy {
         tokens: &[pg_query::protobuf::ScanToken],
         who: &Audience,
         env: &Env<'_>,
+        values: &[Option<Option<String>>],
     ) -> Result<Outcome, Box<Outcome>> {
-        let statements = classify_in(sql, env).map_err(|e| Box::new(unparsable(&e)))?;
+        let statements = classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;
         let texts: Vec<String> = statements
             .iter()
             .map(|s| lexer::normalized(sql, tokens, s.range.clone()))
@@ -318,6 +386,7 @@ impl Policy {
                 .iter()
                 .all(|s| !s.reads_literals && !s.reads_session),
             by_text: statements.iter().all(|s| !s.reads_session),
+            by_params: statements.iter().any(|s| s.reads_params),
             effects: statements
                 .into_iter()
                 .flat_map(|s: Statement| s.effects)

@@ -200,16 +200,16 @@ const CASES: &[(&str, &str)] = &[
     ("CREATE TYPE pair AS (a int, b int)", "create_type r:pair"),
     ("CREATE DOMAIN d AS int", "create_type"),
     ("CREATE POLICY p ON t USING (true)", "create_policy w:t"),
-    ("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create_trigger w:t"),
+    ("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create_trigger w:t f:f"),
     ("CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u", "create_rule w:t + delete w:u nowhere"),
     ("CREATE RULE r AS ON SELECT TO t DO INSTEAD SELECT * FROM secret", "create_rule w:t r:secret"),
     ("CREATE FUNCTION f() RETURNS void AS 'DELETE FROM t' LANGUAGE sql", "create_function + delete w:t nowhere"),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT count(*) FROM t $$", "create_function + select r:t f:count"),
     ("CREATE FUNCTION f() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM t; END", "create_function + delete w:t nowhere"),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN (SELECT 1)", "create_function"),
-    ("CREATE FUNCTION f() RETURNS int AS $$ BEGIN DELETE FROM t; RETURN 1; END $$ LANGUAGE plpgsql", "create_function"),
+    ("CREATE FUNCTION f() RETURNS int AS $$ BEGIN DELETE FROM t; RETURN 1; END $$ LANGUAGE plpgsql", "create_function + delete w:t nowhere + select"),
     ("CREATE PROCEDURE p() LANGUAGE sql AS 'TRUNCATE t'", "create_function + truncate w:t"),
-    ("CREATE AGGREGATE a (int) (sfunc = int4pl, stype = int)", "create_other"),
+    ("CREATE AGGREGATE a (int) (sfunc = int4pl, stype = int)", "create_other f:int4pl"),
     ("ALTER TABLE t ADD COLUMN c int", "alter_table w:t"),
     ("ALTER TABLE t RENAME TO u", "rename_table w:t + !forget:t"),
     ("ALTER TABLE t RENAME COLUMN a TO b", "rename_column w:t"),
@@ -383,13 +383,7 @@ fn who(user: &str, groups: &[&str]) -> Identity {
 
 /// The rule that denies, or "allow".
 fn decision(p: &Policy, sql: &str, identity: &Identity) -> String {
-    match &p.judge(sql.as_bytes(), identity, Lexing::Known(ON)).verdict {
-        Verdict::Allow(_) => "allow".into(),
-        Verdict::Deny(d) if d.message.contains("pgward rule \"") => {
-            d.message.split('"').nth(1).unwrap_or_default().to_owned()
-        }
-        Verdict::Deny(d) => format!("deny({})", d.code),
-    }
+    super::builtin_tests::name(&p.judge(sql.as_bytes(), identity, Lexing::Known(ON)).verdict)
 }
 
 #[test]

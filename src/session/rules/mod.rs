@@ -12,11 +12,12 @@ use super::tracker::{Statement, Tracker};
 use crate::policy::encoding::ClientEncoding;
 use crate::policy::facts::{Effect, Unit};
 use crate::policy::rules::{Denial, Identity, Verdict};
-use crate::policy::{Lexing, Outcome, Policy, Session};
+use crate::policy::{Lexing, Outcome, Param, Policy, Session};
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
+use crate::wire::frontend::BindView;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -45,34 +46,21 @@ impl RulesPhase {
         }
     }
 
-    fn judge(&mut self, text: &[u8], tracker: &Tracker) -> Decision {
+    fn judge(&mut self, text: &[u8], tracker: &Tracker, parse: bool) -> Decision {
         let policy = self.policy.load();
         if policy.is_inert() {
             // Prepared statements made now are judged again at EXECUTE, so
             // rules that arrive later still apply to them.
             return Decision::Forward;
         }
-        let settings = self.settings.current();
-        // A request still unanswered (in this batch or an earlier one) may
-        // change the setting before this text is lexed.
-        let lexing = if tracker.busy() {
-            Lexing::Uncertain(settings)
-        } else {
-            Lexing::Known(settings)
-        };
-        let own_temp_tables = self.settings.temp.usable();
-        let client_encoding = self.settings.client_encoding.lock().map_or_else(
-            |_| ClientEncoding::Unjudgeable("unknown".into()),
-            |e| e.clone(),
-        );
-        let session = Session {
-            lexing,
-            own_pid: None,
-            own_temp_tables: &own_temp_tables,
-            server_major: self.settings.server_major.load(Ordering::Acquire),
-            client_encoding: &client_encoding,
-        };
+        let snapshot = self.snapshot(tracker);
+        let session = snapshot.session();
         let outcome = policy.judge_in(text, &self.identity, &session);
+        if parse && outcome.depends_on_parameters() {
+            // Judged with its parameters unknown (the worst): the Bind that
+            // supplies them is judged with their values instead.
+            return Decision::Forward;
+        }
         let verdict = match &outcome.verdict {
             Verdict::Deny(d) => Verdict::Deny(d.clone()),
             Verdict::Allow(logged) => {
@@ -177,6 +165,99 @@ impl RulesPhase {
     }
 }
 
+/// What the policy is told about the session for one judgement.
+struct Snapshot {
+    lexing: Lexing,
+    own_temp_tables: BTreeSet<String>,
+    client_encoding: ClientEncoding,
+    server_major: u32,
+}
+
+impl Snapshot {
+    fn session(&self) -> Session<'_> {
+        Session {
+            lexing: self.lexing,
+            own_pid: None,
+            own_temp_tables: &self.own_temp_tables,
+            server_major: self.server_major,
+            client_encoding: &self.client_encoding,
+        }
+    }
+}
+
+impl RulesPhase {
+    /// The session as the server last reported it. A request still
+    /// unanswered (in this batch or an earlier one) may change a setting
+    /// before the text is lexed: then every reading counts.
+    fn snapshot(&self, tracker: &Tracker) -> Snapshot {
+        let settings = self.settings.current();
+        Snapshot {
+            lexing: if tracker.busy() {
+                Lexing::Uncertain(settings)
+            } else {
+                Lexing::Known(settings)
+            },
+            own_temp_tables: self.settings.temp.usable(),
+            client_encoding: self.settings.client_encoding.lock().map_or_else(
+                |_| ClientEncoding::Unjudgeable("unknown".into()),
+                |e| e.clone(),
+            ),
+            server_major: self.settings.server_major.load(Ordering::Acquire),
+        }
+    }
+
+    /// A Bind of a statement whose verdict depends on its parameters: judged
+    /// again with the values it brings (text format; binary values stay
+    /// unknown, the worst), refused if they make it a denied statement.
+    fn judge_bind(&mut self, text: &[u8], bind: &BindView<'_>, tracker: &Tracker) -> Decision {
+        let policy = self.policy.load();
+        if policy.is_inert() {
+            return Decision::Forward;
+        }
+        let snapshot = self.snapshot(tracker);
+        let session = snapshot.session();
+        // The Parse's verdict, from the cache: most statements do not
+        // depend on their parameters and pass here at no cost.
+        if !policy
+            .judge_in(text, &self.identity, &session)
+            .depends_on_parameters()
+        {
+            return Decision::Forward;
+        }
+        let params: Vec<Param<'_>> = bind
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let format = match bind.param_formats.as_slice() {
+                    [] => 0,
+                    [one] => *one,
+                    all => all.get(i).copied().unwrap_or(0),
+                };
+                match (value, format) {
+                    (None, _) => Param::Null,
+                    (Some(v), 0) => Param::Text(v),
+                    (Some(_), _) => Param::Binary,
+                }
+            })
+            .collect();
+        let outcome = policy.judge_bound(text, &self.identity, &session, &params);
+        match &outcome.verdict {
+            Verdict::Allow(_) => Decision::Forward,
+            Verdict::Deny(d) => {
+                tracing::info!(
+                    target: "pgward::policy",
+                    user = %self.identity.user,
+                    statement = %outcome.text,
+                    reason = %d.message,
+                    "statement refused with its Bind parameters"
+                );
+                Decision::Refuse(refusal(d.clone()))
+            }
+        }
+    }
+}
+
 fn unprepared(name: &str, why: &str) -> Denial {
     Denial {
         code: "42501",
@@ -204,7 +285,12 @@ impl Phase for RulesPhase {
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
         match (ctx.kind, ctx.text) {
-            (RequestKind::Query | RequestKind::Parse, Some(text)) => self.judge(text, ctx.tracker),
+            (RequestKind::Query, Some(text)) => self.judge(text, ctx.tracker, false),
+            (RequestKind::Parse, Some(text)) => self.judge(text, ctx.tracker, true),
+            (RequestKind::Bind, Some(text)) => match ctx.bind {
+                Some(bind) => self.judge_bind(text, bind, ctx.tracker),
+                None => Decision::Forward,
+            },
             _ => Decision::Forward,
         }
     }
