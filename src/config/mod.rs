@@ -4,7 +4,10 @@
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
 pub mod raw;
+mod reload;
 pub mod units;
+
+pub use reload::reload_refusal;
 
 use crate::auth::verifier::ScramVerifier;
 use raw::RawConfig;
@@ -86,10 +89,13 @@ pub struct Config {
     pub policy: Arc<crate::policy::rules::RuleSet>,
     /// Column masking.
     pub masking: Arc<crate::mask::rules::MaskConfig>,
+    /// Top-level sections the file wrote out (`server`, `policy`, ...): a
+    /// reload may not drop one of them and fall back to defaults.
+    pub sections: std::collections::BTreeSet<String>,
 }
 
 /// `[server]`, typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Listen address.
     pub listen: SocketAddr,
@@ -110,7 +116,7 @@ pub struct ServerConfig {
 }
 
 /// PEM files for a TLS endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// Certificate chain.
     pub cert: PathBuf,
@@ -132,7 +138,7 @@ pub enum SslMode {
 }
 
 /// One upstream, typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// The upstream's name in the config.
     pub name: String,
@@ -155,7 +161,7 @@ pub struct UpstreamConfig {
 }
 
 /// One client identity, typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserConfig {
     /// Name clients log in with.
     pub name: String,
@@ -180,12 +186,18 @@ impl Config {
     /// Parses and validates config text; `path` is used in messages and to
     /// resolve relative file names.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string(),
-        })?;
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(syntax)?;
+        // Parsed again as a plain table only to learn which sections were
+        // written; the typed parse above already accepted the text.
+        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_raw(raw, base)
+        let mut config = Self::from_raw(raw, base)?;
+        config.sections = table.keys().cloned().collect();
+        Ok(config)
     }
 
     /// Validates raw values into typed ones.
@@ -243,6 +255,7 @@ impl Config {
             users,
             policy,
             masking,
+            sections: Default::default(),
         })
     }
 }
@@ -454,30 +467,6 @@ pub fn explain(c: &Config) -> String {
         p.cache_size
     );
     out
-}
-
-/// Reads only the `[policy]` and `[masking]` sections of a config file (for
-/// a reload, which changes rules and nothing else).
-pub fn load_policy(
-    path: &Path,
-) -> Result<
-    (
-        crate::policy::rules::RuleSet,
-        crate::mask::rules::MaskConfig,
-    ),
-    ConfigError,
-> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    let policy = crate::policy::compile::compile(&raw.policy)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    Ok((policy, masking_from_raw(&raw.masking, base)?))
 }
 
 /// `[masking]` with its hash key read from where it names.
