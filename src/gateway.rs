@@ -111,6 +111,8 @@ impl Gateway {
         let scram = ScramEngines::new(cert_pem.as_deref())
             .map_err(|e| GatewayError::ChannelBinding(e.to_string()))?;
         let mut upstreams = BTreeMap::new();
+        // One key-derivation pool for every upstream's SCRAM logins.
+        let kdf = crate::auth::scram_client::kdf_pool();
         for (name, u) in &config.upstreams {
             let tls = tls::client_config(u).map_err(|source| GatewayError::Tls {
                 field: format!("upstreams.{name}.ca_file"),
@@ -121,7 +123,7 @@ impl Gateway {
                 Upstream {
                     config: Arc::clone(u),
                     tls,
-                    salted: Default::default(),
+                    salted: crate::auth::scram_client::SaltedPasswordCache::new(Arc::clone(&kdf)),
                 },
             );
         }

@@ -158,6 +158,8 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Connect and login deadline.
     pub connect_timeout: Duration,
+    /// Most SCRAM iterations accepted from the server.
+    pub scram_max_iterations: u32,
 }
 
 /// One client identity, typed.
@@ -349,6 +351,12 @@ fn upstream_from_raw(
     if u.user.is_empty() {
         return Err(field_err(f("user"), "must not be empty"));
     }
+    if !(4096..=10_000_000).contains(&u.scram_max_iterations) {
+        return Err(field_err(
+            f("scram_max_iterations"),
+            "must be between 4096 (PostgreSQL's default) and 10000000",
+        ));
+    }
     Ok(UpstreamConfig {
         name: name.to_owned(),
         host: u.host,
@@ -359,6 +367,7 @@ fn upstream_from_raw(
         sslmode,
         ca_file: u.ca_file.map(|p| resolve(base, p)),
         connect_timeout: duration(&f("connect_timeout"), &u.connect_timeout)?,
+        scram_max_iterations: u.scram_max_iterations,
     })
 }
 
