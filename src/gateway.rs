@@ -34,6 +34,51 @@ pub struct Gateway {
     pub masking: Arc<ArcSwap<crate::mask::rules::MaskConfig>>,
     /// Mask maps, by upstream name.
     pub masks: BTreeMap<String, Arc<crate::mask::store::UpstreamMap>>,
+    /// Rules and masking together, with their version: the one place a
+    /// reload swaps (one store), so a reader that loads it once sees a rule
+    /// set and a mask set that were accepted together. `policy` and
+    /// `masking` above are stored from it right after, for the session code
+    /// that still reads them one at a time.
+    pub rules: ArcSwap<RuleSnapshot>,
+    /// Serialises reloads, so versions are bumped one at a time.
+    reload_lock: std::sync::Mutex<()>,
+}
+
+/// The statement rules and mask rules in force, as one value.
+#[derive(Debug)]
+pub struct RuleSnapshot {
+    /// 1 at startup, bumped by each accepted reload (logged with it).
+    pub version: u64,
+    /// Statement rules and their verdict caches.
+    pub policy: Arc<Policy>,
+    /// Mask rules.
+    pub masking: Arc<crate::mask::rules::MaskConfig>,
+    /// The sections of the file these came from (see
+    /// [`crate::config::reload_refusal`]).
+    sections: std::collections::BTreeSet<String>,
+}
+
+/// A reload that did not happen; the rules in force stay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not parse or validate, exactly as at startup.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The file is valid but changes what a reload may not change, or lacks
+    /// a section the running configuration has.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// An accepted reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The new rule-set version.
+    pub version: u64,
+    /// How many statement rules it has.
+    pub rules: usize,
+    /// How many mask rules it has.
+    pub mask_rules: usize,
 }
 
 /// Makes a phase for each new session.
@@ -72,6 +117,8 @@ impl Gateway {
         let scram = ScramEngines::new(cert_pem.as_deref())
             .map_err(|e| GatewayError::ChannelBinding(e.to_string()))?;
         let mut upstreams = BTreeMap::new();
+        // One key-derivation pool for every upstream's SCRAM logins.
+        let kdf = crate::auth::scram_client::kdf_pool();
         for (name, u) in &config.upstreams {
             let tls = tls::client_config(u).map_err(|source| GatewayError::Tls {
                 field: format!("upstreams.{name}.ca_file"),
@@ -82,14 +129,18 @@ impl Gateway {
                 Upstream {
                     config: Arc::clone(u),
                     tls,
-                    salted: Default::default(),
+                    salted: crate::auth::scram_client::SaltedPasswordCache::new(Arc::clone(&kdf)),
                 },
             );
         }
-        let policy = Arc::new(ArcSwap::from_pointee(Policy::new(Arc::clone(
-            &config.policy,
-        ))));
-        let masking = Arc::new(ArcSwap::new(Arc::clone(&config.masking)));
+        let snapshot = RuleSnapshot {
+            version: 1,
+            policy: Arc::new(Policy::new(Arc::clone(&config.policy))),
+            masking: Arc::clone(&config.masking),
+            sections: config.sections.clone(),
+        };
+        let policy = Arc::new(ArcSwap::new(Arc::clone(&snapshot.policy)));
+        let masking = Arc::new(ArcSwap::new(Arc::clone(&snapshot.masking)));
         let masks = upstreams
             .iter()
             .map(|(name, u)| {
@@ -107,6 +158,8 @@ impl Gateway {
             policy,
             masking,
             masks,
+            rules: ArcSwap::from_pointee(snapshot),
+            reload_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -127,18 +180,45 @@ impl Gateway {
             .clone()
     }
 
-    /// Re-reads `[policy]` and `[masking]` from `path` and puts them in
-    /// force for every session's next message. On error the rules in force
-    /// stay.
-    pub fn reload_policy(&self, path: &std::path::Path) -> Result<usize, ConfigError> {
-        let (rules, masking) = crate::config::load_policy(path)?;
-        let count = rules.rules.len();
-        self.policy.store(Arc::new(Policy::new(Arc::new(rules))));
-        self.masking.store(Arc::new(masking));
+    /// The rule-set version in force.
+    pub fn rules_version(&self) -> u64 {
+        self.rules.load().version
+    }
+
+    /// Reads `path` with the same parse and validation as startup and, if
+    /// it changes nothing but `[policy]` and `[masking]` and keeps every
+    /// section the running file has, puts the new rules and masking in force
+    /// together for every session's next message. Otherwise the rules in
+    /// force stay.
+    pub fn reload(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
+        let new = Config::load(path)?;
+        // A poisoned lock only means an earlier reload panicked; the state
+        // it guards (the version sequence) is still consistent.
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let running = self.rules.load_full();
+        if let Some(why) = crate::config::reload_refusal(&self.config, &running.sections, &new) {
+            return Err(ReloadError::Refused(why));
+        }
+        let snapshot = Arc::new(RuleSnapshot {
+            version: running.version + 1,
+            policy: Arc::new(Policy::new(Arc::clone(&new.policy))),
+            masking: Arc::clone(&new.masking),
+            sections: new.sections,
+        });
+        self.rules.store(Arc::clone(&snapshot));
+        self.policy.store(Arc::clone(&snapshot.policy));
+        self.masking.store(Arc::clone(&snapshot.masking));
         // The maps resolve rules to columns: read them again.
         for map in self.masks.values() {
             map.invalidate();
         }
-        Ok(count)
+        Ok(Reloaded {
+            version: snapshot.version,
+            rules: snapshot.policy.rules.rules.len(),
+            mask_rules: snapshot.masking.rules.len(),
+        })
     }
 }

@@ -142,6 +142,16 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A multi-line message (TOML errors draw the line and a caret) as one log
+/// line, so a rejected reload is one line to grep for.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Re-reads the rules from `path` on every SIGHUP, for as long as the
 /// process runs. Sessions stay up; each judges its next message under the
 /// new rules. A file that does not validate is rejected with one log line
@@ -154,11 +164,19 @@ pub async fn reload_rules_on_hangup(gw: Arc<Gateway>, path: std::path::PathBuf) 
         return;
     };
     while hangup.recv().await.is_some() {
-        match gw.reload_policy(&path) {
-            Ok(count) => tracing::info!(rules = count, path = %path.display(), "rules reloaded"),
+        match gw.reload(&path) {
+            Ok(r) => tracing::info!(
+                version = r.version,
+                rules = r.rules,
+                mask_rules = r.mask_rules,
+                path = %path.display(),
+                "rules reloaded"
+            ),
             Err(e) => tracing::error!(
                 path = %path.display(),
-                "rules reload rejected, the previous rules stay in force: {e}"
+                version = gw.rules_version(),
+                "rules reload rejected, the rules in force stay: {}",
+                one_line(&e.to_string())
             ),
         }
     }

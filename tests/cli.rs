@@ -112,6 +112,24 @@ fn binary_client(port: u16, user: &str, password: &str) -> tokio_postgres::Confi
     config
 }
 
+/// A pgward run that is killed if the test fails before it stops it (a
+/// left-over child would hold the test's output open).
+struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends `signal` to the child.
 fn signal(child: &std::process::Child, signal: &str) {
     let pid = child.id().to_string();
@@ -146,12 +164,15 @@ async fn sighup_reloads_rules_without_dropping_sessions() {
     let path = backend.cluster.dir().join(format!("reload-{port}.toml"));
     let log = backend.cluster.dir().join(format!("reload-{port}.log"));
     std::fs::write(&path, format!("{base}{deny_now}")).expect("config");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("pgward run");
+    let child = Running(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("pgward run"),
+    );
     let config = binary_client(port, support::USER, support::PASSWORD);
     let client = connect_eventually(&config, false)
         .await
@@ -162,8 +183,9 @@ async fn sighup_reloads_rules_without_dropping_sessions() {
         .expect_err("denied");
     assert!(support::message(&e).contains("no-now"), "{e:?}");
 
-    // Drop the rule and reload: the same session may now call now().
-    std::fs::write(&path, &base).expect("config");
+    // Drop the rule and reload: the same session may now call now(). The
+    // section stays, empty: a file without it would be refused.
+    std::fs::write(&path, format!("{base}\n[policy]\n")).expect("config");
     signal(&child, "-HUP");
     assert!(
         eventually(|| async { client.simple_query("SELECT now()").await.is_ok() }).await,
@@ -188,5 +210,162 @@ async fn sighup_reloads_rules_without_dropping_sessions() {
         .await
         .expect("old rules stay");
     signal(&child, "-TERM");
-    let _ = child.wait();
+}
+
+/// Whether `now()` is denied and the masked column reads NULL.
+async fn in_force(client: &tokio_postgres::Client, select_ssn: &str) -> (bool, bool) {
+    let denied = client.simple_query("SELECT now()").await.is_err();
+    let row = client.query_one(select_ssn, &[]).await.expect("select");
+    (denied, row.get::<_, Option<String>>(0).is_none())
+}
+
+/// The log lines of a run so far that contain `needle`, without colours.
+fn log_lines(log: &std::path::Path, needle: &str) -> Vec<String> {
+    let ansi = regex::Regex::new("\x1b\\[[0-9;]*m").expect("regex");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| ansi.replace_all(l, "").into_owned())
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_file_keeps_rules_and_masking_under_load() {
+    let backend = Backend::shared();
+    let table = format!("reload_secrets_{:08x}", rand::random::<u32>());
+    backend.admin_sql(&format!(
+        "CREATE TABLE {table} (id int, ssn text); INSERT INTO {table} VALUES (1, '123-45-6789'); \
+         GRANT SELECT ON {table} TO {};",
+        support::APP_ROLE
+    ));
+    let port = pgward::cluster::free_port().expect("port");
+    let base = backend.config("", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let rules = "\n[[policy.rules]]\nname = \"no-now\"\naction = \"deny\"\nfunctions = [\"now\"]\n";
+    let masking = format!(
+        "\n[masking]\n[[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{table}.ssn\"]\nstrategy = \"null\"\n"
+    );
+    let good = format!("{base}{rules}{masking}");
+    let path = backend
+        .cluster
+        .dir()
+        .join(format!("reload-bad-{port}.toml"));
+    let log = backend.cluster.dir().join(format!("reload-bad-{port}.log"));
+    std::fs::write(&path, &good).expect("config");
+    let child = Running(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("pgward run"),
+    );
+    let config = binary_client(port, support::USER, support::PASSWORD);
+    let client = connect_eventually(&config, false)
+        .await
+        .expect("the binary serves");
+    let select_ssn = format!("SELECT ssn FROM {table}");
+    assert_eq!(
+        in_force(&client, &select_ssn).await,
+        (true, true),
+        "rules at startup"
+    );
+
+    // Load alongside: a second session runs statements throughout.
+    let busy = connect_eventually(&config, true).await.expect("busy");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match busy.simple_query("SELECT 1").await {
+                    Ok(_) => ok += 1,
+                    Err(_) => {
+                        failed += 1;
+                        break;
+                    }
+                }
+            }
+            (ok, failed)
+        }
+    });
+
+    let policy_at = good.find("[[policy.rules]]").expect("policy");
+    let masking_at = good.find("[masking]").expect("masking");
+    let bad_files = [
+        ("empty", String::new(), "upstreams"),
+        (
+            "truncated before [policy]",
+            good[..policy_at].to_owned(),
+            "lacks [masking] and [policy],",
+        ),
+        (
+            "truncated inside a rule",
+            good[..good.len() - 18].to_owned(),
+            "strategy",
+        ),
+        (
+            "partial (rules only)",
+            format!("{rules}{masking}"),
+            "upstreams",
+        ),
+        (
+            "mistyped",
+            good.replace("action = \"deny\"", "action = \"denny\""),
+            "denny",
+        ),
+        (
+            "without [masking]",
+            good[..masking_at].to_owned(),
+            "lacks [masking],",
+        ),
+        (
+            "server change",
+            good.replace("[server]", "[server]\nmax_client_connections = 7"),
+            "[server] changed",
+        ),
+    ];
+    for (n, (what, text, reason)) in bad_files.iter().enumerate() {
+        std::fs::write(&path, text).expect("config");
+        signal(&child, "-HUP");
+        assert!(
+            eventually(|| async { log_lines(&log, "rules reload rejected").len() > n }).await,
+            "{what}: no log line: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let line = log_lines(&log, "rules reload rejected").remove(n);
+        assert!(line.contains("ERROR"), "{what}: {line}");
+        assert!(line.contains(reason), "{what}: {line}");
+        assert_eq!(
+            in_force(&client, &select_ssn).await,
+            (true, true),
+            "{what}: rules stay"
+        );
+    }
+    assert!(log_lines(&log, "rules reloaded").is_empty());
+
+    // A good file still reloads, with the next version, on the open session.
+    std::fs::write(&path, format!("{base}\n[policy]\n{masking}")).expect("config");
+    signal(&child, "-HUP");
+    assert!(
+        eventually(|| async { client.simple_query("SELECT now()").await.is_ok() }).await,
+        "the good reload applies"
+    );
+    let reloaded = log_lines(&log, "rules reloaded");
+    assert!(reloaded[0].contains("version=2"), "{reloaded:?}");
+    assert_eq!(
+        in_force(&client, &select_ssn).await,
+        (false, true),
+        "masking stays"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.expect("load task");
+    assert!(ok > 0 && failed == 0, "load: {ok} ok, {failed} failed");
+    signal(&child, "-TERM");
 }

@@ -464,16 +464,16 @@ async fn a_reload_that_masks_an_identity_applies_at_once() {
     let clear = text_rows(&dba.simple_query(&sql).await.expect("clear"));
     assert_eq!(clear[0][0].as_deref(), Some("123-45-6789"));
     // New rules: the dba group is masked too.
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("reload.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[masking.rules]]\nname = \"all-ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"null\"\n"
-        ),
-    )
-    .expect("write");
-    pw.gateway.reload_policy(&path).expect("reload");
+    // (First in the list: the first rule that matches a column decides.)
+    let all_ssn = format!(
+        "[[masking.rules]]\nname = \"all-ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"null\"\n\n"
+    );
+    let text = pw.config_text.replacen(
+        "[[masking.rules]]",
+        &format!("{all_ssn}[[masking.rules]]"),
+        1,
+    );
+    pw.reload_text(&text).expect("reload");
     // The open unmasked session may not go on reading in clear.
     let e = dba.simple_query(&sql).await.expect_err("must reconnect");
     assert_eq!(sqlstate(&e), "42501");

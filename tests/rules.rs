@@ -283,16 +283,10 @@ async fn execute_inherits_the_verdict_of_prepare_under_the_current_rules() {
 
     // New rules: reading the table now needs approval. The statement was
     // prepared under the old rules; EXECUTE is judged under the new ones.
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("rules.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[policy]\n[[policy.rules]]\nname = \"ask-first\"\naction = \"require_approval\"\nrelations = [\"{t}\"]\n"
-        ),
-    )
-    .expect("write");
-    pw.gateway.reload_policy(&path).expect("reload");
+    pw.reload_with(&format!(
+        "[policy]\n[[policy.rules]]\nname = \"ask-first\"\naction = \"require_approval\"\nrelations = [\"{t}\"]\n"
+    ))
+    .expect("reload");
     let e = client.simple_query("EXECUTE peek").await.expect_err("held");
     assert_eq!(sqlstate(&e), "42501");
     assert!(
@@ -307,8 +301,9 @@ async fn execute_inherits_the_verdict_of_prepare_under_the_current_rules() {
     assert!(hint.contains("approval"), "{hint}");
 
     // An invalid file is rejected and the rules in force stay.
-    std::fs::write(&path, "[policy]\ndefault_action = \"maybe\"\n").expect("write");
-    let e = pw.gateway.reload_policy(&path).expect_err("invalid");
+    let e = pw
+        .reload_with("[policy]\ndefault_action = \"maybe\"\n")
+        .expect_err("invalid");
     assert!(e.to_string().contains("policy.default_action"), "{e}");
     assert!(
         client.simple_query("EXECUTE peek").await.is_err(),

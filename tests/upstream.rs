@@ -3,7 +3,12 @@
 
 mod support;
 
-use support::fake_backend::{parameter_status, Auth, FakeBackend, Reply, FAKE_PASSWORD};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::fake_backend::{
+    parameter_status, Auth, FakeBackend, Reply, ServerFinal, FAKE_PASSWORD,
+};
 use support::raw::RawClient;
 use support::{Pgward, DB, PASSWORD, USER};
 
@@ -56,4 +61,140 @@ async fn fake_backend_checks_the_scram_proof() {
         .expect_err("login refused");
     assert_eq!(support::sqlstate(&e), "08001", "{e:?}");
     assert_eq!(fake.seen().logins_completed, 0);
+}
+
+/// pgward with the real cluster as `appdb` (healthy) and `fake` as upstream
+/// `hostile` behind database `hostiledb`; `hostile_extra` goes into that
+/// upstream's section.
+async fn beside_healthy(fake: &FakeBackend, hostile_extra: &str) -> Pgward {
+    let backend = support::Backend::shared();
+    let config = format!(
+        "{}\n{}",
+        backend
+            .config("", "")
+            .replace("[databases]\n", "[databases]\nhostiledb = \"hostile\"\n"),
+        fake.upstream_section("hostile", hostile_extra)
+    );
+    Pgward::start_in(&config, backend.cluster.dir()).await
+}
+
+/// Median and 99th percentile of `SELECT 1` on the healthy upstream while
+/// `hostile` clients log in to the hostile one in a loop; returns them with
+/// the SQLSTATEs the hostile logins got.
+async fn healthy_latency_under_hostile_logins(
+    pw: &Pgward,
+    fake: &FakeBackend,
+    hostile: usize,
+) -> (Duration, Duration, Vec<String>) {
+    let healthy = pw.connect().await;
+    healthy.simple_query("SELECT 1").await.expect("warm up");
+    let stop = Arc::new(AtomicBool::new(false));
+    // The hostile clients run on a runtime of their own: their side of the
+    // client SCRAM exchange with pgward must not slow the measuring runtime.
+    let hostile_clients = std::thread::spawn({
+        let (stop, mut config) = (Arc::clone(&stop), pw.client_config(USER, PASSWORD));
+        config.dbname("hostiledb");
+        move || {
+            let rt = tokio::runtime::Runtime::new().expect("hostile runtime");
+            rt.block_on(async move {
+                let tasks: Vec<_> = (0..hostile)
+                    .map(|_| {
+                        let (stop, config) = (Arc::clone(&stop), config.clone());
+                        tokio::spawn(async move {
+                            let mut codes = Vec::new();
+                            while !stop.load(Ordering::Relaxed) {
+                                match support::connect_with(&config).await {
+                                    Ok(_) => codes.push("connected".to_owned()),
+                                    Err(e) => codes.push(support::sqlstate(&e)),
+                                }
+                            }
+                            codes
+                        })
+                    })
+                    .collect();
+                let mut codes = Vec::new();
+                for t in tasks {
+                    codes.extend(t.await.expect("hostile task"));
+                }
+                codes
+            })
+        }
+    });
+    // Measured once the hostile logins reach the fake, for at least 200
+    // queries and 3 s, at most 20 s (the point of the test is what fails, not
+    // how fast; the numbers are printed for the record).
+    for _ in 0..200 {
+        if fake.seen().connections > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while (latencies.len() < 200 || started.elapsed() < Duration::from_secs(3))
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        let t = Instant::now();
+        healthy
+            .simple_query("SELECT 1")
+            .await
+            .expect("healthy upstream serves");
+        latencies.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let codes = tokio::task::spawn_blocking(move || hostile_clients.join().expect("hostile"))
+        .await
+        .expect("join");
+    latencies.sort();
+    let at = |q: usize| latencies[(latencies.len() - 1) * q / 100];
+    eprintln!(
+        "{} healthy queries in {:?}, slowest {:?}",
+        latencies.len(),
+        started.elapsed(),
+        latencies.last()
+    );
+    (at(50), at(99), codes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_iteration_count_fails_cleanly_and_spares_other_upstreams() {
+    // A fresh salt per login defeats any cache; no server-final (the fake
+    // does not spend the CPU itself).
+    let fake = FakeBackend::builder()
+        .auth(
+            Auth::scram(FAKE_PASSWORD)
+                .iterations(1_000_000)
+                .server_final(ServerFinal::Missing),
+        )
+        .start()
+        .await;
+    let pw = beside_healthy(&fake, "").await;
+    let (median, p99, codes) = healthy_latency_under_hostile_logins(&pw, &fake, 4).await;
+    eprintln!(
+        "healthy SELECT 1 beside 1,000,000-iteration logins: median {median:?}, p99 {p99:?}, \
+         {} hostile logins: {:?}",
+        codes.len(),
+        &codes[..codes.len().min(8)]
+    );
+    assert!(!codes.is_empty());
+    assert!(codes.iter().all(|c| c == "08001"), "{codes:?}");
+
+    // Within the limit, with a fresh salt each time (no cache can help): the
+    // derivations run on the blocking pool, and the healthy upstream serves.
+    let fake = FakeBackend::builder()
+        .auth(
+            Auth::scram(FAKE_PASSWORD)
+                .iterations(100_000)
+                .server_final(ServerFinal::Missing),
+        )
+        .start()
+        .await;
+    let pw = beside_healthy(&fake, "").await;
+    let (median, p99, codes) = healthy_latency_under_hostile_logins(&pw, &fake, 4).await;
+    eprintln!(
+        "healthy SELECT 1 beside 100,000-iteration logins: median {median:?}, p99 {p99:?}, \
+         {} hostile logins: {codes:?}",
+        codes.len()
+    );
+    assert!(fake.seen().connections > 0);
 }

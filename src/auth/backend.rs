@@ -2,7 +2,7 @@
 //! the credential pgward holds. The password and the server's cancel key stay
 //! in here and in the cancel registry; neither reaches a client or a log line.
 
-use super::scram_client::{Binding, SaltedPasswordCache, ScramClient};
+use super::scram_client::{Binding, SaltedPasswordCache, ScramClient, ScramError};
 use crate::config::{SslMode, UpstreamConfig};
 use crate::error::SessionError;
 use crate::io::{FramedStream, ReadError, Stream};
@@ -127,7 +127,8 @@ impl Upstream {
             match BackendKind::of(frame.tag()) {
                 BackendKind::Authentication => {
                     out.clear();
-                    self.answer_auth(&frame, &conn.stream, &mut scram, &mut out)?;
+                    self.answer_auth(&frame, &conn.stream, &mut scram, &mut out)
+                        .await?;
                     if !out.is_empty() {
                         conn.send(&out)
                             .await
@@ -190,7 +191,7 @@ impl Upstream {
 
     /// Answers one Authentication* message into `out` (empty when there is
     /// nothing to send).
-    fn answer_auth(
+    async fn answer_auth(
         &self,
         frame: &Frame,
         stream: &Stream,
@@ -231,9 +232,16 @@ impl Upstream {
                     .as_mut()
                     .ok_or_else(|| self.unavailable("SASLContinue before SASL"))?;
                 let password = self.password()?;
-                let client_final = s
-                    .client_final(body, password, &self.salted)
-                    .map_err(|e| self.unavailable(e.to_string()))?;
+                let scram_err = |e: ScramError| self.unavailable(e.to_string());
+                let request = s
+                    .server_first(body, self.config.scram_max_iterations)
+                    .map_err(scram_err)?;
+                let salted = self
+                    .salted
+                    .salted_password(password, &request)
+                    .await
+                    .map_err(scram_err)?;
+                let client_final = s.client_final(&salted).map_err(scram_err)?;
                 frontend::sasl_response(client_final.as_bytes(), out).map_err(io)
             }
             12 => {

@@ -6,18 +6,30 @@
 //! same password against the same stored salt over and over; caching the
 //! salted password (as sensitive as the password itself, which pgward holds
 //! anyway) removes the dominant CPU cost of opening a backend connection.
+//!
+//! The server chooses the iteration count, so a hostile or misconfigured
+//! server chooses how much CPU a login costs: the count is capped per
+//! upstream, and PBKDF2 runs on tokio's blocking pool behind semaphores (a
+//! global one, and one per upstream), never on the async workers that relay
+//! every other session.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// More PBKDF2 rounds than this from a server is refused: a hostile or
-/// misconfigured server could otherwise pin a core per login.
-const MAX_ITERATIONS: u32 = 1_000_000;
+/// Salted passwords kept per upstream: a real server has one salt per role;
+/// more than this only comes from a server changing salts (a password
+/// change, or a hostile server defeating the cache), and the oldest goes.
+const CACHED_SALTS: usize = 4;
+
+/// PBKDF2 computations one upstream may run at once: a hostile upstream can
+/// occupy at most this many blocking threads, however many logins it gets.
+const PER_UPSTREAM_KDF: usize = 2;
 
 /// A SCRAM exchange that cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,9 +40,12 @@ pub enum ScramError {
     /// The server's nonce does not extend ours.
     #[error("the server's SCRAM nonce does not extend the client's")]
     Nonce,
-    /// Too many PBKDF2 rounds asked for.
-    #[error("the server asks for {0} SCRAM iterations (at most {MAX_ITERATIONS})")]
-    Iterations(u32),
+    /// Too many PBKDF2 rounds asked for (asked, allowed).
+    #[error("the server asks for {0} SCRAM iterations, more than scram_max_iterations ({1})")]
+    Iterations(u32, u32),
+    /// The key derivation task did not complete (runtime shutting down).
+    #[error("SCRAM key derivation did not complete")]
+    Derivation,
     /// The server reported an error (`e=`).
     #[error("the server rejected SCRAM authentication: {0}")]
     Server(String),
@@ -66,9 +81,15 @@ impl Binding {
     }
 }
 
-/// Salted passwords cached by (salt, iterations); one per upstream.
-#[derive(Debug, Default, Clone)]
-pub struct SaltedPasswordCache(Arc<Mutex<Option<SaltedEntry>>>);
+/// Salted passwords of one upstream, keyed by (salt, iterations) (the
+/// upstream is the owner of the cache), plus that upstream's share of the
+/// key-derivation pool.
+#[derive(Debug, Clone)]
+pub struct SaltedPasswordCache {
+    entries: Arc<Mutex<Vec<SaltedEntry>>>,
+    local: Arc<Semaphore>,
+    global: Arc<Semaphore>,
+}
 
 #[derive(Debug)]
 struct SaltedEntry {
@@ -77,25 +98,86 @@ struct SaltedEntry {
     salted: [u8; 32],
 }
 
+/// Bounds PBKDF2 computations across all upstreams (one per core).
+pub fn kdf_pool() -> Arc<Semaphore> {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    Arc::new(Semaphore::new(cores.max(2)))
+}
+
 impl SaltedPasswordCache {
-    fn get_or_compute(&self, password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-        if let Ok(guard) = self.0.lock() {
-            if let Some(e) = guard.as_ref() {
-                if e.salt == salt && e.iterations == iterations {
-                    return e.salted;
-                }
-            }
+    /// An empty cache whose computations share `global` with other upstreams.
+    pub fn new(global: Arc<Semaphore>) -> Self {
+        Self {
+            entries: Arc::default(),
+            local: Arc::new(Semaphore::new(PER_UPSTREAM_KDF)),
+            global,
         }
-        let salted = hi(&normalize(password), salt, iterations);
-        if let Ok(mut guard) = self.0.lock() {
-            *guard = Some(SaltedEntry {
+    }
+
+    fn get(&self, salt: &[u8], iterations: u32) -> Option<[u8; 32]> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .iter()
+            .find(|e| e.salt == salt && e.iterations == iterations)
+            .map(|e| e.salted)
+    }
+
+    fn insert(&self, salt: &[u8], iterations: u32, salted: [u8; 32]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|e| !(e.salt == salt && e.iterations == iterations));
+            if entries.len() >= CACHED_SALTS {
+                entries.remove(0);
+            }
+            entries.push(SaltedEntry {
                 salt: salt.to_vec(),
                 iterations,
                 salted,
             });
         }
-        salted
     }
+
+    /// The salted password for this salt and count: from the cache, or
+    /// computed on the blocking pool (waiting for a permit of this upstream
+    /// and then of the global pool).
+    pub async fn salted_password(
+        &self,
+        password: &[u8],
+        request: &SaltRequest,
+    ) -> Result<[u8; 32], ScramError> {
+        let (salt, iterations) = (&request.salt, request.iterations);
+        if let Some(salted) = self.get(salt, iterations) {
+            return Ok(salted);
+        }
+        let _local = self
+            .local
+            .acquire()
+            .await
+            .map_err(|_| ScramError::Derivation)?;
+        // Another login may have computed it while this one waited.
+        if let Some(salted) = self.get(salt, iterations) {
+            return Ok(salted);
+        }
+        let _global = self
+            .global
+            .acquire()
+            .await
+            .map_err(|_| ScramError::Derivation)?;
+        let (password, salt_owned) = (normalize(password), salt.clone());
+        let salted = tokio::task::spawn_blocking(move || hi(&password, &salt_owned, iterations))
+            .await
+            .map_err(|_| ScramError::Derivation)?;
+        self.insert(salt, iterations, salted);
+        Ok(salted)
+    }
+}
+
+/// What server-first asks the client to derive its key with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaltRequest {
+    /// The salt.
+    pub salt: Vec<u8>,
+    /// PBKDF2 rounds (within the upstream's limit).
+    pub iterations: u32,
 }
 
 /// PostgreSQL applies SASLprep when the password is valid UTF-8 and the
@@ -135,6 +217,8 @@ pub struct ScramClient {
     binding: Binding,
     nonce: String,
     client_first_bare: String,
+    /// server-first and its combined nonce, once received.
+    server_first: Option<(String, String)>,
     /// ServerSignature expected in server-final, once client-final is built.
     expected_server_signature: Option<[u8; 32]>,
 }
@@ -153,6 +237,7 @@ impl ScramClient {
             binding,
             nonce: nonce.to_owned(),
             client_first_bare: format!("n={user},r={nonce}"),
+            server_first: None,
             expected_server_signature: None,
         }
     }
@@ -162,13 +247,13 @@ impl ScramClient {
         format!("{}{}", self.binding.gs2_header(), self.client_first_bare)
     }
 
-    /// Takes server-first-message and returns client-final-message.
-    pub fn client_final(
+    /// Takes server-first-message and returns what the key must be derived
+    /// with; more than `max_iterations` rounds is refused.
+    pub fn server_first(
         &mut self,
         server_first: &[u8],
-        password: &[u8],
-        cache: &SaltedPasswordCache,
-    ) -> Result<String, ScramError> {
+        max_iterations: u32,
+    ) -> Result<SaltRequest, ScramError> {
         let server_first =
             std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let mut parts = server_first.split(',');
@@ -190,15 +275,25 @@ impl ScramClient {
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
             return Err(ScramError::Nonce);
         }
-        if iterations > MAX_ITERATIONS {
-            return Err(ScramError::Iterations(iterations));
+        if iterations > max_iterations {
+            return Err(ScramError::Iterations(iterations, max_iterations));
         }
-        let salted = cache.get_or_compute(password, &salt, iterations);
+        self.server_first = Some((server_first.to_owned(), nonce.to_owned()));
+        Ok(SaltRequest { salt, iterations })
+    }
+
+    /// client-final-message, with the salted password derived as
+    /// [`Self::server_first`] asked.
+    pub fn client_final(&mut self, salted: &[u8; 32]) -> Result<String, ScramError> {
+        let (server_first, nonce) = self
+            .server_first
+            .as_ref()
+            .ok_or(ScramError::Malformed("client-final before server-first"))?;
         let mut cbind = self.binding.gs2_header().as_bytes().to_vec();
         cbind.extend_from_slice(self.binding.data());
         let without_proof = format!("c={},r={nonce}", B64.encode(cbind));
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
-        let client_key = hmac(&salted, &[b"Client Key"]);
+        let client_key = hmac(salted, &[b"Client Key"]);
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let signature = hmac(&stored_key, &[auth_message.as_bytes()]);
         let proof: Vec<u8> = client_key
@@ -206,7 +301,7 @@ impl ScramClient {
             .zip(signature.iter())
             .map(|(k, s)| k ^ s)
             .collect();
-        let server_key = hmac(&salted, &[b"Server Key"]);
+        let server_key = hmac(salted, &[b"Server Key"]);
         self.expected_server_signature = Some(hmac(&server_key, &[auth_message.as_bytes()]));
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
     }
@@ -243,13 +338,29 @@ mod tests {
     const SERVER_FIRST: &str =
         "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
 
-    #[test]
-    fn rfc7677_test_vector() {
+    /// server-first then client-final, deriving the key through `cache`.
+    async fn exchange(
+        c: &mut ScramClient,
+        server_first: &str,
+        password: &[u8],
+        cache: &SaltedPasswordCache,
+    ) -> Result<String, ScramError> {
+        let request = c.server_first(server_first.as_bytes(), 100_000)?;
+        let salted = cache.salted_password(password, &request).await?;
+        c.client_final(&salted)
+    }
+
+    fn cache() -> SaltedPasswordCache {
+        SaltedPasswordCache::new(kdf_pool())
+    }
+
+    #[tokio::test]
+    async fn rfc7677_test_vector() {
         let mut c = ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
         assert_eq!(c.client_first(), "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
-        let cache = SaltedPasswordCache::default();
-        let fin = c
-            .client_final(SERVER_FIRST.as_bytes(), b"pencil", &cache)
+        let cache = cache();
+        let fin = exchange(&mut c, SERVER_FIRST, b"pencil", &cache)
+            .await
             .expect("final");
         assert_eq!(
             fin,
@@ -266,14 +377,43 @@ mod tests {
         let mut again =
             ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
         assert_eq!(
-            again.client_final(SERVER_FIRST.as_bytes(), b"pencil", &cache),
+            exchange(&mut again, SERVER_FIRST, b"pencil", &cache).await,
             Ok(fin)
         );
+        // The cache is keyed by (salt, iterations): the same salt with another
+        // count is another key, and a wrong cached value would show here.
+        let mut other =
+            ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
+        let other_count = SERVER_FIRST.replace("i=4096", "i=4097");
+        let fin_4097 = exchange(&mut other, &other_count, b"pencil", &cache).await;
+        assert_ne!(
+            fin_4097,
+            exchange(&mut again, SERVER_FIRST, b"pencil", &cache).await
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_a_few_salts() {
+        let cache = cache();
+        for n in 0..(CACHED_SALTS as u8 + 2) {
+            let request = SaltRequest {
+                salt: vec![n],
+                iterations: 16,
+            };
+            let salted = cache
+                .salted_password(b"pw", &request)
+                .await
+                .expect("derive");
+            assert_eq!(salted, hi(b"pw", &[n], 16));
+        }
+        assert_eq!(cache.entries.lock().expect("lock").len(), CACHED_SALTS);
+        assert_eq!(cache.get(&[0], 16), None, "the oldest went");
+        assert!(cache.get(&[CACHED_SALTS as u8 + 1], 16).is_some());
+        assert_eq!(cache.get(&[CACHED_SALTS as u8 + 1], 17), None);
     }
 
     #[test]
     fn refuses_bad_server_messages() {
-        let cache = SaltedPasswordCache::default();
         let mut c = ScramClient::with_nonce(Binding::Unsupported, "", "abc");
         let cases: &[(&str, ScramError)] = &[
             ("r=xyz,s=AAAA,i=4096", ScramError::Nonce),
@@ -286,17 +426,18 @@ mod tests {
                 ScramError::Malformed("no iteration count"),
             ),
             (
-                "r=abcd,s=AAAA,i=99999999",
-                ScramError::Iterations(99_999_999),
+                "r=abcd,s=AAAA,i=100001",
+                ScramError::Iterations(100_001, 100_000),
             ),
         ];
         for (msg, err) in cases {
             assert_eq!(
-                c.client_final(msg.as_bytes(), b"pw", &cache).as_ref(),
+                c.server_first(msg.as_bytes(), 100_000).as_ref(),
                 Err(err),
                 "{msg}"
             );
         }
+        assert!(c.server_first(b"r=abcd,s=AAAA,i=100000", 100_000).is_ok());
         assert_eq!(
             c.verify_server_final(b"e=invalid-proof"),
             Err(ScramError::Server("invalid-proof".into()))
@@ -305,13 +446,12 @@ mod tests {
         assert_eq!(c.verify_server_final(b"v=AAAA"), Err(ScramError::Signature));
     }
 
-    #[test]
-    fn channel_binding_goes_into_the_c_attribute() {
-        let cache = SaltedPasswordCache::default();
+    #[tokio::test]
+    async fn channel_binding_goes_into_the_c_attribute() {
         let mut c = ScramClient::with_nonce(Binding::EndPoint(vec![1, 2, 3]), "", "n1");
         assert!(c.client_first().starts_with("p=tls-server-end-point,,"));
-        let fin = c
-            .client_final(b"r=n1n2,s=AAAA,i=16", b"pw", &cache)
+        let fin = exchange(&mut c, "r=n1n2,s=AAAA,i=16", b"pw", &cache())
+            .await
             .expect("final");
         let mut expected = b"p=tls-server-end-point,,".to_vec();
         expected.extend_from_slice(&[1, 2, 3]);

@@ -6,7 +6,10 @@
 pub(crate) mod masking;
 pub mod policy;
 pub mod raw;
+mod reload;
 pub mod units;
+
+pub use reload::reload_refusal;
 
 use crate::auth::verifier::ScramVerifier;
 use raw::RawConfig;
@@ -88,10 +91,13 @@ pub struct Config {
     pub policy: Arc<crate::policy::rules::RuleSet>,
     /// Column masking.
     pub masking: Arc<crate::mask::rules::MaskConfig>,
+    /// Top-level sections the file wrote out (`server`, `policy`, ...): a
+    /// reload may not drop one of them and fall back to defaults.
+    pub sections: std::collections::BTreeSet<String>,
 }
 
 /// `[server]`, typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Listen address.
     pub listen: SocketAddr,
@@ -112,7 +118,7 @@ pub struct ServerConfig {
 }
 
 /// PEM files for a TLS endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// Certificate chain.
     pub cert: PathBuf,
@@ -134,7 +140,7 @@ pub enum SslMode {
 }
 
 /// One upstream, typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// The upstream's name in the config.
     pub name: String,
@@ -154,10 +160,12 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Connect and login deadline.
     pub connect_timeout: Duration,
+    /// Most SCRAM iterations accepted from the server.
+    pub scram_max_iterations: u32,
 }
 
 /// One client identity, typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserConfig {
     /// Name clients log in with.
     pub name: String,
@@ -182,12 +190,18 @@ impl Config {
     /// Parses and validates config text; `path` is used in messages and to
     /// resolve relative file names.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string(),
-        })?;
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(syntax)?;
+        // Parsed again as a plain table only to learn which sections were
+        // written; the typed parse above already accepted the text.
+        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_raw(raw, base)
+        let mut config = Self::from_raw(raw, base)?;
+        config.sections = table.keys().cloned().collect();
+        Ok(config)
     }
 
     /// Validates raw values into typed ones.
@@ -245,6 +259,7 @@ impl Config {
             users,
             policy,
             masking,
+            sections: Default::default(),
         })
     }
 }
@@ -338,6 +353,12 @@ fn upstream_from_raw(
     if u.user.is_empty() {
         return Err(field_err(f("user"), "must not be empty"));
     }
+    if !(4096..=10_000_000).contains(&u.scram_max_iterations) {
+        return Err(field_err(
+            f("scram_max_iterations"),
+            "must be between 4096 (PostgreSQL's default) and 10000000",
+        ));
+    }
     Ok(UpstreamConfig {
         name: name.to_owned(),
         host: u.host,
@@ -348,6 +369,7 @@ fn upstream_from_raw(
         sslmode,
         ca_file: u.ca_file.map(|p| resolve(base, p)),
         connect_timeout: duration(&f("connect_timeout"), &u.connect_timeout)?,
+        scram_max_iterations: u.scram_max_iterations,
     })
 }
 
@@ -456,30 +478,6 @@ pub fn explain(c: &Config) -> String {
         p.cache_size
     );
     out
-}
-
-/// Reads only the `[policy]` and `[masking]` sections of a config file (for
-/// a reload, which changes rules and nothing else).
-pub fn load_policy(
-    path: &Path,
-) -> Result<
-    (
-        crate::policy::rules::RuleSet,
-        crate::mask::rules::MaskConfig,
-    ),
-    ConfigError,
-> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    let policy = policy::compile(&raw.policy)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    Ok((policy, masking_from_raw(&raw.masking, base)?))
 }
 
 /// `[masking]` with its hash key read from where it names.

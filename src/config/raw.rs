@@ -262,6 +262,12 @@ pub struct RawUpstream {
     /// Time allowed to connect and log in. Default `"5s"`.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: String,
+    /// Most SCRAM iterations (PBKDF2 rounds) pgward computes for this
+    /// server's login; a server asking for more is refused (a hostile one
+    /// could otherwise burn a core per login). PostgreSQL's own default is
+    /// 4096. Default 100000.
+    #[serde(default = "default_scram_max_iterations")]
+    pub scram_max_iterations: u32,
 }
 
 /// `[users.NAME]`: one client identity.
@@ -316,6 +322,9 @@ fn default_port() -> u16 {
 }
 fn default_sslmode() -> String {
     "prefer".into()
+}
+fn default_scram_max_iterations() -> u32 {
+    100_000
 }
 fn default_connect_timeout() -> String {
     "5s".into()

@@ -121,6 +121,9 @@ pub struct Pgward {
     pub addr: SocketAddr,
     /// Its shared state (rules reload, counters).
     pub gateway: std::sync::Arc<Gateway>,
+    /// The config text it started with.
+    pub config_text: String,
+    dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -128,9 +131,9 @@ pub struct Pgward {
 impl Pgward {
     /// Starts pgward with this config text (relative paths resolve against
     /// `dir`).
-    pub async fn start_in(config: &str, dir: &Path) -> Pgward {
-        let config = Config::parse(config, &dir.join("pgward.toml"))
-            .unwrap_or_else(|e| panic!("config: {e}\n{config}"));
+    pub async fn start_in(config_text: &str, dir: &Path) -> Pgward {
+        let config = Config::parse(config_text, &dir.join("pgward.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}\n{config_text}"));
         let server = Server::bind(Gateway::new(config).expect("gateway"))
             .await
             .expect("bind");
@@ -143,9 +146,34 @@ impl Pgward {
         Pgward {
             addr,
             gateway,
+            config_text: config_text.to_owned(),
+            dir: dir.to_owned(),
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Writes `text` as a config file beside the startup one and reloads it
+    /// (as SIGHUP does).
+    pub fn reload_text(
+        &self,
+        text: &str,
+    ) -> Result<pgward::gateway::Reloaded, pgward::gateway::ReloadError> {
+        let path = self
+            .dir
+            .join(format!("reload-{:016x}.toml", rand::random::<u64>()));
+        std::fs::write(&path, text).expect("write reload file");
+        let result = self.gateway.reload(&path);
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    /// Reloads the startup config with `extra` appended.
+    pub fn reload_with(
+        &self,
+        extra: &str,
+    ) -> Result<pgward::gateway::Reloaded, pgward::gateway::ReloadError> {
+        self.reload_text(&format!("{}\n{extra}", self.config_text))
     }
 
     /// pgward with the default config in front of `backend`.
