@@ -87,6 +87,7 @@ impl Relay {
         let mut last_quiet = Instant::now();
         // A termination asked for mid-frame waits for the frame's end.
         let mut pending_terminate: Option<String> = None;
+        let mut shutdown_gone = false;
         let tick = self
             .idle_timeout
             .map(|d| (d / 4).max(Duration::from_millis(100)))
@@ -191,7 +192,10 @@ impl Relay {
                     Some(Control::Terminate(reason)) => pending_terminate = Some(reason),
                     None => {}
                 },
-                _ = self.shutdown.changed() => {
+                changed = self.shutdown.changed(), if !shutdown_gone => {
+                    // A dropped sender (the listener is gone) would answer
+                    // at once forever: stop watching it.
+                    shutdown_gone = changed.is_err();
                     if hold.take().is_some() {
                         self.core.release(Release::Refuse(Refusal::new(
                             Sqlstate::ADMIN_SHUTDOWN,
