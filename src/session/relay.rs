@@ -203,7 +203,12 @@ impl Relay {
                         )));
                     }
                 }
-                decision = async { hold.as_mut().map(|h| &mut h.decision).expect("guarded").await },
+                decision = async {
+                    match hold.as_mut() {
+                        Some(h) => (&mut h.decision).await,
+                        None => std::future::pending().await,
+                    }
+                },
                     if hold.is_some() => {
                     hold = None;
                     self.core.release(decision.unwrap_or_else(|_| {
