@@ -313,11 +313,15 @@ fn header(args: &Args, load_at_start: &str, notes: &[String]) -> String {
         args.reps,
         args.seconds,
         args.scale,
-        args.clients
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        if args.latency {
+            "1".to_owned()
+        } else {
+            args.clients
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         args.threads
             .map_or("2 (1 for one client)".to_owned(), |t| t.to_string()),
         pinning(args).describe(),
