@@ -152,8 +152,8 @@ fn total(file: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("no totals line in {}", file.display()))
 }
 
-/// Instructions by function (`file:function`) as callgrind_annotate lists
-/// them, inclusive or self.
+/// Instructions by function as callgrind_annotate lists them, inclusive or
+/// self.
 fn by_function(file: &Path, inclusive: bool) -> anyhow::Result<HashMap<String, u64>> {
     let out = Command::new("callgrind_annotate")
         .arg(format!(
@@ -161,6 +161,7 @@ fn by_function(file: &Path, inclusive: bool) -> anyhow::Result<HashMap<String, u
             if inclusive { "yes" } else { "no" }
         ))
         .arg("--threshold=100")
+        .arg("--auto=no")
         .arg(file)
         .output()
         .context("cannot run callgrind_annotate")?;
@@ -169,13 +170,18 @@ fn by_function(file: &Path, inclusive: bool) -> anyhow::Result<HashMap<String, u
         "callgrind_annotate failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(parse_annotate(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_annotate(
+        &String::from_utf8_lossy(&out.stdout),
+        inclusive,
+    ))
 }
 
-/// Reads `12,345 (1.23%)  file:function [object]` lines, summing entries
-/// that differ only in their object.
-fn parse_annotate(text: &str) -> HashMap<String, u64> {
-    let mut map = HashMap::new();
+/// Reads `12,345 (1.23%)  file:function [object]` lines into instructions
+/// by function. A function appears once per source file its code came from
+/// (inlining): self costs of those parts add up, inclusive costs overlap,
+/// so the largest is kept.
+fn parse_annotate(text: &str, inclusive: bool) -> HashMap<String, u64> {
+    let mut map: HashMap<String, u64> = HashMap::new();
     for line in text.lines() {
         let line = line.trim_start();
         let Some((count, rest)) = line.split_once(' ') else {
@@ -197,9 +203,33 @@ fn parse_annotate(text: &str) -> HashMap<String, u64> {
             Some(i) if name.ends_with(']') => &name[..i],
             _ => name,
         };
-        *map.entry(name.to_owned()).or_insert(0) += count;
+        let function = name.split_once(':').map_or(name, |(_file, f)| f);
+        let entry = map.entry(function.to_owned()).or_insert(0);
+        *entry = if inclusive {
+            (*entry).max(count)
+        } else {
+            *entry + count
+        };
     }
     map
+}
+
+/// Frames every transaction passes through on its way to pgward's code
+/// (thread start, the runtime's scheduler and task polling): their
+/// inclusive cost is everything, so the inclusive list leaves them out.
+fn scaffolding(function: &str) -> bool {
+    const PREFIXES: [&str; 9] = [
+        "std::",
+        "<std::",
+        "core::ops::function::",
+        "tokio::runtime::scheduler::",
+        "tokio::runtime::task::",
+        "tokio::runtime::blocking::",
+        "tokio::runtime::context::",
+        "start_thread",
+        "0x",
+    ];
+    PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
 /// The `TOP` functions by instructions per transaction: the large profile
@@ -209,6 +239,7 @@ fn top_per_tx(p: &Profile, inclusive: bool, dtx: u64) -> anyhow::Result<Vec<(Str
     let large = by_function(&p.large, inclusive)?;
     let mut rows: Vec<(String, f64)> = large
         .into_iter()
+        .filter(|(f, _)| !(inclusive && scaffolding(f)))
         .map(|(f, l)| {
             let s = small.get(&f).copied().unwrap_or(0);
             let per = (l as f64 - s as f64) / dtx as f64;
@@ -259,7 +290,11 @@ fn markdown(profiles: &[Profile], small: u64, large: u64) -> anyhow::Result<Stri
                  | instructions/tx | share | function |\n|---:|---:|---|",
                 p.proxy,
                 p.mode,
-                if inclusive { "inclusive" } else { "self" }
+                if inclusive {
+                    "inclusive (thread start and the runtime's task polling left out)"
+                } else {
+                    "self"
+                }
             );
             for (f, per) in top_per_tx(p, inclusive, large - small)? {
                 let _ = writeln!(
@@ -291,14 +326,25 @@ Ir                file:function
    1,000 (0.16%)  src/relay.rs:pgward::session::relay::Relay<T>::step
 Events recorded:  Ir
 ";
-        let m = parse_annotate(text);
-        assert_eq!(m.get("./elf/rtld.c:_dl_start"), Some(&326_874));
-        assert_eq!(m.get("???:0x000000000001ab70"), Some(&42));
-        assert_eq!(
-            m.get("src/relay.rs:pgward::session::relay::Relay<T>::step"),
-            Some(&1000)
-        );
+        let m = parse_annotate(text, false);
+        assert_eq!(m.get("_dl_start"), Some(&326_874));
+        assert_eq!(m.get("0x000000000001ab70"), Some(&42));
+        assert_eq!(m.get("pgward::session::relay::Relay<T>::step"), Some(&1000));
         assert!(!m.contains_key("PROGRAM TOTALS"));
         assert_eq!(m.len(), 3);
+        let inclusive = parse_annotate(text, true);
+        assert_eq!(inclusive.get("0x000000000001ab70"), Some(&30));
+    }
+
+    #[test]
+    fn runtime_frames_are_scaffolding_pgward_and_io_are_not() {
+        assert!(scaffolding(
+            "std::sys::backtrace::__rust_begin_short_backtrace"
+        ));
+        assert!(scaffolding(
+            "tokio::runtime::scheduler::multi_thread::worker::Context::run_task"
+        ));
+        assert!(!scaffolding("tokio::runtime::io::driver::Driver::turn"));
+        assert!(!scaffolding("pgward::session::run::{{closure}}"));
     }
 }

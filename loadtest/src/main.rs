@@ -74,6 +74,10 @@ struct Args {
     /// (allocator experiments: MIMALLOC_PURGE_DELAY=0, MALLOC_ARENA_MAX=2).
     #[arg(long, value_parser = parse_env)]
     pgward_env: Vec<(String, String)>,
+    /// Run pgward-masked on every workload, not only the wide rows (its
+    /// masking guard then judges every statement).
+    #[arg(long)]
+    masked_all: bool,
     /// Idle client sessions each proxy holds for the memory reading.
     #[arg(long, default_value_t = 1000)]
     idle_sessions: usize,
@@ -214,7 +218,8 @@ fn measure(args: &Args, env: &Env, all: &[Target]) -> anyhow::Result<Results> {
         workloads.retain(|w| w.name.contains(only.as_str()));
         anyhow::ensure!(!workloads.is_empty(), "no workload name contains {only:?}");
     }
-    throughput::run_workloads(&env.bench, &workloads, all, args.latency, &plan)
+    let masked_everywhere = args.latency || args.masked_all;
+    throughput::run_workloads(&env.bench, &workloads, all, masked_everywhere, &plan)
 }
 
 /// Each proxy's resident memory after the runs and holding
@@ -263,16 +268,25 @@ fn shell(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn mode_name(args: &Args) -> &'static str {
-    if args.smoke {
+fn mode_line(args: &Args) -> String {
+    if args.callgrind {
+        return format!(
+            "mode: callgrind (instruction counts, no repetitions); pgbench scale {}",
+            args.scale
+        );
+    }
+    let mode = if args.smoke {
         "smoke"
     } else if args.latency {
-        "latency (1 client, every transaction's latency pooled over the repetitions)"
-    } else if args.callgrind {
-        "callgrind (instruction counts; repetitions and seconds unused)"
+        "latency (every transaction's latency, pooled over the repetitions)"
     } else {
         "full"
-    }
+    };
+    format!(
+        "mode: {mode}, {} repetition(s) of {} s per target, interleaved; pgbench scale {}; \
+         medians reported",
+        args.reps, args.seconds, args.scale
+    )
 }
 
 fn timestamp() -> String {
@@ -300,8 +314,7 @@ fn header(args: &Args, load_at_start: &str, notes: &[String]) -> String {
         .unwrap_or_default();
     let mut h = format!(
         "# pgward load test\n\n- date: {} (UTC)\n- machine: {} cores, {cpu}; load average at start: {}\n\
-         - {}; PgBouncer: {}\n- mode: {}, {} repetition(s) of {} s per target, interleaved; \
-         pgbench scale {}; medians reported\n- clients: {}; pgbench threads: {}; {}\n",
+         - {}; PgBouncer: {}\n- {}\n- clients: {}; pgbench threads: {}; {}\n",
         timestamp(),
         shell("nproc", &[]),
         load_at_start,
@@ -309,11 +322,8 @@ fn header(args: &Args, load_at_start: &str, notes: &[String]) -> String {
         targets::pgbouncer_binary()
             .map(|b| shell(&b.to_string_lossy(), &["--version"]).lines().next().unwrap_or("").to_owned())
             .unwrap_or_else(|| "not installed".into()),
-        mode_name(args),
-        args.reps,
-        args.seconds,
-        args.scale,
-        if args.latency {
+        mode_line(args),
+        if args.latency || args.callgrind {
             "1".to_owned()
         } else {
             args.clients

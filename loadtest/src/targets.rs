@@ -287,13 +287,23 @@ server_tls_sslmode = disable
         child: Some(child),
     };
     wait_listening(port, "PgBouncer", &log, launch)?;
-    let pid = std::fs::read_to_string(&pidfile)
-        .context("PgBouncer wrote no pidfile")?
-        .trim()
-        .parse()
-        .context("PgBouncer pidfile")?;
-    target.pid = Some(pid);
+    target.pid = Some(wait_pidfile(&pidfile)?);
     Ok(target)
+}
+
+/// PgBouncer writes its pidfile after it starts listening (and under
+/// valgrind well after), so wait for a pid to be there.
+fn wait_pidfile(pidfile: &Path) -> anyhow::Result<u32> {
+    for _ in 0..2400 {
+        if let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return Ok(pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("PgBouncer wrote no pid to {}", pidfile.display())
 }
 
 /// CPU seconds (user + system) a process has used so far.
