@@ -78,6 +78,10 @@ struct Args {
     /// masking guard then judges every statement).
     #[arg(long)]
     masked_all: bool,
+    /// Keep the proxies running this many seconds after the report, their
+    /// pids printed, for inspection from outside (smaps, gdb, perf).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
     /// Idle client sessions each proxy holds for the memory reading.
     #[arg(long, default_value_t = 1000)]
     idle_sessions: usize,
@@ -133,6 +137,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         pgward_bin,
         scale: args.scale,
         idle_sessions: args.idle_sessions,
+        max_clients: args.clients.iter().copied().max().unwrap_or(1),
         pinning: pinning(&args),
         threads: args.threads,
         pgward_env: args.pgward_env.clone(),
@@ -174,6 +179,13 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         report::markdown(&results, &idle)
     };
     write_report(&dir, &header(&args, &load_at_start, &notes), &body)?;
+    if args.hold > 0 {
+        for t in all.iter().filter(|t| t.pid.is_some()) {
+            eprintln!("holding: {} pid {}", t.name, t.pid.unwrap_or_default());
+        }
+        eprintln!("holding the proxies for {} s", args.hold);
+        std::thread::sleep(std::time::Duration::from_secs(args.hold));
+    }
     let failed: u64 = results
         .iter()
         .flat_map(|(_, c)| c.values())

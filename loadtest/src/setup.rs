@@ -72,9 +72,10 @@ pub struct EnvOptions {
     pub pgward_bin: PathBuf,
     /// pgbench scale factor.
     pub scale: u32,
-    /// Idle sessions the memory reading opens (sizes max_connections and
-    /// PgBouncer's pool).
+    /// Idle sessions the memory reading opens.
     pub idle_sessions: usize,
+    /// The largest pgbench client count.
+    pub max_clients: u32,
     /// Who runs on which cores.
     pub pinning: Pinning,
     /// pgbench threads.
@@ -88,10 +89,13 @@ impl Env {
     /// database, loads `pgbench -i` data and the wide table.
     pub fn start(options: EnvOptions) -> anyhow::Result<Self> {
         options.pinning.check()?;
+        // Sizes max_connections and PgBouncer's pool: every client and every
+        // idle session has its own server connection, never waits for one.
+        let sessions = options.idle_sessions.max(options.max_clients as usize);
         eprintln!("starting a throwaway PostgreSQL...");
         let cluster = Cluster::start(&ClusterOptions {
             tls: None,
-            extra_conf: vec![format!("max_connections = {}", options.idle_sessions + 200)],
+            extra_conf: vec![format!("max_connections = {}", sessions + 200)],
         })
         .context("cannot start PostgreSQL")?;
         if let Some(cpus) = &options.pinning.postgres {
@@ -128,7 +132,7 @@ impl Env {
             password_file,
             // Session mode with a pool that never makes a client wait, as
             // pgward gives every client its own server connection.
-            pool_size: u32::try_from(options.idle_sessions + 32).unwrap_or(u32::MAX),
+            pool_size: u32::try_from(sessions + 32).unwrap_or(u32::MAX),
             app_password,
             cluster,
         };
