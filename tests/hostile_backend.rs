@@ -5,14 +5,8 @@
 mod support;
 
 use support::fake_backend::{data_row, ready_for_query, FakeBackend, Reply};
-use support::raw::{message, RawClient};
+use support::raw::{message, query, RawClient};
 use support::{Pgward, DB, PASSWORD, USER};
-
-fn q(sql: &str) -> Vec<u8> {
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    message(b'Q', &body)
-}
 
 /// What the fake answers `SELECT 'hostile'` with, per case.
 fn hostile(case: &str) -> Vec<u8> {
@@ -67,7 +61,7 @@ async fn malformed_server_messages_end_the_session_with_one_fatal() {
         let fake = fake_for(case).await;
         let pw = Pgward::start_in(&fake.config(""), fake.dir()).await;
         let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
-        c.send(&q("SELECT 'hostile'")).await;
+        c.send(&query("SELECT 'hostile'")).await;
         let mut fatal = None;
         while let Some(m) = c.recv().await {
             if m.tag == b'E' && m.field(b'S').as_deref() == Some("FATAL") {

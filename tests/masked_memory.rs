@@ -8,7 +8,7 @@
 mod support;
 
 use std::time::Duration;
-use support::raw::{message, RawClient};
+use support::raw::{query, RawClient};
 use support::{Backend, Pgward, DB, PASSWORD, USER};
 
 /// Resident memory of this process (pgward runs in-process), in bytes:
@@ -22,12 +22,6 @@ fn memory(field: &str) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .expect("memory field")
         * 1024
-}
-
-fn q(sql: &str) -> Vec<u8> {
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    message(b'Q', &body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,12 +49,13 @@ async fn a_masked_identity_streams_results_without_masked_columns() {
 
     let before = memory("VmRSS:");
     // One 200 MB row, then a 1 GB result read slowly.
-    raw.send(&q("SELECT repeat('x', 200 * 1024 * 1024)")).await;
+    raw.send(&query("SELECT repeat('x', 200 * 1024 * 1024)"))
+        .await;
     let (tags, bytes) = raw.skim_until_ready(Duration::from_millis(50)).await;
     assert_eq!(tags, b"TDCZ");
     assert!(bytes > 200 << 20);
     let peak_row = memory("VmHWM:").saturating_sub(before);
-    raw.send(&q(
+    raw.send(&query(
         "SELECT repeat(md5(g::text), 32) FROM generate_series(1, 1000000) g",
     ))
     .await;

@@ -11,7 +11,7 @@ use pgward::session::phases::{
 use pgward::session::registry::SessionState;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::raw::{message, RawClient};
+use support::raw::{query, RawClient};
 use support::{connect_with_messages, sqlstate, Backend, Pgward, DB, PASSWORD, USER};
 use tokio::sync::oneshot;
 
@@ -78,19 +78,13 @@ async fn held(pw: &Pgward, holds: &Holds) -> oneshot::Sender<Release> {
     panic!("no session was held");
 }
 
-fn q(sql: &str) -> Vec<u8> {
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    message(b'Q', &body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_statement_in_a_pipeline_is_released_in_order() {
     let (pw, holds) = pgward_with_holds().await;
     let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
-    let mut batch = q("SELECT 1 AS first");
-    batch.extend(q("SELECT 'pgward_hold' AS second"));
-    batch.extend(q("SELECT 3 AS third"));
+    let mut batch = query("SELECT 1 AS first");
+    batch.extend(query("SELECT 'pgward_hold' AS second"));
+    batch.extend(query("SELECT 3 AS third"));
     raw.send(&batch).await;
     // The earlier request's answer arrives while the next one is held, and
     // the client is told about the hold.
@@ -188,7 +182,7 @@ async fn a_cancel_request_withdraws_a_held_statement() {
 async fn a_client_that_leaves_abandons_its_held_statement() {
     let (pw, holds) = pgward_with_holds().await;
     let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
-    raw.send(&q("DELETE FROM pg_class WHERE 'pgward_hold' = ''"))
+    raw.send(&query("DELETE FROM pg_class WHERE 'pgward_hold' = ''"))
         .await;
     let mut tx = held(&pw, &holds).await;
     drop(raw);
@@ -259,7 +253,7 @@ async fn notification_pids_match_the_backend_pid() {
 
 /// Sends a CancelRequest and waits for the connection to close, as libpq
 /// does (`PQcancel` returns when the server has closed it).
-async fn cancel_like_libpq(addr: std::net::SocketAddr, pid: i32, key: i32) {
+async fn cancel_like_libpquery(addr: std::net::SocketAddr, pid: i32, key: i32) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut packet = Vec::new();
@@ -287,7 +281,7 @@ async fn a_cancel_while_idle_never_lands_on_the_next_statement() {
     let secret = i32::from_be_bytes([key.body[4], key.body[5], key.body[6], key.body[7]]);
     for _ in 0..30 {
         raw.simple("SELECT 1").await;
-        cancel_like_libpq(pw.addr, pid, secret).await;
+        cancel_like_libpquery(pw.addr, pid, secret).await;
         let reply = raw.simple("SELECT pg_sleep(0.01)").await;
         assert!(
             support::raw::error_of(&reply).is_none(),
@@ -330,7 +324,7 @@ async fn the_servers_fatal_is_all_the_client_gets() {
     // (57P01), and pgward adds nothing after it.
     let pw = Pgward::start(Backend::shared()).await;
     let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
-    raw.send(&q("SELECT pg_terminate_backend(pg_backend_pid())"))
+    raw.send(&query("SELECT pg_terminate_backend(pg_backend_pid())"))
         .await;
     let mut errors = Vec::new();
     while let Some(m) = raw.recv().await {
@@ -345,7 +339,7 @@ async fn the_servers_fatal_is_all_the_client_gets() {
 async fn shutdown_refuses_held_statements_at_once() {
     let (pw, holds) = pgward_with_holds().await;
     let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
-    raw.send(&q("SELECT 'pgward_hold'")).await;
+    raw.send(&query("SELECT 'pgward_hold'")).await;
     let tx = held(&pw, &holds).await;
     let stopping = tokio::spawn(pw.shutdown());
     let mut codes = Vec::new();

@@ -216,7 +216,14 @@ impl RawClient {
     }
 }
 
-/// A frontend message with this tag and body, framed.
+/// A simple Query message for `sql`.
+pub fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
+/// One frontend message: tag, length, body.
 pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(5 + body.len());
     out.put_u8(tag);

@@ -86,17 +86,20 @@ impl RulesPhase {
                 }
                 Decision::Forward
             }
-            Verdict::Deny(d) => {
-                tracing::info!(
-                    target: "pgward::policy",
-                    user = %self.identity.user,
-                    statement = %outcome.text,
-                    reason = %d.message,
-                    "statement refused"
-                );
-                Decision::Refuse(refusal(d))
-            }
+            Verdict::Deny(d) => self.refused(&outcome.text, d, "statement refused"),
         }
+    }
+
+    /// Logs a refusal and makes it the decision.
+    fn refused(&self, text: &str, d: Denial, what: &'static str) -> Decision {
+        tracing::info!(
+            target: "pgward::policy",
+            user = %self.identity.user,
+            statement = %text,
+            reason = %d.message,
+            "{what}"
+        );
+        Decision::Refuse(refusal(d))
     }
 
     /// EXECUTE inherits the verdict of what was prepared, judged by today's
@@ -244,16 +247,11 @@ impl RulesPhase {
         let outcome = policy.judge_bound(text, &self.identity, &session, &params);
         match &outcome.verdict {
             Verdict::Allow(_) => Decision::Forward,
-            Verdict::Deny(d) => {
-                tracing::info!(
-                    target: "pgward::policy",
-                    user = %self.identity.user,
-                    statement = %outcome.text,
-                    reason = %d.message,
-                    "statement refused with its Bind parameters"
-                );
-                Decision::Refuse(refusal(d.clone()))
-            }
+            Verdict::Deny(d) => self.refused(
+                &outcome.text,
+                d.clone(),
+                "statement refused with its Bind parameters",
+            ),
         }
     }
 }
