@@ -20,8 +20,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(b) = frontend::bind_view(frame) {
-        assert!(b.params.len() <= body.len() / 4);
-        assert!(b.result_formats.len() <= body.len() / 2);
+        assert!(b.param_count() <= body.len() / 4);
+        assert_eq!(b.params().count(), b.param_count());
+        assert!(b.result_formats().len() <= body.len() / 2);
+        let _ = b.param_format(usize::from(tag));
     }
     let _ = frontend::target_view(frame);
     let _ = frontend::execute_view(frame);

@@ -20,6 +20,7 @@ use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
+use futures::FutureExt;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -84,10 +85,16 @@ impl Relay {
         let mut hold: Option<HoldWait> = None;
         let mut terminating = false;
         let mut client_gone = false;
-        let mut last_quiet = Instant::now();
+        // Since when nothing has been in flight (idle timeout, drain).
+        let mut quiet_since: Option<Instant> = None;
+        // A write completed but a TLS stream may still hold it: flush.
+        let (mut flush_server, mut flush_client) = (false, false);
         // A termination asked for mid-frame waits for the frame's end.
         let mut pending_terminate: Option<String> = None;
         let mut shutdown_gone = false;
+        // Armed once and re-armed when it fires, rather than registering a
+        // new waiter on every pass of the loop.
+        let mut shutdown_changed = Box::pin(next_change(self.shutdown.clone()));
         let tick = self
             .idle_timeout
             .map(|d| (d / 4).max(Duration::from_millis(100)))
@@ -152,11 +159,32 @@ impl Relay {
                 return Ok(End::Done);
             }
             if self.core.is_quiet() && client_in.is_empty() {
-                if let Some(e) = self.should_close(last_quiet) {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if let Some(e) = self.should_close(since) {
                     return self.fatal(e, &to_client).await;
                 }
             } else {
-                last_quiet = Instant::now();
+                quiet_since = None;
+            }
+            // Most writes complete at once: try them before waiting, so a
+            // round trip costs one wake-up per direction.
+            if !to_server.is_empty() {
+                if let Some(written) = self.backend_w.write(&to_server).now_or_never() {
+                    to_server.advance(written.map_err(lost)?);
+                    flush_server |= to_server.is_empty();
+                }
+            }
+            if !to_client.is_empty() {
+                if let Some(written) = self.client_w.write(&to_client).now_or_never() {
+                    to_client.advance(written?);
+                    flush_client |= to_client.is_empty();
+                }
+            }
+            if flush_server && self.backend_w.flush().now_or_never().is_some() {
+                flush_server = false;
+            }
+            if flush_client && self.client_w.flush().now_or_never().is_some() {
+                flush_client = false;
             }
 
             let read_client = !terminating
@@ -192,10 +220,11 @@ impl Relay {
                     Some(Control::Terminate(reason)) => pending_terminate = Some(reason),
                     None => {}
                 },
-                changed = self.shutdown.changed(), if !shutdown_gone => {
+                changed = &mut shutdown_changed, if !shutdown_gone => {
                     // A dropped sender (the listener is gone) would answer
                     // at once forever: stop watching it.
                     shutdown_gone = changed.is_err();
+                    shutdown_changed = Box::pin(next_change(self.shutdown.clone()));
                     if hold.take().is_some() {
                         self.core.release(Release::Refuse(Refusal::new(
                             Sqlstate::ADMIN_SHUTDOWN,
@@ -226,20 +255,22 @@ impl Relay {
                         "canceling statement: it was held longer than its deadline",
                     )));
                 }
-                written = self.backend_w.write(&to_server), if !to_server.is_empty() => {
-                    let n = written.map_err(lost)?;
-                    to_server.advance(n);
-                    if to_server.is_empty() {
-                        self.backend_w.flush().await.map_err(lost)?;
+                done = write_or_flush(&mut self.backend_w, &to_server),
+                    if !to_server.is_empty() || flush_server => match done.map_err(lost)? {
+                    Some(n) => {
+                        to_server.advance(n);
+                        flush_server |= to_server.is_empty();
                     }
-                }
-                written = self.client_w.write(&to_client), if !to_client.is_empty() => {
-                    let n = written?;
-                    to_client.advance(n);
-                    if to_client.is_empty() {
-                        self.client_w.flush().await?;
+                    None => flush_server = false,
+                },
+                done = write_or_flush(&mut self.client_w, &to_client),
+                    if !to_client.is_empty() || flush_client => match done? {
+                    Some(n) => {
+                        to_client.advance(n);
+                        flush_client |= to_client.is_empty();
                     }
-                }
+                    None => flush_client = false,
+                },
                 read = self.backend_r.read_buf(&mut server_in), if read_server => {
                     let n = read.map_err(lost)?;
                     server_sizer.record(n, server_offer);
@@ -297,6 +328,23 @@ impl Relay {
         let idle = self.idle_timeout?;
         (quiet_since.elapsed() >= idle).then_some(SessionError::IdleTimeout)
     }
+}
+
+/// Writes what is pending (`Some(bytes written)`), or flushes once nothing
+/// is (`None`).
+async fn write_or_flush(w: &mut WriteHalf, pending: &[u8]) -> std::io::Result<Option<usize>> {
+    if pending.is_empty() {
+        w.flush().await.map(|()| None)
+    } else {
+        w.write(pending).await.map(Some)
+    }
+}
+
+/// Waits for the next change of the shutdown phase.
+async fn next_change(
+    mut shutdown: watch::Receiver<ShutdownPhase>,
+) -> Result<(), watch::error::RecvError> {
+    shutdown.changed().await
 }
 
 fn core_error(e: CoreError) -> SessionError {

@@ -33,22 +33,66 @@ const CURSOR_OPT_HOLD: i32 = 0x0020;
 /// `DISCARD_ALL` in PostgreSQL's DiscardMode.
 const DISCARD_ALL: i32 = 1;
 
-/// Whether `text` may hold one of the statements above: a scan for the
-/// keywords as whole words, so ordinary statements cost no parse. A false
-/// positive costs a parse; a keyword cannot hide from it (a keyword is
-/// always a whole word to the scanner too; identifiers and strings may only
-/// add matches).
+/// Whether `text` may hold one of the statements above: they are
+/// statements of their own, so their keyword starts the text or follows a
+/// `;` (after whitespace and comments). Every `;` is tried, those inside
+/// strings too, so a keyword cannot hide behind a `;` in a string; a false
+/// positive only costs a parse. Ordinary statements cost a scan for `;`.
 pub(crate) fn may_name(text: &[u8]) -> bool {
+    let mut start = 0;
+    loop {
+        if keyword_at(text, skip_blank(text, start)) {
+            return true;
+        }
+        match text[start..].iter().position(|b| *b == b';') {
+            Some(i) => start += i + 1,
+            None => return false,
+        }
+    }
+}
+
+/// Skips whitespace and comments (nested block comments, as PostgreSQL's
+/// scanner reads them) from `at`.
+fn skip_blank(text: &[u8], mut at: usize) -> usize {
+    loop {
+        match text.get(at..) {
+            Some([b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b', ..]) => at += 1,
+            Some([b'-', b'-', ..]) => {
+                at = text[at..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(text.len(), |i| at + i + 1);
+            }
+            Some([b'/', b'*', ..]) => {
+                let mut depth = 0usize;
+                while at < text.len() {
+                    if text[at..].starts_with(b"/*") {
+                        depth += 1;
+                        at += 2;
+                    } else if text[at..].starts_with(b"*/") {
+                        depth -= 1;
+                        at += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        at += 1;
+                    }
+                }
+            }
+            _ => return at,
+        }
+    }
+}
+
+/// Whether one of the keywords, as a whole word, starts at `at`.
+fn keyword_at(text: &[u8], at: usize) -> bool {
     const WORDS: [&[u8]; 5] = [b"prepare", b"deallocate", b"declare", b"close", b"discard"];
     let word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
-    text.iter().enumerate().any(|(i, &b)| {
-        matches!(b | 0x20, b'p' | b'd' | b'c')
-            && (i == 0 || !word_byte(text[i - 1]))
-            && WORDS.iter().any(|w| {
-                text.get(i..i + w.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(w))
-                    && text.get(i + w.len()).is_none_or(|&n| !word_byte(n))
-            })
+    WORDS.iter().any(|w| {
+        text.get(at..at + w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+            && text.get(at + w.len()).is_none_or(|&n| !word_byte(n))
     })
 }
 
@@ -125,7 +169,13 @@ mod tests {
         ));
         assert!(may_name(b"select 1; PrEpArE x as select 1"));
         assert!(may_name(b"/**/close c"));
+        assert!(may_name(b"/* /* nested */ ; */ -- x\n DEALLOCATE ALL"));
+        assert!(
+            may_name(b"select ';/*'; prepare p as select 1"),
+            "a ; in a string"
+        );
         assert!(!may_name(b"select closed_at, prepared_by from t"));
+        assert!(!may_name(b"select 1 where x = 'prepare'"));
         assert_eq!(
             effects(b"declare \"Q\" cursor for select 1"),
             vec![(

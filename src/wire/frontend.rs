@@ -1,7 +1,7 @@
 //! Messages a client sends after startup, and read-only views of the few a
 //! relay phase needs to look inside.
 
-use super::frame::{read_cstr, read_i16, read_i32, read_u16, Frame, FrameRef};
+use super::frame::{read_cstr, read_i32, read_u16, Frame, FrameRef};
 
 /// The kind of a frontend message, from its tag alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,19 +105,66 @@ pub fn parse_view(frame: FrameRef<'_>) -> Result<ParseView<'_>, MalformedFronten
     })
 }
 
-/// The parts of a Bind message that phases and the tracker look at.
+/// A Bind message, checked and viewed in place: nothing is copied or
+/// allocated until a phase asks for the values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindView<'a> {
     /// Portal name; empty for the unnamed portal.
     pub portal: &'a [u8],
     /// Prepared statement name.
     pub statement: &'a [u8],
-    /// Parameter format codes (none: all text; one: all alike).
-    pub param_formats: Vec<i16>,
-    /// Parameter values in order; `None` is SQL NULL.
-    pub params: Vec<Option<&'a [u8]>>,
-    /// Result-column format codes (none: all text; one: all alike).
-    pub result_formats: Vec<i16>,
+    /// Parameter format codes, raw (big-endian i16 each).
+    param_formats: &'a [u8],
+    /// The parameter values section, raw (length-prefixed values).
+    values: &'a [u8],
+    /// How many values it holds.
+    count: usize,
+    /// Result-column format codes, raw (big-endian i16 each).
+    result_formats: &'a [u8],
+}
+
+impl<'a> BindView<'a> {
+    /// The format of parameter `i` (0 text, 1 binary): none listed means
+    /// all text, one applies to all.
+    pub fn param_format(&self, i: usize) -> i16 {
+        format_at(self.param_formats, i)
+    }
+
+    /// The parameter values in order; `None` is SQL NULL.
+    pub fn params(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
+        let mut rest = self.values;
+        (0..self.count).map(move |_| {
+            // Checked by `bind_view`: every length and value is there.
+            let len = read_i32(&mut rest).unwrap_or(-1);
+            let len = usize::try_from(len).ok()?;
+            let (value, tail) = rest.split_at(len.min(rest.len()));
+            rest = tail;
+            Some(value)
+        })
+    }
+
+    /// How many parameter values the Bind carries.
+    pub fn param_count(&self) -> usize {
+        self.count
+    }
+
+    /// The result-column format codes (none: all text; one: all alike).
+    pub fn result_formats(&self) -> impl ExactSizeIterator<Item = i16> + 'a {
+        self.result_formats
+            .chunks_exact(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]))
+    }
+}
+
+/// The format at `i` of a raw format list, as PostgreSQL applies it.
+fn format_at(raw: &[u8], i: usize) -> i16 {
+    let at = match raw.len() / 2 {
+        0 => return 0,
+        1 => 0,
+        _ => i,
+    };
+    raw.get(at * 2..at * 2 + 2)
+        .map_or(0, |c| i16::from_be_bytes([c[0], c[1]]))
 }
 
 /// Views a Bind message. Counts are read unsigned, as PostgreSQL reads them
@@ -129,24 +176,17 @@ pub fn bind_view(frame: FrameRef<'_>) -> Result<BindView<'_>, MalformedFrontend>
     let portal = read_cstr(&mut body).ok_or(WHAT)?;
     let statement = read_cstr(&mut body).ok_or(WHAT)?;
     let param_formats = read_formats(&mut body).ok_or(WHAT)?;
-    let n = usize::from(read_u16(&mut body).ok_or(WHAT)?);
-    // Each value takes at least its four length bytes: a count the body
-    // cannot hold is refused before anything is allocated for it.
-    if body.len() < n * 4 {
-        return Err(WHAT);
-    }
-    let mut params = Vec::with_capacity(n);
-    for _ in 0..n {
+    let count = usize::from(read_u16(&mut body).ok_or(WHAT)?);
+    let values_start = body;
+    for _ in 0..count {
         let len = read_i32(&mut body).ok_or(WHAT)?;
         if len == -1 {
-            params.push(None);
             continue;
         }
         let len = usize::try_from(len).map_err(|_| WHAT)?;
-        let value = body.get(..len).ok_or(WHAT)?;
-        body = &body[len..];
-        params.push(Some(value));
+        body = body.get(len..).ok_or(WHAT)?;
     }
+    let values = &values_start[..values_start.len() - body.len()];
     let result_formats = read_formats(&mut body).ok_or(WHAT)?;
     if !body.is_empty() {
         return Err(WHAT);
@@ -155,22 +195,18 @@ pub fn bind_view(frame: FrameRef<'_>) -> Result<BindView<'_>, MalformedFrontend>
         portal,
         statement,
         param_formats,
-        params,
+        values,
+        count,
         result_formats,
     })
 }
 
-/// A u16 count followed by that many i16 format codes.
-fn read_formats(body: &mut &[u8]) -> Option<Vec<i16>> {
+/// A u16 count followed by that many i16 format codes, as a raw slice.
+fn read_formats<'a>(body: &mut &'a [u8]) -> Option<&'a [u8]> {
     let n = usize::from(read_u16(body)?);
-    if body.len() < n * 2 {
-        return None;
-    }
-    let mut formats = Vec::with_capacity(n);
-    for _ in 0..n {
-        formats.push(read_i16(body)?);
-    }
-    Some(formats)
+    let raw = body.get(..n * 2)?;
+    *body = &body[n * 2..];
+    Some(raw)
 }
 
 /// What a Describe or Close names.
@@ -287,18 +323,17 @@ mod tests {
         let f = frame(b'B', &body);
         let v = bind_view(f.view()).unwrap();
         assert_eq!((v.portal, v.statement), (&b"p"[..], &b"s"[..]));
-        assert_eq!(v.params, vec![None]);
-        assert_eq!(v.result_formats.len(), 40_000);
+        assert_eq!(v.params().collect::<Vec<_>>(), vec![None]);
+        assert_eq!(v.result_formats().len(), 40_000);
         // A length below -1, a count the body cannot hold, trailing bytes.
         assert!(bind_view(frame(b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfe\0\0").view()).is_err());
         assert!(bind_view(frame(b'B', b"\0\0\0\0\xff\xff").view()).is_err());
         assert!(bind_view(frame(b'B', b"\0\0\0\0\0\0\0\0\0").view()).is_err());
         let ok = frame(b'B', b"\0s\0\0\x01\0\x01\0\x01\0\0\0\x02ab\0\0");
         let v = bind_view(ok.view()).unwrap();
-        assert_eq!(
-            (v.param_formats, v.params),
-            (vec![1], vec![Some(&b"ab"[..])])
-        );
+        assert_eq!(v.param_format(0), 1);
+        assert_eq!(v.param_format(5), 1, "one format applies to all");
+        assert_eq!(v.params().collect::<Vec<_>>(), vec![Some(&b"ab"[..])]);
     }
 
     #[test]

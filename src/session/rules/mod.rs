@@ -29,7 +29,13 @@ pub struct RulesPhase {
     /// ReadyForQuery messages seen: the number of the request answered
     /// last (temporary tables count once their request is answered).
     answered: u64,
+    /// Statements lately bound, under which rule set, and whether their
+    /// verdict depends on their parameters.
+    bind_checked: Vec<(Arc<Statement>, Arc<Policy>, bool)>,
 }
+
+/// Statements remembered in `bind_checked`.
+const BIND_CHECKED: usize = 16;
 
 impl RulesPhase {
     /// The phase for one session.
@@ -43,6 +49,7 @@ impl RulesPhase {
             identity,
             settings,
             answered: 0,
+            bind_checked: Vec::new(),
         }
     }
 
@@ -212,36 +219,51 @@ impl RulesPhase {
     /// A Bind of a statement whose verdict depends on its parameters: judged
     /// again with the values it brings (text format; binary values stay
     /// unknown, the worst), refused if they make it a denied statement.
-    fn judge_bind(&mut self, text: &[u8], bind: &BindView<'_>, tracker: &Tracker) -> Decision {
+    fn judge_bind(
+        &mut self,
+        statement: &Arc<Statement>,
+        bind: &BindView<'_>,
+        tracker: &Tracker,
+    ) -> Decision {
         let policy = self.policy.load();
         if policy.is_inert() {
             return Decision::Forward;
         }
+        let text = &statement.text[..];
         let snapshot = self.snapshot(tracker);
         let session = snapshot.session();
-        // The Parse's verdict, from the cache: most statements do not
-        // depend on their parameters and pass here at no cost.
-        if !policy
-            .judge_in(text, &self.identity, &session)
-            .depends_on_parameters()
-        {
+        // Whether the statement's verdict depends on its parameters, by
+        // statement and rule set: drivers bind the same statements over and
+        // over, and most pass here with a pointer comparison.
+        let known = self
+            .bind_checked
+            .iter()
+            .find(|(s, p, _)| Arc::ptr_eq(s, statement) && Arc::ptr_eq(p, &policy))
+            .map(|(_, _, depends)| *depends);
+        let depends = match known {
+            Some(depends) => depends,
+            None => {
+                let depends = policy
+                    .judge_in(text, &self.identity, &session)
+                    .depends_on_parameters();
+                if self.bind_checked.len() >= BIND_CHECKED {
+                    self.bind_checked.remove(0);
+                }
+                self.bind_checked
+                    .push((Arc::clone(statement), Arc::clone(&policy), depends));
+                depends
+            }
+        };
+        if !depends {
             return Decision::Forward;
         }
         let params: Vec<Param<'_>> = bind
-            .params
-            .iter()
+            .params()
             .enumerate()
-            .map(|(i, value)| {
-                let format = match bind.param_formats.as_slice() {
-                    [] => 0,
-                    [one] => *one,
-                    all => all.get(i).copied().unwrap_or(0),
-                };
-                match (value, format) {
-                    (None, _) => Param::Null,
-                    (Some(v), 0) => Param::Text(v),
-                    (Some(_), _) => Param::Binary,
-                }
+            .map(|(i, value)| match (value, bind.param_format(i)) {
+                (None, _) => Param::Null,
+                (Some(v), 0) => Param::Text(v),
+                (Some(_), _) => Param::Binary,
             })
             .collect();
         let outcome = policy.judge_bound(text, &self.identity, &session, &params);
@@ -285,9 +307,9 @@ impl Phase for RulesPhase {
         match (ctx.kind, ctx.text) {
             (RequestKind::Query, Some(text)) => self.judge(text, ctx.tracker, false),
             (RequestKind::Parse, Some(text)) => self.judge(text, ctx.tracker, true),
-            (RequestKind::Bind, Some(text)) => match ctx.bind {
-                Some(bind) => self.judge_bind(text, bind, ctx.tracker),
-                None => Decision::Forward,
+            (RequestKind::Bind, Some(_)) => match (ctx.statement, ctx.bind) {
+                (Some(statement), Some(bind)) => self.judge_bind(statement, bind, ctx.tracker),
+                _ => Decision::Forward,
             },
             _ => Decision::Forward,
         }

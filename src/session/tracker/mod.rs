@@ -180,11 +180,15 @@ fn out_of_step(what: &'static str, when: &'static str) -> OutOfStep {
     OutOfStep { what, when }
 }
 
+/// Names are hashed on every Bind and Execute: a fast keyed hash (seeded
+/// per map), not SipHash.
+type Hasher = foldhash::fast::RandomState;
+
 /// One session's conversation.
 #[derive(Debug)]
 pub struct Tracker {
-    statements: HashMap<Name, Arc<Statement>>,
-    portals: HashMap<Name, Arc<Portal>>,
+    statements: HashMap<Name, Arc<Statement>, Hasher>,
+    portals: HashMap<Name, Portal, Hasher>,
     queue: VecDeque<Entry>,
     /// An extended-protocol error was answered and no Sync is queued: the
     /// server ignores everything up to the next Sync.
@@ -208,8 +212,8 @@ impl Tracker {
     /// A tracker for a session that has just logged in (idle, no names).
     pub(crate) fn new(keep_descriptions: bool) -> Self {
         Self {
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            statements: HashMap::default(),
+            portals: HashMap::default(),
             queue: VecDeque::new(),
             skipping: false,
             copy_in: false,
@@ -321,7 +325,7 @@ impl Tracker {
             statement: Name::new(bind.statement),
             // Formats matter only where rows are planned.
             formats: if self.keep_descriptions {
-                bind.result_formats.as_slice().into()
+                bind.result_formats().collect::<Vec<_>>().into()
             } else {
                 Arc::clone(&self.no_formats)
             },
@@ -499,9 +503,8 @@ impl Tracker {
         let portal = self
             .portals
             .get(&portal)
-            .cloned()
             .ok_or(out_of_step("DataRow", "for a portal that does not exist"))?;
-        self.result = Some(execution_result(&portal));
+        self.result = Some(execution_result(portal));
         Ok(Event::Row { first: true })
     }
 
@@ -644,12 +647,12 @@ impl Tracker {
         {
             self.portals.insert(
                 portal,
-                Arc::new(Portal {
+                Portal {
                     statement: Some(statement),
                     formats,
                     described: OnceLock::new(),
                     holdable: false,
-                }),
+                },
             );
         }
         Ok(Event::Plain)
@@ -794,12 +797,12 @@ impl Tracker {
             NameEffect::Declare { name, hold } => {
                 self.portals.insert(
                     Name::new(&name),
-                    Arc::new(Portal {
+                    Portal {
                         statement: None,
                         formats: Arc::clone(&self.no_formats),
                         described: OnceLock::new(),
                         holdable: hold,
-                    }),
+                    },
                 );
             }
             NameEffect::Close(name) => {
