@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fake_backend::{
-    parameter_status, Auth, FakeBackend, Reply, ServerFinal, FAKE_PASSWORD,
+    error_response, parameter_status, Auth, FakeBackend, Reply, ServerFinal, FAKE_PASSWORD,
 };
 use support::raw::RawClient;
 use support::{Pgward, DB, PASSWORD, USER};
@@ -197,4 +197,82 @@ async fn a_hostile_iteration_count_fails_cleanly_and_spares_other_upstreams() {
         codes.len()
     );
     assert!(fake.seen().connections > 0);
+}
+
+/// Connects as alice and returns the SQLSTATE of the failure; panics if the
+/// login succeeds or does not end (a hang is the bug these tests look for).
+async fn login_refused(pw: &Pgward) -> String {
+    let config = pw.client_config(USER, PASSWORD);
+    let login = tokio::time::timeout(Duration::from_secs(60), support::connect_with(&config));
+    match login.await.expect("the login ends") {
+        Ok(_) => panic!("the login succeeded"),
+        Err(e) => support::sqlstate(&e),
+    }
+}
+
+#[tokio::test]
+async fn login_messages_beyond_the_byte_budget_end_the_login() {
+    // Many small messages: each is tiny, their sum is not.
+    let flood = FakeBackend::builder()
+        .login_message(parameter_status("p", "v").repeat(10_000))
+        .start()
+        .await;
+    let pw = Pgward::start_in(&flood.config(""), flood.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+
+    // One large message.
+    let mut notice = error_response(&[(b'S', "NOTICE"), (b'M', &"x".repeat(100_000))]);
+    notice[0] = b'N';
+    let big = FakeBackend::builder().login_message(notice).start().await;
+    let pw = Pgward::start_in(&big.config(""), big.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+
+    // The budget is configurable, and under it the login goes through.
+    let pw = Pgward::start_in(&flood.config("login_max_bytes = \"1MiB\""), flood.dir()).await;
+    let client = pw.connect().await;
+    client.simple_query("SELECT 1").await.expect("query");
+}
+
+#[tokio::test]
+async fn a_login_that_never_finishes_is_cut_off() {
+    // Authentication succeeds, then nothing: no BackendKeyData, no
+    // ReadyForQuery.
+    let fake = FakeBackend::builder()
+        .raw_login(vec![parameter_status("a", "b")])
+        .start()
+        .await;
+    let pw = Pgward::start_in(&fake.config("connect_timeout = \"1s\""), fake.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_logins_are_refused_when_the_catalog_read_stalls() {
+    // The catalog connection's first query never gets an answer.
+    let fake = FakeBackend::builder()
+        .respond(|req| {
+            if req.query().starts_with("BEGIN") {
+                Reply::Hang
+            } else {
+                Reply::Default
+            }
+        })
+        .start()
+        .await;
+    let config = format!(
+        "{}\n[masking]\ncatalog_timeout = \"1s\"\n[[masking.rules]]\nname = \"ssn\"\n\
+         columns = [\"ssn\"]\nstrategy = \"null\"\n",
+        fake.config("")
+    );
+    let pw = Pgward::start_in(&config, fake.dir()).await;
+    // Several at once: the later ones wait for the first read, within the
+    // same deadline, and are refused too.
+    let logins: Vec<_> = (0..3).map(|_| login_refused(&pw)).collect();
+    for code in futures::future::join_all(logins).await {
+        assert_eq!(code, "08001");
+    }
+    // And again later: no login is left waiting behind the stalled read.
+    assert_eq!(login_refused(&pw).await, "08001");
+    assert!(fake.seen().startups.iter().any(|s| s
+        .iter()
+        .any(|(k, v)| k == "application_name" && v == "pgward-catalog")));
 }

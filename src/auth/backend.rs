@@ -15,9 +15,6 @@ use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-/// Authentication messages from a server are small.
-const MAX_LOGIN_MESSAGE: usize = 1 << 20;
-
 /// An upstream with its TLS client configuration built once.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -115,7 +112,12 @@ impl Upstream {
             .await
             .map_err(|e| self.unavailable(e.to_string()))?;
 
-        let framer = Framer::new(MAX_LOGIN_MESSAGE);
+        // Everything before ReadyForQuery counts against one budget: each
+        // message is also capped by it before it is buffered, and their sum
+        // (a flood of small ParameterStatus) cannot grow past it either.
+        let budget = c.login_max_bytes;
+        let framer = Framer::new(budget);
+        let mut received = 0usize;
         let mut scram: Option<ScramClient> = None;
         let mut key = None;
         let mut startup_messages = BytesMut::new();
@@ -124,6 +126,12 @@ impl Upstream {
                 .read_frame(&framer)
                 .await
                 .map_err(|e| self.read_failed(e))?;
+            received += frame.raw().len();
+            if received > budget {
+                return Err(self.unavailable(format!(
+                    "the server sent more than login_max_bytes ({budget} bytes) before ReadyForQuery"
+                )));
+            }
             match BackendKind::of(frame.tag()) {
                 BackendKind::Authentication => {
                     out.clear();

@@ -148,24 +148,27 @@ impl SaltedPasswordCache {
         if let Some(salted) = self.get(salt, iterations) {
             return Ok(salted);
         }
-        let _local = self
-            .local
-            .acquire()
+        let permit = |pool: &Arc<Semaphore>| Arc::clone(pool).acquire_owned();
+        let local = permit(&self.local)
             .await
             .map_err(|_| ScramError::Derivation)?;
         // Another login may have computed it while this one waited.
         if let Some(salted) = self.get(salt, iterations) {
             return Ok(salted);
         }
-        let _global = self
-            .global
-            .acquire()
+        let global = permit(&self.global)
             .await
             .map_err(|_| ScramError::Derivation)?;
         let (password, salt_owned) = (normalize(password), salt.clone());
-        let salted = tokio::task::spawn_blocking(move || hi(&password, &salt_owned, iterations))
-            .await
-            .map_err(|_| ScramError::Derivation)?;
+        // The permits travel with the computation: a login that times out
+        // drops this future, but the thread computes on and must go on
+        // counting against both pools until it ends.
+        let salted = tokio::task::spawn_blocking(move || {
+            let _permits = (local, global);
+            hi(&password, &salt_owned, iterations)
+        })
+        .await
+        .map_err(|_| ScramError::Derivation)?;
         self.insert(salt, iterations, salted);
         Ok(salted)
     }

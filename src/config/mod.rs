@@ -160,6 +160,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Most SCRAM iterations accepted from the server.
     pub scram_max_iterations: u32,
+    /// Most bytes accepted from the server before its first ReadyForQuery.
+    pub login_max_bytes: usize,
 }
 
 /// One client identity, typed.
@@ -357,6 +359,14 @@ fn upstream_from_raw(
             "must be between 4096 (PostgreSQL's default) and 10000000",
         ));
     }
+    let login_max_bytes =
+        units::parse_size(&u.login_max_bytes).map_err(|m| field_err(f("login_max_bytes"), m))?;
+    if !(1024..=(16 << 20)).contains(&login_max_bytes) {
+        return Err(field_err(
+            f("login_max_bytes"),
+            "must be between 1KiB and 16MiB",
+        ));
+    }
     Ok(UpstreamConfig {
         name: name.to_owned(),
         host: u.host,
@@ -368,6 +378,7 @@ fn upstream_from_raw(
         ca_file: u.ca_file.map(|p| resolve(base, p)),
         connect_timeout: duration(&f("connect_timeout"), &u.connect_timeout)?,
         scram_max_iterations: u.scram_max_iterations,
+        login_max_bytes,
     })
 }
 

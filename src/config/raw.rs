@@ -44,6 +44,11 @@ pub struct RawMasking {
     /// Default `"60s"`.
     #[serde(default)]
     pub refresh: Option<String>,
+    /// Time allowed to read the column map (login and catalog queries); a
+    /// masked identity whose map cannot be read in time is refused.
+    /// Default `"10s"`.
+    #[serde(default)]
+    pub catalog_timeout: Option<String>,
     /// Functions outside pg_catalog that masked identities may still call
     /// (reviewed not to read masked columns), by name. Default: none.
     #[serde(default)]
@@ -268,6 +273,12 @@ pub struct RawUpstream {
     /// 4096. Default 100000.
     #[serde(default = "default_scram_max_iterations")]
     pub scram_max_iterations: u32,
+    /// Most bytes the server may send during login before its first
+    /// ReadyForQuery (authentication, ParameterStatus, NoticeResponse and
+    /// the rest together), e.g. `"64KiB"`; more ends the login. Default
+    /// `"64KiB"`.
+    #[serde(default = "default_login_max_bytes")]
+    pub login_max_bytes: String,
 }
 
 /// `[users.NAME]`: one client identity.
@@ -322,6 +333,9 @@ fn default_port() -> u16 {
 }
 fn default_sslmode() -> String {
     "prefer".into()
+}
+fn default_login_max_bytes() -> String {
+    "64KiB".into()
 }
 fn default_scram_max_iterations() -> u32 {
     100_000

@@ -24,6 +24,9 @@ fn minimal_config_gets_defaults() {
     let main = &c.upstreams["main"];
     assert_eq!((main.port, main.dbname.as_str()), (5432, "main"));
     assert_eq!(main.sslmode, SslMode::Prefer);
+    assert_eq!(main.scram_max_iterations, 100_000);
+    assert_eq!(main.login_max_bytes, 64 << 10);
+    assert_eq!(c.masking.catalog_timeout, Duration::from_secs(10));
     assert_eq!(c.databases["main"], "main");
 }
 
@@ -31,6 +34,18 @@ fn minimal_config_gets_defaults() {
 fn errors_name_the_field() {
     let cases = [
         (minimal("sslmode = \"maybe\""), "upstreams.main.sslmode"),
+        (
+            minimal("scram_max_iterations = 100"),
+            "upstreams.main.scram_max_iterations",
+        ),
+        (
+            minimal("login_max_bytes = \"1GiB\""),
+            "upstreams.main.login_max_bytes",
+        ),
+        (
+            format!("{}[masking]\ncatalog_timeout = \"0s\"\n", minimal("")),
+            "masking.catalog_timeout",
+        ),
         (
             minimal("connect_timeout = \"5\""),
             "upstreams.main.connect_timeout",

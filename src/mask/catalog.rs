@@ -21,6 +21,9 @@ pub enum CatalogError {
     /// A reply did not have the expected shape.
     #[error("unexpected catalog reply: {0}")]
     Malformed(&'static str),
+    /// The map could not be read within `masking.catalog_timeout`.
+    #[error("the column map could not be read within masking.catalog_timeout ({0:?})")]
+    Timeout(std::time::Duration),
 }
 
 /// One masked column, as the catalog names it.

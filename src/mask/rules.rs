@@ -88,6 +88,8 @@ pub struct MaskConfig {
     pub hash_key: HashKey,
     /// Catalog re-read interval.
     pub refresh: Duration,
+    /// Deadline for reading the column map (login and catalog queries).
+    pub catalog_timeout: Duration,
     /// Functions outside pg_catalog masked identities may call.
     pub allowed_functions: std::collections::BTreeSet<String>,
 }
@@ -107,6 +109,17 @@ pub fn compile(raw: &RawMasking, hash_key: Option<Secret>) -> Result<MaskConfig,
             .map_err(|m| err("masking.refresh".into(), m))?,
         None => Duration::from_secs(60),
     };
+    let catalog_timeout = match &raw.catalog_timeout {
+        Some(text) => crate::config::units::parse_duration(text)
+            .map_err(|m| err("masking.catalog_timeout".into(), m))?,
+        None => Duration::from_secs(10),
+    };
+    if catalog_timeout.is_zero() {
+        return Err(err(
+            "masking.catalog_timeout".into(),
+            "must be more than 0s",
+        ));
+    }
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (i, r) in raw.rules.iter().enumerate() {
         let at = format!("masking.rules[{i}]");
@@ -126,6 +139,7 @@ pub fn compile(raw: &RawMasking, hash_key: Option<Secret>) -> Result<MaskConfig,
                 .unwrap_or_default(),
         ),
         refresh,
+        catalog_timeout,
         allowed_functions: raw.allowed_functions.iter().cloned().collect(),
     })
 }
