@@ -11,6 +11,7 @@
 //! - [`mask`]: mask strategies and the DataRow rewrite (pure).
 //! - [`io`]: sockets (plain or TLS) and a frame-reading buffer.
 //! - [`tls`]: rustls configurations (aws-lc-rs).
+//! - [`upstream`]: checks on what a server sends (malformed errors).
 //! - [`config`]: the TOML file, parsed once into typed values.
 //! - [`gateway`]: shared state built from the config.
 //! - [`error`]: session errors and their SQLSTATEs.
@@ -37,4 +38,5 @@ pub mod policy;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod upstream;
 pub mod wire;

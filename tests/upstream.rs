@@ -276,3 +276,42 @@ async fn masked_logins_are_refused_when_the_catalog_read_stalls() {
         .iter()
         .any(|(k, v)| k == "application_name" && v == "pgward-catalog")));
 }
+
+#[tokio::test]
+async fn malformed_login_errors_reach_the_client_well_formed() {
+    let garbled = support::raw::message(b'E', b"SFATAL");
+    let cases = [
+        // After authentication: no SQLSTATE, no message.
+        (
+            FakeBackend::builder().raw_login(vec![error_response(&[(b'S', "FATAL")])]),
+            "08P01",
+            "malformed error from the server",
+        ),
+        // In place of authentication: fields without terminators.
+        (
+            FakeBackend::builder().auth(Auth::Raw(garbled)),
+            "08P01",
+            "malformed error from the server",
+        ),
+        // A well-formed one passes as it is.
+        (
+            FakeBackend::builder().raw_login(vec![error_response(&[
+                (b'S', "FATAL"),
+                (b'V', "FATAL"),
+                (b'C', "53300"),
+                (b'M', "sorry, too many clients already"),
+            ])]),
+            "53300",
+            "sorry, too many clients already",
+        ),
+    ];
+    for (builder, code, text) in cases {
+        let fake = builder.start().await;
+        let pw = Pgward::start_in(&fake.config(""), fake.dir()).await;
+        let e = support::connect_with(&pw.client_config(USER, PASSWORD))
+            .await
+            .expect_err("login refused");
+        assert_eq!(support::sqlstate(&e), code, "{e:?}");
+        assert_eq!(support::message(&e), text);
+    }
+}

@@ -179,6 +179,16 @@ impl Upstream {
     /// failures are pgward's configuration problem, and their wording names the
     /// backend role: the client gets 08001 and the log gets the detail.
     fn refused(&self, frame: &Frame) -> SessionError {
+        if let Some(bad) = crate::upstream::error::check_error_response(frame.body()) {
+            tracing::warn!(
+                upstream = %self.config.name,
+                "malformed ErrorResponse during login ({}), replaced", bad.reason
+            );
+            return SessionError::BackendRefused {
+                code: crate::upstream::error::MALFORMED_CODE.to_owned(),
+                message: crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
+            };
+        }
         let field = |c| String::from_utf8_lossy(notice_field(frame, c).unwrap_or(b"")).into_owned();
         let (code, message) = (field(b'C'), field(b'M'));
         if code.starts_with("28") || code == "3D000" {

@@ -192,9 +192,12 @@ async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, C
             b'D' => rows.push(text_cells(frame.body()).ok_or(CatalogError::Malformed("DataRow"))?),
             b'E' => {
                 error = Some(
-                    notice_field(&frame, b'M')
-                        .map(|m| String::from_utf8_lossy(m).into_owned())
-                        .unwrap_or_default(),
+                    match crate::upstream::error::check_error_response(frame.body()) {
+                        Some(_) => crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
+                        None => notice_field(&frame, b'M')
+                            .map(|m| String::from_utf8_lossy(m).into_owned())
+                            .unwrap_or_default(),
+                    },
                 )
             }
             b'Z' => break,
