@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fake_backend::{
-    error_response, parameter_status, Auth, FakeBackend, Reply, ServerFinal, FAKE_PASSWORD,
+    auth_message, error_response, parameter_status, ready_for_query, Auth, FakeBackend, Reply,
+    ServerFinal, FAKE_PASSWORD,
 };
 use support::raw::RawClient;
 use support::{Pgward, DB, PASSWORD, USER};
@@ -197,6 +198,8 @@ async fn a_hostile_iteration_count_fails_cleanly_and_spares_other_upstreams() {
         codes.len()
     );
     assert!(fake.seen().connections > 0);
+    // And refused: the fake sends no server signature.
+    assert!(codes.iter().all(|c| c == "08001"), "{codes:?}");
 }
 
 /// Connects as alice and returns the SQLSTATE of the failure; panics if the
@@ -313,5 +316,97 @@ async fn malformed_login_errors_reach_the_client_well_formed() {
             .expect_err("login refused");
         assert_eq!(support::sqlstate(&e), code, "{e:?}");
         assert_eq!(support::message(&e), text);
+    }
+}
+
+#[tokio::test]
+async fn upstream_authentication_follows_require_auth() {
+    // Refused by default, and the password never leaves pgward.
+    for auth in [Auth::Cleartext, Auth::Md5(*b"salt"), Auth::Trust] {
+        let fake = FakeBackend::builder().auth(auth.clone()).start().await;
+        let pw = Pgward::start_in(&fake.config(""), fake.dir()).await;
+        assert_eq!(login_refused(&pw).await, "08001", "{auth:?}");
+        let seen = fake.seen();
+        assert!(seen.passwords.is_empty(), "{auth:?}: {seen:?}");
+        assert!(
+            seen.messages.is_empty(),
+            "{auth:?}: no statement reached it"
+        );
+    }
+    // Named in require_auth, they work.
+    for (auth, allow) in [
+        (Auth::Cleartext, "password"),
+        (Auth::Md5(*b"salt"), "md5"),
+        (Auth::Trust, "none"),
+    ] {
+        let fake = FakeBackend::builder().auth(auth.clone()).start().await;
+        let extra = format!("require_auth = [\"scram-sha-256\", \"{allow}\"]");
+        let pw = Pgward::start_in(&fake.config(&extra), fake.dir()).await;
+        let client = pw.connect().await;
+        client.simple_query("SELECT 1").await.expect("query");
+        let seen = fake.seen().passwords;
+        match auth {
+            Auth::Cleartext => assert_eq!(seen, [FAKE_PASSWORD]),
+            Auth::Md5(_) => assert!(seen[0].starts_with("md5"), "{seen:?}"),
+            _ => assert!(seen.is_empty()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_scram_signature_is_always_verified() {
+    for server_final in [ServerFinal::Missing, ServerFinal::Wrong] {
+        let fake = FakeBackend::builder()
+            .auth(Auth::scram(FAKE_PASSWORD).server_final(server_final.clone()))
+            .start()
+            .await;
+        // Even with every method allowed.
+        let extra = "require_auth = [\"scram-sha-256\", \"md5\", \"password\", \"none\"]";
+        let pw = Pgward::start_in(&fake.config(extra), fake.dir()).await;
+        assert_eq!(login_refused(&pw).await, "08001", "{server_final:?}");
+        assert!(fake.seen().messages.is_empty(), "{server_final:?}");
+    }
+}
+
+#[tokio::test]
+async fn required_channel_binding_is_not_given_up_without_tls() {
+    // sslmode prefer, and the server declines TLS: SCRAM cannot be bound.
+    let fake = FakeBackend::builder().start().await;
+    let extra = "sslmode = \"prefer\"\nchannel_binding = \"require\"";
+    let pw = Pgward::start_in(&fake.config(extra), fake.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+    assert_eq!(fake.seen().logins_completed, 0);
+    // Without the requirement the same server is accepted.
+    let pw = Pgward::start_in(&fake.config("sslmode = \"prefer\""), fake.dir()).await;
+    pw.connect()
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .expect("query");
+}
+
+#[tokio::test]
+async fn authentication_out_of_place_ends_the_login() {
+    let cases = [
+        // BackendKeyData and ReadyForQuery without any authentication.
+        FakeBackend::builder().auth(Auth::Raw(
+            [
+                support::raw::message(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]),
+                ready_for_query(b'I'),
+            ]
+            .concat(),
+        )),
+        // A second authentication request after AuthenticationOk.
+        FakeBackend::builder().raw_login(vec![auth_message(3, &[]), ready_for_query(b'I')]),
+        // SASLFinal out of the blue.
+        FakeBackend::builder().auth(Auth::Raw(auth_message(12, b"v=AAAA"))),
+        // An unknown authentication kind.
+        FakeBackend::builder().auth(Auth::Raw(auth_message(99, &[]))),
+    ];
+    for builder in cases {
+        let fake = builder.start().await;
+        let pw = Pgward::start_in(&fake.config(""), fake.dir()).await;
+        assert_eq!(login_refused(&pw).await, "08001");
+        assert!(fake.seen().passwords.is_empty());
     }
 }

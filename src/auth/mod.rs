@@ -2,5 +2,6 @@
 
 pub mod backend;
 pub mod client;
+pub mod require;
 pub mod scram_client;
 pub mod verifier;

@@ -257,6 +257,9 @@ impl ScramClient {
         server_first: &[u8],
         max_iterations: u32,
     ) -> Result<SaltRequest, ScramError> {
+        if self.server_first.is_some() {
+            return Err(ScramError::Malformed("a second server-first message"));
+        }
         let server_first =
             std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let mut parts = server_first.split(',');
@@ -389,10 +392,15 @@ mod tests {
             ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
         let other_count = SERVER_FIRST.replace("i=4096", "i=4097");
         let fin_4097 = exchange(&mut other, &other_count, b"pencil", &cache).await;
-        assert_ne!(
-            fin_4097,
-            exchange(&mut again, SERVER_FIRST, b"pencil", &cache).await
-        );
+        let mut third =
+            ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
+        let fin_4096 = exchange(&mut third, SERVER_FIRST, b"pencil", &cache).await;
+        assert!(fin_4096.is_ok() && fin_4097.is_ok());
+        assert_ne!(fin_4097, fin_4096);
+        // One exchange takes one server-first.
+        assert!(third
+            .server_first(SERVER_FIRST.as_bytes(), 100_000)
+            .is_err());
     }
 
     #[tokio::test]

@@ -279,6 +279,18 @@ pub struct RawUpstream {
     /// `"64KiB"`.
     #[serde(default = "default_login_max_bytes")]
     pub login_max_bytes: String,
+    /// Authentication methods the server may ask for before pgward sends
+    /// the credential (as libpq's `require_auth`): `scram-sha-256`, `md5`,
+    /// `password` (clear text) and `none` (trust). The server's SCRAM
+    /// signature is always verified. Default `["scram-sha-256"]`.
+    #[serde(default = "default_require_auth")]
+    pub require_auth: Vec<String>,
+    /// `require`: SCRAM must be bound to the TLS channel
+    /// (SCRAM-SHA-256-PLUS); `prefer`: bound when the server offers it.
+    /// Default `"require"` with sslmode `require` or `verify-full`, else
+    /// `"prefer"`.
+    #[serde(default)]
+    pub channel_binding: Option<String>,
 }
 
 /// `[users.NAME]`: one client identity.
@@ -333,6 +345,9 @@ fn default_port() -> u16 {
 }
 fn default_sslmode() -> String {
     "prefer".into()
+}
+fn default_require_auth() -> Vec<String> {
+    vec!["scram-sha-256".into()]
 }
 fn default_login_max_bytes() -> String {
     "64KiB".into()

@@ -26,6 +26,9 @@ fn minimal_config_gets_defaults() {
     assert_eq!(main.sslmode, SslMode::Prefer);
     assert_eq!(main.scram_max_iterations, 100_000);
     assert_eq!(main.login_max_bytes, 64 << 10);
+    assert_eq!(main.auth, crate::auth::require::AuthPolicy::default());
+    let strict = parse(&minimal("sslmode = \"verify-full\"")).unwrap();
+    assert!(strict.upstreams["main"].auth.channel_binding);
     assert_eq!(c.masking.catalog_timeout, Duration::from_secs(10));
     assert_eq!(c.databases["main"], "main");
 }
@@ -34,6 +37,15 @@ fn minimal_config_gets_defaults() {
 fn errors_name_the_field() {
     let cases = [
         (minimal("sslmode = \"maybe\""), "upstreams.main.sslmode"),
+        (
+            minimal("require_auth = [\"kerberos\"]"),
+            "upstreams.main.require_auth",
+        ),
+        (minimal("require_auth = []"), "upstreams.main.require_auth"),
+        (
+            minimal("sslmode = \"disable\"\nchannel_binding = \"require\""),
+            "upstreams.main.channel_binding",
+        ),
         (
             minimal("scram_max_iterations = 100"),
             "upstreams.main.scram_max_iterations",

@@ -51,7 +51,8 @@ pub enum Auth {
     /// SCRAM-SHA-256, as scripted.
     Scram(Scram),
     /// These raw bytes instead of any authentication request (e.g. an
-    /// Authentication message of an unknown kind).
+    /// Authentication message of an unknown kind); then the fake only
+    /// records what it receives.
     Raw(Vec<u8>),
 }
 
@@ -202,7 +203,7 @@ impl Builder {
         self.ssl_answer = answer;
         self
     }
-    /// The authentication script (default: trust).
+    /// The authentication script (default: SCRAM for [`FAKE_PASSWORD`]).
     pub fn auth(mut self, auth: impl Into<Auth>) -> Self {
         self.auth = auth.into();
         self
@@ -264,12 +265,13 @@ pub struct FakeBackend {
 }
 
 impl FakeBackend {
-    /// A builder: SSLRequest answered 'N', trust authentication, a
-    /// BackendKeyData and ReadyForQuery after login, default replies.
+    /// A builder: SSLRequest answered 'N', SCRAM-SHA-256 for
+    /// [`FAKE_PASSWORD`] (what pgward accepts by default), a BackendKeyData
+    /// and ReadyForQuery after login, default replies.
     pub fn builder() -> Builder {
         Builder {
             ssl_answer: b'N',
-            auth: Auth::Trust,
+            auth: Auth::scram(FAKE_PASSWORD).into(),
             login: Vec::new(),
             key_data: true,
             responder: Arc::new(|_| Reply::Default),
@@ -448,7 +450,12 @@ async fn authenticate(
     match auth {
         Auth::Trust => {}
         Auth::Raw(bytes) => {
+            // Then only listen: whatever pgward sends next is recorded (a
+            // statement here means pgward accepted a broken login).
             tcp.write_all(bytes).await.ok()?;
+            while let Some((tag, body)) = read_message(tcp, buf).await {
+                seen.lock().expect("seen").messages.push((tag, body));
+            }
             return None;
         }
         Auth::Cleartext | Auth::Md5(_) => {
