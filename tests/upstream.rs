@@ -410,3 +410,40 @@ async fn authentication_out_of_place_ends_the_login() {
         assert!(fake.seen().passwords.is_empty());
     }
 }
+
+#[tokio::test]
+async fn over_tls_scram_must_be_channel_bound_unless_configured_otherwise() {
+    // A server (or a man in the middle terminating TLS) that offers only
+    // unbound SCRAM over TLS.
+    let pki_dir = tempfile::tempdir().expect("dir");
+    let pki = support::certs::TestPki::new(pki_dir.path(), "fake CA");
+    let unbound = FakeBackend::builder()
+        .tls(&pki)
+        .auth(Auth::scram(FAKE_PASSWORD).mechanisms(&["SCRAM-SHA-256"]))
+        .start()
+        .await;
+    let pw = Pgward::start_in(&unbound.config("sslmode = \"require\""), unbound.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+    assert_eq!(unbound.seen().logins_completed, 0);
+    let relaxed = "sslmode = \"require\"\nchannel_binding = \"prefer\"";
+    let pw = Pgward::start_in(&unbound.config(relaxed), unbound.dir()).await;
+    pw.connect()
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .expect("query");
+
+    // Offering SCRAM-SHA-256-PLUS, the default works over TLS.
+    let bound = FakeBackend::builder()
+        .tls(&pki)
+        .auth(Auth::scram(FAKE_PASSWORD).mechanisms(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]))
+        .start()
+        .await;
+    let pw = Pgward::start_in(&bound.config("sslmode = \"require\""), bound.dir()).await;
+    pw.connect()
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .expect("query");
+    assert_eq!(bound.seen().logins_completed, 1);
+}

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -191,6 +191,7 @@ pub struct Seen {
 /// Builds a [`FakeBackend`].
 pub struct Builder {
     ssl_answer: u8,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     auth: Auth,
     login: Vec<Vec<u8>>,
     key_data: bool,
@@ -201,6 +202,16 @@ impl Builder {
     /// The answer to SSLRequest (default `b'N'`).
     pub fn ssl_answer(mut self, answer: u8) -> Self {
         self.ssl_answer = answer;
+        self
+    }
+    /// Accepts TLS with this certificate (SSLRequest answered 'S').
+    pub fn tls(mut self, pki: &super::certs::TestPki) -> Self {
+        let files = pgward::config::TlsFiles {
+            cert: pki.cert_file.clone(),
+            key: pki.key_file.clone(),
+        };
+        let (config, _) = pgward::tls::server_config(&files).expect("fake TLS config");
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
         self
     }
     /// The authentication script (default: SCRAM for [`FAKE_PASSWORD`]).
@@ -271,6 +282,7 @@ impl FakeBackend {
     pub fn builder() -> Builder {
         Builder {
             ssl_answer: b'N',
+            tls: None,
             auth: Auth::scram(FAKE_PASSWORD).into(),
             login: Vec::new(),
             key_data: true,
@@ -327,12 +339,41 @@ impl Drop for FakeBackend {
 async fn serve(mut tcp: TcpStream, conn: usize, script: Arc<Builder>, seen: Arc<Mutex<Seen>>) {
     let _ = tcp.set_nodelay(true);
     seen.lock().expect("seen").connections += 1;
-    let Some(params) = read_startup(&mut tcp, script.ssl_answer).await else {
-        return;
-    };
+    match read_startup(&mut tcp, &script).await {
+        Some(Opening::Startup(params)) => session(tcp, params, conn, &script, &seen).await,
+        Some(Opening::Tls) => {
+            let Some(acceptor) = &script.tls else { return };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            // Inside TLS only a StartupMessage may follow.
+            if let Some(Opening::Startup(params)) = read_startup(&mut tls, &script).await {
+                session(tls, params, conn, &script, &seen).await;
+            }
+        }
+        None => {}
+    }
+}
+
+/// What the startup packets asked for.
+enum Opening {
+    /// A StartupMessage with these parameters.
+    Startup(Vec<(String, String)>),
+    /// An SSLRequest the fake answered 'S'.
+    Tls,
+}
+
+/// Serves one connection after its StartupMessage.
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: S,
+    params: Vec<(String, String)>,
+    conn: usize,
+    script: &Builder,
+    seen: &Mutex<Seen>,
+) {
     seen.lock().expect("seen").startups.push(params);
     let mut buf = BytesMut::new();
-    if authenticate(&mut tcp, &mut buf, &script.auth, &seen)
+    if authenticate(&mut tcp, &mut buf, &script.auth, seen)
         .await
         .is_none()
     {
@@ -381,7 +422,10 @@ async fn serve(mut tcp: TcpStream, conn: usize, script: Arc<Builder>, seen: Arc<
 
 /// Reads SSLRequest / GSSENCRequest (answering each) and the
 /// StartupMessage; `None` for a CancelRequest or a broken packet.
-async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String, String)>> {
+async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
+    script: &Builder,
+) -> Option<Opening> {
     loop {
         let len = tcp.read_u32().await.ok()? as usize;
         if !(8..=10_000).contains(&len) {
@@ -390,7 +434,11 @@ async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String
         let mut body = vec![0; len - 4];
         tcp.read_exact(&mut body).await.ok()?;
         match u32::from_be_bytes(body[..4].try_into().ok()?) {
-            80_877_103 => tcp.write_all(&[ssl_answer]).await.ok()?,
+            80_877_103 if script.tls.is_some() => {
+                tcp.write_all(b"S").await.ok()?;
+                return Some(Opening::Tls);
+            }
+            80_877_103 => tcp.write_all(&[script.ssl_answer]).await.ok()?,
             80_877_104 => tcp.write_all(b"N").await.ok()?,
             196_608 => {
                 let mut fields = body[4..]
@@ -403,7 +451,7 @@ async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String
                     }
                     params.push((k, v));
                 }
-                return Some(params);
+                return Some(Opening::Startup(params));
             }
             _ => return None,
         }
@@ -411,7 +459,10 @@ async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String
 }
 
 /// Reads one framed message (tag, body); `None` at EOF or on a bad length.
-async fn read_message(tcp: &mut TcpStream, buf: &mut BytesMut) -> Option<(u8, Bytes)> {
+async fn read_message<S: AsyncRead + Unpin>(
+    tcp: &mut S,
+    buf: &mut BytesMut,
+) -> Option<(u8, Bytes)> {
     loop {
         if buf.len() >= 5 {
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -437,8 +488,8 @@ pub fn auth_message(code: i32, data: &[u8]) -> Vec<u8> {
 }
 
 /// Runs the authentication script; `None` when the connection should end.
-async fn authenticate(
-    tcp: &mut TcpStream,
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
     buf: &mut BytesMut,
     auth: &Auth,
     seen: &Mutex<Seen>,
@@ -475,7 +526,11 @@ async fn authenticate(
     tcp.write_all(&auth_message(0, &[])).await.ok()
 }
 
-async fn scram_exchange(tcp: &mut TcpStream, buf: &mut BytesMut, s: &Scram) -> Option<()> {
+async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
+    buf: &mut BytesMut,
+    s: &Scram,
+) -> Option<()> {
     let mut offer = Vec::new();
     for m in &s.mechanisms {
         offer.extend_from_slice(m.as_bytes());
