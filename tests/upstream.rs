@@ -202,6 +202,12 @@ async fn a_hostile_iteration_count_fails_cleanly_and_spares_other_upstreams() {
     assert!(codes.iter().all(|c| c == "08001"), "{codes:?}");
 }
 
+/// Connects as alice and runs `SELECT 1`.
+async fn select_one_works(pw: &Pgward) {
+    let client = pw.connect().await;
+    client.simple_query("SELECT 1").await.expect("query");
+}
+
 /// Connects as alice and returns the SQLSTATE of the failure; panics if the
 /// login succeeds or does not end (a hang is the bug these tests look for).
 async fn login_refused(pw: &Pgward) -> String {
@@ -232,8 +238,7 @@ async fn login_messages_beyond_the_byte_budget_end_the_login() {
 
     // The budget is configurable, and under it the login goes through.
     let pw = Pgward::start_in(&flood.config("login_max_bytes = \"1MiB\""), flood.dir()).await;
-    let client = pw.connect().await;
-    client.simple_query("SELECT 1").await.expect("query");
+    select_one_works(&pw).await;
 }
 
 #[tokio::test]
@@ -342,8 +347,7 @@ async fn upstream_authentication_follows_require_auth() {
         let fake = FakeBackend::builder().auth(auth.clone()).start().await;
         let extra = format!("require_auth = [\"scram-sha-256\", \"{allow}\"]");
         let pw = Pgward::start_in(&fake.config(&extra), fake.dir()).await;
-        let client = pw.connect().await;
-        client.simple_query("SELECT 1").await.expect("query");
+        select_one_works(&pw).await;
         let seen = fake.seen().passwords;
         match auth {
             Auth::Cleartext => assert_eq!(seen, [FAKE_PASSWORD]),
@@ -378,11 +382,7 @@ async fn required_channel_binding_is_not_given_up_without_tls() {
     assert_eq!(fake.seen().logins_completed, 0);
     // Without the requirement the same server is accepted.
     let pw = Pgward::start_in(&fake.config("sslmode = \"prefer\""), fake.dir()).await;
-    pw.connect()
-        .await
-        .simple_query("SELECT 1")
-        .await
-        .expect("query");
+    select_one_works(&pw).await;
 }
 
 #[tokio::test]
@@ -427,11 +427,7 @@ async fn over_tls_scram_must_be_channel_bound_unless_configured_otherwise() {
     assert_eq!(unbound.seen().logins_completed, 0);
     let relaxed = "sslmode = \"require\"\nchannel_binding = \"prefer\"";
     let pw = Pgward::start_in(&unbound.config(relaxed), unbound.dir()).await;
-    pw.connect()
-        .await
-        .simple_query("SELECT 1")
-        .await
-        .expect("query");
+    select_one_works(&pw).await;
 
     // Offering SCRAM-SHA-256-PLUS, the default works over TLS.
     let bound = FakeBackend::builder()
@@ -440,10 +436,6 @@ async fn over_tls_scram_must_be_channel_bound_unless_configured_otherwise() {
         .start()
         .await;
     let pw = Pgward::start_in(&bound.config("sslmode = \"require\""), bound.dir()).await;
-    pw.connect()
-        .await
-        .simple_query("SELECT 1")
-        .await
-        .expect("query");
+    select_one_works(&pw).await;
     assert_eq!(bound.seen().logins_completed, 1);
 }

@@ -173,6 +173,10 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {
     text.parse().map_err(|_| CatalogError::Malformed("number"))
 }
 
+/// Most bytes one catalog query's reply may have (a catalog with a million
+/// columns is some 100 MiB of rows).
+const MAX_CATALOG_REPLY: usize = 256 << 20;
+
 /// Runs one simple query; every value as text (catalog columns are never NULL here).
 async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, CatalogError> {
     let mut out = BytesMut::new();
@@ -183,11 +187,20 @@ async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, C
     let framer = Framer::new(1 << 24);
     let mut rows = Vec::new();
     let mut error = None;
+    let mut received = 0usize;
     loop {
         let frame = conn
             .read_frame(&framer)
             .await
             .map_err(|e| CatalogError::Io(e.to_string()))?;
+        // The rows are kept until the map is built: a server that never stops
+        // sending them must not grow pgward without bound.
+        received += frame.raw().len();
+        if received > MAX_CATALOG_REPLY {
+            return Err(CatalogError::Malformed(
+                "a catalog reply larger than 256 MiB",
+            ));
+        }
         match frame.tag() {
             b'D' => rows.push(text_cells(frame.body()).ok_or(CatalogError::Malformed("DataRow"))?),
             b'E' => {
