@@ -6,10 +6,11 @@
 //! `cargo bench --bench policy`
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use pgward::config::policy::compile;
 use pgward::config::raw::RawPolicy;
 use pgward::policy::lexer::LexSettings;
 use pgward::policy::rules::Identity;
-use pgward::policy::{compile::compile, Lexing, Policy};
+use pgward::policy::{Lexing, Policy};
 use std::sync::Arc;
 
 const SQL: &str =
@@ -26,7 +27,6 @@ fn bench(c: &mut Criterion) {
     let who = Identity {
         user: "alice".into(),
         groups: vec!["support".into()],
-        index: 0,
     };
     let lexing = Lexing::Known(LexSettings::default());
     let mut g = c.benchmark_group("judge_100_byte_select");

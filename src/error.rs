@@ -2,6 +2,7 @@
 //! place that maps an error to the SQLSTATE a client sees.
 
 use crate::io::ReadError;
+use crate::sqlstate::Sqlstate;
 
 /// Which side of pgward an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,9 @@ pub enum SessionError {
     /// pgward is shutting down.
     #[error("terminating connection due to administrator command")]
     Shutdown,
+    /// An administrator (or a grant's end) ended the session.
+    #[error("terminating connection: {0}")]
+    Terminated(String),
     /// pgward could not reach or log in to the upstream.
     #[error("pgward could not connect to upstream \"{upstream}\"")]
     BackendUnavailable {
@@ -93,30 +97,33 @@ impl SessionError {
             | Self::BackendRefused { .. }
             | Self::BackendLost(_)
             | Self::BackendProtocol(_) => Origin::Backend,
-            Self::TooManyClients | Self::StartupTimeout | Self::IdleTimeout | Self::Shutdown => {
-                Origin::Internal
-            }
+            Self::TooManyClients
+            | Self::StartupTimeout
+            | Self::IdleTimeout
+            | Self::Shutdown
+            | Self::Terminated(_) => Origin::Internal,
         }
     }
 
     /// The SQLSTATE a client receives for this error.
     pub fn sqlstate(&self) -> &str {
-        match self {
-            Self::Protocol(_) => "08P01",
-            Self::AuthFailed(_) => "28P01",
-            Self::MissingUser => "28000",
-            Self::UnknownDatabase(_) => "3D000",
-            Self::DatabaseNotAllowed(_) => "42501",
-            Self::TooManyClients => "53300",
-            Self::TlsRequired => "28000",
-            Self::Unsupported(_) => "0A000",
-            Self::StartupTimeout => "57014",
-            Self::IdleTimeout => "57P05",
-            Self::Shutdown => "57P01",
-            Self::BackendUnavailable { .. } => "08001",
-            Self::BackendRefused { code, .. } => code,
-            Self::BackendLost(_) | Self::BackendProtocol(_) | Self::ClientIo(_) => "08006",
-        }
+        let code = match self {
+            Self::Protocol(_) | Self::BackendProtocol(_) => Sqlstate::PROTOCOL_VIOLATION,
+            Self::AuthFailed(_) => Sqlstate::INVALID_PASSWORD,
+            Self::MissingUser | Self::TlsRequired => Sqlstate::INVALID_AUTHORIZATION,
+            Self::UnknownDatabase(_) => Sqlstate::INVALID_CATALOG_NAME,
+            Self::DatabaseNotAllowed(_) => Sqlstate::INSUFFICIENT_PRIVILEGE,
+            Self::TooManyClients => Sqlstate::TOO_MANY_CONNECTIONS,
+            Self::Unsupported(_) => Sqlstate::FEATURE_NOT_SUPPORTED,
+            Self::StartupTimeout => Sqlstate::QUERY_CANCELED,
+            Self::IdleTimeout => Sqlstate::IDLE_SESSION_TIMEOUT,
+            Self::Shutdown | Self::Terminated(_) => Sqlstate::ADMIN_SHUTDOWN,
+            Self::BackendUnavailable { .. } => Sqlstate::UNABLE_TO_CONNECT,
+            Self::BackendLost(_) | Self::ClientIo(_) => Sqlstate::CONNECTION_FAILURE,
+            // The server's own code, passed through.
+            Self::BackendRefused { code, .. } => return code,
+        };
+        code.as_str()
     }
 
     /// Reading from the client failed: framing errors are protocol violations.

@@ -5,7 +5,8 @@ use crate::auth::backend::Upstream;
 use crate::auth::client::ScramEngines;
 use crate::config::{Config, ConfigError};
 use crate::policy::Policy;
-use crate::session::cancel::CancelRegistry;
+use crate::session::phases::{Phase, SessionInfo};
+use crate::session::registry::Registry;
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -22,8 +23,10 @@ pub struct Gateway {
     pub tls: Option<TlsAcceptor>,
     /// SCRAM engines (plain and channel-bound).
     pub scram: ScramEngines,
-    /// Live sessions' cancel keys.
-    pub cancels: Arc<CancelRegistry>,
+    /// Live sessions, and the cancel keys that lead to them.
+    pub registry: Arc<Registry>,
+    /// Phases added after the built-in ones (see `session::stack`).
+    phase_factories: std::sync::RwLock<Vec<PhaseFactory>>,
     /// Statement rules and their verdict cache; swapped whole on reload, so
     /// a session judges each message under one consistent rule set.
     pub policy: Arc<ArcSwap<Policy>>,
@@ -77,6 +80,9 @@ pub struct Reloaded {
     /// How many mask rules it has.
     pub mask_rules: usize,
 }
+
+/// Makes a phase for each new session.
+pub type PhaseFactory = Arc<dyn Fn(&SessionInfo) -> Box<dyn Phase> + Send + Sync>;
 
 /// Failure to build the shared state (files named in the config).
 #[derive(Debug, thiserror::Error)]
@@ -147,13 +153,31 @@ impl Gateway {
             upstreams,
             tls,
             scram,
-            cancels: Arc::new(CancelRegistry::default()),
+            registry: Arc::new(Registry::default()),
+            phase_factories: std::sync::RwLock::new(Vec::new()),
             policy,
             masking,
             masks,
             rules: ArcSwap::from_pointee(snapshot),
             reload_lock: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Adds a phase, after the built-in ones, to every session that starts
+    /// from now on.
+    pub fn add_phase(&self, factory: PhaseFactory) {
+        self.phase_factories
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(factory);
+    }
+
+    /// The added phases' factories, in order.
+    pub(crate) fn phase_factories(&self) -> Vec<PhaseFactory> {
+        self.phase_factories
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The rule-set version in force.

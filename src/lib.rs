@@ -4,17 +4,20 @@
 //!
 //! - [`server`]: the listener, connection limit and graceful shutdown.
 //! - [`session`]: one client connection: startup, authentication hand-off,
-//!   the relay and its named phases.
+//!   then the relay core (the conversation tracker, the ordered phases,
+//!   holds) behind a thin socket loop, and the session registry.
 //! - [`auth`]: SCRAM towards clients; the held credential towards servers.
 //! - [`wire`]: bytes only: framing, message views, encoders.
 //! - [`policy`]: statement classification and rules (pure).
+//! - `sql`: libpg_query glue shared by the tracker, policy and masking.
+//! - [`sqlstate`]: the SQLSTATEs pgward sends, by name.
 //! - [`mask`]: mask strategies and the DataRow rewrite (pure).
-//! - [`io`]: sockets (plain or TLS) and a frame-reading buffer.
-//! - [`tls`]: rustls configurations (aws-lc-rs).
+//! - `io`: sockets (plain or TLS) and a frame-reading buffer.
+//! - `tls`: rustls configurations (aws-lc-rs).
 //! - [`upstream`]: checks on what a server sends (malformed errors).
 //! - [`config`]: the TOML file, parsed once into typed values.
 //! - [`gateway`]: shared state built from the config.
-//! - [`error`]: session errors and their SQLSTATEs.
+//! - `error`: session errors, their origin and their SQLSTATEs.
 //! - [`cluster`]: a throwaway PostgreSQL cluster (demo and tests).
 //!
 //! The pipeline:
@@ -23,20 +26,22 @@
 //! client TCP/TLS -> startup (SSL/GSS negotiation, StartupMessage) -> SCRAM
 //!   -> backend login (held credential) -> AuthenticationOk, ParameterStatus,
 //!      pgward's BackendKeyData, ReadyForQuery
-//!   -> relay: client frames -> frontend phases -> server
-//!             server frames -> backend phases -> client
+//!   -> relay core: client frames -> tracker -> phases (forward / refuse / hold) -> server
+//!                  server frames -> tracker (paired with requests) -> phases -> client
 //! ```
 
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod gateway;
-pub mod io;
+pub(crate) mod io;
 pub mod mask;
 pub mod policy;
 pub mod server;
 pub mod session;
-pub mod tls;
+pub(crate) mod sql;
+pub mod sqlstate;
+pub(crate) mod tls;
 pub mod upstream;
 pub mod wire;

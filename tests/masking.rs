@@ -21,6 +21,14 @@ async fn start(table: &str) -> Pgward {
 scram_verifier = "{dba}"
 groups = ["dba"]
 
+# The dba migrates schemas: allowed past the built-in DROP COLUMN rule.
+[policy]
+[[policy.rules]]
+name = "dba-may-drop-columns"
+action = "allow"
+groups = ["dba"]
+kinds = ["drop_column"]
+
 [masking]
 hash_key_env = "PGWARD_TEST_HASH_KEY"
 refresh = "1h"

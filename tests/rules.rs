@@ -319,7 +319,14 @@ async fn execute_inherits_the_verdict_of_prepare_under_the_current_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lexing_follows_the_servers_standard_conforming_strings() {
-    let pw = Pgward::start(Backend::shared()).await;
+    // The built-in rules refuse turning the setting off; a rule of the
+    // operator's placed first allows it, so lexing under "off" is exercised.
+    let backend = Backend::shared();
+    let config = format!(
+        "{}\n[policy]\n[[policy.rules]]\nname = \"legacy-strings\"\naction = \"allow\"\nkinds = [\"standard_conforming_strings_off\"]\n",
+        backend.config("", "")
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
     let client = pw.connect().await;
     let t = guarded_table(&client, 2).await;
     let tricky = format!("SELECT 'a\\'; DROP TABLE {t}; --'");

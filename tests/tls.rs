@@ -155,3 +155,60 @@ async fn backend_channel_binding_with_a_sha384_certificate() {
         .expect("query");
     assert_eq!(row.get::<_, String>(0), "true");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_inside_tls_is_closed_with_close_notify() {
+    // libpq 17's cancel API and psycopg's cancel_safe() send the
+    // CancelRequest inside TLS and read until the connection closes: a
+    // close without close_notify is "SSL error: unexpected eof".
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::shared();
+    let pki = TestPki::new(backend.cluster.dir(), "cancel-leg");
+    let config = backend.config(&tls_server_lines(&pki, false), "");
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    // The session itself in clear text; only the cancel goes over TLS.
+    let (mut raw, hello) =
+        support::raw::RawClient::login(pw.addr, USER, PASSWORD, support::DB).await;
+    let k = hello.iter().find(|m| m.tag == b'K').expect("key");
+    let key = (
+        i32::from_be_bytes([k.body[0], k.body[1], k.body[2], k.body[3]]),
+        i32::from_be_bytes([k.body[4], k.body[5], k.body[6], k.body[7]]),
+    );
+    raw.send(&support::raw::message(b'Q', b"SELECT pg_sleep(30)\0"))
+        .await;
+    for _ in 0..500 {
+        let active = backend.admin_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+        );
+        if active.trim() != "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tcp = tokio::net::TcpStream::connect(pw.addr).await.unwrap();
+    let mut tcp = tcp;
+    tcp.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(pki.client_config()));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut packet = Vec::new();
+    packet.extend_from_slice(&16i32.to_be_bytes());
+    packet.extend_from_slice(&80_877_102i32.to_be_bytes());
+    packet.extend_from_slice(&key.0.to_be_bytes());
+    packet.extend_from_slice(&key.1.to_be_bytes());
+    tls.write_all(&packet).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest))
+        .await
+        .expect("pgward closes the cancel connection");
+    assert!(closed.is_ok(), "closed without close_notify: {closed:?}");
+    let reply = raw.until_ready().await;
+    let err = support::raw::error_of(&reply).expect("cancelled");
+    assert_eq!(err.sqlstate(), "57014");
+}

@@ -20,14 +20,14 @@ fuzz_target!(|data: &[u8]| {
                 split += frame.raw().len();
             }
         }
-        let _ = frontend::query_text(&frame);
-        let _ = frontend::parse_view(&frame);
+        let _ = frontend::query_text(frame.view());
+        let _ = frontend::parse_view(frame.view());
         let _ = frontend::sasl_initial(&frame);
-        let _ = backend::ready_status(&frame);
-        let _ = backend::parameter_status(&frame);
-        let _ = backend::backend_key_data(&frame);
-        let _ = backend::notice_fields(&frame);
-        let _ = backend::notice_field(&frame, b'C');
+        let _ = backend::ready_status(frame.view());
+        let _ = backend::parameter_status(frame.view());
+        let _ = backend::backend_key_data(frame.view());
+        let _ = backend::notice_fields(frame.view());
+        let _ = backend::notice_field(frame.view(), b'C');
     }
     if let Ok(p) = prefix {
         // The run ends on a frame boundary that next_frame also reached.

@@ -31,7 +31,6 @@ fuzz_target!(|data: &[u8]| {
     let who = Identity {
         user: "fuzz".into(),
         groups: Vec::new(),
-        index: 0,
     };
     let outcome = policy().judge(text, &who, lexing);
     if let Verdict::Deny(d) = &outcome.verdict {

@@ -2,32 +2,49 @@
 //! PgBouncer, interleaved, with medians, ratios and a chart.
 //! See loadtest/README.md.
 
+mod callgrind;
 mod idle;
+mod latency;
 mod pgbench;
+mod pin;
 mod report;
+mod setup;
 mod targets;
+mod throughput;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use pgbench::Workload;
-use pgward::auth::verifier::ScramVerifier;
-use pgward::cluster::{Cluster, ClusterOptions};
+use pgbench::Length;
+use pin::{CpuList, Pinning};
 use report::{Cell, Results};
-use std::collections::BTreeMap;
-use std::io::Write;
+use setup::{Env, EnvOptions, Proxy, PGWARD, PGWARD_MASKED, PGWARD_NO_RULES};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use targets::{Target, APP_ROLE, DB};
+use targets::Target;
+use throughput::Plan;
 
 /// pgbench side by side: direct PostgreSQL, pgward, PgBouncer.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// A short run for CI (about a minute): fewer workloads, 1 repetition,
-    /// 2 s each. Fails on failed transactions or a missing report, never on
-    /// a timing.
+    /// 2 s each, 4 clients. Fails on failed transactions or a missing
+    /// report, never on a timing.
     #[arg(long)]
     smoke: bool,
+    /// The latency microbenchmark instead: 1 client, select-only, simple
+    /// and prepared; the per-transaction latency distribution (p50 ... p99.9)
+    /// of every target and what each proxy adds to direct PostgreSQL.
+    #[arg(long, conflicts_with_all = ["smoke", "callgrind"])]
+    latency: bool,
+    /// Instructions per transaction instead: each proxy under
+    /// `valgrind --tool=callgrind`, a fixed number of select-only
+    /// transactions through it, and the functions they are spent in.
+    #[arg(long, conflicts_with = "smoke")]
+    callgrind: bool,
+    /// Transactions of the larger callgrind run (the smaller has a fifth).
+    #[arg(long, default_value_t = 5000)]
+    callgrind_tx: u64,
     /// Repetitions of each workload per target (interleaved A B C A B C).
     #[arg(long, default_value_t = 2)]
     reps: u32,
@@ -37,6 +54,34 @@ struct Args {
     /// pgbench scale factor for `pgbench -i`.
     #[arg(long, default_value_t = 10)]
     scale: u32,
+    /// Client counts: the select-only workloads run at each, the others at
+    /// the largest (default 1,16; with --smoke 4).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<u32>,
+    /// pgbench threads (-j), at most the client count (default 2).
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Run PostgreSQL on these CPUs (taskset -c list, e.g. 0-7).
+    #[arg(long)]
+    pin_postgres: Option<CpuList>,
+    /// Run each proxy on these CPUs (e.g. 8-11).
+    #[arg(long)]
+    pin_proxy: Option<CpuList>,
+    /// Run pgbench on these CPUs (e.g. 12-15).
+    #[arg(long)]
+    pin_pgbench: Option<CpuList>,
+    /// Extra environment for the pgward processes, KEY=VALUE, repeatable
+    /// (allocator experiments: MIMALLOC_PURGE_DELAY=0, MALLOC_ARENA_MAX=2).
+    #[arg(long, value_parser = parse_env)]
+    pgward_env: Vec<(String, String)>,
+    /// Run pgward-masked on every workload, not only the wide rows (its
+    /// masking guard then judges every statement).
+    #[arg(long)]
+    masked_all: bool,
+    /// Keep the proxies running this many seconds after the report, their
+    /// pids printed, for inspection from outside (smaps, gdb, perf).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
     /// Idle client sessions each proxy holds for the memory reading.
     #[arg(long, default_value_t = 1000)]
     idle_sessions: usize,
@@ -49,6 +94,13 @@ struct Args {
     /// Only the workloads whose name contains this text (e.g. "wide").
     #[arg(long)]
     only: Option<String>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,117 +120,72 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         args.scale = 1;
         args.idle_sessions = args.idle_sessions.min(100);
     }
+    if args.clients.is_empty() {
+        args.clients = if args.smoke { vec![4] } else { vec![1, 16] };
+    }
+    anyhow::ensure!(
+        args.clients.iter().all(|c| *c > 0),
+        "--clients must be positive"
+    );
+    let load_at_start = load_average();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let pgward_bin = match args.pgward_bin.clone() {
         Some(p) => p,
         None => build_pgward(&root)?,
     };
-    eprintln!("starting a throwaway PostgreSQL...");
-    let cluster = Cluster::start(&ClusterOptions {
-        tls: None,
-        extra_conf: vec![format!("max_connections = {}", args.idle_sessions + 200)],
-    })
-    .context("cannot start PostgreSQL")?;
-    let app_password = format!("app-{:016x}", rand::random::<u64>());
-    // Stored pre-hashed, so PgBouncer's auth_file can hold the same verifier.
-    let app_verifier = ScramVerifier::generate(&app_password);
-    cluster.create_owned_database(APP_ROLE, &app_verifier, DB)?;
-    cluster.psql(DB, &format!("SET ROLE {APP_ROLE}; {WIDE_TABLE}"))?;
-    let password_file = cluster.dir().join("app.password");
-    std::fs::write(&password_file, &app_password)?;
-    let wide_script = cluster.dir().join("wide.sql");
-    std::fs::write(&wide_script, WIDE_SCRIPT)?;
-    let pgbench_bin = cluster.program("pgbench");
-
-    let direct = targets::direct(&cluster, &app_password);
-    eprintln!("loading data: pgbench -i -s {}...", args.scale);
-    let init = pgbench::command(&pgbench_bin, &direct)
-        .args(["-i", "-q", "-s", &args.scale.to_string(), DB])
-        .output()?;
-    if !init.status.success() {
-        bail!(
-            "pgbench -i failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-    }
-
-    let mut all: Vec<Target> = vec![direct];
-    // pgward as shipped (built-in rules on), and with no rules at all, to
-    // show what judging statements costs.
-    all.push(targets::pgward(
-        &pgward_bin,
-        &cluster,
-        &password_file,
-        "pgward",
-        "",
-    )?);
-    all.push(targets::pgward(
-        &pgward_bin,
-        &cluster,
-        &password_file,
-        report::NO_RULES,
-        "[policy]\nbuiltin_rules = false\n",
-    )?);
-    // Masking 2 of the wide table's 10 text columns for the client.
-    all.push(targets::pgward(
-        &pgward_bin,
-        &cluster,
-        &password_file,
-        report::MASKED,
-        "[[masking.rules]]\nname = \"c3\"\ncolumns = [\"wide.c3\"]\nstrategy = \"partial\"\nkeep_last = 4\n\
-         [[masking.rules]]\nname = \"c7\"\ncolumns = [\"wide.c7\"]\nstrategy = \"redact\"\n",
-    )?);
+    let env = Env::start(EnvOptions {
+        pgward_bin,
+        scale: args.scale,
+        idle_sessions: args.idle_sessions,
+        max_clients: args.clients.iter().copied().max().unwrap_or(1),
+        pinning: pinning(&args),
+        threads: args.threads,
+        pgward_env: args.pgward_env.clone(),
+    })?;
     let mut notes = Vec::new();
-    // Session mode with a pool that never makes a client wait, as pgward
-    // gives every client its own server connection.
-    let pool_size = u32::try_from(args.idle_sessions + 32).unwrap_or(u32::MAX);
-    match targets::pgbouncer_binary() {
-        Some(bin) => all.push(
-            targets::pgbouncer(
-                &bin,
-                &cluster,
-                &app_password,
-                &app_verifier,
-                pool_size,
-                pgward::cluster::is_root(),
-            )
-            .context("PgBouncer failed to start")?,
-        ),
-        None => notes.push(
+    let have_pgbouncer = targets::pgbouncer_binary().is_some();
+    if !have_pgbouncer {
+        notes.push(
             "PgBouncer is not installed (apt-get install pgbouncer): its columns are empty."
                 .to_owned(),
-        ),
+        );
     }
-
-    let mut workloads = workloads(args.smoke, &wide_script);
-    if let Some(only) = &args.only {
-        workloads.retain(|w| w.name.contains(only.as_str()));
-        anyhow::ensure!(!workloads.is_empty(), "no workload name contains {only:?}");
+    let mut proxies = vec![PGWARD, PGWARD_NO_RULES, PGWARD_MASKED];
+    if have_pgbouncer {
+        proxies.push(Proxy::Pgbouncer);
     }
-    let results = run_workloads(&workloads, &all, &args, &pgbench_bin, cluster.dir())?;
-
-    eprintln!(
-        "holding {} idle sessions through each proxy...",
-        args.idle_sessions
-    );
-    let runtime = tokio::runtime::Runtime::new()?;
-    let mut idle_results = Vec::new();
-    for target in all.iter().filter(|t| t.pid.is_some()) {
-        // A failure here is reported, not fatal: the pgbench results stand.
-        match runtime.block_on(idle::measure(target, args.idle_sessions)) {
-            Ok(r) => idle_results.push((target.name, r)),
-            Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
-        }
-    }
-
-    let header = header(&args, &notes);
-    let md = report::markdown(&results, &idle_results, &header);
     let dir = args.out.join(timestamp());
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("report.md"), &md)?;
-    std::fs::write(dir.join("chart.svg"), report::svg(&results))?;
-    println!("\n{md}");
-    println!("written: {}", dir.join("report.md").display());
+    if args.callgrind {
+        // Relay, rules, rules + masking, then PgBouncer. Pinning and
+        // repetitions do not change instruction counts.
+        proxies.sort_by_key(|p| match p {
+            Proxy::Pgward { name, .. } => report::TARGET_ORDER.iter().position(|t| t == name),
+            Proxy::Pgbouncer => Some(usize::MAX),
+        });
+        let body = callgrind::run(&env, &proxies, args.callgrind_tx, &dir, env.cluster.dir())?;
+        return write_report(&dir, &header(&args, &load_at_start, &notes), &body);
+    }
+    let mut all: Vec<Target> = vec![env.direct()];
+    for p in &proxies {
+        all.push(env.start_configured(*p)?);
+    }
+    let results = measure(&args, &env, &all)?;
+    let body = if args.latency {
+        latency::markdown(&results)
+    } else {
+        let idle = idle_memory(&args, &all, &mut notes)?;
+        std::fs::write(dir.join("chart.svg"), report::svg(&results))?;
+        report::markdown(&results, &idle)
+    };
+    write_report(&dir, &header(&args, &load_at_start, &notes), &body)?;
+    if args.hold > 0 {
+        for t in all.iter().filter(|t| t.pid.is_some()) {
+            eprintln!("holding: {} pid {}", t.name, t.pid.unwrap_or_default());
+        }
+        eprintln!("holding the proxies for {} s", args.hold);
+        std::thread::sleep(std::time::Duration::from_secs(args.hold));
+    }
     let failed: u64 = results
         .iter()
         .flat_map(|(_, c)| c.values())
@@ -190,114 +197,65 @@ fn run(mut args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every workload, each target in turn per repetition, with a
-/// progress bar on stderr.
-fn run_workloads(
-    workloads: &[Workload],
-    all: &[Target],
-    args: &Args,
-    pgbench_bin: &Path,
-    scratch: &Path,
-) -> anyhow::Result<Results> {
-    let total: usize = workloads
-        .iter()
-        .map(|w| runs(all, w).count())
-        .sum::<usize>()
-        * args.reps as usize;
-    let mut done = 0;
-    let mut results: Results = Vec::new();
-    for w in workloads {
-        let mut cells: BTreeMap<&'static str, Cell> = BTreeMap::new();
-        for rep in 1..=args.reps {
-            for target in runs(all, w) {
-                progress(
-                    done,
-                    total,
-                    &format!("{} · {} · rep {rep}", w.name, target.name),
-                );
-                let r = pgbench::run(pgbench_bin, target, w, args.seconds, scratch)?;
-                cells.entry(target.name).or_default().runs.push(r);
-                done += 1;
-            }
-        }
-        results.push((w.name.clone(), cells));
+fn pinning(args: &Args) -> Pinning {
+    Pinning {
+        postgres: args.pin_postgres.clone(),
+        proxy: args.pin_proxy.clone(),
+        pgbench: args.pin_pgbench.clone(),
     }
-    progress(done, total, "done");
-    eprintln!();
-    Ok(results)
 }
 
-/// The targets a workload runs against: the masked target only where masked
-/// columns are read.
-fn runs<'a>(all: &'a [Target], w: &'a Workload) -> impl Iterator<Item = &'a Target> + 'a {
-    all.iter()
-        .filter(move |t| t.name != report::MASKED || w.name.starts_with("wide rows"))
+fn write_report(dir: &Path, header: &str, body: &str) -> anyhow::Result<()> {
+    let md = format!("{header}\n{body}");
+    std::fs::write(dir.join("report.md"), &md)?;
+    println!("\n{md}");
+    println!("written: {}", dir.join("report.md").display());
+    Ok(())
 }
 
-fn progress(done: usize, total: usize, what: &str) {
-    const WIDTH: usize = 30;
-    let filled = WIDTH * done / total.max(1);
-    eprint!(
-        "\r\x1b[2K[{}{}] {done}/{total} {what}",
-        "#".repeat(filled),
-        ".".repeat(WIDTH - filled)
-    );
-    let _ = std::io::stderr().flush();
-}
-
-const WIDE_TABLE: &str = "CREATE TABLE wide (id int PRIMARY KEY, c1 text, c2 text, c3 text, \
-    c4 text, c5 text, c6 text, c7 text, c8 text, c9 text, c10 text); \
-    INSERT INTO wide SELECT g, md5(g::text), md5((g+1)::text), md5((g+2)::text), \
-    md5((g+3)::text), md5((g+4)::text), md5((g+5)::text), md5((g+6)::text), \
-    md5((g+7)::text), md5((g+8)::text), md5((g+9)::text) FROM generate_series(1, 10000) g; \
-    ANALYZE wide;";
-
-/// 100 rows x 10 text columns per transaction.
-const WIDE_SCRIPT: &str =
-    "\\set start random(1, 9901)\nSELECT * FROM wide WHERE id BETWEEN :start AND :start + 99;\n";
-
-fn workloads(smoke: bool, wide: &Path) -> Vec<Workload> {
-    let w = |name: &str, clients: u32, args: &[&str]| Workload {
-        name: format!(
-            "{name}, {clients} client{}",
-            if clients == 1 { "" } else { "s" }
-        ),
-        clients,
-        args: args.iter().map(|s| s.to_string()).collect(),
+/// The pgbench runs (throughput or latency) against every target.
+fn measure(args: &Args, env: &Env, all: &[Target]) -> anyhow::Result<Results> {
+    let plan = Plan {
+        reps: args.reps,
+        length: Length::Seconds(args.seconds),
+        keep_latencies: args.latency,
+        scratch: env.cluster.dir(),
     };
-    let wide_arg = format!("--file={}", wide.display());
-    if smoke {
-        return vec![
-            w("select-only -M prepared", 4, &["-S", "-M", "prepared"]),
-            w("TPC-B-like", 4, &[]),
-            w(
-                "wide rows (100 x 10 text)",
-                4,
-                &["-M", "prepared", &wide_arg],
-            ),
-            w("connection per transaction (-C)", 4, &["-S", "-C"]),
-        ];
+    let mut workloads = if args.latency {
+        throughput::latency()
+    } else {
+        throughput::throughput(args.smoke, &args.clients, &env.wide_script)
+    };
+    if let Some(only) = &args.only {
+        workloads.retain(|w| w.name.contains(only.as_str()));
+        anyhow::ensure!(!workloads.is_empty(), "no workload name contains {only:?}");
     }
-    let mut list = Vec::new();
-    for mode in ["simple", "extended", "prepared"] {
-        for clients in [1, 16] {
-            list.push(w(
-                &format!("select-only -M {mode}"),
-                clients,
-                &["-S", "-M", mode],
-            ));
-        }
-    }
-    list.push(w("TPC-B-like", 16, &[]));
-    list.push(w(
-        "wide rows (100 x 10 text)",
-        16,
-        &["-M", "prepared", &wide_arg],
-    ));
-    list.push(w("connection per transaction (-C)", 16, &["-S", "-C"]));
-    list
+    let masked_everywhere = args.latency || args.masked_all;
+    throughput::run_workloads(&env.bench, &workloads, all, masked_everywhere, &plan)
 }
 
+/// Each proxy's resident memory after the runs and holding
+/// `--idle-sessions` idle sessions. A failure is reported, not fatal: the
+/// pgbench results stand.
+fn idle_memory(
+    args: &Args,
+    all: &[Target],
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<(&'static str, idle::IdleResult)>> {
+    eprintln!(
+        "holding {} idle sessions through each proxy...",
+        args.idle_sessions
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut idle_results = Vec::new();
+    for target in all.iter().filter(|t| t.pid.is_some()) {
+        match runtime.block_on(idle::measure(target, args.idle_sessions)) {
+            Ok(r) => idle_results.push((target.name, r)),
+            Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
+        }
+    }
+    Ok(idle_results)
+}
 fn build_pgward(root: &Path) -> anyhow::Result<PathBuf> {
     eprintln!("building pgward (release)...");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -322,11 +280,41 @@ fn shell(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+fn mode_line(args: &Args) -> String {
+    if args.callgrind {
+        return format!(
+            "mode: callgrind (instruction counts, no repetitions); pgbench scale {}",
+            args.scale
+        );
+    }
+    let mode = if args.smoke {
+        "smoke"
+    } else if args.latency {
+        "latency (every transaction's latency, pooled over the repetitions)"
+    } else {
+        "full"
+    };
+    format!(
+        "mode: {mode}, {} repetition(s) of {} s per target, interleaved; pgbench scale {}; \
+         medians reported",
+        args.reps, args.seconds, args.scale
+    )
+}
+
 fn timestamp() -> String {
     shell("date", &["-u", "+%Y%m%d-%H%M%S"])
 }
 
-fn header(args: &Args, notes: &[String]) -> String {
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn header(args: &Args, load_at_start: &str, notes: &[String]) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -338,20 +326,36 @@ fn header(args: &Args, notes: &[String]) -> String {
         .unwrap_or_default();
     let mut h = format!(
         "# pgward load test\n\n- date: {} (UTC)\n- machine: {} cores, {cpu}; load average at start: {}\n\
-         - {}; PgBouncer: {}\n- mode: {}, {} repetition(s) of {} s per target, interleaved; \
-         pgbench scale {}; medians reported\n",
+         - {}; PgBouncer: {}\n- {}\n- clients: {}; pgbench threads: {}; {}\n",
         timestamp(),
         shell("nproc", &[]),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load_at_start,
         shell("pgbench", &["--version"]),
         targets::pgbouncer_binary()
             .map(|b| shell(&b.to_string_lossy(), &["--version"]).lines().next().unwrap_or("").to_owned())
             .unwrap_or_else(|| "not installed".into()),
-        if args.smoke { "smoke" } else { "full" },
-        args.reps,
-        args.seconds,
-        args.scale,
+        mode_line(args),
+        if args.latency || args.callgrind {
+            "1".to_owned()
+        } else {
+            args.clients
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        args.threads
+            .map_or("2 (1 for one client)".to_owned(), |t| t.to_string()),
+        pinning(args).describe(),
     );
+    if !args.pgward_env.is_empty() {
+        let env: Vec<String> = args
+            .pgward_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        h.push_str(&format!("- pgward environment: {}\n", env.join(" ")));
+    }
     for n in notes {
         h.push_str(&format!("- note: {n}\n"));
     }

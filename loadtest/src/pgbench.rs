@@ -1,6 +1,8 @@
 //! Running pgbench against a target and reading its results: TPS and
-//! average latency from the report, p99 from the per-transaction log.
+//! average latency from the report, percentiles from the per-transaction
+//! log, the proxy's CPU time from /proc.
 
+use crate::latency::Latencies;
 use crate::targets::{Target, DB};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -11,10 +13,56 @@ use std::process::Command;
 pub struct Workload {
     /// Row label in the report.
     pub name: String,
-    /// Client count (also chooses the thread count).
+    /// Client count (also bounds the thread count).
     pub clients: u32,
     /// Extra pgbench arguments (mode, script, -S, -C...).
     pub args: Vec<String>,
+}
+
+/// How pgbench itself is run: the program, words before it (`taskset -c
+/// 12-15`) and its thread count.
+#[derive(Debug, Clone)]
+pub struct Bench {
+    /// The pgbench program.
+    pub bin: PathBuf,
+    /// Program and arguments pgbench's command line is appended to.
+    pub prefix: Vec<String>,
+    /// pgbench threads (`-j`); `None`: 2, or 1 for one client.
+    pub threads: Option<u32>,
+}
+
+impl Bench {
+    /// pgbench with the target's connection settings.
+    pub fn command(&self, target: &Target) -> Command {
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        cmd.env("PGPASSWORD", &target.password)
+            .env("PGSSLMODE", "disable")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(target.port.to_string())
+            .args(["-U", &target.user]);
+        cmd
+    }
+
+    /// Threads for `clients` clients: never more threads than clients.
+    fn threads(&self, clients: u32) -> u32 {
+        self.threads.unwrap_or(2).clamp(1, clients.max(1))
+    }
+}
+
+/// How long a run lasts.
+#[derive(Debug, Clone, Copy)]
+pub enum Length {
+    /// `-T`: seconds.
+    Seconds(u32),
+    /// `-t`: transactions per client.
+    Transactions(u64),
 }
 
 /// What one run measured.
@@ -30,41 +78,38 @@ pub struct RunResult {
     pub transactions: u64,
     /// Failed transactions.
     pub failed: u64,
-    /// CPU seconds the proxy used per 1,000 transactions (None for direct).
-    pub cpu_per_1k: Option<f64>,
+    /// CPU µs (user + system) the proxy used per transaction over the run
+    /// (None for direct).
+    pub cpu_us_per_tx: Option<f64>,
+    /// Every transaction's latency, µs, sorted; kept only when asked for.
+    pub latencies: Option<Latencies>,
 }
 
-/// pgbench with the target's connection settings.
-pub fn command(pgbench: &Path, target: &Target) -> Command {
-    let mut cmd = Command::new(pgbench);
-    cmd.env("PGPASSWORD", &target.password)
-        .env("PGSSLMODE", "disable")
-        .args(["-h", "127.0.0.1", "-p"])
-        .arg(target.port.to_string())
-        .args(["-U", &target.user]);
-    cmd
-}
-
-/// Runs one workload for `seconds` and reads the results.
+/// Runs one workload and reads the results; `keep_latencies` keeps every
+/// transaction's latency in the result.
 pub fn run(
-    pgbench: &Path,
+    bench: &Bench,
     target: &Target,
     workload: &Workload,
-    seconds: u32,
+    length: Length,
     scratch: &Path,
+    keep_latencies: bool,
 ) -> anyhow::Result<RunResult> {
     let log_dir = scratch.join(format!("log-{}-{}", target.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&log_dir);
     std::fs::create_dir_all(&log_dir)?;
     let prefix = log_dir.join("tx");
-    let threads = workload.clients.clamp(1, 2);
+    let threads = bench.threads(workload.clients);
     let cpu_before = target.pid.and_then(crate::targets::cpu_seconds);
-    let mut cmd = command(pgbench, target);
+    let mut cmd = bench.command(target);
     cmd.args(&workload.args)
         .args(["-c", &workload.clients.to_string()])
-        .args(["-j", &threads.to_string()])
-        .args(["-T", &seconds.to_string()])
-        .arg("-l")
+        .args(["-j", &threads.to_string()]);
+    match length {
+        Length::Seconds(s) => cmd.args(["-T", &s.to_string()]),
+        Length::Transactions(t) => cmd.args(["-t", &t.to_string()]),
+    };
+    cmd.arg("-l")
         .arg(format!("--log-prefix={}", prefix.display()))
         .arg(DB);
     let out = cmd.output().context("cannot run pgbench")?;
@@ -81,11 +126,15 @@ pub fn run(
     }
     let mut result =
         parse_report(&stdout).with_context(|| format!("unreadable pgbench report:\n{stdout}"))?;
-    result.latency_p99_ms = p99_from_logs(&log_dir)?;
+    let latencies = read_logs(&log_dir)?;
     let _ = std::fs::remove_dir_all(&log_dir);
+    result.latency_p99_ms = latencies.percentile(99.0) as f64 / 1000.0;
+    if keep_latencies {
+        result.latencies = Some(latencies);
+    }
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
         if result.transactions > 0 {
-            result.cpu_per_1k = Some((b - a) / (result.transactions as f64 / 1000.0));
+            result.cpu_us_per_tx = Some((b - a) * 1e6 / result.transactions as f64);
         }
     }
     Ok(result)
@@ -116,9 +165,9 @@ fn first_number(text: &str) -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// The 99th percentile of per-transaction latencies (µs, third column of
-/// pgbench's `-l` log), in ms.
-fn p99_from_logs(dir: &Path) -> anyhow::Result<f64> {
+/// Every per-transaction latency (µs, third column of pgbench's `-l` log)
+/// in the logs under `dir`.
+fn read_logs(dir: &Path) -> anyhow::Result<Latencies> {
     let mut latencies: Vec<u64> = Vec::new();
     let files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
@@ -132,13 +181,8 @@ fn p99_from_logs(dir: &Path) -> anyhow::Result<f64> {
             }
         }
     }
-    if latencies.is_empty() {
-        bail!("pgbench wrote no transaction log in {}", dir.display());
-    }
-    latencies.sort_unstable();
-    let idx = ((latencies.len() as f64) * 0.99).ceil() as usize;
-    let us = latencies[idx.saturating_sub(1).min(latencies.len() - 1)];
-    Ok(us as f64 / 1000.0)
+    Latencies::new(latencies)
+        .with_context(|| format!("pgbench wrote no transaction log in {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -36,8 +36,9 @@ impl Cell {
     fn p99(&self) -> Option<f64> {
         self.median(|r| Some(r.latency_p99_ms))
     }
-    fn cpu(&self) -> Option<f64> {
-        self.median(|r| r.cpu_per_1k)
+    /// Median proxy CPU µs per transaction.
+    pub fn cpu_us(&self) -> Option<f64> {
+        self.median(|r| r.cpu_us_per_tx)
     }
     /// Failed transactions over all repetitions.
     pub fn failed(&self) -> u64 {
@@ -50,6 +51,9 @@ pub const NO_RULES: &str = "pgward-norules";
 /// The target name of pgward masking 2 of the wide table's 10 columns
 /// (run for the wide-row workload only).
 pub const MASKED: &str = "pgward-masked";
+
+/// Every target name, in the order tables list them.
+pub const TARGET_ORDER: [&str; 5] = ["direct", NO_RULES, "pgward", MASKED, "pgbouncer"];
 
 /// Results by workload (in run order) and target name.
 pub type Results = Vec<(String, BTreeMap<&'static str, Cell>)>;
@@ -66,15 +70,15 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 /// The Markdown report.
-pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: &str) -> String {
+pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{header}\n");
     let _ = writeln!(
         out,
         "| workload | direct TPS | pgward TPS | pgward rules off TPS | PgBouncer TPS | pgward / direct \
          | pgward / PgBouncer | rules on / off | pgward masking TPS | masking on / off \
          | avg ms (direct / pgward / PgBouncer) \
-         | p99 ms (direct / pgward / PgBouncer) | CPU s per 1k tx (pgward / PgBouncer) | failed |"
+         | p99 ms (direct / pgward / PgBouncer) \
+         | proxy CPU µs/tx (pgward / rules off / masking / PgBouncer) | failed |"
     );
     let _ = writeln!(
         out,
@@ -83,8 +87,8 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
     for (name, cells) in results {
         let get = |t: &str| cells.get(t);
         let tps = |t: &str| get(t).and_then(Cell::tps);
-        let triple = |f: fn(&Cell) -> Option<f64>, d: usize| {
-            ["direct", "pgward", "pgbouncer"]
+        let per = |targets: &[&str], f: fn(&Cell) -> Option<f64>, d: usize| {
+            targets
                 .iter()
                 .map(|t| fmt(get(t).and_then(f), d))
                 .collect::<Vec<_>>()
@@ -93,7 +97,7 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
         let failed: u64 = cells.values().map(Cell::failed).sum();
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {failed} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {failed} |",
             fmt(tps("direct"), 0),
             fmt(tps("pgward"), 0),
             fmt(tps(NO_RULES), 0),
@@ -103,16 +107,15 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)], header: 
             ratio(tps("pgward"), tps(NO_RULES)),
             fmt(tps(MASKED), 0),
             ratio(tps(MASKED), tps("pgward")),
-            triple(Cell::avg, 3),
-            triple(Cell::p99, 3),
-            fmt(get("pgward").and_then(Cell::cpu), 3),
-            fmt(get("pgbouncer").and_then(Cell::cpu), 3),
+            per(&["direct", "pgward", "pgbouncer"], Cell::avg, 3),
+            per(&["direct", "pgward", "pgbouncer"], Cell::p99, 3),
+            per(&["pgward", NO_RULES, MASKED, "pgbouncer"], Cell::cpu_us, 1),
         );
     }
     if !idle.is_empty() {
         let _ = writeln!(
             out,
-            "\n| proxy | idle sessions | RSS before | RSS holding them | per session |"
+            "\n| proxy | idle sessions | RSS after the load runs | RSS holding them | per session |"
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|");
         for (name, r) in idle {

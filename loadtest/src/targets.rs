@@ -33,23 +33,67 @@ pub struct Target {
     child: Option<Child>,
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        // SIGTERM the proxy itself (PgBouncer runs under runuser, whose
-        // SIGKILL would orphan it), then reap the child we started.
-        if let Some(pid) = self.pid {
+impl Target {
+    /// SIGTERMs the proxy itself (PgBouncer runs under runuser, whose
+    /// SIGKILL would orphan it) and waits up to `grace` for the child we
+    /// started to exit, then kills it. True when it exited by itself (a
+    /// proxy under valgrind writes its profile only then).
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        if let Some(pid) = self.pid.take() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
-        if let Some(child) = &mut self.child {
-            for _ in 0..100 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// How a proxy process is started: words put before its command line
+/// (`taskset -c 8-11`, `valgrind --tool=callgrind ...`) and extra
+/// environment variables (allocator settings, for experiments).
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Program and arguments the proxy's command is appended to.
+    pub prefix: Vec<String>,
+    /// Extra environment for pgward (PgBouncer's is left as it is).
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// A command that runs `program` under the prefix.
+    fn command(&self, program: &Path) -> Command {
+        match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// The prefix as shell words, for PgBouncer's start script.
+    fn shell_prefix(&self) -> String {
+        self.prefix
+            .iter()
+            .map(|w| format!("'{}' ", w.replace('\'', r"'\''")))
+            .collect()
     }
 }
 
@@ -65,9 +109,11 @@ pub fn direct(cluster: &Cluster, app_password: &str) -> Target {
     }
 }
 
-/// Waits until something accepts TCP connections on `port`.
-fn wait_listening(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
-    for _ in 0..200 {
+/// Waits until something accepts TCP connections on `port` (10 s, or 2
+/// minutes under a prefix such as valgrind, which starts slowly).
+fn wait_listening(port: u16, what: &str, log: &Path, launch: &Launch) -> anyhow::Result<()> {
+    let tries = if launch.prefix.is_empty() { 200 } else { 2400 };
+    for _ in 0..tries {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }
@@ -86,6 +132,7 @@ pub fn pgward(
     password_file: &Path,
     name: &'static str,
     policy: &str,
+    launch: &Launch,
 ) -> anyhow::Result<Target> {
     let port = free_port()?;
     let dir = cluster.dir();
@@ -113,10 +160,12 @@ scram_verifier = "{verifier}"
     let path = dir.join(format!("{name}-loadtest.toml"));
     std::fs::write(&path, config)?;
     let log = dir.join(format!("{name}.log"));
-    let child = Command::new(bin)
+    let child = launch
+        .command(bin)
         .args(["run", "--config"])
         .arg(&path)
         .env("PGWARD_LOG", "pgward=warn")
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()
@@ -130,12 +179,14 @@ scram_verifier = "{verifier}"
         pid: Some(pid),
         child: Some(child),
     };
-    wait_listening(port, name, &log)?;
+    wait_listening(port, name, &log, launch)?;
     Ok(target)
 }
 
-/// Where PgBouncer is installed, if it is.
+/// Where PgBouncer is installed, if it is: the Debian paths, then PATH (a
+/// machine set up from a bundle has a wrapper there, see README.md).
 pub fn pgbouncer_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
     [
         "/usr/sbin/pgbouncer",
         "/usr/bin/pgbouncer",
@@ -143,6 +194,7 @@ pub fn pgbouncer_binary() -> Option<PathBuf> {
     ]
     .iter()
     .map(PathBuf::from)
+    .chain(std::env::split_paths(&path).map(|d| d.join("pgbouncer")))
     .find(|p| p.exists())
 }
 
@@ -161,6 +213,7 @@ pub fn pgbouncer(
     app_verifier: &str,
     pool_size: u32,
     as_postgres: bool,
+    launch: &Launch,
 ) -> anyhow::Result<Target> {
     let port = free_port()?;
     let dir = cluster.dir().join("pgbouncer");
@@ -202,7 +255,8 @@ server_tls_sslmode = disable
     // session; runuser resets the soft limit to 1024, so raise it to the hard
     // limit before exec.
     let script = format!(
-        "ulimit -n \"$(ulimit -Hn)\"; exec '{}' '{}'",
+        "ulimit -n \"$(ulimit -Hn)\"; exec {}'{}' '{}'",
+        launch.shell_prefix(),
         bin.display(),
         ini.display()
     );
@@ -232,14 +286,24 @@ server_tls_sslmode = disable
         pid: None,
         child: Some(child),
     };
-    wait_listening(port, "PgBouncer", &log)?;
-    let pid = std::fs::read_to_string(&pidfile)
-        .context("PgBouncer wrote no pidfile")?
-        .trim()
-        .parse()
-        .context("PgBouncer pidfile")?;
-    target.pid = Some(pid);
+    wait_listening(port, "PgBouncer", &log, launch)?;
+    target.pid = Some(wait_pidfile(&pidfile)?);
     Ok(target)
+}
+
+/// PgBouncer writes its pidfile after it starts listening (and under
+/// valgrind well after), so wait for a pid to be there.
+fn wait_pidfile(pidfile: &Path) -> anyhow::Result<u32> {
+    for _ in 0..2400 {
+        if let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return Ok(pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("PgBouncer wrote no pid to {}", pidfile.display())
 }
 
 /// CPU seconds (user + system) a process has used so far.

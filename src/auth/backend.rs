@@ -155,7 +155,8 @@ impl Upstream {
                 BackendKind::BackendKeyData => {
                     progress.after_ok("BackendKeyData").map_err(refuse)?;
                     key = Some(
-                        backend_key_data(&frame).map_err(|e| self.unavailable(e.to_string()))?,
+                        backend_key_data(frame.view())
+                            .map_err(|e| self.unavailable(e.to_string()))?,
                     );
                 }
                 BackendKind::NegotiateProtocolVersion => {}
@@ -201,7 +202,8 @@ impl Upstream {
                 message: crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
             };
         }
-        let field = |c| String::from_utf8_lossy(notice_field(frame, c).unwrap_or(b"")).into_owned();
+        let field =
+            |c| String::from_utf8_lossy(notice_field(frame.view(), c).unwrap_or(b"")).into_owned();
         let (code, message) = (field(b'C'), field(b'M'));
         if code.starts_with("28") || code == "3D000" {
             return self.unavailable(format!("{code}: {message}"));

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod identity;
 pub mod require;
 pub mod scram_client;
 pub mod verifier;

@@ -3,6 +3,8 @@
 //! Every error names the field it is about, e.g.
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
+pub(crate) mod masking;
+pub mod policy;
 pub mod raw;
 mod reload;
 pub mod units;
@@ -252,7 +254,7 @@ impl Config {
             };
             users.insert(name, user);
         }
-        let policy = Arc::new(crate::policy::compile::compile(&raw.policy)?);
+        let policy = Arc::new(policy::compile(&raw.policy)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
         Ok(Self {
             server,
@@ -564,5 +566,5 @@ fn masking_from_raw(
         "masking.hash_key_env",
         "masking.hash_key_file",
     )?;
-    crate::mask::rules::compile(m, key)
+    masking::compile(m, key)
 }

@@ -63,20 +63,6 @@ pub struct MaskMap {
     pub max_attnum: HashMap<u32, i16>,
 }
 
-impl MaskMap {
-    /// Masked columns of tables named `table` (any schema when `schema` is
-    /// `None`), with their rules.
-    pub fn columns_of<'a>(
-        &'a self,
-        schema: Option<&'a str>,
-        table: &'a str,
-    ) -> impl Iterator<Item = &'a MaskedColumn> + 'a {
-        self.columns
-            .values()
-            .filter(move |c| c.table == table && schema.is_none_or(|s| s == c.schema))
-    }
-}
-
 const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, a.atttypid \
     FROM pg_catalog.pg_attribute a \
     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
@@ -207,7 +193,7 @@ async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, C
                 error = Some(
                     match crate::upstream::error::check_error_response(frame.body()) {
                         Some(_) => crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
-                        None => notice_field(&frame, b'M')
+                        None => notice_field(frame.view(), b'M')
                             .map(|m| String::from_utf8_lossy(m).into_owned())
                             .unwrap_or_default(),
                     },

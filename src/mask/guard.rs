@@ -11,7 +11,7 @@
 //! answering in clear.
 
 use super::catalog::MaskMap;
-use crate::policy::classify::{inner, parse, qual_name, single_entry, str_field, ClassifyError};
+use crate::policy::classify::{inner, parse, qual_name, single_entry, str_field};
 use crate::policy::lexer::LexSettings;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -81,11 +81,8 @@ impl Masked {
 
 /// Checks every statement of `sql`.
 pub fn check(sql: &str, settings: LexSettings, masked: &Masked) -> Result<(), Leak> {
-    let statements = parse(sql, settings).map_err(|e| match e {
-        ClassifyError::Syntax(m) | ClassifyError::Unjudgeable(m) => {
-            Leak::new(format!("the statement cannot be parsed: {m}"))
-        }
-    })?;
+    let statements = parse(sql, settings)
+        .map_err(|e| Leak::new(format!("the statement cannot be parsed: {e}")))?;
     for (_, tree) in statements {
         check_statement(&tree, masked)?;
     }

@@ -10,16 +10,23 @@
 use super::facts::{Effect, QualName, Statement, Unit};
 use super::kind::Kind;
 use super::lexer::LexSettings;
+use super::params;
+use super::parse_error::{capture, SyntaxError};
+use super::versions::{self, Newer, GRAMMAR_MAJOR};
 use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Why a text could not be classified. Rules deny such text (fail closed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
-    /// PostgreSQL's parser rejected it.
+    /// PostgreSQL's scanner or parser rejected it.
     #[error("{0}")]
-    Syntax(String),
+    Syntax(SyntaxError),
+    /// It uses syntax newer than the server's version.
+    #[error("{0}")]
+    NewerSyntax(Newer),
     /// It parsed, but part of it cannot be judged (an SQL function body that
     /// does not parse, a tree too deep to decode).
     #[error("{0}")]
@@ -35,18 +42,74 @@ fn parser_options(settings: LexSettings) -> pg_query::ParserOptions {
     }
 }
 
+/// What classification may know of the session besides the text: facts
+/// from the server's reports and from statements pgward allowed earlier.
+/// Classification stays pure: the session gathers these and passes them in.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The lexing settings the server will read the text with.
+    pub settings: LexSettings,
+    /// The session's own backend process id, when known: signalling it
+    /// (pg_cancel_backend / pg_terminate_backend) touches no other session.
+    pub own_pid: Option<i32>,
+    /// Bare names of tables this session created TEMP and that still exist
+    /// (see `session::rules`): DROP and TRUNCATE of them are its own business.
+    pub own_temp_tables: &'a BTreeSet<String>,
+    /// The server's major version: syntax newer than it is refused.
+    pub server_major: u32,
+}
+
+static NO_TABLES: BTreeSet<String> = BTreeSet::new();
+
+impl Env<'static> {
+    /// A session pgward knows nothing about beyond its lexing settings.
+    pub fn new(settings: LexSettings) -> Self {
+        Self {
+            settings,
+            own_pid: None,
+            own_temp_tables: &NO_TABLES,
+            server_major: GRAMMAR_MAJOR,
+        }
+    }
+}
+
 /// Parses `sql` as PostgreSQL would with `settings`, and classifies every
-/// statement in it.
+/// statement in it, for a session of which nothing else is known.
 pub fn classify(sql: &str, settings: LexSettings) -> Result<Vec<Statement>, ClassifyError> {
-    let parsed = parse(sql, settings)?;
+    classify_in(sql, &Env::new(settings))
+}
+
+/// Parses and classifies `sql` as run in the session `env` describes.
+pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyError> {
+    classify_bound(sql, env, &[])
+}
+
+/// Like [`classify_in`], with the parameters of a Bind: `values[n - 1]` is
+/// `$n`'s value in UTF-8 (`Some(None)`: NULL; `None`: unknown).
+pub fn classify_bound(
+    sql: &str,
+    env: &Env<'_>,
+    values: &[Option<Option<String>>],
+) -> Result<Vec<Statement>, ClassifyError> {
+    let parsed = parse(sql, env.settings)?;
     let mut statements = Vec::with_capacity(parsed.len());
-    for (range, tree) in parsed {
-        let mut walker = Walker::new(settings);
+    for (range, mut tree) in parsed {
+        let had_params = params::has_params(&tree);
+        params::substitute(&mut tree, values);
+        if let Some(newer) = versions::in_tree(&tree, env.server_major) {
+            return Err(ClassifyError::NewerSyntax(newer));
+        }
+        let mut walker = Walker::new(*env);
+        walker.text = sql.get(range.clone());
         let units = walker.statement(&tree)?;
         statements.push(Statement {
             range,
             units,
             effects: walker.effects,
+            reads_literals: walker.reads_literals,
+            reads_session: walker.reads_session,
+            // A value-reading rule may have read a parameter as unknown.
+            reads_params: had_params && walker.reads_literals,
         });
     }
     Ok(statements)
@@ -57,9 +120,20 @@ pub(crate) fn parse(
     sql: &str,
     settings: LexSettings,
 ) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
-    let result = pg_query::parse(sql, parser_options(settings)).map_err(|e| match e {
-        pg_query::Error::Parse(m) => ClassifyError::Syntax(m),
-        other => ClassifyError::Unjudgeable(other.to_string()),
+    parse_with(sql, settings, pg_query::ParserOptions::DEFAULT)
+}
+
+/// [`parse`] in one of libpg_query's parse modes (`mode`: a PL/pgSQL
+/// expression or assignment).
+pub(super) fn parse_with(
+    sql: &str,
+    settings: LexSettings,
+    mode: pg_query::ParserOptions,
+) -> Result<Vec<(std::ops::Range<usize>, Value)>, ClassifyError> {
+    let options = parser_options(settings) | mode;
+    let result = capture(|| pg_query::parse(sql, options)).map_err(|e| match e {
+        Ok(syntax) => ClassifyError::Syntax(syntax),
+        Err(other) => ClassifyError::Unjudgeable(other.to_string()),
     })?;
     result
         .protobuf
@@ -81,12 +155,25 @@ pub(crate) fn parse(
 }
 
 /// Walks one statement tree, collecting units and effects.
-pub(super) struct Walker {
-    settings: LexSettings,
+pub(super) struct Walker<'a> {
+    pub(super) env: Env<'a>,
     /// CTE names in scope: unqualified references to them are not relations.
     scopes: Vec<String>,
     /// Effects on prepared statements, in order.
     pub(super) effects: Vec<Effect>,
+    /// Whether a fact was read from a literal's value (see
+    /// [`Statement::reads_literals`]). Set by every place that reads one.
+    pub(super) reads_literals: bool,
+    /// Whether a fact depends on [`Env`] beyond the lexing settings.
+    pub(super) reads_session: bool,
+    /// How many statements deep the walk is (1: the top-level statement,
+    /// whose effects on the session's temporary tables count).
+    pub(super) depth: usize,
+    /// How many SQL function bodies deep the walk is.
+    body_depth: usize,
+    /// The top-level statement's text (PL/pgSQL's parser reads a whole
+    /// CREATE FUNCTION).
+    text: Option<&'a str>,
 }
 
 /// Statement nodes that are part of their parent's unit when nested (a
@@ -98,18 +185,39 @@ const FOLDED: &[&str] = &[
     "PlassignStmt",
 ];
 
-impl Walker {
-    fn new(settings: LexSettings) -> Self {
+/// Fields that hold a statement as a typed message rather than as a `Node`,
+/// which the generic walk (it recognises `{"XStmt": {...}}` wrappers) would
+/// pass over as plain fields: (node, field, statement type). `ALTER ROLE x
+/// SET role = y` configures a role switch through one of them; statement
+/// types folded into their parent's unit ([`FOLDED`]: set operations'
+/// arms, PL/pgSQL assignments) are walked as fields. The test
+/// `typed_statement_fields_are_all_walked` derives the true list from
+/// libpg_query's node types and fails when this one is incomplete.
+pub(super) const TYPED_STATEMENTS: &[(&str, &str, &str)] = &[
+    ("AlterDefaultPrivilegesStmt", "action", "GrantStmt"),
+    ("CreateForeignTableStmt", "base_stmt", "CreateStmt"),
+    ("AlterDatabaseSetStmt", "setstmt", "VariableSetStmt"),
+    ("AlterRoleSetStmt", "setstmt", "VariableSetStmt"),
+    ("AlterSystemStmt", "setstmt", "VariableSetStmt"),
+];
+
+impl<'a> Walker<'a> {
+    pub(super) fn new(env: Env<'a>) -> Self {
         Self {
-            settings,
+            env,
             scopes: Vec::new(),
             effects: Vec::new(),
+            reads_literals: false,
+            reads_session: false,
+            depth: 0,
+            body_depth: 0,
+            text: None,
         }
     }
 
     /// Classifies a `{"node": {"XStmt": {...}}}` (or `{"XStmt": {...}}`) tree:
     /// its own unit first, then the units nested in it.
-    fn statement(&mut self, tree: &Value) -> Result<Vec<Unit>, ClassifyError> {
+    pub(super) fn statement(&mut self, tree: &Value) -> Result<Vec<Unit>, ClassifyError> {
         let tree = tree.get("node").unwrap_or(tree);
         let Some((name, body)) = single_entry(tree) else {
             return Ok(vec![Unit::new(Kind::Other)]);
@@ -117,14 +225,35 @@ impl Walker {
         self.statement_named(name, body)
     }
 
-    fn statement_named(&mut self, name: &str, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
+    pub(super) fn statement_named(
+        &mut self,
+        name: &str,
+        body: &Value,
+    ) -> Result<Vec<Unit>, ClassifyError> {
+        self.depth += 1;
+        let units = self.statement_units(name, body);
+        self.depth -= 1;
+        units
+    }
+
+    fn statement_units(&mut self, name: &str, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
         let mut unit = head(name, body);
         let mut nested = Vec::new();
+        self.hazards(name, body, &mut unit, &mut nested);
         // Statements whose target is a statement of its own: judge it whole.
         let inner_field = match name {
             "ExplainStmt" | "PrepareStmt" => Some("query"),
             _ => None,
         };
+        // A typed statement field (ALTER ROLE ... SET): a unit of its own.
+        let typed = TYPED_STATEMENTS
+            .iter()
+            .find(|(parent, _, _)| *parent == name);
+        if let Some((_, field, kind)) = typed {
+            if let Some(statement) = body.get(*field).filter(|v| v.is_object()) {
+                nested.extend(self.statement_named(kind, statement)?);
+            }
+        }
         if let Some(field) = inner_field {
             if let Some(inner) = body.get(field).filter(|v| !v.is_null()) {
                 let inner_units = self.statement(inner)?;
@@ -149,10 +278,14 @@ impl Walker {
                 self.effects.push(Effect::DiscardAll)
             }
             "CreateFunctionStmt" => nested.extend(self.sql_function_body(body)?),
+            // The file name (a literal) decides between a server file and
+            // STDIN / STDOUT.
+            "CopyStmt" => self.reads_literals = true,
             _ => {}
         }
         if let Value::Object(map) = body {
-            self.walk_fields(map, inner_field, &mut unit, &mut nested)?;
+            let skip = inner_field.or(typed.map(|(_, field, _)| *field));
+            self.walk_fields(map, skip, &mut unit, &mut nested)?;
         }
         let mut units = Vec::with_capacity(1 + nested.len());
         units.push(unit);
@@ -191,8 +324,10 @@ impl Walker {
         if map.contains_key("funcname") && map.contains_key("agg_star") {
             let function = qual_name(map.get("funcname"));
             if function.name == "set_config" {
+                self.reads_literals = true;
                 nested.push(set_config_unit(map.get("args")));
             }
+            self.call_hazards(&function, map, nested);
             unit.functions.insert(function);
         }
         self.walk_fields(map, None, unit, nested)
@@ -260,6 +395,8 @@ impl Walker {
     /// parsed and judged like any other statement. Bodies in other languages
     /// are opaque (rules can still match `create_function`).
     fn sql_function_body(&mut self, body: &Value) -> Result<Vec<Unit>, ClassifyError> {
+        // The language and the body may both be literals.
+        self.reads_literals = true;
         let mut language = None;
         let mut text = None;
         for option in body
@@ -289,22 +426,84 @@ impl Walker {
                 _ => {}
             }
         }
-        let (Some(text), true) = (
-            text,
-            language
-                .as_deref()
-                .is_none_or(|l| l.eq_ignore_ascii_case("sql")),
-        ) else {
+        let Some(text) = text else {
             return Ok(Vec::new());
         };
-        let parsed = parse(&text, self.settings).map_err(|e| {
-            ClassifyError::Unjudgeable(format!("the SQL function body cannot be parsed: {e}"))
-        })?;
-        let mut units = Vec::new();
-        for (_, tree) in parsed {
-            units.extend(self.statement(&tree)?);
+        match language.as_deref() {
+            None => {}
+            Some(l) if l.eq_ignore_ascii_case("sql") => {}
+            Some(l) if l.eq_ignore_ascii_case("plpgsql") => {
+                let create = self.text.filter(|_| self.depth == 1);
+                return self.plpgsql_body(create, &text);
+            }
+            // Other languages are opaque: rules match `create_function`.
+            Some(_) => return Ok(Vec::new()),
         }
-        Ok(units)
+        // The body is parsed again at every call, under the function's own
+        // SET clause or the caller's standard_conforming_strings at that
+        // moment: judge every reading it can have (the units of both, so
+        // the stricter verdict wins). A reading that does not parse is one
+        // under which the function cannot run; none parsing is refused.
+        // Each level of nested bodies doubles the work: bound it.
+        const MAX_BODY_DEPTH: usize = 8;
+        if self.body_depth >= MAX_BODY_DEPTH {
+            return Err(ClassifyError::Unjudgeable(
+                "SQL function bodies are nested too deeply to judge".into(),
+            ));
+        }
+        let readings: &[bool] = if text.contains('\\') {
+            &[true, false]
+        } else {
+            &[self.env.settings.standard_conforming_strings]
+        };
+        let mut units = Vec::new();
+        let mut first_error = None;
+        let mut parsed_any = false;
+        let outer = self.env.settings;
+        self.body_depth += 1;
+        for &scs in readings {
+            let settings = LexSettings {
+                standard_conforming_strings: scs,
+            };
+            match parse(&text, settings) {
+                Ok(parsed) => {
+                    parsed_any = true;
+                    self.env.settings = settings;
+                    // The server parses the body with its own grammar too.
+                    let server = self.env.server_major;
+                    let newer = parsed
+                        .iter()
+                        .find_map(|(_, tree)| versions::in_tree(tree, server))
+                        .or_else(|| {
+                            let tokens = super::lexer::scan(&text, settings).ok()?;
+                            versions::in_tokens(&text, &tokens, server)
+                        });
+                    if let Some(newer) = newer {
+                        first_error = Some(ClassifyError::NewerSyntax(newer));
+                        break;
+                    }
+                    for (_, tree) in parsed {
+                        match self.statement(&tree) {
+                            Ok(more) => units.extend(more),
+                            Err(e) => first_error = first_error.or(Some(e)),
+                        }
+                    }
+                }
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        self.env.settings = outer;
+        self.body_depth -= 1;
+        match (parsed_any, first_error) {
+            (true, Some(e @ (ClassifyError::Unjudgeable(_) | ClassifyError::NewerSyntax(_)))) => {
+                Err(e)
+            }
+            (true, _) => Ok(units),
+            (false, e) => Err(ClassifyError::Unjudgeable(format!(
+                "the SQL function body cannot be parsed: {}",
+                e.map_or_else(String::new, |e| e.to_string())
+            ))),
+        }
     }
 }
 
@@ -451,7 +650,17 @@ fn kind_of(name: &str, body: &Value) -> Kind {
         "DropRoleStmt" => Kind::DropRole,
         "DropOwnedStmt" => Kind::DropOwned,
         "TruncateStmt" => Kind::Truncate,
-        "RenameStmt" => Kind::Rename,
+        "RenameStmt" => match object_type(body, "rename_type") {
+            Some(
+                ObjectType::ObjectTable
+                | ObjectType::ObjectForeignTable
+                | ObjectType::ObjectView
+                | ObjectType::ObjectMatview
+                | ObjectType::ObjectSequence,
+            ) => Kind::RenameTable,
+            Some(ObjectType::ObjectColumn) => Kind::RenameColumn,
+            _ => Kind::Rename,
+        },
         "CommentStmt" => Kind::Comment,
         "SecLabelStmt" => Kind::SecurityLabel,
         "GrantStmt" if bool_field(body, "is_grant") => Kind::Grant,
@@ -602,3 +811,7 @@ pub(crate) fn int_field(v: &Value, field: &str) -> i64 {
 fn object_type(body: &Value, field: &str) -> Option<ObjectType> {
     ObjectType::try_from(int_field(body, field) as i32).ok()
 }
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod walk_tests;

@@ -97,8 +97,23 @@ pub enum Effect {
     Execute(String),
     /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
     Deallocate(Option<String>),
-    /// `DISCARD ALL`: forgets every prepared statement.
+    /// `DISCARD ALL`: forgets every prepared statement (and temp table).
     DiscardAll,
+    /// `CREATE TEMP TABLE name` (not ON COMMIT DROP), or a table created in
+    /// `pg_temp`: the session's own, once the server has created it.
+    CreateTemp(String),
+    /// A table name that may no longer be one of the session's temporary
+    /// tables (DROP TABLE, ALTER TABLE ... RENAME).
+    ForgetTemp(String),
+    /// `DISCARD TEMP`: forget every temp table.
+    ForgetAllTemp,
+    /// SET / RESET / set_config of `search_path` (or RESET ALL): a bare name
+    /// may now resolve elsewhere than `pg_temp`, so the session's bare temp
+    /// table names stop counting as its own for the rest of the session.
+    SearchPathChanged,
+    /// ROLLBACK, ROLLBACK TO SAVEPOINT, PREPARE TRANSACTION: temporary
+    /// tables created in the open transaction may be gone.
+    Rollback,
 }
 
 /// One top-level statement of a message.
@@ -110,4 +125,19 @@ pub struct Statement {
     pub units: Vec<Unit>,
     /// Its effects on prepared statements, in order.
     pub effects: Vec<Effect>,
+    /// Whether any of its facts was read from the value of a literal (the
+    /// setting `set_config` names, a COPY file name, a function body). Its
+    /// verdict may then differ from that of a statement with the same tokens
+    /// and other literals, so it is never cached by shape. Where literals
+    /// sit is a matter of the tree's shape, and the tree's shape one of the
+    /// tokens', so a statement that reads none shares its shape only with
+    /// statements that read none either: their facts are equal.
+    pub reads_literals: bool,
+    /// Whether any of its facts depends on the session (its own temporary
+    /// tables, its own process id): then its verdict is never cached.
+    pub reads_session: bool,
+    /// Whether it holds `$n` parameters and reads values: its verdict
+    /// (judged with every parameter unknown, the worst) may be milder with
+    /// the values a Bind brings (see [`crate::policy::Policy::judge_bound`]).
+    pub reads_params: bool,
 }

@@ -77,9 +77,14 @@ kinds! {
     DropRule => "drop_rule",
     DropPolicy => "drop_policy",
     DropOwned => "drop_owned",
+    DropColumn => "drop_column",
+    DropTempTable => "drop_temp_table",
     DropOther => "drop_other",
     Truncate => "truncate",
-    Rename => "rename",
+    TruncateTempTable => "truncate_temp_table",
+    RenameTable => "rename_table",
+    RenameColumn => "rename_column",
+    Rename => "rename_other",
     Comment => "comment",
     SecurityLabel => "security_label",
     Grant => "grant",
@@ -90,6 +95,12 @@ kinds! {
     ReassignOwned => "reassign_owned",
     Do => "do",
     Call => "call",
+    SignalBackend => "signal_backend",
+    SearchPathPgTemp => "search_path_pg_temp",
+    StandardConformingStringsOff => "standard_conforming_strings_off",
+    UnjudgeableClientEncoding => "client_encoding_unjudgeable",
+    NativeCode => "native_code",
+    OpaqueCode => "opaque_code",
     Set => "set",
     Reset => "reset",
     SetRole => "set_role",
@@ -135,6 +146,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("create", "every create_* kind"),
     ("alter", "every alter_* kind except alter_system"),
     ("drop", "every drop_* kind"),
+    ("rename", "rename_table, rename_column, rename_other"),
     (
         "ddl",
         "create, alter and drop families, truncate, rename, comment",
@@ -155,11 +167,16 @@ impl Kind {
             "create" => name.starts_with("create_"),
             "alter" => name.starts_with("alter_") && self != Kind::AlterSystem,
             "drop" => name.starts_with("drop_"),
+            "rename" => name.starts_with("rename_"),
             "ddl" => {
                 ["create", "alter", "drop"]
                     .iter()
                     .any(|f| self.in_family(f))
-                    || matches!(self, Kind::Truncate | Kind::Rename | Kind::Comment)
+                    || self.in_family("rename")
+                    || matches!(
+                        self,
+                        Kind::Truncate | Kind::TruncateTempTable | Kind::Comment
+                    )
             }
             "transaction" => matches!(
                 self,

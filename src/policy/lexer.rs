@@ -10,6 +10,7 @@
 //! elsewhere) is a bypass; only PostgreSQL's scanner is trusted to split text
 //! as PostgreSQL does.
 
+use super::parse_error::{capture, SyntaxError};
 use pg_query::protobuf::{ScanToken, Token};
 use std::ops::Range;
 
@@ -36,7 +37,7 @@ impl Default for LexSettings {
 }
 
 /// Runs PostgreSQL's scanner over `sql` as a server with `settings` would.
-pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, String> {
+pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, SyntaxError> {
     // Text with no token at all (PostgreSQL's whitespace only) is answered
     // here: pg_query 18.1's scan_tokens builds a slice from a null pointer
     // when the scanner finds nothing (undefined behaviour; an abort in debug).
@@ -57,7 +58,13 @@ pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, String> 
     let _restore = Restore;
     // SAFETY: as above; the scan below runs on this thread, before `Restore`.
     unsafe { pgward_set_standard_conforming_strings(settings.standard_conforming_strings) };
-    pg_query::scan_tokens(sql).map_err(|e| e.to_string())
+    capture(|| pg_query::scan_tokens(sql)).map_err(|e| {
+        e.unwrap_or_else(|other| SyntaxError {
+            message: other.to_string(),
+            code: "42601",
+            position: None,
+        })
+    })
 }
 
 // Token ids as plain integers, so the per-token tests below are one

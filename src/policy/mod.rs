@@ -6,7 +6,7 @@
 //! - [`lexer`]: PostgreSQL's scanner; fingerprints and normalized text.
 //! - [`classify`]: parse trees -> [`facts`] (kinds, relations, functions).
 //! - [`rules`]: the ordered rules and their evaluation.
-//! - [`compile`]: `[policy]` config -> [`rules::RuleSet`].
+//! - `config::policy` (in the config layer) compiles `[policy]` into a [`rules::RuleSet`].
 //! - [`kind`]: statement kind names.
 //!
 //! Fast path: a verdict is cached under the exact text and under the
@@ -15,16 +15,27 @@
 //! one scan and one lookup, not a parse.
 
 pub mod classify;
-pub mod compile;
+mod code;
+pub mod encoding;
+mod encoding_tables;
 pub mod facts;
+mod hazards;
+pub use hazards::search_path_lists_pg_temp;
 pub mod kind;
 pub mod lexer;
+mod params;
+pub mod parse_error;
+mod plpgsql;
+pub use params::Param;
 pub mod rules;
+pub mod versions;
 
-use classify::{classify, ClassifyError};
+use classify::{classify_bound, ClassifyError, Env};
+use encoding::ClientEncoding;
 use facts::{Effect, Statement};
 use lexer::LexSettings;
-use rules::{Denial, Identity, RuleSet, Verdict};
+use rules::{Audience, Denial, Identity, RuleSet, Verdict};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// What pgward knows of the session's lexing settings when a message arrives.
@@ -38,6 +49,39 @@ pub enum Lexing {
     Uncertain(LexSettings),
 }
 
+/// What pgward knows of the session when a message arrives, besides its
+/// text: gathered by the session from the server's reports and from the
+/// statements it allowed, and passed in (the policy keeps no session state).
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    /// The lexing settings.
+    pub lexing: Lexing,
+    /// The session's own backend process id, when known.
+    pub own_pid: Option<i32>,
+    /// Bare names of the temporary tables the session created and still has.
+    pub own_temp_tables: &'a BTreeSet<String>,
+    /// The server's major version (from its `server_version` at login).
+    pub server_major: u32,
+    /// The session's client_encoding, as the server last reported it.
+    pub client_encoding: &'a ClientEncoding,
+}
+
+static NO_TABLES: BTreeSet<String> = BTreeSet::new();
+static UTF8: ClientEncoding = ClientEncoding::Utf8;
+
+impl Session<'static> {
+    /// A session of which only the lexing settings are known.
+    pub fn new(lexing: Lexing) -> Self {
+        Self {
+            lexing,
+            own_pid: None,
+            own_temp_tables: &NO_TABLES,
+            server_major: versions::GRAMMAR_MAJOR,
+            client_encoding: &UTF8,
+        }
+    }
+}
+
 /// The decision on one message, and what it does to prepared statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -47,20 +91,43 @@ pub struct Outcome {
     pub effects: Vec<Effect>,
     /// The message's normalized text (for EXECUTE inheritance and logs).
     pub text: Arc<str>,
+    /// Whether the verdict may be shared by texts of the same shape (no fact
+    /// was read from a literal's value).
+    by_shape: bool,
+    /// Whether the verdict may be cached at all (no fact was read from the
+    /// session's state).
+    by_text: bool,
+    /// Whether the verdict read `$n` parameters as unknown.
+    by_params: bool,
 }
 
 impl Outcome {
     fn deny(code: &'static str, message: String, hint: &str) -> Self {
+        Self::refuse(Denial {
+            code,
+            message,
+            detail: None,
+            hint: Some(hint.into()),
+            position: None,
+        })
+    }
+
+    fn refuse(denial: Denial) -> Self {
         Self {
-            verdict: Verdict::Deny(Denial {
-                code,
-                message,
-                detail: None,
-                hint: Some(hint.into()),
-            }),
+            verdict: Verdict::Deny(denial),
             effects: Vec::new(),
             text: Arc::from(""),
+            by_shape: false,
+            by_text: false,
+            by_params: false,
         }
+    }
+
+    /// Whether the verdict was reached with `$n` parameters unknown (read as
+    /// the worst value): a Deny may then turn into an Allow with the values
+    /// of a Bind, which [`Policy::judge_bound`] judges.
+    pub fn depends_on_parameters(&self) -> bool {
+        self.by_params
     }
 
     /// The outcome when nothing needs judging.
@@ -69,14 +136,19 @@ impl Outcome {
             verdict: Verdict::Allow(Vec::new()),
             effects: Vec::new(),
             text: Arc::from(""),
+            by_shape: false,
+            by_text: false,
+            by_params: false,
         }
     }
 }
 
-/// Exact-text key: the text, the lexing setting and the identity.
-type TextKey = (Box<[u8]>, bool, u32);
-/// Shape key: [`lexer::shape`] (which holds the lexing setting) and identity.
-type ShapeKey = (Box<[u8]>, u32);
+/// Exact-text key: the text, the lexing setting, the server's major version
+/// and the rules that apply to the identity.
+type TextKey = (Box<[u8]>, bool, u32, Audience);
+/// Shape key: [`lexer::shape`] (which holds the lexing setting), the
+/// server's major version and the rules that apply to the identity.
+type ShapeKey = (Box<[u8]>, u32, Audience);
 type Cache<K> = moka::sync::Cache<K, Arc<Outcome>, foldhash::fast::RandomState>;
 
 /// Rules plus their verdict caches; replaced whole on reload.
@@ -115,8 +187,53 @@ impl Policy {
         self.rules.is_inert()
     }
 
-    /// Judges the SQL text of one Query or Parse message.
+    /// Judges the SQL text of one Query or Parse message, for a session of
+    /// which only the lexing settings are known.
     pub fn judge(&self, text: &[u8], who: &Identity, lexing: Lexing) -> Arc<Outcome> {
+        self.judge_in(text, who, &Session::new(lexing))
+    }
+
+    /// Judges the SQL text of one Query or Parse message run by `who` in
+    /// `session`.
+    pub fn judge_in(&self, text: &[u8], who: &Identity, session: &Session<'_>) -> Arc<Outcome> {
+        self.judge_any(text, who, session, None)
+    }
+
+    /// Judges a statement again at Bind, with its parameters' values: for a
+    /// Parse whose outcome [`Outcome::depends_on_parameters`] (judged then
+    /// with every parameter unknown, the worst), the session calls this with
+    /// the Bind's values and refuses the Bind if the verdict is Deny.
+    /// `params[n - 1]` is `$n`. Not cached.
+    pub fn judge_bound(
+        &self,
+        text: &[u8],
+        who: &Identity,
+        session: &Session<'_>,
+        params: &[Param<'_>],
+    ) -> Arc<Outcome> {
+        let values: Vec<Option<Option<String>>> = params
+            .iter()
+            .map(|p| match p {
+                Param::Null => Some(None),
+                // A value the encoding cannot convert stays unknown.
+                Param::Text(bytes) => session
+                    .client_encoding
+                    .to_utf8(bytes)
+                    .ok()
+                    .map(|s| Some(s.into_owned())),
+                Param::Binary => None,
+            })
+            .collect();
+        self.judge_any(text, who, session, Some(&values))
+    }
+
+    fn judge_any(
+        &self,
+        text: &[u8],
+        who: &Identity,
+        session: &Session<'_>,
+        values: Option<&[Option<Option<String>>]>,
+    ) -> Arc<Outcome> {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
         }
@@ -127,27 +244,46 @@ impl Policy {
                 "Statement text cannot contain NUL bytes.",
             ));
         }
-        let Ok(sql) = std::str::from_utf8(text) else {
-            return Arc::new(Outcome::deny(
-                "22021",
-                "statement denied by pgward: its text is not valid UTF-8".into(),
-                "pgward judges statements in UTF-8: set client_encoding to UTF8.",
-            ));
-        };
-        match lexing {
-            // Without a backslash the setting cannot move a token boundary.
-            Lexing::Known(settings) => self.judge_cached(sql, who, settings),
-            Lexing::Uncertain(settings) if !sql.contains('\\') => {
-                self.judge_cached(sql, who, settings)
+        // The text the server will lex: converted from the client encoding.
+        let sql = match session.client_encoding.to_utf8(text) {
+            Ok(sql) => sql,
+            Err(e) => {
+                return Arc::new(Outcome::deny(
+                    e.code,
+                    e.message,
+                    "Use client_encoding UTF8 (or a single-byte encoding such as LATIN1).",
+                ))
             }
-            Lexing::Uncertain(_) => {
+        };
+        let sql = sql.as_ref();
+        let audience = self.rules.audience(who);
+        let who = &audience;
+        let env = |settings| Env {
+            settings,
+            own_pid: session.own_pid,
+            own_temp_tables: session.own_temp_tables,
+            server_major: session.server_major,
+        };
+        // Without a backslash the setting cannot move a token boundary.
+        let one_reading = match session.lexing {
+            Lexing::Known(settings) => Some(settings),
+            Lexing::Uncertain(settings) if !sql.contains('\\') => Some(settings),
+            Lexing::Uncertain(_) => None,
+        };
+        match (one_reading, values) {
+            (Some(settings), None) => self.judge_cached(sql, who, &env(settings)),
+            (Some(settings), Some(values)) => {
+                Arc::new(self.judge_fresh(sql, who, &env(settings), values))
+            }
+            (None, values) => {
                 let mut outcomes = [true, false].map(|scs| {
                     self.judge_fresh(
                         sql,
                         who,
-                        LexSettings {
+                        &env(LexSettings {
                             standard_conforming_strings: scs,
-                        },
+                        }),
+                        values.unwrap_or_default(),
                     )
                 });
                 // Strictest wins: a denial under either reading denies.
@@ -160,11 +296,13 @@ impl Policy {
         }
     }
 
-    fn judge_cached(&self, sql: &str, who: &Identity, settings: LexSettings) -> Arc<Outcome> {
+    fn judge_cached(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Arc<Outcome> {
+        let settings = env.settings;
         let text_key: TextKey = (
             sql.as_bytes().into(),
             settings.standard_conforming_strings,
-            who.index,
+            env.server_major,
+            who.clone(),
         );
         if let Some(hit) = self.texts.get(&text_key) {
             return hit;
@@ -173,17 +311,31 @@ impl Policy {
             Ok(t) => t,
             Err(e) => return Arc::new(unparsable(&ClassifyError::Syntax(e))),
         };
-        let shape_key: ShapeKey = (lexer::shape(sql, &tokens, settings).into(), who.index);
+        if let Some(newer) = versions::in_tokens(sql, &tokens, env.server_major) {
+            return Arc::new(unparsable(&ClassifyError::NewerSyntax(newer)));
+        }
+        let shape_key: ShapeKey = (
+            lexer::shape(sql, &tokens, settings).into(),
+            env.server_major,
+            who.clone(),
+        );
         if let Some(hit) = self.shapes.get(&shape_key) {
             // Not added to the text cache: texts that differ only in their
             // literals would crowd out the ones that repeat exactly.
             return hit;
         }
-        match self.decide(sql, &tokens, who, settings) {
+        match self.decide(sql, &tokens, who, env, &[]) {
             Ok(outcome) => {
                 let outcome = Arc::new(outcome);
-                self.shapes.insert(shape_key, Arc::clone(&outcome));
-                self.texts.insert(text_key, Arc::clone(&outcome));
+                // Verdicts that read a literal's value are shared only by
+                // the exact text; those that read the session's state not at
+                // all.
+                if outcome.by_shape {
+                    self.shapes.insert(shape_key, Arc::clone(&outcome));
+                }
+                if outcome.by_text {
+                    self.texts.insert(text_key, Arc::clone(&outcome));
+                }
                 outcome
             }
             // Not shared: a parse error can depend on a literal's value (a
@@ -192,11 +344,20 @@ impl Policy {
         }
     }
 
-    fn judge_fresh(&self, sql: &str, who: &Identity, settings: LexSettings) -> Outcome {
-        match lexer::scan(sql, settings) {
-            Ok(tokens) => self
-                .decide(sql, &tokens, who, settings)
-                .unwrap_or_else(|e| *e),
+    fn judge_fresh(
+        &self,
+        sql: &str,
+        who: &Audience,
+        env: &Env<'_>,
+        values: &[Option<Option<String>>],
+    ) -> Outcome {
+        match lexer::scan(sql, env.settings) {
+            Ok(tokens) => match versions::in_tokens(sql, &tokens, env.server_major) {
+                Some(newer) => unparsable(&ClassifyError::NewerSyntax(newer)),
+                None => self
+                    .decide(sql, &tokens, who, env, values)
+                    .unwrap_or_else(|e| *e),
+            },
             Err(e) => unparsable(&ClassifyError::Syntax(e)),
         }
     }
@@ -205,10 +366,11 @@ impl Policy {
         &self,
         sql: &str,
         tokens: &[pg_query::protobuf::ScanToken],
-        who: &Identity,
-        settings: LexSettings,
+        who: &Audience,
+        env: &Env<'_>,
+        values: &[Option<Option<String>>],
     ) -> Result<Outcome, Box<Outcome>> {
-        let statements = classify(sql, settings).map_err(|e| Box::new(unparsable(&e)))?;
+        let statements = classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;
         let texts: Vec<String> = statements
             .iter()
             .map(|s| lexer::normalized(sql, tokens, s.range.clone()))
@@ -220,6 +382,11 @@ impl Policy {
         let verdict = self.rules.judge(units, who);
         Ok(Outcome {
             verdict,
+            by_shape: statements
+                .iter()
+                .all(|s| !s.reads_literals && !s.reads_session),
+            by_text: statements.iter().all(|s| !s.reads_session),
+            by_params: statements.iter().any(|s| s.reads_params),
             effects: statements
                 .into_iter()
                 .flat_map(|s: Statement| s.effects)
@@ -239,10 +406,21 @@ fn new_cache<K: std::hash::Hash + Eq + Send + Sync + 'static>(size: u64) -> Cach
 /// with the parser's own message.
 fn unparsable(e: &ClassifyError) -> Outcome {
     match e {
-        ClassifyError::Syntax(m) => Outcome::deny(
-            "42601",
-            format!("{m} (pgward could not parse this statement, so its rules refuse it)"),
-            "Fix the statement's syntax; pgward parses with PostgreSQL's own grammar.",
+        // PostgreSQL's own message, SQLSTATE and position, as the server
+        // would have sent them.
+        ClassifyError::Syntax(e) => Outcome::refuse(Denial {
+            code: e.code,
+            message: e.message.clone(),
+            detail: Some("pgward could not parse this statement, so its rules refuse it.".into()),
+            hint: Some(
+                "Fix the statement's syntax; pgward parses with PostgreSQL's own grammar.".into(),
+            ),
+            position: e.position,
+        }),
+        ClassifyError::NewerSyntax(newer) => Outcome::deny(
+            "0A000",
+            format!("statement denied by pgward: {newer}"),
+            "pgward parses with PostgreSQL 18's grammar; write the statement in the server's version's syntax.",
         ),
         ClassifyError::Unjudgeable(m) => Outcome::deny(
             "42501",
@@ -254,3 +432,6 @@ fn unparsable(e: &ClassifyError) -> Outcome {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod builtin_tests;

@@ -147,32 +147,41 @@ pub struct Rule {
     pub text: Option<Regex>,
 }
 
-/// Who is running the statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The pgward user name.
-    pub user: String,
-    /// Its groups.
-    pub groups: Vec<String>,
-    /// Its position among configured users: part of the verdict cache key.
-    pub index: u32,
+pub use crate::auth::identity::Identity;
+
+/// The rules that apply to one identity, as a bitset over their positions in
+/// the [`RuleSet`]. A verdict depends on the identity only through this set
+/// (a rule's `users` / `groups`), so verdict caches are keyed by it: two
+/// identities to which the same rules apply share cached verdicts, whatever
+/// way they authenticated. Each [`RuleSet`] (and so each reload) has caches
+/// of its own, so the set never outlives the rules it indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Audience(Box<[u64]>);
+
+impl Audience {
+    fn contains(&self, rule: usize) -> bool {
+        self.0
+            .get(rule / 64)
+            .is_some_and(|word| word & (1 << (rule % 64)) != 0)
+    }
 }
 
 impl Rule {
-    fn applies_to(&self, who: &Identity) -> bool {
+    /// Whether the rule applies to `who` (its `users` and `groups`).
+    pub fn applies_to(&self, who: &Identity) -> bool {
         (self.users.is_empty() && self.groups.is_empty())
             || self.users.contains(&who.user)
             || self.groups.iter().any(|g| who.groups.contains(g))
     }
 
-    /// Whether the rule matches `unit` run by `who`; `text` is the normalized
-    /// text of the statement the unit belongs to.
+    /// Whether the rule matches `unit`, for an identity it applies to; `text`
+    /// is the normalized text of the statement the unit belongs to.
     ///
     /// Name lists cut both ways: a restrictive rule (deny, approval, log)
     /// matches when *any* named relation or function is covered, an allow
     /// rule only when *every* one is (`DROP TABLE scratch, orders` is not
     /// allowed by a rule for `scratch`).
-    pub fn matches(&self, unit: &Unit, who: &Identity, text: &str, search_path: &[String]) -> bool {
+    pub fn matches(&self, unit: &Unit, text: &str, search_path: &[String]) -> bool {
         let restrictive = self.action.restrictive();
         let names = |patterns: &[NamePattern], names: &BTreeSet<QualName>| {
             let covered = |q: &QualName| {
@@ -187,8 +196,7 @@ impl Rule {
                     names.iter().all(covered)
                 }
         };
-        self.applies_to(who)
-            && self.kinds.as_ref().is_none_or(|k| k.contains(&unit.kind))
+        self.kinds.as_ref().is_none_or(|k| k.contains(&unit.kind))
             && (!self.without_where || unit.unbounded_write)
             && names(&self.relations, &unit.relations)
             && names(&self.functions, &unit.functions)
@@ -212,6 +220,8 @@ pub struct Denial {
     pub detail: Option<String>,
     /// What to do about it.
     pub hint: Option<String>,
+    /// Where in the text (1-based, in characters), for parse errors.
+    pub position: Option<u32>,
 }
 
 /// The decision on one message.
@@ -273,18 +283,30 @@ impl RuleSet {
         self.rules.is_empty() && self.default_action == DefaultAction::Allow
     }
 
-    /// Judges the units of one message: each unit goes through the rules in
-    /// order; the first refusal refuses the whole message.
+    /// The rules that apply to `who`.
+    pub fn audience(&self, who: &Identity) -> Audience {
+        let mut words = vec![0u64; self.rules.len().div_ceil(64)];
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.applies_to(who) {
+                words[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Audience(words.into())
+    }
+
+    /// Judges the units of one message for an identity to which the rules in
+    /// `audience` apply: each unit goes through the rules in order; the first
+    /// refusal refuses the whole message.
     pub fn judge<'a>(
         &self,
         units: impl IntoIterator<Item = (&'a Unit, &'a str)>,
-        who: &Identity,
+        audience: &Audience,
     ) -> Verdict {
         let mut logged = Vec::new();
         for (unit, text) in units {
             let mut decided = false;
-            for rule in &self.rules {
-                if !rule.matches(unit, who, text, &self.search_path) {
+            for (i, rule) in self.rules.iter().enumerate() {
+                if !audience.contains(i) || !rule.matches(unit, text, &self.search_path) {
                     continue;
                 }
                 match rule.action {
@@ -311,6 +333,7 @@ impl RuleSet {
                             message: "statement denied by pgward: no rule allows it (default_action = \"deny\")".into(),
                             detail: Some(describe(unit)),
                             hint: Some("Ask an administrator to add a rule that allows it.".into()),
+                            position: None,
                         })
                     }
                     DefaultAction::RequireApproval => {
@@ -319,6 +342,7 @@ impl RuleSet {
                             message: "statement requires approval by pgward (default_action = \"require_approval\")".into(),
                             detail: Some(describe(unit)),
                             hint: Some(APPROVAL_HINT.into()),
+                            position: None,
                         })
                     }
                 }
@@ -348,6 +372,7 @@ fn rule_denial(rule: &Rule, unit: &Unit) -> Denial {
         message,
         detail: Some(describe(unit)),
         hint: Some(rule.hint.clone().unwrap_or_else(|| default_hint.into())),
+        position: None,
     }
 }
 

@@ -2,11 +2,11 @@
 //! makes of each statement, and what the built-in rules decide.
 
 use super::classify::classify;
-use super::compile::compile;
 use super::facts::{Effect, Statement};
 use super::lexer::LexSettings;
 use super::rules::{Identity, Verdict};
 use super::{Lexing, Policy};
+use crate::config::policy::compile;
 use crate::config::raw::RawPolicy;
 use std::sync::Arc;
 
@@ -57,6 +57,11 @@ fn render(statements: &[Statement]) -> String {
                     Effect::Deallocate(Some(name)) => format!("!deallocate:{name}"),
                     Effect::Deallocate(None) => "!deallocate-all".into(),
                     Effect::DiscardAll => "!discard-all".into(),
+                    Effect::CreateTemp(name) => format!("!temp:{name}"),
+                    Effect::ForgetTemp(name) => format!("!forget:{name}"),
+                    Effect::ForgetAllTemp => "!forget-all".into(),
+                    Effect::SearchPathChanged => "!search-path".into(),
+                    Effect::Rollback => "!rollback".into(),
                 });
             }
             units.join(" + ")
@@ -118,7 +123,7 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT 'it''s; DROP TABLE t'", "select"),
     ("SELECT E'\\'; DROP TABLE t; --'", "select"),
     ("SELECT U&'\\0041; DROP TABLE t'", "select"),
-    ("SELECT 'a\\'; DROP TABLE t; --'", "select ; drop_table w:t"),
+    ("SELECT 'a\\'; DROP TABLE t; --'", "select ; drop_table w:t + !forget:t"),
     ("SELECT 1; /* ; */ SELECT 2", "select ; select"),
     ("SELECT B'101', X'FF', 1.5e3, 42", "select"),
     // Multi-statement strings.
@@ -137,7 +142,7 @@ const CASES: &[(&str, &str)] = &[
     ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r", "select"),
     ("SELECT * FROM orders, (WITH orders AS (SELECT 1) SELECT * FROM orders) s", "select r:orders"),
     ("WITH orders AS (SELECT 1) DELETE FROM orders", "delete w:orders nowhere"),
-    ("WITH m AS (MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE RETURNING *) SELECT 1", "select + merge w:t r:u"),
+    ("WITH m AS (MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE RETURNING *) SELECT 1", "select + merge w:t r:u nowhere"),
     // EXPLAIN, PREPARE, EXECUTE, cursors.
     ("EXPLAIN SELECT * FROM t", "explain + select r:t"),
     ("EXPLAIN ANALYZE DELETE FROM t", "explain + delete w:t nowhere"),
@@ -168,7 +173,16 @@ const CASES: &[(&str, &str)] = &[
     ("copy t (a, b) from stdin with (format csv)", "copy_from w:t"),
     // DDL.
     ("CREATE TABLE t (id int primary key)", "create_table w:t"),
-    ("CREATE TEMP TABLE t (id int)", "create_table w:t"),
+    ("CREATE TEMP TABLE t (id int)", "create_table w:t + !temp:t"),
+    ("CREATE TEMP TABLE t (id int) ON COMMIT DROP", "create_table w:t"),
+    ("CREATE TABLE pg_temp.t (id int)", "create_table w:pg_temp.t + !temp:t"),
+    ("CREATE TEMPORARY TABLE t AS SELECT 1", "create_table_as w:t + !temp:t"),
+    ("SELECT 1 INTO TEMP t", "create_table_as w:t + !temp:t"),
+    ("DISCARD TEMP", "discard + !forget-all"),
+    ("SET search_path = public, pg_temp", "set set:search_path + !search-path"),
+    ("SELECT set_config('search_path', 'pg_temp', false)", "select f:set_config + set set:search_path + !search-path"),
+    ("ROLLBACK TO SAVEPOINT a", "rollback_to_savepoint + !rollback"),
+    ("ALTER ROLE r SET search_path = public, pg_temp", "alter_role + search_path_pg_temp + set set:search_path"),
     ("CREATE TABLE s.t AS SELECT * FROM u", "create_table_as w:s.t r:u"),
     ("CREATE MATERIALIZED VIEW mv AS SELECT * FROM t", "create_materialized_view w:mv r:t"),
     ("REFRESH MATERIALIZED VIEW mv", "refresh_materialized_view w:mv"),
@@ -186,31 +200,36 @@ const CASES: &[(&str, &str)] = &[
     ("CREATE TYPE pair AS (a int, b int)", "create_type r:pair"),
     ("CREATE DOMAIN d AS int", "create_type"),
     ("CREATE POLICY p ON t USING (true)", "create_policy w:t"),
-    ("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create_trigger w:t"),
+    ("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create_trigger w:t f:f"),
     ("CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u", "create_rule w:t + delete w:u nowhere"),
     ("CREATE RULE r AS ON SELECT TO t DO INSTEAD SELECT * FROM secret", "create_rule w:t r:secret"),
     ("CREATE FUNCTION f() RETURNS void AS 'DELETE FROM t' LANGUAGE sql", "create_function + delete w:t nowhere"),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT count(*) FROM t $$", "create_function + select r:t f:count"),
     ("CREATE FUNCTION f() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM t; END", "create_function + delete w:t nowhere"),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN (SELECT 1)", "create_function"),
-    ("CREATE FUNCTION f() RETURNS int AS $$ BEGIN DELETE FROM t; RETURN 1; END $$ LANGUAGE plpgsql", "create_function"),
+    ("CREATE FUNCTION f() RETURNS int AS $$ BEGIN DELETE FROM t; RETURN 1; END $$ LANGUAGE plpgsql", "create_function + delete w:t nowhere + select"),
     ("CREATE PROCEDURE p() LANGUAGE sql AS 'TRUNCATE t'", "create_function + truncate w:t"),
-    ("CREATE AGGREGATE a (int) (sfunc = int4pl, stype = int)", "create_other"),
+    ("CREATE AGGREGATE a (int) (sfunc = int4pl, stype = int)", "create_other f:int4pl"),
     ("ALTER TABLE t ADD COLUMN c int", "alter_table w:t"),
-    ("ALTER TABLE t RENAME TO u", "rename w:t"),
-    ("ALTER TABLE t RENAME COLUMN a TO b", "rename w:t"),
+    ("ALTER TABLE t RENAME TO u", "rename_table w:t + !forget:t"),
+    ("ALTER TABLE t RENAME COLUMN a TO b", "rename_column w:t"),
     ("ALTER TABLE t SET SCHEMA s", "alter_other w:t"),
     ("ALTER ROLE r SUPERUSER", "alter_role"),
-    ("ALTER ROLE r SET search_path = s", "alter_role"),
-    ("ALTER DATABASE d SET work_mem = '1GB'", "alter_database"),
+    ("ALTER ROLE r SET search_path = s", "alter_role + set set:search_path"),
+    ("ALTER ROLE r SET role = postgres", "alter_role + set_role set:role"),
+    ("ALTER ROLE r IN DATABASE d SET session_authorization = postgres", "alter_role + set_session_authorization set:session_authorization"),
+    ("ALTER DATABASE d SET role = postgres", "alter_database + set_role set:role"),
+    ("ALTER FUNCTION f() SET role = postgres", "alter_function + set_role set:role"),
+    ("CREATE FOREIGN TABLE ft (a int) SERVER s", "create_table + create_table w:ft"),
+    ("ALTER DATABASE d SET work_mem = '1GB'", "alter_database + set set:work_mem"),
     ("ALTER FUNCTION f() SECURITY DEFINER", "alter_function"),
     ("ALTER EXTENSION e UPDATE", "alter_extension"),
     ("ALTER SEQUENCE sq RESTART", "alter_other w:sq"),
-    ("ALTER SYSTEM SET fsync = off", "alter_system"),
-    ("ALTER SYSTEM RESET ALL", "alter_system"),
-    ("DROP TABLE t", "drop_table w:t"),
-    ("DROP TABLE IF EXISTS s.t, u CASCADE", "drop_table w:u,s.t"),
-    ("drop table \"T\"", "drop_table w:T"),
+    ("ALTER SYSTEM SET fsync = off", "alter_system + set set:fsync"),
+    ("ALTER SYSTEM RESET ALL", "alter_system + reset"),
+    ("DROP TABLE t", "drop_table w:t + !forget:t"),
+    ("DROP TABLE IF EXISTS s.t, u CASCADE", "drop_table w:u,s.t + !forget:u"),
+    ("drop table \"T\"", "drop_table w:T + !forget:T"),
     ("DROP VIEW v", "drop_view w:v"),
     ("DROP MATERIALIZED VIEW mv", "drop_materialized_view w:mv"),
     ("DROP INDEX i", "drop_index w:i"),
@@ -232,7 +251,7 @@ const CASES: &[(&str, &str)] = &[
     ("REVOKE ALL ON t FROM r", "revoke r:t"),
     ("GRANT admin TO r", "grant_role"),
     ("REVOKE admin FROM r", "revoke_role"),
-    ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r", "alter_default_privileges"),
+    ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r", "alter_default_privileges + grant"),
     ("REASSIGN OWNED BY a TO b", "reassign_owned"),
     // Utility statements.
     ("DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$", "do"),
@@ -241,9 +260,9 @@ const CASES: &[(&str, &str)] = &[
     ("CALL s.p()", "call f:s.p"),
     ("SET work_mem = '64MB'", "set set:work_mem"),
     ("SET LOCAL statement_timeout = 0", "set set:statement_timeout"),
-    ("SET search_path TO s, public", "set set:search_path"),
+    ("SET search_path TO s, public", "set set:search_path + !search-path"),
     ("RESET work_mem", "reset set:work_mem"),
-    ("RESET ALL", "reset"),
+    ("RESET ALL", "reset + !search-path"),
     ("SET ROLE admin", "set_role set:role"),
     ("SET LOCAL ROLE admin", "set_role set:role"),
     ("RESET ROLE", "reset set:role"),
@@ -252,7 +271,7 @@ const CASES: &[(&str, &str)] = &[
     ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "set set:TRANSACTION"),
     ("SELECT set_config('role', 'admin', false)", "select f:set_config + set_role set:role"),
     ("SELECT set_config('app.user', '7', true)", "select f:set_config + set set:app.user"),
-    ("SELECT set_config(name, 'x', false) FROM t", "select r:t f:set_config + set_role"),
+    ("SELECT set_config(name, 'x', false) FROM t", "select r:t f:set_config + set_role + !search-path"),
     ("SHOW work_mem", "show set:work_mem"),
     ("SHOW ALL", "show set:all"),
     ("VACUUM", "vacuum"),
@@ -270,12 +289,12 @@ const CASES: &[(&str, &str)] = &[
     ("START TRANSACTION READ ONLY", "begin"),
     ("COMMIT", "commit"),
     ("END", "commit"),
-    ("ROLLBACK", "rollback"),
-    ("ABORT", "rollback"),
+    ("ROLLBACK", "rollback + !rollback"),
+    ("ABORT", "rollback + !rollback"),
     ("SAVEPOINT s1", "savepoint"),
     ("RELEASE SAVEPOINT s1", "release_savepoint"),
-    ("ROLLBACK TO SAVEPOINT s1", "rollback_to_savepoint"),
-    ("PREPARE TRANSACTION 'x'", "prepare_transaction"),
+    ("ROLLBACK TO SAVEPOINT s1", "rollback_to_savepoint + !rollback"),
+    ("PREPARE TRANSACTION 'x'", "prepare_transaction + !rollback"),
     ("COMMIT PREPARED 'x'", "commit_prepared"),
     ("SET CONSTRAINTS ALL DEFERRED", "set_constraints"),
     ("IMPORT FOREIGN SCHEMA s FROM SERVER f INTO t", "import_foreign_schema"),
@@ -324,7 +343,7 @@ fn standard_conforming_strings_moves_string_ends() {
     let sql = "SELECT 'a\\'; DROP TABLE t; --'";
     assert_eq!(
         render(&classify(sql, ON).unwrap()),
-        "select ; drop_table w:t"
+        "select ; drop_table w:t + !forget:t"
     );
     // Off: \' escapes the quote, and the whole rest is one string.
     assert_eq!(render(&classify(sql, OFF).unwrap()), "select");
@@ -358,29 +377,19 @@ fn policy(extra: &str) -> Policy {
     Policy::new(Arc::new(compile(&raw).unwrap()))
 }
 
-fn who(user: &str, groups: &[&str], index: u32) -> Identity {
-    Identity {
-        user: user.into(),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        index,
-    }
+fn who(user: &str, groups: &[&str]) -> Identity {
+    Identity::new(user, groups.iter().copied())
 }
 
 /// The rule that denies, or "allow".
 fn decision(p: &Policy, sql: &str, identity: &Identity) -> String {
-    match &p.judge(sql.as_bytes(), identity, Lexing::Known(ON)).verdict {
-        Verdict::Allow(_) => "allow".into(),
-        Verdict::Deny(d) if d.message.contains("pgward rule \"") => {
-            d.message.split('"').nth(1).unwrap_or_default().to_owned()
-        }
-        Verdict::Deny(d) => format!("deny({})", d.code),
-    }
+    super::builtin_tests::name(&p.judge(sql.as_bytes(), identity, Lexing::Known(ON)).verdict)
 }
 
 #[test]
 fn builtin_rules_decide() {
     let p = policy("");
-    let alice = who("alice", &["support"], 0);
+    let alice = who("alice", &["support"]);
     for (sql, expected) in [
         ("SELECT * FROM orders", "allow"),
         ("UPDATE t SET a = 1 WHERE id = 1", "allow"),
@@ -400,6 +409,12 @@ fn builtin_rules_decide() {
         ("PREPARE p AS TRUNCATE t", "deny(42601)"),
         ("SELECT 1; DROP TABLE t", "no-drop"),
         ("ALTER SYSTEM SET fsync = off", "no-alter-system"),
+        ("ALTER ROLE app SET role = postgres", "no-role-switch"),
+        ("ALTER DATABASE appdb SET role = postgres", "no-role-switch"),
+        (
+            "ALTER ROLE app IN DATABASE appdb SET session_authorization = postgres",
+            "no-role-switch",
+        ),
         ("COPY t TO PROGRAM 'sh'", "no-copy-program"),
         ("COPY t FROM '/etc/passwd'", "no-server-files"),
         ("COPY t FROM STDIN", "allow"),
@@ -467,8 +482,8 @@ fn identities_groups_order_and_default_action() {
         relations = ["public.orders"]
         "#,
     );
-    let dba = who("bob", &["dba"], 1);
-    let alice = who("alice", &["support"], 0);
+    let dba = who("bob", &["dba"]);
+    let alice = who("alice", &["support"]);
     assert_eq!(decision(&p, "TRUNCATE t", &dba), "allow");
     assert_eq!(decision(&p, "TRUNCATE t", &alice), "no-truncate");
     assert_eq!(decision(&p, "SELECT * FROM orders", &alice), "allow");
@@ -524,8 +539,8 @@ fn cached_verdicts_follow_shape_settings_and_identity() {
         relations = ["orders"]
         "#,
     );
-    let alice = who("alice", &[], 0);
-    let bob = who("bob", &[], 1);
+    let alice = who("alice", &[]);
+    let bob = who("bob", &[]);
     for round in 0..2 {
         assert_eq!(
             decision(&p, "SELECT * FROM orders WHERE id = 1", &alice),
@@ -561,7 +576,7 @@ fn cached_verdicts_follow_shape_settings_and_identity() {
 #[test]
 fn bad_bytes_are_refused_when_rules_apply() {
     let p = policy("");
-    let alice = who("alice", &[], 0);
+    let alice = who("alice", &[]);
     let code = |text: &[u8]| match &p.judge(text, &alice, Lexing::Known(ON)).verdict {
         Verdict::Deny(d) => d.code,
         Verdict::Allow(_) => "allow",
@@ -591,5 +606,46 @@ fn config_errors_name_the_field() {
         let raw: RawPolicy = toml::from_str(text).unwrap();
         let e = compile(&raw).unwrap_err().to_string();
         assert!(e.starts_with(field), "{text}: {e}");
+    }
+}
+
+#[test]
+fn caches_key_by_the_rules_that_apply_not_by_who() {
+    let p = policy(
+        r#"
+        [[rules]]
+        name = "dba-may-truncate"
+        action = "allow"
+        groups = ["dba"]
+        kinds = ["truncate"]
+        [[rules]]
+        name = "carol-no-orders"
+        action = "deny"
+        users = ["carol"]
+        relations = ["orders"]
+        "#,
+    );
+    // Identities that are in no user list (a token's) are judged by the
+    // rules that name them or their groups, like any other.
+    let token_dba = who("svc-from-token", &["dba"]);
+    let other_dba = who("dave", &["dba", "x"]);
+    let nobody = who("erin", &[]);
+    let carol = who("carol", &["dba"]);
+    assert_eq!(
+        p.rules.audience(&token_dba),
+        p.rules.audience(&other_dba),
+        "the same rules apply: one cache entry serves both"
+    );
+    assert_ne!(p.rules.audience(&token_dba), p.rules.audience(&nobody));
+    assert_ne!(p.rules.audience(&token_dba), p.rules.audience(&carol));
+    for round in 0..2 {
+        assert_eq!(decision(&p, "TRUNCATE t", &token_dba), "allow", "{round}");
+        assert_eq!(decision(&p, "TRUNCATE t", &nobody), "no-truncate");
+        assert_eq!(decision(&p, "TRUNCATE t", &other_dba), "allow");
+        assert_eq!(decision(&p, "SELECT * FROM orders", &nobody), "allow");
+        assert_eq!(
+            decision(&p, "SELECT * FROM orders", &carol),
+            "carol-no-orders"
+        );
     }
 }

@@ -1,16 +1,19 @@
 //! One client connection: startup, authentication, backend login, then the
 //! relay.
 
-pub mod cancel;
-pub mod inflight;
+mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod masking;
 pub mod phases;
 pub mod read_sizer;
-pub mod refusal;
-pub mod relay;
+mod refusal;
+pub mod registry;
+mod relay;
 pub mod rules;
-pub mod stack;
+mod stack;
 pub mod startup;
+pub mod tracker;
 
 use crate::error::SessionError;
 use crate::gateway::Gateway;
@@ -18,13 +21,13 @@ use crate::io::FramedStream;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode;
 use bytes::BytesMut;
-use cancel::CancelTarget;
+use registry::{CancelTarget, NewSession};
 use startup::Opening;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Where the server is in its shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,42 +40,11 @@ pub enum ShutdownPhase {
     Forced,
 }
 
-/// Client activity, shared by a session's two pumps.
-#[derive(Debug)]
-pub struct Activity {
-    start: Instant,
-    client_reads: AtomicU64,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self {
-            start: Instant::now(),
-            client_reads: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Activity {
-    /// Records a read from the client.
-    pub fn client_seen(&self) {
-        self.client_reads.fetch_add(1, Ordering::Relaxed);
-    }
-    /// How many reads from the client so far.
-    pub fn client_reads(&self) -> u64 {
-        self.client_reads.load(Ordering::Relaxed)
-    }
-    /// Milliseconds since the session started.
-    pub fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
 /// Serves one accepted connection to its end, logging how it ended.
 pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<ShutdownPhase>) {
     let peer = tcp.peer_addr().ok();
     let _ = tcp.set_nodelay(true);
-    match run(tcp, &gw, shutdown).await {
+    match run(tcp, peer, &gw, shutdown).await {
         Ok(()) => tracing::debug!(?peer, "session ended"),
         Err(e) => {
             tracing::info!(?peer, origin = ?e.origin(), error = %e, "session ended with error")
@@ -82,6 +54,7 @@ pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<S
 
 async fn run(
     tcp: TcpStream,
+    peer: Option<SocketAddr>,
     gw: &Gateway,
     shutdown: watch::Receiver<ShutdownPhase>,
 ) -> Result<(), SessionError> {
@@ -94,15 +67,16 @@ async fn run(
     .map_err(|_| SessionError::StartupTimeout)??;
     let (mut conn, startup) = match opening {
         Opening::Cancel {
+            conn,
             process_id,
             secret_key,
-        } => return forward_cancel(gw, process_id, secret_key).await,
+        } => return forward_cancel(gw, conn, process_id, secret_key).await,
         Opening::Session { conn, startup } => (conn, startup),
     };
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
         .unwrap_or(Err(SessionError::StartupTimeout));
-    let (login, target, identity) = match established {
+    let (login, target, identity, database) = match established {
         Ok(ok) => ok,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -110,30 +84,42 @@ async fn run(
         }
     };
     let upstream_name = target.upstream.config.name.clone();
-    let inflight = Arc::new(inflight::InFlight::default());
-    let phases = stack::build(
-        gw,
-        &upstream_name,
+    let (control_tx, control) = mpsc::channel(4);
+    let registration = gw.registry.register(
+        NewSession {
+            user: identity.user.clone(),
+            groups: identity.groups.clone(),
+            client: peer,
+            database: database.clone(),
+        },
+        target,
+        control_tx,
+    );
+    let info = phases::SessionInfo {
+        id: registration.id,
         identity,
-        &login.startup_messages,
-        &inflight,
-    )
-    .await;
-    let (frontend, backend) = match phases {
-        Ok(p) => p,
+        database,
+    };
+    let stack = match stack::build(gw, &upstream_name, &info, &login.startup_messages).await {
+        Ok(s) => s,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
             return Err(e);
         }
     };
-    let key = gw.cancels.register(target);
     let mut hello = BytesMut::new();
     encode::authentication_ok(&mut hello);
     hello.extend_from_slice(&login.startup_messages);
-    encode::backend_key_data(&mut hello, key.process_id, key.secret_key);
+    encode::backend_key_data(&mut hello, registration.process_id, registration.secret_key);
     encode::ready_for_query(&mut hello, TransactionStatus::Idle);
     conn.send(&hello).await?;
 
+    let core = core::Core::new(
+        info,
+        stack.phases,
+        stack.keep_descriptions,
+        gw.config.server.max_message_size,
+    );
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
     let relay = relay::Relay {
@@ -143,16 +129,13 @@ async fn run(
         backend_w,
         backend_buf: login.conn.buf,
         client_buf: conn.buf,
-        frontend: Box::new(frontend),
-        backend: Box::new(backend),
-        max_message_size: gw.config.server.max_message_size,
+        core,
         idle_timeout: gw.config.server.idle_timeout,
         shutdown,
-        inflight,
+        control,
+        registration,
     };
-    let result = relay.run().await;
-    drop(key);
-    result
+    relay.run().await
 }
 
 /// Authenticates the client and logs in to its upstream.
@@ -165,6 +148,7 @@ async fn establish(
         crate::auth::backend::BackendLogin,
         CancelTarget,
         crate::policy::rules::Identity,
+        String,
     ),
     SessionError,
 > {
@@ -189,7 +173,9 @@ async fn establish(
     let database = startup
         .param("database")
         .filter(|d| !d.is_empty())
-        .unwrap_or(&user_name);
+        .unwrap_or(&user_name)
+        .to_owned();
+    let database = database.as_str();
     let upstream_name = gw
         .config
         .databases
@@ -213,32 +199,35 @@ async fn establish(
         secret_key: login.secret_key,
     };
     tracing::info!(user = %user_name, database, upstream = upstream_name, "session established");
-    let identity = crate::policy::rules::Identity {
-        index: gw
-            .config
-            .users
-            .keys()
-            .position(|u| *u == user_name)
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or(u32::MAX),
-        groups: user.groups.clone(),
-        user: user_name,
-    };
-    Ok((login, target, identity))
+    let identity = crate::policy::rules::Identity::new(user_name, user.groups.clone());
+    let database = database.to_owned();
+    Ok((login, target, identity, database))
 }
 
+/// A CancelRequest: routed through the registry to the session (a held
+/// request is withdrawn) and to the server. The client's cancel connection
+/// stays open until the server has taken the request, as PostgreSQL keeps
+/// it (libpq returns from a cancel when the connection closes), and a TLS
+/// connection ends with close_notify.
 async fn forward_cancel(
     gw: &Gateway,
+    mut conn: FramedStream,
     process_id: i32,
     secret_key: i32,
 ) -> Result<(), SessionError> {
     // An unknown key is ignored silently, as PostgreSQL does.
-    let Some(target) = gw.cancels.lookup(process_id, secret_key) else {
-        tracing::debug!("cancel request with an unknown key");
-        return Ok(());
+    let result = match gw.registry.cancel(process_id, secret_key) {
+        Some(target) => {
+            target
+                .upstream
+                .cancel(target.process_id, target.secret_key)
+                .await
+        }
+        None => {
+            tracing::debug!("cancel request with an unknown key");
+            Ok(())
+        }
     };
-    target
-        .upstream
-        .cancel(target.process_id, target.secret_key)
-        .await
+    let _ = conn.stream.shutdown().await;
+    result
 }

@@ -1,118 +1,214 @@
-//! The relay's named phases: the hooks later layers (rules, masking,
-//! recording) fill in. They are called in a fixed order for each message, and
-//! only for message kinds they declare an interest in: every other frame is
-//! forwarded as raw bytes, in runs, without being looked at.
+//! The phase contract: the ordered hooks every request and answer passes
+//! through (registered in one place, `stack::build`).
 //!
-//! Client -> server, per message: `on_query`, `on_parse`, `on_bind`,
-//! `on_describe`, `on_execute`, `on_close`, `on_sync`.
-//! Server -> client, per message: `on_row_description`, `on_no_data`,
-//! `on_data_row`, `on_result_end`, `on_error_response`, `on_notice`,
-//! `on_ready_for_query`, `on_parameter_status`.
+//! For each request (Query, Parse, Bind, Execute) the phases are asked in
+//! order; the first that does not forward decides: refuse (one refusal type
+//! with a typed SQLSTATE) or hold until a decision or a deadline. Answers
+//! pass back through the hooks the phases asked for, and the end of every
+//! request is reported to `on_outcome` (pingora's `logging`).
+//!
+//! Phases never do I/O and never keep their own model of the conversation:
+//! they read the session core's tracker through the context.
 
-use crate::wire::backend::{BackendKind, TransactionStatus};
-use crate::wire::frontend::FrontendKind;
-use crate::wire::Frame;
-use bytes::{Bytes, BytesMut};
+use super::tracker::{ResultInfo, Statement, Tracker};
+use crate::policy::rules::Identity;
+use crate::sqlstate::Sqlstate;
+use crate::wire::backend::TransactionStatus;
+use crate::wire::frontend::BindView;
+use crate::wire::FrameRef;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
-/// What a client-side phase decides about one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrontendAction {
-    /// Forward the frame untouched.
-    Forward,
-    /// Do not run it; the client gets this error in its place, in order.
-    Refuse(Refusal),
-}
-
-/// An error pgward answers in place of a refused message.
+/// An error pgward answers in place of a refused request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// SQLSTATE.
-    pub code: &'static str,
+    pub code: Sqlstate,
     /// Message.
     pub message: String,
     /// Detail, if any.
     pub detail: Option<String>,
     /// Hint, if any.
     pub hint: Option<String>,
+    /// Cursor position in the statement text (1-based, in characters), as
+    /// PostgreSQL's parser reports it.
+    pub position: Option<u32>,
 }
 
-/// Hooks on messages from the client.
-pub trait FrontendPhases: Send {
-    /// Whether frames of this kind must be shown to a hook.
-    fn inspects(&self, kind: FrontendKind) -> bool;
+impl Refusal {
+    /// A refusal with a message only.
+    pub fn new(code: Sqlstate, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+            position: None,
+        }
+    }
+
+    /// The same refusal with a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// What a phase decides about one request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Let it through (to the next phase, then the server).
+    Forward,
+    /// Do not run it; the client gets this error in its place, in order.
+    Refuse(Refusal),
+    /// Keep it back until `decision` answers or `deadline` passes.
+    Hold(Hold),
+}
+
+/// A request held back.
+#[derive(Debug)]
+pub struct Hold {
+    /// Sent to the client at once as a NoticeResponse.
+    pub notice: Option<String>,
+    /// When the hold gives up (the request is refused with 57014).
+    pub deadline: Instant,
+    /// The decision; a dropped sender refuses the request.
+    pub decision: oneshot::Receiver<Release>,
+}
+
+/// How a hold ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Run the request (the later phases still judge it).
+    Run,
+    /// Refuse it.
+    Refuse(Refusal),
+}
+
+/// Which request a context describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
     /// A simple Query.
-    fn on_query(&mut self, _frame: &Frame) -> FrontendAction {
-        FrontendAction::Forward
-    }
+    Query,
     /// A Parse.
-    fn on_parse(&mut self, _frame: &Frame) -> FrontendAction {
-        FrontendAction::Forward
-    }
+    Parse,
     /// A Bind.
-    fn on_bind(&mut self, _frame: &Frame) -> FrontendAction {
-        FrontendAction::Forward
-    }
-    /// A Describe.
-    fn on_describe(&mut self, _frame: &Frame) -> FrontendAction {
-        FrontendAction::Forward
-    }
+    Bind,
     /// An Execute.
-    fn on_execute(&mut self, _frame: &Frame) -> FrontendAction {
-        FrontendAction::Forward
-    }
-    /// A Close (forwarded as is).
-    fn on_close(&mut self, _frame: &Frame) {}
-    /// A Sync (forwarded as is).
-    fn on_sync(&mut self) {}
-    /// The relay refused a FunctionCall: a Query stands in for it.
-    fn on_function_call_refused(&mut self) {}
+    Execute,
 }
 
-/// Hooks on messages from the server.
-pub trait BackendPhases: Send {
-    /// Whether frames of this kind must be shown to a hook.
-    fn inspects(&self, kind: BackendKind) -> bool;
-    /// A RowDescription: the start of a result's column layout.
-    fn on_row_description(&mut self, _frame: &Frame) {}
-    /// A DataRow, whole (`raw`: tag, length, body), still in the read
-    /// buffer: appends what to send to `out` (the row itself when untouched,
-    /// nothing when withheld).
-    fn on_data_row(&mut self, raw: &[u8], out: &mut BytesMut) {
-        out.extend_from_slice(raw);
+/// Who the session is.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The registry's id for the session.
+    pub id: u64,
+    /// The authenticated identity.
+    pub identity: Identity,
+    /// The database the client opened.
+    pub database: String,
+}
+
+/// What a phase sees of one request.
+pub struct RequestContext<'a> {
+    /// The session.
+    pub session: &'a SessionInfo,
+    /// Which message.
+    pub kind: RequestKind,
+    /// The statement text: the Query's or Parse's own; for Bind and Execute
+    /// the text of the statement they run, when the tracker knows it.
+    pub text: Option<&'a [u8]>,
+    /// The statement (Bind, Execute), as the server will have it.
+    pub statement: Option<&'a Arc<Statement>>,
+    /// The Bind message itself (Bind only): parameters and formats.
+    pub bind: Option<&'a BindView<'a>>,
+    /// The transaction status at the last ReadyForQuery.
+    pub status: TransactionStatus,
+    /// The conversation (for projections of names).
+    pub tracker: &'a Tracker,
+}
+
+/// Whether a phase takes the rows of a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// Rows stream through untouched.
+    Pass,
+    /// Every row of the result goes to this phase's `on_row`, whole.
+    Inspect,
+}
+
+/// The end of one request, for the end-of-request hook.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    /// The request.
+    pub kind: RequestKind,
+    /// Its command tag, when it completed (`SELECT 3`).
+    pub tag: Option<&'a [u8]>,
+    /// Rows, from the command tag.
+    pub rows: Option<u64>,
+    /// The SQLSTATE, when it failed or was refused.
+    pub sqlstate: Option<&'a [u8]>,
+    /// Time since it went out, when known.
+    pub duration: Option<Duration>,
+    /// Bytes sent to the client in the session so far.
+    pub bytes_to_client: u64,
+}
+
+/// One phase. Every hook has a default that changes nothing.
+pub trait Phase: Send {
+    /// The phase's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Judges one request.
+    fn on_request(&mut self, _ctx: &RequestContext<'_>) -> Decision {
+        Decision::Forward
     }
-    /// The end of a result: CommandComplete, EmptyQueryResponse ('I') or
-    /// PortalSuspended ('s'); returns the bytes to send.
-    fn on_result_end(&mut self, frame: Frame) -> Bytes {
-        frame.into_raw()
+
+    /// A result starts: whether this phase takes its rows.
+    fn on_result_start(&mut self, _result: &ResultInfo) -> Rows {
+        Rows::Pass
     }
-    /// NoData ('n').
-    fn on_no_data(&mut self) {}
-    /// An ErrorResponse; returns the bytes to send.
-    fn on_error_response(&mut self, frame: Frame) -> Bytes {
-        frame.into_raw()
+
+    /// One row of a result this phase took (`raw`: the whole DataRow):
+    /// appends what the client gets (the row, a rewrite, or nothing).
+    fn on_row(&mut self, raw: FrameRef<'_>, out: &mut BytesMut) {
+        out.extend_from_slice(raw.raw());
     }
-    /// A NoticeResponse or NotificationResponse; returns the bytes to send.
-    fn on_notice(&mut self, frame: Frame) -> Bytes {
-        frame.into_raw()
+
+    /// The end of a result this phase took: what the client gets in place
+    /// of the CommandComplete, if not the server's.
+    fn on_result_end(&mut self) -> Option<BytesMut> {
+        None
     }
+
+    /// Whether this phase rewrites errors, notices and notifications.
+    fn rewrites_notices(&self) -> bool {
+        false
+    }
+
+    /// An ErrorResponse, NoticeResponse or NotificationResponse from the
+    /// server: what the client gets instead, if not the message itself.
+    fn on_notice(&mut self, _frame: FrameRef<'_>) -> Option<BytesMut> {
+        None
+    }
+
+    /// A ParameterStatus from the server.
+    fn on_parameter_status(&mut self, _name: &[u8], _value: &[u8]) {}
+
+    /// An ErrorResponse from the server (every one, whether or not a phase
+    /// rewrites it).
+    fn on_server_error(&mut self) {}
+
     /// A ReadyForQuery.
-    fn on_ready_for_query(&mut self, _status: TransactionStatus) {}
-    /// A ParameterStatus: a reported setting changed.
-    fn on_parameter_status(&mut self, _frame: &Frame) {}
-}
+    fn on_ready(&mut self, _status: TransactionStatus) {}
 
-/// The phases of a session with no rules and no masking: nothing is inspected.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Passthrough;
-
-impl FrontendPhases for Passthrough {
-    fn inspects(&self, _kind: FrontendKind) -> bool {
+    /// Whether this phase wants `on_outcome`.
+    fn wants_outcomes(&self) -> bool {
         false
     }
-}
 
-impl BackendPhases for Passthrough {
-    fn inspects(&self, _kind: BackendKind) -> bool {
-        false
-    }
+    /// The end of a request.
+    fn on_outcome(&mut self, _outcome: &Outcome<'_>) {}
 }

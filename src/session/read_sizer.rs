@@ -9,8 +9,9 @@
 
 use bytes::BytesMut;
 
-/// Smallest room offered to a read.
-pub const MIN_READ: usize = 4 * 1024;
+/// Smallest room offered to a read: what an idle session holds per
+/// direction (a typical request or short answer fits; bulk reads grow).
+pub const MIN_READ: usize = 1024;
 /// Largest room offered to a read.
 pub const MAX_READ: usize = 64 * 1024;
 

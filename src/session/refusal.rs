@@ -4,167 +4,145 @@
 //! pipelined messages may still be on their way from the server, and the
 //! server must see the error too (so an open transaction fails, as it would
 //! had PostgreSQL raised it). Instead the refused message is replaced by a
-//! statement that fails on the server with a unique marker in its message;
-//! when that ErrorResponse comes back, the backend pump swaps in pgward's own
-//! error. Ordering, transaction state and ReadyForQuery all stay the server's.
+//! stand-in that fails on the server with a unique marker in its message:
+//! a Query for a refused Query or FunctionCall (answered by an error and a
+//! ReadyForQuery), and for any extended-protocol message a Parse of a
+//! statement name of pgward's own (its error makes the server skip to Sync,
+//! as the refused message's own error would have; a failed Parse creates
+//! nothing). The tracker pairs the stand-in with its answer; pgward's error
+//! is sent in place of the server's. A stand-in answered without its marker
+//! (a failed transaction's 25P02) gets the server's error, as the refused
+//! message would have.
 
 use super::phases::Refusal;
+use super::tracker::StandInAnswer;
 use crate::wire::backend::notice_field;
 use crate::wire::encode::{self, Severity};
-use crate::wire::Frame;
-use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use crate::wire::FrameRef;
+use bytes::BytesMut;
 
-/// Refusals sent to the server and not yet answered, shared by both pumps.
+/// Makes stand-ins for one session.
 #[derive(Debug)]
-pub struct PendingRefusals {
+pub(crate) struct StandIns {
     /// Random per session, so a client cannot forge a marker.
     nonce: u64,
-    next_id: AtomicUsize,
-    /// Lets the backend pump skip all inspection while nothing is pending.
-    count: AtomicUsize,
-    /// Marker, pgward's error, and the request count by whose answer the
-    /// server's error must have come (a refused statement inside a failed
-    /// transaction gets the server's 25P02 instead, and no marker).
-    queue: Mutex<VecDeque<(String, Bytes, u64)>>,
+    next_id: u64,
 }
 
-/// What stands in for a refused message on its way to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StandIn {
-    /// A simple Query (for a refused Query or FunctionCall): the server
-    /// answers it with the error and a ReadyForQuery.
-    Query,
-    /// A Parse (for a refused Parse): the error puts the server into the
-    /// extended protocol's skip-until-Sync state, as any failed Parse does.
-    Parse,
-}
-
-impl Default for PendingRefusals {
+impl Default for StandIns {
     fn default() -> Self {
         Self {
             nonce: rand::random(),
-            next_id: AtomicUsize::new(0),
-            count: AtomicUsize::new(0),
-            queue: Mutex::new(VecDeque::new()),
+            next_id: 0,
         }
     }
 }
 
-impl PendingRefusals {
-    /// Records a refusal and returns the message that stands in for the
-    /// refused one. The cast of the marker to int4 fails on the server (at
-    /// parse analysis, so a Parse fails too) with the marker quoted in the
-    /// error message. `due` is the request count whose ReadyForQuery ends
-    /// the wait for that error.
-    pub fn substitute(&self, refusal: &Refusal, stand_in: StandIn, due: u64) -> Bytes {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let marker = format!("pgward-refusal-{:016x}-{id}", self.nonce);
-        let mut error = BytesMut::new();
-        encode::error_response_detailed(
-            &mut error,
-            Severity::Error,
-            refusal.code,
-            &refusal.message,
-            refusal.detail.as_deref(),
-            refusal.hint.as_deref(),
-        );
-        let mut query = BytesMut::new();
+impl StandIns {
+    /// Appends the stand-in for a refused message to `out` and returns what
+    /// its error is to be swapped for. `query`: the refused message was a
+    /// Query or FunctionCall.
+    pub(crate) fn substitute(
+        &mut self,
+        refusal: &Refusal,
+        query: bool,
+        out: &mut BytesMut,
+    ) -> StandInAnswer {
+        self.next_id += 1;
+        let marker = format!("pgward-refusal-{:016x}-{}", self.nonce, self.next_id);
+        // The cast fails at parse analysis, so a Parse fails too, with the
+        // marker quoted in the server's message.
         let sql = format!("SELECT '{marker}'::pg_catalog.int4");
-        match stand_in {
-            StandIn::Query => encode::query(&mut query, &sql),
-            StandIn::Parse => encode::parse(&mut query, &sql),
+        if query {
+            encode::query(out, &sql);
+        } else {
+            let name = format!("pgward_refused_{:016x}", self.nonce);
+            encode::parse_named(out, name.as_bytes(), &sql);
         }
-        if let Ok(mut q) = self.queue.lock() {
-            q.push_back((marker, error.freeze(), due));
+        StandInAnswer {
+            marker: marker.into(),
+            error: error_for(refusal).freeze(),
         }
-        self.count.fetch_add(1, Ordering::Release);
-        query.freeze()
     }
+}
 
-    /// Whether any refusal awaits its error.
-    pub fn any(&self) -> bool {
-        self.count.load(Ordering::Acquire) > 0
-    }
+/// pgward's ErrorResponse for a refusal.
+pub(crate) fn error_for(refusal: &Refusal) -> BytesMut {
+    let mut error = BytesMut::new();
+    encode::error_response_at(
+        &mut error,
+        Severity::Error,
+        refusal.code.as_str(),
+        &refusal.message,
+        refusal.detail.as_deref(),
+        refusal.hint.as_deref(),
+        refusal.position,
+    );
+    error
+}
 
-    /// If `frame` is the server's error for a pending refusal, returns pgward's
-    /// error to send instead.
-    pub fn take_if_marker(&self, frame: &Frame) -> Option<Bytes> {
-        let message = notice_field(frame, b'M')?;
-        let mut queue = self.queue.lock().ok()?;
-        let at = queue.iter().position(|(marker, _, _)| {
-            message
-                .windows(marker.len())
-                .any(|w| w == marker.as_bytes())
-        })?;
-        let (_, error, _) = queue.remove(at)?;
-        self.count.fetch_sub(1, Ordering::Release);
-        Some(error)
-    }
-
-    /// Forgets refusals whose answer window closed: `answered` requests have
-    /// had their ReadyForQuery.
-    pub fn expire(&self, answered: u64) {
-        if !self.any() {
-            return;
-        }
-        if let Ok(mut queue) = self.queue.lock() {
-            let before = queue.len();
-            queue.retain(|(_, _, due)| *due > answered);
-            self.count
-                .fetch_sub(before - queue.len(), Ordering::Release);
-        }
-    }
+/// Whether the server's error `frame` is the stand-in's own (it quotes the
+/// marker in its message).
+pub(crate) fn is_stand_in_error(frame: FrameRef<'_>, answer: &StandInAnswer) -> bool {
+    notice_field(frame, b'M').is_some_and(|m| {
+        m.windows(answer.marker.len())
+            .any(|w| w == answer.marker.as_bytes())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::backend::notice_fields;
     use crate::wire::Framer;
 
-    #[test]
-    fn marker_error_is_swapped_once() {
-        let pending = PendingRefusals::default();
-        let refusal = Refusal {
-            code: "0A000",
-            message: "no".into(),
-            detail: None,
-            hint: None,
-        };
-        let query = pending.substitute(&refusal, StandIn::Query, 1);
-        let sql = String::from_utf8_lossy(&query[5..query.len() - 1]).into_owned();
-        let marker = sql.split('\'').nth(1).unwrap().to_owned();
-        assert!(pending.any());
+    fn refusal() -> Refusal {
+        Refusal::new(crate::sqlstate::Sqlstate::FEATURE_NOT_SUPPORTED, "no")
+    }
 
+    #[test]
+    fn stand_ins_carry_a_marker_only_their_error_quotes() {
+        let mut stand_ins = StandIns::default();
+        let mut out = BytesMut::new();
+        let answer = stand_ins.substitute(&refusal(), true, &mut out);
+        assert_eq!(out[0], b'Q');
+        let text = format!(
+            "invalid input syntax for type integer: \"{}\"",
+            answer.marker
+        );
         let mut server_error = BytesMut::new();
-        let text = format!("invalid input syntax for type integer: \"{marker}\"");
         encode::error_response(&mut server_error, Severity::Error, "22P02", &text, None);
         let frame = Framer::new(1 << 16)
             .next_frame(&mut server_error)
             .unwrap()
             .unwrap();
-        let swapped = pending.take_if_marker(&frame).expect("marker recognised");
-        assert!(swapped.windows(5).any(|w| w == b"0A000"));
-        assert!(!pending.any());
-        assert!(pending.take_if_marker(&frame).is_none(), "only once");
+        assert!(is_stand_in_error(frame.view(), &answer));
+        let mut other = BytesMut::new();
+        encode::error_response(&mut other, Severity::Error, "25P02", "aborted", None);
+        let other = Framer::new(1 << 16)
+            .next_frame(&mut other)
+            .unwrap()
+            .unwrap();
+        assert!(!is_stand_in_error(other.view(), &answer));
+        let mut parse = BytesMut::new();
+        let second = stand_ins.substitute(&refusal(), false, &mut parse);
+        assert_eq!(parse[0], b'P');
+        assert_ne!(second.marker, answer.marker);
+        assert_ne!(
+            &parse[5..6],
+            b"\0",
+            "a named statement, never the unnamed one"
+        );
     }
 
     #[test]
-    fn unanswered_refusals_expire_with_their_ready_for_query() {
-        let pending = PendingRefusals::default();
-        let refusal = Refusal {
-            code: "42501",
-            message: "no".into(),
-            detail: None,
-            hint: None,
-        };
-        let parse = pending.substitute(&refusal, StandIn::Parse, 3);
-        assert_eq!(parse[0], b'P');
-        pending.expire(2);
-        assert!(pending.any());
-        pending.expire(3);
-        assert!(!pending.any());
+    fn positions_are_carried() {
+        let mut r = refusal();
+        r.position = Some(12);
+        let mut e = error_for(&r);
+        let frame = Framer::new(1 << 16).next_frame(&mut e).unwrap().unwrap();
+        let fields = notice_fields(frame.view()).unwrap();
+        assert!(fields.contains(&(b'P', &b"12"[..])));
+        assert!(fields.contains(&(b'C', &b"0A000"[..])));
     }
 }

@@ -1,139 +1,317 @@
-//! The relay: two pumps, client -> server and server -> client, each moving
-//! raw frames in runs and stopping only at frames a phase must see.
+//! The socket loop around the relay core: one task per session that reads
+//! both sides, hands the bytes to the core, and writes what it returns.
 //!
-//! Buffers: each pump owns one `BytesMut` read buffer, sized per read by a
-//! [`ReadSizer`] (small while idle, up to 64 KiB under bulk traffic). A run of untouched
-//! frames is written straight from that buffer and then advanced past, so
-//! forwarding copies nothing; the allocation is reused once the run is sent.
-//! A server frame larger than `STREAM_ABOVE` that no phase inspects is
-//! forwarded piecewise as it arrives, so a huge row never sits whole in memory,
-//! and since a pump only reads after its last write completed, a slow client
-//! slows the server down instead of filling pgward's memory.
+//! Both directions move at once (a select over the reads and the pending
+//! writes), so a server blocked writing results never waits on pgward
+//! writing to it. Backpressure bounds memory: a side is read only while the
+//! buffer towards the other side is below `OUTGOING_HIGH`, and the client is
+//! read while a request is held only up to `HELD_INPUT_LIMIT` (enough to
+//! notice it leave). Read buffers are sized per read by a [`ReadSizer`]:
+//! small while idle, up to 64 KiB under bulk traffic.
 
-use super::inflight::InFlight;
-use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
+use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
+use super::phases::{Refusal, Release};
 use super::read_sizer::ReadSizer;
-use super::refusal::{PendingRefusals, StandIn};
-use super::{Activity, ShutdownPhase};
+use super::registry::{Control, Registration, SessionState};
+use super::ShutdownPhase;
 use crate::error::SessionError;
 use crate::io::{ReadHalf, WriteHalf};
-use crate::wire::backend::{ready_status, BackendKind, TransactionStatus};
+use crate::sqlstate::Sqlstate;
+use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
-use crate::wire::frontend::FrontendKind;
-use crate::wire::{Frame, Framer};
 use bytes::{Buf, BytesMut};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-/// Uninspected server frames above this size are streamed, not buffered.
-const STREAM_ABOVE: usize = 256 * 1024;
-/// Largest server frame a phase may be asked to inspect whole.
-const MAX_INSPECTED_SERVER_FRAME: usize = 1 << 30;
-/// Client bytes up to this size are gathered and sent in one write (an
-/// extended-protocol batch split by an inspected Parse still leaves as one
-/// segment); larger runs, such as COPY data, are written straight from the
-/// read buffer.
-const COALESCE_BELOW: usize = 16 * 1024;
-/// Server bytes gathered before one write: rewritten rows and the small runs
-/// between them leave together.
-const SERVER_COALESCE_BELOW: usize = 64 * 1024;
-/// Client messages that the server answers with one ReadyForQuery each.
-const REQUEST_ENDS: &[u8] = b"QS";
+/// Client bytes read while a request is held, at most.
+const HELD_INPUT_LIMIT: usize = 1 << 20;
 
 /// Everything one session's relay needs.
-pub struct Relay {
-    /// Client socket, read side.
-    pub client_r: ReadHalf,
-    /// Client socket, write side.
-    pub client_w: WriteHalf,
-    /// Server socket, read side.
-    pub backend_r: ReadHalf,
-    /// Server socket, write side.
-    pub backend_w: WriteHalf,
+pub(crate) struct Relay {
+    pub(crate) client_r: ReadHalf,
+    pub(crate) client_w: WriteHalf,
+    pub(crate) backend_r: ReadHalf,
+    pub(crate) backend_w: WriteHalf,
     /// Bytes already read from the server past its first ReadyForQuery.
-    pub backend_buf: BytesMut,
+    pub(crate) backend_buf: BytesMut,
     /// Bytes already read from the client past its startup.
-    pub client_buf: BytesMut,
-    /// Hooks on client messages.
-    pub frontend: Box<dyn FrontendPhases>,
-    /// Hooks on server messages.
-    pub backend: Box<dyn BackendPhases>,
-    /// Largest client message.
-    pub max_message_size: usize,
-    /// Idle timeout, if any.
-    pub idle_timeout: Option<Duration>,
-    /// Shutdown signal.
-    pub shutdown: watch::Receiver<ShutdownPhase>,
-    /// Requests and answers, shared with the phases.
-    pub inflight: Arc<InFlight>,
+    pub(crate) client_buf: BytesMut,
+    pub(crate) core: Core,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) shutdown: watch::Receiver<ShutdownPhase>,
+    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) registration: Registration,
 }
 
-/// Client-side events the server pump must act on.
-enum Control {
-    /// Send this FATAL error to the client and end the session.
+/// How a session ended, for the loop's caller.
+enum End {
+    /// Cleanly (Terminate, client EOF, the server's FATAL forwarded).
+    Done,
+    /// With this error, which the client gets as a FATAL.
     Fatal(SessionError),
 }
 
 impl Relay {
-    /// Runs until either side ends the session. Returns the error that ended
-    /// it, if any; FATAL messages have already been sent to the client.
-    pub async fn run(self) -> Result<(), SessionError> {
-        let Relay {
-            mut client_r,
-            mut client_w,
-            mut backend_r,
-            mut backend_w,
-            backend_buf,
-            client_buf,
-            frontend,
-            backend,
-            max_message_size,
-            idle_timeout,
-            shutdown,
-            inflight,
-        } = self;
-        let (tx, rx) = mpsc::channel(1);
-        let refusals = Arc::new(PendingRefusals::default());
-        let activity = Arc::new(Activity::default());
-        let mut client = ClientPump {
-            framer: Framer::new(max_message_size),
-            sizer: ReadSizer::default(),
-            phases: frontend,
-            refusals: Arc::clone(&refusals),
-            control: tx,
-            activity: Arc::clone(&activity),
-            inflight: Arc::clone(&inflight),
-            out: BytesMut::new(),
-        };
-        let mut server = ServerPump {
-            sizer: ReadSizer::default(),
-            phases: backend,
-            refusals,
-            control: rx,
-            activity,
-            idle_timeout,
-            shutdown,
-            inflight,
-            out: BytesMut::new(),
-            streaming: 0,
-            // The login's ReadyForQuery (sent before the relay starts) counts
-            // as the first one, unless the client already sent more: then the
-            // session is busy until the server's next ReadyForQuery.
-            last_ready: client_buf
-                .is_empty()
-                .then_some((TransactionStatus::Idle, 0, 0)),
-        };
-        tokio::select! {
-            r = client.run(&mut client_r, &mut backend_w, client_buf) => r,
-            r = server.run(&mut backend_r, &mut client_w, backend_buf) => r,
+    /// Runs until either side ends the session.
+    pub(crate) async fn run(mut self) -> Result<(), SessionError> {
+        match self.pump().await {
+            Ok(End::Done) => {
+                let _ = self.client_w.shutdown().await;
+                Ok(())
+            }
+            Ok(End::Fatal(e)) | Err(e) => {
+                if !matches!(e, SessionError::ClientIo(_)) {
+                    send_fatal(&mut self.client_w, &e).await;
+                }
+                // The server session ends with pgward's.
+                let mut x = BytesMut::new();
+                encode::terminate(&mut x);
+                let _ = self.backend_w.write_all(&x).await;
+                Err(e)
+            }
         }
+    }
+
+    async fn pump(&mut self) -> Result<End, SessionError> {
+        let mut client_in = std::mem::take(&mut self.client_buf);
+        let mut server_in = std::mem::take(&mut self.backend_buf);
+        let mut to_server = BytesMut::new();
+        let mut to_client = BytesMut::new();
+        let mut client_sizer = ReadSizer::default();
+        let mut server_sizer = ReadSizer::default();
+        let mut hold: Option<HoldWait> = None;
+        let mut terminating = false;
+        let mut client_gone = false;
+        let mut last_quiet = Instant::now();
+        // A termination asked for mid-frame waits for the frame's end.
+        let mut pending_terminate: Option<String> = None;
+        let mut shutdown_gone = false;
+        let tick = self
+            .idle_timeout
+            .map(|d| (d / 4).max(Duration::from_millis(100)))
+            .unwrap_or(Duration::from_secs(3600));
+        let mut ticker = tokio::time::interval(tick);
+        loop {
+            // Hand the core what was read.
+            if hold.is_none() && !terminating {
+                match self.core.client_input(&mut client_in, &mut to_server) {
+                    Ok(ClientStep::NeedMore) => {}
+                    Ok(ClientStep::Hold(wait)) => hold = Some(wait),
+                    Ok(ClientStep::Terminate) => terminating = true,
+                    Err(e) => return self.fatal(core_error(e), &to_client).await,
+                }
+            }
+            loop {
+                match self.core.server_input(&mut server_in, &mut to_client) {
+                    Ok(ServerStep::NeedMore | ServerStep::Full) => break,
+                    Ok(ServerStep::Direct(n)) => {
+                        // `to_client` is empty: write straight from the read
+                        // buffer, then go on.
+                        self.client_w.write_all(&server_in[..n]).await?;
+                        server_in.advance(n);
+                    }
+                    Ok(ServerStep::Fatal) => {
+                        self.client_w.write_all(&to_client).await?;
+                        self.client_w.flush().await?;
+                        return Ok(End::Done);
+                    }
+                    Err(e) => return self.fatal(core_error(e), &to_client).await,
+                }
+            }
+            if *self.shutdown.borrow() == ShutdownPhase::Forced && self.core.at_boundary() {
+                return self.fatal(SessionError::Shutdown, &to_client).await;
+            }
+            if let Some(reason) = pending_terminate.take() {
+                if self.core.at_boundary() {
+                    return self
+                        .fatal(SessionError::Terminated(reason), &to_client)
+                        .await;
+                }
+                pending_terminate = Some(reason);
+            }
+            self.core.own_notices_into(&mut to_client);
+            // Buffers that grew under a burst are given back once empty, so
+            // an idle session holds only its small read buffers.
+            for out in [&mut to_server, &mut to_client] {
+                if out.is_empty() && out.capacity() > 8 * 1024 {
+                    *out = BytesMut::new();
+                }
+            }
+            self.registration.set_state(self.state(hold.is_some()));
+            if terminating && to_server.is_empty() {
+                return Ok(End::Done);
+            }
+            if client_gone {
+                // Abandoned: a held request is withdrawn by dropping it.
+                let mut x = BytesMut::new();
+                encode::terminate(&mut x);
+                to_server.extend_from_slice(&x);
+                self.backend_w.write_all(&to_server).await.map_err(lost)?;
+                return Ok(End::Done);
+            }
+            if self.core.is_quiet() && client_in.is_empty() {
+                if let Some(e) = self.should_close(last_quiet) {
+                    return self.fatal(e, &to_client).await;
+                }
+            } else {
+                last_quiet = Instant::now();
+            }
+
+            let read_client = !terminating
+                && to_server.len() < OUTGOING_HIGH
+                && (hold.is_none() || client_in.len() < HELD_INPUT_LIMIT);
+            let read_server = to_client.len() < OUTGOING_HIGH && self.core.wants_server_bytes();
+            let client_offer = if read_client {
+                client_sizer.prepare(&mut client_in)
+            } else {
+                0
+            };
+            let server_offer = if read_server {
+                server_sizer.prepare(&mut server_in)
+            } else {
+                0
+            };
+            let held_deadline = hold.as_ref().map(|h| Instant::from_std(h.deadline));
+            tokio::select! {
+                biased;
+                ctl = self.control.recv() => match ctl {
+                    // A cancel withdraws a held request (the cancel connection
+                    // signals the server itself).
+                    Some(Control::Cancel) if hold.take().is_some() => {
+                        self.core.release(Release::Refuse(Refusal::new(
+                            Sqlstate::QUERY_CANCELED,
+                            "canceling statement due to user request",
+                        )));
+                    }
+                    Some(Control::Cancel) => {}
+                    Some(Control::Terminate(reason)) if self.core.at_boundary() => {
+                        return self.fatal(SessionError::Terminated(reason), &to_client).await;
+                    }
+                    Some(Control::Terminate(reason)) => pending_terminate = Some(reason),
+                    None => {}
+                },
+                changed = self.shutdown.changed(), if !shutdown_gone => {
+                    // A dropped sender (the listener is gone) would answer
+                    // at once forever: stop watching it.
+                    shutdown_gone = changed.is_err();
+                    if hold.take().is_some() {
+                        self.core.release(Release::Refuse(Refusal::new(
+                            Sqlstate::ADMIN_SHUTDOWN,
+                            "pgward is shutting down: the held statement was not run",
+                        )));
+                    }
+                }
+                decision = async {
+                    match hold.as_mut() {
+                        Some(h) => (&mut h.decision).await,
+                        None => std::future::pending().await,
+                    }
+                },
+                    if hold.is_some() => {
+                    hold = None;
+                    self.core.release(decision.unwrap_or_else(|_| {
+                        Release::Refuse(Refusal::new(
+                            Sqlstate::QUERY_CANCELED,
+                            "the held statement was withdrawn",
+                        ))
+                    }));
+                }
+                () = tokio::time::sleep_until(held_deadline.unwrap_or_else(Instant::now)),
+                    if held_deadline.is_some() => {
+                    hold = None;
+                    self.core.release(Release::Refuse(Refusal::new(
+                        Sqlstate::QUERY_CANCELED,
+                        "canceling statement: it was held longer than its deadline",
+                    )));
+                }
+                written = self.backend_w.write(&to_server), if !to_server.is_empty() => {
+                    let n = written.map_err(lost)?;
+                    to_server.advance(n);
+                    if to_server.is_empty() {
+                        self.backend_w.flush().await.map_err(lost)?;
+                    }
+                }
+                written = self.client_w.write(&to_client), if !to_client.is_empty() => {
+                    let n = written?;
+                    to_client.advance(n);
+                    if to_client.is_empty() {
+                        self.client_w.flush().await?;
+                    }
+                }
+                read = self.backend_r.read_buf(&mut server_in), if read_server => {
+                    let n = read.map_err(lost)?;
+                    server_sizer.record(n, server_offer);
+                    if n == 0 {
+                        return Err(SessionError::BackendLost(
+                            "the server closed the connection".into(),
+                        ));
+                    }
+                }
+                read = self.client_r.read_buf(&mut client_in), if read_client => {
+                    let n = read?;
+                    client_sizer.record(n, client_offer);
+                    if n == 0 {
+                        client_gone = true;
+                        hold = None;
+                    }
+                }
+                _ = ticker.tick(), if self.idle_timeout.is_some() => {}
+            }
+        }
+    }
+
+    /// Ends the session with `e`: what was already gathered for the client
+    /// leaves first (it ends at a message boundary), then the FATAL.
+    async fn fatal(&mut self, e: SessionError, to_client: &[u8]) -> Result<End, SessionError> {
+        if self.core.at_boundary() {
+            let _ = self.client_w.write_all(to_client).await;
+        }
+        Ok(End::Fatal(e))
+    }
+
+    fn state(&self, held: bool) -> SessionState {
+        if held {
+            SessionState::Held
+        } else if self.core.tracker.busy() {
+            SessionState::Running
+        } else if self.core.tracker.status() == TransactionStatus::Idle {
+            SessionState::Idle
+        } else {
+            SessionState::InTransaction
+        }
+    }
+
+    /// Shutdown or idle timeout, checked only while nothing is in flight, so
+    /// a client never sees a FATAL in the middle of a result.
+    fn should_close(&self, quiet_since: Instant) -> Option<SessionError> {
+        let phase = *self.shutdown.borrow();
+        if phase == ShutdownPhase::Forced {
+            return Some(SessionError::Shutdown);
+        }
+        if phase == ShutdownPhase::Draining && self.core.tracker.status() == TransactionStatus::Idle
+        {
+            return Some(SessionError::Shutdown);
+        }
+        let idle = self.idle_timeout?;
+        (quiet_since.elapsed() >= idle).then_some(SessionError::IdleTimeout)
     }
 }
 
+fn core_error(e: CoreError) -> SessionError {
+    match e {
+        CoreError::Client(m) => SessionError::Protocol(m),
+        CoreError::Backend(m) => SessionError::BackendProtocol(m),
+    }
+}
+
+fn lost(e: std::io::Error) -> SessionError {
+    SessionError::BackendLost(e.to_string())
+}
+
 /// Writes a FATAL ErrorResponse for `e`, best effort: the session is ending.
-pub async fn send_fatal(w: &mut WriteHalf, e: &SessionError) {
+pub(crate) async fn send_fatal(w: &mut WriteHalf, e: &SessionError) {
     let mut out = BytesMut::new();
     encode::error_response(
         &mut out,
@@ -145,426 +323,4 @@ pub async fn send_fatal(w: &mut WriteHalf, e: &SessionError) {
     let _ = w.write_all(&out).await;
     let _ = w.flush().await;
     let _ = w.shutdown().await;
-}
-
-struct ClientPump {
-    framer: Framer,
-    sizer: ReadSizer,
-    phases: Box<dyn FrontendPhases>,
-    refusals: Arc<PendingRefusals>,
-    control: mpsc::Sender<Control>,
-    activity: Arc<Activity>,
-    inflight: Arc<InFlight>,
-    /// Small client messages gathered for one write.
-    out: BytesMut,
-}
-
-/// What handling one inspected client frame led to.
-enum Step {
-    Continue,
-    Terminated,
-}
-
-impl ClientPump {
-    /// The tags the relay itself must see, besides the phases' choices.
-    fn must_inspect(&self, tag: u8) -> bool {
-        match FrontendKind::of(tag) {
-            FrontendKind::FunctionCall
-            | FrontendKind::Terminate
-            | FrontendKind::Password
-            | FrontendKind::Unknown(_) => true,
-            kind => self.phases.inspects(kind),
-        }
-    }
-
-    async fn run(
-        &mut self,
-        r: &mut ReadHalf,
-        w: &mut WriteHalf,
-        mut buf: BytesMut,
-    ) -> Result<(), SessionError> {
-        loop {
-            match self.drain(w, &mut buf).await {
-                Ok(Step::Continue) => {}
-                Ok(Step::Terminated) => return Ok(()),
-                Err(e @ SessionError::Protocol(_)) => {
-                    // The server pump owns the client's write side: it sends
-                    // the FATAL and ends the session; this pump waits.
-                    let _ = self.control.send(Control::Fatal(e)).await;
-                    return std::future::pending().await;
-                }
-                Err(e) => return Err(e),
-            }
-            let offered = self.sizer.prepare(&mut buf);
-            let n = r.read_buf(&mut buf).await?;
-            self.sizer.record(n, offered);
-            if n == 0 {
-                // Client went away without Terminate: end the server session cleanly.
-                let mut x = BytesMut::new();
-                encode::terminate(&mut x);
-                let _ = w.write_all(&x).await;
-                return Ok(());
-            }
-            self.activity.client_seen();
-        }
-    }
-
-    /// Forwards every complete frame in `buf`.
-    async fn drain(&mut self, w: &mut WriteHalf, buf: &mut BytesMut) -> Result<Step, SessionError> {
-        loop {
-            let run = self
-                .framer
-                .complete_prefix(buf, |t| self.must_inspect(t), REQUEST_ENDS)
-                .map_err(|e| SessionError::Protocol(e.to_string()))?;
-            if run.len > 0 {
-                self.inflight.sent(run.counted);
-                if run.len >= COALESCE_BELOW {
-                    self.flush(w).await?;
-                    w.write_all(&buf[..run.len]).await.map_err(backend_lost)?;
-                } else {
-                    self.out.extend_from_slice(&buf[..run.len]);
-                }
-                buf.advance(run.len);
-            }
-            let frame = match self.framer.next_frame(buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    self.flush(w).await?;
-                    return Ok(Step::Continue);
-                }
-                Err(e) => return Err(SessionError::Protocol(e.to_string())),
-            };
-            let step = self.handle(frame)?;
-            if matches!(step, Step::Terminated) || self.out.len() >= COALESCE_BELOW {
-                self.flush(w).await?;
-            }
-            if let Step::Terminated = step {
-                return Ok(Step::Terminated);
-            }
-        }
-    }
-
-    async fn flush(&mut self, w: &mut WriteHalf) -> Result<(), SessionError> {
-        if !self.out.is_empty() {
-            w.write_all(&self.out).await.map_err(backend_lost)?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Runs the phases on one inspected frame and queues what goes to the
-    /// server in its place.
-    fn handle(&mut self, frame: Frame) -> Result<Step, SessionError> {
-        let kind = FrontendKind::of(frame.tag());
-        let action = match kind {
-            FrontendKind::Terminate => {
-                self.out.extend_from_slice(frame.raw());
-                return Ok(Step::Terminated);
-            }
-            FrontendKind::FunctionCall => {
-                self.phases.on_function_call_refused();
-                FrontendAction::Refuse(Refusal {
-                    code: "0A000",
-                    message: "pgward does not relay FunctionCall (fast-path) messages".into(),
-                    detail: None,
-                    hint: Some("Call the function with a SELECT statement instead.".into()),
-                })
-            }
-            FrontendKind::Password | FrontendKind::Unknown(_) => {
-                return Err(SessionError::Protocol(format!(
-                    "invalid frontend message type {}",
-                    frame.tag()
-                )))
-            }
-            FrontendKind::Query => self.phases.on_query(&frame),
-            FrontendKind::Parse => self.phases.on_parse(&frame),
-            FrontendKind::Bind => self.phases.on_bind(&frame),
-            FrontendKind::Describe => self.phases.on_describe(&frame),
-            FrontendKind::Execute => self.phases.on_execute(&frame),
-            FrontendKind::Close => {
-                self.phases.on_close(&frame);
-                FrontendAction::Forward
-            }
-            FrontendKind::Sync => {
-                self.phases.on_sync();
-                FrontendAction::Forward
-            }
-            _ => FrontendAction::Forward,
-        };
-        match action {
-            FrontendAction::Forward => {
-                self.inflight
-                    .sent(u64::from(REQUEST_ENDS.contains(&frame.tag())));
-                self.out.extend_from_slice(frame.raw());
-            }
-            FrontendAction::Refuse(refusal) => {
-                // A refused Parse is answered at the batch's Sync; anything
-                // else is replaced by a Query, a request of its own.
-                let stand_in = if kind == FrontendKind::Parse {
-                    StandIn::Parse
-                } else {
-                    self.inflight.sent(1);
-                    StandIn::Query
-                };
-                let due = self.inflight.sent_total() + u64::from(stand_in == StandIn::Parse);
-                self.out
-                    .extend_from_slice(&self.refusals.substitute(&refusal, stand_in, due));
-            }
-        }
-        Ok(Step::Continue)
-    }
-}
-
-fn backend_lost(e: std::io::Error) -> SessionError {
-    SessionError::BackendLost(e.to_string())
-}
-
-struct ServerPump {
-    sizer: ReadSizer,
-    phases: Box<dyn BackendPhases>,
-    refusals: Arc<PendingRefusals>,
-    control: mpsc::Receiver<Control>,
-    activity: Arc<Activity>,
-    idle_timeout: Option<Duration>,
-    shutdown: watch::Receiver<ShutdownPhase>,
-    inflight: Arc<InFlight>,
-    /// Frames gathered for one write to the client.
-    out: BytesMut,
-    /// Bytes of an oversized uninspected frame still to pass through.
-    streaming: usize,
-    /// The last ReadyForQuery: its status, when it was forwarded, and how
-    /// many client reads had happened by then.
-    last_ready: Option<(TransactionStatus, u64, u64)>,
-}
-
-impl ServerPump {
-    fn inspects(&self, tag: u8) -> bool {
-        let kind = BackendKind::of(tag);
-        self.phases.inspects(kind) || (kind == BackendKind::ErrorResponse && self.refusals.any())
-    }
-
-    async fn run(
-        &mut self,
-        r: &mut ReadHalf,
-        w: &mut WriteHalf,
-        mut buf: BytesMut,
-    ) -> Result<(), SessionError> {
-        let tick = self
-            .idle_timeout
-            .map(|d| (d / 4).max(Duration::from_millis(100)));
-        let mut ticker = tokio::time::interval(tick.unwrap_or(Duration::from_secs(3600)));
-        loop {
-            if let Err(e) = self.drain(w, &mut buf).await {
-                send_fatal(w, &e).await;
-                return Err(e);
-            }
-            w.flush().await?;
-            if let Some(e) = self.should_close() {
-                send_fatal(w, &e).await;
-                return Err(e);
-            }
-            let offered = self.sizer.prepare(&mut buf);
-            tokio::select! {
-                biased;
-                Some(Control::Fatal(e)) = self.control.recv() => {
-                    send_fatal(w, &e).await;
-                    return Err(e);
-                }
-                _ = self.shutdown.changed() => {}
-                _ = ticker.tick(), if tick.is_some() => {}
-                read = r.read_buf(&mut buf) => {
-                    if let Ok(n) = read {
-                        self.sizer.record(n, offered);
-                    }
-                    let n = read.map_err(backend_lost);
-                    if matches!(n, Ok(0) | Err(_)) {
-                        let e = n.err().unwrap_or_else(|| {
-                            SessionError::BackendLost("the server closed the connection".into())
-                        });
-                        send_fatal(w, &e).await;
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Shutdown or idle timeout, checked between messages only, so a client
-    /// never sees a FATAL in the middle of a result.
-    fn should_close(&self) -> Option<SessionError> {
-        let phase = *self.shutdown.borrow();
-        if phase == ShutdownPhase::Forced {
-            return Some(SessionError::Shutdown);
-        }
-        let (status, at, reads) = self.last_ready?;
-        // A client read after the last ReadyForQuery means work in flight.
-        // (A pipelining client whose next query was read before that
-        // ReadyForQuery is not told apart; it would only be closed between
-        // messages, never mid-result.)
-        if self.activity.client_reads() != reads {
-            return None;
-        }
-        if phase == ShutdownPhase::Draining && status == TransactionStatus::Idle {
-            return Some(SessionError::Shutdown);
-        }
-        let idle = self.idle_timeout?;
-        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-        (self.activity.now().saturating_sub(at) >= idle_ms).then_some(SessionError::IdleTimeout)
-    }
-
-    async fn drain(&mut self, w: &mut WriteHalf, buf: &mut BytesMut) -> Result<(), SessionError> {
-        let result = self.drain_frames(w, buf).await;
-        // Whatever was gathered leaves before the pump reads again (or
-        // before a FATAL, which must come after it).
-        self.flush(w).await?;
-        result
-    }
-
-    async fn flush(&mut self, w: &mut WriteHalf) -> Result<(), SessionError> {
-        if !self.out.is_empty() {
-            w.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Forwards every complete frame in `buf`: untouched runs straight from
-    /// the buffer when large, inspected (possibly rewritten) frames and small
-    /// runs gathered in `out`, so a result of rewritten rows leaves in a few
-    /// writes rather than one per row.
-    async fn drain_frames(
-        &mut self,
-        w: &mut WriteHalf,
-        buf: &mut BytesMut,
-    ) -> Result<(), SessionError> {
-        let framer = Framer::new(MAX_INSPECTED_SERVER_FRAME);
-        loop {
-            if self.streaming > 0 {
-                let n = self.streaming.min(buf.len());
-                if n == 0 {
-                    return Ok(());
-                }
-                self.flush(w).await?;
-                w.write_all(&buf[..n]).await?;
-                buf.advance(n);
-                self.streaming -= n;
-                continue;
-            }
-            let run = framer
-                .complete_prefix(buf, |t| self.inspects(t), b"Z")
-                .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
-            if run.counted > 0 {
-                let answered = self.inflight.answered(run.counted);
-                self.refusals.expire(answered);
-            }
-            if run.len > 0 {
-                if let Some(last) = run.last_start {
-                    if buf[last] == b'Z' {
-                        self.note_ready(buf[last + 5]);
-                    }
-                }
-                if run.len >= SERVER_COALESCE_BELOW {
-                    self.flush(w).await?;
-                    w.write_all(&buf[..run.len]).await?;
-                } else {
-                    self.out.extend_from_slice(&buf[..run.len]);
-                }
-                buf.advance(run.len);
-            }
-            let Some(header) = Framer::peek_header(buf)
-                .map_err(|e| SessionError::BackendProtocol(e.to_string()))?
-            else {
-                return Ok(());
-            };
-            if header.tag == b'D' && buf.len() >= header.total_len && self.inspects(b'D') {
-                // Inspected rows, handled in place in the read buffer: no
-                // split, no reference count, one row after another.
-                self.phases
-                    .on_data_row(&buf[..header.total_len], &mut self.out);
-                buf.advance(header.total_len);
-                if self.out.len() >= SERVER_COALESCE_BELOW {
-                    self.flush(w).await?;
-                }
-                continue;
-            }
-            if !self.inspects(header.tag) {
-                // Incomplete and uninspected: stream it if it is large.
-                if header.total_len > STREAM_ABOVE {
-                    self.streaming = header.total_len;
-                    continue;
-                }
-                return Ok(());
-            }
-            let Some(frame) = framer
-                .next_frame(buf)
-                .map_err(|e| SessionError::BackendProtocol(e.to_string()))?
-            else {
-                return Ok(());
-            };
-            self.handle(frame)?;
-            if self.out.len() >= SERVER_COALESCE_BELOW {
-                self.flush(w).await?;
-            }
-        }
-    }
-
-    fn note_ready(&mut self, status: u8) {
-        let status = match status {
-            b'T' => TransactionStatus::InTransaction,
-            b'E' => TransactionStatus::Failed,
-            _ => TransactionStatus::Idle,
-        };
-        self.last_ready = Some((status, self.activity.now(), self.activity.client_reads()));
-    }
-
-    /// Runs the phases on one inspected frame and gathers what goes to the
-    /// client.
-    fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
-        let out = match BackendKind::of(frame.tag()) {
-            BackendKind::ErrorResponse => {
-                if let Some(own) = self.refusals.take_if_marker(&frame) {
-                    // The stand-in's error: the phases see it as the error
-                    // it is (the extended protocol skips to Sync), and the
-                    // client gets pgward's own.
-                    let _ = self.phases.on_error_response(frame);
-                    own
-                } else {
-                    self.phases.on_error_response(frame)
-                }
-            }
-            BackendKind::RowDescription => {
-                self.phases.on_row_description(&frame);
-                frame.into_raw()
-            }
-            BackendKind::DataRow => {
-                // Written straight into the outgoing buffer.
-                self.phases.on_data_row(frame.raw(), &mut self.out);
-                return Ok(());
-            }
-            BackendKind::CommandComplete | BackendKind::Other(b'I' | b's') => {
-                self.phases.on_result_end(frame)
-            }
-            BackendKind::Other(b'n') => {
-                self.phases.on_no_data();
-                frame.into_raw()
-            }
-            BackendKind::NoticeResponse | BackendKind::Notification => self.phases.on_notice(frame),
-            BackendKind::ReadyForQuery => {
-                let status = ready_status(&frame)
-                    .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
-                self.note_ready(status.byte());
-                self.phases.on_ready_for_query(status);
-                let answered = self.inflight.answered(1);
-                self.refusals.expire(answered);
-                frame.into_raw()
-            }
-            BackendKind::ParameterStatus => {
-                self.phases.on_parameter_status(&frame);
-                frame.into_raw()
-            }
-            _ => frame.into_raw(),
-        };
-        self.out.extend_from_slice(&out);
-        Ok(())
-    }
 }

@@ -1,41 +1,54 @@
-//! A session's phases, in their fixed order: the rules first (a refused
-//! statement never reaches masking), then masking when the identity has
-//! masked columns. Masking's bookkeeping sees every request, refused or
-//! not, since a refused one still gets an answer from the server.
+//! A session's phases, registered here and nowhere else, in their fixed
+//! order:
+//!
+//! 1. `schema` - refuses statements of an unmasked session that a reload
+//!    has since masked (it must reconnect), and refreshes the upstream's
+//!    mask map after statements that may change the schema, whoever runs
+//!    them.
+//! 2. `rules` - statement rules: a refused statement reaches nothing after.
+//! 3. `masking` - for identities with masked columns: the guard on
+//!    statements, then the rows of results that hold masked columns.
+//! 4. phases added to the gateway (`Gateway::add_phase`), in the order they
+//!    were added: approvals and recording plug in here.
+//!
+//! To add a phase: implement [`Phase`] and push it in `build` (or register
+//! a factory with the gateway); nothing in the relay changes.
 
-use super::inflight::InFlight;
-use super::masking::{self, MaskBackend, MaskFrontend, MaskSession};
-use super::phases::{BackendPhases, FrontendAction, FrontendPhases, Refusal};
-use super::rules::{RulesBackend, RulesFrontend};
+use super::masking::{self, MaskPhase};
+use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind, SessionInfo};
+use super::rules::{ReportedSettings, RulesPhase};
 use crate::error::SessionError;
 use crate::gateway::Gateway;
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::policy::rules::Identity;
-use crate::wire::backend::{BackendKind, TransactionStatus};
-use crate::wire::frontend::{parse_view, query_text, FrontendKind};
-use crate::wire::Frame;
+use crate::sqlstate::Sqlstate;
+use crate::wire::backend::TransactionStatus;
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// A session's phases and whether the tracker must keep descriptions.
+pub(crate) struct Stack {
+    /// The phases in order.
+    pub(crate) phases: Vec<Box<dyn Phase>>,
+    /// Some phase plans rows from descriptions (masking).
+    pub(crate) keep_descriptions: bool,
+}
 
 /// Builds a session's phases. A masked identity waits for its upstream's
 /// column map; if it cannot be read, the session does not start (fail
 /// closed).
-pub async fn build(
+pub(crate) async fn build(
     gw: &Gateway,
     upstream: &str,
-    identity: Identity,
+    info: &SessionInfo,
     startup_messages: &[u8],
-    inflight: &Arc<InFlight>,
-) -> Result<(SessionFrontend, SessionBackend), SessionError> {
-    let settings = Arc::new(super::rules::ReportedSettings::from_startup(
-        startup_messages,
-    ));
+) -> Result<Stack, SessionError> {
+    let identity = &info.identity;
+    let settings = Arc::new(ReportedSettings::from_startup(startup_messages));
     let map = gw.masks.get(upstream);
     let mask = map.and_then(|m| {
-        MaskSession::for_identity(Arc::clone(m), identity.clone(), Arc::clone(&settings))
+        MaskPhase::for_identity(Arc::clone(m), identity.clone(), Arc::clone(&settings))
     });
     if let (Some(_), Some(map)) = (&mask, map) {
         map.ensure().await.map_err(|e| {
@@ -46,60 +59,50 @@ pub async fn build(
             }
         })?;
     }
-    let ddl_sent = Arc::new(AtomicBool::new(false));
-    let frontend = SessionFrontend {
-        rules: RulesFrontend::new(
+    let keep_descriptions = mask.is_some();
+    let mut phases: Vec<Box<dyn Phase>> = vec![
+        Box::new(SchemaPhase {
+            masking: Arc::clone(&gw.masking),
+            started_under: gw.masking.load_full(),
+            identity: identity.clone(),
+            masked: mask.is_some(),
+            // Only where masking is on: watching costs a scan per statement.
+            map: map.filter(|_| !gw.masking.load().rules.is_empty()).cloned(),
+            ddl_sent: false,
+        }),
+        Box::new(RulesPhase::new(
             Arc::clone(&gw.policy),
             identity.clone(),
-            Arc::clone(&settings),
-            Arc::clone(inflight),
-        ),
-        mask: mask.clone().map(MaskFrontend::new),
-        masking: Arc::clone(&gw.masking),
-        started_under: gw.masking.load_full(),
-        identity,
-        ddl_sent: Arc::clone(&ddl_sent),
-    };
-    let backend = SessionBackend {
-        rules: RulesBackend::new(settings),
-        mask: mask.map(MaskBackend::new),
-        // Only where masking is on: watching costs a stop at every ReadyForQuery.
-        map: map.filter(|_| !gw.masking.load().rules.is_empty()).cloned(),
-        ddl_sent,
-    };
-    Ok((frontend, backend))
+            settings,
+        )),
+    ];
+    if let Some(mask) = mask {
+        phases.push(Box::new(mask));
+    }
+    for factory in gw.phase_factories() {
+        phases.push(factory(info));
+    }
+    Ok(Stack {
+        phases,
+        keep_descriptions,
+    })
 }
 
-/// Client-side phases of one session.
-pub struct SessionFrontend {
-    /// Statement rules.
-    pub rules: RulesFrontend,
-    /// Masking, for identities with masked columns.
-    pub mask: Option<MaskFrontend>,
-    /// The mask rules in force, and those the session started under: an
-    /// unmasked session whose identity a reload newly masks must reconnect.
+/// Keeps the mask map in step with the schema, and unmasked sessions in
+/// step with reloads that mask them.
+struct SchemaPhase {
     masking: Arc<ArcSwap<MaskConfig>>,
     started_under: Arc<MaskConfig>,
     identity: Identity,
-    /// Set when a statement that may change the schema goes out; the server
-    /// half refreshes the mask map once it has run.
-    ddl_sent: Arc<AtomicBool>,
+    masked: bool,
+    map: Option<Arc<UpstreamMap>>,
+    ddl_sent: bool,
 }
 
-impl SessionFrontend {
-    /// Notes a statement that may change the schema, when masking is on.
-    fn watch_ddl(&self, text: Option<&[u8]>) {
-        let masking_on = !self.masking.load().rules.is_empty();
-        if let (true, Some(text)) = (masking_on, text) {
-            if masking::schema_may_change(text) {
-                self.ddl_sent.store(true, Ordering::Release);
-            }
-        }
-    }
-
+impl SchemaPhase {
     /// Whether a reload has since masked columns for this unmasked session.
     fn newly_masked(&self) -> bool {
-        if self.mask.is_some() {
+        if self.masked {
             return false;
         }
         let now = self.masking.load();
@@ -108,209 +111,37 @@ impl SessionFrontend {
     }
 }
 
-fn reconnect() -> FrontendAction {
-    FrontendAction::Refuse(Refusal {
-        code: "42501",
-        message: "statement denied by pgward masking: the masking rules changed and now cover this identity".into(),
-        detail: None,
-        hint: Some("Reconnect: new sessions apply the new rules.".into()),
-    })
-}
-
-fn masking_refusal(why: String) -> FrontendAction {
-    FrontendAction::Refuse(Refusal {
-        code: "42501",
-        message: format!("statement denied by pgward masking: {why}"),
-        detail: None,
-        hint: Some("Masked columns may only be selected as they are, not used in expressions, filters, ordering or copies.".into()),
-    })
-}
-
-impl FrontendPhases for SessionFrontend {
-    fn inspects(&self, kind: FrontendKind) -> bool {
-        self.rules.inspects(kind)
-            || (self.mask.is_some()
-                && matches!(
-                    kind,
-                    FrontendKind::Bind
-                        | FrontendKind::Describe
-                        | FrontendKind::Execute
-                        | FrontendKind::Close
-                        | FrontendKind::Sync
-                ))
+impl Phase for SchemaPhase {
+    fn name(&self) -> &'static str {
+        "schema"
     }
 
-    fn on_query(&mut self, frame: &Frame) -> FrontendAction {
+    fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
+            return Decision::Forward;
+        }
         if self.newly_masked() {
-            return reconnect();
+            return Decision::Refuse(
+                Refusal::new(
+                    Sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "statement denied by pgward masking: the masking rules changed and now cover this identity",
+                )
+                .with_hint("Reconnect: new sessions apply the new rules."),
+            );
         }
-        self.watch_ddl(query_text(frame).ok());
-        let action = self.rules.on_query(frame);
-        let Some(mask) = &mut self.mask else {
-            return action;
-        };
-        mask.query_sent();
-        match (action, query_text(frame)) {
-            (FrontendAction::Forward, Ok(text)) => match mask.guard(text) {
-                Ok(()) => FrontendAction::Forward,
-                Err(why) => masking_refusal(why),
-            },
-            (FrontendAction::Forward, Err(_)) => masking_refusal("malformed Query".into()),
-            (refused, _) => refused,
-        }
-    }
-
-    fn on_parse(&mut self, frame: &Frame) -> FrontendAction {
-        if self.newly_masked() {
-            return reconnect();
-        }
-        self.watch_ddl(parse_view(frame).ok().map(|p| p.query));
-        let action = self.rules.on_parse(frame);
-        let Some(mask) = &mut self.mask else {
-            return action;
-        };
-        let Ok(view) = parse_view(frame) else {
-            return masking_refusal("malformed Parse".into());
-        };
-        if action != FrontendAction::Forward {
-            // The stand-in is an unnamed Parse.
-            mask.parse_sent(b"");
-            return action;
-        }
-        match mask.guard(view.query) {
-            Ok(()) => {
-                mask.parse_sent(view.statement);
-                FrontendAction::Forward
-            }
-            Err(why) => {
-                mask.parse_sent(b"");
-                masking_refusal(why)
+        if let (Some(_), Some(text)) = (&self.map, ctx.text) {
+            if masking::schema_may_change(text) {
+                self.ddl_sent = true;
             }
         }
+        Decision::Forward
     }
 
-    fn on_bind(&mut self, frame: &Frame) -> FrontendAction {
-        if let Some(mask) = &mut self.mask {
-            mask.bind_sent(frame);
-        }
-        FrontendAction::Forward
-    }
-
-    fn on_describe(&mut self, frame: &Frame) -> FrontendAction {
-        if let Some(mask) = &mut self.mask {
-            mask.describe_sent(frame);
-        }
-        FrontendAction::Forward
-    }
-
-    fn on_execute(&mut self, frame: &Frame) -> FrontendAction {
-        if let Some(mask) = &mut self.mask {
-            mask.execute_sent(frame);
-        }
-        FrontendAction::Forward
-    }
-
-    fn on_close(&mut self, frame: &Frame) {
-        if let Some(mask) = &mut self.mask {
-            mask.close_sent(frame);
-        }
-    }
-
-    fn on_sync(&mut self) {
-        if let Some(mask) = &mut self.mask {
-            mask.sync_sent();
-        }
-    }
-
-    fn on_function_call_refused(&mut self) {
-        if let Some(mask) = &mut self.mask {
-            mask.query_sent();
-        }
-    }
-}
-
-/// Server-side phases of one session.
-pub struct SessionBackend {
-    /// Follows the lexing settings.
-    pub rules: RulesBackend,
-    /// Masking, for identities with masked columns.
-    pub mask: Option<MaskBackend>,
-    /// The upstream's mask map and the client half's DDL flag.
-    map: Option<Arc<UpstreamMap>>,
-    ddl_sent: Arc<AtomicBool>,
-}
-
-impl BackendPhases for SessionBackend {
-    fn inspects(&self, kind: BackendKind) -> bool {
-        self.rules.inspects(kind)
-            || (self.map.is_some() && kind == BackendKind::ReadyForQuery)
-            || (self.mask.is_some()
-                && matches!(
-                    kind,
-                    BackendKind::RowDescription
-                        | BackendKind::DataRow
-                        | BackendKind::CommandComplete
-                        | BackendKind::ErrorResponse
-                        | BackendKind::NoticeResponse
-                        | BackendKind::Notification
-                        | BackendKind::ReadyForQuery
-                        | BackendKind::Other(b'n' | b'I' | b's')
-                ))
-    }
-
-    fn on_row_description(&mut self, frame: &Frame) {
-        if let Some(mask) = &mut self.mask {
-            mask.row_description(frame);
-        }
-    }
-
-    fn on_no_data(&mut self) {
-        if let Some(mask) = &mut self.mask {
-            mask.no_data();
-        }
-    }
-
-    fn on_data_row(&mut self, raw: &[u8], out: &mut BytesMut) {
-        match &mut self.mask {
-            Some(mask) => mask.data_row(raw, out),
-            None => out.extend_from_slice(raw),
-        }
-    }
-
-    fn on_result_end(&mut self, frame: Frame) -> Bytes {
-        match &mut self.mask {
-            Some(mask) => mask.result_end(frame),
-            None => frame.into_raw(),
-        }
-    }
-
-    fn on_error_response(&mut self, frame: Frame) -> Bytes {
-        match &mut self.mask {
-            Some(mask) => mask.error(frame),
-            None => frame.into_raw(),
-        }
-    }
-
-    fn on_notice(&mut self, frame: Frame) -> Bytes {
-        match (&self.mask, frame.tag()) {
-            (Some(_), b'A') => masking::scrub_notification(frame),
-            (Some(_), _) => masking::scrub(frame),
-            (None, _) => frame.into_raw(),
-        }
-    }
-
-    fn on_ready_for_query(&mut self, _status: TransactionStatus) {
-        if let Some(mask) = &mut self.mask {
-            mask.ready();
-        }
-        if self.ddl_sent.swap(false, Ordering::AcqRel) {
+    fn on_ready(&mut self, _status: TransactionStatus) {
+        if std::mem::take(&mut self.ddl_sent) {
             if let Some(map) = &self.map {
                 map.invalidate();
             }
         }
-    }
-
-    fn on_parameter_status(&mut self, frame: &Frame) {
-        self.rules.on_parameter_status(frame);
     }
 }

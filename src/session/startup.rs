@@ -21,6 +21,8 @@ pub enum Opening {
     },
     /// A cancel request for another session.
     Cancel {
+        /// The connection it came on (closed once the cancel is through).
+        conn: FramedStream,
         /// Process id the client was given.
         process_id: i32,
         /// Secret key the client was given.
@@ -88,6 +90,7 @@ pub async fn open(
                 secret_key,
             } => {
                 return Ok(Opening::Cancel {
+                    conn,
                     process_id,
                     secret_key,
                 })

@@ -61,6 +61,21 @@ pub fn error_response_detailed(
     detail: Option<&str>,
     hint: Option<&str>,
 ) {
+    error_response_at(buf, severity, code, message_text, detail, hint, None);
+}
+
+/// An ErrorResponse with detail, hint and the cursor position ('P': a
+/// 1-based character index into the statement text, from which psql draws
+/// its `LINE 1: ... ^` marker).
+pub fn error_response_at(
+    buf: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message_text: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+    position: Option<u32>,
+) {
     message(buf, b'E', |b| {
         for field in [b'S', b'V'] {
             b.put_u8(field);
@@ -76,8 +91,23 @@ pub fn error_response_detailed(
                 cstr(b, value.as_bytes());
             }
         }
+        if let Some(position) = position {
+            b.put_u8(b'P');
+            cstr(b, position.to_string().as_bytes());
+        }
         b.put_u8(0);
     });
+}
+
+/// A NoticeResponse pgward sends itself (severity NOTICE).
+pub fn notice(buf: &mut BytesMut, code: &str, message_text: &str) {
+    let fields: [(u8, &[u8]); 4] = [
+        (b'S', b"NOTICE"),
+        (b'V', b"NOTICE"),
+        (b'C', code.as_bytes()),
+        (b'M', message_text.as_bytes()),
+    ];
+    notice_like(buf, b'N', &fields);
 }
 
 /// An ErrorResponse ('E') or NoticeResponse ('N') from (code, value) fields.
@@ -163,8 +193,13 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
 
 /// A Parse message for the unnamed statement, with no parameter types.
 pub fn parse(buf: &mut BytesMut, sql: &str) {
+    parse_named(buf, b"", sql);
+}
+
+/// A Parse message for statement `name`, with no parameter types.
+pub fn parse_named(buf: &mut BytesMut, name: &[u8], sql: &str) {
     message(buf, b'P', |b| {
-        cstr(b, b"");
+        cstr(b, name);
         cstr(b, sql.as_bytes());
         b.put_i16(0);
     });

@@ -60,6 +60,43 @@ impl Frame {
     pub fn into_raw(self) -> Bytes {
         self.raw
     }
+
+    /// A borrowed view of the frame, for the message views.
+    pub fn view(&self) -> FrameRef<'_> {
+        FrameRef { raw: &self.raw }
+    }
+}
+
+/// One complete message borrowed in place (from a read buffer): what the
+/// relay core and the message views work on, so inspecting a frame copies
+/// and allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> FrameRef<'a> {
+    /// Views `raw` as one frame: a tag, a length that matches `raw` exactly,
+    /// and the body. `None` when the bytes are not exactly one frame.
+    pub fn new(raw: &'a [u8]) -> Option<Self> {
+        let header = Framer::peek_header(raw).ok()??;
+        (header.total_len == raw.len()).then_some(Self { raw })
+    }
+
+    /// The message tag.
+    pub fn tag(self) -> u8 {
+        self.raw[0]
+    }
+
+    /// The body, without tag and length.
+    pub fn body(self) -> &'a [u8] {
+        &self.raw[HEADER_LEN..]
+    }
+
+    /// The whole message, header included.
+    pub fn raw(self) -> &'a [u8] {
+        self.raw
+    }
 }
 
 /// What the header at the front of a buffer says, when it is all there.
@@ -191,6 +228,15 @@ pub fn read_i16(body: &mut &[u8]) -> Option<i16> {
         return None;
     }
     Some(body.get_i16())
+}
+
+/// Reads a big-endian `u16` from the front of `body` (PostgreSQL reads
+/// message counts with `pq_getmsgint(.., 2)`, which is unsigned).
+pub fn read_u16(body: &mut &[u8]) -> Option<u16> {
+    if body.len() < 2 {
+        return None;
+    }
+    Some(body.get_u16())
 }
 
 /// Reads a NUL-terminated string from the front of `body`, within `body` only.

@@ -11,4 +11,4 @@ pub mod frame;
 pub mod frontend;
 pub mod startup;
 
-pub use frame::{Frame, FrameError, Framer, Prefix};
+pub use frame::{Frame, FrameError, FrameRef, Framer, Prefix};

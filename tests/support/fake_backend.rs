@@ -206,12 +206,20 @@ impl Builder {
     }
     /// Accepts TLS with this certificate (SSLRequest answered 'S').
     pub fn tls(mut self, pki: &super::certs::TestPki) -> Self {
-        let files = pgward::config::TlsFiles {
-            cert: pki.cert_file.clone(),
-            key: pki.key_file.clone(),
-        };
-        let (config, _) = pgward::tls::server_config(&files).expect("fake TLS config");
-        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        let certs = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes())
+            .expect("key PEM")
+            .expect("a key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
         self
     }
     /// The authentication script (default: SCRAM for [`FAKE_PASSWORD`]).

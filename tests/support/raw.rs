@@ -93,6 +93,60 @@ impl RawClient {
         (c, hello)
     }
 
+    /// Reads messages up to ReadyForQuery without keeping their bodies (a
+    /// huge result never sits in the test's memory); pauses `pause` after
+    /// every 64 MiB, like a slow reader. Returns the tags seen (DataRows
+    /// collapsed into one `D`) and the bytes read.
+    pub async fn skim_until_ready(&mut self, pause: Duration) -> (Vec<u8>, u64) {
+        let mut tags = Vec::new();
+        let mut total = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut pending = std::mem::take(&mut self.buf).to_vec();
+        let mut skip = 0usize;
+        let mut last_pause = 0u64;
+        loop {
+            // Walk complete headers in `pending`, skipping bodies.
+            loop {
+                if skip > 0 {
+                    let n = skip.min(pending.len());
+                    pending.drain(..n);
+                    skip -= n;
+                    if skip > 0 {
+                        break;
+                    }
+                }
+                if pending.len() < 5 {
+                    break;
+                }
+                let tag = pending[0];
+                let len = i32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]);
+                let body = usize::try_from(len).expect("length") - 4;
+                if !(tag == b'D' && tags.last() == Some(&b'D')) {
+                    tags.push(tag);
+                }
+                pending.drain(..5);
+                skip = body;
+                if tag == b'Z' {
+                    let n = skip.min(pending.len());
+                    pending.drain(..n);
+                    self.buf = BytesMut::from(&pending[..]);
+                    return (tags, total);
+                }
+            }
+            let n = tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("pgward did not answer in time")
+                .expect("read");
+            assert!(n > 0, "connection closed mid-result");
+            total += n as u64;
+            pending.extend_from_slice(&chunk[..n]);
+            if total - last_pause >= 64 << 20 {
+                last_pause = total;
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
     /// Writes bytes as they are.
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
@@ -167,7 +221,14 @@ impl RawClient {
     }
 }
 
-/// A frontend message with this tag and body, framed.
+/// A simple Query message for `sql`.
+pub fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
+/// One frontend message: tag, length, body.
 pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(5 + body.len());
     out.put_u8(tag);

@@ -1,0 +1,138 @@
+//! Turns the `[policy]` section into a [`RuleSet`], checking every field up
+//! front; errors name the field, e.g. `policy.rules[2].kinds: "dropp" is not
+//! a statement kind`.
+
+use super::raw::{RawPolicy, RawRule, RawRuleFile};
+use super::ConfigError;
+use crate::policy::kind::Kind;
+use crate::policy::rules::{Action, DefaultAction, NamePattern, Rule, RuleSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// The built-in rules, shipped inside the binary.
+const BUILTIN: &str = include_str!("../policy/builtin_rules.toml");
+
+fn err(field: String, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Compiles `[policy]`.
+pub fn compile(raw: &RawPolicy) -> Result<RuleSet, ConfigError> {
+    let default_action = match raw.default_action.as_str() {
+        "allow" => DefaultAction::Allow,
+        "deny" => DefaultAction::Deny,
+        "require_approval" => DefaultAction::RequireApproval,
+        other => {
+            return Err(err(
+                "policy.default_action".into(),
+                format!("\"{other}\" is not one of allow, deny, require_approval"),
+            ))
+        }
+    };
+    if raw.cache_size == 0 {
+        return Err(err("policy.cache_size".into(), "must be at least 1"));
+    }
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    let mut names = BTreeSet::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let rule = compile_rule(r, &format!("policy.rules[{i}]"))?;
+        if !names.insert(rule.name.clone()) {
+            return Err(err(
+                format!("policy.rules[{i}].name"),
+                format!("\"{}\" is used twice", rule.name),
+            ));
+        }
+        rules.push(rule);
+    }
+    if raw.builtin_rules {
+        rules.extend(builtin_rules()?);
+    }
+    let mut search_path = vec!["pg_catalog".to_owned()];
+    search_path.extend(raw.search_path.iter().cloned());
+    Ok(RuleSet {
+        rules,
+        default_action,
+        search_path,
+        cache_size: raw.cache_size,
+    })
+}
+
+/// The built-in rules (docs/policy.md lists them).
+pub fn builtin_rules() -> Result<Vec<Rule>, ConfigError> {
+    let file: RawRuleFile = toml::from_str(BUILTIN).map_err(|e| {
+        err(
+            "policy.builtin_rules".into(),
+            format!("built-in rules: {e}"),
+        )
+    })?;
+    file.rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_rule(r, &format!("built-in rules[{i}]")))
+        .collect()
+}
+
+fn compile_rule(r: &RawRule, at: &str) -> Result<Rule, ConfigError> {
+    if r.name.trim().is_empty() {
+        return Err(err(format!("{at}.name"), "must not be empty"));
+    }
+    let action = Action::parse(&r.action).ok_or_else(|| {
+        err(
+            format!("{at}.action"),
+            format!(
+                "\"{}\" is not one of allow, deny, require_approval, log",
+                r.action
+            ),
+        )
+    })?;
+    let kinds = if r.kinds.is_empty() {
+        None
+    } else {
+        let mut set = BTreeSet::new();
+        for k in &r.kinds {
+            let resolved = Kind::resolve(k).ok_or_else(|| {
+                err(
+                    format!("{at}.kinds"),
+                    format!("\"{k}\" is not a statement kind or family (see docs/policy.md)"),
+                )
+            })?;
+            set.extend(resolved);
+        }
+        Some(set)
+    };
+    let patterns = |list: &[String], field: &str| {
+        list.iter()
+            .map(|p| {
+                NamePattern::parse(p).ok_or_else(|| {
+                    err(
+                        format!("{at}.{field}"),
+                        format!("\"{p}\" is not `name` or `schema.name`"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let text = r
+        .text_regex
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| err(format!("{at}.text_regex"), e.to_string()))?;
+    Ok(Rule {
+        name: Arc::from(r.name.as_str()),
+        action,
+        message: r.message.clone(),
+        hint: r.hint.clone(),
+        users: r.users.clone(),
+        groups: r.groups.clone(),
+        kinds,
+        relations: patterns(&r.relations, "relations")?,
+        functions: patterns(&r.functions, "functions")?,
+        settings: r.settings.clone(),
+        without_where: r.without_where,
+        text,
+    })
+}

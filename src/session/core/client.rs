@@ -1,0 +1,310 @@
+//! The core's client side: every frontend message is framed, checked,
+//! tracked and judged, then forwarded, refused (a stand-in goes to the
+//! server) or held.
+
+use super::{ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
+use crate::session::phases::{Decision, Refusal, RequestContext, RequestKind};
+use crate::session::tracker::Statement;
+use crate::sqlstate::Sqlstate;
+use crate::wire::encode;
+use crate::wire::frontend::{
+    bind_view, execute_view, parse_view, query_text, target_view, BindView, Target,
+};
+use crate::wire::{FrameError, FrameRef, Framer};
+use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+
+/// What one client frame came to.
+enum Flow {
+    /// Handled (forwarded or refused); go on with the next frame.
+    Next,
+    /// Held: stop here, the frame stays in the input.
+    Held(HoldWait),
+    /// Terminate was forwarded.
+    Terminate,
+}
+
+/// PostgreSQL's limit for the small message types (`PQ_SMALL_MESSAGE_LIMIT`):
+/// Close, Describe, Execute, Flush, Sync, Terminate, CopyDone, CopyFail.
+const SMALL_MESSAGE_LIMIT: usize = 10_000;
+
+fn malformed(e: impl std::fmt::Display) -> CoreError {
+    CoreError::Client(e.to_string())
+}
+
+impl Core {
+    /// Handles every complete frame at the front of `input`, appending what
+    /// goes to the server to `to_server`. Stops at a held request (which
+    /// stays in `input`), at Terminate, or when `to_server` is full.
+    pub(crate) fn client_input(
+        &mut self,
+        input: &mut BytesMut,
+        to_server: &mut BytesMut,
+    ) -> Result<ClientStep, CoreError> {
+        loop {
+            if let HoldState::Waiting { .. } = self.hold {
+                // The loop waits on the hold it was given.
+                return Ok(ClientStep::NeedMore);
+            }
+            if to_server.len() >= OUTGOING_HIGH {
+                return Ok(ClientStep::NeedMore);
+            }
+            let Some(header) = Framer::peek_header(input).map_err(malformed)? else {
+                return Ok(ClientStep::NeedMore);
+            };
+            self.client_framer.check_limit(header).map_err(malformed)?;
+            if header.total_len > SMALL_MESSAGE_LIMIT + 1
+                && matches!(
+                    header.tag,
+                    b'C' | b'D' | b'E' | b'H' | b'S' | b'X' | b'c' | b'f'
+                )
+            {
+                return Err(malformed(FrameError::TooLarge {
+                    tag: char::from(header.tag),
+                    declared: header.total_len - 1,
+                    limit: SMALL_MESSAGE_LIMIT,
+                }));
+            }
+            if input.len() < header.total_len {
+                input.reserve(header.total_len - input.len());
+                return Ok(ClientStep::NeedMore);
+            }
+            let flow = {
+                let frame = FrameRef::new(&input[..header.total_len])
+                    .ok_or_else(|| malformed("invalid frame"))?;
+                self.client_frame(frame, to_server)?
+            };
+            match flow {
+                Flow::Next => input.advance(header.total_len),
+                Flow::Held(wait) => return Ok(ClientStep::Hold(wait)),
+                Flow::Terminate => {
+                    input.advance(header.total_len);
+                    return Ok(ClientStep::Terminate);
+                }
+            }
+        }
+    }
+
+    fn client_frame(
+        &mut self,
+        frame: FrameRef<'_>,
+        to_server: &mut BytesMut,
+    ) -> Result<Flow, CoreError> {
+        let tag = frame.tag();
+        if self.tracker.in_copy() && !matches!(tag, b'd' | b'c' | b'f' | b'S' | b'H' | b'X') {
+            return Err(malformed(format!(
+                "unexpected message type {:?} during COPY FROM STDIN",
+                char::from(tag)
+            )));
+        }
+        match tag {
+            b'Q' => {
+                let text = query_text(frame).map_err(malformed)?;
+                self.request(frame, RequestKind::Query, Some(text), None, None, to_server)
+            }
+            b'P' => {
+                let parse = parse_view(frame).map_err(malformed)?;
+                self.request(
+                    frame,
+                    RequestKind::Parse,
+                    Some(parse.query),
+                    None,
+                    None,
+                    to_server,
+                )
+            }
+            b'B' => {
+                let bind = bind_view(frame).map_err(malformed)?;
+                let Some(statement) = self.tracker.projected_statement(bind.statement) else {
+                    let r = unknown_statement(bind.statement);
+                    return Ok(self.refuse(RequestKind::Bind, &r, to_server));
+                };
+                let text = Arc::clone(&statement.text);
+                self.request(
+                    frame,
+                    RequestKind::Bind,
+                    Some(&text),
+                    Some(&statement),
+                    Some(&bind),
+                    to_server,
+                )
+            }
+            b'E' => {
+                let (portal, _) = execute_view(frame).map_err(malformed)?;
+                if !self.tracker.projected_portal(portal) {
+                    let r = unknown_portal(portal);
+                    return Ok(self.refuse(RequestKind::Execute, &r, to_server));
+                }
+                let statement = self.tracker.projected_portal_statement(portal);
+                let text = statement.as_ref().map(|s| Arc::clone(&s.text));
+                self.request(
+                    frame,
+                    RequestKind::Execute,
+                    text.as_deref(),
+                    statement.as_ref(),
+                    None,
+                    to_server,
+                )
+            }
+            b'D' => {
+                let target = target_view(frame).map_err(malformed)?;
+                let known = match target {
+                    Target::Statement(n) => self.tracker.projected_statement(n).is_some(),
+                    Target::Portal(n) => self.tracker.projected_portal(n),
+                };
+                if !known {
+                    let r = match target {
+                        Target::Statement(n) => unknown_statement(n),
+                        Target::Portal(n) => unknown_portal(n),
+                    };
+                    // Refused like an extended-protocol message of its own.
+                    return Ok(self.refuse(RequestKind::Bind, &r, to_server));
+                }
+                self.tracker.describe(target);
+                to_server.extend_from_slice(frame.raw());
+                Ok(Flow::Next)
+            }
+            b'C' => {
+                // Closing a name that does not exist is no error in
+                // PostgreSQL either.
+                let target = target_view(frame).map_err(malformed)?;
+                self.tracker.close(target);
+                to_server.extend_from_slice(frame.raw());
+                Ok(Flow::Next)
+            }
+            b'S' => {
+                if !frame.body().is_empty() {
+                    return Err(malformed("malformed Sync message"));
+                }
+                self.tracker.sync();
+                to_server.extend_from_slice(frame.raw());
+                Ok(Flow::Next)
+            }
+            b'H' | b'd' => {
+                to_server.extend_from_slice(frame.raw());
+                Ok(Flow::Next)
+            }
+            b'c' | b'f' => {
+                self.tracker.copy_end();
+                to_server.extend_from_slice(frame.raw());
+                Ok(Flow::Next)
+            }
+            b'F' => {
+                let r = Refusal::new(
+                    Sqlstate::FEATURE_NOT_SUPPORTED,
+                    "pgward does not relay FunctionCall (fast-path) messages",
+                )
+                .with_hint("Call the function with a SELECT statement instead.");
+                Ok(self.refuse(RequestKind::Query, &r, to_server))
+            }
+            b'X' => {
+                to_server.extend_from_slice(frame.raw());
+                Ok(Flow::Terminate)
+            }
+            other => Err(malformed(format!(
+                "invalid frontend message type {}",
+                other
+            ))),
+        }
+    }
+
+    /// Runs the phases on a request, then forwards, refuses or holds it.
+    fn request(
+        &mut self,
+        frame: FrameRef<'_>,
+        kind: RequestKind,
+        text: Option<&[u8]>,
+        statement: Option<&Arc<Statement>>,
+        bind: Option<&BindView<'_>>,
+        to_server: &mut BytesMut,
+    ) -> Result<Flow, CoreError> {
+        let first = match std::mem::replace(&mut self.hold, HoldState::None) {
+            HoldState::Released { phase } => phase + 1,
+            HoldState::Refused(r) => return Ok(self.refuse(kind, &r, to_server)),
+            HoldState::None | HoldState::Waiting { .. } => 0,
+        };
+        for index in first..self.phases.len() {
+            let ctx = RequestContext {
+                session: &self.info,
+                kind,
+                text,
+                statement,
+                bind,
+                status: self.tracker.status(),
+                tracker: &self.tracker,
+            };
+            match self.phases[index].on_request(&ctx) {
+                Decision::Forward => {}
+                Decision::Refuse(r) => return Ok(self.refuse(kind, &r, to_server)),
+                Decision::Hold(hold) => {
+                    if let Some(text) = &hold.notice {
+                        encode::notice(
+                            &mut self.own_notices,
+                            Sqlstate::SUCCESSFUL_COMPLETION.as_str(),
+                            text,
+                        );
+                    }
+                    self.hold = HoldState::Waiting { phase: index };
+                    return Ok(Flow::Held(HoldWait {
+                        deadline: hold.deadline,
+                        decision: hold.decision,
+                    }));
+                }
+            }
+        }
+        match kind {
+            RequestKind::Query => self.tracker.query(text.unwrap_or_default()),
+            RequestKind::Parse => {
+                let parse = parse_view(frame).map_err(malformed)?;
+                self.tracker.parse(parse.statement, parse.query);
+            }
+            RequestKind::Bind => {
+                if let Some(bind) = bind {
+                    self.tracker.bind(bind);
+                }
+            }
+            RequestKind::Execute => {
+                let (portal, _) = execute_view(frame).map_err(malformed)?;
+                self.tracker.execute(portal);
+            }
+        }
+        to_server.extend_from_slice(frame.raw());
+        Ok(Flow::Next)
+    }
+
+    /// Sends a stand-in for a refused request.
+    fn refuse(&mut self, kind: RequestKind, refusal: &Refusal, to_server: &mut BytesMut) -> Flow {
+        tracing::debug!(
+            session = self.info.id,
+            code = %refusal.code,
+            message = %refusal.message,
+            "request refused"
+        );
+        let query = kind == RequestKind::Query;
+        let answer = self.stand_ins.substitute(refusal, query, to_server);
+        self.tracker.stand_in(query, answer);
+        Flow::Next
+    }
+}
+
+fn unknown_statement(name: &[u8]) -> Refusal {
+    Refusal::new(
+        Sqlstate::INVALID_SQL_STATEMENT_NAME,
+        format!(
+            "prepared statement \"{}\" does not exist",
+            String::from_utf8_lossy(name)
+        ),
+    )
+    .with_hint("pgward refuses names it has not seen created in this session.")
+}
+
+fn unknown_portal(name: &[u8]) -> Refusal {
+    Refusal::new(
+        Sqlstate::INVALID_CURSOR_NAME,
+        format!(
+            "portal \"{}\" does not exist",
+            String::from_utf8_lossy(name)
+        ),
+    )
+    .with_hint("pgward refuses names it has not seen created in this session.")
+}

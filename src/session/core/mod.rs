@@ -1,0 +1,182 @@
+//! The relay core: bytes in, phase decisions, bytes out, and no I/O.
+//!
+//! The socket loop (`relay.rs`) hands the core what it read from either
+//! side and writes what the core leaves in the outgoing buffers. The core
+//! frames both streams, feeds every message to the conversation tracker,
+//! runs the phases in their order, substitutes stand-ins for refused
+//! requests, and keeps a held request (and everything the client sent after
+//! it) back until the hold ends. Unit tests and fuzz targets drive it
+//! directly with arbitrary client and server bytes.
+//!
+//! Buffers: forwarded frames are gathered into the outgoing buffer, except
+//! that a run of untouched server bytes of `DIRECT_AT_LEAST` or more at the
+//! front of the input is handed back as `Direct(n)` for the loop to write
+//! straight from the read buffer (no copy). A server frame that nothing
+//! inspects (a DataRow of a result no phase takes, copy data, a notice no
+//! phase rewrites) streams through as it arrives, however large; inspected
+//! frames are bounded per message type.
+
+mod client;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use super::phases::{Phase, Release, SessionInfo};
+use super::refusal::StandIns;
+use super::tracker::Tracker;
+use crate::wire::Framer;
+use bytes::BytesMut;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+pub(crate) use server::ServerStep;
+
+/// A run of untouched server bytes at least this long is written straight
+/// from the read buffer.
+pub(crate) const DIRECT_AT_LEAST: usize = 32 * 1024;
+/// The core stops adding to an outgoing buffer past this size, so the loop
+/// writes before reading more (backpressure: memory stays bounded).
+pub(crate) const OUTGOING_HIGH: usize = 64 * 1024;
+
+/// The core broke off: who broke the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CoreError {
+    /// The client sent something that is not valid protocol.
+    #[error("{0}")]
+    Client(String),
+    /// The server did, or it is out of step with the conversation.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// What the client side asks of the loop.
+#[derive(Debug)]
+pub(crate) enum ClientStep {
+    /// Every complete frame was handled (or the outgoing buffer is full).
+    NeedMore,
+    /// The request at the front is held: wait for `decision` or `deadline`
+    /// and hand the result to [`Core::release`].
+    Hold(HoldWait),
+    /// The client sent Terminate (forwarded); the session ends once the
+    /// outgoing bytes are written.
+    Terminate,
+}
+
+/// A held request's decision, for the loop to wait on.
+#[derive(Debug)]
+pub(crate) struct HoldWait {
+    /// The hold gives up at this instant.
+    pub(crate) deadline: Instant,
+    /// The phase's decision.
+    pub(crate) decision: oneshot::Receiver<Release>,
+}
+
+/// Where a hold stands.
+#[derive(Debug)]
+enum HoldState {
+    /// Nothing held.
+    None,
+    /// The front request is held by phase `phase`.
+    Waiting { phase: usize },
+    /// The front request was released by phase `phase`: the phases after it
+    /// judge it next.
+    Released { phase: usize },
+    /// The front request is refused (the hold ended in a refusal).
+    Refused(super::phases::Refusal),
+}
+
+/// One session's protocol state and phases.
+pub(crate) struct Core {
+    pub(crate) tracker: Tracker,
+    phases: Vec<Box<dyn Phase>>,
+    info: SessionInfo,
+    client_framer: Framer,
+    stand_ins: StandIns,
+    hold: HoldState,
+    /// The phase that takes the rows of the result in progress.
+    rows_to: Option<usize>,
+    /// Bytes of a streamed server frame still to pass through.
+    streaming: usize,
+    /// Server bytes at the front of the input already handled, to go out
+    /// untouched.
+    pending_run: usize,
+    /// Notices pgward sends itself, put in at the next message boundary.
+    own_notices: BytesMut,
+    wants_outcomes: bool,
+    rewrites_notices: bool,
+    /// Bytes the core has handed to the client side.
+    bytes_to_client: u64,
+}
+
+impl Core {
+    /// A core for a logged-in session: `phases` in their fixed order.
+    pub(crate) fn new(
+        info: SessionInfo,
+        phases: Vec<Box<dyn Phase>>,
+        keep_descriptions: bool,
+        max_message_size: usize,
+    ) -> Self {
+        let wants_outcomes = phases.iter().any(|p| p.wants_outcomes());
+        let rewrites_notices = phases.iter().any(|p| p.rewrites_notices());
+        let mut tracker = Tracker::new(keep_descriptions);
+        if wants_outcomes {
+            tracker.time_requests();
+        }
+        Self {
+            tracker,
+            phases,
+            info,
+            client_framer: Framer::new(max_message_size),
+            stand_ins: StandIns::default(),
+            hold: HoldState::None,
+            rows_to: None,
+            streaming: 0,
+            pending_run: 0,
+            own_notices: BytesMut::new(),
+            wants_outcomes,
+            rewrites_notices,
+            bytes_to_client: 0,
+        }
+    }
+
+    /// Whether nothing is in flight: no request waits for its answer and
+    /// none is held (shutdown and idle timeouts act only then).
+    pub(crate) fn is_quiet(&self) -> bool {
+        !self.tracker.busy() && matches!(self.hold, HoldState::None) && self.streaming == 0
+    }
+
+    /// Whether the core can take more server bytes: not while a run of
+    /// handled bytes waits at the front of the input for the outgoing
+    /// buffer to drain (reading on would grow the input without bound
+    /// behind a slow client).
+    pub(crate) fn wants_server_bytes(&self) -> bool {
+        self.pending_run == 0
+    }
+
+    /// Whether the bytes handed to the client so far end at a message
+    /// boundary (no frame is streaming through), so pgward may add its own.
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.streaming == 0
+    }
+
+    /// Ends a hold. The front request then runs (judged by the phases after
+    /// the one that held it) or is refused; call `client_input` next.
+    pub(crate) fn release(&mut self, release: Release) {
+        if let HoldState::Waiting { phase } = self.hold {
+            self.hold = match release {
+                Release::Run => HoldState::Released { phase },
+                Release::Refuse(r) => HoldState::Refused(r),
+            };
+        }
+    }
+
+    /// Moves pgward's own notices into the client's outgoing bytes, at a
+    /// message boundary only.
+    pub(crate) fn own_notices_into(&mut self, to_client: &mut BytesMut) {
+        if self.streaming == 0 && !self.own_notices.is_empty() {
+            to_client.extend_from_slice(&self.own_notices);
+            self.bytes_to_client += self.own_notices.len() as u64;
+            self.own_notices.clear();
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The statement-rules phase: every Query and Parse is judged by the policy
+//! before it may reach the server, under the settings the server last
+//! reported (`settings.rs`); EXECUTE inherits the verdict of what the
+//! conversation tracker says was prepared.
+
+mod settings;
+
+pub use settings::ReportedSettings;
+
+use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind};
+use super::tracker::{Statement, Tracker};
+use crate::policy::encoding::ClientEncoding;
+use crate::policy::facts::{Effect, Unit};
+use crate::policy::rules::{Denial, Identity, Verdict};
+use crate::policy::{Lexing, Outcome, Param, Policy, Session};
+use crate::sqlstate::Sqlstate;
+use crate::wire::backend::TransactionStatus;
+use crate::wire::frontend::BindView;
+use arc_swap::ArcSwap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Judges client statements.
+pub struct RulesPhase {
+    policy: Arc<ArcSwap<Policy>>,
+    identity: Identity,
+    settings: Arc<ReportedSettings>,
+    /// ReadyForQuery messages seen: the number of the request answered
+    /// last (temporary tables count once their request is answered).
+    answered: u64,
+}
+
+impl RulesPhase {
+    /// The phase for one session.
+    pub fn new(
+        policy: Arc<ArcSwap<Policy>>,
+        identity: Identity,
+        settings: Arc<ReportedSettings>,
+    ) -> Self {
+        Self {
+            policy,
+            identity,
+            settings,
+            answered: 0,
+        }
+    }
+
+    fn judge(&mut self, text: &[u8], tracker: &Tracker, parse: bool) -> Decision {
+        let policy = self.policy.load();
+        if policy.is_inert() {
+            // Prepared statements made now are judged again at EXECUTE, so
+            // rules that arrive later still apply to them.
+            return Decision::Forward;
+        }
+        let snapshot = self.snapshot(tracker);
+        let session = snapshot.session();
+        let outcome = policy.judge_in(text, &self.identity, &session);
+        if parse && outcome.depends_on_parameters() {
+            // Judged with its parameters unknown (the worst): the Bind that
+            // supplies them is judged with their values instead.
+            return Decision::Forward;
+        }
+        let verdict = match &outcome.verdict {
+            Verdict::Deny(d) => Verdict::Deny(d.clone()),
+            Verdict::Allow(logged) => {
+                self.executed(&policy, &outcome, logged.clone(), tracker, &session)
+            }
+        };
+        match verdict {
+            Verdict::Allow(logged) => {
+                for rule in logged {
+                    tracing::info!(
+                        target: "pgward::policy",
+                        rule = %rule,
+                        user = %self.identity.user,
+                        statement = %outcome.text,
+                        "statement matched a log rule"
+                    );
+                }
+                // The request this message is answered with: the next
+                // ReadyForQuery after those already due.
+                let due = self.answered + tracker.ready_pending() + 1;
+                for effect in &outcome.effects {
+                    self.settings.temp.apply(effect, due);
+                }
+                Decision::Forward
+            }
+            Verdict::Deny(d) => self.refused(&outcome.text, d, "statement refused"),
+        }
+    }
+
+    /// Logs a refusal and makes it the decision.
+    fn refused(&self, text: &str, d: Denial, what: &'static str) -> Decision {
+        tracing::info!(
+            target: "pgward::policy",
+            user = %self.identity.user,
+            statement = %text,
+            reason = %d.message,
+            "{what}"
+        );
+        Decision::Refuse(refusal(d))
+    }
+
+    /// EXECUTE inherits the verdict of what was prepared, judged by today's
+    /// rules: the statement comes from the conversation tracker (as the
+    /// server will have it), or from an earlier PREPARE in the same text.
+    fn executed(
+        &self,
+        policy: &Policy,
+        outcome: &Outcome,
+        mut logged: Vec<Arc<str>>,
+        tracker: &Tracker,
+        session: &Session<'_>,
+    ) -> Verdict {
+        let mut added: HashMap<&str, &Arc<Vec<Unit>>> = HashMap::new();
+        for effect in &outcome.effects {
+            match effect {
+                Effect::Prepare { name, units } => {
+                    added.insert(name, units);
+                }
+                Effect::Execute(name) => {
+                    let verdict = if let Some(units) = added.get(name.as_str()) {
+                        policy.rules.judge(
+                            units.iter().map(|u| (u, &*outcome.text)),
+                            &policy.rules.audience(&self.identity),
+                        )
+                    } else if let Some(statement) = tracker.projected_statement(name.as_bytes()) {
+                        self.prepared_verdict(policy, name, &statement, session)
+                    } else {
+                        Verdict::Deny(unprepared(name, "was not prepared through pgward's rules"))
+                    };
+                    match verdict {
+                        Verdict::Deny(d) => return Verdict::Deny(d),
+                        Verdict::Allow(more) => logged.extend(more),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Verdict::Allow(logged)
+    }
+
+    /// The verdict for running prepared statement `name`: its own units
+    /// when it was made by SQL PREPARE, else its Parse text as a whole.
+    fn prepared_verdict(
+        &self,
+        policy: &Policy,
+        name: &str,
+        statement: &Statement,
+        session: &Session<'_>,
+    ) -> Verdict {
+        let judged = policy.judge_in(&statement.text, &self.identity, session);
+        if !statement.sql_prepare {
+            return judged.verdict.clone();
+        }
+        for effect in &judged.effects {
+            if let Effect::Prepare { name: n, units } = effect {
+                if n == name {
+                    return policy.rules.judge(
+                        units.iter().map(|u| (u, &*judged.text)),
+                        &policy.rules.audience(&self.identity),
+                    );
+                }
+            }
+        }
+        Verdict::Deny(unprepared(name, "cannot be judged"))
+    }
+}
+
+/// What the policy is told about the session for one judgement.
+struct Snapshot {
+    lexing: Lexing,
+    own_temp_tables: BTreeSet<String>,
+    client_encoding: ClientEncoding,
+    server_major: u32,
+}
+
+impl Snapshot {
+    fn session(&self) -> Session<'_> {
+        Session {
+            lexing: self.lexing,
+            own_pid: None,
+            own_temp_tables: &self.own_temp_tables,
+            server_major: self.server_major,
+            client_encoding: &self.client_encoding,
+        }
+    }
+}
+
+impl RulesPhase {
+    /// The session as the server last reported it. A request still
+    /// unanswered (in this batch or an earlier one) may change a setting
+    /// before the text is lexed: then every reading counts.
+    fn snapshot(&self, tracker: &Tracker) -> Snapshot {
+        let settings = self.settings.current();
+        Snapshot {
+            lexing: if tracker.busy() {
+                Lexing::Uncertain(settings)
+            } else {
+                Lexing::Known(settings)
+            },
+            own_temp_tables: self.settings.temp.usable(),
+            client_encoding: self.settings.client_encoding.lock().map_or_else(
+                |_| ClientEncoding::Unjudgeable("unknown".into()),
+                |e| e.clone(),
+            ),
+            server_major: self.settings.server_major.load(Ordering::Acquire),
+        }
+    }
+
+    /// A Bind of a statement whose verdict depends on its parameters: judged
+    /// again with the values it brings (text format; binary values stay
+    /// unknown, the worst), refused if they make it a denied statement.
+    fn judge_bind(&mut self, text: &[u8], bind: &BindView<'_>, tracker: &Tracker) -> Decision {
+        let policy = self.policy.load();
+        if policy.is_inert() {
+            return Decision::Forward;
+        }
+        let snapshot = self.snapshot(tracker);
+        let session = snapshot.session();
+        // The Parse's verdict, from the cache: most statements do not
+        // depend on their parameters and pass here at no cost.
+        if !policy
+            .judge_in(text, &self.identity, &session)
+            .depends_on_parameters()
+        {
+            return Decision::Forward;
+        }
+        let params: Vec<Param<'_>> = bind
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let format = match bind.param_formats.as_slice() {
+                    [] => 0,
+                    [one] => *one,
+                    all => all.get(i).copied().unwrap_or(0),
+                };
+                match (value, format) {
+                    (None, _) => Param::Null,
+                    (Some(v), 0) => Param::Text(v),
+                    (Some(_), _) => Param::Binary,
+                }
+            })
+            .collect();
+        let outcome = policy.judge_bound(text, &self.identity, &session, &params);
+        match &outcome.verdict {
+            Verdict::Allow(_) => Decision::Forward,
+            Verdict::Deny(d) => self.refused(
+                &outcome.text,
+                d.clone(),
+                "statement refused with its Bind parameters",
+            ),
+        }
+    }
+}
+
+fn unprepared(name: &str, why: &str) -> Denial {
+    Denial {
+        code: "42501",
+        message: format!("statement denied by pgward: prepared statement \"{name}\" {why}"),
+        detail: None,
+        hint: Some("PREPARE it again in this session.".into()),
+        position: None,
+    }
+}
+
+fn refusal(d: Denial) -> Refusal {
+    Refusal {
+        code: Sqlstate::from_code(d.code),
+        message: d.message,
+        detail: d.detail,
+        hint: d.hint,
+        position: d.position,
+    }
+}
+
+impl Phase for RulesPhase {
+    fn name(&self) -> &'static str {
+        "rules"
+    }
+
+    fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        match (ctx.kind, ctx.text) {
+            (RequestKind::Query, Some(text)) => self.judge(text, ctx.tracker, false),
+            (RequestKind::Parse, Some(text)) => self.judge(text, ctx.tracker, true),
+            (RequestKind::Bind, Some(text)) => match ctx.bind {
+                Some(bind) => self.judge_bind(text, bind, ctx.tracker),
+                None => Decision::Forward,
+            },
+            _ => Decision::Forward,
+        }
+    }
+
+    fn on_parameter_status(&mut self, name: &[u8], value: &[u8]) {
+        self.settings.record(name, value);
+    }
+
+    fn on_server_error(&mut self) {
+        self.settings.temp.error();
+    }
+
+    fn on_ready(&mut self, status: TransactionStatus) {
+        self.answered += 1;
+        self.settings.temp.ready(self.answered, status);
+    }
+}

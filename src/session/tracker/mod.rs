@@ -1,0 +1,927 @@
+//! The conversation tracker: one exact model of a session's conversation
+//! with PostgreSQL, the only one the session keeps.
+//!
+//! It follows every frontend message the relay forwards and pairs it with
+//! the server's answers the way the server does (src/backend/tcop/postgres.c):
+//!
+//! - a request's effect happens when its answer arrives, never when it is
+//!   sent: ParseComplete creates a statement, BindComplete a portal,
+//!   CloseComplete removes one, a CommandComplete applies what that SQL
+//!   statement did to the names (PREPARE, DEALLOCATE, DECLARE, CLOSE,
+//!   DISCARD ALL). A message the server skipped has no effect.
+//! - after an error in an extended-protocol message the server skips every
+//!   message up to the next Sync; a simple Query's error ends that Query;
+//!   a Query sent while the server skips is skipped too.
+//! - a simple Query drops the unnamed statement and portal; portals end with
+//!   their transaction (ReadyForQuery `I` or `E`) except WITH HOLD cursors.
+//! - during COPY FROM STDIN the server ignores Sync and Flush.
+//!
+//! Phases judge requests when they are sent, against the *projected* state
+//! (what the server will have when it reaches the message, if everything
+//! before it succeeds); rows are planned when they arrive, against the
+//! *confirmed* state. A name the projection does not know is refused; an
+//! answer the model cannot pair is the server's (or pgward's) loss of step,
+//! and ends the session.
+
+mod name;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use name::Name;
+
+use super::phases::RequestKind;
+use crate::sql::names::{self, NameEffect};
+use crate::wire::backend::{row_description, FieldInfo, TransactionStatus};
+use crate::wire::frontend::{BindView, Target};
+use crate::wire::FrameRef;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// What a statement or portal returns, once described.
+#[derive(Debug, Clone)]
+pub enum Described {
+    /// A RowDescription's columns.
+    Rows(Arc<Vec<FieldInfo>>),
+    /// NoData: no result columns.
+    NoData,
+}
+
+/// A prepared statement, protocol-level or SQL-level.
+#[derive(Debug)]
+pub struct Statement {
+    /// Its text: the Parse's SQL, or for `PREPARE` the whole Query text.
+    pub text: Arc<[u8]>,
+    /// Created by SQL `PREPARE` (its text is the whole message).
+    pub sql_prepare: bool,
+    /// Set by the first Describe of it (a statement's result shape cannot
+    /// change: the server refuses to execute it if it would).
+    pub described: OnceLock<Described>,
+}
+
+/// A portal: a bound statement, or a SQL cursor.
+#[derive(Debug)]
+pub struct Portal {
+    /// The statement it was bound from (none for a SQL cursor).
+    pub statement: Option<Arc<Statement>>,
+    /// Bind's result formats (none: all text; one: all alike).
+    pub formats: Arc<[i16]>,
+    /// Set by a Describe of the portal.
+    pub described: OnceLock<Described>,
+    /// A cursor declared WITH HOLD outlives its transaction.
+    pub holdable: bool,
+}
+
+/// The result whose rows are arriving now.
+#[derive(Debug, Clone)]
+pub struct ResultInfo {
+    /// Its columns, when known.
+    pub fields: Option<Arc<Vec<FieldInfo>>>,
+    /// Bind's result formats for an Execute; `None` for a simple Query
+    /// (the RowDescription carries its own formats).
+    pub formats: Option<Arc<[i16]>>,
+}
+
+/// A message the tracker follows, waiting for its answer.
+#[derive(Debug)]
+enum Req {
+    Query {
+        effects: Vec<(usize, NameEffect)>,
+        text: Arc<[u8]>,
+        /// Statements of the Query answered so far.
+        done: usize,
+        /// The Query's first answer dropped the unnamed statement and portal.
+        started: bool,
+    },
+    Parse {
+        name: Name,
+        statement: Arc<Statement>,
+    },
+    Bind {
+        portal: Name,
+        statement: Name,
+        formats: Arc<[i16]>,
+    },
+    DescribeStatement(Name),
+    DescribePortal(Name),
+    Execute(Name),
+    CloseStatement(Name),
+    ClosePortal(Name),
+    Sync,
+    /// A stand-in for a refused message that is not a Query: a Parse the
+    /// server fails (the extended protocol then skips to Sync).
+    StandInParse,
+    /// CopyDone or CopyFail: where the client ended its copy data.
+    CopyEnd,
+}
+
+impl Req {
+    fn is_extended(&self) -> bool {
+        !matches!(self, Req::Query { .. } | Req::Sync | Req::CopyEnd)
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    req: Req,
+    /// pgward's own error for a stand-in, sent in place of the server's.
+    refusal: Option<StandInAnswer>,
+    /// When it went out (only while someone wants request outcomes).
+    sent: Option<Instant>,
+}
+
+/// What a stand-in's ErrorResponse is swapped for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StandInAnswer {
+    /// The unique text the server's error quotes; an error without it (a
+    /// failed transaction's 25P02) is the server's own and goes through.
+    pub(crate) marker: Box<str>,
+    /// pgward's ErrorResponse.
+    pub(crate) error: Bytes,
+}
+
+/// What a backend message is, for the session core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Part of an answer with nothing for the phases (ParseComplete, ...).
+    Plain,
+    /// A RowDescription that starts a simple Query's result.
+    ResultStart,
+    /// A DataRow; `first`: the first of an Execute's result (the result
+    /// starts here, its description comes from the portal).
+    Row {
+        /// First row of an Execute.
+        first: bool,
+    },
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended.
+    ResultEnd,
+    /// An ErrorResponse; `refusal`: pgward's error for a stand-in.
+    Error {
+        /// pgward's own error, when this answers a stand-in.
+        refusal: Option<StandInAnswer>,
+    },
+    /// ReadyForQuery.
+    Ready(TransactionStatus),
+    /// ParameterStatus, NoticeResponse or NotificationResponse: may come at
+    /// any time.
+    Async,
+}
+
+/// The server sent something the conversation cannot contain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected {what} from the server {when}")]
+pub(crate) struct OutOfStep {
+    what: &'static str,
+    when: &'static str,
+}
+
+fn out_of_step(what: &'static str, when: &'static str) -> OutOfStep {
+    OutOfStep { what, when }
+}
+
+/// One session's conversation.
+#[derive(Debug)]
+pub struct Tracker {
+    statements: HashMap<Name, Arc<Statement>>,
+    portals: HashMap<Name, Arc<Portal>>,
+    queue: VecDeque<Entry>,
+    /// An extended-protocol error was answered and no Sync is queued: the
+    /// server ignores everything up to the next Sync.
+    skipping: bool,
+    /// The server is in COPY FROM STDIN.
+    copy_in: bool,
+    status: TransactionStatus,
+    /// Keep RowDescriptions (masking plans from them).
+    keep_descriptions: bool,
+    /// The result in progress.
+    result: Option<ResultInfo>,
+    /// Stamp requests with their send time.
+    timing: bool,
+    /// Shared empty values, so following a message allocates nothing it
+    /// does not need.
+    empty_text: Arc<[u8]>,
+    no_formats: Arc<[i16]>,
+}
+
+impl Tracker {
+    /// A tracker for a session that has just logged in (idle, no names).
+    pub(crate) fn new(keep_descriptions: bool) -> Self {
+        Self {
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            queue: VecDeque::new(),
+            skipping: false,
+            copy_in: false,
+            status: TransactionStatus::Idle,
+            keep_descriptions,
+            result: None,
+            timing: false,
+            empty_text: Arc::from(&b""[..]),
+            no_formats: Arc::from(&[][..]),
+        }
+    }
+
+    /// Stamps requests with their send time from now on (for durations).
+    pub(crate) fn time_requests(&mut self) {
+        self.timing = true;
+    }
+
+    /// When the request at the front (the one being answered) went out.
+    pub(crate) fn front_sent(&self) -> Option<Instant> {
+        self.queue.front().and_then(|e| e.sent)
+    }
+
+    /// The transaction status from the last ReadyForQuery.
+    pub fn status(&self) -> TransactionStatus {
+        self.status
+    }
+
+    /// Whether the server has requests it has not answered yet (a setting it
+    /// reported may then still change before the next message runs).
+    pub fn busy(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// ReadyForQuery messages the server still owes (one per queued Query
+    /// and Sync).
+    pub(crate) fn ready_pending(&self) -> u64 {
+        self.queue
+            .iter()
+            .filter(|e| matches!(e.req, Req::Query { .. } | Req::Sync))
+            .count() as u64
+    }
+
+    /// Whether the server is in COPY FROM STDIN and the client has not
+    /// ended its copy data yet: only copy messages (and Sync, Flush, which
+    /// the server ignores then) belong here.
+    pub(crate) fn in_copy(&self) -> bool {
+        self.copy_in && !self.queue.iter().any(|e| matches!(e.req, Req::CopyEnd))
+    }
+
+    /// The result whose rows arrive now.
+    pub(crate) fn result(&self) -> Option<&ResultInfo> {
+        self.result.as_ref()
+    }
+
+    fn push(&mut self, req: Req) {
+        // While the server skips to Sync, what it skips has no answer.
+        if self.skipping {
+            if matches!(req, Req::Sync) {
+                self.skipping = false;
+            } else {
+                return;
+            }
+        }
+        let sent = self.timing.then(Instant::now);
+        self.queue.push_back(Entry {
+            req,
+            refusal: None,
+            sent,
+        });
+    }
+
+    // ---- client side: messages as they are forwarded ----
+
+    /// A simple Query goes out.
+    pub(crate) fn query(&mut self, text: &[u8]) {
+        let effects = names::effects(text);
+        // The text is kept only for what a PREPARE in it creates: most
+        // Queries cost no copy.
+        let text = if effects.is_empty() {
+            Arc::clone(&self.empty_text)
+        } else {
+            text.into()
+        };
+        self.push(Req::Query {
+            effects,
+            text,
+            done: 0,
+            started: false,
+        });
+    }
+
+    /// A Parse goes out.
+    pub(crate) fn parse(&mut self, name: &[u8], text: &[u8]) {
+        let statement = Arc::new(Statement {
+            text: text.into(),
+            sql_prepare: false,
+            described: OnceLock::new(),
+        });
+        self.push(Req::Parse {
+            name: Name::new(name),
+            statement,
+        });
+    }
+
+    /// A Bind goes out.
+    pub(crate) fn bind(&mut self, bind: &BindView<'_>) {
+        self.push(Req::Bind {
+            portal: Name::new(bind.portal),
+            statement: Name::new(bind.statement),
+            // Formats matter only where rows are planned.
+            formats: if self.keep_descriptions {
+                bind.result_formats.as_slice().into()
+            } else {
+                Arc::clone(&self.no_formats)
+            },
+        });
+    }
+
+    /// A Describe goes out.
+    pub(crate) fn describe(&mut self, target: Target<'_>) {
+        self.push(match target {
+            Target::Statement(n) => Req::DescribeStatement(Name::new(n)),
+            Target::Portal(n) => Req::DescribePortal(Name::new(n)),
+        });
+    }
+
+    /// An Execute goes out.
+    pub(crate) fn execute(&mut self, portal: &[u8]) {
+        self.push(Req::Execute(Name::new(portal)));
+    }
+
+    /// A Close goes out.
+    pub(crate) fn close(&mut self, target: Target<'_>) {
+        self.push(match target {
+            Target::Statement(n) => Req::CloseStatement(Name::new(n)),
+            Target::Portal(n) => Req::ClosePortal(Name::new(n)),
+        });
+    }
+
+    /// A Sync goes out. During COPY FROM STDIN, before the client's
+    /// CopyDone, the server ignores it.
+    pub(crate) fn sync(&mut self) {
+        if self.in_copy() {
+            return;
+        }
+        self.push(Req::Sync);
+    }
+
+    /// A CopyDone or CopyFail goes out.
+    pub(crate) fn copy_end(&mut self) {
+        self.push(Req::CopyEnd);
+    }
+
+    /// A refused message's stand-in goes out: a Query (for a refused Query
+    /// or FunctionCall) or a failing Parse (for any extended message).
+    /// `error` is what the client gets in place of the server's answer.
+    pub(crate) fn stand_in(&mut self, query: bool, error: StandInAnswer) {
+        let req = if query {
+            Req::Query {
+                effects: Vec::new(),
+                text: Arc::clone(&self.empty_text),
+                done: 0,
+                started: false,
+            }
+        } else {
+            Req::StandInParse
+        };
+        let before = self.queue.len();
+        self.push(req);
+        if self.queue.len() > before {
+            if let Some(last) = self.queue.back_mut() {
+                last.refusal = Some(error);
+            }
+        }
+    }
+
+    // ---- projections, for judging a message as it is sent ----
+
+    /// The statement `name` as the server will have it when it reaches the
+    /// next message, if everything queued before succeeds.
+    pub fn projected_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
+        for entry in self.queue.iter().rev() {
+            match &entry.req {
+                Req::Parse { name: n, statement } if n.as_bytes() == name => {
+                    return Some(Arc::clone(statement))
+                }
+                Req::CloseStatement(n) if n.as_bytes() == name => return None,
+                Req::Query { .. } if name.is_empty() => return None,
+                Req::Query { effects, text, .. } => {
+                    for (_, effect) in effects.iter().rev() {
+                        match effect {
+                            NameEffect::Prepare(n) if n == name => {
+                                return Some(Arc::new(Statement {
+                                    text: Arc::clone(text),
+                                    sql_prepare: true,
+                                    described: OnceLock::new(),
+                                }))
+                            }
+                            NameEffect::Deallocate(n) if n == name => return None,
+                            NameEffect::DeallocateAll | NameEffect::DiscardAll => return None,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.statements.get(name).cloned()
+    }
+
+    /// Whether the portal `name` will exist when the server reaches the next
+    /// message (optimistic about transaction ends still to come: if it is
+    /// gone by then, the server says so).
+    pub fn projected_portal(&self, name: &[u8]) -> bool {
+        for entry in self.queue.iter().rev() {
+            match &entry.req {
+                Req::Bind { portal, .. } if portal.as_bytes() == name => return true,
+                Req::ClosePortal(n) if n.as_bytes() == name => return false,
+                Req::Query { .. } if name.is_empty() => return false,
+                Req::Query { effects, .. } => {
+                    for (_, effect) in effects.iter().rev() {
+                        match effect {
+                            NameEffect::Declare { name: n, .. } if n == name => return true,
+                            NameEffect::Close(n) if n == name => return false,
+                            NameEffect::CloseAll | NameEffect::DiscardAll => return false,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.portals.contains_key(name)
+    }
+
+    /// The statement a portal will run, when it is bound from one.
+    pub fn projected_portal_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
+        for entry in self.queue.iter().rev() {
+            match &entry.req {
+                Req::Bind {
+                    portal, statement, ..
+                } if portal.as_bytes() == name => {
+                    return self.projected_statement(statement.as_bytes())
+                }
+                Req::ClosePortal(n) if n.as_bytes() == name => return None,
+                _ => {}
+            }
+        }
+        self.portals.get(name).and_then(|p| p.statement.clone())
+    }
+
+    // ---- server side: answers ----
+
+    /// Drops copy-end markers the server ignored (no copy was running).
+    fn settle_front(&mut self) {
+        if self.copy_in {
+            return;
+        }
+        while matches!(
+            self.queue.front(),
+            Some(Entry {
+                req: Req::CopyEnd,
+                ..
+            })
+        ) {
+            self.queue.pop_front();
+        }
+    }
+
+    fn front(&mut self) -> Option<&mut Entry> {
+        self.settle_front();
+        self.queue.front_mut()
+    }
+
+    /// A DataRow arrives (only its tag is needed, so a row may stream).
+    pub(crate) fn row(&mut self) -> Result<Event, OutOfStep> {
+        if self.result.is_some() {
+            return Ok(Event::Row { first: false });
+        }
+        let portal = match self.front() {
+            Some(Entry {
+                req: Req::Execute(portal),
+                ..
+            }) => portal.clone(),
+            _ => return Err(out_of_step("DataRow", "outside a result")),
+        };
+        let portal = self
+            .portals
+            .get(&portal)
+            .cloned()
+            .ok_or(out_of_step("DataRow", "for a portal that does not exist"))?;
+        self.result = Some(execution_result(&portal));
+        Ok(Event::Row { first: true })
+    }
+
+    /// Server CopyData (only its tag is needed, so it may stream).
+    pub(crate) fn copy_data(&mut self) -> Result<(), OutOfStep> {
+        match self.front() {
+            Some(Entry {
+                req: Req::Query { .. } | Req::Execute(_),
+                ..
+            }) => Ok(()),
+            _ => Err(out_of_step("CopyData", "outside a COPY")),
+        }
+    }
+
+    /// The request being answered now, as the phases name it.
+    pub(crate) fn front_kind(&self) -> Option<RequestKind> {
+        let front = self
+            .queue
+            .iter()
+            .find(|e| self.copy_in || !matches!(e.req, Req::CopyEnd))?;
+        Some(match front.req {
+            Req::Query { .. } => RequestKind::Query,
+            Req::Parse { .. } | Req::StandInParse => RequestKind::Parse,
+            Req::Bind { .. } | Req::DescribeStatement(_) | Req::DescribePortal(_) => {
+                RequestKind::Bind
+            }
+            Req::Execute(_) => RequestKind::Execute,
+            Req::CloseStatement(_) | Req::ClosePortal(_) | Req::Sync | Req::CopyEnd => return None,
+        })
+    }
+
+    /// Any other backend message (complete).
+    pub(crate) fn answer(&mut self, frame: FrameRef<'_>) -> Result<Event, OutOfStep> {
+        match frame.tag() {
+            b'D' => self.row(),
+            b'1' => self.parse_complete(),
+            b'2' => self.bind_complete(),
+            b'3' => self.close_complete(),
+            b't' => match self.front() {
+                Some(Entry {
+                    req: Req::DescribeStatement(_),
+                    ..
+                }) => Ok(Event::Plain),
+                _ => Err(out_of_step("ParameterDescription", "without a Describe")),
+            },
+            b'T' => self.row_description(frame),
+            b'n' => self.no_data(),
+            b'C' | b'I' | b's' => self.result_end(frame.tag()),
+            b'E' => Ok(self.error()),
+            b'Z' => self.ready(frame),
+            b'G' => self.copy_in_response(),
+            b'H' => match self.front() {
+                Some(Entry {
+                    req: Req::Query { .. } | Req::Execute(_),
+                    ..
+                }) => {
+                    self.query_started();
+                    Ok(Event::Plain)
+                }
+                _ => Err(out_of_step("CopyOutResponse", "outside a statement")),
+            },
+            b'd' => self.copy_data().map(|()| Event::Plain),
+            // The end of copy-out data, inside the statement's answer.
+            b'c' => match self.front() {
+                Some(Entry {
+                    req: Req::Query { .. } | Req::Execute(_),
+                    ..
+                }) => Ok(Event::Plain),
+                _ => Err(out_of_step("CopyData", "outside a COPY")),
+            },
+            b'S' | b'N' | b'A' => Ok(Event::Async),
+            b'W' => Err(out_of_step(
+                "CopyBothResponse",
+                "(replication is not relayed)",
+            )),
+            b'R' => Err(out_of_step("authentication message", "after login")),
+            b'K' => Err(out_of_step("BackendKeyData", "after login")),
+            b'v' => Err(out_of_step("NegotiateProtocolVersion", "after login")),
+            b'V' => Err(out_of_step(
+                "FunctionCallResponse",
+                "(pgward relays no FunctionCall)",
+            )),
+            _ => Err(out_of_step("message type", "(unknown to the protocol)")),
+        }
+    }
+
+    /// A Query's first answer: the server dropped the unnamed statement and
+    /// portal when it began.
+    fn query_started(&mut self) {
+        if let Some(Entry {
+            req: Req::Query { started, .. },
+            ..
+        }) = self.queue.front_mut()
+        {
+            if !*started {
+                *started = true;
+                self.statements.remove(&b""[..]);
+                self.portals.remove(&b""[..]);
+            }
+        }
+    }
+
+    fn parse_complete(&mut self) -> Result<Event, OutOfStep> {
+        let Some(Entry {
+            req: Req::Parse { .. },
+            ..
+        }) = self.front()
+        else {
+            return Err(out_of_step("ParseComplete", "without a Parse"));
+        };
+        if let Some(Entry {
+            req: Req::Parse { name, statement },
+            ..
+        }) = self.queue.pop_front()
+        {
+            self.statements.insert(name, statement);
+        }
+        Ok(Event::Plain)
+    }
+
+    fn bind_complete(&mut self) -> Result<Event, OutOfStep> {
+        let Some(Entry {
+            req: Req::Bind { statement, .. },
+            ..
+        }) = self.front()
+        else {
+            return Err(out_of_step("BindComplete", "without a Bind"));
+        };
+        let name = statement.clone();
+        let statement = self.statements.get(&name).cloned().ok_or(out_of_step(
+            "BindComplete",
+            "for a statement that does not exist",
+        ))?;
+        if let Some(Entry {
+            req: Req::Bind {
+                portal, formats, ..
+            },
+            ..
+        }) = self.queue.pop_front()
+        {
+            self.portals.insert(
+                portal,
+                Arc::new(Portal {
+                    statement: Some(statement),
+                    formats,
+                    described: OnceLock::new(),
+                    holdable: false,
+                }),
+            );
+        }
+        Ok(Event::Plain)
+    }
+
+    fn close_complete(&mut self) -> Result<Event, OutOfStep> {
+        match self.front().map(|e| &e.req) {
+            Some(Req::CloseStatement(_) | Req::ClosePortal(_)) => {}
+            _ => return Err(out_of_step("CloseComplete", "without a Close")),
+        }
+        match self.queue.pop_front().map(|e| e.req) {
+            Some(Req::CloseStatement(n)) => {
+                self.statements.remove(&n);
+            }
+            Some(Req::ClosePortal(n)) => {
+                self.portals.remove(&n);
+            }
+            _ => {}
+        }
+        Ok(Event::Plain)
+    }
+
+    fn describe_with(&mut self, described: Described) -> Result<(), OutOfStep> {
+        match self.queue.pop_front().map(|e| e.req) {
+            Some(Req::DescribeStatement(n)) => {
+                let s = self.statements.get(&n).ok_or(out_of_step(
+                    "description",
+                    "of a statement that does not exist",
+                ))?;
+                let _ = s.described.set(described);
+            }
+            Some(Req::DescribePortal(n)) => {
+                let p = self.portals.get(&n).ok_or(out_of_step(
+                    "description",
+                    "of a portal that does not exist",
+                ))?;
+                let _ = p.described.set(described);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn row_description(&mut self, frame: FrameRef<'_>) -> Result<Event, OutOfStep> {
+        let fields = if self.keep_descriptions {
+            Some(Arc::new(
+                row_description(frame).map_err(|_| out_of_step("RowDescription", "(malformed)"))?,
+            ))
+        } else {
+            None
+        };
+        match self.front().map(|e| &e.req) {
+            Some(Req::DescribeStatement(_) | Req::DescribePortal(_)) => {
+                let described = fields.map_or(Described::NoData, Described::Rows);
+                // Without kept descriptions the value is never read.
+                self.describe_with(described)?;
+                Ok(Event::Plain)
+            }
+            Some(Req::Query { .. }) => {
+                self.query_started();
+                self.result = Some(ResultInfo {
+                    fields,
+                    formats: None,
+                });
+                Ok(Event::ResultStart)
+            }
+            _ => Err(out_of_step("RowDescription", "outside a Query or Describe")),
+        }
+    }
+
+    fn no_data(&mut self) -> Result<Event, OutOfStep> {
+        match self.front().map(|e| &e.req) {
+            Some(Req::DescribeStatement(_) | Req::DescribePortal(_)) => {
+                self.describe_with(Described::NoData)?;
+                Ok(Event::Plain)
+            }
+            _ => Err(out_of_step("NoData", "without a Describe")),
+        }
+    }
+
+    fn result_end(&mut self, tag: u8) -> Result<Event, OutOfStep> {
+        self.result = None;
+        let ended_copy = std::mem::replace(&mut self.copy_in, false);
+        self.query_started();
+        match self.front().map(|e| &mut e.req) {
+            Some(Req::Query { effects, done, .. }) if tag != b's' => {
+                let unit = *done;
+                *done += 1;
+                let applied: Vec<NameEffect> = effects
+                    .iter()
+                    .filter(|(i, _)| *i == unit)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                for effect in applied {
+                    self.apply(effect);
+                }
+            }
+            Some(Req::Execute(_)) => {
+                self.queue.pop_front();
+            }
+            _ => {
+                return Err(out_of_step(
+                    "CommandComplete",
+                    "without a statement running",
+                ))
+            }
+        }
+        if ended_copy {
+            // The client's CopyDone was consumed by the copy.
+            if let Some(at) = self
+                .queue
+                .iter()
+                .position(|e| matches!(e.req, Req::CopyEnd))
+            {
+                self.queue.remove(at);
+            }
+        }
+        Ok(Event::ResultEnd)
+    }
+
+    /// What a SQL statement did to the names, once it completed.
+    fn apply(&mut self, effect: NameEffect) {
+        match effect {
+            NameEffect::Prepare(name) => {
+                let text = match self.queue.front().map(|e| &e.req) {
+                    Some(Req::Query { text, .. }) => Arc::clone(text),
+                    _ => return,
+                };
+                self.statements.insert(
+                    Name::new(&name),
+                    Arc::new(Statement {
+                        text,
+                        sql_prepare: true,
+                        described: OnceLock::new(),
+                    }),
+                );
+            }
+            NameEffect::Deallocate(name) => {
+                self.statements.remove(&name[..]);
+            }
+            NameEffect::DeallocateAll => self.statements.clear(),
+            NameEffect::Declare { name, hold } => {
+                self.portals.insert(
+                    Name::new(&name),
+                    Arc::new(Portal {
+                        statement: None,
+                        formats: Arc::clone(&self.no_formats),
+                        described: OnceLock::new(),
+                        holdable: hold,
+                    }),
+                );
+            }
+            NameEffect::Close(name) => {
+                self.portals.remove(&name[..]);
+            }
+            NameEffect::CloseAll => self.portals.clear(),
+            NameEffect::DiscardAll => {
+                self.statements.clear();
+                self.portals.clear();
+            }
+        }
+    }
+
+    fn error(&mut self) -> Event {
+        self.result = None;
+        self.copy_in = false;
+        let Some(front) = self.front() else {
+            // Not an answer: a FATAL at shutdown, say.
+            return Event::Error { refusal: None };
+        };
+        let refusal = front.refusal.take();
+        if !front.req.is_extended() {
+            // A Query's error ends the Query; its ReadyForQuery follows.
+            self.query_started();
+            return Event::Error { refusal };
+        }
+        if let Some(failed) = self.queue.pop_front() {
+            // A failed Parse or Bind of the unnamed statement or portal may
+            // already have dropped the old one: forget it (at worst a later
+            // use is refused rather than guessed).
+            match failed.req {
+                Req::Parse { name, .. } if name.is_unnamed() => {
+                    self.statements.remove(&name);
+                }
+                Req::Bind { portal, .. } if portal.is_unnamed() => {
+                    self.portals.remove(&portal);
+                }
+                _ => {}
+            }
+        }
+        // Everything up to the next Sync is skipped by the server.
+        while let Some(e) = self.queue.front() {
+            if matches!(e.req, Req::Sync) {
+                return Event::Error { refusal };
+            }
+            self.queue.pop_front();
+        }
+        self.skipping = true;
+        Event::Error { refusal }
+    }
+
+    fn ready(&mut self, frame: FrameRef<'_>) -> Result<Event, OutOfStep> {
+        let status = crate::wire::backend::ready_status(frame)
+            .map_err(|_| out_of_step("ReadyForQuery", "(malformed)"))?;
+        match self.front().map(|e| &e.req) {
+            Some(Req::Query { .. } | Req::Sync) => {}
+            _ => return Err(out_of_step("ReadyForQuery", "without a Query or Sync")),
+        }
+        self.query_started();
+        self.queue.pop_front();
+        self.result = None;
+        self.status = status;
+        if status != TransactionStatus::InTransaction {
+            // The transaction ended: its portals are gone.
+            self.portals.retain(|_, p| p.holdable);
+        }
+        Ok(Event::Ready(status))
+    }
+
+    fn copy_in_response(&mut self) -> Result<Event, OutOfStep> {
+        match self.front().map(|e| &e.req) {
+            Some(Req::Query { .. } | Req::Execute(_)) => {}
+            _ => return Err(out_of_step("CopyInResponse", "outside a statement")),
+        }
+        self.query_started();
+        self.copy_in = true;
+        // Messages already sent behind the COPY and before the client's
+        // CopyDone are read by the server during the copy: Sync and Flush
+        // are ignored; anything else would abort the copy in a way pgward
+        // does not follow.
+        let end = self
+            .queue
+            .iter()
+            .position(|e| matches!(e.req, Req::CopyEnd))
+            .unwrap_or(self.queue.len());
+        let i = 1;
+        let mut end = end;
+        while i < end {
+            match self.queue[i].req {
+                Req::Sync => {
+                    self.queue.remove(i);
+                    end -= 1;
+                }
+                _ => {
+                    return Err(out_of_step(
+                        "CopyInResponse",
+                        "with requests pipelined into the copy",
+                    ))
+                }
+            }
+        }
+        Ok(Event::Plain)
+    }
+}
+
+/// The result of an Execute of `portal`: its own description, else its
+/// statement's with Bind's formats.
+fn execution_result(portal: &Portal) -> ResultInfo {
+    let own = portal.described.get();
+    let from_statement = portal.statement.as_ref().and_then(|s| s.described.get());
+    match (own, from_statement) {
+        (Some(Described::Rows(f)), _) => ResultInfo {
+            fields: Some(Arc::clone(f)),
+            formats: None,
+        },
+        (None, Some(Described::Rows(f))) => ResultInfo {
+            fields: Some(Arc::clone(f)),
+            formats: Some(Arc::clone(&portal.formats)),
+        },
+        _ => ResultInfo {
+            fields: None,
+            formats: Some(Arc::clone(&portal.formats)),
+        },
+    }
+}

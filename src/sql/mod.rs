@@ -1,0 +1,3 @@
+//! libpg_query glue shared by the session core, policy and masking.
+
+pub(crate) mod names;
