@@ -14,6 +14,7 @@
 //! - [`mask`]: mask strategies and the DataRow rewrite (pure).
 //! - `io`: sockets (plain or TLS) and a frame-reading buffer.
 //! - `tls`: rustls configurations (aws-lc-rs).
+//! - [`upstream`]: checks on what a server sends (malformed errors).
 //! - [`config`]: the TOML file, parsed once into typed values.
 //! - [`gateway`]: shared state built from the config.
 //! - `error`: session errors, their origin and their SQLSTATEs.
@@ -42,4 +43,5 @@ pub mod session;
 pub(crate) mod sql;
 pub mod sqlstate;
 pub(crate) mod tls;
+pub mod upstream;
 pub mod wire;

@@ -87,7 +87,11 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         server.gateway(),
         path,
     ));
-    tracing::info!(addr = %server.local_addr()?, "pgward listening");
+    tracing::info!(
+        addr = %server.local_addr()?,
+        rules_version = server.gateway().rules_version(),
+        "pgward listening"
+    );
     server.run(shutdown_signal()).await;
     Ok(())
 }

@@ -109,10 +109,6 @@ async fn unknown_message_type_and_bad_lengths_are_protocol_violations() {
 async fn bad_startup_packets_get_a_fatal_error() {
     let pw = Pgward::start(Backend::shared()).await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        // Length below the minimum.
-        (vec![0, 0, 0, 4], "08P01"),
-        // Longer than PostgreSQL's 10,000-byte startup limit.
-        ((20_000i32).to_be_bytes().to_vec(), "08P01"),
         // Protocol 2.0 and 4.0.
         (startup_packet(2 << 16, &[("user", USER)]), "08P01"),
         (startup_packet(4 << 16, &[("user", USER)]), "08P01"),
@@ -154,6 +150,43 @@ async fn bad_startup_packets_get_a_fatal_error() {
         assert_eq!(first.field(b'S').as_deref(), Some("FATAL"));
         assert!(c.closed().await);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unframeable_startup_packets_are_closed_without_a_reply() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let mut ssl = BytesMut::new();
+    frontend::ssl_request(&mut ssl);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("length below the minimum", vec![0, 0, 0, 4]),
+        ("negative length", (-8i32).to_be_bytes().to_vec()),
+        // Longer than PostgreSQL's 10,000-byte startup limit.
+        ("length above the limit", 20_000i32.to_be_bytes().to_vec()),
+        // node-postgres: client.connect(); client.end() writes this first.
+        ("Terminate before startup", message(b'X', &[])),
+        ("incomplete packet", {
+            let mut p = startup_packet(3 << 16, &[("user", USER)]);
+            p.truncate(p.len() / 2);
+            p
+        }),
+        ("a partial length", vec![0, 0]),
+        ("nothing at all", Vec::new()),
+    ];
+    for (what, packet) in cases {
+        let mut c = RawClient::open(pw.addr).await;
+        c.send(&packet).await;
+        c.finish_sending().await;
+        assert!(c.recv().await.is_none(), "{what}: no reply, only a close");
+    }
+    // After an SSLRequest was answered, the same.
+    let mut c = RawClient::open(pw.addr).await;
+    c.send(&ssl).await;
+    assert_eq!(c.recv_byte().await, b'N');
+    c.send(&[0, 0, 0, 1]).await;
+    assert!(c.recv().await.is_none(), "no reply after the SSL answer");
+    // pgward itself still serves.
+    let mut c = login(&pw).await;
+    assert!(error_of(&c.simple("SELECT 1").await).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

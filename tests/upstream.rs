@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fake_backend::{
-    parameter_status, Auth, FakeBackend, Reply, ServerFinal, FAKE_PASSWORD,
+    auth_message, error_response, parameter_status, ready_for_query, Auth, FakeBackend, Reply,
+    ServerFinal, FAKE_PASSWORD,
 };
 use support::raw::RawClient;
 use support::{Pgward, DB, PASSWORD, USER};
@@ -197,4 +198,244 @@ async fn a_hostile_iteration_count_fails_cleanly_and_spares_other_upstreams() {
         codes.len()
     );
     assert!(fake.seen().connections > 0);
+    // And refused: the fake sends no server signature.
+    assert!(codes.iter().all(|c| c == "08001"), "{codes:?}");
+}
+
+/// Connects as alice and runs `SELECT 1`.
+async fn select_one_works(pw: &Pgward) {
+    let client = pw.connect().await;
+    client.simple_query("SELECT 1").await.expect("query");
+}
+
+/// Connects as alice and returns the SQLSTATE of the failure; panics if the
+/// login succeeds or does not end (a hang is the bug these tests look for).
+async fn login_refused(pw: &Pgward) -> String {
+    let config = pw.client_config(USER, PASSWORD);
+    let login = tokio::time::timeout(Duration::from_secs(60), support::connect_with(&config));
+    match login.await.expect("the login ends") {
+        Ok(_) => panic!("the login succeeded"),
+        Err(e) => support::sqlstate(&e),
+    }
+}
+
+#[tokio::test]
+async fn login_messages_beyond_the_byte_budget_end_the_login() {
+    // Many small messages: each is tiny, their sum is not.
+    let flood = FakeBackend::builder()
+        .login_message(parameter_status("p", "v").repeat(10_000))
+        .start()
+        .await;
+    let pw = Pgward::start_in(&flood.config(""), flood.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+
+    // One large message.
+    let mut notice = error_response(&[(b'S', "NOTICE"), (b'M', &"x".repeat(100_000))]);
+    notice[0] = b'N';
+    let big = FakeBackend::builder().login_message(notice).start().await;
+    let pw = Pgward::start_in(&big.config(""), big.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+
+    // The budget is configurable, and under it the login goes through.
+    let pw = Pgward::start_in(&flood.config("login_max_bytes = \"1MiB\""), flood.dir()).await;
+    select_one_works(&pw).await;
+}
+
+#[tokio::test]
+async fn a_login_that_never_finishes_is_cut_off() {
+    // Authentication succeeds, then nothing: no BackendKeyData, no
+    // ReadyForQuery.
+    let fake = FakeBackend::builder()
+        .raw_login(vec![parameter_status("a", "b")])
+        .start()
+        .await;
+    let pw = Pgward::start_in(&fake.config("connect_timeout = \"1s\""), fake.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_logins_are_refused_when_the_catalog_read_stalls() {
+    // The catalog connection's first query never gets an answer.
+    let fake = FakeBackend::builder()
+        .respond(|req| {
+            if req.query().starts_with("BEGIN") {
+                Reply::Hang
+            } else {
+                Reply::Default
+            }
+        })
+        .start()
+        .await;
+    let config = format!(
+        "{}\n[masking]\ncatalog_timeout = \"1s\"\n[[masking.rules]]\nname = \"ssn\"\n\
+         columns = [\"ssn\"]\nstrategy = \"null\"\n",
+        fake.config("")
+    );
+    let pw = Pgward::start_in(&config, fake.dir()).await;
+    // Several at once: the later ones wait for the first read, within the
+    // same deadline, and are refused too.
+    let logins: Vec<_> = (0..3).map(|_| login_refused(&pw)).collect();
+    for code in futures::future::join_all(logins).await {
+        assert_eq!(code, "08001");
+    }
+    // And again later: no login is left waiting behind the stalled read.
+    assert_eq!(login_refused(&pw).await, "08001");
+    assert!(fake.seen().startups.iter().any(|s| s
+        .iter()
+        .any(|(k, v)| k == "application_name" && v == "pgward-catalog")));
+}
+
+#[tokio::test]
+async fn malformed_login_errors_reach_the_client_well_formed() {
+    let garbled = support::raw::message(b'E', b"SFATAL");
+    let cases = [
+        // After authentication: no SQLSTATE, no message.
+        (
+            FakeBackend::builder().raw_login(vec![error_response(&[(b'S', "FATAL")])]),
+            "08P01",
+            "malformed error from the server",
+        ),
+        // In place of authentication: fields without terminators.
+        (
+            FakeBackend::builder().auth(Auth::Raw(garbled)),
+            "08P01",
+            "malformed error from the server",
+        ),
+        // A well-formed one passes as it is.
+        (
+            FakeBackend::builder().raw_login(vec![error_response(&[
+                (b'S', "FATAL"),
+                (b'V', "FATAL"),
+                (b'C', "53300"),
+                (b'M', "sorry, too many clients already"),
+            ])]),
+            "53300",
+            "sorry, too many clients already",
+        ),
+    ];
+    for (builder, code, text) in cases {
+        let fake = builder.start().await;
+        let pw = Pgward::start_in(&fake.config(""), fake.dir()).await;
+        let e = support::connect_with(&pw.client_config(USER, PASSWORD))
+            .await
+            .expect_err("login refused");
+        assert_eq!(support::sqlstate(&e), code, "{e:?}");
+        assert_eq!(support::message(&e), text);
+    }
+}
+
+#[tokio::test]
+async fn upstream_authentication_follows_require_auth() {
+    // Refused by default, and the password never leaves pgward.
+    for auth in [Auth::Cleartext, Auth::Md5(*b"salt"), Auth::Trust] {
+        let fake = FakeBackend::builder().auth(auth.clone()).start().await;
+        let pw = Pgward::start_in(&fake.config(""), fake.dir()).await;
+        assert_eq!(login_refused(&pw).await, "08001", "{auth:?}");
+        let seen = fake.seen();
+        assert!(seen.passwords.is_empty(), "{auth:?}: {seen:?}");
+        assert!(
+            seen.messages.is_empty(),
+            "{auth:?}: no statement reached it"
+        );
+    }
+    // Named in require_auth, they work.
+    for (auth, allow) in [
+        (Auth::Cleartext, "password"),
+        (Auth::Md5(*b"salt"), "md5"),
+        (Auth::Trust, "none"),
+    ] {
+        let fake = FakeBackend::builder().auth(auth.clone()).start().await;
+        let extra = format!("require_auth = [\"scram-sha-256\", \"{allow}\"]");
+        let pw = Pgward::start_in(&fake.config(&extra), fake.dir()).await;
+        select_one_works(&pw).await;
+        let seen = fake.seen().passwords;
+        match auth {
+            Auth::Cleartext => assert_eq!(seen, [FAKE_PASSWORD]),
+            Auth::Md5(_) => assert!(seen[0].starts_with("md5"), "{seen:?}"),
+            _ => assert!(seen.is_empty()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_scram_signature_is_always_verified() {
+    for server_final in [ServerFinal::Missing, ServerFinal::Wrong] {
+        let fake = FakeBackend::builder()
+            .auth(Auth::scram(FAKE_PASSWORD).server_final(server_final.clone()))
+            .start()
+            .await;
+        // Even with every method allowed.
+        let extra = "require_auth = [\"scram-sha-256\", \"md5\", \"password\", \"none\"]";
+        let pw = Pgward::start_in(&fake.config(extra), fake.dir()).await;
+        assert_eq!(login_refused(&pw).await, "08001", "{server_final:?}");
+        assert!(fake.seen().messages.is_empty(), "{server_final:?}");
+    }
+}
+
+#[tokio::test]
+async fn required_channel_binding_is_not_given_up_without_tls() {
+    // sslmode prefer, and the server declines TLS: SCRAM cannot be bound.
+    let fake = FakeBackend::builder().start().await;
+    let extra = "sslmode = \"prefer\"\nchannel_binding = \"require\"";
+    let pw = Pgward::start_in(&fake.config(extra), fake.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+    assert_eq!(fake.seen().logins_completed, 0);
+    // Without the requirement the same server is accepted.
+    let pw = Pgward::start_in(&fake.config("sslmode = \"prefer\""), fake.dir()).await;
+    select_one_works(&pw).await;
+}
+
+#[tokio::test]
+async fn authentication_out_of_place_ends_the_login() {
+    let cases = [
+        // BackendKeyData and ReadyForQuery without any authentication.
+        FakeBackend::builder().auth(Auth::Raw(
+            [
+                support::raw::message(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]),
+                ready_for_query(b'I'),
+            ]
+            .concat(),
+        )),
+        // A second authentication request after AuthenticationOk.
+        FakeBackend::builder().raw_login(vec![auth_message(3, &[]), ready_for_query(b'I')]),
+        // SASLFinal out of the blue.
+        FakeBackend::builder().auth(Auth::Raw(auth_message(12, b"v=AAAA"))),
+        // An unknown authentication kind.
+        FakeBackend::builder().auth(Auth::Raw(auth_message(99, &[]))),
+    ];
+    for builder in cases {
+        let fake = builder.start().await;
+        let pw = Pgward::start_in(&fake.config(""), fake.dir()).await;
+        assert_eq!(login_refused(&pw).await, "08001");
+        assert!(fake.seen().passwords.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn over_tls_scram_must_be_channel_bound_unless_configured_otherwise() {
+    // A server (or a man in the middle terminating TLS) that offers only
+    // unbound SCRAM over TLS.
+    let pki_dir = tempfile::tempdir().expect("dir");
+    let pki = support::certs::TestPki::new(pki_dir.path(), "fake CA");
+    let unbound = FakeBackend::builder()
+        .tls(&pki)
+        .auth(Auth::scram(FAKE_PASSWORD).mechanisms(&["SCRAM-SHA-256"]))
+        .start()
+        .await;
+    let pw = Pgward::start_in(&unbound.config("sslmode = \"require\""), unbound.dir()).await;
+    assert_eq!(login_refused(&pw).await, "08001");
+    assert_eq!(unbound.seen().logins_completed, 0);
+    let relaxed = "sslmode = \"require\"\nchannel_binding = \"prefer\"";
+    let pw = Pgward::start_in(&unbound.config(relaxed), unbound.dir()).await;
+    select_one_works(&pw).await;
+
+    // Offering SCRAM-SHA-256-PLUS, the default works over TLS.
+    let bound = FakeBackend::builder()
+        .tls(&pki)
+        .auth(Auth::scram(FAKE_PASSWORD).mechanisms(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]))
+        .start()
+        .await;
+    let pw = Pgward::start_in(&bound.config("sslmode = \"require\""), bound.dir()).await;
+    select_one_works(&pw).await;
+    assert_eq!(bound.seen().logins_completed, 1);
 }

@@ -2,6 +2,7 @@
 //! the credential pgward holds. The password and the server's cancel key stay
 //! in here and in the cancel registry; neither reaches a client or a log line.
 
+use super::require::{AuthMethod, AuthProgress, AuthRefused};
 use super::scram_client::{Binding, SaltedPasswordCache, ScramClient, ScramError};
 use crate::config::{SslMode, UpstreamConfig};
 use crate::error::SessionError;
@@ -14,9 +15,6 @@ use postgres_protocol::message::frontend;
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-
-/// Authentication messages from a server are small.
-const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 
 /// An upstream with its TLS client configuration built once.
 #[derive(Debug, Clone)]
@@ -115,8 +113,15 @@ impl Upstream {
             .await
             .map_err(|e| self.unavailable(e.to_string()))?;
 
-        let framer = Framer::new(MAX_LOGIN_MESSAGE);
+        // Everything before ReadyForQuery counts against one budget: each
+        // message is also capped by it before it is buffered, and their sum
+        // (a flood of small ParameterStatus) cannot grow past it either.
+        let budget = c.login_max_bytes;
+        let framer = Framer::new(budget);
+        let mut received = 0usize;
         let mut scram: Option<ScramClient> = None;
+        let mut progress = AuthProgress::default();
+        let refuse = |e: AuthRefused| self.unavailable(e.0);
         let mut key = None;
         let mut startup_messages = BytesMut::new();
         loop {
@@ -124,10 +129,17 @@ impl Upstream {
                 .read_frame(&framer)
                 .await
                 .map_err(|e| self.read_failed(e))?;
+            received += frame.raw().len();
+            if received > budget {
+                return Err(self.unavailable(format!(
+                    "the server sent more than login_max_bytes ({budget} bytes) before ReadyForQuery"
+                )));
+            }
             match BackendKind::of(frame.tag()) {
                 BackendKind::Authentication => {
                     out.clear();
-                    self.answer_auth(&frame, &conn.stream, &mut scram, &mut out)
+                    let exchange = (&mut scram, &mut progress);
+                    self.answer_auth(&frame, &conn.stream, exchange, &mut out)
                         .await?;
                     if !out.is_empty() {
                         conn.send(&out)
@@ -135,17 +147,25 @@ impl Upstream {
                             .map_err(|e| self.unavailable(e.to_string()))?;
                     }
                 }
-                BackendKind::ParameterStatus | BackendKind::NoticeResponse => {
+                BackendKind::ParameterStatus => {
+                    progress.after_ok("ParameterStatus").map_err(refuse)?;
                     startup_messages.extend_from_slice(frame.raw());
                 }
+                BackendKind::NoticeResponse => startup_messages.extend_from_slice(frame.raw()),
                 BackendKind::BackendKeyData => {
+                    progress.after_ok("BackendKeyData").map_err(refuse)?;
                     key = Some(
                         backend_key_data(frame.view())
                             .map_err(|e| self.unavailable(e.to_string()))?,
                     );
                 }
                 BackendKind::NegotiateProtocolVersion => {}
-                BackendKind::ReadyForQuery => break,
+                BackendKind::ReadyForQuery => {
+                    // Without this, a server could skip authentication by
+                    // going straight to ReadyForQuery.
+                    progress.after_ok("ReadyForQuery").map_err(refuse)?;
+                    break;
+                }
                 BackendKind::ErrorResponse => return Err(self.refused(&frame)),
                 _ => {
                     return Err(self.unavailable(format!(
@@ -172,6 +192,16 @@ impl Upstream {
     /// failures are pgward's configuration problem, and their wording names the
     /// backend role: the client gets 08001 and the log gets the detail.
     fn refused(&self, frame: &Frame) -> SessionError {
+        if let Some(bad) = crate::upstream::error::check_error_response(frame.body()) {
+            tracing::warn!(
+                upstream = %self.config.name,
+                "malformed ErrorResponse during login ({}), replaced", bad.reason
+            );
+            return SessionError::BackendRefused {
+                code: crate::upstream::error::MALFORMED_CODE.to_owned(),
+                message: crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
+            };
+        }
         let field =
             |c| String::from_utf8_lossy(notice_field(frame.view(), c).unwrap_or(b"")).into_owned();
         let (code, message) = (field(b'C'), field(b'M'));
@@ -195,16 +225,28 @@ impl Upstream {
         &self,
         frame: &Frame,
         stream: &Stream,
-        scram: &mut Option<ScramClient>,
+        (scram, progress): (&mut Option<ScramClient>, &mut AuthProgress),
         out: &mut BytesMut,
     ) -> Result<(), SessionError> {
         let mut body = frame.body();
         let code = read_i32(&mut body).ok_or_else(|| self.unavailable("short Authentication"))?;
         let io = |e: std::io::Error| self.unavailable(e.to_string());
+        let policy = &self.config.auth;
+        // Checked before anything is sent: a method require_auth does not
+        // allow never sees the password or a hash of it.
+        let request = |progress: &mut AuthProgress, m| {
+            progress
+                .request(policy, m)
+                .map_err(|e| self.unavailable(e.0))
+        };
         match code {
-            0 => Ok(()),
-            3 => frontend::password_message(self.password()?, out).map_err(io),
+            0 => progress.ok(policy).map_err(|e| self.unavailable(e.0)),
+            3 => {
+                request(progress, AuthMethod::Password)?;
+                frontend::password_message(self.password()?, out).map_err(io)
+            }
             5 => {
+                request(progress, AuthMethod::Md5)?;
                 let salt: [u8; 4] = body
                     .try_into()
                     .map_err(|_| self.unavailable("bad MD5 salt"))?;
@@ -216,6 +258,7 @@ impl Upstream {
                 frontend::password_message(hash.as_bytes(), out).map_err(io)
             }
             10 => {
+                request(progress, AuthMethod::ScramSha256)?;
                 let mut mechanisms = Vec::new();
                 while let Some(m) = read_cstr(&mut body).filter(|m| !m.is_empty()) {
                     mechanisms.push(m);
@@ -250,7 +293,9 @@ impl Upstream {
                     .ok_or_else(|| self.unavailable("SASLFinal before SASL"))?;
                 // Verifies the server's signature: the server knew our verifier.
                 s.verify_server_final(body)
-                    .map_err(|e| self.unavailable(e.to_string()))
+                    .map_err(|e| self.unavailable(e.to_string()))?;
+                progress.server_verified();
+                Ok(())
             }
             other => Err(self.unavailable(format!("unsupported authentication request {other}"))),
         }
@@ -273,6 +318,10 @@ impl Upstream {
         let plus = offered.contains(&&b"SCRAM-SHA-256-PLUS"[..]);
         match cert {
             Some(hash) if plus => Ok(("SCRAM-SHA-256-PLUS", Binding::EndPoint(hash))),
+            _ if self.config.auth.channel_binding => Err(self.unavailable(
+                "channel_binding is require, and the server does not offer SCRAM-SHA-256-PLUS \
+                 over TLS",
+            )),
             Some(_) if offered.contains(&&b"SCRAM-SHA-256"[..]) => {
                 Ok(("SCRAM-SHA-256", Binding::NotOffered))
             }

@@ -3,5 +3,6 @@
 pub mod backend;
 pub mod client;
 pub mod identity;
+pub mod require;
 pub mod scram_client;
 pub mod verifier;

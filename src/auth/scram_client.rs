@@ -148,24 +148,27 @@ impl SaltedPasswordCache {
         if let Some(salted) = self.get(salt, iterations) {
             return Ok(salted);
         }
-        let _local = self
-            .local
-            .acquire()
+        let permit = |pool: &Arc<Semaphore>| Arc::clone(pool).acquire_owned();
+        let local = permit(&self.local)
             .await
             .map_err(|_| ScramError::Derivation)?;
         // Another login may have computed it while this one waited.
         if let Some(salted) = self.get(salt, iterations) {
             return Ok(salted);
         }
-        let _global = self
-            .global
-            .acquire()
+        let global = permit(&self.global)
             .await
             .map_err(|_| ScramError::Derivation)?;
         let (password, salt_owned) = (normalize(password), salt.clone());
-        let salted = tokio::task::spawn_blocking(move || hi(&password, &salt_owned, iterations))
-            .await
-            .map_err(|_| ScramError::Derivation)?;
+        // The permits travel with the computation: a login that times out
+        // drops this future, but the thread computes on and must go on
+        // counting against both pools until it ends.
+        let salted = tokio::task::spawn_blocking(move || {
+            let _permits = (local, global);
+            hi(&password, &salt_owned, iterations)
+        })
+        .await
+        .map_err(|_| ScramError::Derivation)?;
         self.insert(salt, iterations, salted);
         Ok(salted)
     }
@@ -254,6 +257,9 @@ impl ScramClient {
         server_first: &[u8],
         max_iterations: u32,
     ) -> Result<SaltRequest, ScramError> {
+        if self.server_first.is_some() {
+            return Err(ScramError::Malformed("a second server-first message"));
+        }
         let server_first =
             std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let mut parts = server_first.split(',');
@@ -386,10 +392,15 @@ mod tests {
             ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
         let other_count = SERVER_FIRST.replace("i=4096", "i=4097");
         let fin_4097 = exchange(&mut other, &other_count, b"pencil", &cache).await;
-        assert_ne!(
-            fin_4097,
-            exchange(&mut again, SERVER_FIRST, b"pencil", &cache).await
-        );
+        let mut third =
+            ScramClient::with_nonce(Binding::Unsupported, "user", "rOprNGfwEbeRWgbNEkqO");
+        let fin_4096 = exchange(&mut third, SERVER_FIRST, b"pencil", &cache).await;
+        assert!(fin_4096.is_ok() && fin_4097.is_ok());
+        assert_ne!(fin_4097, fin_4096);
+        // One exchange takes one server-first.
+        assert!(third
+            .server_first(SERVER_FIRST.as_bytes(), 100_000)
+            .is_err());
     }
 
     #[tokio::test]

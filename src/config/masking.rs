@@ -24,6 +24,17 @@ pub fn compile(raw: &RawMasking, hash_key: Option<Secret>) -> Result<MaskConfig,
         }
         None => Duration::from_secs(60),
     };
+    let catalog_timeout = match &raw.catalog_timeout {
+        Some(text) => super::units::parse_duration(text)
+            .map_err(|m| err("masking.catalog_timeout".into(), m))?,
+        None => Duration::from_secs(10),
+    };
+    if catalog_timeout.is_zero() {
+        return Err(err(
+            "masking.catalog_timeout".into(),
+            "must be more than 0s",
+        ));
+    }
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (i, r) in raw.rules.iter().enumerate() {
         let at = format!("masking.rules[{i}]");
@@ -43,6 +54,7 @@ pub fn compile(raw: &RawMasking, hash_key: Option<Secret>) -> Result<MaskConfig,
                 .unwrap_or_default(),
         ),
         refresh,
+        catalog_timeout,
         allowed_functions: raw.allowed_functions.iter().cloned().collect(),
     })
 }

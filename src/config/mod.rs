@@ -162,6 +162,10 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Most SCRAM iterations accepted from the server.
     pub scram_max_iterations: u32,
+    /// Most bytes accepted from the server before its first ReadyForQuery.
+    pub login_max_bytes: usize,
+    /// Authentication the server may ask for.
+    pub auth: crate::auth::require::AuthPolicy,
 }
 
 /// One client identity, typed.
@@ -359,6 +363,15 @@ fn upstream_from_raw(
             "must be between 4096 (PostgreSQL's default) and 10000000",
         ));
     }
+    let login_max_bytes =
+        units::parse_size(&u.login_max_bytes).map_err(|m| field_err(f("login_max_bytes"), m))?;
+    if !(1024..=(16 << 20)).contains(&login_max_bytes) {
+        return Err(field_err(
+            f("login_max_bytes"),
+            "must be between 1KiB and 16MiB",
+        ));
+    }
+    let auth = auth_policy(&f, &u.require_auth, u.channel_binding.as_deref(), sslmode)?;
     Ok(UpstreamConfig {
         name: name.to_owned(),
         host: u.host,
@@ -370,6 +383,56 @@ fn upstream_from_raw(
         ca_file: u.ca_file.map(|p| resolve(base, p)),
         connect_timeout: duration(&f("connect_timeout"), &u.connect_timeout)?,
         scram_max_iterations: u.scram_max_iterations,
+        login_max_bytes,
+        auth,
+    })
+}
+
+fn auth_policy(
+    f: &dyn Fn(&str) -> String,
+    require_auth: &[String],
+    channel_binding: Option<&str>,
+    sslmode: SslMode,
+) -> Result<crate::auth::require::AuthPolicy, ConfigError> {
+    use crate::auth::require::AuthMethod;
+    let mut allowed = Vec::new();
+    for text in require_auth {
+        let m = AuthMethod::parse(text).ok_or_else(|| {
+            field_err(
+                f("require_auth"),
+                format!("{text:?} is not one of scram-sha-256, md5, password, none"),
+            )
+        })?;
+        if !allowed.contains(&m) {
+            allowed.push(m);
+        }
+    }
+    if allowed.is_empty() {
+        return Err(field_err(
+            f("require_auth"),
+            "must name at least one method",
+        ));
+    }
+    let channel_binding = match channel_binding {
+        None => matches!(sslmode, SslMode::Require | SslMode::VerifyFull),
+        Some("require") => true,
+        Some("prefer") => false,
+        Some(other) => {
+            return Err(field_err(
+                f("channel_binding"),
+                format!("{other:?} is not one of require, prefer"),
+            ))
+        }
+    };
+    if channel_binding && sslmode == SslMode::Disable {
+        return Err(field_err(
+            f("channel_binding"),
+            "require needs TLS (sslmode prefer, require or verify-full)",
+        ));
+    }
+    Ok(crate::auth::require::AuthPolicy {
+        allowed,
+        channel_binding,
     })
 }
 
@@ -440,12 +503,23 @@ pub fn explain(c: &Config) -> String {
     for (name, u) in &c.upstreams {
         let _ = writeln!(
             out,
-            "upstream {name}: {}:{} database {} as {}, sslmode {:?}, password {}",
+            "upstream {name}: {}:{} database {} as {}, sslmode {:?}, require_auth {}{}, password {}",
             u.host,
             u.port,
             u.dbname,
             u.user,
             u.sslmode,
+            u.auth
+                .allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            if u.auth.channel_binding {
+                " (channel binding required)"
+            } else {
+                ""
+            },
             if u.password.is_some() {
                 "set"
             } else {

@@ -44,6 +44,11 @@ pub struct RawMasking {
     /// Default `"60s"`.
     #[serde(default)]
     pub refresh: Option<String>,
+    /// Time allowed to read the column map (login and catalog queries); a
+    /// masked identity whose map cannot be read in time is refused.
+    /// Default `"10s"`.
+    #[serde(default)]
+    pub catalog_timeout: Option<String>,
     /// Functions outside pg_catalog that masked identities may still call
     /// (reviewed not to read masked columns), by name. Default: none.
     #[serde(default)]
@@ -268,6 +273,24 @@ pub struct RawUpstream {
     /// 4096. Default 100000.
     #[serde(default = "default_scram_max_iterations")]
     pub scram_max_iterations: u32,
+    /// Most bytes the server may send during login before its first
+    /// ReadyForQuery (authentication, ParameterStatus, NoticeResponse and
+    /// the rest together), e.g. `"64KiB"`; more ends the login. Default
+    /// `"64KiB"`.
+    #[serde(default = "default_login_max_bytes")]
+    pub login_max_bytes: String,
+    /// Authentication methods the server may ask for before pgward sends
+    /// the credential (as libpq's `require_auth`): `scram-sha-256`, `md5`,
+    /// `password` (clear text) and `none` (trust). The server's SCRAM
+    /// signature is always verified. Default `["scram-sha-256"]`.
+    #[serde(default = "default_require_auth")]
+    pub require_auth: Vec<String>,
+    /// `require`: SCRAM must be bound to the TLS channel
+    /// (SCRAM-SHA-256-PLUS); `prefer`: bound when the server offers it.
+    /// Default `"require"` with sslmode `require` or `verify-full`, else
+    /// `"prefer"`.
+    #[serde(default)]
+    pub channel_binding: Option<String>,
 }
 
 /// `[users.NAME]`: one client identity.
@@ -322,6 +345,12 @@ fn default_port() -> u16 {
 }
 fn default_sslmode() -> String {
     "prefer".into()
+}
+fn default_require_auth() -> Vec<String> {
+    vec!["scram-sha-256".into()]
+}
+fn default_login_max_bytes() -> String {
+    "64KiB".into()
 }
 fn default_scram_max_iterations() -> u32 {
     100_000

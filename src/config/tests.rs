@@ -24,6 +24,12 @@ fn minimal_config_gets_defaults() {
     let main = &c.upstreams["main"];
     assert_eq!((main.port, main.dbname.as_str()), (5432, "main"));
     assert_eq!(main.sslmode, SslMode::Prefer);
+    assert_eq!(main.scram_max_iterations, 100_000);
+    assert_eq!(main.login_max_bytes, 64 << 10);
+    assert_eq!(main.auth, crate::auth::require::AuthPolicy::default());
+    let strict = parse(&minimal("sslmode = \"verify-full\"")).unwrap();
+    assert!(strict.upstreams["main"].auth.channel_binding);
+    assert_eq!(c.masking.catalog_timeout, Duration::from_secs(10));
     assert_eq!(c.databases["main"], "main");
 }
 
@@ -31,6 +37,27 @@ fn minimal_config_gets_defaults() {
 fn errors_name_the_field() {
     let cases = [
         (minimal("sslmode = \"maybe\""), "upstreams.main.sslmode"),
+        (
+            minimal("require_auth = [\"kerberos\"]"),
+            "upstreams.main.require_auth",
+        ),
+        (minimal("require_auth = []"), "upstreams.main.require_auth"),
+        (
+            minimal("sslmode = \"disable\"\nchannel_binding = \"require\""),
+            "upstreams.main.channel_binding",
+        ),
+        (
+            minimal("scram_max_iterations = 100"),
+            "upstreams.main.scram_max_iterations",
+        ),
+        (
+            minimal("login_max_bytes = \"1GiB\""),
+            "upstreams.main.login_max_bytes",
+        ),
+        (
+            format!("{}[masking]\ncatalog_timeout = \"0s\"\n", minimal("")),
+            "masking.catalog_timeout",
+        ),
         (
             minimal("connect_timeout = \"5\""),
             "upstreams.main.connect_timeout",

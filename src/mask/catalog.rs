@@ -21,6 +21,9 @@ pub enum CatalogError {
     /// A reply did not have the expected shape.
     #[error("unexpected catalog reply: {0}")]
     Malformed(&'static str),
+    /// The map could not be read within `masking.catalog_timeout`.
+    #[error("the column map could not be read within masking.catalog_timeout ({0:?})")]
+    Timeout(std::time::Duration),
 }
 
 /// One masked column, as the catalog names it.
@@ -156,6 +159,10 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {
     text.parse().map_err(|_| CatalogError::Malformed("number"))
 }
 
+/// Most bytes one catalog query's reply may have (a catalog with a million
+/// columns is some 100 MiB of rows).
+const MAX_CATALOG_REPLY: usize = 256 << 20;
+
 /// Runs one simple query; every value as text (catalog columns are never NULL here).
 async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, CatalogError> {
     let mut out = BytesMut::new();
@@ -166,18 +173,30 @@ async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, C
     let framer = Framer::new(1 << 24);
     let mut rows = Vec::new();
     let mut error = None;
+    let mut received = 0usize;
     loop {
         let frame = conn
             .read_frame(&framer)
             .await
             .map_err(|e| CatalogError::Io(e.to_string()))?;
+        // The rows are kept until the map is built: a server that never stops
+        // sending them must not grow pgward without bound.
+        received += frame.raw().len();
+        if received > MAX_CATALOG_REPLY {
+            return Err(CatalogError::Malformed(
+                "a catalog reply larger than 256 MiB",
+            ));
+        }
         match frame.tag() {
             b'D' => rows.push(text_cells(frame.body()).ok_or(CatalogError::Malformed("DataRow"))?),
             b'E' => {
                 error = Some(
-                    notice_field(frame.view(), b'M')
-                        .map(|m| String::from_utf8_lossy(m).into_owned())
-                        .unwrap_or_default(),
+                    match crate::upstream::error::check_error_response(frame.body()) {
+                        Some(_) => crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
+                        None => notice_field(frame.view(), b'M')
+                            .map(|m| String::from_utf8_lossy(m).into_owned())
+                            .unwrap_or_default(),
+                    },
                 )
             }
             b'Z' => break,

@@ -90,6 +90,8 @@ pub struct MaskConfig {
     pub hash_key: HashKey,
     /// Catalog re-read interval.
     pub refresh: Duration,
+    /// Deadline for reading the column map (login and catalog queries).
+    pub catalog_timeout: Duration,
     /// Functions outside pg_catalog masked identities may call.
     pub allowed_functions: std::collections::BTreeSet<String>,
 }

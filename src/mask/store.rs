@@ -85,13 +85,29 @@ impl UpstreamMap {
             .ok_or(CatalogError::Malformed("no map after a refresh"))
     }
 
-    /// Reads the catalog and swaps the new map in.
+    /// Reads the catalog and swaps the new map in, within
+    /// `masking.catalog_timeout` (waiting for a read already under way
+    /// counts against the same deadline, so a stalled server cannot queue
+    /// every masked login behind it).
     pub async fn refresh(&self) -> Result<(), CatalogError> {
+        let limit = self.config.load().catalog_timeout;
+        let late = || CatalogError::Timeout(limit);
         let Ok(_guard) = self.refreshing.try_lock() else {
             // Someone else is reading it; wait for them and use theirs.
-            let _wait = self.refreshing.lock().await;
+            let _wait = tokio::time::timeout(limit, self.refreshing.lock())
+                .await
+                .map_err(|_| late())?;
             return Ok(());
         };
+        let read = tokio::time::timeout(limit, self.read_catalog()).await;
+        if !matches!(read, Ok(Ok(()))) {
+            // Read again next time (the map in force, if any, stays).
+            self.stale.store(true, Ordering::Release);
+        }
+        read.map_err(|_| late())?
+    }
+
+    async fn read_catalog(&self) -> Result<(), CatalogError> {
         // Cleared first: DDL that lands while we read marks it again.
         self.stale.store(false, Ordering::Release);
         let params = [("application_name".to_owned(), "pgward-catalog".to_owned())];
@@ -105,7 +121,7 @@ impl UpstreamMap {
         let mut bye = BytesMut::new();
         encode::terminate(&mut bye);
         let _ = login.conn.send(&bye).await;
-        let map = result.inspect_err(|_| self.stale.store(true, Ordering::Release))?;
+        let map = result?;
         self.map.store(Some(Arc::new(map)));
         if let Ok(mut at) = self.loaded_at.lock() {
             *at = Some(Instant::now());

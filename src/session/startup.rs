@@ -2,9 +2,9 @@
 //! and which of its parameters may reach the server.
 
 use crate::error::SessionError;
-use crate::io::{FramedStream, Stream};
+use crate::io::{FramedStream, ReadError, Stream};
 use crate::wire::encode;
-use crate::wire::startup::{StartupMessage, StartupPacket};
+use crate::wire::startup::{StartupError, StartupMessage, StartupPacket};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -42,6 +42,20 @@ pub async fn open(
     for _ in 0..3 {
         let packet = match conn.read_startup().await {
             Ok(p) => p,
+            Err(e) if is_framing_error(&e) => {
+                // PostgreSQL answers nothing to a packet it cannot frame (a
+                // bad length, the connection ending part-way): it logs and
+                // closes. Clients rely on that: node-postgres writes
+                // Terminate before any startup when a client is ended
+                // before it connected, and an answer makes it fail with an
+                // error event instead of closing quietly.
+                if conn.buf.is_empty() && matches!(e, ReadError::Closed) {
+                    tracing::debug!("connection closed before a startup packet");
+                } else {
+                    tracing::info!("startup packet not framed, closing without a reply: {e}");
+                }
+                return Err(SessionError::from_client_read(e));
+            }
             Err(e) => return fail(conn, SessionError::from_client_read(e)).await,
         };
         match packet {
@@ -90,6 +104,17 @@ pub async fn open(
         }
     }
     fail(conn, protocol("too many startup packets")).await
+}
+
+/// A startup packet that could not be delimited: a length outside the
+/// limits, or the end of the connection (or a socket error) before a whole
+/// packet. Other startup errors (protocol version, layout) get a FATAL, as
+/// PostgreSQL sends one.
+fn is_framing_error(e: &ReadError) -> bool {
+    matches!(
+        e,
+        ReadError::Closed | ReadError::Io(_) | ReadError::Startup(StartupError::InvalidLength(_))
+    )
 }
 
 async fn fail(mut conn: FramedStream, e: SessionError) -> Result<Opening, SessionError> {

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -51,7 +51,8 @@ pub enum Auth {
     /// SCRAM-SHA-256, as scripted.
     Scram(Scram),
     /// These raw bytes instead of any authentication request (e.g. an
-    /// Authentication message of an unknown kind).
+    /// Authentication message of an unknown kind); then the fake only
+    /// records what it receives.
     Raw(Vec<u8>),
 }
 
@@ -190,6 +191,7 @@ pub struct Seen {
 /// Builds a [`FakeBackend`].
 pub struct Builder {
     ssl_answer: u8,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     auth: Auth,
     login: Vec<Vec<u8>>,
     key_data: bool,
@@ -202,7 +204,25 @@ impl Builder {
         self.ssl_answer = answer;
         self
     }
-    /// The authentication script (default: trust).
+    /// Accepts TLS with this certificate (SSLRequest answered 'S').
+    pub fn tls(mut self, pki: &super::certs::TestPki) -> Self {
+        let certs = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes())
+            .expect("key PEM")
+            .expect("a key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
+        self
+    }
+    /// The authentication script (default: SCRAM for [`FAKE_PASSWORD`]).
     pub fn auth(mut self, auth: impl Into<Auth>) -> Self {
         self.auth = auth.into();
         self
@@ -264,12 +284,14 @@ pub struct FakeBackend {
 }
 
 impl FakeBackend {
-    /// A builder: SSLRequest answered 'N', trust authentication, a
-    /// BackendKeyData and ReadyForQuery after login, default replies.
+    /// A builder: SSLRequest answered 'N', SCRAM-SHA-256 for
+    /// [`FAKE_PASSWORD`] (what pgward accepts by default), a BackendKeyData
+    /// and ReadyForQuery after login, default replies.
     pub fn builder() -> Builder {
         Builder {
             ssl_answer: b'N',
-            auth: Auth::Trust,
+            tls: None,
+            auth: Auth::scram(FAKE_PASSWORD).into(),
             login: Vec::new(),
             key_data: true,
             responder: Arc::new(|_| Reply::Default),
@@ -325,12 +347,41 @@ impl Drop for FakeBackend {
 async fn serve(mut tcp: TcpStream, conn: usize, script: Arc<Builder>, seen: Arc<Mutex<Seen>>) {
     let _ = tcp.set_nodelay(true);
     seen.lock().expect("seen").connections += 1;
-    let Some(params) = read_startup(&mut tcp, script.ssl_answer).await else {
-        return;
-    };
+    match read_startup(&mut tcp, &script).await {
+        Some(Opening::Startup(params)) => session(tcp, params, conn, &script, &seen).await,
+        Some(Opening::Tls) => {
+            let Some(acceptor) = &script.tls else { return };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            // Inside TLS only a StartupMessage may follow.
+            if let Some(Opening::Startup(params)) = read_startup(&mut tls, &script).await {
+                session(tls, params, conn, &script, &seen).await;
+            }
+        }
+        None => {}
+    }
+}
+
+/// What the startup packets asked for.
+enum Opening {
+    /// A StartupMessage with these parameters.
+    Startup(Vec<(String, String)>),
+    /// An SSLRequest the fake answered 'S'.
+    Tls,
+}
+
+/// Serves one connection after its StartupMessage.
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: S,
+    params: Vec<(String, String)>,
+    conn: usize,
+    script: &Builder,
+    seen: &Mutex<Seen>,
+) {
     seen.lock().expect("seen").startups.push(params);
     let mut buf = BytesMut::new();
-    if authenticate(&mut tcp, &mut buf, &script.auth, &seen)
+    if authenticate(&mut tcp, &mut buf, &script.auth, seen)
         .await
         .is_none()
     {
@@ -379,7 +430,10 @@ async fn serve(mut tcp: TcpStream, conn: usize, script: Arc<Builder>, seen: Arc<
 
 /// Reads SSLRequest / GSSENCRequest (answering each) and the
 /// StartupMessage; `None` for a CancelRequest or a broken packet.
-async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String, String)>> {
+async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
+    script: &Builder,
+) -> Option<Opening> {
     loop {
         let len = tcp.read_u32().await.ok()? as usize;
         if !(8..=10_000).contains(&len) {
@@ -388,7 +442,11 @@ async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String
         let mut body = vec![0; len - 4];
         tcp.read_exact(&mut body).await.ok()?;
         match u32::from_be_bytes(body[..4].try_into().ok()?) {
-            80_877_103 => tcp.write_all(&[ssl_answer]).await.ok()?,
+            80_877_103 if script.tls.is_some() => {
+                tcp.write_all(b"S").await.ok()?;
+                return Some(Opening::Tls);
+            }
+            80_877_103 => tcp.write_all(&[script.ssl_answer]).await.ok()?,
             80_877_104 => tcp.write_all(b"N").await.ok()?,
             196_608 => {
                 let mut fields = body[4..]
@@ -401,7 +459,7 @@ async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String
                     }
                     params.push((k, v));
                 }
-                return Some(params);
+                return Some(Opening::Startup(params));
             }
             _ => return None,
         }
@@ -409,7 +467,10 @@ async fn read_startup(tcp: &mut TcpStream, ssl_answer: u8) -> Option<Vec<(String
 }
 
 /// Reads one framed message (tag, body); `None` at EOF or on a bad length.
-async fn read_message(tcp: &mut TcpStream, buf: &mut BytesMut) -> Option<(u8, Bytes)> {
+async fn read_message<S: AsyncRead + Unpin>(
+    tcp: &mut S,
+    buf: &mut BytesMut,
+) -> Option<(u8, Bytes)> {
     loop {
         if buf.len() >= 5 {
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -435,8 +496,8 @@ pub fn auth_message(code: i32, data: &[u8]) -> Vec<u8> {
 }
 
 /// Runs the authentication script; `None` when the connection should end.
-async fn authenticate(
-    tcp: &mut TcpStream,
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
     buf: &mut BytesMut,
     auth: &Auth,
     seen: &Mutex<Seen>,
@@ -448,7 +509,12 @@ async fn authenticate(
     match auth {
         Auth::Trust => {}
         Auth::Raw(bytes) => {
+            // Then only listen: whatever pgward sends next is recorded (a
+            // statement here means pgward accepted a broken login).
             tcp.write_all(bytes).await.ok()?;
+            while let Some((tag, body)) = read_message(tcp, buf).await {
+                seen.lock().expect("seen").messages.push((tag, body));
+            }
             return None;
         }
         Auth::Cleartext | Auth::Md5(_) => {
@@ -468,7 +534,11 @@ async fn authenticate(
     tcp.write_all(&auth_message(0, &[])).await.ok()
 }
 
-async fn scram_exchange(tcp: &mut TcpStream, buf: &mut BytesMut, s: &Scram) -> Option<()> {
+async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
+    buf: &mut BytesMut,
+    s: &Scram,
+) -> Option<()> {
     let mut offer = Vec::new();
     for m in &s.mechanisms {
         offer.extend_from_slice(m.as_bytes());

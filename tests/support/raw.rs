@@ -157,6 +157,11 @@ impl RawClient {
         self.stream.write_all(bytes).await
     }
 
+    /// Ends the sending side (the peer reads end of stream).
+    pub async fn finish_sending(&mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
     /// Reads one message; `None` at end of stream.
     pub async fn recv(&mut self) -> Option<Msg> {
         loop {
