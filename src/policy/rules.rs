@@ -156,13 +156,22 @@ pub use crate::auth::identity::Identity;
 /// way they authenticated. Each [`RuleSet`] (and so each reload) has caches
 /// of its own, so the set never outlives the rules it indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Audience(Box<[u64]>);
+pub enum Audience {
+    /// Up to 128 rules: inline, so building and cloning a cache key
+    /// allocates nothing (this runs on every judged message).
+    Small(u128),
+    /// More rules.
+    Large(Arc<[u64]>),
+}
 
 impl Audience {
     fn contains(&self, rule: usize) -> bool {
-        self.0
-            .get(rule / 64)
-            .is_some_and(|word| word & (1 << (rule % 64)) != 0)
+        match self {
+            Self::Small(bits) => rule < 128 && bits & (1 << rule) != 0,
+            Self::Large(words) => words
+                .get(rule / 64)
+                .is_some_and(|word| word & (1 << (rule % 64)) != 0),
+        }
     }
 }
 
@@ -285,13 +294,18 @@ impl RuleSet {
 
     /// The rules that apply to `who`.
     pub fn audience(&self, who: &Identity) -> Audience {
-        let mut words = vec![0u64; self.rules.len().div_ceil(64)];
-        for (i, rule) in self.rules.iter().enumerate() {
-            if rule.applies_to(who) {
-                words[i / 64] |= 1 << (i % 64);
-            }
+        let applies = self.rules.iter().map(|rule| rule.applies_to(who));
+        if self.rules.len() <= 128 {
+            let bits = applies
+                .enumerate()
+                .fold(0, |bits, (i, yes)| bits | (u128::from(yes) << i));
+            return Audience::Small(bits);
         }
-        Audience(words.into())
+        let mut words = vec![0u64; self.rules.len().div_ceil(64)];
+        for (i, yes) in applies.enumerate() {
+            words[i / 64] |= u64::from(yes) << (i % 64);
+        }
+        Audience::Large(words.into())
     }
 
     /// Judges the units of one message for an identity to which the rules in

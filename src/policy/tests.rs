@@ -649,3 +649,20 @@ fn caches_key_by_the_rules_that_apply_not_by_who() {
         );
     }
 }
+
+#[test]
+fn audiences_of_many_rules() {
+    // Past 128 rules the audience bitset is no longer inline.
+    let mut text = String::from("builtin_rules = false\n");
+    for i in 0..150 {
+        text += &format!("[[rules]]\nname = \"r{i}\"\naction = \"log\"\nusers = [\"u{i}\"]\n");
+    }
+    text += "[[rules]]\nname = \"last\"\naction = \"deny\"\nusers = [\"u149\"]\nkinds = [\"truncate\"]\n";
+    let p = policy(&text);
+    assert_eq!(decision(&p, "TRUNCATE t", &who("u149", &[])), "last");
+    assert_eq!(decision(&p, "TRUNCATE t", &who("u148", &[])), "allow");
+    assert_ne!(
+        p.rules.audience(&who("u149", &[])),
+        p.rules.audience(&who("u148", &[]))
+    );
+}
