@@ -17,6 +17,19 @@ impl Phase for HoldSome {
         "fuzz-hold"
     }
 
+    fn takes_rows(&self) -> bool {
+        true
+    }
+
+    fn on_result_start(&mut self, result: &super::tracker::ResultInfo) -> super::phases::Rows {
+        // Take some results' rows, so the inspected path is driven too.
+        if result.fields.as_ref().is_some_and(|f| f.len() % 2 == 1) {
+            super::phases::Rows::Inspect
+        } else {
+            super::phases::Rows::Pass
+        }
+    }
+
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
         if ctx.text.is_some_and(|t| t.first() == Some(&b'h')) {
             // The sender is dropped: a release comes from the input instead.

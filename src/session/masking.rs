@@ -250,6 +250,10 @@ impl Phase for MaskPhase {
         }
     }
 
+    fn takes_rows(&self) -> bool {
+        true
+    }
+
     fn on_result_start(&mut self, result: &ResultInfo) -> Rows {
         let plan = match &result.fields {
             Some(fields) => self.plan(fields, result.formats.as_deref()),

@@ -166,6 +166,12 @@ pub trait Phase: Send {
         Decision::Forward
     }
 
+    /// Whether this phase may take results' rows (`on_result_start` is
+    /// called only then).
+    fn takes_rows(&self) -> bool {
+        false
+    }
+
     /// A result starts: whether this phase takes its rows.
     fn on_result_start(&mut self, _result: &ResultInfo) -> Rows {
         Rows::Pass

@@ -247,8 +247,13 @@ impl Relay {
                         ))
                     }));
                 }
-                () = tokio::time::sleep_until(held_deadline.unwrap_or_else(Instant::now)),
-                    if held_deadline.is_some() => {
+                // No timer exists while nothing is held.
+                () = async {
+                    match held_deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if held_deadline.is_some() => {
                     hold = None;
                     self.core.release(Release::Refuse(Refusal::new(
                         Sqlstate::QUERY_CANCELED,

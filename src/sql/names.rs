@@ -44,7 +44,7 @@ pub(crate) fn may_name(text: &[u8]) -> bool {
         if keyword_at(text, skip_blank(text, start)) {
             return true;
         }
-        match text[start..].iter().position(|b| *b == b';') {
+        match memchr::memchr(b';', &text[start..]) {
             Some(i) => start += i + 1,
             None => return false,
         }

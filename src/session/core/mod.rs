@@ -104,6 +104,8 @@ pub(crate) struct Core {
     own_notices: BytesMut,
     wants_outcomes: bool,
     rewrites_notices: bool,
+    /// Some phase may take a result's rows (else results are not offered).
+    takes_rows: bool,
     /// Bytes the core has handed to the client side.
     bytes_to_client: u64,
 }
@@ -118,6 +120,7 @@ impl Core {
     ) -> Self {
         let wants_outcomes = phases.iter().any(|p| p.wants_outcomes());
         let rewrites_notices = phases.iter().any(|p| p.rewrites_notices());
+        let takes_rows = phases.iter().any(|p| p.takes_rows());
         let mut tracker = Tracker::new(keep_descriptions);
         if wants_outcomes {
             tracker.time_requests();
@@ -135,6 +138,7 @@ impl Core {
             own_notices: BytesMut::new(),
             wants_outcomes,
             rewrites_notices,
+            takes_rows,
             bytes_to_client: 0,
         }
     }

@@ -203,11 +203,14 @@ impl Core {
     /// A result starts: the first phase that asks takes its rows.
     fn start_result(&mut self) {
         self.rows_to = None;
-        let Some(result) = self.tracker.result().cloned() else {
+        if !self.takes_rows {
+            return;
+        }
+        let Some(result) = self.tracker.result() else {
             return;
         };
         for (i, phase) in self.phases.iter_mut().enumerate() {
-            if phase.on_result_start(&result) == Rows::Inspect {
+            if phase.on_result_start(result) == Rows::Inspect {
                 self.rows_to = Some(i);
                 return;
             }
@@ -240,12 +243,16 @@ impl Core {
                 Ok(FORWARD)
             }
             b'C' | b'I' | b's' => {
-                let kind = self.front_kind();
-                let sent = self.tracker.front_sent();
-                let tag = if frame.tag() == b'C' {
-                    Some(command_tag(frame).map_err(backend)?)
+                // What the end-of-request hook reports, read only for it.
+                let (kind, sent, tag) = if self.wants_outcomes {
+                    let tag = if frame.tag() == b'C' {
+                        Some(command_tag(frame).map_err(backend)?)
+                    } else {
+                        None
+                    };
+                    (self.front_kind(), self.tracker.front_sent(), tag)
                 } else {
-                    None
+                    (None, None, None)
                 };
                 self.tracker.answer(frame)?;
                 let replaced = match self.rows_to.take() {
