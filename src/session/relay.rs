@@ -168,16 +168,19 @@ impl Relay {
             }
             // Most writes complete at once: try them before waiting, so a
             // round trip costs one wake-up per direction.
+            let mut wrote = false;
             if !to_server.is_empty() {
                 if let Some(written) = self.backend_w.write(&to_server).now_or_never() {
                     to_server.advance(written.map_err(lost)?);
                     flush_server |= to_server.is_empty();
+                    wrote = true;
                 }
             }
             if !to_client.is_empty() {
                 if let Some(written) = self.client_w.write(&to_client).now_or_never() {
                     to_client.advance(written?);
                     flush_client |= to_client.is_empty();
+                    wrote = true;
                 }
             }
             if flush_server && self.backend_w.flush().now_or_never().is_some() {
@@ -185,6 +188,11 @@ impl Relay {
             }
             if flush_client && self.client_w.flush().now_or_never().is_some() {
                 flush_client = false;
+            }
+            if wrote && (!client_in.is_empty() || !server_in.is_empty()) {
+                // Input the core left for want of room in an outgoing
+                // buffer: the room is there now.
+                continue;
             }
 
             let read_client = !terminating
