@@ -232,6 +232,9 @@ impl Relay {
                     // A dropped sender (the listener is gone) would answer
                     // at once forever: stop watching it.
                     shutdown_gone = changed.is_err();
+                    // The clone that fired saw the change; the next one must
+                    // start from it too, or it fires again at once.
+                    let _ = self.shutdown.borrow_and_update();
                     shutdown_changed = Box::pin(next_change(self.shutdown.clone()));
                     if hold.take().is_some() {
                         self.core.release(Release::Refuse(Refusal::new(
