@@ -325,7 +325,7 @@ impl Tracker {
             statement: Name::new(bind.statement),
             // Formats matter only where rows are planned.
             formats: if self.keep_descriptions {
-                bind.result_formats().collect::<Vec<_>>().into()
+                bind.result_formats().collect::<Arc<[i16]>>()
             } else {
                 Arc::clone(&self.no_formats)
             },
