@@ -38,6 +38,7 @@ pub mod gateway;
 pub(crate) mod io;
 pub mod mask;
 pub mod policy;
+pub mod privileges;
 pub mod server;
 pub mod session;
 pub(crate) mod sql;
