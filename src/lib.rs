@@ -33,6 +33,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub(crate) mod error;
 pub mod gateway;
 pub(crate) mod io;

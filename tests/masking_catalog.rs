@@ -30,7 +30,10 @@ async fn rules_resolve_to_table_oids_and_attribute_numbers() {
         .expect("config");
     let masking = std::sync::Arc::clone(&config.masking);
     let gw = Gateway::new(config).expect("gateway");
-    let mut login = gw.upstreams[support::DB].login_catalog(&[]).await.expect("login");
+    let mut login = gw.upstreams[support::DB]
+        .login_catalog(&[])
+        .await
+        .expect("login");
     let map = pgward::mask::catalog::load(&mut login.conn, &masking)
         .await
         .expect("catalog");

@@ -6,8 +6,8 @@ use super::rules::MaskConfig;
 use crate::io::FramedStream;
 use std::collections::{BTreeSet, HashMap};
 
-pub use crate::upstream::query::CatalogError;
 use crate::upstream::query::query;
+pub use crate::upstream::query::CatalogError;
 
 /// One masked column, as the catalog names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,4 +141,3 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {
     text.parse().map_err(|_| CatalogError::Malformed("number"))
 }
-

@@ -126,7 +126,14 @@ async fn read(
 /// catalog read at the next login).
 pub(crate) fn may_change_privileges(sql: &[u8]) -> bool {
     const WORDS: &[&[u8]] = &[
-        b"GRANT", b"REVOKE", b"ROLE", b"USER", b"OWNER", b"OWNED", b"SCHEMA", b"DATABASE",
+        b"GRANT",
+        b"REVOKE",
+        b"ROLE",
+        b"USER",
+        b"OWNER",
+        b"OWNED",
+        b"SCHEMA",
+        b"DATABASE",
         b"PRIVILEGES",
     ];
     sql.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
@@ -150,7 +157,10 @@ mod tests {
         ] {
             assert!(may_change_privileges(sql.as_bytes()), "{sql}");
         }
-        for sql in ["SELECT * FROM roles_table", "UPDATE t SET owner_id = 1 WHERE id = 2"] {
+        for sql in [
+            "SELECT * FROM roles_table",
+            "UPDATE t SET owner_id = 1 WHERE id = 2",
+        ] {
             assert!(!may_change_privileges(sql.as_bytes()), "{sql}");
         }
     }

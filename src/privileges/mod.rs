@@ -11,15 +11,16 @@
 mod cache;
 mod sql;
 
-pub use cache::{masked_tables, Checked, RoleChecks};
 pub(crate) use cache::may_change_privileges;
+pub use cache::{masked_tables, Checked, RoleChecks};
 
 use crate::io::FramedStream;
 use crate::upstream::query::{literal, query_nullable, CatalogError};
 
 /// A condition of least privilege, in the order they are checked (the
 /// first one a role fails is the one a refused login names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// Superuser, itself or through a role it is a member of.
     Superuser,
@@ -64,7 +65,7 @@ impl Condition {
 }
 
 /// One thing a role can do that it should not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// The condition it fails.
     pub condition: Condition,
@@ -75,7 +76,7 @@ pub struct Finding {
 }
 
 /// What the check learned about one role in one database.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     /// The role.
     pub role: String,
@@ -120,10 +121,12 @@ pub(crate) async fn check_role(
     };
     let exists = query_nullable(conn, &sql::role_exists(&r)).await?;
     if exists.is_empty() {
-        return Err(CatalogError::Query(format!("role \"{role}\" does not exist")));
+        return Err(CatalogError::Query(format!(
+            "role \"{role}\" does not exist"
+        )));
     }
     let db = sql::one_row(query_nullable(conn, &sql::database(&r)).await?)?;
-    let [db_name, db_owner, db_owned_by_role, db_via] = db.as_slice() else {
+    let [db_name, db_owner, db_owned_by_role, db_via, owner_exists] = db.as_slice() else {
         return Err(CatalogError::Malformed("database row"));
     };
     let db_name = db_name.clone().unwrap_or_default();
@@ -135,11 +138,12 @@ pub(crate) async fn check_role(
     let ident = sql::quote_ident(role);
     let owner_ident = sql::quote_ident(&new_owner);
     let create_owner = |fixes: &mut Vec<String>| {
-        if sql::truth(db_owned_by_role) {
+        if sql::truth(db_owned_by_role) && !sql::truth(owner_exists) {
             fixes.insert(0, format!("CREATE ROLE {owner_ident} NOLOGIN;"));
         }
     };
-    let revoke_via = |via: &Option<String>| via.as_ref().map(|v| format!("REVOKE {v} FROM {ident};"));
+    let revoke_via =
+        |via: &Option<String>| via.as_ref().map(|v| format!("REVOKE {v} FROM {ident};"));
 
     for row in query_nullable(conn, &sql::attributes(&r)).await? {
         let [name, superuser, bypass, via] = row.as_slice() else {
@@ -215,10 +219,9 @@ pub(crate) async fn check_role(
         let db_ident = sql::quote_ident(&db_name);
         let direct = db_owner.as_deref() == Some(role);
         let fixes = if direct {
-            vec![
-                format!("CREATE ROLE {owner_ident} NOLOGIN;"),
-                format!("ALTER DATABASE {db_ident} OWNER TO {owner_ident};"),
-            ]
+            let mut fixes = vec![format!("ALTER DATABASE {db_ident} OWNER TO {owner_ident};")];
+            create_owner(&mut fixes);
+            fixes
         } else {
             revoke_via(db_via).into_iter().collect()
         };
@@ -286,6 +289,17 @@ pub(crate) async fn check_role(
     }
     // Several paths can fail one condition; keep the checking order.
     report.findings.sort_by_key(|f| f.condition);
+    // A superuser passes every privilege check, so the findings after it
+    // only restate it (and their fixes would be wrong): it alone is fixed.
+    if report
+        .findings
+        .iter()
+        .any(|f| f.condition == Condition::Superuser)
+    {
+        report
+            .findings
+            .retain(|f| matches!(f.condition, Condition::Superuser | Condition::BypassRls));
+    }
     for row in query_nullable(conn, &sql::readable(&r, &oids)).await? {
         if let Some(Some(table)) = row.first() {
             report.readable_masked.push(table.clone());

@@ -46,11 +46,14 @@ pub(super) fn role_exists(r: &str) -> String {
     format!("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {r}")
 }
 
-/// Name, owner, whether the role is (a member of) the owner, and via what.
+/// Name, owner, whether the role is (a member of) the owner, via what,
+/// and whether the role `<database>_owner` (suggested as the new owner)
+/// exists already.
 pub(super) fn database(r: &str) -> String {
     format!(
         "SELECT d.datname, pg_catalog.pg_get_userbyid(d.datdba), \
-         pg_catalog.pg_has_role({r}, d.datdba, 'MEMBER'), {via} \
+         pg_catalog.pg_has_role({r}, d.datdba, 'MEMBER'), {via}, \
+         EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = d.datname || '_owner') \
          FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
         via = via(r, "d.datdba")
     )
@@ -261,10 +264,43 @@ pub(super) fn quote_ident(name: &str) -> String {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
     // Reserved words that make plausible role or schema names.
     const RESERVED: &[&str] = &[
-        "all", "analyse", "analyze", "and", "any", "array", "as", "both", "case", "check",
-        "column", "constraint", "create", "current_role", "current_user", "default", "do",
-        "end", "for", "from", "grant", "group", "in", "limit", "not", "null", "only", "or",
-        "order", "select", "session_user", "table", "to", "user", "using", "where", "with",
+        "all",
+        "analyse",
+        "analyze",
+        "and",
+        "any",
+        "array",
+        "as",
+        "both",
+        "case",
+        "check",
+        "column",
+        "constraint",
+        "create",
+        "current_role",
+        "current_user",
+        "default",
+        "do",
+        "end",
+        "for",
+        "from",
+        "grant",
+        "group",
+        "in",
+        "limit",
+        "not",
+        "null",
+        "only",
+        "or",
+        "order",
+        "select",
+        "session_user",
+        "table",
+        "to",
+        "user",
+        "using",
+        "where",
+        "with",
     ];
     if plain && !RESERVED.contains(&name) {
         name.to_owned()

@@ -224,7 +224,7 @@ async fn establish(
         .any(|r| r.applies_to(&identity));
     if masked && route.catch_all && route.dbname != upstream.config.dbname {
         // The upstream's column map describes its own database only.
-        return Err(SessionError::DatabaseNotAllowed(database.clone()));
+        return Err(SessionError::MaskedCatchAll(database.clone()));
     }
     let settings =
         startup_params::judge_startup(startup_settings, &gw.rules.load().policy, &identity)?;
@@ -300,7 +300,9 @@ async fn least_privilege(
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(upstream = %upstream.config.name, role, "role check failed: {e}"),
+                Err(e) => {
+                    tracing::warn!(upstream = %upstream.config.name, role, "role check failed: {e}")
+                }
             }
         });
         return Ok(());
@@ -326,7 +328,11 @@ async fn least_privilege(
                  (it {}); `pgward doctor` prints the statements that fix it",
                 f.condition.requirement(),
                 f.what,
-                whom = if masked { " for an identity with masked columns" } else { "" },
+                whom = if masked {
+                    " for an identity with masked columns"
+                } else {
+                    ""
+                },
             )))
         }
     }

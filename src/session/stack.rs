@@ -142,7 +142,10 @@ impl Phase for SchemaPhase {
                 self.ddl_sent = true;
             }
         }
-        if ctx.text.is_some_and(crate::privileges::may_change_privileges) {
+        if ctx
+            .text
+            .is_some_and(crate::privileges::may_change_privileges)
+        {
             self.grants_sent = true;
         }
         Decision::Forward

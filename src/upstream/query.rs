@@ -28,7 +28,10 @@ pub enum CatalogError {
 const MAX_CATALOG_REPLY: usize = 256 << 20;
 
 /// Runs one simple query; every value as text, NULL as `None`.
-pub(crate) async fn query_nullable(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
+pub(crate) async fn query_nullable(
+    conn: &mut FramedStream,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
     let mut out = BytesMut::new();
     encode::query(&mut out, sql);
     conn.send(&out)
@@ -88,7 +91,9 @@ fn text_cells(body: &[u8]) -> Option<Vec<Option<String>>> {
             cells.push(None);
             continue;
         };
-        cells.push(Some(String::from_utf8_lossy(body.get(at..at + len)?).into_owned()));
+        cells.push(Some(
+            String::from_utf8_lossy(body.get(at..at + len)?).into_owned(),
+        ));
         at += len;
     }
     Some(cells)

@@ -127,8 +127,9 @@ impl Backend {
         } else {
             format!("role_map = [{{ users = [\"*\"], role = \"{APP_ROLE}\" }}]")
         };
+        // A table of its own, after the extra lines (which may add roles).
         let roles = format!(
-            "roles = {{ {MASKED_ROLE} = {{ password_file = \"{}\" }} }}",
+            "[upstreams.{DB}.roles.{MASKED_ROLE}]\npassword_file = \"{}\"",
             self.masked_password_file.display()
         );
         format!(
@@ -142,9 +143,9 @@ port = {port}
 user = "{APP_ROLE}"
 password_file = "{password_file}"
 {sslmode}
-{roles}
 {role_map}
 {upstream_extra}
+{roles}
 
 [databases]
 {DB} = "{DB}"
