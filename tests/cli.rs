@@ -15,6 +15,8 @@ fn check_config_explains_a_good_file_and_names_the_bad_field() {
     let out = Command::new(BIN)
         .args(["check-config", "--config", example])
         .env("SHOP_DB_PASSWORD", "from-the-environment")
+        .env("SHOP_OWNER_PASSWORD", "from-the-environment")
+        .env("SHOP_SUPPORT_PASSWORD", "from-the-environment")
         .output()
         .expect("run");
     assert!(out.status.success(), "{out:?}");
@@ -33,6 +35,8 @@ fn check_config_explains_a_good_file_and_names_the_bad_field() {
         .args(["check-config", "--config"])
         .arg(&bad)
         .env("SHOP_DB_PASSWORD", "x")
+        .env("SHOP_OWNER_PASSWORD", "x")
+        .env("SHOP_SUPPORT_PASSWORD", "x")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
