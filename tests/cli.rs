@@ -240,8 +240,9 @@ async fn sighup_with_a_broken_file_keeps_rules_and_masking_under_load() {
     let table = format!("reload_secrets_{:08x}", rand::random::<u32>());
     backend.admin_sql(&format!(
         "CREATE TABLE {table} (id int, ssn text); INSERT INTO {table} VALUES (1, '123-45-6789'); \
-         GRANT SELECT ON {table} TO {};",
-        support::APP_ROLE
+         GRANT SELECT ON {table} TO {}, {};",
+        support::APP_ROLE,
+        support::MASKED_ROLE
     ));
     let port = pgward::cluster::free_port().expect("port");
     let base = backend.masked_config("", "").replace(
