@@ -307,7 +307,8 @@ pub struct RawUpstream {
     pub role_map: Vec<RawRoleMapping>,
     /// `masked`: a role that fails the least-privilege check refuses
     /// identities with masked columns and is a warning for the others;
-    /// `strict`: it refuses every identity. Default `"masked"`.
+    /// `masked_only`: as `masked`, without checking the others' roles at
+    /// login; `strict`: it refuses every identity. Default `"masked"`.
     #[serde(default)]
     pub least_privilege: Option<String>,
 }

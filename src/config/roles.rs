@@ -46,6 +46,9 @@ pub enum LeastPrivilege {
     /// Identities with masked columns are refused; for the others the
     /// findings are logged as warnings.
     Masked,
+    /// Identities with masked columns are refused; the others' roles are
+    /// not checked at login (the doctor still reports them).
+    MaskedOnly,
     /// Every identity is refused.
     Strict,
 }
@@ -126,10 +129,11 @@ pub(super) fn role_map_from_raw(
     let least_privilege = match least_privilege {
         None | Some("masked") => LeastPrivilege::Masked,
         Some("strict") => LeastPrivilege::Strict,
+        Some("masked_only") => LeastPrivilege::MaskedOnly,
         Some(other) => {
             return Err(field_err(
                 f("least_privilege"),
-                format!("{other:?} is not one of masked, strict"),
+                format!("{other:?} is not one of masked, masked_only, strict"),
             ))
         }
     };

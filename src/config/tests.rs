@@ -147,7 +147,7 @@ fn role_mappings_need_credentials_and_a_target() {
         .unwrap_err()
         .to_string();
     assert!(
-        mode.contains("least_privilege: \"loose\" is not one of masked, strict"),
+        mode.contains("least_privilege: \"loose\" is not one of masked, masked_only, strict"),
         "{mode}"
     );
 }

@@ -284,6 +284,9 @@ async fn least_privilege(
         None => None,
     };
     if !strict {
+        if upstream.config.roles.least_privilege == LeastPrivilege::MaskedOnly {
+            return Ok(());
+        }
         let checks = Arc::clone(&gw.role_checks);
         let upstream = upstream.clone();
         let role = role.to_owned();
