@@ -25,6 +25,8 @@ pub struct Gateway {
     pub scram: ScramEngines,
     /// Live sessions, and the cancel keys that lead to them.
     pub registry: Arc<Registry>,
+    /// Token verification, revocations and credential deadlines.
+    pub tokens: Arc<crate::auth::token::TokenAuth>,
     /// Phases added after the built-in ones (see `session::stack`).
     phase_factories: std::sync::RwLock<Vec<PhaseFactory>>,
     /// Statement rules and their verdict cache; swapped whole on reload, so
@@ -95,6 +97,9 @@ pub enum GatewayError {
         /// The error.
         source: TlsError,
     },
+    /// `[tokens]` could not be prepared (a JWKS CA file).
+    #[error("{0}")]
+    Tokens(String),
     /// The SCRAM engine refused the certificate.
     #[error("server.tls_cert: cannot use the certificate for SCRAM channel binding: {0}")]
     ChannelBinding(String),
@@ -148,12 +153,15 @@ impl Gateway {
                 (name.clone(), Arc::new(map))
             })
             .collect();
+        let tokens = crate::auth::token::TokenAuth::new(Arc::clone(&config.tokens))
+            .map_err(GatewayError::Tokens)?;
         Ok(Self {
             config,
             upstreams,
             tls,
             scram,
             registry: Arc::new(Registry::default()),
+            tokens: Arc::new(tokens),
             phase_factories: std::sync::RwLock::new(Vec::new()),
             policy,
             masking,

@@ -7,6 +7,7 @@ pub(crate) mod masking;
 pub mod policy;
 pub mod raw;
 mod reload;
+pub mod tokens;
 pub mod units;
 
 pub use reload::reload_refusal;
@@ -91,6 +92,8 @@ pub struct Config {
     pub policy: Arc<crate::policy::rules::RuleSet>,
     /// Column masking.
     pub masking: Arc<crate::mask::rules::MaskConfig>,
+    /// Signed tokens: keys, issuers, expiry.
+    pub tokens: Arc<tokens::TokensConfig>,
     /// Top-level sections the file wrote out (`server`, `policy`, ...): a
     /// reload may not drop one of them and fall back to defaults.
     pub sections: std::collections::BTreeSet<String>,
@@ -231,7 +234,8 @@ impl Config {
                 ));
             }
         }
-        if raw.users.is_empty() {
+        let tokens = tokens::from_raw(raw.tokens, base, &databases)?;
+        if raw.users.is_empty() && !tokens.enabled() {
             return Err(field_err("users", "at least one user is required"));
         }
         let mut users = BTreeMap::new();
@@ -245,6 +249,12 @@ impl Config {
                         format!("{db:?} is not a database in [databases]"),
                     ));
                 }
+            }
+            if tokens.is_token_user(&name) {
+                return Err(field_err(
+                    format!("users.{name}"),
+                    "matches a token user pattern in [tokens]; a name logs in one way only",
+                ));
             }
             let user = UserConfig {
                 name: name.clone(),
@@ -263,6 +273,7 @@ impl Config {
             users,
             policy,
             masking,
+            tokens: Arc::new(tokens),
             sections: Default::default(),
         })
     }

@@ -76,7 +76,7 @@ async fn run(
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
         .unwrap_or(Err(SessionError::StartupTimeout));
-    let (login, target, identity, database) = match established {
+    let (login, target, authenticated, database) = match established {
         Ok(ok) => ok,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -84,6 +84,7 @@ async fn run(
         }
     };
     let upstream_name = target.upstream.config.name.clone();
+    let identity = authenticated.identity.clone();
     let (control_tx, control) = mpsc::channel(4);
     let registration = gw.registry.register(
         NewSession {
@@ -94,6 +95,14 @@ async fn run(
         },
         target,
         control_tx,
+    );
+    // Ends the session at its token's expiry, on revocation, or at the
+    // maximum lifetime; stops with the session.
+    let _credential_watch = crate::auth::token::expiry::watch_session(
+        &gw.tokens,
+        &gw.registry,
+        registration.id,
+        &authenticated,
     );
     let info = phases::SessionInfo {
         id: registration.id,
@@ -147,7 +156,7 @@ async fn establish(
     (
         crate::auth::backend::BackendLogin,
         CancelTarget,
-        crate::policy::rules::Identity,
+        crate::auth::identity::Authenticated,
         String,
     ),
     SessionError,
@@ -164,9 +173,9 @@ async fn establish(
         conn.send(&out).await?;
     }
     let params = startup::forwarded_params(startup)?;
-    let user = gw.config.users.get(&user_name);
-    crate::auth::client::authenticate(conn, &gw.scram, &user_name, user).await?;
-    let user = user.ok_or_else(|| SessionError::AuthFailed(user_name.clone()))?;
+    let authenticated =
+        crate::auth::authenticate(conn, &gw.scram, &gw.config.users, &gw.tokens, &user_name)
+            .await?;
 
     // As in PostgreSQL, the database is checked only after authentication, so
     // strangers learn nothing about which databases exist.
@@ -181,7 +190,7 @@ async fn establish(
         .databases
         .get(database)
         .ok_or_else(|| SessionError::UnknownDatabase(database.to_owned()))?;
-    if !user.databases.is_empty() && !user.databases.iter().any(|d| d == database) {
+    if !authenticated.may_open(database) {
         return Err(SessionError::DatabaseNotAllowed(database.to_owned()));
     }
     let upstream = gw
@@ -199,9 +208,8 @@ async fn establish(
         secret_key: login.secret_key,
     };
     tracing::info!(user = %user_name, database, upstream = upstream_name, "session established");
-    let identity = crate::policy::rules::Identity::new(user_name, user.groups.clone());
     let database = database.to_owned();
-    Ok((login, target, identity, database))
+    Ok((login, target, authenticated, database))
 }
 
 /// A CancelRequest: routed through the registry to the session (a held

@@ -1,0 +1,162 @@
+//! Credentials end inside live sessions: at a token's expiry, at the
+//! session's maximum lifetime (any identity), and on revocation. Each goes
+//! through the session registry's control channel, so the relay ends the
+//! session between messages with a FATAL naming the reason.
+
+use super::TokenAuth;
+use crate::auth::identity::Authenticated;
+use crate::config::tokens::ExpiryMode;
+use crate::session::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Live sessions by token id.
+#[derive(Debug, Default)]
+pub struct LiveTokens {
+    map: Mutex<HashMap<String, Vec<u64>>>,
+}
+
+impl LiveTokens {
+    fn add(&self, jti: &str, id: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(jti.to_owned()).or_default().push(id);
+    }
+
+    fn remove(&self, jti: &str, id: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ids) = map.get_mut(jti) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                map.remove(jti);
+            }
+        }
+    }
+
+    /// The sessions using this token id.
+    pub fn sessions(&self, jti: &str) -> Vec<u64> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(jti).cloned().unwrap_or_default()
+    }
+}
+
+/// A session's deadline watch; dropping it (the session ended) stops it.
+pub struct SessionWatch {
+    task: Option<JoinHandle<()>>,
+    live: Option<(Arc<TokenAuth>, String, u64)>,
+}
+
+impl Drop for SessionWatch {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some((auth, jti, id)) = self.live.take() {
+            auth.live.remove(&jti, id);
+        }
+    }
+}
+
+/// The earlier of the token's expiry and the maximum lifetime, with the
+/// reason the session is given: `None` when neither applies.
+fn deadline(auth: &TokenAuth, who: &Authenticated, now_unix: i64) -> Option<(Duration, String)> {
+    let lifetime = auth.config.max_session_lifetime.map(|d| {
+        (
+            d,
+            format!("the session reached its maximum lifetime ({})", human(d)),
+        )
+    });
+    let token = who.token().map(|t| {
+        let left = u64::try_from(t.expires.saturating_sub(now_unix)).unwrap_or(0);
+        (
+            Duration::from_secs(left),
+            format!(
+                "credential expired: the token expired at {}",
+                super::utc(t.expires)
+            ),
+        )
+    });
+    match (lifetime, token) {
+        (Some(l), Some(t)) => Some(if t.0 <= l.0 { t } else { l }),
+        (l, t) => l.or(t),
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Watches session `id` of `who`: at its deadline the session ends (at once
+/// or at the end of its transaction, per its groups), and a token's id is
+/// listed so that revocation finds the session.
+pub fn watch_session(
+    auth: &Arc<TokenAuth>,
+    registry: &Arc<Registry>,
+    id: u64,
+    who: &Authenticated,
+) -> SessionWatch {
+    let live = who.token().and_then(|t| t.jti.clone()).map(|jti| {
+        auth.live.add(&jti, id);
+        // Revoked between the login's check and now: no read of the list
+        // will report it as new again.
+        if auth.revocations.is_revoked(&jti) {
+            registry.terminate(id, &revoked_reason(&jti));
+        }
+        (Arc::clone(auth), jti, id)
+    });
+    let task = deadline(auth, who, super::unix_now()).map(|(after, reason)| {
+        let policy = auth.config.expiry_for(&who.identity.groups);
+        let registry = Arc::clone(registry);
+        let at = Instant::now() + after;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            tracing::info!(session = id, reason, "ending session");
+            if policy.mode == ExpiryMode::EndOfTransaction {
+                registry.terminate_when_idle(id, &reason);
+                tokio::time::sleep(policy.grace).await;
+            }
+            registry.terminate(id, &reason);
+        })
+    });
+    SessionWatch { task, live }
+}
+
+/// Follows the revocation list every `poll` until the token service is
+/// gone (each read ends the sessions of newly revoked ids).
+pub(super) async fn watch_revocations(auth: Weak<TokenAuth>, poll: Duration) {
+    let mut failing = false;
+    loop {
+        let Some(auth) = auth.upgrade() else { return };
+        match auth.refresh_revocations().await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::error!(error = %e, "revocation list unreadable");
+            }
+            Err(_) => {}
+        }
+        drop(auth);
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Ends the live sessions of these newly revoked ids.
+pub(super) fn end_revoked(auth: &TokenAuth, registry: &Registry, revoked: &[String]) {
+    for jti in revoked {
+        for id in auth.live.sessions(jti) {
+            tracing::info!(session = id, jti, "ending session: token revoked");
+            registry.terminate(id, &revoked_reason(jti));
+        }
+    }
+}
+
+fn revoked_reason(jti: &str) -> String {
+    format!("credential revoked: the token {jti:?} was revoked")
+}
