@@ -231,7 +231,10 @@ mod tests {
         assert!(f.poll::<R>().expect("empty").records.is_empty());
         log.append(&R { n: 1 }).expect("append");
         log.append(&R { n: 2 }).expect("append");
-        assert_eq!(f.poll::<R>().expect("poll").records, [R { n: 1 }, R { n: 2 }]);
+        assert_eq!(
+            f.poll::<R>().expect("poll").records,
+            [R { n: 1 }, R { n: 2 }]
+        );
         assert!(f.poll::<R>().expect("poll").records.is_empty());
         // A torn write (a crash mid-line): not read until complete...
         std::fs::OpenOptions::new()

@@ -27,9 +27,13 @@ async fn immediate_mode_ends_idle_and_busy_sessions_at_expiry() {
     let busy_client = tg.connect_tls("ci-busy", &busy.token).await.expect("busy");
     assert_eq!(tg.sessions_of("ci-idle").len(), 1);
     // Busy: a statement that would run far past the expiry.
-    let running = tokio::spawn(async move { busy_client.simple_query("SELECT pg_sleep(60)").await });
+    let statement = "SELECT pg_sleep(61) /* immediate */";
+    let running = tokio::spawn(async move { busy_client.simple_query(statement).await });
     wait_until_unix(idle.expires).await;
-    assert!(tg.wait_gone("ci-idle", Duration::from_secs(10)).await, "idle session still there");
+    assert!(
+        tg.wait_gone("ci-idle", Duration::from_secs(10)).await,
+        "idle session still there"
+    );
     assert!(idle_client.simple_query("SELECT 1").await.is_err());
     let e = tokio::time::timeout(Duration::from_secs(10), running)
         .await
@@ -37,11 +41,40 @@ async fn immediate_mode_ends_idle_and_busy_sessions_at_expiry() {
         .expect("task")
         .expect_err("ended by expiry");
     assert_eq!(sqlstate(&e), "57P01", "{}", message(&e));
-    assert!(message(&e).contains("credential expired: the token expired at"), "{}", message(&e));
+    assert!(
+        message(&e).contains("credential expired: the token expired at"),
+        "{}",
+        message(&e)
+    );
     assert!(tg.wait_gone("ci-busy", Duration::from_secs(10)).await);
+    // The server stopped the statement too.
+    let backend = Backend::shared();
+    let count = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = '{}'",
+        statement.replace('\'', "''")
+    );
+    let mut stopped = false;
+    for _ in 0..200 {
+        if backend.admin_sql(&count).trim() == "0" {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        stopped,
+        "the server still runs the expired session's statement"
+    );
     // The expired token no longer logs in.
-    let e = tg.connect_tls("ci-idle", &idle.token).await.expect_err("expired");
-    assert!(message(&e).contains("the token expired at"), "{}", message(&e));
+    let e = tg
+        .connect_tls("ci-idle", &idle.token)
+        .await
+        .expect_err("expired");
+    assert!(
+        message(&e).contains("the token expired at"),
+        "{}",
+        message(&e)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +86,10 @@ async fn end_of_transaction_mode_waits_for_commit_up_to_the_hard_limit() {
     let idle = tg.mint("ci-quiet", &[], ttl);
     let txn_client = tg.connect_tls("ci-txn", &txn.token).await.expect("txn");
     let slow_client = tg.connect_tls("ci-slow", &slow.token).await.expect("slow");
-    let _idle_client = tg.connect_tls("ci-quiet", &idle.token).await.expect("quiet");
+    let _idle_client = tg
+        .connect_tls("ci-quiet", &idle.token)
+        .await
+        .expect("quiet");
     txn_client.simple_query("BEGIN").await.expect("begin");
     slow_client.simple_query("BEGIN").await.expect("begin");
     wait_until_unix(txn.expires.max(slow.expires)).await;
@@ -64,7 +100,10 @@ async fn end_of_transaction_mode_waits_for_commit_up_to_the_hard_limit() {
     // The default group's open transaction goes on (60 s limit) and ends
     // at its COMMIT.
     assert_eq!(tg.sessions_of("ci-txn").len(), 1);
-    txn_client.simple_query("SELECT 1").await.expect("still in its transaction");
+    txn_client
+        .simple_query("SELECT 1")
+        .await
+        .expect("still in its transaction");
     txn_client.simple_query("COMMIT").await.expect("commit");
     assert!(tg.wait_gone("ci-txn", Duration::from_secs(10)).await);
     assert!(txn_client.simple_query("SELECT 1").await.is_err());
@@ -75,8 +114,14 @@ async fn a_revoked_jti_ends_its_live_session_and_is_refused() {
     let tg = TokenGateway::start("", "").await;
     let minted = tg.mint("ci-revoked", &["dev"], Duration::from_secs(300));
     let other = tg.mint("ci-kept", &["dev"], Duration::from_secs(300));
-    let client = tg.connect_tls("ci-revoked", &minted.token).await.expect("login");
-    let kept = tg.connect_tls("ci-kept", &other.token).await.expect("login");
+    let client = tg
+        .connect_tls("ci-revoked", &minted.token)
+        .await
+        .expect("login");
+    let kept = tg
+        .connect_tls("ci-kept", &other.token)
+        .await
+        .expect("login");
     client.simple_query("SELECT 1").await.expect("works");
     let out = std::process::Command::new(BIN)
         .args(["token", "revoke", "--config"])
@@ -86,13 +131,24 @@ async fn a_revoked_jti_ends_its_live_session_and_is_refused() {
         .output()
         .expect("revoke");
     assert!(out.status.success(), "{out:?}");
-    assert!(tg.wait_gone("ci-revoked", Duration::from_secs(10)).await, "session survived revocation");
+    assert!(
+        tg.wait_gone("ci-revoked", Duration::from_secs(10)).await,
+        "session survived revocation"
+    );
     let e = client.simple_query("SELECT 1").await.expect_err("ended");
-    assert!(e.is_closed() || message(&e).contains("credential revoked"), "{e}");
-    let e = tg.connect_tls("ci-revoked", &minted.token).await.expect_err("refused");
+    assert!(
+        e.is_closed() || message(&e).contains("credential revoked"),
+        "{e}"
+    );
+    let e = tg
+        .connect_tls("ci-revoked", &minted.token)
+        .await
+        .expect_err("refused");
     assert!(message(&e).contains("was revoked"), "{}", message(&e));
     // Other tokens are untouched.
-    kept.simple_query("SELECT 1").await.expect("other token still works");
+    kept.simple_query("SELECT 1")
+        .await
+        .expect("other token still works");
     assert!(std::fs::read_to_string(&tg.revocations)
         .expect("store")
         .contains("laptop lost"));
@@ -113,5 +169,9 @@ async fn maximum_session_lifetime_applies_to_password_users() {
         .expect("ended by the lifetime")
         .expect("task")
         .expect_err("ended");
-    assert!(message(&e).contains("maximum lifetime (2s)"), "{}", message(&e));
+    assert!(
+        message(&e).contains("maximum lifetime (2s)"),
+        "{}",
+        message(&e)
+    );
 }

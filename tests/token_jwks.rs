@@ -30,8 +30,14 @@ impl IdpKey {
         match self {
             Self::Es(k) => PublicKey::EcP256(k.public_key().as_ref().to_vec()),
             Self::Rs(k) => PublicKey::Rsa {
-                n: k.public_key().modulus().big_endian_without_leading_zero().to_vec(),
-                e: k.public_key().exponent().big_endian_without_leading_zero().to_vec(),
+                n: k.public_key()
+                    .modulus()
+                    .big_endian_without_leading_zero()
+                    .to_vec(),
+                e: k.public_key()
+                    .exponent()
+                    .big_endian_without_leading_zero()
+                    .to_vec(),
             },
             Self::Ed(k) => PublicKey::Ed25519(k.public_key().as_ref().to_vec()),
         }
@@ -48,11 +54,20 @@ impl IdpKey {
     fn sign(&self, kid: &str, claims: &Value) -> String {
         let header = json!({"alg": self.alg(), "kid": kid, "typ": "JWT"});
         hand_made(header, claims, |input| match self {
-            Self::Es(k) => k.sign(&SystemRandom::new(), input).expect("sign").as_ref().to_vec(),
+            Self::Es(k) => k
+                .sign(&SystemRandom::new(), input)
+                .expect("sign")
+                .as_ref()
+                .to_vec(),
             Self::Rs(k) => {
                 let mut sig = vec![0; k.public_modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut sig)
-                    .expect("sign");
+                k.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    input,
+                    &mut sig,
+                )
+                .expect("sign");
                 sig
             }
             Self::Ed(k) => k.sign(input).as_ref().to_vec(),
@@ -75,7 +90,10 @@ fn ed25519() -> IdpKey {
 }
 
 fn jwks(keys: &[(&str, &IdpKey)]) -> String {
-    let keys: Vec<Value> = keys.iter().map(|(kid, k)| to_jwk(kid, &k.public())).collect();
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(kid, k)| to_jwk(kid, &k.public()))
+        .collect();
     json!({ "keys": keys }).to_string()
 }
 
@@ -103,7 +121,9 @@ impl JwksServer {
         .with_single_cert(certs, key)
         .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let body = Arc::new(Mutex::new(body));
         let hits = Arc::new(AtomicUsize::new(0));
@@ -112,7 +132,9 @@ impl JwksServer {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, b, h) = (acceptor.clone(), Arc::clone(&b), Arc::clone(&h));
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let mut request = Vec::new();
                     let mut buf = [0u8; 1024];
                     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -191,41 +213,90 @@ async fn jwks_over_https_is_fetched_rotated_and_retired() {
 
     // Fetched in the background at startup; the ES256 key logs in, with
     // the groups the claim names.
-    let client = tg.connect_tls(user, &k1.sign("k1", &claims)).await.expect("k1");
+    let client = tg
+        .connect_tls(user, &k1.sign("k1", &claims))
+        .await
+        .expect("k1");
     client.simple_query("SELECT 1").await.expect("query");
     let s = tg.pw.gateway.registry.list();
-    assert_eq!(s.iter().find(|s| s.user == user).expect("session").groups, ["analyst"]);
+    assert_eq!(
+        s.iter().find(|s| s.user == user).expect("session").groups,
+        ["analyst"]
+    );
 
     // Rotation: the IdP adds k2 (RSA) and k3 (Ed25519, not allowed here).
     server.set(jwks(&[("k1", &k1), ("k2", &k2), ("k3", &k3)]));
     let before = server.hits();
-    tg.connect_tls(user, &k2.sign("k2", &claims)).await.expect("k2 after a re-read");
+    tg.connect_tls(user, &k2.sign("k2", &claims))
+        .await
+        .expect("k2 after a re-read");
     assert!(server.hits() > before, "the unknown kid was not re-read");
-    let e = tg.connect_tls(user, &k3.sign("k3", &claims)).await.expect_err("EdDSA");
-    assert!(message(&e).contains("algorithm EdDSA is not allowed"), "{}", message(&e));
+    let e = tg
+        .connect_tls(user, &k3.sign("k3", &claims))
+        .await
+        .expect_err("EdDSA");
+    assert!(
+        message(&e).contains("algorithm EdDSA is not allowed"),
+        "{}",
+        message(&e)
+    );
 
     // Retirement: k1 leaves the JWKS. Once pgward reads it again (here on
     // the next unknown kid), k1's tokens are refused and k2's still work.
     server.set(jwks(&[("k2", &k2)]));
-    let e = tg.connect_tls(user, &k1.sign("k9", &claims)).await.expect_err("k9");
-    assert!(message(&e).contains("unknown signing key \"k9\""), "{}", message(&e));
-    let e = tg.connect_tls(user, &k1.sign("k1", &claims)).await.expect_err("k1 retired");
-    assert!(message(&e).contains("unknown signing key \"k1\""), "{}", message(&e));
-    tg.connect_tls(user, &k2.sign("k2", &claims)).await.expect("k2");
+    let e = tg
+        .connect_tls(user, &k1.sign("k9", &claims))
+        .await
+        .expect_err("k9");
+    assert!(
+        message(&e).contains("unknown signing key \"k9\""),
+        "{}",
+        message(&e)
+    );
+    let e = tg
+        .connect_tls(user, &k1.sign("k1", &claims))
+        .await
+        .expect_err("k1 retired");
+    assert!(
+        message(&e).contains("unknown signing key \"k1\""),
+        "{}",
+        message(&e)
+    );
+    tg.connect_tls(user, &k2.sign("k2", &claims))
+        .await
+        .expect("k2");
 
     // The issuer's other checks: audience, issuer, user mapping.
     let mut wrong_aud = claims.clone();
     wrong_aud["aud"] = json!("pgward-staging");
-    let e = tg.connect_tls(user, &k2.sign("k2", &wrong_aud)).await.expect_err("aud");
-    assert!(message(&e).contains("audience does not include pgward-prod"), "{}", message(&e));
+    let e = tg
+        .connect_tls(user, &k2.sign("k2", &wrong_aud))
+        .await
+        .expect_err("aud");
+    assert!(
+        message(&e).contains("audience does not include pgward-prod"),
+        "{}",
+        message(&e)
+    );
     let e = tg
         .connect_tls("bob@example.org", &k2.sign("k2", &claims))
         .await
         .expect_err("user");
-    assert!(message(&e).contains("is for user \"ana@example.org\""), "{}", message(&e));
+    assert!(
+        message(&e).contains("is for user \"ana@example.org\""),
+        "{}",
+        message(&e)
+    );
     // An IdP token for a name that is not one of its users.
-    let e = tg.connect_tls("ci-x", &k2.sign("k2", &claims)).await.expect_err("ci user");
-    assert!(message(&e).contains("not accepted for user \"ci-x\""), "{}", message(&e));
+    let e = tg
+        .connect_tls("ci-x", &k2.sign("k2", &claims))
+        .await
+        .expect_err("ci user");
+    assert!(
+        message(&e).contains("not accepted for user \"ci-x\""),
+        "{}",
+        message(&e)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +316,11 @@ async fn unknown_kids_do_not_make_pgward_fetch_more_than_the_rate_limit() {
             .connect_tls(user, &k1.sign(kid, &idp_claims(user)))
             .await
             .expect_err("unknown");
-        assert!(message(&e).contains("unknown signing key"), "{}", message(&e));
+        assert!(
+            message(&e).contains("unknown signing key"),
+            "{}",
+            message(&e)
+        );
     }
     assert_eq!(server.hits(), 1, "re-read within jwks_min_refetch");
 }
@@ -273,20 +348,35 @@ databases = ["{db}"]
     let id = "spiffe://example.org/ci/deployer";
     let now = pgward::auth::token::unix_now();
     let svid = json!({"iss": "https://spire.example.org", "sub": id, "aud": ["pgward"], "exp": now + 300, "iat": now});
-    let client = tg.connect_tls(id, &key.sign("spire-1", &svid)).await.expect("svid");
+    let client = tg
+        .connect_tls(id, &key.sign("spire-1", &svid))
+        .await
+        .expect("svid");
     client.simple_query("SELECT 1").await.expect("query");
     let s = tg.pw.gateway.registry.list();
-    assert_eq!(s.iter().find(|s| s.user == id).expect("session").groups, ["ci"]);
+    assert_eq!(
+        s.iter().find(|s| s.user == id).expect("session").groups,
+        ["ci"]
+    );
     // The audience is mandatory for an SVID: one without is refused.
     let mut no_aud = svid.clone();
     no_aud.as_object_mut().expect("object").remove("aud");
-    let e = tg.connect_tls(id, &key.sign("spire-1", &no_aud)).await.expect_err("no aud");
-    assert!(message(&e).contains("audience does not include pgward"), "{}", message(&e));
+    let e = tg
+        .connect_tls(id, &key.sign("spire-1", &no_aud))
+        .await
+        .expect_err("no aud");
+    assert!(
+        message(&e).contains("audience does not include pgward"),
+        "{}",
+        message(&e)
+    );
     // Only the databases configured for the issuer.
     let mut other = tg.tls_config(id, &key.sign("spire-1", &svid));
     other.dbname("otherdb");
     let e = other
-        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tg.pki.client_config()))
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+            tg.pki.client_config(),
+        ))
         .await
         .err()
         .expect("otherdb refused");

@@ -31,21 +31,39 @@ async fn minted_token_logs_in_with_psql_and_tokio_postgres_over_tls_only() {
     let out = std::process::Command::new(BIN)
         .args(["token", "mint", "--config"])
         .arg(&tg.config_file)
-        .args(["--user", "ci-deploy", "--groups", "deploy,dev", "--database"])
+        .args([
+            "--user",
+            "ci-deploy",
+            "--groups",
+            "deploy,dev",
+            "--database",
+        ])
         .arg(support::DB)
         .args(["--ttl", "5m", "--reason", "release 1.2"])
         .output()
         .expect("mint");
     assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
     assert!(String::from_utf8_lossy(&out.stderr).contains("kid k1"));
 
-    let client = tg.connect_tls("ci-deploy", &token).await.expect("token login");
-    let rows = client.simple_query("SELECT current_user").await.expect("query");
+    let client = tg
+        .connect_tls("ci-deploy", &token)
+        .await
+        .expect("token login");
+    let rows = client
+        .simple_query("SELECT current_user")
+        .await
+        .expect("query");
     assert_eq!(first_value(&rows), support::APP_ROLE);
     // The registry shows the token identity and its groups.
     let s = tg.pw.gateway.registry.list();
-    let me = s.iter().find(|s| s.user == "ci-deploy").expect("registered");
+    let me = s
+        .iter()
+        .find(|s| s.user == "ci-deploy")
+        .expect("registered");
     assert_eq!(me.groups, ["deploy", "dev"]);
 
     let dsn = format!(
@@ -135,7 +153,11 @@ async fn bad_tokens_are_each_refused_with_their_reason() {
     // signature is even looked at.
     let retired = TestKey::new(dir, "old");
     let cases: Vec<(&str, String, &str)> = vec![
-        ("expired", k1.sign(with(json!({"exp": now - 5}))), "the token expired at"),
+        (
+            "expired",
+            k1.sign(with(json!({"exp": now - 5}))),
+            "the token expired at",
+        ),
         (
             "not yet valid",
             k1.sign(with(json!({"nbf": now + 600}))),
@@ -157,22 +179,39 @@ async fn bad_tokens_are_each_refused_with_their_reason() {
             "unknown signing key \"k9\"",
         ),
         ("tampered", tampered, "invalid token signature"),
-        ("signed by another key", stranger.sign(with(json!({}))), "invalid token signature"),
+        (
+            "signed by another key",
+            stranger.sign(with(json!({}))),
+            "invalid token signature",
+        ),
         ("alg none", none, "alg \"none\") are never accepted"),
-        ("HS256 with the public key", hs256, "HMAC-signed tokens (alg \"HS256\")"),
-        ("retired key", retired.sign(with(json!({}))), "signing key \"old\" is retired"),
+        (
+            "HS256 with the public key",
+            hs256,
+            "HMAC-signed tokens (alg \"HS256\")",
+        ),
+        (
+            "retired key",
+            retired.sign(with(json!({}))),
+            "signing key \"old\" is retired",
+        ),
         (
             "another user's token",
             k1.sign(with(json!({"sub": "ci-other"}))),
             "the token is for user \"ci-other\", not \"ci-bad\"",
         ),
-        ("no jti", k1.sign(with(json!({"jti": null}))), "malformed token"),
+        (
+            "no jti",
+            k1.sign(with(json!({"jti": null}))),
+            "malformed token",
+        ),
         ("garbage", "not.a.token".into(), "malformed token"),
     ];
     for (name, token, expected) in cases {
         let got = refusal(&tg, user, &token).await;
         assert!(
-            got.contains(expected) && got.contains("token authentication failed for user \"ci-bad\""),
+            got.contains(expected)
+                && got.contains("token authentication failed for user \"ci-bad\""),
             "{name}: {got}"
         );
     }
@@ -208,7 +247,10 @@ async fn tokens_of_identity_provider_size_work() {
         );
         assert!(minted.token.len() >= at_least, "{}", minted.token.len());
         assert!(minted.token.len() <= 16 * 1024);
-        let client = tg.connect_tls("ci-big", &minted.token).await.expect("big token");
+        let client = tg
+            .connect_tls("ci-big", &minted.token)
+            .await
+            .expect("big token");
         client.simple_query("SELECT 1").await.expect("query");
     }
     // Beyond 16 KiB the password message is refused before it is read.
@@ -247,14 +289,27 @@ groups = ["auditor"]
     let tg = TokenGateway::start("", &extra).await;
     let auditor = tg.mint("ci-auditor", &["auditor"], Duration::from_secs(120));
     let ops = tg.mint("ci-ops", &["ops"], Duration::from_secs(120));
-    let a = tg.connect_tls("ci-auditor", &auditor.token).await.expect("auditor");
+    let a = tg
+        .connect_tls("ci-auditor", &auditor.token)
+        .await
+        .expect("auditor");
     let o = tg.connect_tls("ci-ops", &ops.token).await.expect("ops");
     let select = format!("SELECT ssn FROM {table}");
-    assert_eq!(first_value(&a.simple_query(&select).await.expect("q")), "*******6789");
-    assert_eq!(first_value(&o.simple_query(&select).await.expect("q")), "123-45-6789");
+    assert_eq!(
+        first_value(&a.simple_query(&select).await.expect("q")),
+        "*******6789"
+    );
+    assert_eq!(
+        first_value(&o.simple_query(&select).await.expect("q")),
+        "123-45-6789"
+    );
     let delete = format!("DELETE FROM {table} WHERE id = 2");
     let e = a.simple_query(&delete).await.expect_err("denied");
     assert_eq!(sqlstate(&e), "42501");
-    assert!(message(&e).contains("auditors-read-only"), "{}", message(&e));
+    assert!(
+        message(&e).contains("auditors-read-only"),
+        "{}",
+        message(&e)
+    );
     o.simple_query(&delete).await.expect("ops may delete");
 }

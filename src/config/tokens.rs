@@ -305,7 +305,11 @@ impl TokensConfig {
     }
 }
 
-fn opt_duration(field: &str, text: &Option<String>, default: &str) -> Result<Duration, ConfigError> {
+fn opt_duration(
+    field: &str,
+    text: &Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
     duration(field, text.as_deref().unwrap_or(default))
 }
 
@@ -399,7 +403,11 @@ pub(super) fn from_raw(
         )?;
         group_expiry.insert(name, p);
     }
-    let lifetime = opt_duration("tokens.max_session_lifetime", &t.max_session_lifetime, "24h")?;
+    let lifetime = opt_duration(
+        "tokens.max_session_lifetime",
+        &t.max_session_lifetime,
+        "24h",
+    )?;
     Ok(TokensConfig {
         issuer,
         audience,
@@ -472,10 +480,16 @@ fn issuer_from_raw(
         return Err(field_err(f("issuer"), "must not be empty"));
     }
     if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
-        return Err(field_err(f("audience"), "at least one audience is required"));
+        return Err(field_err(
+            f("audience"),
+            "at least one audience is required",
+        ));
     }
     if r.users.is_empty() {
-        return Err(field_err(f("users"), "at least one user-name pattern is required"));
+        return Err(field_err(
+            f("users"),
+            "at least one user-name pattern is required",
+        ));
     }
     let users = globs(&f("users"), &r.users)?;
     let algorithms = if r.algorithms.is_empty() {
@@ -485,7 +499,10 @@ fn issuer_from_raw(
             .iter()
             .map(|a| {
                 Algorithm::from_jose(a).map_err(|e| {
-                    field_err(f("algorithms"), format!("{a:?}: {e}; use RS256, ES256 or EdDSA"))
+                    field_err(
+                        f("algorithms"),
+                        format!("{a:?}: {e}; use RS256, ES256 or EdDSA"),
+                    )
                 })
             })
             .collect::<Result<Vec<_>, _>>()?
@@ -506,7 +523,12 @@ fn issuer_from_raw(
                 ca_file: r.jwks_ca_file.map(|p| resolve(base, p)),
             }
         }
-        _ => return Err(field_err(f("jwks_file"), "set jwks_file or jwks_url, exactly one")),
+        _ => {
+            return Err(field_err(
+                f("jwks_file"),
+                "set jwks_file or jwks_url, exactly one",
+            ))
+        }
     };
     for db in &r.databases {
         if !databases.contains_key(db) {

@@ -88,7 +88,11 @@ fn strings_claim(
 
 /// Checks issuer, audience and validity period at `now` (seconds since
 /// the epoch), then maps the identity claims.
-pub fn check(claims: &Map<String, Value>, rules: &Rules<'_>, now: i64) -> Result<Checked, TokenError> {
+pub fn check(
+    claims: &Map<String, Value>,
+    rules: &Rules<'_>,
+    now: i64,
+) -> Result<Checked, TokenError> {
     let iss = string_claim(claims, "iss")?.unwrap_or_default();
     if iss != rules.issuer {
         return Err(TokenError::WrongIssuer(iss));
@@ -195,17 +199,38 @@ mod tests {
     fn each_failed_check_has_its_own_error() {
         let aud = vec!["pgward".to_owned()];
         let r = rules(&aud);
-        let cases: Vec<(Value, fn(&TokenError) -> bool)> = vec![
-            (serde_json::json!({"exp": NOW - 31}), |e| matches!(e, TokenError::Expired(_))),
-            (serde_json::json!({"nbf": NOW + 31}), |e| matches!(e, TokenError::NotYetValid(_))),
-            (serde_json::json!({"iat": NOW + 31}), |e| matches!(e, TokenError::NotYetValid(_))),
-            (serde_json::json!({"aud": "someone-else"}), |e| matches!(e, TokenError::WrongAudience(_))),
-            (serde_json::json!({"aud": []}), |e| matches!(e, TokenError::WrongAudience(_))),
-            (serde_json::json!({"iss": "https://evil"}), |e| matches!(e, TokenError::WrongIssuer(_))),
-            (serde_json::json!({"exp": "tomorrow"}), |e| matches!(e, TokenError::Malformed(_))),
-            (serde_json::json!({"exp": null}), |e| matches!(e, TokenError::Malformed(_))),
-            (serde_json::json!({"groups": [1]}), |e| matches!(e, TokenError::Malformed(_))),
-            (serde_json::json!({"email": ""}), |e| matches!(e, TokenError::MissingUserClaim(_))),
+        type Expect = fn(&TokenError) -> bool;
+        let cases: Vec<(Value, Expect)> = vec![
+            (serde_json::json!({"exp": NOW - 31}), |e| {
+                matches!(e, TokenError::Expired(_))
+            }),
+            (serde_json::json!({"nbf": NOW + 31}), |e| {
+                matches!(e, TokenError::NotYetValid(_))
+            }),
+            (serde_json::json!({"iat": NOW + 31}), |e| {
+                matches!(e, TokenError::NotYetValid(_))
+            }),
+            (serde_json::json!({"aud": "someone-else"}), |e| {
+                matches!(e, TokenError::WrongAudience(_))
+            }),
+            (serde_json::json!({"aud": []}), |e| {
+                matches!(e, TokenError::WrongAudience(_))
+            }),
+            (serde_json::json!({"iss": "https://evil"}), |e| {
+                matches!(e, TokenError::WrongIssuer(_))
+            }),
+            (serde_json::json!({"exp": "tomorrow"}), |e| {
+                matches!(e, TokenError::Malformed(_))
+            }),
+            (serde_json::json!({"exp": null}), |e| {
+                matches!(e, TokenError::Malformed(_))
+            }),
+            (serde_json::json!({"groups": [1]}), |e| {
+                matches!(e, TokenError::Malformed(_))
+            }),
+            (serde_json::json!({"email": ""}), |e| {
+                matches!(e, TokenError::MissingUserClaim(_))
+            }),
         ];
         for (extra, expected) in cases {
             let text = extra.to_string();

@@ -122,10 +122,26 @@ pub fn watch_session(
                 registry.terminate_when_idle(id, &reason);
                 tokio::time::sleep(policy.grace).await;
             }
-            registry.terminate(id, &reason);
+            end_now(&registry, id, &reason);
         })
     });
     SessionWatch { task, live }
+}
+
+/// Ends a session now, and stops the statement its server is running (the
+/// server would otherwise run it to its end for a credential that is gone).
+/// The cancel runs in its own task: ending the session drops the watch
+/// that called this, which would abort it half-way.
+fn end_now(registry: &Registry, id: u64, reason: &str) {
+    let running = registry.running_cancel_target(id);
+    registry.terminate(id, reason);
+    if let Some(t) = running {
+        tokio::spawn(async move {
+            if let Err(e) = t.upstream.cancel(t.process_id, t.secret_key).await {
+                tracing::warn!(session = id, error = %e, "could not cancel the server's statement");
+            }
+        });
+    }
 }
 
 /// Follows the revocation list every `poll` until the token service is
@@ -152,7 +168,7 @@ pub(super) fn end_revoked(auth: &TokenAuth, registry: &Registry, revoked: &[Stri
     for jti in revoked {
         for id in auth.live.sessions(jti) {
             tracing::info!(session = id, jti, "ending session: token revoked");
-            registry.terminate(id, &revoked_reason(jti));
+            end_now(registry, id, &revoked_reason(jti));
         }
     }
 }

@@ -205,7 +205,10 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("idp.example", 8443));
         assert_eq!(u.path, "/.well-known/jwks.json");
         let u = HttpsUrl::parse("https://[::1]/k").expect("ok");
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", 443, "/k"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 443, "/k")
+        );
         assert_eq!(HttpsUrl::parse("https://h").expect("ok").path, "/");
         for bad in [
             "http://idp/jwks",
@@ -236,7 +239,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n",
             b"HTTP/1.1 200 OK\r\n\r\n{}",
         ] {
-            assert!(parse_response(bad, false).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_response(bad, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -76,7 +76,10 @@ impl JwksCache {
             }
             self.wake.notify_one();
         }
-        matches!(tokio::time::timeout(wait, attempts.changed()).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout(wait, attempts.changed()).await,
+            Ok(Ok(()))
+        )
     }
 
     async fn read(&self) -> Result<KeySet, String> {

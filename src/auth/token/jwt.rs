@@ -134,7 +134,8 @@ pub fn split(token: &str) -> Result<Unverified<'_>, TokenError> {
         return Err(malformed("longer than 16 KiB"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed("not three dot-separated parts"));
     };
@@ -270,7 +271,10 @@ mod tests {
             &with(r#"{"alg":"EdDSA","kid":7}"#),
             &with(r#"["alg"]"#),
             &with(r#"{"kid":"k"}"#),
-            &format!("{}.bm90IGpzb24.", URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#)),
+            &format!(
+                "{}.bm90IGpzb24.",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#)
+            ),
         ] {
             assert!(
                 matches!(split(bad), Err(TokenError::Malformed(_))),

@@ -169,8 +169,11 @@ mod tests {
         );
         assert!(parse_public_key("AAAA").is_err());
         assert!(parse_public_key("not base64!").is_err());
-        std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
         assert!(load_private_key(&path).is_err());
     }
 }

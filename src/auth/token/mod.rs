@@ -198,7 +198,12 @@ pub struct TokenAuth {
 
 impl Drop for TokenAuth {
     fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
     }
@@ -213,9 +218,10 @@ impl TokenAuth {
             .map(|c| {
                 Ok(Issuer {
                     config: c.clone(),
-                    jwks: Arc::new(jwks::JwksCache::new(c).map_err(|e| {
-                        format!("tokens.issuers ({}): {e}", c.issuer)
-                    })?),
+                    jwks: Arc::new(
+                        jwks::JwksCache::new(c)
+                            .map_err(|e| format!("tokens.issuers ({}): {e}", c.issuer))?,
+                    ),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -264,14 +270,14 @@ impl TokenAuth {
         let c = &self.config;
         let now = unix_now();
         let identity = if iss == c.issuer && c.users.iter().any(|g| g.matches(user)) {
-            let key = c
-                .keys
-                .iter()
-                .find(|k| k.kid == kid)
-                .ok_or_else(|| TokenError::UnknownKey {
-                    kid: shown(&kid),
-                    issuer: iss.clone(),
-                })?;
+            let key =
+                c.keys
+                    .iter()
+                    .find(|k| k.kid == kid)
+                    .ok_or_else(|| TokenError::UnknownKey {
+                        kid: shown(&kid),
+                        issuer: iss.clone(),
+                    })?;
             if key.state == KeyState::Retired {
                 return Err(TokenError::RetiredKey(kid));
             }
@@ -364,7 +370,12 @@ impl TokenAuth {
             require_jti: cfg.require_jti,
         };
         let checked = claims::check(&unverified.claims, &rules, now)?;
-        Ok(to_identity(checked, &cfg.issuer, &cfg.groups, &cfg.databases))
+        Ok(to_identity(
+            checked,
+            &cfg.issuer,
+            &cfg.groups,
+            &cfg.databases,
+        ))
     }
 }
 
