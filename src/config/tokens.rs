@@ -555,3 +555,77 @@ fn issuer_from_raw(
         require_jti: r.require_jti,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn parse(tokens: &str) -> Result<Config, String> {
+        let v = crate::auth::verifier::ScramVerifier::generate("pw");
+        let text = format!(
+            "[upstreams.db]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{v}\"\n{tokens}"
+        );
+        Config::parse(&text, std::path::Path::new("/x/pgward.toml")).map_err(|e| e.to_string())
+    }
+
+    const KEY: &str = "public_key = \"l2KoOOA_xk-rjq0B1054dWwXU2rJU3XAv1nMFMpDrwU\"";
+
+    #[test]
+    fn invalid_token_settings_name_their_field() {
+        let issuer = |extra: &str| {
+            format!("[tokens]\n[[tokens.issuers]]\nissuer = \"https://idp\"\njwks_url = \"https://idp/k\"\n{extra}")
+        };
+        let cases = [
+            (issuer("users = [\"*@x\"]"), "tokens.issuers[0].audience"),
+            (issuer("audience = [\"a\"]"), "tokens.issuers[0].users"),
+            (
+                issuer("audience = [\"a\"]\nusers = [\"*@x\"]\nalgorithms = [\"HS256\"]"),
+                "tokens.issuers[0].algorithms: \"HS256\": HMAC",
+            ),
+            (
+                issuer("audience = [\"a\"]\nusers = [\"*@x\"]\nalgorithms = [\"none\"]"),
+                "tokens.issuers[0].algorithms",
+            ),
+            (
+                issuer("audience = [\"a\"]\nusers = [\"*\"]"),
+                "would match every user",
+            ),
+            (
+                issuer("audience = [\"a\"]\nusers = [\"*@x\"]\njwks_file = \"k.json\""),
+                "exactly one",
+            ),
+            (
+                "[tokens]\n[[tokens.issuers]]\nissuer = \"i\"\naudience = [\"a\"]\nusers = [\"*@x\"]\njwks_url = \"http://idp/k\"".into(),
+                "tokens.issuers[0].jwks_url",
+            ),
+            ("[tokens]\nusers = [\"ci-*\"]".into(), "tokens.users: needs a key"),
+            (
+                format!("[tokens]\nusers = [\"al*\"]\n[[tokens.keys]]\nkid = \"k\"\n{KEY}"),
+                "users.alice: matches a token user pattern",
+            ),
+            (
+                format!("[tokens]\n[[tokens.keys]]\nkid = \"k\"\n{KEY}\nstate = \"signing\"\n[[tokens.keys]]\nkid = \"j\"\n{KEY}\nstate = \"signing\""),
+                "tokens.keys[1].state: only one",
+            ),
+            (
+                "[tokens]\n[[tokens.keys]]\nkid = \"k\"\npublic_key = \"AAAA\"".into(),
+                "tokens.keys[0].public_key",
+            ),
+            ("[tokens]\non_expiry = \"later\"".into(), "tokens.on_expiry"),
+            (
+                "[tokens]\n[tokens.groups.ops]\nexpiry_grace = \"soon\"".into(),
+                "tokens.groups.ops.expiry_grace",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = parse(&text).expect_err(&text);
+            assert!(e.contains(expected), "{text}\n=> {e}");
+        }
+        let ok = parse(&format!(
+            "[tokens]\nusers = [\"ci-*\"]\n[[tokens.keys]]\nkid = \"k\"\n{KEY}"
+        ))
+        .expect("valid");
+        assert!(ok.tokens.is_token_user("ci-x") && !ok.tokens.is_token_user("alice"));
+        assert_eq!(ok.tokens.audience, "pgward");
+    }
+}

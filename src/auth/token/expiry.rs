@@ -68,8 +68,12 @@ fn deadline(auth: &TokenAuth, who: &Authenticated, now_unix: i64) -> Option<(Dur
             format!("the session reached its maximum lifetime ({})", human(d)),
         )
     });
+    // A token is valid up to `exp` plus the clock skew, at login as here:
+    // otherwise a login within the skew would be ended the moment it began.
+    let skew = i64::try_from(auth.config.clock_skew.as_secs()).unwrap_or(i64::MAX);
     let token = who.token().map(|t| {
-        let left = u64::try_from(t.expires.saturating_sub(now_unix)).unwrap_or(0);
+        let end = t.expires.saturating_add(skew);
+        let left = u64::try_from(end.saturating_sub(now_unix)).unwrap_or(0);
         (
             Duration::from_secs(left),
             format!(
@@ -175,4 +179,76 @@ pub(super) fn end_revoked(auth: &TokenAuth, registry: &Registry, revoked: &[Stri
 
 fn revoked_reason(jti: &str) -> String {
     format!("credential revoked: the token {jti:?} was revoked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::identity::{Credential, Identity, TokenCredential};
+
+    fn auth(tokens: &str) -> TokenAuth {
+        let text = format!(
+            "[upstreams.db]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n[tokens]\n{tokens}",
+            crate::auth::verifier::ScramVerifier::generate("pw")
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("/x/pgward.toml"))
+            .expect("config");
+        TokenAuth::new(Arc::clone(&config.tokens)).expect("tokens")
+    }
+
+    fn token_user(expires: i64) -> Authenticated {
+        Authenticated {
+            identity: Identity::new("ci", ["dev"]),
+            databases: None,
+            credential: Credential::Token(TokenCredential {
+                issuer: "pgward".into(),
+                subject: None,
+                jti: None,
+                expires,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_earlier_of_expiry_plus_skew_and_lifetime_ends_the_session() {
+        let a = auth("clock_skew = \"30s\"\nmax_session_lifetime = \"1h\"\n");
+        let (after, why) = deadline(&a, &token_user(1_000 + 60), 1_000).expect("deadline");
+        // Valid up to exp + skew, as at login.
+        assert_eq!(after, Duration::from_secs(90));
+        assert!(why.starts_with("credential expired"), "{why}");
+        let (after, why) = deadline(&a, &token_user(1_000 + 7_200), 1_000).expect("deadline");
+        assert_eq!(after, Duration::from_secs(3_600));
+        assert_eq!(why, "the session reached its maximum lifetime (1h)");
+        // Already past: at once.
+        let (after, _) = deadline(&a, &token_user(0), 1_000).expect("deadline");
+        assert_eq!(after, Duration::ZERO);
+        // No lifetime and a password user: nothing to watch.
+        let none = auth("max_session_lifetime = \"0\"\n");
+        let password = Authenticated {
+            credential: Credential::Password,
+            ..token_user(0)
+        };
+        assert!(deadline(&none, &password, 1_000).is_none());
+    }
+
+    #[test]
+    fn the_strictest_group_policy_applies() {
+        let a = auth(
+            "expiry_grace = \"60s\"\n[tokens.groups.a]\nexpiry_grace = \"5s\"\n\
+             [tokens.groups.b]\non_expiry = \"immediate\"\n",
+        );
+        let c = &a.config;
+        let p = c.expiry_for(&["x".into()]);
+        assert_eq!(
+            (p.mode, p.grace),
+            (ExpiryMode::EndOfTransaction, Duration::from_secs(60))
+        );
+        let p = c.expiry_for(&["a".into()]);
+        assert_eq!(p.grace, Duration::from_secs(5));
+        let p = c.expiry_for(&["a".into(), "b".into()]);
+        assert_eq!(
+            (p.mode, p.grace),
+            (ExpiryMode::Immediate, Duration::from_secs(5))
+        );
+    }
 }
