@@ -25,8 +25,9 @@ pub struct Gateway {
     pub scram: ScramEngines,
     /// Live sessions, and the cancel keys that lead to them.
     pub registry: Arc<Registry>,
-    /// Token verification, revocations and credential deadlines.
-    pub tokens: Arc<crate::auth::token::TokenAuth>,
+    /// Token verification, revocations and credential deadlines; swapped
+    /// on reload (keys rotate without a restart).
+    pub tokens: ArcSwap<crate::auth::token::TokenAuth>,
     /// Phases added after the built-in ones (see `session::stack`).
     phase_factories: std::sync::RwLock<Vec<PhaseFactory>>,
     /// Statement rules and their verdict cache; swapped whole on reload, so
@@ -161,7 +162,7 @@ impl Gateway {
             tls,
             scram,
             registry: Arc::new(Registry::default()),
-            tokens: Arc::new(tokens),
+            tokens: ArcSwap::from_pointee(tokens),
             phase_factories: std::sync::RwLock::new(Vec::new()),
             policy,
             masking,
@@ -194,10 +195,11 @@ impl Gateway {
     }
 
     /// Reads `path` with the same parse and validation as startup and, if
-    /// it changes nothing but `[policy]` and `[masking]` and keeps every
-    /// section the running file has, puts the new rules and masking in force
-    /// together for every session's next message. Otherwise the rules in
-    /// force stay.
+    /// it changes nothing but `[policy]`, `[masking]` and `[tokens]` and
+    /// keeps every section the running file has, puts the new rules and
+    /// masking in force together for every session's next message, and the
+    /// new token settings for every new login (live sessions keep their
+    /// deadlines). Otherwise everything in force stays.
     pub fn reload(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
         let new = Config::load(path)?;
         // A poisoned lock only means an earlier reload panicked; the state
@@ -210,6 +212,12 @@ impl Gateway {
         if let Some(why) = crate::config::reload_refusal(&self.config, &running.sections, &new) {
             return Err(ReloadError::Refused(why));
         }
+        // Prepared before anything is swapped: if it fails, nothing changed.
+        let tokens = self.tokens.load_full();
+        let new_tokens = (tokens.config != new.tokens)
+            .then(|| crate::auth::token::TokenAuth::succeed(Arc::clone(&new.tokens), &tokens))
+            .transpose()
+            .map_err(ReloadError::Refused)?;
         let snapshot = Arc::new(RuleSnapshot {
             version: running.version + 1,
             policy: Arc::new(Policy::new(Arc::clone(&new.policy))),
@@ -219,6 +227,14 @@ impl Gateway {
         self.rules.store(Arc::clone(&snapshot));
         self.policy.store(Arc::clone(&snapshot.policy));
         self.masking.store(Arc::clone(&snapshot.masking));
+        if let Some(next) = new_tokens {
+            let next = Arc::new(next);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                next.start(Arc::clone(&self.registry));
+            }
+            // The previous service's fetchers stop when it is dropped.
+            self.tokens.store(next);
+        }
         // The maps resolve rules to columns: read them again.
         for map in self.masks.values() {
             map.invalidate();

@@ -29,7 +29,7 @@ impl Server {
     pub async fn bind(gw: Gateway) -> std::io::Result<Self> {
         let listener = TcpListener::bind(gw.config.server.listen).await?;
         // JWKS fetchers and the revocation watcher run from here on.
-        gw.tokens.start(Arc::clone(&gw.registry));
+        gw.tokens.load_full().start(Arc::clone(&gw.registry));
         Ok(Self {
             gw: Arc::new(gw),
             listener,

@@ -313,3 +313,65 @@ groups = ["auditor"]
     );
     o.simple_query(&delete).await.expect("ops may delete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_by_reload_and_a_retired_key_is_refused() {
+    let tg = TokenGateway::start("", "").await;
+    let dir = Backend::shared().cluster.dir();
+    let k2 = TestKey::new(dir, "k2");
+    let old_token = tg.mint("ci-rot", &[], Duration::from_secs(300)).token;
+    let live = tg
+        .connect_tls("ci-rot", &old_token)
+        .await
+        .expect("k1 token");
+    let k1_signing = tg.key.entry("signing");
+    let mint_with = |text: &str| {
+        let config = pgward::config::Config::parse(text, &dir.join("pgward.toml")).expect("config");
+        let request = pgward::auth::token::mint::MintRequest {
+            user: "ci-rot".into(),
+            groups: vec![],
+            databases: vec![support::DB.into()],
+            ttl: Duration::from_secs(300),
+            reason: None,
+        };
+        pgward::auth::token::mint::mint(&config, &request, std::time::SystemTime::now())
+            .expect("mint")
+    };
+    // Step 1: k2 signs, k1 still verifies.
+    let rotated = tg.pw.config_text.replace(
+        &k1_signing,
+        &format!("{}\n{}", tg.key.entry("verify"), k2.entry("signing")),
+    );
+    tg.pw.reload_text(&rotated).expect("reload");
+    let new_token = mint_with(&rotated);
+    assert_eq!(new_token.kid, "k2");
+    tg.connect_tls("ci-rot", &new_token.token)
+        .await
+        .expect("k2 token");
+    tg.connect_tls("ci-rot", &old_token)
+        .await
+        .expect("k1 token still");
+    // Step 2: k1 retired: its tokens no longer log in; k2's do.
+    let retired = rotated.replace(&tg.key.entry("verify"), &tg.key.entry("retired"));
+    tg.pw.reload_text(&retired).expect("reload");
+    let e = tg
+        .connect_tls("ci-rot", &old_token)
+        .await
+        .expect_err("retired");
+    assert!(
+        message(&e).contains("signing key \"k1\" is retired"),
+        "{}",
+        message(&e)
+    );
+    tg.connect_tls("ci-rot", &new_token.token)
+        .await
+        .expect("k2 token");
+    // A session opened before keeps its token's lifetime.
+    live.simple_query("SELECT 1").await.expect("live session");
+    // An invalid [tokens] is refused whole, and k2 keeps working.
+    let broken = retired.replace("state = \"signing\"", "state = \"sometimes\"");
+    assert!(tg.pw.reload_text(&broken).is_err());
+    tg.connect_tls("ci-rot", &new_token.token)
+        .await
+        .expect("k2 token");
+}

@@ -99,7 +99,7 @@ async fn run(
     // Ends the session at its token's expiry, on revocation, or at the
     // maximum lifetime; stops with the session.
     let _credential_watch = crate::auth::token::expiry::watch_session(
-        &gw.tokens,
+        &gw.tokens.load_full(),
         &gw.registry,
         registration.id,
         &authenticated,
@@ -173,9 +173,14 @@ async fn establish(
         conn.send(&out).await?;
     }
     let params = startup::forwarded_params(startup)?;
-    let authenticated =
-        crate::auth::authenticate(conn, &gw.scram, &gw.config.users, &gw.tokens, &user_name)
-            .await?;
+    let authenticated = crate::auth::authenticate(
+        conn,
+        &gw.scram,
+        &gw.config.users,
+        &gw.tokens.load_full(),
+        &user_name,
+    )
+    .await?;
 
     // As in PostgreSQL, the database is checked only after authentication, so
     // strangers learn nothing about which databases exist.

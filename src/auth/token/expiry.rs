@@ -45,7 +45,7 @@ impl LiveTokens {
 /// A session's deadline watch; dropping it (the session ended) stops it.
 pub struct SessionWatch {
     task: Option<JoinHandle<()>>,
-    live: Option<(Arc<TokenAuth>, String, u64)>,
+    live: Option<(Arc<LiveTokens>, String, u64)>,
 }
 
 impl Drop for SessionWatch {
@@ -53,8 +53,8 @@ impl Drop for SessionWatch {
         if let Some(t) = self.task.take() {
             t.abort();
         }
-        if let Some((auth, jti, id)) = self.live.take() {
-            auth.live.remove(&jti, id);
+        if let Some((live, jti, id)) = self.live.take() {
+            live.remove(&jti, id);
         }
     }
 }
@@ -113,7 +113,7 @@ pub fn watch_session(
         if auth.revocations.is_revoked(&jti) {
             registry.terminate(id, &revoked_reason(&jti));
         }
-        (Arc::clone(auth), jti, id)
+        (Arc::clone(&auth.live), jti, id)
     });
     let task = deadline(auth, who, super::unix_now()).map(|(after, reason)| {
         let policy = auth.config.expiry_for(&who.identity.groups);

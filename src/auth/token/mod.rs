@@ -187,10 +187,10 @@ pub struct TokenAuth {
     pub config: Arc<TokensConfig>,
     own_audience: [String; 1],
     issuers: Vec<Issuer>,
-    /// Revoked ids.
-    pub revocations: revocation::RevocationList,
-    /// Live sessions by token id (revocation ends them).
-    pub live: expiry::LiveTokens,
+    /// Revoked ids (kept across reloads while the file stays the same).
+    pub revocations: Arc<revocation::RevocationList>,
+    /// Live sessions by token id (revocation ends them; kept across reloads).
+    pub live: Arc<expiry::LiveTokens>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by `start`: where revocations end sessions.
     registry: std::sync::OnceLock<Arc<crate::session::registry::Registry>>,
@@ -212,6 +212,30 @@ impl Drop for TokenAuth {
 impl TokenAuth {
     /// Prepares verification (TLS configs for JWKS URLs are built here).
     pub fn new(config: Arc<TokensConfig>) -> Result<Self, String> {
+        let revocations = Arc::new(revocation::RevocationList::new(
+            config.revocation_file.as_deref(),
+        ));
+        Self::with_state(config, revocations, Arc::default())
+    }
+
+    /// The service for a reloaded `[tokens]`: live sessions carry over, and
+    /// so does the revocation list unless its file changed.
+    pub fn succeed(config: Arc<TokensConfig>, previous: &TokenAuth) -> Result<Self, String> {
+        let revocations = if config.revocation_file == previous.config.revocation_file {
+            Arc::clone(&previous.revocations)
+        } else {
+            Arc::new(revocation::RevocationList::new(
+                config.revocation_file.as_deref(),
+            ))
+        };
+        Self::with_state(config, revocations, Arc::clone(&previous.live))
+    }
+
+    fn with_state(
+        config: Arc<TokensConfig>,
+        revocations: Arc<revocation::RevocationList>,
+        live: Arc<expiry::LiveTokens>,
+    ) -> Result<Self, String> {
         let issuers = config
             .issuers
             .iter()
@@ -227,10 +251,10 @@ impl TokenAuth {
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
             own_audience: [config.audience.clone()],
-            revocations: revocation::RevocationList::new(config.revocation_file.as_deref()),
+            revocations,
             config,
             issuers,
-            live: expiry::LiveTokens::default(),
+            live,
             tasks: std::sync::Mutex::new(Vec::new()),
             registry: std::sync::OnceLock::new(),
         })
