@@ -562,6 +562,7 @@ pub fn explain(c: &Config) -> String {
         p.default_action,
         p.cache_size
     );
+    out.push_str(&tokens::explain(&c.tokens));
     out
 }
 

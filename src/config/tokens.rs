@@ -305,6 +305,65 @@ impl TokensConfig {
     }
 }
 
+/// Lines for `check-config` describing `[tokens]` (nothing when unused).
+pub fn explain(t: &TokensConfig) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if !t.users.is_empty() || !t.keys.is_empty() {
+        let keys: Vec<String> = t
+            .keys
+            .iter()
+            .map(|k| format!("{} ({:?})", k.kid, k.state).to_lowercase())
+            .collect();
+        let _ = writeln!(
+            out,
+            "tokens: issuer {:?}, audience {:?}, users [{}], keys [{}], max ttl {:?}",
+            t.issuer,
+            t.audience,
+            t.users
+                .iter()
+                .map(Glob::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            keys.join(", "),
+            t.max_ttl
+        );
+    }
+    for i in &t.issuers {
+        let source = match &i.jwks {
+            JwksSource::File { path, initial } => {
+                format!("{} ({} keys)", path.display(), initial.len())
+            }
+            JwksSource::Url { url, .. } => url.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "token issuer {:?}: audience [{}], users [{}], JWKS {source}, user claim {}",
+            i.issuer,
+            i.audiences.join(", "),
+            i.users
+                .iter()
+                .map(Glob::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            i.user_claim
+        );
+    }
+    let lifetime = t
+        .max_session_lifetime
+        .map_or("none".to_owned(), |d| format!("{d:?}"));
+    let _ = writeln!(
+        out,
+        "session lifetime: at most {lifetime}; on token expiry: {:?} (grace {:?}); revocation list: {}",
+        t.expiry.mode,
+        t.expiry.grace,
+        t.revocation_file
+            .as_ref()
+            .map_or("none".to_owned(), |p| p.display().to_string())
+    );
+    out
+}
+
 fn opt_duration(
     field: &str,
     text: &Option<String>,
