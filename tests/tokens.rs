@@ -26,7 +26,6 @@ fn first_value(rows: &[SimpleQueryMessage]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_token_logs_in_with_psql_and_tokio_postgres_over_tls_only() {
     let tg = TokenGateway::start("", "").await;
-    let backend = Backend::shared();
     // Minted by the CLI, as an operator or CI job would.
     let out = std::process::Command::new(BIN)
         .args(["token", "mint", "--config"])
@@ -72,18 +71,7 @@ async fn minted_token_logs_in_with_psql_and_tokio_postgres_over_tls_only() {
         support::DB,
         tg.pki.ca_file.display()
     );
-    let psql = backend.cluster.program("psql");
-    let (t, d) = (token.clone(), dsn.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(psql)
-            .env("PGPASSWORD", &t)
-            .args(["-X", "-A", "-t", "-c", "SELECT 'token ok'"])
-            .arg(&d)
-            .output()
-            .expect("psql")
-    })
-    .await
-    .expect("task");
+    let out = psql(&dsn, &token, "SELECT 'token ok'").await;
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "token ok");
 
@@ -93,18 +81,8 @@ async fn minted_token_logs_in_with_psql_and_tokio_postgres_over_tls_only() {
         .expect_err("clear text");
     assert_eq!(sqlstate(&e), "28000");
     assert!(message(&e).contains("only over TLS"), "{}", message(&e));
-    let psql = backend.cluster.program("psql");
-    let d = dsn.replace("sslmode=verify-full", "sslmode=disable");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(psql)
-            .env("PGPASSWORD", &token)
-            .args(["-X", "-c", "SELECT 1"])
-            .arg(&d)
-            .output()
-            .expect("psql")
-    })
-    .await
-    .expect("task");
+    let clear = dsn.replace("sslmode=verify-full", "sslmode=disable");
+    let out = psql(&clear, &token, "SELECT 1").await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only over TLS"));
 
@@ -112,6 +90,22 @@ async fn minted_token_logs_in_with_psql_and_tokio_postgres_over_tls_only() {
     let scram = tg.pw.connect().await;
     scram.simple_query("SELECT 1").await.expect("scram plain");
     tg.connect_tls(USER, PASSWORD).await.expect("scram tls");
+}
+
+/// Runs `sql` with psql against `dsn`, the token as its password.
+async fn psql(dsn: &str, token: &str, sql: &str) -> std::process::Output {
+    let psql = Backend::shared().cluster.program("psql");
+    let (dsn, token, sql) = (dsn.to_owned(), token.to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(psql)
+            .env("PGPASSWORD", &token)
+            .args(["-X", "-A", "-t", "-c", &sql])
+            .arg(&dsn)
+            .output()
+            .expect("psql")
+    })
+    .await
+    .expect("task")
 }
 
 async fn refusal(tg: &TokenGateway, user: &str, token: &str) -> String {
@@ -354,15 +348,8 @@ async fn keys_rotate_by_reload_and_a_retired_key_is_refused() {
     // Step 2: k1 retired: its tokens no longer log in; k2's do.
     let retired = rotated.replace(&tg.key.entry("verify"), &tg.key.entry("retired"));
     tg.pw.reload_text(&retired).expect("reload");
-    let e = tg
-        .connect_tls("ci-rot", &old_token)
-        .await
-        .expect_err("retired");
-    assert!(
-        message(&e).contains("signing key \"k1\" is retired"),
-        "{}",
-        message(&e)
-    );
+    tg.refused("ci-rot", &old_token, "signing key \"k1\" is retired")
+        .await;
     tg.connect_tls("ci-rot", &new_token.token)
         .await
         .expect("k2 token");

@@ -155,6 +155,19 @@ impl TokenGateway {
         Ok(client)
     }
 
+    /// Asserts that `user` with `token` is refused (over TLS) with a message
+    /// containing `expected`; returns the error.
+    pub async fn refused(&self, user: &str, token: &str, expected: &str) -> tokio_postgres::Error {
+        let e = self
+            .connect_tls(user, token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{user} logged in; expected {expected:?}"));
+        let got = super::message(&e);
+        assert!(got.contains(expected), "expected {expected:?}, got {got:?}");
+        e
+    }
+
     /// The registry ids of `user`'s live sessions.
     pub fn sessions_of(&self, user: &str) -> Vec<u64> {
         self.pw

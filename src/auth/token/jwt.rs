@@ -285,6 +285,21 @@ mod tests {
         assert!(matches!(split(&huge), Err(TokenError::Malformed(_))));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(
+            h in "[A-Za-z0-9_-]{0,40}", p in "[A-Za-z0-9_-]{0,60}", s in "[A-Za-z0-9_.-]{0,90}"
+        ) {
+            let token = format!("{h}.{p}.{s}");
+            if let Ok(u) = split(&token) {
+                let _ = u.verify("k", &PublicKey::Ed25519(vec![1; 32]));
+            }
+            // Valid base64url around JSON fragments too.
+            let j = |t: &str| URL_SAFE_NO_PAD.encode(t);
+            let _ = split(&format!("{}.{}.{}", j(&h), j(&p), j(&s)));
+        }
+    }
+
     #[test]
     fn a_key_is_used_only_with_its_own_algorithm() {
         let key = keypair();
