@@ -27,6 +27,17 @@ pub enum SessionError {
     /// The client's SCRAM proof did not match, or the user does not exist.
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
+    /// A token user's token was refused (the reason says why).
+    #[error("token authentication failed for user \"{user}\": {reason}")]
+    TokenRefused {
+        /// The user name logging in.
+        user: String,
+        /// What was wrong with the token.
+        reason: String,
+    },
+    /// A token user connected without TLS; the token was not asked for.
+    #[error("user \"{0}\" logs in with a token, which pgward accepts only over TLS (sslmode=require or stronger), so that it never crosses the network in clear text")]
+    TokenNeedsTls(String),
     /// The client asked for a database pgward does not map.
     #[error("database \"{0}\" is not configured in pgward")]
     UnknownDatabase(String),
@@ -111,6 +122,8 @@ impl SessionError {
             Self::Protocol(_)
             | Self::MissingUser
             | Self::AuthFailed(_)
+            | Self::TokenRefused { .. }
+            | Self::TokenNeedsTls(_)
             | Self::UnknownDatabase(_)
             | Self::NoRole { .. }
             | Self::MaskedCatchAll(_)
@@ -136,8 +149,10 @@ impl SessionError {
     pub fn sqlstate(&self) -> &str {
         let code = match self {
             Self::Protocol(_) | Self::BackendProtocol(_) => Sqlstate::PROTOCOL_VIOLATION,
-            Self::AuthFailed(_) => Sqlstate::INVALID_PASSWORD,
-            Self::MissingUser | Self::TlsRequired => Sqlstate::INVALID_AUTHORIZATION,
+            Self::AuthFailed(_) | Self::TokenRefused { .. } => Sqlstate::INVALID_PASSWORD,
+            Self::MissingUser | Self::TlsRequired | Self::TokenNeedsTls(_) => {
+                Sqlstate::INVALID_AUTHORIZATION
+            }
             Self::UnknownDatabase(_) => Sqlstate::INVALID_CATALOG_NAME,
             Self::DatabaseNotAllowed(_)
             | Self::RoleNotLeastPrivilege(_)

@@ -25,6 +25,9 @@ pub struct Gateway {
     pub scram: ScramEngines,
     /// Live sessions, and the cancel keys that lead to them.
     pub registry: Arc<Registry>,
+    /// Token verification, revocations and credential deadlines; swapped
+    /// on reload (keys rotate without a restart).
+    pub tokens: ArcSwap<crate::auth::token::TokenAuth>,
     /// Phases added after the built-in ones (see `session::stack`).
     phase_factories: std::sync::RwLock<Vec<PhaseFactory>>,
     /// Statement rules and their verdict cache; swapped whole on reload, so
@@ -97,6 +100,9 @@ pub enum GatewayError {
         /// The error.
         source: TlsError,
     },
+    /// `[tokens]` could not be prepared (a JWKS CA file).
+    #[error("{0}")]
+    Tokens(String),
     /// The SCRAM engine refused the certificate.
     #[error("server.tls_cert: cannot use the certificate for SCRAM channel binding: {0}")]
     ChannelBinding(String),
@@ -143,12 +149,15 @@ impl Gateway {
                 (name.clone(), Arc::new(map))
             })
             .collect();
+        let tokens = crate::auth::token::TokenAuth::new(Arc::clone(&config.tokens))
+            .map_err(GatewayError::Tokens)?;
         Ok(Self {
             config,
             upstreams,
             tls,
             scram,
             registry: Arc::new(Registry::default()),
+            tokens: ArcSwap::from_pointee(tokens),
             phase_factories: std::sync::RwLock::new(Vec::new()),
             policy,
             masking,
@@ -182,10 +191,11 @@ impl Gateway {
     }
 
     /// Reads `path` with the same parse and validation as startup and, if
-    /// it changes nothing but `[policy]` and `[masking]` and keeps every
-    /// section the running file has, puts the new rules and masking in force
-    /// together for every session's next message. Otherwise the rules in
-    /// force stay.
+    /// it changes nothing but `[policy]`, `[masking]` and `[tokens]` and
+    /// keeps every section the running file has, puts the new rules and
+    /// masking in force together for every session's next message, and the
+    /// new token settings for every new login (live sessions keep their
+    /// deadlines). Otherwise everything in force stays.
     pub fn reload(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
         let new = Config::load(path)?;
         // A poisoned lock only means an earlier reload panicked; the state
@@ -198,6 +208,12 @@ impl Gateway {
         if let Some(why) = crate::config::reload_refusal(&self.config, &running.sections, &new) {
             return Err(ReloadError::Refused(why));
         }
+        // Prepared before anything is swapped: if it fails, nothing changed.
+        let tokens = self.tokens.load_full();
+        let new_tokens = (tokens.config != new.tokens)
+            .then(|| crate::auth::token::TokenAuth::succeed(Arc::clone(&new.tokens), &tokens))
+            .transpose()
+            .map_err(ReloadError::Refused)?;
         let snapshot = Arc::new(RuleSnapshot {
             version: running.version + 1,
             policy: Arc::new(Policy::new(Arc::clone(&new.policy))),
@@ -207,6 +223,14 @@ impl Gateway {
         self.rules.store(Arc::clone(&snapshot));
         self.policy.store(Arc::clone(&snapshot.policy));
         self.masking.store(Arc::clone(&snapshot.masking));
+        if let Some(next) = new_tokens {
+            let next = Arc::new(next);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                next.start(Arc::clone(&self.registry));
+            }
+            // The previous service's fetchers stop when it is dropped.
+            self.tokens.store(next);
+        }
         // The maps resolve rules to columns: read them again; and which
         // identities are masked may have changed: check their roles again.
         for map in self.masks.values() {

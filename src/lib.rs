@@ -6,7 +6,9 @@
 //! - [`session`]: one client connection: startup, authentication hand-off,
 //!   then the relay core (the conversation tracker, the ordered phases,
 //!   holds) behind a thin socket loop, and the session registry.
-//! - [`auth`]: SCRAM towards clients; the held credential towards servers.
+//! - [`auth`]: SCRAM or signed tokens towards clients (`auth::token`); the
+//!   held credential towards servers.
+//! - [`store`]: an embedded append-only record store (token revocations).
 //! - [`wire`]: bytes only: framing, message views, encoders.
 //! - [`policy`]: statement classification and rules (pure).
 //! - `sql`: libpg_query glue shared by the tracker, policy and masking.
@@ -44,6 +46,7 @@ pub mod server;
 pub mod session;
 pub(crate) mod sql;
 pub mod sqlstate;
+pub mod store;
 pub(crate) mod tls;
 pub mod upstream;
 pub mod wire;

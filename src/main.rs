@@ -53,11 +53,63 @@ enum Cmd {
         /// The user name (shown in the config snippet).
         user: String,
     },
+    /// Signed tokens: keys, minting, revocation (docs/identity.md).
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
     /// Start a throwaway PostgreSQL with sample data and pgward in front of it.
     Demo {
         /// Port for pgward (default: 6432 if free, else any free port).
         #[arg(long)]
         port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make an Ed25519 signing key: writes the private key (PKCS#8 PEM,
+    /// mode 0600) and prints the `[[tokens.keys]]` entry.
+    Keygen {
+        /// Key id, as tokens will name it.
+        #[arg(long)]
+        kid: String,
+        /// Where to write the private key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a token signed with the signing key (jti and expiry on stderr).
+    Mint {
+        /// Path to pgward.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The user name the token logs in as (must match tokens.users).
+        #[arg(long)]
+        user: String,
+        /// Groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Databases it may open, comma-separated or repeated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        database: Vec<String>,
+        /// Lifetime, e.g. 15m (at most tokens.max_ttl).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Why it is issued (recorded in the token).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Revoke a token by its jti: running pgward instances end its sessions
+    /// and refuse it from then on.
+    Revoke {
+        /// Path to pgward.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The token's jti.
+        jti: String,
+        /// Why (kept in the revocation list).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -89,8 +141,83 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Doctor { config, json } => runtime.block_on(doctor(config, json)),
         Cmd::Passwd { user } => passwd(&user),
+        Cmd::Token { command } => token(command),
         Cmd::Demo { port } => runtime.block_on(demo::run(port)),
     }
+}
+
+fn token(command: TokenCmd) -> anyhow::Result<()> {
+    use pgward::auth::token::{mint, revocation, utc};
+    match command {
+        TokenCmd::Keygen { kid, out } => {
+            let (pem, public) = mint::keygen().map_err(anyhow::Error::msg)?;
+            write_private(&out, &pem).with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "[[tokens.keys]]\nkid = \"{kid}\"\npublic_key = \"{public}\"\n\
+                 private_key_file = \"{}\"\n\
+                 # \"verify\" until every instance has this entry, then \"signing\"\n\
+                 state = \"verify\"",
+                out.display()
+            );
+            Ok(())
+        }
+        TokenCmd::Mint {
+            config,
+            user,
+            groups,
+            database,
+            ttl,
+            reason,
+        } => {
+            let config = Config::load(&config).context("invalid configuration")?;
+            let ttl = pgward::config::units::parse_duration(&ttl)
+                .map_err(|m| anyhow::anyhow!("--ttl: {m}"))?;
+            let request = mint::MintRequest {
+                user,
+                groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
+                databases: database.into_iter().filter(|d| !d.is_empty()).collect(),
+                ttl,
+                reason,
+            };
+            let minted = mint::mint(&config, &request, std::time::SystemTime::now())
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "jti {} kid {} expires {}",
+                minted.jti,
+                minted.kid,
+                utc(minted.expires)
+            );
+            println!("{}", minted.token);
+            Ok(())
+        }
+        TokenCmd::Revoke {
+            config,
+            jti,
+            reason,
+        } => {
+            let config = Config::load(&config).context("invalid configuration")?;
+            let path = config
+                .tokens
+                .revocation_file
+                .as_ref()
+                .context("tokens.revocation_file is not set: nothing can be revoked")?;
+            revocation::revoke(path, &jti, reason.as_deref())?;
+            eprintln!("revoked {jti}");
+            Ok(())
+        }
+    }
+}
+
+/// Writes a new private key file readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {

@@ -28,6 +28,8 @@ impl Server {
     /// Binds the configured listen address.
     pub async fn bind(gw: Gateway) -> std::io::Result<Self> {
         let listener = TcpListener::bind(gw.config.server.listen).await?;
+        // JWKS fetchers and the revocation watcher run from here on.
+        gw.tokens.load_full().start(Arc::clone(&gw.registry));
         Ok(Self {
             gw: Arc::new(gw),
             listener,

@@ -8,6 +8,7 @@ pub mod policy;
 pub mod raw;
 mod reload;
 pub mod roles;
+pub mod tokens;
 pub mod units;
 
 pub use reload::reload_refusal;
@@ -92,6 +93,8 @@ pub struct Config {
     pub policy: Arc<crate::policy::rules::RuleSet>,
     /// Column masking.
     pub masking: Arc<crate::mask::rules::MaskConfig>,
+    /// Signed tokens: keys, issuers, expiry.
+    pub tokens: Arc<tokens::TokensConfig>,
     /// Top-level sections the file wrote out (`server`, `policy`, ...): a
     /// reload may not drop one of them and fall back to defaults.
     pub sections: std::collections::BTreeSet<String>,
@@ -277,7 +280,8 @@ impl Config {
                 ));
             }
         }
-        if raw.users.is_empty() {
+        let tokens = tokens::from_raw(raw.tokens, base, &databases)?;
+        if raw.users.is_empty() && !tokens.enabled() {
             return Err(field_err("users", "at least one user is required"));
         }
         let mut users = BTreeMap::new();
@@ -299,6 +303,12 @@ impl Config {
                     .ok_or_else(|| field_err(&field, format!("{upstream:?} is not an upstream")))?;
                 roles::check_role_known(&target.roles.credentials, &target.user, role, &field)?;
             }
+            if tokens.is_token_user(&name) {
+                return Err(field_err(
+                    format!("users.{name}"),
+                    "matches a token user pattern in [tokens]; a name logs in one way only",
+                ));
+            }
             let user = UserConfig {
                 name: name.clone(),
                 verifier,
@@ -317,6 +327,7 @@ impl Config {
             users,
             policy,
             masking,
+            tokens: Arc::new(tokens),
             sections: Default::default(),
         })
     }
@@ -685,6 +696,7 @@ pub fn explain(c: &Config) -> String {
         p.default_action,
         p.cache_size
     );
+    out.push_str(&tokens::explain(&c.tokens));
     out
 }
 

@@ -28,6 +28,9 @@ pub struct RawConfig {
     /// Column masking. Default: nothing masked.
     #[serde(default)]
     pub masking: RawMasking,
+    /// Signed tokens (docs/identity.md). Default: no token users.
+    #[serde(default)]
+    pub tokens: super::tokens::RawTokens,
 }
 
 /// `[masking]`: which columns reach which identities masked.

@@ -1,4 +1,5 @@
-//! What a reload may change: `[policy]` and `[masking]`, nothing else.
+//! What a reload may change: `[policy]`, `[masking]` and `[tokens]`,
+//! nothing else.
 //!
 //! A reload parses and validates the whole file exactly as startup does
 //! (`Config::load`), then this pure check compares it with the running
@@ -45,12 +46,14 @@ pub fn reload_refusal(
     if let Some(what) = map_change("users", &running.users, &new.users) {
         return Some(restart(&what));
     }
+    // [tokens] may change: keys rotate and issuers come and go without a
+    // restart (Gateway::reload swaps the token service).
     None
 }
 
 fn restart(what: &str) -> String {
     format!(
-        "{what} changed; a reload changes only [policy] and [masking], restart pgward to apply it"
+        "{what} changed; a reload changes only [policy], [masking] and [tokens], restart pgward to apply it"
     )
 }
 

@@ -80,7 +80,7 @@ async fn run(
     let Established {
         login,
         target,
-        identity,
+        authenticated,
         database,
         startup_effects,
     } = match established {
@@ -91,6 +91,7 @@ async fn run(
         }
     };
     let upstream_name = target.upstream.config.name.clone();
+    let identity = authenticated.identity.clone();
     let (control_tx, control) = mpsc::channel(4);
     let registration = gw.registry.register(
         NewSession {
@@ -101,6 +102,14 @@ async fn run(
         },
         target,
         control_tx,
+    );
+    // Ends the session at its token's expiry, on revocation, or at the
+    // maximum lifetime; stops with the session.
+    let _credential_watch = crate::auth::token::expiry::watch_session(
+        &gw.tokens.load_full(),
+        &gw.registry,
+        registration.id,
+        &authenticated,
     );
     let info = phases::SessionInfo {
         id: registration.id,
@@ -156,7 +165,7 @@ async fn run(
 struct Established {
     login: crate::auth::backend::BackendLogin,
     target: CancelTarget,
-    identity: crate::policy::rules::Identity,
+    authenticated: crate::auth::identity::Authenticated,
     database: String,
     /// Effects of the startup settings on the rules' view of the session.
     startup_effects: Vec<crate::policy::facts::Effect>,
@@ -182,10 +191,15 @@ async fn establish(
     }
     let startup_settings =
         startup_params::read_startup(startup, &gw.config.server.startup_parameters)?;
-    let user = gw.config.users.get(&user_name);
-    crate::auth::client::authenticate(conn, &gw.scram, &user_name, user).await?;
-    let user = user.ok_or_else(|| SessionError::AuthFailed(user_name.clone()))?;
-    let identity = crate::policy::rules::Identity::new(user_name.clone(), user.groups.clone());
+    let authenticated = crate::auth::authenticate(
+        conn,
+        &gw.scram,
+        &gw.config.users,
+        &gw.tokens.load_full(),
+        &user_name,
+    )
+    .await?;
+    let identity = &authenticated.identity;
 
     // As in PostgreSQL, the database is checked only after authentication, so
     // strangers learn nothing about which databases exist.
@@ -198,18 +212,28 @@ async fn establish(
         .config
         .route(&database)
         .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
-    if !user.databases.is_empty() && !user.databases.contains(&database) {
+    if !authenticated.may_open(&database) {
         return Err(SessionError::DatabaseNotAllowed(database.clone()));
     }
     let upstream = gw
         .upstreams
         .get(route.upstream)
         .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
-    let explicit = user.roles.get(route.upstream).map(String::as_str);
+    // A configured user may name its role per upstream; a token identity
+    // maps by name and groups only.
+    let explicit = match authenticated.credential {
+        crate::auth::identity::Credential::Password => gw
+            .config
+            .users
+            .get(&identity.user)
+            .and_then(|u| u.roles.get(route.upstream))
+            .map(String::as_str),
+        crate::auth::identity::Credential::Token(_) => None,
+    };
     let role = upstream
         .config
         .roles
-        .role_for(&user_name, &user.groups, explicit)
+        .role_for(&identity.user, &identity.groups, explicit)
         .and_then(|name| upstream.role(name))
         .ok_or_else(|| SessionError::NoRole {
             user: user_name.clone(),
@@ -221,13 +245,13 @@ async fn establish(
         .masking
         .rules
         .iter()
-        .any(|r| r.applies_to(&identity));
+        .any(|r| r.applies_to(identity));
     if masked && route.catch_all && route.dbname != upstream.config.dbname {
         // The upstream's column map describes its own database only.
         return Err(SessionError::MaskedCatchAll(database.clone()));
     }
     let settings =
-        startup_params::judge_startup(startup_settings, &gw.rules.load().policy, &identity)?;
+        startup_params::judge_startup(startup_settings, &gw.rules.load().policy, identity)?;
     least_privilege(gw, upstream, &role.name, masked).await?;
     let login = upstream
         .login(role, route.dbname, &settings.forwarded)
@@ -252,7 +276,7 @@ async fn establish(
     Ok(Established {
         login,
         target,
-        identity,
+        authenticated,
         database,
         startup_effects: settings.effects,
     })

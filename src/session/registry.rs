@@ -59,6 +59,9 @@ pub enum Control {
     Cancel,
     /// End the session with a FATAL carrying this reason.
     Terminate(String),
+    /// The same, once the session is idle outside a transaction (a
+    /// credential that expired lets the current transaction finish).
+    TerminateWhenIdle(String),
 }
 
 /// A snapshot of one session.
@@ -215,6 +218,30 @@ impl Registry {
         match sessions.get(&id) {
             Some(e) => {
                 let _ = e.control.try_send(Control::Terminate(reason.to_owned()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The server's cancel key of session `id` while the server is working
+    /// on one of its requests (so that ending the session can stop it).
+    pub fn running_cancel_target(&self, id: u64) -> Option<CancelTarget> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let e = sessions.get(&id)?;
+        (SessionState::from_u8(e.state.load(Ordering::Relaxed)) == SessionState::Running)
+            .then(|| e.cancel.clone())
+    }
+
+    /// Asks a session to end once it is idle outside a transaction; false
+    /// if there is no such session.
+    pub fn terminate_when_idle(&self, id: u64, reason: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get(&id) {
+            Some(e) => {
+                let _ = e
+                    .control
+                    .try_send(Control::TerminateWhenIdle(reason.to_owned()));
                 true
             }
             None => false,

@@ -91,6 +91,9 @@ impl Relay {
         let (mut flush_server, mut flush_client) = (false, false);
         // A termination asked for mid-frame waits for the frame's end.
         let mut pending_terminate: Option<String> = None;
+        // A termination that waits for the session to be idle outside a
+        // transaction (an expired credential's end_of_transaction mode).
+        let mut idle_terminate: Option<String> = None;
         let mut shutdown_gone = false;
         // Armed once and re-armed when it fires, rather than registering a
         // new waiter on every pass of the loop.
@@ -137,6 +140,17 @@ impl Relay {
                         .await;
                 }
                 pending_terminate = Some(reason);
+            }
+            if idle_terminate.is_some()
+                && self.core.is_quiet()
+                && self.core.at_boundary()
+                && hold.is_none()
+                && self.core.tracker.status() == TransactionStatus::Idle
+            {
+                let reason = idle_terminate.take().unwrap_or_default();
+                return self
+                    .fatal(SessionError::Terminated(reason), &to_client)
+                    .await;
             }
             self.core.own_notices_into(&mut to_client);
             // Buffers that grew under a burst are given back once empty, so
@@ -226,6 +240,7 @@ impl Relay {
                         return self.fatal(SessionError::Terminated(reason), &to_client).await;
                     }
                     Some(Control::Terminate(reason)) => pending_terminate = Some(reason),
+                    Some(Control::TerminateWhenIdle(reason)) => idle_terminate = Some(reason),
                     None => {}
                 },
                 changed = &mut shutdown_changed, if !shutdown_gone => {

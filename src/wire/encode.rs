@@ -131,6 +131,11 @@ pub fn authentication_ok(buf: &mut BytesMut) {
     message(buf, b'R', |b| b.put_i32(0));
 }
 
+/// AuthenticationCleartextPassword (a token is asked for this way).
+pub fn authentication_cleartext_password(buf: &mut BytesMut) {
+    message(buf, b'R', |b| b.put_i32(3));
+}
+
 /// AuthenticationSASL listing the mechanisms offered.
 pub fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     message(buf, b'R', |b| {

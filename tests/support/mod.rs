@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod fake_backend;
 pub mod raw;
+pub mod tokens;
 
 use pgward::auth::verifier::ScramVerifier;
 use pgward::cluster::{Cluster, ClusterOptions};
