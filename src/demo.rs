@@ -100,6 +100,7 @@ dbname = "shop"
 user = "app"
 password_env = "PGWARD_DEMO_UPSTREAM_PASSWORD"
 sslmode = "disable"
+role_map = [{{ users = ["*"], role = "app" }}]
 
 [users.{DEMO_USER}]
 scram_verifier = "{verifier}"

@@ -28,8 +28,27 @@ pub enum SessionError {
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
     /// The client asked for a database pgward does not map.
-    #[error("database \"{0}\" does not exist")]
+    #[error("database \"{0}\" is not configured in pgward")]
     UnknownDatabase(String),
+    /// No role mapping covers the identity on the database's upstream.
+    #[error("pgward maps no database role for \"{user}\" on database \"{database}\"")]
+    NoRole {
+        /// The identity.
+        user: String,
+        /// The client's database name.
+        database: String,
+    },
+    /// A StartupMessage parameter (or an `options` setting) pgward refuses.
+    #[error("{message}")]
+    StartupParameter {
+        /// The SQLSTATE.
+        code: crate::sqlstate::Sqlstate,
+        /// Names the parameter, and why.
+        message: String,
+    },
+    /// The mapped role fails the least-privilege check.
+    #[error("{0}")]
+    RoleNotLeastPrivilege(String),
     /// The user may not open this database.
     #[error("permission denied for database \"{0}\"")]
     DatabaseNotAllowed(String),
@@ -89,6 +108,8 @@ impl SessionError {
             | Self::MissingUser
             | Self::AuthFailed(_)
             | Self::UnknownDatabase(_)
+            | Self::NoRole { .. }
+            | Self::StartupParameter { .. }
             | Self::DatabaseNotAllowed(_)
             | Self::TlsRequired
             | Self::Unsupported(_)
@@ -98,6 +119,7 @@ impl SessionError {
             | Self::BackendLost(_)
             | Self::BackendProtocol(_) => Origin::Backend,
             Self::TooManyClients
+            | Self::RoleNotLeastPrivilege(_)
             | Self::StartupTimeout
             | Self::IdleTimeout
             | Self::Shutdown
@@ -112,7 +134,11 @@ impl SessionError {
             Self::AuthFailed(_) => Sqlstate::INVALID_PASSWORD,
             Self::MissingUser | Self::TlsRequired => Sqlstate::INVALID_AUTHORIZATION,
             Self::UnknownDatabase(_) => Sqlstate::INVALID_CATALOG_NAME,
-            Self::DatabaseNotAllowed(_) => Sqlstate::INSUFFICIENT_PRIVILEGE,
+            Self::DatabaseNotAllowed(_) | Self::RoleNotLeastPrivilege(_) => {
+                Sqlstate::INSUFFICIENT_PRIVILEGE
+            }
+            Self::NoRole { .. } => Sqlstate::INVALID_AUTHORIZATION,
+            Self::StartupParameter { code, .. } => *code,
             Self::TooManyClients => Sqlstate::TOO_MANY_CONNECTIONS,
             Self::Unsupported(_) => Sqlstate::FEATURE_NOT_SUPPORTED,
             Self::StartupTimeout => Sqlstate::QUERY_CANCELED,

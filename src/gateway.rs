@@ -124,14 +124,7 @@ impl Gateway {
                 field: format!("upstreams.{name}.ca_file"),
                 source,
             })?;
-            upstreams.insert(
-                name.clone(),
-                Upstream {
-                    config: Arc::clone(u),
-                    tls,
-                    salted: crate::auth::scram_client::SaltedPasswordCache::new(Arc::clone(&kdf)),
-                },
-            );
+            upstreams.insert(name.clone(), Upstream::new(Arc::clone(u), tls, &kdf));
         }
         let snapshot = RuleSnapshot {
             version: 1,

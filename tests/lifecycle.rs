@@ -31,7 +31,10 @@ async fn database_mapping_and_per_user_databases() {
     config.dbname("nosuchdb");
     let e = connect_with(&config).await.expect_err("unknown db");
     assert_eq!(sqlstate(&e), "3D000");
-    assert_eq!(support::message(&e), "database \"nosuchdb\" does not exist");
+    assert_eq!(
+        support::message(&e),
+        "database \"nosuchdb\" is not configured in pgward"
+    );
     // bob may open only `otherdb`, an alias of the same upstream.
     let e = connect_with(&pw.client_config("bob", "bob-secret"))
         .await

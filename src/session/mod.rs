@@ -13,6 +13,7 @@ mod relay;
 pub mod rules;
 mod stack;
 pub mod startup;
+mod startup_params;
 pub mod tracker;
 
 use crate::error::SessionError;
@@ -76,7 +77,13 @@ async fn run(
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
         .unwrap_or(Err(SessionError::StartupTimeout));
-    let (login, target, identity, database) = match established {
+    let Established {
+        login,
+        target,
+        identity,
+        database,
+        startup_effects,
+    } = match established {
         Ok(ok) => ok,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -100,7 +107,14 @@ async fn run(
         identity,
         database,
     };
-    let stack = match stack::build(gw, &upstream_name, &info, &login.startup_messages).await {
+    let built = stack::build(
+        gw,
+        &upstream_name,
+        &info,
+        &login.startup_messages,
+        &startup_effects,
+    );
+    let stack = match built.await {
         Ok(s) => s,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -138,20 +152,23 @@ async fn run(
     relay.run().await
 }
 
-/// Authenticates the client and logs in to its upstream.
+/// What a client's login established.
+struct Established {
+    login: crate::auth::backend::BackendLogin,
+    target: CancelTarget,
+    identity: crate::policy::rules::Identity,
+    database: String,
+    /// Effects of the startup settings on the rules' view of the session.
+    startup_effects: Vec<crate::policy::facts::Effect>,
+}
+
+/// Authenticates the client, maps it to its role and logs in to its
+/// upstream as that role.
 async fn establish(
     conn: &mut FramedStream,
     startup: &crate::wire::startup::StartupMessage,
     gw: &Gateway,
-) -> Result<
-    (
-        crate::auth::backend::BackendLogin,
-        CancelTarget,
-        crate::policy::rules::Identity,
-        String,
-    ),
-    SessionError,
-> {
+) -> Result<Established, SessionError> {
     let user_name = startup
         .param("user")
         .filter(|u| !u.is_empty())
@@ -163,10 +180,12 @@ async fn establish(
         encode::negotiate_protocol_version(&mut out, 0, &unknown_options);
         conn.send(&out).await?;
     }
-    let params = startup::forwarded_params(startup)?;
+    let startup_settings =
+        startup_params::read_startup(startup, &gw.config.server.startup_parameters)?;
     let user = gw.config.users.get(&user_name);
     crate::auth::client::authenticate(conn, &gw.scram, &user_name, user).await?;
     let user = user.ok_or_else(|| SessionError::AuthFailed(user_name.clone()))?;
+    let identity = crate::policy::rules::Identity::new(user_name.clone(), user.groups.clone());
 
     // As in PostgreSQL, the database is checked only after authentication, so
     // strangers learn nothing about which databases exist.
@@ -175,33 +194,67 @@ async fn establish(
         .filter(|d| !d.is_empty())
         .unwrap_or(&user_name)
         .to_owned();
-    let database = database.as_str();
-    let upstream_name = gw
+    let route = gw
         .config
-        .databases
-        .get(database)
-        .ok_or_else(|| SessionError::UnknownDatabase(database.to_owned()))?;
-    if !user.databases.is_empty() && !user.databases.iter().any(|d| d == database) {
-        return Err(SessionError::DatabaseNotAllowed(database.to_owned()));
+        .route(&database)
+        .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
+    if !user.databases.is_empty() && !user.databases.iter().any(|d| *d == database) {
+        return Err(SessionError::DatabaseNotAllowed(database.clone()));
     }
     let upstream = gw
         .upstreams
-        .get(upstream_name)
-        .ok_or_else(|| SessionError::UnknownDatabase(database.to_owned()))?;
-    let login = upstream.login(&params).await.inspect_err(|e| {
-        if let SessionError::BackendUnavailable { upstream, detail } = e {
-            tracing::warn!(upstream, detail, "upstream login failed");
-        }
-    })?;
+        .get(route.upstream)
+        .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
+    let explicit = user.roles.get(route.upstream).map(String::as_str);
+    let role = upstream
+        .config
+        .roles
+        .role_for(&user_name, &user.groups, explicit)
+        .and_then(|name| upstream.role(name))
+        .ok_or_else(|| SessionError::NoRole {
+            user: user_name.clone(),
+            database: database.clone(),
+        })?;
+    let masked = gw
+        .rules
+        .load()
+        .masking
+        .rules
+        .iter()
+        .any(|r| r.applies_to(&identity));
+    if masked && route.catch_all && route.dbname != upstream.config.dbname {
+        // The upstream's column map describes its own database only.
+        return Err(SessionError::DatabaseNotAllowed(database.clone()));
+    }
+    let settings =
+        startup_params::judge_startup(startup_settings, &gw.rules.load().policy, &identity)?;
+    let login = upstream
+        .login(role, route.dbname, &settings.forwarded)
+        .await
+        .inspect_err(|e| {
+            if let SessionError::BackendUnavailable { upstream, detail } = e {
+                tracing::warn!(upstream, detail, "upstream login failed");
+            }
+        })?;
     let target = CancelTarget {
         upstream: upstream.clone(),
         process_id: login.process_id,
         secret_key: login.secret_key,
     };
-    tracing::info!(user = %user_name, database, upstream = upstream_name, "session established");
-    let identity = crate::policy::rules::Identity::new(user_name, user.groups.clone());
-    let database = database.to_owned();
-    Ok((login, target, identity, database))
+    tracing::info!(
+        user = %user_name,
+        database,
+        upstream = route.upstream,
+        role = %role.name,
+        "session established"
+    );
+    Ok(Established {
+        login,
+        target,
+        identity,
+        database,
+        startup_effects: settings.effects,
+    })
 }
 
 /// A CancelRequest: routed through the registry to the session (a held

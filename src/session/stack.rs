@@ -43,9 +43,11 @@ pub(crate) async fn build(
     upstream: &str,
     info: &SessionInfo,
     startup_messages: &[u8],
+    startup_effects: &[crate::policy::facts::Effect],
 ) -> Result<Stack, SessionError> {
     let identity = &info.identity;
     let settings = Arc::new(ReportedSettings::from_startup(startup_messages));
+    settings.apply_startup(startup_effects);
     let map = gw.masks.get(upstream);
     let mask = map.and_then(|m| {
         MaskPhase::for_identity(Arc::clone(m), identity.clone(), Arc::clone(&settings))

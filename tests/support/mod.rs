@@ -82,6 +82,12 @@ impl Backend {
         } else {
             "host = \"127.0.0.1\""
         };
+        // Every identity acts as the app role unless the test maps roles.
+        let role_map = if upstream_extra.contains("role_map") {
+            String::new()
+        } else {
+            format!("role_map = [{{ users = [\"*\"], role = \"{APP_ROLE}\" }}]")
+        };
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
@@ -93,6 +99,7 @@ port = {port}
 user = "{APP_ROLE}"
 password_file = "{password_file}"
 {sslmode}
+{role_map}
 {upstream_extra}
 
 [databases]
