@@ -46,6 +46,10 @@ pub enum SessionError {
         /// Names the parameter, and why.
         message: String,
     },
+    /// A masked identity asked for a database reached only through the
+    /// catch-all, whose columns pgward has not mapped.
+    #[error("database \"{0}\" is reached through pgward's catch-all mapping, which identities with masked columns may not use")]
+    MaskedCatchAll(String),
     /// The mapped role fails the least-privilege check.
     #[error("{0}")]
     RoleNotLeastPrivilege(String),
@@ -109,6 +113,7 @@ impl SessionError {
             | Self::AuthFailed(_)
             | Self::UnknownDatabase(_)
             | Self::NoRole { .. }
+            | Self::MaskedCatchAll(_)
             | Self::StartupParameter { .. }
             | Self::DatabaseNotAllowed(_)
             | Self::TlsRequired
@@ -134,9 +139,9 @@ impl SessionError {
             Self::AuthFailed(_) => Sqlstate::INVALID_PASSWORD,
             Self::MissingUser | Self::TlsRequired => Sqlstate::INVALID_AUTHORIZATION,
             Self::UnknownDatabase(_) => Sqlstate::INVALID_CATALOG_NAME,
-            Self::DatabaseNotAllowed(_) | Self::RoleNotLeastPrivilege(_) => {
-                Sqlstate::INSUFFICIENT_PRIVILEGE
-            }
+            Self::DatabaseNotAllowed(_)
+            | Self::RoleNotLeastPrivilege(_)
+            | Self::MaskedCatchAll(_) => Sqlstate::INSUFFICIENT_PRIVILEGE,
             Self::NoRole { .. } => Sqlstate::INVALID_AUTHORIZATION,
             Self::StartupParameter { code, .. } => *code,
             Self::TooManyClients => Sqlstate::TOO_MANY_CONNECTIONS,

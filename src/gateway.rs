@@ -40,6 +40,8 @@ pub struct Gateway {
     /// `masking` above are stored from it right after, for the session code
     /// that still reads them one at a time.
     pub rules: ArcSwap<RuleSnapshot>,
+    /// Least-privilege reports of the mapped roles.
+    pub role_checks: Arc<crate::privileges::RoleChecks>,
     /// Serialises reloads, so versions are bumped one at a time.
     reload_lock: std::sync::Mutex<()>,
 }
@@ -152,6 +154,7 @@ impl Gateway {
             masking,
             masks,
             rules: ArcSwap::from_pointee(snapshot),
+            role_checks: Arc::default(),
             reload_lock: std::sync::Mutex::new(()),
         })
     }
@@ -204,10 +207,12 @@ impl Gateway {
         self.rules.store(Arc::clone(&snapshot));
         self.policy.store(Arc::clone(&snapshot.policy));
         self.masking.store(Arc::clone(&snapshot.masking));
-        // The maps resolve rules to columns: read them again.
+        // The maps resolve rules to columns: read them again; and which
+        // identities are masked may have changed: check their roles again.
         for map in self.masks.values() {
             map.invalidate();
         }
+        self.role_checks.invalidate();
         Ok(Reloaded {
             version: snapshot.version,
             rules: snapshot.policy.rules.rules.len(),

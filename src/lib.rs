@@ -33,11 +33,13 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub(crate) mod error;
 pub mod gateway;
 pub(crate) mod io;
 pub mod mask;
 pub mod policy;
+pub mod privileges;
 pub mod server;
 pub mod session;
 pub(crate) mod sql;

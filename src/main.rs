@@ -34,6 +34,19 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Log in to every upstream as every mapped role and report what each
+    /// role can do, a verdict per identity, and the statements that fix
+    /// each finding. Exit status 1 when an identity with masked columns
+    /// (or any identity, in strict mode) has a role that is not
+    /// least-privilege.
+    Doctor {
+        /// Path to pgward.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a SCRAM-SHA-256 verifier for a client user (password read from
     /// stdin, or prompted for).
     Passwd {
@@ -74,6 +87,7 @@ fn real_main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run { config } => runtime.block_on(run(config)),
         Cmd::CheckConfig { config } => check_config(config),
+        Cmd::Doctor { config, json } => runtime.block_on(doctor(config, json)),
         Cmd::Passwd { user } => passwd(&user),
         Cmd::Demo { port } => runtime.block_on(demo::run(port)),
     }
@@ -101,6 +115,23 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let gateway = Gateway::new(config).context("invalid configuration")?;
     print!("{}", pgward::config::explain(&gateway.config));
     println!("configuration OK");
+    Ok(())
+}
+
+async fn doctor(path: PathBuf, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(&path).context("invalid configuration")?;
+    let diagnosis = pgward::doctor::diagnose(config)
+        .await
+        .context("invalid configuration")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&diagnosis)?);
+    } else {
+        print!("{}", pgward::doctor::render(&diagnosis));
+    }
+    anyhow::ensure!(
+        !diagnosis.failed(),
+        "a mapped role is not least-privilege (see above)"
+    );
     Ok(())
 }
 

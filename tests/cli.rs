@@ -240,7 +240,7 @@ async fn sighup_with_a_broken_file_keeps_rules_and_masking_under_load() {
         support::APP_ROLE
     ));
     let port = pgward::cluster::free_port().expect("port");
-    let base = backend.config("", "").replace(
+    let base = backend.masked_config("", "").replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     );

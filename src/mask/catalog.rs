@@ -4,27 +4,10 @@
 
 use super::rules::MaskConfig;
 use crate::io::FramedStream;
-use crate::wire::backend::notice_field;
-use crate::wire::{encode, Framer};
-use bytes::BytesMut;
 use std::collections::{BTreeSet, HashMap};
 
-/// Why the catalog could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// The connection failed.
-    #[error("catalog connection: {0}")]
-    Io(String),
-    /// The server refused a catalog query.
-    #[error("catalog query failed: {0}")]
-    Query(String),
-    /// A reply did not have the expected shape.
-    #[error("unexpected catalog reply: {0}")]
-    Malformed(&'static str),
-    /// The map could not be read within `masking.catalog_timeout`.
-    #[error("the column map could not be read within masking.catalog_timeout ({0:?})")]
-    Timeout(std::time::Duration),
-}
+use crate::upstream::query::query;
+pub use crate::upstream::query::CatalogError;
 
 /// One masked column, as the catalog names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,68 +140,4 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
 
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {
     text.parse().map_err(|_| CatalogError::Malformed("number"))
-}
-
-/// Most bytes one catalog query's reply may have (a catalog with a million
-/// columns is some 100 MiB of rows).
-const MAX_CATALOG_REPLY: usize = 256 << 20;
-
-/// Runs one simple query; every value as text (catalog columns are never NULL here).
-async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, CatalogError> {
-    let mut out = BytesMut::new();
-    encode::query(&mut out, sql);
-    conn.send(&out)
-        .await
-        .map_err(|e| CatalogError::Io(e.to_string()))?;
-    let framer = Framer::new(1 << 24);
-    let mut rows = Vec::new();
-    let mut error = None;
-    let mut received = 0usize;
-    loop {
-        let frame = conn
-            .read_frame(&framer)
-            .await
-            .map_err(|e| CatalogError::Io(e.to_string()))?;
-        // The rows are kept until the map is built: a server that never stops
-        // sending them must not grow pgward without bound.
-        received += frame.raw().len();
-        if received > MAX_CATALOG_REPLY {
-            return Err(CatalogError::Malformed(
-                "a catalog reply larger than 256 MiB",
-            ));
-        }
-        match frame.tag() {
-            b'D' => rows.push(text_cells(frame.body()).ok_or(CatalogError::Malformed("DataRow"))?),
-            b'E' => {
-                error = Some(
-                    match crate::upstream::error::check_error_response(frame.body()) {
-                        Some(_) => crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
-                        None => notice_field(frame.view(), b'M')
-                            .map(|m| String::from_utf8_lossy(m).into_owned())
-                            .unwrap_or_default(),
-                    },
-                )
-            }
-            b'Z' => break,
-            _ => {}
-        }
-    }
-    match error {
-        Some(e) => Err(CatalogError::Query(e)),
-        None => Ok(rows),
-    }
-}
-
-fn text_cells(body: &[u8]) -> Option<Vec<String>> {
-    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
-    let mut at = 2;
-    let mut cells = Vec::with_capacity(count);
-    for _ in 0..count {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        let len = usize::try_from(len).unwrap_or(0);
-        cells.push(String::from_utf8_lossy(body.get(at..at + len)?).into_owned());
-        at += len;
-    }
-    Some(cells)
 }

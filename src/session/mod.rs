@@ -224,10 +224,11 @@ async fn establish(
         .any(|r| r.applies_to(&identity));
     if masked && route.catch_all && route.dbname != upstream.config.dbname {
         // The upstream's column map describes its own database only.
-        return Err(SessionError::DatabaseNotAllowed(database.clone()));
+        return Err(SessionError::MaskedCatchAll(database.clone()));
     }
     let settings =
         startup_params::judge_startup(startup_settings, &gw.rules.load().policy, &identity)?;
+    least_privilege(gw, upstream, &role.name, masked).await?;
     let login = upstream
         .login(role, route.dbname, &settings.forwarded)
         .await
@@ -255,6 +256,86 @@ async fn establish(
         database,
         startup_effects: settings.effects,
     })
+}
+
+/// Checks the mapped role's privileges. A masked identity (or any identity
+/// with `least_privilege = "strict"`) waits for the check and is refused
+/// if the role fails it; for the others the check runs in the background
+/// and its findings are warnings.
+async fn least_privilege(
+    gw: &Gateway,
+    upstream: &crate::auth::backend::Upstream,
+    role: &str,
+    masked: bool,
+) -> Result<(), SessionError> {
+    use crate::config::roles::LeastPrivilege;
+    let strict = masked || upstream.config.roles.least_privilege == LeastPrivilege::Strict;
+    let masking = gw.rules.load().masking.clone();
+    let max_age = masking.refresh;
+    let unavailable = |e: &dyn std::fmt::Display| SessionError::BackendUnavailable {
+        upstream: upstream.config.name.clone(),
+        detail: format!("pgward cannot check role \"{role}\": {e}"),
+    };
+    let map = match gw.masks.get(&upstream.config.name) {
+        Some(m) if !masking.rules.is_empty() && strict => {
+            Some(m.ensure().await.map_err(|e| unavailable(&e))?)
+        }
+        Some(m) => m.current(),
+        None => None,
+    };
+    if !strict {
+        let checks = Arc::clone(&gw.role_checks);
+        let upstream = upstream.clone();
+        let role = role.to_owned();
+        tokio::spawn(async move {
+            match checks.report(&upstream, &role, map.as_ref(), max_age).await {
+                Ok(c) if c.fresh => {
+                    for f in &c.report.findings {
+                        tracing::warn!(
+                            upstream = %upstream.config.name,
+                            role,
+                            finding = %f.what,
+                            "mapped role is not least-privilege (pgward doctor prints the fix)"
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(upstream = %upstream.config.name, role, "role check failed: {e}")
+                }
+            }
+        });
+        return Ok(());
+    }
+    let checked = tokio::time::timeout(
+        masking.catalog_timeout,
+        gw.role_checks.report(upstream, role, map.as_ref(), max_age),
+    )
+    .await
+    .map_err(|_| unavailable(&"the catalog did not answer within masking.catalog_timeout"))?
+    .map_err(|e| unavailable(&e))?;
+    match checked.report.first_failure() {
+        None => Ok(()),
+        Some(f) => {
+            tracing::warn!(
+                upstream = %upstream.config.name,
+                role,
+                finding = %f.what,
+                "login refused: the mapped role is not least-privilege"
+            );
+            Err(SessionError::RoleNotLeastPrivilege(format!(
+                "pgward refuses to log in as role \"{role}\"{whom}: the role must be one that {} \
+                 (it {}); `pgward doctor` prints the statements that fix it",
+                f.condition.requirement(),
+                f.what,
+                whom = if masked {
+                    " for an identity with masked columns"
+                } else {
+                    ""
+                },
+            )))
+        }
+    }
 }
 
 /// A CancelRequest: routed through the registry to the session (a held

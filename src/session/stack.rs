@@ -71,6 +71,8 @@ pub(crate) async fn build(
             // Only where masking is on: watching costs a scan per statement.
             map: map.filter(|_| !gw.masking.load().rules.is_empty()).cloned(),
             ddl_sent: false,
+            role_checks: Arc::clone(&gw.role_checks),
+            grants_sent: false,
         }),
         Box::new(RulesPhase::new(
             Arc::clone(&gw.policy),
@@ -99,6 +101,10 @@ struct SchemaPhase {
     masked: bool,
     map: Option<Arc<UpstreamMap>>,
     ddl_sent: bool,
+    /// Least-privilege reports, forgotten after statements that may change
+    /// privileges (whoever runs them), so the next masked login checks again.
+    role_checks: Arc<crate::privileges::RoleChecks>,
+    grants_sent: bool,
 }
 
 impl SchemaPhase {
@@ -136,10 +142,19 @@ impl Phase for SchemaPhase {
                 self.ddl_sent = true;
             }
         }
+        if ctx
+            .text
+            .is_some_and(crate::privileges::may_change_privileges)
+        {
+            self.grants_sent = true;
+        }
         Decision::Forward
     }
 
     fn on_ready(&mut self, _status: TransactionStatus) {
+        if std::mem::take(&mut self.grants_sent) {
+            self.role_checks.invalidate();
+        }
         if std::mem::take(&mut self.ddl_sent) {
             if let Some(map) = &self.map {
                 map.invalidate();
