@@ -130,22 +130,39 @@ summarise_run() {
     printf '%-7s %3d tests, %3d ok, %3d failed\n' "$(basename "$1"):" "$total" "$ok" "$((total - ok))"
 }
 
-# The pgward config: every database the suite opens, a superuser identity,
-# no rules, no masking.
+# The pgward config: one upstream reached under every database name (the
+# catch-all: pg_regress opens "postgres" to create "regression", tests create
+# more), every identity acting as the superuser role the suite needs, no
+# rules, no masking.
 write_pgward_config() {
     local file="$1" listen="$2" upstream_port="$3" verifier
     verifier=$(printf '%s\n' "$password" | "$PGWARD" passwd "$superuser" | sed -n 's/^scram_verifier = //p')
-    {
-        printf '[server]\nlisten = "127.0.0.1:%s"\n\n' "$listen"
-        # "postgres" for pg_regress's CREATE / DROP DATABASE, "regression" for the tests.
-        for db in postgres regression; do
-            printf '[upstreams.%s]\nhost = "127.0.0.1"\nport = %s\ndbname = "%s"\n' "$db" "$upstream_port" "$db"
-            printf 'user = "%s"\npassword_env = "PGWARD_REGRESS_PASSWORD"\nsslmode = "disable"\n\n' "$superuser"
-        done
-        printf '[databases]\npostgres = "postgres"\nregression = "regression"\n\n'
-        printf '[users.%s]\nscram_verifier = %s\n\n' "$superuser" "$verifier"
-        printf '[policy]\ndefault_action = "allow"\nbuiltin_rules = false\n'
-    } >"$file"
+    cat >"$file" <<EOF
+[server]
+listen = "127.0.0.1:$listen"
+
+[upstreams.pg]
+host = "127.0.0.1"
+port = $upstream_port
+dbname = "postgres"
+user = "$superuser"
+password_env = "PGWARD_REGRESS_PASSWORD"
+sslmode = "disable"
+
+[[upstreams.pg.role_map]]
+users = ["*"]
+role = "$superuser"
+
+[databases]
+"*" = "pg"
+
+[users.$superuser]
+scram_verifier = $verifier
+
+[policy]
+default_action = "allow"
+builtin_rules = false
+EOF
 }
 
 pgward_pid=""

@@ -198,7 +198,7 @@ async fn establish(
         .config
         .route(&database)
         .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
-    if !user.databases.is_empty() && !user.databases.iter().any(|d| *d == database) {
+    if !user.databases.is_empty() && !user.databases.contains(&database) {
         return Err(SessionError::DatabaseNotAllowed(database.clone()));
     }
     let upstream = gw
