@@ -622,6 +622,36 @@ pub fn explain(c: &Config) -> String {
             }
         );
     }
+    for (name, u) in &c.upstreams {
+        for m in &u.roles.mappings {
+            let _ = writeln!(
+                out,
+                "upstream {name}: users [{}] groups [{}] act as role {}",
+                m.users.join(", "),
+                m.groups.join(", "),
+                m.role
+            );
+        }
+        let _ = writeln!(
+            out,
+            "upstream {name}: least_privilege {:?}, roles with a credential: [{}]",
+            u.roles.least_privilege,
+            u.roles
+                .credentials
+                .values()
+                .map(|r| format!(
+                    "{} (password {})",
+                    r.name,
+                    if r.password.is_some() {
+                        "set"
+                    } else {
+                        "not set"
+                    }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for (db, target) in &c.databases {
         let _ = writeln!(out, "database {db} -> upstream {target}");
     }
@@ -631,7 +661,16 @@ pub fn explain(c: &Config) -> String {
         } else {
             u.databases.join(", ")
         };
-        let _ = writeln!(out, "user {name}: groups [{}], {dbs}", u.groups.join(", "));
+        let roles = u
+            .roles
+            .iter()
+            .map(|(upstream, role)| format!(", role {role} on {upstream}"))
+            .collect::<String>();
+        let _ = writeln!(
+            out,
+            "user {name}: groups [{}], {dbs}{roles}",
+            u.groups.join(", ")
+        );
     }
     let p = &c.policy;
     let _ = writeln!(

@@ -96,6 +96,10 @@ impl Report {
     }
 }
 
+/// The "fix" of what a role holds as the database's owner: a comment, so
+/// that a script of fixes still runs.
+const OWNER_NOTE: &str = "-- held as the database's owner: fixed by changing the database's owner";
+
 /// Predefined roles no masked identity's role may reach.
 pub const DANGEROUS_ROLES: &[&str] = &[
     "pg_read_all_data",
@@ -126,24 +130,39 @@ pub(crate) async fn check_role(
         )));
     }
     let db = sql::one_row(query_nullable(conn, &sql::database(&r)).await?)?;
-    let [db_name, db_owner, db_owned_by_role, db_via, owner_exists] = db.as_slice() else {
+    let [db_name, db_owner, db_owned_by_role, db_via] = db.as_slice() else {
         return Err(CatalogError::Malformed("database row"));
     };
     let db_name = db_name.clone().unwrap_or_default();
-    let new_owner = if sql::truth(db_owned_by_role) {
-        format!("{}_owner", db_name)
+    // The owner the fixes hand objects to: the database's owner, or when
+    // that is this role, a new role for migrations.
+    let (new_owner, owner_exists) = if sql::truth(db_owned_by_role) {
+        let mut candidate = format!("{db_name}_owner");
+        if candidate == role {
+            candidate = format!("{db_name}_migrations");
+        }
+        let exists = !query_nullable(conn, &sql::role_exists(&literal(&candidate)))
+            .await?
+            .is_empty();
+        (candidate, exists)
     } else {
-        db_owner.clone().unwrap_or_default()
+        (db_owner.clone().unwrap_or_default(), true)
     };
     let ident = sql::quote_ident(role);
     let owner_ident = sql::quote_ident(&new_owner);
     let create_owner = |fixes: &mut Vec<String>| {
-        if sql::truth(db_owned_by_role) && !sql::truth(owner_exists) {
+        if !owner_exists {
             fixes.insert(0, format!("CREATE ROLE {owner_ident} NOLOGIN;"));
         }
     };
-    let revoke_via =
-        |via: &Option<String>| via.as_ref().map(|v| format!("REVOKE {v} FROM {ident};"));
+    // No membership to revoke: the role holds it as the database's owner
+    // (pg_database_owner), and it goes with the database's ownership.
+    let revoke_via = |via: &Option<String>| {
+        Some(via.as_ref().map_or_else(
+            || OWNER_NOTE.to_owned(),
+            |v| format!("REVOKE {v} FROM {ident};"),
+        ))
+    };
 
     for row in query_nullable(conn, &sql::attributes(&r)).await? {
         let [name, superuser, bypass, via] = row.as_slice() else {
@@ -258,10 +277,10 @@ pub(crate) async fn check_role(
         report.findings.push(Finding {
             condition: Condition::TempOnDatabase,
             what: format!("has TEMPORARY on database {db_ident}"),
-            fixes: grantees
-                .iter()
-                .map(|g| format!("REVOKE TEMPORARY ON DATABASE {db_ident} FROM {g};"))
-                .collect(),
+            fixes: vec![grantees.as_ref().map_or_else(
+                || OWNER_NOTE.to_owned(),
+                |g| format!("REVOKE TEMPORARY ON DATABASE {db_ident} FROM {g};"),
+            )],
         });
     }
     for row in query_nullable(conn, &sql::dangerous_roles(&r)).await? {

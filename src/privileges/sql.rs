@@ -46,14 +46,11 @@ pub(super) fn role_exists(r: &str) -> String {
     format!("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {r}")
 }
 
-/// Name, owner, whether the role is (a member of) the owner, via what,
-/// and whether the role `<database>_owner` (suggested as the new owner)
-/// exists already.
+/// Name, owner, whether the role is (a member of) the owner, and via what.
 pub(super) fn database(r: &str) -> String {
     format!(
         "SELECT d.datname, pg_catalog.pg_get_userbyid(d.datdba), \
-         pg_catalog.pg_has_role({r}, d.datdba, 'MEMBER'), {via}, \
-         EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = d.datname || '_owner') \
+         pg_catalog.pg_has_role({r}, d.datdba, 'MEMBER'), {via} \
          FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
         via = via(r, "d.datdba")
     )
