@@ -203,6 +203,11 @@ impl Relay {
             if flush_client && self.client_w.flush().now_or_never().is_some() {
                 flush_client = false;
             }
+            if terminating && to_server.is_empty() && !flush_server {
+                // Terminate is out: the server closes its side, which is
+                // no loss of the connection.
+                return Ok(End::Done);
+            }
             if wrote && (!client_in.is_empty() || !server_in.is_empty()) {
                 // Input the core left for want of room in an outgoing
                 // buffer: the room is there now.
@@ -305,6 +310,11 @@ impl Relay {
                 read = self.backend_r.read_buf(&mut server_in), if read_server => {
                     let n = read.map_err(lost)?;
                     server_sizer.record(n, server_offer);
+                    if n == 0 && terminating && to_server.is_empty() {
+                        // Closed in answer to the Terminate, before its
+                        // flush was seen to complete.
+                        return Ok(End::Done);
+                    }
                     if n == 0 {
                         return Err(SessionError::BackendLost(
                             "the server closed the connection".into(),
