@@ -259,8 +259,9 @@ async fn token_groups_drive_rules_and_masking() {
     let table = format!("tok_people_{:08x}", rand::random::<u32>());
     backend.admin_sql(&format!(
         "CREATE TABLE {table} (id int, ssn text); INSERT INTO {table} VALUES (1, '123-45-6789');\
-         ALTER TABLE {table} OWNER TO {};",
-        support::APP_ROLE
+         ALTER TABLE {table} OWNER TO {}; GRANT SELECT, DELETE ON {table} TO {};",
+        support::APP_ROLE,
+        support::MASKED_ROLE
     ));
     let extra = format!(
         r#"[policy]
@@ -288,6 +289,11 @@ groups = ["auditor"]
         .await
         .expect("auditor");
     let o = tg.connect_tls("ci-ops", &ops.token).await.expect("ops");
+    // A token's groups map it to a role exactly as a configured user's do.
+    for (client, role) in [(&a, support::MASKED_ROLE), (&o, support::APP_ROLE)] {
+        let who = client.simple_query("SELECT current_user").await.expect("who");
+        assert_eq!(first_value(&who), role);
+    }
     let select = format!("SELECT ssn FROM {table}");
     assert_eq!(
         first_value(&a.simple_query(&select).await.expect("q")),

@@ -92,7 +92,17 @@ impl TokenGateway {
         let config = format!(
             "{base}\n[tokens]\nissuer = \"{ISSUER}\"\nusers = [\"ci-*\"]\nclock_skew = \"0s\"\n\
              revocation_file = \"{rev}\"\nrevocation_poll = \"100ms\"\n{tokens_extra}\n\n{k1}\n{old}\n{extra}",
-            base = backend.config(&tls, ""),
+            // Token groups map to roles like configured users' groups: the
+            // masked auditors act as the least-privilege role.
+            base = backend.config(
+                &tls,
+                &format!(
+                    "role_map = [{{ groups = [\"auditor\"], role = \"{}\" }}, \
+                     {{ users = [\"*\"], role = \"{}\" }}]",
+                    super::MASKED_ROLE,
+                    super::APP_ROLE
+                )
+            ),
             rev = revocations.display(),
             k1 = key.entry("signing"),
             old = retired.entry("retired"),
