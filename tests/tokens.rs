@@ -291,7 +291,10 @@ groups = ["auditor"]
     let o = tg.connect_tls("ci-ops", &ops.token).await.expect("ops");
     // A token's groups map it to a role exactly as a configured user's do.
     for (client, role) in [(&a, support::MASKED_ROLE), (&o, support::APP_ROLE)] {
-        let who = client.simple_query("SELECT current_user").await.expect("who");
+        let who = client
+            .simple_query("SELECT current_user")
+            .await
+            .expect("who");
         assert_eq!(first_value(&who), role);
     }
     let select = format!("SELECT ssn FROM {table}");

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct RoleChecks {
     entries: Mutex<HashMap<(String, String), Entry>>,
+    /// The findings last logged as warnings per (upstream, role): a report
+    /// made again (after every GRANT, say) logs only what changed.
+    warned: Mutex<HashMap<(String, String), Vec<super::Finding>>>,
 }
 
 #[derive(Debug)]
@@ -84,6 +87,20 @@ impl RoleChecks {
             _ => false,
         };
         (same_map && entry.at.elapsed() < max_age).then(|| Arc::clone(&entry.report))
+    }
+
+    /// Whether `report`'s findings differ from those last warned about for
+    /// its role on `upstream` (and records them as warned).
+    pub fn should_warn(&self, upstream: &str, report: &Report) -> bool {
+        let Ok(mut warned) = self.warned.lock() else {
+            return true;
+        };
+        let key = (upstream.to_owned(), report.role.clone());
+        if warned.get(&key) == Some(&report.findings) {
+            return false;
+        }
+        warned.insert(key, report.findings.clone());
+        true
     }
 
     /// Forgets every report: the next login of each role checks again.

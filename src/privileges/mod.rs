@@ -164,12 +164,22 @@ pub(crate) async fn check_role(
         ))
     };
 
-    for row in query_nullable(conn, &sql::attributes(&r)).await? {
+    let attributes = query_nullable(conn, &sql::attributes(&r)).await?;
+    // A superuser is a member of every role: the superusers it "reaches"
+    // restate its own attribute.
+    let itself_superuser = attributes.iter().any(|row| {
+        row.first().is_some_and(|n| n.as_deref() == Some(role))
+            && row.get(1).is_some_and(sql::truth)
+    });
+    for row in attributes {
         let [name, superuser, bypass, via] = row.as_slice() else {
             return Err(CatalogError::Malformed("role attributes"));
         };
         let name = name.clone().unwrap_or_default();
         let direct = name == role;
+        if itself_superuser && !direct {
+            continue;
+        }
         for (flag, condition, attribute) in [
             (superuser, Condition::Superuser, "SUPERUSER"),
             (bypass, Condition::BypassRls, "BYPASSRLS"),

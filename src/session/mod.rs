@@ -316,7 +316,7 @@ async fn least_privilege(
         let role = role.to_owned();
         tokio::spawn(async move {
             match checks.report(&upstream, &role, map.as_ref(), max_age).await {
-                Ok(c) if c.fresh => {
+                Ok(c) if c.fresh && checks.should_warn(&upstream.config.name, &c.report) => {
                     for f in &c.report.findings {
                         tracing::warn!(
                             upstream = %upstream.config.name,
