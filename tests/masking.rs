@@ -278,7 +278,13 @@ async fn error_details_do_not_carry_masked_values() {
         .unwrap_or_default()
         .to_owned();
     assert!(!detail.contains("6789"), "{detail}");
-    assert!(detail.contains("withheld"), "{detail}");
+    // An INSERT may fire triggers, whose messages pgward cannot see into:
+    // the message itself is withheld too, the SQLSTATE kept.
+    assert!(
+        message(&e).contains("message withheld by pgward"),
+        "{}",
+        message(&e)
+    );
     // The exempt identity still gets the full detail.
     let e = dba
         .simple_query(&format!(

@@ -44,6 +44,11 @@ pub struct MaskMap {
     /// Highest attribute number of each user table: a result column past it
     /// was added after the map was read.
     pub max_attnum: HashMap<u32, i16>,
+    /// Relations whose reading runs code pgward does not see (views, whose
+    /// bodies may call functions; foreign tables), as (schema, name).
+    pub code_relations: BTreeSet<(String, String)>,
+    /// Operators defined outside pg_catalog, by name: they run functions.
+    pub operators: BTreeSet<String>,
 }
 
 const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, a.atttypid \
@@ -53,9 +58,14 @@ const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attna
     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f') \
     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
-const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c \
+const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind \
+    FROM pg_catalog.pg_class c \
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')";
+
+const OPERATORS_SQL: &str = "SELECT DISTINCT o.oprname FROM pg_catalog.pg_operator o \
+    JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
 const VIEW_DEPS_SQL: &str = "SELECT DISTINCT d.refobjid, d.refobjsubid, vn.nspname, v.relname \
     FROM pg_catalog.pg_depend d \
@@ -109,11 +119,19 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
         );
     }
     for row in query(conn, RELATIONS_SQL).await? {
-        let [oid, schema, name] = row.as_slice() else {
+        let [oid, schema, name, kind] = row.as_slice() else {
             return Err(CatalogError::Malformed("relations"));
         };
         map.relation_oids.insert(number::<u32>(oid)?);
         map.relations.insert((schema.clone(), name.clone()));
+        if kind == "v" || kind == "f" {
+            map.code_relations.insert((schema.clone(), name.clone()));
+        }
+    }
+    for row in query(conn, OPERATORS_SQL).await? {
+        if let [name] = row.as_slice() {
+            map.operators.insert(name.clone());
+        }
     }
     for row in query(conn, VIEW_DEPS_SQL).await? {
         let [table, attnum, schema, view] = row.as_slice() else {

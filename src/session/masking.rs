@@ -14,6 +14,7 @@
 use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind, Rows};
 use super::rules::ReportedSettings;
 use super::tracker::ResultInfo;
+use crate::mask::exposure::{self, Exposure};
 use crate::mask::guard::{self, Masked};
 use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
@@ -44,6 +45,10 @@ struct View {
     /// texts); emptied when full, and gone with the view when the map or
     /// the rules change.
     passed: std::collections::HashSet<Vec<u8>>,
+    /// The identity's masked tables, as (schema, table).
+    masked_tables: std::collections::BTreeSet<(String, String)>,
+    /// What texts expose beyond their rows, by text (bounded like `passed`).
+    exposures: std::collections::HashMap<Vec<u8>, Exposure>,
 }
 
 /// Most texts remembered as passed per session.
@@ -60,6 +65,12 @@ pub struct MaskPhase {
     /// A statement that may change the schema went out: refresh the map
     /// at the next ReadyForQuery.
     ddl_pending: bool,
+    /// ReadyForQuery messages seen.
+    answered: u64,
+    /// The ReadyForQuery numbers (counting from 1) that end a request which
+    /// may run code pgward cannot see into: the server's error and notice
+    /// messages before them are withheld.
+    unclean: std::collections::BTreeSet<u64>,
 }
 
 impl MaskPhase {
@@ -83,6 +94,8 @@ impl MaskPhase {
             key,
             plan: None,
             ddl_pending: false,
+            answered: 0,
+            unclean: std::collections::BTreeSet::new(),
         })
     }
 
@@ -102,11 +115,18 @@ impl MaskPhase {
                     .get(rule)
                     .is_some_and(|r| r.applies_to(&self.identity))
             });
+            let masked_tables = guard
+                .tables
+                .iter()
+                .map(|(schema, table, _)| (schema.clone(), table.clone()))
+                .collect();
             *cached = Some(View {
                 map,
                 config,
                 guard,
                 passed: std::collections::HashSet::new(),
+                masked_tables,
+                exposures: std::collections::HashMap::new(),
             });
         }
         cached.as_mut().map(f)
@@ -157,6 +177,41 @@ impl MaskPhase {
                 Err(leak.why)
             }
         }
+    }
+
+    /// What `text` exposes beyond its rows (`None`: no text is known, or
+    /// no map: nothing is proved).
+    fn exposure(&self, text: Option<&[u8]>) -> Option<Exposure> {
+        let text = text?;
+        let sql = std::str::from_utf8(text).ok()?;
+        let settings = self.settings.lexing();
+        self.with_view(|view| {
+            if let Some(known) = view.exposures.get(text) {
+                return known.clone();
+            }
+            let mut found = exposure::analyze(sql, settings, &view.map, &view.masked_tables);
+            if sql.contains('\\') {
+                // Under the other reading too (see `guard`).
+                let other = crate::policy::lexer::LexSettings {
+                    standard_conforming_strings: !settings.standard_conforming_strings,
+                };
+                let again = exposure::analyze(sql, other, &view.map, &view.masked_tables);
+                found.clean &= again.clean;
+                found.statistics = found.statistics.or(again.statistics);
+            }
+            if view.exposures.len() >= PASSED_TEXTS {
+                view.exposures.clear();
+            }
+            view.exposures.insert(text.to_vec(), found.clone());
+            found
+        })
+    }
+
+    /// Notes a request that may run code pgward cannot see: its answers,
+    /// up to the ReadyForQuery that ends it, carry no server message.
+    fn mark_unclean(&mut self, ctx: &RequestContext<'_>) {
+        let due = self.answered + ctx.tracker.ready_pending() + 1;
+        self.unclean.insert(due);
     }
 
     /// The plan for rows described by `fields`, with `formats` from Bind
@@ -241,13 +296,40 @@ impl Phase for MaskPhase {
     }
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
-        match (ctx.kind, ctx.text) {
-            (RequestKind::Query | RequestKind::Parse, Some(text)) => match self.guard(text) {
-                Ok(()) => Decision::Forward,
-                Err(why) => Decision::Refuse(masking_refusal(why)),
-            },
-            _ => Decision::Forward,
+        let runs = match (ctx.kind, ctx.text) {
+            (RequestKind::Query | RequestKind::Parse, Some(text)) => {
+                if let Err(why) = self.guard(text) {
+                    return Decision::Refuse(masking_refusal(why));
+                }
+                true
+            }
+            (RequestKind::Bind | RequestKind::Execute, _) => true,
+            _ => false,
+        };
+        if !runs {
+            return Decision::Forward;
         }
+        match self.exposure(ctx.text) {
+            Some(Exposure {
+                statistics: Some(name),
+                ..
+            }) => {
+                return Decision::Refuse(masking_refusal(format!(
+                    "{name} holds column values (statistics of masked columns among them)"
+                )))
+            }
+            Some(Exposure { clean: true, .. }) => {}
+            _ => self.mark_unclean(ctx),
+        }
+        Decision::Forward
+    }
+
+    fn withholds_parameter(&mut self, name: &[u8]) -> bool {
+        // A statement can set application_name (or a custom setting) from
+        // data; only the settings clients need to read results pass.
+        !CLIENT_SETTINGS
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
     }
 
     fn takes_rows(&self) -> bool {
@@ -305,12 +387,16 @@ impl Phase for MaskPhase {
     fn on_notice(&mut self, frame: FrameRef<'_>) -> Option<BytesMut> {
         if frame.tag() == b'A' {
             Some(scrub_notification(frame))
+        } else if self.unclean.contains(&(self.answered + 1)) {
+            withhold_message(frame)
         } else {
             scrub(frame)
         }
     }
 
     fn on_ready(&mut self, _status: crate::wire::backend::TransactionStatus) {
+        self.answered += 1;
+        self.unclean.remove(&self.answered);
         self.plan = None;
         if std::mem::take(&mut self.ddl_pending) {
             self.map.invalidate();
@@ -362,6 +448,50 @@ pub fn scrub_notification(frame: FrameRef<'_>) -> BytesMut {
     let len = (out.len() - 1) as u32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
     out
+}
+
+/// The ParameterStatus settings a masked session still receives after
+/// login: what drivers need to read results and the session's state.
+/// application_name and custom settings are withheld (a statement, or a
+/// trigger it fires, could set them from data).
+const CLIENT_SETTINGS: &[&str] = &[
+    "client_encoding",
+    "server_encoding",
+    "server_version",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "integer_datetimes",
+    "standard_conforming_strings",
+    "is_superuser",
+    "session_authorization",
+    "default_transaction_read_only",
+    "in_hot_standby",
+];
+
+/// An error or notice of a request that may have run code pgward cannot
+/// see into (a trigger, a function, a view): its message could carry a
+/// masked value, so only the severity, the SQLSTATE and the position in
+/// the client's own text pass, with a message that says so.
+pub fn withhold_message(frame: FrameRef<'_>) -> Option<BytesMut> {
+    let fields = notice_fields(frame).ok()?;
+    let code = fields
+        .iter()
+        .find(|(c, _)| *c == b'C')
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let message = format!(
+        "(message withheld by pgward: the statement may have run code pgward cannot see into, \
+         and masked identities do not see its messages; SQLSTATE {code})"
+    );
+    let kept: Vec<(u8, &[u8])> = fields
+        .into_iter()
+        .filter(|(c, _)| matches!(c, b'S' | b'V' | b'C' | b'P'))
+        .chain(std::iter::once((b'M', message.as_bytes())))
+        .collect();
+    let mut out = BytesMut::new();
+    encode::notice_like(&mut out, frame.tag(), &kept);
+    Some(out)
 }
 
 /// For masked identities, error and notice fields that can quote values

@@ -203,6 +203,12 @@ pub trait Phase: Send {
     /// A ParameterStatus from the server.
     fn on_parameter_status(&mut self, _name: &[u8], _value: &[u8]) {}
 
+    /// Whether the client must not see this ParameterStatus (asked after
+    /// every phase's `on_parameter_status`; any phase's yes drops it).
+    fn withholds_parameter(&mut self, _name: &[u8]) -> bool {
+        false
+    }
+
     /// An ErrorResponse from the server (every one, whether or not a phase
     /// rewrites it).
     fn on_server_error(&mut self) {}

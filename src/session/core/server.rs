@@ -240,7 +240,15 @@ impl Core {
                 for phase in &mut self.phases {
                     phase.on_parameter_status(name, value);
                 }
-                Ok(FORWARD)
+                let mut withheld = false;
+                for phase in &mut self.phases {
+                    withheld |= phase.withholds_parameter(name);
+                }
+                Ok(if withheld {
+                    replace(BytesMut::new())
+                } else {
+                    FORWARD
+                })
             }
             b'C' | b'I' | b's' => {
                 // What the end-of-request hook reports, read only for it.
