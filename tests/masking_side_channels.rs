@@ -186,3 +186,85 @@ async fn statistics_views_are_refused() {
     let got = c.simple("SELECT 1").await;
     assert!(support::raw::error_of(&got).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_impostor_functions_are_refused_until_known() {
+    let backend = Backend::shared();
+    let t = table();
+    setup(backend, &t);
+    let config = format!(
+        "{}\n[masking]\nrefresh = \"1h\"\nallowed_functions = [\"{t}_version\"]\n\
+         [[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"partial\"\nkeep_last = 2\n",
+        backend.masked_config("", "")
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    // Created behind pgward's back, after the map was read: one reads the
+    // masked table, one is harmless and allowlisted.
+    backend.admin_sql(&format!(
+        "CREATE FUNCTION {t}_peek() RETURNS text LANGUAGE sql AS 'SELECT ssn FROM {t} LIMIT 1'; \
+         CREATE FUNCTION {t}_version() RETURNS text LANGUAGE sql AS 'SELECT ''1.0'''; \
+         CREATE FUNCTION pg_catalog.{t}_impostor() RETURNS text LANGUAGE sql \
+           AS 'SELECT ssn FROM public.{t} LIMIT 1'; \
+         GRANT EXECUTE ON FUNCTION {t}_peek(), {t}_version(), pg_catalog.{t}_impostor() TO {MASKED_ROLE}"
+    ));
+    let got = c.simple(&format!("SELECT {t}_peek()")).await;
+    assert_clean("unknown", &got);
+    let e = support::raw::error_of(&got).expect("refused");
+    assert_eq!(e.sqlstate(), "42501");
+    assert!(e
+        .field(b'M')
+        .unwrap_or_default()
+        .contains("not known to pgward"));
+    // The refusal made pgward read the map again: poll until the
+    // allowlisted function passes, then the others are refused for what
+    // they are.
+    loop {
+        let got = c.simple(&format!("SELECT {t}_version()")).await;
+        if support::raw::error_of(&got).is_none() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for sql in [
+        format!("SELECT {t}_peek()"),
+        format!("SELECT pg_catalog.{t}_impostor()"),
+        format!("SELECT {t}_impostor()"),
+    ] {
+        let got = c.simple(&sql).await;
+        assert_clean(&sql, &got);
+        let e = support::raw::error_of(&got).unwrap_or_else(|| panic!("{sql} ran"));
+        assert_eq!(e.sqlstate(), "42501", "{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_after_the_sessions_own_ddl_is_judged_under_a_fresh_map() {
+    let t = table();
+    let pw = start(&t).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    // DDL a least-privilege role may run (its own default privileges).
+    let got = c
+        .simple("ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC")
+        .await;
+    assert!(support::raw::error_of(&got).is_none(), "{got:?}");
+    // Held until the map is read again, then judged: masked, not refused.
+    let got = c.simple(&format!("SELECT id, ssn FROM {t}")).await;
+    assert_clean("after ddl", &got);
+    let row = got.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(
+        String::from_utf8_lossy(&row.body).contains("*76"),
+        "{row:?}"
+    );
+    // And a refusal still refuses after the wait.
+    let got = c
+        .simple("ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC")
+        .await;
+    assert!(support::raw::error_of(&got).is_none(), "{got:?}");
+    let got = c.simple(&format!("SELECT upper(ssn) FROM {t}")).await;
+    assert_eq!(
+        support::raw::error_of(&got).expect("refused").sqlstate(),
+        "42501"
+    );
+    assert_clean("refused after ddl", &got);
+}

@@ -49,7 +49,16 @@ pub struct MaskMap {
     pub code_relations: BTreeSet<(String, String)>,
     /// Operators defined outside pg_catalog, by name: they run functions.
     pub operators: BTreeSet<String>,
+    /// The server's own functions (pg_catalog and information_schema, with
+    /// OIDs below 16384, FirstNormalObjectId: created by initdb), by name.
+    /// A bare function name is the server's own only if it is in here and
+    /// no other function has that name.
+    pub builtin_functions: BTreeSet<String>,
 }
+
+/// OIDs from here on are assigned to objects created after initdb: a
+/// function in pg_catalog with such an OID was put there by someone.
+pub const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
 const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, a.atttypid \
     FROM pg_catalog.pg_attribute a \
@@ -63,9 +72,10 @@ const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind \
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')";
 
+/// Operators that are not the server's own (see [`FUNCTIONS_SQL`]).
 const OPERATORS_SQL: &str = "SELECT DISTINCT o.oprname FROM pg_catalog.pg_operator o \
     JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OR o.oid >= 16384";
 
 const VIEW_DEPS_SQL: &str = "SELECT DISTINCT d.refobjid, d.refobjsubid, vn.nspname, v.relname \
     FROM pg_catalog.pg_depend d \
@@ -76,9 +86,15 @@ const VIEW_DEPS_SQL: &str = "SELECT DISTINCT d.refobjid, d.refobjsubid, vn.nspna
     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
     AND v.oid <> d.refobjid AND v.relkind IN ('v', 'm')";
 
+/// Functions that are not the server's own: outside pg_catalog and
+/// information_schema, or inside them but created after initdb.
 const FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OR p.oid >= 16384";
+
+const BUILTIN_FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+    WHERE n.nspname IN ('pg_catalog', 'information_schema') AND p.oid < 16384";
 
 /// Reads the catalog over `conn` and resolves `config`'s rules against it.
 pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, CatalogError> {
@@ -151,6 +167,11 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
     for row in query(conn, FUNCTIONS_SQL).await? {
         if let [name] = row.as_slice() {
             map.functions.insert(name.clone());
+        }
+    }
+    for row in query(conn, BUILTIN_FUNCTIONS_SQL).await? {
+        if let [name] = row.as_slice() {
+            map.builtin_functions.insert(name.clone());
         }
     }
     Ok(map)

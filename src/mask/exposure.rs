@@ -27,6 +27,20 @@ pub struct Exposure {
     /// It reads a catalog view or function that shows column values
     /// (named, for the refusal).
     pub statistics: Option<String>,
+    /// It calls a function that is neither the server's own nor known to
+    /// the map (created since the map was read, or placed in pg_catalog
+    /// after initdb): refused until the map knows it.
+    pub untrusted: Option<Untrusted>,
+}
+
+/// A function call masked identities may not make yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untrusted {
+    /// The map does not know the function: read it again.
+    Unknown(String),
+    /// Named as pg_catalog's (or information_schema's) but not the
+    /// server's own.
+    Impostor(String),
 }
 
 /// Catalog relations whose rows hold column values (most common values,
@@ -71,6 +85,7 @@ pub fn analyze(
         return Exposure {
             clean: false,
             statistics: None,
+            untrusted: None,
         };
     };
     let mut walk = Walk {
@@ -78,6 +93,7 @@ pub fn analyze(
         masked_tables,
         clean: true,
         statistics: None,
+        untrusted: None,
     };
     for (_, tree) in &statements {
         let tree = tree.get("node").unwrap_or(tree);
@@ -90,6 +106,7 @@ pub fn analyze(
     Exposure {
         clean: walk.clean,
         statistics: walk.statistics,
+        untrusted: walk.untrusted,
     }
 }
 
@@ -98,6 +115,7 @@ struct Walk<'a> {
     masked_tables: &'a BTreeSet<(String, String)>,
     clean: bool,
     statistics: Option<String>,
+    untrusted: Option<Untrusted>,
 }
 
 impl Walk<'_> {
@@ -151,16 +169,32 @@ impl Walk<'_> {
 
     fn function(&mut self, funcname: Option<&Value>) {
         let q = qual_name(funcname);
+        // The server's own only if initdb made it and nothing else bears
+        // its name (a function put into pg_catalog later is in
+        // `functions`; one created since the map was read is in neither).
+        let builtin =
+            self.map.builtin_functions.contains(&q.name) && !self.map.functions.contains(&q.name);
         let in_catalog = match q.schema.as_deref() {
-            Some("pg_catalog") => true,
+            Some("pg_catalog") | None => builtin,
             Some(_) => false,
-            None => !self.map.functions.contains(&q.name),
         };
         if VALUE_FUNCTIONS.contains(&q.name.as_str()) && in_catalog {
             self.statistics.get_or_insert_with(|| q.name.clone());
         }
         if !in_catalog {
             self.clean = false;
+        }
+        let known = builtin || self.map.functions.contains(&q.name);
+        let catalog_schema = matches!(
+            q.schema.as_deref(),
+            Some("pg_catalog" | "information_schema")
+        );
+        if self.untrusted.is_none() {
+            if !known {
+                self.untrusted = Some(Untrusted::Unknown(q.name.clone()));
+            } else if catalog_schema && !builtin {
+                self.untrusted = Some(Untrusted::Impostor(q.name.clone()));
+            }
         }
     }
 
@@ -195,6 +229,9 @@ mod tests {
         map.code_relations
             .insert(("public".into(), "v_orders".into()));
         map.functions.insert("leak".into());
+        for builtin in ["lower", "now", "pg_mcv_list_items"] {
+            map.builtin_functions.insert(builtin.into());
+        }
         map.operators.insert("===".into());
         map
     }
@@ -225,6 +262,8 @@ mod tests {
             "SELECT * FROM customers",
             "SELECT * FROM v_orders",
             "SELECT leak(1)",
+            "SELECT brand_new_function(1)",
+            "SELECT pg_catalog.brand_new_function(1)",
             "SELECT public.lower('x')",
             "SELECT 1 WHERE 'a' === 'b'",
             "SELECT 1 WHERE 1 OPERATOR(public.=) 1",
@@ -244,6 +283,19 @@ mod tests {
         ] {
             assert!(!analyzed(sql).clean, "{sql}");
         }
+    }
+
+    #[test]
+    fn unknown_and_impostor_functions_are_named() {
+        assert_eq!(
+            analyzed("SELECT brand_new(1)").untrusted,
+            Some(Untrusted::Unknown("brand_new".into()))
+        );
+        assert_eq!(
+            analyzed("SELECT pg_catalog.leak(1)").untrusted,
+            Some(Untrusted::Impostor("leak".into()))
+        );
+        assert_eq!(analyzed("SELECT lower('x'), leak(1)").untrusted, None);
     }
 
     #[test]

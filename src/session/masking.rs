@@ -11,10 +11,10 @@
 //! rows whose plan cannot be known are withheld with an error, never sent
 //! in clear.
 
-use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind, Rows};
+use super::phases::{Decision, Hold, Phase, Refusal, Release, RequestContext, RequestKind, Rows};
 use super::rules::ReportedSettings;
 use super::tracker::ResultInfo;
-use crate::mask::exposure::{self, Exposure};
+use crate::mask::exposure::{self, Exposure, Untrusted};
 use crate::mask::guard::{self, Masked};
 use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
@@ -65,6 +65,11 @@ pub struct MaskPhase {
     /// A statement that may change the schema went out: refresh the map
     /// at the next ReadyForQuery.
     ddl_pending: bool,
+    /// The map in force when this session's own DDL ran: until the map is
+    /// replaced by one read after it, the session's statements wait for
+    /// the refresh (a function or table it just created must be known
+    /// before a statement that uses it is judged).
+    map_before_ddl: Option<Arc<crate::mask::catalog::MaskMap>>,
     /// ReadyForQuery messages seen.
     answered: u64,
     /// The ReadyForQuery numbers (counting from 1) that end a request which
@@ -94,6 +99,7 @@ impl MaskPhase {
             key,
             plan: None,
             ddl_pending: false,
+            map_before_ddl: None,
             answered: 0,
             unclean: std::collections::BTreeSet::new(),
         })
@@ -109,12 +115,16 @@ impl MaskPhase {
             .as_ref()
             .is_some_and(|v| Arc::ptr_eq(&v.map, &map) && Arc::ptr_eq(&v.config, &config));
         if !fresh {
-            let guard = Masked::from_map(&map, |rule| {
+            let mut guard = Masked::from_map(&map, |rule| {
                 config
                     .rules
                     .get(rule)
                     .is_some_and(|r| r.applies_to(&self.identity))
             });
+            // Functions reviewed not to read masked columns.
+            guard
+                .functions
+                .retain(|f| !config.allowed_functions.contains(f));
             let masked_tables = guard
                 .tables
                 .iter()
@@ -204,6 +214,88 @@ impl MaskPhase {
             }
             view.exposures.insert(text.to_vec(), found.clone());
             found
+        })
+    }
+
+    /// Whether the map in force predates this session's own DDL.
+    fn map_predates_own_ddl(&mut self) -> bool {
+        let Some(before) = &self.map_before_ddl else {
+            return false;
+        };
+        let replaced = self
+            .map
+            .current()
+            .is_some_and(|now| !Arc::ptr_eq(&now, before));
+        if replaced && !self.map.due() {
+            self.map_before_ddl = None;
+            return false;
+        }
+        true
+    }
+
+    /// Holds a statement until the map has been read again after this
+    /// session's DDL, then judges it under the new map.
+    fn hold_for_refresh(&self, text: &[u8]) -> Decision {
+        let (release, decision) = tokio::sync::oneshot::channel();
+        let map = Arc::clone(&self.map);
+        let identity = self.identity.clone();
+        let settings = self.settings.lexing();
+        let text = text.to_vec();
+        let limit = map.config().catalog_timeout;
+        tokio::spawn(async move {
+            let judged = async {
+                map.refresh().await.map_err(|e| e.to_string())?;
+                let current = map
+                    .current()
+                    .ok_or_else(|| "pgward's column map is not available".to_owned())?;
+                let config = map.config();
+                let masked = Masked::from_map(&current, |rule| {
+                    config
+                        .rules
+                        .get(rule)
+                        .is_some_and(|r| r.applies_to(&identity))
+                });
+                let sql = std::str::from_utf8(&text)
+                    .map_err(|_| "statement text is not valid UTF-8".to_owned())?;
+                guard::check(sql, settings, &masked).map_err(|leak| leak.why)?;
+                let tables = masked
+                    .tables
+                    .iter()
+                    .map(|(schema, table, _)| (schema.clone(), table.clone()))
+                    .collect();
+                let found = exposure::analyze(sql, settings, &current, &tables);
+                if let Some(name) = found.statistics {
+                    return Err(format!("{name} holds column values"));
+                }
+                match found.untrusted {
+                    Some(Untrusted::Unknown(name)) => {
+                        return Err(format!(
+                            "function {name} is not known to pgward's column map"
+                        ))
+                    }
+                    Some(Untrusted::Impostor(name)) => return Err(format!(
+                        "function {name} is in a system schema but is not one of the server's own"
+                    )),
+                    None => {}
+                }
+                if sql.contains('\\') {
+                    let other = crate::policy::lexer::LexSettings {
+                        standard_conforming_strings: !settings.standard_conforming_strings,
+                    };
+                    guard::check(sql, other, &masked).map_err(|leak| leak.why)?;
+                }
+                Ok::<(), String>(())
+            };
+            let outcome = match judged.await {
+                Ok(()) => Release::Run,
+                Err(why) => Release::Refuse(masking_refusal(why)),
+            };
+            let _ = release.send(outcome);
+        });
+        Decision::Hold(Hold {
+            notice: None,
+            deadline: std::time::Instant::now() + limit,
+            decision,
         })
     }
 
@@ -298,6 +390,15 @@ impl Phase for MaskPhase {
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
         let runs = match (ctx.kind, ctx.text) {
             (RequestKind::Query | RequestKind::Parse, Some(text)) => {
+                if self.map_predates_own_ddl() {
+                    // Judged once the map knows what the DDL made; its
+                    // messages are withheld (nothing was proved).
+                    self.mark_unclean(ctx);
+                    if schema_may_change(text) {
+                        self.ddl_pending = true;
+                    }
+                    return self.hold_for_refresh(text);
+                }
                 if let Err(why) = self.guard(text) {
                     return Decision::Refuse(masking_refusal(why));
                 }
@@ -316,6 +417,24 @@ impl Phase for MaskPhase {
             }) => {
                 return Decision::Refuse(masking_refusal(format!(
                     "{name} holds column values (statistics of masked columns among them)"
+                )))
+            }
+            Some(Exposure {
+                untrusted: Some(Untrusted::Unknown(name)),
+                ..
+            }) => {
+                // Newer than the map: read it again; a retry may pass.
+                self.map.invalidate();
+                return Decision::Refuse(masking_refusal(format!(
+                    "function {name} is not known to pgward's column map yet; retry in a moment"
+                )));
+            }
+            Some(Exposure {
+                untrusted: Some(Untrusted::Impostor(name)),
+                ..
+            }) => {
+                return Decision::Refuse(masking_refusal(format!(
+                    "function {name} is in a system schema but is not one of the server's own"
                 )))
             }
             Some(Exposure { clean: true, .. }) => {}
@@ -399,6 +518,7 @@ impl Phase for MaskPhase {
         self.unclean.remove(&self.answered);
         self.plan = None;
         if std::mem::take(&mut self.ddl_pending) {
+            self.map_before_ddl = self.map.current();
             self.map.invalidate();
         }
     }
