@@ -42,6 +42,8 @@ pub struct Gateway {
     pub rules: ArcSwap<RuleSnapshot>,
     /// Serialises reloads, so versions are bumped one at a time.
     reload_lock: std::sync::Mutex<()>,
+    /// The audit trail, when `[audit]` is on.
+    pub audit: Option<Arc<crate::record::Audit>>,
 }
 
 /// The statement rules and mask rules in force, as one value.
@@ -98,6 +100,9 @@ pub enum GatewayError {
     /// The SCRAM engine refused the certificate.
     #[error("server.tls_cert: cannot use the certificate for SCRAM channel binding: {0}")]
     ChannelBinding(String),
+    /// The audit trail's key.
+    #[error(transparent)]
+    Audit(#[from] crate::record::AuditError),
 }
 
 impl Gateway {
@@ -148,7 +153,16 @@ impl Gateway {
                 (name.clone(), Arc::new(map))
             })
             .collect();
+        let audit = match &config.audit {
+            Some(a) => Some(Arc::new(crate::record::Audit::new(
+                a.clone(),
+                Arc::clone(&masking),
+                Arc::clone(&policy),
+            )?)),
+            None => None,
+        };
         Ok(Self {
+            audit,
             config,
             upstreams,
             tls,
@@ -214,6 +228,9 @@ impl Gateway {
         // The maps resolve rules to columns: read them again.
         for map in self.masks.values() {
             map.invalidate();
+        }
+        if let Some(audit) = &self.audit {
+            audit.reloaded(snapshot.version);
         }
         Ok(Reloaded {
             version: snapshot.version,

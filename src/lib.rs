@@ -12,6 +12,8 @@
 //! - `sql`: libpg_query glue shared by the tracker, policy and masking.
 //! - [`sqlstate`]: the SQLSTATEs pgward sends, by name.
 //! - [`mask`]: mask strategies and the DataRow rewrite (pure).
+//! - [`record`]: the audit trail: records, hash chain, signed checkpoints,
+//!   the writer and the verifier.
 //! - `io`: sockets (plain or TLS) and a frame-reading buffer.
 //! - `tls`: rustls configurations (aws-lc-rs).
 //! - [`upstream`]: checks on what a server sends (malformed errors).
@@ -38,6 +40,7 @@ pub mod gateway;
 pub(crate) mod io;
 pub mod mask;
 pub mod policy;
+pub mod record;
 pub mod server;
 pub mod session;
 pub(crate) mod sql;

@@ -40,11 +40,40 @@ enum Cmd {
         /// The user name (shown in the config snippet).
         user: String,
     },
+    /// The audit trail: keys and verification.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Start a throwaway PostgreSQL with sample data and pgward in front of it.
     Demo {
         /// Port for pgward (default: 6432 if free, else any free port).
         #[arg(long)]
         port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Make an Ed25519 key pair for signing checkpoints: the private key in
+    /// OUT (for `[audit] signing_key_file`), the public key in OUT.pub.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a trail's hash chain and signatures; exit status 1 names the
+    /// first record modified, removed, reordered or truncated.
+    Verify {
+        /// The public key (OUT.pub from `audit keygen`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Accept a last file still being written (no closing checkpoint).
+        #[arg(long)]
+        open: bool,
+        /// Audit files, or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -76,6 +105,53 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Passwd { user } => passwd(&user),
         Cmd::Demo { port } => runtime.block_on(demo::run(port)),
+        Cmd::Audit { command } => audit(command),
+    }
+}
+
+fn audit(command: AuditCmd) -> anyhow::Result<()> {
+    use pgward::record::{chain, verify};
+    match command {
+        AuditCmd::Keygen { out } => {
+            let (private, public) = chain::generate_key();
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            use std::io::Write;
+            o.open(&out)
+                .and_then(|mut f| f.write_all(private.as_bytes()))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let mut public_path = out.into_os_string();
+            public_path.push(".pub");
+            std::fs::write(&public_path, &public)
+                .with_context(|| format!("cannot write {}", public_path.to_string_lossy()))?;
+            println!("public key: {}", public.trim());
+            Ok(())
+        }
+        AuditCmd::Verify {
+            public_key,
+            open,
+            paths,
+        } => {
+            let key = chain::PublicKey::load(&public_key)?;
+            match verify::verify_paths(&paths, &key, open)? {
+                Ok(v) => {
+                    println!(
+                        "audit trail OK: {} files, {} lines, {} signed checkpoints",
+                        v.files, v.lines, v.checkpoints
+                    );
+                    if v.unsigned_tail > 0 {
+                        println!(
+                            "note: the last {} lines follow the last checkpoint and are not signed yet",
+                            v.unsigned_tail
+                        );
+                    }
+                    Ok(())
+                }
+                Err(problem) => anyhow::bail!("audit trail check failed: {problem}"),
+            }
+        }
     }
 }
 

@@ -28,6 +28,10 @@ impl Server {
     /// Binds the configured listen address.
     pub async fn bind(gw: Gateway) -> std::io::Result<Self> {
         let listener = TcpListener::bind(gw.config.server.listen).await?;
+        if let Some(audit) = &gw.audit {
+            // Records are written from the first session on, or not at all.
+            audit.start().map_err(std::io::Error::other)?;
+        }
         Ok(Self {
             gw: Arc::new(gw),
             listener,
@@ -103,6 +107,10 @@ impl Server {
             })
             .await;
             sessions.abort_all();
+        }
+        if let Some(audit) = &self.gw.audit {
+            // Every session has ended: their last records are queued.
+            audit.close().await;
         }
         tracing::info!("shutdown complete");
     }

@@ -3,6 +3,7 @@
 //! Every error names the field it is about, e.g.
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
+pub mod audit;
 pub(crate) mod masking;
 pub mod policy;
 pub mod raw;
@@ -91,6 +92,8 @@ pub struct Config {
     pub policy: Arc<crate::policy::rules::RuleSet>,
     /// Column masking.
     pub masking: Arc<crate::mask::rules::MaskConfig>,
+    /// The audit trail, when on.
+    pub audit: Option<audit::AuditConfig>,
     /// Top-level sections the file wrote out (`server`, `policy`, ...): a
     /// reload may not drop one of them and fall back to defaults.
     pub sections: std::collections::BTreeSet<String>,
@@ -256,6 +259,7 @@ impl Config {
         }
         let policy = Arc::new(policy::compile(&raw.policy)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
+        let audit = audit::audit_from_raw(&raw.audit, base)?;
         Ok(Self {
             server,
             upstreams,
@@ -263,6 +267,7 @@ impl Config {
             users,
             policy,
             masking,
+            audit,
             sections: Default::default(),
         })
     }

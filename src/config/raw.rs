@@ -28,6 +28,9 @@ pub struct RawConfig {
     /// Column masking. Default: nothing masked.
     #[serde(default)]
     pub masking: RawMasking,
+    /// The audit trail. Default: off.
+    #[serde(default)]
+    pub audit: super::audit::RawAudit,
 }
 
 /// `[masking]`: which columns reach which identities masked.

@@ -45,6 +45,9 @@ pub fn reload_refusal(
     if let Some(what) = map_change("users", &running.users, &new.users) {
         return Some(restart(&what));
     }
+    if running.audit != new.audit {
+        return Some(restart("[audit]"));
+    }
     None
 }
 

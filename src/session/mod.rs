@@ -84,6 +84,7 @@ async fn run(
         }
     };
     let upstream_name = target.upstream.config.name.clone();
+    let role = target.upstream.config.user.clone();
     let (control_tx, control) = mpsc::channel(4);
     let registration = gw.registry.register(
         NewSession {
@@ -99,8 +100,13 @@ async fn run(
         id: registration.id,
         identity,
         database,
+        client: peer,
+        application_name: startup.param("application_name").map(str::to_owned),
+        // The upstream's login role until per-identity roles map it.
+        role,
+        upstream: upstream_name.clone(),
     };
-    let stack = match stack::build(gw, &upstream_name, &info, &login.startup_messages).await {
+    let mut stack = match stack::build(gw, &upstream_name, &info, &login.startup_messages).await {
         Ok(s) => s,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -135,7 +141,15 @@ async fn run(
         control,
         registration,
     };
-    relay.run().await
+    let mut audit = stack.audit.take();
+    let result = relay.run().await;
+    if let Some(audit) = &mut audit {
+        audit.ended(&match &result {
+            Ok(()) => "the client or the server closed the session".to_owned(),
+            Err(e) => e.to_string(),
+        });
+    }
+    result
 }
 
 /// Authenticates the client and logs in to its upstream.

@@ -81,8 +81,12 @@ enum HoldState {
     /// The front request was released by phase `phase`: the phases after it
     /// judge it next.
     Released { phase: usize },
-    /// The front request is refused (the hold ended in a refusal).
-    Refused(super::phases::Refusal),
+    /// The front request is refused (the hold by phase `phase` ended in a
+    /// refusal).
+    Refused {
+        phase: usize,
+        refusal: super::phases::Refusal,
+    },
 }
 
 /// One session's protocol state and phases.
@@ -108,6 +112,9 @@ pub(crate) struct Core {
     takes_rows: bool,
     /// Bytes the core has handed to the client side.
     bytes_to_client: u64,
+    /// Server bytes ahead of the frame being handled, already handled and
+    /// bound for the client but not yet counted in `bytes_to_client`.
+    run_ahead: u64,
 }
 
 impl Core {
@@ -140,6 +147,7 @@ impl Core {
             rewrites_notices,
             takes_rows,
             bytes_to_client: 0,
+            run_ahead: 0,
         }
     }
 
@@ -169,7 +177,7 @@ impl Core {
         if let HoldState::Waiting { phase } = self.hold {
             self.hold = match release {
                 Release::Run => HoldState::Released { phase },
-                Release::Refuse(r) => HoldState::Refused(r),
+                Release::Refuse(refusal) => HoldState::Refused { phase, refusal },
             };
         }
     }

@@ -138,6 +138,8 @@ impl Core {
                 run = 0;
             }
             let end = run + header.total_len;
+            // Bytes handled but not yet moved out count as sent (outcomes).
+            self.run_ahead = run as u64;
             let disposition = {
                 let frame =
                     FrameRef::new(&input[run..end]).ok_or_else(|| backend("invalid frame"))?;
@@ -244,15 +246,20 @@ impl Core {
             }
             b'C' | b'I' | b's' => {
                 // What the end-of-request hook reports, read only for it.
-                let (kind, sent, tag) = if self.wants_outcomes {
+                let (kind, sent, tag, id) = if self.wants_outcomes {
                     let tag = if frame.tag() == b'C' {
                         Some(command_tag(frame).map_err(backend)?)
                     } else {
                         None
                     };
-                    (self.front_kind(), self.tracker.front_sent(), tag)
+                    (
+                        self.front_kind(),
+                        self.tracker.front_sent(),
+                        tag,
+                        self.tracker.front_id(),
+                    )
                 } else {
-                    (None, None, None)
+                    (None, None, None, None)
                 };
                 self.tracker.answer(frame)?;
                 let replaced = match self.rows_to.take() {
@@ -260,9 +267,18 @@ impl Core {
                     None => None,
                 };
                 if self.wants_outcomes {
-                    self.report(kind, tag, None, sent);
+                    self.report(kind, id, tag, None, sent);
                 }
                 Ok(replaced.map_or(FORWARD, replace))
+            }
+            b'1' | b'2' if self.wants_outcomes => {
+                // A completed Parse or Bind ends its request too.
+                let kind = self.front_kind();
+                let id = self.tracker.front_id();
+                let sent = self.tracker.front_sent();
+                self.tracker.answer(frame)?;
+                self.report(kind, id, None, None, sent);
+                Ok(FORWARD)
             }
             b'T' => {
                 if self.tracker.answer(frame)? == Event::ResultStart {
@@ -292,6 +308,7 @@ impl Core {
     fn server_error(&mut self, frame: FrameRef<'_>) -> Result<Disposition, CoreError> {
         let kind = self.front_kind();
         let sent = self.tracker.front_sent();
+        let id = self.tracker.front_id();
         let summary = error_summary(frame);
         let Event::Error { refusal } = self.tracker.answer(frame)? else {
             return Err(backend("ErrorResponse not taken as an error"));
@@ -327,7 +344,7 @@ impl Core {
                 (_, Some(s)) => s.sqlstate,
                 _ => *b"08P01",
             };
-            self.report(kind, None, Some(&code), sent);
+            self.report(kind, id, None, Some(&code), sent);
         }
         if fatal {
             // The server ends the session: pgward's own pending notices
@@ -363,18 +380,22 @@ impl Core {
     fn report(
         &mut self,
         kind: Option<RequestKind>,
+        request_id: Option<u64>,
         tag: Option<&[u8]>,
         sqlstate: Option<&[u8]>,
         sent: Option<std::time::Instant>,
     ) {
-        let Some(kind) = kind else { return };
+        let (Some(kind), Some(request_id)) = (kind, request_id) else {
+            return;
+        };
         let outcome = Outcome {
+            request_id,
             kind,
             tag,
             rows: tag.and_then(tag_rows),
             sqlstate,
             duration: sent.map(|s| s.elapsed()),
-            bytes_to_client: self.bytes_to_client,
+            bytes_to_client: self.bytes_to_client + self.run_ahead,
         };
         for phase in &mut self.phases {
             if phase.wants_outcomes() {

@@ -1,0 +1,294 @@
+//! The audit trail (docs/audit.md): one record per statement and per
+//! session start and end, chained by hash, with signed checkpoints.
+//!
+//! - `event`: what a record says.
+//! - `params`: Bind parameters, redacted, in full or keyed-hashed.
+//! - `phase`: the session phase that makes statement records.
+//! - `queue`: the bounded queue (reservations for fail-closed identities).
+//! - `writer`, `files`: the writer thread, the chained files.
+//! - [`chain`]: the hash chain and Ed25519 checkpoints.
+//! - [`verify`]: the verifier behind `pgward audit verify`.
+
+pub mod chain;
+pub mod event;
+mod files;
+mod params;
+pub(crate) mod phase;
+mod queue;
+pub mod verify;
+mod writer;
+
+use crate::config::audit::{AuditConfig, OnFull};
+use crate::mask::rules::MaskConfig;
+use crate::policy::rules::{Action, DefaultAction, Identity};
+use crate::policy::Policy;
+use crate::session::phases::SessionInfo;
+use arc_swap::ArcSwap;
+use event::{Event, Record, SessionFields};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use phase::AUDIT_UNAVAILABLE;
+
+/// The audit trail could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The signing key.
+    #[error("audit.signing_key_file: {0}")]
+    Key(#[from] chain::KeyError),
+    /// The sink could not be opened.
+    #[error("audit: cannot open the sink: {0}")]
+    Sink(std::io::Error),
+}
+
+/// The audit trail shared by all sessions.
+pub struct Audit {
+    config: AuditConfig,
+    queue: Arc<queue::Queue>,
+    params: params::ParamPolicy,
+    masking: Arc<ArcSwap<MaskConfig>>,
+    policy: Arc<ArcSwap<Policy>>,
+    /// The rule-set version in force (the gateway sets it on reload).
+    rules_version: AtomicU64,
+    written: Arc<writer::Written>,
+    signer: Mutex<Option<chain::Signer>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    last_drop_log: Mutex<Option<Instant>>,
+}
+
+/// What a session's phase counts, for its end record.
+#[derive(Debug, Default)]
+pub(crate) struct SessionCounters {
+    pub(crate) statements: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records queued or reserved now.
+    pub queue_depth: usize,
+    /// Records dropped because the queue was full.
+    pub dropped: u64,
+    /// Records written.
+    pub written: u64,
+    /// Failed writes.
+    pub write_errors: u64,
+}
+
+impl Audit {
+    /// Checks the key; nothing is written until [`Audit::start`].
+    pub fn new(
+        config: AuditConfig,
+        masking: Arc<ArcSwap<MaskConfig>>,
+        policy: Arc<ArcSwap<Policy>>,
+    ) -> Result<Self, AuditError> {
+        let signer = match &config.signing_key_file {
+            Some(path) => Some(chain::Signer::load(path)?),
+            None => None,
+        };
+        Ok(Self {
+            queue: queue::Queue::new(config.queue_capacity),
+            params: params::ParamPolicy {
+                mode: config.parameters.clone(),
+                key: config
+                    .parameter_key
+                    .as_ref()
+                    .map(|k| k.expose().as_bytes().to_vec()),
+            },
+            config,
+            masking,
+            policy,
+            rules_version: AtomicU64::new(1),
+            written: Arc::default(),
+            signer: Mutex::new(signer),
+            thread: Mutex::new(None),
+            last_drop_log: Mutex::new(None),
+        })
+    }
+
+    /// Opens the sink and starts the writer thread (once).
+    pub fn start(&self) -> Result<(), AuditError> {
+        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if thread.is_some() {
+            return Ok(());
+        }
+        let mut head = chain::Head::genesis();
+        let sink = writer::Sink::open(&self.config, &mut head).map_err(AuditError::Sink)?;
+        let signer = self.signer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (queue, written) = (Arc::clone(&self.queue), Arc::clone(&self.written));
+        let interval = self.config.checkpoint_interval;
+        *thread = Some(
+            std::thread::Builder::new()
+                .name("pgward-audit".into())
+                .spawn(move || writer::run(queue, sink, head, signer, interval, written))
+                .map_err(AuditError::Sink)?,
+        );
+        Ok(())
+    }
+
+    /// Stops taking records, writes what is queued and the closing
+    /// checkpoint, and waits for the writer.
+    pub async fn close(&self) {
+        self.queue.close();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            queue_depth: self.queue.depth(),
+            dropped: self.queue.dropped.load(Ordering::Relaxed),
+            written: self.written.records.load(Ordering::Relaxed),
+            write_errors: self.written.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A reload was accepted: later statements carry `version`.
+    pub fn reloaded(&self, version: u64) {
+        self.rules_version.store(version, Ordering::Relaxed);
+        self.shed(Record::now(Event::Reload {
+            rules_version: version,
+        }));
+    }
+
+    /// Queues a record if there is room; a dropped one is counted and
+    /// logged (at most once a second, with the count so far).
+    fn shed(&self, record: Record) {
+        if self.queue.send_or_drop(record) {
+            return;
+        }
+        let mut last = self.last_drop_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+            *last = Some(Instant::now());
+            tracing::error!(
+                dropped = self.queue.dropped.load(Ordering::Relaxed),
+                "audit queue full: record dropped (identity's audit policy is shed)"
+            );
+        }
+    }
+
+    /// Whether `who`'s statements wait for room (fail closed) rather than
+    /// shed records when the queue is full.
+    pub fn fail_closed_for(&self, who: &Identity) -> bool {
+        let in_any = |groups: &[String]| who.groups.iter().any(|g| groups.contains(g));
+        if in_any(&self.config.fail_closed_groups) {
+            return true;
+        }
+        if in_any(&self.config.shed_groups) {
+            return false;
+        }
+        match self.config.on_full {
+            OnFull::FailClosed => true,
+            OnFull::Shed => false,
+            OnFull::Auto => {
+                let masked = self.masking.load().rules.iter().any(|r| r.applies_to(who));
+                let policy = self.policy.load();
+                let approval = policy.rules.default_action == DefaultAction::RequireApproval
+                    || policy
+                        .rules
+                        .rules
+                        .iter()
+                        .any(|r| r.action == Action::RequireApproval && r.applies_to(who));
+                masked || approval
+            }
+        }
+    }
+
+    /// A session starts: its start record is queued (a fail-closed one
+    /// waits for room, with a slot kept for its end record) and its phase
+    /// is made.
+    pub(crate) async fn session(
+        self: &Arc<Self>,
+        info: &SessionInfo,
+    ) -> Result<(SessionAudit, phase::AuditPhase), crate::error::SessionError> {
+        let fields = Arc::new(SessionFields {
+            session: info.id,
+            user: info.identity.user.clone(),
+            groups: info.identity.groups.clone(),
+            role: info.role.clone(),
+            client: info.client.map(|c| c.to_string()),
+            database: info.database.clone(),
+            upstream: info.upstream.clone(),
+            application_name: info.application_name.clone(),
+        });
+        let fail_closed = self.fail_closed_for(&info.identity);
+        let start = Record::now(Event::SessionStart {
+            session: event::Shared(Arc::clone(&fields)),
+        });
+        let end_slot = if fail_closed {
+            let mut slots = self
+                .queue
+                .reserve(2, self.config.full_timeout)
+                .await
+                .ok_or(crate::error::SessionError::AuditUnavailable)?;
+            let end = slots.pop();
+            if let Some(s) = slots.pop() {
+                s.send(start);
+            }
+            end
+        } else {
+            self.shed(start);
+            None
+        };
+        let counters = Arc::new(SessionCounters::default());
+        let phase = phase::AuditPhase::new(
+            Arc::clone(self),
+            Arc::clone(&fields),
+            info.identity.clone(),
+            fail_closed,
+            Arc::clone(&counters),
+        );
+        Ok((
+            SessionAudit {
+                audit: Arc::clone(self),
+                fields,
+                end_slot,
+                counters,
+                started: Instant::now(),
+                ended: false,
+            },
+            phase,
+        ))
+    }
+}
+
+/// A session's end record, to be written when it ends.
+pub(crate) struct SessionAudit {
+    audit: Arc<Audit>,
+    fields: Arc<SessionFields>,
+    end_slot: Option<queue::Slot>,
+    counters: Arc<SessionCounters>,
+    started: Instant,
+    ended: bool,
+}
+
+impl SessionAudit {
+    /// The session ended, for `reason`.
+    pub(crate) fn ended(&mut self, reason: &str) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let record = Record::now(Event::SessionEnd {
+            session: event::Shared(Arc::clone(&self.fields)),
+            reason: reason.to_owned(),
+            statements: self.counters.statements.load(Ordering::Relaxed),
+            bytes_sent: self.counters.bytes.load(Ordering::Relaxed),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
+        match self.end_slot.take() {
+            Some(slot) => slot.send(record),
+            None => self.audit.shed(record),
+        }
+    }
+}
+
+impl Drop for SessionAudit {
+    fn drop(&mut self) {
+        self.ended("session ended before its relay began");
+    }
+}

@@ -1,0 +1,158 @@
+//! The audit writer: one thread that drains the queue, chains each record,
+//! writes it to the sink, and writes signed checkpoints at the configured
+//! interval, at rotation and when pgward stops.
+//!
+//! A thread rather than a task: file writes and `fsync` block, and the
+//! relay's workers must never wait on a disk.
+
+use super::chain::{Head, Signer};
+use super::files::{Rotation, Trail};
+use super::queue::Queue;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where chained lines go.
+pub(crate) enum Sink {
+    /// Rotated files.
+    Files(Trail),
+    /// Standard output.
+    Stdout,
+}
+
+impl Sink {
+    /// Opens the sink: for files, a new file continuing the directory's
+    /// chain; for stdout, a new chain with its header.
+    pub(crate) fn open(
+        config: &crate::config::audit::AuditConfig,
+        head: &mut Head,
+    ) -> std::io::Result<Self> {
+        use crate::config::audit::AuditSink;
+        match &config.sink {
+            AuditSink::Files(dir) => {
+                let rotation = Rotation {
+                    size: config.rotate_size,
+                    age: config.rotate_interval,
+                    retain: config.retain_files,
+                };
+                Ok(Self::Files(Trail::open(dir, rotation, head)?))
+            }
+            AuditSink::Stdout => {
+                let object = format!(
+                    "{{\"type\":\"file\",\"time\":\"{}\",\"file\":1,\"oldest\":1}}",
+                    super::event::rfc3339(std::time::SystemTime::now())
+                );
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", head.chain(&object))?;
+                out.flush()?;
+                Ok(Self::Stdout)
+            }
+        }
+    }
+}
+
+/// What the writer has done, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// Records written.
+    pub(crate) records: AtomicU64,
+    /// Failed writes (each logged).
+    pub(crate) errors: AtomicU64,
+}
+
+/// Runs the writer until the queue is closed and drained.
+pub(crate) fn run(
+    queue: Arc<Queue>,
+    mut sink: Sink,
+    mut head: Head,
+    signer: Option<Signer>,
+    interval: Duration,
+    written: Arc<Written>,
+) {
+    let mut next_checkpoint = Instant::now() + interval;
+    let mut stdout_dirty = false;
+    loop {
+        let (batch, closed) = queue.take(next_checkpoint);
+        let result: std::io::Result<()> = (|| {
+            match &mut sink {
+                Sink::Files(trail) => {
+                    for record in &batch {
+                        trail.line(&head.chain(&record.to_json()))?;
+                        if trail.due() {
+                            if let Some(signer) = &signer {
+                                trail.rotate(&mut head, signer)?;
+                            }
+                        }
+                    }
+                    trail.flush()?;
+                }
+                Sink::Stdout => {
+                    let mut out = std::io::stdout().lock();
+                    for record in &batch {
+                        writeln!(out, "{}", head.chain(&record.to_json()))?;
+                    }
+                    out.flush()?;
+                    stdout_dirty |= !batch.is_empty();
+                }
+            }
+            written
+                .records
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let now = Instant::now();
+            if now >= next_checkpoint || closed {
+                next_checkpoint = now + interval;
+                let reason = if closed { "close" } else { "interval" };
+                checkpoint(
+                    &mut sink,
+                    &mut head,
+                    signer.as_ref(),
+                    reason,
+                    &mut stdout_dirty,
+                    closed,
+                )?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            written.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, records = batch.len(), "audit write failed");
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// A checkpoint where one is due: always at close, else only when lines
+/// were written since the last one.
+fn checkpoint(
+    sink: &mut Sink,
+    head: &mut Head,
+    signer: Option<&Signer>,
+    reason: &str,
+    stdout_dirty: &mut bool,
+    closing: bool,
+) -> std::io::Result<()> {
+    let Some(signer) = signer else { return Ok(()) };
+    match sink {
+        Sink::Files(trail) => {
+            if trail.dirty() || closing {
+                trail.checkpoint(head, signer, reason)?;
+            }
+        }
+        Sink::Stdout => {
+            if *stdout_dirty || closing {
+                let fields = format!(
+                    "\"time\":\"{}\",\"file\":1,\"reason\":\"{reason}\"",
+                    super::event::rfc3339(std::time::SystemTime::now())
+                );
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", head.checkpoint(signer, &fields))?;
+                out.flush()?;
+                *stdout_dirty = false;
+            }
+        }
+    }
+    Ok(())
+}
