@@ -44,6 +44,8 @@ pub struct Gateway {
     reload_lock: std::sync::Mutex<()>,
     /// The audit trail, when `[audit]` is on.
     pub audit: Option<Arc<crate::record::Audit>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::admin::Metrics>,
 }
 
 /// The statement rules and mask rules in force, as one value.
@@ -163,6 +165,7 @@ impl Gateway {
         };
         Ok(Self {
             audit,
+            metrics: Arc::default(),
             config,
             upstreams,
             tls,
@@ -205,6 +208,16 @@ impl Gateway {
     /// together for every session's next message. Otherwise the rules in
     /// force stay.
     pub fn reload(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
+        let result = self.reload_from(path);
+        let counter = match result {
+            Ok(_) => &self.metrics.reloads,
+            Err(_) => &self.metrics.reload_failures,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    fn reload_from(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
         let new = Config::load(path)?;
         // A poisoned lock only means an earlier reload panicked; the state
         // it guards (the version sequence) is still consistent.

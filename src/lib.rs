@@ -12,6 +12,7 @@
 //! - `sql`: libpg_query glue shared by the tracker, policy and masking.
 //! - [`sqlstate`]: the SQLSTATEs pgward sends, by name.
 //! - [`mask`]: mask strategies and the DataRow rewrite (pure).
+//! - [`admin`]: the admin HTTP listener: metrics, health, sessions, reload.
 //! - [`record`]: the audit trail: records, hash chain, signed checkpoints,
 //!   the writer and the verifier.
 //! - `io`: sockets (plain or TLS) and a frame-reading buffer.
@@ -32,6 +33,7 @@
 //!                  server frames -> tracker (paired with requests) -> phases -> client
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;

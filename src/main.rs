@@ -161,14 +161,36 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let server = Server::bind(gateway).await.context("cannot listen")?;
     tokio::spawn(pgward::server::reload_rules_on_hangup(
         server.gateway(),
-        path,
+        path.clone(),
     ));
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Some(admin) = &server.gateway().config.admin {
+        let listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("admin.listen: cannot listen on {}", admin.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin API listening");
+        let router = pgward::admin::router(pgward::admin::AdminState {
+            gw: server.gateway(),
+            config_path: Some(path),
+            ready: std::sync::Arc::clone(&ready),
+        });
+        tokio::spawn(async move {
+            if let Err(e) = pgward::admin::serve(listener, router, std::future::pending()).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
     tracing::info!(
         addr = %server.local_addr()?,
         rules_version = server.gateway().rules_version(),
         "pgward listening"
     );
-    server.run(shutdown_signal()).await;
+    server
+        .run(async move {
+            shutdown_signal().await;
+            ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await;
     Ok(())
 }
 

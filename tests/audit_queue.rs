@@ -63,7 +63,10 @@ async fn a_full_queue_fails_closed_or_sheds_per_group() {
     let log = Arc::new(Mutex::new(String::new()));
     let log_writer = Arc::clone(&log);
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             log_writer.lock().unwrap().push_str(&(line + "\n"));
         }
     });
@@ -76,7 +79,10 @@ async fn a_full_queue_fails_closed_or_sheds_per_group() {
     let padding = "x".repeat(4000);
     let mut ran = 0u32;
     let refused = loop {
-        match alice.simple_query(&format!("SELECT '{padding}' AS n{ran}")).await {
+        match alice
+            .simple_query(&format!("SELECT '{padding}' AS n{ran}"))
+            .await
+        {
             Ok(_) => ran += 1,
             Err(e) => break e,
         }
@@ -93,16 +99,24 @@ async fn a_full_queue_fails_closed_or_sheds_per_group() {
         .await
         .expect("bob connects");
     for _ in 0..5 {
-        bob.simple_query("SELECT 'bob'").await.expect("shed identity runs");
+        bob.simple_query("SELECT 'bob'")
+            .await
+            .expect("shed identity runs");
     }
     for _ in 0..200 {
-        if log.lock().unwrap().contains("audit queue full: record dropped") {
+        if log
+            .lock()
+            .unwrap()
+            .contains("audit queue full: record dropped")
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(
-        log.lock().unwrap().contains("audit queue full: record dropped"),
+        log.lock()
+            .unwrap()
+            .contains("audit queue full: record dropped"),
         "{}",
         log.lock().unwrap()
     );
@@ -115,7 +129,11 @@ async fn a_full_queue_fails_closed_or_sheds_per_group() {
     });
     let mut again = false;
     for _ in 0..100 {
-        if alice.simple_query(&format!("SELECT '{padding}' AS n{ran}")).await.is_ok() {
+        if alice
+            .simple_query(&format!("SELECT '{padding}' AS n{ran}"))
+            .await
+            .is_ok()
+        {
             ran += 1;
             again = true;
             break;
@@ -138,7 +156,10 @@ async fn a_full_queue_fails_closed_or_sheds_per_group() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["type"] == "statement" && v["user"] == "alice" && v["decision"] == "allowed")
         .count();
-    assert_eq!(recorded as u32, ran, "a fail-closed statement ran without its record");
+    assert_eq!(
+        recorded as u32, ran,
+        "a fail-closed statement ran without its record"
+    );
     let file = dir.path().join("pgward-audit-00000001.jsonl");
     std::fs::write(&file, &text).expect("write");
     let key = pgward::record::chain::PublicKey::load(&dir.path().join("k.pub")).expect("key");

@@ -3,6 +3,7 @@
 //! Every error names the field it is about, e.g.
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
+pub mod admin;
 pub mod audit;
 pub(crate) mod masking;
 pub mod policy;
@@ -94,6 +95,8 @@ pub struct Config {
     pub masking: Arc<crate::mask::rules::MaskConfig>,
     /// The audit trail, when on.
     pub audit: Option<audit::AuditConfig>,
+    /// The admin listener, when on.
+    pub admin: Option<admin::AdminConfig>,
     /// Top-level sections the file wrote out (`server`, `policy`, ...): a
     /// reload may not drop one of them and fall back to defaults.
     pub sections: std::collections::BTreeSet<String>,
@@ -260,7 +263,9 @@ impl Config {
         let policy = Arc::new(policy::compile(&raw.policy)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
         let audit = audit::audit_from_raw(&raw.audit, base)?;
+        let admin = admin::admin_from_raw(&raw.admin)?;
         Ok(Self {
+            admin,
             server,
             upstreams,
             databases,

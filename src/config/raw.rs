@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// The audit trail. Default: off.
     #[serde(default)]
     pub audit: super::audit::RawAudit,
+    /// The admin HTTP listener. Default: off.
+    #[serde(default)]
+    pub admin: super::admin::RawAdmin,
 }
 
 /// `[masking]`: which columns reach which identities masked.

@@ -48,6 +48,9 @@ pub fn reload_refusal(
     if running.audit != new.audit {
         return Some(restart("[audit]"));
     }
+    if running.admin != new.admin {
+        return Some(restart("[admin]"));
+    }
     None
 }
 

@@ -47,6 +47,11 @@ pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<S
     match run(tcp, peer, &gw, shutdown).await {
         Ok(()) => tracing::debug!(?peer, "session ended"),
         Err(e) => {
+            if matches!(e, SessionError::BackendUnavailable { .. }) {
+                gw.metrics
+                    .backend_connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::info!(?peer, origin = ?e.origin(), error = %e, "session ended with error")
         }
     }

@@ -87,6 +87,11 @@ pub(crate) async fn build(
     for factory in gw.phase_factories() {
         phases.push(factory(info));
     }
+    if gw.config.admin.is_some() {
+        phases.push(Box::new(crate::admin::metrics::MetricsPhase::new(
+            Arc::clone(&gw.metrics),
+        )));
+    }
     // Last, so it records what every phase before it decided.
     let audit = match &gw.audit {
         Some(audit) => {
