@@ -46,6 +46,9 @@ pub struct Gateway {
     pub audit: Option<Arc<crate::record::Audit>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::admin::Metrics>,
+    /// The file the configuration came from, once known (the admin
+    /// console's RELOAD reads it).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// The statement rules and mask rules in force, as one value.
@@ -166,6 +169,7 @@ impl Gateway {
         Ok(Self {
             audit,
             metrics: Arc::default(),
+            config_path: std::sync::OnceLock::new(),
             config,
             upstreams,
             tls,

@@ -158,6 +158,7 @@ fn audit(command: AuditCmd) -> anyhow::Result<()> {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).context("invalid configuration")?;
     let gateway = Gateway::new(config).context("invalid configuration")?;
+    let _ = gateway.config_path.set(path.clone());
     let server = Server::bind(gateway).await.context("cannot listen")?;
     tokio::spawn(pgward::server::reload_rules_on_hangup(
         server.gateway(),

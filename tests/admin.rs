@@ -220,3 +220,81 @@ async fn sessions_are_listed_and_terminated_and_reload_returns_the_version() {
     assert_eq!(v["version"], 2);
     assert_eq!(pw.gateway.rules_version(), 2);
 }
+
+/// psql against the admin console as `user`: (success, stdout, stderr).
+fn psql_console(pw: &Pgward, user: &str, password: &str, sql: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user={user} dbname=pgward sslmode=disable",
+            pw.addr.port()
+        ))
+        .args(["-X", "-c", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_on_the_admin_console_shows_tables_and_kill_ends_a_session() {
+    let (pw, _addr, dir) = start(Backend::shared()).await;
+    let _ = pw.gateway.config_path.set(dir.path().join("pgward.toml"));
+    let client = pw.connect().await;
+    client.simple_query("SELECT 1").await.expect("select");
+    let id = pw.gateway.registry.list()[0].id;
+
+    let (ok, out, err) = psql_console(&pw, "root", ROOT_PASSWORD, "SHOW SESSIONS");
+    assert!(ok, "{err}");
+    assert!(out.contains(" id ") && out.contains("backend_pid"), "{out}");
+    assert!(
+        out.contains(support::USER) && out.contains(support::DB),
+        "{out}"
+    );
+    assert!(out.contains("(1 row)"), "{out}");
+
+    let (ok, out, err) = psql_console(&pw, "root", ROOT_PASSWORD, "SHOW STATS");
+    assert!(ok, "{err}");
+    assert!(out.contains("statements_ok"), "{out}");
+    let (ok, out, err) = psql_console(&pw, "root", ROOT_PASSWORD, "show rules;");
+    assert!(ok, "{err}");
+    assert!(out.contains("no-sleeping") && out.contains("deny"), "{out}");
+    let (ok, _, err) = psql_console(&pw, "root", ROOT_PASSWORD, "SHOW APPROVALS");
+    assert!(!ok && err.contains("approvals are not configured"), "{err}");
+    let (ok, _, err) = psql_console(&pw, "root", ROOT_PASSWORD, "DROP TABLE x");
+    assert!(!ok && err.contains("try SHOW HELP"), "{err}");
+
+    let (ok, out, err) = psql_console(&pw, "root", ROOT_PASSWORD, "RELOAD");
+    assert!(ok, "{err}");
+    assert!(out.contains("version") && out.contains(" 2 "), "{out}");
+    assert_eq!(pw.gateway.rules_version(), 2);
+
+    let (ok, _, err) = psql_console(&pw, "root", ROOT_PASSWORD, &format!("KILL {id}"));
+    assert!(ok, "{err}");
+    for _ in 0..200 {
+        if pw.gateway.registry.list().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        pw.gateway.registry.list().is_empty(),
+        "KILL ended the session"
+    );
+    assert!(client.simple_query("SELECT 1").await.is_err());
+
+    // Not an admin identity: refused after authentication.
+    let (ok, _, err) = psql_console(&pw, support::USER, support::PASSWORD, "SHOW SESSIONS");
+    assert!(
+        !ok && err.contains("permission denied for database \"pgward\""),
+        "{err}"
+    );
+    let (ok, _, err) = psql_console(&pw, "root", "wrong", "SHOW SESSIONS");
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+}

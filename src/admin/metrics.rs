@@ -50,6 +50,15 @@ impl Metrics {
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
+    /// Refusals so far, all kinds together.
+    pub fn refusal_count(&self) -> u64 {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+
     fn refused(&self, sqlstate: &str, rule: &str, by: &str) {
         let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
         *r.entry((sqlstate.into(), rule.into(), by.into()))

@@ -9,7 +9,9 @@
 //! the same way.
 //!
 //! - `metrics`: the counters and their text format.
+//! - `console`: the same over the PostgreSQL protocol (database `pgward`).
 
+pub mod console;
 pub mod metrics;
 
 use crate::gateway::Gateway;

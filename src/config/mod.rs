@@ -264,6 +264,12 @@ impl Config {
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
         let audit = audit::audit_from_raw(&raw.audit, base)?;
         let admin = admin::admin_from_raw(&raw.admin)?;
+        if admin.is_some() && databases.contains_key(crate::admin::console::DATABASE) {
+            return Err(field_err(
+                "databases.pgward",
+                "is the admin console's database while [admin] is on; name it differently",
+            ));
+        }
         Ok(Self {
             admin,
             server,

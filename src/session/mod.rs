@@ -78,6 +78,9 @@ async fn run(
         } => return forward_cancel(gw, conn, process_id, secret_key).await,
         Opening::Session { conn, startup } => (conn, startup),
     };
+    if crate::admin::console::wanted(gw, &startup) {
+        return crate::admin::console::serve(conn, &startup, gw, deadline).await;
+    }
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
         .unwrap_or(Err(SessionError::StartupTimeout));
