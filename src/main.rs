@@ -75,6 +75,16 @@ enum AuditCmd {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print the session and statement records as JSON lines in another
+    /// format (run `audit verify` first: export does not check the chain).
+    Export {
+        /// The format: `ocsf` (OCSF Datastore Activity events).
+        #[arg(long)]
+        format: String,
+        /// Audit files, or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -151,6 +161,17 @@ fn audit(command: AuditCmd) -> anyhow::Result<()> {
                 }
                 Err(problem) => anyhow::bail!("audit trail check failed: {problem}"),
             }
+        }
+        AuditCmd::Export { format, paths } => {
+            anyhow::ensure!(format == "ocsf", "--format: {format:?} is not one of: ocsf");
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for record in pgward::record::read_trail(&paths)? {
+                if let Some(event) = pgward::record::ocsf::to_ocsf(&record) {
+                    writeln!(out, "{event}")?;
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -207,6 +207,26 @@ async fn sessions_and_statements_are_recorded_and_the_trail_verifies() {
         .expect("readable")
         .expect("an untouched trail verifies");
     assert!(verified.checkpoints >= 1);
+
+    // OCSF export: one event per session and statement record.
+    let out = Command::new(BIN)
+        .args(["audit", "export", "--format", "ocsf"])
+        .arg(trail.files())
+        .output()
+        .expect("export");
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(events.len(), records.len() + starts + ends.len());
+    assert!(events.iter().all(|e| e["class_uid"] == 6005));
+    let refused_event = events
+        .iter()
+        .find(|e| e["query_info"]["query_string"] == "SELECT pg_sleep(0)")
+        .expect("refused statement exported");
+    assert_eq!(refused_event["status_id"], 2);
+    assert_eq!(refused_event["unmapped"]["rule"], "no-sleeping");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

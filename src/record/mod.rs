@@ -8,10 +8,12 @@
 //! - `writer`, `files`: the writer thread, the chained files.
 //! - [`chain`]: the hash chain and Ed25519 checkpoints.
 //! - [`verify`]: the verifier behind `pgward audit verify`.
+//! - [`ocsf`]: `pgward audit export --format ocsf`.
 
 pub mod chain;
 pub mod event;
 mod files;
+pub mod ocsf;
 mod params;
 pub(crate) mod phase;
 mod queue;
@@ -30,6 +32,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use phase::AUDIT_UNAVAILABLE;
+
+/// The lines of the audit files in `paths` (files, or directories of
+/// them), in file order, parsed; a line that does not parse is an error.
+pub fn read_trail(paths: &[std::path::PathBuf]) -> std::io::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let files = if p.is_dir() {
+            files::list(p)?.into_iter().map(|(_, f)| f).collect()
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            for (i, line) in std::fs::read_to_string(&f)?.lines().enumerate() {
+                let v = serde_json::from_str(line).map_err(|e| {
+                    std::io::Error::other(format!("{}:{}: {e}", f.display(), i + 1))
+                })?;
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// The audit trail could not be set up.
 #[derive(Debug, thiserror::Error)]
