@@ -30,7 +30,7 @@ impl Server {
         let listener = TcpListener::bind(gw.config.server.listen).await?;
         if let Some(audit) = &gw.audit {
             // Records are written from the first session on, or not at all.
-            audit.start().map_err(std::io::Error::other)?;
+            audit.start(&gw.upstreams).map_err(std::io::Error::other)?;
         }
         Ok(Self {
             gw: Arc::new(gw),

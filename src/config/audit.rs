@@ -12,13 +12,26 @@ pub struct RawAudit {
     /// Record every statement and session. Default `false`.
     #[serde(default)]
     pub enabled: bool,
-    /// `file` (JSON Lines files in `directory`) or `stdout`. Default `"file"`.
+    /// `file` (JSON Lines files in `directory`), `stdout`, or `postgres` (a
+    /// table on one of the upstreams). Default `"file"`.
     #[serde(default)]
     pub sink: Option<String>,
     /// Directory of the audit files (file sink). Default `"audit"`, relative
     /// to the config file.
     #[serde(default)]
     pub directory: Option<PathBuf>,
+    /// `postgres` sink: the upstream (its database and credentials) that
+    /// holds the table. Required for `postgres`.
+    #[serde(default)]
+    pub postgres_upstream: Option<String>,
+    /// `postgres` sink: the table (created if missing). Default
+    /// `"pgward_audit"`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// `postgres` sink: this instance's name; each instance keeps its own
+    /// chain in the table. Required for `postgres`.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// Ed25519 private key (`pgward audit keygen`) that signs checkpoints.
     /// Required with the file sink; optional with stdout.
     #[serde(default)]
@@ -77,6 +90,15 @@ pub enum AuditSink {
     Files(PathBuf),
     /// Standard output, one record a line.
     Stdout,
+    /// A table on an upstream, one row a line, one chain per instance.
+    Postgres {
+        /// The upstream's name.
+        upstream: String,
+        /// The table.
+        table: String,
+        /// This instance's name.
+        instance: String,
+    },
 }
 
 /// How Bind parameters are written.
@@ -151,18 +173,50 @@ pub(crate) fn audit_from_raw(
             raw.directory.clone().unwrap_or_else(|| "audit".into()),
         )),
         "stdout" => AuditSink::Stdout,
+        "postgres" => {
+            let upstream = raw.postgres_upstream.clone().ok_or_else(|| {
+                field_err(
+                    "audit.postgres_upstream",
+                    "required with sink = \"postgres\"",
+                )
+            })?;
+            let table = raw.table.clone().unwrap_or_else(|| "pgward_audit".into());
+            let plain = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 63
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && !s.as_bytes()[0].is_ascii_digit()
+            };
+            if !plain(&table) {
+                return Err(field_err(
+                    "audit.table",
+                    "must be a plain lower-case name (letters, digits, _), at most 63 bytes",
+                ));
+            }
+            let instance = raw
+                .instance
+                .clone()
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| field_err("audit.instance", "required with sink = \"postgres\""))?;
+            AuditSink::Postgres {
+                upstream,
+                table,
+                instance,
+            }
+        }
         other => {
             return Err(field_err(
                 "audit.sink",
-                format!("{other:?} is not one of file, stdout"),
+                format!("{other:?} is not one of file, stdout, postgres"),
             ))
         }
     };
     let signing_key_file = raw.signing_key_file.clone().map(|p| resolve(base, p));
-    if signing_key_file.is_none() && matches!(sink, AuditSink::Files(_)) {
+    if signing_key_file.is_none() && !matches!(sink, AuditSink::Stdout) {
         return Err(field_err(
             "audit.signing_key_file",
-            "required with the file sink (make one with `pgward audit keygen`)",
+            "required with the file and postgres sinks (make one with `pgward audit keygen`)",
         ));
     }
     let parameters = match raw.parameters.as_deref().unwrap_or("redacted") {

@@ -263,6 +263,18 @@ impl Config {
         let policy = Arc::new(policy::compile(&raw.policy)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
         let audit = audit::audit_from_raw(&raw.audit, base)?;
+        if let Some(audit::AuditConfig {
+            sink: audit::AuditSink::Postgres { upstream, .. },
+            ..
+        }) = &audit
+        {
+            if !upstreams.contains_key(upstream) {
+                return Err(field_err(
+                    "audit.postgres_upstream",
+                    format!("names upstream {upstream:?}, which is not defined"),
+                ));
+            }
+        }
         let admin = admin::admin_from_raw(&raw.admin)?;
         if admin.is_some() && databases.contains_key(crate::admin::console::DATABASE) {
             return Err(field_err(

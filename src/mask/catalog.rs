@@ -164,7 +164,10 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {
 const MAX_CATALOG_REPLY: usize = 256 << 20;
 
 /// Runs one simple query; every value as text (catalog columns are never NULL here).
-async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, CatalogError> {
+pub(crate) async fn query(
+    conn: &mut FramedStream,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, CatalogError> {
     let mut out = BytesMut::new();
     encode::query(&mut out, sql);
     conn.send(&out)

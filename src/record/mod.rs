@@ -15,6 +15,7 @@ pub mod event;
 mod files;
 pub mod ocsf;
 mod params;
+mod pg;
 pub(crate) mod phase;
 mod queue;
 pub mod verify;
@@ -132,23 +133,48 @@ impl Audit {
         })
     }
 
-    /// Opens the sink and starts the writer thread (once).
-    pub fn start(&self) -> Result<(), AuditError> {
+    /// Opens the sink and starts the writer thread (once); `upstreams`
+    /// for the postgres sink.
+    pub fn start(
+        &self,
+        upstreams: &std::collections::BTreeMap<String, crate::auth::backend::Upstream>,
+    ) -> Result<(), AuditError> {
         let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
         if thread.is_some() {
             return Ok(());
         }
-        let mut head = chain::Head::genesis();
-        let sink = writer::Sink::open(&self.config, &mut head).map_err(AuditError::Sink)?;
         let signer = self.signer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (queue, written) = (Arc::clone(&self.queue), Arc::clone(&self.written));
         let interval = self.config.checkpoint_interval;
-        *thread = Some(
-            std::thread::Builder::new()
-                .name("pgward-audit".into())
-                .spawn(move || writer::run(queue, sink, head, signer, interval, written))
-                .map_err(AuditError::Sink)?,
-        );
+        let (config, upstreams) = (self.config.clone(), upstreams.clone());
+        // The sink is opened on the writer's thread (the postgres sink runs
+        // its own small runtime there); startup waits for the outcome, so
+        // a sink that cannot be opened stops pgward from serving.
+        let (opened_tx, opened) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
+            .name("pgward-audit".into())
+            .spawn(move || {
+                let mut head = chain::Head::genesis();
+                match writer::Sink::open(&config, &mut head, &upstreams) {
+                    Ok(sink) => {
+                        let _ = opened_tx.send(Ok(()));
+                        writer::run(queue, sink, head, signer, interval, written);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(AuditError::Sink)?;
+        match opened.recv() {
+            Ok(Ok(())) => *thread = Some(handle),
+            Ok(Err(e)) => return Err(AuditError::Sink(e)),
+            Err(_) => {
+                return Err(AuditError::Sink(std::io::Error::other(
+                    "the audit writer died",
+                )))
+            }
+        }
         Ok(())
     }
 

@@ -172,6 +172,11 @@ impl Queue {
         (batch, closed)
     }
 
+    /// Whether [`Queue::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// No more reservations; the writer ends once the queue is empty.
     pub(crate) fn close(&self) {
         self.lock().closed = true;

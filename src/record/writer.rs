@@ -19,6 +19,8 @@ pub(crate) enum Sink {
     Files(Trail),
     /// Standard output.
     Stdout,
+    /// A table on an upstream.
+    Postgres(super::pg::PgSink),
 }
 
 impl Sink {
@@ -27,9 +29,25 @@ impl Sink {
     pub(crate) fn open(
         config: &crate::config::audit::AuditConfig,
         head: &mut Head,
+        upstreams: &std::collections::BTreeMap<String, crate::auth::backend::Upstream>,
     ) -> std::io::Result<Self> {
         use crate::config::audit::AuditSink;
         match &config.sink {
+            AuditSink::Postgres {
+                upstream,
+                table,
+                instance,
+            } => {
+                let upstream = upstreams
+                    .get(upstream)
+                    .ok_or_else(|| std::io::Error::other(format!("no upstream {upstream:?}")))?;
+                Ok(Self::Postgres(super::pg::PgSink::open(
+                    upstream.clone(),
+                    table,
+                    instance,
+                    head,
+                )?))
+            }
             AuditSink::Files(dir) => {
                 let rotation = Rotation {
                     size: config.rotate_size,
@@ -71,7 +89,7 @@ pub(crate) fn run(
     written: Arc<Written>,
 ) {
     let mut next_checkpoint = Instant::now() + interval;
-    let mut stdout_dirty = false;
+    let mut dirty = false;
     loop {
         let (batch, closed) = queue.take(next_checkpoint);
         let result: std::io::Result<()> = (|| {
@@ -93,7 +111,11 @@ pub(crate) fn run(
                         writeln!(out, "{}", head.chain(&record.to_json()))?;
                     }
                     out.flush()?;
-                    stdout_dirty |= !batch.is_empty();
+                    dirty |= !batch.is_empty();
+                }
+                Sink::Postgres(pg) => {
+                    insert_until_done(pg, &mut head, &batch, &queue);
+                    dirty |= !batch.is_empty();
                 }
             }
             written
@@ -108,7 +130,7 @@ pub(crate) fn run(
                     &mut head,
                     signer.as_ref(),
                     reason,
-                    &mut stdout_dirty,
+                    &mut dirty,
                     closed,
                 )?;
             }
@@ -131,7 +153,7 @@ fn checkpoint(
     head: &mut Head,
     signer: Option<&Signer>,
     reason: &str,
-    stdout_dirty: &mut bool,
+    dirty: &mut bool,
     closing: bool,
 ) -> std::io::Result<()> {
     let Some(signer) = signer else { return Ok(()) };
@@ -141,8 +163,14 @@ fn checkpoint(
                 trail.checkpoint(head, signer, reason)?;
             }
         }
+        Sink::Postgres(pg) => {
+            if *dirty || closing {
+                pg.checkpoint(head, signer, reason)?;
+                *dirty = false;
+            }
+        }
         Sink::Stdout => {
-            if *stdout_dirty || closing {
+            if *dirty || closing {
                 let fields = format!(
                     "\"time\":\"{}\",\"file\":1,\"reason\":\"{reason}\"",
                     super::event::rfc3339(std::time::SystemTime::now())
@@ -150,9 +178,50 @@ fn checkpoint(
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{}", head.checkpoint(signer, &fields))?;
                 out.flush()?;
-                *stdout_dirty = false;
+                *dirty = false;
             }
         }
     }
     Ok(())
+}
+
+/// Inserts a batch into the table, retrying (every second, reconnecting)
+/// while the database is unavailable: meanwhile the queue fills and
+/// fail-closed statements wait. Once pgward is stopping, it gives up after
+/// a few tries (the records are logged as lost).
+fn insert_until_done(
+    pg: &mut super::pg::PgSink,
+    head: &mut Head,
+    batch: &[super::event::Record],
+    queue: &Queue,
+) {
+    let mut next = *head;
+    let lines: Vec<(u64, String)> = batch
+        .iter()
+        .map(|r| {
+            let seq = next.seq;
+            (seq, next.chain(&r.to_json()))
+        })
+        .collect();
+    let mut tries = 0u32;
+    loop {
+        match pg.insert(&lines) {
+            Ok(()) => {
+                *head = next;
+                return;
+            }
+            Err(e) => {
+                tries += 1;
+                tracing::error!(error = %e, records = lines.len(), tries, "audit insert failed; retrying");
+                if queue.is_closed() && tries >= 3 {
+                    tracing::error!(
+                        records = lines.len(),
+                        "audit records lost: pgward is stopping and the database is unavailable"
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
 }
