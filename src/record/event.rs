@@ -1,12 +1,12 @@
 //! Audit records: what one line of the trail says (docs/audit.md lists the
 //! fields). Built on the session's task, serialized on the writer's.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Who a session is, as every record of it repeats (built once a session).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SessionFields {
     /// Registry id of the session.
     pub session: u64,
@@ -17,19 +17,19 @@ pub struct SessionFields {
     /// The role the upstream session runs as (mapped role).
     pub role: String,
     /// Client address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
     /// Client database name.
     pub database: String,
     /// The upstream it maps to.
     pub upstream: String,
     /// The client's `application_name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
 }
 
 /// Whether a statement ran.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Every phase let it through.
@@ -42,52 +42,52 @@ pub enum Decision {
 }
 
 /// One statement and what became of it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StatementFields {
     /// The protocol message: `query`, `parse`, `bind` or `execute`.
-    pub message: String,
+    pub message: &'static str,
     /// For a multi-statement Query, the statement's place in it (0-based).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
     /// The statement text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub statement: Option<String>,
     /// Bind parameters, as `[audit] parameters` says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Vec<Option<String>>>,
     /// What pgward decided.
     pub decision: Decision,
     /// The phase that refused it (`rules`, `masking`, `audit`, `pgward`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_by: Option<String>,
     /// The rule named in the refusal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// The refusal's message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The phase that held it before it was decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
     /// How long it was held, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub held_ms: Option<u64>,
     /// Command tag (`SELECT 3`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// Rows, from the command tag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     /// Bytes sent to the client since the previous request's end.
     pub bytes_sent: u64,
     /// Microseconds from sending it to the server until its end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_us: Option<u64>,
     /// SQLSTATE when it failed or was refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sqlstate: Option<String>,
     /// Transaction status when it was sent: `idle`, `transaction`, `failed`.
-    pub tx_status: String,
+    pub tx_status: &'static str,
     /// The rule-set version in force when it was judged.
     pub rules_version: u64,
 }

@@ -342,3 +342,81 @@ impl Drop for SessionAudit {
         self.ended("session ended before its relay began");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::verifier::ScramVerifier;
+    use crate::config::Config;
+
+    fn audit(on_full: &str) -> Audit {
+        let v = ScramVerifier::generate("x");
+        let text = format!(
+            r#"[upstreams.db]
+host = "127.0.0.1"
+port = 5432
+user = "app"
+sslmode = "disable"
+
+[users.alice]
+scram_verifier = "{v}"
+groups = ["dev"]
+[users.bob]
+scram_verifier = "{v}"
+groups = ["support"]
+[users.carol]
+scram_verifier = "{v}"
+groups = ["ops", "dev"]
+
+[policy]
+[[policy.rules]]
+name = "ask"
+action = "require_approval"
+users = ["carol"]
+kinds = ["update"]
+
+[[masking.rules]]
+name = "m"
+columns = ["customers.email"]
+strategy = "redact"
+groups = ["support"]
+
+[audit]
+enabled = true
+sink = "stdout"
+on_full = "{on_full}"
+shed_groups = ["ops"]
+"#
+        );
+        let c = Config::parse(&text, std::path::Path::new("/tmp/pgward.toml")).expect("config");
+        Audit::new(
+            c.audit.clone().expect("audit on"),
+            Arc::new(ArcSwap::from(Arc::clone(&c.masking))),
+            Arc::new(ArcSwap::from_pointee(Policy::new(Arc::clone(&c.policy)))),
+        )
+        .expect("audit")
+    }
+
+    fn who(user: &str, groups: &[&str]) -> Identity {
+        Identity::new(
+            user.to_owned(),
+            groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn auto_fails_closed_for_masked_and_approval_identities_and_groups_override() {
+        let a = audit("auto");
+        assert!(
+            !a.fail_closed_for(&who("alice", &["dev"])),
+            "neither masked nor approval"
+        );
+        assert!(a.fail_closed_for(&who("bob", &["support"])), "masked");
+        // carol is under an approval rule but in a shed group.
+        assert!(!a.fail_closed_for(&who("carol", &["ops", "dev"])));
+        assert!(a.fail_closed_for(&who("carol", &["dev"])), "approval rule");
+        let a = audit("fail_closed");
+        assert!(a.fail_closed_for(&who("alice", &["dev"])));
+        assert!(!a.fail_closed_for(&who("carol", &["ops"])));
+    }
+}

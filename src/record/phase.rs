@@ -144,7 +144,7 @@ impl AuditPhase {
                 .map(|t| String::from_utf8_lossy(t).into_owned())
         });
         StatementFields {
-            message: kind_name(p.kind).into(),
+            message: kind_name(p.kind),
             index: index.filter(|_| p.parts.is_some()),
             statement,
             params: p.params.clone(),
@@ -159,7 +159,7 @@ impl AuditPhase {
             bytes_sent: 0,
             duration_us: None,
             sqlstate: None,
-            tx_status: status_name(p.status).into(),
+            tx_status: status_name(p.status),
             rules_version: p.rules_version,
         }
     }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// Most records the writer takes at once.
 const BATCH: usize = 1024;
+/// How long the writer lets a small batch grow before writing it.
+const LINGER: Duration = Duration::from_millis(2);
 
 struct Inner {
     records: VecDeque<Record>,
@@ -44,9 +46,13 @@ impl Slot {
     pub(crate) fn send(mut self, record: Record) {
         self.armed = false;
         let mut inner = self.queue.lock();
+        // The writer sleeps only on an empty queue: wake it only then.
+        let was_empty = inner.records.is_empty();
         inner.records.push_back(record);
         drop(inner);
-        self.queue.wake.notify_one();
+        if was_empty {
+            self.queue.wake.notify_one();
+        }
     }
 }
 
@@ -160,6 +166,13 @@ impl Queue {
                 .wait_timeout(inner, until - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+        if !inner.records.is_empty() && inner.records.len() < BATCH / 8 && !inner.closed {
+            // Let a batch gather: one write for many records rather than a
+            // wake-up and a write per statement under steady traffic.
+            drop(inner);
+            std::thread::sleep(LINGER);
+            inner = self.lock();
         }
         let n = inner.records.len().min(BATCH);
         let batch: Vec<Record> = inner.records.drain(..n).collect();
