@@ -40,6 +40,15 @@ enum Cmd {
         /// The user name (shown in the config snippet).
         user: String,
     },
+    /// Render a recorded session (`[audit] record_groups`) like a psql
+    /// transcript.
+    Replay {
+        /// The session's id (as in its audit records).
+        session: u64,
+        /// The recordings directory (`[audit] recordings_directory`).
+        #[arg(long, default_value = "recordings")]
+        dir: PathBuf,
+    },
     /// The audit trail: keys and verification.
     Audit {
         #[command(subcommand)]
@@ -116,7 +125,36 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Passwd { user } => passwd(&user),
         Cmd::Demo { port } => runtime.block_on(demo::run(port)),
         Cmd::Audit { command } => audit(command),
+        Cmd::Replay { session, dir } => replay(session, &dir),
     }
+}
+
+fn replay(session: u64, dir: &std::path::Path) -> anyhow::Result<()> {
+    // The newest recording of that id (ids restart with pgward).
+    let prefix = format!("session-{session}-");
+    let newest = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let ms: u128 = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()?;
+            Some((ms, e.path()))
+        })
+        .max()
+        .map(|(_, p)| p)
+        .with_context(|| format!("no recording of session {session} in {}", dir.display()))?;
+    let text = std::fs::read_to_string(&newest)?;
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a recording", newest.display()))?;
+    print!("{}", pgward::record::replay::render(&events));
+    Ok(())
 }
 
 fn audit(command: AuditCmd) -> anyhow::Result<()> {

@@ -81,6 +81,18 @@ pub struct RawAudit {
     /// Default `"5s"`.
     #[serde(default)]
     pub full_timeout: Option<String>,
+    /// Groups whose sessions are also recorded as the client saw them (for
+    /// `pgward replay`). Default: none.
+    #[serde(default)]
+    pub record_groups: Vec<String>,
+    /// Directory of session recordings. Default `"recordings"`, relative to
+    /// the config file.
+    #[serde(default)]
+    pub recordings_directory: Option<PathBuf>,
+    /// Most bytes sent to the client recorded per session; past it the
+    /// recording is marked truncated. Default `"16MiB"`.
+    #[serde(default)]
+    pub record_max_bytes: Option<String>,
 }
 
 /// Where records go.
@@ -153,6 +165,12 @@ pub struct AuditConfig {
     pub shed_groups: Vec<String>,
     /// How long a fail-closed statement waits.
     pub full_timeout: Duration,
+    /// Groups whose sessions are recorded.
+    pub record_groups: Vec<String>,
+    /// Where recordings go.
+    pub recordings_directory: PathBuf,
+    /// Recording cap per session.
+    pub record_max_bytes: u64,
 }
 
 fn dur(field: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
@@ -301,5 +319,20 @@ pub(crate) fn audit_from_raw(
         fail_closed_groups: raw.fail_closed_groups.clone(),
         shed_groups: raw.shed_groups.clone(),
         full_timeout: dur("audit.full_timeout", raw.full_timeout.as_deref(), "5s")?,
+        record_groups: raw.record_groups.clone(),
+        recordings_directory: resolve(
+            base,
+            raw.recordings_directory
+                .clone()
+                .unwrap_or_else(|| "recordings".into()),
+        ),
+        record_max_bytes: {
+            let n = units::parse_size(raw.record_max_bytes.as_deref().unwrap_or("16MiB"))
+                .map_err(|m| field_err("audit.record_max_bytes", m))?;
+            if n < 1024 {
+                return Err(field_err("audit.record_max_bytes", "must be at least 1KiB"));
+            }
+            n as u64
+        },
     }))
 }

@@ -9,6 +9,7 @@
 //! - [`chain`]: the hash chain and Ed25519 checkpoints.
 //! - [`verify`]: the verifier behind `pgward audit verify`.
 //! - [`ocsf`]: `pgward audit export --format ocsf`.
+//! - `recording`, [`replay`]: session recording and `pgward replay`.
 
 pub mod chain;
 pub mod event;
@@ -18,6 +19,8 @@ mod params;
 mod pg;
 pub(crate) mod phase;
 mod queue;
+mod recording;
+pub mod replay;
 pub mod verify;
 mod writer;
 
@@ -80,6 +83,7 @@ pub struct Audit {
     signer: Mutex<Option<chain::Signer>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     last_drop_log: Mutex<Option<Instant>>,
+    recorder: std::sync::OnceLock<recording::Recorder>,
 }
 
 /// What a session's phase counts, for its end record.
@@ -130,6 +134,7 @@ impl Audit {
             signer: Mutex::new(signer),
             thread: Mutex::new(None),
             last_drop_log: Mutex::new(None),
+            recorder: std::sync::OnceLock::new(),
         })
     }
 
@@ -166,6 +171,15 @@ impl Audit {
                 }
             })
             .map_err(AuditError::Sink)?;
+        if !self.config.record_groups.is_empty() && self.recorder.get().is_none() {
+            let recorder = recording::Recorder::start(
+                self.config.recordings_directory.clone(),
+                self.config.record_groups.clone(),
+                self.config.record_max_bytes,
+            )
+            .map_err(AuditError::Sink)?;
+            let _ = self.recorder.set(recorder);
+        }
         match opened.recv() {
             Ok(Ok(())) => *thread = Some(handle),
             Ok(Err(e)) => return Err(AuditError::Sink(e)),
@@ -186,6 +200,15 @@ impl Audit {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+    }
+
+    /// A recording tap for this session, when its identity is recorded.
+    pub(crate) fn recording_tap(
+        &self,
+        info: &SessionInfo,
+    ) -> Option<Box<dyn crate::session::core::Tap>> {
+        let tap = self.recorder.get()?.tap(info)?;
+        Some(Box::new(tap))
     }
 
     /// Counters for metrics.

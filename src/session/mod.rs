@@ -1,7 +1,7 @@
 //! One client connection: startup, authentication, backend login, then the
 //! relay.
 
-mod core;
+pub(crate) mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod masking;
@@ -128,12 +128,16 @@ async fn run(
     encode::ready_for_query(&mut hello, TransactionStatus::Idle);
     conn.send(&hello).await?;
 
-    let core = core::Core::new(
+    let tap = gw.audit.as_ref().and_then(|a| a.recording_tap(&info));
+    let mut core = core::Core::new(
         info,
         stack.phases,
         stack.keep_descriptions,
         gw.config.server.max_message_size,
     );
+    if let Some(tap) = tap {
+        core.set_tap(tap);
+    }
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
     let relay = relay::Relay {

@@ -271,6 +271,14 @@ impl Core {
                 }
             }
         }
+        if let Some(tap) = &mut self.tap {
+            match (kind, text, bind) {
+                (RequestKind::Bind, _, Some(bind)) => tap.bound(&mut bind.result_formats()),
+                (RequestKind::Bind, _, None) => {}
+                (_, Some(text), _) => tap.request(kind, text),
+                _ => {}
+            }
+        }
         match kind {
             RequestKind::Query => self.tracker.query(text.unwrap_or_default()),
             RequestKind::Parse => {
@@ -304,6 +312,11 @@ impl Core {
             message = %refusal.message,
             "request refused"
         );
+        if let (Some(tap), Some(text)) = (&mut self.tap, text) {
+            if kind != RequestKind::Bind {
+                tap.request(kind, text);
+            }
+        }
         if self.wants_outcomes {
             let note = Refused {
                 request_id: self.tracker.next_request_id(),

@@ -83,6 +83,9 @@ impl Core {
             if run >= DIRECT_AT_LEAST {
                 if to_client.is_empty() {
                     self.bytes_to_client += run as u64;
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(&input[..run]);
+                    }
                     return Ok(ServerStep::Direct(run));
                 }
                 self.pending_run = run;
@@ -158,6 +161,9 @@ impl Core {
                     input.advance(header.total_len);
                     run = 0;
                     self.bytes_to_client += bytes.len() as u64;
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(&bytes);
+                    }
                     to_client.extend_from_slice(&bytes);
                     if close {
                         return Ok(ServerStep::Fatal);
@@ -176,6 +182,9 @@ impl Core {
     /// Moves the run of untouched bytes into the outgoing buffer.
     fn move_run(&mut self, input: &mut BytesMut, run: usize, to_client: &mut BytesMut) {
         if run > 0 {
+            if let Some(tap) = &mut self.tap {
+                tap.sent(&input[..run]);
+            }
             to_client.extend_from_slice(&input[..run]);
             input.advance(run);
             self.bytes_to_client += run as u64;
@@ -231,6 +240,9 @@ impl Core {
                     let before = to_client.len();
                     self.phases[i].on_row(frame, to_client);
                     self.bytes_to_client += (to_client.len() - before) as u64;
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(&to_client[before..]);
+                    }
                     return Ok(Disposition::Taken);
                 }
                 Ok(FORWARD)
