@@ -225,26 +225,17 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     ));
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     if let Some(admin) = &server.gateway().config.admin {
-        let listener = tokio::net::TcpListener::bind(admin.listen)
-            .await
-            .with_context(|| format!("admin.listen: cannot listen on {}", admin.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, "admin API listening");
-        let router = pgward::admin::router(pgward::admin::AdminState {
+        let state = pgward::admin::AdminState {
             gw: server.gateway(),
             config_path: Some(path),
             ready: std::sync::Arc::clone(&ready),
-        });
-        tokio::spawn(async move {
-            if let Err(e) = pgward::admin::serve(listener, router, std::future::pending()).await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
+        };
+        let addr = pgward::admin::start(state, admin.listen, Default::default())
+            .await
+            .with_context(|| format!("admin.listen: cannot serve on {}", admin.listen))?;
+        let scheme = if admin.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %addr, scheme, "admin API listening");
     }
-    tracing::info!(
-        addr = %server.local_addr()?,
-        rules_version = server.gateway().rules_version(),
-        "pgward listening"
-    );
     server
         .run(async move {
             shutdown_signal().await;

@@ -50,8 +50,18 @@ async fn http(
     path: &str,
     auth: Option<(&str, &str)>,
 ) -> (u16, String) {
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    exchange(s, method, path, auth).await
+}
+
+/// One HTTP/1.1 request over `s` (plain or TLS).
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> (u16, String) {
     use base64::Engine;
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n"
     );
@@ -297,4 +307,51 @@ async fn psql_on_the_admin_console_shows_tables_and_kill_ends_a_session() {
         !ok && err.contains("password authentication failed"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_speaks_https_when_configured() {
+    let backend = Backend::shared();
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = support::certs::TestPki::new(dir.path(), "admin");
+    let text = format!(
+        "{}tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        config(backend),
+        pki.cert_file.display(),
+        pki.key_file.display()
+    );
+    let pw = Pgward::start_in(&text, dir.path()).await;
+    let state = AdminState {
+        gw: Arc::clone(&pw.gateway),
+        config_path: None,
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let addr = pgward::admin::start(state, "127.0.0.1:0".parse().unwrap(), Default::default())
+        .await
+        .expect("start");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config()));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("handshake");
+    let (status, body) = exchange(tls, "GET", "/metrics", ROOT).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("pgward_sessions"), "{body}");
+    // A stalled handshake does not hold up others; plain HTTP gets nothing.
+    let _stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = plain.read_to_end(&mut out).await;
+    assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("handshake beside a stalled one");
+    assert_eq!(exchange(tls, "GET", "/health", None).await.0, 200);
 }

@@ -13,6 +13,7 @@
 
 pub mod console;
 pub mod metrics;
+mod tls;
 
 use crate::gateway::Gateway;
 use axum::extract::{Path, Request, State};
@@ -58,6 +59,45 @@ pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
         .route("/ready", get(ready))
         .merge(authenticated)
         .with_state(state)
+}
+
+/// Binds `listen` (port 0: any free port) and serves the admin API there
+/// in a task, over TLS when `[admin]` has a certificate; returns the
+/// address bound.
+pub async fn start(
+    state: AdminState,
+    listen: std::net::SocketAddr,
+    extra: Router<AdminState>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let tls = match state.gw.config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+        Some(files) => Some(
+            crate::tls::server_config(files)
+                .map_err(std::io::Error::other)?
+                .0,
+        ),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router_with(state, extra);
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+    }
+    Ok(addr)
 }
 
 /// Serves `router` on `listener` until `stop` completes.

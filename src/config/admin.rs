@@ -18,6 +18,13 @@ pub struct RawAdmin {
     /// basic with their pgward password). Default `["admin"]`.
     #[serde(default)]
     pub groups: Option<Vec<String>>,
+    /// PEM certificate chain: the admin API speaks HTTPS. Default: none
+    /// (plain HTTP).
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for `tls_cert`. Default: none.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// `[admin]`, typed.
@@ -27,10 +34,15 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Admin groups.
     pub groups: Vec<String>,
+    /// HTTPS certificate and key, when TLS is on.
+    pub tls: Option<super::TlsFiles>,
 }
 
 /// Validates `[admin]`; `None` when it is off.
-pub(crate) fn admin_from_raw(raw: &RawAdmin) -> Result<Option<AdminConfig>, ConfigError> {
+pub(crate) fn admin_from_raw(
+    raw: &RawAdmin,
+    base: &std::path::Path,
+) -> Result<Option<AdminConfig>, ConfigError> {
     if !raw.enabled {
         return Ok(None);
     }
@@ -45,5 +57,18 @@ pub(crate) fn admin_from_raw(raw: &RawAdmin) -> Result<Option<AdminConfig>, Conf
     if groups.is_empty() {
         return Err(field_err("admin.groups", "must name at least one group"));
     }
-    Ok(Some(AdminConfig { listen, groups }))
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(cert), Some(key)) => Some(super::TlsFiles {
+            cert: super::resolve(base, cert.clone()),
+            key: super::resolve(base, key.clone()),
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(field_err("admin.tls_key", "tls_cert needs tls_key")),
+        (None, Some(_)) => return Err(field_err("admin.tls_cert", "tls_key needs tls_cert")),
+    };
+    Ok(Some(AdminConfig {
+        listen,
+        groups,
+        tls,
+    }))
 }

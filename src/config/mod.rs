@@ -275,7 +275,7 @@ impl Config {
                 ));
             }
         }
-        let admin = admin::admin_from_raw(&raw.admin)?;
+        let admin = admin::admin_from_raw(&raw.admin, base)?;
         if admin.is_some() && databases.contains_key(crate::admin::console::DATABASE) {
             return Err(field_err(
                 "databases.pgward",
