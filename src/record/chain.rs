@@ -161,6 +161,23 @@ fn split_signature(line: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&line[..at], sig))
 }
 
+/// The fields of a checkpoint line after its `type` (see [`Head::checkpoint`]).
+pub(crate) fn checkpoint_fields(file: u64, reason: &str) -> String {
+    format!(
+        "\"time\":\"{}\",\"file\":{file},\"reason\":\"{reason}\"",
+        super::event::rfc3339(std::time::SystemTime::now())
+    )
+}
+
+/// A file header's JSON object: the first line of each file (and of a
+/// stdout or table chain); `extra` is more `,"name":value` pairs.
+pub(crate) fn header_object(file: u64, oldest: u64, extra: &str) -> String {
+    format!(
+        "{{\"type\":\"file\",\"time\":\"{}\",\"file\":{file},\"oldest\":{oldest}{extra}}}",
+        super::event::rfc3339(std::time::SystemTime::now())
+    )
+}
+
 /// Where the chain stands: the next `seq` and the hash of the last line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Head {

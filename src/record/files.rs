@@ -8,11 +8,10 @@
 //! the newest file's last complete line, in a new file.
 
 use super::chain::{hash_line, Head, Signer};
-use super::event::rfc3339;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The file name of file `n`.
 pub(crate) fn file_name(n: u64) -> String {
@@ -91,11 +90,7 @@ impl Trail {
     fn header(&mut self, head: &mut Head) -> std::io::Result<()> {
         self.retain()?;
         let oldest = list(&self.dir)?.first().map_or(self.number, |(n, _)| *n);
-        let object = format!(
-            "{{\"type\":\"file\",\"time\":\"{}\",\"file\":{},\"oldest\":{oldest}}}",
-            rfc3339(SystemTime::now()),
-            self.number
-        );
+        let object = super::chain::header_object(self.number, oldest, "");
         self.line(&head.chain(&object))
     }
 
@@ -125,11 +120,7 @@ impl Trail {
         signer: &Signer,
         reason: &str,
     ) -> std::io::Result<()> {
-        let fields = format!(
-            "\"time\":\"{}\",\"file\":{},\"reason\":\"{reason}\"",
-            rfc3339(SystemTime::now()),
-            self.number
-        );
+        let fields = super::chain::checkpoint_fields(self.number, reason);
         self.line(&head.checkpoint(signer, &fields))?;
         self.since_checkpoint = 0;
         self.file.flush()?;

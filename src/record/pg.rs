@@ -72,11 +72,9 @@ impl PgSink {
                 };
             }
             _ => {
-                let object = format!(
-                    "{{\"type\":\"file\",\"time\":\"{}\",\"file\":1,\"oldest\":1,\"instance\":{}}}",
-                    super::event::rfc3339(std::time::SystemTime::now()),
-                    serde_json::Value::String(instance.to_owned())
-                );
+                let instance = serde_json::Value::String(instance.to_owned());
+                let object =
+                    super::chain::header_object(1, 1, &format!(",\"instance\":{instance}"));
                 let mut next = *head;
                 let line = next.chain(&object);
                 sink.insert(&[(head.seq, line)])?;
@@ -140,12 +138,8 @@ impl PgSink {
         signer: &Signer,
         reason: &str,
     ) -> std::io::Result<()> {
-        let fields = format!(
-            "\"time\":\"{}\",\"file\":1,\"reason\":\"{reason}\"",
-            super::event::rfc3339(std::time::SystemTime::now())
-        );
         let mut next = *head;
-        let line = next.checkpoint(signer, &fields);
+        let line = next.checkpoint(signer, &super::chain::checkpoint_fields(1, reason));
         self.insert(&[(head.seq, line)])?;
         *head = next;
         Ok(())

@@ -66,6 +66,33 @@ struct Pending {
     stash: Option<Arc<Mutex<Vec<Slot>>>>,
 }
 
+impl Pending {
+    /// A request with nothing settled yet.
+    fn new(
+        id: u64,
+        kind: RequestKind,
+        text: Option<Arc<[u8]>>,
+        status: TransactionStatus,
+        rules_version: u64,
+        held: Option<(&'static str, Instant)>,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            text,
+            parts: None,
+            params: None,
+            status,
+            rules_version,
+            held,
+            outcomes: 0,
+            refused: false,
+            slots: Vec::new(),
+            stash: None,
+        }
+    }
+}
+
 /// One session's audit phase.
 pub(crate) struct AuditPhase {
     audit: Arc<Audit>,
@@ -276,20 +303,10 @@ impl Phase for AuditPhase {
             Some((id, by, at)) if id == ctx.request_id => Some((by, at)),
             _ => None,
         };
-        let mut p = Pending {
-            id: ctx.request_id,
-            kind: ctx.kind,
-            text,
-            params,
-            status: ctx.status,
-            rules_version: self.audit.rules_version.load(Ordering::Relaxed),
-            held,
-            outcomes: 0,
-            refused: false,
-            slots: Vec::new(),
-            stash: None,
-            parts,
-        };
+        let version = self.audit.rules_version.load(Ordering::Relaxed);
+        let mut p = Pending::new(ctx.request_id, ctx.kind, text, ctx.status, version, held);
+        p.parts = parts;
+        p.params = params;
         let mut decision = Decision::Forward;
         if self.fail_closed {
             let n = p.parts.as_ref().map_or(1, Vec::len);
@@ -328,19 +345,17 @@ impl Phase for AuditPhase {
             Some(p) if p.id == r.request_id => self.pending.pop_back(),
             _ => None,
         }
-        .unwrap_or_else(|| Pending {
-            id: r.request_id,
-            kind: r.kind,
-            text: r.text.map(Arc::from),
-            parts: None,
-            params: None,
-            status: TransactionStatus::Idle,
-            rules_version: self.audit.rules_version.load(Ordering::Relaxed),
-            held,
-            outcomes: 0,
-            refused: false,
-            slots: Vec::new(),
-            stash: None,
+        .unwrap_or_else(|| {
+            let version = self.audit.rules_version.load(Ordering::Relaxed);
+            let text = r.text.map(Arc::from);
+            Pending::new(
+                r.request_id,
+                r.kind,
+                text,
+                TransactionStatus::Idle,
+                version,
+                held,
+            )
         });
         p.refused = true;
         let mut f = self.fields(&p, None);

@@ -57,10 +57,7 @@ impl Sink {
                 Ok(Self::Files(Trail::open(dir, rotation, head)?))
             }
             AuditSink::Stdout => {
-                let object = format!(
-                    "{{\"type\":\"file\",\"time\":\"{}\",\"file\":1,\"oldest\":1}}",
-                    super::event::rfc3339(std::time::SystemTime::now())
-                );
+                let object = super::chain::header_object(1, 1, "");
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{}", head.chain(&object))?;
                 out.flush()?;
@@ -171,10 +168,7 @@ fn checkpoint(
         }
         Sink::Stdout => {
             if *dirty || closing {
-                let fields = format!(
-                    "\"time\":\"{}\",\"file\":1,\"reason\":\"{reason}\"",
-                    super::event::rfc3339(std::time::SystemTime::now())
-                );
+                let fields = super::chain::checkpoint_fields(1, reason);
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{}", head.checkpoint(signer, &fields))?;
                 out.flush()?;
