@@ -189,7 +189,7 @@ fn last_head(path: &Path) -> std::io::Result<Option<Head>> {
             .and_then(|v| v.get("seq")?.as_u64());
         if let Some(seq) = seq {
             return Ok(Some(Head {
-                seq: seq + 1,
+                seq: seq.saturating_add(1),
                 prev: hash_line(line),
             }));
         }

@@ -67,7 +67,7 @@ impl PgSink {
             Some(row) if row.len() == 2 => {
                 let seq: u64 = row[0].parse().map_err(io_err)?;
                 *head = Head {
-                    seq: seq + 1,
+                    seq: seq.saturating_add(1),
                     prev: super::chain::hash_line(row[1].as_bytes()),
                 };
             }

@@ -223,7 +223,7 @@ fn check(files: &[File<'_>], key: &PublicKey, open: bool) -> Result<Verified, Pr
             ));
         };
         if let Some(last) = last_file {
-            if number != last + 1 {
+            if last.checked_add(1) != Some(number) {
                 return Err(problem(
                     Tamper::Removed,
                     file,
@@ -325,7 +325,7 @@ fn check(files: &[File<'_>], key: &PublicKey, open: bool) -> Result<Verified, Pr
                 done.unsigned_tail += 1;
             }
             prev = Some(hash_line(line.raw));
-            expected = Some(seq + 1);
+            expected = Some(seq.saturating_add(1));
             seen += 1;
             done.lines += 1;
         }
@@ -386,4 +386,34 @@ fn check(files: &[File<'_>], key: &PublicKey, open: bool) -> Result<Verified, Pr
         done.unsigned_tail = 0;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hostile files: the verifier reports, never panics.
+    #[test]
+    fn garbage_and_extreme_values_are_reported_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, public) = super::super::chain::generate_key();
+        std::fs::write(dir.path().join("k.pub"), public).unwrap();
+        let key = PublicKey::load(&dir.path().join("k.pub")).unwrap();
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"not json\n",
+            b"{\"seq\":18446744073709551615,\"prev\":\"00\",\"type\":\"file\",\"file\":1}\n{\"seq\":0}\n",
+            b"{\"seq\":1,\"prev\":\"x\",\"type\":\"file\",\"file\":18446744073709551615,\"oldest\":0}\n",
+            b"{\"seq\":1,\"type\":\"checkpoint\",\"sig\":\"!!\"}\n",
+            b"[1,2,3]\n{}\n",
+            b"{\"seq\":1,\"prev\":\"0000\",\"type\":\"file\",\"file\":1}\n{\"seq\":1}",
+        ];
+        for (i, bytes) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("pgward-audit-{:08}.jsonl", i + 1));
+            std::fs::write(&path, bytes).unwrap();
+            let result = verify_paths(&[path.clone()], &key, false).unwrap();
+            assert!(result.is_err(), "case {i} verified");
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
 }
