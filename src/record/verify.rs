@@ -230,7 +230,7 @@ fn check(files: &[File<'_>], key: &PublicKey, open: bool) -> Result<Verified, Pr
                     1,
                     format!(
                         "audit file {} is missing (the trail goes from file {last} to {number})",
-                        last + 1
+                        last.saturating_add(1)
                     ),
                 ));
             }
