@@ -206,7 +206,11 @@ fn audit(command: AuditCmd) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             for record in pgward::record::read_trail(&paths)? {
                 if let Some(event) = pgward::record::ocsf::to_ocsf(&record) {
-                    writeln!(out, "{event}")?;
+                    match writeln!(out, "{event}") {
+                        // A reader that stopped early (`| head`) is no error.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        r => r?,
+                    }
                 }
             }
             Ok(())
