@@ -113,6 +113,10 @@ pub enum SessionError {
     /// The client's socket failed.
     #[error("client connection: {0}")]
     ClientIo(#[from] std::io::Error),
+    /// The audit trail cannot take the session's records, and its identity
+    /// fails closed.
+    #[error("pgward cannot record this session: the audit queue is full")]
+    AuditUnavailable,
 }
 
 impl SessionError {
@@ -141,7 +145,8 @@ impl SessionError {
             | Self::StartupTimeout
             | Self::IdleTimeout
             | Self::Shutdown
-            | Self::Terminated(_) => Origin::Internal,
+            | Self::Terminated(_)
+            | Self::AuditUnavailable => Origin::Internal,
         }
     }
 
@@ -166,6 +171,7 @@ impl SessionError {
             Self::Shutdown | Self::Terminated(_) => Sqlstate::ADMIN_SHUTDOWN,
             Self::BackendUnavailable { .. } => Sqlstate::UNABLE_TO_CONNECT,
             Self::BackendLost(_) | Self::ClientIo(_) => Sqlstate::CONNECTION_FAILURE,
+            Self::AuditUnavailable => Sqlstate::INSUFFICIENT_RESOURCES,
             // The server's own code, passed through.
             Self::BackendRefused { code, .. } => return code,
         };

@@ -47,6 +47,13 @@ pub struct Gateway {
     pub role_checks: Arc<crate::privileges::RoleChecks>,
     /// Serialises reloads, so versions are bumped one at a time.
     reload_lock: std::sync::Mutex<()>,
+    /// The audit trail, when `[audit]` is on.
+    pub audit: Option<Arc<crate::record::Audit>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::admin::Metrics>,
+    /// The file the configuration came from, once known (the admin
+    /// console's RELOAD reads it).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// The statement rules and mask rules in force, as one value.
@@ -106,6 +113,9 @@ pub enum GatewayError {
     /// The SCRAM engine refused the certificate.
     #[error("server.tls_cert: cannot use the certificate for SCRAM channel binding: {0}")]
     ChannelBinding(String),
+    /// The audit trail's key.
+    #[error(transparent)]
+    Audit(#[from] crate::record::AuditError),
 }
 
 impl Gateway {
@@ -151,7 +161,18 @@ impl Gateway {
             .collect();
         let tokens = crate::auth::token::TokenAuth::new(Arc::clone(&config.tokens))
             .map_err(GatewayError::Tokens)?;
+        let audit = match &config.audit {
+            Some(a) => Some(Arc::new(crate::record::Audit::new(
+                a.clone(),
+                Arc::clone(&masking),
+                Arc::clone(&policy),
+            )?)),
+            None => None,
+        };
         Ok(Self {
+            audit,
+            metrics: Arc::default(),
+            config_path: std::sync::OnceLock::new(),
             config,
             upstreams,
             tls,
@@ -197,6 +218,16 @@ impl Gateway {
     /// new token settings for every new login (live sessions keep their
     /// deadlines). Otherwise everything in force stays.
     pub fn reload(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
+        let result = self.reload_from(path);
+        let counter = match result {
+            Ok(_) => &self.metrics.reloads,
+            Err(_) => &self.metrics.reload_failures,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    fn reload_from(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
         let new = Config::load(path)?;
         // A poisoned lock only means an earlier reload panicked; the state
         // it guards (the version sequence) is still consistent.
@@ -237,6 +268,9 @@ impl Gateway {
             map.invalidate();
         }
         self.role_checks.invalidate();
+        if let Some(audit) = &self.audit {
+            audit.reloaded(snapshot.version);
+        }
         Ok(Reloaded {
             version: snapshot.version,
             rules: snapshot.policy.rules.rules.len(),

@@ -14,6 +14,9 @@
 //! - `sql`: libpg_query glue shared by the tracker, policy and masking.
 //! - [`sqlstate`]: the SQLSTATEs pgward sends, by name.
 //! - [`mask`]: mask strategies and the DataRow rewrite (pure).
+//! - [`admin`]: the admin HTTP listener: metrics, health, sessions, reload.
+//! - [`record`]: the audit trail: records, hash chain, signed checkpoints,
+//!   the writer and the verifier.
 //! - `io`: sockets (plain or TLS) and a frame-reading buffer.
 //! - `tls`: rustls configurations (aws-lc-rs).
 //! - [`upstream`]: checks on what a server sends (malformed errors).
@@ -32,6 +35,7 @@
 //!                  server frames -> tracker (paired with requests) -> phases -> client
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -42,6 +46,7 @@ pub(crate) mod io;
 pub mod mask;
 pub mod policy;
 pub mod privileges;
+pub mod record;
 pub mod server;
 pub mod session;
 pub(crate) mod sql;

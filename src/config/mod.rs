@@ -3,6 +3,8 @@
 //! Every error names the field it is about, e.g.
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
+pub mod admin;
+pub mod audit;
 pub(crate) mod masking;
 pub mod policy;
 pub mod raw;
@@ -95,6 +97,10 @@ pub struct Config {
     pub masking: Arc<crate::mask::rules::MaskConfig>,
     /// Signed tokens: keys, issuers, expiry.
     pub tokens: Arc<tokens::TokensConfig>,
+    /// The audit trail, when on.
+    pub audit: Option<audit::AuditConfig>,
+    /// The admin listener, when on.
+    pub admin: Option<admin::AdminConfig>,
     /// Top-level sections the file wrote out (`server`, `policy`, ...): a
     /// reload may not drop one of them and fall back to defaults.
     pub sections: std::collections::BTreeSet<String>,
@@ -320,7 +326,28 @@ impl Config {
         }
         let policy = Arc::new(policy::compile(&raw.policy)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
+        let audit = audit::audit_from_raw(&raw.audit, base)?;
+        if let Some(audit::AuditConfig {
+            sink: audit::AuditSink::Postgres { upstream, .. },
+            ..
+        }) = &audit
+        {
+            if !upstreams.contains_key(upstream) {
+                return Err(field_err(
+                    "audit.postgres_upstream",
+                    format!("names upstream {upstream:?}, which is not defined"),
+                ));
+            }
+        }
+        let admin = admin::admin_from_raw(&raw.admin, base)?;
+        if admin.is_some() && databases.contains_key(crate::admin::console::DATABASE) {
+            return Err(field_err(
+                "databases.pgward",
+                "is the admin console's database while [admin] is on; name it differently",
+            ));
+        }
         Ok(Self {
+            admin,
             server,
             upstreams,
             databases,
@@ -328,6 +355,7 @@ impl Config {
             policy,
             masking,
             tokens: Arc::new(tokens),
+            audit,
             sections: Default::default(),
         })
     }

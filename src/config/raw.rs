@@ -31,6 +31,12 @@ pub struct RawConfig {
     /// Signed tokens (docs/identity.md). Default: no token users.
     #[serde(default)]
     pub tokens: super::tokens::RawTokens,
+    /// The audit trail. Default: off.
+    #[serde(default)]
+    pub audit: super::audit::RawAudit,
+    /// The admin HTTP listener. Default: off.
+    #[serde(default)]
+    pub admin: super::admin::RawAdmin,
 }
 
 /// `[masking]`: which columns reach which identities masked.

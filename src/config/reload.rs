@@ -48,6 +48,12 @@ pub fn reload_refusal(
     }
     // [tokens] may change: keys rotate and issuers come and go without a
     // restart (Gateway::reload swaps the token service).
+    if running.audit != new.audit {
+        return Some(restart("[audit]"));
+    }
+    if running.admin != new.admin {
+        return Some(restart("[admin]"));
+    }
     None
 }
 

@@ -58,6 +58,10 @@ pub fn drive_core(data: &[u8]) {
         id: 1,
         identity: Identity::new("fuzz", Vec::<String>::new()),
         database: "db".into(),
+        client: None,
+        application_name: None,
+        upstream: "db".into(),
+        role: "app".into(),
     };
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(HoldSome)];
     let mut core = Core::new(info, phases, mode & 1 == 1, 1 << 16);

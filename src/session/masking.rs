@@ -273,9 +273,11 @@ impl MaskPhase {
                             "function {name} is not known to pgward's column map"
                         ))
                     }
-                    Some(Untrusted::Impostor(name)) => return Err(format!(
+                    Some(Untrusted::Impostor(name)) => {
+                        return Err(format!(
                         "function {name} is in a system schema but is not one of the server's own"
-                    )),
+                    ))
+                    }
                     None => {}
                 }
                 if sql.contains('\\') {

@@ -1,7 +1,7 @@
 //! One client connection: startup, authentication, backend login, then the
 //! relay.
 
-mod core;
+pub(crate) mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod masking;
@@ -48,6 +48,11 @@ pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<S
     match run(tcp, peer, &gw, shutdown).await {
         Ok(()) => tracing::debug!(?peer, "session ended"),
         Err(e) => {
+            if matches!(e, SessionError::BackendUnavailable { .. }) {
+                gw.metrics
+                    .backend_connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::info!(?peer, origin = ?e.origin(), error = %e, "session ended with error")
         }
     }
@@ -74,6 +79,9 @@ async fn run(
         } => return forward_cancel(gw, conn, process_id, secret_key).await,
         Opening::Session { conn, startup } => (conn, startup),
     };
+    if crate::admin::console::wanted(gw, &startup) {
+        return crate::admin::console::serve(conn, &startup, gw, deadline).await;
+    }
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
         .unwrap_or(Err(SessionError::StartupTimeout));
@@ -81,6 +89,7 @@ async fn run(
         login,
         target,
         authenticated,
+        role,
         database,
         startup_effects,
     } = match established {
@@ -115,6 +124,10 @@ async fn run(
         id: registration.id,
         identity,
         database,
+        client: peer,
+        application_name: startup.param("application_name").map(str::to_owned),
+        role,
+        upstream: upstream_name.clone(),
     };
     let built = stack::build(
         gw,
@@ -123,7 +136,7 @@ async fn run(
         &login.startup_messages,
         &startup_effects,
     );
-    let stack = match built.await {
+    let mut stack = match built.await {
         Ok(s) => s,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -137,12 +150,16 @@ async fn run(
     encode::ready_for_query(&mut hello, TransactionStatus::Idle);
     conn.send(&hello).await?;
 
-    let core = core::Core::new(
+    let tap = gw.audit.as_ref().and_then(|a| a.recording_tap(&info));
+    let mut core = core::Core::new(
         info,
         stack.phases,
         stack.keep_descriptions,
         gw.config.server.max_message_size,
     );
+    if let Some(tap) = tap {
+        core.set_tap(tap);
+    }
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
     let relay = relay::Relay {
@@ -158,7 +175,15 @@ async fn run(
         control,
         registration,
     };
-    relay.run().await
+    let mut audit = stack.audit.take();
+    let result = relay.run().await;
+    if let Some(audit) = &mut audit {
+        audit.ended(&match &result {
+            Ok(()) => "the client or the server closed the session".to_owned(),
+            Err(e) => e.to_string(),
+        });
+    }
+    result
 }
 
 /// What a client's login established.
@@ -166,6 +191,8 @@ struct Established {
     login: crate::auth::backend::BackendLogin,
     target: CancelTarget,
     authenticated: crate::auth::identity::Authenticated,
+    /// The PostgreSQL role the session logged in as.
+    role: String,
     database: String,
     /// Effects of the startup settings on the rules' view of the session.
     startup_effects: Vec<crate::policy::facts::Effect>,
@@ -277,6 +304,7 @@ async fn establish(
         login,
         target,
         authenticated,
+        role: role.name.clone(),
         database,
         startup_effects: settings.effects,
     })

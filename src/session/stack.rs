@@ -10,6 +10,9 @@
 //!    statements, then the rows of results that hold masked columns.
 //! 4. phases added to the gateway (`Gateway::add_phase`), in the order they
 //!    were added: approvals and recording plug in here.
+//! 5. `audit` (when `[audit]` is on): last, so it records what the phases
+//!    before it decided; it holds a fail-closed statement while the audit
+//!    queue has no room.
 //!
 //! To add a phase: implement [`Phase`] and push it in `build` (or register
 //! a factory with the gateway); nothing in the relay changes.
@@ -33,6 +36,8 @@ pub(crate) struct Stack {
     pub(crate) phases: Vec<Box<dyn Phase>>,
     /// Some phase plans rows from descriptions (masking).
     pub(crate) keep_descriptions: bool,
+    /// The session's end record, when the audit trail is on.
+    pub(crate) audit: Option<crate::record::SessionAudit>,
 }
 
 /// Builds a session's phases. A masked identity waits for its upstream's
@@ -86,9 +91,24 @@ pub(crate) async fn build(
     for factory in gw.phase_factories() {
         phases.push(factory(info));
     }
+    if gw.config.admin.is_some() {
+        phases.push(Box::new(crate::admin::metrics::MetricsPhase::new(
+            Arc::clone(&gw.metrics),
+        )));
+    }
+    // Last, so it records what every phase before it decided.
+    let audit = match &gw.audit {
+        Some(audit) => {
+            let (session, phase) = audit.session(info).await?;
+            phases.push(Box::new(phase));
+            Some(session)
+        }
+        None => None,
+    };
     Ok(Stack {
         phases,
         keep_descriptions,
+        audit,
     })
 }
 

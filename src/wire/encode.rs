@@ -214,3 +214,41 @@ pub fn parse_named(buf: &mut BytesMut, name: &[u8], sql: &str) {
 pub fn terminate(buf: &mut BytesMut) {
     message(buf, b'X', |_| {});
 }
+
+/// RowDescription of text columns (type `text`, no table), for result sets
+/// pgward answers itself (the admin console).
+pub fn row_description_text(buf: &mut BytesMut, names: &[&str]) {
+    message(buf, b'T', |b| {
+        b.put_i16(i16::try_from(names.len()).unwrap_or(i16::MAX));
+        for name in names {
+            cstr(b, name.as_bytes());
+            b.put_i32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_i32(25); // type oid: text
+            b.put_i16(-1); // type size
+            b.put_i32(-1); // type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// DataRow of text values (`None`: NULL).
+pub fn data_row_text(buf: &mut BytesMut, values: &[Option<&str>]) {
+    message(buf, b'D', |b| {
+        b.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                    b.extend_from_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+/// CommandComplete with `tag`.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    message(buf, b'C', |b| cstr(b, tag.as_bytes()));
+}

@@ -41,6 +41,10 @@ fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
         id: 1,
         identity: Identity::new("alice", Vec::<String>::new()),
         database: "db".into(),
+        client: None,
+        application_name: None,
+        upstream: "db".into(),
+        role: "app".into(),
     };
     Core::new(info, phases, keep, 1 << 20)
 }
