@@ -58,6 +58,7 @@ pub fn drive_core(data: &[u8]) {
         id: 1,
         identity: Identity::new("fuzz", Vec::<String>::new()),
         database: "db".into(),
+        credential: crate::auth::identity::Credential::Password,
     };
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(HoldSome)];
     let mut core = Core::new(info, phases, mode & 1 == 1, 1 << 16);

@@ -108,6 +108,7 @@ async fn run(
         id: registration.id,
         identity,
         database,
+        credential: authenticated.credential.clone(),
     };
     let stack = match stack::build(gw, &upstream_name, &info, &login.startup_messages).await {
         Ok(s) => s,

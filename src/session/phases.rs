@@ -109,6 +109,9 @@ pub struct SessionInfo {
     pub identity: Identity,
     /// The database the client opened.
     pub database: String,
+    /// What proved the identity (a token's issuer, subject and jti, for
+    /// the audit trail).
+    pub credential: crate::auth::identity::Credential,
 }
 
 /// What a phase sees of one request.

@@ -41,6 +41,7 @@ fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
         id: 1,
         identity: Identity::new("alice", Vec::<String>::new()),
         database: "db".into(),
+        credential: crate::auth::identity::Credential::Password,
     };
     Core::new(info, phases, keep, 1 << 20)
 }
