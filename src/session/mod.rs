@@ -128,6 +128,7 @@ async fn run(
         application_name: startup.param("application_name").map(str::to_owned),
         role,
         upstream: upstream_name.clone(),
+        credential: authenticated.credential.clone(),
     };
     let built = stack::build(
         gw,

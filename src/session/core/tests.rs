@@ -45,6 +45,7 @@ fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
         application_name: None,
         upstream: "db".into(),
         role: "app".into(),
+        credential: crate::auth::identity::Credential::Password,
     };
     Core::new(info, phases, keep, 1 << 20)
 }
