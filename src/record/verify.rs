@@ -411,7 +411,7 @@ mod tests {
         for (i, bytes) in cases.iter().enumerate() {
             let path = dir.path().join(format!("pgward-audit-{:08}.jsonl", i + 1));
             std::fs::write(&path, bytes).unwrap();
-            let result = verify_paths(&[path.clone()], &key, false).unwrap();
+            let result = verify_paths(std::slice::from_ref(&path), &key, false).unwrap();
             assert!(result.is_err(), "case {i} verified");
             std::fs::remove_file(&path).unwrap();
         }
