@@ -13,8 +13,11 @@
 use super::catalog::MaskMap;
 use crate::policy::classify::{inner, parse, qual_name, single_entry, str_field};
 use crate::policy::lexer::LexSettings;
-use serde_json::{Map, Value};
+use scope::{names, Scope};
+use serde_json::Value;
 use std::collections::BTreeSet;
+
+mod scope;
 
 /// Why a statement is refused for a masked identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,11 +106,22 @@ const SQL_TEXT_FUNCTIONS: &[&str] = &[
 ];
 
 /// A relation the statement names, and what it is called in it.
-struct Named {
-    /// Masked columns (empty: not a masked table).
+pub(super) struct Named {
+    /// Masked columns, and the names a column-alias list gives its columns
+    /// (positions are not known here, so every renamed name counts).
     columns: BTreeSet<String>,
-    /// The relation's name and alias, as column references may qualify them.
+    /// The relation's name, then its alias, as column references may
+    /// qualify them.
     names: Vec<String>,
+}
+
+/// A RangeVar of the statement.
+struct Relation {
+    schema: Option<String>,
+    name: String,
+    alias: Option<String>,
+    /// The alias's column names (`FROM t AS a(x, y)`).
+    colnames: Vec<String>,
 }
 
 fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
@@ -115,6 +129,17 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
     let Some((kind, body)) = single_entry(tree) else {
         return Ok(());
     };
+    // EXPLAIN (with or without ANALYZE) returns a plan, never the rows: it
+    // is judged as its query. A cursor's rows come back through FETCH with
+    // their column origins, masked like the query's own result.
+    if matches!(kind, "ExplainStmt" | "DeclareCursorStmt") {
+        return match body.get("query").filter(|q| !q.is_null()) {
+            Some(query) => check_statement(query, masked),
+            None => Err(Leak::new(format!(
+                "a {kind} without a query cannot be judged"
+            ))),
+        };
+    }
     let mut relations = Vec::new();
     let mut functions = Vec::new();
     collect(body, &mut relations, &mut functions);
@@ -136,18 +161,19 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
     }
     let ctes = cte_names(body);
     let created = created_relation(kind, body);
-    for (schema, name, _) in &relations {
-        if created.as_ref() == Some(name) {
+    for r in &relations {
+        if created.as_ref() == Some(&r.name) {
             continue;
         }
-        let known = match schema {
-            Some(s) => masked.relations.contains(&(s.clone(), name.clone())),
-            None => ctes.contains(name) || masked.relations.iter().any(|(_, n)| n == name),
+        let known = match &r.schema {
+            Some(s) => masked.relations.contains(&(s.clone(), r.name.clone())),
+            None => ctes.contains(&r.name) || masked.relations.iter().any(|(_, n)| *n == r.name),
         };
         if !known {
-            let shown = schema
+            let shown = r
+                .schema
                 .as_ref()
-                .map_or(name.clone(), |s| format!("{s}.{name}"));
+                .map_or(r.name.clone(), |s| format!("{s}.{}", r.name));
             return Err(Leak {
                 why: format!(
                     "relation {shown} is newer than pgward's column map, which is being refreshed: retry in a moment"
@@ -157,37 +183,45 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
         }
     }
     let mut named = Vec::new();
-    for (schema, name, alias) in &relations {
+    let mut plain = BTreeSet::new();
+    for r in &relations {
         let matches =
-            |s: &String, t: &String| *t == *name && schema.as_ref().is_none_or(|x| x == s);
+            |s: &String, t: &String| *t == r.name && r.schema.as_ref().is_none_or(|x| x == s);
         if let Some((s, v)) = masked.views.iter().find(|(s, v)| matches(s, v)) {
             return Err(Leak::new(format!("view {s}.{v} reads masked columns")));
         }
-        let columns: BTreeSet<String> = masked
+        let mut columns: BTreeSet<String> = masked
             .tables
             .iter()
             .filter(|(s, t, _)| matches(s, t))
             .flat_map(|(_, _, c)| c.iter().cloned())
             .collect();
-        if !columns.is_empty() {
-            let mut names = vec![name.clone()];
-            names.extend(alias.clone());
+        let mut names = vec![r.name.clone()];
+        names.extend(r.alias.clone());
+        if columns.is_empty() {
+            plain.extend(names);
+        } else {
+            columns.extend(r.colnames.iter().cloned());
             named.push(Named { columns, names });
         }
     }
     if named.is_empty() {
         return Ok(());
     }
-    let masked_columns: BTreeSet<&String> = named.iter().flat_map(|n| &n.columns).collect();
-    let table_names: BTreeSet<&String> = named.iter().flat_map(|n| &n.names).collect();
-    let all: Vec<&str> = masked_columns.iter().map(|c| c.as_str()).collect();
-    let listed = all.join(", ");
+    let mut scope = Scope::new(body, named, plain);
+    let listed = scope.listed();
     match kind {
         "SelectStmt" if body.get("into_clause").is_none_or(Value::is_null) => {}
         "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
             // Writes may name a masked table; nothing of it may come back or
-            // steer the write (RETURNING, WHERE, SET from, INSERT ... SELECT).
-            let mut out = Scan::new(&masked_columns, &table_names);
+            // steer the write (RETURNING, WHERE, SET from, INSERT ... SELECT,
+            // an ON CONFLICT target).
+            let upsert = body.get("on_conflict_clause").filter(|c| !c.is_null());
+            if let Some(clause) = upsert {
+                on_conflict_target(clause, str_field(&body["relation"], "relname"), &scope)?;
+                scope.allow_excluded();
+            }
+            let mut out = Scan::new(&scope);
             for (field, value) in body.as_object().into_iter().flatten() {
                 if field != "relation" {
                     out.everywhere(value);
@@ -195,6 +229,11 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
             }
             return out.finish();
         }
+        // What these do to a masked table returns none of its values:
+        // statistics are for the catalog (which masked identities may not
+        // read for masked columns), a lock is a lock.
+        "VacuumStmt" | "LockStmt" => return Ok(()),
+        "CopyStmt" if copies_no_masked_column(body, &scope) => return Ok(()),
         _ => {
             return Err(Leak::new(format!(
                 "a {} statement may not read a table with masked columns ({listed})",
@@ -202,9 +241,51 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
             )))
         }
     }
-    let mut scan = Scan::new(&masked_columns, &table_names);
-    scan.select(body, true);
+    let mut scan = Scan::new(&scope);
+    scan.select(body, Place::Outermost);
     scan.finish()
+}
+
+/// `COPY t (a, b) TO ...` of a masked table, listing no masked column: the
+/// rows go out as COPY data, which the response side does not mask, so a
+/// column list without masked columns is the only COPY of it allowed.
+fn copies_no_masked_column(body: &Value, scope: &Scope) -> bool {
+    let table = str_field(body.get("relation").unwrap_or(&Value::Null), "relname");
+    let columns = names(body.get("attlist"));
+    !crate::policy::classify::bool_field(body, "is_from")
+        && body.get("query").is_none_or(Value::is_null)
+        && body.get("where_clause").is_none_or(Value::is_null)
+        && !columns.is_empty()
+        && !columns.iter().any(|c| scope.table_masks(table, c))
+}
+
+/// ON CONFLICT's inference target: whether the insert conflicts tells
+/// whether a row with that value exists, so it may not name a masked
+/// column, nor a constraint of a masked table (its columns are not known
+/// here).
+fn on_conflict_target(clause: &Value, table: &str, scope: &Scope) -> Result<(), Leak> {
+    let infer = clause.get("infer").filter(|i| !i.is_null());
+    let Some(infer) = infer else { return Ok(()) };
+    for elem in infer
+        .get("index_elems")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let column = str_field(inner(elem), "name");
+        if !column.is_empty() && scope.is_masked_name(column) {
+            return Err(Leak::new(format!(
+                "ON CONFLICT ({column}) would tell whether a masked value exists"
+            )));
+        }
+    }
+    let constraint = str_field(infer, "conname");
+    if !constraint.is_empty() && scope.is_masked_table(table) {
+        return Err(Leak::new(format!(
+            "ON CONFLICT ON CONSTRAINT {constraint} of a table with masked columns may tell whether a masked value exists"
+        )));
+    }
+    Ok(())
 }
 
 /// The relation a CREATE statement makes (not in any map yet, and not read).
@@ -240,10 +321,10 @@ fn cte_names(value: &Value) -> BTreeSet<String> {
     out
 }
 
-/// Every RangeVar (schema, name, alias) and every function called.
+/// Every RangeVar and every function called.
 fn collect(
     value: &Value,
-    relations: &mut Vec<(Option<String>, String, Option<String>)>,
+    relations: &mut Vec<Relation>,
     functions: &mut Vec<crate::policy::facts::QualName>,
 ) {
     match value {
@@ -254,16 +335,16 @@ fn collect(
                     .get("schemaname")
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty());
-                let alias = map
-                    .get("alias")
-                    .and_then(|a| a.get("aliasname"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                relations.push((
-                    schema.map(str::to_owned),
-                    str_field(value, "relname").to_owned(),
-                    alias,
-                ));
+                let alias = map.get("alias").filter(|a| !a.is_null());
+                relations.push(Relation {
+                    schema: schema.map(str::to_owned),
+                    name: str_field(value, "relname").to_owned(),
+                    alias: alias
+                        .and_then(|a| a.get("aliasname"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    colnames: names(alias.and_then(|a| a.get("colnames"))),
+                });
                 return;
             }
             if map.contains_key("funcname") && map.contains_key("agg_star") {
@@ -275,22 +356,34 @@ fn collect(
     }
 }
 
+/// Where a select list is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// The statement's own result: its bare columns reach the client with
+    /// their origin (table OID, attribute number) in RowDescription, which
+    /// is what the response side masks by.
+    Outermost,
+    /// A subquery in FROM: its bare masked outputs are names the rest of
+    /// the statement may not use (Scope), so selecting them is harmless.
+    Wrapped,
+    /// Anywhere else (set-operation branches, CTEs, sublinks).
+    Inner,
+}
+
 /// Walks a statement looking for masked columns outside bare positions.
 struct Scan<'a> {
-    masked: &'a BTreeSet<&'a String>,
-    tables: &'a BTreeSet<&'a String>,
+    scope: &'a Scope,
     /// Output names of masked columns selected bare (ORDER BY x may name one).
     outputs: BTreeSet<String>,
-    /// Whether the outermost select list has a masked column or a star.
+    /// Whether the select list being scanned has a masked column or a star.
     selects_masked: bool,
     leak: Option<Leak>,
 }
 
 impl<'a> Scan<'a> {
-    fn new(masked: &'a BTreeSet<&'a String>, tables: &'a BTreeSet<&'a String>) -> Self {
+    fn new(scope: &'a Scope) -> Self {
         Self {
-            masked,
-            tables,
+            scope,
             outputs: BTreeSet::new(),
             selects_masked: false,
             leak: None,
@@ -307,89 +400,86 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// The fields of a ColumnRef as strings (`None` for `*`).
-    fn fields(colref: &Map<String, Value>) -> Vec<Option<String>> {
-        colref
-            .get("fields")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                let node = f.get("node").unwrap_or(f);
-                node.get("String").map(|s| str_field(s, "sval").to_owned())
-            })
-            .collect()
-    }
-
-    /// A SELECT; `outermost` when its select list reaches the client with
-    /// each column's origin (table OID, attribute number) in RowDescription,
-    /// which is what the response side masks by.
-    fn select(&mut self, body: &Value, outermost: bool) {
+    /// A SELECT whose select list is at `place`.
+    fn select(&mut self, body: &Value, place: Place) {
         let Some(map) = body.as_object() else { return };
+        let outer_selects_masked = std::mem::replace(&mut self.selects_masked, false);
         // UNION / INTERSECT / EXCEPT results carry no column origins, so
         // their branches are never outermost: a masked column there is
         // refused.
         let set_operation = map.get("larg").is_some_and(|v| !v.is_null());
         for side in ["larg", "rarg"] {
             if let Some(branch) = map.get(side).filter(|v| !v.is_null()) {
-                self.select(inner(branch), false);
+                self.select(inner(branch), Place::Inner);
             }
         }
-        let outermost = outermost && !set_operation;
+        let place = if set_operation { Place::Inner } else { place };
         // The select list first: ORDER BY and GROUP BY may name its outputs.
         if let Some(targets) = map.get("target_list") {
             for target in targets.as_array().into_iter().flatten() {
-                if outermost {
-                    self.target(inner(target));
-                } else {
+                if place == Place::Inner {
                     self.everywhere(target);
+                } else {
+                    self.target(inner(target), place);
                 }
             }
         }
         for (field, value) in map {
             match field.as_str() {
                 "larg" | "rarg" | "target_list" => {}
-                "sort_clause" | "group_clause" | "distinct_clause" if outermost => {
+                "sort_clause" | "group_clause" | "distinct_clause" if place != Place::Inner => {
                     self.positional(field, value);
                     self.everywhere(value);
                 }
                 _ => self.everywhere(value),
             }
         }
+        self.selects_masked = outer_selects_masked;
     }
 
-    /// One entry of the outermost select list.
-    fn target(&mut self, target: &Value) {
-        let val = target.get("val").map(inner);
-        let colref = target
-            .get("val")
-            .and_then(|v| v.get("node").unwrap_or(v).get("ColumnRef"))
-            .and_then(Value::as_object);
-        let Some(colref) = colref else {
-            if let Some(v) = val {
+    /// One entry of a select list that may carry bare masked columns.
+    fn target(&mut self, target: &Value, place: Place) {
+        let Some(colref) = scope::target_colref(target) else {
+            if let Some(v) = target.get("val") {
                 self.everywhere(v);
             }
             return;
         };
-        let fields = Self::fields(colref);
-        match fields.as_slice() {
-            // `*` or `t.*`: expands to bare columns, masked on the way out.
-            [.., None] => self.selects_masked = true,
-            // A bare table name or alias is the whole row.
-            [Some(name)] if self.tables.contains(name) && !self.masked.contains(name) => self
-                .refuse(format!(
-                    "a whole-row reference to {name} would carry masked columns"
-                )),
-            [.., Some(col)] if self.masked.contains(col) => {
-                self.selects_masked = true;
+        let fields = scope::fields(colref);
+        let outermost = place == Place::Outermost;
+        if fields.last().is_some_and(Option::is_none) {
+            // `*` or `t.*`: expands to bare columns, masked on the way out,
+            // unless it expands to a subquery's outputs.
+            if outermost && self.scope.star_through_subquery(&fields) {
+                self.refuse(
+                    "a * over a subquery that selects masked columns would carry them".into(),
+                );
+            }
+            self.selects_masked = true;
+        } else if self.scope.is_whole_row(&fields) {
+            self.refuse(format!(
+                "a whole-row reference to {} would carry masked columns",
+                shown(&fields)
+            ));
+        } else if self.scope.is_field_of_masked(&fields) {
+            // A field of a composite column has no origin of its own.
+            self.refuse(format!("{} is a field of a masked column", shown(&fields)));
+        } else if !self.scope.is_masked(&fields) {
+        } else if outermost && self.scope.through_subquery(&fields) {
+            self.refuse(format!(
+                "{} is a masked column selected through a subquery",
+                shown(&fields)
+            ));
+        } else {
+            self.selects_masked = true;
+            if outermost {
                 let output = str_field(target, "name");
                 self.outputs.insert(if output.is_empty() {
-                    col.clone()
+                    fields.last().cloned().flatten().unwrap_or_default()
                 } else {
                     output.to_owned()
                 });
             }
-            _ => {}
         }
     }
 
@@ -411,37 +501,78 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// Anywhere else: a masked column, a star over a masked table or a
-    /// whole-row reference is refused.
+    /// A join: USING and NATURAL compare columns without naming them as
+    /// references, an equality oracle when one is masked.
+    fn join(&mut self, join: &Value) {
+        for column in names(join.get("using_clause")) {
+            if self.scope.is_masked_name(&column) {
+                self.refuse(format!(
+                    "JOIN ... USING ({column}) compares a masked column"
+                ));
+            }
+        }
+        if crate::policy::classify::bool_field(join, "is_natural") && self.scope.reads_masked(join)
+        {
+            self.refuse("a NATURAL JOIN over a table with masked columns may compare them".into());
+        }
+    }
+
+    /// Anywhere else: a masked column, a star or a whole-row reference that
+    /// may carry one is refused.
     fn everywhere(&mut self, value: &Value) {
         match value {
             Value::Array(items) => items.iter().for_each(|v| self.everywhere(v)),
             Value::Object(map) => {
                 if let Some(Value::Object(colref)) = map.get("ColumnRef") {
-                    let fields = Self::fields(colref);
-                    match fields.as_slice() {
-                        [.., None] => self.refuse(
-                            "a * inside an expression or subquery would carry masked columns"
-                                .into(),
-                        ),
-                        [.., Some(col)] if self.masked.contains(col) => self.refuse(format!(
-                            "column {col} is masked: it may only be selected as it is"
-                        )),
-                        [.., Some(col)] if self.outputs.contains(col) => {
-                            self.refuse(format!("{col} names a masked column of the result"))
-                        }
-                        [Some(name)] if self.tables.contains(name) => self.refuse(format!(
-                            "a whole-row reference to {name} would carry masked columns"
-                        )),
-                        _ => {}
+                    self.reference(&scope::fields(colref));
+                    return;
+                }
+                if let Some(sub) = map.get("RangeSubselect") {
+                    if let Some(query) = sub.get("subquery").filter(|q| !q.is_null()) {
+                        self.select(inner(query), Place::Wrapped);
                     }
                     return;
+                }
+                if let Some(join) = map.get("JoinExpr") {
+                    self.join(join);
                 }
                 map.values().for_each(|v| self.everywhere(v));
             }
             _ => {}
         }
     }
+
+    /// A column reference outside a bare position.
+    fn reference(&mut self, fields: &[Option<String>]) {
+        let last = fields.last().cloned().flatten();
+        if last.is_none() {
+            self.refuse("a * inside an expression or subquery would carry masked columns".into());
+        } else if self.scope.is_masked(fields) {
+            self.refuse(format!(
+                "column {} is masked: it may only be selected as it is",
+                shown(fields)
+            ));
+        } else if fields.len() == 1 && last.as_ref().is_some_and(|c| self.outputs.contains(c)) {
+            self.refuse(format!(
+                "{} names a masked column of the result",
+                shown(fields)
+            ));
+        } else if self.scope.is_whole_row(fields) {
+            self.refuse(format!(
+                "a whole-row reference to {} would carry masked columns",
+                shown(fields)
+            ));
+        }
+    }
+}
+
+/// A column reference as written (for messages).
+fn shown(fields: &[Option<String>]) -> String {
+    fields
+        .iter()
+        .map(|f| f.as_deref().unwrap_or("*"))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 #[cfg(test)]
