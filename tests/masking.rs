@@ -216,7 +216,7 @@ async fn bypass_attempts_are_refused_in_both_protocols() {
         format!("CREATE TEMP TABLE loot AS SELECT ssn FROM {t}"),
         format!("CREATE TEMP VIEW loot AS SELECT * FROM {t}"),
         format!("PREPARE p AS SELECT ssn || '' FROM {t}"),
-        format!("DECLARE c CURSOR WITH HOLD FOR SELECT ssn FROM {t}"),
+        format!("DECLARE c CURSOR WITH HOLD FOR SELECT ssn || '' FROM {t}"),
         format!("UPDATE {t} SET name = ssn WHERE id = 1"),
         format!("DELETE FROM {t} WHERE id = 99 RETURNING *"),
         format!("SELECT query_to_xml('SELECT ssn FROM {t}', true, false, '')"),

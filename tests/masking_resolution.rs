@@ -229,6 +229,26 @@ async fn cursor_rows_are_masked_in_both_protocols() {
         }
     }
     tx.commit().await.expect("commit");
+    // A holdable cursor outlives its transaction (its rows are materialised
+    // at commit) and is still described with the columns' origins.
+    alice
+        .batch_execute("DECLARE held CURSOR WITH HOLD FOR SELECT id, ssn FROM customers WHERE id < 3 ORDER BY id")
+        .await
+        .expect("declare held");
+    let got = alice
+        .simple_query("FETCH 1 FROM held")
+        .await
+        .expect("fetch held");
+    assert_eq!(
+        text_rows(&got),
+        vec![vec![Some("1".into()), Some("****".into())]]
+    );
+    let rows = alice
+        .query("FETCH 1 FROM held", &[])
+        .await
+        .expect("fetch held");
+    assert_eq!(rows[0].get::<_, Option<String>>(1).as_deref(), Some("****"));
+    alice.batch_execute("CLOSE held").await.expect("close held");
     // psql's FETCH_COUNT runs every query through a cursor.
     let backend = Backend::shared();
     let psql = backend.cluster.program("psql");
