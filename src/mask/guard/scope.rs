@@ -24,6 +24,8 @@ pub(super) struct Scope {
     plain: BTreeSet<String>,
     /// Aliases of subqueries in FROM that select a masked column.
     subqueries: BTreeSet<String>,
+    /// Whether any subquery in FROM selects one (aliased or not).
+    any_subquery: bool,
     /// Aliases of joins over a masked relation.
     joins: BTreeSet<String>,
     /// Every name a masked column may go by anywhere in the statement.
@@ -87,6 +89,7 @@ impl Scope {
             named,
             plain,
             subqueries: BTreeSet::new(),
+            any_subquery: false,
             joins: BTreeSet::new(),
             masked,
             through_subquery: BTreeSet::new(),
@@ -118,6 +121,7 @@ impl Scope {
                 let Some(outputs) = scope.masked_outputs(inner(&sub["subquery"])) else {
                     continue;
                 };
+                scope.any_subquery = true;
                 let alias = sub.get("alias").filter(|a| !a.is_null());
                 if let Some(alias) = alias {
                     learnt |= scope
@@ -261,7 +265,7 @@ impl Scope {
     /// outputs.
     pub(super) fn star_through_subquery(&self, fields: &[Option<String>]) -> bool {
         match fields {
-            [None] => !self.subqueries.is_empty(),
+            [None] => self.any_subquery,
             [.., Some(q), None] => self.subqueries.contains(q),
             _ => false,
         }

@@ -236,3 +236,13 @@ fn a_qualifier_resolves_to_its_own_relation_only_when_it_is_unambiguous() {
     // EXCLUDED is only the proposed row where a relation is not called that.
     assert!(!ok("UPDATE customers excluded SET name = excluded.ssn"));
 }
+
+#[test]
+fn a_star_over_an_unaliased_subquery_with_masked_outputs_is_refused() {
+    let m = masked();
+    let sql = "SELECT * FROM (SELECT id, ssn FROM customers)";
+    let leak = check(sql, LexSettings::default(), &m).expect_err(sql);
+    assert!(leak.why.contains("a * over a subquery"), "{}", leak.why);
+    let sql = "SELECT count(*) FROM (SELECT id, ssn FROM customers)";
+    check(sql, LexSettings::default(), &m).expect(sql);
+}
