@@ -7,7 +7,9 @@
 
 mod support;
 
-use support::{connect_with_messages, message, sqlstate, Backend, Pgward, PASSWORD, USER};
+use support::{
+    connect_with_messages, message, sqlstate, text_rows, Backend, Pgward, PASSWORD, USER,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
 
@@ -75,18 +77,6 @@ fn drain(rx: &mut UnboundedReceiver<AsyncMessage>) -> String {
         out.push_str(&format!("{m:?}\n"));
     }
     out
-}
-
-/// The text rows of a simple-protocol result.
-fn text_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Runs `sql` in the simple protocol; `Ok` holds the rows as text.
@@ -250,20 +240,12 @@ async fn cursor_rows_are_masked_in_both_protocols() {
     assert_eq!(rows[0].get::<_, Option<String>>(1).as_deref(), Some("****"));
     alice.batch_execute("CLOSE held").await.expect("close held");
     // psql's FETCH_COUNT runs every query through a cursor.
-    let backend = Backend::shared();
-    let psql = backend.cluster.program("psql");
-    let dsn = pw.dsn();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(psql)
-            .env("PGPASSWORD", PASSWORD)
-            .args(["-X", "-A", "-t", "-v", "FETCH_COUNT=1", "-c"])
-            .arg("SELECT name, ssn, email FROM customers WHERE id < 3 ORDER BY id")
-            .arg(dsn)
-            .output()
-            .expect("psql")
-    })
-    .await
-    .expect("psql");
+    let out = pw
+        .psql(
+            &["-v", "FETCH_COUNT=1"],
+            "SELECT name, ssn, email FROM customers WHERE id < 3 ORDER BY id",
+        )
+        .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         stdout.trim(),
