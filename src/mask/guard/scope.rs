@@ -254,8 +254,12 @@ impl Scope {
     /// Whether a reference goes through a subquery that selects a masked
     /// column: such outputs may be used only inside it (count wrappers).
     pub(super) fn through_subquery(&self, fields: &[Option<String>]) -> bool {
+        // Through a join's alias too: the join may hold such a subquery.
         match fields {
-            [.., Some(q), _] => self.subqueries.contains(q),
+            [.., Some(q), Some(column)] => {
+                self.subqueries.contains(q)
+                    || (self.joins.contains(q) && self.through_subquery.contains(column))
+            }
             [Some(column)] => self.through_subquery.contains(column),
             _ => false,
         }
@@ -266,7 +270,9 @@ impl Scope {
     pub(super) fn star_through_subquery(&self, fields: &[Option<String>]) -> bool {
         match fields {
             [None] => self.any_subquery,
-            [.., Some(q), None] => self.subqueries.contains(q),
+            [.., Some(q), None] => {
+                self.subqueries.contains(q) || (self.joins.contains(q) && self.any_subquery)
+            }
             _ => false,
         }
     }
