@@ -3,12 +3,14 @@
 //! client other than as a bare column of the outermost select list (where
 //! the response side masks it). Anything else is refused, naming the column.
 //!
-//! Conservative by design: an unqualified column whose name is the name of
-//! a masked column of any table the statement names counts as that masked
-//! column; a masked column inside a subquery, CTE, expression, function
-//! call, cast, predicate, ordering or grouping is refused even where it
-//! could not leak. Refusing a harmless query is the price of never
-//! answering in clear.
+//! Conservative by design: names resolve over the whole statement and every
+//! doubt counts as masked (`scope`: alias lists, USING and NATURAL merges,
+//! join and subquery aliases, qualifiers); a masked column inside a CTE,
+//! sublink, set operation, expression, function call, cast, predicate,
+//! ordering or grouping is refused even where it could not leak (`scan`).
+//! The one relaxation is a subquery in FROM, which may select masked
+//! columns bare as long as nothing outside it uses them (count wrappers).
+//! Refusing a harmless query is the price of never answering in clear.
 
 use super::catalog::MaskMap;
 use crate::policy::classify::{inner, parse, qual_name, single_entry, str_field};
@@ -108,7 +110,7 @@ const SQL_TEXT_FUNCTIONS: &[&str] = &[
 ];
 
 /// A relation the statement names, and what it is called in it.
-pub(super) struct Named {
+struct Named {
     /// Masked columns, and the names a column-alias list gives its columns
     /// (positions are not known here, so every renamed name counts).
     columns: BTreeSet<String>,
