@@ -147,45 +147,8 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
     let mut relations = Vec::new();
     let mut functions = Vec::new();
     collect(body, &mut relations, &mut functions);
-    for f in &functions {
-        if SQL_TEXT_FUNCTIONS
-            .iter()
-            .any(|g| crate::policy::rules::Glob::new(g).matches(&f.name))
-        {
-            return Err(Leak::new(format!(
-                "function {f} runs SQL given as text, which could read masked columns"
-            )));
-        }
-        let outside_catalog = f.schema.as_deref().is_none_or(|s| s != "pg_catalog");
-        if outside_catalog && masked.functions.contains(&f.name) {
-            return Err(Leak::new(format!(
-                "function {f} is not in pg_catalog and may read masked columns"
-            )));
-        }
-    }
-    let ctes = cte_names(body);
-    let created = created_relation(kind, body);
-    for r in &relations {
-        if created.as_ref() == Some(&r.name) {
-            continue;
-        }
-        let known = match &r.schema {
-            Some(s) => masked.relations.contains(&(s.clone(), r.name.clone())),
-            None => ctes.contains(&r.name) || masked.relations.iter().any(|(_, n)| *n == r.name),
-        };
-        if !known {
-            let shown = r
-                .schema
-                .as_ref()
-                .map_or(r.name.clone(), |s| format!("{s}.{}", r.name));
-            return Err(Leak {
-                why: format!(
-                    "relation {shown} is newer than pgward's column map, which is being refreshed: retry in a moment"
-                ),
-                stale: true,
-            });
-        }
-    }
+    check_functions(&functions, masked)?;
+    check_known(&relations, kind, body, masked)?;
     let mut named = Vec::new();
     let mut plain = BTreeSet::new();
     for r in &relations {
@@ -248,6 +211,65 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
     let mut scan = Scan::new(&scope);
     scan.select(body, Place::Outermost);
     scan.finish()
+}
+
+/// Functions a masked identity may not call: those that run SQL given as
+/// text, and those outside pg_catalog (their bodies may read masked tables).
+fn check_functions(
+    functions: &[crate::policy::facts::QualName],
+    masked: &Masked,
+) -> Result<(), Leak> {
+    for f in functions {
+        if SQL_TEXT_FUNCTIONS
+            .iter()
+            .any(|g| crate::policy::rules::Glob::new(g).matches(&f.name))
+        {
+            return Err(Leak::new(format!(
+                "function {f} runs SQL given as text, which could read masked columns"
+            )));
+        }
+        let outside_catalog = f.schema.as_deref().is_none_or(|s| s != "pg_catalog");
+        if outside_catalog && masked.functions.contains(&f.name) {
+            return Err(Leak::new(format!(
+                "function {f} is not in pg_catalog and may read masked columns"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A relation the map does not know yet is newer than it: refresh, then
+/// judge (CTE names and the relation being created are not relations).
+fn check_known(
+    relations: &[Relation],
+    kind: &str,
+    body: &Value,
+    masked: &Masked,
+) -> Result<(), Leak> {
+    let ctes = cte_names(body);
+    let created = created_relation(kind, body);
+    for r in relations {
+        if created.as_ref() == Some(&r.name) {
+            continue;
+        }
+        let known = match &r.schema {
+            Some(s) => masked.relations.contains(&(s.clone(), r.name.clone())),
+            None => ctes.contains(&r.name) || masked.relations.iter().any(|(_, n)| *n == r.name),
+        };
+        if !known {
+            let shown = r
+                .schema
+                .as_ref()
+                .map_or(r.name.clone(), |s| format!("{s}.{}", r.name));
+            return Err(Leak {
+                why: format!(
+                    "relation {shown} is newer than pgward's column map, which is being refreshed: retry in a moment"
+                ),
+                stale: true,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `COPY t (a, b) TO ...` of a masked table, listing no masked column: the
