@@ -144,6 +144,51 @@ async fn a_revoked_jti_ends_its_live_session_and_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_revokes_a_token_and_ends_its_session() {
+    let root = pgward::auth::verifier::ScramVerifier::generate("root-secret");
+    let tg = TokenGateway::start(
+        "",
+        &format!(
+            "[users.root]\nscram_verifier = \"{root}\"\ngroups = [\"admin\"]\n\
+             [admin]\nenabled = true\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = pgward::admin::router(pgward::admin::AdminState {
+        gw: std::sync::Arc::clone(&tg.pw.gateway),
+        config_path: None,
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    });
+    tokio::spawn(pgward::admin::serve(listener, app, std::future::pending()));
+    let minted = tg.mint("ci-api", &["dev"], Duration::from_secs(300));
+    let client = tg
+        .connect_tls("ci-api", &minted.token)
+        .await
+        .expect("login");
+    client.simple_query("SELECT 1").await.expect("works");
+    let path = format!("/tokens/{}/revoke", minted.jti);
+    // Only admin identities may revoke.
+    let (status, _) = support::http::http(addr, "POST", &path, None).await;
+    assert_eq!(status, 401);
+    let (status, body) =
+        support::http::http(addr, "POST", &path, Some(("root", "root-secret"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&minted.jti), "{body}");
+    assert!(
+        tg.wait_gone("ci-api", Duration::from_secs(10)).await,
+        "session survived revocation"
+    );
+    tg.refused("ci-api", &minted.token, "was revoked").await;
+    assert!(std::fs::read_to_string(&tg.revocations)
+        .expect("store")
+        .contains("revoked by administrator root"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maximum_session_lifetime_applies_to_password_users() {
     let backend = Backend::shared();
     let config = format!(

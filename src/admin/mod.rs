@@ -52,6 +52,7 @@ pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
         .route("/sessions", get(sessions))
         .route("/sessions/{id}/terminate", post(terminate))
         .route("/reload", post(reload))
+        .route("/tokens/{jti}/revoke", post(revoke_token))
         .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
@@ -233,6 +234,52 @@ async fn terminate(
             Json(serde_json::json!({ "error": "no such session" })),
         )
             .into_response()
+    }
+}
+
+/// `POST /tokens/{jti}/revoke`: appends the jti to the
+/// revocation list (the same record `pgward token revoke` writes); every
+/// instance following the list ends that token's sessions and refuses it.
+async fn revoke_token(
+    State(state): State<AdminState>,
+    Path(jti): Path<String>,
+    axum::Extension(who): axum::Extension<AdminIdentity>,
+) -> Response {
+    let tokens = state.gw.tokens.load_full();
+    let Some(path) = tokens.config.revocation_file.clone() else {
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": "tokens.revocation_file is not configured" })),
+        )
+            .into_response();
+    };
+    if jti.is_empty() || jti.len() > 256 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": "a jti of 1 to 256 characters" })),
+        )
+            .into_response();
+    }
+    let reason = format!("revoked by administrator {} (admin API)", who.0);
+    let written = tokio::task::spawn_blocking(move || {
+        crate::auth::token::revocation::revoke(&path, &jti, Some(&reason)).map(|()| jti)
+    })
+    .await;
+    match written {
+        Ok(Ok(jti)) => {
+            tracing::info!(jti, admin = who.0, "token revoked by the admin API");
+            Json(serde_json::json!({ "revoked": jti })).into_response()
+        }
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod fake_backend;
+pub mod http;
 pub mod raw;
 pub mod tokens;
 
