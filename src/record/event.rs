@@ -26,6 +26,22 @@ pub struct SessionFields {
     /// The client's `application_name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
+    /// For a token identity: the token's issuer, subject and id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenFields>,
+}
+
+/// What identifies the token a session logged in with.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenFields {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `jti`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// Whether a statement ran.
@@ -256,6 +272,11 @@ mod tests {
             database: "appdb".into(),
             upstream: "appdb".into(),
             application_name: None,
+            token: Some(TokenFields {
+                issuer: "pgward-test".into(),
+                subject: Some("alice".into()),
+                jti: Some("j-1".into()),
+            }),
         }));
         let r = Record::now(Event::SessionEnd {
             session,
@@ -269,5 +290,6 @@ mod tests {
         assert_eq!(v["user"], "alice");
         assert_eq!(v["session"], 7);
         assert!(v.get("application_name").is_none());
+        assert_eq!(v["token"]["jti"], "j-1");
     }
 }

@@ -288,6 +288,14 @@ impl Audit {
             database: info.database.clone(),
             upstream: info.upstream.clone(),
             application_name: info.application_name.clone(),
+            token: match &info.credential {
+                crate::auth::identity::Credential::Token(t) => Some(event::TokenFields {
+                    issuer: t.issuer.clone(),
+                    subject: t.subject.clone(),
+                    jti: t.jti.clone(),
+                }),
+                crate::auth::identity::Credential::Password => None,
+            },
         });
         let fail_closed = self.fail_closed_for(&info.identity);
         let start = Record::now(Event::SessionStart {
