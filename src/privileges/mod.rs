@@ -205,19 +205,23 @@ pub(crate) async fn check_role(
             });
         }
     }
+    // An object the role owns goes to the new owner; one it owns through
+    // a membership, by revoking that membership.
+    let hand_over = |object: &str, direct: &Option<String>, via: &Option<String>| {
+        if sql::truth(direct) {
+            let mut fixes = vec![format!("ALTER {object} OWNER TO {owner_ident};")];
+            create_owner(&mut fixes);
+            fixes
+        } else {
+            revoke_via(via).into_iter().collect()
+        }
+    };
     for row in query_nullable(conn, &sql::owned_tables(&r, &oids)).await? {
         let [table, direct, owner, via] = row.as_slice() else {
             return Err(CatalogError::Malformed("owned tables"));
         };
         let table = table.clone().unwrap_or_default();
-        let mut fixes = if sql::truth(direct) {
-            vec![format!("ALTER TABLE {table} OWNER TO {owner_ident};")]
-        } else {
-            revoke_via(via).into_iter().collect()
-        };
-        if sql::truth(direct) {
-            create_owner(&mut fixes);
-        }
+        let fixes = hand_over(&format!("TABLE {table}"), direct, via);
         let owner = owner.clone().unwrap_or_default();
         report.findings.push(Finding {
             condition: Condition::OwnsMaskedTable,
@@ -230,14 +234,7 @@ pub(crate) async fn check_role(
             return Err(CatalogError::Malformed("owned schemas"));
         };
         let schema = schema.clone().unwrap_or_default();
-        let mut fixes = if sql::truth(direct) {
-            vec![format!("ALTER SCHEMA {schema} OWNER TO {owner_ident};")]
-        } else {
-            revoke_via(via).into_iter().collect()
-        };
-        if sql::truth(direct) {
-            create_owner(&mut fixes);
-        }
+        let fixes = hand_over(&format!("SCHEMA {schema}"), direct, via);
         report.findings.push(Finding {
             condition: Condition::OwnsMaskedSchema,
             what: format!("owns schema {schema} of a masked table"),
