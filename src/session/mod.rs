@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Where the server is in its shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,28 @@ async fn run(
     gw: &Gateway,
     shutdown: watch::Receiver<ShutdownPhase>,
 ) -> Result<(), SessionError> {
+    // Startup, login and the phases are built in a boxed future that is gone
+    // before the relay starts: inline, their largest state (TLS and SCRAM
+    // exchanges, the mask-map read) would size the session's task for its
+    // whole life, idle or not.
+    // The relay is boxed too: moved out of a returned value, it would be
+    // kept in the task twice over.
+    let relay = Box::pin(open(tcp, peer, gw, shutdown)).await?;
+    match relay {
+        Some(mut relay) => relay.run().await,
+        None => Ok(()),
+    }
+}
+
+/// Everything before the relay: startup, authentication, backend login,
+/// the phases and the client's hello. `None`: the connection was a
+/// CancelRequest, now served.
+async fn open(
+    tcp: TcpStream,
+    peer: Option<SocketAddr>,
+    gw: &Gateway,
+    shutdown: watch::Receiver<ShutdownPhase>,
+) -> Result<Option<Box<relay::Relay>>, SessionError> {
     let deadline = tokio::time::Instant::now() + gw.config.server.startup_timeout;
     let opening = tokio::time::timeout_at(
         deadline,
@@ -70,7 +92,11 @@ async fn run(
             conn,
             process_id,
             secret_key,
-        } => return forward_cancel(gw, conn, process_id, secret_key).await,
+        } => {
+            return forward_cancel(gw, conn, process_id, secret_key)
+                .await
+                .map(|()| None)
+        }
         Opening::Session { conn, startup } => (conn, startup),
     };
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
@@ -84,7 +110,6 @@ async fn run(
         }
     };
     let upstream_name = target.upstream.config.name.clone();
-    let (control_tx, control) = mpsc::channel(4);
     let registration = gw.registry.register(
         NewSession {
             user: identity.user.clone(),
@@ -93,7 +118,6 @@ async fn run(
             database: database.clone(),
         },
         target,
-        control_tx,
     );
     let info = phases::SessionInfo {
         id: registration.id,
@@ -122,7 +146,7 @@ async fn run(
     );
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
-    let relay = relay::Relay {
+    Ok(Some(Box::new(relay::Relay {
         client_r,
         client_w,
         backend_r,
@@ -132,10 +156,8 @@ async fn run(
         core,
         idle_timeout: gw.config.server.idle_timeout,
         shutdown,
-        control,
         registration,
-    };
-    relay.run().await
+    })))
 }
 
 /// Authenticates the client and logs in to its upstream.

@@ -8,12 +8,13 @@
 //! server's own secret never leaves pgward.
 
 use crate::auth::backend::Upstream;
+use futures::task::AtomicWaker;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
-use tokio::sync::mpsc;
 
 /// Where the server's real cancel key leads.
 #[derive(Debug, Clone)]
@@ -84,17 +85,41 @@ pub struct SessionSummary {
 
 struct Entry {
     summary: SessionSummary,
-    state: Arc<AtomicU8>,
-    control: mpsc::Sender<Control>,
+    shared: Arc<Shared>,
     cancel: CancelTarget,
     secret: i32,
+}
+
+/// What the registry and a session share: the session's state for
+/// listings, and the requests sent to it. A few atomics and a waker rather
+/// than a channel: every idle session has one, and a channel's buffer
+/// would cost each of them about a kilobyte.
+#[derive(Default)]
+struct Shared {
+    state: AtomicU8,
+    /// `CANCEL` and `TERMINATE` requests not yet taken by the session.
+    pending: AtomicU8,
+    /// The first termination's reason.
+    reason: Mutex<Option<String>>,
+    waker: AtomicWaker,
+}
+
+const CANCEL: u8 = 1;
+const TERMINATE: u8 = 2;
+
+impl Shared {
+    fn send(&self, what: u8) {
+        self.pending.fetch_or(what, Ordering::AcqRel);
+        self.waker.wake();
+    }
 }
 
 /// Live sessions, shared by all of them.
 #[derive(Default)]
 pub struct Registry {
     next_id: AtomicU64,
-    sessions: Mutex<HashMap<u64, Entry>>,
+    /// Boxed: the map's spare slots then cost a pointer each, not an entry.
+    sessions: Mutex<HashMap<u64, Box<Entry>>>,
     /// (process id, pgward's secret) -> session id.
     keys: Mutex<HashMap<(i32, i32), u64>>,
 }
@@ -108,13 +133,40 @@ pub struct Registration {
     pub process_id: i32,
     /// The secret the client is given (pgward's own).
     pub secret_key: i32,
-    state: Arc<AtomicU8>,
+    shared: Arc<Shared>,
 }
 
 impl Registration {
     /// Records what the session is doing now.
     pub fn set_state(&self, state: SessionState) {
-        self.state.store(state as u8, Ordering::Relaxed);
+        self.shared.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The next request sent to the session (a cancel first), or pending
+    /// until one is; `cx` is woken when one arrives.
+    pub(crate) fn poll_control(&self, cx: &mut Context<'_>) -> Poll<Control> {
+        let shared = &self.shared;
+        if shared.pending.load(Ordering::Acquire) == 0 {
+            shared.waker.register(cx.waker());
+            // A request sent before the waker was in place.
+            if shared.pending.load(Ordering::Acquire) == 0 {
+                return Poll::Pending;
+            }
+        }
+        let pending = shared.pending.swap(0, Ordering::AcqRel);
+        if pending & CANCEL != 0 {
+            // A termination that came with it stays for the next poll.
+            shared
+                .pending
+                .fetch_or(pending & TERMINATE, Ordering::AcqRel);
+            return Poll::Ready(Control::Cancel);
+        }
+        let reason = shared
+            .reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        Poll::Ready(Control::Terminate(reason.unwrap_or_default()))
     }
 }
 
@@ -148,12 +200,7 @@ pub struct NewSession {
 impl Registry {
     /// Adds a session; its cancel key is the server's process id with a
     /// fresh secret, unique among live sessions with that process id.
-    pub fn register(
-        self: &Arc<Self>,
-        who: NewSession,
-        cancel: CancelTarget,
-        control: mpsc::Sender<Control>,
-    ) -> Registration {
+    pub fn register(self: &Arc<Self>, who: NewSession, cancel: CancelTarget) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let process_id = cancel.process_id;
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -165,8 +212,8 @@ impl Registry {
         };
         keys.insert((process_id, secret_key), id);
         drop(keys);
-        let state = Arc::new(AtomicU8::new(SessionState::Idle as u8));
-        let entry = Entry {
+        let shared = Arc::new(Shared::default());
+        let entry = Box::new(Entry {
             summary: SessionSummary {
                 id,
                 user: who.user,
@@ -177,11 +224,10 @@ impl Registry {
                 state: SessionState::Idle,
                 process_id,
             },
-            state: Arc::clone(&state),
-            control,
+            shared: Arc::clone(&shared),
             cancel,
             secret: secret_key,
-        };
+        });
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -191,7 +237,7 @@ impl Registry {
             id,
             process_id,
             secret_key,
-            state,
+            shared,
         }
     }
 
@@ -201,7 +247,7 @@ impl Registry {
         let mut all: Vec<SessionSummary> = sessions
             .values()
             .map(|e| SessionSummary {
-                state: SessionState::from_u8(e.state.load(Ordering::Relaxed)),
+                state: SessionState::from_u8(e.shared.state.load(Ordering::Relaxed)),
                 ..e.summary.clone()
             })
             .collect();
@@ -214,7 +260,12 @@ impl Registry {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get(&id) {
             Some(e) => {
-                let _ = e.control.try_send(Control::Terminate(reason.to_owned()));
+                let mut first = e.shared.reason.lock().unwrap_or_else(|p| p.into_inner());
+                if first.is_none() {
+                    *first = Some(reason.to_owned());
+                }
+                drop(first);
+                e.shared.send(TERMINATE);
                 true
             }
             None => false,
@@ -235,7 +286,7 @@ impl Registry {
         if (entry.secret ^ secret_key) != 0 {
             return None;
         }
-        let _ = entry.control.try_send(Control::Cancel);
+        entry.shared.send(CANCEL);
         Some(entry.cancel.clone())
     }
 }
