@@ -60,6 +60,9 @@ pub struct MaskPhase {
     /// A statement that may change the schema went out: refresh the map
     /// at the next ReadyForQuery.
     ddl_pending: bool,
+    /// The mask rules of the request sent last: its rows are planned under
+    /// the rules it was judged under.
+    request_rules: Option<Arc<MaskConfig>>,
 }
 
 impl MaskPhase {
@@ -83,14 +86,19 @@ impl MaskPhase {
             key,
             plan: None,
             ddl_pending: false,
+            request_rules: None,
         })
     }
 
-    /// Runs `f` on the identity's view of the current map, rebuilt when the
-    /// map or the rules change.
+    /// Runs `f` on the identity's view of the current map under the mask
+    /// rules of the request sent last (those in force when none was), rebuilt
+    /// when the map or the rules change.
     fn with_view<T>(&self, f: impl FnOnce(&mut View) -> T) -> Option<T> {
         let map = self.map.current()?;
-        let config = self.map.config();
+        let config = match &self.request_rules {
+            Some(rules) => Arc::clone(rules),
+            None => self.map.config(),
+        };
         let mut cached = self.view.lock().ok()?;
         let fresh = cached
             .as_ref()
@@ -241,6 +249,13 @@ impl Phase for MaskPhase {
     }
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        if !self
+            .request_rules
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &ctx.rules.masking))
+        {
+            self.request_rules = Some(Arc::clone(&ctx.rules.masking));
+        }
         match (ctx.kind, ctx.text) {
             (RequestKind::Query | RequestKind::Parse, Some(text)) => match self.guard(text) {
                 Ok(()) => Decision::Forward,

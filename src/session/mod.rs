@@ -141,6 +141,7 @@ async fn open(
     let core = core::Core::new(
         info,
         stack.phases,
+        Arc::clone(&gw.rules),
         stack.keep_descriptions,
         gw.config.server.max_message_size,
     );

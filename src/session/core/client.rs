@@ -218,13 +218,16 @@ impl Core {
         bind: Option<&BindView<'_>>,
         to_server: &mut BytesMut,
     ) -> Result<Flow, CoreError> {
-        let first = match std::mem::replace(&mut self.hold, HoldState::None) {
-            HoldState::Released { phase } => phase + 1,
+        // One load of the rules for the whole request; a released request
+        // goes on under the snapshot it was held under.
+        let (first, rules) = match std::mem::replace(&mut self.hold, HoldState::None) {
+            HoldState::Released { phase, rules } => (phase + 1, rules),
             HoldState::Refused(r) => return Ok(self.refuse(kind, &r, to_server)),
-            HoldState::None | HoldState::Waiting { .. } => 0,
+            HoldState::None | HoldState::Waiting { .. } => (0, self.rules.load_full()),
         };
         for index in first..self.phases.len() {
             let ctx = RequestContext {
+                rules: &rules,
                 session: &self.info,
                 kind,
                 text,
@@ -244,7 +247,10 @@ impl Core {
                             text,
                         );
                     }
-                    self.hold = HoldState::Waiting { phase: index };
+                    self.hold = HoldState::Waiting {
+                        phase: index,
+                        rules,
+                    };
                     return Ok(Flow::Held(HoldWait {
                         deadline: hold.deadline,
                         decision: hold.decision,

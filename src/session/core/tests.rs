@@ -42,7 +42,8 @@ fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
         identity: Identity::new("alice", Vec::<String>::new()),
         database: "db".into(),
     };
-    Core::new(info, phases, keep, 1 << 20)
+    let rules = Arc::new(arc_swap::ArcSwap::from_pointee(RuleSnapshot::inert()));
+    Core::new(info, phases, rules, keep, 1 << 20)
 }
 
 fn core() -> Core {
@@ -568,3 +569,5 @@ mod arbitrary {
         }
     }
 }
+
+mod snapshots;
