@@ -289,6 +289,10 @@ fn idle_fresh(
                 Ok(r) => idle_results.push((target.name, r)),
                 Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
             }
+            drop(target);
+            // The server ends its backends a moment after their clients
+            // left; the next proxy needs the connection slots.
+            env.wait_backends_gone()?;
         }
     }
     Ok(idle_results)
@@ -328,6 +332,8 @@ fn mode_line(args: &Args) -> String {
         "smoke"
     } else if args.latency {
         "latency (every transaction's latency, pooled over the repetitions)"
+    } else if args.idle_only {
+        "idle memory only (each proxy started afresh per session count)"
     } else {
         "full"
     };

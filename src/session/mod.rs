@@ -27,24 +27,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 /// Where the server is in its shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ShutdownPhase {
     /// Serving.
-    Running,
+    Running = 0,
     /// No new connections; sessions close at their next idle moment.
-    Draining,
+    Draining = 1,
     /// The drain timeout passed: sessions close now, between messages.
-    Forced,
+    Forced = 2,
 }
 
 /// Serves one accepted connection to its end, logging how it ended.
-pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<ShutdownPhase>) {
+/// Sessions learn of the server's shutdown through the registry
+/// ([`registry::Registry::set_shutdown`]).
+pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>) {
     let peer = tcp.peer_addr().ok();
     let _ = tcp.set_nodelay(true);
-    match run(tcp, peer, &gw, shutdown).await {
+    match run(tcp, peer, &gw).await {
         Ok(()) => tracing::debug!(?peer, "session ended"),
         Err(e) => {
             tracing::info!(?peer, origin = ?e.origin(), error = %e, "session ended with error")
@@ -52,19 +54,14 @@ pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<S
     }
 }
 
-async fn run(
-    tcp: TcpStream,
-    peer: Option<SocketAddr>,
-    gw: &Gateway,
-    shutdown: watch::Receiver<ShutdownPhase>,
-) -> Result<(), SessionError> {
+async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(), SessionError> {
     // Startup, login and the phases are built in a boxed future that is gone
     // before the relay starts: inline, their largest state (TLS and SCRAM
     // exchanges, the mask-map read) would size the session's task for its
     // whole life, idle or not.
     // The relay is boxed too: moved out of a returned value, it would be
     // kept in the task twice over.
-    let relay = Box::pin(open(tcp, peer, gw, shutdown)).await?;
+    let relay = Box::pin(open(tcp, peer, gw)).await?;
     match relay {
         Some(mut relay) => relay.run().await,
         None => Ok(()),
@@ -78,7 +75,6 @@ async fn open(
     tcp: TcpStream,
     peer: Option<SocketAddr>,
     gw: &Gateway,
-    shutdown: watch::Receiver<ShutdownPhase>,
 ) -> Result<Option<Box<relay::Relay>>, SessionError> {
     let deadline = tokio::time::Instant::now() + gw.config.server.startup_timeout;
     let opening = tokio::time::timeout_at(
@@ -156,7 +152,6 @@ async fn open(
         client_buf: conn.buf,
         core,
         idle_timeout: gw.config.server.idle_timeout,
-        shutdown,
         registration,
     })))
 }

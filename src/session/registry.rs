@@ -7,6 +7,7 @@
 //! session, since two upstreams may hand out the same process id. The
 //! server's own secret never leaves pgward.
 
+use super::ShutdownPhase;
 use crate::auth::backend::Upstream;
 use futures::task::AtomicWaker;
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub enum Control {
     Cancel,
     /// End the session with a FATAL carrying this reason.
     Terminate(String),
+    /// The server's shutdown moved on a phase ([`Registry::shutdown_phase`]).
+    Shutdown,
 }
 
 /// A snapshot of one session.
@@ -106,6 +109,7 @@ struct Shared {
 
 const CANCEL: u8 = 1;
 const TERMINATE: u8 = 2;
+const SHUTDOWN: u8 = 4;
 
 impl Shared {
     fn send(&self, what: u8) {
@@ -122,6 +126,9 @@ pub struct Registry {
     sessions: Mutex<HashMap<u64, Box<Entry>>>,
     /// (process id, pgward's secret) -> session id.
     keys: Mutex<HashMap<(i32, i32), u64>>,
+    /// The server's [`ShutdownPhase`], as a number: read by every session
+    /// on every pass of its loop, so an atomic rather than a channel.
+    phase: AtomicU8,
 }
 
 /// A session's place in the registry; removes it when dropped.
@@ -137,6 +144,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Where the server's shutdown stands.
+    pub(crate) fn shutdown_phase(&self) -> ShutdownPhase {
+        self.registry.shutdown_phase()
+    }
+
     /// Records what the session is doing now.
     pub fn set_state(&self, state: SessionState) {
         self.shared.state.store(state as u8, Ordering::Relaxed);
@@ -154,12 +166,15 @@ impl Registration {
             }
         }
         let pending = shared.pending.swap(0, Ordering::AcqRel);
-        if pending & CANCEL != 0 {
-            // A termination that came with it stays for the next poll.
-            shared
-                .pending
-                .fetch_or(pending & TERMINATE, Ordering::AcqRel);
-            return Poll::Ready(Control::Cancel);
+        if pending & (CANCEL | SHUTDOWN) != 0 {
+            // What came with it stays for the next poll.
+            let (now, rest) = if pending & CANCEL != 0 {
+                (Control::Cancel, pending & !CANCEL)
+            } else {
+                (Control::Shutdown, pending & !SHUTDOWN)
+            };
+            shared.pending.fetch_or(rest, Ordering::AcqRel);
+            return Poll::Ready(now);
         }
         let reason = shared
             .reason
@@ -238,6 +253,25 @@ impl Registry {
             process_id,
             secret_key,
             shared,
+        }
+    }
+
+    /// Moves the server's shutdown on to `phase` and tells every live
+    /// session; sessions registered later read it on their first pass.
+    pub fn set_shutdown(&self, phase: ShutdownPhase) {
+        self.phase.store(phase as u8, Ordering::Release);
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        for e in sessions.values() {
+            e.shared.send(SHUTDOWN);
+        }
+    }
+
+    /// Where the server's shutdown stands.
+    pub fn shutdown_phase(&self) -> ShutdownPhase {
+        match self.phase.load(Ordering::Acquire) {
+            1 => ShutdownPhase::Draining,
+            2 => ShutdownPhase::Forced,
+            _ => ShutdownPhase::Running,
         }
     }
 

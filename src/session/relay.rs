@@ -26,7 +26,6 @@ use bytes::{Buf, BytesMut};
 use futures::FutureExt;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Client bytes read while a request is held, at most.
@@ -44,7 +43,6 @@ pub(crate) struct Relay {
     pub(crate) client_buf: BytesMut,
     pub(crate) core: Core,
     pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) shutdown: watch::Receiver<ShutdownPhase>,
     pub(crate) registration: Registration,
 }
 
@@ -94,10 +92,6 @@ impl Relay {
         let (mut flush_server, mut flush_client) = (false, false);
         // A termination asked for mid-frame waits for the frame's end.
         let mut pending_terminate: Option<String> = None;
-        let mut shutdown_gone = false;
-        // Armed once and re-armed when it fires, rather than registering a
-        // new waiter on every pass of the loop.
-        let mut shutdown_changed = Box::pin(next_change(self.shutdown.clone()));
         // Only with an idle timeout: otherwise no timer exists at all.
         let mut ticker = self
             .idle_timeout
@@ -129,7 +123,9 @@ impl Relay {
                     Err(e) => return self.fatal(core_error(e), &to_client).await,
                 }
             }
-            if *self.shutdown.borrow() == ShutdownPhase::Forced && self.core.at_boundary() {
+            if self.registration.shutdown_phase() == ShutdownPhase::Forced
+                && self.core.at_boundary()
+            {
                 return self.fatal(SessionError::Shutdown, &to_client).await;
             }
             if let Some(reason) = pending_terminate.take() {
@@ -154,7 +150,11 @@ impl Relay {
                 return Ok(End::Done);
             }
             if self.core.is_quiet() && client_in.is_empty() {
-                let since = *quiet_since.get_or_insert_with(Instant::now);
+                // The clock is read only for an idle timeout.
+                let since = match self.idle_timeout {
+                    Some(_) => Some(*quiet_since.get_or_insert_with(Instant::now)),
+                    None => None,
+                };
                 if let Some(e) = self.should_close(since) {
                     return self.fatal(e, &to_client).await;
                 }
@@ -234,22 +234,17 @@ impl Relay {
                         return self.fatal(SessionError::Terminated(reason), &to_client).await;
                     }
                     Control::Terminate(reason) => pending_terminate = Some(reason),
-                },
-                changed = &mut shutdown_changed, if !shutdown_gone => {
-                    // A dropped sender (the listener is gone) would answer
-                    // at once forever: stop watching it.
-                    shutdown_gone = changed.is_err();
-                    // The clone that fired saw the change; the next one must
-                    // start from it too, or it fires again at once.
-                    let _ = self.shutdown.borrow_and_update();
-                    shutdown_changed = Box::pin(next_change(self.shutdown.clone()));
-                    if hold.take().is_some() {
-                        self.core.release(Release::Refuse(Refusal::new(
-                            Sqlstate::ADMIN_SHUTDOWN,
-                            "pgward is shutting down: the held statement was not run",
-                        )));
+                    // The phase itself is read from the registry at the top
+                    // of the loop and when quiet.
+                    Control::Shutdown => {
+                        if hold.take().is_some() {
+                            self.core.release(Release::Refuse(Refusal::new(
+                                Sqlstate::ADMIN_SHUTDOWN,
+                                "pgward is shutting down: the held statement was not run",
+                            )));
+                        }
                     }
-                }
+                },
                 decision = async {
                     match hold.as_mut() {
                         Some(h) => (&mut h.decision).await,
@@ -346,8 +341,8 @@ impl Relay {
 
     /// Shutdown or idle timeout, checked only while nothing is in flight, so
     /// a client never sees a FATAL in the middle of a result.
-    fn should_close(&self, quiet_since: Instant) -> Option<SessionError> {
-        let phase = *self.shutdown.borrow();
+    fn should_close(&self, quiet_since: Option<Instant>) -> Option<SessionError> {
+        let phase = self.registration.shutdown_phase();
         if phase == ShutdownPhase::Forced {
             return Some(SessionError::Shutdown);
         }
@@ -356,7 +351,7 @@ impl Relay {
             return Some(SessionError::Shutdown);
         }
         let idle = self.idle_timeout?;
-        (quiet_since.elapsed() >= idle).then_some(SessionError::IdleTimeout)
+        (quiet_since?.elapsed() >= idle).then_some(SessionError::IdleTimeout)
     }
 }
 
@@ -368,13 +363,6 @@ async fn write_or_flush(w: &mut WriteHalf, pending: &[u8]) -> std::io::Result<Op
     } else {
         w.write(pending).await.map(Some)
     }
-}
-
-/// Waits for the next change of the shutdown phase.
-async fn next_change(
-    mut shutdown: watch::Receiver<ShutdownPhase>,
-) -> Result<(), watch::error::RecvError> {
-    shutdown.changed().await
 }
 
 fn core_error(e: CoreError) -> SessionError {

@@ -3,6 +3,7 @@
 //! server) or held.
 
 use super::{ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
+use crate::gateway::RuleSnapshot;
 use crate::session::phases::{Decision, Refusal, RequestContext, RequestKind};
 use crate::session::tracker::Statement;
 use crate::sqlstate::Sqlstate;
@@ -220,14 +221,24 @@ impl Core {
     ) -> Result<Flow, CoreError> {
         // One load of the rules for the whole request; a released request
         // goes on under the snapshot it was held under.
-        let (first, rules) = match std::mem::replace(&mut self.hold, HoldState::None) {
-            HoldState::Released { phase, rules } => (phase + 1, rules),
-            HoldState::Refused(r) => return Ok(self.refuse(kind, &r, to_server)),
-            HoldState::None | HoldState::Waiting { .. } => (0, self.rules.load_full()),
-        };
+        // (A guard, not a counted reference: the common case takes no
+        // reference count.)
+        let (held, loaded);
+        let (first, rules): (usize, &Arc<RuleSnapshot>) =
+            match std::mem::replace(&mut self.hold, HoldState::None) {
+                HoldState::Released { phase, rules } => {
+                    held = rules;
+                    (phase + 1, &held)
+                }
+                HoldState::Refused(r) => return Ok(self.refuse(kind, &r, to_server)),
+                HoldState::None | HoldState::Waiting { .. } => {
+                    loaded = self.rules.load();
+                    (0, &loaded)
+                }
+            };
         for index in first..self.phases.len() {
             let ctx = RequestContext {
-                rules: &rules,
+                rules,
                 session: &self.info,
                 kind,
                 text,
@@ -249,7 +260,7 @@ impl Core {
                     }
                     self.hold = HoldState::Waiting {
                         phase: index,
-                        rules,
+                        rules: Arc::clone(rules),
                     };
                     return Ok(Flow::Held(HoldWait {
                         deadline: hold.deadline,
