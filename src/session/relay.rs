@@ -151,10 +151,9 @@ impl Relay {
             }
             if self.core.is_quiet() && client_in.is_empty() {
                 // The clock is read only for an idle timeout.
-                let since = match self.idle_timeout {
-                    Some(_) => Some(*quiet_since.get_or_insert_with(Instant::now)),
-                    None => None,
-                };
+                let since = self
+                    .idle_timeout
+                    .map(|_| *quiet_since.get_or_insert_with(Instant::now));
                 if let Some(e) = self.should_close(since) {
                     return self.fatal(e, &to_client).await;
                 }
