@@ -261,10 +261,8 @@ fn idle_memory(
     for &n in &args.idle_sessions {
         eprintln!("holding {n} idle sessions through each proxy...");
         for target in all.iter().filter(|t| t.pid.is_some()) {
-            match runtime.block_on(idle::measure(target, n, Duration::ZERO)) {
-                Ok(r) => idle_results.push((target.name, r)),
-                Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
-            }
+            let reading = runtime.block_on(idle::measure(target, n, Duration::ZERO));
+            keep_reading(target, reading, &mut idle_results, notes);
         }
     }
     Ok(idle_results)
@@ -285,10 +283,9 @@ fn idle_fresh(
         for proxy in proxies {
             let target = env.start_configured(*proxy)?;
             eprintln!("holding {n} idle sessions through {}...", target.name);
-            match runtime.block_on(idle::measure(&target, n, Duration::from_secs(args.hold))) {
-                Ok(r) => idle_results.push((target.name, r)),
-                Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
-            }
+            let hold = Duration::from_secs(args.hold);
+            let reading = runtime.block_on(idle::measure(&target, n, hold));
+            keep_reading(&target, reading, &mut idle_results, notes);
             drop(target);
             // The server ends its backends a moment after their clients
             // left; the next proxy needs the connection slots.
@@ -297,6 +294,20 @@ fn idle_fresh(
     }
     Ok(idle_results)
 }
+
+/// Keeps a reading, or notes why there is none.
+fn keep_reading(
+    target: &Target,
+    reading: anyhow::Result<idle::IdleResult>,
+    results: &mut Vec<(&'static str, idle::IdleResult)>,
+    notes: &mut Vec<String>,
+) {
+    match reading {
+        Ok(r) => results.push((target.name, r)),
+        Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
+    }
+}
+
 fn build_pgward(root: &Path) -> anyhow::Result<PathBuf> {
     eprintln!("building pgward (release)...");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
