@@ -31,17 +31,51 @@ CREATE TABLE orders (
 INSERT INTO orders (customer_id, total) VALUES (1, 19.99), (2, 5.00), (1, 42.00), (3, 7.50);
 ";
 
-const DEMO_USER: &str = "alice";
-const DEMO_PASSWORD: &str = "alice-demo";
+/// The demo's identities: name, groups, and the role each acts as.
+const IDENTITIES: &[(&str, &str, &str)] = &[
+    ("alice", "support", "shop_support"),
+    ("bob", "app", "shop_app"),
+    ("dora", "dba", "shop_owner"),
+];
+
+/// Least-privilege roles: the owner runs migrations and owns everything;
+/// the application reads and writes the tables; support reads them (masked
+/// by pgward) and may change customers with approval; pgward's own catalog
+/// role reads nothing but the catalog. No role but the owner may create
+/// anything: PostgreSQL 15's public schema gives PUBLIC no CREATE, and the
+/// database's TEMPORARY is taken from PUBLIC.
+const ROLES: &[&str] = &["shop_owner", "shop_app", "shop_support", "pgward_catalog"];
+
+const GRANTS_SQL: &str = "
+REVOKE TEMPORARY ON DATABASE shop FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON customers, orders TO shop_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO shop_app;
+GRANT SELECT, UPDATE ON customers TO shop_support;
+GRANT SELECT ON orders TO shop_support;
+";
 
 pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     eprintln!("starting a throwaway PostgreSQL cluster...");
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
         .await?
         .context("cannot start PostgreSQL")?;
-    let app_password = format!("app-{:016x}", rand::random::<u64>());
-    cluster.create_owned_database("app", &app_password, "shop")?;
-    cluster.psql("shop", &format!("SET ROLE app; {SAMPLE_SQL}"))?;
+    for role in ROLES {
+        let password = format!("{role}-{:016x}", rand::random::<u64>());
+        cluster.psql(
+            "postgres",
+            &format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        )?;
+        // Files, so that `pgward doctor` can read the same config.
+        std::fs::write(
+            cluster.dir().join(format!("{role}.password")),
+            format!("{password}\n"),
+        )?;
+    }
+    cluster.psql("postgres", "CREATE DATABASE shop OWNER shop_owner")?;
+    cluster.psql(
+        "shop",
+        &format!("SET ROLE shop_owner; {SAMPLE_SQL} RESET ROLE; {GRANTS_SQL}"),
+    )?;
 
     let port = match port {
         Some(p) => p,
@@ -49,9 +83,7 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
         None => pgward::cluster::free_port()?,
     };
     let config_path = cluster.dir().join("pgward.toml");
-    write_config(&config_path, port, cluster.port(), &app_password)?;
-    // The backend password reaches pgward through the environment, as in production.
-    std::env::set_var("PGWARD_DEMO_UPSTREAM_PASSWORD", &app_password);
+    write_config(&config_path, port, cluster.port())?;
     let config = Config::load(&config_path)?;
     let server = Server::bind(Gateway::new(config)?).await?;
     let addr = server.local_addr()?;
@@ -60,10 +92,10 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
         "pgward is listening on {addr}, in front of PostgreSQL on port {}.",
         cluster.port()
     );
-    println!("Try (password: {DEMO_PASSWORD}):");
+    println!("Try (alice's password: alice-demo):");
     println!();
     println!(
-        "    psql \"postgresql://{DEMO_USER}@127.0.0.1:{}/shop\"",
+        "    psql \"postgresql://alice@127.0.0.1:{}/shop\"",
         addr.port()
     );
     println!();
@@ -73,10 +105,18 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     println!("    shop=> BEGIN; UPDATE orders SET total = 0 WHERE id = 1; TRUNCATE orders;");
     println!("    shop=> COMMIT;                             -- rolls back, as after any error");
     println!();
-    println!("The client never sees the backend password; pgward logs in for it.");
+    println!("    shop=> SELECT current_user;                -- shop_support, her own role");
+    println!();
+    println!("Identities (password: name-demo) and the PostgreSQL roles they act as:");
+    for (user, group, role) in IDENTITIES {
+        println!("    {user:<6} group {group:<8} -> {role}");
+    }
+    println!("The client never sees a backend password; pgward logs in for it.");
     println!("Rules: the built-in set (docs/policy.md), plus one of the demo's own: the");
-    println!("support group needs approval to change customers. Masking: alice is in the");
-    println!("support group, which sees ssn, email and card_number masked (docs/masking.md).");
+    println!("support group needs approval to change customers. Masking: the support");
+    println!("group sees ssn, email and card_number masked (docs/masking.md).");
+    println!("Roles (docs/roles.md): check them with");
+    println!("    pgward doctor --config {}", config_path.display());
     println!(
         "Config: {}   Press Ctrl-C to stop and clean up.",
         config_path.display()
@@ -87,7 +127,24 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_config(path: &Path, port: u16, pg_port: u16, _app_password: &str) -> anyhow::Result<()> {
+fn write_config(path: &Path, port: u16, pg_port: u16) -> anyhow::Result<()> {
+    let mut roles = String::new();
+    for role in ROLES.iter().filter(|r| **r != "pgward_catalog") {
+        roles.push_str(&format!(
+            "[upstreams.shop.roles.{role}]\npassword_file = \"{role}.password\"\n"
+        ));
+    }
+    let mut users = String::new();
+    let mut role_map = String::new();
+    for (user, group, role) in IDENTITIES {
+        users.push_str(&format!(
+            "[users.{user}]\nscram_verifier = \"{}\"\ngroups = [\"{group}\"]\n\n",
+            ScramVerifier::generate(&format!("{user}-demo"))
+        ));
+        role_map.push_str(&format!(
+            "[[upstreams.shop.role_map]]\ngroups = [\"{group}\"]\nrole = \"{role}\"\n"
+        ));
+    }
     let text = format!(
         r#"# Written by `pgward demo`.
 [server]
@@ -97,15 +154,15 @@ listen = "127.0.0.1:{port}"
 host = "127.0.0.1"
 port = {pg_port}
 dbname = "shop"
-user = "app"
-password_env = "PGWARD_DEMO_UPSTREAM_PASSWORD"
+# pgward's own catalog reads (the column map, role checks).
+user = "pgward_catalog"
+password_file = "pgward_catalog.password"
 sslmode = "disable"
 
-[users.{DEMO_USER}]
-scram_verifier = "{verifier}"
-groups = ["support"]
-
-# The built-in rules (docs/policy.md) apply after these.
+# Each identity acts as its own least-privilege role (docs/roles.md).
+{role_map}
+{roles}
+{users}# The built-in rules (docs/policy.md) apply after these.
 [policy]
 builtin_rules = true
 
@@ -142,8 +199,7 @@ strategy = "partial"
 keep_last = 4
 fill = "x"
 groups = ["support"]
-"#,
-        verifier = ScramVerifier::generate(DEMO_PASSWORD)
+"#
     );
     std::fs::write(path, text)?;
     Ok(())

@@ -27,9 +27,43 @@ pub enum SessionError {
     /// The client's SCRAM proof did not match, or the user does not exist.
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
+    /// A token user's token was refused (the reason says why).
+    #[error("token authentication failed for user \"{user}\": {reason}")]
+    TokenRefused {
+        /// The user name logging in.
+        user: String,
+        /// What was wrong with the token.
+        reason: String,
+    },
+    /// A token user connected without TLS; the token was not asked for.
+    #[error("user \"{0}\" logs in with a token, which pgward accepts only over TLS (sslmode=require or stronger), so that it never crosses the network in clear text")]
+    TokenNeedsTls(String),
     /// The client asked for a database pgward does not map.
-    #[error("database \"{0}\" does not exist")]
+    #[error("database \"{0}\" is not configured in pgward")]
     UnknownDatabase(String),
+    /// No role mapping covers the identity on the database's upstream.
+    #[error("pgward maps no database role for \"{user}\" on database \"{database}\"")]
+    NoRole {
+        /// The identity.
+        user: String,
+        /// The client's database name.
+        database: String,
+    },
+    /// A StartupMessage parameter (or an `options` setting) pgward refuses.
+    #[error("{message}")]
+    StartupParameter {
+        /// The SQLSTATE.
+        code: crate::sqlstate::Sqlstate,
+        /// Names the parameter, and why.
+        message: String,
+    },
+    /// A masked identity asked for a database reached only through the
+    /// catch-all, whose columns pgward has not mapped.
+    #[error("database \"{0}\" is reached through pgward's catch-all mapping, which identities with masked columns may not use")]
+    MaskedCatchAll(String),
+    /// The mapped role fails the least-privilege check.
+    #[error("{0}")]
+    RoleNotLeastPrivilege(String),
     /// The user may not open this database.
     #[error("permission denied for database \"{0}\"")]
     DatabaseNotAllowed(String),
@@ -79,6 +113,10 @@ pub enum SessionError {
     /// The client's socket failed.
     #[error("client connection: {0}")]
     ClientIo(#[from] std::io::Error),
+    /// The audit trail cannot take the session's records, and its identity
+    /// fails closed.
+    #[error("pgward cannot record this session: the audit queue is full")]
+    AuditUnavailable,
 }
 
 impl SessionError {
@@ -88,7 +126,12 @@ impl SessionError {
             Self::Protocol(_)
             | Self::MissingUser
             | Self::AuthFailed(_)
+            | Self::TokenRefused { .. }
+            | Self::TokenNeedsTls(_)
             | Self::UnknownDatabase(_)
+            | Self::NoRole { .. }
+            | Self::MaskedCatchAll(_)
+            | Self::StartupParameter { .. }
             | Self::DatabaseNotAllowed(_)
             | Self::TlsRequired
             | Self::Unsupported(_)
@@ -98,10 +141,12 @@ impl SessionError {
             | Self::BackendLost(_)
             | Self::BackendProtocol(_) => Origin::Backend,
             Self::TooManyClients
+            | Self::RoleNotLeastPrivilege(_)
             | Self::StartupTimeout
             | Self::IdleTimeout
             | Self::Shutdown
-            | Self::Terminated(_) => Origin::Internal,
+            | Self::Terminated(_)
+            | Self::AuditUnavailable => Origin::Internal,
         }
     }
 
@@ -109,10 +154,16 @@ impl SessionError {
     pub fn sqlstate(&self) -> &str {
         let code = match self {
             Self::Protocol(_) | Self::BackendProtocol(_) => Sqlstate::PROTOCOL_VIOLATION,
-            Self::AuthFailed(_) => Sqlstate::INVALID_PASSWORD,
-            Self::MissingUser | Self::TlsRequired => Sqlstate::INVALID_AUTHORIZATION,
+            Self::AuthFailed(_) | Self::TokenRefused { .. } => Sqlstate::INVALID_PASSWORD,
+            Self::MissingUser | Self::TlsRequired | Self::TokenNeedsTls(_) => {
+                Sqlstate::INVALID_AUTHORIZATION
+            }
             Self::UnknownDatabase(_) => Sqlstate::INVALID_CATALOG_NAME,
-            Self::DatabaseNotAllowed(_) => Sqlstate::INSUFFICIENT_PRIVILEGE,
+            Self::DatabaseNotAllowed(_)
+            | Self::RoleNotLeastPrivilege(_)
+            | Self::MaskedCatchAll(_) => Sqlstate::INSUFFICIENT_PRIVILEGE,
+            Self::NoRole { .. } => Sqlstate::INVALID_AUTHORIZATION,
+            Self::StartupParameter { code, .. } => *code,
             Self::TooManyClients => Sqlstate::TOO_MANY_CONNECTIONS,
             Self::Unsupported(_) => Sqlstate::FEATURE_NOT_SUPPORTED,
             Self::StartupTimeout => Sqlstate::QUERY_CANCELED,
@@ -120,6 +171,7 @@ impl SessionError {
             Self::Shutdown | Self::Terminated(_) => Sqlstate::ADMIN_SHUTDOWN,
             Self::BackendUnavailable { .. } => Sqlstate::UNABLE_TO_CONNECT,
             Self::BackendLost(_) | Self::ClientIo(_) => Sqlstate::CONNECTION_FAILURE,
+            Self::AuditUnavailable => Sqlstate::INSUFFICIENT_RESOURCES,
             // The server's own code, passed through.
             Self::BackendRefused { code, .. } => return code,
         };

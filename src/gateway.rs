@@ -25,6 +25,9 @@ pub struct Gateway {
     pub scram: ScramEngines,
     /// Live sessions, and the cancel keys that lead to them.
     pub registry: Arc<Registry>,
+    /// Token verification, revocations and credential deadlines; swapped
+    /// on reload (keys rotate without a restart).
+    pub tokens: ArcSwap<crate::auth::token::TokenAuth>,
     /// Phases added after the built-in ones (see `session::stack`).
     phase_factories: std::sync::RwLock<Vec<PhaseFactory>>,
     /// Statement rules and their verdict cache; swapped whole on reload, so
@@ -41,8 +44,17 @@ pub struct Gateway {
     /// reads one of them alone (the mask maps); sessions load this once per
     /// request.
     pub rules: Arc<ArcSwap<RuleSnapshot>>,
+    /// Least-privilege reports of the mapped roles.
+    pub role_checks: Arc<crate::privileges::RoleChecks>,
     /// Serialises reloads, so versions are bumped one at a time.
     reload_lock: std::sync::Mutex<()>,
+    /// The audit trail, when `[audit]` is on.
+    pub audit: Option<Arc<crate::record::Audit>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::admin::Metrics>,
+    /// The file the configuration came from, once known (the admin
+    /// console's RELOAD reads it).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// The statement rules and mask rules in force, as one value.
@@ -115,9 +127,15 @@ pub enum GatewayError {
         /// The error.
         source: TlsError,
     },
+    /// `[tokens]` could not be prepared (a JWKS CA file).
+    #[error("{0}")]
+    Tokens(String),
     /// The SCRAM engine refused the certificate.
     #[error("server.tls_cert: cannot use the certificate for SCRAM channel binding: {0}")]
     ChannelBinding(String),
+    /// The audit trail's key.
+    #[error(transparent)]
+    Audit(#[from] crate::record::AuditError),
 }
 
 impl Gateway {
@@ -144,14 +162,7 @@ impl Gateway {
                 field: format!("upstreams.{name}.ca_file"),
                 source,
             })?;
-            upstreams.insert(
-                name.clone(),
-                Upstream {
-                    config: Arc::clone(u),
-                    tls,
-                    salted: crate::auth::scram_client::SaltedPasswordCache::new(Arc::clone(&kdf)),
-                },
-            );
+            upstreams.insert(name.clone(), Upstream::new(Arc::clone(u), tls, &kdf));
         }
         let snapshot = RuleSnapshot {
             version: 1,
@@ -168,17 +179,32 @@ impl Gateway {
                 (name.clone(), Arc::new(map))
             })
             .collect();
+        let tokens = crate::auth::token::TokenAuth::new(Arc::clone(&config.tokens))
+            .map_err(GatewayError::Tokens)?;
+        let audit = match &config.audit {
+            Some(a) => Some(Arc::new(crate::record::Audit::new(
+                a.clone(),
+                Arc::clone(&masking),
+                Arc::clone(&policy),
+            )?)),
+            None => None,
+        };
         Ok(Self {
+            audit,
+            metrics: Arc::default(),
+            config_path: std::sync::OnceLock::new(),
             config,
             upstreams,
             tls,
             scram,
             registry: Arc::new(Registry::default()),
+            tokens: ArcSwap::from_pointee(tokens),
             phase_factories: std::sync::RwLock::new(Vec::new()),
             policy,
             masking,
             masks,
             rules: Arc::new(ArcSwap::from_pointee(snapshot)),
+            role_checks: Arc::default(),
             reload_lock: std::sync::Mutex::new(()),
         })
     }
@@ -206,11 +232,22 @@ impl Gateway {
     }
 
     /// Reads `path` with the same parse and validation as startup and, if
-    /// it changes nothing but `[policy]` and `[masking]` and keeps every
-    /// section the running file has, puts the new rules and masking in force
-    /// together for every session's next message. Otherwise the rules in
-    /// force stay.
+    /// it changes nothing but `[policy]`, `[masking]` and `[tokens]` and
+    /// keeps every section the running file has, puts the new rules and
+    /// masking in force together for every session's next message, and the
+    /// new token settings for every new login (live sessions keep their
+    /// deadlines). Otherwise everything in force stays.
     pub fn reload(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
+        let result = self.reload_from(path);
+        let counter = match result {
+            Ok(_) => &self.metrics.reloads,
+            Err(_) => &self.metrics.reload_failures,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    fn reload_from(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
         let new = Config::load(path)?;
         // A poisoned lock only means an earlier reload panicked; the state
         // it guards (the version sequence) is still consistent.
@@ -222,6 +259,12 @@ impl Gateway {
         if let Some(why) = crate::config::reload_refusal(&self.config, &running.sections, &new) {
             return Err(ReloadError::Refused(why));
         }
+        // Prepared before anything is swapped: if it fails, nothing changed.
+        let tokens = self.tokens.load_full();
+        let new_tokens = (tokens.config != new.tokens)
+            .then(|| crate::auth::token::TokenAuth::succeed(Arc::clone(&new.tokens), &tokens))
+            .transpose()
+            .map_err(ReloadError::Refused)?;
         let snapshot = Arc::new(RuleSnapshot {
             version: running.version + 1,
             policy: Arc::new(Policy::new(Arc::clone(&new.policy))),
@@ -231,9 +274,22 @@ impl Gateway {
         self.rules.store(Arc::clone(&snapshot));
         self.policy.store(Arc::clone(&snapshot.policy));
         self.masking.store(Arc::clone(&snapshot.masking));
-        // The maps resolve rules to columns: read them again.
+        if let Some(next) = new_tokens {
+            let next = Arc::new(next);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                next.start(Arc::clone(&self.registry));
+            }
+            // The previous service's fetchers stop when it is dropped.
+            self.tokens.store(next);
+        }
+        // The maps resolve rules to columns: read them again; and which
+        // identities are masked may have changed: check their roles again.
         for map in self.masks.values() {
             map.invalidate();
+        }
+        self.role_checks.invalidate();
+        if let Some(audit) = &self.audit {
+            audit.reloaded(snapshot.version);
         }
         Ok(Reloaded {
             version: snapshot.version,

@@ -6,12 +6,17 @@
 //! - [`session`]: one client connection: startup, authentication hand-off,
 //!   then the relay core (the conversation tracker, the ordered phases,
 //!   holds) behind a thin socket loop, and the session registry.
-//! - [`auth`]: SCRAM towards clients; the held credential towards servers.
+//! - [`auth`]: SCRAM or signed tokens towards clients (`auth::token`); the
+//!   held credential towards servers.
+//! - [`store`]: an embedded append-only record store (token revocations).
 //! - [`wire`]: bytes only: framing, message views, encoders.
 //! - [`policy`]: statement classification and rules (pure).
 //! - `sql`: libpg_query glue shared by the tracker, policy and masking.
 //! - [`sqlstate`]: the SQLSTATEs pgward sends, by name.
 //! - [`mask`]: mask strategies and the DataRow rewrite (pure).
+//! - [`admin`]: the admin HTTP listener: metrics, health, sessions, reload.
+//! - [`record`]: the audit trail: records, hash chain, signed checkpoints,
+//!   the writer and the verifier.
 //! - `io`: sockets (plain or TLS) and a frame-reading buffer.
 //! - `tls`: rustls configurations (aws-lc-rs).
 //! - [`upstream`]: checks on what a server sends (malformed errors).
@@ -30,18 +35,23 @@
 //!                  server frames -> tracker (paired with requests) -> phases -> client
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub(crate) mod error;
 pub mod gateway;
 pub(crate) mod io;
 pub mod mask;
 pub mod policy;
+pub mod privileges;
+pub mod record;
 pub mod server;
 pub mod session;
 pub(crate) mod sql;
 pub mod sqlstate;
+pub mod store;
 pub(crate) mod tls;
 pub mod upstream;
 pub mod wire;

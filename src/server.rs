@@ -28,6 +28,12 @@ impl Server {
     /// Binds the configured listen address.
     pub async fn bind(gw: Gateway) -> std::io::Result<Self> {
         let listener = TcpListener::bind(gw.config.server.listen).await?;
+        // JWKS fetchers and the revocation watcher run from here on.
+        gw.tokens.load_full().start(Arc::clone(&gw.registry));
+        if let Some(audit) = &gw.audit {
+            // Records are written from the first session on, or not at all.
+            audit.start(&gw.upstreams).map_err(std::io::Error::other)?;
+        }
         Ok(Self {
             gw: Arc::new(gw),
             listener,
@@ -101,6 +107,10 @@ impl Server {
             })
             .await;
             sessions.abort_all();
+        }
+        if let Some(audit) = &self.gw.audit {
+            // Every session has ended: their last records are queued.
+            audit.close().await;
         }
         tracing::info!("shutdown complete");
     }

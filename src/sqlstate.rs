@@ -32,6 +32,8 @@ impl Sqlstate {
     pub const SYNTAX_ERROR: Self = Self("42601");
     /// 53300 too_many_connections.
     pub const TOO_MANY_CONNECTIONS: Self = Self("53300");
+    /// insufficient_resources (the audit trail cannot take a record)
+    pub const INSUFFICIENT_RESOURCES: Self = Self("53000");
     /// 57014 query_canceled.
     pub const QUERY_CANCELED: Self = Self("57014");
     /// 57P01 admin_shutdown.

@@ -15,6 +15,8 @@ fn check_config_explains_a_good_file_and_names_the_bad_field() {
     let out = Command::new(BIN)
         .args(["check-config", "--config", example])
         .env("SHOP_DB_PASSWORD", "from-the-environment")
+        .env("SHOP_OWNER_PASSWORD", "from-the-environment")
+        .env("SHOP_SUPPORT_PASSWORD", "from-the-environment")
         .output()
         .expect("run");
     assert!(out.status.success(), "{out:?}");
@@ -33,6 +35,8 @@ fn check_config_explains_a_good_file_and_names_the_bad_field() {
         .args(["check-config", "--config"])
         .arg(&bad)
         .env("SHOP_DB_PASSWORD", "x")
+        .env("SHOP_OWNER_PASSWORD", "x")
+        .env("SHOP_SUPPORT_PASSWORD", "x")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -236,11 +240,12 @@ async fn sighup_with_a_broken_file_keeps_rules_and_masking_under_load() {
     let table = format!("reload_secrets_{:08x}", rand::random::<u32>());
     backend.admin_sql(&format!(
         "CREATE TABLE {table} (id int, ssn text); INSERT INTO {table} VALUES (1, '123-45-6789'); \
-         GRANT SELECT ON {table} TO {};",
-        support::APP_ROLE
+         GRANT SELECT ON {table} TO {}, {};",
+        support::APP_ROLE,
+        support::MASKED_ROLE
     ));
     let port = pgward::cluster::free_port().expect("port");
-    let base = backend.config("", "").replace(
+    let base = backend.masked_config("", "").replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     );

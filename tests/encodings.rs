@@ -173,7 +173,10 @@ async fn a_session_the_server_reports_in_sjis_gets_only_ascii_through() {
     let file = backend.cluster.dir().join("sjis.password");
     std::fs::write(&file, format!("{password}\n")).expect("password file");
     let config = backend
-        .config("", "")
+        .config(
+            "",
+            "role_map = [{ users = [\"*\"], role = \"pgward_sjis\" }]",
+        )
         .replace(
             &format!("user = \"{}\"", support::APP_ROLE),
             "user = \"pgward_sjis\"",

@@ -31,7 +31,10 @@ async fn database_mapping_and_per_user_databases() {
     config.dbname("nosuchdb");
     let e = connect_with(&config).await.expect_err("unknown db");
     assert_eq!(sqlstate(&e), "3D000");
-    assert_eq!(support::message(&e), "database \"nosuchdb\" does not exist");
+    assert_eq!(
+        support::message(&e),
+        "database \"nosuchdb\" is not configured in pgward"
+    );
     // bob may open only `otherdb`, an alias of the same upstream.
     let e = connect_with(&pw.client_config("bob", "bob-secret"))
         .await
@@ -96,6 +99,33 @@ async fn client_disconnect_and_terminate_close_the_backend() {
     assert_eq!(app_backends(backend), 1);
     drop(raw);
     wait_until(|| app_backends(backend) == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_ends_the_session_without_an_error() {
+    // After Terminate the server closes its side: that is the session's
+    // clean end, not a lost server connection reported to the client.
+    let pw = Pgward::start(Backend::shared()).await;
+    for pipelined in [false, true] {
+        let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, support::DB).await;
+        let mut bytes = Vec::new();
+        if pipelined {
+            bytes.extend(support::raw::query("SELECT 1"));
+        } else {
+            raw.simple("SELECT 1").await;
+        }
+        bytes.extend(message(b'X', &[]));
+        raw.send(&bytes).await;
+        let mut after = Vec::new();
+        while let Some(m) = raw.recv().await {
+            after.push(m);
+        }
+        assert!(
+            error_of(&after).is_none(),
+            "pipelined {pipelined}: {:?}",
+            error_of(&after)
+        );
+    }
 }
 
 async fn wait_until(mut done: impl FnMut() -> bool) {

@@ -32,12 +32,12 @@ async fn a_masked_identity_streams_results_without_masked_columns() {
     let config = format!(
         "{}\n[masking]\nhash_key_env = \"PGWARD_TEST_HASH_KEY\"\n\
          [[masking.rules]]\nname = \"ssn\"\ncolumns = [\"mm_people.ssn\"]\nstrategy = \"redact\"\n",
-        backend.config("", "")
+        backend.masked_config("", "")
     );
     std::env::set_var("PGWARD_TEST_HASH_KEY", "test-key");
     backend.admin_sql(
         "CREATE TABLE IF NOT EXISTS mm_people (id int, ssn text); \
-         GRANT ALL ON mm_people TO app",
+         GRANT ALL ON mm_people TO app, app_masked",
     );
     let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
     let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;

@@ -24,13 +24,16 @@ async fn rules_resolve_to_table_oids_and_attribute_numbers() {
     let config_text = format!(
         "{}\n[[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"partial\"\nkeep_last = 4\n\
          [[masking.rules]]\nname = \"mail\"\ncolumns = [\"email\"]\nstrategy = \"email\"\n",
-        backend.config("", "")
+        backend.masked_config("", "")
     );
     let config = pgward::config::Config::parse(&config_text, &backend.cluster.dir().join("m.toml"))
         .expect("config");
     let masking = std::sync::Arc::clone(&config.masking);
     let gw = Gateway::new(config).expect("gateway");
-    let mut login = gw.upstreams[support::DB].login(&[]).await.expect("login");
+    let mut login = gw.upstreams[support::DB]
+        .login_catalog(&[])
+        .await
+        .expect("login");
     let map = pgward::mask::catalog::load(&mut login.conn, &masking)
         .await
         .expect("catalog");

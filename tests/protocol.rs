@@ -126,13 +126,27 @@ async fn bad_startup_packets_get_a_fatal_error() {
             },
             "08P01",
         ),
-        // Replication connections and command-line options are refused.
+        // Replication connections, command-line switches other than
+        // settings, identity changes and unknown keys are refused before
+        // authentication.
         (
             startup_packet(3 << 16, &[("user", USER), ("replication", "true")]),
             "0A000",
         ),
         (
-            startup_packet(3 << 16, &[("user", USER), ("options", "-c work_mem=1GB")]),
+            startup_packet(3 << 16, &[("user", USER), ("options", "-d 5")]),
+            "0A000",
+        ),
+        (
+            startup_packet(3 << 16, &[("user", USER), ("options", "-c role=postgres")]),
+            "42501",
+        ),
+        (
+            startup_packet(3 << 16, &[("user", USER), ("role", "postgres")]),
+            "42501",
+        ),
+        (
+            startup_packet(3 << 16, &[("user", USER), ("work_mem", "1GB")]),
             "0A000",
         ),
     ];

@@ -221,7 +221,10 @@ fn least_privilege_config(backend: &Backend) -> String {
         file
     });
     backend
-        .config("", "")
+        .config(
+            "",
+            "role_map = [{ users = [\"*\"], role = \"pgward_least\" }]",
+        )
         .replace(
             &format!("user = \"{}\"", support::APP_ROLE),
             "user = \"pgward_least\"",

@@ -17,7 +17,7 @@ use clap::Parser;
 use pgbench::Length;
 use pin::{CpuList, Pinning};
 use report::{Cell, Results};
-use setup::{Env, EnvOptions, Proxy, PGWARD, PGWARD_MASKED, PGWARD_NO_RULES};
+use setup::{Env, EnvOptions, Proxy, PGWARD, PGWARD_AUDIT, PGWARD_MASKED, PGWARD_NO_RULES};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -79,6 +79,10 @@ struct Args {
     /// masking guard then judges every statement).
     #[arg(long)]
     masked_all: bool,
+    /// Also run pgward with the audit trail on (file sink) and report audit
+    /// on against off.
+    #[arg(long)]
+    audit: bool,
     /// Keep the proxies running this many seconds after the report, their
     /// pids printed, for inspection from outside (smaps, gdb, perf); with
     /// `--idle-only`, each proxy holding its idle sessions.
@@ -160,6 +164,10 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         );
     }
     let mut proxies = vec![PGWARD, PGWARD_NO_RULES, PGWARD_MASKED];
+    if args.audit {
+        setup::write_audit_key(env.cluster.dir())?;
+        proxies.push(PGWARD_AUDIT);
+    }
     if have_pgbouncer {
         proxies.push(Proxy::Pgbouncer);
     }
@@ -190,7 +198,11 @@ fn run(mut args: Args) -> anyhow::Result<()> {
     } else {
         let idle = idle_memory(&args, &all, &mut notes)?;
         std::fs::write(dir.join("chart.svg"), report::svg(&results))?;
-        report::markdown(&results, &idle)
+        let mut body = report::markdown(&results, &idle);
+        if args.audit {
+            body.push_str(&report::audit_markdown(&results));
+        }
+        body
     };
     write_report(&dir, &header(&args, &load_at_start, &notes), &body)?;
     if args.hold > 0 {

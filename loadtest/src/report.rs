@@ -52,8 +52,12 @@ pub const NO_RULES: &str = "pgward-norules";
 /// (run for the wide-row workload only).
 pub const MASKED: &str = "pgward-masked";
 
+/// The target name of pgward with the audit trail on (file sink), run
+/// with `--audit`.
+pub const AUDIT: &str = "pgward-audit";
+
 /// Every target name, in the order tables list them.
-pub const TARGET_ORDER: [&str; 5] = ["direct", NO_RULES, "pgward", MASKED, "pgbouncer"];
+pub const TARGET_ORDER: [&str; 6] = ["direct", NO_RULES, "pgward", AUDIT, MASKED, "pgbouncer"];
 
 /// Results by workload (in run order) and target name.
 pub type Results = Vec<(String, BTreeMap<&'static str, Cell>)>;
@@ -67,6 +71,33 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "–".into(),
     }
+}
+
+/// Audit on against off, per workload (`--audit`): the same rules, one
+/// with every statement recorded to the file sink.
+pub fn audit_markdown(results: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n| workload | pgward TPS | pgward audit on TPS | audit on / off | CPU µs/tx (off / on) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|");
+    for (name, cells) in results {
+        let tps = |t: &str| cells.get(t).and_then(Cell::tps);
+        let cpu = |t: &str| fmt(cells.get(t).and_then(Cell::cpu_us), 1);
+        if cells.contains_key(AUDIT) {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} / {} |",
+                fmt(tps("pgward"), 0),
+                fmt(tps(AUDIT), 0),
+                ratio(tps(AUDIT), tps("pgward")),
+                cpu("pgward"),
+                cpu(AUDIT),
+            );
+        }
+    }
+    out
 }
 
 /// The Markdown report.

@@ -4,7 +4,7 @@
 
 use crate::pgbench::Bench;
 use crate::pin::{pin_postgres, Pinning};
-use crate::report::{MASKED, NO_RULES};
+use crate::report::{AUDIT, MASKED, NO_RULES};
 use crate::targets::{self, Launch, Target, APP_ROLE, DB};
 use anyhow::{bail, Context};
 use pgward::auth::verifier::ScramVerifier;
@@ -37,6 +37,21 @@ pub const PGWARD_NO_RULES: Proxy = Proxy::Pgward {
     name: NO_RULES,
     config: "[policy]\nbuiltin_rules = false\n",
 };
+/// pgward with the default rules and the audit trail on (file sink in the
+/// cluster's directory; the key is written there by [`write_audit_key`]).
+pub const PGWARD_AUDIT: Proxy = Proxy::Pgward {
+    name: AUDIT,
+    config:
+        "[audit]\nenabled = true\ndirectory = \"audit-trail\"\nsigning_key_file = \"audit.key\"\n",
+};
+
+/// Writes the audit target's signing key beside its config.
+pub fn write_audit_key(dir: &std::path::Path) -> anyhow::Result<()> {
+    let (private, _) = pgward::record::chain::generate_key();
+    std::fs::write(dir.join("audit.key"), private)?;
+    Ok(())
+}
+
 /// pgward with the built-in rules and masking 2 of the wide table's 10 text
 /// columns (every statement then also passes the masking guard).
 pub const PGWARD_MASKED: Proxy = Proxy::Pgward {

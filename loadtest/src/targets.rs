@@ -147,6 +147,7 @@ port = {pg}
 user = "{APP_ROLE}"
 password_file = "{pwfile}"
 sslmode = "disable"
+role_map = [{{ users = ["*"], role = "{APP_ROLE}" }}]
 
 [users.{CLIENT_USER}]
 scram_verifier = "{verifier}"

@@ -4,7 +4,7 @@
 
 use super::require::{AuthMethod, AuthProgress, AuthRefused};
 use super::scram_client::{Binding, SaltedPasswordCache, ScramClient, ScramError};
-use crate::config::{SslMode, UpstreamConfig};
+use crate::config::{Secret, SslMode, UpstreamConfig};
 use crate::error::SessionError;
 use crate::io::{FramedStream, ReadError, Stream};
 use crate::wire::backend::{backend_key_data, notice_field, BackendKind};
@@ -13,6 +13,7 @@ use crate::wire::{Frame, Framer};
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use rustls::pki_types::ServerName;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
@@ -23,8 +24,20 @@ pub struct Upstream {
     pub config: Arc<UpstreamConfig>,
     /// rustls config, unless sslmode is disable.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// The SCRAM salted password, computed once instead of per login.
-    pub salted: SaltedPasswordCache,
+    /// The upstream's own `user`: pgward's catalog reads log in as it.
+    catalog: LoginRole,
+    /// The roles client identities log in as, by name.
+    roles: BTreeMap<String, LoginRole>,
+}
+
+/// A role pgward logs in as, with its credential and the SCRAM salted
+/// password computed once instead of per login.
+#[derive(Debug, Clone)]
+pub struct LoginRole {
+    /// The role name.
+    pub name: String,
+    password: Option<Secret>,
+    salted: SaltedPasswordCache,
 }
 
 /// A logged-in server connection.
@@ -42,6 +55,46 @@ pub struct BackendLogin {
 }
 
 impl Upstream {
+    /// Prepares an upstream's logins; `kdf` bounds SCRAM key derivations
+    /// across every upstream.
+    pub fn new(
+        config: Arc<UpstreamConfig>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        kdf: &Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        let role = |name: &str, password: &Option<Secret>| LoginRole {
+            name: name.to_owned(),
+            password: password.clone(),
+            salted: SaltedPasswordCache::new(Arc::clone(kdf)),
+        };
+        let catalog = role(&config.user, &config.password);
+        let roles = config
+            .roles
+            .credentials
+            .values()
+            .map(|c| (c.name.clone(), role(&c.name, &c.password)))
+            .collect();
+        Self {
+            config,
+            tls,
+            catalog,
+            roles,
+        }
+    }
+
+    /// The login for `name`: one of the configured roles, or the upstream's
+    /// own `user` with its own password.
+    pub fn role(&self, name: &str) -> Option<&LoginRole> {
+        self.roles
+            .get(name)
+            .or_else(|| (name == self.catalog.name).then_some(&self.catalog))
+    }
+
+    /// The catalog role's login.
+    pub fn catalog_role(&self) -> &LoginRole {
+        &self.catalog
+    }
+
     fn unavailable(&self, detail: impl Into<String>) -> SessionError {
         SessionError::BackendUnavailable {
             upstream: self.config.name.clone(),
@@ -92,20 +145,39 @@ impl Upstream {
         }
     }
 
-    /// Connects and logs in, forwarding `params` (already filtered) in the
-    /// StartupMessage besides the configured user and database.
-    pub async fn login(&self, params: &[(String, String)]) -> Result<BackendLogin, SessionError> {
+    /// Logs in as the catalog role to the upstream's own database.
+    pub async fn login_catalog(
+        &self,
+        params: &[(String, String)],
+    ) -> Result<BackendLogin, SessionError> {
+        self.login(&self.catalog, &self.config.dbname, params).await
+    }
+
+    /// Connects and logs in as `role` to `dbname`, forwarding `params`
+    /// (already filtered) in the StartupMessage besides the user and
+    /// database.
+    pub async fn login(
+        &self,
+        role: &LoginRole,
+        dbname: &str,
+        params: &[(String, String)],
+    ) -> Result<BackendLogin, SessionError> {
         let deadline = self.config.connect_timeout;
-        tokio::time::timeout(deadline, self.login_inner(params))
+        tokio::time::timeout(deadline, self.login_inner(role, dbname, params))
             .await
             .map_err(|_| self.unavailable(format!("no login within {deadline:?}")))?
     }
 
-    async fn login_inner(&self, params: &[(String, String)]) -> Result<BackendLogin, SessionError> {
+    async fn login_inner(
+        &self,
+        role: &LoginRole,
+        dbname: &str,
+        params: &[(String, String)],
+    ) -> Result<BackendLogin, SessionError> {
         let c = &self.config;
         let mut conn = FramedStream::new(self.connect().await?);
         let mut out = BytesMut::new();
-        let mut startup: Vec<(&str, &str)> = vec![("user", &c.user), ("database", &c.dbname)];
+        let mut startup: Vec<(&str, &str)> = vec![("user", &role.name), ("database", dbname)];
         startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         frontend::startup_message(startup, &mut out)
             .map_err(|e| self.unavailable(e.to_string()))?;
@@ -139,7 +211,7 @@ impl Upstream {
                 BackendKind::Authentication => {
                     out.clear();
                     let exchange = (&mut scram, &mut progress);
-                    self.answer_auth(&frame, &conn.stream, exchange, &mut out)
+                    self.answer_auth(role, &frame, &conn.stream, exchange, &mut out)
                         .await?;
                     if !out.is_empty() {
                         conn.send(&out)
@@ -211,18 +283,23 @@ impl Upstream {
         SessionError::BackendRefused { code, message }
     }
 
-    fn password(&self) -> Result<&[u8], SessionError> {
-        self.config
-            .password
+    fn password<'r>(&self, role: &'r LoginRole) -> Result<&'r [u8], SessionError> {
+        role.password
             .as_ref()
             .map(|p| p.expose().as_bytes())
-            .ok_or_else(|| self.unavailable("server asks for a password and none is configured"))
+            .ok_or_else(|| {
+                self.unavailable(format!(
+                    "server asks for a password for role \"{}\" and none is configured",
+                    role.name
+                ))
+            })
     }
 
     /// Answers one Authentication* message into `out` (empty when there is
     /// nothing to send).
     async fn answer_auth(
         &self,
+        role: &LoginRole,
         frame: &Frame,
         stream: &Stream,
         (scram, progress): (&mut Option<ScramClient>, &mut AuthProgress),
@@ -243,7 +320,7 @@ impl Upstream {
             0 => progress.ok(policy).map_err(|e| self.unavailable(e.0)),
             3 => {
                 request(progress, AuthMethod::Password)?;
-                frontend::password_message(self.password()?, out).map_err(io)
+                frontend::password_message(self.password(role)?, out).map_err(io)
             }
             5 => {
                 request(progress, AuthMethod::Md5)?;
@@ -251,8 +328,8 @@ impl Upstream {
                     .try_into()
                     .map_err(|_| self.unavailable("bad MD5 salt"))?;
                 let hash = postgres_protocol::authentication::md5_hash(
-                    self.config.user.as_bytes(),
-                    self.password()?,
+                    role.name.as_bytes(),
+                    self.password(role)?,
                     salt,
                 );
                 frontend::password_message(hash.as_bytes(), out).map_err(io)
@@ -274,12 +351,12 @@ impl Upstream {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| self.unavailable("SASLContinue before SASL"))?;
-                let password = self.password()?;
+                let password = self.password(role)?;
                 let scram_err = |e: ScramError| self.unavailable(e.to_string());
                 let request = s
                     .server_first(body, self.config.scram_max_iterations)
                     .map_err(scram_err)?;
-                let salted = self
+                let salted = role
                     .salted
                     .salted_password(password, &request)
                     .await

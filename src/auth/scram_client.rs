@@ -185,14 +185,14 @@ pub struct SaltRequest {
 
 /// PostgreSQL applies SASLprep when the password is valid UTF-8 and the
 /// preparation succeeds, and uses the raw bytes otherwise.
-fn normalize(password: &[u8]) -> Vec<u8> {
+pub(crate) fn normalize(password: &[u8]) -> Vec<u8> {
     match std::str::from_utf8(password).map(stringprep::saslprep) {
         Ok(Ok(prepared)) => prepared.into_owned().into_bytes(),
         _ => password.to_vec(),
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length; new_from_slice cannot fail here.
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     for p in parts {
@@ -202,7 +202,7 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// PBKDF2-HMAC-SHA-256 with one block (RFC 5802's Hi).
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+pub(crate) fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut u = hmac(password, &[salt, &1u32.to_be_bytes()]);
     let mut out = u;
     for _ in 1..iterations {

@@ -63,6 +63,27 @@ impl ScramVerifier {
         Ok(v)
     }
 
+    /// Whether `password` is the one this verifier was made from (PBKDF2
+    /// with the verifier's salt and count: run it off the async workers).
+    /// Used where a password arrives whole (HTTP basic on the admin API).
+    pub fn matches_password(&self, password: &str) -> bool {
+        use crate::auth::scram_client::{hi, hmac, normalize};
+        use sha2::Digest;
+        let Ok(iterations) = u32::try_from(self.iterations) else {
+            return false;
+        };
+        let salted = hi(&normalize(password.as_bytes()), &self.salt, iterations);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        let stored: [u8; 32] = sha2::Sha256::digest(client_key).into();
+        // Constant time: the comparison does not say how much matched.
+        stored
+            .iter()
+            .zip(&self.stored_key)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+            && self.stored_key.len() == stored.len()
+    }
+
     /// Derives a verifier for `password` with a fresh random salt.
     pub fn generate(password: &str) -> String {
         postgres_protocol::password::scram_sha_256(password.as_bytes())
@@ -72,6 +93,14 @@ impl ScramVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_matches_only_its_own_verifier() {
+        let v = ScramVerifier::parse(&ScramVerifier::generate("pencil")).unwrap();
+        assert!(v.matches_password("pencil"));
+        assert!(!v.matches_password("pencil2"));
+        assert!(!v.matches_password(""));
+    }
 
     #[test]
     fn generated_verifiers_parse() {

@@ -3,10 +3,14 @@
 //! Every error names the field it is about, e.g.
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
+pub mod admin;
+pub mod audit;
 pub(crate) mod masking;
 pub mod policy;
 pub mod raw;
 mod reload;
+pub mod roles;
+pub mod tokens;
 pub mod units;
 
 pub use reload::reload_refusal;
@@ -91,6 +95,12 @@ pub struct Config {
     pub policy: Arc<crate::policy::rules::RuleSet>,
     /// Column masking.
     pub masking: Arc<crate::mask::rules::MaskConfig>,
+    /// Signed tokens: keys, issuers, expiry.
+    pub tokens: Arc<tokens::TokensConfig>,
+    /// The audit trail, when on.
+    pub audit: Option<audit::AuditConfig>,
+    /// The admin listener, when on.
+    pub admin: Option<admin::AdminConfig>,
     /// Top-level sections the file wrote out (`server`, `policy`, ...): a
     /// reload may not drop one of them and fall back to defaults.
     pub sections: std::collections::BTreeSet<String>,
@@ -115,6 +125,8 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Grace period for sessions on shutdown.
     pub shutdown_timeout: Duration,
+    /// Extra StartupMessage keys forwarded (lowercase).
+    pub startup_parameters: Vec<String>,
 }
 
 /// PEM files for a TLS endpoint.
@@ -166,6 +178,8 @@ pub struct UpstreamConfig {
     pub login_max_bytes: usize,
     /// Authentication the server may ask for.
     pub auth: crate::auth::require::AuthPolicy,
+    /// The roles client identities log in as, and who acts as which.
+    pub roles: roles::RoleMap,
 }
 
 /// One client identity, typed.
@@ -179,9 +193,50 @@ pub struct UserConfig {
     pub groups: Vec<String>,
     /// Client database names allowed; empty means all.
     pub databases: Vec<String>,
+    /// Upstream name -> the role this identity logs in as there (before the
+    /// upstream's `role_map`).
+    pub roles: BTreeMap<String, String>,
 }
 
+/// Where a client's database name leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// The upstream's name.
+    pub upstream: &'a str,
+    /// The database to open on its server.
+    pub dbname: &'a str,
+    /// Reached through the `"*"` catch-all, not a configured name: the
+    /// upstream's column map (read from its own `dbname`) does not describe
+    /// this database.
+    pub catch_all: bool,
+}
+
+/// The `[databases]` key that sends every other database name to one upstream.
+pub const CATCH_ALL_DATABASE: &str = "*";
+
 impl Config {
+    /// Where the client database name `db` leads: a configured name, or
+    /// through the catch-all to the same-named database on its upstream.
+    /// `None`: pgward does not serve it.
+    pub fn route<'a>(&'a self, db: &'a str) -> Option<Route<'a>> {
+        if db != CATCH_ALL_DATABASE {
+            if let Some(name) = self.databases.get(db) {
+                let upstream = self.upstreams.get(name)?;
+                return Some(Route {
+                    upstream: name,
+                    dbname: &upstream.dbname,
+                    catch_all: false,
+                });
+            }
+        }
+        let name = self.databases.get(CATCH_ALL_DATABASE)?;
+        Some(Route {
+            upstream: name,
+            dbname: db,
+            catch_all: true,
+        })
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -231,7 +286,8 @@ impl Config {
                 ));
             }
         }
-        if raw.users.is_empty() {
+        let tokens = tokens::from_raw(raw.tokens, base, &databases)?;
+        if raw.users.is_empty() && !tokens.enabled() {
             return Err(field_err("users", "at least one user is required"));
         }
         let mut users = BTreeMap::new();
@@ -239,30 +295,67 @@ impl Config {
             let verifier = ScramVerifier::parse(&u.scram_verifier)
                 .map_err(|m| field_err(format!("users.{name}.scram_verifier"), m))?;
             for db in &u.databases {
-                if !databases.contains_key(db) {
+                if !databases.contains_key(db) && !databases.contains_key(CATCH_ALL_DATABASE) {
                     return Err(field_err(
                         format!("users.{name}.databases"),
                         format!("{db:?} is not a database in [databases]"),
                     ));
                 }
             }
+            for (upstream, role) in &u.roles {
+                let field = format!("users.{name}.roles.{upstream}");
+                let target = upstreams
+                    .get(upstream)
+                    .ok_or_else(|| field_err(&field, format!("{upstream:?} is not an upstream")))?;
+                roles::check_role_known(&target.roles.credentials, &target.user, role, &field)?;
+            }
+            if tokens.is_token_user(&name) {
+                return Err(field_err(
+                    format!("users.{name}"),
+                    "matches a token user pattern in [tokens]; a name logs in one way only",
+                ));
+            }
             let user = UserConfig {
                 name: name.clone(),
                 verifier,
                 groups: u.groups,
                 databases: u.databases,
+                roles: u.roles,
             };
             users.insert(name, user);
         }
         let policy = Arc::new(policy::compile(&raw.policy)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
+        let audit = audit::audit_from_raw(&raw.audit, base)?;
+        if let Some(audit::AuditConfig {
+            sink: audit::AuditSink::Postgres { upstream, .. },
+            ..
+        }) = &audit
+        {
+            if !upstreams.contains_key(upstream) {
+                return Err(field_err(
+                    "audit.postgres_upstream",
+                    format!("names upstream {upstream:?}, which is not defined"),
+                ));
+            }
+        }
+        let admin = admin::admin_from_raw(&raw.admin, base)?;
+        if admin.is_some() && databases.contains_key(crate::admin::console::DATABASE) {
+            return Err(field_err(
+                "databases.pgward",
+                "is the admin console's database while [admin] is on; name it differently",
+            ));
+        }
         Ok(Self {
+            admin,
             server,
             upstreams,
             databases,
             users,
             policy,
             masking,
+            tokens: Arc::new(tokens),
+            audit,
             sections: Default::default(),
         })
     }
@@ -326,7 +419,39 @@ fn server_from_raw(s: raw::RawServer, base: &Path) -> Result<ServerConfig, Confi
         idle_timeout: (!idle.is_zero()).then_some(idle),
         max_message_size,
         shutdown_timeout: duration("server.shutdown_timeout", &s.shutdown_timeout)?,
+        startup_parameters: startup_parameters(s.startup_parameters)?,
     })
+}
+
+/// Extra startup keys: setting names, never the keys PostgreSQL reads as
+/// something else or that change the role.
+fn startup_parameters(names: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    names
+        .into_iter()
+        .map(|name| {
+            let lower = name.to_ascii_lowercase();
+            let plain = !lower.is_empty()
+                && lower
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.$".contains(c));
+            let reserved = [
+                "user",
+                "database",
+                "options",
+                "replication",
+                "role",
+                "session_authorization",
+            ]
+            .contains(&lower.as_str());
+            if !plain || reserved || lower.starts_with("_pq_.") {
+                return Err(field_err(
+                    "server.startup_parameters",
+                    format!("{name:?} is not a setting pgward may forward"),
+                ));
+            }
+            Ok(lower)
+        })
+        .collect()
 }
 
 fn upstream_from_raw(
@@ -372,6 +497,14 @@ fn upstream_from_raw(
         ));
     }
     let auth = auth_policy(&f, &u.require_auth, u.channel_binding.as_deref(), sslmode)?;
+    let roles = roles::role_map_from_raw(
+        name,
+        &u.user,
+        u.roles,
+        u.role_map,
+        u.least_privilege.as_deref(),
+        base,
+    )?;
     Ok(UpstreamConfig {
         name: name.to_owned(),
         host: u.host,
@@ -385,6 +518,7 @@ fn upstream_from_raw(
         scram_max_iterations: u.scram_max_iterations,
         login_max_bytes,
         auth,
+        roles,
     })
 }
 
@@ -527,6 +661,36 @@ pub fn explain(c: &Config) -> String {
             }
         );
     }
+    for (name, u) in &c.upstreams {
+        for m in &u.roles.mappings {
+            let _ = writeln!(
+                out,
+                "upstream {name}: users [{}] groups [{}] act as role {}",
+                m.users.join(", "),
+                m.groups.join(", "),
+                m.role
+            );
+        }
+        let _ = writeln!(
+            out,
+            "upstream {name}: least_privilege {:?}, roles with a credential: [{}]",
+            u.roles.least_privilege,
+            u.roles
+                .credentials
+                .values()
+                .map(|r| format!(
+                    "{} (password {})",
+                    r.name,
+                    if r.password.is_some() {
+                        "set"
+                    } else {
+                        "not set"
+                    }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for (db, target) in &c.databases {
         let _ = writeln!(out, "database {db} -> upstream {target}");
     }
@@ -536,7 +700,16 @@ pub fn explain(c: &Config) -> String {
         } else {
             u.databases.join(", ")
         };
-        let _ = writeln!(out, "user {name}: groups [{}], {dbs}", u.groups.join(", "));
+        let roles = u
+            .roles
+            .iter()
+            .map(|(upstream, role)| format!(", role {role} on {upstream}"))
+            .collect::<String>();
+        let _ = writeln!(
+            out,
+            "user {name}: groups [{}], {dbs}{roles}",
+            u.groups.join(", ")
+        );
     }
     let p = &c.policy;
     let _ = writeln!(
@@ -551,6 +724,7 @@ pub fn explain(c: &Config) -> String {
         p.default_action,
         p.cache_size
     );
+    out.push_str(&tokens::explain(&c.tokens));
     out
 }
 

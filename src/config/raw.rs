@@ -28,6 +28,15 @@ pub struct RawConfig {
     /// Column masking. Default: nothing masked.
     #[serde(default)]
     pub masking: RawMasking,
+    /// Signed tokens (docs/identity.md). Default: no token users.
+    #[serde(default)]
+    pub tokens: super::tokens::RawTokens,
+    /// The audit trail. Default: off.
+    #[serde(default)]
+    pub audit: super::audit::RawAudit,
+    /// The admin HTTP listener. Default: off.
+    #[serde(default)]
+    pub admin: super::admin::RawAdmin,
 }
 
 /// `[masking]`: which columns reach which identities masked.
@@ -219,6 +228,10 @@ pub struct RawServer {
     /// How long SIGTERM / SIGINT waits for sessions to end. Default `"30s"`.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: String,
+    /// StartupMessage keys forwarded besides the built-in list (each judged
+    /// as the same `SET` would be). Default: none.
+    #[serde(default)]
+    pub startup_parameters: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -233,6 +246,7 @@ impl Default for RawServer {
             idle_timeout: default_zero(),
             max_message_size: default_max_message(),
             shutdown_timeout: default_shutdown_timeout(),
+            startup_parameters: Vec::new(),
         }
     }
 }
@@ -291,6 +305,49 @@ pub struct RawUpstream {
     /// `"prefer"`.
     #[serde(default)]
     pub channel_binding: Option<String>,
+    /// Roles pgward may log in as for client identities, each with the
+    /// credential it holds for it (`user` above is the catalog role, used
+    /// for pgward's own catalog reads). Default: none.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RawRole>,
+    /// Which identities log in as which role, first match wins (see
+    /// `config::roles`). An identity nothing maps is refused. Default: none.
+    #[serde(default)]
+    pub role_map: Vec<RawRoleMapping>,
+    /// `masked`: a role that fails the least-privilege check refuses
+    /// identities with masked columns and is a warning for the others;
+    /// `masked_only`: as `masked`, without checking the others' roles at
+    /// login; `strict`: it refuses every identity. Default `"masked"`.
+    #[serde(default)]
+    pub least_privilege: Option<String>,
+}
+
+/// `[upstreams.NAME.roles.ROLE]`: the credential pgward holds for one role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    /// Environment variable holding the role's password. Default: none.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the role's password (trailing newline ignored).
+    /// Default: none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[[upstreams.NAME.role_map]]`: identities and groups, and their role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoleMapping {
+    /// Identities mapped (`"*"`: every identity). Default: none.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Groups mapped. Default: none.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The role they log in as: one of `roles`, or the upstream's `user`.
+    /// Required.
+    pub role: String,
 }
 
 /// `[users.NAME]`: one client identity.
@@ -305,6 +362,10 @@ pub struct RawUser {
     /// Client database names this identity may open. Default: all.
     #[serde(default)]
     pub databases: Vec<String>,
+    /// Upstream name -> the role this identity logs in as there, before
+    /// any `role_map` entry. Default: none.
+    #[serde(default)]
+    pub roles: BTreeMap<String, String>,
 }
 
 fn default_action() -> String {

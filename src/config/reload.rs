@@ -1,4 +1,5 @@
-//! What a reload may change: `[policy]` and `[masking]`, nothing else.
+//! What a reload may change: `[policy]`, `[masking]` and `[tokens]`,
+//! nothing else.
 //!
 //! A reload parses and validates the whole file exactly as startup does
 //! (`Config::load`), then this pure check compares it with the running
@@ -45,12 +46,20 @@ pub fn reload_refusal(
     if let Some(what) = map_change("users", &running.users, &new.users) {
         return Some(restart(&what));
     }
+    // [tokens] may change: keys rotate and issuers come and go without a
+    // restart (Gateway::reload swaps the token service).
+    if running.audit != new.audit {
+        return Some(restart("[audit]"));
+    }
+    if running.admin != new.admin {
+        return Some(restart("[admin]"));
+    }
     None
 }
 
 fn restart(what: &str) -> String {
     format!(
-        "{what} changed; a reload changes only [policy] and [masking], restart pgward to apply it"
+        "{what} changed; a reload changes only [policy], [masking] and [tokens], restart pgward to apply it"
     )
 }
 

@@ -108,3 +108,104 @@ fn passwords_never_print() {
     assert_eq!(main.password.as_ref().unwrap().expose(), "hunter2");
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn role_mappings_need_credentials_and_a_target() {
+    std::env::set_var("PGWARD_TEST_ROLE_PW", "pw");
+    let good = parse(&minimal(
+        "[upstreams.main.roles.support]\npassword_env = \"PGWARD_TEST_ROLE_PW\"\n\
+         [[upstreams.main.role_map]]\ngroups = [\"support\"]\nrole = \"support\"\n\
+         [[upstreams.main.role_map]]\nusers = [\"*\"]\nrole = \"app\"\n",
+    ))
+    .unwrap();
+    let roles = &good.upstreams["main"].roles;
+    assert_eq!(roles.mappings.len(), 2);
+    assert_eq!(
+        roles.credentials["support"]
+            .password
+            .as_ref()
+            .map(Secret::expose),
+        Some("pw")
+    );
+    let unknown = parse(&minimal(
+        "[[upstreams.main.role_map]]\ngroups = [\"support\"]\nrole = \"nobody\"\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        unknown.starts_with("upstreams.main.role_map[0].role: role \"nobody\" has no credential"),
+        "{unknown}"
+    );
+    let empty = parse(&minimal("[[upstreams.main.role_map]]\nrole = \"app\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        empty.contains("role_map[0].users: names no identity"),
+        "{empty}"
+    );
+    let mode = parse(&minimal("least_privilege = \"loose\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        mode.contains("least_privilege: \"loose\" is not one of masked, masked_only, strict"),
+        "{mode}"
+    );
+}
+
+#[test]
+fn a_users_explicit_role_names_a_known_upstream_and_role() {
+    let text = |roles: &str| {
+        format!(
+            "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\nroles = {roles}\n",
+            verifier()
+        )
+    };
+    assert!(parse(&text("{ main = \"app\" }")).is_ok());
+    let e = parse(&text("{ other = \"app\" }")).unwrap_err().to_string();
+    assert!(
+        e.contains("users.alice.roles.other: \"other\" is not an upstream"),
+        "{e}"
+    );
+    let e = parse(&text("{ main = \"x\" }")).unwrap_err().to_string();
+    assert!(
+        e.contains("users.alice.roles.main: role \"x\" has no credential"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_catch_all_database_routes_other_names() {
+    let c = parse(&minimal("[databases]\nshop = \"main\"\n\"*\" = \"main\"\n")).unwrap();
+    let shop = c.route("shop").unwrap();
+    assert_eq!(
+        (shop.upstream, shop.dbname, shop.catch_all),
+        ("main", "main", false)
+    );
+    let other = c.route("postgres").unwrap();
+    assert_eq!(
+        (other.upstream, other.dbname, other.catch_all),
+        ("main", "postgres", true)
+    );
+    let none = parse(&minimal("[databases]\nshop = \"main\"\n")).unwrap();
+    assert!(none.route("postgres").is_none());
+    assert!(none.route("*").is_none());
+}
+
+#[test]
+fn extra_startup_parameters_are_setting_names() {
+    let c = parse(&format!(
+        "[server]\nstartup_parameters = [\"Work_Mem\"]\n{}",
+        minimal("")
+    ))
+    .unwrap();
+    assert_eq!(c.server.startup_parameters, vec!["work_mem".to_owned()]);
+    for bad in ["role", "options", "_pq_.x", "a b", ""] {
+        let e = parse(&format!(
+            "[server]\nstartup_parameters = [\"{bad}\"]\n{}",
+            minimal("")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("server.startup_parameters:"), "{bad}: {e}");
+    }
+}

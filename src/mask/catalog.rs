@@ -4,27 +4,10 @@
 
 use super::rules::MaskConfig;
 use crate::io::FramedStream;
-use crate::wire::backend::notice_field;
-use crate::wire::{encode, Framer};
-use bytes::BytesMut;
 use std::collections::{BTreeSet, HashMap};
 
-/// Why the catalog could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// The connection failed.
-    #[error("catalog connection: {0}")]
-    Io(String),
-    /// The server refused a catalog query.
-    #[error("catalog query failed: {0}")]
-    Query(String),
-    /// A reply did not have the expected shape.
-    #[error("unexpected catalog reply: {0}")]
-    Malformed(&'static str),
-    /// The map could not be read within `masking.catalog_timeout`.
-    #[error("the column map could not be read within masking.catalog_timeout ({0:?})")]
-    Timeout(std::time::Duration),
-}
+use crate::upstream::query::query;
+pub use crate::upstream::query::CatalogError;
 
 /// One masked column, as the catalog names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +44,21 @@ pub struct MaskMap {
     /// Highest attribute number of each user table: a result column past it
     /// was added after the map was read.
     pub max_attnum: HashMap<u32, i16>,
+    /// Relations whose reading runs code pgward does not see (views, whose
+    /// bodies may call functions; foreign tables), as (schema, name).
+    pub code_relations: BTreeSet<(String, String)>,
+    /// Operators defined outside pg_catalog, by name: they run functions.
+    pub operators: BTreeSet<String>,
+    /// The server's own functions (pg_catalog and information_schema, with
+    /// OIDs below 16384, FirstNormalObjectId: created by initdb), by name.
+    /// A bare function name is the server's own only if it is in here and
+    /// no other function has that name.
+    pub builtin_functions: BTreeSet<String>,
 }
+
+/// OIDs from here on are assigned to objects created after initdb: a
+/// function in pg_catalog with such an OID was put there by someone.
+pub const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
 const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, a.atttypid \
     FROM pg_catalog.pg_attribute a \
@@ -70,9 +67,15 @@ const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attna
     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f') \
     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
-const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c \
+const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind \
+    FROM pg_catalog.pg_class c \
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')";
+
+/// Operators that are not the server's own (see [`FUNCTIONS_SQL`]).
+const OPERATORS_SQL: &str = "SELECT DISTINCT o.oprname FROM pg_catalog.pg_operator o \
+    JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OR o.oid >= 16384";
 
 const VIEW_DEPS_SQL: &str = "SELECT DISTINCT d.refobjid, d.refobjsubid, vn.nspname, v.relname \
     FROM pg_catalog.pg_depend d \
@@ -83,9 +86,15 @@ const VIEW_DEPS_SQL: &str = "SELECT DISTINCT d.refobjid, d.refobjsubid, vn.nspna
     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
     AND v.oid <> d.refobjid AND v.relkind IN ('v', 'm')";
 
+/// Functions that are not the server's own: outside pg_catalog and
+/// information_schema, or inside them but created after initdb.
 const FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OR p.oid >= 16384";
+
+const BUILTIN_FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+    WHERE n.nspname IN ('pg_catalog', 'information_schema') AND p.oid < 16384";
 
 /// Reads the catalog over `conn` and resolves `config`'s rules against it.
 pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, CatalogError> {
@@ -126,11 +135,19 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
         );
     }
     for row in query(conn, RELATIONS_SQL).await? {
-        let [oid, schema, name] = row.as_slice() else {
+        let [oid, schema, name, kind] = row.as_slice() else {
             return Err(CatalogError::Malformed("relations"));
         };
         map.relation_oids.insert(number::<u32>(oid)?);
         map.relations.insert((schema.clone(), name.clone()));
+        if kind == "v" || kind == "f" {
+            map.code_relations.insert((schema.clone(), name.clone()));
+        }
+    }
+    for row in query(conn, OPERATORS_SQL).await? {
+        if let [name] = row.as_slice() {
+            map.operators.insert(name.clone());
+        }
     }
     for row in query(conn, VIEW_DEPS_SQL).await? {
         let [table, attnum, schema, view] = row.as_slice() else {
@@ -152,73 +169,14 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
             map.functions.insert(name.clone());
         }
     }
+    for row in query(conn, BUILTIN_FUNCTIONS_SQL).await? {
+        if let [name] = row.as_slice() {
+            map.builtin_functions.insert(name.clone());
+        }
+    }
     Ok(map)
 }
 
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {
     text.parse().map_err(|_| CatalogError::Malformed("number"))
-}
-
-/// Most bytes one catalog query's reply may have (a catalog with a million
-/// columns is some 100 MiB of rows).
-const MAX_CATALOG_REPLY: usize = 256 << 20;
-
-/// Runs one simple query; every value as text (catalog columns are never NULL here).
-async fn query(conn: &mut FramedStream, sql: &str) -> Result<Vec<Vec<String>>, CatalogError> {
-    let mut out = BytesMut::new();
-    encode::query(&mut out, sql);
-    conn.send(&out)
-        .await
-        .map_err(|e| CatalogError::Io(e.to_string()))?;
-    let framer = Framer::new(1 << 24);
-    let mut rows = Vec::new();
-    let mut error = None;
-    let mut received = 0usize;
-    loop {
-        let frame = conn
-            .read_frame(&framer)
-            .await
-            .map_err(|e| CatalogError::Io(e.to_string()))?;
-        // The rows are kept until the map is built: a server that never stops
-        // sending them must not grow pgward without bound.
-        received += frame.raw().len();
-        if received > MAX_CATALOG_REPLY {
-            return Err(CatalogError::Malformed(
-                "a catalog reply larger than 256 MiB",
-            ));
-        }
-        match frame.tag() {
-            b'D' => rows.push(text_cells(frame.body()).ok_or(CatalogError::Malformed("DataRow"))?),
-            b'E' => {
-                error = Some(
-                    match crate::upstream::error::check_error_response(frame.body()) {
-                        Some(_) => crate::upstream::error::MALFORMED_MESSAGE.to_owned(),
-                        None => notice_field(frame.view(), b'M')
-                            .map(|m| String::from_utf8_lossy(m).into_owned())
-                            .unwrap_or_default(),
-                    },
-                )
-            }
-            b'Z' => break,
-            _ => {}
-        }
-    }
-    match error {
-        Some(e) => Err(CatalogError::Query(e)),
-        None => Ok(rows),
-    }
-}
-
-fn text_cells(body: &[u8]) -> Option<Vec<String>> {
-    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
-    let mut at = 2;
-    let mut cells = Vec::with_capacity(count);
-    for _ in 0..count {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        let len = usize::try_from(len).unwrap_or(0);
-        cells.push(String::from_utf8_lossy(body.get(at..at + len)?).into_owned());
-        at += len;
-    }
-    Some(cells)
 }

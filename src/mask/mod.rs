@@ -8,6 +8,7 @@
 //! - [`rules`]: `[masking]` config, typed.
 
 pub mod catalog;
+pub mod exposure;
 pub mod guard;
 pub mod rewrite;
 pub mod rules;

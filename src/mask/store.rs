@@ -113,7 +113,7 @@ impl UpstreamMap {
         let params = [("application_name".to_owned(), "pgward-catalog".to_owned())];
         let mut login = self
             .upstream
-            .login(&params)
+            .login_catalog(&params)
             .await
             .map_err(|e| CatalogError::Io(e.to_string()))?;
         let config = self.config.load_full();

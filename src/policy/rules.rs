@@ -50,6 +50,11 @@ impl Glob {
         Self(s.to_owned())
     }
 
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `s` matches (`*` stands for any run of characters).
     pub fn matches(&self, s: &str) -> bool {
         let (p, t) = (self.0.as_bytes(), s.as_bytes());

@@ -58,6 +58,10 @@ pub fn drive_core(data: &[u8]) {
         id: 1,
         identity: Identity::new("fuzz", Vec::<String>::new()),
         database: "db".into(),
+        client: None,
+        application_name: None,
+        upstream: "db".into(),
+        role: "app".into(),
     };
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(HoldSome)];
     let rules = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(

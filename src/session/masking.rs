@@ -11,9 +11,10 @@
 //! rows whose plan cannot be known are withheld with an error, never sent
 //! in clear.
 
-use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind, Rows};
+use super::phases::{Decision, Hold, Phase, Refusal, Release, RequestContext, RequestKind, Rows};
 use super::rules::ReportedSettings;
 use super::tracker::ResultInfo;
+use crate::mask::exposure::{self, Exposure, Untrusted};
 use crate::mask::guard::{self, Masked};
 use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
@@ -44,6 +45,10 @@ struct View {
     /// texts); emptied when full, and gone with the view when the map or
     /// the rules change.
     passed: std::collections::HashSet<Vec<u8>>,
+    /// The identity's masked tables, as (schema, table).
+    masked_tables: std::collections::BTreeSet<(String, String)>,
+    /// What texts expose beyond their rows, by text (bounded like `passed`).
+    exposures: std::collections::HashMap<Vec<u8>, Exposure>,
 }
 
 /// Most texts remembered as passed per session.
@@ -63,6 +68,17 @@ pub struct MaskPhase {
     /// The mask rules of the request sent last: its rows are planned under
     /// the rules it was judged under.
     request_rules: Option<Arc<MaskConfig>>,
+    /// The map in force when this session's own DDL ran: until the map is
+    /// replaced by one read after it, the session's statements wait for
+    /// the refresh (a function or table it just created must be known
+    /// before a statement that uses it is judged).
+    map_before_ddl: Option<Arc<crate::mask::catalog::MaskMap>>,
+    /// ReadyForQuery messages seen.
+    answered: u64,
+    /// The ReadyForQuery numbers (counting from 1) that end a request which
+    /// may run code pgward cannot see into: the server's error and notice
+    /// messages before them are withheld.
+    unclean: std::collections::BTreeSet<u64>,
 }
 
 impl MaskPhase {
@@ -87,6 +103,9 @@ impl MaskPhase {
             plan: None,
             ddl_pending: false,
             request_rules: None,
+            map_before_ddl: None,
+            answered: 0,
+            unclean: std::collections::BTreeSet::new(),
         })
     }
 
@@ -104,17 +123,28 @@ impl MaskPhase {
             .as_ref()
             .is_some_and(|v| Arc::ptr_eq(&v.map, &map) && Arc::ptr_eq(&v.config, &config));
         if !fresh {
-            let guard = Masked::from_map(&map, |rule| {
+            let mut guard = Masked::from_map(&map, |rule| {
                 config
                     .rules
                     .get(rule)
                     .is_some_and(|r| r.applies_to(&self.identity))
             });
+            // Functions reviewed not to read masked columns.
+            guard
+                .functions
+                .retain(|f| !config.allowed_functions.contains(f));
+            let masked_tables = guard
+                .tables
+                .iter()
+                .map(|(schema, table, _)| (schema.clone(), table.clone()))
+                .collect();
             *cached = Some(View {
                 map,
                 config,
                 guard,
                 passed: std::collections::HashSet::new(),
+                masked_tables,
+                exposures: std::collections::HashMap::new(),
             });
         }
         cached.as_mut().map(f)
@@ -165,6 +195,125 @@ impl MaskPhase {
                 Err(leak.why)
             }
         }
+    }
+
+    /// What `text` exposes beyond its rows (`None`: no text is known, or
+    /// no map: nothing is proved).
+    fn exposure(&self, text: Option<&[u8]>) -> Option<Exposure> {
+        let text = text?;
+        let sql = std::str::from_utf8(text).ok()?;
+        let settings = self.settings.lexing();
+        self.with_view(|view| {
+            if let Some(known) = view.exposures.get(text) {
+                return known.clone();
+            }
+            let mut found = exposure::analyze(sql, settings, &view.map, &view.masked_tables);
+            if sql.contains('\\') {
+                // Under the other reading too (see `guard`).
+                let other = crate::policy::lexer::LexSettings {
+                    standard_conforming_strings: !settings.standard_conforming_strings,
+                };
+                let again = exposure::analyze(sql, other, &view.map, &view.masked_tables);
+                found.clean &= again.clean;
+                found.statistics = found.statistics.or(again.statistics);
+            }
+            if view.exposures.len() >= PASSED_TEXTS {
+                view.exposures.clear();
+            }
+            view.exposures.insert(text.to_vec(), found.clone());
+            found
+        })
+    }
+
+    /// Whether the map in force predates this session's own DDL.
+    fn map_predates_own_ddl(&mut self) -> bool {
+        let Some(before) = &self.map_before_ddl else {
+            return false;
+        };
+        let replaced = self
+            .map
+            .current()
+            .is_some_and(|now| !Arc::ptr_eq(&now, before));
+        if replaced && !self.map.due() {
+            self.map_before_ddl = None;
+            return false;
+        }
+        true
+    }
+
+    /// Holds a statement until the map has been read again after this
+    /// session's DDL, then judges it under the new map.
+    fn hold_for_refresh(&self, text: &[u8]) -> Decision {
+        let (release, decision) = tokio::sync::oneshot::channel();
+        let map = Arc::clone(&self.map);
+        let identity = self.identity.clone();
+        let settings = self.settings.lexing();
+        let text = text.to_vec();
+        let limit = map.config().catalog_timeout;
+        tokio::spawn(async move {
+            let judged = async {
+                map.refresh().await.map_err(|e| e.to_string())?;
+                let current = map
+                    .current()
+                    .ok_or_else(|| "pgward's column map is not available".to_owned())?;
+                let config = map.config();
+                let masked = Masked::from_map(&current, |rule| {
+                    config
+                        .rules
+                        .get(rule)
+                        .is_some_and(|r| r.applies_to(&identity))
+                });
+                let sql = std::str::from_utf8(&text)
+                    .map_err(|_| "statement text is not valid UTF-8".to_owned())?;
+                guard::check(sql, settings, &masked).map_err(|leak| leak.why)?;
+                let tables = masked
+                    .tables
+                    .iter()
+                    .map(|(schema, table, _)| (schema.clone(), table.clone()))
+                    .collect();
+                let found = exposure::analyze(sql, settings, &current, &tables);
+                if let Some(name) = found.statistics {
+                    return Err(format!("{name} holds column values"));
+                }
+                match found.untrusted {
+                    Some(Untrusted::Unknown(name)) => {
+                        return Err(format!(
+                            "function {name} is not known to pgward's column map"
+                        ))
+                    }
+                    Some(Untrusted::Impostor(name)) => {
+                        return Err(format!(
+                        "function {name} is in a system schema but is not one of the server's own"
+                    ))
+                    }
+                    None => {}
+                }
+                if sql.contains('\\') {
+                    let other = crate::policy::lexer::LexSettings {
+                        standard_conforming_strings: !settings.standard_conforming_strings,
+                    };
+                    guard::check(sql, other, &masked).map_err(|leak| leak.why)?;
+                }
+                Ok::<(), String>(())
+            };
+            let outcome = match judged.await {
+                Ok(()) => Release::Run,
+                Err(why) => Release::Refuse(masking_refusal(why)),
+            };
+            let _ = release.send(outcome);
+        });
+        Decision::Hold(Hold {
+            notice: None,
+            deadline: std::time::Instant::now() + limit,
+            decision,
+        })
+    }
+
+    /// Notes a request that may run code pgward cannot see: its answers,
+    /// up to the ReadyForQuery that ends it, carry no server message.
+    fn mark_unclean(&mut self, ctx: &RequestContext<'_>) {
+        let due = self.answered + ctx.tracker.ready_pending() + 1;
+        self.unclean.insert(due);
     }
 
     /// The plan for rows described by `fields`, with `formats` from Bind
@@ -256,13 +405,67 @@ impl Phase for MaskPhase {
         {
             self.request_rules = Some(Arc::clone(&ctx.rules.masking));
         }
-        match (ctx.kind, ctx.text) {
-            (RequestKind::Query | RequestKind::Parse, Some(text)) => match self.guard(text) {
-                Ok(()) => Decision::Forward,
-                Err(why) => Decision::Refuse(masking_refusal(why)),
-            },
-            _ => Decision::Forward,
+        let runs = match (ctx.kind, ctx.text) {
+            (RequestKind::Query | RequestKind::Parse, Some(text)) => {
+                if self.map_predates_own_ddl() {
+                    // Judged once the map knows what the DDL made; its
+                    // messages are withheld (nothing was proved).
+                    self.mark_unclean(ctx);
+                    if schema_may_change(text) {
+                        self.ddl_pending = true;
+                    }
+                    return self.hold_for_refresh(text);
+                }
+                if let Err(why) = self.guard(text) {
+                    return Decision::Refuse(masking_refusal(why));
+                }
+                true
+            }
+            (RequestKind::Bind | RequestKind::Execute, _) => true,
+            _ => false,
+        };
+        if !runs {
+            return Decision::Forward;
         }
+        match self.exposure(ctx.text) {
+            Some(Exposure {
+                statistics: Some(name),
+                ..
+            }) => {
+                return Decision::Refuse(masking_refusal(format!(
+                    "{name} holds column values (statistics of masked columns among them)"
+                )))
+            }
+            Some(Exposure {
+                untrusted: Some(Untrusted::Unknown(name)),
+                ..
+            }) => {
+                // Newer than the map: read it again; a retry may pass.
+                self.map.invalidate();
+                return Decision::Refuse(masking_refusal(format!(
+                    "function {name} is not known to pgward's column map yet; retry in a moment"
+                )));
+            }
+            Some(Exposure {
+                untrusted: Some(Untrusted::Impostor(name)),
+                ..
+            }) => {
+                return Decision::Refuse(masking_refusal(format!(
+                    "function {name} is in a system schema but is not one of the server's own"
+                )))
+            }
+            Some(Exposure { clean: true, .. }) => {}
+            _ => self.mark_unclean(ctx),
+        }
+        Decision::Forward
+    }
+
+    fn withholds_parameter(&mut self, name: &[u8]) -> bool {
+        // A statement can set application_name (or a custom setting) from
+        // data; only the settings clients need to read results pass.
+        !CLIENT_SETTINGS
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
     }
 
     fn takes_rows(&self) -> bool {
@@ -320,14 +523,19 @@ impl Phase for MaskPhase {
     fn on_notice(&mut self, frame: FrameRef<'_>) -> Option<BytesMut> {
         if frame.tag() == b'A' {
             Some(scrub_notification(frame))
+        } else if self.unclean.contains(&(self.answered + 1)) {
+            withhold_message(frame)
         } else {
             scrub(frame)
         }
     }
 
     fn on_ready(&mut self, _status: crate::wire::backend::TransactionStatus) {
+        self.answered += 1;
+        self.unclean.remove(&self.answered);
         self.plan = None;
         if std::mem::take(&mut self.ddl_pending) {
+            self.map_before_ddl = self.map.current();
             self.map.invalidate();
         }
     }
@@ -377,6 +585,50 @@ pub fn scrub_notification(frame: FrameRef<'_>) -> BytesMut {
     let len = (out.len() - 1) as u32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
     out
+}
+
+/// The ParameterStatus settings a masked session still receives after
+/// login: what drivers need to read results and the session's state.
+/// application_name and custom settings are withheld (a statement, or a
+/// trigger it fires, could set them from data).
+const CLIENT_SETTINGS: &[&str] = &[
+    "client_encoding",
+    "server_encoding",
+    "server_version",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "integer_datetimes",
+    "standard_conforming_strings",
+    "is_superuser",
+    "session_authorization",
+    "default_transaction_read_only",
+    "in_hot_standby",
+];
+
+/// An error or notice of a request that may have run code pgward cannot
+/// see into (a trigger, a function, a view): its message could carry a
+/// masked value, so only the severity, the SQLSTATE and the position in
+/// the client's own text pass, with a message that says so.
+pub fn withhold_message(frame: FrameRef<'_>) -> Option<BytesMut> {
+    let fields = notice_fields(frame).ok()?;
+    let code = fields
+        .iter()
+        .find(|(c, _)| *c == b'C')
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let message = format!(
+        "(message withheld by pgward: the statement may have run code pgward cannot see into, \
+         and masked identities do not see its messages; SQLSTATE {code})"
+    );
+    let kept: Vec<(u8, &[u8])> = fields
+        .into_iter()
+        .filter(|(c, _)| matches!(c, b'S' | b'V' | b'C' | b'P'))
+        .chain(std::iter::once((b'M', message.as_bytes())))
+        .collect();
+    let mut out = BytesMut::new();
+    encode::notice_like(&mut out, frame.tag(), &kept);
+    Some(out)
 }
 
 /// For masked identities, error and notice fields that can quote values

@@ -1,7 +1,7 @@
 //! One client connection: startup, authentication, backend login, then the
 //! relay.
 
-mod core;
+pub(crate) mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod masking;
@@ -13,6 +13,7 @@ mod relay;
 pub mod rules;
 mod stack;
 pub mod startup;
+mod startup_params;
 pub mod tracker;
 
 use crate::error::SessionError;
@@ -49,6 +50,11 @@ pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>) {
     match run(tcp, peer, &gw).await {
         Ok(()) => tracing::debug!(?peer, "session ended"),
         Err(e) => {
+            if matches!(e, SessionError::BackendUnavailable { .. }) {
+                gw.metrics
+                    .backend_connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::info!(?peer, origin = ?e.origin(), error = %e, "session ended with error")
         }
     }
@@ -61,21 +67,35 @@ async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(
     // whole life, idle or not.
     // The relay is boxed too: moved out of a returned value, it would be
     // kept in the task twice over.
-    let relay = Box::pin(open(tcp, peer, gw)).await?;
-    match relay {
-        Some(mut relay) => relay.run().await,
-        None => Ok(()),
+    let Some(mut opened) = Box::pin(open(tcp, peer, gw)).await? else {
+        return Ok(());
+    };
+    let result = opened.relay.run().await;
+    if let Some(audit) = &mut opened.audit {
+        audit.ended(&match &result {
+            Ok(()) => "the client or the server closed the session".to_owned(),
+            Err(e) => e.to_string(),
+        });
     }
+    result
+}
+
+/// A session ready to relay, and what lives exactly as long as it.
+struct Opened {
+    relay: Box<relay::Relay>,
+    audit: Option<crate::record::SessionAudit>,
+    /// Ends the session at its credential's expiry; stops when dropped.
+    _credential_watch: crate::auth::token::expiry::SessionWatch,
 }
 
 /// Everything before the relay: startup, authentication, backend login,
 /// the phases and the client's hello. `None`: the connection was a
-/// CancelRequest, now served.
+/// CancelRequest or an admin console, now served.
 async fn open(
     tcp: TcpStream,
     peer: Option<SocketAddr>,
     gw: &Gateway,
-) -> Result<Option<Box<relay::Relay>>, SessionError> {
+) -> Result<Option<Box<Opened>>, SessionError> {
     let deadline = tokio::time::Instant::now() + gw.config.server.startup_timeout;
     let opening = tokio::time::timeout_at(
         deadline,
@@ -95,10 +115,22 @@ async fn open(
         }
         Opening::Session { conn, startup } => (conn, startup),
     };
+    if crate::admin::console::wanted(gw, &startup) {
+        return crate::admin::console::serve(conn, &startup, gw, deadline)
+            .await
+            .map(|()| None);
+    }
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
         .unwrap_or(Err(SessionError::StartupTimeout));
-    let (login, target, identity, database) = match established {
+    let Established {
+        login,
+        target,
+        authenticated,
+        role,
+        database,
+        startup_effects,
+    } = match established {
         Ok(ok) => ok,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -106,6 +138,7 @@ async fn open(
         }
     };
     let upstream_name = target.upstream.config.name.clone();
+    let identity = authenticated.identity.clone();
     let registration = gw.registry.register(
         NewSession {
             user: identity.user.clone(),
@@ -115,12 +148,31 @@ async fn open(
         },
         target,
     );
+    // Ends the session at its token's expiry, on revocation, or at the
+    // maximum lifetime; stops with the session.
+    let credential_watch = crate::auth::token::expiry::watch_session(
+        &gw.tokens.load_full(),
+        &gw.registry,
+        registration.id,
+        &authenticated,
+    );
     let info = phases::SessionInfo {
         id: registration.id,
         identity,
         database,
+        client: peer,
+        application_name: startup.param("application_name").map(str::to_owned),
+        role,
+        upstream: upstream_name.clone(),
     };
-    let stack = match stack::build(gw, &upstream_name, &info, &login.startup_messages).await {
+    let built = stack::build(
+        gw,
+        &upstream_name,
+        &info,
+        &login.startup_messages,
+        &startup_effects,
+    );
+    let mut stack = match built.await {
         Ok(s) => s,
         Err(e) => {
             startup::send_fatal(&mut conn, &e).await;
@@ -134,16 +186,20 @@ async fn open(
     encode::ready_for_query(&mut hello, TransactionStatus::Idle);
     conn.send(&hello).await?;
 
-    let core = core::Core::new(
+    let tap = gw.audit.as_ref().and_then(|a| a.recording_tap(&info));
+    let mut core = core::Core::new(
         info,
         stack.phases,
         Arc::clone(&gw.rules),
         stack.keep_descriptions,
         gw.config.server.max_message_size,
     );
+    if let Some(tap) = tap {
+        core.set_tap(tap);
+    }
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
-    Ok(Some(Box::new(relay::Relay {
+    let relay = Box::new(relay::Relay {
         client_r,
         client_w,
         backend_r,
@@ -153,23 +209,33 @@ async fn open(
         core,
         idle_timeout: gw.config.server.idle_timeout,
         registration,
+    });
+    Ok(Some(Box::new(Opened {
+        relay,
+        audit: stack.audit.take(),
+        _credential_watch: credential_watch,
     })))
 }
 
-/// Authenticates the client and logs in to its upstream.
+/// What a client's login established.
+struct Established {
+    login: crate::auth::backend::BackendLogin,
+    target: CancelTarget,
+    authenticated: crate::auth::identity::Authenticated,
+    /// The PostgreSQL role the session logged in as.
+    role: String,
+    database: String,
+    /// Effects of the startup settings on the rules' view of the session.
+    startup_effects: Vec<crate::policy::facts::Effect>,
+}
+
+/// Authenticates the client, maps it to its role and logs in to its
+/// upstream as that role.
 async fn establish(
     conn: &mut FramedStream,
     startup: &crate::wire::startup::StartupMessage,
     gw: &Gateway,
-) -> Result<
-    (
-        crate::auth::backend::BackendLogin,
-        CancelTarget,
-        crate::policy::rules::Identity,
-        String,
-    ),
-    SessionError,
-> {
+) -> Result<Established, SessionError> {
     let user_name = startup
         .param("user")
         .filter(|u| !u.is_empty())
@@ -181,10 +247,17 @@ async fn establish(
         encode::negotiate_protocol_version(&mut out, 0, &unknown_options);
         conn.send(&out).await?;
     }
-    let params = startup::forwarded_params(startup)?;
-    let user = gw.config.users.get(&user_name);
-    crate::auth::client::authenticate(conn, &gw.scram, &user_name, user).await?;
-    let user = user.ok_or_else(|| SessionError::AuthFailed(user_name.clone()))?;
+    let startup_settings =
+        startup_params::read_startup(startup, &gw.config.server.startup_parameters)?;
+    let authenticated = crate::auth::authenticate(
+        conn,
+        &gw.scram,
+        &gw.config.users,
+        &gw.tokens.load_full(),
+        &user_name,
+    )
+    .await?;
+    let identity = &authenticated.identity;
 
     // As in PostgreSQL, the database is checked only after authentication, so
     // strangers learn nothing about which databases exist.
@@ -193,33 +266,162 @@ async fn establish(
         .filter(|d| !d.is_empty())
         .unwrap_or(&user_name)
         .to_owned();
-    let database = database.as_str();
-    let upstream_name = gw
+    let route = gw
         .config
-        .databases
-        .get(database)
-        .ok_or_else(|| SessionError::UnknownDatabase(database.to_owned()))?;
-    if !user.databases.is_empty() && !user.databases.iter().any(|d| d == database) {
-        return Err(SessionError::DatabaseNotAllowed(database.to_owned()));
+        .route(&database)
+        .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
+    if !authenticated.may_open(&database) {
+        return Err(SessionError::DatabaseNotAllowed(database.clone()));
     }
     let upstream = gw
         .upstreams
-        .get(upstream_name)
-        .ok_or_else(|| SessionError::UnknownDatabase(database.to_owned()))?;
-    let login = upstream.login(&params).await.inspect_err(|e| {
-        if let SessionError::BackendUnavailable { upstream, detail } = e {
-            tracing::warn!(upstream, detail, "upstream login failed");
-        }
-    })?;
+        .get(route.upstream)
+        .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
+    // A configured user may name its role per upstream; a token identity
+    // maps by name and groups only.
+    let explicit = match authenticated.credential {
+        crate::auth::identity::Credential::Password => gw
+            .config
+            .users
+            .get(&identity.user)
+            .and_then(|u| u.roles.get(route.upstream))
+            .map(String::as_str),
+        crate::auth::identity::Credential::Token(_) => None,
+    };
+    let role = upstream
+        .config
+        .roles
+        .role_for(&identity.user, &identity.groups, explicit)
+        .and_then(|name| upstream.role(name))
+        .ok_or_else(|| SessionError::NoRole {
+            user: user_name.clone(),
+            database: database.clone(),
+        })?;
+    let masked = gw
+        .rules
+        .load()
+        .masking
+        .rules
+        .iter()
+        .any(|r| r.applies_to(identity));
+    if masked && route.catch_all && route.dbname != upstream.config.dbname {
+        // The upstream's column map describes its own database only.
+        return Err(SessionError::MaskedCatchAll(database.clone()));
+    }
+    let settings =
+        startup_params::judge_startup(startup_settings, &gw.rules.load().policy, identity)?;
+    least_privilege(gw, upstream, &role.name, masked).await?;
+    let login = upstream
+        .login(role, route.dbname, &settings.forwarded)
+        .await
+        .inspect_err(|e| {
+            if let SessionError::BackendUnavailable { upstream, detail } = e {
+                tracing::warn!(upstream, detail, "upstream login failed");
+            }
+        })?;
     let target = CancelTarget {
         upstream: upstream.clone(),
         process_id: login.process_id,
         secret_key: login.secret_key,
     };
-    tracing::info!(user = %user_name, database, upstream = upstream_name, "session established");
-    let identity = crate::policy::rules::Identity::new(user_name, user.groups.clone());
-    let database = database.to_owned();
-    Ok((login, target, identity, database))
+    tracing::info!(
+        user = %user_name,
+        database,
+        upstream = route.upstream,
+        role = %role.name,
+        "session established"
+    );
+    Ok(Established {
+        login,
+        target,
+        authenticated,
+        role: role.name.clone(),
+        database,
+        startup_effects: settings.effects,
+    })
+}
+
+/// Checks the mapped role's privileges. A masked identity (or any identity
+/// with `least_privilege = "strict"`) waits for the check and is refused
+/// if the role fails it; for the others the check runs in the background
+/// and its findings are warnings.
+async fn least_privilege(
+    gw: &Gateway,
+    upstream: &crate::auth::backend::Upstream,
+    role: &str,
+    masked: bool,
+) -> Result<(), SessionError> {
+    use crate::config::roles::LeastPrivilege;
+    let strict = masked || upstream.config.roles.least_privilege == LeastPrivilege::Strict;
+    let masking = gw.rules.load().masking.clone();
+    let max_age = masking.refresh;
+    let unavailable = |e: &dyn std::fmt::Display| SessionError::BackendUnavailable {
+        upstream: upstream.config.name.clone(),
+        detail: format!("pgward cannot check role \"{role}\": {e}"),
+    };
+    let map = match gw.masks.get(&upstream.config.name) {
+        Some(m) if !masking.rules.is_empty() && strict => {
+            Some(m.ensure().await.map_err(|e| unavailable(&e))?)
+        }
+        Some(m) => m.current(),
+        None => None,
+    };
+    if !strict {
+        if upstream.config.roles.least_privilege == LeastPrivilege::MaskedOnly {
+            return Ok(());
+        }
+        let checks = Arc::clone(&gw.role_checks);
+        let upstream = upstream.clone();
+        let role = role.to_owned();
+        tokio::spawn(async move {
+            match checks.report(&upstream, &role, map.as_ref(), max_age).await {
+                Ok(c) if c.fresh && checks.should_warn(&upstream.config.name, &c.report) => {
+                    for f in &c.report.findings {
+                        tracing::warn!(
+                            upstream = %upstream.config.name,
+                            role,
+                            finding = %f.what,
+                            "mapped role is not least-privilege (pgward doctor prints the fix)"
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(upstream = %upstream.config.name, role, "role check failed: {e}")
+                }
+            }
+        });
+        return Ok(());
+    }
+    let checked = tokio::time::timeout(
+        masking.catalog_timeout,
+        gw.role_checks.report(upstream, role, map.as_ref(), max_age),
+    )
+    .await
+    .map_err(|_| unavailable(&"the catalog did not answer within masking.catalog_timeout"))?
+    .map_err(|e| unavailable(&e))?;
+    match checked.report.first_failure() {
+        None => Ok(()),
+        Some(f) => {
+            tracing::warn!(
+                upstream = %upstream.config.name,
+                role,
+                finding = %f.what,
+                "login refused: the mapped role is not least-privilege"
+            );
+            Err(SessionError::RoleNotLeastPrivilege(format!(
+                "pgward refuses to log in as role \"{role}\"{whom}: the role must be one that {} \
+                 (it {}); `pgward doctor` prints the statements that fix it",
+                f.condition.requirement(),
+                f.what,
+                whom = if masked {
+                    " for an identity with masked columns"
+                } else {
+                    ""
+                },
+            )))
+        }
+    }
 }
 
 /// A CancelRequest: routed through the registry to the session (a held

@@ -110,6 +110,14 @@ pub struct SessionInfo {
     pub identity: Identity,
     /// The database the client opened.
     pub database: String,
+    /// The client's address, when known.
+    pub client: Option<std::net::SocketAddr>,
+    /// The client's `application_name`, when it sent one.
+    pub application_name: Option<String>,
+    /// The upstream the session is connected to.
+    pub upstream: String,
+    /// The role pgward logged in as on the upstream (the mapped role).
+    pub role: String,
 }
 
 /// What a phase sees of one request.
@@ -118,6 +126,11 @@ pub struct RequestContext<'a> {
     pub session: &'a SessionInfo,
     /// Which message.
     pub kind: RequestKind,
+    /// The request's number in the session: its [`Outcome`] (and a
+    /// [`Refused`] note) carry the same number.
+    pub request_id: u64,
+    /// The portal an Execute runs (Bind's is in `bind`).
+    pub portal: Option<&'a [u8]>,
     /// The statement text: the Query's or Parse's own; for Bind and Execute
     /// the text of the statement they run, when the tracker knows it.
     pub text: Option<&'a [u8]>,
@@ -144,9 +157,15 @@ pub enum Rows {
     Inspect,
 }
 
-/// The end of one request, for the end-of-request hook.
+/// The end of one request, for the end-of-request hook. A simple Query
+/// has one per statement that completed (the same `request_id`) and ends
+/// at its first error; Parse and Bind have one at ParseComplete /
+/// BindComplete or their error; an extended-protocol message skipped after
+/// an error has none.
 #[derive(Debug, Clone)]
 pub struct Outcome<'a> {
+    /// The request's number (its `RequestContext::request_id`).
+    pub request_id: u64,
     /// The request.
     pub kind: RequestKind,
     /// Its command tag, when it completed (`SELECT 3`).
@@ -159,6 +178,24 @@ pub struct Outcome<'a> {
     pub duration: Option<Duration>,
     /// Bytes sent to the client in the session so far.
     pub bytes_to_client: u64,
+}
+
+/// A request that was refused, for phases that want outcomes (whatever
+/// their place in the order: the phases after the one that refused never
+/// see the request otherwise).
+#[derive(Debug)]
+pub struct Refused<'a> {
+    /// The request's number.
+    pub request_id: u64,
+    /// Which message.
+    pub kind: RequestKind,
+    /// Its statement text, when known.
+    pub text: Option<&'a [u8]>,
+    /// The phase that refused it (`pgward` for the core's own checks:
+    /// unknown names, FunctionCall).
+    pub by: &'static str,
+    /// The error the client gets.
+    pub refusal: &'a Refusal,
 }
 
 /// One phase. Every hook has a default that changes nothing.
@@ -208,6 +245,12 @@ pub trait Phase: Send {
     /// A ParameterStatus from the server.
     fn on_parameter_status(&mut self, _name: &[u8], _value: &[u8]) {}
 
+    /// Whether the client must not see this ParameterStatus (asked after
+    /// every phase's `on_parameter_status`; any phase's yes drops it).
+    fn withholds_parameter(&mut self, _name: &[u8]) -> bool {
+        false
+    }
+
     /// An ErrorResponse from the server (every one, whether or not a phase
     /// rewrites it).
     fn on_server_error(&mut self) {}
@@ -222,4 +265,12 @@ pub trait Phase: Send {
 
     /// The end of a request.
     fn on_outcome(&mut self, _outcome: &Outcome<'_>) {}
+
+    /// A request was refused (only on phases that want outcomes).
+    fn on_refused(&mut self, _refused: &Refused<'_>) {}
+
+    /// A request was held by phase `by` (only on phases that want
+    /// outcomes); it is refused (`on_refused`) or judged by the phases after
+    /// `by` once released.
+    fn on_held(&mut self, _request_id: u64, _by: &'static str) {}
 }

@@ -61,6 +61,9 @@ pub enum Control {
     Cancel,
     /// End the session with a FATAL carrying this reason.
     Terminate(String),
+    /// The same, once the session is idle outside a transaction (a
+    /// credential that expired lets the current transaction finish).
+    TerminateWhenIdle(String),
     /// The server's shutdown moved on a phase ([`Registry::shutdown_phase`]).
     Shutdown,
 }
@@ -104,14 +107,34 @@ struct Shared {
     pending: AtomicU8,
     /// The first termination's reason.
     reason: Mutex<Option<String>>,
+    /// The first reason of a termination that waits for the session to be
+    /// idle outside a transaction.
+    idle_reason: Mutex<Option<String>>,
     waker: AtomicWaker,
 }
 
 const CANCEL: u8 = 1;
 const TERMINATE: u8 = 2;
 const SHUTDOWN: u8 = 4;
+const TERMINATE_WHEN_IDLE: u8 = 8;
 
 impl Shared {
+    /// Asks for a termination (`what`: `TERMINATE` or
+    /// `TERMINATE_WHEN_IDLE`); the first reason of each kind is kept.
+    fn terminate(&self, what: u8, reason: &str) {
+        let slot = if what == TERMINATE {
+            &self.reason
+        } else {
+            &self.idle_reason
+        };
+        let mut first = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(reason.to_owned());
+        }
+        drop(first);
+        self.send(what);
+    }
+
     fn send(&self, what: u8) {
         self.pending.fetch_or(what, Ordering::AcqRel);
         self.waker.wake();
@@ -176,12 +199,19 @@ impl Registration {
             shared.pending.fetch_or(rest, Ordering::AcqRel);
             return Poll::Ready(now);
         }
-        let reason = shared
-            .reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        Poll::Ready(Control::Terminate(reason.unwrap_or_default()))
+        let take = |slot: &Mutex<Option<String>>| {
+            slot.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default()
+        };
+        if pending & TERMINATE != 0 {
+            shared
+                .pending
+                .fetch_or(pending & !TERMINATE, Ordering::AcqRel);
+            return Poll::Ready(Control::Terminate(take(&shared.reason)));
+        }
+        Poll::Ready(Control::TerminateWhenIdle(take(&shared.idle_reason)))
     }
 }
 
@@ -294,12 +324,29 @@ impl Registry {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get(&id) {
             Some(e) => {
-                let mut first = e.shared.reason.lock().unwrap_or_else(|p| p.into_inner());
-                if first.is_none() {
-                    *first = Some(reason.to_owned());
-                }
-                drop(first);
-                e.shared.send(TERMINATE);
+                e.shared.terminate(TERMINATE, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The server's cancel key of session `id` while the server is working
+    /// on one of its requests (so that ending the session can stop it).
+    pub fn running_cancel_target(&self, id: u64) -> Option<CancelTarget> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let e = sessions.get(&id)?;
+        (SessionState::from_u8(e.shared.state.load(Ordering::Relaxed)) == SessionState::Running)
+            .then(|| e.cancel.clone())
+    }
+
+    /// Asks a session to end once it is idle outside a transaction; false
+    /// if there is no such session.
+    pub fn terminate_when_idle(&self, id: u64, reason: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get(&id) {
+            Some(e) => {
+                e.shared.terminate(TERMINATE_WHEN_IDLE, reason);
                 true
             }
             None => false,

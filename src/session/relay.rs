@@ -92,6 +92,9 @@ impl Relay {
         let (mut flush_server, mut flush_client) = (false, false);
         // A termination asked for mid-frame waits for the frame's end.
         let mut pending_terminate: Option<String> = None;
+        // A termination that waits for the session to be idle outside a
+        // transaction (an expired credential's end_of_transaction mode).
+        let mut idle_terminate: Option<String> = None;
         // Only with an idle timeout: otherwise no timer exists at all.
         let mut ticker = self
             .idle_timeout
@@ -135,6 +138,17 @@ impl Relay {
                         .await;
                 }
                 pending_terminate = Some(reason);
+            }
+            if idle_terminate.is_some()
+                && self.core.is_quiet()
+                && self.core.at_boundary()
+                && hold.is_none()
+                && self.core.tracker.status() == TransactionStatus::Idle
+            {
+                let reason = idle_terminate.take().unwrap_or_default();
+                return self
+                    .fatal(SessionError::Terminated(reason), &to_client)
+                    .await;
             }
             self.core.own_notices_into(&mut to_client);
             self.registration.set_state(self.state(hold.is_some()));
@@ -182,6 +196,11 @@ impl Relay {
             }
             if flush_client && self.client_w.flush().now_or_never().is_some() {
                 flush_client = false;
+            }
+            if terminating && to_server.is_empty() && !flush_server {
+                // Terminate is out: the server closes its side, which is
+                // no loss of the connection.
+                return Ok(End::Done);
             }
             if wrote && (!client_in.is_empty() || !server_in.is_empty()) {
                 // Input the core left for want of room in an outgoing
@@ -233,6 +252,7 @@ impl Relay {
                         return self.fatal(SessionError::Terminated(reason), &to_client).await;
                     }
                     Control::Terminate(reason) => pending_terminate = Some(reason),
+                    Control::TerminateWhenIdle(reason) => idle_terminate = Some(reason),
                     // The phase itself is read from the registry at the top
                     // of the loop and when quiet.
                     Control::Shutdown => {
@@ -291,6 +311,11 @@ impl Relay {
                 read = read_some(&mut self.backend_r, &mut server_in), if read_server => {
                     let n = read.map_err(lost)?;
                     server_sizer.record(n, server_offer);
+                    if n == 0 && terminating && to_server.is_empty() {
+                        // Closed in answer to the Terminate, before its
+                        // flush was seen to complete.
+                        return Ok(End::Done);
+                    }
                     if n == 0 {
                         return Err(SessionError::BackendLost(
                             "the server closed the connection".into(),

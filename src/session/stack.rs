@@ -10,6 +10,9 @@
 //!    statements, then the rows of results that hold masked columns.
 //! 4. phases added to the gateway (`Gateway::add_phase`), in the order they
 //!    were added: approvals and recording plug in here.
+//! 5. `audit` (when `[audit]` is on): last, so it records what the phases
+//!    before it decided; it holds a fail-closed statement while the audit
+//!    queue has no room.
 //!
 //! To add a phase: implement [`Phase`] and push it in `build` (or register
 //! a factory with the gateway); nothing in the relay changes.
@@ -32,6 +35,8 @@ pub(crate) struct Stack {
     pub(crate) phases: Vec<Box<dyn Phase>>,
     /// Some phase plans rows from descriptions (masking).
     pub(crate) keep_descriptions: bool,
+    /// The session's end record, when the audit trail is on.
+    pub(crate) audit: Option<crate::record::SessionAudit>,
 }
 
 /// Builds a session's phases. A masked identity waits for its upstream's
@@ -42,10 +47,12 @@ pub(crate) async fn build(
     upstream: &str,
     info: &SessionInfo,
     startup_messages: &[u8],
+    startup_effects: &[crate::policy::facts::Effect],
 ) -> Result<Stack, SessionError> {
     let identity = &info.identity;
     let rules = gw.rules.load_full();
     let settings = Arc::new(ReportedSettings::from_startup(startup_messages));
+    settings.apply_startup(startup_effects);
     let map = gw.masks.get(upstream);
     let mask = map.and_then(|m| {
         MaskPhase::for_identity(Arc::clone(m), identity.clone(), Arc::clone(&settings))
@@ -68,6 +75,8 @@ pub(crate) async fn build(
             // Only where masking is on: watching costs a scan per statement.
             map: map.filter(|_| !rules.masking.rules.is_empty()).cloned(),
             ddl_sent: false,
+            role_checks: Arc::clone(&gw.role_checks),
+            grants_sent: false,
         }),
         Box::new(RulesPhase::new(identity.clone(), settings)),
     ];
@@ -77,9 +86,24 @@ pub(crate) async fn build(
     for factory in gw.phase_factories() {
         phases.push(factory(info));
     }
+    if gw.config.admin.is_some() {
+        phases.push(Box::new(crate::admin::metrics::MetricsPhase::new(
+            Arc::clone(&gw.metrics),
+        )));
+    }
+    // Last, so it records what every phase before it decided.
+    let audit = match &gw.audit {
+        Some(audit) => {
+            let (session, phase) = audit.session(info).await?;
+            phases.push(Box::new(phase));
+            Some(session)
+        }
+        None => None,
+    };
     Ok(Stack {
         phases,
         keep_descriptions,
+        audit,
     })
 }
 
@@ -91,6 +115,10 @@ struct SchemaPhase {
     masked: bool,
     map: Option<Arc<UpstreamMap>>,
     ddl_sent: bool,
+    /// Least-privilege reports, forgotten after statements that may change
+    /// privileges (whoever runs them), so the next masked login checks again.
+    role_checks: Arc<crate::privileges::RoleChecks>,
+    grants_sent: bool,
 }
 
 impl SchemaPhase {
@@ -128,10 +156,19 @@ impl Phase for SchemaPhase {
                 self.ddl_sent = true;
             }
         }
+        if ctx
+            .text
+            .is_some_and(crate::privileges::may_change_privileges)
+        {
+            self.grants_sent = true;
+        }
         Decision::Forward
     }
 
     fn on_ready(&mut self, _status: TransactionStatus) {
+        if std::mem::take(&mut self.grants_sent) {
+            self.role_checks.invalidate();
+        }
         if std::mem::take(&mut self.ddl_sent) {
             if let Some(map) = &self.map {
                 map.invalidate();

@@ -139,31 +139,6 @@ pub async fn send_fatal(conn: &mut FramedStream, e: &SessionError) {
     let _ = conn.send(&out).await;
 }
 
-/// The StartupMessage parameters pgward passes on to the server, or the
-/// reason the startup is refused.
-///
-/// `user` and `database` are replaced by the upstream's; `options` and
-/// `replication` are refused because they reach server settings (including
-/// the role) that statement rules must control; `_pq_.` protocol extensions
-/// are not forwarded (the client is told through NegotiateProtocolVersion).
-pub fn forwarded_params(startup: &StartupMessage) -> Result<Vec<(String, String)>, SessionError> {
-    let mut out = Vec::new();
-    for (key, value) in &startup.params {
-        match key.as_str() {
-            "user" | "database" => {}
-            "options" if value.trim().is_empty() => {}
-            "options" | "replication" => {
-                return Err(SessionError::Unsupported(format!(
-                    "pgward does not accept the startup parameter \"{key}\""
-                )))
-            }
-            k if k.starts_with("_pq_.") => {}
-            _ => out.push((key.clone(), value.clone())),
-        }
-    }
-    Ok(out)
-}
-
 /// Protocol options the client asked for that pgward does not support.
 pub fn unsupported_protocol_options(startup: &StartupMessage) -> Vec<&str> {
     startup
@@ -172,37 +147,4 @@ pub fn unsupported_protocol_options(startup: &StartupMessage) -> Vec<&str> {
         .filter(|(k, _)| k.starts_with("_pq_."))
         .map(|(k, _)| k.as_str())
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn startup(params: &[(&str, &str)]) -> StartupMessage {
-        StartupMessage {
-            major: 3,
-            minor: 0,
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn forwards_settings_but_not_identity_or_options() {
-        let s = startup(&[
-            ("user", "alice"),
-            ("database", "app"),
-            ("application_name", "psql"),
-            ("client_encoding", "UTF8"),
-            ("_pq_.compression", "on"),
-        ]);
-        let fwd = forwarded_params(&s).unwrap();
-        assert_eq!(fwd.len(), 2);
-        assert!(fwd.iter().all(|(k, _)| k != "user" && k != "database"));
-        assert_eq!(unsupported_protocol_options(&s), vec!["_pq_.compression"]);
-        let bad = startup(&[("user", "a"), ("options", "-c role=admin")]);
-        assert_eq!(forwarded_params(&bad).unwrap_err().sqlstate(), "0A000");
-    }
 }

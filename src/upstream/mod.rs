@@ -3,3 +3,4 @@
 //! Connecting and logging in still live in `auth::backend`.
 
 pub mod error;
+pub mod query;

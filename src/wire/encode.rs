@@ -131,6 +131,11 @@ pub fn authentication_ok(buf: &mut BytesMut) {
     message(buf, b'R', |b| b.put_i32(0));
 }
 
+/// AuthenticationCleartextPassword (a token is asked for this way).
+pub fn authentication_cleartext_password(buf: &mut BytesMut) {
+    message(buf, b'R', |b| b.put_i32(3));
+}
+
 /// AuthenticationSASL listing the mechanisms offered.
 pub fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     message(buf, b'R', |b| {
@@ -208,4 +213,42 @@ pub fn parse_named(buf: &mut BytesMut, name: &[u8], sql: &str) {
 /// Terminate.
 pub fn terminate(buf: &mut BytesMut) {
     message(buf, b'X', |_| {});
+}
+
+/// RowDescription of text columns (type `text`, no table), for result sets
+/// pgward answers itself (the admin console).
+pub fn row_description_text(buf: &mut BytesMut, names: &[&str]) {
+    message(buf, b'T', |b| {
+        b.put_i16(i16::try_from(names.len()).unwrap_or(i16::MAX));
+        for name in names {
+            cstr(b, name.as_bytes());
+            b.put_i32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_i32(25); // type oid: text
+            b.put_i16(-1); // type size
+            b.put_i32(-1); // type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// DataRow of text values (`None`: NULL).
+pub fn data_row_text(buf: &mut BytesMut, values: &[Option<&str>]) {
+    message(buf, b'D', |b| {
+        b.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                    b.extend_from_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+/// CommandComplete with `tag`.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    message(buf, b'C', |b| cstr(b, tag.as_bytes()));
 }

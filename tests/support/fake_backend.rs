@@ -318,7 +318,9 @@ impl FakeBackend {
         };
         format!(
             "[upstreams.{name}]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{APP_ROLE}\"\n\
-             password_file = \"{pw}\"\n{sslmode}\n{extra}\n",
+             password_file = \"{pw}\"\n{sslmode}\nrole_map = [{{ users = [\"*\"], role = \"{APP_ROLE}\" }}]\n\
+             least_privilege = \"masked_only\"\n\
+             {extra}\n",
             port = self.addr.port(),
             pw = self.dir().join("fake.password").display(),
         )

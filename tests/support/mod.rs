@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod fake_backend;
 pub mod raw;
+pub mod tokens;
 
 use pgward::auth::verifier::ScramVerifier;
 use pgward::cluster::{Cluster, ClusterOptions};
@@ -26,7 +27,11 @@ pub const PASSWORD: &str = "alice-secret";
 /// The client-facing database name, mapped to the upstream below.
 pub const DB: &str = "appdb";
 /// The backend role pgward logs in as; its password is held by pgward only.
+/// It owns `appdb`: the migrations role.
 pub const APP_ROLE: &str = "app";
+/// A least-privilege role for masked identities: it reads and writes what
+/// the app role creates, and owns, creates and reaches nothing else.
+pub const MASKED_ROLE: &str = "app_masked";
 
 /// A cluster prepared with the `app` role and the `appdb` database.
 pub struct Backend {
@@ -36,6 +41,8 @@ pub struct Backend {
     pub app_password: String,
     /// File the config points `password_file` at.
     pub password_file: PathBuf,
+    /// The masked role's password file.
+    pub masked_password_file: PathBuf,
 }
 
 impl Backend {
@@ -48,10 +55,30 @@ impl Backend {
             .expect("create role and database");
         let password_file = cluster.dir().join("app.password");
         std::fs::write(&password_file, format!("{app_password}\n")).expect("password file");
+        let masked_password = format!("masked-{:016x}", rand::random::<u64>());
+        cluster
+            .psql(
+                DB,
+                &format!(
+                    "CREATE ROLE {MASKED_ROLE} LOGIN PASSWORD '{masked_password}'; \
+                     REVOKE TEMPORARY ON DATABASE {DB} FROM PUBLIC; \
+                     ALTER DEFAULT PRIVILEGES FOR ROLE {APP_ROLE} \
+                       GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {MASKED_ROLE}; \
+                     ALTER DEFAULT PRIVILEGES FOR ROLE {APP_ROLE} \
+                       GRANT USAGE, SELECT ON SEQUENCES TO {MASKED_ROLE}; \
+                     ALTER DEFAULT PRIVILEGES FOR ROLE {APP_ROLE} \
+                       GRANT USAGE ON SCHEMAS TO {MASKED_ROLE}"
+                ),
+            )
+            .expect("create the masked role");
+        let masked_password_file = cluster.dir().join("masked.password");
+        std::fs::write(&masked_password_file, format!("{masked_password}\n"))
+            .expect("password file");
         Backend {
             cluster,
             app_password,
             password_file,
+            masked_password_file,
         }
     }
 
@@ -69,6 +96,19 @@ impl Backend {
             .unwrap_or_else(|e| panic!("{e}\n{}", self.cluster.log()))
     }
 
+    /// [`Backend::config`] for tests with masked identities: the `dba`
+    /// group (exempt from masking in those tests) acts as the app role,
+    /// everyone else as the least-privilege masked role.
+    pub fn masked_config(&self, server_extra: &str, upstream_extra: &str) -> String {
+        self.config(
+            server_extra,
+            &format!(
+                "role_map = [{{ groups = [\"dba\"], role = \"{APP_ROLE}\" }}, \
+                 {{ users = [\"*\"], role = \"{MASKED_ROLE}\" }}]\n{upstream_extra}"
+            ),
+        )
+    }
+
     /// A config text for pgward in front of this cluster. `server_extra` and
     /// `upstream_extra` are TOML lines added to `[server]` and the upstream.
     pub fn config(&self, server_extra: &str, upstream_extra: &str) -> String {
@@ -82,6 +122,17 @@ impl Backend {
         } else {
             "host = \"127.0.0.1\""
         };
+        // Every identity acts as the app role unless the test maps roles.
+        let role_map = if upstream_extra.contains("role_map") {
+            String::new()
+        } else {
+            format!("role_map = [{{ users = [\"*\"], role = \"{APP_ROLE}\" }}]")
+        };
+        // A table of its own, after the extra lines (which may add roles).
+        let roles = format!(
+            "[upstreams.{DB}.roles.{MASKED_ROLE}]\npassword_file = \"{}\"",
+            self.masked_password_file.display()
+        );
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
@@ -93,7 +144,9 @@ port = {port}
 user = "{APP_ROLE}"
 password_file = "{password_file}"
 {sslmode}
+{role_map}
 {upstream_extra}
+{roles}
 
 [databases]
 {DB} = "{DB}"

@@ -4,7 +4,7 @@
 
 use super::{ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
 use crate::gateway::RuleSnapshot;
-use crate::session::phases::{Decision, Refusal, RequestContext, RequestKind};
+use crate::session::phases::{Decision, Refusal, Refused, RequestContext, RequestKind};
 use crate::session::tracker::Statement;
 use crate::sqlstate::Sqlstate;
 use crate::wire::encode;
@@ -118,7 +118,7 @@ impl Core {
                 let bind = bind_view(frame).map_err(malformed)?;
                 let Some(statement) = self.tracker.projected_statement(bind.statement) else {
                     let r = unknown_statement(bind.statement);
-                    return Ok(self.refuse(RequestKind::Bind, &r, to_server));
+                    return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
                 };
                 let text = Arc::clone(&statement.text);
                 self.request(
@@ -134,7 +134,7 @@ impl Core {
                 let (portal, _) = execute_view(frame).map_err(malformed)?;
                 if !self.tracker.projected_portal(portal) {
                     let r = unknown_portal(portal);
-                    return Ok(self.refuse(RequestKind::Execute, &r, to_server));
+                    return Ok(self.refuse(RequestKind::Execute, None, CORE, &r, to_server));
                 }
                 let statement = self.tracker.projected_portal_statement(portal);
                 let text = statement.as_ref().map(|s| Arc::clone(&s.text));
@@ -159,7 +159,7 @@ impl Core {
                         Target::Portal(n) => unknown_portal(n),
                     };
                     // Refused like an extended-protocol message of its own.
-                    return Ok(self.refuse(RequestKind::Bind, &r, to_server));
+                    return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
                 }
                 self.tracker.describe(target);
                 to_server.extend_from_slice(frame.raw());
@@ -196,7 +196,7 @@ impl Core {
                     "pgward does not relay FunctionCall (fast-path) messages",
                 )
                 .with_hint("Call the function with a SELECT statement instead.");
-                Ok(self.refuse(RequestKind::Query, &r, to_server))
+                Ok(self.refuse(RequestKind::Query, None, CORE, &r, to_server))
             }
             b'X' => {
                 to_server.extend_from_slice(frame.raw());
@@ -230,17 +230,27 @@ impl Core {
                     held = rules;
                     (phase + 1, &held)
                 }
-                HoldState::Refused(r) => return Ok(self.refuse(kind, &r, to_server)),
+                HoldState::Refused { phase, refusal } => {
+                    let by = self.phases[phase].name();
+                    return Ok(self.refuse(kind, text, by, &refusal, to_server));
+                }
                 HoldState::None | HoldState::Waiting { .. } => {
                     loaded = self.rules.load();
                     (0, &loaded)
                 }
             };
+        let portal = match kind {
+            RequestKind::Execute => Some(execute_view(frame).map_err(malformed)?.0),
+            _ => None,
+        };
+        let request_id = self.tracker.next_request_id();
         for index in first..self.phases.len() {
             let ctx = RequestContext {
                 rules,
                 session: &self.info,
                 kind,
+                request_id,
+                portal,
                 text,
                 statement,
                 bind,
@@ -249,8 +259,17 @@ impl Core {
             };
             match self.phases[index].on_request(&ctx) {
                 Decision::Forward => {}
-                Decision::Refuse(r) => return Ok(self.refuse(kind, &r, to_server)),
+                Decision::Refuse(r) => {
+                    let by = self.phases[index].name();
+                    return Ok(self.refuse(kind, text, by, &r, to_server));
+                }
                 Decision::Hold(hold) => {
+                    if self.wants_outcomes {
+                        let by = self.phases[index].name();
+                        for phase in self.phases.iter_mut().filter(|p| p.wants_outcomes()) {
+                            phase.on_held(request_id, by);
+                        }
+                    }
                     if let Some(text) = &hold.notice {
                         encode::notice(
                             &mut self.own_notices,
@@ -269,6 +288,14 @@ impl Core {
                 }
             }
         }
+        if let Some(tap) = &mut self.tap {
+            match (kind, text, bind) {
+                (RequestKind::Bind, _, Some(bind)) => tap.bound(&mut bind.result_formats()),
+                (RequestKind::Bind, _, None) => {}
+                (_, Some(text), _) => tap.request(kind, text),
+                _ => {}
+            }
+        }
         match kind {
             RequestKind::Query => self.tracker.query(text.unwrap_or_default()),
             RequestKind::Parse => {
@@ -280,29 +307,54 @@ impl Core {
                     self.tracker.bind(bind);
                 }
             }
-            RequestKind::Execute => {
-                let (portal, _) = execute_view(frame).map_err(malformed)?;
-                self.tracker.execute(portal);
-            }
+            RequestKind::Execute => self.tracker.execute(portal.unwrap_or_default()),
         }
         to_server.extend_from_slice(frame.raw());
         Ok(Flow::Next)
     }
 
-    /// Sends a stand-in for a refused request.
-    fn refuse(&mut self, kind: RequestKind, refusal: &Refusal, to_server: &mut BytesMut) -> Flow {
+    /// Sends a stand-in for a refused request (refused by phase `by`),
+    /// and tells the phases that want outcomes.
+    fn refuse(
+        &mut self,
+        kind: RequestKind,
+        text: Option<&[u8]>,
+        by: &'static str,
+        refusal: &Refusal,
+        to_server: &mut BytesMut,
+    ) -> Flow {
         tracing::debug!(
             session = self.info.id,
             code = %refusal.code,
             message = %refusal.message,
             "request refused"
         );
+        if let (Some(tap), Some(text)) = (&mut self.tap, text) {
+            if kind != RequestKind::Bind {
+                tap.request(kind, text);
+            }
+        }
+        if self.wants_outcomes {
+            let note = Refused {
+                request_id: self.tracker.next_request_id(),
+                kind,
+                text,
+                by,
+                refusal,
+            };
+            for phase in self.phases.iter_mut().filter(|p| p.wants_outcomes()) {
+                phase.on_refused(&note);
+            }
+        }
         let query = kind == RequestKind::Query;
         let answer = self.stand_ins.substitute(refusal, query, to_server);
         self.tracker.stand_in(query, answer);
         Flow::Next
     }
 }
+
+/// Who refuses what the core itself refuses (unknown names, FunctionCall).
+const CORE: &str = "pgward";
 
 fn unknown_statement(name: &[u8]) -> Refusal {
     Refusal::new(

@@ -41,6 +41,19 @@ pub(crate) const DIRECT_AT_LEAST: usize = 32 * 1024;
 /// writes before reading more (backpressure: memory stays bounded).
 pub(crate) const OUTGOING_HIGH: usize = 64 * 1024;
 
+/// Sees what a session's client sends and is sent (session recording):
+/// the text of each request as it is forwarded, and every byte handed to
+/// the client, after every phase (masked values masked).
+pub(crate) trait Tap: Send {
+    /// The text of a Query, Parse or Execute, sent to the server (or
+    /// refused: the refusal is among the bytes sent next).
+    fn request(&mut self, kind: super::phases::RequestKind, text: &[u8]);
+    /// A Bind's result formats (how its rows will be encoded).
+    fn bound(&mut self, result_formats: &mut dyn Iterator<Item = i16>);
+    /// Bytes handed to the client, in order.
+    fn sent(&mut self, bytes: &[u8]);
+}
+
 /// The core broke off: who broke the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum CoreError {
@@ -91,8 +104,12 @@ enum HoldState {
         phase: usize,
         rules: Arc<RuleSnapshot>,
     },
-    /// The front request is refused (the hold ended in a refusal).
-    Refused(super::phases::Refusal),
+    /// The front request is refused (the hold by phase `phase` ended in a
+    /// refusal).
+    Refused {
+        phase: usize,
+        refusal: super::phases::Refusal,
+    },
 }
 
 /// One session's protocol state and phases.
@@ -120,6 +137,11 @@ pub(crate) struct Core {
     takes_rows: bool,
     /// Bytes the core has handed to the client side.
     bytes_to_client: u64,
+    /// Server bytes ahead of the frame being handled, already handled and
+    /// bound for the client but not yet counted in `bytes_to_client`.
+    run_ahead: u64,
+    /// Session recording, when on.
+    tap: Option<Box<dyn Tap>>,
 }
 
 impl Core {
@@ -155,7 +177,14 @@ impl Core {
             rewrites_notices,
             takes_rows,
             bytes_to_client: 0,
+            run_ahead: 0,
+            tap: None,
         }
+    }
+
+    /// Records the session through `tap` from now on.
+    pub(crate) fn set_tap(&mut self, tap: Box<dyn Tap>) {
+        self.tap = Some(tap);
     }
 
     /// Whether nothing is in flight: no request waits for its answer and
@@ -189,7 +218,7 @@ impl Core {
             };
             self.hold = match release {
                 Release::Run => HoldState::Released { phase, rules },
-                Release::Refuse(r) => HoldState::Refused(r),
+                Release::Refuse(refusal) => HoldState::Refused { phase, refusal },
             };
         }
     }
@@ -198,6 +227,9 @@ impl Core {
     /// message boundary only.
     pub(crate) fn own_notices_into(&mut self, to_client: &mut BytesMut) {
         if self.streaming == 0 && !self.own_notices.is_empty() {
+            if let Some(tap) = &mut self.tap {
+                tap.sent(&self.own_notices);
+            }
             to_client.extend_from_slice(&self.own_notices);
             self.bytes_to_client += self.own_notices.len() as u64;
             self.own_notices.clear();

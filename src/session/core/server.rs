@@ -83,6 +83,9 @@ impl Core {
             if run >= DIRECT_AT_LEAST {
                 if to_client.is_empty() {
                     self.bytes_to_client += run as u64;
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(&input[..run]);
+                    }
                     return Ok(ServerStep::Direct(run));
                 }
                 self.pending_run = run;
@@ -138,6 +141,8 @@ impl Core {
                 run = 0;
             }
             let end = run + header.total_len;
+            // Bytes handled but not yet moved out count as sent (outcomes).
+            self.run_ahead = run as u64;
             let disposition = {
                 let frame =
                     FrameRef::new(&input[run..end]).ok_or_else(|| backend("invalid frame"))?;
@@ -156,6 +161,9 @@ impl Core {
                     input.advance(header.total_len);
                     run = 0;
                     self.bytes_to_client += bytes.len() as u64;
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(&bytes);
+                    }
                     to_client.extend_from_slice(&bytes);
                     if close {
                         return Ok(ServerStep::Fatal);
@@ -174,6 +182,9 @@ impl Core {
     /// Moves the run of untouched bytes into the outgoing buffer.
     fn move_run(&mut self, input: &mut BytesMut, run: usize, to_client: &mut BytesMut) {
         if run > 0 {
+            if let Some(tap) = &mut self.tap {
+                tap.sent(&input[..run]);
+            }
             to_client.extend_from_slice(&input[..run]);
             input.advance(run);
             self.bytes_to_client += run as u64;
@@ -229,6 +240,9 @@ impl Core {
                     let before = to_client.len();
                     self.phases[i].on_row(frame, to_client);
                     self.bytes_to_client += (to_client.len() - before) as u64;
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(&to_client[before..]);
+                    }
                     return Ok(Disposition::Taken);
                 }
                 Ok(FORWARD)
@@ -240,19 +254,32 @@ impl Core {
                 for phase in &mut self.phases {
                     phase.on_parameter_status(name, value);
                 }
-                Ok(FORWARD)
+                let mut withheld = false;
+                for phase in &mut self.phases {
+                    withheld |= phase.withholds_parameter(name);
+                }
+                Ok(if withheld {
+                    replace(BytesMut::new())
+                } else {
+                    FORWARD
+                })
             }
             b'C' | b'I' | b's' => {
                 // What the end-of-request hook reports, read only for it.
-                let (kind, sent, tag) = if self.wants_outcomes {
+                let (kind, sent, tag, id) = if self.wants_outcomes {
                     let tag = if frame.tag() == b'C' {
                         Some(command_tag(frame).map_err(backend)?)
                     } else {
                         None
                     };
-                    (self.front_kind(), self.tracker.front_sent(), tag)
+                    (
+                        self.front_kind(),
+                        self.tracker.front_sent(),
+                        tag,
+                        self.tracker.front_id(),
+                    )
                 } else {
-                    (None, None, None)
+                    (None, None, None, None)
                 };
                 self.tracker.answer(frame)?;
                 let replaced = match self.rows_to.take() {
@@ -260,9 +287,18 @@ impl Core {
                     None => None,
                 };
                 if self.wants_outcomes {
-                    self.report(kind, tag, None, sent);
+                    self.report(kind, id, tag, None, sent);
                 }
                 Ok(replaced.map_or(FORWARD, replace))
+            }
+            b'1' | b'2' if self.wants_outcomes => {
+                // A completed Parse or Bind ends its request too.
+                let kind = self.front_kind();
+                let id = self.tracker.front_id();
+                let sent = self.tracker.front_sent();
+                self.tracker.answer(frame)?;
+                self.report(kind, id, None, None, sent);
+                Ok(FORWARD)
             }
             b'T' => {
                 if self.tracker.answer(frame)? == Event::ResultStart {
@@ -292,6 +328,7 @@ impl Core {
     fn server_error(&mut self, frame: FrameRef<'_>) -> Result<Disposition, CoreError> {
         let kind = self.front_kind();
         let sent = self.tracker.front_sent();
+        let id = self.tracker.front_id();
         let summary = error_summary(frame);
         let Event::Error { refusal } = self.tracker.answer(frame)? else {
             return Err(backend("ErrorResponse not taken as an error"));
@@ -327,7 +364,7 @@ impl Core {
                 (_, Some(s)) => s.sqlstate,
                 _ => *b"08P01",
             };
-            self.report(kind, None, Some(&code), sent);
+            self.report(kind, id, None, Some(&code), sent);
         }
         if fatal {
             // The server ends the session: pgward's own pending notices
@@ -363,18 +400,22 @@ impl Core {
     fn report(
         &mut self,
         kind: Option<RequestKind>,
+        request_id: Option<u64>,
         tag: Option<&[u8]>,
         sqlstate: Option<&[u8]>,
         sent: Option<std::time::Instant>,
     ) {
-        let Some(kind) = kind else { return };
+        let (Some(kind), Some(request_id)) = (kind, request_id) else {
+            return;
+        };
         let outcome = Outcome {
+            request_id,
             kind,
             tag,
             rows: tag.and_then(tag_rows),
             sqlstate,
             duration: sent.map(|s| s.elapsed()),
-            bytes_to_client: self.bytes_to_client,
+            bytes_to_client: self.bytes_to_client + self.run_ahead,
         };
         for phase in &mut self.phases {
             if phase.wants_outcomes() {

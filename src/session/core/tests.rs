@@ -37,13 +37,26 @@ impl Phase for HoldPhase {
 }
 
 fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
+    let rules = Arc::new(arc_swap::ArcSwap::from_pointee(RuleSnapshot::inert()));
+    core_under(phases, &rules, keep)
+}
+
+/// A core whose requests are judged under what `rules` holds.
+fn core_under(
+    phases: Vec<Box<dyn Phase>>,
+    rules: &Arc<arc_swap::ArcSwap<RuleSnapshot>>,
+    keep: bool,
+) -> Core {
     let info = SessionInfo {
         id: 1,
         identity: Identity::new("alice", Vec::<String>::new()),
         database: "db".into(),
+        client: None,
+        application_name: None,
+        upstream: "db".into(),
+        role: "app".into(),
     };
-    let rules = Arc::new(arc_swap::ArcSwap::from_pointee(RuleSnapshot::inert()));
-    Core::new(info, phases, rules, keep, 1 << 20)
+    Core::new(info, phases, Arc::clone(rules), keep, 1 << 20)
 }
 
 fn core() -> Core {

@@ -46,6 +46,14 @@ impl ReportedSettings {
         settings
     }
 
+    /// Applies what the startup settings (judged as SETs) do, before the
+    /// first request.
+    pub(crate) fn apply_startup(&self, effects: &[Effect]) {
+        for effect in effects {
+            self.temp.apply(effect, 0);
+        }
+    }
+
     /// Records one ParameterStatus.
     pub(crate) fn record(&self, name: &[u8], value: &[u8]) {
         {

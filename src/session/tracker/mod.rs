@@ -129,6 +129,8 @@ struct Entry {
     refusal: Option<StandInAnswer>,
     /// When it went out (only while someone wants request outcomes).
     sent: Option<Instant>,
+    /// The request's number in the session (see `Tracker::next_request_id`).
+    id: u64,
 }
 
 /// What a stand-in's ErrorResponse is swapped for.
@@ -206,6 +208,9 @@ pub struct Tracker {
     /// does not need.
     empty_text: Arc<[u8]>,
     no_formats: Arc<[i16]>,
+    /// The number the next request gets (phases pair outcomes with the
+    /// requests they judged by it).
+    next_id: u64,
 }
 
 impl Tracker {
@@ -223,6 +228,7 @@ impl Tracker {
             timing: false,
             empty_text: Arc::from(&b""[..]),
             no_formats: Arc::from(&[][..]),
+            next_id: 1,
         }
     }
 
@@ -276,7 +282,24 @@ impl Tracker {
         self.result.as_ref()
     }
 
+    /// The number the next message followed gets: what a phase judging a
+    /// request now sees as its `request_id`, and what its outcome carries.
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The number of the request being answered now.
+    pub(crate) fn front_id(&self) -> Option<u64> {
+        self.queue
+            .iter()
+            .find(|e| self.copy_in || !matches!(e.req, Req::CopyEnd))
+            .map(|e| e.id)
+    }
+
     fn push(&mut self, req: Req) {
+        // Numbered even when skipped, so a number is never reused.
+        let id = self.next_id;
+        self.next_id += 1;
         // While the server skips to Sync, what it skips has no answer.
         if self.skipping {
             if matches!(req, Req::Sync) {
@@ -290,6 +313,7 @@ impl Tracker {
             req,
             refusal: None,
             sent,
+            id,
         });
     }
 

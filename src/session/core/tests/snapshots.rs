@@ -43,15 +43,6 @@ fn version(v: u64) -> RuleSnapshot {
     s
 }
 
-fn core_under(phases: Vec<Box<dyn Phase>>, rules: &Arc<ArcSwap<RuleSnapshot>>) -> Core {
-    let info = SessionInfo {
-        id: 1,
-        identity: Identity::new("alice", Vec::<String>::new()),
-        database: "db".into(),
-    };
-    Core::new(info, phases, Arc::clone(rules), false, 1 << 20)
-}
-
 #[test]
 fn a_reload_between_two_phases_does_not_split_a_request() {
     let rules = Arc::new(ArcSwap::from_pointee(version(1)));
@@ -64,7 +55,7 @@ fn a_reload_between_two_phases_does_not_split_a_request() {
     let reloader = Box::new(Reloader {
         rules: Arc::clone(&rules),
     });
-    let mut c = core_under(vec![recorder(), reloader, recorder()], &rules);
+    let mut c = core_under(vec![recorder(), reloader, recorder()], &rules, false);
     let (out, _) = client(&mut c, &concat(&[query("select 1"), query("select 2")]));
     assert_eq!(
         &out[..],
@@ -89,7 +80,7 @@ fn a_held_request_goes_on_under_the_rules_it_was_held_under() {
             seen: Arc::clone(&seen),
         }),
     ];
-    let mut c = core_under(phases, &rules);
+    let mut c = core_under(phases, &rules, false);
     let mut input = BytesMut::from(&concat(&[query("select 'hold'"), query("select 2")])[..]);
     let mut to_server = BytesMut::new();
     let step = c.client_input(&mut input, &mut to_server).unwrap();

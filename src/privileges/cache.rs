@@ -1,0 +1,184 @@
+//! Least-privilege reports, cached per (upstream, role): read again after
+//! `masking.refresh`, when the column map they were checked against
+//! changes, on reload, and after statements that may change privileges.
+
+use super::{check_role, Report};
+use crate::auth::backend::Upstream;
+use crate::mask::catalog::MaskMap;
+use crate::upstream::query::CatalogError;
+use crate::wire::encode;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The cache, shared by every session of a gateway.
+#[derive(Debug, Default)]
+pub struct RoleChecks {
+    entries: Mutex<HashMap<(String, String), Entry>>,
+    /// The findings last logged as warnings per (upstream, role): a report
+    /// made again (after every GRANT, say) logs only what changed.
+    warned: Mutex<HashMap<(String, String), Vec<super::Finding>>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    /// The column map the report was made against (its masked tables).
+    map: Option<Arc<MaskMap>>,
+    report: Arc<Report>,
+}
+
+/// A report, and whether it was just made (not taken from the cache).
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The report.
+    pub report: Arc<Report>,
+    /// Made by this call.
+    pub fresh: bool,
+}
+
+impl RoleChecks {
+    /// The report for `role` on `upstream`, checked against `map`'s masked
+    /// tables; read from the catalog (over the upstream's catalog role)
+    /// when not cached, older than `max_age`, or made against another map.
+    pub async fn report(
+        &self,
+        upstream: &Upstream,
+        role: &str,
+        map: Option<&Arc<MaskMap>>,
+        max_age: Duration,
+    ) -> Result<Checked, CatalogError> {
+        let key = (upstream.config.name.clone(), role.to_owned());
+        if let Some(report) = self.cached(&key, map, max_age) {
+            return Ok(Checked {
+                report,
+                fresh: false,
+            });
+        }
+        let report = Arc::new(read(upstream, role, map).await?);
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(
+                key,
+                Entry {
+                    at: Instant::now(),
+                    map: map.cloned(),
+                    report: Arc::clone(&report),
+                },
+            );
+        }
+        Ok(Checked {
+            report,
+            fresh: true,
+        })
+    }
+
+    fn cached(
+        &self,
+        key: &(String, String),
+        map: Option<&Arc<MaskMap>>,
+        max_age: Duration,
+    ) -> Option<Arc<Report>> {
+        let entries = self.entries.lock().ok()?;
+        let entry = entries.get(key)?;
+        let same_map = match (&entry.map, map) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        (same_map && entry.at.elapsed() < max_age).then(|| Arc::clone(&entry.report))
+    }
+
+    /// Whether `report`'s findings differ from those last warned about for
+    /// its role on `upstream` (and records them as warned).
+    pub fn should_warn(&self, upstream: &str, report: &Report) -> bool {
+        let Ok(mut warned) = self.warned.lock() else {
+            return true;
+        };
+        let key = (upstream.to_owned(), report.role.clone());
+        if warned.get(&key) == Some(&report.findings) {
+            return false;
+        }
+        warned.insert(key, report.findings.clone());
+        true
+    }
+
+    /// Forgets every report: the next login of each role checks again.
+    pub fn invalidate(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
+/// The tables with masked columns in `map`.
+pub fn masked_tables(map: Option<&Arc<MaskMap>>) -> Vec<u32> {
+    let mut tables: Vec<u32> = map
+        .map(|m| m.columns.keys().map(|(table, _)| *table).collect())
+        .unwrap_or_default();
+    tables.sort_unstable();
+    tables.dedup();
+    tables
+}
+
+async fn read(
+    upstream: &Upstream,
+    role: &str,
+    map: Option<&Arc<MaskMap>>,
+) -> Result<Report, CatalogError> {
+    let params = [("application_name".to_owned(), "pgward-catalog".to_owned())];
+    let mut login = upstream
+        .login_catalog(&params)
+        .await
+        .map_err(|e| CatalogError::Io(e.to_string()))?;
+    let report = check_role(&mut login.conn, role, &masked_tables(map)).await;
+    let mut bye = BytesMut::new();
+    encode::terminate(&mut bye);
+    let _ = login.conn.send(&bye).await;
+    report
+}
+
+/// Whether a statement may change roles, memberships, ownership or
+/// grants: a word scan that errs towards yes (a false yes costs one
+/// catalog read at the next login).
+pub(crate) fn may_change_privileges(sql: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"GRANT",
+        b"REVOKE",
+        b"ROLE",
+        b"USER",
+        b"OWNER",
+        b"OWNED",
+        b"SCHEMA",
+        b"DATABASE",
+        b"PRIVILEGES",
+    ];
+    sql.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+        .any(|word| WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_change_privileges;
+
+    #[test]
+    fn privilege_statements_are_noticed() {
+        for sql in [
+            "GRANT pg_read_all_stats TO support",
+            "revoke create on schema public from public",
+            "ALTER TABLE t OWNER TO x",
+            "alter user app nosuperuser",
+            "CREATE SCHEMA s",
+            "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r",
+            "select 1; drop owned by x",
+        ] {
+            assert!(may_change_privileges(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM roles_table",
+            "UPDATE t SET owner_id = 1 WHERE id = 2",
+        ] {
+            assert!(!may_change_privileges(sql.as_bytes()), "{sql}");
+        }
+    }
+}
