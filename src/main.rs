@@ -292,6 +292,8 @@ fn token(command: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::Keygen { kid, out } => {
             let (pem, public) = mint::keygen().map_err(anyhow::Error::msg)?;
             write_private(&out, &pem).with_context(|| format!("cannot write {}", out.display()))?;
+            // Absolute, so the entry works from wherever the config lives.
+            let out = std::fs::canonicalize(&out).unwrap_or(out);
             println!(
                 "[[tokens.keys]]\nkid = \"{kid}\"\npublic_key = \"{public}\"\n\
                  private_key_file = \"{}\"\n\

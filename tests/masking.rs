@@ -7,8 +7,8 @@ mod support;
 
 use pgward::auth::verifier::ScramVerifier;
 use std::time::Duration;
-use support::{connect_with, message, sqlstate, Backend, Pgward, PASSWORD, USER};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use support::{connect_with, message, sqlstate, text_rows, Backend, Pgward, PASSWORD, USER};
+use tokio_postgres::Client;
 
 const DBA_PASSWORD: &str = "dba-secret";
 
@@ -101,17 +101,6 @@ async fn dba(pw: &Pgward) -> Client {
     connect_with(&pw.client_config("dba", DBA_PASSWORD))
         .await
         .expect("dba")
-}
-
-fn text_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 const SECRETS: &[&str] = &[
@@ -216,7 +205,7 @@ async fn bypass_attempts_are_refused_in_both_protocols() {
         format!("CREATE TEMP TABLE loot AS SELECT ssn FROM {t}"),
         format!("CREATE TEMP VIEW loot AS SELECT * FROM {t}"),
         format!("PREPARE p AS SELECT ssn || '' FROM {t}"),
-        format!("DECLARE c CURSOR WITH HOLD FOR SELECT ssn FROM {t}"),
+        format!("DECLARE c CURSOR WITH HOLD FOR SELECT ssn || '' FROM {t}"),
         format!("UPDATE {t} SET name = ssn WHERE id = 1"),
         format!("DELETE FROM {t} WHERE id = 99 RETURNING *"),
         format!("SELECT query_to_xml('SELECT ssn FROM {t}', true, false, '')"),
@@ -384,40 +373,16 @@ async fn psql_and_pgbench_see_masked_values() {
     let t = table();
     let pw = start(&t).await;
     let backend = Backend::shared();
-    let psql = backend.cluster.program("psql");
-    let dsn = pw.dsn();
     let sql =
         format!("SELECT name, ssn, email, card FROM {t} ORDER BY id; SELECT ssn || 'x' FROM {t};");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(psql)
-            .env("PGPASSWORD", PASSWORD)
-            .args(["-X", "-A", "-t", "-c"])
-            .arg(&sql)
-            .arg(dsn)
-            .output()
-            .expect("psql")
-    })
-    .await
-    .expect("psql");
+    let out = pw.psql(&[], &sql).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // psql -c sends one Query: one refusal refuses all of it.
     assert!(stderr.contains("masked"), "{stderr}");
     assert_no_secret(&stdout);
-    let psql = backend.cluster.program("psql");
-    let dsn = pw.dsn();
     let sql = format!("SELECT name, ssn, email, card FROM {t} ORDER BY id");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(psql)
-            .env("PGPASSWORD", PASSWORD)
-            .args(["-X", "-A", "-t", "-c"])
-            .arg(&sql)
-            .arg(dsn)
-            .output()
-            .expect("psql")
-    })
-    .await
-    .expect("psql");
+    let out = pw.psql(&[], &sql).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("Ada|*******6789|****@example.com|[card]"),

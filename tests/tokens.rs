@@ -371,3 +371,47 @@ async fn keys_rotate_by_reload_and_a_retired_key_is_refused() {
         .await
         .expect("k2 token");
 }
+
+/// A phase that only notes the credential each session was opened with.
+struct Witness;
+
+impl pgward::session::phases::Phase for Witness {
+    fn name(&self) -> &'static str {
+        "witness"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_see_the_token_issuer_subject_and_jti() {
+    use pgward::auth::identity::Credential;
+    let tg = TokenGateway::start("", "").await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tg.pw.gateway.add_phase(std::sync::Arc::new(move |info| {
+        record
+            .lock()
+            .expect("lock")
+            .push((info.identity.user.clone(), info.credential.clone()));
+        Box::new(Witness)
+    }));
+    let minted = tg.mint("ci-audited", &["dev"], Duration::from_secs(60));
+    tg.connect_tls("ci-audited", &minted.token)
+        .await
+        .expect("token login");
+    tg.pw.connect().await;
+    let seen = seen.lock().expect("lock").clone();
+    let token = seen
+        .iter()
+        .find_map(|(user, c)| match c {
+            Credential::Token(t) if user == "ci-audited" => Some(t.clone()),
+            _ => None,
+        })
+        .expect("the token session's credential");
+    assert_eq!(token.issuer, support::tokens::ISSUER);
+    assert_eq!(token.subject.as_deref(), Some("ci-audited"));
+    assert_eq!(token.jti.as_deref(), Some(minted.jti.as_str()));
+    assert_eq!(token.expires, minted.expires);
+    assert!(seen
+        .iter()
+        .any(|(user, c)| user == USER && *c == Credential::Password));
+}

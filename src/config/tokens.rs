@@ -107,8 +107,9 @@ pub struct RawIssuer {
     /// How often the JWKS is read again. Default `"15m"`.
     #[serde(default)]
     pub jwks_refresh: Option<String>,
-    /// Least time between two reads (an unknown `kid` asks for one).
-    /// Default `"30s"`.
+    /// Least time between two reads (an unknown `kid` asks for one);
+    /// `"0s"` lets every unknown kid cause a read (tests only: anyone can
+    /// send unknown kids). Default `"30s"`.
     #[serde(default)]
     pub jwks_min_refetch: Option<String>,
     /// Key ids refused even while the JWKS still publishes them. Default: none.

@@ -3,18 +3,25 @@
 //! client other than as a bare column of the outermost select list (where
 //! the response side masks it). Anything else is refused, naming the column.
 //!
-//! Conservative by design: an unqualified column whose name is the name of
-//! a masked column of any table the statement names counts as that masked
-//! column; a masked column inside a subquery, CTE, expression, function
-//! call, cast, predicate, ordering or grouping is refused even where it
-//! could not leak. Refusing a harmless query is the price of never
-//! answering in clear.
+//! Conservative by design: names resolve over the whole statement and every
+//! doubt counts as masked (`scope`: alias lists, USING and NATURAL merges,
+//! join and subquery aliases, qualifiers); a masked column inside a CTE,
+//! sublink, set operation, expression, function call, cast, predicate,
+//! ordering or grouping is refused even where it could not leak (`scan`).
+//! The one relaxation is a subquery in FROM, which may select masked
+//! columns bare as long as nothing outside it uses them (count wrappers).
+//! Refusing a harmless query is the price of never answering in clear.
 
 use super::catalog::MaskMap;
 use crate::policy::classify::{inner, parse, qual_name, single_entry, str_field};
 use crate::policy::lexer::LexSettings;
-use serde_json::{Map, Value};
+use scan::{Place, Scan};
+use scope::{names, Scope};
+use serde_json::Value;
 use std::collections::BTreeSet;
+
+mod scan;
+mod scope;
 
 /// Why a statement is refused for a masked identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +111,21 @@ const SQL_TEXT_FUNCTIONS: &[&str] = &[
 
 /// A relation the statement names, and what it is called in it.
 struct Named {
-    /// Masked columns (empty: not a masked table).
+    /// Masked columns, and the names a column-alias list gives its columns
+    /// (positions are not known here, so every renamed name counts).
     columns: BTreeSet<String>,
-    /// The relation's name and alias, as column references may qualify them.
+    /// The relation's name, then its alias, as column references may
+    /// qualify them.
     names: Vec<String>,
+}
+
+/// A RangeVar of the statement.
+struct Relation {
+    schema: Option<String>,
+    name: String,
+    alias: Option<String>,
+    /// The alias's column names (`FROM t AS a(x, y)`).
+    colnames: Vec<String>,
 }
 
 fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
@@ -115,10 +133,93 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
     let Some((kind, body)) = single_entry(tree) else {
         return Ok(());
     };
+    // EXPLAIN (with or without ANALYZE) returns a plan, never the rows: it
+    // is judged as its query. A cursor's rows come back through FETCH with
+    // their column origins, masked like the query's own result.
+    if matches!(kind, "ExplainStmt" | "DeclareCursorStmt") {
+        return match body.get("query").filter(|q| !q.is_null()) {
+            Some(query) => check_statement(query, masked),
+            None => Err(Leak::new(format!(
+                "a {kind} without a query cannot be judged"
+            ))),
+        };
+    }
     let mut relations = Vec::new();
     let mut functions = Vec::new();
     collect(body, &mut relations, &mut functions);
-    for f in &functions {
+    check_functions(&functions, masked)?;
+    check_known(&relations, kind, body, masked)?;
+    let mut named = Vec::new();
+    let mut plain = BTreeSet::new();
+    for r in &relations {
+        let matches =
+            |s: &String, t: &String| *t == r.name && r.schema.as_ref().is_none_or(|x| x == s);
+        if let Some((s, v)) = masked.views.iter().find(|(s, v)| matches(s, v)) {
+            return Err(Leak::new(format!("view {s}.{v} reads masked columns")));
+        }
+        let mut columns: BTreeSet<String> = masked
+            .tables
+            .iter()
+            .filter(|(s, t, _)| matches(s, t))
+            .flat_map(|(_, _, c)| c.iter().cloned())
+            .collect();
+        let mut names = vec![r.name.clone()];
+        names.extend(r.alias.clone());
+        if columns.is_empty() {
+            plain.extend(names);
+        } else {
+            columns.extend(r.colnames.iter().cloned());
+            named.push(Named { columns, names });
+        }
+    }
+    if named.is_empty() {
+        return Ok(());
+    }
+    let mut scope = Scope::new(body, named, plain);
+    let listed = scope.listed();
+    match kind {
+        "SelectStmt" if body.get("into_clause").is_none_or(Value::is_null) => {}
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+            // Writes may name a masked table; nothing of it may come back or
+            // steer the write (RETURNING, WHERE, SET from, INSERT ... SELECT,
+            // an ON CONFLICT target).
+            let upsert = body.get("on_conflict_clause").filter(|c| !c.is_null());
+            if let Some(clause) = upsert {
+                on_conflict_target(clause, str_field(&body["relation"], "relname"), &scope)?;
+                scope.allow_excluded();
+            }
+            let mut out = Scan::new(&scope);
+            for (field, value) in body.as_object().into_iter().flatten() {
+                if field != "relation" {
+                    out.everywhere(value);
+                }
+            }
+            return out.finish();
+        }
+        // What these do to a masked table returns none of its values:
+        // statistics are for the catalog (which masked identities may not
+        // read for masked columns), a lock is a lock.
+        "VacuumStmt" | "LockStmt" => return Ok(()),
+        "CopyStmt" if copies_no_masked_column(body, &scope) => return Ok(()),
+        _ => {
+            return Err(Leak::new(format!(
+                "a {} statement may not read a table with masked columns ({listed})",
+                kind.trim_end_matches("Stmt")
+            )))
+        }
+    }
+    let mut scan = Scan::new(&scope);
+    scan.select(body, Place::Outermost);
+    scan.finish()
+}
+
+/// Functions a masked identity may not call: those that run SQL given as
+/// text, and those outside pg_catalog (their bodies may read masked tables).
+fn check_functions(
+    functions: &[crate::policy::facts::QualName],
+    masked: &Masked,
+) -> Result<(), Leak> {
+    for f in functions {
         if SQL_TEXT_FUNCTIONS
             .iter()
             .any(|g| crate::policy::rules::Glob::new(g).matches(&f.name))
@@ -134,20 +235,32 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
             )));
         }
     }
+    Ok(())
+}
+
+/// A relation the map does not know yet is newer than it: refresh, then
+/// judge (CTE names and the relation being created are not relations).
+fn check_known(
+    relations: &[Relation],
+    kind: &str,
+    body: &Value,
+    masked: &Masked,
+) -> Result<(), Leak> {
     let ctes = cte_names(body);
     let created = created_relation(kind, body);
-    for (schema, name, _) in &relations {
-        if created.as_ref() == Some(name) {
+    for r in relations {
+        if created.as_ref() == Some(&r.name) {
             continue;
         }
-        let known = match schema {
-            Some(s) => masked.relations.contains(&(s.clone(), name.clone())),
-            None => ctes.contains(name) || masked.relations.iter().any(|(_, n)| n == name),
+        let known = match &r.schema {
+            Some(s) => masked.relations.contains(&(s.clone(), r.name.clone())),
+            None => ctes.contains(&r.name) || masked.relations.iter().any(|(_, n)| *n == r.name),
         };
         if !known {
-            let shown = schema
+            let shown = r
+                .schema
                 .as_ref()
-                .map_or(name.clone(), |s| format!("{s}.{name}"));
+                .map_or(r.name.clone(), |s| format!("{s}.{}", r.name));
             return Err(Leak {
                 why: format!(
                     "relation {shown} is newer than pgward's column map, which is being refreshed: retry in a moment"
@@ -156,55 +269,49 @@ fn check_statement(tree: &Value, masked: &Masked) -> Result<(), Leak> {
             });
         }
     }
-    let mut named = Vec::new();
-    for (schema, name, alias) in &relations {
-        let matches =
-            |s: &String, t: &String| *t == *name && schema.as_ref().is_none_or(|x| x == s);
-        if let Some((s, v)) = masked.views.iter().find(|(s, v)| matches(s, v)) {
-            return Err(Leak::new(format!("view {s}.{v} reads masked columns")));
-        }
-        let columns: BTreeSet<String> = masked
-            .tables
-            .iter()
-            .filter(|(s, t, _)| matches(s, t))
-            .flat_map(|(_, _, c)| c.iter().cloned())
-            .collect();
-        if !columns.is_empty() {
-            let mut names = vec![name.clone()];
-            names.extend(alias.clone());
-            named.push(Named { columns, names });
-        }
-    }
-    if named.is_empty() {
-        return Ok(());
-    }
-    let masked_columns: BTreeSet<&String> = named.iter().flat_map(|n| &n.columns).collect();
-    let table_names: BTreeSet<&String> = named.iter().flat_map(|n| &n.names).collect();
-    let all: Vec<&str> = masked_columns.iter().map(|c| c.as_str()).collect();
-    let listed = all.join(", ");
-    match kind {
-        "SelectStmt" if body.get("into_clause").is_none_or(Value::is_null) => {}
-        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
-            // Writes may name a masked table; nothing of it may come back or
-            // steer the write (RETURNING, WHERE, SET from, INSERT ... SELECT).
-            let mut out = Scan::new(&masked_columns, &table_names);
-            for (field, value) in body.as_object().into_iter().flatten() {
-                if field != "relation" {
-                    out.everywhere(value);
-                }
-            }
-            return out.finish();
-        }
-        _ => {
+    Ok(())
+}
+
+/// `COPY t (a, b) TO ...` of a masked table, listing no masked column: the
+/// rows go out as COPY data, which the response side does not mask, so a
+/// column list without masked columns is the only COPY of it allowed.
+fn copies_no_masked_column(body: &Value, scope: &Scope) -> bool {
+    let table = str_field(body.get("relation").unwrap_or(&Value::Null), "relname");
+    let columns = names(body.get("attlist"));
+    !crate::policy::classify::bool_field(body, "is_from")
+        && body.get("query").is_none_or(Value::is_null)
+        && body.get("where_clause").is_none_or(Value::is_null)
+        && !columns.is_empty()
+        && !columns.iter().any(|c| scope.table_masks(table, c))
+}
+
+/// ON CONFLICT's inference target: whether the insert conflicts tells
+/// whether a row with that value exists, so it may not name a masked
+/// column, nor a constraint of a masked table (its columns are not known
+/// here).
+fn on_conflict_target(clause: &Value, table: &str, scope: &Scope) -> Result<(), Leak> {
+    let infer = clause.get("infer").filter(|i| !i.is_null());
+    let Some(infer) = infer else { return Ok(()) };
+    for elem in infer
+        .get("index_elems")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let column = str_field(inner(elem), "name");
+        if !column.is_empty() && scope.is_masked_name(column) {
             return Err(Leak::new(format!(
-                "a {} statement may not read a table with masked columns ({listed})",
-                kind.trim_end_matches("Stmt")
-            )))
+                "ON CONFLICT ({column}) would tell whether a masked value exists"
+            )));
         }
     }
-    let mut scan = Scan::new(&masked_columns, &table_names);
-    scan.select(body, true);
-    scan.finish()
+    let constraint = str_field(infer, "conname");
+    if !constraint.is_empty() && scope.is_masked_table(table) {
+        return Err(Leak::new(format!(
+            "ON CONFLICT ON CONSTRAINT {constraint} of a table with masked columns may tell whether a masked value exists"
+        )));
+    }
+    Ok(())
 }
 
 /// The relation a CREATE statement makes (not in any map yet, and not read).
@@ -240,10 +347,10 @@ fn cte_names(value: &Value) -> BTreeSet<String> {
     out
 }
 
-/// Every RangeVar (schema, name, alias) and every function called.
+/// Every RangeVar and every function called.
 fn collect(
     value: &Value,
-    relations: &mut Vec<(Option<String>, String, Option<String>)>,
+    relations: &mut Vec<Relation>,
     functions: &mut Vec<crate::policy::facts::QualName>,
 ) {
     match value {
@@ -254,16 +361,16 @@ fn collect(
                     .get("schemaname")
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty());
-                let alias = map
-                    .get("alias")
-                    .and_then(|a| a.get("aliasname"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                relations.push((
-                    schema.map(str::to_owned),
-                    str_field(value, "relname").to_owned(),
-                    alias,
-                ));
+                let alias = map.get("alias").filter(|a| !a.is_null());
+                relations.push(Relation {
+                    schema: schema.map(str::to_owned),
+                    name: str_field(value, "relname").to_owned(),
+                    alias: alias
+                        .and_then(|a| a.get("aliasname"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    colnames: names(alias.and_then(|a| a.get("colnames"))),
+                });
                 return;
             }
             if map.contains_key("funcname") && map.contains_key("agg_star") {
@@ -272,175 +379,6 @@ fn collect(
             map.values().for_each(|v| collect(v, relations, functions));
         }
         _ => {}
-    }
-}
-
-/// Walks a statement looking for masked columns outside bare positions.
-struct Scan<'a> {
-    masked: &'a BTreeSet<&'a String>,
-    tables: &'a BTreeSet<&'a String>,
-    /// Output names of masked columns selected bare (ORDER BY x may name one).
-    outputs: BTreeSet<String>,
-    /// Whether the outermost select list has a masked column or a star.
-    selects_masked: bool,
-    leak: Option<Leak>,
-}
-
-impl<'a> Scan<'a> {
-    fn new(masked: &'a BTreeSet<&'a String>, tables: &'a BTreeSet<&'a String>) -> Self {
-        Self {
-            masked,
-            tables,
-            outputs: BTreeSet::new(),
-            selects_masked: false,
-            leak: None,
-        }
-    }
-
-    fn finish(self) -> Result<(), Leak> {
-        self.leak.map_or(Ok(()), Err)
-    }
-
-    fn refuse(&mut self, why: String) {
-        if self.leak.is_none() {
-            self.leak = Some(Leak::new(why));
-        }
-    }
-
-    /// The fields of a ColumnRef as strings (`None` for `*`).
-    fn fields(colref: &Map<String, Value>) -> Vec<Option<String>> {
-        colref
-            .get("fields")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                let node = f.get("node").unwrap_or(f);
-                node.get("String").map(|s| str_field(s, "sval").to_owned())
-            })
-            .collect()
-    }
-
-    /// A SELECT; `outermost` when its select list reaches the client with
-    /// each column's origin (table OID, attribute number) in RowDescription,
-    /// which is what the response side masks by.
-    fn select(&mut self, body: &Value, outermost: bool) {
-        let Some(map) = body.as_object() else { return };
-        // UNION / INTERSECT / EXCEPT results carry no column origins, so
-        // their branches are never outermost: a masked column there is
-        // refused.
-        let set_operation = map.get("larg").is_some_and(|v| !v.is_null());
-        for side in ["larg", "rarg"] {
-            if let Some(branch) = map.get(side).filter(|v| !v.is_null()) {
-                self.select(inner(branch), false);
-            }
-        }
-        let outermost = outermost && !set_operation;
-        // The select list first: ORDER BY and GROUP BY may name its outputs.
-        if let Some(targets) = map.get("target_list") {
-            for target in targets.as_array().into_iter().flatten() {
-                if outermost {
-                    self.target(inner(target));
-                } else {
-                    self.everywhere(target);
-                }
-            }
-        }
-        for (field, value) in map {
-            match field.as_str() {
-                "larg" | "rarg" | "target_list" => {}
-                "sort_clause" | "group_clause" | "distinct_clause" if outermost => {
-                    self.positional(field, value);
-                    self.everywhere(value);
-                }
-                _ => self.everywhere(value),
-            }
-        }
-    }
-
-    /// One entry of the outermost select list.
-    fn target(&mut self, target: &Value) {
-        let val = target.get("val").map(inner);
-        let colref = target
-            .get("val")
-            .and_then(|v| v.get("node").unwrap_or(v).get("ColumnRef"))
-            .and_then(Value::as_object);
-        let Some(colref) = colref else {
-            if let Some(v) = val {
-                self.everywhere(v);
-            }
-            return;
-        };
-        let fields = Self::fields(colref);
-        match fields.as_slice() {
-            // `*` or `t.*`: expands to bare columns, masked on the way out.
-            [.., None] => self.selects_masked = true,
-            // A bare table name or alias is the whole row.
-            [Some(name)] if self.tables.contains(name) && !self.masked.contains(name) => self
-                .refuse(format!(
-                    "a whole-row reference to {name} would carry masked columns"
-                )),
-            [.., Some(col)] if self.masked.contains(col) => {
-                self.selects_masked = true;
-                let output = str_field(target, "name");
-                self.outputs.insert(if output.is_empty() {
-                    col.clone()
-                } else {
-                    output.to_owned()
-                });
-            }
-            _ => {}
-        }
-    }
-
-    /// ORDER BY 1, GROUP BY 2: positions may point at a masked column.
-    fn positional(&mut self, field: &str, value: &Value) {
-        let present = value.as_array().is_some_and(|a| !a.is_empty());
-        let text = value.to_string();
-        if self.selects_masked
-            && present
-            && (text.contains("\"Ival\"") || field == "distinct_clause")
-        {
-            self.refuse(format!(
-                "{} over a result with masked columns could reveal their order or equality",
-                field
-                    .replace("_clause", "")
-                    .replace('_', " ")
-                    .to_uppercase()
-            ));
-        }
-    }
-
-    /// Anywhere else: a masked column, a star over a masked table or a
-    /// whole-row reference is refused.
-    fn everywhere(&mut self, value: &Value) {
-        match value {
-            Value::Array(items) => items.iter().for_each(|v| self.everywhere(v)),
-            Value::Object(map) => {
-                if let Some(Value::Object(colref)) = map.get("ColumnRef") {
-                    let fields = Self::fields(colref);
-                    match fields.as_slice() {
-                        [.., None] => self.refuse(
-                            "a * inside an expression or subquery would carry masked columns"
-                                .into(),
-                        ),
-                        [.., Some(col)] if self.masked.contains(col) => self.refuse(format!(
-                            "column {col} is masked: it may only be selected as it is"
-                        )),
-                        [.., Some(col)] if self.outputs.contains(col) => {
-                            self.refuse(format!("{col} names a masked column of the result"))
-                        }
-                        [Some(name)] if self.tables.contains(name) => self.refuse(format!(
-                            "a whole-row reference to {name} would carry masked columns"
-                        )),
-                        _ => {}
-                    }
-                    return;
-                }
-                map.values().for_each(|v| self.everywhere(v));
-            }
-            _ => {}
-        }
     }
 }
 

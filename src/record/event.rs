@@ -51,10 +51,10 @@ pub struct StatementFields {
     pub index: Option<u32>,
     /// The statement text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement: Option<String>,
+    pub statement: Option<Text>,
     /// Bind parameters, as `[audit] parameters` says.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub params: Option<Vec<Option<String>>>,
+    pub params: Option<Shared<Vec<Option<String>>>>,
     /// What pgward decided.
     pub decision: Decision,
     /// The phase that refused it (`rules`, `masking`, `audit`, `pgward`).
@@ -100,6 +100,25 @@ pub struct Shared<T>(pub Arc<T>);
 impl<T: Serialize> Serialize for Shared<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         (*self.0).serialize(s)
+    }
+}
+
+/// Statement text: shared with the session's state (no copy per record)
+/// and turned into (lossy) UTF-8 only when the writer serializes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    /// Bytes as the client sent them.
+    Shared(Arc<[u8]>),
+    /// A text of its own (one statement of a multi-statement Query).
+    Owned(String),
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Shared(bytes) => s.serialize_str(&String::from_utf8_lossy(bytes)),
+            Self::Owned(text) => s.serialize_str(text),
+        }
     }
 }
 

@@ -14,7 +14,9 @@
 //! runs; without room the statement is held (the hold waits for room, up to
 //! `[audit] full_timeout`) and then refused with 53000.
 
-use super::event::{Decision as Recorded, Event, Record, SessionFields, StatementFields};
+use super::event::{
+    Decision as Recorded, Event, Record, SessionFields, Shared, StatementFields, Text,
+};
 use super::queue::Slot;
 use super::{Audit, SessionCounters};
 use crate::session::phases::{
@@ -46,7 +48,8 @@ pub(crate) fn unavailable() -> Refusal {
     .with_hint("The audit sink is slow or blocked; retry once it has caught up.")
 }
 
-type Params = Option<Vec<Option<String>>>;
+/// Rendered Bind parameters, shared by the Bind, its Execute and records.
+type Params = Option<Shared<Vec<Option<String>>>>;
 
 /// A request the phase saw and whose end it waits for.
 struct Pending {
@@ -136,7 +139,7 @@ impl AuditPhase {
                 &self.identity,
                 &self.audit.masking.load(),
             );
-        Some(self.audit.params.render(bind, sensitive))
+        Some(Shared(Arc::new(self.audit.params.render(bind, sensitive))))
     }
 
     /// Sends a record through a reserved slot, else if there is room
@@ -162,14 +165,10 @@ impl AuditPhase {
 
     fn fields(&self, p: &Pending, index: Option<u32>) -> StatementFields {
         let statement = match (&p.parts, index) {
-            (Some(parts), Some(i)) => parts.get(i as usize).cloned(),
+            (Some(parts), Some(i)) => parts.get(i as usize).cloned().map(Text::Owned),
             _ => None,
         }
-        .or_else(|| {
-            p.text
-                .as_ref()
-                .map(|t| String::from_utf8_lossy(t).into_owned())
-        });
+        .or_else(|| p.text.clone().map(Text::Shared));
         StatementFields {
             message: kind_name(p.kind),
             index: index.filter(|_| p.parts.is_some()),
@@ -359,10 +358,7 @@ impl Phase for AuditPhase {
         });
         p.refused = true;
         let mut f = self.fields(&p, None);
-        f.statement = p
-            .text
-            .as_ref()
-            .map(|t| String::from_utf8_lossy(t).into_owned());
+        f.statement = p.text.clone().map(Text::Shared);
         f.index = None;
         f.decision = Recorded::Refused;
         f.refused_by = Some(r.by.to_owned());

@@ -62,6 +62,7 @@ pub fn drive_core(data: &[u8]) {
         application_name: None,
         upstream: "db".into(),
         role: "app".into(),
+        credential: crate::auth::identity::Credential::Password,
     };
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(HoldSome)];
     let rules = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(

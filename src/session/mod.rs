@@ -164,6 +164,7 @@ async fn open(
         application_name: startup.param("application_name").map(str::to_owned),
         role,
         upstream: upstream_name.clone(),
+        credential: authenticated.credential.clone(),
     };
     let built = stack::build(
         gw,

@@ -118,6 +118,9 @@ pub struct SessionInfo {
     pub upstream: String,
     /// The role pgward logged in as on the upstream (the mapped role).
     pub role: String,
+    /// What proved the identity (a token's issuer, subject and jti, for
+    /// the audit trail).
+    pub credential: crate::auth::identity::Credential,
 }
 
 /// What a phase sees of one request.

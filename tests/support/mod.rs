@@ -261,6 +261,22 @@ impl Pgward {
         )
     }
 
+    /// Runs psql as alice with `-X -A -t`, `options` and `-c sql`.
+    pub async fn psql(&self, options: &[&str], sql: &str) -> std::process::Output {
+        let psql = Backend::shared().cluster.program("psql");
+        let mut command = std::process::Command::new(psql);
+        command
+            .env("PGPASSWORD", PASSWORD)
+            .args(["-X", "-A", "-t"])
+            .args(options)
+            .arg("-c")
+            .arg(sql)
+            .arg(self.dsn());
+        tokio::task::spawn_blocking(move || command.output().expect("psql"))
+            .await
+            .expect("psql")
+    }
+
     /// Stops accepting, drains and waits for the server task.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -341,4 +357,16 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_owned())
         .unwrap_or_else(|| e.to_string())
+}
+
+/// The rows of a simple-protocol result, as text.
+pub fn text_rows(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -29,6 +29,11 @@ impl TestKey {
         let (pem, public) = mint::keygen().expect("keygen");
         let file = dir.join(format!("{kid}-{:08x}.pem", rand::random::<u32>()));
         std::fs::write(&file, pem).expect("write key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
         TestKey {
             kid: kid.to_owned(),
             public,

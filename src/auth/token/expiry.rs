@@ -13,6 +13,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// How often a session that was asked to end is asked again.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// Live sessions by token id.
 #[derive(Debug, Default)]
 pub struct LiveTokens {
@@ -39,6 +42,14 @@ impl LiveTokens {
     pub fn sessions(&self, jti: &str) -> Vec<u64> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(jti).cloned().unwrap_or_default()
+    }
+
+    /// Every live (token id, session) pair.
+    fn all(&self) -> Vec<(String, u64)> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .flat_map(|(jti, ids)| ids.iter().map(move |id| (jti.clone(), *id)))
+            .collect()
     }
 }
 
@@ -127,6 +138,14 @@ pub fn watch_session(
                 tokio::time::sleep(policy.grace).await;
             }
             end_now(&registry, id, &reason);
+            // The control channel is bounded and a request to end is not
+            // queued when it is full (a client that stops reading while
+            // sending cancels could fill it): ask again until the session
+            // is gone, which aborts this task.
+            loop {
+                tokio::time::sleep(RETRY).await;
+                registry.terminate(id, &reason);
+            }
         })
     });
     SessionWatch { task, live }
@@ -155,7 +174,18 @@ pub(super) async fn watch_revocations(auth: Weak<TokenAuth>, poll: Duration) {
     loop {
         let Some(auth) = auth.upgrade() else { return };
         match auth.refresh_revocations().await {
-            Ok(()) => failing = false,
+            Ok(()) => {
+                failing = false;
+                // Sessions asked to end but still there (their control
+                // channel was full) are asked again.
+                if let Some(registry) = auth.registry.get() {
+                    for (jti, id) in auth.live.all() {
+                        if auth.revocations.is_revoked(&jti) {
+                            registry.terminate(id, &revoked_reason(&jti));
+                        }
+                    }
+                }
+            }
             Err(e) if !failing => {
                 failing = true;
                 tracing::error!(error = %e, "revocation list unreadable");

@@ -50,6 +50,23 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, String> {
 /// Reads a PKCS#8 PEM Ed25519 private key.
 pub fn load_private_key(path: &Path) -> Result<Ed25519KeyPair, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Anyone who reads the key mints tokens: refused unless only its owner
+    // can read it, as ssh refuses loose private keys.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{}: the private key is readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
     let body: String = text
         .lines()
         .map(str::trim)
@@ -162,6 +179,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("k.pem");
         std::fs::write(&path, pem).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let e = load_private_key(&path).err().unwrap_or_default();
+            assert!(e.contains("readable by others"), "{e}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
         let pair = load_private_key(&path).expect("load");
         assert_eq!(
             jwt::ed25519_public(&pair),

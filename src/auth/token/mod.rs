@@ -193,7 +193,7 @@ pub struct TokenAuth {
     pub live: Arc<expiry::LiveTokens>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by `start`: where revocations end sessions.
-    registry: std::sync::OnceLock<Arc<crate::session::registry::Registry>>,
+    pub(crate) registry: std::sync::OnceLock<Arc<crate::session::registry::Registry>>,
 }
 
 impl Drop for TokenAuth {

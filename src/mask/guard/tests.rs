@@ -37,10 +37,7 @@ fn masked() -> Masked {
 const REFUSED_TEXT: &str = include_str!("bypass_attempts.txt");
 
 fn refused() -> Vec<&'static str> {
-    REFUSED_TEXT
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .collect()
+    cases(REFUSED_TEXT)
 }
 
 const ALLOWED: &[&str] = &[
@@ -64,16 +61,20 @@ const ALLOWED: &[&str] = &[
     "SELECT ssn FROM other_schema_table_without_masks",
 ];
 
-#[test]
-fn bypass_attempts_are_refused() {
-    let attempts = refused();
-    assert!(attempts.len() >= 60, "{} attempts", attempts.len());
+/// Asserts that every one of at least `at_least` cases is refused.
+fn all_refused(attempts: Vec<&str>, at_least: usize) {
+    assert!(attempts.len() >= at_least, "{} attempts", attempts.len());
     let m = masked();
     let wrongly_allowed: Vec<&str> = attempts
         .into_iter()
         .filter(|sql| check(sql, LexSettings::default(), &m).is_ok())
         .collect();
     assert!(wrongly_allowed.is_empty(), "allowed: {wrongly_allowed:#?}");
+}
+
+#[test]
+fn bypass_attempts_are_refused() {
+    all_refused(refused(), 60);
 }
 
 #[test]
@@ -137,4 +138,110 @@ fn refusals_name_the_column() {
         panic!("allowed");
     };
     assert!(why.contains("ssn"), "{why}");
+}
+
+/// The resolution cases, shared with tests/masking_resolution.rs.
+const RESOLUTION_REFUSED: &str = include_str!("resolution_refused.txt");
+const RESOLUTION_ALLOWED: &str = include_str!("resolution_allowed.txt");
+
+fn cases(text: &'static str) -> Vec<&'static str> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn renamed_merged_and_whole_row_references_are_refused() {
+    all_refused(cases(RESOLUTION_REFUSED), 80);
+}
+
+#[test]
+fn what_applications_send_passes() {
+    let m = masked();
+    let refused: Vec<String> = cases(RESOLUTION_ALLOWED)
+        .into_iter()
+        .filter_map(|sql| {
+            check(sql, LexSettings::default(), &m)
+                .err()
+                .map(|l| format!("{sql}: {}", l.why))
+        })
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+}
+
+#[test]
+fn refusals_say_what_was_resolved() {
+    let m = masked();
+    for (sql, says) in [
+        (
+            "SELECT s || '' FROM customers AS c(i, n, s)",
+            "column s is masked",
+        ),
+        (
+            "SELECT 1 FROM customers JOIN orders USING (ssn)",
+            "USING (ssn)",
+        ),
+        (
+            "SELECT 1 FROM customers NATURAL JOIN orders",
+            "NATURAL JOIN",
+        ),
+        (
+            "SELECT j FROM (customers JOIN orders USING (id)) j",
+            "whole-row reference to j",
+        ),
+        (
+            "SELECT s.ssn FROM (SELECT ssn FROM customers) s",
+            "through a subquery",
+        ),
+        (
+            "INSERT INTO customers (id) VALUES (1) ON CONFLICT (ssn) DO NOTHING",
+            "ON CONFLICT (ssn)",
+        ),
+    ] {
+        let leak = check(sql, LexSettings::default(), &m).expect_err(sql);
+        assert!(leak.why.contains(says), "{sql}: {}", leak.why);
+    }
+}
+
+#[test]
+fn a_qualifier_resolves_to_its_own_relation_only_when_it_is_unambiguous() {
+    let m = masked();
+    let ok = |sql: &str| check(sql, LexSettings::default(), &m).is_ok();
+    assert!(ok("SELECT o.ssn FROM orders o WHERE o.ssn > '5'"));
+    assert!(ok(
+        "SELECT 1 FROM orders customers WHERE customers.ssn > '5'"
+    ));
+    // The same alias for a masked table in another scope: masked.
+    assert!(!ok(
+        "SELECT 1 FROM orders o WHERE o.ssn > (SELECT max(o.id)::text FROM customers o)"
+    ));
+    // A CTE is a relation whose own body was judged: it carries no masked
+    // value out.
+    assert!(ok(
+        "WITH w AS (SELECT 1 AS ssn) SELECT 1 FROM customers, w WHERE w.ssn > 0"
+    ));
+    assert!(!ok(
+        "WITH w AS (SELECT ssn FROM customers) SELECT 1 FROM customers, w WHERE w.ssn > '0'"
+    ));
+    // An unknown qualifier (a function's alias) falls back to the name.
+    assert!(!ok(
+        "SELECT 1 FROM customers, generate_series(1, 2) AS g WHERE g.ssn > 0"
+    ));
+    // EXCLUDED is only the proposed row where a relation is not called that.
+    assert!(!ok("UPDATE customers excluded SET name = excluded.ssn"));
+}
+
+#[test]
+fn a_star_over_an_unaliased_subquery_with_masked_outputs_is_refused() {
+    let m = masked();
+    // PostgreSQL 16 syntax (the rules refuse it for older servers).
+    for sql in [
+        "SELECT * FROM (SELECT id, ssn FROM customers)",
+        "SELECT * FROM orders, LATERAL (SELECT ssn FROM customers WHERE customers.id = orders.id)",
+    ] {
+        let leak = check(sql, LexSettings::default(), &m).expect_err(sql);
+        assert!(leak.why.contains("a * over a subquery"), "{}", leak.why);
+    }
+    let sql = "SELECT count(*) FROM (SELECT id, ssn FROM customers)";
+    check(sql, LexSettings::default(), &m).expect(sql);
 }

@@ -55,6 +55,7 @@ fn core_under(
         application_name: None,
         upstream: "db".into(),
         role: "app".into(),
+        credential: crate::auth::identity::Credential::Password,
     };
     Core::new(info, phases, Arc::clone(rules), keep, 1 << 20)
 }
