@@ -40,9 +40,10 @@ pub struct Gateway {
     /// Rules and masking together, with their version: the one place a
     /// reload swaps (one store), so a reader that loads it once sees a rule
     /// set and a mask set that were accepted together. `policy` and
-    /// `masking` above are stored from it right after, for the session code
-    /// that still reads them one at a time.
-    pub rules: ArcSwap<RuleSnapshot>,
+    /// `masking` above are stored from it right after, for the code that
+    /// reads one of them alone (the mask maps); sessions load this once per
+    /// request.
+    pub rules: Arc<ArcSwap<RuleSnapshot>>,
     /// Least-privilege reports of the mapped roles.
     pub role_checks: Arc<crate::privileges::RoleChecks>,
     /// Serialises reloads, so versions are bumped one at a time.
@@ -68,6 +69,25 @@ pub struct RuleSnapshot {
     /// The sections of the file these came from (see
     /// [`crate::config::reload_refusal`]).
     sections: std::collections::BTreeSet<String>,
+}
+
+impl RuleSnapshot {
+    /// No statement rules and no masking, version 0: for a relay core
+    /// driven without a gateway (unit tests, fuzzing).
+    pub(crate) fn inert() -> Self {
+        let rules = crate::policy::rules::RuleSet {
+            rules: Vec::new(),
+            default_action: crate::policy::rules::DefaultAction::Allow,
+            search_path: Vec::new(),
+            cache_size: 1,
+        };
+        Self {
+            version: 0,
+            policy: Arc::new(Policy::new(Arc::new(rules))),
+            masking: Arc::default(),
+            sections: std::collections::BTreeSet::new(),
+        }
+    }
 }
 
 /// A reload that did not happen; the rules in force stay.
@@ -183,7 +203,7 @@ impl Gateway {
             policy,
             masking,
             masks,
-            rules: ArcSwap::from_pointee(snapshot),
+            rules: Arc::new(ArcSwap::from_pointee(snapshot)),
             role_checks: Arc::default(),
             reload_lock: std::sync::Mutex::new(()),
         })

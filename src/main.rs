@@ -7,6 +7,7 @@ use pgward::gateway::Gateway;
 use pgward::server::{shutdown_signal, Server};
 use std::path::PathBuf;
 
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// A bound listener, ready to serve.
@@ -54,7 +54,6 @@ impl Server {
     /// sessions close at once, busy ones at their next idle moment, and all
     /// remaining ones after `server.shutdown_timeout`.
     pub async fn run(self, stop: impl Future<Output = ()>) {
-        let (phase_tx, phase_rx) = watch::channel(ShutdownPhase::Running);
         let limit = Arc::new(Semaphore::new(self.gw.config.server.max_client_connections));
         let mut sessions = JoinSet::new();
         tokio::pin!(stop);
@@ -74,9 +73,8 @@ impl Server {
                     match Arc::clone(&limit).try_acquire_owned() {
                         Ok(permit) => {
                             let gw = Arc::clone(&self.gw);
-                            let rx = phase_rx.clone();
                             sessions.spawn(async move {
-                                session::serve(tcp, gw, rx).await;
+                                session::serve(tcp, gw).await;
                                 drop(permit);
                             });
                         }
@@ -93,7 +91,7 @@ impl Server {
             sessions = sessions.len(),
             "shutting down: draining sessions"
         );
-        let _ = phase_tx.send(ShutdownPhase::Draining);
+        self.gw.registry.set_shutdown(ShutdownPhase::Draining);
         let drained = tokio::time::timeout(self.gw.config.server.shutdown_timeout, async {
             while sessions.join_next().await.is_some() {}
         })
@@ -103,7 +101,7 @@ impl Server {
                 sessions = sessions.len(),
                 "drain timeout: closing remaining sessions"
             );
-            let _ = phase_tx.send(ShutdownPhase::Forced);
+            self.gw.registry.set_shutdown(ShutdownPhase::Forced);
             let _ = tokio::time::timeout(FORCED_GRACE, async {
                 while sessions.join_next().await.is_some() {}
             })

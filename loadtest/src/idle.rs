@@ -24,8 +24,9 @@ impl IdleResult {
 }
 
 /// Opens `n` authenticated sessions through `target`, each having run one
-/// query, and reads the proxy's resident memory while they sit idle.
-pub async fn measure(target: &Target, n: usize) -> anyhow::Result<IdleResult> {
+/// query, and reads the proxy's resident memory while they sit idle (and
+/// holds them `hold` longer, for inspection from outside).
+pub async fn measure(target: &Target, n: usize, hold: Duration) -> anyhow::Result<IdleResult> {
     let pid = target.pid.context("idle memory needs a proxy process")?;
     let rss_before = rss_bytes(pid).context("cannot read the proxy's memory")?;
     let mut config = tokio_postgres::Config::new();
@@ -71,6 +72,14 @@ pub async fn measure(target: &Target, n: usize) -> anyhow::Result<IdleResult> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_sessions = rss_bytes(pid).context("cannot read the proxy's memory")?;
+    if !hold.is_zero() {
+        eprintln!(
+            "holding: {} pid {pid} with {n} idle sessions for {} s",
+            target.name,
+            hold.as_secs()
+        );
+        tokio::time::sleep(hold).await;
+    }
     let result = IdleResult {
         sessions: held.len(),
         rss_before,

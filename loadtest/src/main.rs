@@ -20,6 +20,7 @@ use report::{Cell, Results};
 use setup::{Env, EnvOptions, Proxy, PGWARD, PGWARD_AUDIT, PGWARD_MASKED, PGWARD_NO_RULES};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 use targets::Target;
 use throughput::Plan;
 
@@ -83,12 +84,18 @@ struct Args {
     #[arg(long)]
     audit: bool,
     /// Keep the proxies running this many seconds after the report, their
-    /// pids printed, for inspection from outside (smaps, gdb, perf).
+    /// pids printed, for inspection from outside (smaps, gdb, perf); with
+    /// `--idle-only`, each proxy holding its idle sessions.
     #[arg(long, default_value_t = 0)]
     hold: u64,
-    /// Idle client sessions each proxy holds for the memory reading.
-    #[arg(long, default_value_t = 1000)]
-    idle_sessions: usize,
+    /// Idle client sessions each proxy holds for the memory reading,
+    /// comma-separated for several readings (e.g. 1000,5000).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    idle_sessions: Vec<usize>,
+    /// Only the idle-memory reading: each proxy freshly started for each
+    /// `--idle-sessions` count (no load before it), no pgbench runs.
+    #[arg(long, conflicts_with_all = ["smoke", "callgrind", "latency"])]
+    idle_only: bool,
     /// The pgward binary (default: build target/release/pgward).
     #[arg(long)]
     pgward_bin: Option<PathBuf>,
@@ -122,7 +129,9 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         args.reps = 1;
         args.seconds = 2;
         args.scale = 1;
-        args.idle_sessions = args.idle_sessions.min(100);
+        for n in &mut args.idle_sessions {
+            *n = (*n).min(100);
+        }
     }
     if args.clients.is_empty() {
         args.clients = if args.smoke { vec![4] } else { vec![1, 16] };
@@ -140,7 +149,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
     let env = Env::start(EnvOptions {
         pgward_bin,
         scale: args.scale,
-        idle_sessions: args.idle_sessions,
+        idle_sessions: args.idle_sessions.iter().copied().max().unwrap_or(0),
         max_clients: args.clients.iter().copied().max().unwrap_or(1),
         pinning: pinning(&args),
         threads: args.threads,
@@ -174,6 +183,11 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         let body = callgrind::run(&env, &proxies, args.callgrind_tx, &dir, env.cluster.dir())?;
         return write_report(&dir, &header(&args, &load_at_start, &notes), &body);
     }
+    if args.idle_only {
+        let idle = idle_fresh(&args, &env, &proxies, &mut notes)?;
+        let body = report::idle_markdown(&idle, "RSS of the fresh process");
+        return write_report(&dir, &header(&args, &load_at_start, &notes), &body);
+    }
     let mut all: Vec<Target> = vec![env.direct()];
     for p in &proxies {
         all.push(env.start_configured(*p)?);
@@ -196,7 +210,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
             eprintln!("holding: {} pid {}", t.name, t.pid.unwrap_or_default());
         }
         eprintln!("holding the proxies for {} s", args.hold);
-        std::thread::sleep(std::time::Duration::from_secs(args.hold));
+        std::thread::sleep(Duration::from_secs(args.hold));
     }
     let failed: u64 = results
         .iter()
@@ -246,28 +260,66 @@ fn measure(args: &Args, env: &Env, all: &[Target]) -> anyhow::Result<Results> {
     throughput::run_workloads(&env.bench, &workloads, all, masked_everywhere, &plan)
 }
 
-/// Each proxy's resident memory after the runs and holding
-/// `--idle-sessions` idle sessions. A failure is reported, not fatal: the
-/// pgbench results stand.
+/// Each proxy's resident memory after the runs and holding each
+/// `--idle-sessions` count of idle sessions. A failure is reported, not
+/// fatal: the pgbench results stand.
 fn idle_memory(
     args: &Args,
     all: &[Target],
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<(&'static str, idle::IdleResult)>> {
-    eprintln!(
-        "holding {} idle sessions through each proxy...",
-        args.idle_sessions
-    );
     let runtime = tokio::runtime::Runtime::new()?;
     let mut idle_results = Vec::new();
-    for target in all.iter().filter(|t| t.pid.is_some()) {
-        match runtime.block_on(idle::measure(target, args.idle_sessions)) {
-            Ok(r) => idle_results.push((target.name, r)),
-            Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
+    for &n in &args.idle_sessions {
+        eprintln!("holding {n} idle sessions through each proxy...");
+        for target in all.iter().filter(|t| t.pid.is_some()) {
+            let reading = runtime.block_on(idle::measure(target, n, Duration::ZERO));
+            keep_reading(target, reading, &mut idle_results, notes);
         }
     }
     Ok(idle_results)
 }
+
+/// `--idle-only`: for each count, each proxy is started afresh (so memory
+/// a previous reading left with the allocator cannot be reused and hide
+/// what sessions cost) and holds that many idle sessions.
+fn idle_fresh(
+    args: &Args,
+    env: &Env,
+    proxies: &[Proxy],
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<(&'static str, idle::IdleResult)>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut idle_results = Vec::new();
+    for &n in &args.idle_sessions {
+        for proxy in proxies {
+            let target = env.start_configured(*proxy)?;
+            eprintln!("holding {n} idle sessions through {}...", target.name);
+            let hold = Duration::from_secs(args.hold);
+            let reading = runtime.block_on(idle::measure(&target, n, hold));
+            keep_reading(&target, reading, &mut idle_results, notes);
+            drop(target);
+            // The server ends its backends a moment after their clients
+            // left; the next proxy needs the connection slots.
+            env.wait_backends_gone()?;
+        }
+    }
+    Ok(idle_results)
+}
+
+/// Keeps a reading, or notes why there is none.
+fn keep_reading(
+    target: &Target,
+    reading: anyhow::Result<idle::IdleResult>,
+    results: &mut Vec<(&'static str, idle::IdleResult)>,
+    notes: &mut Vec<String>,
+) {
+    match reading {
+        Ok(r) => results.push((target.name, r)),
+        Err(e) => notes.push(format!("idle-memory reading failed: {e:#}")),
+    }
+}
+
 fn build_pgward(root: &Path) -> anyhow::Result<PathBuf> {
     eprintln!("building pgward (release)...");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -303,6 +355,8 @@ fn mode_line(args: &Args) -> String {
         "smoke"
     } else if args.latency {
         "latency (every transaction's latency, pooled over the repetitions)"
+    } else if args.idle_only {
+        "idle memory only (each proxy started afresh per session count)"
     } else {
         "full"
     };

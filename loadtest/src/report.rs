@@ -143,22 +143,31 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)]) -> Strin
             per(&["pgward", NO_RULES, MASKED, "pgbouncer"], Cell::cpu_us, 1),
         );
     }
-    if !idle.is_empty() {
+    out.push_str(&idle_markdown(idle, "RSS after the load runs"));
+    out
+}
+
+/// The idle-memory table: each proxy's RSS before (`before` names that
+/// moment) and holding its idle sessions, and the difference per session.
+pub fn idle_markdown(idle: &[(&'static str, IdleResult)], before: &str) -> String {
+    let mut out = String::new();
+    if idle.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n| proxy | idle sessions | {before} | RSS holding them | per session |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for (name, r) in idle {
         let _ = writeln!(
             out,
-            "\n| proxy | idle sessions | RSS after the load runs | RSS holding them | per session |"
+            "| {name} | {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+            r.sessions,
+            r.rss_before as f64 / 1048576.0,
+            r.rss_with_sessions as f64 / 1048576.0,
+            r.per_session() / 1024.0
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
-        for (name, r) in idle {
-            let _ = writeln!(
-                out,
-                "| {name} | {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
-                r.sessions,
-                r.rss_before as f64 / 1048576.0,
-                r.rss_with_sessions as f64 / 1048576.0,
-                r.per_session() / 1024.0
-            );
-        }
     }
     out
 }

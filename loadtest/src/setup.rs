@@ -166,6 +166,28 @@ impl Env {
         Ok(env)
     }
 
+    /// Waits (up to a minute) until the server has ended the backends of
+    /// clients that left, so their connection slots are free again.
+    pub fn wait_backends_gone(&self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{DB}'");
+        loop {
+            let left: u64 = self
+                .cluster
+                .psql(DB_ADMIN, &sql)?
+                .trim()
+                .parse()
+                .unwrap_or(u64::MAX);
+            if left == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{left} backends of earlier sessions are still open after a minute");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// PostgreSQL itself, logged in as the backend role.
     pub fn direct(&self) -> Target {
         targets::direct(&self.cluster, &self.app_password)

@@ -139,7 +139,7 @@ pub fn pgward(
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
-max_client_connections = 5000
+max_client_connections = 10000
 
 [upstreams.{DB}]
 host = "127.0.0.1"
@@ -238,7 +238,7 @@ auth_type = scram-sha-256
 auth_file = {userlist}
 pool_mode = session
 default_pool_size = {pool_size}
-max_client_conn = 5000
+max_client_conn = 10000
 max_db_connections = 0
 pidfile = {pidfile}
 logfile = {log}

@@ -65,7 +65,10 @@ pub fn drive_core(data: &[u8]) {
         credential: crate::auth::identity::Credential::Password,
     };
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(HoldSome)];
-    let mut core = Core::new(info, phases, mode & 1 == 1, 1 << 16);
+    let rules = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        crate::gateway::RuleSnapshot::inert(),
+    ));
+    let mut core = Core::new(info, phases, rules, mode & 1 == 1, 1 << 16);
     let (mut client_in, mut server_in) = (BytesMut::new(), BytesMut::new());
     let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
     while rest.len() >= 2 {

@@ -65,6 +65,9 @@ pub struct MaskPhase {
     /// A statement that may change the schema went out: refresh the map
     /// at the next ReadyForQuery.
     ddl_pending: bool,
+    /// The mask rules of the request sent last: its rows are planned under
+    /// the rules it was judged under.
+    request_rules: Option<Arc<MaskConfig>>,
     /// The map in force when this session's own DDL ran: until the map is
     /// replaced by one read after it, the session's statements wait for
     /// the refresh (a function or table it just created must be known
@@ -99,17 +102,22 @@ impl MaskPhase {
             key,
             plan: None,
             ddl_pending: false,
+            request_rules: None,
             map_before_ddl: None,
             answered: 0,
             unclean: std::collections::BTreeSet::new(),
         })
     }
 
-    /// Runs `f` on the identity's view of the current map, rebuilt when the
-    /// map or the rules change.
+    /// Runs `f` on the identity's view of the current map under the mask
+    /// rules of the request sent last (those in force when none was), rebuilt
+    /// when the map or the rules change.
     fn with_view<T>(&self, f: impl FnOnce(&mut View) -> T) -> Option<T> {
         let map = self.map.current()?;
-        let config = self.map.config();
+        let config = match &self.request_rules {
+            Some(rules) => Arc::clone(rules),
+            None => self.map.config(),
+        };
         let mut cached = self.view.lock().ok()?;
         let fresh = cached
             .as_ref()
@@ -390,6 +398,13 @@ impl Phase for MaskPhase {
     }
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        if !self
+            .request_rules
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &ctx.rules.masking))
+        {
+            self.request_rules = Some(Arc::clone(&ctx.rules.masking));
+        }
         let runs = match (ctx.kind, ctx.text) {
             (RequestKind::Query | RequestKind::Parse, Some(text)) => {
                 if self.map_predates_own_ddl() {

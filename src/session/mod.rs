@@ -28,24 +28,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 
 /// Where the server is in its shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ShutdownPhase {
     /// Serving.
-    Running,
+    Running = 0,
     /// No new connections; sessions close at their next idle moment.
-    Draining,
+    Draining = 1,
     /// The drain timeout passed: sessions close now, between messages.
-    Forced,
+    Forced = 2,
 }
 
 /// Serves one accepted connection to its end, logging how it ended.
-pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<ShutdownPhase>) {
+/// Sessions learn of the server's shutdown through the registry
+/// ([`registry::Registry::set_shutdown`]).
+pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>) {
     let peer = tcp.peer_addr().ok();
     let _ = tcp.set_nodelay(true);
-    match run(tcp, peer, &gw, shutdown).await {
+    match run(tcp, peer, &gw).await {
         Ok(()) => tracing::debug!(?peer, "session ended"),
         Err(e) => {
             if matches!(e, SessionError::BackendUnavailable { .. }) {
@@ -58,12 +60,42 @@ pub async fn serve(tcp: TcpStream, gw: Arc<Gateway>, shutdown: watch::Receiver<S
     }
 }
 
-async fn run(
+async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(), SessionError> {
+    // Startup, login and the phases are built in a boxed future that is gone
+    // before the relay starts: inline, their largest state (TLS and SCRAM
+    // exchanges, the mask-map read) would size the session's task for its
+    // whole life, idle or not.
+    // The relay is boxed too: moved out of a returned value, it would be
+    // kept in the task twice over.
+    let Some(mut opened) = Box::pin(open(tcp, peer, gw)).await? else {
+        return Ok(());
+    };
+    let result = opened.relay.run().await;
+    if let Some(audit) = &mut opened.audit {
+        audit.ended(&match &result {
+            Ok(()) => "the client or the server closed the session".to_owned(),
+            Err(e) => e.to_string(),
+        });
+    }
+    result
+}
+
+/// A session ready to relay, and what lives exactly as long as it.
+struct Opened {
+    relay: Box<relay::Relay>,
+    audit: Option<crate::record::SessionAudit>,
+    /// Ends the session at its credential's expiry; stops when dropped.
+    _credential_watch: crate::auth::token::expiry::SessionWatch,
+}
+
+/// Everything before the relay: startup, authentication, backend login,
+/// the phases and the client's hello. `None`: the connection was a
+/// CancelRequest or an admin console, now served.
+async fn open(
     tcp: TcpStream,
     peer: Option<SocketAddr>,
     gw: &Gateway,
-    shutdown: watch::Receiver<ShutdownPhase>,
-) -> Result<(), SessionError> {
+) -> Result<Option<Box<Opened>>, SessionError> {
     let deadline = tokio::time::Instant::now() + gw.config.server.startup_timeout;
     let opening = tokio::time::timeout_at(
         deadline,
@@ -76,11 +108,17 @@ async fn run(
             conn,
             process_id,
             secret_key,
-        } => return forward_cancel(gw, conn, process_id, secret_key).await,
+        } => {
+            return forward_cancel(gw, conn, process_id, secret_key)
+                .await
+                .map(|()| None)
+        }
         Opening::Session { conn, startup } => (conn, startup),
     };
     if crate::admin::console::wanted(gw, &startup) {
-        return crate::admin::console::serve(conn, &startup, gw, deadline).await;
+        return crate::admin::console::serve(conn, &startup, gw, deadline)
+            .await
+            .map(|()| None);
     }
     let established = tokio::time::timeout_at(deadline, establish(&mut conn, &startup, gw))
         .await
@@ -101,7 +139,6 @@ async fn run(
     };
     let upstream_name = target.upstream.config.name.clone();
     let identity = authenticated.identity.clone();
-    let (control_tx, control) = mpsc::channel(4);
     let registration = gw.registry.register(
         NewSession {
             user: identity.user.clone(),
@@ -110,11 +147,10 @@ async fn run(
             database: database.clone(),
         },
         target,
-        control_tx,
     );
     // Ends the session at its token's expiry, on revocation, or at the
     // maximum lifetime; stops with the session.
-    let _credential_watch = crate::auth::token::expiry::watch_session(
+    let credential_watch = crate::auth::token::expiry::watch_session(
         &gw.tokens.load_full(),
         &gw.registry,
         registration.id,
@@ -155,6 +191,7 @@ async fn run(
     let mut core = core::Core::new(
         info,
         stack.phases,
+        Arc::clone(&gw.rules),
         stack.keep_descriptions,
         gw.config.server.max_message_size,
     );
@@ -163,7 +200,7 @@ async fn run(
     }
     let (client_r, client_w) = conn.stream.into_split();
     let (backend_r, backend_w) = login.conn.stream.into_split();
-    let relay = relay::Relay {
+    let relay = Box::new(relay::Relay {
         client_r,
         client_w,
         backend_r,
@@ -172,19 +209,13 @@ async fn run(
         client_buf: conn.buf,
         core,
         idle_timeout: gw.config.server.idle_timeout,
-        shutdown,
-        control,
         registration,
-    };
-    let mut audit = stack.audit.take();
-    let result = relay.run().await;
-    if let Some(audit) = &mut audit {
-        audit.ended(&match &result {
-            Ok(()) => "the client or the server closed the session".to_owned(),
-            Err(e) => e.to_string(),
-        });
-    }
-    result
+    });
+    Ok(Some(Box::new(Opened {
+        relay,
+        audit: stack.audit.take(),
+        _credential_watch: credential_watch,
+    })))
 }
 
 /// What a client's login established.

@@ -11,6 +11,7 @@
 //! they read the session core's tracker through the context.
 
 use super::tracker::{ResultInfo, Statement, Tracker};
+use crate::gateway::RuleSnapshot;
 use crate::policy::rules::Identity;
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
@@ -144,6 +145,10 @@ pub struct RequestContext<'a> {
     pub status: TransactionStatus,
     /// The conversation (for projections of names).
     pub tracker: &'a Tracker,
+    /// The statement rules and mask rules this request is judged under:
+    /// loaded once per request (and kept across a hold), so a reload
+    /// between two phases can never judge one request by two rule sets.
+    pub rules: &'a RuleSnapshot,
 }
 
 /// Whether a phase takes the rows of a result.

@@ -1,19 +1,33 @@
-//! How much room a pump gives each socket read.
+//! How much room a pump gives each socket read, and the read itself.
 //!
 //! A fixed 64 KiB per read buffer would cost every idle session 128 KiB (one
 //! buffer per direction). Instead reads start small and the size adapts: a
 //! read that fills all the room offered doubles it (a bulk transfer is under
 //! way, fewer larger reads are cheaper), a read that uses under a quarter
-//! halves it, and an empty buffer that grew large is given back, so a session
-//! that goes idle after a big result shrinks to the minimum.
+//! halves it, and an empty buffer that grew large is given back.
+//!
+//! At the smallest size an empty buffer is given back altogether: the read
+//! waits with no buffer of its own and lands on the poller's stack, then is
+//! copied into a buffer just large enough. An idle session (nearly all of
+//! them, in a server holding thousands) then holds no read buffer at all;
+//! the price is one copy of a small read and an allocation the allocator
+//! serves from its thread cache.
 
 use bytes::BytesMut;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-/// Smallest room offered to a read: what an idle session holds per
-/// direction (a typical request or short answer fits; bulk reads grow).
+/// Smallest room offered to a read out of a buffer of its own (a typical
+/// request or short answer fits; bulk reads grow).
 pub const MIN_READ: usize = 1024;
 /// Largest room offered to a read.
 pub const MAX_READ: usize = 64 * 1024;
+/// Room of a read into the stack, made while the buffer holds nothing.
+pub const STACK_READ: usize = 8 * 1024;
 
 /// The adaptive read size of one buffer.
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +43,16 @@ impl Default for ReadSizer {
 
 impl ReadSizer {
     /// Makes room in `buf` for the next read; returns the room offered.
+    /// An empty buffer at the smallest size is given back instead (the read
+    /// goes through the stack, see [`read_some`]).
     pub fn prepare(&self, buf: &mut BytesMut) -> usize {
-        if buf.is_empty() && buf.capacity() > 2 * self.chunk {
+        if buf.is_empty() && (self.chunk == MIN_READ || buf.capacity() > 2 * self.chunk) {
             // Frames split off earlier may still share the old allocation;
             // dropping our handle only releases our claim on it.
             *buf = BytesMut::new();
+            if self.chunk == MIN_READ {
+                return STACK_READ;
+            }
         }
         buf.reserve(self.chunk);
         buf.capacity() - buf.len()
@@ -52,6 +71,36 @@ impl ReadSizer {
     pub fn chunk(&self) -> usize {
         self.chunk
     }
+}
+
+/// Reads what `r` has into `buf`: straight into its spare room when it has
+/// some, else into a stack buffer of [`STACK_READ`] bytes, copied into `buf`
+/// once the bytes came (so nothing is allocated while the read waits).
+/// Resolves to the bytes read; 0 is end of stream.
+pub fn read_some<'a, R>(
+    r: &'a mut R,
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = io::Result<usize>> + 'a
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    poll_fn(move |cx| {
+        if buf.capacity() > buf.len() {
+            // `read_buf` keeps no state between polls: a fresh one per poll
+            // is the same read.
+            return pin!(r.read_buf(&mut *buf)).poll(cx);
+        }
+        let mut room = [MaybeUninit::<u8>::uninit(); STACK_READ];
+        let mut read = ReadBuf::uninit(&mut room);
+        match Pin::new(&mut *r).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                buf.extend_from_slice(read.filled());
+                Poll::Ready(Ok(read.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -76,15 +125,44 @@ mod tests {
 
     #[test]
     fn an_empty_grown_buffer_is_given_back() {
-        let s = ReadSizer::default();
+        let mut s = ReadSizer::default();
+        s.record(MIN_READ, MIN_READ);
         let mut buf = BytesMut::with_capacity(1 << 20);
         s.prepare(&mut buf);
         assert!(buf.capacity() < 1 << 20);
-        assert!(buf.capacity() >= MIN_READ);
+        assert!(buf.capacity() >= s.chunk());
         // A buffer holding a partial frame keeps its bytes.
         let mut partial = BytesMut::with_capacity(1 << 20);
         partial.extend_from_slice(b"D\0\0");
         s.prepare(&mut partial);
         assert_eq!(&partial[..], b"D\0\0");
+    }
+
+    #[test]
+    fn an_idle_buffer_holds_nothing_and_reads_through_the_stack() {
+        let s = ReadSizer::default();
+        let mut buf = BytesMut::with_capacity(4096);
+        assert_eq!(s.prepare(&mut buf), STACK_READ);
+        assert_eq!(buf.capacity(), 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut input: &[u8] = b"Q\0\0\0\x0dSELECT 1\0";
+        let n = rt.block_on(read_some(&mut input, &mut buf)).expect("read");
+        assert_eq!(n, 14);
+        assert_eq!(&buf[..], b"Q\0\0\0\x0dSELECT 1\0");
+        // A partial frame is kept and the next read appends to it.
+        let mut more: &[u8] = b"X";
+        let offered = s.prepare(&mut buf);
+        assert!(offered >= MIN_READ);
+        rt.block_on(read_some(&mut more, &mut buf)).expect("read");
+        assert_eq!(&buf[14..], b"X");
+        // End of stream reads 0 either way.
+        let mut empty: &[u8] = b"";
+        let mut idle = BytesMut::new();
+        assert_eq!(
+            rt.block_on(read_some(&mut empty, &mut idle)).expect("eof"),
+            0
+        );
     }
 }

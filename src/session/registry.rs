@@ -7,13 +7,15 @@
 //! session, since two upstreams may hand out the same process id. The
 //! server's own secret never leaves pgward.
 
+use super::ShutdownPhase;
 use crate::auth::backend::Upstream;
+use futures::task::AtomicWaker;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
-use tokio::sync::mpsc;
 
 /// Where the server's real cancel key leads.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub enum Control {
     /// The same, once the session is idle outside a transaction (a
     /// credential that expired lets the current transaction finish).
     TerminateWhenIdle(String),
+    /// The server's shutdown moved on a phase ([`Registry::shutdown_phase`]).
+    Shutdown,
 }
 
 /// A snapshot of one session.
@@ -87,19 +91,67 @@ pub struct SessionSummary {
 
 struct Entry {
     summary: SessionSummary,
-    state: Arc<AtomicU8>,
-    control: mpsc::Sender<Control>,
+    shared: Arc<Shared>,
     cancel: CancelTarget,
     secret: i32,
+}
+
+/// What the registry and a session share: the session's state for
+/// listings, and the requests sent to it. A few atomics and a waker rather
+/// than a channel: every idle session has one, and a channel's buffer
+/// would cost each of them about a kilobyte.
+#[derive(Default)]
+struct Shared {
+    state: AtomicU8,
+    /// `CANCEL` and `TERMINATE` requests not yet taken by the session.
+    pending: AtomicU8,
+    /// The first termination's reason.
+    reason: Mutex<Option<String>>,
+    /// The first reason of a termination that waits for the session to be
+    /// idle outside a transaction.
+    idle_reason: Mutex<Option<String>>,
+    waker: AtomicWaker,
+}
+
+const CANCEL: u8 = 1;
+const TERMINATE: u8 = 2;
+const SHUTDOWN: u8 = 4;
+const TERMINATE_WHEN_IDLE: u8 = 8;
+
+impl Shared {
+    /// Asks for a termination (`what`: `TERMINATE` or
+    /// `TERMINATE_WHEN_IDLE`); the first reason of each kind is kept.
+    fn terminate(&self, what: u8, reason: &str) {
+        let slot = if what == TERMINATE {
+            &self.reason
+        } else {
+            &self.idle_reason
+        };
+        let mut first = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(reason.to_owned());
+        }
+        drop(first);
+        self.send(what);
+    }
+
+    fn send(&self, what: u8) {
+        self.pending.fetch_or(what, Ordering::AcqRel);
+        self.waker.wake();
+    }
 }
 
 /// Live sessions, shared by all of them.
 #[derive(Default)]
 pub struct Registry {
     next_id: AtomicU64,
-    sessions: Mutex<HashMap<u64, Entry>>,
+    /// Boxed: the map's spare slots then cost a pointer each, not an entry.
+    sessions: Mutex<HashMap<u64, Box<Entry>>>,
     /// (process id, pgward's secret) -> session id.
     keys: Mutex<HashMap<(i32, i32), u64>>,
+    /// The server's [`ShutdownPhase`], as a number: read by every session
+    /// on every pass of its loop, so an atomic rather than a channel.
+    phase: AtomicU8,
 }
 
 /// A session's place in the registry; removes it when dropped.
@@ -111,13 +163,55 @@ pub struct Registration {
     pub process_id: i32,
     /// The secret the client is given (pgward's own).
     pub secret_key: i32,
-    state: Arc<AtomicU8>,
+    shared: Arc<Shared>,
 }
 
 impl Registration {
+    /// Where the server's shutdown stands.
+    pub(crate) fn shutdown_phase(&self) -> ShutdownPhase {
+        self.registry.shutdown_phase()
+    }
+
     /// Records what the session is doing now.
     pub fn set_state(&self, state: SessionState) {
-        self.state.store(state as u8, Ordering::Relaxed);
+        self.shared.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The next request sent to the session (a cancel first), or pending
+    /// until one is; `cx` is woken when one arrives.
+    pub(crate) fn poll_control(&self, cx: &mut Context<'_>) -> Poll<Control> {
+        let shared = &self.shared;
+        if shared.pending.load(Ordering::Acquire) == 0 {
+            shared.waker.register(cx.waker());
+            // A request sent before the waker was in place.
+            if shared.pending.load(Ordering::Acquire) == 0 {
+                return Poll::Pending;
+            }
+        }
+        let pending = shared.pending.swap(0, Ordering::AcqRel);
+        if pending & (CANCEL | SHUTDOWN) != 0 {
+            // What came with it stays for the next poll.
+            let (now, rest) = if pending & CANCEL != 0 {
+                (Control::Cancel, pending & !CANCEL)
+            } else {
+                (Control::Shutdown, pending & !SHUTDOWN)
+            };
+            shared.pending.fetch_or(rest, Ordering::AcqRel);
+            return Poll::Ready(now);
+        }
+        let take = |slot: &Mutex<Option<String>>| {
+            slot.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default()
+        };
+        if pending & TERMINATE != 0 {
+            shared
+                .pending
+                .fetch_or(pending & !TERMINATE, Ordering::AcqRel);
+            return Poll::Ready(Control::Terminate(take(&shared.reason)));
+        }
+        Poll::Ready(Control::TerminateWhenIdle(take(&shared.idle_reason)))
     }
 }
 
@@ -151,12 +245,7 @@ pub struct NewSession {
 impl Registry {
     /// Adds a session; its cancel key is the server's process id with a
     /// fresh secret, unique among live sessions with that process id.
-    pub fn register(
-        self: &Arc<Self>,
-        who: NewSession,
-        cancel: CancelTarget,
-        control: mpsc::Sender<Control>,
-    ) -> Registration {
+    pub fn register(self: &Arc<Self>, who: NewSession, cancel: CancelTarget) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let process_id = cancel.process_id;
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,8 +257,8 @@ impl Registry {
         };
         keys.insert((process_id, secret_key), id);
         drop(keys);
-        let state = Arc::new(AtomicU8::new(SessionState::Idle as u8));
-        let entry = Entry {
+        let shared = Arc::new(Shared::default());
+        let entry = Box::new(Entry {
             summary: SessionSummary {
                 id,
                 user: who.user,
@@ -180,11 +269,10 @@ impl Registry {
                 state: SessionState::Idle,
                 process_id,
             },
-            state: Arc::clone(&state),
-            control,
+            shared: Arc::clone(&shared),
             cancel,
             secret: secret_key,
-        };
+        });
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -194,7 +282,26 @@ impl Registry {
             id,
             process_id,
             secret_key,
-            state,
+            shared,
+        }
+    }
+
+    /// Moves the server's shutdown on to `phase` and tells every live
+    /// session; sessions registered later read it on their first pass.
+    pub fn set_shutdown(&self, phase: ShutdownPhase) {
+        self.phase.store(phase as u8, Ordering::Release);
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        for e in sessions.values() {
+            e.shared.send(SHUTDOWN);
+        }
+    }
+
+    /// Where the server's shutdown stands.
+    pub fn shutdown_phase(&self) -> ShutdownPhase {
+        match self.phase.load(Ordering::Acquire) {
+            1 => ShutdownPhase::Draining,
+            2 => ShutdownPhase::Forced,
+            _ => ShutdownPhase::Running,
         }
     }
 
@@ -204,7 +311,7 @@ impl Registry {
         let mut all: Vec<SessionSummary> = sessions
             .values()
             .map(|e| SessionSummary {
-                state: SessionState::from_u8(e.state.load(Ordering::Relaxed)),
+                state: SessionState::from_u8(e.shared.state.load(Ordering::Relaxed)),
                 ..e.summary.clone()
             })
             .collect();
@@ -217,7 +324,7 @@ impl Registry {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get(&id) {
             Some(e) => {
-                let _ = e.control.try_send(Control::Terminate(reason.to_owned()));
+                e.shared.terminate(TERMINATE, reason);
                 true
             }
             None => false,
@@ -229,7 +336,7 @@ impl Registry {
     pub fn running_cancel_target(&self, id: u64) -> Option<CancelTarget> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let e = sessions.get(&id)?;
-        (SessionState::from_u8(e.state.load(Ordering::Relaxed)) == SessionState::Running)
+        (SessionState::from_u8(e.shared.state.load(Ordering::Relaxed)) == SessionState::Running)
             .then(|| e.cancel.clone())
     }
 
@@ -239,9 +346,7 @@ impl Registry {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get(&id) {
             Some(e) => {
-                let _ = e
-                    .control
-                    .try_send(Control::TerminateWhenIdle(reason.to_owned()));
+                e.shared.terminate(TERMINATE_WHEN_IDLE, reason);
                 true
             }
             None => false,
@@ -262,7 +367,7 @@ impl Registry {
         if (entry.secret ^ secret_key) != 0 {
             return None;
         }
-        let _ = entry.control.try_send(Control::Cancel);
+        entry.shared.send(CANCEL);
         Some(entry.cancel.clone())
     }
 }

@@ -7,11 +7,14 @@
 //! buffer towards the other side is below `OUTGOING_HIGH`, and the client is
 //! read while a request is held only up to `HELD_INPUT_LIMIT` (enough to
 //! notice it leave). Read buffers are sized per read by a [`ReadSizer`]:
-//! small while idle, up to 64 KiB under bulk traffic.
+//! none while idle (the read waits without a buffer), up to 64 KiB under
+//! bulk traffic. Once nothing is in flight the outgoing buffers and the
+//! tracker's queue are given back too, so an idle session holds only its
+//! protocol state.
 
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
 use super::phases::{Refusal, Release};
-use super::read_sizer::ReadSizer;
+use super::read_sizer::{read_some, ReadSizer};
 use super::registry::{Control, Registration, SessionState};
 use super::ShutdownPhase;
 use crate::error::SessionError;
@@ -22,8 +25,7 @@ use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
 use futures::FutureExt;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 /// Client bytes read while a request is held, at most.
@@ -41,8 +43,6 @@ pub(crate) struct Relay {
     pub(crate) client_buf: BytesMut,
     pub(crate) core: Core,
     pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) shutdown: watch::Receiver<ShutdownPhase>,
-    pub(crate) control: mpsc::Receiver<Control>,
     pub(crate) registration: Registration,
 }
 
@@ -55,8 +55,9 @@ enum End {
 }
 
 impl Relay {
-    /// Runs until either side ends the session.
-    pub(crate) async fn run(mut self) -> Result<(), SessionError> {
+    /// Runs until either side ends the session. By reference: an `async fn`
+    /// taking `self` by value keeps two copies of it in its future.
+    pub(crate) async fn run(&mut self) -> Result<(), SessionError> {
         match self.pump().await {
             Ok(End::Done) => {
                 let _ = self.client_w.shutdown().await;
@@ -94,15 +95,10 @@ impl Relay {
         // A termination that waits for the session to be idle outside a
         // transaction (an expired credential's end_of_transaction mode).
         let mut idle_terminate: Option<String> = None;
-        let mut shutdown_gone = false;
-        // Armed once and re-armed when it fires, rather than registering a
-        // new waiter on every pass of the loop.
-        let mut shutdown_changed = Box::pin(next_change(self.shutdown.clone()));
-        let tick = self
+        // Only with an idle timeout: otherwise no timer exists at all.
+        let mut ticker = self
             .idle_timeout
-            .map(|d| (d / 4).max(Duration::from_millis(100)))
-            .unwrap_or(Duration::from_secs(3600));
-        let mut ticker = tokio::time::interval(tick);
+            .map(|d| tokio::time::interval((d / 4).max(Duration::from_millis(100))));
         loop {
             // Hand the core what was read.
             if hold.is_none() && !terminating {
@@ -130,7 +126,9 @@ impl Relay {
                     Err(e) => return self.fatal(core_error(e), &to_client).await,
                 }
             }
-            if *self.shutdown.borrow() == ShutdownPhase::Forced && self.core.at_boundary() {
+            if self.registration.shutdown_phase() == ShutdownPhase::Forced
+                && self.core.at_boundary()
+            {
                 return self.fatal(SessionError::Shutdown, &to_client).await;
             }
             if let Some(reason) = pending_terminate.take() {
@@ -153,13 +151,6 @@ impl Relay {
                     .await;
             }
             self.core.own_notices_into(&mut to_client);
-            // Buffers that grew under a burst are given back once empty, so
-            // an idle session holds only its small read buffers.
-            for out in [&mut to_server, &mut to_client] {
-                if out.is_empty() && out.capacity() > 8 * 1024 {
-                    *out = BytesMut::new();
-                }
-            }
             self.registration.set_state(self.state(hold.is_some()));
             if terminating && to_server.is_empty() {
                 return Ok(End::Done);
@@ -173,7 +164,10 @@ impl Relay {
                 return Ok(End::Done);
             }
             if self.core.is_quiet() && client_in.is_empty() {
-                let since = *quiet_since.get_or_insert_with(Instant::now);
+                // The clock is read only for an idle timeout.
+                let since = self
+                    .idle_timeout
+                    .map(|_| *quiet_since.get_or_insert_with(Instant::now));
                 if let Some(e) = self.should_close(since) {
                     return self.fatal(e, &to_client).await;
                 }
@@ -213,6 +207,18 @@ impl Relay {
                 // buffer: the room is there now.
                 continue;
             }
+            // Outgoing buffers are given back once written: at once when
+            // nothing is in flight (the session may now idle for hours), and
+            // under traffic once they grew past a burst's size.
+            let quiet = self.core.is_quiet();
+            for out in [&mut to_server, &mut to_client] {
+                if out.is_empty() && (quiet || out.capacity() > 8 * 1024) && out.capacity() > 0 {
+                    *out = BytesMut::new();
+                }
+            }
+            if quiet {
+                self.core.tracker.release_idle();
+            }
 
             let read_client = !terminating
                 && to_server.len() < OUTGOING_HIGH
@@ -231,38 +237,33 @@ impl Relay {
             let held_deadline = hold.as_ref().map(|h| Instant::from_std(h.deadline));
             tokio::select! {
                 biased;
-                ctl = self.control.recv() => match ctl {
+                ctl = std::future::poll_fn(|cx| self.registration.poll_control(cx)) => match ctl {
                     // A cancel withdraws a held request (the cancel connection
                     // signals the server itself).
-                    Some(Control::Cancel) if hold.take().is_some() => {
-                        self.core.release(Release::Refuse(Refusal::new(
-                            Sqlstate::QUERY_CANCELED,
-                            "canceling statement due to user request",
-                        )));
+                    Control::Cancel => {
+                        if hold.take().is_some() {
+                            self.core.release(Release::Refuse(Refusal::new(
+                                Sqlstate::QUERY_CANCELED,
+                                "canceling statement due to user request",
+                            )));
+                        }
                     }
-                    Some(Control::Cancel) => {}
-                    Some(Control::Terminate(reason)) if self.core.at_boundary() => {
+                    Control::Terminate(reason) if self.core.at_boundary() => {
                         return self.fatal(SessionError::Terminated(reason), &to_client).await;
                     }
-                    Some(Control::Terminate(reason)) => pending_terminate = Some(reason),
-                    Some(Control::TerminateWhenIdle(reason)) => idle_terminate = Some(reason),
-                    None => {}
-                },
-                changed = &mut shutdown_changed, if !shutdown_gone => {
-                    // A dropped sender (the listener is gone) would answer
-                    // at once forever: stop watching it.
-                    shutdown_gone = changed.is_err();
-                    // The clone that fired saw the change; the next one must
-                    // start from it too, or it fires again at once.
-                    let _ = self.shutdown.borrow_and_update();
-                    shutdown_changed = Box::pin(next_change(self.shutdown.clone()));
-                    if hold.take().is_some() {
-                        self.core.release(Release::Refuse(Refusal::new(
-                            Sqlstate::ADMIN_SHUTDOWN,
-                            "pgward is shutting down: the held statement was not run",
-                        )));
+                    Control::Terminate(reason) => pending_terminate = Some(reason),
+                    Control::TerminateWhenIdle(reason) => idle_terminate = Some(reason),
+                    // The phase itself is read from the registry at the top
+                    // of the loop and when quiet.
+                    Control::Shutdown => {
+                        if hold.take().is_some() {
+                            self.core.release(Release::Refuse(Refusal::new(
+                                Sqlstate::ADMIN_SHUTDOWN,
+                                "pgward is shutting down: the held statement was not run",
+                            )));
+                        }
                     }
-                }
+                },
                 decision = async {
                     match hold.as_mut() {
                         Some(h) => (&mut h.decision).await,
@@ -307,7 +308,7 @@ impl Relay {
                     }
                     None => flush_client = false,
                 },
-                read = self.backend_r.read_buf(&mut server_in), if read_server => {
+                read = read_some(&mut self.backend_r, &mut server_in), if read_server => {
                     let n = read.map_err(lost)?;
                     server_sizer.record(n, server_offer);
                     if n == 0 && terminating && to_server.is_empty() {
@@ -321,7 +322,7 @@ impl Relay {
                         ));
                     }
                 }
-                read = self.client_r.read_buf(&mut client_in), if read_client => {
+                read = read_some(&mut self.client_r, &mut client_in), if read_client => {
                     let n = read?;
                     client_sizer.record(n, client_offer);
                     if n == 0 {
@@ -329,7 +330,14 @@ impl Relay {
                         hold = None;
                     }
                 }
-                _ = ticker.tick(), if self.idle_timeout.is_some() => {}
+                _ = async {
+                    match ticker.as_mut() {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                }, if ticker.is_some() => {}
             }
         }
     }
@@ -357,8 +365,8 @@ impl Relay {
 
     /// Shutdown or idle timeout, checked only while nothing is in flight, so
     /// a client never sees a FATAL in the middle of a result.
-    fn should_close(&self, quiet_since: Instant) -> Option<SessionError> {
-        let phase = *self.shutdown.borrow();
+    fn should_close(&self, quiet_since: Option<Instant>) -> Option<SessionError> {
+        let phase = self.registration.shutdown_phase();
         if phase == ShutdownPhase::Forced {
             return Some(SessionError::Shutdown);
         }
@@ -367,7 +375,7 @@ impl Relay {
             return Some(SessionError::Shutdown);
         }
         let idle = self.idle_timeout?;
-        (quiet_since.elapsed() >= idle).then_some(SessionError::IdleTimeout)
+        (quiet_since?.elapsed() >= idle).then_some(SessionError::IdleTimeout)
     }
 }
 
@@ -379,13 +387,6 @@ async fn write_or_flush(w: &mut WriteHalf, pending: &[u8]) -> std::io::Result<Op
     } else {
         w.write(pending).await.map(Some)
     }
-}
-
-/// Waits for the next change of the shutdown phase.
-async fn next_change(
-    mut shutdown: watch::Receiver<ShutdownPhase>,
-) -> Result<(), watch::error::RecvError> {
-    shutdown.changed().await
 }
 
 fn core_error(e: CoreError) -> SessionError {

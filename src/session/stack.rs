@@ -27,7 +27,6 @@ use crate::mask::store::UpstreamMap;
 use crate::policy::rules::Identity;
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
-use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 /// A session's phases and whether the tracker must keep descriptions.
@@ -51,6 +50,7 @@ pub(crate) async fn build(
     startup_effects: &[crate::policy::facts::Effect],
 ) -> Result<Stack, SessionError> {
     let identity = &info.identity;
+    let rules = gw.rules.load_full();
     let settings = Arc::new(ReportedSettings::from_startup(startup_messages));
     settings.apply_startup(startup_effects);
     let map = gw.masks.get(upstream);
@@ -69,21 +69,16 @@ pub(crate) async fn build(
     let keep_descriptions = mask.is_some();
     let mut phases: Vec<Box<dyn Phase>> = vec![
         Box::new(SchemaPhase {
-            masking: Arc::clone(&gw.masking),
-            started_under: gw.masking.load_full(),
+            started_under: Arc::clone(&rules.masking),
             identity: identity.clone(),
             masked: mask.is_some(),
             // Only where masking is on: watching costs a scan per statement.
-            map: map.filter(|_| !gw.masking.load().rules.is_empty()).cloned(),
+            map: map.filter(|_| !rules.masking.rules.is_empty()).cloned(),
             ddl_sent: false,
             role_checks: Arc::clone(&gw.role_checks),
             grants_sent: false,
         }),
-        Box::new(RulesPhase::new(
-            Arc::clone(&gw.policy),
-            identity.clone(),
-            settings,
-        )),
+        Box::new(RulesPhase::new(identity.clone(), settings)),
     ];
     if let Some(mask) = mask {
         phases.push(Box::new(mask));
@@ -115,7 +110,6 @@ pub(crate) async fn build(
 /// Keeps the mask map in step with the schema, and unmasked sessions in
 /// step with reloads that mask them.
 struct SchemaPhase {
-    masking: Arc<ArcSwap<MaskConfig>>,
     started_under: Arc<MaskConfig>,
     identity: Identity,
     masked: bool,
@@ -128,13 +122,13 @@ struct SchemaPhase {
 }
 
 impl SchemaPhase {
-    /// Whether a reload has since masked columns for this unmasked session.
-    fn newly_masked(&self) -> bool {
+    /// Whether a reload has since masked columns for this unmasked session
+    /// (`now`: the mask rules the request is judged under).
+    fn newly_masked(&self, now: &Arc<MaskConfig>) -> bool {
         if self.masked {
             return false;
         }
-        let now = self.masking.load();
-        !Arc::ptr_eq(&now, &self.started_under)
+        !Arc::ptr_eq(now, &self.started_under)
             && now.rules.iter().any(|r| r.applies_to(&self.identity))
     }
 }
@@ -148,7 +142,7 @@ impl Phase for SchemaPhase {
         if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
             return Decision::Forward;
         }
-        if self.newly_masked() {
+        if self.newly_masked(&ctx.rules.masking) {
             return Decision::Refuse(
                 Refusal::new(
                     Sqlstate::INSUFFICIENT_PRIVILEGE,

@@ -3,6 +3,7 @@
 //! server) or held.
 
 use super::{ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
+use crate::gateway::RuleSnapshot;
 use crate::session::phases::{Decision, Refusal, Refused, RequestContext, RequestKind};
 use crate::session::tracker::Statement;
 use crate::sqlstate::Sqlstate;
@@ -218,14 +219,26 @@ impl Core {
         bind: Option<&BindView<'_>>,
         to_server: &mut BytesMut,
     ) -> Result<Flow, CoreError> {
-        let first = match std::mem::replace(&mut self.hold, HoldState::None) {
-            HoldState::Released { phase } => phase + 1,
-            HoldState::Refused { phase, refusal } => {
-                let by = self.phases[phase].name();
-                return Ok(self.refuse(kind, text, by, &refusal, to_server));
-            }
-            HoldState::None | HoldState::Waiting { .. } => 0,
-        };
+        // One load of the rules for the whole request; a released request
+        // goes on under the snapshot it was held under.
+        // (A guard, not a counted reference: the common case takes no
+        // reference count.)
+        let (held, loaded);
+        let (first, rules): (usize, &Arc<RuleSnapshot>) =
+            match std::mem::replace(&mut self.hold, HoldState::None) {
+                HoldState::Released { phase, rules } => {
+                    held = rules;
+                    (phase + 1, &held)
+                }
+                HoldState::Refused { phase, refusal } => {
+                    let by = self.phases[phase].name();
+                    return Ok(self.refuse(kind, text, by, &refusal, to_server));
+                }
+                HoldState::None | HoldState::Waiting { .. } => {
+                    loaded = self.rules.load();
+                    (0, &loaded)
+                }
+            };
         let portal = match kind {
             RequestKind::Execute => Some(execute_view(frame).map_err(malformed)?.0),
             _ => None,
@@ -233,6 +246,7 @@ impl Core {
         let request_id = self.tracker.next_request_id();
         for index in first..self.phases.len() {
             let ctx = RequestContext {
+                rules,
                 session: &self.info,
                 kind,
                 request_id,
@@ -263,7 +277,10 @@ impl Core {
                             text,
                         );
                     }
-                    self.hold = HoldState::Waiting { phase: index };
+                    self.hold = HoldState::Waiting {
+                        phase: index,
+                        rules: Arc::clone(rules),
+                    };
                     return Ok(Flow::Held(HoldWait {
                         deadline: hold.deadline,
                         decision: hold.decision,

@@ -24,8 +24,11 @@ mod tests;
 use super::phases::{Phase, Release, SessionInfo};
 use super::refusal::StandIns;
 use super::tracker::Tracker;
+use crate::gateway::RuleSnapshot;
 use crate::wire::Framer;
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -89,11 +92,18 @@ pub(crate) struct HoldWait {
 enum HoldState {
     /// Nothing held.
     None,
-    /// The front request is held by phase `phase`.
-    Waiting { phase: usize },
+    /// The front request is held by phase `phase`, judged so far under
+    /// `rules`.
+    Waiting {
+        phase: usize,
+        rules: Arc<RuleSnapshot>,
+    },
     /// The front request was released by phase `phase`: the phases after it
-    /// judge it next.
-    Released { phase: usize },
+    /// judge it next, under the same `rules`.
+    Released {
+        phase: usize,
+        rules: Arc<RuleSnapshot>,
+    },
     /// The front request is refused (the hold by phase `phase` ended in a
     /// refusal).
     Refused {
@@ -106,6 +116,8 @@ enum HoldState {
 pub(crate) struct Core {
     pub(crate) tracker: Tracker,
     phases: Vec<Box<dyn Phase>>,
+    /// The rules in force, loaded once per request.
+    rules: Arc<ArcSwap<RuleSnapshot>>,
     info: SessionInfo,
     client_framer: Framer,
     stand_ins: StandIns,
@@ -133,10 +145,12 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// A core for a logged-in session: `phases` in their fixed order.
+    /// A core for a logged-in session: `phases` in their fixed order, each
+    /// request judged under the snapshot `rules` holds when it is sent.
     pub(crate) fn new(
         info: SessionInfo,
         phases: Vec<Box<dyn Phase>>,
+        rules: Arc<ArcSwap<RuleSnapshot>>,
         keep_descriptions: bool,
         max_message_size: usize,
     ) -> Self {
@@ -150,6 +164,7 @@ impl Core {
         Self {
             tracker,
             phases,
+            rules,
             info,
             client_framer: Framer::new(max_message_size),
             stand_ins: StandIns::default(),
@@ -195,9 +210,14 @@ impl Core {
     /// Ends a hold. The front request then runs (judged by the phases after
     /// the one that held it) or is refused; call `client_input` next.
     pub(crate) fn release(&mut self, release: Release) {
-        if let HoldState::Waiting { phase } = self.hold {
+        if matches!(self.hold, HoldState::Waiting { .. }) {
+            let HoldState::Waiting { phase, rules } =
+                std::mem::replace(&mut self.hold, HoldState::None)
+            else {
+                return;
+            };
             self.hold = match release {
-                Release::Run => HoldState::Released { phase },
+                Release::Run => HoldState::Released { phase, rules },
                 Release::Refuse(refusal) => HoldState::Refused { phase, refusal },
             };
         }

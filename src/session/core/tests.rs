@@ -37,6 +37,16 @@ impl Phase for HoldPhase {
 }
 
 fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
+    let rules = Arc::new(arc_swap::ArcSwap::from_pointee(RuleSnapshot::inert()));
+    core_under(phases, &rules, keep)
+}
+
+/// A core whose requests are judged under what `rules` holds.
+fn core_under(
+    phases: Vec<Box<dyn Phase>>,
+    rules: &Arc<arc_swap::ArcSwap<RuleSnapshot>>,
+    keep: bool,
+) -> Core {
     let info = SessionInfo {
         id: 1,
         identity: Identity::new("alice", Vec::<String>::new()),
@@ -47,7 +57,7 @@ fn core_with(phases: Vec<Box<dyn Phase>>, keep: bool) -> Core {
         role: "app".into(),
         credential: crate::auth::identity::Credential::Password,
     };
-    Core::new(info, phases, keep, 1 << 20)
+    Core::new(info, phases, Arc::clone(rules), keep, 1 << 20)
 }
 
 fn core() -> Core {
@@ -573,3 +583,5 @@ mod arbitrary {
         }
     }
 }
+
+mod snapshots;

@@ -16,14 +16,12 @@ use crate::policy::{Lexing, Outcome, Param, Policy, Session};
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::frontend::BindView;
-use arc_swap::ArcSwap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Judges client statements.
 pub struct RulesPhase {
-    policy: Arc<ArcSwap<Policy>>,
     identity: Identity,
     settings: Arc<ReportedSettings>,
     /// ReadyForQuery messages seen: the number of the request answered
@@ -38,14 +36,10 @@ pub struct RulesPhase {
 const BIND_CHECKED: usize = 16;
 
 impl RulesPhase {
-    /// The phase for one session.
-    pub fn new(
-        policy: Arc<ArcSwap<Policy>>,
-        identity: Identity,
-        settings: Arc<ReportedSettings>,
-    ) -> Self {
+    /// The phase for one session. The rules come with each request (the
+    /// snapshot in force when it was sent).
+    pub fn new(identity: Identity, settings: Arc<ReportedSettings>) -> Self {
         Self {
-            policy,
             identity,
             settings,
             answered: 0,
@@ -53,8 +47,7 @@ impl RulesPhase {
         }
     }
 
-    fn judge(&mut self, text: &[u8], tracker: &Tracker, parse: bool) -> Decision {
-        let policy = self.policy.load();
+    fn judge(&mut self, policy: &Policy, text: &[u8], tracker: &Tracker, parse: bool) -> Decision {
         if policy.is_inert() {
             // Prepared statements made now are judged again at EXECUTE, so
             // rules that arrive later still apply to them.
@@ -71,7 +64,7 @@ impl RulesPhase {
         let verdict = match &outcome.verdict {
             Verdict::Deny(d) => Verdict::Deny(d.clone()),
             Verdict::Allow(logged) => {
-                self.executed(&policy, &outcome, logged.clone(), tracker, &session)
+                self.executed(policy, &outcome, logged.clone(), tracker, &session)
             }
         };
         match verdict {
@@ -221,11 +214,11 @@ impl RulesPhase {
     /// unknown, the worst), refused if they make it a denied statement.
     fn judge_bind(
         &mut self,
+        policy: &Arc<Policy>,
         statement: &Arc<Statement>,
         bind: &BindView<'_>,
         tracker: &Tracker,
     ) -> Decision {
-        let policy = self.policy.load();
         if policy.is_inert() {
             return Decision::Forward;
         }
@@ -238,7 +231,7 @@ impl RulesPhase {
         let known = self
             .bind_checked
             .iter()
-            .find(|(s, p, _)| Arc::ptr_eq(s, statement) && Arc::ptr_eq(p, &policy))
+            .find(|(s, p, _)| Arc::ptr_eq(s, statement) && Arc::ptr_eq(p, policy))
             .map(|(_, _, depends)| *depends);
         let depends = match known {
             Some(depends) => depends,
@@ -250,7 +243,7 @@ impl RulesPhase {
                     self.bind_checked.remove(0);
                 }
                 self.bind_checked
-                    .push((Arc::clone(statement), Arc::clone(&policy), depends));
+                    .push((Arc::clone(statement), Arc::clone(policy), depends));
                 depends
             }
         };
@@ -304,11 +297,14 @@ impl Phase for RulesPhase {
     }
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        let policy = &ctx.rules.policy;
         match (ctx.kind, ctx.text) {
-            (RequestKind::Query, Some(text)) => self.judge(text, ctx.tracker, false),
-            (RequestKind::Parse, Some(text)) => self.judge(text, ctx.tracker, true),
+            (RequestKind::Query, Some(text)) => self.judge(policy, text, ctx.tracker, false),
+            (RequestKind::Parse, Some(text)) => self.judge(policy, text, ctx.tracker, true),
             (RequestKind::Bind, Some(_)) => match (ctx.statement, ctx.bind) {
-                (Some(statement), Some(bind)) => self.judge_bind(statement, bind, ctx.tracker),
+                (Some(statement), Some(bind)) => {
+                    self.judge_bind(policy, statement, bind, ctx.tracker)
+                }
                 _ => Decision::Forward,
             },
             _ => Decision::Forward,

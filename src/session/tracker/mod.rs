@@ -232,6 +232,14 @@ impl Tracker {
         }
     }
 
+    /// Gives back the request queue's room while nothing is in flight (an
+    /// idle session then holds none; the next request allocates it again).
+    pub(crate) fn release_idle(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// Stamps requests with their send time from now on (for durations).
     pub(crate) fn time_requests(&mut self) {
         self.timing = true;
