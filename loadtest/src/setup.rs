@@ -6,6 +6,9 @@ use crate::pgbench::Bench;
 use crate::pin::{pin_postgres, Pinning};
 use crate::report::{AUDIT, MASKED, NO_RULES};
 use crate::targets::{self, Launch, Target, APP_ROLE, DB};
+
+/// The least-privilege role the masked target's identity acts as.
+const MASKED_ROLE: &str = "app_masked";
 use anyhow::{bail, Context};
 use pgward::auth::verifier::ScramVerifier;
 use pgward::cluster::{Cluster, ClusterOptions};
@@ -163,6 +166,20 @@ impl Env {
                 String::from_utf8_lossy(&init.stderr)
             );
         }
+        // The masked target's identity acts as a least-privilege role, as
+        // pgward requires of masked identities: it reads and writes the
+        // tables, owns and creates nothing.
+        let masked_password = format!("masked-{:016x}", rand::random::<u64>());
+        env.cluster.psql(
+            DB,
+            &format!(
+                "CREATE ROLE {MASKED_ROLE} LOGIN PASSWORD '{masked_password}'; \
+                 REVOKE TEMPORARY ON DATABASE {DB} FROM PUBLIC; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public \
+                   TO {MASKED_ROLE}"
+            ),
+        )?;
+        std::fs::write(env.masked_password_file(), &masked_password)?;
         Ok(env)
     }
 
@@ -188,6 +205,11 @@ impl Env {
         }
     }
 
+    /// The masked role's password file.
+    fn masked_password_file(&self) -> PathBuf {
+        self.cluster.dir().join("masked.password")
+    }
+
     /// PostgreSQL itself, logged in as the backend role.
     pub fn direct(&self) -> Target {
         targets::direct(&self.cluster, &self.app_password)
@@ -200,6 +222,8 @@ impl Env {
                 &self.pgward_bin,
                 &self.cluster,
                 &self.password_file,
+                // Masked identities must act as a least-privilege role.
+                (name == MASKED).then(|| (MASKED_ROLE, self.masked_password_file())),
                 name,
                 config,
                 launch,

@@ -125,17 +125,29 @@ fn wait_listening(port: u16, what: &str, log: &Path, launch: &Launch) -> anyhow:
 
 /// pgward from `bin`, in front of the cluster, holding the app password,
 /// under the name `name`, with `policy` (TOML) appended to its config: empty
-/// for the default rules.
+/// for the default rules. With `role` (a role and its password file), the
+/// client identity acts as that role instead of the app role.
 pub fn pgward(
     bin: &Path,
     cluster: &Cluster,
     password_file: &Path,
+    role: Option<(&str, std::path::PathBuf)>,
     name: &'static str,
     policy: &str,
     launch: &Launch,
 ) -> anyhow::Result<Target> {
     let port = free_port()?;
     let dir = cluster.dir();
+    let (mapped, roles) = match &role {
+        Some((role, file)) => (
+            (*role).to_owned(),
+            format!(
+                "[upstreams.{DB}.roles.{role}]\npassword_file = \"{}\"\n",
+                file.display()
+            ),
+        ),
+        None => (APP_ROLE.to_owned(), String::new()),
+    };
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -147,8 +159,8 @@ port = {pg}
 user = "{APP_ROLE}"
 password_file = "{pwfile}"
 sslmode = "disable"
-role_map = [{{ users = ["*"], role = "{APP_ROLE}" }}]
-
+role_map = [{{ users = ["*"], role = "{mapped}" }}]
+{roles}
 [users.{CLIENT_USER}]
 scram_verifier = "{verifier}"
 
