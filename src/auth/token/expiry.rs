@@ -10,7 +10,6 @@ use crate::session::registry::Registry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// How often a session that was asked to end is asked again.
@@ -55,15 +54,13 @@ impl LiveTokens {
 
 /// A session's deadline watch; dropping it (the session ended) stops it.
 pub struct SessionWatch {
-    task: Option<JoinHandle<()>>,
+    task: Option<super::deadlines::DeadlineGuard>,
     live: Option<(Arc<LiveTokens>, String, u64)>,
 }
 
 impl Drop for SessionWatch {
     fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        drop(self.task.take());
         if let Some((live, jti, id)) = self.live.take() {
             live.remove(&jti, id);
         }
@@ -128,27 +125,34 @@ pub fn watch_session(
     });
     let task = deadline(auth, who, super::unix_now()).map(|(after, reason)| {
         let policy = auth.config.expiry_for(&who.identity.groups);
-        let registry = Arc::clone(registry);
-        let at = Instant::now() + after;
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
-            tracing::info!(session = id, reason, "ending session");
-            if policy.mode == ExpiryMode::EndOfTransaction {
-                registry.terminate_when_idle(id, &reason);
-                tokio::time::sleep(policy.grace).await;
-            }
-            end_now(&registry, id, &reason);
-            // The control channel is bounded and a request to end is not
-            // queued when it is full (a client that stops reading while
-            // sending cancels could fill it): ask again until the session
-            // is gone, which aborts this task.
-            loop {
-                tokio::time::sleep(RETRY).await;
-                registry.terminate(id, &reason);
-            }
-        })
+        auth.deadlines
+            .add(Instant::now() + after, id, reason, policy, registry)
     });
     SessionWatch { task, live }
+}
+
+/// What happens at a session's deadline: ended at once, or asked to end
+/// at the end of its transaction and ended after the grace period; then
+/// asked again every second until it is gone (the control channel is
+/// bounded, and a request to end is not queued when it is full).
+pub(super) async fn end_session(
+    registry: Arc<Registry>,
+    id: u64,
+    reason: String,
+    policy: crate::config::tokens::ExpiryPolicy,
+) {
+    tracing::info!(session = id, reason, "ending session");
+    if policy.mode == ExpiryMode::EndOfTransaction {
+        registry.terminate_when_idle(id, &reason);
+        tokio::time::sleep(policy.grace).await;
+    }
+    end_now(&registry, id, &reason);
+    loop {
+        tokio::time::sleep(RETRY).await;
+        if !registry.terminate(id, &reason) {
+            return;
+        }
+    }
 }
 
 /// Ends a session now, and stops the statement its server is running (the

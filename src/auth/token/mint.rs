@@ -147,7 +147,12 @@ pub fn mint(config: &Config, req: &MintRequest, now: SystemTime) -> Result<Minte
         .map_err(|_| "the clock is before 1970")?
         .as_secs() as i64;
     let expires = iat + req.ttl.as_secs().max(1) as i64;
-    let jti = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+    // Hex: a jti is typed on command lines (`pgward token revoke JTI`),
+    // where base64url's leading '-' would read as an option.
+    let jti: String = rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let mut claims = Map::new();
     claims.insert("iss".into(), t.issuer.clone().into());
     claims.insert("aud".into(), t.audience.clone().into());

@@ -12,6 +12,7 @@
 //! - `login`: the password exchange that carries a token.
 
 pub mod claims;
+mod deadlines;
 pub mod expiry;
 pub mod http;
 pub mod jwk;
@@ -191,6 +192,8 @@ pub struct TokenAuth {
     pub revocations: Arc<revocation::RevocationList>,
     /// Live sessions by token id (revocation ends them; kept across reloads).
     pub live: Arc<expiry::LiveTokens>,
+    /// Every session's deadline, in one table with one task.
+    pub(crate) deadlines: Arc<deadlines::Deadlines>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by `start`: where revocations end sessions.
     pub(crate) registry: std::sync::OnceLock<Arc<crate::session::registry::Registry>>,
@@ -255,6 +258,7 @@ impl TokenAuth {
             config,
             issuers,
             live,
+            deadlines: Arc::default(),
             tasks: std::sync::Mutex::new(Vec::new()),
             registry: std::sync::OnceLock::new(),
         })
