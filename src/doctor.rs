@@ -55,6 +55,8 @@ pub struct IdentityReport {
 pub struct RoleReport {
     /// The upstream.
     pub upstream: String,
+    /// The role.
+    pub role: String,
     /// What the check found (absent when it could not run).
     pub report: Option<Report>,
     /// Why the role could not be checked.
@@ -82,9 +84,8 @@ impl Diagnosis {
     pub fn fixes(&self, upstream: &str, role: &str) -> Vec<String> {
         self.roles
             .iter()
-            .filter(|r| r.upstream == upstream)
+            .filter(|r| r.upstream == upstream && r.role == role)
             .filter_map(|r| r.report.as_ref())
-            .filter(|r| r.role == role)
             .flat_map(|r| r.findings.iter().flat_map(|f| f.fixes.clone()))
             .collect()
     }
@@ -144,17 +145,15 @@ pub async fn diagnose(config: Config) -> Result<Diagnosis, crate::gateway::Gatew
     for (upstream_name, role) in roles.keys() {
         let upstream = &gw.upstreams[upstream_name];
         let result = check(&gw, upstream, role).await;
-        role_reports.push(match result {
-            Ok(report) => RoleReport {
-                upstream: upstream_name.clone(),
-                report: Some(report),
-                error: None,
-            },
-            Err(e) => RoleReport {
-                upstream: upstream_name.clone(),
-                report: None,
-                error: Some(format!("role {role}: {e}")),
-            },
+        let (report, error) = match result {
+            Ok(report) => (Some(report), None),
+            Err(e) => (None, Some(format!("role {role}: {e}"))),
+        };
+        role_reports.push(RoleReport {
+            upstream: upstream_name.clone(),
+            role: role.clone(),
+            report,
+            error,
         });
     }
     let identities = identities
@@ -163,13 +162,9 @@ pub async fn diagnose(config: Config) -> Result<Diagnosis, crate::gateway::Gatew
             let Some(role) = &i.role else {
                 return i;
             };
-            let found = role_reports.iter().find(|r| {
-                r.upstream == i.upstream
-                    && (r.report.as_ref().is_some_and(|p| &p.role == role)
-                        || r.error
-                            .as_ref()
-                            .is_some_and(|e| e.starts_with(&format!("role {role}:"))))
-            });
+            let found = role_reports
+                .iter()
+                .find(|r| r.upstream == i.upstream && &r.role == role);
             i.verdict = match found.and_then(|r| r.report.as_ref()) {
                 None => Verdict::Error,
                 Some(p) if p.findings.is_empty() => Verdict::Pass,

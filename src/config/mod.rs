@@ -430,20 +430,7 @@ fn startup_parameters(names: Vec<String>) -> Result<Vec<String>, ConfigError> {
         .into_iter()
         .map(|name| {
             let lower = name.to_ascii_lowercase();
-            let plain = !lower.is_empty()
-                && lower
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.$".contains(c));
-            let reserved = [
-                "user",
-                "database",
-                "options",
-                "replication",
-                "role",
-                "session_authorization",
-            ]
-            .contains(&lower.as_str());
-            if !plain || reserved || lower.starts_with("_pq_.") {
+            if !crate::session::startup_params::forwardable_name(&lower) {
                 return Err(field_err(
                     "server.startup_parameters",
                     format!("{name:?} is not a setting pgward may forward"),

@@ -43,6 +43,55 @@ pub enum Untrusted {
     Impostor(String),
 }
 
+impl Exposure {
+    /// What the statement exposes under any of several readings of its text.
+    fn merge(self, other: Exposure) -> Exposure {
+        Exposure {
+            clean: self.clean && other.clean,
+            statistics: self.statistics.or(other.statistics),
+            untrusted: self.untrusted.or(other.untrusted),
+        }
+    }
+
+    /// Why a masked identity may not run the statement at all, if it may
+    /// not (the client's message).
+    pub fn refusal(&self) -> Option<String> {
+        if let Some(name) = &self.statistics {
+            return Some(format!(
+                "{name} holds column values (statistics of masked columns among them)"
+            ));
+        }
+        match &self.untrusted {
+            Some(Untrusted::Unknown(name)) => Some(format!(
+                "function {name} is not known to pgward's column map yet; retry in a moment"
+            )),
+            Some(Untrusted::Impostor(name)) => Some(format!(
+                "function {name} is in a system schema but is not one of the server's own"
+            )),
+            None => None,
+        }
+    }
+}
+
+/// [`analyze`] under each of `readings` (the lexing settings the text may
+/// be read with), merged: clean only if clean under all of them.
+pub fn analyze_readings(
+    sql: &str,
+    readings: &[LexSettings],
+    map: &MaskMap,
+    masked_tables: &BTreeSet<(String, String)>,
+) -> Exposure {
+    readings
+        .iter()
+        .map(|r| analyze(sql, *r, map, masked_tables))
+        .reduce(Exposure::merge)
+        .unwrap_or(Exposure {
+            clean: false,
+            statistics: None,
+            untrusted: None,
+        })
+}
+
 /// Catalog relations whose rows hold column values (most common values,
 /// histogram bounds, extended statistics' values).
 pub const VALUE_CATALOGS: &[&str] = &[
@@ -296,6 +345,22 @@ mod tests {
             Some(Untrusted::Impostor("leak".into()))
         );
         assert_eq!(analyzed("SELECT lower('x'), leak(1)").untrusted, None);
+    }
+
+    #[test]
+    fn every_reading_of_a_backslash_counts() {
+        // With standard_conforming_strings on the call is code; off, it is
+        // inside the string. The text must be judged under both.
+        let sql = "SELECT 'a\\' , brand_new(1) --'";
+        let masked = BTreeSet::new();
+        let off = LexSettings {
+            standard_conforming_strings: false,
+        };
+        assert_eq!(analyze(sql, off, &map(), &masked).untrusted, None);
+        let both = analyze_readings(sql, &[off, LexSettings::default()], &map(), &masked);
+        assert_eq!(both.untrusted, Some(Untrusted::Unknown("brand_new".into())));
+        assert!(!both.clean);
+        assert!(both.refusal().is_some_and(|why| why.contains("brand_new")));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use super::core::{ClientStep, Core, ServerStep};
 use super::phases::{Decision, Hold, Phase, Refusal, Release, RequestContext, SessionInfo};
-use crate::policy::rules::Identity;
 use bytes::BytesMut;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -54,16 +53,7 @@ pub fn drive_core(data: &[u8]) {
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };
-    let info = SessionInfo {
-        id: 1,
-        identity: Identity::new("fuzz", Vec::<String>::new()),
-        database: "db".into(),
-        client: None,
-        application_name: None,
-        upstream: "db".into(),
-        role: "app".into(),
-        credential: crate::auth::identity::Credential::Password,
-    };
+    let info = SessionInfo::detached("fuzz");
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(HoldSome)];
     let rules = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::gateway::RuleSnapshot::inert(),

@@ -20,6 +20,7 @@ use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::mask::strategy::{BinaryKind, HashKey};
+use crate::policy::lexer::LexSettings;
 use crate::policy::rules::Identity;
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::{notice_fields, FieldInfo};
@@ -166,15 +167,7 @@ impl MaskPhase {
             if view.passed.contains(text) {
                 return Ok::<bool, guard::Leak>(false);
             }
-            // Where the text has a backslash, the lexing setting could move
-            // a string's end: the text must pass under both readings.
-            let mut readings = vec![settings];
-            if sql.contains('\\') {
-                readings.push(crate::policy::lexer::LexSettings {
-                    standard_conforming_strings: !settings.standard_conforming_strings,
-                });
-            }
-            for reading in readings {
+            for reading in readings(sql, settings) {
                 guard::check(sql, reading, &view.guard)?;
             }
             if view.passed.len() >= PASSED_TEXTS {
@@ -201,28 +194,27 @@ impl MaskPhase {
     /// no map: nothing is proved).
     fn exposure(&self, text: Option<&[u8]>) -> Option<Exposure> {
         let text = text?;
-        let sql = std::str::from_utf8(text).ok()?;
         let settings = self.settings.lexing();
         self.with_view(|view| {
+            // Bind and Execute repeat their statement's text: a lookup,
+            // no UTF-8 check or parse, once it is known.
             if let Some(known) = view.exposures.get(text) {
-                return known.clone();
+                return Some(known.clone());
             }
-            let mut found = exposure::analyze(sql, settings, &view.map, &view.masked_tables);
-            if sql.contains('\\') {
-                // Under the other reading too (see `guard`).
-                let other = crate::policy::lexer::LexSettings {
-                    standard_conforming_strings: !settings.standard_conforming_strings,
-                };
-                let again = exposure::analyze(sql, other, &view.map, &view.masked_tables);
-                found.clean &= again.clean;
-                found.statistics = found.statistics.or(again.statistics);
-            }
+            let sql = std::str::from_utf8(text).ok()?;
+            let found = exposure::analyze_readings(
+                sql,
+                &readings(sql, settings),
+                &view.map,
+                &view.masked_tables,
+            );
             if view.exposures.len() >= PASSED_TEXTS {
                 view.exposures.clear();
             }
             view.exposures.insert(text.to_vec(), found.clone());
-            found
+            Some(found)
         })
+        .flatten()
     }
 
     /// Whether the map in force predates this session's own DDL.
@@ -265,34 +257,18 @@ impl MaskPhase {
                 });
                 let sql = std::str::from_utf8(&text)
                     .map_err(|_| "statement text is not valid UTF-8".to_owned())?;
-                guard::check(sql, settings, &masked).map_err(|leak| leak.why)?;
+                let readings = readings(sql, settings);
+                for reading in &readings {
+                    guard::check(sql, *reading, &masked).map_err(|leak| leak.why)?;
+                }
                 let tables = masked
                     .tables
                     .iter()
                     .map(|(schema, table, _)| (schema.clone(), table.clone()))
                     .collect();
-                let found = exposure::analyze(sql, settings, &current, &tables);
-                if let Some(name) = found.statistics {
-                    return Err(format!("{name} holds column values"));
-                }
-                match found.untrusted {
-                    Some(Untrusted::Unknown(name)) => {
-                        return Err(format!(
-                            "function {name} is not known to pgward's column map"
-                        ))
-                    }
-                    Some(Untrusted::Impostor(name)) => {
-                        return Err(format!(
-                        "function {name} is in a system schema but is not one of the server's own"
-                    ))
-                    }
-                    None => {}
-                }
-                if sql.contains('\\') {
-                    let other = crate::policy::lexer::LexSettings {
-                        standard_conforming_strings: !settings.standard_conforming_strings,
-                    };
-                    guard::check(sql, other, &masked).map_err(|leak| leak.why)?;
+                let found = exposure::analyze_readings(sql, &readings, &current, &tables);
+                if let Some(why) = found.refusal() {
+                    return Err(why);
                 }
                 Ok::<(), String>(())
             };
@@ -427,33 +403,18 @@ impl Phase for MaskPhase {
         if !runs {
             return Decision::Forward;
         }
-        match self.exposure(ctx.text) {
-            Some(Exposure {
-                statistics: Some(name),
-                ..
-            }) => {
-                return Decision::Refuse(masking_refusal(format!(
-                    "{name} holds column values (statistics of masked columns among them)"
-                )))
-            }
-            Some(Exposure {
-                untrusted: Some(Untrusted::Unknown(name)),
-                ..
-            }) => {
+        let found = self.exposure(ctx.text);
+        if let Some(why) = found.as_ref().and_then(Exposure::refusal) {
+            if matches!(
+                found.as_ref().and_then(|f| f.untrusted.as_ref()),
+                Some(Untrusted::Unknown(_))
+            ) {
                 // Newer than the map: read it again; a retry may pass.
                 self.map.invalidate();
-                return Decision::Refuse(masking_refusal(format!(
-                    "function {name} is not known to pgward's column map yet; retry in a moment"
-                )));
             }
-            Some(Exposure {
-                untrusted: Some(Untrusted::Impostor(name)),
-                ..
-            }) => {
-                return Decision::Refuse(masking_refusal(format!(
-                    "function {name} is in a system schema but is not one of the server's own"
-                )))
-            }
+            return Decision::Refuse(masking_refusal(why));
+        }
+        match found {
             Some(Exposure { clean: true, .. }) => {}
             _ => self.mark_unclean(ctx),
         }
@@ -585,6 +546,18 @@ pub fn scrub_notification(frame: FrameRef<'_>) -> BytesMut {
     let len = (out.len() - 1) as u32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
     out
+}
+
+/// The lexing settings a text must pass under: where it has a backslash,
+/// the setting could move a string's end, so both readings.
+fn readings(sql: &str, settings: LexSettings) -> Vec<LexSettings> {
+    let mut readings = vec![settings];
+    if sql.contains('\\') {
+        readings.push(LexSettings {
+            standard_conforming_strings: !settings.standard_conforming_strings,
+        });
+    }
+    readings
 }
 
 /// The ParameterStatus settings a masked session still receives after

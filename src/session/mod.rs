@@ -13,7 +13,7 @@ mod relay;
 pub mod rules;
 mod stack;
 pub mod startup;
-mod startup_params;
+pub(crate) mod startup_params;
 pub mod tracker;
 
 use crate::error::SessionError;

@@ -123,6 +123,23 @@ pub struct SessionInfo {
     pub credential: crate::auth::identity::Credential,
 }
 
+impl SessionInfo {
+    /// A session of `user` with no client, upstream or credential to speak
+    /// of: for driving the core without a connection (tests, fuzzing).
+    pub(crate) fn detached(user: &str) -> Self {
+        Self {
+            id: 1,
+            identity: Identity::new(user, Vec::<String>::new()),
+            database: "db".into(),
+            client: None,
+            application_name: None,
+            upstream: "db".into(),
+            role: "app".into(),
+            credential: crate::auth::identity::Credential::Password,
+        }
+    }
+}
+
 /// What a phase sees of one request.
 pub struct RequestContext<'a> {
     /// The session.

@@ -52,6 +52,28 @@ const FORWARDED_KEYS: &[&str] = &[
 /// that change who the session is: never forwarded, whatever the config.
 const REFUSED_KEYS: &[&str] = &["role", "session_authorization", "replication"];
 
+/// Startup keys pgward reads itself (never a setting to forward).
+const READ_BY_PGWARD: &[&str] = &["user", "database", "options"];
+
+/// A setting name pgward can write as a bare identifier: letters, digits,
+/// `_`, `$` and the `.` of custom settings, starting with a letter or `_`.
+fn plain_setting_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '$' | '.'))
+}
+
+/// Whether `[server] startup_parameters` may list `name` (lowercase):
+/// a plain setting name that is neither read by pgward, refused, nor a
+/// protocol extension.
+pub(crate) fn forwardable_name(name: &str) -> bool {
+    plain_setting_name(name)
+        && !READ_BY_PGWARD.contains(&name)
+        && !REFUSED_KEYS.contains(&name)
+        && !name.starts_with("_pq_.")
+}
+
 /// What passed: the settings to put in the server's StartupMessage, and
 /// what they do to the session's state as the rules see it.
 #[derive(Debug, Default)]
@@ -89,11 +111,9 @@ pub(crate) fn read_startup(
     }
     for (key, value) in &startup.params {
         let lower = key.to_ascii_lowercase();
-        match key.as_str() {
-            // Read by pgward itself, or negotiated (NegotiateProtocolVersion).
-            "user" | "database" | "options" => continue,
-            k if k.starts_with("_pq_.") => continue,
-            _ => {}
+        // Read by pgward itself, or negotiated (NegotiateProtocolVersion).
+        if READ_BY_PGWARD.contains(&key.as_str()) || key.starts_with("_pq_.") {
+            continue;
         }
         if lower == "replication" {
             return Err(SessionError::StartupParameter {
@@ -171,16 +191,9 @@ fn refused(label: &str, why: &str) -> SessionError {
     }
 }
 
-/// A setting name pgward can write as a bare identifier: letters, digits,
-/// `_`, `$` and the `.` of custom settings. Anything else could not be
-/// judged as the SET it stands for.
+/// Refuses a name that could not be judged as the SET it stands for.
 fn check_name(name: &str, label: &str) -> Result<(), SessionError> {
-    let ok = !name.is_empty()
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '$' | '.'));
-    if ok && !matches!(name, "user" | "database" | "options") {
+    if plain_setting_name(name) && !READ_BY_PGWARD.contains(&name) {
         return Ok(());
     }
     Err(SessionError::StartupParameter {

@@ -2,7 +2,6 @@
 //! in, bytes and decisions out.
 
 use super::*;
-use crate::policy::rules::Identity;
 use crate::session::phases::{
     Decision, Hold, Phase, Refusal, Release, RequestContext, RequestKind, SessionInfo,
 };
@@ -47,16 +46,7 @@ fn core_under(
     rules: &Arc<arc_swap::ArcSwap<RuleSnapshot>>,
     keep: bool,
 ) -> Core {
-    let info = SessionInfo {
-        id: 1,
-        identity: Identity::new("alice", Vec::<String>::new()),
-        database: "db".into(),
-        client: None,
-        application_name: None,
-        upstream: "db".into(),
-        role: "app".into(),
-        credential: crate::auth::identity::Credential::Password,
-    };
+    let info = SessionInfo::detached("alice");
     Core::new(info, phases, Arc::clone(rules), keep, 1 << 20)
 }
 
