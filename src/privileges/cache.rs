@@ -19,6 +19,9 @@ pub struct RoleChecks {
     /// The findings last logged as warnings per (upstream, role): a report
     /// made again (after every GRANT, say) logs only what changed.
     warned: Mutex<HashMap<(String, String), Vec<super::Finding>>>,
+    /// (upstream, role) pairs a background check is reading now: a burst
+    /// of logins starts one catalog read, not one each.
+    in_flight: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 #[derive(Debug)]
@@ -89,9 +92,59 @@ impl RoleChecks {
         (same_map && entry.at.elapsed() < max_age).then(|| Arc::clone(&entry.report))
     }
 
+    /// Checks `role` in the background (at most one read per role at a
+    /// time, within `limit`) and logs its findings as warnings when they
+    /// changed: for identities the check does not refuse.
+    pub fn warn_in_background(
+        self: &Arc<Self>,
+        upstream: &Upstream,
+        role: &str,
+        map: Option<Arc<MaskMap>>,
+        max_age: Duration,
+        limit: Duration,
+    ) {
+        let key = (upstream.config.name.clone(), role.to_owned());
+        if self.cached(&key, map.as_ref(), max_age).is_some() {
+            return;
+        }
+        let started = self
+            .in_flight
+            .lock()
+            .is_ok_and(|mut running| running.insert(key.clone()));
+        if !started {
+            return;
+        }
+        let checks = Arc::clone(self);
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let (name, role) = (&key.0, &key.1);
+            let read =
+                tokio::time::timeout(limit, checks.report(&upstream, role, map.as_ref(), max_age))
+                    .await;
+            if let Ok(mut running) = checks.in_flight.lock() {
+                running.remove(&key);
+            }
+            match read {
+                Ok(Ok(c)) if checks.should_warn(name, &c.report) => {
+                    for f in &c.report.findings {
+                        tracing::warn!(
+                            upstream = %name,
+                            role,
+                            finding = %f.what,
+                            "mapped role is not least-privilege (pgward doctor prints the fix)"
+                        );
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(upstream = %name, role, "role check failed: {e}"),
+                Err(_) => tracing::warn!(upstream = %name, role, "role check timed out"),
+            }
+        });
+    }
+
     /// Whether `report`'s findings differ from those last warned about for
     /// its role on `upstream` (and records them as warned).
-    pub fn should_warn(&self, upstream: &str, report: &Report) -> bool {
+    fn should_warn(&self, upstream: &str, report: &Report) -> bool {
         let Ok(mut warned) = self.warned.lock() else {
             return true;
         };

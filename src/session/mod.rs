@@ -371,27 +371,8 @@ async fn least_privilege(
         if upstream.config.roles.least_privilege == LeastPrivilege::MaskedOnly {
             return Ok(());
         }
-        let checks = Arc::clone(&gw.role_checks);
-        let upstream = upstream.clone();
-        let role = role.to_owned();
-        tokio::spawn(async move {
-            match checks.report(&upstream, &role, map.as_ref(), max_age).await {
-                Ok(c) if c.fresh && checks.should_warn(&upstream.config.name, &c.report) => {
-                    for f in &c.report.findings {
-                        tracing::warn!(
-                            upstream = %upstream.config.name,
-                            role,
-                            finding = %f.what,
-                            "mapped role is not least-privilege (pgward doctor prints the fix)"
-                        );
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(upstream = %upstream.config.name, role, "role check failed: {e}")
-                }
-            }
-        });
+        gw.role_checks
+            .warn_in_background(upstream, role, map, max_age, masking.catalog_timeout);
         return Ok(());
     }
     let checked = tokio::time::timeout(
