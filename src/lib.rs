@@ -36,6 +36,7 @@
 //! ```
 
 pub mod admin;
+pub mod approvals;
 pub mod auth;
 pub mod cluster;
 pub mod config;

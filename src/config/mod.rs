@@ -4,6 +4,7 @@
 //! `upstreams.main.sslmode: "maybe" is not one of disable, prefer, require, verify-full`.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub(crate) mod masking;
 pub mod policy;
@@ -101,6 +102,8 @@ pub struct Config {
     pub audit: Option<audit::AuditConfig>,
     /// The admin listener, when on.
     pub admin: Option<admin::AdminConfig>,
+    /// Approvals: store, lifetimes, webhooks.
+    pub approvals: Arc<approvals::ApprovalsConfig>,
     /// Top-level sections the file wrote out (`server`, `policy`, ...): a
     /// reload may not drop one of them and fall back to defaults.
     pub sections: std::collections::BTreeSet<String>,
@@ -346,8 +349,10 @@ impl Config {
                 "is the admin console's database while [admin] is on; name it differently",
             ));
         }
+        let approvals = approvals::from_raw(&raw.approvals, base, &upstreams, admin.as_ref())?;
         Ok(Self {
             admin,
+            approvals: Arc::new(approvals),
             server,
             upstreams,
             databases,

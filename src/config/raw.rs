@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// The admin HTTP listener. Default: off.
     #[serde(default)]
     pub admin: super::admin::RawAdmin,
+    /// Approvals: store, lifetimes, default approvers, webhooks.
+    #[serde(default)]
+    pub approvals: super::approvals::RawApprovals,
 }
 
 /// `[masking]`: which columns reach which identities masked.
@@ -186,6 +189,27 @@ pub struct RawRule {
     /// as `?`, one space between tokens). Default: none.
     #[serde(default)]
     pub text_regex: Option<String>,
+    /// `require_approval` only (docs/approvals.md): `hold` or `ticket`.
+    /// Default `"hold"`.
+    #[serde(default)]
+    pub approval_mode: Option<String>,
+    /// `require_approval` only: groups whose members may approve. Default
+    /// `[approvals] approvers`.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// `require_approval` only: approvals needed (any one denial ends the
+    /// ticket). Default 1.
+    #[serde(default)]
+    pub approvals_required: Option<u32>,
+    /// `require_approval` only: groups whose statements run at once,
+    /// recorded as self-approved break-glass tickets. Default
+    /// `[approvals] break_glass`.
+    #[serde(default)]
+    pub break_glass: Vec<String>,
+    /// `require_approval` only: this rule's hold deadline outside a
+    /// transaction. Default `[approvals] hold_timeout`.
+    #[serde(default)]
+    pub hold_timeout: Option<String>,
 }
 
 /// A file of rules only (the built-in set).

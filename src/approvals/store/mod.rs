@@ -1,0 +1,106 @@
+//! Where tickets and grants live. Two implementations pass one test suite:
+//! an embedded file store (the default; survives restarts) and a
+//! PostgreSQL store (several instances share approvals; LISTEN / NOTIFY
+//! wakes the instance holding a statement when another records the vote).
+//!
+//! Stores keep records and apply updates atomically; every decision rule
+//! is in `model.rs` (updates are closures over the record), so the two
+//! stores cannot decide differently.
+
+use super::model::{Grant, Ticket};
+use tokio::sync::broadcast;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalStoreError {
+    /// The store could not be read or written.
+    #[error("approval store: {0}")]
+    Unavailable(String),
+    /// No record with this id.
+    #[error("no {kind} {id}")]
+    NotFound {
+        /// `ticket` or `grant`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// A record with this id exists already.
+    #[error("{kind} {id} exists already")]
+    Exists {
+        /// `ticket` or `grant`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// The update refused the change (a vote not counted, a revocation of a
+    /// grant that ended).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A record that changed, in this instance or (for shared stores) another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A ticket was created or updated.
+    Ticket(String),
+    /// A grant was created or revoked.
+    Grant(String),
+}
+
+/// An atomic read-modify-write of one ticket: `Err` leaves it unchanged
+/// and is returned as [`ApprovalStoreError::Refused`].
+pub type TicketUpdate<'a> = &'a (dyn Fn(&mut Ticket) -> Result<(), String> + Send + Sync);
+
+/// An atomic read-modify-write of one grant.
+pub type GrantUpdate<'a> = &'a (dyn Fn(&mut Grant) -> Result<(), String> + Send + Sync);
+
+/// Tickets and grants.
+#[async_trait::async_trait]
+pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new ticket.
+    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), ApprovalStoreError>;
+
+    /// One ticket.
+    async fn ticket(&self, id: &str) -> Result<Option<Ticket>, ApprovalStoreError>;
+
+    /// Tickets, newest first: only pending ones, or all (at most `limit`).
+    async fn tickets(
+        &self,
+        pending_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Ticket>, ApprovalStoreError>;
+
+    /// Applies `update` to ticket `id` atomically (no other update of it
+    /// runs in between, in any instance) and returns the result.
+    async fn update_ticket(
+        &self,
+        id: &str,
+        update: TicketUpdate<'_>,
+    ) -> Result<Ticket, ApprovalStoreError>;
+
+    /// Ticket mode: atomically uses an approved, still valid ticket with
+    /// this `binding` ([`Ticket::consume`]); `None` when there is none.
+    async fn consume(&self, binding: &str, now: u64) -> Result<Option<Ticket>, ApprovalStoreError>;
+
+    /// Stores a new grant.
+    async fn create_grant(&self, grant: &Grant) -> Result<(), ApprovalStoreError>;
+
+    /// Grants, newest first: only those active at `now`, or all (at most
+    /// `limit`).
+    async fn grants(
+        &self,
+        active_at: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Grant>, ApprovalStoreError>;
+
+    /// Applies `update` to grant `id` atomically and returns the result.
+    async fn update_grant(
+        &self,
+        id: &str,
+        update: GrantUpdate<'_>,
+    ) -> Result<Grant, ApprovalStoreError>;
+
+    /// Changes from now on, from every instance sharing the store. A
+    /// lagging receiver must re-read what it cares about.
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+}
