@@ -1,6 +1,9 @@
 //! The DataRow rewrite: 10 text columns, 2 masked (partial and e-mail),
 //! against rows with nothing to mask (forwarded untouched).
 //!
+//! And the guard's verdict for a 100-byte statement: judged afresh (parse)
+//! against remembered by shape with new literals (scan + shape + lookup).
+//!
 //! `cargo bench --bench mask`
 
 use bytes::{BufMut, BytesMut};
@@ -85,5 +88,55 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// About 100 bytes; each run binds new literals.
+fn statement(n: u64) -> String {
+    format!("SELECT id, name, email, ssn FROM public.customers WHERE id = {n} AND status = 'active' ORDER BY id")
+}
+
+fn guard(c: &mut Criterion) {
+    use pgward::mask::guard::{check, Masked};
+    use pgward::mask::memo::{shape_key, Memo};
+    use pgward::policy::lexer::LexSettings;
+    let masked = Masked {
+        tables: vec![(
+            "public".into(),
+            "customers".into(),
+            ["ssn".to_owned(), "email".to_owned()].into(),
+        )],
+        relations: [("public".to_owned(), "customers".to_owned())].into(),
+        ..Masked::default()
+    };
+    let settings = [LexSettings::default()];
+    let first = statement(1);
+    assert!((90..=110).contains(&first.len()), "{} bytes", first.len());
+    check(&first, settings[0], &masked).expect("passes the guard");
+    let mut memo = Memo::new(1024);
+    memo.remember(first.as_bytes(), shape_key(&first, &settings).as_ref(), ());
+    let texts: Vec<String> = (2..1002).map(statement).collect();
+    let mut g = c.benchmark_group("guard_100_byte_statement");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("judged afresh (parse + resolve)", |b| {
+        b.iter(|| {
+            i = (i + 1) % texts.len();
+            black_box(check(&texts[i], settings[0], &masked).is_ok())
+        })
+    });
+    g.bench_function(
+        "remembered by shape, new literals (scan + shape + lookup)",
+        |b| {
+            b.iter(|| {
+                i = (i + 1) % texts.len();
+                let text = &texts[i];
+                let hit = memo.texts.contains_key(text.as_bytes())
+                    || shape_key(text, &settings).is_some_and(|k| memo.shapes.contains_key(&k));
+                assert!(hit);
+                black_box(hit)
+            })
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(benches, bench, guard);
 criterion_main!(benches);

@@ -322,3 +322,40 @@ async fn upserts_copy_lists_explain_analyze_and_lock_pass() {
         .expect("lock");
     assert_no_secret("writes", &drain(&mut rx));
 }
+
+/// The guard caches verdicts by statement shape (issue 13, item 5): texts
+/// that differ only in literals share one. With the cache primed by every
+/// passing case, every refused case, and the same case with its literals
+/// changed, is still refused in the same session; new literals in a
+/// passing shape still come back masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_shapes_never_carry_a_pass_to_a_refused_statement() {
+    let pw = start().await;
+    let (alice, mut rx) = connect_with_messages(&pw.client_config(USER, PASSWORD)).await;
+    for sql in cases(ALLOWED) {
+        if sql.starts_with("BEGIN") || sql.starts_with("COPY") || sql.contains("INSERT") {
+            continue;
+        }
+        let _ = simple(&alice, sql).await;
+        let _ = alice.query(sql, &[]).await;
+    }
+    let changed = |sql: &str| sql.replace('1', "2").replace("'a", "'b");
+    for sql in cases(REFUSED) {
+        for text in [sql.to_owned(), changed(sql)] {
+            match simple(&alice, &text).await {
+                Ok(rows) => panic!("{text}: allowed after the cache was primed: {rows}"),
+                Err(e) => assert_eq!(sqlstate(&e), "42501", "{text}: {e:?}"),
+            }
+            let e = alice.query(&text, &[]).await.expect_err(&text);
+            assert_eq!(sqlstate(&e), "42501", "extended {text}: {e:?}");
+        }
+    }
+    for id in 1..=2 {
+        let sql = format!("SELECT name, ssn FROM customers WHERE id = {id} AND name <> 'x{id}'");
+        let rows = alice.simple_query(&sql).await.expect(&sql);
+        let rows = text_rows(&rows);
+        assert_eq!(rows.len(), 1, "{sql}");
+        assert_eq!(rows[0][1].as_deref(), Some("****"), "{sql}");
+    }
+    assert_no_secret("shape cache", &drain(&mut rx));
+}

@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod exposure;
 pub mod guard;
+pub mod memo;
 pub mod rewrite;
 pub mod rules;
 pub mod store;

@@ -82,6 +82,11 @@ const ALTER: i32 = Token::Alter as i32;
 const DO: i32 = Token::Do as i32;
 const IDENT: i32 = Token::Ident as i32;
 const OPEN_PAREN: i32 = Token::Ascii40 as i32;
+const ORDER: i32 = Token::Order as i32;
+const GROUP: i32 = Token::GroupP as i32;
+const DISTINCT: i32 = Token::Distinct as i32;
+const BY: i32 = Token::By as i32;
+const COMMA: i32 = Token::Ascii44 as i32;
 
 /// Whether a token is a literal (its value left out of shapes).
 fn is_literal(token: i32) -> bool {
@@ -114,13 +119,41 @@ fn text<'a>(sql: &'a str, t: &ScanToken) -> &'a [u8] {
 /// so two statements share a cached verdict only if PostgreSQL's scanner
 /// sees the same tokens in them (no hash collision can join two shapes).
 pub fn shape(sql: &str, tokens: &[ScanToken], settings: LexSettings) -> Vec<u8> {
+    shape_keeping(sql, tokens, settings, false)
+}
+
+/// The shape masking's guard caches its verdicts under: as [`shape`], but
+/// in a statement with ORDER BY, GROUP BY or DISTINCT ON an integer that
+/// could be a select-list position stays (`ORDER BY 2` may sort by a
+/// masked column where `ORDER BY 1` does not). PostgreSQL reads a position
+/// only from a bare integer constant as a list item, so after `BY`, `,` or
+/// `(` (parentheses fold away: `ORDER BY (2)` is a position); `id = 42`
+/// still shares its shape.
+pub fn guard_shape(sql: &str, tokens: &[ScanToken], settings: LexSettings) -> Vec<u8> {
+    let ordinals = tokens
+        .iter()
+        .any(|t| matches!(t.token, ORDER | GROUP | DISTINCT));
+    shape_keeping(sql, tokens, settings, ordinals)
+}
+
+fn shape_keeping(
+    sql: &str,
+    tokens: &[ScanToken],
+    settings: LexSettings,
+    integers: bool,
+) -> Vec<u8> {
     let keep_all = literals_matter(tokens);
     let mut out = Vec::with_capacity(sql.len() + tokens.len() * 3);
     out.push(u8::from(settings.standard_conforming_strings));
     let mut after_set_config = 0u8;
+    let mut previous = 0;
     for t in tokens.iter().filter(|t| !is_comment(t.token)) {
         let bytes = text(sql, t);
-        let keep = keep_all || !is_literal(t.token) || after_set_config == 2;
+        let keep = keep_all
+            || !is_literal(t.token)
+            || after_set_config == 2
+            || (integers && t.token == ICONST && matches!(previous, BY | COMMA | OPEN_PAREN));
+        previous = t.token;
         // Tracks `set_config` `(` <literal>: the literal names the setting.
         after_set_config = match (after_set_config, t.token) {
             (_, IDENT) if bytes.eq_ignore_ascii_case(b"set_config") => 1,
@@ -165,6 +198,45 @@ pub fn normalized(sql: &str, tokens: &[ScanToken], range: Range<usize>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn guard(sql: &str) -> Vec<u8> {
+        let s = LexSettings::default();
+        guard_shape(sql, &scan(sql, s).expect("scans"), s)
+    }
+
+    #[test]
+    fn the_guard_shape_keeps_positions_and_drops_other_literals() {
+        // A select-list position chooses a column.
+        for (a, b) in [
+            (
+                "SELECT a, b FROM t ORDER BY 1",
+                "SELECT a, b FROM t ORDER BY 2",
+            ),
+            (
+                "SELECT a, b FROM t GROUP BY 1",
+                "SELECT a, b FROM t GROUP BY 2",
+            ),
+            (
+                "SELECT DISTINCT ON (1) a, b FROM t",
+                "SELECT DISTINCT ON (2) a, b FROM t",
+            ),
+        ] {
+            assert_ne!(guard(a), guard(b), "{a} / {b}");
+        }
+        // Elsewhere literals are left out, as in the rules' shape.
+        assert_eq!(
+            guard("SELECT a FROM t WHERE id = 1 AND n = 'x'"),
+            guard("SELECT a FROM t WHERE id = 22 AND n = 'yy'")
+        );
+        assert_eq!(
+            guard("SELECT a FROM t WHERE id = 1 ORDER BY a LIMIT 10 OFFSET 'x'"),
+            guard("SELECT a FROM t WHERE id = 7 ORDER BY a LIMIT 20 OFFSET 'y'")
+        );
+        assert_ne!(
+            guard("SELECT a, b FROM t ORDER BY a, (1)"),
+            guard("SELECT a, b FROM t ORDER BY a, (2)")
+        );
+    }
 
     fn fp(sql: &str, scs: bool, _: &()) -> Vec<u8> {
         let s = LexSettings {

@@ -16,6 +16,7 @@ use super::rules::ReportedSettings;
 use super::tracker::ResultInfo;
 use crate::mask::exposure::{self, Exposure, Untrusted};
 use crate::mask::guard::{self, Masked};
+use crate::mask::memo::{self, Memo};
 use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
@@ -42,17 +43,46 @@ struct View {
     map: Arc<crate::mask::catalog::MaskMap>,
     config: Arc<MaskConfig>,
     guard: Masked,
-    /// Texts the guard passed under this map (drivers repeat their Parse
-    /// texts); emptied when full, and gone with the view when the map or
-    /// the rules change.
-    passed: std::collections::HashSet<Vec<u8>>,
+    /// Texts and shapes the guard passed under this map (drivers repeat
+    /// their Parse texts, applications their shapes with new literals);
+    /// gone with the view when the map or the rules change.
+    passed: Memo<()>,
     /// The identity's masked tables, as (schema, table).
     masked_tables: std::collections::BTreeSet<(String, String)>,
-    /// What texts expose beyond their rows, by text (bounded like `passed`).
-    exposures: std::collections::HashMap<Vec<u8>, Exposure>,
+    /// What texts expose beyond their rows, by text and by shape.
+    exposures: Memo<Exposure>,
+    /// The last text's shape key: the guard and the exposure of one
+    /// request scan the text once.
+    last_shape: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// Most texts remembered as passed per session.
+impl View {
+    /// [`memo::shape_key`] of `sql`, remembered for the last text.
+    fn shape_key(&mut self, sql: &str, settings: LexSettings) -> Option<Vec<u8>> {
+        if let Some((text, key)) = &self.last_shape {
+            if text.as_slice() == sql.as_bytes() {
+                return key.clone();
+            }
+        }
+        let key = memo::shape_key(sql, &readings(sql, settings));
+        self.last_shape = Some((sql.as_bytes().to_vec(), key.clone()));
+        key
+    }
+
+    /// Whether the guard passed this text, or one of its shape.
+    fn passed(&mut self, sql: &str, settings: LexSettings) -> (bool, Option<Vec<u8>>) {
+        if self.passed.texts.contains_key(sql.as_bytes()) {
+            return (true, None);
+        }
+        let shape = self.shape_key(sql, settings);
+        let hit = shape
+            .as_ref()
+            .is_some_and(|k| self.passed.shapes.contains_key(k));
+        (hit, shape)
+    }
+}
+
+/// Most texts, and most shapes, remembered per session.
 const PASSED_TEXTS: usize = 1024;
 
 /// The masking phase of one session.
@@ -143,9 +173,10 @@ impl MaskPhase {
                 map,
                 config,
                 guard,
-                passed: std::collections::HashSet::new(),
+                passed: Memo::new(PASSED_TEXTS),
                 masked_tables,
-                exposures: std::collections::HashMap::new(),
+                exposures: Memo::new(PASSED_TEXTS),
+                last_shape: None,
             });
         }
         cached.as_mut().map(f)
@@ -164,16 +195,14 @@ impl MaskPhase {
         }
         let settings = self.settings.lexing();
         let verdict = self.with_view(|view| {
-            if view.passed.contains(text) {
+            let (hit, shape) = view.passed(sql, settings);
+            if hit {
                 return Ok::<bool, guard::Leak>(false);
             }
             for reading in readings(sql, settings) {
                 guard::check(sql, reading, &view.guard)?;
             }
-            if view.passed.len() >= PASSED_TEXTS {
-                view.passed.clear();
-            }
-            view.passed.insert(text.to_vec());
+            view.passed.remember(text, shape.as_ref(), ());
             Ok(false)
         });
         match verdict {
@@ -198,20 +227,21 @@ impl MaskPhase {
         self.with_view(|view| {
             // Bind and Execute repeat their statement's text: a lookup,
             // no UTF-8 check or parse, once it is known.
-            if let Some(known) = view.exposures.get(text) {
+            if let Some(known) = view.exposures.texts.get(text) {
                 return Some(known.clone());
             }
             let sql = std::str::from_utf8(text).ok()?;
+            let shape = view.shape_key(sql, settings);
+            if let Some(known) = shape.as_ref().and_then(|k| view.exposures.shapes.get(k)) {
+                return Some(known.clone());
+            }
             let found = exposure::analyze_readings(
                 sql,
                 &readings(sql, settings),
                 &view.map,
                 &view.masked_tables,
             );
-            if view.exposures.len() >= PASSED_TEXTS {
-                view.exposures.clear();
-            }
-            view.exposures.insert(text.to_vec(), found.clone());
+            view.exposures.remember(text, shape.as_ref(), found.clone());
             Some(found)
         })
         .flatten()

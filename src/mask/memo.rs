@@ -1,0 +1,58 @@
+//! Masking's verdicts remembered per session: by exact text, then by the
+//! statement's shape under every reading the guard makes of it, so an
+//! application's repeated shapes with new literals cost one scan and one
+//! lookup instead of a parse.
+
+use crate::policy::lexer::{self, LexSettings};
+
+/// Verdicts remembered by exact text, then by shape (literals left out
+/// where they cannot change the verdict: `lexer::guard_shape`); each map
+/// is emptied when full.
+pub struct Memo<T> {
+    limit: usize,
+    /// By exact text.
+    pub texts: std::collections::HashMap<Vec<u8>, T>,
+    /// By shape key.
+    pub shapes: std::collections::HashMap<Vec<u8>, T>,
+}
+
+impl<T: Clone> Memo<T> {
+    /// An empty memo of at most `limit` texts and `limit` shapes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            texts: Default::default(),
+            shapes: Default::default(),
+        }
+    }
+
+    /// Remembers `value` for `text` and, when it has one, its shape key.
+    pub fn remember(&mut self, text: &[u8], shape: Option<&Vec<u8>>, value: T) {
+        if self.texts.len() >= self.limit {
+            self.texts.clear();
+        }
+        self.texts.insert(text.to_vec(), value.clone());
+        if let Some(shape) = shape {
+            if self.shapes.len() >= self.limit {
+                self.shapes.clear();
+            }
+            self.shapes.insert(shape.clone(), value);
+        }
+    }
+}
+
+/// The key `sql` is remembered under: each reading's guard shape
+/// ([`lexer::guard_shape`]), length-prefixed, so two texts share a key only
+/// if PostgreSQL's scanner sees the same tokens in them under every reading
+/// the guard judges; `None` when a reading does not scan (then nothing is
+/// shared by shape).
+pub fn shape_key(sql: &str, readings: &[LexSettings]) -> Option<Vec<u8>> {
+    let mut key = Vec::with_capacity(sql.len() * 2);
+    for reading in readings {
+        let tokens = lexer::scan(sql, *reading).ok()?;
+        let shape = lexer::guard_shape(sql, &tokens, *reading);
+        key.extend_from_slice(&(shape.len() as u64).to_le_bytes());
+        key.extend_from_slice(&shape);
+    }
+    Some(key)
+}
