@@ -146,6 +146,19 @@ async fn metrics_parse_as_prometheus_text_and_count_the_traffic() {
         Some(1.0)
     );
     assert!(sample(&text, "pgward_client_bytes_sent_total").is_some_and(|b| b > 0.0));
+    // Every byte the client sent is counted: one more Query of 14 bytes
+    // (tag, length, "SELECT 1\0") adds exactly that. (The query before
+    // it also brings in what the client sent with no answer to count it
+    // by, such as tokio-postgres closing its statement.)
+    let received = |text: &str| sample(text, "pgward_client_bytes_received_total");
+    assert!(received(&text).is_some_and(|b| b >= (5 * 14 + 2 * 24 + 16) as f64));
+    client.simple_query("SELECT 1").await.expect("select");
+    let (_, text) = http(addr, "GET", "/metrics", ROOT).await;
+    let before = received(&text).expect("bytes received");
+    client.simple_query("SELECT 1").await.expect("select");
+    let (_, after) = http(addr, "GET", "/metrics", ROOT).await;
+    assert_eq!(received(&after), Some(before + 14.0), "{after}");
+    assert_eq!(sample(&after, "pgward_masked_cells_total"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

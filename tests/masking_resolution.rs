@@ -323,6 +323,34 @@ async fn upserts_copy_lists_explain_analyze_and_lock_pass() {
     assert_no_secret("writes", &drain(&mut rx));
 }
 
+/// Masked cells are counted for `/metrics` (NULLs are not masked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_cells_are_counted() {
+    use std::sync::atomic::Ordering;
+    let pw = start().await;
+    let alice = pw.connect().await;
+    let cells = || pw.gateway.metrics.masked_cells.load(Ordering::Relaxed);
+    assert_eq!(cells(), 0);
+    alice
+        .simple_query("SELECT id, ssn, email FROM customers")
+        .await
+        .expect("masked select");
+    assert_eq!(cells(), 4);
+    alice
+        .query(
+            "SELECT ssn, NULL::text AS n FROM customers WHERE id = $1",
+            &[&1i32],
+        )
+        .await
+        .expect("extended");
+    assert_eq!(cells(), 5);
+    alice
+        .simple_query("SELECT id, name FROM customers")
+        .await
+        .expect("nothing masked");
+    assert_eq!(cells(), 5);
+}
+
 /// The guard caches verdicts by statement shape (issue 13, item 5): texts
 /// that differ only in literals share one. With the cache primed by every
 /// passing case, every refused case, and the same case with its literals

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub statements_failed: AtomicU64,
     /// Bytes sent to clients (counted at each request's end).
     pub bytes_to_clients: AtomicU64,
+    /// Bytes received from clients (counted at each request's end).
+    pub bytes_from_clients: AtomicU64,
+    /// DataRow cells masked (counted at each result's end).
+    pub masked_cells: AtomicU64,
     /// Failed logins to upstreams.
     pub backend_connect_failures: AtomicU64,
     /// Reloads accepted.
@@ -70,6 +74,7 @@ impl Metrics {
 pub(crate) struct MetricsPhase {
     metrics: Arc<Metrics>,
     last_bytes: u64,
+    last_bytes_in: u64,
     /// Refused requests whose stand-in's error is still to come (not to be
     /// counted again as a failure).
     refused: std::collections::VecDeque<u64>,
@@ -81,6 +86,7 @@ impl MetricsPhase {
         Self {
             metrics,
             last_bytes: 0,
+            last_bytes_in: 0,
             refused: std::collections::VecDeque::new(),
         }
     }
@@ -102,6 +108,11 @@ impl Phase for MetricsPhase {
             Ordering::Relaxed,
         );
         self.last_bytes = self.last_bytes.max(o.bytes_to_client);
+        m.bytes_from_clients.fetch_add(
+            o.bytes_from_client.saturating_sub(self.last_bytes_in),
+            Ordering::Relaxed,
+        );
+        self.last_bytes_in = self.last_bytes_in.max(o.bytes_from_client);
         // Refusals whose stand-in was skipped have no outcome: let them go.
         while self.refused.front().is_some_and(|id| *id < o.request_id) {
             self.refused.pop_front();
@@ -234,6 +245,18 @@ pub fn render(gw: &Gateway) -> String {
         "pgward_client_bytes_sent_total",
         "Bytes sent to clients.",
         load(&m.bytes_to_clients),
+    );
+    counter(
+        &mut out,
+        "pgward_client_bytes_received_total",
+        "Bytes received from clients (startup excluded).",
+        load(&m.bytes_from_clients),
+    );
+    counter(
+        &mut out,
+        "pgward_masked_cells_total",
+        "DataRow cells pgward masked (NULLs are not counted).",
+        load(&m.masked_cells),
     );
     counter(
         &mut out,

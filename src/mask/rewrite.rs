@@ -37,13 +37,14 @@ pub struct RowMismatch;
 
 /// Applies `plan` to one whole DataRow message (`raw`: tag, length, body),
 /// appending the row to send to `out` (the relay's outgoing buffer: no
-/// allocation of its own). On error nothing is appended.
+/// allocation of its own). Returns the cells it masked (NULLs stay NULL
+/// and are not counted). On error nothing is appended.
 pub fn rewrite_into(
     raw: &[u8],
     plan: &RowPlan,
     key: &HashKey,
     out: &mut BytesMut,
-) -> Result<(), RowMismatch> {
+) -> Result<u64, RowMismatch> {
     let start = out.len();
     let result = write_row(raw, plan, key, out);
     if result.is_err() {
@@ -57,10 +58,10 @@ fn write_row(
     plan: &RowPlan,
     key: &HashKey,
     out: &mut BytesMut,
-) -> Result<(), RowMismatch> {
+) -> Result<u64, RowMismatch> {
     if !plan.masks_anything() {
         out.extend_from_slice(raw);
-        return Ok(());
+        return Ok(0);
     }
     let body = raw.get(5..).ok_or(RowMismatch)?;
     let count = body.get(..2).ok_or(RowMismatch)?;
@@ -76,6 +77,7 @@ fn write_row(
     // `copied` is the end of body bytes already in `out`.
     let mut copied = 0;
     let mut at = 2;
+    let mut masked = 0;
     for column in &plan.columns {
         let len_bytes = body.get(at..at + 4).ok_or(RowMismatch)?;
         let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
@@ -109,6 +111,7 @@ fn write_row(
             };
             out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
             copied = end;
+            masked += 1;
         }
         at = end;
     }
@@ -118,7 +121,7 @@ fn write_row(
     out.extend_from_slice(&body[copied..]);
     let len = i32::try_from(out.len() - row_start - 1).map_err(|_| RowMismatch)?;
     out[row_start + 1..row_start + 5].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    Ok(masked)
 }
 
 #[cfg(test)]

@@ -110,6 +110,10 @@ pub struct MaskPhase {
     /// may run code pgward cannot see into: the server's error and notice
     /// messages before them are withheld.
     unclean: std::collections::BTreeSet<u64>,
+    /// Cells masked in the result in progress, added to `metrics` at its
+    /// end (one shared atomic per result, not per row).
+    masked_cells: u64,
+    metrics: Arc<crate::admin::Metrics>,
 }
 
 impl MaskPhase {
@@ -119,6 +123,7 @@ impl MaskPhase {
         map: Arc<UpstreamMap>,
         identity: Identity,
         settings: Arc<ReportedSettings>,
+        metrics: Arc<crate::admin::Metrics>,
     ) -> Option<Self> {
         let config = map.config();
         if !config.rules.iter().any(|r| r.applies_to(&identity)) {
@@ -137,6 +142,8 @@ impl MaskPhase {
             map_before_ddl: None,
             answered: 0,
             unclean: std::collections::BTreeSet::new(),
+            masked_cells: 0,
+            metrics,
         })
     }
 
@@ -484,13 +491,20 @@ impl Phase for MaskPhase {
 
     fn on_row(&mut self, raw: FrameRef<'_>, out: &mut BytesMut) {
         if let Some(Plan::Rewrite(plan)) = &self.plan {
-            if let Err(e) = rewrite::rewrite_into(raw.raw(), plan, &self.key, out) {
-                self.plan = Some(Plan::Withhold(e.to_string()));
+            match rewrite::rewrite_into(raw.raw(), plan, &self.key, out) {
+                Ok(cells) => self.masked_cells += cells,
+                Err(e) => self.plan = Some(Plan::Withhold(e.to_string())),
             }
         }
     }
 
     fn on_result_end(&mut self) -> Option<BytesMut> {
+        if self.masked_cells > 0 {
+            self.metrics.masked_cells.fetch_add(
+                std::mem::take(&mut self.masked_cells),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         match self.plan.take() {
             Some(Plan::Withhold(why)) => {
                 let mut out = BytesMut::new();

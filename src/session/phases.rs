@@ -198,6 +198,9 @@ pub struct Outcome<'a> {
     pub duration: Option<Duration>,
     /// Bytes sent to the client in the session so far.
     pub bytes_to_client: u64,
+    /// Bytes received from the client in the session so far (startup
+    /// excluded).
+    pub bytes_from_client: u64,
 }
 
 /// A request that was refused, for phases that want outcomes (whatever

@@ -55,7 +55,12 @@ pub(crate) async fn build(
     settings.apply_startup(startup_effects);
     let map = gw.masks.get(upstream);
     let mask = map.and_then(|m| {
-        MaskPhase::for_identity(Arc::clone(m), identity.clone(), Arc::clone(&settings))
+        MaskPhase::for_identity(
+            Arc::clone(m),
+            identity.clone(),
+            Arc::clone(&settings),
+            Arc::clone(&gw.metrics),
+        )
     });
     if let (Some(_), Some(map)) = (&mask, map) {
         map.ensure().await.map_err(|e| {

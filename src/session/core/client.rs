@@ -75,6 +75,11 @@ impl Core {
                     .ok_or_else(|| malformed("invalid frame"))?;
                 self.client_frame(frame, to_server)?
             };
+            // A held frame stays in `input` and is counted when it is
+            // handled after the hold.
+            if !matches!(flow, Flow::Held(_)) {
+                self.bytes_from_client += header.total_len as u64;
+            }
             match flow {
                 Flow::Next => input.advance(header.total_len),
                 Flow::Held(wait) => return Ok(ClientStep::Hold(wait)),

@@ -137,6 +137,8 @@ pub(crate) struct Core {
     takes_rows: bool,
     /// Bytes the core has handed to the client side.
     bytes_to_client: u64,
+    /// Client bytes handled (startup excluded).
+    bytes_from_client: u64,
     /// Server bytes ahead of the frame being handled, already handled and
     /// bound for the client but not yet counted in `bytes_to_client`.
     run_ahead: u64,
@@ -177,6 +179,7 @@ impl Core {
             rewrites_notices,
             takes_rows,
             bytes_to_client: 0,
+            bytes_from_client: 0,
             run_ahead: 0,
             tap: None,
         }

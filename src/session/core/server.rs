@@ -416,6 +416,7 @@ impl Core {
             sqlstate,
             duration: sent.map(|s| s.elapsed()),
             bytes_to_client: self.bytes_to_client + self.run_ahead,
+            bytes_from_client: self.bytes_from_client,
         };
         for phase in &mut self.phases {
             if phase.wants_outcomes() {
