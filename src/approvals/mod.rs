@@ -9,3 +9,5 @@
 
 pub mod model;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testkit;
