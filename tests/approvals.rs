@@ -830,3 +830,94 @@ async fn parameters_that_may_be_masked_are_withheld_from_approvers() {
         .expect("vote");
     assert_eq!(update.await.expect("task").expect("ran"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_records_tickets_outcomes_and_approvers() {
+    let keys = tempfile::tempdir().expect("dir");
+    let (private, _) = pgward::record::chain::generate_key();
+    std::fs::write(keys.path().join("audit.key"), private).expect("key");
+    let trail = keys.path().join("trail");
+    let audit = format!(
+        "[audit]\nenabled = true\ndirectory = \"{}\"\nsigning_key_file = \"{}\"\n",
+        trail.display(),
+        keys.path().join("audit.key").display()
+    );
+    let ticket_rule = "[[policy.rules]]\nname = \"ticket-appr_audit2\"\naction = \"require_approval\"\n\
+                       approval_mode = \"ticket\"\nkinds = [\"update\"]\nrelations = [\"appr_audit2\"]\n";
+    let (pw, _dir) = start("appr_audit", ticket_rule, &audit).await;
+    table(&pw, "appr_audit2").await;
+    let approvals = Arc::clone(pw.gateway.approvals());
+    let client = Arc::new(pw.connect().await);
+
+    let c = Arc::clone(&client);
+    let approved = tokio::spawn(async move {
+        c.simple_query("UPDATE appr_audit SET v = 2 WHERE id = 1")
+            .await
+    });
+    let t1 = pending(&pw, &[]).await;
+    approvals
+        .vote(&t1.id, &carol(), true, None)
+        .await
+        .expect("approve");
+    approved.await.expect("task").expect("ran");
+    let c = Arc::clone(&client);
+    let denied = tokio::spawn(async move {
+        c.simple_query("UPDATE appr_audit SET v = 3 WHERE id = 1")
+            .await
+    });
+    let t2 = pending(&pw, &[&t1.id]).await;
+    approvals
+        .vote(&t2.id, &dave(), false, Some("no".into()))
+        .await
+        .expect("deny");
+    assert!(denied.await.expect("task").is_err());
+    let t3 = ticket_of(&set_v(&client, "appr_audit2", 5).await.expect_err("ticket"));
+    approvals
+        .vote(&t3, &carol(), true, None)
+        .await
+        .expect("approve");
+    assert_eq!(set_v(&client, "appr_audit2", 5).await.expect("used"), 1);
+    drop(client);
+    pw.shutdown().await;
+
+    let mut files: Vec<_> = std::fs::read_dir(&trail)
+        .expect("trail")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let records: Vec<serde_json::Value> = files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("JSON"))
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .filter(|r: &serde_json::Value| r["type"] == "statement" && r["approval"].is_object())
+        .collect();
+    let of = |statement: &str, decision: &str| {
+        records
+            .iter()
+            .find(|r| r["statement"] == statement && r["decision"] == decision)
+            .unwrap_or_else(|| panic!("no {decision} record of {statement}: {records:#?}"))
+            .clone()
+    };
+    let r = of("UPDATE appr_audit SET v = 2 WHERE id = 1", "allowed");
+    assert_eq!(r["approval"]["ticket"], t1.id.as_str());
+    assert_eq!(r["approval"]["outcome"], "approved");
+    assert_eq!(r["approval"]["approvers"], serde_json::json!(["carol"]));
+    assert_eq!(r["held_by"], "rules");
+    let r = of("UPDATE appr_audit SET v = 3 WHERE id = 1", "refused");
+    assert_eq!(r["approval"]["outcome"], "denied");
+    assert_eq!(r["approval"]["approvers"], serde_json::json!(["dave"]));
+    assert_eq!(r["sqlstate"], "42501");
+    let r = of("UPDATE appr_audit2 SET v = $1 WHERE id = 1", "refused");
+    assert_eq!(r["approval"]["outcome"], "ticket_refused");
+    assert_eq!(r["approval"]["ticket"], t3.as_str());
+    let r = of("UPDATE appr_audit2 SET v = $1 WHERE id = 1", "allowed");
+    assert_eq!(r["message"], "execute");
+    assert_eq!(r["approval"]["outcome"], "ticket_used");
+    assert_eq!(r["approval"]["ticket"], t3.as_str());
+    assert_eq!(r["approval"]["approvers"], serde_json::json!(["carol"]));
+}
