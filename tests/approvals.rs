@@ -921,3 +921,69 @@ async fn the_audit_trail_records_tickets_outcomes_and_approvers() {
     assert_eq!(r["approval"]["ticket"], t3.as_str());
     assert_eq!(r["approval"]["approvers"], serde_json::json!(["carol"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_new_is_held_once_shutdown_has_begun() {
+    let (pw, _dir) = start("appr_draining", "", "").await;
+    let approvals = Arc::clone(pw.gateway.approvals());
+    let registry = Arc::clone(&pw.gateway.registry);
+    let client = pw.connect().await;
+    // A transaction keeps the drain waiting for this session.
+    client.batch_execute("BEGIN").await.expect("begin");
+    let stopping = tokio::spawn(pw.shutdown());
+    for _ in 0..1000 {
+        if registry.shutdown_phase() != pgward::session::ShutdownPhase::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let e = client
+        .simple_query("UPDATE appr_draining SET v = 2 WHERE id = 1")
+        .await
+        .expect_err("refused at once");
+    assert_eq!(sqlstate(&e), "57P01", "{e:?}");
+    drop(client);
+    stopping.await.expect("stopped");
+    let all = approvals.tickets(false, 10).await.expect("all");
+    assert_eq!(all.len(), 1);
+    ticket_in_store(&approvals, &all[0].id, TicketState::Withdrawn).await;
+}
+
+/// Waits (polling) until ticket `id` is in `state`, without a running pgward.
+async fn ticket_in_store(approvals: &pgward::approvals::Approvals, id: &str, state: TicketState) {
+    for _ in 0..1000 {
+        if approvals.ticket(id).await.expect("read").map(|t| t.state) == Some(state) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("ticket {id} never became {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_cannot_pile_up_pending_tickets() {
+    let (pw, _dir) = start("appr_flood", "approval_mode = \"ticket\"", "").await;
+    let client = pw.connect().await;
+    let max = pgward::approvals::service::MAX_PENDING_PER_IDENTITY;
+    for v in 0..max {
+        let e = set_v(&client, "appr_flood", i32::try_from(v).expect("small"))
+            .await
+            .expect_err("ticket");
+        ticket_of(&e);
+    }
+    let e = set_v(&client, "appr_flood", -1).await.expect_err("limited");
+    assert_eq!(sqlstate(&e), "53000", "{e:?}");
+    assert!(message(&e).contains("tickets pending already"), "{e:?}");
+    // A retry of a pending one still names its ticket.
+    let again = set_v(&client, "appr_flood", 0).await.expect_err("pending");
+    assert!(message(&again).contains("still pending"), "{again:?}");
+    assert_eq!(
+        pw.gateway
+            .approvals()
+            .tickets(true, 100)
+            .await
+            .expect("pending")
+            .len(),
+        max
+    );
+}

@@ -53,6 +53,19 @@ struct Waiter {
     note: Option<Note>,
 }
 
+/// A ticket-mode ticket made here and not yet decided, by binding.
+#[derive(Debug, Clone)]
+struct PendingTicket {
+    id: String,
+    user: String,
+    expires_at: u64,
+}
+
+/// Pending ticket-mode tickets one identity may have made in this instance
+/// at once: each refused statement makes one, so a client could otherwise
+/// fill the store with them.
+pub const MAX_PENDING_PER_IDENTITY: usize = 20;
+
 /// Approvals for one gateway.
 pub struct Approvals {
     store: Arc<dyn ApprovalStore>,
@@ -63,9 +76,10 @@ pub struct Approvals {
     grants: ArcSwap<Vec<Grant>>,
     /// Client database -> the roles a grant may elevate to there.
     roles: BTreeMap<String, BTreeSet<String>>,
-    /// Ticket mode: the pending ticket of a binding, so a retry before the
+    /// Ticket mode: the pending ticket of a binding (id, requester, expiry),
+    /// so a retry before the
     /// decision names the same ticket instead of making another.
-    pending: Mutex<HashMap<String, String>>,
+    pending: Mutex<HashMap<String, PendingTicket>>,
     /// Starts the store's own tasks (the file store's follower), once.
     start_store: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     metrics: Arc<crate::admin::Metrics>,
@@ -556,7 +570,16 @@ impl Approvals {
                 return Release::Refuse(store_refusal(&e));
             }
         }
-        let known = lock(&self.pending).get(&ticket.binding).cloned();
+        let now = now_ms();
+        let (known, open) = {
+            let mut pending = lock(&self.pending);
+            pending.retain(|_, p| p.expires_at > now);
+            let open = pending
+                .values()
+                .filter(|p| p.user == ticket.requester.user)
+                .count();
+            (pending.get(&ticket.binding).map(|p| p.id.clone()), open)
+        };
         if let Some(id) = known {
             if let Ok(Some(t)) = self.store.ticket(&id).await {
                 if t.state == TicketState::Pending {
@@ -565,6 +588,19 @@ impl Approvals {
                 }
             }
         }
+        if open >= MAX_PENDING_PER_IDENTITY {
+            noted("too_many_pending", &ticket.id, None);
+            return Release::Refuse(
+                Refusal::new(
+                    Sqlstate::INSUFFICIENT_RESOURCES,
+                    format!(
+                        "statement requires approval by pgward rule \"{}\", but {} has {MAX_PENDING_PER_IDENTITY} tickets pending already",
+                        ticket.rule, ticket.requester.user
+                    ),
+                )
+                .with_hint("Wait for the pending tickets to be decided or to expire."),
+            );
+        }
         if let Err(e) = self.store.create_ticket(&ticket).await {
             noted("store_failed", &ticket.id, None);
             return Release::Refuse(store_refusal(&e));
@@ -572,12 +608,20 @@ impl Approvals {
         noted("ticket_refused", &ticket.id, None);
         self.metrics.approvals.ticket_made();
         let mut pending = lock(&self.pending);
-        // Bounded: the oldest binding is forgotten (its retry only makes a
-        // second ticket).
-        if pending.len() >= 10_000 {
+        // Bounded by the per-identity limit, and by expiry; a last resort
+        // against many identities (a forgotten binding's retry only makes
+        // a second ticket).
+        if pending.len() >= 100_000 {
             pending.clear();
         }
-        pending.insert(ticket.binding.clone(), ticket.id.clone());
+        pending.insert(
+            ticket.binding.clone(),
+            PendingTicket {
+                id: ticket.id.clone(),
+                user: ticket.requester.user.clone(),
+                expires_at: ticket.expires_at,
+            },
+        );
         drop(pending);
         Release::Refuse(self.ticket_refusal(&ticket, false))
     }
