@@ -1,5 +1,5 @@
-//! What a reload may change: `[policy]`, `[masking]` and `[tokens]`,
-//! nothing else.
+//! What a reload may change: `[policy]`, `[masking]`, `[tokens]` and
+//! `[approvals]` (but not its store), nothing else.
 //!
 //! A reload parses and validates the whole file exactly as startup does
 //! (`Config::load`), then this pure check compares it with the running
@@ -54,12 +54,16 @@ pub fn reload_refusal(
     if running.admin != new.admin {
         return Some(restart("[admin]"));
     }
+    // Held statements and their tickets live in the running store.
+    if running.approvals.store != new.approvals.store {
+        return Some(restart("approvals.store (or its path)"));
+    }
     None
 }
 
 fn restart(what: &str) -> String {
     format!(
-        "{what} changed; a reload changes only [policy], [masking] and [tokens], restart pgward to apply it"
+        "{what} changed; a reload changes only [policy], [masking], [tokens] and [approvals] (not its store), restart pgward to apply it"
     )
 }
 
@@ -124,5 +128,19 @@ mod tests {
             let got = check(&text).unwrap_or_default();
             assert!(got.contains(reason), "{text}\n=> {got:?}");
         }
+    }
+
+    #[test]
+    fn approvals_settings_reload_but_not_their_store() {
+        let v = ScramVerifier::generate("pw");
+        let with = |approvals: &str| format!("{}\n[approvals]\n{approvals}\n", base(&v, ""));
+        let running = parse(&with("hold_timeout = \"1m\""));
+        let check = |text: &str| reload_refusal(&running, &running.sections, &parse(text));
+        assert_eq!(
+            check(&with("hold_timeout = \"2m\"\napprovers = [\"ops\"]")),
+            None
+        );
+        let moved = check(&with("path = \"elsewhere.jsonl\"")).unwrap_or_default();
+        assert!(moved.contains("approvals.store"), "{moved}");
     }
 }

@@ -77,6 +77,59 @@ pub struct Hold {
     pub deadline: Instant,
     /// The decision; a dropped sender refuses the request.
     pub decision: oneshot::Receiver<Release>,
+    /// Called (at once, with no I/O) when the hold ends without its
+    /// decision (cancel, disconnect, shutdown, deadline); dropped uncalled
+    /// when the decision ended it or the session ended otherwise.
+    pub ended: Option<OnHoldEnd>,
+    /// The refusal at the deadline, in place of the generic one.
+    pub timed_out: Option<Refusal>,
+}
+
+impl Hold {
+    /// A hold with nothing but its deadline and decision.
+    pub fn new(deadline: Instant, decision: oneshot::Receiver<Release>) -> Self {
+        Self {
+            notice: None,
+            deadline,
+            decision,
+            ended: None,
+            timed_out: None,
+        }
+    }
+}
+
+/// What a holder is told when its hold ends without its decision.
+pub struct OnHoldEnd(Box<dyn FnOnce(HoldEnd) + Send>);
+
+impl OnHoldEnd {
+    /// Calls `f` with the reason.
+    pub fn new(f: impl FnOnce(HoldEnd) + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    /// Tells the holder.
+    pub fn call(self, why: HoldEnd) {
+        (self.0)(why);
+    }
+}
+
+impl std::fmt::Debug for OnHoldEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnHoldEnd")
+    }
+}
+
+/// Why a hold ended without its decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// The client sent a CancelRequest.
+    Cancelled,
+    /// The client went away.
+    Disconnected,
+    /// pgward is shutting down.
+    Shutdown,
+    /// The deadline passed.
+    Deadline,
 }
 
 /// How a hold ends.

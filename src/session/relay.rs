@@ -13,7 +13,7 @@
 //! protocol state.
 
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
-use super::phases::{Refusal, Release};
+use super::phases::{HoldEnd, Refusal, Release};
 use super::read_sizer::{read_some, ReadSizer};
 use super::registry::{Control, Registration, SessionState};
 use super::ShutdownPhase;
@@ -104,7 +104,17 @@ impl Relay {
             if hold.is_none() && !terminating {
                 match self.core.client_input(&mut client_in, &mut to_server) {
                     Ok(ClientStep::NeedMore) => {}
-                    Ok(ClientStep::Hold(wait)) => hold = Some(wait),
+                    Ok(ClientStep::Hold(wait)) => {
+                        if self.registration.shutdown_phase() == ShutdownPhase::Running {
+                            hold = Some(wait);
+                        } else {
+                            // Shutting down: nothing new waits (the holds
+                            // already waiting were refused when it began).
+                            wait.end(HoldEnd::Shutdown);
+                            self.core.release(Release::Refuse(shutdown_refusal()));
+                            continue;
+                        }
+                    }
                     Ok(ClientStep::Terminate) => terminating = true,
                     Err(e) => return self.fatal(core_error(e), &to_client).await,
                 }
@@ -241,7 +251,8 @@ impl Relay {
                     // A cancel withdraws a held request (the cancel connection
                     // signals the server itself).
                     Control::Cancel => {
-                        if hold.take().is_some() {
+                        if let Some(h) = hold.take() {
+                            h.end(HoldEnd::Cancelled);
                             self.core.release(Release::Refuse(Refusal::new(
                                 Sqlstate::QUERY_CANCELED,
                                 "canceling statement due to user request",
@@ -256,11 +267,9 @@ impl Relay {
                     // The phase itself is read from the registry at the top
                     // of the loop and when quiet.
                     Control::Shutdown => {
-                        if hold.take().is_some() {
-                            self.core.release(Release::Refuse(Refusal::new(
-                                Sqlstate::ADMIN_SHUTDOWN,
-                                "pgward is shutting down: the held statement was not run",
-                            )));
+                        if let Some(h) = hold.take() {
+                            h.end(HoldEnd::Shutdown);
+                            self.core.release(Release::Refuse(shutdown_refusal()));
                         }
                     }
                 },
@@ -286,11 +295,15 @@ impl Relay {
                         None => std::future::pending().await,
                     }
                 }, if held_deadline.is_some() => {
-                    hold = None;
-                    self.core.release(Release::Refuse(Refusal::new(
+                    let refusal = hold.take().and_then(|mut h| {
+                        let refusal = h.timed_out.take();
+                        h.end(HoldEnd::Deadline);
+                        refusal
+                    });
+                    self.core.release(Release::Refuse(refusal.unwrap_or_else(|| Refusal::new(
                         Sqlstate::QUERY_CANCELED,
                         "canceling statement: it was held longer than its deadline",
-                    )));
+                    ))));
                 }
                 done = write_or_flush(&mut self.backend_w, &to_server),
                     if !to_server.is_empty() || flush_server => match done.map_err(lost)? {
@@ -323,11 +336,21 @@ impl Relay {
                     }
                 }
                 read = read_some(&mut self.client_r, &mut client_in), if read_client => {
-                    let n = read?;
+                    let n = match read {
+                        Ok(n) => n,
+                        Err(e) => {
+                            if let Some(h) = hold.take() {
+                                h.end(HoldEnd::Disconnected);
+                            }
+                            return Err(e.into());
+                        }
+                    };
                     client_sizer.record(n, client_offer);
                     if n == 0 {
                         client_gone = true;
-                        hold = None;
+                        if let Some(h) = hold.take() {
+                            h.end(HoldEnd::Disconnected);
+                        }
                     }
                 }
                 _ = async {
@@ -387,6 +410,13 @@ async fn write_or_flush(w: &mut WriteHalf, pending: &[u8]) -> std::io::Result<Op
     } else {
         w.write(pending).await.map(Some)
     }
+}
+
+fn shutdown_refusal() -> Refusal {
+    Refusal::new(
+        Sqlstate::ADMIN_SHUTDOWN,
+        "pgward is shutting down: the held statement was not run",
+    )
 }
 
 fn core_error(e: CoreError) -> SessionError {

@@ -85,6 +85,19 @@ pub(crate) struct HoldWait {
     pub(crate) deadline: Instant,
     /// The phase's decision.
     pub(crate) decision: oneshot::Receiver<Release>,
+    /// Told why, when the hold ends without its decision.
+    pub(crate) ended: Option<super::phases::OnHoldEnd>,
+    /// The refusal at the deadline, when the phase chose one.
+    pub(crate) timed_out: Option<super::phases::Refusal>,
+}
+
+impl HoldWait {
+    /// Tells the phase why the hold ended without its decision.
+    pub(crate) fn end(self, why: super::phases::HoldEnd) {
+        if let Some(ended) = self.ended {
+            ended.call(why);
+        }
+    }
 }
 
 /// Where a hold stands.
