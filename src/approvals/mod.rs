@@ -9,4 +9,6 @@
 
 pub mod model;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod webhook;

@@ -7,6 +7,8 @@
 //! is in `model.rs` (updates are closures over the record), so the two
 //! stores cannot decide differently.
 
+pub mod file;
+
 use super::model::{Grant, Ticket};
 use tokio::sync::broadcast;
 
