@@ -8,9 +8,16 @@
 //! features add their routes with [`router_with`]: they are authenticated
 //! the same way.
 //!
+//! Routes that authenticate and authorise by themselves (the approvals',
+//! whose users are approvers, not admins) are added with [`router_parts`].
+//! A state-changing request a browser marks as cross-site is refused
+//! everywhere (the pages make browsers send credentials by themselves).
+//!
 //! - `metrics`: the counters and their text format.
 //! - `console`: the same over the PostgreSQL protocol (database `pgward`).
+//! - `approvals`: the approvals API, its event stream and the web pages.
 
+pub mod approvals;
 pub mod console;
 pub mod metrics;
 mod tls;
@@ -47,7 +54,18 @@ pub fn router(state: AdminState) -> Router {
 
 /// The admin API's routes plus `extra` (authenticated like the rest).
 pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
+    router_parts(state, extra, Router::new())
+}
+
+/// The admin API's routes, `extra` (authenticated like the rest) and `own`
+/// (routes with their own authentication, such as [`approvals::routes`]).
+pub fn router_parts(
+    state: AdminState,
+    extra: Router<AdminState>,
+    own: Router<AdminState>,
+) -> Router {
     let authenticated = Router::new()
+        .merge(approvals::admin_routes())
         .route("/metrics", get(metrics_text))
         .route("/sessions", get(sessions))
         .route("/sessions/{id}/terminate", post(terminate))
@@ -59,6 +77,7 @@ pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .merge(authenticated)
+        .merge(own)
         .with_state(state)
 }
 
@@ -70,6 +89,17 @@ pub async fn start(
     listen: std::net::SocketAddr,
     extra: Router<AdminState>,
 ) -> std::io::Result<std::net::SocketAddr> {
+    start_with(state, listen, extra, Router::new()).await
+}
+
+/// [`start`] with routes that authenticate themselves (`own`, see
+/// [`router_parts`]).
+pub async fn start_with(
+    state: AdminState,
+    listen: std::net::SocketAddr,
+    extra: Router<AdminState>,
+    own: Router<AdminState>,
+) -> std::io::Result<std::net::SocketAddr> {
     let tls = match state.gw.config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
         Some(files) => Some(
             crate::tls::server_config(files)
@@ -80,7 +110,7 @@ pub async fn start(
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router_with(state, extra);
+    let app = router_parts(state, extra, own);
     match tls {
         Some(config) => {
             let listener = tls::TlsListener::new(listener, config)?;
@@ -116,7 +146,7 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct AdminIdentity(pub String);
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Basic realm=\"pgward\"")],
@@ -126,8 +156,8 @@ fn unauthorized() -> Response {
 }
 
 /// `user:password` from an `Authorization: Basic` header.
-fn basic_credentials(req: &Request) -> Option<(String, String)> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+pub(crate) fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -137,16 +167,27 @@ fn basic_credentials(req: &Request) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Whether `user` / `password` is an admin identity. Unknown users are
-/// checked against a fixed verifier, so timing does not tell who exists.
+/// Whether `user` / `password` is an admin identity.
 pub async fn is_admin(gw: &Gateway, user: &str, password: String) -> bool {
-    static DECOY: std::sync::OnceLock<crate::auth::verifier::ScramVerifier> =
-        std::sync::OnceLock::new();
     let Some(admin) = &gw.config.admin else {
         return false;
     };
+    password_identity(gw, user, password)
+        .await
+        .is_some_and(|id| id.groups.iter().any(|g| admin.groups.contains(g)))
+}
+
+/// The configured identity `user` when `password` matches its SCRAM
+/// verifier. Unknown users are checked against a fixed verifier, so timing
+/// does not tell who exists.
+pub(crate) async fn password_identity(
+    gw: &Gateway,
+    user: &str,
+    password: String,
+) -> Option<crate::auth::identity::Identity> {
+    static DECOY: std::sync::OnceLock<crate::auth::verifier::ScramVerifier> =
+        std::sync::OnceLock::new();
     let identity = gw.config.users.get(user);
-    let allowed = identity.is_some_and(|u| u.groups.iter().any(|g| admin.groups.contains(g)));
     let verifier = match identity {
         Some(u) => u.verifier.clone(),
         None => DECOY
@@ -160,16 +201,24 @@ pub async fn is_admin(gw: &Gateway, user: &str, password: String) -> bool {
     let matched = tokio::task::spawn_blocking(move || verifier.matches_password(&password))
         .await
         .unwrap_or(false);
-    matched && allowed
+    let u = identity.filter(|_| matched)?;
+    Some(crate::auth::identity::Identity::new(
+        u.name.clone(),
+        u.groups.clone(),
+    ))
 }
 
 async fn require_admin(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
-    let Some((user, password)) = basic_credentials(&req) else {
+    let Some((user, password)) = basic_credentials(req.headers()) else {
         return unauthorized();
     };
     if !is_admin(&state.gw, &user, password).await {
         tracing::warn!(user, path = %req.uri().path(), "admin API: authentication failed");
         return unauthorized();
+    }
+    if req.method() != axum::http::Method::GET && approvals::auth::cross_site(req.headers()) {
+        tracing::warn!(user, path = %req.uri().path(), "admin API: cross-site request refused");
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
     }
     req.extensions_mut().insert(AdminIdentity(user));
     next.run(req).await

@@ -1,0 +1,305 @@
+//! The approvals JSON API (docs/approvals-api.yaml): tickets, votes,
+//! grants. Every answer is JSON; a refusal is `{"error": "..."}` with a
+//! status that says which kind (400 bad input, 403 not yours to decide,
+//! 404 unknown, 409 decided or voted already, 503 store unavailable).
+
+use super::auth::Approver;
+use super::desk::{reason, ApiError, Desk};
+use crate::admin::AdminState;
+use crate::approvals::model::{now_ms, Grant, GrantScope, GrantSubject, Ticket, TicketState};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The most tickets or grants one listing returns.
+pub const MAX_LIST: usize = 500;
+
+/// A JSON error answer.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.message)
+    }
+}
+
+/// A ticket as approvers see it: the record, plus how long it has waited,
+/// its approvals so far, whether the caller may vote, and its page.
+pub fn ticket_view(gw: &crate::gateway::Gateway, t: &Ticket, who: &Approver, now: u64) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+    let may_vote = t.state == TicketState::Pending
+        && now < t.expires_at
+        && t.requester.user != who.identity.user
+        && who.in_any(&t.approvers)
+        && !t.votes.iter().any(|v| v.approver == who.identity.user);
+    if let Value::Object(map) = &mut v {
+        map.insert(
+            "waiting_seconds".into(),
+            json!(now.saturating_sub(t.created_at) / 1000),
+        );
+        map.insert("approvals_count".into(), json!(t.approvals()));
+        map.insert("created".into(), json!(utc_ms(t.created_at)));
+        map.insert("expires".into(), json!(utc_ms(t.expires_at)));
+        map.insert("may_vote".into(), json!(may_vote));
+        map.insert("page".into(), json!(page_link(gw, &t.id)));
+    }
+    v
+}
+
+/// A grant with its times in RFC 3339 and whether it is in force.
+pub fn grant_view(g: &Grant, now: u64) -> Value {
+    let mut v = serde_json::to_value(g).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("active".into(), json!(g.active(now)));
+        map.insert("created".into(), json!(utc_ms(g.created_at)));
+        map.insert("expires".into(), json!(utc_ms(g.expires_at)));
+    }
+    v
+}
+
+fn utc_ms(ms: u64) -> String {
+    crate::auth::token::utc(i64::try_from(ms / 1000).unwrap_or(i64::MAX))
+}
+
+/// The ticket's page, under `[approvals] public_url` when it is known.
+fn page_link(gw: &crate::gateway::Gateway, id: &str) -> String {
+    match &gw.config.approvals.public_url {
+        Some(base) => format!("{base}/{id}"),
+        None => format!("/approvals/{id}"),
+    }
+}
+
+/// `?state=...&limit=...` of a listing.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    /// `pending` (tickets, the default), `active` (grants, the default) or
+    /// `all`.
+    pub state: Option<String>,
+    /// At most this many (default and maximum [`MAX_LIST`]).
+    pub limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// Parses a query string (names and values are plain words: no
+    /// percent-decoding is needed or done).
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut q = Self::default();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "state" => q.state = Some(value.to_owned()),
+                "limit" => {
+                    q.limit = Some(value.parse().map_err(|_| {
+                        ApiError::new(StatusCode::BAD_REQUEST, "limit is not a number")
+                    })?)
+                }
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "unknown query parameter {:?}",
+                            other.chars().take(40).collect::<String>()
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// `GET /api/approvals`.
+pub async fn list_tickets(
+    State(state): State<AdminState>,
+    Extension(desk): Extension<Desk>,
+    Extension(who): Extension<Approver>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(query.as_deref())?;
+    let pending = match q.state.as_deref().unwrap_or("pending") {
+        "pending" => true,
+        "all" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state {other:?} is not one of pending, all"),
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
+    let now = now_ms();
+    let tickets = desk.store.tickets(pending, limit).await?;
+    let views: Vec<Value> = tickets
+        .iter()
+        .filter(|t| !pending || (t.state == TicketState::Pending && now < t.expires_at))
+        .map(|t| ticket_view(&state.gw, t, &who, now))
+        .collect();
+    Ok(Json(json!({ "tickets": views })))
+}
+
+/// `GET /api/approvals/{id}`.
+pub async fn show_ticket(
+    State(state): State<AdminState>,
+    Extension(desk): Extension<Desk>,
+    Extension(who): Extension<Approver>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match desk.store.ticket(&id).await? {
+        Some(t) => Ok(Json(ticket_view(&state.gw, &t, &who, now_ms()))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no ticket {id}"),
+        )),
+    }
+}
+
+/// A vote's or revocation's body: `{"reason": "..."}`, optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Parses a JSON body; an empty body is `T::default()`.
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+/// `POST /api/approvals/{id}/approve`.
+pub async fn approve(
+    state: State<AdminState>,
+    desk: Extension<Desk>,
+    who: Extension<Approver>,
+    id: Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    vote(state, desk, who, id, bytes, true).await
+}
+
+/// `POST /api/approvals/{id}/deny` (a reason is required).
+pub async fn deny(
+    state: State<AdminState>,
+    desk: Extension<Desk>,
+    who: Extension<Approver>,
+    id: Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    vote(state, desk, who, id, bytes, false).await
+}
+
+async fn vote(
+    State(state): State<AdminState>,
+    Extension(desk): Extension<Desk>,
+    Extension(who): Extension<Approver>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+    approve: bool,
+) -> Result<Json<Value>, ApiError> {
+    let b: ReasonBody = body(&bytes)?;
+    let why = reason(b.reason.as_deref(), !approve)?;
+    let t = desk.vote(&state.gw, &id, &who, approve, why).await?;
+    Ok(Json(ticket_view(&state.gw, &t, &who, now_ms())))
+}
+
+/// `GET /api/grants`.
+pub async fn list_grants(
+    Extension(desk): Extension<Desk>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(query.as_deref())?;
+    let now = now_ms();
+    let active = match q.state.as_deref().unwrap_or("active") {
+        "active" => Some(now),
+        "all" => None,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state {other:?} is not one of active, all"),
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
+    let grants = desk.store.grants(active, limit).await?;
+    let views: Vec<Value> = grants.iter().map(|g| grant_view(g, now)).collect();
+    Ok(Json(json!({ "grants": views })))
+}
+
+/// `POST /api/grants`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    /// `{"user": "name"}` or `{"group": "name"}`.
+    pub subject: GrantSubject,
+    /// `{"rule": "name"}` or `{"role": {"database": "...", "role": "..."}}`.
+    pub scope: GrantScope,
+    /// How long, as in the config (`"30m"`, `"2h"`).
+    pub duration: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+impl Default for GrantBody {
+    fn default() -> Self {
+        Self {
+            subject: GrantSubject::User(String::new()),
+            scope: GrantScope::Rule(String::new()),
+            duration: String::new(),
+            reason: None,
+        }
+    }
+}
+
+/// `POST /api/grants`.
+pub async fn create_grant(
+    State(state): State<AdminState>,
+    Extension(desk): Extension<Desk>,
+    Extension(who): Extension<Approver>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let b: GrantBody = body(&bytes)?;
+    let duration = crate::config::units::parse_duration(&b.duration)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("duration: {e}")))?;
+    let why = reason(b.reason.as_deref(), true)?;
+    let g = desk
+        .create_grant(&state.gw, &who, b.subject, b.scope, duration, why)
+        .await?;
+    Ok((StatusCode::CREATED, Json(grant_view(&g, now_ms()))).into_response())
+}
+
+/// `POST /api/grants/{id}/revoke`.
+pub async fn revoke_grant(
+    State(state): State<AdminState>,
+    Extension(desk): Extension<Desk>,
+    Extension(who): Extension<Approver>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: ReasonBody = body(&bytes)?;
+    let why = reason(b.reason.as_deref(), false)?;
+    let g = desk.revoke_grant(&state.gw, &who, &id, why).await?;
+    Ok(Json(grant_view(&g, now_ms())))
+}
+
+/// `GET /api/whoami`: the caller, for the page's header and the CLI.
+pub async fn whoami(Extension(who): Extension<Approver>) -> Json<Value> {
+    Json(json!({
+        "user": who.identity.user,
+        "groups": who.identity.groups,
+        "admin": who.admin,
+    }))
+}

@@ -1,0 +1,57 @@
+//! What an approver uses on the admin listener: the approvals JSON API
+//! (docs/approvals-api.yaml), its live event stream, and the web page.
+//!
+//! Everyone here logs in as a pgward identity (HTTP basic against its
+//! SCRAM verifier, or a bearer token pgward minted) in an approver or
+//! admin group; what each may decide is checked per ticket and grant.
+//!
+//! - `auth`: who is asking; cross-site request refusal.
+//! - `desk`: votes, grants and revocations over the store; who may grant.
+//! - `api`: the JSON endpoints.
+//! - `events`: server-sent events of changes.
+//! - `page`: the embedded HTML, CSS and JS.
+
+pub mod api;
+pub mod auth;
+pub mod desk;
+mod events;
+mod page;
+
+use crate::admin::AdminState;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+
+pub use desk::Desk;
+
+/// The largest request body accepted (a reason, a grant).
+const MAX_BODY: usize = 64 * 1024;
+
+/// The approvals routes, authenticated and authorised by themselves (pass
+/// them to [`crate::admin::start`] as its `own` routes).
+pub fn routes(state: &AdminState, desk: Desk) -> Router<AdminState> {
+    Router::new()
+        .route("/approvals", get(page::approvals))
+        .route("/approvals/{id}", get(page::approvals))
+        .route("/approvals/assets/{name}", get(page::assets))
+        .route("/api/whoami", get(api::whoami))
+        .route("/api/approvals", get(api::list_tickets))
+        .route("/api/approvals/events", get(events::events))
+        .route("/api/approvals/{id}", get(api::show_ticket))
+        .route("/api/approvals/{id}/approve", post(api::approve))
+        .route("/api/approvals/{id}/deny", post(api::deny))
+        .route("/api/grants", get(api::list_grants).post(api::create_grant))
+        .route("/api/grants/{id}/revoke", post(api::revoke_grant))
+        .layer(Extension(desk))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_approver,
+        ))
+}
+
+/// The sessions page (admins only: served with the admin routes).
+pub fn admin_routes() -> Router<AdminState> {
+    Router::new().route("/sessions.html", get(page::sessions))
+}
