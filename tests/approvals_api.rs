@@ -1,0 +1,504 @@
+//! The approvals API on the admin listener: who gets in, what an approver
+//! sees, votes (threshold, self-approval, non-approvers, double votes,
+//! decided tickets), cross-site refusal, grants, and the event stream.
+
+mod support;
+
+use serde_json::json;
+use support::approvals::{call, send, start, ticket};
+use support::Backend;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_see_everything_and_votes_follow_the_rules() {
+    let s = start(Backend::shared()).await;
+    let t = ticket(2);
+    s.store.create_ticket(&t).await.expect("create");
+    let path = format!("/api/approvals/{}", t.id);
+
+    // Nobody without credentials; a non-approver identity is refused.
+    assert_eq!(
+        call(s.admin, "GET", "/api/approvals", None, None).await.0,
+        401
+    );
+    let (status, body) = call(s.admin, "GET", "/api/approvals", Some("bob"), None).await;
+    assert_eq!(status, 401, "{body}"); // bob's password is not bob-pw
+    let (status, body) = call(s.admin, "GET", "/api/approvals", Some("nobody"), None).await;
+    assert_eq!(status, 401, "{body}");
+
+    // The list shows what an approver must see.
+    let (status, body) = call(
+        s.admin,
+        "GET",
+        "/api/approvals?state=pending",
+        Some("dana"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let listed = &body["tickets"][0];
+    assert_eq!(listed["id"], t.id.as_str());
+    assert_eq!(listed["requester"]["user"], "alice");
+    assert_eq!(listed["requester"]["groups"], json!(["dev"]));
+    assert_eq!(listed["requester"]["client"], "127.0.0.1:40000");
+    assert_eq!(listed["requester"]["database"], support::DB);
+    assert_eq!(listed["requester"]["role"], support::APP_ROLE);
+    assert_eq!(listed["statement"], t.statement.as_str());
+    assert_eq!(listed["params"][0]["value"], "42");
+    assert_eq!(listed["params"][0]["type_name"], "int4");
+    assert_eq!(listed["transaction"], "transaction");
+    assert_eq!(listed["rule"], "approve-updates");
+    assert_eq!(listed["rule_message"], "updates need a second pair of eyes");
+    assert_eq!(listed["justification"], "INC-7: fix a customer's address");
+    assert!(listed["waiting_seconds"].is_u64(), "{listed}");
+    assert_eq!(listed["may_vote"], true);
+    // The admin sees it too, but may not vote (not an approver).
+    let (status, shown) = call(s.admin, "GET", &path, Some("root"), None).await;
+    assert_eq!(
+        (status, &shown["may_vote"]),
+        (200, &json!(false)),
+        "{shown}"
+    );
+    assert_eq!(
+        call(
+            s.admin,
+            "GET",
+            "/api/approvals/0000000000000000",
+            Some("root"),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Votes: an admin who is not an approver, then a double vote.
+    let (status, body) = call(
+        s.admin,
+        "POST",
+        &format!("{path}/approve"),
+        Some("root"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("approver groups"),
+        "{body}"
+    );
+    let (status, body) = call(
+        s.admin,
+        "POST",
+        &format!("{path}/approve"),
+        Some("dana"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!((status, &body["state"]), (200, &json!("pending")), "{body}");
+    assert_eq!(body["approvals_count"], 1);
+    let (status, body) = call(
+        s.admin,
+        "POST",
+        &format!("{path}/approve"),
+        Some("dana"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    // A denial needs a reason.
+    let (status, body) = call(s.admin, "POST", &format!("{path}/deny"), Some("erin"), None).await;
+    assert_eq!(status, 400, "{body}");
+    // The second approval decides it; then it is no longer pending.
+    let (status, body) = call(
+        s.admin,
+        "POST",
+        &format!("{path}/approve"),
+        Some("erin"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["state"]),
+        (200, &json!("approved")),
+        "{body}"
+    );
+    let (status, body) = call(
+        s.admin,
+        "POST",
+        &format!("{path}/deny"),
+        Some("erin"),
+        Some(json!({"reason": "late"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let stored = s.store.ticket(&t.id).await.expect("read").expect("ticket");
+    assert_eq!(stored.approvals(), 2);
+    let (_, body) = call(s.admin, "GET", "/api/approvals", Some("dana"), None).await;
+    assert_eq!(
+        body["tickets"],
+        json!([]),
+        "a decided ticket is not pending"
+    );
+    let (_, body) = call(
+        s.admin,
+        "GET",
+        "/api/approvals?state=all",
+        Some("dana"),
+        None,
+    )
+    .await;
+    assert_eq!(body["tickets"][0]["id"], t.id.as_str());
+    assert_eq!(
+        call(
+            s.admin,
+            "GET",
+            "/api/approvals?state=bogus",
+            Some("dana"),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_approval_is_refused_and_a_denial_ends_the_ticket() {
+    let s = start(Backend::shared()).await;
+    let mut t = ticket(1);
+    t.requester.user = "dana".into();
+    s.store.create_ticket(&t).await.expect("create");
+    let path = format!("/api/approvals/{}", t.id);
+    let (_, shown) = call(s.admin, "GET", &path, Some("dana"), None).await;
+    assert_eq!(shown["may_vote"], false);
+    let (status, body) = call(
+        s.admin,
+        "POST",
+        &format!("{path}/approve"),
+        Some("dana"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("cannot approve"),
+        "{body}"
+    );
+    let (status, body) = call(
+        s.admin,
+        "POST",
+        &format!("{path}/deny"),
+        Some("erin"),
+        Some(json!({"reason": "not during the freeze"})),
+    )
+    .await;
+    assert_eq!((status, &body["state"]), (200, &json!("denied")), "{body}");
+    assert_eq!(body["end_reason"], "denied by erin: not during the freeze");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_and_headerless_changes_are_refused() {
+    let s = start(Backend::shared()).await;
+    let t = ticket(1);
+    s.store.create_ticket(&t).await.expect("create");
+    let path = format!("/api/approvals/{}/approve", t.id);
+    // No CSRF header: what a cross-site form would send.
+    let r = send(s.admin, "POST", &path, Some("dana"), None, &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // The header, but a browser that says the request is cross-site.
+    let host = s.admin.to_string();
+    let r = send(
+        s.admin,
+        "POST",
+        &path,
+        Some("dana"),
+        None,
+        &[("X-Pgward-Request", "1"), ("Origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = send(
+        s.admin,
+        "POST",
+        &path,
+        Some("dana"),
+        None,
+        &[("X-Pgward-Request", "1"), ("Sec-Fetch-Site", "cross-site")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // The admin routes refuse a cross-site browser POST too.
+    let r = send(
+        s.admin,
+        "POST",
+        "/sessions/1/terminate",
+        Some("root"),
+        None,
+        &[("Origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        s.store.ticket(&t.id).await.expect("read").expect("t").state,
+        pgward::approvals::model::TicketState::Pending
+    );
+    // The page's own request goes through.
+    let origin = format!("http://{host}");
+    let r = send(
+        s.admin,
+        "POST",
+        &path,
+        Some("dana"),
+        None,
+        &[
+            ("X-Pgward-Request", "1"),
+            ("Origin", &origin),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_are_made_listed_and_revoked_by_who_may() {
+    let s = start(Backend::shared()).await;
+    let rule_grant = json!({
+        "subject": {"user": "alice"},
+        "scope": {"rule": "approve-updates"},
+        "duration": "30m",
+        "reason": "maintenance window",
+    });
+    // Not to oneself, not longer than max_grant, not for an unknown rule.
+    let mut own = rule_grant.clone();
+    own["subject"] = json!({"user": "dana"});
+    assert_eq!(
+        call(s.admin, "POST", "/api/grants", Some("dana"), Some(own))
+            .await
+            .0,
+        403
+    );
+    let mut group = rule_grant.clone();
+    group["subject"] = json!({"group": "dba"});
+    assert_eq!(
+        call(s.admin, "POST", "/api/grants", Some("dana"), Some(group))
+            .await
+            .0,
+        403
+    );
+    let mut long = rule_grant.clone();
+    long["duration"] = json!("9h");
+    assert_eq!(
+        call(s.admin, "POST", "/api/grants", Some("dana"), Some(long))
+            .await
+            .0,
+        400
+    );
+    let mut unknown = rule_grant.clone();
+    unknown["scope"] = json!({"rule": "no-such-rule"});
+    assert_eq!(
+        call(s.admin, "POST", "/api/grants", Some("dana"), Some(unknown))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        call(
+            s.admin,
+            "POST",
+            "/api/grants",
+            Some("dana"),
+            Some(json!({"subject": 1}))
+        )
+        .await
+        .0,
+        400
+    );
+    // An admin who is no rule approver cannot grant the rule's statements.
+    assert_eq!(
+        call(
+            s.admin,
+            "POST",
+            "/api/grants",
+            Some("root"),
+            Some(rule_grant.clone())
+        )
+        .await
+        .0,
+        403
+    );
+
+    let (status, g) = call(
+        s.admin,
+        "POST",
+        "/api/grants",
+        Some("dana"),
+        Some(rule_grant),
+    )
+    .await;
+    assert_eq!(status, 201, "{g}");
+    assert_eq!(
+        (&g["created_by"], &g["active"]),
+        (&json!("dana"), &json!(true))
+    );
+    let id = g["id"].as_str().expect("id").to_owned();
+
+    // Roles: admins only, and only roles the database has.
+    let role_grant = |role: &str| {
+        json!({
+            "subject": {"user": "alice"},
+            "scope": {"role": {"database": support::DB, "role": role}},
+            "duration": "10m",
+            "reason": "migration",
+        })
+    };
+    assert_eq!(
+        call(
+            s.admin,
+            "POST",
+            "/api/grants",
+            Some("dana"),
+            Some(role_grant(support::MASKED_ROLE))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            s.admin,
+            "POST",
+            "/api/grants",
+            Some("root"),
+            Some(role_grant("postgres"))
+        )
+        .await
+        .0,
+        400
+    );
+    let (status, role) = call(
+        s.admin,
+        "POST",
+        "/api/grants",
+        Some("root"),
+        Some(role_grant(support::MASKED_ROLE)),
+    )
+    .await;
+    assert_eq!(status, 201, "{role}");
+
+    let (_, listed) = call(s.admin, "GET", "/api/grants", Some("erin"), None).await;
+    assert_eq!(
+        listed["grants"].as_array().expect("grants").len(),
+        2,
+        "{listed}"
+    );
+    // Erin approves the rule too: she may revoke Dana's grant; the admin
+    // may not (not the rule's approver, not its creator).
+    assert_eq!(
+        call(
+            s.admin,
+            "POST",
+            &format!("/api/grants/{id}/revoke"),
+            Some("root"),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    let (status, revoked) = call(
+        s.admin,
+        "POST",
+        &format!("/api/grants/{id}/revoke"),
+        Some("erin"),
+        Some(json!({"reason": "done"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(
+        (&revoked["active"], &revoked["revoked"]["by"]),
+        (&json!(false), &json!("erin"))
+    );
+    assert_eq!(
+        call(
+            s.admin,
+            "POST",
+            &format!("/api/grants/{id}/revoke"),
+            Some("erin"),
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    let (_, listed) = call(s.admin, "GET", "/api/grants", Some("erin"), None).await;
+    assert_eq!(listed["grants"].as_array().expect("grants").len(), 1);
+    let (_, all) = call(s.admin, "GET", "/api/grants?state=all", Some("erin"), None).await;
+    assert_eq!(all["grants"].as_array().expect("grants").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_tells_of_new_tickets_and_the_pages_are_locked_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(Backend::shared()).await;
+    let mut stream = tokio::net::TcpStream::connect(s.admin)
+        .await
+        .expect("connect");
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode("dana:dana-pw")
+    };
+    stream
+        .write_all(format!("GET /api/approvals/events HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The stream opens with a resync; then a new ticket arrives as one.
+    let t = ticket(1);
+    let mut created = false;
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if !created && text.contains("event: resync") {
+            assert!(text.contains("text/event-stream"), "{text}");
+            s.store.create_ticket(&t).await.expect("create");
+            created = true;
+        }
+        if text.contains("event: ticket") && text.contains(&t.id) {
+            assert!(text.contains("\"statement\""), "{text}");
+            break;
+        }
+    }
+
+    for path in [
+        "/approvals",
+        &format!("/approvals/{}", t.id),
+        "/approvals/assets/approvals.js",
+    ] {
+        let r = send(s.admin, "GET", path, Some("dana"), None, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let r = send(s.admin, "GET", "/approvals", None, None, &[]).await;
+    assert_eq!(r.status, 401);
+    // The sessions page is for admins.
+    assert_eq!(
+        send(s.admin, "GET", "/sessions.html", Some("dana"), None, &[])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send(s.admin, "GET", "/sessions.html", Some("root"), None, &[])
+            .await
+            .status,
+        200
+    );
+}
