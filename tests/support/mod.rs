@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod approvals;
+pub mod cdp;
 pub mod certs;
 pub mod fake_backend;
 pub mod http;
