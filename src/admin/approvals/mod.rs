@@ -55,3 +55,24 @@ pub fn routes(state: &AdminState, desk: Desk) -> Router<AdminState> {
 pub fn admin_routes() -> Router<AdminState> {
     Router::new().route("/sessions.html", get(page::sessions))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every JSON route is described in docs/approvals-api.yaml.
+    #[test]
+    fn the_openapi_description_names_every_route() {
+        let doc = include_str!("../../../docs/approvals-api.yaml");
+        for path in [
+            "/api/whoami",
+            "/api/approvals",
+            "/api/approvals/events",
+            "/api/approvals/{id}",
+            "/api/approvals/{id}/approve",
+            "/api/approvals/{id}/deny",
+            "/api/grants",
+            "/api/grants/{id}/revoke",
+        ] {
+            assert!(doc.contains(&format!("\n  {path}:\n")), "{path}");
+        }
+    }
+}

@@ -1,44 +1,17 @@
-//! Payloads, and the whole path (store change -> queue -> POST) against a
-//! local receiver that refuses the first attempt and accepts the second.
+//! Payloads, and the whole path (file store change -> queue -> POST)
+//! against a local receiver that refuses the first attempt and accepts the second.
 
 use super::*;
-use crate::approvals::model::{ApprovalMode, Grant, Requester};
-use crate::approvals::store::{ApprovalStoreError, GrantUpdate, TicketUpdate};
-use std::sync::Mutex;
+use crate::approvals::model::ApprovalMode;
+use crate::approvals::store::file::FileStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub(crate) fn ticket(id: &str, instance: &str) -> Ticket {
-    Ticket {
-        id: id.into(),
-        mode: ApprovalMode::Hold,
-        state: TicketState::Pending,
-        created_at: 1,
-        expires_at: u64::MAX,
-        valid_until: None,
-        requester: Requester {
-            user: "alice".into(),
-            groups: vec!["dev".into()],
-            client: Some("127.0.0.1:5555".into()),
-            database: "appdb".into(),
-            upstream: "appdb".into(),
-            role: "app".into(),
-            application_name: None,
-            session: 7,
-            instance: instance.into(),
-        },
-        statement: "UPDATE customers SET email = '<!channel> <http://evil|x>' WHERE id = 1".into(),
-        params: Vec::new(),
-        binding: "00".into(),
-        transaction: "idle".into(),
-        rule: "hold-updates".into(),
-        rule_message: None,
-        justification: Some("ticket #42 & more".into()),
-        approvers: vec!["dba".into()],
-        threshold: 2,
-        votes: Vec::new(),
-        break_glass: false,
-        end_reason: None,
-    }
+fn ticket(id: &str, instance: &str) -> Ticket {
+    let mut t = crate::approvals::testkit::ticket(id, "alice", ApprovalMode::Hold, 2);
+    t.requester.instance = instance.into();
+    t.statement = "UPDATE customers SET email = '<!channel> <http://evil|x>' WHERE id = 1".into();
+    t.justification = Some("ticket #42 & more".into());
+    t
 }
 
 #[test]
@@ -63,7 +36,7 @@ fn payloads() {
     .expect("json");
     let text = slack["text"].as_str().expect("text");
     assert!(
-        text.contains("*alice* wants to run on *appdb* as *app*"),
+        text.contains("*alice* wants to run on *db* as *app*"),
         "{text}"
     );
     assert!(text.contains("2 approvals needed"), "{text}");
@@ -91,69 +64,6 @@ fn backoff_doubles_up_to_a_cap_and_urls_are_shown_without_their_path() {
         "https://hooks.example"
     );
     assert_eq!(shown_url("http://h:1?k=SECRET"), "http://h:1");
-}
-
-/// Tickets in memory, with the change stream: enough of a store for the
-/// watcher (which reads tickets and follows changes only).
-#[derive(Debug)]
-struct Memory {
-    tickets: Mutex<Vec<Ticket>>,
-    changes: broadcast::Sender<Change>,
-}
-
-#[async_trait::async_trait]
-impl ApprovalStore for Memory {
-    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), ApprovalStoreError> {
-        self.tickets.lock().expect("lock").push(ticket.clone());
-        let _ = self.changes.send(Change::Ticket(ticket.id.clone()));
-        Ok(())
-    }
-    async fn ticket(&self, id: &str) -> Result<Option<Ticket>, ApprovalStoreError> {
-        let tickets = self.tickets.lock().expect("lock");
-        Ok(tickets.iter().find(|t| t.id == id).cloned())
-    }
-    async fn tickets(&self, _: bool, _: usize) -> Result<Vec<Ticket>, ApprovalStoreError> {
-        Ok(self.tickets.lock().expect("lock").clone())
-    }
-    async fn update_ticket(
-        &self,
-        id: &str,
-        update: TicketUpdate<'_>,
-    ) -> Result<Ticket, ApprovalStoreError> {
-        let mut tickets = self.tickets.lock().expect("lock");
-        let t = tickets
-            .iter_mut()
-            .find(|t| t.id == id)
-            .ok_or(ApprovalStoreError::NotFound {
-                kind: "ticket",
-                id: id.into(),
-            })?;
-        update(t).map_err(ApprovalStoreError::Refused)?;
-        let _ = self.changes.send(Change::Ticket(id.into()));
-        Ok(t.clone())
-    }
-    async fn consume(&self, _: &str, _: u64) -> Result<Option<Ticket>, ApprovalStoreError> {
-        Ok(None)
-    }
-    async fn create_grant(&self, _: &Grant) -> Result<(), ApprovalStoreError> {
-        Err(ApprovalStoreError::Unavailable("not in this test".into()))
-    }
-    async fn grants(&self, _: Option<u64>, _: usize) -> Result<Vec<Grant>, ApprovalStoreError> {
-        Ok(Vec::new())
-    }
-    async fn update_grant(
-        &self,
-        id: &str,
-        _: GrantUpdate<'_>,
-    ) -> Result<Grant, ApprovalStoreError> {
-        Err(ApprovalStoreError::NotFound {
-            kind: "grant",
-            id: id.into(),
-        })
-    }
-    fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
-    }
 }
 
 /// Answers 503 to the first request and 200 to the rest; sends each
@@ -201,10 +111,12 @@ async fn receiver() -> (String, mpsc::UnboundedReceiver<(u16, Vec<u8>)>) {
 #[tokio::test]
 async fn a_new_ticket_of_this_instance_is_posted_once_after_a_failed_attempt() {
     let (url, mut received) = receiver().await;
-    let store = Arc::new(Memory {
-        tickets: Mutex::new(Vec::new()),
-        changes: broadcast::channel(64).0,
-    });
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(
+        FileStore::open(&dir.path().join("approvals.jsonl"))
+            .await
+            .expect("store"),
+    );
     let hooks = [WebhookConfig {
         url,
         format: WebhookFormat::Json,
@@ -258,11 +170,13 @@ async fn a_new_ticket_of_this_instance_is_posted_once_after_a_failed_attempt() {
     task.abort();
 }
 
-#[test]
-fn no_hooks_no_task() {
-    let store: Arc<dyn ApprovalStore> = Arc::new(Memory {
-        tickets: Mutex::new(Vec::new()),
-        changes: broadcast::channel(1).0,
-    });
+#[tokio::test]
+async fn no_hooks_no_task() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn ApprovalStore> = Arc::new(
+        FileStore::open(&dir.path().join("approvals.jsonl"))
+            .await
+            .expect("store"),
+    );
     assert!(start(&[], None, store, "i1".into()).expect("ok").is_none());
 }
