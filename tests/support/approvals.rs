@@ -59,6 +59,13 @@ pub async fn start(backend: &Backend) -> Setup {
     let dir = tempfile::tempdir().expect("dir");
     let text = format!("{}\n{}", backend.config("", ""), config_extra());
     let pw = Pgward::start_in(&text, dir.path()).await;
+    serve(pw).await
+}
+
+/// A file store and the admin listener with the approvals routes, for
+/// `pw` (started with [`config_extra`]).
+pub async fn serve(pw: Pgward) -> Setup {
+    let dir = tempfile::tempdir().expect("dir");
     let store: Arc<dyn ApprovalStore> = Arc::new(
         FileStore::open(&dir.path().join("approvals.jsonl"))
             .await
