@@ -113,15 +113,20 @@ impl FileStore {
     /// task that follows other processes' changes (it ends with the store).
     /// Must be called inside a tokio runtime.
     pub async fn open(path: &Path) -> Result<Self, ApprovalStoreError> {
+        let path = path.to_owned();
+        let store = tokio::task::spawn_blocking(move || Self::open_blocking(&path))
+            .await
+            .map_err(unavailable)??;
+        store.start_following();
+        Ok(store)
+    }
+
+    /// Opens the store, replaying the file (blocking), without following
+    /// it yet ([`FileStore::start_following`]).
+    pub fn open_blocking(path: &Path) -> Result<Self, ApprovalStoreError> {
         let log = AppendLog::new(path);
         let mut follower = log.follower();
-        let first = tokio::task::spawn_blocking(move || {
-            follower.poll::<Record>().map(|poll| (follower, poll))
-        })
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)?;
-        let (follower, poll) = first;
+        let poll = follower.poll::<Record>().map_err(unavailable)?;
         let mut state = State {
             follower,
             tickets: HashMap::new(),
@@ -129,13 +134,19 @@ impl FileStore {
         };
         state.absorb(poll);
         let (changes, _) = broadcast::channel(1024);
-        let inner = Arc::new(Inner {
-            log,
-            state: Mutex::new(state),
-            changes,
-        });
-        tokio::spawn(follow(Arc::downgrade(&inner)));
-        Ok(Self { inner })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                log,
+                state: Mutex::new(state),
+                changes,
+            }),
+        })
+    }
+
+    /// Starts the task that reads other processes' changes every
+    /// [`FOLLOW_EVERY`] (it ends with the store). Needs a tokio runtime.
+    pub fn start_following(&self) {
+        tokio::spawn(follow(Arc::downgrade(&self.inner)));
     }
 
     /// Runs `f` on the caught-up state, blocking, off the runtime's threads.
