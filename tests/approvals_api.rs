@@ -348,7 +348,8 @@ async fn grants_are_made_listed_and_revoked_by_who_may() {
     );
     let id = g["id"].as_str().expect("id").to_owned();
 
-    // Roles: admins only, and only roles the database has.
+    // Roles: members of [approvals] approvers (not admins as such), and
+    // only roles the database's upstream has.
     let role_grant = |role: &str| {
         json!({
             "subject": {"user": "alice"},
@@ -362,7 +363,7 @@ async fn grants_are_made_listed_and_revoked_by_who_may() {
             s.admin,
             "POST",
             "/api/grants",
-            Some("dana"),
+            Some("root"),
             Some(role_grant(support::MASKED_ROLE))
         )
         .await
@@ -374,7 +375,7 @@ async fn grants_are_made_listed_and_revoked_by_who_may() {
             s.admin,
             "POST",
             "/api/grants",
-            Some("root"),
+            Some("dana"),
             Some(role_grant("postgres"))
         )
         .await
@@ -385,7 +386,7 @@ async fn grants_are_made_listed_and_revoked_by_who_may() {
         s.admin,
         "POST",
         "/api/grants",
-        Some("root"),
+        Some("dana"),
         Some(role_grant(support::MASKED_ROLE)),
     )
     .await;

@@ -171,7 +171,7 @@ async fn grants_create_list_revoke() {
 
     let out = pgward(
         s.admin,
-        "dana",
+        "root",
         &[
             "grants",
             "create",
@@ -190,7 +190,7 @@ async fn grants_create_list_revoke() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("only admins grant roles"),
+        stderr(&out).contains("none of the approver groups for this grant (403)"),
         "{}",
         stderr(&out)
     );

@@ -8,8 +8,8 @@
 //! features add their routes with [`router_with`]: they are authenticated
 //! the same way.
 //!
-//! Routes that authenticate and authorise by themselves (the approvals',
-//! whose users are approvers, not admins) are added with [`router_parts`].
+//! The approvals' routes authenticate and authorise by themselves (their
+//! users are approvers, not admins).
 //! A state-changing request a browser marks as cross-site is refused
 //! everywhere (the pages make browsers send credentials by themselves).
 //!
@@ -52,18 +52,10 @@ pub fn router(state: AdminState) -> Router {
     router_with(state, Router::new())
 }
 
-/// The admin API's routes plus `extra` (authenticated like the rest).
+/// The admin API's routes plus `extra` (authenticated like the rest), and
+/// the approvals' routes (which authenticate approvers themselves).
 pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
-    router_parts(state, extra, Router::new())
-}
-
-/// The admin API's routes, `extra` (authenticated like the rest) and `own`
-/// (routes with their own authentication, such as [`approvals::routes`]).
-pub fn router_parts(
-    state: AdminState,
-    extra: Router<AdminState>,
-    own: Router<AdminState>,
-) -> Router {
+    let approvals = approvals::routes(&state);
     let authenticated = Router::new()
         .merge(approvals::admin_routes())
         .route("/metrics", get(metrics_text))
@@ -77,7 +69,7 @@ pub fn router_parts(
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .merge(authenticated)
-        .merge(own)
+        .merge(approvals)
         .with_state(state)
 }
 
@@ -89,17 +81,6 @@ pub async fn start(
     listen: std::net::SocketAddr,
     extra: Router<AdminState>,
 ) -> std::io::Result<std::net::SocketAddr> {
-    start_with(state, listen, extra, Router::new()).await
-}
-
-/// [`start`] with routes that authenticate themselves (`own`, see
-/// [`router_parts`]).
-pub async fn start_with(
-    state: AdminState,
-    listen: std::net::SocketAddr,
-    extra: Router<AdminState>,
-    own: Router<AdminState>,
-) -> std::io::Result<std::net::SocketAddr> {
     let tls = match state.gw.config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
         Some(files) => Some(
             crate::tls::server_config(files)
@@ -110,7 +91,7 @@ pub async fn start_with(
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router_parts(state, extra, own);
+    let app = router_with(state, extra);
     match tls {
         Some(config) => {
             let listener = tls::TlsListener::new(listener, config)?;

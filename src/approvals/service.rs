@@ -150,6 +150,15 @@ impl Approvals {
         start_store();
         let changes = self.store.subscribe();
         tokio::spawn(follow(Arc::downgrade(self), changes));
+        let config = self.config.load();
+        if let Err(e) = super::webhook::start(
+            &config.webhooks,
+            config.public_url.clone(),
+            &self.store,
+            self.instance.clone(),
+        ) {
+            tracing::error!(error = e, "approvals: webhooks not started");
+        }
     }
 
     /// This instance's id (tickets name the instance holding them).
@@ -279,29 +288,7 @@ impl Approvals {
                 by.user
             )));
         }
-        let approvers: Vec<String> = match &scope {
-            GrantScope::Rule(name) => rules
-                .rules
-                .iter()
-                .find(|r| &*r.name == name)
-                .and_then(|r| r.approval.as_ref())
-                .map(|a| a.approvers.clone())
-                .ok_or_else(|| {
-                    ApprovalError::Grant(format!("no require_approval rule is named {name:?}"))
-                })?,
-            GrantScope::Role { database, role } => {
-                let known = self
-                    .roles
-                    .get(database)
-                    .ok_or_else(|| ApprovalError::Grant(format!("no database {database:?}")))?;
-                if !known.contains(role) {
-                    return Err(ApprovalError::Grant(format!(
-                        "role {role:?} is not one of database {database:?}'s upstream roles"
-                    )));
-                }
-                config.approvers.clone()
-            }
-        };
+        let approvers = self.grant_approvers(&scope, rules)?;
         if !by.groups.iter().any(|g| approvers.contains(g)) {
             return Err(ApprovalError::Grant(format!(
                 "{} is in none of the approver groups for this grant",
@@ -322,6 +309,39 @@ impl Approvals {
         self.store.create_grant(&grant).await?;
         self.refresh_grants().await;
         Ok(grant)
+    }
+
+    /// The groups whose members may make (and revoke) a grant of `scope`:
+    /// a rule's approvers for its statements, `[approvals] approvers` for a
+    /// role of the database's upstream. Unknown rules and roles are refused.
+    pub fn grant_approvers(
+        &self,
+        scope: &GrantScope,
+        rules: &crate::policy::rules::RuleSet,
+    ) -> Result<Vec<String>, ApprovalError> {
+        match scope {
+            GrantScope::Rule(name) => rules
+                .rules
+                .iter()
+                .find(|r| &*r.name == name)
+                .and_then(|r| r.approval.as_ref())
+                .map(|a| a.approvers.clone())
+                .ok_or_else(|| {
+                    ApprovalError::Grant(format!("no require_approval rule is named {name:?}"))
+                }),
+            GrantScope::Role { database, role } => {
+                let known = self
+                    .roles
+                    .get(database)
+                    .ok_or_else(|| ApprovalError::Grant(format!("no database {database:?}")))?;
+                if !known.contains(role) {
+                    return Err(ApprovalError::Grant(format!(
+                        "role {role:?} is not one of database {database:?}'s upstream roles"
+                    )));
+                }
+                Ok(self.config.load().approvers.clone())
+            }
+        }
     }
 
     /// Revokes grant `id` (an ended one cannot be revoked).

@@ -45,12 +45,12 @@ struct Hook {
 
 /// Starts posting new tickets of `instance` from `store` to `hooks`;
 /// `page_url` is the approvals page (`[approvals] public_url`), linked in
-/// payloads. `None` when no webhook is configured. The task ends when the
-/// store's change stream closes.
+/// payloads. `None` when no webhook is configured. The task ends with the
+/// store (it holds it weakly).
 pub fn start(
     hooks: &[WebhookConfig],
     page_url: Option<String>,
-    store: Arc<dyn ApprovalStore>,
+    store: &Arc<dyn ApprovalStore>,
     instance: String,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
     if hooks.is_empty() {
@@ -72,19 +72,28 @@ pub fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let changes = store.subscribe();
     tokio::spawn(deliver_all(rx, Arc::new(hooks), page_url));
-    Ok(Some(tokio::spawn(watch(store, changes, instance, tx))))
+    Ok(Some(tokio::spawn(watch(
+        Arc::downgrade(store),
+        changes,
+        instance,
+        tx,
+    ))))
 }
 
 /// Follows the store: queues each new pending ticket of `instance` once.
 async fn watch(
-    store: Arc<dyn ApprovalStore>,
+    store: std::sync::Weak<dyn ApprovalStore>,
     mut changes: broadcast::Receiver<Change>,
     instance: String,
     tx: mpsc::Sender<Ticket>,
 ) {
     let mut posted = Remembered::default();
     loop {
-        let ids = match changes.recv().await {
+        let change = changes.recv().await;
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        let ids = match change {
             Ok(Change::Ticket(id)) if !posted.contains(&id) => vec![id],
             Ok(_) => continue,
             // Changes were missed: the pending tickets say what is new.

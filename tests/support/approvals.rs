@@ -3,9 +3,8 @@
 //! made directly in the store, and JSON requests to the API.
 
 use super::{Backend, Pgward};
-use pgward::admin::{approvals, AdminState};
+use pgward::admin::AdminState;
 use pgward::approvals::model::{binding, now_ms, ApprovalMode, Requester, Ticket, TicketState};
-use pgward::approvals::store::file::FileStore;
 use pgward::approvals::store::ApprovalStore;
 use pgward::auth::verifier::ScramVerifier;
 use pgward::http_client::{Client, Request, Response, Url};
@@ -49,8 +48,8 @@ pub struct Setup {
     pub store: Arc<dyn ApprovalStore>,
     /// The admin listener.
     pub admin: SocketAddr,
-    /// Holds the config and store files.
-    pub dir: tempfile::TempDir,
+    /// Holds the config and store files, when the setup made them.
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 /// Starts pgward, a file store and the admin listener with the approvals
@@ -59,34 +58,24 @@ pub async fn start(backend: &Backend) -> Setup {
     let dir = tempfile::tempdir().expect("dir");
     let text = format!("{}\n{}", backend.config("", ""), config_extra());
     let pw = Pgward::start_in(&text, dir.path()).await;
-    serve(pw).await
+    let mut setup = serve(pw).await;
+    setup._dir = Some(dir);
+    setup
 }
 
-/// A file store and the admin listener with the approvals routes, for
-/// `pw` (started with [`config_extra`]).
+/// The admin listener (with the approvals routes) for `pw` (started with
+/// [`config_extra`]); its approvals store is the gateway's.
 pub async fn serve(pw: Pgward) -> Setup {
-    let dir = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn ApprovalStore> = Arc::new(
-        FileStore::open(&dir.path().join("approvals.jsonl"))
-            .await
-            .expect("store"),
-    );
+    let store = Arc::clone(pw.gateway.approvals().store());
     let state = AdminState {
         gw: Arc::clone(&pw.gateway),
         config_path: None,
         ready: Arc::new(AtomicBool::new(true)),
     };
-    let routes = approvals::routes(
-        &state,
-        approvals::Desk {
-            store: Arc::clone(&store),
-        },
-    );
-    let admin = pgward::admin::start_with(
+    let admin = pgward::admin::start(
         state,
         "127.0.0.1:0".parse().expect("addr"),
         Default::default(),
-        routes,
     )
     .await
     .expect("admin listener");
@@ -94,7 +83,7 @@ pub async fn serve(pw: Pgward) -> Setup {
         pw,
         store,
         admin,
-        dir,
+        _dir: None,
     }
 }
 

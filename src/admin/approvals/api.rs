@@ -4,7 +4,7 @@
 //! 404 unknown, 409 decided or voted already, 503 store unavailable).
 
 use super::auth::Approver;
-use super::desk::{reason, ApiError, Desk};
+use super::desk::{reason, ApiError};
 use crate::admin::AdminState;
 use crate::approvals::model::{now_ms, Grant, GrantScope, GrantSubject, Ticket, TicketState};
 use axum::body::Bytes;
@@ -69,10 +69,9 @@ fn utc_ms(ms: u64) -> String {
 
 /// The ticket's page, under `[approvals] public_url` when it is known.
 fn page_link(gw: &crate::gateway::Gateway, id: &str) -> String {
-    match &gw.config.approvals.public_url {
-        Some(base) => format!("{base}/{id}"),
-        None => format!("/approvals/{id}"),
-    }
+    gw.approvals()
+        .ticket_url(id)
+        .unwrap_or_else(|| format!("/approvals/{id}"))
 }
 
 /// `?state=...&limit=...` of a listing.
@@ -121,7 +120,6 @@ impl ListQuery {
 /// `GET /api/approvals`.
 pub async fn list_tickets(
     State(state): State<AdminState>,
-    Extension(desk): Extension<Desk>,
     Extension(who): Extension<Approver>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -138,7 +136,7 @@ pub async fn list_tickets(
     };
     let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
     let now = now_ms();
-    let tickets = desk.store.tickets(pending, limit).await?;
+    let tickets = state.gw.approvals().tickets(pending, limit).await?;
     let views: Vec<Value> = tickets
         .iter()
         .filter(|t| !pending || (t.state == TicketState::Pending && now < t.expires_at))
@@ -150,11 +148,10 @@ pub async fn list_tickets(
 /// `GET /api/approvals/{id}`.
 pub async fn show_ticket(
     State(state): State<AdminState>,
-    Extension(desk): Extension<Desk>,
     Extension(who): Extension<Approver>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match desk.store.ticket(&id).await? {
+    match state.gw.approvals().ticket(&id).await? {
         Some(t) => Ok(Json(ticket_view(&state.gw, &t, &who, now_ms()))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -183,28 +180,25 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
 /// `POST /api/approvals/{id}/approve`.
 pub async fn approve(
     state: State<AdminState>,
-    desk: Extension<Desk>,
     who: Extension<Approver>,
     id: Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    vote(state, desk, who, id, bytes, true).await
+    vote(state, who, id, bytes, true).await
 }
 
 /// `POST /api/approvals/{id}/deny` (a reason is required).
 pub async fn deny(
     state: State<AdminState>,
-    desk: Extension<Desk>,
     who: Extension<Approver>,
     id: Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    vote(state, desk, who, id, bytes, false).await
+    vote(state, who, id, bytes, false).await
 }
 
 async fn vote(
     State(state): State<AdminState>,
-    Extension(desk): Extension<Desk>,
     Extension(who): Extension<Approver>,
     Path(id): Path<String>,
     bytes: Bytes,
@@ -212,20 +206,24 @@ async fn vote(
 ) -> Result<Json<Value>, ApiError> {
     let b: ReasonBody = body(&bytes)?;
     let why = reason(b.reason.as_deref(), !approve)?;
-    let t = desk.vote(&state.gw, &id, &who, approve, why).await?;
+    let t = state
+        .gw
+        .approvals()
+        .vote(&id, &who.identity, approve, why)
+        .await?;
     Ok(Json(ticket_view(&state.gw, &t, &who, now_ms())))
 }
 
 /// `GET /api/grants`.
 pub async fn list_grants(
-    Extension(desk): Extension<Desk>,
+    State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = ListQuery::parse(query.as_deref())?;
     let now = now_ms();
     let active = match q.state.as_deref().unwrap_or("active") {
-        "active" => Some(now),
-        "all" => None,
+        "active" => true,
+        "all" => false,
         other => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -234,7 +232,7 @@ pub async fn list_grants(
         }
     };
     let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
-    let grants = desk.store.grants(active, limit).await?;
+    let grants = state.gw.approvals().grants(active, limit).await?;
     let views: Vec<Value> = grants.iter().map(|g| grant_view(g, now)).collect();
     Ok(Json(json!({ "grants": views })))
 }
@@ -267,7 +265,6 @@ impl Default for GrantBody {
 /// `POST /api/grants`.
 pub async fn create_grant(
     State(state): State<AdminState>,
-    Extension(desk): Extension<Desk>,
     Extension(who): Extension<Approver>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -275,23 +272,20 @@ pub async fn create_grant(
     let duration = crate::config::units::parse_duration(&b.duration)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("duration: {e}")))?;
     let why = reason(b.reason.as_deref(), true)?;
-    let g = desk
-        .create_grant(&state.gw, &who, b.subject, b.scope, duration, why)
-        .await?;
+    let g = super::desk::create_grant(&state.gw, &who, b.subject, b.scope, duration, why).await?;
     Ok((StatusCode::CREATED, Json(grant_view(&g, now_ms()))).into_response())
 }
 
 /// `POST /api/grants/{id}/revoke`.
 pub async fn revoke_grant(
     State(state): State<AdminState>,
-    Extension(desk): Extension<Desk>,
     Extension(who): Extension<Approver>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: ReasonBody = body(&bytes)?;
     let why = reason(b.reason.as_deref(), false)?;
-    let g = desk.revoke_grant(&state.gw, &who, &id, why).await?;
+    let g = super::desk::revoke_grant(&state.gw, &who, &id, why).await?;
     Ok(Json(grant_view(&g, now_ms())))
 }
 

@@ -37,31 +37,20 @@ impl Approver {
 /// vote only where they are approvers too).
 pub fn approver_groups(gw: &Gateway) -> BTreeSet<String> {
     let rules = gw.rules.load();
-    let mut groups: BTreeSet<String> = gw.config.approvals.approvers.iter().cloned().collect();
-    for r in &rules.policy.rules.rules {
-        if let Some(approvers) = rule_approvers(gw, &r.name) {
-            groups.extend(approvers);
-        }
+    let set = &rules.policy.rules;
+    let mut groups: BTreeSet<String> = gw.approvals().config().approvers.iter().cloned().collect();
+    for settings in set
+        .rules
+        .iter()
+        .filter_map(|r| r.approval.as_deref())
+        .chain(set.default_approval.as_deref())
+    {
+        groups.extend(settings.approvers.iter().cloned());
     }
     if let Some(admin) = &gw.config.admin {
         groups.extend(admin.groups.iter().cloned());
     }
     groups
-}
-
-/// The approver groups of `require_approval` rule `name`
-/// (`default_action` for the default action); `None`: no such rule.
-pub fn rule_approvers(gw: &Gateway, name: &str) -> Option<Vec<String>> {
-    let rules = gw.rules.load();
-    let set = &rules.policy.rules;
-    let is_rule = if name == "default_action" {
-        set.default_action == crate::policy::rules::DefaultAction::RequireApproval
-    } else {
-        set.rules
-            .iter()
-            .any(|r| &*r.name == name && r.action == crate::policy::rules::Action::RequireApproval)
-    };
-    is_rule.then(|| gw.config.approvals.approvers.clone())
 }
 
 /// The identity behind `Authorization` (basic or bearer), if it proves one.

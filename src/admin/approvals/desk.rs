@@ -1,15 +1,14 @@
-//! What an approver does, over the approvals store: vote, grant, revoke;
-//! and who may grant what. The decision rules of a vote are the model's
-//! (`Ticket::apply_vote`); this adds the caller and maps refusals to HTTP.
+//! What an approver does, through the approvals service
+//! ([`crate::approvals::Approvals`]): the service and the model decide
+//! votes and grants; this adds who may revoke, checks input, and maps
+//! refusals to HTTP statuses.
 
 use super::auth::Approver;
-use crate::approvals::model::{
-    now_ms, Grant, GrantScope, GrantSubject, Revocation, Ticket, Vote, VoteError,
-};
-use crate::approvals::store::{ApprovalStore, ApprovalStoreError};
+use crate::approvals::model::{Grant, GrantScope, GrantSubject, VoteError};
+use crate::approvals::store::ApprovalStoreError;
+use crate::approvals::ApprovalError;
 use crate::gateway::Gateway;
 use axum::http::StatusCode;
-use std::sync::{Arc, Mutex};
 
 /// The longest reason accepted (characters).
 pub const MAX_REASON: usize = 1000;
@@ -33,35 +32,27 @@ impl ApiError {
     }
 }
 
-impl From<ApprovalStoreError> for ApiError {
-    fn from(e: ApprovalStoreError) -> Self {
+impl From<ApprovalError> for ApiError {
+    /// 404 unknown, 403 not this caller's to decide (self-approval, not an
+    /// approver, a grant not theirs to make), 409 decided or voted already,
+    /// 503 the store is unavailable.
+    fn from(e: ApprovalError) -> Self {
         let status = match &e {
-            ApprovalStoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApprovalStoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApprovalStoreError::Exists { .. } | ApprovalStoreError::Refused(_) => {
-                StatusCode::CONFLICT
+            ApprovalError::Store(ApprovalStoreError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
+            ApprovalError::Store(ApprovalStoreError::NotFound { .. })
+            | ApprovalError::Vote(VoteError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApprovalError::Store(_)
+            | ApprovalError::Vote(VoteError::NotPending { .. })
+            | ApprovalError::Vote(VoteError::AlreadyVoted(_)) => StatusCode::CONFLICT,
+            ApprovalError::Vote(VoteError::SelfApproval(_))
+            | ApprovalError::Vote(VoteError::NotAnApprover(_))
+            | ApprovalError::Grant(_) => StatusCode::FORBIDDEN,
+            ApprovalError::Unsupported(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.to_string())
     }
-}
-
-impl From<VoteError> for ApiError {
-    fn from(e: VoteError) -> Self {
-        let status = match &e {
-            VoteError::NotFound(_) => StatusCode::NOT_FOUND,
-            VoteError::SelfApproval(_) | VoteError::NotAnApprover(_) => StatusCode::FORBIDDEN,
-            VoteError::NotPending { .. } | VoteError::AlreadyVoted(_) => StatusCode::CONFLICT,
-        };
-        Self::new(status, e.to_string())
-    }
-}
-
-/// The store an approver works on.
-#[derive(Debug, Clone)]
-pub struct Desk {
-    /// Tickets and grants.
-    pub store: Arc<dyn ApprovalStore>,
 }
 
 /// A checked reason: at most [`MAX_REASON`] characters, trimmed, empty as
@@ -81,204 +72,90 @@ pub fn reason(text: Option<&str>, required: bool) -> Result<Option<String>, ApiE
     }
 }
 
-impl Desk {
-    /// Counts `who`'s vote on ticket `id` (the model refuses self-approval,
-    /// non-approvers, double votes and decided tickets).
-    pub async fn vote(
-        &self,
-        gw: &Gateway,
-        id: &str,
-        who: &Approver,
-        approve: bool,
-        reason: Option<String>,
-    ) -> Result<Ticket, ApiError> {
-        let validity = duration_ms(gw.config.approvals.ticket_validity);
-        let refused: Mutex<Option<VoteError>> = Mutex::new(None);
-        let update = |t: &mut Ticket| {
-            let vote = Vote {
-                approver: who.identity.user.clone(),
-                approve,
-                reason: reason.clone(),
-                at: now_ms(),
-            };
-            t.apply_vote(vote, &who.identity.groups, validity)
-                .map_err(|e| {
-                    let text = e.to_string();
-                    *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    text
-                })
-        };
-        match self.store.update_ticket(id, &update).await {
-            Ok(t) => {
-                tracing::info!(
-                    ticket = id,
-                    approver = who.identity.user,
-                    approve,
-                    state = ?t.state,
-                    "approvals: vote counted"
-                );
-                Ok(t)
-            }
-            Err(e) => match refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                Some(vote_error) => Err(vote_error.into()),
-                None => Err(e.into()),
-            },
-        }
+/// Makes a grant: the service decides who may; what cannot be granted at
+/// all (an unknown rule or role, a bad subject or duration) is a 400, not
+/// a 403.
+pub async fn create_grant(
+    gw: &Gateway,
+    who: &Approver,
+    subject: GrantSubject,
+    scope: GrantScope,
+    duration: std::time::Duration,
+    reason: Option<String>,
+) -> Result<Grant, ApiError> {
+    let service = gw.approvals();
+    let max = service.config().max_grant;
+    if duration.is_zero() || duration > max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a grant lasts more than 0s and at most approvals.max_grant ({}s)",
+                max.as_secs()
+            ),
+        ));
     }
-
-    /// Creates a grant by `who` (see [`may_grant`]).
-    pub async fn create_grant(
-        &self,
-        gw: &Gateway,
-        who: &Approver,
-        subject: GrantSubject,
-        scope: GrantScope,
-        duration: std::time::Duration,
-        reason: Option<String>,
-    ) -> Result<Grant, ApiError> {
-        may_grant(gw, who, &scope)?;
-        check_subject(who, &subject)?;
-        let max = gw.config.approvals.max_grant;
-        if duration.is_zero() || duration > max {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the duration must be more than zero and at most approvals.max_grant ({max:?})"
-                ),
-            ));
-        }
-        let now = now_ms();
-        let grant = Grant {
-            id: crate::approvals::model::new_id(),
-            subject,
-            scope,
-            created_by: who.identity.user.clone(),
-            created_at: now,
-            expires_at: now.saturating_add(duration_ms(duration)),
-            reason,
-            revoked: None,
-        };
-        self.store.create_grant(&grant).await?;
-        tracing::info!(grant = grant.id, by = grant.created_by, subject = ?grant.subject, scope = ?grant.scope, "approvals: grant created");
-        Ok(grant)
-    }
-
-    /// Revokes grant `id`: its creator, or whoever may make such a grant.
-    pub async fn revoke_grant(
-        &self,
-        gw: &Gateway,
-        who: &Approver,
-        id: &str,
-        reason: Option<String>,
-    ) -> Result<Grant, ApiError> {
-        let grants = self.store.grants(None, usize::MAX).await?;
-        let grant = grants
-            .iter()
-            .find(|g| g.id == id)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no grant {id}")))?;
-        if grant.created_by != who.identity.user {
-            may_grant(gw, who, &grant.scope)?;
-        }
-        let by = who.identity.user.clone();
-        let revoked = self
-            .store
-            .update_grant(id, &|g: &mut Grant| {
-                let now = now_ms();
-                if !g.active(now) {
-                    return Err(format!("grant {} has ended already", g.id));
-                }
-                g.revoked = Some(Revocation {
-                    by: by.clone(),
-                    at: now,
-                    reason: reason.clone(),
-                });
-                Ok(())
-            })
-            .await?;
-        tracing::info!(
-            grant = id,
-            by = who.identity.user,
-            "approvals: grant revoked"
-        );
-        Ok(revoked)
-    }
-}
-
-/// Who may grant `scope`: for a rule's statements, that rule's approvers;
-/// for a role, the admins (elevation changes what every statement may do).
-pub fn may_grant(gw: &Gateway, who: &Approver, scope: &GrantScope) -> Result<(), ApiError> {
-    match scope {
-        GrantScope::Rule(name) => {
-            let Some(approvers) = super::auth::rule_approvers(gw, name) else {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("no require_approval rule {name:?}"),
-                ));
-            };
-            if who.in_any(&approvers) {
-                Ok(())
-            } else {
-                Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "{} is in none of rule {name:?}'s approver groups",
-                        who.identity.user
-                    ),
-                ))
-            }
-        }
-        GrantScope::Role { database, role } => {
-            if !who.admin {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!("only admins grant roles; {} is not one", who.identity.user),
-                ));
-            }
-            let known = gw
-                .config
-                .route(database)
-                .filter(|r| !r.catch_all)
-                .and_then(|r| gw.config.upstreams.get(r.upstream))
-                .is_some_and(|u| u.user == *role || u.roles.credentials.contains_key(role));
-            if known {
-                Ok(())
-            } else {
-                Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("database {database:?} has no role {role:?}"),
-                ))
-            }
-        }
-    }
-}
-
-/// Nobody grants themselves (or a group they are in) anything.
-fn check_subject(who: &Approver, subject: &GrantSubject) -> Result<(), ApiError> {
-    let own = match subject {
-        GrantSubject::User(u) => *u == who.identity.user,
-        GrantSubject::Group(g) => who.identity.groups.contains(g),
+    let name = match &subject {
+        GrantSubject::User(s) | GrantSubject::Group(s) => s,
     };
-    let empty = match subject {
-        GrantSubject::User(s) | GrantSubject::Group(s) => s.trim().is_empty() || s.len() > 256,
-    };
-    if empty {
+    if name.trim().is_empty() || name.len() > 256 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "the subject must be a name of 1 to 256 characters",
         ));
     }
-    if own {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} cannot grant to themselves or a group they are in",
-                who.identity.user
-            ),
-        ));
-    }
-    Ok(())
+    let rules = gw.rules.load();
+    service
+        .grant_approvers(&scope, &rules.policy.rules)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let grant = service
+        .create_grant(
+            subject,
+            scope,
+            duration,
+            &who.identity,
+            reason,
+            &rules.policy.rules,
+        )
+        .await?;
+    tracing::info!(grant = grant.id, by = grant.created_by, subject = ?grant.subject, scope = ?grant.scope, "approvals: grant made through the admin API");
+    Ok(grant)
 }
 
-fn duration_ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// Revokes grant `id`: its creator, or a member of the groups that may
+/// make such a grant.
+pub async fn revoke_grant(
+    gw: &Gateway,
+    who: &Approver,
+    id: &str,
+    reason: Option<String>,
+) -> Result<Grant, ApiError> {
+    let service = gw.approvals();
+    let grants = service.grants(false, usize::MAX).await?;
+    let grant = grants
+        .iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no grant {id}")))?;
+    if grant.created_by != who.identity.user {
+        let rules = gw.rules.load();
+        // A rule that is gone leaves its grants to their creators.
+        let approvers = service
+            .grant_approvers(&grant.scope, &rules.policy.rules)
+            .unwrap_or_default();
+        if !who.in_any(&approvers) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} neither made grant {id} nor may make such grants",
+                    who.identity.user
+                ),
+            ));
+        }
+    }
+    let revoked = service.revoke_grant(id, &who.identity, reason).await?;
+    tracing::info!(
+        grant = id,
+        by = who.identity.user,
+        "approvals: grant revoked through the admin API"
+    );
+    Ok(revoked)
 }

@@ -5,7 +5,6 @@
 
 use super::api::ticket_view;
 use super::auth::Approver;
-use super::desk::Desk;
 use crate::admin::AdminState;
 use crate::approvals::model::now_ms;
 use crate::approvals::store::Change;
@@ -22,19 +21,18 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The stream.
 pub async fn events(
     State(state): State<AdminState>,
-    Extension(desk): Extension<Desk>,
     Extension(who): Extension<Approver>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let changes = desk.store.subscribe();
+    let changes = state.gw.approvals().subscribe();
     let hello = Event::default().event("resync").data("{}");
     let stream = futures::stream::unfold(
-        (changes, desk, state, who, Some(hello)),
-        |(mut changes, desk, state, who, first)| async move {
+        (changes, state, who, Some(hello)),
+        |(mut changes, state, who, first)| async move {
             if let Some(first) = first {
-                return Some((Ok(first), (changes, desk, state, who, None)));
+                return Some((Ok(first), (changes, state, who, None)));
             }
             let event = match changes.recv().await {
-                Ok(Change::Ticket(id)) => match desk.store.ticket(&id).await {
+                Ok(Change::Ticket(id)) => match state.gw.approvals().ticket(&id).await {
                     Ok(Some(t)) => Event::default()
                         .event("ticket")
                         .data(ticket_view(&state.gw, &t, &who, now_ms()).to_string()),
@@ -48,7 +46,7 @@ pub async fn events(
                 Err(RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
                 Err(RecvError::Closed) => return None,
             };
-            Some((Ok(event), (changes, desk, state, who, None)))
+            Some((Ok(event), (changes, state, who, None)))
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))

@@ -6,7 +6,8 @@
 //! admin group; what each may decide is checked per ticket and grant.
 //!
 //! - `auth`: who is asking; cross-site request refusal.
-//! - `desk`: votes, grants and revocations over the store; who may grant.
+//! - `desk`: grants and revocations through the service; refusals as
+//!   HTTP statuses.
 //! - `api`: the JSON endpoints.
 //! - `events`: server-sent events of changes.
 //! - `page`: the embedded HTML, CSS and JS.
@@ -21,16 +22,14 @@ use crate::admin::AdminState;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
-
-pub use desk::Desk;
+use axum::Router;
 
 /// The largest request body accepted (a reason, a grant).
 const MAX_BODY: usize = 64 * 1024;
 
-/// The approvals routes, authenticated and authorised by themselves (pass
-/// them to [`crate::admin::start`] as its `own` routes).
-pub fn routes(state: &AdminState, desk: Desk) -> Router<AdminState> {
+/// The approvals routes, authenticated and authorised by themselves (the
+/// admin router merges them outside its admin-only layer).
+pub fn routes(state: &AdminState) -> Router<AdminState> {
     Router::new()
         .route("/approvals", get(page::approvals))
         .route("/approvals/{id}", get(page::approvals))
@@ -43,7 +42,6 @@ pub fn routes(state: &AdminState, desk: Desk) -> Router<AdminState> {
         .route("/api/approvals/{id}/deny", post(api::deny))
         .route("/api/grants", get(api::list_grants).post(api::create_grant))
         .route("/api/grants/{id}/revoke", post(api::revoke_grant))
-        .layer(Extension(desk))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

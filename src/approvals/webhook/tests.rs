@@ -126,7 +126,7 @@ async fn a_new_ticket_of_this_instance_is_posted_once_after_a_failed_attempt() {
     let task = start(
         &hooks,
         Some("http://pgward/approvals".into()),
-        Arc::clone(&store) as Arc<dyn ApprovalStore>,
+        &(Arc::clone(&store) as Arc<dyn ApprovalStore>),
         "i1".into(),
     )
     .expect("start")
@@ -178,5 +178,5 @@ async fn no_hooks_no_task() {
             .await
             .expect("store"),
     );
-    assert!(start(&[], None, store, "i1".into()).expect("ok").is_none());
+    assert!(start(&[], None, &store, "i1".into()).expect("ok").is_none());
 }
