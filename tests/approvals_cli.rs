@@ -210,3 +210,41 @@ async fn grants_create_list_revoke() {
         stdout(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_psql_statement_runs_once_approved_and_fails_once_denied() {
+    let s = start(Backend::shared()).await;
+    let table = support::approvals::table("cli");
+    let held = support::approvals::psql(
+        &s.pw,
+        &format!("UPDATE {table} SET email = 'new@example.com' WHERE id = 1"),
+    );
+    let t = support::approvals::wait_pending(&*s.store).await;
+    let out = pgward(s.admin, "dana", &["approvals", "approve", &t.id]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = held.await.expect("psql");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "UPDATE 1");
+
+    let held_update = support::approvals::psql(
+        &s.pw,
+        &format!("UPDATE {table} SET email = 'third@example.com'"),
+    );
+    let t = support::approvals::wait_pending(&*s.store).await;
+    let out = pgward(
+        s.admin,
+        "erin",
+        &["approvals", "deny", &t.id, "--reason", "not now"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = held_update.await.expect("psql");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not now"), "{}", stderr(&out));
+    assert_eq!(
+        Backend::shared()
+            .admin_sql(&format!("SELECT email FROM {table}"))
+            .trim(),
+        "new@example.com"
+    );
+}

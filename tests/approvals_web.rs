@@ -1,8 +1,8 @@
 //! The approvals page in a real browser (headless Chromium over the
 //! DevTools protocol): an approver loads it with their credentials, sees
-//! the waiting statement with what they must see, clicks Approve (and
-//! Deny, which asks for a reason first), and the store records each
-//! decision; the sessions page lists a live session.
+//! the statement a psql session is held on with what they must see, clicks
+//! Approve, and psql receives its result; Deny asks for a reason first;
+//! the sessions page lists a live session.
 //!
 //! Skipped, saying so, only when no Chromium is installed and
 //! `PGWARD_REQUIRE_BROWSER` is unset (CI sets it: it never skips).
@@ -67,9 +67,14 @@ async fn an_approver_approves_and_denies_from_the_page() {
         )
         .await;
 
-    // A ticket made after the page loaded appears through the event stream.
-    let t = ticket(1);
-    s.store.create_ticket(&t).await.expect("create");
+    // A statement held after the page loaded appears through the event
+    // stream.
+    let table = support::approvals::table("web");
+    let sql = format!(
+        "/* reason: INC-7 fix an address */ UPDATE {table} SET email = 'new@example.com' WHERE id = 1"
+    );
+    let psql = support::approvals::psql(&s.pw, &sql);
+    let t = support::approvals::wait_pending(&*s.store).await;
     let approve = format!("button[data-action=approve][data-ticket=\"{}\"]", t.id);
     browser
         .wait_for(
@@ -85,19 +90,37 @@ async fn an_approver_approves_and_denies_from_the_page() {
         .await;
     let card = card.as_str().expect("text");
     for expected in [
-        "alice (groups: dev)",
-        "127.0.0.1:40000",
-        "app on upstream appdb",
-        "transaction",
-        "approve-updates: updates need a second pair of eyes",
-        "INC-7: fix a customer's address",
-        "UPDATE customers SET email = 'x' WHERE id = $1",
-        "int4",
-        "42",
+        "alice (groups: dev)".to_owned(),
+        "127.0.0.1:".to_owned(),
+        "app on upstream appdb".to_owned(),
+        "Transaction\nidle".to_owned(),
+        "Rule\napprove-updates".to_owned(),
+        "INC-7 fix an address".to_owned(),
+        format!("UPDATE {table} SET email = 'new@example.com' WHERE id = 1"),
     ] {
-        assert!(card.contains(expected), "{expected:?} in\n{card}");
+        assert!(card.contains(&expected), "{expected:?} in\n{card}");
     }
     browser.click(&approve).await;
+    // psql, held until now, gets its result.
+    let out = psql.await.expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "UPDATE 1");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("statement held for approval: ticket {}", t.id)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        Backend::shared()
+            .admin_sql(&format!("SELECT email FROM {table}"))
+            .trim(),
+        "new@example.com"
+    );
     let decided = wait_state(&*s.store, &t.id, TicketState::Approved).await;
     assert_eq!(decided.votes[0].approver, "dana");
     browser

@@ -179,3 +179,47 @@ pub async fn send(
         .await
         .expect("response")
 }
+
+/// A fresh table `{prefix}_<random>` of the app role with one row
+/// `(1, 'old@example.com')`.
+pub fn table(prefix: &str) -> String {
+    let table = format!("{prefix}_{:08x}", rand::random::<u32>());
+    Backend::shared().admin_sql(&format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, email text); \
+         INSERT INTO {table} VALUES (1, 'old@example.com'); \
+         ALTER TABLE {table} OWNER TO {}",
+        super::APP_ROLE
+    ));
+    table
+}
+
+/// Runs `sql` with psql as alice through `pw`, in the background.
+pub fn psql(pw: &Pgward, sql: &str) -> tokio::task::JoinHandle<std::process::Output> {
+    let mut command = std::process::Command::new(Backend::shared().cluster.program("psql"));
+    command
+        .env("PGPASSWORD", super::PASSWORD)
+        .args(["-X", "-c", sql])
+        .arg(pw.dsn());
+    tokio::task::spawn_blocking(move || command.output().expect("psql"))
+}
+
+/// Polls the store until a statement is held (a pending ticket).
+pub async fn wait_pending(store: &dyn ApprovalStore) -> Ticket {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(t) = store
+            .tickets(true, 10)
+            .await
+            .expect("read")
+            .into_iter()
+            .next()
+        {
+            return t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no statement was held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
