@@ -503,3 +503,76 @@ async fn the_event_stream_tells_of_new_tickets_and_the_pages_are_locked_down() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_statement_is_posted_to_the_configured_webhook() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/services/T0/B0/SECRET",
+        receiver.local_addr().expect("addr")
+    );
+    let backend = Backend::shared();
+    let dir = tempfile::tempdir().expect("dir");
+    let text = format!(
+        "{}\n{}\n[[approvals.webhooks]]\nurl = \"{url}\"\nformat = \"slack\"\n",
+        backend.config("", ""),
+        support::approvals::config_extra()
+    );
+    let pw = support::Pgward::start_in(&text, dir.path()).await;
+    let table = support::approvals::table("hook");
+    let held = support::approvals::psql(&pw, &format!("UPDATE {table} SET email = 'x'"));
+
+    let (mut s, _) = receiver.accept().await.expect("a webhook request");
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    let body = loop {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "cut short: {}", String::from_utf8_lossy(&request));
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.parse().ok())
+                .expect("length");
+            if body.len() >= len {
+                assert!(
+                    head.starts_with("POST /services/T0/B0/SECRET HTTP/1.1"),
+                    "{head}"
+                );
+                break body.to_owned();
+            }
+        }
+    };
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .await
+        .expect("answer");
+    let posted: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let message = posted["text"].as_str().expect("text");
+    let ticket = support::approvals::wait_pending(&**pw.gateway.approvals().store()).await;
+    assert!(message.contains(&ticket.id), "{message}");
+    assert!(
+        message.contains("*alice* wants to run on *appdb*"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("UPDATE {table} SET email = 'x'")),
+        "{message}"
+    );
+    pw.gateway
+        .approvals()
+        .vote(
+            &ticket.id,
+            &pgward::auth::identity::Identity::new("dana", ["dba"]),
+            false,
+            Some("test over".into()),
+        )
+        .await
+        .expect("deny");
+    let out = held.await.expect("psql");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test over"));
+}
