@@ -207,138 +207,88 @@ async fn cross_site_and_headerless_changes_are_refused() {
     let t = ticket(1);
     s.store.create_ticket(&t).await.expect("create");
     let path = format!("/api/approvals/{}/approve", t.id);
-    // No CSRF header: what a cross-site form would send.
-    let r = send(s.admin, "POST", &path, Some("dana"), None, &[]).await;
-    assert_eq!(r.status, 403, "{}", r.text());
-    // The header, but a browser that says the request is cross-site.
-    let host = s.admin.to_string();
-    let r = send(
-        s.admin,
-        "POST",
-        &path,
-        Some("dana"),
-        None,
-        &[("X-Pgward-Request", "1"), ("Origin", "http://evil.example")],
-    )
-    .await;
-    assert_eq!(r.status, 403, "{}", r.text());
-    let r = send(
-        s.admin,
-        "POST",
-        &path,
-        Some("dana"),
-        None,
-        &[("X-Pgward-Request", "1"), ("Sec-Fetch-Site", "cross-site")],
-    )
-    .await;
-    assert_eq!(r.status, 403, "{}", r.text());
-    // The admin routes refuse a cross-site browser POST too.
-    let r = send(
-        s.admin,
-        "POST",
-        "/sessions/1/terminate",
-        Some("root"),
-        None,
-        &[("Origin", "http://evil.example")],
-    )
-    .await;
-    assert_eq!(r.status, 403, "{}", r.text());
+    let csrf = ("X-Pgward-Request", "1");
+    let evil = ("Origin", "http://evil.example");
+    for (path, user, headers) in [
+        // No CSRF header: what a cross-site form would send.
+        (path.as_str(), "dana", &[][..]),
+        // The header, but a browser says the request is cross-site.
+        (&path, "dana", &[csrf, evil]),
+        (&path, "dana", &[csrf, ("Sec-Fetch-Site", "cross-site")]),
+        // The admin routes refuse a cross-site browser POST too.
+        ("/sessions/1/terminate", "root", &[evil]),
+    ] {
+        let r = send(s.admin, "POST", path, Some(user), None, headers).await;
+        assert_eq!(r.status, 403, "{path} {headers:?}: {}", r.text());
+    }
     assert_eq!(
         s.store.ticket(&t.id).await.expect("read").expect("t").state,
         pgward::approvals::model::TicketState::Pending
     );
     // The page's own request goes through.
-    let origin = format!("http://{host}");
-    let r = send(
-        s.admin,
-        "POST",
-        &path,
-        Some("dana"),
-        None,
-        &[
-            ("X-Pgward-Request", "1"),
-            ("Origin", &origin),
-            ("Sec-Fetch-Site", "same-origin"),
-        ],
-    )
-    .await;
+    let origin = format!("http://{}", s.admin);
+    let own = [
+        csrf,
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let r = send(s.admin, "POST", &path, Some("dana"), None, &own).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_are_made_listed_and_revoked_by_who_may() {
     let s = start(Backend::shared()).await;
-    let rule_grant = json!({
-        "subject": {"user": "alice"},
-        "scope": {"rule": "approve-updates"},
-        "duration": "30m",
-        "reason": "maintenance window",
-    });
-    // Not to oneself, not longer than max_grant, not for an unknown rule.
-    let mut own = rule_grant.clone();
-    own["subject"] = json!({"user": "dana"});
-    assert_eq!(
-        call(s.admin, "POST", "/api/grants", Some("dana"), Some(own))
-            .await
-            .0,
-        403
-    );
-    let mut group = rule_grant.clone();
-    group["subject"] = json!({"group": "dba"});
-    assert_eq!(
-        call(s.admin, "POST", "/api/grants", Some("dana"), Some(group))
-            .await
-            .0,
-        403
-    );
-    let mut long = rule_grant.clone();
-    long["duration"] = json!("9h");
-    assert_eq!(
-        call(s.admin, "POST", "/api/grants", Some("dana"), Some(long))
-            .await
-            .0,
-        400
-    );
-    let mut unknown = rule_grant.clone();
-    unknown["scope"] = json!({"rule": "no-such-rule"});
-    assert_eq!(
-        call(s.admin, "POST", "/api/grants", Some("dana"), Some(unknown))
-            .await
-            .0,
-        400
-    );
-    assert_eq!(
-        call(
+    let grant = |subject: serde_json::Value, scope: serde_json::Value, duration: &str| json!({"subject": subject, "scope": scope, "duration": duration, "reason": "maintenance"});
+    let alice = json!({"user": "alice"});
+    let rule = json!({"rule": "approve-updates"});
+    let role = |r: &str| json!({"role": {"database": support::DB, "role": r}});
+    for (user, body, expected) in [
+        // Not to oneself or one's group.
+        (
+            "dana",
+            grant(json!({"user": "dana"}), rule.clone(), "30m"),
+            403,
+        ),
+        (
+            "dana",
+            grant(json!({"group": "dba"}), rule.clone(), "30m"),
+            403,
+        ),
+        // Not longer than max_grant, not for an unknown rule or role.
+        ("dana", grant(alice.clone(), rule.clone(), "9h"), 400),
+        (
+            "dana",
+            grant(alice.clone(), json!({"rule": "no-such-rule"}), "30m"),
+            400,
+        ),
+        ("dana", grant(alice.clone(), role("postgres"), "10m"), 400),
+        ("dana", json!({"subject": 1}), 400),
+        // An admin in no approver group grants neither a rule's
+        // statements nor a role ([approvals] approvers grant roles).
+        ("root", grant(alice.clone(), rule.clone(), "30m"), 403),
+        (
+            "root",
+            grant(alice.clone(), role(support::MASKED_ROLE), "10m"),
+            403,
+        ),
+    ] {
+        let (status, answer) = call(
             s.admin,
             "POST",
             "/api/grants",
-            Some("dana"),
-            Some(json!({"subject": 1}))
+            Some(user),
+            Some(body.clone()),
         )
-        .await
-        .0,
-        400
-    );
-    // An admin who is no rule approver cannot grant the rule's statements.
-    assert_eq!(
-        call(
-            s.admin,
-            "POST",
-            "/api/grants",
-            Some("root"),
-            Some(rule_grant.clone())
-        )
-        .await
-        .0,
-        403
-    );
-
+        .await;
+        assert_eq!(status, expected, "{user} {body}: {answer}");
+    }
     let (status, g) = call(
         s.admin,
         "POST",
         "/api/grants",
         Some("dana"),
-        Some(rule_grant),
+        Some(grant(alice.clone(), rule, "30m")),
     )
     .await;
     assert_eq!(status, 201, "{g}");
@@ -347,75 +297,30 @@ async fn grants_are_made_listed_and_revoked_by_who_may() {
         (&json!("dana"), &json!(true))
     );
     let id = g["id"].as_str().expect("id").to_owned();
-
-    // Roles: members of [approvals] approvers (not admins as such), and
-    // only roles the database's upstream has.
-    let role_grant = |role: &str| {
-        json!({
-            "subject": {"user": "alice"},
-            "scope": {"role": {"database": support::DB, "role": role}},
-            "duration": "10m",
-            "reason": "migration",
-        })
-    };
-    assert_eq!(
-        call(
-            s.admin,
-            "POST",
-            "/api/grants",
-            Some("root"),
-            Some(role_grant(support::MASKED_ROLE))
-        )
-        .await
-        .0,
-        403
-    );
-    assert_eq!(
-        call(
-            s.admin,
-            "POST",
-            "/api/grants",
-            Some("dana"),
-            Some(role_grant("postgres"))
-        )
-        .await
-        .0,
-        400
-    );
-    let (status, role) = call(
+    let (status, r) = call(
         s.admin,
         "POST",
         "/api/grants",
         Some("dana"),
-        Some(role_grant(support::MASKED_ROLE)),
+        Some(grant(alice, role(support::MASKED_ROLE), "10m")),
     )
     .await;
-    assert_eq!(status, 201, "{role}");
+    assert_eq!(status, 201, "{r}");
 
+    let count = |v: &serde_json::Value| v["grants"].as_array().expect("grants").len();
     let (_, listed) = call(s.admin, "GET", "/api/grants", Some("erin"), None).await;
-    assert_eq!(
-        listed["grants"].as_array().expect("grants").len(),
-        2,
-        "{listed}"
-    );
+    assert_eq!(count(&listed), 2, "{listed}");
     // Erin approves the rule too: she may revoke Dana's grant; the admin
-    // may not (not the rule's approver, not its creator).
+    // may not (not the rule's approver, not its creator); twice is a 409.
+    let revoke = format!("/api/grants/{id}/revoke");
     assert_eq!(
-        call(
-            s.admin,
-            "POST",
-            &format!("/api/grants/{id}/revoke"),
-            Some("root"),
-            None
-        )
-        .await
-        .0,
+        call(s.admin, "POST", &revoke, Some("root"), None).await.0,
         403
     );
     let (status, revoked) = call(
         s.admin,
         "POST",
-        &format!("/api/grants/{id}/revoke"),
+        &revoke,
         Some("erin"),
         Some(json!({"reason": "done"})),
     )
@@ -426,21 +331,13 @@ async fn grants_are_made_listed_and_revoked_by_who_may() {
         (&json!(false), &json!("erin"))
     );
     assert_eq!(
-        call(
-            s.admin,
-            "POST",
-            &format!("/api/grants/{id}/revoke"),
-            Some("erin"),
-            None
-        )
-        .await
-        .0,
+        call(s.admin, "POST", &revoke, Some("erin"), None).await.0,
         409
     );
     let (_, listed) = call(s.admin, "GET", "/api/grants", Some("erin"), None).await;
-    assert_eq!(listed["grants"].as_array().expect("grants").len(), 1);
+    assert_eq!(count(&listed), 1);
     let (_, all) = call(s.admin, "GET", "/api/grants?state=all", Some("erin"), None).await;
-    assert_eq!(all["grants"].as_array().expect("grants").len(), 2);
+    assert_eq!(count(&all), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

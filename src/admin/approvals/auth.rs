@@ -92,9 +92,9 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
             let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
                 return true;
             };
-            !origin
+            origin
                 .split_once("://")
-                .is_some_and(|(_, authority)| authority == host)
+                .is_none_or(|(_, authority)| authority != host)
         }
         (Some(_), None) => true,
     }
