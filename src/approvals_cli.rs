@@ -130,21 +130,16 @@ pub async fn approvals(cmd: ApprovalsCmd) -> anyhow::Result<()> {
     match cmd {
         ApprovalsCmd::List { conn, all } => {
             let state = if all { "all" } else { "pending" };
-            let v = Api::new(&conn)?
-                .call("GET", &format!("/api/approvals?state={state}"), None)
-                .await?;
-            if conn.json {
-                return print_json(&v);
-            }
-            let tickets = v["tickets"].as_array().cloned().unwrap_or_default();
-            if tickets.is_empty() {
-                println!("no {} tickets", if all { "" } else { "pending" }.trim());
-            }
-            for t in &tickets {
-                let ticket: Ticket = serde_json::from_value(t.clone())?;
-                println!("{}", summary(&ticket, waited(t)));
-            }
-            Ok(())
+            list(
+                &conn,
+                &format!("/api/approvals?state={state}"),
+                "tickets",
+                |t| {
+                    let ticket: Ticket = serde_json::from_value(t.clone())?;
+                    Ok(summary(&ticket, waited(t)))
+                },
+            )
+            .await
         }
         ApprovalsCmd::Show { conn, id } => {
             let v = Api::new(&conn)?
@@ -152,27 +147,48 @@ pub async fn approvals(cmd: ApprovalsCmd) -> anyhow::Result<()> {
                 .await?;
             show_ticket(&conn, &v)
         }
-        ApprovalsCmd::Approve { conn, id, reason } => {
-            let v = Api::new(&conn)?
-                .call(
-                    "POST",
-                    &format!("/api/approvals/{}/approve", path_id(&id)?),
-                    Some(json!({ "reason": reason })),
-                )
-                .await?;
-            show_ticket(&conn, &v)
-        }
-        ApprovalsCmd::Deny { conn, id, reason } => {
-            let v = Api::new(&conn)?
-                .call(
-                    "POST",
-                    &format!("/api/approvals/{}/deny", path_id(&id)?),
-                    Some(json!({ "reason": reason })),
-                )
-                .await?;
-            show_ticket(&conn, &v)
-        }
+        ApprovalsCmd::Approve { conn, id, reason } => vote(&conn, &id, "approve", reason).await,
+        ApprovalsCmd::Deny { conn, id, reason } => vote(&conn, &id, "deny", Some(reason)).await,
     }
+}
+
+/// `approve` or `deny` (`verb`) ticket `id`, and shows it after.
+async fn vote(
+    conn: &Connection,
+    id: &str,
+    verb: &str,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let v = Api::new(conn)?
+        .call(
+            "POST",
+            &format!("/api/approvals/{}/{verb}", path_id(id)?),
+            Some(json!({ "reason": reason })),
+        )
+        .await?;
+    show_ticket(conn, &v)
+}
+
+/// GETs a listing and prints each of its `key` items with `line` (or the
+/// JSON with --json).
+async fn list(
+    conn: &Connection,
+    path: &str,
+    key: &str,
+    line: impl Fn(&Value) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let v = Api::new(conn)?.call("GET", path, None).await?;
+    if conn.json {
+        return print_json(&v);
+    }
+    let items = v[key].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        println!("none");
+    }
+    for item in &items {
+        println!("{}", line(item)?);
+    }
+    Ok(())
 }
 
 /// Runs `pgward grants ...`.
@@ -180,20 +196,13 @@ pub async fn grants(cmd: GrantsCmd) -> anyhow::Result<()> {
     match cmd {
         GrantsCmd::List { conn, all } => {
             let state = if all { "all" } else { "active" };
-            let v = Api::new(&conn)?
-                .call("GET", &format!("/api/grants?state={state}"), None)
-                .await?;
-            if conn.json {
-                return print_json(&v);
-            }
-            let grants = v["grants"].as_array().cloned().unwrap_or_default();
-            if grants.is_empty() {
-                println!("no {} grants", if all { "" } else { "active" }.trim());
-            }
-            for g in &grants {
-                println!("{}", grant_line(g)?);
-            }
-            Ok(())
+            list(
+                &conn,
+                &format!("/api/grants?state={state}"),
+                "grants",
+                grant_line,
+            )
+            .await
         }
         GrantsCmd::Create {
             conn,

@@ -8,6 +8,18 @@ use serde_json::json;
 use support::approvals::{call, send, start, ticket};
 use support::Backend;
 
+/// `user` votes (`approve` or `deny`) on ticket `id`.
+async fn vote(
+    s: &support::approvals::Setup,
+    id: &str,
+    user: &str,
+    verb: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let path = format!("/api/approvals/{id}/{verb}");
+    call(s.admin, "POST", &path, Some(user), body).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvers_see_everything_and_votes_follow_the_rules() {
     let s = start(Backend::shared()).await;
@@ -71,68 +83,26 @@ async fn approvers_see_everything_and_votes_follow_the_rules() {
         404
     );
 
-    // Votes: an admin who is not an approver, then a double vote.
-    let (status, body) = call(
-        s.admin,
-        "POST",
-        &format!("{path}/approve"),
-        Some("root"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 403, "{body}");
-    assert!(
-        body["error"]
+    // Votes, in order: an admin who is no approver; an approval; the same
+    // approver again; a denial without a reason; the second approval
+    // (threshold 2: approved); a late denial.
+    let reason = |r: &str| Some(json!({ "reason": r }));
+    for (user, verb, body, status, outcome) in [
+        ("root", "approve", None, 403, "approver groups"),
+        ("dana", "approve", Some(json!({})), 200, "pending"),
+        ("dana", "approve", None, 409, "voted on this ticket already"),
+        ("erin", "deny", None, 400, "a reason is required"),
+        ("erin", "approve", None, 200, "approved"),
+        ("erin", "deny", reason("late"), 409, "not pending"),
+    ] {
+        let (got, answer) = vote(&s, &t.id, user, verb, body).await;
+        assert_eq!(got, status, "{user} {verb}: {answer}");
+        let said = answer["state"]
             .as_str()
-            .expect("error")
-            .contains("approver groups"),
-        "{body}"
-    );
-    let (status, body) = call(
-        s.admin,
-        "POST",
-        &format!("{path}/approve"),
-        Some("dana"),
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!((status, &body["state"]), (200, &json!("pending")), "{body}");
-    assert_eq!(body["approvals_count"], 1);
-    let (status, body) = call(
-        s.admin,
-        "POST",
-        &format!("{path}/approve"),
-        Some("dana"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 409, "{body}");
-    // A denial needs a reason.
-    let (status, body) = call(s.admin, "POST", &format!("{path}/deny"), Some("erin"), None).await;
-    assert_eq!(status, 400, "{body}");
-    // The second approval decides it; then it is no longer pending.
-    let (status, body) = call(
-        s.admin,
-        "POST",
-        &format!("{path}/approve"),
-        Some("erin"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, &body["state"]),
-        (200, &json!("approved")),
-        "{body}"
-    );
-    let (status, body) = call(
-        s.admin,
-        "POST",
-        &format!("{path}/deny"),
-        Some("erin"),
-        Some(json!({"reason": "late"})),
-    )
-    .await;
-    assert_eq!(status, 409, "{body}");
+            .or(answer["error"].as_str())
+            .unwrap_or_default();
+        assert!(said.contains(outcome), "{user} {verb}: {answer}");
+    }
     let stored = s.store.ticket(&t.id).await.expect("read").expect("ticket");
     assert_eq!(stored.approvals(), 2);
     let (_, body) = call(s.admin, "GET", "/api/approvals", Some("dana"), None).await;
@@ -173,14 +143,7 @@ async fn self_approval_is_refused_and_a_denial_ends_the_ticket() {
     let path = format!("/api/approvals/{}", t.id);
     let (_, shown) = call(s.admin, "GET", &path, Some("dana"), None).await;
     assert_eq!(shown["may_vote"], false);
-    let (status, body) = call(
-        s.admin,
-        "POST",
-        &format!("{path}/approve"),
-        Some("dana"),
-        None,
-    )
-    .await;
+    let (status, body) = vote(&s, &t.id, "dana", "approve", None).await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"]
@@ -189,14 +152,8 @@ async fn self_approval_is_refused_and_a_denial_ends_the_ticket() {
             .contains("cannot approve"),
         "{body}"
     );
-    let (status, body) = call(
-        s.admin,
-        "POST",
-        &format!("{path}/deny"),
-        Some("erin"),
-        Some(json!({"reason": "not during the freeze"})),
-    )
-    .await;
+    let freeze = Some(json!({"reason": "not during the freeze"}));
+    let (status, body) = vote(&s, &t.id, "erin", "deny", freeze).await;
     assert_eq!((status, &body["state"]), (200, &json!("denied")), "{body}");
     assert_eq!(body["end_reason"], "denied by erin: not during the freeze");
 }

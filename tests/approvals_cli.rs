@@ -105,11 +105,7 @@ async fn list_show_approve_and_deny() {
         pgward::approvals::model::TicketState::Approved
     );
     let out = pgward(s.admin, "dana", &["approvals", "list"]).await;
-    assert!(
-        stdout(&out).contains("no pending tickets"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).trim() == "none", "{}", stdout(&out));
 
     // Wrong password, bad id.
     let mut command = Command::new(BIN);
@@ -204,11 +200,7 @@ async fn grants_create_list_revoke() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("revoked by dana"), "{}", stdout(&out));
     let out = pgward(s.admin, "dana", &["grants", "list"]).await;
-    assert!(
-        stdout(&out).contains("no active grants"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).trim() == "none", "{}", stdout(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,21 +74,27 @@ fn page_link(gw: &crate::gateway::Gateway, id: &str) -> String {
         .unwrap_or_else(|| format!("/approvals/{id}"))
 }
 
-/// `?state=...&limit=...` of a listing.
-#[derive(Debug, Default)]
-pub struct ListQuery {
-    /// `pending` (tickets, the default), `active` (grants, the default) or
-    /// `all`.
-    pub state: Option<String>,
-    /// At most this many (default and maximum [`MAX_LIST`]).
-    pub limit: Option<usize>,
+/// `?state=...&limit=...` of a listing: only the `pending` tickets or
+/// `active` grants (the default), or `all`; at most `limit` (default and
+/// maximum [`MAX_LIST`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// Only pending tickets, or active grants.
+    pub only: bool,
+    /// At most this many.
+    pub limit: usize,
 }
 
-impl ListQuery {
-    /// Parses a query string (names and values are plain words: no
-    /// percent-decoding is needed or done).
-    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut q = Self::default();
+impl Listing {
+    /// Parses a query string where `word` (`pending` or `active`) is the
+    /// default state. Names and values are plain words: no
+    /// percent-decoding is needed or done.
+    pub fn parse(query: Option<&str>, word: &str) -> Result<Self, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+        let mut listing = Self {
+            only: true,
+            limit: MAX_LIST,
+        };
         for pair in query
             .unwrap_or_default()
             .split('&')
@@ -96,25 +102,30 @@ impl ListQuery {
         {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
-                "state" => q.state = Some(value.to_owned()),
+                "state" if value == word => listing.only = true,
+                "state" if value == "all" => listing.only = false,
+                "state" => {
+                    return Err(bad(format!(
+                        "state {:?} is not one of {word}, all",
+                        shown(value)
+                    )))
+                }
                 "limit" => {
-                    q.limit = Some(value.parse().map_err(|_| {
-                        ApiError::new(StatusCode::BAD_REQUEST, "limit is not a number")
-                    })?)
+                    let n: usize = value
+                        .parse()
+                        .map_err(|_| bad("limit is not a number".into()))?;
+                    listing.limit = n.min(MAX_LIST);
                 }
-                other => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "unknown query parameter {:?}",
-                            other.chars().take(40).collect::<String>()
-                        ),
-                    ))
-                }
+                other => return Err(bad(format!("unknown query parameter {:?}", shown(other)))),
             }
         }
-        Ok(q)
+        Ok(listing)
     }
+}
+
+/// What a caller sent, shortened for an error message.
+fn shown(s: &str) -> String {
+    s.chars().take(40).collect()
 }
 
 /// `GET /api/approvals`.
@@ -123,18 +134,10 @@ pub async fn list_tickets(
     Extension(who): Extension<Approver>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let q = ListQuery::parse(query.as_deref())?;
-    let pending = match q.state.as_deref().unwrap_or("pending") {
-        "pending" => true,
-        "all" => false,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("state {other:?} is not one of pending, all"),
-            ))
-        }
-    };
-    let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
+    let Listing {
+        only: pending,
+        limit,
+    } = Listing::parse(query.as_deref(), "pending")?;
     let now = now_ms();
     let tickets = state.gw.approvals().tickets(pending, limit).await?;
     let views: Vec<Value> = tickets
@@ -219,19 +222,11 @@ pub async fn list_grants(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let q = ListQuery::parse(query.as_deref())?;
     let now = now_ms();
-    let active = match q.state.as_deref().unwrap_or("active") {
-        "active" => true,
-        "all" => false,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("state {other:?} is not one of active, all"),
-            ))
-        }
-    };
-    let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
+    let Listing {
+        only: active,
+        limit,
+    } = Listing::parse(query.as_deref(), "active")?;
     let grants = state.gw.approvals().grants(active, limit).await?;
     let views: Vec<Value> = grants.iter().map(|g| grant_view(g, now)).collect();
     Ok(Json(json!({ "grants": views })))
@@ -296,4 +291,32 @@ pub async fn whoami(Extension(who): Extension<Approver>) -> Json<Value> {
         "groups": who.identity.groups,
         "admin": who.admin,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Listing;
+
+    #[test]
+    fn listings() {
+        let parse = |q: Option<&str>| Listing::parse(q, "pending").map_err(|e| e.status.as_u16());
+        assert_eq!(
+            parse(None),
+            Ok(Listing {
+                only: true,
+                limit: 500
+            })
+        );
+        assert_eq!(
+            parse(Some("state=all&limit=3")),
+            Ok(Listing {
+                only: false,
+                limit: 3
+            })
+        );
+        assert_eq!(parse(Some("limit=99999")).map(|l| l.limit), Ok(500));
+        for bad in ["state=active", "limit=-1", "limit=x", "bogus=1", "state"] {
+            assert_eq!(parse(Some(bad)), Err(400), "{bad}");
+        }
+    }
 }
