@@ -178,17 +178,41 @@ async fn an_approver_approves_and_denies_from_the_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sessions_page_lists_live_sessions() {
+async fn the_sessions_page_lists_and_terminates_live_sessions() {
     let Some(chromium) = chromium() else { return };
     let s = start(Backend::shared()).await;
     let client = s.pw.connect().await;
     client.simple_query("SELECT 1").await.expect("query");
+    let id = s.pw.gateway.registry.list()[0].id;
     let mut browser = Browser::start(&chromium).await;
     browser.login("root", "root-pw").await;
     browser
         .navigate(&format!("http://{}/sessions.html", s.admin))
         .await;
+    let row = format!("tr[data-session=\"{id}\"]");
     browser
-        .wait_for("[...document.querySelectorAll('#sessions tbody tr')].some(r => r.innerText.includes('alice'))", "alice's session")
+        .wait_for(
+            &format!("document.querySelector('{row}').innerText.includes('alice')"),
+            "alice's session",
+        )
+        .await;
+    browser
+        .click(&format!(
+            "button[data-action=terminate][data-session=\"{id}\"]"
+        ))
+        .await;
+    let started = Instant::now();
+    while client.simple_query("SELECT 1").await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the session was not terminated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser
+        .wait_for(
+            &format!("!document.querySelector('{row}')"),
+            "the session gone",
+        )
         .await;
 }
