@@ -10,6 +10,7 @@
 pub mod display;
 pub mod metrics;
 pub mod model;
+pub mod note;
 pub mod service;
 pub mod store;
 

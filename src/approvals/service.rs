@@ -15,10 +15,11 @@ use super::model::{
     new_id, now_ms, ApprovalMode, Grant, GrantScope, GrantSubject, Revocation, Ticket, TicketState,
     VoteError,
 };
+use super::note::{self, Note};
 use super::store::{ApprovalStore, ApprovalStoreError, Change};
 use crate::config::approvals::{ApprovalStoreConfig, ApprovalsConfig};
 use crate::policy::rules::Identity;
-use crate::session::phases::{HoldEnd, Refusal, Release};
+use crate::session::phases::{HoldEnd, OnHoldEnd, Refusal, Release};
 use crate::sqlstate::Sqlstate;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,6 +49,8 @@ pub enum ApprovalError {
 struct Waiter {
     release: oneshot::Sender<Release>,
     since: Instant,
+    /// The statement's audit note, filled in before the release.
+    note: Option<Note>,
 }
 
 /// Approvals for one gateway.
@@ -427,25 +430,56 @@ impl Approvals {
         self.metrics
             .approvals
             .ended(ticket.state, waiter.since.elapsed());
+        if let Some(n) = &waiter.note {
+            let (outcome, approving) = match ticket.state {
+                TicketState::Approved => ("approved", Some(true)),
+                TicketState::Denied => ("denied", Some(false)),
+                TicketState::Expired => ("expired", None),
+                _ => ("withdrawn", None),
+            };
+            let voters = approving.map(|yes| {
+                ticket
+                    .votes
+                    .iter()
+                    .filter(|v| v.approve == yes)
+                    .map(|v| v.approver.clone())
+                    .collect()
+            });
+            note::settle(n, outcome, voters);
+        }
         let _ = waiter.release.send(release);
     }
 
     /// Holds a statement: its ticket (made by the caller, id included) is
-    /// written by a task, and the hold is released when it is decided.
-    /// Returns the decision to wait on and the sender the session tells
-    /// why the hold ended otherwise.
+    /// written by a task, and the hold is released when it is decided
+    /// (`note`, the statement's audit note, filled in first). Returns the
+    /// decision to wait on and what the session calls when the hold ends
+    /// otherwise.
     pub(crate) fn hold(
         self: &Arc<Self>,
         ticket: Ticket,
-    ) -> (oneshot::Receiver<Release>, oneshot::Sender<HoldEnd>) {
+        note: Option<Note>,
+    ) -> (oneshot::Receiver<Release>, OnHoldEnd) {
         let (release, decision) = oneshot::channel();
-        let (ended, end) = oneshot::channel::<HoldEnd>();
+        let (tell, end) = oneshot::channel::<HoldEnd>();
         let id = ticket.id.clone();
+        let ended_note = note.clone();
+        let ended = OnHoldEnd::new(move |why| {
+            if let Some(n) = &ended_note {
+                let outcome = match why {
+                    HoldEnd::Deadline => "expired",
+                    _ => "withdrawn",
+                };
+                note::settle(n, outcome, None);
+            }
+            let _ = tell.send(why);
+        });
         lock(&self.waiters).insert(
             id.clone(),
             Waiter {
                 release,
                 since: Instant::now(),
+                note,
             },
         );
         self.metrics.approvals.ticket_made();
@@ -454,6 +488,9 @@ impl Approvals {
             if let Err(e) = this.store.create_ticket(&ticket).await {
                 tracing::error!(ticket = %id, error = %e, "approvals: the ticket could not be stored");
                 if let Some(w) = lock(&this.waiters).remove(&id) {
+                    if let Some(n) = &w.note {
+                        note::settle(n, "store_failed", None);
+                    }
                     let _ = w.release.send(Release::Refuse(store_refusal(&e)));
                 }
                 return;
@@ -495,17 +532,28 @@ impl Approvals {
     /// one (the statement then runs), else makes `ticket` (or names the
     /// pending one for the same binding) and refuses. Answers through the
     /// receiver once the store has.
-    pub(crate) fn ticket_mode(self: &Arc<Self>, ticket: Ticket) -> oneshot::Receiver<Release> {
+    pub(crate) fn ticket_mode(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        note: Option<Note>,
+    ) -> oneshot::Receiver<Release> {
         let (tx, rx) = oneshot::channel();
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let release = this.use_or_ask(ticket).await;
+            let release = this.use_or_ask(ticket, note.as_ref()).await;
             let _ = tx.send(release);
         });
         rx
     }
 
-    async fn use_or_ask(&self, ticket: Ticket) -> Release {
+    async fn use_or_ask(&self, ticket: Ticket, note: Option<&Note>) -> Release {
+        let noted = |outcome, ticket_id: &str, approvers| {
+            if let Some(n) = note {
+                note::settle(n, outcome, approvers);
+                let mut n = n.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                ticket_id.clone_into(&mut n.ticket);
+            }
+        };
         match self.store.consume(&ticket.binding, now_ms()).await {
             Ok(Some(used)) => {
                 lock(&self.pending).remove(&ticket.binding);
@@ -513,22 +561,35 @@ impl Approvals {
                     .approvals
                     .ended(TicketState::Used, Duration::ZERO);
                 tracing::info!(ticket = %used.id, "approvals: a ticket-mode approval was used");
+                let approvers = used
+                    .votes
+                    .iter()
+                    .filter(|v| v.approve)
+                    .map(|v| v.approver.clone())
+                    .collect();
+                noted("ticket_used", &used.id, Some(approvers));
                 return Release::Run;
             }
             Ok(None) => {}
-            Err(e) => return Release::Refuse(store_refusal(&e)),
+            Err(e) => {
+                noted("store_failed", &ticket.id, None);
+                return Release::Refuse(store_refusal(&e));
+            }
         }
         let known = lock(&self.pending).get(&ticket.binding).cloned();
         if let Some(id) = known {
             if let Ok(Some(t)) = self.store.ticket(&id).await {
                 if t.state == TicketState::Pending {
+                    noted("ticket_refused", &t.id, None);
                     return Release::Refuse(self.ticket_refusal(&t, true));
                 }
             }
         }
         if let Err(e) = self.store.create_ticket(&ticket).await {
+            noted("store_failed", &ticket.id, None);
             return Release::Refuse(store_refusal(&e));
         }
+        noted("ticket_refused", &ticket.id, None);
         self.metrics.approvals.ticket_made();
         let mut pending = lock(&self.pending);
         // Bounded: the oldest binding is forgotten (its retry only makes a
