@@ -9,7 +9,7 @@
 mod response;
 mod url;
 
-pub use response::Response;
+pub use response::{parse as parse_response, Parsed, Response};
 pub use url::Url;
 
 use std::path::Path;
