@@ -348,12 +348,15 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn waited(v: &Value) -> u64 {
-    v["waiting_seconds"].as_u64().unwrap_or(0)
+/// How long a pending ticket has waited, as text (`-` once it ended).
+fn waited(v: &Value) -> String {
+    v["waiting_seconds"]
+        .as_u64()
+        .map_or_else(|| "-".into(), since)
 }
 
 /// One line per ticket.
-fn summary(t: &Ticket, waited: u64) -> String {
+fn summary(t: &Ticket, waited: String) -> String {
     let statement: String = t.statement.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut short: String = statement.chars().take(60).collect();
     if short.len() < statement.len() {
@@ -363,7 +366,7 @@ fn summary(t: &Ticket, waited: u64) -> String {
         "{}  {:<9} {:>6}  {}@{}  rule {}  {}",
         t.id,
         format!("{:?}", t.state).to_lowercase(),
-        since(waited),
+        waited,
         t.requester.user,
         t.requester.database,
         t.rule,
@@ -401,7 +404,7 @@ fn show_ticket(conn: &Connection, v: &Value) -> anyhow::Result<()> {
     );
     println!("  session      {} on instance {}", r.session, r.instance);
     println!("  transaction  {}", t.transaction);
-    println!("  waiting      {}", since(waited(v)));
+    println!("  waiting      {}", waited(v));
     println!("  expires      {}", v["expires"].as_str().unwrap_or("-"));
     match &t.rule_message {
         Some(m) => println!("  rule         {}: {m}", t.rule),

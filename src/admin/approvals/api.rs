@@ -29,7 +29,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A ticket as approvers see it: the record, plus how long it has waited,
+/// A ticket as approvers see it: the record, plus how long it has waited
+/// (pending ones; `null` once it ended),
 /// its approvals so far, whether the caller may vote, and its page.
 pub fn ticket_view(gw: &crate::gateway::Gateway, t: &Ticket, who: &Approver, now: u64) -> Value {
     let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
@@ -39,10 +40,10 @@ pub fn ticket_view(gw: &crate::gateway::Gateway, t: &Ticket, who: &Approver, now
         && who.in_any(&t.approvers)
         && !t.votes.iter().any(|v| v.approver == who.identity.user);
     if let Value::Object(map) = &mut v {
-        map.insert(
-            "waiting_seconds".into(),
-            json!(now.saturating_sub(t.created_at) / 1000),
-        );
+        // Only a pending ticket is still waiting.
+        let waiting =
+            (t.state == TicketState::Pending).then(|| now.saturating_sub(t.created_at) / 1000);
+        map.insert("waiting_seconds".into(), json!(waiting));
         map.insert("approvals_count".into(), json!(t.approvals()));
         map.insert("created".into(), json!(utc_ms(t.created_at)));
         map.insert("expires".into(), json!(utc_ms(t.expires_at)));

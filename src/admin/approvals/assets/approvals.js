@@ -23,8 +23,9 @@ function ticketCard(t) {
   field(dl, "Role", r.role + " on upstream " + r.upstream);
   field(dl, "Session", r.session + " on instance " + r.instance);
   field(dl, "Transaction", t.transaction);
-  const waited = el("span", { class: "waiting", "data-waiting": String(t.waiting_seconds) }, since(t.waiting_seconds));
-  field(dl, "Waiting", waited);
+  if (t.waiting_seconds !== null) {
+    field(dl, "Waiting", el("span", { class: "waiting", "data-waiting": String(t.waiting_seconds) }, since(t.waiting_seconds)));
+  }
   field(dl, "Expires", t.expires);
   field(dl, "Rule", t.rule + (t.rule_message ? ": " + t.rule_message : ""));
   field(dl, "Mode", t.mode);
