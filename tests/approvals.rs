@@ -565,15 +565,13 @@ async fn break_glass_runs_at_once_and_is_recorded() {
 async fn a_rule_grant_runs_its_statements_until_revoked() {
     let (pw, _dir) = start("appr_grant", "", "max_grant = \"1h\"").await;
     let approvals = Arc::clone(pw.gateway.approvals());
-    let rules = pw.gateway.rules.load_full();
-    let rule_set = &rules.policy.rules;
     let scope = GrantScope::Rule("approve-appr_grant".into());
     let subject = GrantSubject::User(USER.into());
     let grant = |d: u64, by: Identity| {
         let (approvals, scope, subject) = (Arc::clone(&approvals), scope.clone(), subject.clone());
         async move {
             approvals
-                .create_grant(subject, scope, Duration::from_secs(d), &by, None, rule_set)
+                .create_grant(subject, scope, Duration::from_secs(d), &by, None)
                 .await
         }
     };
@@ -592,7 +590,6 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
             Duration::from_secs(60),
             &Identity::new(USER, ["ops"]),
             None,
-            rule_set,
         )
         .await;
     assert!(matches!(own, Err(ApprovalError::Grant(_))), "no self-grant");
@@ -606,7 +603,6 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
             Duration::from_secs(60),
             &carol(),
             None,
-            rule_set,
         )
         .await;
     assert!(
@@ -689,7 +685,6 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
         .vote(&id, &carol(), true, None)
         .await
         .expect("vote");
-    let rules = pw.gateway.rules.load_full();
     let grant = pw
         .gateway
         .approvals()
@@ -699,7 +694,6 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
             Duration::from_secs(600),
             &carol(),
             Some("on call".into()),
-            &rules.policy.rules,
         )
         .await
         .expect("grant");
