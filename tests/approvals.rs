@@ -758,37 +758,44 @@ async fn a_pgbench_script_statement_is_held_and_approved() {
     let script = dir.path().join("script.sql");
     std::fs::write(&script, "UPDATE appr_bench SET v = v + 10 WHERE id = 1;\n").expect("script");
     let pw = Arc::new(pw);
-    let approver = Arc::clone(&pw);
-    let approve = tokio::spawn(async move {
-        let t = pending(&approver, &[]).await;
-        approver
-            .gateway
-            .approvals()
-            .vote(&t.id, &carol(), true, None)
+    let mut seen: Vec<String> = Vec::new();
+    // Every query mode: simple, extended (held at its Bind), prepared.
+    for mode in ["simple", "extended", "prepared"] {
+        let approver = Arc::clone(&pw);
+        let except = seen.clone();
+        let approve = tokio::spawn(async move {
+            let except: Vec<&str> = except.iter().map(String::as_str).collect();
+            let t = pending(&approver, &except).await;
+            approver
+                .gateway
+                .approvals()
+                .vote(&t.id, &carol(), true, None)
+                .await
+                .expect("vote");
+            t.id
+        });
+        let mut cmd = std::process::Command::new(Backend::shared().cluster.program("pgbench"));
+        cmd.env("PGPASSWORD", PASSWORD)
+            .args(["-n", "-M", mode, "-f"])
+            .arg(&script)
+            .args(["-t", "1"])
+            .arg(pw.dsn());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("pgbench"))
             .await
-            .expect("vote");
-    });
-    let mut cmd = std::process::Command::new(Backend::shared().cluster.program("pgbench"));
-    cmd.env("PGPASSWORD", PASSWORD)
-        .args(["-n", "-f"])
-        .arg(&script)
-        .args(["-t", "1"])
-        .arg(pw.dsn());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("pgbench"))
-        .await
-        .expect("pgbench");
-    approve.await.expect("approver");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.contains("number of transactions actually processed: 1/1"),
-        "{report}"
-    );
-    assert_eq!(value(&pw, "appr_bench").await, 11);
+            .expect("pgbench");
+        seen.push(approve.await.expect("approver"));
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("number of transactions actually processed: 1/1"),
+            "{mode}: {report}"
+        );
+    }
+    assert_eq!(value(&pw, "appr_bench").await, 31);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
