@@ -721,20 +721,27 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
     assert_eq!(value(&pw, "appr_restart").await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_waits_for_approval_given_from_another_task() {
-    let (pw, _dir) = start("appr_psql", "", "").await;
-    let pw = Arc::new(pw);
-    let approver = Arc::clone(&pw);
-    let approve = tokio::spawn(async move {
-        let t = pending(&approver, &[]).await;
-        approver
-            .gateway
+/// A task that approves (as carol) the next ticket to be pending other
+/// than `except`, and returns its id.
+fn approve_next(pw: &Arc<Pgward>, except: Vec<String>) -> tokio::task::JoinHandle<String> {
+    let pw = Arc::clone(pw);
+    tokio::spawn(async move {
+        let except: Vec<&str> = except.iter().map(String::as_str).collect();
+        let t = pending(&pw, &except).await;
+        pw.gateway
             .approvals()
             .vote(&t.id, &carol(), true, None)
             .await
             .expect("vote");
-    });
+        t.id
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_waits_for_approval_given_from_another_task() {
+    let (pw, _dir) = start("appr_psql", "", "").await;
+    let pw = Arc::new(pw);
+    let approve = approve_next(&pw, Vec::new());
     let out = pw
         .psql(
             &[],
@@ -761,19 +768,7 @@ async fn a_pgbench_script_statement_is_held_and_approved() {
     let mut seen: Vec<String> = Vec::new();
     // Every query mode: simple, extended (held at its Bind), prepared.
     for mode in ["simple", "extended", "prepared"] {
-        let approver = Arc::clone(&pw);
-        let except = seen.clone();
-        let approve = tokio::spawn(async move {
-            let except: Vec<&str> = except.iter().map(String::as_str).collect();
-            let t = pending(&approver, &except).await;
-            approver
-                .gateway
-                .approvals()
-                .vote(&t.id, &carol(), true, None)
-                .await
-                .expect("vote");
-            t.id
-        });
+        let approve = approve_next(&pw, seen.clone());
         let mut cmd = std::process::Command::new(Backend::shared().cluster.program("pgbench"));
         cmd.env("PGPASSWORD", PASSWORD)
             .args(["-n", "-M", mode, "-f"])
