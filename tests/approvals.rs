@@ -983,3 +983,30 @@ async fn one_identity_cannot_pile_up_pending_tickets() {
         max
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_on_one_instance_releases_a_statement_held_on_another() {
+    // Two pgward processes' worth of state on one store file: the vote is
+    // taken by A, the statement waits in B, whose follower reads A's write.
+    let dir = tempfile::tempdir().expect("dir");
+    let text = config(dir.path(), "appr_shared", "", "");
+    let a = Pgward::start_in(&text, Backend::shared().cluster.dir()).await;
+    let b = Pgward::start_in(&text, Backend::shared().cluster.dir()).await;
+    table(&a, "appr_shared").await;
+    let client = Arc::new(b.connect().await);
+    let c = Arc::clone(&client);
+    let update = tokio::spawn(async move {
+        c.simple_query("UPDATE appr_shared SET v = 2 WHERE id = 1")
+            .await
+    });
+    // A sees B's ticket through the file.
+    let t = pending(&a, &[]).await;
+    assert_eq!(t.requester.instance, b.gateway.approvals().instance());
+    a.gateway
+        .approvals()
+        .vote(&t.id, &carol(), true, None)
+        .await
+        .expect("vote on A");
+    update.await.expect("task").expect("ran on B");
+    assert_eq!(value(&a, "appr_shared").await, 2);
+}
