@@ -59,6 +59,16 @@ async fn start(table_name: &str, rule: &str, approvals: &str) -> (Pgward, tempfi
     (pw, dir)
 }
 
+/// Runs `sql` (simple protocol) on `client` in a task of its own.
+fn in_background(
+    client: &Arc<tokio_postgres::Client>,
+    sql: &str,
+) -> tokio::task::JoinHandle<Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>>
+{
+    let (client, sql) = (Arc::clone(client), sql.to_owned());
+    tokio::spawn(async move { client.simple_query(&sql).await })
+}
+
 /// Waits (polling the store) for a pending ticket other than `except`.
 async fn pending(pw: &Pgward, except: &[&str]) -> Ticket {
     for _ in 0..1000 {
@@ -163,11 +173,7 @@ async fn a_denied_statement_fails_its_transaction_like_any_error() {
     let (pw, _dir) = start("appr_deny", "", "").await;
     let client = Arc::new(pw.connect().await);
     client.batch_execute("BEGIN").await.expect("begin");
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_deny SET v = 5 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_deny SET v = 5 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     pw.gateway
         .approvals()
@@ -306,11 +312,7 @@ async fn inside_a_transaction_the_shorter_deadline_applies() {
     client.batch_execute("ROLLBACK").await.expect("rollback");
     // Outside a transaction, the hold waits longer.
     let client = Arc::new(client);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_txdeadline SET v = 9 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_txdeadline SET v = 9 WHERE id = 1");
     let t = pending(&pw, &[&all[0].id]).await;
     assert_eq!(t.expires_at - t.created_at, 300_000);
     pw.gateway
@@ -329,11 +331,7 @@ async fn a_cancel_request_withdraws_the_ticket() {
     let (pw, _dir) = start("appr_cancel", "", "").await;
     let client = Arc::new(pw.connect().await);
     let token = client.cancel_token();
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_cancel SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_cancel SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     token
         .cancel_query(tokio_postgres::NoTls)
@@ -366,11 +364,7 @@ async fn a_client_that_disconnects_withdraws_the_ticket() {
 async fn requesters_and_outsiders_cannot_vote() {
     let (pw, _dir) = start("appr_self", "", "").await;
     let client = Arc::new(pw.connect().await);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_self SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_self SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     let approvals = pw.gateway.approvals();
     // Even an approver-group member cannot approve their own statement.
@@ -420,11 +414,7 @@ async fn two_approvals_run_it_and_one_denial_ends_it() {
     let (pw, _dir) = start("appr_two", "approvals_required = 2", "").await;
     let approvals = Arc::clone(pw.gateway.approvals());
     let client = Arc::new(pw.connect().await);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_two SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_two SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     assert_eq!(t.threshold, 2);
     let once = approvals
@@ -446,11 +436,7 @@ async fn two_approvals_run_it_and_one_denial_ends_it() {
     update.await.expect("task").expect("ran");
     assert_eq!(value(&pw, "appr_two").await, 2);
 
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_two SET v = 3 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_two SET v = 3 WHERE id = 1");
     let t2 = pending(&pw, &[&t.id]).await;
     approvals
         .vote(&t2.id, &carol(), true, None)
@@ -625,11 +611,7 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
     let revoked_again = approvals.revoke_grant(&made.id, &carol(), None).await;
     assert!(revoked_again.is_err());
     let client = Arc::new(client);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_grant SET v = 5 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_grant SET v = 5 WHERE id = 1");
     let recorded: Vec<String> = approvals
         .tickets(false, 10)
         .await
@@ -651,11 +633,7 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
 async fn shutdown_refuses_a_held_statement_and_withdraws_it() {
     let (pw, _dir) = start("appr_shutdown", "", "").await;
     let client = Arc::new(pw.connect().await);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_shutdown SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_shutdown SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     let approvals = Arc::clone(pw.gateway.approvals());
     pw.shutdown().await;
@@ -845,22 +823,14 @@ async fn the_audit_trail_records_tickets_outcomes_and_approvers() {
     let approvals = Arc::clone(pw.gateway.approvals());
     let client = Arc::new(pw.connect().await);
 
-    let c = Arc::clone(&client);
-    let approved = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_audit SET v = 2 WHERE id = 1")
-            .await
-    });
+    let approved = in_background(&client, "UPDATE appr_audit SET v = 2 WHERE id = 1");
     let t1 = pending(&pw, &[]).await;
     approvals
         .vote(&t1.id, &carol(), true, None)
         .await
         .expect("approve");
     approved.await.expect("task").expect("ran");
-    let c = Arc::clone(&client);
-    let denied = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_audit SET v = 3 WHERE id = 1")
-            .await
-    });
+    let denied = in_background(&client, "UPDATE appr_audit SET v = 3 WHERE id = 1");
     let t2 = pending(&pw, &[&t1.id]).await;
     approvals
         .vote(&t2.id, &dave(), false, Some("no".into()))
@@ -994,11 +964,7 @@ async fn an_approval_on_one_instance_releases_a_statement_held_on_another() {
     let b = Pgward::start_in(&text, Backend::shared().cluster.dir()).await;
     table(&a, "appr_shared").await;
     let client = Arc::new(b.connect().await);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_shared SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_shared SET v = 2 WHERE id = 1");
     // A sees B's ticket through the file.
     let t = pending(&a, &[]).await;
     assert_eq!(t.requester.instance, b.gateway.approvals().instance());
