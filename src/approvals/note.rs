@@ -18,8 +18,8 @@ pub struct ApprovalFields {
     /// The ticket.
     pub ticket: String,
     /// `held` (still), `approved`, `denied`, `expired`, `withdrawn`,
-    /// `break_glass`, `granted`, `ticket_used`, `ticket_refused` or
-    /// `store_failed`.
+    /// `break_glass`, `granted`, `ticket_used`, `ticket_refused`,
+    /// `too_many_pending` or `store_failed`.
     pub outcome: &'static str,
     /// Who approved (or denied); the requester for break-glass; the grant's
     /// maker for a grant.

@@ -53,6 +53,19 @@ struct Waiter {
     note: Option<Note>,
 }
 
+/// A ticket-mode ticket made here and not yet decided, by binding.
+#[derive(Debug, Clone)]
+struct PendingTicket {
+    id: String,
+    user: String,
+    expires_at: u64,
+}
+
+/// Pending ticket-mode tickets one identity may have made in this instance
+/// at once: each refused statement makes one, so a client could otherwise
+/// fill the store with them.
+pub const MAX_PENDING_PER_IDENTITY: usize = 20;
+
 /// Approvals for one gateway.
 pub struct Approvals {
     store: Arc<dyn ApprovalStore>,
@@ -63,11 +76,14 @@ pub struct Approvals {
     grants: ArcSwap<Vec<Grant>>,
     /// Client database -> the roles a grant may elevate to there.
     roles: BTreeMap<String, BTreeSet<String>>,
-    /// Ticket mode: the pending ticket of a binding, so a retry before the
-    /// decision names the same ticket instead of making another.
-    pending: Mutex<HashMap<String, String>>,
+    /// Ticket mode: the pending ticket of a binding (id, requester, expiry),
+    /// so a retry before the decision names the same ticket instead of
+    /// making another.
+    pending: Mutex<HashMap<String, PendingTicket>>,
     /// Starts the store's own tasks (the file store's follower), once.
     start_store: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The gateway's rules in force (a rule grant names one of them).
+    rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
     metrics: Arc<crate::admin::Metrics>,
 }
 
@@ -90,6 +106,7 @@ impl Approvals {
     /// replayed here, blocking). Tasks start with [`Approvals::start`].
     pub fn new(
         config: &crate::config::Config,
+        rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Result<Self, ApprovalError> {
         let settings = Arc::clone(&config.approvals);
@@ -110,7 +127,7 @@ impl Approvals {
                     ))
                 }
             };
-        Ok(Self::with_store(config, store, start_store, metrics))
+        Ok(Self::with_store(config, store, start_store, rules, metrics))
     }
 
     /// The service over a given store (`start_store` runs at
@@ -119,6 +136,7 @@ impl Approvals {
         config: &crate::config::Config,
         store: Arc<dyn ApprovalStore>,
         start_store: Box<dyn FnOnce() + Send>,
+        rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Self {
         let roles = config
@@ -140,6 +158,7 @@ impl Approvals {
             roles,
             pending: Mutex::new(HashMap::new()),
             start_store: Mutex::new(Some(start_store)),
+            rules,
             metrics,
         }
     }
@@ -261,8 +280,8 @@ impl Approvals {
     }
 
     /// Makes a grant for `duration` (at most `approvals.max_grant`). A rule
-    /// grant names a `require_approval` rule (`rules`: the names of those
-    /// in force) and is made by one of its approvers; a role grant names a
+    /// grant names a `require_approval` rule in force and is made by one of
+    /// its approvers; a role grant names a
     /// role of that database's upstream and is made by a member of
     /// `[approvals] approvers`. Nobody grants to themselves.
     pub async fn create_grant(
@@ -272,9 +291,10 @@ impl Approvals {
         duration: Duration,
         by: &Identity,
         reason: Option<String>,
-        rules: &crate::policy::rules::RuleSet,
     ) -> Result<Grant, ApprovalError> {
         let config = self.config.load();
+        let snapshot = self.rules.load();
+        let rules = &snapshot.policy.rules;
         if duration.is_zero() || duration > config.max_grant {
             return Err(ApprovalError::Grant(format!(
                 "a grant lasts more than 0s and at most approvals.max_grant ({}s)",
@@ -576,7 +596,16 @@ impl Approvals {
                 return Release::Refuse(store_refusal(&e));
             }
         }
-        let known = lock(&self.pending).get(&ticket.binding).cloned();
+        let now = now_ms();
+        let (known, open) = {
+            let mut pending = lock(&self.pending);
+            pending.retain(|_, p| p.expires_at > now);
+            let open = pending
+                .values()
+                .filter(|p| p.user == ticket.requester.user)
+                .count();
+            (pending.get(&ticket.binding).map(|p| p.id.clone()), open)
+        };
         if let Some(id) = known {
             if let Ok(Some(t)) = self.store.ticket(&id).await {
                 if t.state == TicketState::Pending {
@@ -585,6 +614,19 @@ impl Approvals {
                 }
             }
         }
+        if open >= MAX_PENDING_PER_IDENTITY {
+            noted("too_many_pending", &ticket.id, None);
+            return Release::Refuse(
+                Refusal::new(
+                    Sqlstate::INSUFFICIENT_RESOURCES,
+                    format!(
+                        "statement requires approval by pgward rule \"{}\", but {} has {MAX_PENDING_PER_IDENTITY} tickets pending already",
+                        ticket.rule, ticket.requester.user
+                    ),
+                )
+                .with_hint("Wait for the pending tickets to be decided or to expire."),
+            );
+        }
         if let Err(e) = self.store.create_ticket(&ticket).await {
             noted("store_failed", &ticket.id, None);
             return Release::Refuse(store_refusal(&e));
@@ -592,12 +634,20 @@ impl Approvals {
         noted("ticket_refused", &ticket.id, None);
         self.metrics.approvals.ticket_made();
         let mut pending = lock(&self.pending);
-        // Bounded: the oldest binding is forgotten (its retry only makes a
-        // second ticket).
-        if pending.len() >= 10_000 {
+        // Bounded by the per-identity limit, and by expiry; a last resort
+        // against many identities (a forgotten binding's retry only makes
+        // a second ticket).
+        if pending.len() >= 100_000 {
             pending.clear();
         }
-        pending.insert(ticket.binding.clone(), ticket.id.clone());
+        pending.insert(
+            ticket.binding.clone(),
+            PendingTicket {
+                id: ticket.id.clone(),
+                user: ticket.requester.user.clone(),
+                expires_at: ticket.expires_at,
+            },
+        );
         drop(pending);
         Release::Refuse(self.ticket_refusal(&ticket, false))
     }
@@ -684,4 +734,24 @@ fn millis(d: Duration) -> u64 {
 /// A poisoned lock only means a panic elsewhere; the maps stay usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_store_is_refused_until_it_is_built() {
+        let text = format!(
+            "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n\
+             [approvals]\nstore = \"postgres\"\npostgres_upstream = \"main\"\n",
+            crate::auth::verifier::ScramVerifier::generate("pw")
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
+            .expect("valid");
+        let rules = Arc::new(ArcSwap::from_pointee(crate::gateway::RuleSnapshot::inert()));
+        let e = Approvals::new(&config, rules, Arc::default()).expect_err("not built");
+        assert!(matches!(e, ApprovalError::Unsupported(_)), "{e}");
+        assert!(e.to_string().contains("not built yet"), "{e}");
+    }
 }
