@@ -108,14 +108,7 @@ pub async fn create_grant(
         .grant_approvers(&scope, &rules.policy.rules)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let grant = service
-        .create_grant(
-            subject,
-            scope,
-            duration,
-            &who.identity,
-            reason,
-            &rules.policy.rules,
-        )
+        .create_grant(subject, scope, duration, &who.identity, reason)
         .await?;
     tracing::info!(grant = grant.id, by = grant.created_by, subject = ?grant.subject, scope = ?grant.scope, "approvals: grant made through the admin API");
     Ok(grant)
