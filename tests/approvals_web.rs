@@ -1,8 +1,9 @@
 //! The approvals page in a real browser (headless Chromium over the
 //! DevTools protocol): an approver loads it with their credentials, sees
 //! the statement a psql session is held on with what they must see, clicks
-//! Approve, and psql receives its result; Deny asks for a reason first;
-//! the sessions page lists a live session.
+//! Approve, and psql receives its result; Deny asks for a reason first; a
+//! grant is revoked from the page; the sessions page lists a live session
+//! and terminates it.
 //!
 //! Skipped, saying so, only when no Chromium is installed and
 //! `PGWARD_REQUIRE_BROWSER` is unset (CI sets it: it never skips).
@@ -175,6 +176,46 @@ async fn an_approver_approves_and_denies_from_the_page() {
         denied.end_reason.as_deref(),
         Some("denied by dana: not during the freeze")
     );
+
+    // A grant appears in the grants table and is revoked from it.
+    let erin = pgward::auth::identity::Identity::new("erin", ["dba"]);
+    let grant =
+        s.pw.gateway
+            .approvals()
+            .create_grant(
+                pgward::approvals::model::GrantSubject::User("alice".into()),
+                pgward::approvals::model::GrantScope::Rule("approve-updates".into()),
+                Duration::from_secs(600),
+                &erin,
+                Some("data fix".into()),
+            )
+            .await
+            .expect("grant");
+    let revoke = format!("button[data-action=revoke][data-grant=\"{}\"]", grant.id);
+    browser
+        .wait_for(&format!("document.querySelector('{revoke}')"), "the grant")
+        .await;
+    browser.click(&revoke).await;
+    let started = Instant::now();
+    loop {
+        let grants = s.store.grants(None, 10).await.expect("grants");
+        let g = grants.iter().find(|g| g.id == grant.id).expect("the grant");
+        if let Some(r) = &g.revoked {
+            assert_eq!(r.by, "dana");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the grant was not revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser
+        .wait_for(
+            &format!("!document.querySelector('{revoke}')"),
+            "the grant gone",
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
