@@ -19,6 +19,8 @@
 //!   the writer and the verifier.
 //! - `io`: sockets (plain or TLS) and a frame-reading buffer.
 //! - `tls`: rustls configurations (aws-lc-rs).
+//! - [`http_client`]: the one small HTTP/1.1 client (JWKS, webhooks, the
+//!   approvals CLI).
 //! - [`upstream`]: checks on what a server sends (malformed errors).
 //! - [`config`]: the TOML file, parsed once into typed values.
 //! - [`gateway`]: shared state built from the config.
@@ -43,6 +45,7 @@ pub mod config;
 pub mod doctor;
 pub(crate) mod error;
 pub mod gateway;
+pub mod http_client;
 pub(crate) mod io;
 pub mod mask;
 pub mod policy;

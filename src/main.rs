@@ -11,6 +11,7 @@ use std::path::PathBuf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod approvals_cli;
 mod demo;
 
 /// A PostgreSQL wire-protocol gateway.
@@ -72,6 +73,17 @@ enum Cmd {
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+    /// Approve or deny statements waiting for approval, on a running
+    /// pgward's admin API.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals_cli::ApprovalsCmd,
+    },
+    /// Time-window grants, on a running pgward's admin API.
+    Grants {
+        #[command(subcommand)]
+        command: approvals_cli::GrantsCmd,
     },
     /// Start a throwaway PostgreSQL with sample data and pgward in front of it.
     Demo {
@@ -194,6 +206,8 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Demo { port } => runtime.block_on(demo::run(port)),
         Cmd::Audit { command } => audit(command),
         Cmd::Replay { session, dir } => replay(session, &dir),
+        Cmd::Approvals { command } => runtime.block_on(approvals_cli::approvals(command)),
+        Cmd::Grants { command } => runtime.block_on(approvals_cli::grants(command)),
     }
 }
 

@@ -59,6 +59,16 @@ async fn start(table_name: &str, rule: &str, approvals: &str) -> (Pgward, tempfi
     (pw, dir)
 }
 
+/// Runs `sql` (simple protocol) on `client` in a task of its own.
+fn in_background(
+    client: &Arc<tokio_postgres::Client>,
+    sql: &str,
+) -> tokio::task::JoinHandle<Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>>
+{
+    let (client, sql) = (Arc::clone(client), sql.to_owned());
+    tokio::spawn(async move { client.simple_query(&sql).await })
+}
+
 /// Waits (polling the store) for a pending ticket other than `except`.
 async fn pending(pw: &Pgward, except: &[&str]) -> Ticket {
     for _ in 0..1000 {
@@ -163,11 +173,7 @@ async fn a_denied_statement_fails_its_transaction_like_any_error() {
     let (pw, _dir) = start("appr_deny", "", "").await;
     let client = Arc::new(pw.connect().await);
     client.batch_execute("BEGIN").await.expect("begin");
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_deny SET v = 5 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_deny SET v = 5 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     pw.gateway
         .approvals()
@@ -306,11 +312,7 @@ async fn inside_a_transaction_the_shorter_deadline_applies() {
     client.batch_execute("ROLLBACK").await.expect("rollback");
     // Outside a transaction, the hold waits longer.
     let client = Arc::new(client);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_txdeadline SET v = 9 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_txdeadline SET v = 9 WHERE id = 1");
     let t = pending(&pw, &[&all[0].id]).await;
     assert_eq!(t.expires_at - t.created_at, 300_000);
     pw.gateway
@@ -329,11 +331,7 @@ async fn a_cancel_request_withdraws_the_ticket() {
     let (pw, _dir) = start("appr_cancel", "", "").await;
     let client = Arc::new(pw.connect().await);
     let token = client.cancel_token();
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_cancel SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_cancel SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     token
         .cancel_query(tokio_postgres::NoTls)
@@ -366,11 +364,7 @@ async fn a_client_that_disconnects_withdraws_the_ticket() {
 async fn requesters_and_outsiders_cannot_vote() {
     let (pw, _dir) = start("appr_self", "", "").await;
     let client = Arc::new(pw.connect().await);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_self SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_self SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     let approvals = pw.gateway.approvals();
     // Even an approver-group member cannot approve their own statement.
@@ -420,11 +414,7 @@ async fn two_approvals_run_it_and_one_denial_ends_it() {
     let (pw, _dir) = start("appr_two", "approvals_required = 2", "").await;
     let approvals = Arc::clone(pw.gateway.approvals());
     let client = Arc::new(pw.connect().await);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_two SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_two SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     assert_eq!(t.threshold, 2);
     let once = approvals
@@ -446,11 +436,7 @@ async fn two_approvals_run_it_and_one_denial_ends_it() {
     update.await.expect("task").expect("ran");
     assert_eq!(value(&pw, "appr_two").await, 2);
 
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_two SET v = 3 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_two SET v = 3 WHERE id = 1");
     let t2 = pending(&pw, &[&t.id]).await;
     approvals
         .vote(&t2.id, &carol(), true, None)
@@ -565,15 +551,13 @@ async fn break_glass_runs_at_once_and_is_recorded() {
 async fn a_rule_grant_runs_its_statements_until_revoked() {
     let (pw, _dir) = start("appr_grant", "", "max_grant = \"1h\"").await;
     let approvals = Arc::clone(pw.gateway.approvals());
-    let rules = pw.gateway.rules.load_full();
-    let rule_set = &rules.policy.rules;
     let scope = GrantScope::Rule("approve-appr_grant".into());
     let subject = GrantSubject::User(USER.into());
     let grant = |d: u64, by: Identity| {
         let (approvals, scope, subject) = (Arc::clone(&approvals), scope.clone(), subject.clone());
         async move {
             approvals
-                .create_grant(subject, scope, Duration::from_secs(d), &by, None, rule_set)
+                .create_grant(subject, scope, Duration::from_secs(d), &by, None)
                 .await
         }
     };
@@ -592,7 +576,6 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
             Duration::from_secs(60),
             &Identity::new(USER, ["ops"]),
             None,
-            rule_set,
         )
         .await;
     assert!(matches!(own, Err(ApprovalError::Grant(_))), "no self-grant");
@@ -606,7 +589,6 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
             Duration::from_secs(60),
             &carol(),
             None,
-            rule_set,
         )
         .await;
     assert!(
@@ -629,11 +611,7 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
     let revoked_again = approvals.revoke_grant(&made.id, &carol(), None).await;
     assert!(revoked_again.is_err());
     let client = Arc::new(client);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_grant SET v = 5 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_grant SET v = 5 WHERE id = 1");
     let recorded: Vec<String> = approvals
         .tickets(false, 10)
         .await
@@ -655,11 +633,7 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
 async fn shutdown_refuses_a_held_statement_and_withdraws_it() {
     let (pw, _dir) = start("appr_shutdown", "", "").await;
     let client = Arc::new(pw.connect().await);
-    let c = Arc::clone(&client);
-    let update = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_shutdown SET v = 2 WHERE id = 1")
-            .await
-    });
+    let update = in_background(&client, "UPDATE appr_shutdown SET v = 2 WHERE id = 1");
     let t = pending(&pw, &[]).await;
     let approvals = Arc::clone(pw.gateway.approvals());
     pw.shutdown().await;
@@ -689,7 +663,6 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
         .vote(&id, &carol(), true, None)
         .await
         .expect("vote");
-    let rules = pw.gateway.rules.load_full();
     let grant = pw
         .gateway
         .approvals()
@@ -699,7 +672,6 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
             Duration::from_secs(600),
             &carol(),
             Some("on call".into()),
-            &rules.policy.rules,
         )
         .await
         .expect("grant");
@@ -727,20 +699,27 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
     assert_eq!(value(&pw, "appr_restart").await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_waits_for_approval_given_from_another_task() {
-    let (pw, _dir) = start("appr_psql", "", "").await;
-    let pw = Arc::new(pw);
-    let approver = Arc::clone(&pw);
-    let approve = tokio::spawn(async move {
-        let t = pending(&approver, &[]).await;
-        approver
-            .gateway
+/// A task that approves (as carol) the next ticket to be pending other
+/// than `except`, and returns its id.
+fn approve_next(pw: &Arc<Pgward>, except: Vec<String>) -> tokio::task::JoinHandle<String> {
+    let pw = Arc::clone(pw);
+    tokio::spawn(async move {
+        let except: Vec<&str> = except.iter().map(String::as_str).collect();
+        let t = pending(&pw, &except).await;
+        pw.gateway
             .approvals()
             .vote(&t.id, &carol(), true, None)
             .await
             .expect("vote");
-    });
+        t.id
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_waits_for_approval_given_from_another_task() {
+    let (pw, _dir) = start("appr_psql", "", "").await;
+    let pw = Arc::new(pw);
+    let approve = approve_next(&pw, Vec::new());
     let out = pw
         .psql(
             &[],
@@ -764,37 +743,32 @@ async fn a_pgbench_script_statement_is_held_and_approved() {
     let script = dir.path().join("script.sql");
     std::fs::write(&script, "UPDATE appr_bench SET v = v + 10 WHERE id = 1;\n").expect("script");
     let pw = Arc::new(pw);
-    let approver = Arc::clone(&pw);
-    let approve = tokio::spawn(async move {
-        let t = pending(&approver, &[]).await;
-        approver
-            .gateway
-            .approvals()
-            .vote(&t.id, &carol(), true, None)
+    let mut seen: Vec<String> = Vec::new();
+    // Every query mode: simple, extended (held at its Bind), prepared.
+    for mode in ["simple", "extended", "prepared"] {
+        let approve = approve_next(&pw, seen.clone());
+        let mut cmd = std::process::Command::new(Backend::shared().cluster.program("pgbench"));
+        cmd.env("PGPASSWORD", PASSWORD)
+            .args(["-n", "-M", mode, "-f"])
+            .arg(&script)
+            .args(["-t", "1"])
+            .arg(pw.dsn());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("pgbench"))
             .await
-            .expect("vote");
-    });
-    let mut cmd = std::process::Command::new(Backend::shared().cluster.program("pgbench"));
-    cmd.env("PGPASSWORD", PASSWORD)
-        .args(["-n", "-f"])
-        .arg(&script)
-        .args(["-t", "1"])
-        .arg(pw.dsn());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("pgbench"))
-        .await
-        .expect("pgbench");
-    approve.await.expect("approver");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.contains("number of transactions actually processed: 1/1"),
-        "{report}"
-    );
-    assert_eq!(value(&pw, "appr_bench").await, 11);
+            .expect("pgbench");
+        seen.push(approve.await.expect("approver"));
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("number of transactions actually processed: 1/1"),
+            "{mode}: {report}"
+        );
+    }
+    assert_eq!(value(&pw, "appr_bench").await, 31);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -849,22 +823,14 @@ async fn the_audit_trail_records_tickets_outcomes_and_approvers() {
     let approvals = Arc::clone(pw.gateway.approvals());
     let client = Arc::new(pw.connect().await);
 
-    let c = Arc::clone(&client);
-    let approved = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_audit SET v = 2 WHERE id = 1")
-            .await
-    });
+    let approved = in_background(&client, "UPDATE appr_audit SET v = 2 WHERE id = 1");
     let t1 = pending(&pw, &[]).await;
     approvals
         .vote(&t1.id, &carol(), true, None)
         .await
         .expect("approve");
     approved.await.expect("task").expect("ran");
-    let c = Arc::clone(&client);
-    let denied = tokio::spawn(async move {
-        c.simple_query("UPDATE appr_audit SET v = 3 WHERE id = 1")
-            .await
-    });
+    let denied = in_background(&client, "UPDATE appr_audit SET v = 3 WHERE id = 1");
     let t2 = pending(&pw, &[&t1.id]).await;
     approvals
         .vote(&t2.id, &dave(), false, Some("no".into()))
@@ -986,4 +952,27 @@ async fn one_identity_cannot_pile_up_pending_tickets() {
             .len(),
         max
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_on_one_instance_releases_a_statement_held_on_another() {
+    // Two pgward processes' worth of state on one store file: the vote is
+    // taken by A, the statement waits in B, whose follower reads A's write.
+    let dir = tempfile::tempdir().expect("dir");
+    let text = config(dir.path(), "appr_shared", "", "");
+    let a = Pgward::start_in(&text, Backend::shared().cluster.dir()).await;
+    let b = Pgward::start_in(&text, Backend::shared().cluster.dir()).await;
+    table(&a, "appr_shared").await;
+    let client = Arc::new(b.connect().await);
+    let update = in_background(&client, "UPDATE appr_shared SET v = 2 WHERE id = 1");
+    // A sees B's ticket through the file.
+    let t = pending(&a, &[]).await;
+    assert_eq!(t.requester.instance, b.gateway.approvals().instance());
+    a.gateway
+        .approvals()
+        .vote(&t.id, &carol(), true, None)
+        .await
+        .expect("vote on A");
+    update.await.expect("task").expect("ran on B");
+    assert_eq!(value(&a, "appr_shared").await, 2);
 }

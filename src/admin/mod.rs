@@ -8,9 +8,16 @@
 //! features add their routes with [`router_with`]: they are authenticated
 //! the same way.
 //!
+//! The approvals' routes authenticate and authorise by themselves (their
+//! users are approvers, not admins).
+//! A state-changing request a browser marks as cross-site is refused
+//! everywhere (the pages make browsers send credentials by themselves).
+//!
 //! - `metrics`: the counters and their text format.
 //! - `console`: the same over the PostgreSQL protocol (database `pgward`).
+//! - `approvals`: the approvals API, its event stream and the web pages.
 
+pub mod approvals;
 pub mod console;
 pub mod metrics;
 mod tls;
@@ -45,9 +52,12 @@ pub fn router(state: AdminState) -> Router {
     router_with(state, Router::new())
 }
 
-/// The admin API's routes plus `extra` (authenticated like the rest).
+/// The admin API's routes plus `extra` (authenticated like the rest), and
+/// the approvals' routes (which authenticate approvers themselves).
 pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
+    let approvals = approvals::routes(&state);
     let authenticated = Router::new()
+        .merge(approvals::admin_routes())
         .route("/metrics", get(metrics_text))
         .route("/sessions", get(sessions))
         .route("/sessions/{id}/terminate", post(terminate))
@@ -59,6 +69,7 @@ pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .merge(authenticated)
+        .merge(approvals)
         .with_state(state)
 }
 
@@ -116,7 +127,7 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct AdminIdentity(pub String);
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Basic realm=\"pgward\"")],
@@ -126,8 +137,8 @@ fn unauthorized() -> Response {
 }
 
 /// `user:password` from an `Authorization: Basic` header.
-fn basic_credentials(req: &Request) -> Option<(String, String)> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+pub(crate) fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -137,16 +148,27 @@ fn basic_credentials(req: &Request) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Whether `user` / `password` is an admin identity. Unknown users are
-/// checked against a fixed verifier, so timing does not tell who exists.
+/// Whether `user` / `password` is an admin identity.
 pub async fn is_admin(gw: &Gateway, user: &str, password: String) -> bool {
-    static DECOY: std::sync::OnceLock<crate::auth::verifier::ScramVerifier> =
-        std::sync::OnceLock::new();
     let Some(admin) = &gw.config.admin else {
         return false;
     };
+    password_identity(gw, user, password)
+        .await
+        .is_some_and(|id| id.groups.iter().any(|g| admin.groups.contains(g)))
+}
+
+/// The configured identity `user` when `password` matches its SCRAM
+/// verifier. Unknown users are checked against a fixed verifier, so timing
+/// does not tell who exists.
+pub(crate) async fn password_identity(
+    gw: &Gateway,
+    user: &str,
+    password: String,
+) -> Option<crate::auth::identity::Identity> {
+    static DECOY: std::sync::OnceLock<crate::auth::verifier::ScramVerifier> =
+        std::sync::OnceLock::new();
     let identity = gw.config.users.get(user);
-    let allowed = identity.is_some_and(|u| u.groups.iter().any(|g| admin.groups.contains(g)));
     let verifier = match identity {
         Some(u) => u.verifier.clone(),
         None => DECOY
@@ -160,16 +182,24 @@ pub async fn is_admin(gw: &Gateway, user: &str, password: String) -> bool {
     let matched = tokio::task::spawn_blocking(move || verifier.matches_password(&password))
         .await
         .unwrap_or(false);
-    matched && allowed
+    let u = identity.filter(|_| matched)?;
+    Some(crate::auth::identity::Identity::new(
+        u.name.clone(),
+        u.groups.clone(),
+    ))
 }
 
 async fn require_admin(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
-    let Some((user, password)) = basic_credentials(&req) else {
+    let Some((user, password)) = basic_credentials(req.headers()) else {
         return unauthorized();
     };
     if !is_admin(&state.gw, &user, password).await {
         tracing::warn!(user, path = %req.uri().path(), "admin API: authentication failed");
         return unauthorized();
+    }
+    if req.method() != axum::http::Method::GET && approvals::auth::cross_site(req.headers()) {
+        tracing::warn!(user, path = %req.uri().path(), "admin API: cross-site request refused");
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
     }
     req.extensions_mut().insert(AdminIdentity(user));
     next.run(req).await

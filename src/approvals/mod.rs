@@ -17,3 +17,4 @@ pub mod store;
 pub use service::{ApprovalError, Approvals};
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod webhook;

@@ -77,11 +77,13 @@ pub struct Approvals {
     /// Client database -> the roles a grant may elevate to there.
     roles: BTreeMap<String, BTreeSet<String>>,
     /// Ticket mode: the pending ticket of a binding (id, requester, expiry),
-    /// so a retry before the
-    /// decision names the same ticket instead of making another.
+    /// so a retry before the decision names the same ticket instead of
+    /// making another.
     pending: Mutex<HashMap<String, PendingTicket>>,
     /// Starts the store's own tasks (the file store's follower), once.
     start_store: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The gateway's rules in force (a rule grant names one of them).
+    rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
     metrics: Arc<crate::admin::Metrics>,
 }
 
@@ -104,6 +106,7 @@ impl Approvals {
     /// replayed here, blocking). Tasks start with [`Approvals::start`].
     pub fn new(
         config: &crate::config::Config,
+        rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Result<Self, ApprovalError> {
         let settings = Arc::clone(&config.approvals);
@@ -124,7 +127,7 @@ impl Approvals {
                     ))
                 }
             };
-        Ok(Self::with_store(config, store, start_store, metrics))
+        Ok(Self::with_store(config, store, start_store, rules, metrics))
     }
 
     /// The service over a given store (`start_store` runs at
@@ -133,6 +136,7 @@ impl Approvals {
         config: &crate::config::Config,
         store: Arc<dyn ApprovalStore>,
         start_store: Box<dyn FnOnce() + Send>,
+        rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Self {
         let roles = config
@@ -154,6 +158,7 @@ impl Approvals {
             roles,
             pending: Mutex::new(HashMap::new()),
             start_store: Mutex::new(Some(start_store)),
+            rules,
             metrics,
         }
     }
@@ -167,6 +172,15 @@ impl Approvals {
         start_store();
         let changes = self.store.subscribe();
         tokio::spawn(follow(Arc::downgrade(self), changes));
+        let config = self.config.load();
+        if let Err(e) = super::webhook::start(
+            &config.webhooks,
+            config.public_url.clone(),
+            &self.store,
+            self.instance.clone(),
+        ) {
+            tracing::error!(error = e, "approvals: webhooks not started");
+        }
     }
 
     /// This instance's id (tickets name the instance holding them).
@@ -266,8 +280,8 @@ impl Approvals {
     }
 
     /// Makes a grant for `duration` (at most `approvals.max_grant`). A rule
-    /// grant names a `require_approval` rule (`rules`: the names of those
-    /// in force) and is made by one of its approvers; a role grant names a
+    /// grant names a `require_approval` rule in force and is made by one of
+    /// its approvers; a role grant names a
     /// role of that database's upstream and is made by a member of
     /// `[approvals] approvers`. Nobody grants to themselves.
     pub async fn create_grant(
@@ -277,9 +291,10 @@ impl Approvals {
         duration: Duration,
         by: &Identity,
         reason: Option<String>,
-        rules: &crate::policy::rules::RuleSet,
     ) -> Result<Grant, ApprovalError> {
         let config = self.config.load();
+        let snapshot = self.rules.load();
+        let rules = &snapshot.policy.rules;
         if duration.is_zero() || duration > config.max_grant {
             return Err(ApprovalError::Grant(format!(
                 "a grant lasts more than 0s and at most approvals.max_grant ({}s)",
@@ -296,29 +311,7 @@ impl Approvals {
                 by.user
             )));
         }
-        let approvers: Vec<String> = match &scope {
-            GrantScope::Rule(name) => rules
-                .rules
-                .iter()
-                .find(|r| &*r.name == name)
-                .and_then(|r| r.approval.as_ref())
-                .map(|a| a.approvers.clone())
-                .ok_or_else(|| {
-                    ApprovalError::Grant(format!("no require_approval rule is named {name:?}"))
-                })?,
-            GrantScope::Role { database, role } => {
-                let known = self
-                    .roles
-                    .get(database)
-                    .ok_or_else(|| ApprovalError::Grant(format!("no database {database:?}")))?;
-                if !known.contains(role) {
-                    return Err(ApprovalError::Grant(format!(
-                        "role {role:?} is not one of database {database:?}'s upstream roles"
-                    )));
-                }
-                config.approvers.clone()
-            }
-        };
+        let approvers = self.grant_approvers(&scope, rules)?;
         if !by.groups.iter().any(|g| approvers.contains(g)) {
             return Err(ApprovalError::Grant(format!(
                 "{} is in none of the approver groups for this grant",
@@ -339,6 +332,39 @@ impl Approvals {
         self.store.create_grant(&grant).await?;
         self.refresh_grants().await;
         Ok(grant)
+    }
+
+    /// The groups whose members may make (and revoke) a grant of `scope`:
+    /// a rule's approvers for its statements, `[approvals] approvers` for a
+    /// role of the database's upstream. Unknown rules and roles are refused.
+    pub fn grant_approvers(
+        &self,
+        scope: &GrantScope,
+        rules: &crate::policy::rules::RuleSet,
+    ) -> Result<Vec<String>, ApprovalError> {
+        match scope {
+            GrantScope::Rule(name) => rules
+                .rules
+                .iter()
+                .find(|r| &*r.name == name)
+                .and_then(|r| r.approval.as_ref())
+                .map(|a| a.approvers.clone())
+                .ok_or_else(|| {
+                    ApprovalError::Grant(format!("no require_approval rule is named {name:?}"))
+                }),
+            GrantScope::Role { database, role } => {
+                let known = self
+                    .roles
+                    .get(database)
+                    .ok_or_else(|| ApprovalError::Grant(format!("no database {database:?}")))?;
+                if !known.contains(role) {
+                    return Err(ApprovalError::Grant(format!(
+                        "role {role:?} is not one of database {database:?}'s upstream roles"
+                    )));
+                }
+                Ok(self.config.load().approvers.clone())
+            }
+        }
     }
 
     /// Revokes grant `id` (an ended one cannot be revoked).
@@ -708,4 +734,24 @@ fn millis(d: Duration) -> u64 {
 /// A poisoned lock only means a panic elsewhere; the maps stay usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_store_is_refused_until_it_is_built() {
+        let text = format!(
+            "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n\
+             [approvals]\nstore = \"postgres\"\npostgres_upstream = \"main\"\n",
+            crate::auth::verifier::ScramVerifier::generate("pw")
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
+            .expect("valid");
+        let rules = Arc::new(ArcSwap::from_pointee(crate::gateway::RuleSnapshot::inert()));
+        let e = Approvals::new(&config, rules, Arc::default()).expect_err("not built");
+        assert!(matches!(e, ApprovalError::Unsupported(_)), "{e}");
+        assert!(e.to_string().contains("not built yet"), "{e}");
+    }
 }

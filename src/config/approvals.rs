@@ -281,14 +281,8 @@ pub(crate) fn from_raw(
     let mut webhooks = Vec::new();
     for (i, w) in raw.webhooks.iter().enumerate() {
         let at = format!("approvals.webhooks[{i}]");
-        if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
-            || w.url.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(field_err(
-                format!("{at}.url"),
-                format!("{:?} is not an http:// or https:// URL", w.url),
-            ));
-        }
+        // Checked as the webhook task will use it, so it fails here.
+        crate::http_client::Url::parse(&w.url).map_err(|m| field_err(format!("{at}.url"), m))?;
         let format = match w.format.as_deref().unwrap_or("json") {
             "json" => WebhookFormat::Json,
             "slack" => WebhookFormat::Slack,

@@ -576,8 +576,7 @@ fn issuer_from_raw(
             JwksSource::File { path, initial }
         }
         (None, Some(url)) => {
-            crate::auth::token::http::HttpsUrl::parse(&url)
-                .map_err(|m| field_err(f("jwks_url"), m))?;
+            crate::http_client::Url::parse_https(&url).map_err(|m| field_err(f("jwks_url"), m))?;
             JwksSource::Url {
                 url,
                 ca_file: r.jwks_ca_file.map(|p| resolve(base, p)),

@@ -678,3 +678,27 @@ fn audiences_of_many_rules() {
         p.rules.audience(&who("u148", &[]))
     );
 }
+
+#[test]
+fn the_default_action_can_ask_for_approval() {
+    let raw: crate::config::raw::RawPolicy =
+        toml::from_str("default_action = \"require_approval\"\nbuiltin_rules = false\n[[rules]]\nname = \"reads\"\naction = \"allow\"\nkinds = [\"select\"]\n")
+            .expect("toml");
+    let approvals = crate::config::approvals::ApprovalsConfig {
+        approvers: vec!["ops".into()],
+        ..Default::default()
+    };
+    let p = Policy::new(Arc::new(
+        crate::config::policy::compile_with(&raw, &approvals).expect("rules"),
+    ));
+    let alice = who("alice", &[]);
+    assert_eq!(decision(&p, "SELECT 1", &alice), "allow");
+    assert_eq!(
+        decision(&p, "DELETE FROM t", &alice),
+        "approval(default_action)"
+    );
+    assert!(
+        crate::config::policy::compile(&raw).is_err(),
+        "no approvers: a config error"
+    );
+}

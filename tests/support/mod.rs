@@ -4,6 +4,8 @@
 //! Every test binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod approvals;
+pub mod cdp;
 pub mod certs;
 pub mod fake_backend;
 pub mod http;

@@ -3,9 +3,9 @@
 //! `jwks_min_refetch`. A login never fetches anything itself: it may wake
 //! the fetcher and wait (asynchronously, bounded) for its next result.
 
-use super::http::{self, HttpsUrl};
 use super::jwk::{parse_jwks, KeySet};
 use crate::config::tokens::{IssuerConfig, JwksSource};
+use crate::http_client::{Client, Url};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +15,12 @@ use tokio::time::Instant;
 
 /// Deadline of one fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes read for a JWKS response (headers and body).
+const MAX_RESPONSE: usize = super::jwk::MAX_JWKS_LEN + 16 * 1024;
 
 enum Source {
     File(std::path::PathBuf),
-    Url(HttpsUrl, Arc<rustls::ClientConfig>),
+    Url(Url, Client),
 }
 
 /// One issuer's key cache and the state its fetcher shares with logins.
@@ -42,8 +44,11 @@ impl JwksCache {
         let (source, initial) = match &issuer.jwks {
             JwksSource::File { path, initial } => (Source::File(path.clone()), initial.clone()),
             JwksSource::Url { url, ca_file } => {
-                let tls = http::client_config(ca_file.as_deref())?;
-                (Source::Url(HttpsUrl::parse(url)?, tls), KeySet::default())
+                let client = Client::new(ca_file.as_deref(), FETCH_TIMEOUT, MAX_RESPONSE)?;
+                (
+                    Source::Url(Url::parse_https(url)?, client),
+                    KeySet::default(),
+                )
             }
         };
         Ok(Self {
@@ -87,7 +92,7 @@ impl JwksCache {
             Source::File(path) => tokio::fs::read(path)
                 .await
                 .map_err(|e| format!("{}: {e}", path.display()))?,
-            Source::Url(url, tls) => http::get(url, Arc::clone(tls), FETCH_TIMEOUT).await?,
+            Source::Url(url, client) => client.get(url).await.map_err(|e| e.to_string())?,
         };
         parse_jwks(&bytes)
     }

@@ -5,7 +5,8 @@
 //! - `jwt`: compact JWS bytes, signatures (pure).
 //! - `jwk`: JWKS documents into keys (pure).
 //! - `claims`: issuer, audience, validity, identity mapping (pure).
-//! - `jwks`, `http`: an issuer's key cache and its background fetcher.
+//! - `jwks`: an issuer's key cache and its background fetcher (over
+//!   [`crate::http_client`]).
 //! - `mint`: keygen and minting (the CLI).
 //! - `revocation`: revoked ids, followed from the store.
 //! - `expiry`: ends sessions at expiry, revocation or maximum lifetime.
@@ -14,7 +15,6 @@
 pub mod claims;
 mod deadlines;
 pub mod expiry;
-pub mod http;
 pub mod jwk;
 pub mod jwks;
 pub mod jwt;
