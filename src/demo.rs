@@ -82,11 +82,35 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
         None if std::net::TcpListener::bind("127.0.0.1:6432").is_ok() => 6432,
         None => pgward::cluster::free_port()?,
     };
+    let admin_port = if std::net::TcpListener::bind("127.0.0.1:9187").is_ok() {
+        9187
+    } else {
+        pgward::cluster::free_port()?
+    };
     let config_path = cluster.dir().join("pgward.toml");
-    write_config(&config_path, port, cluster.port())?;
+    write_config(&config_path, port, cluster.port(), admin_port)?;
     let config = Config::load(&config_path)?;
-    let server = Server::bind(Gateway::new(config)?).await?;
+    let gateway = Gateway::new(config)?;
+    let _ = gateway.config_path.set(config_path.clone());
+    let server = Server::bind(gateway).await?;
     let addr = server.local_addr()?;
+    // The admin listener: the approvals page and API the CLI talks to.
+    let admin = pgward::admin::AdminState {
+        gw: server.gateway(),
+        config_path: Some(config_path.clone()),
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let admin_addr = pgward::admin::start(
+        admin,
+        std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        Default::default(),
+    )
+    .await
+    .with_context(|| format!("cannot serve the admin API on port {admin_port}"))?;
+    let admin_url = format!("http://{admin_addr}");
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pgward".into());
     println!();
     println!(
         "pgward is listening on {addr}, in front of PostgreSQL on port {}.",
@@ -106,6 +130,20 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     println!("    shop=> COMMIT;                             -- rolls back, as after any error");
     println!();
     println!("    shop=> SELECT current_user;                -- shop_support, her own role");
+    println!();
+    println!("Approvals (docs/approvals.md): alice's changes to customers wait for a dba:");
+    println!();
+    println!("    shop=> UPDATE customers SET email = 'ada@new.example' WHERE id = 1;");
+    println!("    NOTICE:  statement held for approval: ticket <ID> ({admin_url}/approvals/<ID>)");
+    println!();
+    println!("  and psql waits. Approve it as dora (password dora-demo) from another terminal:");
+    println!();
+    println!("    {me} approvals list --url {admin_url} --user dora");
+    println!("    {me} approvals approve <ID> --url {admin_url} --user dora");
+    println!();
+    println!("  or on the web page {admin_url}/approvals (log in as dora / dora-demo).");
+    println!("  psql then prints UPDATE 1. `deny <ID> --reason ...` fails it instead, and");
+    println!("  Ctrl-C in psql withdraws the ticket.");
     println!();
     println!("Identities (password: name-demo) and the PostgreSQL roles they act as:");
     for (user, group, role) in IDENTITIES {
@@ -127,7 +165,7 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_config(path: &Path, port: u16, pg_port: u16) -> anyhow::Result<()> {
+fn write_config(path: &Path, port: u16, pg_port: u16, admin_port: u16) -> anyhow::Result<()> {
     let mut roles = String::new();
     for role in ROLES.iter().filter(|r| **r != "pgward_catalog") {
         roles.push_str(&format!(
@@ -162,7 +200,19 @@ sslmode = "disable"
 # Each identity acts as its own least-privilege role (docs/roles.md).
 {role_map}
 {roles}
-{users}# The built-in rules (docs/policy.md) apply after these.
+{users}# The admin listener: the approvals page and API, metrics, sessions.
+[admin]
+enabled = true
+listen = "127.0.0.1:{admin_port}"
+groups = ["dba"]
+
+# Tickets and grants (docs/approvals.md), next to this file.
+[approvals]
+path = "approvals.jsonl"
+approvers = ["dba"]
+hold_timeout = "10m"
+
+# The built-in rules (docs/policy.md) apply after these.
 [policy]
 builtin_rules = true
 
