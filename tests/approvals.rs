@@ -529,18 +529,15 @@ async fn break_glass_runs_at_once_and_is_recorded() {
         .await
         .expect("ran at once");
     assert_eq!(rows, 1);
-    let t = loop {
-        let all = pw
-            .gateway
-            .approvals()
-            .tickets(false, 10)
-            .await
-            .expect("all");
-        if let Some(t) = all.into_iter().next() {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Recorded before it ran.
+    let all = pw
+        .gateway
+        .approvals()
+        .tickets(false, 10)
+        .await
+        .expect("all");
+    assert_eq!(all.len(), 1);
+    let t = &all[0];
     assert!(t.break_glass);
     assert_eq!(t.state, TicketState::Approved);
     assert_eq!(t.votes.len(), 1);
@@ -611,15 +608,19 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
     let revoked_again = approvals.revoke_grant(&made.id, &carol(), None).await;
     assert!(revoked_again.is_err());
     let client = Arc::new(client);
+    // The granted run was recorded (before it ran); nothing is pending.
+    let recorded = approvals.tickets(false, 10).await.expect("all");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].state, TicketState::Approved);
+    assert!(
+        recorded[0]
+            .end_reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&made.id)),
+        "{recorded:?}"
+    );
     let update = in_background(&client, "UPDATE appr_grant SET v = 5 WHERE id = 1");
-    let recorded: Vec<String> = approvals
-        .tickets(false, 10)
-        .await
-        .expect("all")
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    let except: Vec<&str> = recorded.iter().map(String::as_str).collect();
+    let except = [recorded[0].id.as_str()];
     let t = pending(&pw, &except).await;
     approvals
         .vote(&t.id, &carol(), false, None)

@@ -671,16 +671,33 @@ impl Approvals {
         )
     }
 
-    /// Records a statement that ran without waiting (break-glass, or a
-    /// grant): the ticket is written by a task, best effort.
-    pub(crate) fn record_ran(self: &Arc<Self>, ticket: Ticket) {
-        self.metrics.approvals.ended(ticket.state, Duration::ZERO);
-        let store = Arc::clone(&self.store);
+    /// A statement that runs without a person's decision (break-glass, or
+    /// a grant): it runs once its ticket is stored, so no such run goes
+    /// unrecorded; if the store fails, it is refused.
+    pub(crate) fn record_then_run(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        note: Option<Note>,
+    ) -> oneshot::Receiver<Release> {
+        let (tx, rx) = oneshot::channel();
+        let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = store.create_ticket(&ticket).await {
-                tracing::error!(ticket = %ticket.id, error = %e, "approvals: a statement that ran could not be recorded");
-            }
+            let release = match this.store.create_ticket(&ticket).await {
+                Ok(()) => {
+                    this.metrics.approvals.ended(ticket.state, Duration::ZERO);
+                    Release::Run
+                }
+                Err(e) => {
+                    tracing::error!(ticket = %ticket.id, error = %e, "approvals: a statement that needs no decision could not be recorded");
+                    if let Some(n) = &note {
+                        note::settle(n, "store_failed", None);
+                    }
+                    Release::Refuse(store_refusal(&e))
+                }
+            };
+            let _ = tx.send(release);
         });
+        rx
     }
 }
 

@@ -697,6 +697,11 @@ fn the_default_action_can_ask_for_approval() {
         decision(&p, "DELETE FROM t", &alice),
         "approval(default_action)"
     );
+    // A PREPARE is a statement of its own kind: no rule allows it here.
+    assert_eq!(
+        decision(&p, "PREPARE d AS DELETE FROM t", &alice),
+        "approval(default_action)"
+    );
     assert!(
         crate::config::policy::compile(&raw).is_err(),
         "no approvers: a config error"

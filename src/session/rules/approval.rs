@@ -1,6 +1,6 @@
 //! A statement whose verdict is "needs approval" (`Verdict::Approval`):
-//! break-glass identities and active grants run it at once (recorded as a
-//! ticket); otherwise a ticket is made and the statement is held until it
+//! break-glass identities and active grants run it at once (once its
+//! ticket is recorded: a brief hold with no notice); otherwise a ticket is made and the statement is held until it
 //! is decided (hold mode) or refused with the ticket (ticket mode; an
 //! approved ticket for the identical statement is used instead).
 //!
@@ -94,8 +94,7 @@ impl ApprovalSide {
             if let Some(n) = &note {
                 note::settle(n, "break_glass", Some(vec![who.user.clone()]));
             }
-            self.service.record_ran(ticket);
-            return Decision::Forward;
+            return self.recorded(ticket, note);
         }
         if let Some(grant) = self.service.rule_grant(who, &needed.rule) {
             ticket.state = ran(ticket.mode);
@@ -107,8 +106,7 @@ impl ApprovalSide {
                 note::settle(n, "granted", Some(vec![grant.created_by.clone()]));
                 lock(n).grant = Some(grant.id.clone());
             }
-            self.service.record_ran(ticket);
-            return Decision::Forward;
+            return self.recorded(ticket, note);
         }
         let config = self.service.config();
         match settings.mode {
@@ -152,14 +150,21 @@ impl ApprovalSide {
                     .saturating_add(millis(config.pending_lifetime));
                 let decision = self.service.ticket_mode(ticket, note);
                 Decision::Hold(Hold {
-                    timed_out: Some(Refusal::new(
-                        Sqlstate::INSUFFICIENT_RESOURCES,
-                        "statement needs approval, but the approval store did not answer in time",
-                    )),
+                    timed_out: Some(store_timeout()),
                     ..Hold::new(Instant::now() + STORE_WAIT, decision)
                 })
             }
         }
+    }
+
+    /// Runs the statement once its ticket (break-glass, grant) is stored:
+    /// a brief hold with no notice.
+    fn recorded(&self, ticket: Ticket, note: Option<Note>) -> Decision {
+        let decision = self.service.record_then_run(ticket, note);
+        Decision::Hold(Hold {
+            timed_out: Some(store_timeout()),
+            ..Hold::new(Instant::now() + STORE_WAIT, decision)
+        })
     }
 
     /// A pending ticket for the statement (its deadline set by the caller).
@@ -228,6 +233,14 @@ impl ApprovalSide {
             end_reason: None,
         }
     }
+}
+
+/// The refusal when the store does not answer within [`STORE_WAIT`].
+fn store_timeout() -> Refusal {
+    Refusal::new(
+        Sqlstate::INSUFFICIENT_RESOURCES,
+        "statement needs approval, but the approval store did not answer in time",
+    )
 }
 
 /// The state of a ticket whose statement ran at once.
