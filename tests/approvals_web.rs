@@ -110,6 +110,12 @@ async fn an_approver_approves_and_denies_from_the_page() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "UPDATE 1");
+    // The transcript, for `--nocapture` runs.
+    eprintln!(
+        "psql, approved from the page:\n{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains(&format!("statement held for approval: ticket {}", t.id)),
