@@ -177,6 +177,24 @@ pub struct Ticket {
     pub break_glass: bool,
     /// Why it ended, for final states.
     pub end_reason: Option<String>,
+    /// A token request's ticket (`pgward token request`): what is asked
+    /// for. `None` for statements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenAsk>,
+}
+
+/// The token a token request asks for; issued once, to the requester, when
+/// the ticket is approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenAsk {
+    /// The token user it logs in as.
+    pub subject: String,
+    /// Its `groups` claim (from the request policy, not the requester).
+    pub groups: Vec<String>,
+    /// The database it may open.
+    pub database: String,
+    /// Its lifetime, in seconds.
+    pub ttl_secs: u64,
 }
 
 /// Why a vote was not counted.

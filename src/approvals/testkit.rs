@@ -39,6 +39,7 @@ pub(crate) fn ticket(id: &str, user: &str, mode: ApprovalMode, threshold: u32) -
         votes: Vec::new(),
         break_glass: false,
         end_reason: None,
+        token: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod raw;
 mod reload;
 pub mod roles;
+pub mod token_requests;
 pub mod tokens;
 pub mod units;
 

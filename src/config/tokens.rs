@@ -60,6 +60,10 @@ pub struct RawTokens {
     /// How often running instances look for new revocations. Default `"1s"`.
     #[serde(default)]
     pub revocation_poll: Option<String>,
+    /// Tokens issued only once approvers agree (`pgward token request`).
+    /// Default: none.
+    #[serde(default)]
+    pub requests: Vec<super::token_requests::RawTokenRequest>,
 }
 
 /// `[[tokens.keys]]`: one Ed25519 key of minted tokens.
@@ -175,6 +179,8 @@ pub struct TokensConfig {
     pub revocation_file: Option<PathBuf>,
     /// Revocation polling interval.
     pub revocation_poll: Duration,
+    /// Who may ask for approved tokens, for whom.
+    pub requests: Vec<super::token_requests::TokenRequestPolicy>,
 }
 
 /// What a key may do.
@@ -468,11 +474,14 @@ pub(super) fn from_raw(
         &t.max_session_lifetime,
         "24h",
     )?;
+    let max_ttl = opt_duration("tokens.max_ttl", &t.max_ttl, "1h")?;
+    let requests = super::token_requests::from_raw(&t.requests, &users, max_ttl)?;
     Ok(TokensConfig {
         issuer,
         audience,
         users,
-        max_ttl: opt_duration("tokens.max_ttl", &t.max_ttl, "1h")?,
+        requests,
+        max_ttl,
         clock_skew: skew,
         keys,
         issuers,

@@ -126,6 +126,7 @@ pub fn ticket(threshold: u32) -> Ticket {
         votes: Vec::new(),
         break_glass: false,
         end_reason: None,
+        token: None,
     }
 }
 

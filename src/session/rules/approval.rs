@@ -231,6 +231,7 @@ impl ApprovalSide {
             votes: Vec::new(),
             break_glass: false,
             end_reason: None,
+            token: None,
         }
     }
 }
