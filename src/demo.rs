@@ -169,6 +169,8 @@ builtin_rules = true
 [[policy.rules]]
 name = "support-changes-customers-with-approval"
 action = "require_approval"
+# Held in the session until a dba approves (docs/approvals.md).
+approvers = ["dba"]
 groups = ["support"]
 kinds = ["dml"]
 relations = ["customers"]

@@ -52,6 +52,8 @@ pub struct Gateway {
     pub audit: Option<Arc<crate::record::Audit>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::admin::Metrics>,
+    /// Approvals: tickets, grants, held statements.
+    approvals: Arc<crate::approvals::Approvals>,
     /// The file the configuration came from, once known (the admin
     /// console's RELOAD reads it).
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
@@ -78,6 +80,7 @@ impl RuleSnapshot {
         let rules = crate::policy::rules::RuleSet {
             rules: Vec::new(),
             default_action: crate::policy::rules::DefaultAction::Allow,
+            default_approval: None,
             search_path: Vec::new(),
             cache_size: 1,
         };
@@ -136,6 +139,9 @@ pub enum GatewayError {
     /// The audit trail's key.
     #[error(transparent)]
     Audit(#[from] crate::record::AuditError),
+    /// The approvals' store could not be opened.
+    #[error("approvals: {0}")]
+    Approvals(#[from] crate::approvals::ApprovalError),
 }
 
 impl Gateway {
@@ -189,9 +195,15 @@ impl Gateway {
             )?)),
             None => None,
         };
+        let metrics = Arc::<crate::admin::Metrics>::default();
+        let approvals = Arc::new(crate::approvals::Approvals::new(
+            &config,
+            Arc::clone(&metrics),
+        )?);
         Ok(Self {
             audit,
-            metrics: Arc::default(),
+            metrics,
+            approvals,
             config_path: std::sync::OnceLock::new(),
             config,
             upstreams,
@@ -207,6 +219,11 @@ impl Gateway {
             role_checks: Arc::default(),
             reload_lock: std::sync::Mutex::new(()),
         })
+    }
+
+    /// The approvals service (tickets, votes, grants).
+    pub fn approvals(&self) -> &Arc<crate::approvals::Approvals> {
+        &self.approvals
     }
 
     /// Adds a phase, after the built-in ones, to every session that starts
@@ -272,6 +289,7 @@ impl Gateway {
             sections: new.sections,
         });
         self.rules.store(Arc::clone(&snapshot));
+        self.approvals.reload(Arc::clone(&new.approvals));
         self.policy.store(Arc::clone(&snapshot.policy));
         self.masking.store(Arc::clone(&snapshot.masking));
         if let Some(next) = new_tokens {

@@ -30,6 +30,8 @@ impl Server {
         let listener = TcpListener::bind(gw.config.server.listen).await?;
         // JWKS fetchers and the revocation watcher run from here on.
         gw.tokens.load_full().start(Arc::clone(&gw.registry));
+        // Held statements are woken, and grants read, from here on.
+        gw.approvals().start();
         if let Some(audit) = &gw.audit {
             // Records are written from the first session on, or not at all.
             audit.start(&gw.upstreams).map_err(std::io::Error::other)?;

@@ -1,7 +1,8 @@
 //! An embedded store: an append-only log of JSON records in one file,
 //! written by short-lived commands (`pgward token revoke`) and followed by
-//! every running instance. Token revocations use it; approvals can keep
-//! their tickets the same way (one file per kind of record).
+//! every running instance. Token revocations use it, and the approvals'
+//! file store (snapshots of tickets and grants, updated under the lock by
+//! [`AppendLog::transact`]).
 //!
 //! Durability and concurrency, which is why it is this simple:
 //! - One record is one line, written with one `write` under an exclusive
@@ -67,6 +68,43 @@ impl AppendLog {
 
     /// Appends one record and syncs it to disk before returning.
     pub fn append<T: Serialize>(&self, record: &T) -> Result<(), StoreError> {
+        let line = self.line(record)?;
+        let existed = self.path.exists();
+        let mut file = self.open_locked()?;
+        self.write_locked(&mut file, line, existed)
+    }
+
+    /// A locked read-modify-write: under the exclusive file lock (so no
+    /// other writer, in any process, appends in between), `follower`
+    /// catches up with the log and `apply` gets what it read; the record
+    /// `apply` returns, if any, is appended and synced before the lock is
+    /// released. `apply`'s error leaves the log unchanged. Blocking: call it
+    /// from `spawn_blocking`.
+    pub fn transact<T, W, R, E>(
+        &self,
+        follower: &mut Follower,
+        apply: impl FnOnce(Poll<T>) -> Result<(Option<W>, R), E>,
+    ) -> Result<Result<R, E>, StoreError>
+    where
+        T: DeserializeOwned,
+        W: Serialize,
+    {
+        let existed = self.path.exists();
+        let mut file = self.open_locked()?;
+        let caught_up = follower.poll::<T>()?;
+        let (record, result) = match apply(caught_up) {
+            Ok(done) => done,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(record) = record {
+            let line = self.line(&record)?;
+            self.write_locked(&mut file, line, existed)?;
+        }
+        Ok(Ok(result))
+    }
+
+    /// One record as a line, refused past [`MAX_RECORD`].
+    fn line<T: Serialize>(&self, record: &T) -> Result<Vec<u8>, StoreError> {
         let mut line = serde_json::to_vec(record).map_err(|e| StoreError::Record {
             path: self.path.clone(),
             message: e.to_string(),
@@ -78,14 +116,30 @@ impl AppendLog {
             });
         }
         line.push(b'\n');
-        let existed = self.path.exists();
-        let mut file = OpenOptions::new()
+        Ok(line)
+    }
+
+    /// The file, opened for appending (created if missing) and locked
+    /// exclusively; the lock ends when it is dropped.
+    fn open_locked(&self) -> Result<File, StoreError> {
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(&self.path)
             .map_err(|e| self.io(e))?;
         file.lock().map_err(|e| self.io(e))?;
+        Ok(file)
+    }
+
+    /// Writes `line` to the locked `file` and syncs it (and the directory,
+    /// for a file that did not exist before).
+    fn write_locked(
+        &self,
+        file: &mut File,
+        mut line: Vec<u8>,
+        existed: bool,
+    ) -> Result<(), StoreError> {
         // A torn last record from a crash is ended first, so it stays one
         // (bad) line instead of swallowing this one.
         let len = file.metadata().map_err(|e| self.io(e))?.len();

@@ -281,10 +281,11 @@ async fn execute_inherits_the_verdict_of_prepare_under_the_current_rules() {
         .iter()
         .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("3"))));
 
-    // New rules: reading the table now needs approval. The statement was
-    // prepared under the old rules; EXECUTE is judged under the new ones.
+    // New rules: reading the table now needs approval (a ticket). The
+    // statement was prepared under the old rules; EXECUTE is judged under
+    // the new ones.
     pw.reload_with(&format!(
-        "[policy]\n[[policy.rules]]\nname = \"ask-first\"\naction = \"require_approval\"\nrelations = [\"{t}\"]\n"
+        "[policy]\n[[policy.rules]]\nname = \"ask-first\"\naction = \"require_approval\"\napproval_mode = \"ticket\"\napprovers = [\"ops\"]\nrelations = [\"{t}\"]\n"
     ))
     .expect("reload");
     let e = client.simple_query("EXECUTE peek").await.expect_err("held");
@@ -298,7 +299,7 @@ async fn execute_inherits_the_verdict_of_prepare_under_the_current_rules() {
         .and_then(|d| d.hint())
         .unwrap_or_default()
         .to_owned();
-    assert!(hint.contains("approval"), "{hint}");
+    assert!(hint.contains("approved"), "{hint}");
 
     // An invalid file is rejected and the rules in force stay.
     let e = pw

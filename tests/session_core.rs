@@ -43,8 +43,7 @@ impl Phase for HoldPhase {
         self.0.pending.lock().unwrap().push(tx);
         Decision::Hold(Hold {
             notice: Some("statement held by the test phase".into()),
-            deadline: Instant::now() + Duration::from_secs(30),
-            decision: rx,
+            ..Hold::new(Instant::now() + Duration::from_secs(30), rx)
         })
     }
 }

@@ -36,6 +36,8 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     /// Refusals by (SQLSTATE, rule, phase).
     refusals: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// Approval tickets and waits.
+    pub approvals: crate::approvals::metrics::ApprovalMetrics,
 }
 
 impl Metrics {
@@ -229,6 +231,7 @@ pub fn render(gw: &Gateway) -> String {
         "pgward_statement_duration_seconds_bucket{{le=\"+Inf\"}} {count}\npgward_statement_duration_seconds_sum {}\npgward_statement_duration_seconds_count {count}",
         load(&m.latency_sum_us) as f64 / 1e6
     );
+    m.approvals.render(&mut out);
     counter(
         &mut out,
         "pgward_client_bytes_sent_total",

@@ -7,5 +7,12 @@
 //! functions, so the stores (`store/`) only keep records and apply updates
 //! atomically, and the file and PostgreSQL stores cannot disagree.
 
+pub mod display;
+pub mod metrics;
 pub mod model;
+pub mod service;
 pub mod store;
+
+pub use service::{ApprovalError, Approvals};
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -139,6 +139,25 @@ pub struct ApprovalsConfig {
     pub webhooks: Vec<WebhookConfig>,
 }
 
+impl Default for ApprovalsConfig {
+    /// `[approvals]` left out: every setting at its documented default
+    /// (the file store relative to the working directory, no approvers).
+    fn default() -> Self {
+        Self {
+            store: ApprovalStoreConfig::File(PathBuf::from("pgward-approvals.jsonl")),
+            approvers: Vec::new(),
+            break_glass: Vec::new(),
+            pending_lifetime: Duration::from_secs(15 * 60),
+            hold_timeout: Duration::from_secs(5 * 60),
+            hold_timeout_in_transaction: Duration::from_secs(60),
+            ticket_validity: Duration::from_secs(60 * 60),
+            max_grant: Duration::from_secs(8 * 60 * 60),
+            public_url: None,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
 /// One rule's approval settings, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleApproval {

@@ -327,7 +327,10 @@ impl Config {
             };
             users.insert(name, user);
         }
-        let policy = Arc::new(policy::compile(&raw.policy)?);
+        // [approvals] first: require_approval rules take its defaults.
+        let admin = admin::admin_from_raw(&raw.admin, base)?;
+        let approvals = approvals::from_raw(&raw.approvals, base, &upstreams, admin.as_ref())?;
+        let policy = Arc::new(policy::compile_with(&raw.policy, &approvals)?);
         let masking = Arc::new(masking_from_raw(&raw.masking, base)?);
         let audit = audit::audit_from_raw(&raw.audit, base)?;
         if let Some(audit::AuditConfig {
@@ -342,14 +345,12 @@ impl Config {
                 ));
             }
         }
-        let admin = admin::admin_from_raw(&raw.admin, base)?;
         if admin.is_some() && databases.contains_key(crate::admin::console::DATABASE) {
             return Err(field_err(
                 "databases.pgward",
                 "is the admin console's database while [admin] is on; name it differently",
             ));
         }
-        let approvals = approvals::from_raw(&raw.approvals, base, &upstreams, admin.as_ref())?;
         Ok(Self {
             admin,
             approvals: Arc::new(approvals),

@@ -2,8 +2,10 @@
 //! front; errors name the field, e.g. `policy.rules[2].kinds: "dropp" is not
 //! a statement kind`.
 
+use super::approvals::{rule_from_raw, ApprovalsConfig, RuleApproval};
 use super::raw::{RawPolicy, RawRule, RawRuleFile};
 use super::ConfigError;
+use crate::approvals::model::ApprovalMode;
 use crate::policy::kind::Kind;
 use crate::policy::rules::{Action, DefaultAction, NamePattern, Rule, RuleSet};
 use std::collections::BTreeSet;
@@ -19,8 +21,15 @@ fn err(field: String, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Compiles `[policy]`.
+/// Compiles `[policy]` with `[approvals]` at its defaults (tests and
+/// benches; the configuration uses [`compile_with`]).
 pub fn compile(raw: &RawPolicy) -> Result<RuleSet, ConfigError> {
+    compile_with(raw, &ApprovalsConfig::default())
+}
+
+/// Compiles `[policy]`; `require_approval` rules (and the default action)
+/// take their approval settings from the rule and `approvals`.
+pub fn compile_with(raw: &RawPolicy, approvals: &ApprovalsConfig) -> Result<RuleSet, ConfigError> {
     let default_action = match raw.default_action.as_str() {
         "allow" => DefaultAction::Allow,
         "deny" => DefaultAction::Deny,
@@ -32,13 +41,30 @@ pub fn compile(raw: &RawPolicy) -> Result<RuleSet, ConfigError> {
             ))
         }
     };
+    let default_approval = if default_action == DefaultAction::RequireApproval {
+        if approvals.approvers.is_empty() {
+            return Err(err(
+                "policy.default_action".into(),
+                "is \"require_approval\" but [approvals] approvers names no group",
+            ));
+        }
+        Some(Arc::new(RuleApproval {
+            mode: ApprovalMode::Hold,
+            approvers: approvals.approvers.clone(),
+            threshold: 1,
+            break_glass: approvals.break_glass.clone(),
+            hold_timeout: None,
+        }))
+    } else {
+        None
+    };
     if raw.cache_size == 0 {
         return Err(err("policy.cache_size".into(), "must be at least 1"));
     }
     let mut rules = Vec::with_capacity(raw.rules.len());
     let mut names = BTreeSet::new();
     for (i, r) in raw.rules.iter().enumerate() {
-        let rule = compile_rule(r, &format!("policy.rules[{i}]"))?;
+        let rule = compile_rule(r, &format!("policy.rules[{i}]"), approvals)?;
         if !names.insert(rule.name.clone()) {
             return Err(err(
                 format!("policy.rules[{i}].name"),
@@ -55,6 +81,7 @@ pub fn compile(raw: &RawPolicy) -> Result<RuleSet, ConfigError> {
     Ok(RuleSet {
         rules,
         default_action,
+        default_approval,
         search_path,
         cache_size: raw.cache_size,
     })
@@ -71,11 +98,17 @@ pub fn builtin_rules() -> Result<Vec<Rule>, ConfigError> {
     file.rules
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(r, &format!("built-in rules[{i}]")))
+        .map(|(i, r)| {
+            compile_rule(
+                r,
+                &format!("built-in rules[{i}]"),
+                &ApprovalsConfig::default(),
+            )
+        })
         .collect()
 }
 
-fn compile_rule(r: &RawRule, at: &str) -> Result<Rule, ConfigError> {
+fn compile_rule(r: &RawRule, at: &str, approvals: &ApprovalsConfig) -> Result<Rule, ConfigError> {
     if r.name.trim().is_empty() {
         return Err(err(format!("{at}.name"), "must not be empty"));
     }
@@ -121,7 +154,27 @@ fn compile_rule(r: &RawRule, at: &str) -> Result<Rule, ConfigError> {
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| err(format!("{at}.text_regex"), e.to_string()))?;
+    let approval = if action == Action::RequireApproval {
+        Some(Arc::new(rule_from_raw(r, at, approvals)?))
+    } else {
+        for (set, field) in [
+            (r.approval_mode.is_some(), "approval_mode"),
+            (!r.approvers.is_empty(), "approvers"),
+            (r.approvals_required.is_some(), "approvals_required"),
+            (!r.break_glass.is_empty(), "break_glass"),
+            (r.hold_timeout.is_some(), "hold_timeout"),
+        ] {
+            if set {
+                return Err(err(
+                    format!("{at}.{field}"),
+                    format!("is for require_approval rules; this one is {}", r.action),
+                ));
+            }
+        }
+        None
+    };
     Ok(Rule {
+        approval,
         name: Arc::from(r.name.as_str()),
         action,
         message: r.message.clone(),

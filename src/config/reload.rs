@@ -1,5 +1,5 @@
-//! What a reload may change: `[policy]`, `[masking]` and `[tokens]`,
-//! nothing else.
+//! What a reload may change: `[policy]`, `[masking]`, `[tokens]` and
+//! `[approvals]` (but not its store), nothing else.
 //!
 //! A reload parses and validates the whole file exactly as startup does
 //! (`Config::load`), then this pure check compares it with the running
@@ -54,12 +54,16 @@ pub fn reload_refusal(
     if running.admin != new.admin {
         return Some(restart("[admin]"));
     }
+    // Held statements and their tickets live in the running store.
+    if running.approvals.store != new.approvals.store {
+        return Some(restart("approvals.store (or its path)"));
+    }
     None
 }
 
 fn restart(what: &str) -> String {
     format!(
-        "{what} changed; a reload changes only [policy], [masking] and [tokens], restart pgward to apply it"
+        "{what} changed; a reload changes only [policy], [masking], [tokens] and [approvals] (not its store), restart pgward to apply it"
     )
 }
 

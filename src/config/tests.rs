@@ -209,3 +209,72 @@ fn extra_startup_parameters_are_setting_names() {
         assert!(e.starts_with("server.startup_parameters:"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn approval_settings_belong_to_require_approval_rules() {
+    let rule = |body: &str| {
+        minimal(&format!(
+            "[approvals]\napprovers = [\"ops\"]\nbreak_glass = [\"oncall\"]\n[policy]\n[[policy.rules]]\nname = \"r\"\n{body}"
+        ))
+    };
+    // Defaults come from [approvals]; the rule's own settings win.
+    let c = parse(&rule("action = \"require_approval\"\n")).expect("valid");
+    let a = c.policy.rules[0].approval.as_ref().expect("settings");
+    assert_eq!(a.approvers, ["ops"]);
+    assert_eq!(a.break_glass, ["oncall"]);
+    assert_eq!(a.threshold, 1);
+    let c = parse(&rule(
+        "action = \"require_approval\"\napprovers = [\"dba\"]\napprovals_required = 2\napproval_mode = \"ticket\"\n",
+    ))
+    .expect("valid");
+    let a = c.policy.rules[0].approval.as_ref().expect("settings");
+    assert_eq!(
+        (a.approvers.as_slice(), a.threshold),
+        (&["dba".to_owned()][..], 2)
+    );
+    assert_eq!(a.mode, crate::approvals::model::ApprovalMode::Ticket);
+    for (body, field) in [
+        (
+            "action = \"deny\"\napprovers = [\"ops\"]\n",
+            "policy.rules[0].approvers",
+        ),
+        (
+            "action = \"allow\"\napproval_mode = \"hold\"\n",
+            "policy.rules[0].approval_mode",
+        ),
+        (
+            "action = \"log\"\nhold_timeout = \"1s\"\n",
+            "policy.rules[0].hold_timeout",
+        ),
+        (
+            "action = \"require_approval\"\napprovals_required = 0\n",
+            "policy.rules[0].approvals_required",
+        ),
+    ] {
+        let e = parse(&rule(body)).expect_err(body).to_string();
+        assert!(e.contains(field), "{body} => {e}");
+    }
+    // No approvers anywhere: a require_approval rule, or the default
+    // action, has nobody to ask.
+    let none = minimal("[policy]\n[[policy.rules]]\nname = \"r\"\naction = \"require_approval\"\n");
+    assert!(parse(&none)
+        .expect_err("no approvers")
+        .to_string()
+        .contains("policy.rules[0].approvers"));
+    let default = minimal("[policy]\ndefault_action = \"require_approval\"\n");
+    assert!(parse(&default)
+        .expect_err("no approvers")
+        .to_string()
+        .contains("policy.default_action"));
+    let c = parse(&minimal(
+        "[approvals]\napprovers = [\"ops\"]\n[policy]\ndefault_action = \"require_approval\"\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.policy
+            .default_approval
+            .as_ref()
+            .map(|a| a.approvers.clone()),
+        Some(vec!["ops".to_owned()])
+    );
+}

@@ -23,6 +23,7 @@ pub(super) fn name(verdict: &Verdict) -> String {
             d.message.split('"').nth(1).unwrap_or_default().to_owned()
         }
         Verdict::Deny(d) => format!("deny({})", d.code),
+        Verdict::Approval(a) => format!("approval({})", a.rule),
     }
 }
 
@@ -247,6 +248,7 @@ fn text_is_judged_as_the_server_converts_it() {
     let code = |text: &[u8], s: &Session<'_>| match &p.judge_in(text, &who, s).verdict {
         Verdict::Allow(_) => "allow".to_owned(),
         Verdict::Deny(d) => d.code.to_owned(),
+        Verdict::Approval(_) => "approval".to_owned(),
     };
     // Not UTF-8, but LATIN9: '\xa4' is the euro sign.
     assert_eq!(code(b"SELECT '\xa4'", &Session::new(ON)), "22021");

@@ -286,9 +286,15 @@ impl Policy {
                         values.unwrap_or_default(),
                     )
                 });
-                // Strictest wins: a denial under either reading denies.
+                // Strictest wins: a denial under either reading denies,
+                // then an approval asked for under either.
                 let [on, off] = &mut outcomes;
-                if matches!(off.verdict, Verdict::Deny(_)) {
+                let strictness = |v: &Verdict| match v {
+                    Verdict::Deny(_) => 2,
+                    Verdict::Approval(_) => 1,
+                    Verdict::Allow(_) => 0,
+                };
+                if strictness(&off.verdict) > strictness(&on.verdict) {
                     return Arc::new(std::mem::replace(off, Outcome::allow()));
                 }
                 Arc::new(std::mem::replace(on, Outcome::allow()))

@@ -14,8 +14,8 @@ pub enum Action {
     Allow,
     /// Refuse it with SQLSTATE 42501.
     Deny,
-    /// Hold it for a person's approval. Until approvals exist, this refuses
-    /// with a hint saying approval is required.
+    /// Hold it for a person's approval (docs/approvals.md): the verdict is
+    /// [`Verdict::Approval`] with the rule's [`RuleApproval`].
     RequireApproval,
     /// Write a log line and go on to the next rule.
     Log,
@@ -150,7 +150,11 @@ pub struct Rule {
     pub without_where: bool,
     /// A regex over the normalized text (literals as `?`, no comments).
     pub text: Option<Regex>,
+    /// `require_approval` only: who approves, how.
+    pub approval: Option<Arc<RuleApproval>>,
 }
+
+pub use crate::config::approvals::RuleApproval;
 
 pub use crate::auth::identity::Identity;
 
@@ -238,6 +242,47 @@ pub struct Denial {
     pub position: Option<u32>,
 }
 
+/// A statement that waits for a person's approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalNeeded {
+    /// The rule that asks (`default_action` for the default action).
+    pub rule: Arc<str>,
+    /// Its message.
+    pub message: Option<String>,
+    /// Who approves, how.
+    pub approval: Arc<RuleApproval>,
+    /// What needs approval (kind and relations).
+    pub detail: String,
+    /// The rule's hint, if any.
+    pub hint: Option<String>,
+}
+
+impl ApprovalNeeded {
+    /// The refusal where no approval can be asked for (a startup
+    /// parameter): the statement does not run.
+    pub fn denial(&self) -> Denial {
+        let mut message = format!(
+            "statement requires approval by pgward rule \"{}\"",
+            self.rule
+        );
+        if let Some(m) = &self.message {
+            message.push_str(": ");
+            message.push_str(m);
+        }
+        Denial {
+            code: "42501",
+            message,
+            detail: Some(self.detail.clone()),
+            hint: Some(
+                self.hint
+                    .clone()
+                    .unwrap_or_else(|| "It cannot be approved here: run it in a session.".into()),
+            ),
+            position: None,
+        }
+    }
+}
+
 /// The decision on one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -245,6 +290,9 @@ pub enum Verdict {
     Allow(Vec<Arc<str>>),
     /// Refuse it.
     Deny(Denial),
+    /// Hold it for approval (no unit is denied; the first unit that needs
+    /// approval names the rule). The whole message waits.
+    Approval(Box<ApprovalNeeded>),
 }
 
 /// The action for statements no rule decides.
@@ -265,6 +313,8 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// For statements no rule decides.
     pub default_action: DefaultAction,
+    /// With `default_action = "require_approval"`: `[approvals]`' approvers.
+    pub default_approval: Option<Arc<RuleApproval>>,
     /// Schemas pgward assumes an unqualified name resolves to (for allow rules).
     pub search_path: Vec<String>,
     /// Most cached verdicts.
@@ -322,6 +372,8 @@ impl RuleSet {
         audience: &Audience,
     ) -> Verdict {
         let mut logged = Vec::new();
+        // The first unit that needs approval; a later unit's denial wins.
+        let mut approval: Option<ApprovalNeeded> = None;
         for (unit, text) in units {
             let mut decided = false;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -338,15 +390,39 @@ impl RuleSet {
                         decided = true;
                         break;
                     }
-                    Action::Deny | Action::RequireApproval => {
-                        return Verdict::Deny(rule_denial(rule, unit));
+                    Action::Deny => return Verdict::Deny(rule_denial(rule, unit)),
+                    Action::RequireApproval => {
+                        match &rule.approval {
+                            Some(settings) => {
+                                approval.get_or_insert_with(|| ApprovalNeeded {
+                                    rule: Arc::clone(&rule.name),
+                                    message: rule.message.clone(),
+                                    approval: Arc::clone(settings),
+                                    detail: describe(unit),
+                                    hint: rule.hint.clone(),
+                                });
+                            }
+                            // Compiled without approval settings: fail closed.
+                            None => return Verdict::Deny(rule_denial(rule, unit)),
+                        }
+                        decided = true;
+                        break;
                     }
                 }
             }
             if !decided {
-                match self.default_action {
-                    DefaultAction::Allow => {}
-                    DefaultAction::Deny => {
+                match (self.default_action, &self.default_approval) {
+                    (DefaultAction::Allow, _) => {}
+                    (DefaultAction::RequireApproval, None) => {
+                        return Verdict::Deny(Denial {
+                            code: "42501",
+                            message: "statement denied by pgward: it needs approval (default_action = \"require_approval\") and no approvers are configured".into(),
+                            detail: Some(describe(unit)),
+                            hint: None,
+                            position: None,
+                        })
+                    }
+                    (DefaultAction::Deny, _) => {
                         return Verdict::Deny(Denial {
                             code: "42501",
                             message: "statement denied by pgward: no rule allows it (default_action = \"deny\")".into(),
@@ -355,33 +431,29 @@ impl RuleSet {
                             position: None,
                         })
                     }
-                    DefaultAction::RequireApproval => {
-                        return Verdict::Deny(Denial {
-                            code: "42501",
-                            message: "statement requires approval by pgward (default_action = \"require_approval\")".into(),
-                            detail: Some(describe(unit)),
-                            hint: Some(APPROVAL_HINT.into()),
-                            position: None,
-                        })
+                    (DefaultAction::RequireApproval, Some(settings)) => {
+                        approval.get_or_insert_with(|| ApprovalNeeded {
+                            rule: Arc::from("default_action"),
+                            message: Some("no rule allows it (default_action = \"require_approval\")".into()),
+                            approval: Arc::clone(settings),
+                            detail: describe(unit),
+                            hint: None,
+                        });
                     }
                 }
             }
         }
-        Verdict::Allow(logged)
+        match approval {
+            Some(a) => Verdict::Approval(Box::new(a)),
+            None => Verdict::Allow(logged),
+        }
     }
 }
 
-const APPROVAL_HINT: &str = "This statement needs a person's approval, and pgward cannot take approvals yet: ask an administrator to run it, or to change the rule.";
-
 fn rule_denial(rule: &Rule, unit: &Unit) -> Denial {
-    let (verb, default_hint) = match rule.action {
-        Action::RequireApproval => ("requires approval by", APPROVAL_HINT),
-        _ => (
-            "denied by",
-            "pgward refused this statement before it reached the database; the session goes on.",
-        ),
-    };
-    let mut message = format!("statement {verb} pgward rule \"{}\"", rule.name);
+    let default_hint =
+        "pgward refused this statement before it reached the database; the session goes on.";
+    let mut message = format!("statement denied by pgward rule \"{}\"", rule.name);
     if let Some(m) = &rule.message {
         message.push_str(": ");
         message.push_str(m);

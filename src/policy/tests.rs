@@ -478,6 +478,7 @@ fn identities_groups_order_and_default_action() {
         [[rules]]
         name = "orders-need-approval"
         action = "require_approval"
+        approvers = ["ops"]
         kinds = ["dml"]
         relations = ["public.orders"]
         "#,
@@ -499,19 +500,28 @@ fn identities_groups_order_and_default_action() {
     assert_eq!(decision(&p, "TRUNCATE a, b", &dba), "allow");
     assert_eq!(
         decision(&p, "DELETE FROM orders WHERE id = 1", &alice),
-        "orders-need-approval"
+        "approval(orders-need-approval)"
     );
     // A deny-side rule assumes an unqualified name can be in any schema.
     assert_eq!(
         decision(&p, "UPDATE orders SET a = 1 WHERE id = 1", &alice),
-        "orders-need-approval"
+        "approval(orders-need-approval)"
+    );
+    // A later unit's denial wins over an earlier one's approval.
+    assert_eq!(
+        decision(
+            &p,
+            "UPDATE orders SET a = 1 WHERE id = 1; TRUNCATE t",
+            &alice
+        ),
+        "no-truncate"
     );
     let outcome = p.judge(b"SELECT secret FROM public.t", &alice, Lexing::Known(ON));
     assert_eq!(
         outcome.verdict,
         Verdict::Allow(vec![Arc::from("watch-secrets")])
     );
-    let Verdict::Deny(d) = &p
+    let Verdict::Approval(a) = &p
         .judge(
             b"DELETE FROM orders WHERE id = 1",
             &alice,
@@ -519,13 +529,14 @@ fn identities_groups_order_and_default_action() {
         )
         .verdict
     else {
-        panic!("expected a denial");
+        panic!("expected an approval");
     };
+    assert_eq!(a.approval.approvers, ["ops"]);
+    assert_eq!(a.detail, "delete on orders");
+    // Where no approval can be asked for, it reads as a refusal.
+    let d = a.denial();
     assert_eq!(d.code, "42501");
-    assert!(
-        d.hint.as_deref().unwrap_or("").contains("approval"),
-        "{d:?}"
-    );
+    assert!(d.message.contains("requires approval"), "{d:?}");
 }
 
 #[test]
@@ -580,6 +591,7 @@ fn bad_bytes_are_refused_when_rules_apply() {
     let code = |text: &[u8]| match &p.judge(text, &alice, Lexing::Known(ON)).verdict {
         Verdict::Deny(d) => d.code,
         Verdict::Allow(_) => "allow",
+        Verdict::Approval(_) => "approval",
     };
     assert_eq!(code(b"SELECT '\xff'"), "22021");
     assert_eq!(code(b"SELECT 1\0; DROP TABLE t"), "22021");

@@ -15,7 +15,7 @@ pub mod chain;
 pub mod event;
 mod files;
 pub mod ocsf;
-mod params;
+pub(crate) mod params;
 mod pg;
 pub(crate) mod phase;
 mod queue;
@@ -403,6 +403,7 @@ groups = ["ops", "dev"]
 [[policy.rules]]
 name = "ask"
 action = "require_approval"
+approvers = ["ops"]
 users = ["carol"]
 kinds = ["update"]
 

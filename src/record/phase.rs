@@ -218,12 +218,11 @@ impl AuditPhase {
             };
             let _ = tx.send(release);
         });
-        Decision::Hold(Hold {
-            notice: None,
-            // The waiter answers at `timeout`; this is only a backstop.
-            deadline: Instant::now() + timeout + Duration::from_secs(5),
-            decision: rx,
-        })
+        // The waiter answers at `timeout`; the deadline is only a backstop.
+        Decision::Hold(Hold::new(
+            Instant::now() + timeout + Duration::from_secs(5),
+            rx,
+        ))
     }
 }
 

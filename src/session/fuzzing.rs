@@ -35,8 +35,7 @@ impl Phase for HoldSome {
             let (_tx, rx) = oneshot::channel();
             return Decision::Hold(Hold {
                 notice: Some("held".into()),
-                deadline: Instant::now() + Duration::from_secs(1),
-                decision: rx,
+                ..Hold::new(Instant::now() + Duration::from_secs(1), rx)
             });
         }
         Decision::Forward

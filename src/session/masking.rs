@@ -278,11 +278,7 @@ impl MaskPhase {
             };
             let _ = release.send(outcome);
         });
-        Decision::Hold(Hold {
-            notice: None,
-            deadline: std::time::Instant::now() + limit,
-            decision,
-        })
+        Decision::Hold(Hold::new(std::time::Instant::now() + limit, decision))
     }
 
     /// Notes a request that may run code pgward cannot see: its answers,

@@ -77,6 +77,38 @@ pub struct Hold {
     pub deadline: Instant,
     /// The decision; a dropped sender refuses the request.
     pub decision: oneshot::Receiver<Release>,
+    /// Told why the hold ended when it ends without its decision (cancel,
+    /// disconnect, shutdown, deadline); dropped unsent when the decision
+    /// ended it or the session ended otherwise.
+    pub ended: Option<oneshot::Sender<HoldEnd>>,
+    /// The refusal at the deadline, in place of the generic one.
+    pub timed_out: Option<Refusal>,
+}
+
+impl Hold {
+    /// A hold with nothing but its deadline and decision.
+    pub fn new(deadline: Instant, decision: oneshot::Receiver<Release>) -> Self {
+        Self {
+            notice: None,
+            deadline,
+            decision,
+            ended: None,
+            timed_out: None,
+        }
+    }
+}
+
+/// Why a hold ended without its decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// The client sent a CancelRequest.
+    Cancelled,
+    /// The client went away.
+    Disconnected,
+    /// pgward is shutting down.
+    Shutdown,
+    /// The deadline passed.
+    Deadline,
 }
 
 /// How a hold ends.

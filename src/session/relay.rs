@@ -13,7 +13,7 @@
 //! protocol state.
 
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
-use super::phases::{Refusal, Release};
+use super::phases::{HoldEnd, Refusal, Release};
 use super::read_sizer::{read_some, ReadSizer};
 use super::registry::{Control, Registration, SessionState};
 use super::ShutdownPhase;
@@ -241,7 +241,8 @@ impl Relay {
                     // A cancel withdraws a held request (the cancel connection
                     // signals the server itself).
                     Control::Cancel => {
-                        if hold.take().is_some() {
+                        if let Some(h) = hold.take() {
+                            h.end(HoldEnd::Cancelled);
                             self.core.release(Release::Refuse(Refusal::new(
                                 Sqlstate::QUERY_CANCELED,
                                 "canceling statement due to user request",
@@ -256,7 +257,8 @@ impl Relay {
                     // The phase itself is read from the registry at the top
                     // of the loop and when quiet.
                     Control::Shutdown => {
-                        if hold.take().is_some() {
+                        if let Some(h) = hold.take() {
+                            h.end(HoldEnd::Shutdown);
                             self.core.release(Release::Refuse(Refusal::new(
                                 Sqlstate::ADMIN_SHUTDOWN,
                                 "pgward is shutting down: the held statement was not run",
@@ -286,11 +288,15 @@ impl Relay {
                         None => std::future::pending().await,
                     }
                 }, if held_deadline.is_some() => {
-                    hold = None;
-                    self.core.release(Release::Refuse(Refusal::new(
+                    let refusal = hold.take().and_then(|mut h| {
+                        let refusal = h.timed_out.take();
+                        h.end(HoldEnd::Deadline);
+                        refusal
+                    });
+                    self.core.release(Release::Refuse(refusal.unwrap_or_else(|| Refusal::new(
                         Sqlstate::QUERY_CANCELED,
                         "canceling statement: it was held longer than its deadline",
-                    )));
+                    ))));
                 }
                 done = write_or_flush(&mut self.backend_w, &to_server),
                     if !to_server.is_empty() || flush_server => match done.map_err(lost)? {
@@ -327,7 +333,9 @@ impl Relay {
                     client_sizer.record(n, client_offer);
                     if n == 0 {
                         client_gone = true;
-                        hold = None;
+                        if let Some(h) = hold.take() {
+                            h.end(HoldEnd::Disconnected);
+                        }
                     }
                 }
                 _ = async {

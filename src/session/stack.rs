@@ -78,7 +78,14 @@ pub(crate) async fn build(
             role_checks: Arc::clone(&gw.role_checks),
             grants_sent: false,
         }),
-        Box::new(RulesPhase::new(identity.clone(), settings)),
+        Box::new(RulesPhase::new(
+            identity.clone(),
+            settings,
+            Some(super::rules::ApprovalSide {
+                service: Arc::clone(gw.approvals()),
+                masked: keep_descriptions,
+            }),
+        )),
     ];
     if let Some(mask) = mask {
         phases.push(Box::new(mask));

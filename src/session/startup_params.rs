@@ -170,14 +170,19 @@ pub(crate) fn judge_startup(
     for StartupSetting { name, value, label } in settings {
         let sql = format!("SET {name} TO {}", quote_literal(&value));
         let outcome = policy.judge(sql.as_bytes(), who, lexing);
-        match &outcome.verdict {
-            Verdict::Deny(d) => {
+        let denial = match &outcome.verdict {
+            Verdict::Approval(a) => Some(a.denial()),
+            Verdict::Deny(d) => Some(d.clone()),
+            Verdict::Allow(_) => None,
+        };
+        match &denial {
+            Some(d) => {
                 return Err(SessionError::StartupParameter {
                     code: Sqlstate::from_code(d.code),
                     message: format!("startup parameter \"{label}\": {}", d.message),
                 })
             }
-            Verdict::Allow(_) => out.effects.extend(outcome.effects.iter().cloned()),
+            None => out.effects.extend(outcome.effects.iter().cloned()),
         }
         out.forwarded.push((name, value));
     }

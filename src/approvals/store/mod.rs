@@ -7,6 +7,7 @@
 //! is in `model.rs` (updates are closures over the record), so the two
 //! stores cannot decide differently.
 
+pub mod file;
 pub mod postgres;
 
 use super::model::{Grant, Ticket};

@@ -284,6 +284,8 @@ impl Core {
                     return Ok(Flow::Held(HoldWait {
                         deadline: hold.deadline,
                         decision: hold.decision,
+                        ended: hold.ended,
+                        timed_out: hold.timed_out,
                     }));
                 }
             }
@@ -300,7 +302,8 @@ impl Core {
             RequestKind::Query => self.tracker.query(text.unwrap_or_default()),
             RequestKind::Parse => {
                 let parse = parse_view(frame).map_err(malformed)?;
-                self.tracker.parse(parse.statement, parse.query);
+                self.tracker
+                    .parse(parse.statement, parse.query, parse.param_types);
             }
             RequestKind::Bind => {
                 if let Some(bind) = bind {

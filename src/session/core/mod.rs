@@ -85,6 +85,19 @@ pub(crate) struct HoldWait {
     pub(crate) deadline: Instant,
     /// The phase's decision.
     pub(crate) decision: oneshot::Receiver<Release>,
+    /// Told why, when the hold ends without its decision.
+    pub(crate) ended: Option<oneshot::Sender<super::phases::HoldEnd>>,
+    /// The refusal at the deadline, when the phase chose one.
+    pub(crate) timed_out: Option<super::phases::Refusal>,
+}
+
+impl HoldWait {
+    /// Tells the phase why the hold ended without its decision.
+    pub(crate) fn end(self, why: super::phases::HoldEnd) {
+        if let Some(tx) = self.ended {
+            let _ = tx.send(why);
+        }
+    }
 }
 
 /// Where a hold stands.

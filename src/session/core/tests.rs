@@ -29,8 +29,7 @@ impl Phase for HoldPhase {
         self.senders.lock().unwrap().push(tx);
         Decision::Hold(Hold {
             notice: Some("held for a test".into()),
-            deadline: Instant::now() + Duration::from_secs(60),
-            decision: rx,
+            ..Hold::new(Instant::now() + Duration::from_secs(60), rx)
         })
     }
 }

@@ -3,8 +3,10 @@
 //! reported (`settings.rs`); EXECUTE inherits the verdict of what the
 //! conversation tracker says was prepared.
 
+pub(crate) mod approval;
 mod settings;
 
+pub(crate) use approval::ApprovalSide;
 pub use settings::ReportedSettings;
 
 use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind};
@@ -27,9 +29,23 @@ pub struct RulesPhase {
     /// ReadyForQuery messages seen: the number of the request answered
     /// last (temporary tables count once their request is answered).
     answered: u64,
-    /// Statements lately bound, under which rule set, and whether their
-    /// verdict depends on their parameters.
-    bind_checked: Vec<(Arc<Statement>, Arc<Policy>, bool)>,
+    /// Statements lately bound, under which rule set, and what their Bind
+    /// must judge again.
+    bind_checked: Vec<(Arc<Statement>, Arc<Policy>, AtBind)>,
+    /// Approvals, when the session can ask for them.
+    approvals: Option<ApprovalSide>,
+}
+
+/// What a Bind of a statement judges again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtBind {
+    /// Nothing: the Parse's verdict stands.
+    Nothing,
+    /// The verdict depends on the parameters: judged with their values.
+    Values,
+    /// It needs approval: asked for at Bind, where the parameters (which
+    /// the approval covers) are known.
+    Approval,
 }
 
 /// Statements remembered in `bind_checked`.
@@ -38,16 +54,45 @@ const BIND_CHECKED: usize = 16;
 impl RulesPhase {
     /// The phase for one session. The rules come with each request (the
     /// snapshot in force when it was sent).
-    pub fn new(identity: Identity, settings: Arc<ReportedSettings>) -> Self {
+    pub(crate) fn new(
+        identity: Identity,
+        settings: Arc<ReportedSettings>,
+        approvals: Option<ApprovalSide>,
+    ) -> Self {
         Self {
             identity,
             settings,
             answered: 0,
             bind_checked: Vec::new(),
+            approvals,
         }
     }
 
-    fn judge(&mut self, policy: &Policy, text: &[u8], tracker: &Tracker, parse: bool) -> Decision {
+    /// A statement that needs approval: asked for, or refused where the
+    /// session has no approvals.
+    fn approval(
+        &self,
+        ctx: &RequestContext<'_>,
+        needed: &crate::policy::rules::ApprovalNeeded,
+        asking: &approval::Asking<'_>,
+        normalized: &str,
+    ) -> Decision {
+        tracing::info!(
+            target: "pgward::policy",
+            user = %self.identity.user,
+            statement = %normalized,
+            rule = %needed.rule,
+            "statement needs approval"
+        );
+        match &self.approvals {
+            Some(side) => side.decide(ctx, needed, asking),
+            None => Decision::Refuse(refusal(needed.denial())),
+        }
+    }
+
+    fn judge(&mut self, ctx: &RequestContext<'_>, text: &[u8], parse: bool) -> Decision {
+        let policy = &ctx.rules.policy;
+        let tracker = ctx.tracker;
         if policy.is_inert() {
             // Prepared statements made now are judged again at EXECUTE, so
             // rules that arrive later still apply to them.
@@ -56,13 +101,17 @@ impl RulesPhase {
         let snapshot = self.snapshot(tracker);
         let session = snapshot.session();
         let outcome = policy.judge_in(text, &self.identity, &session);
-        if parse && outcome.depends_on_parameters() {
+        if parse
+            && (outcome.depends_on_parameters() || matches!(outcome.verdict, Verdict::Approval(_)))
+        {
             // Judged with its parameters unknown (the worst): the Bind that
-            // supplies them is judged with their values instead.
+            // supplies them is judged with their values instead. An
+            // approval is asked for at Bind too: it covers the parameters.
             return Decision::Forward;
         }
         let verdict = match &outcome.verdict {
             Verdict::Deny(d) => Verdict::Deny(d.clone()),
+            Verdict::Approval(a) => Verdict::Approval(a.clone()),
             Verdict::Allow(logged) => {
                 self.executed(policy, &outcome, logged.clone(), tracker, &session)
             }
@@ -87,6 +136,12 @@ impl RulesPhase {
                 Decision::Forward
             }
             Verdict::Deny(d) => self.refused(&outcome.text, d, "statement refused"),
+            Verdict::Approval(a) => self.approval(
+                ctx,
+                &a,
+                &approval::Asking { text, bind: None },
+                &outcome.text,
+            ),
         }
     }
 
@@ -114,6 +169,7 @@ impl RulesPhase {
         session: &Session<'_>,
     ) -> Verdict {
         let mut added: HashMap<&str, &Arc<Vec<Unit>>> = HashMap::new();
+        let mut approval = None;
         for effect in &outcome.effects {
             match effect {
                 Effect::Prepare { name, units } => {
@@ -132,13 +188,19 @@ impl RulesPhase {
                     };
                     match verdict {
                         Verdict::Deny(d) => return Verdict::Deny(d),
+                        Verdict::Approval(a) => {
+                            approval.get_or_insert(a);
+                        }
                         Verdict::Allow(more) => logged.extend(more),
                     }
                 }
                 _ => {}
             }
         }
-        Verdict::Allow(logged)
+        match approval {
+            Some(a) => Verdict::Approval(a),
+            None => Verdict::Allow(logged),
+        }
     }
 
     /// The verdict for running prepared statement `name`: its own units
@@ -211,61 +273,79 @@ impl RulesPhase {
 
     /// A Bind of a statement whose verdict depends on its parameters: judged
     /// again with the values it brings (text format; binary values stay
-    /// unknown, the worst), refused if they make it a denied statement.
+    /// unknown, the worst), refused if they make it a denied statement; and
+    /// a Bind of a statement that needs approval asks for it here.
     fn judge_bind(
         &mut self,
-        policy: &Arc<Policy>,
+        ctx: &RequestContext<'_>,
         statement: &Arc<Statement>,
         bind: &BindView<'_>,
-        tracker: &Tracker,
     ) -> Decision {
+        let policy = &ctx.rules.policy;
         if policy.is_inert() {
             return Decision::Forward;
         }
         let text = &statement.text[..];
-        let snapshot = self.snapshot(tracker);
+        let snapshot = self.snapshot(ctx.tracker);
         let session = snapshot.session();
-        // Whether the statement's verdict depends on its parameters, by
-        // statement and rule set: drivers bind the same statements over and
-        // over, and most pass here with a pointer comparison.
+        // What the Bind must judge, by statement and rule set: drivers bind
+        // the same statements over and over, and most pass here with a
+        // pointer comparison.
         let known = self
             .bind_checked
             .iter()
             .find(|(s, p, _)| Arc::ptr_eq(s, statement) && Arc::ptr_eq(p, policy))
-            .map(|(_, _, depends)| *depends);
-        let depends = match known {
-            Some(depends) => depends,
+            .map(|(_, _, at_bind)| *at_bind);
+        let at_bind = match known {
+            Some(at_bind) => at_bind,
             None => {
-                let depends = policy
-                    .judge_in(text, &self.identity, &session)
-                    .depends_on_parameters();
+                let outcome = policy.judge_in(text, &self.identity, &session);
+                let at_bind = if outcome.depends_on_parameters() {
+                    AtBind::Values
+                } else if matches!(outcome.verdict, Verdict::Approval(_)) {
+                    AtBind::Approval
+                } else {
+                    AtBind::Nothing
+                };
                 if self.bind_checked.len() >= BIND_CHECKED {
                     self.bind_checked.remove(0);
                 }
                 self.bind_checked
-                    .push((Arc::clone(statement), Arc::clone(policy), depends));
-                depends
+                    .push((Arc::clone(statement), Arc::clone(policy), at_bind));
+                at_bind
             }
         };
-        if !depends {
-            return Decision::Forward;
-        }
-        let params: Vec<Param<'_>> = bind
-            .params()
-            .enumerate()
-            .map(|(i, value)| match (value, bind.param_format(i)) {
-                (None, _) => Param::Null,
-                (Some(v), 0) => Param::Text(v),
-                (Some(_), _) => Param::Binary,
-            })
-            .collect();
-        let outcome = policy.judge_bound(text, &self.identity, &session, &params);
+        let outcome = match at_bind {
+            AtBind::Nothing => return Decision::Forward,
+            AtBind::Approval => policy.judge_in(text, &self.identity, &session),
+            AtBind::Values => {
+                let params: Vec<Param<'_>> = bind
+                    .params()
+                    .enumerate()
+                    .map(|(i, value)| match (value, bind.param_format(i)) {
+                        (None, _) => Param::Null,
+                        (Some(v), 0) => Param::Text(v),
+                        (Some(_), _) => Param::Binary,
+                    })
+                    .collect();
+                policy.judge_bound(text, &self.identity, &session, &params)
+            }
+        };
         match &outcome.verdict {
             Verdict::Allow(_) => Decision::Forward,
             Verdict::Deny(d) => self.refused(
                 &outcome.text,
                 d.clone(),
                 "statement refused with its Bind parameters",
+            ),
+            Verdict::Approval(a) => self.approval(
+                ctx,
+                a,
+                &approval::Asking {
+                    text,
+                    bind: Some((bind, statement)),
+                },
+                &outcome.text,
             ),
         }
     }
@@ -297,14 +377,11 @@ impl Phase for RulesPhase {
     }
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
-        let policy = &ctx.rules.policy;
         match (ctx.kind, ctx.text) {
-            (RequestKind::Query, Some(text)) => self.judge(policy, text, ctx.tracker, false),
-            (RequestKind::Parse, Some(text)) => self.judge(policy, text, ctx.tracker, true),
+            (RequestKind::Query, Some(text)) => self.judge(ctx, text, false),
+            (RequestKind::Parse, Some(text)) => self.judge(ctx, text, true),
             (RequestKind::Bind, Some(_)) => match (ctx.statement, ctx.bind) {
-                (Some(statement), Some(bind)) => {
-                    self.judge_bind(policy, statement, bind, ctx.tracker)
-                }
+                (Some(statement), Some(bind)) => self.judge_bind(ctx, statement, bind),
                 _ => Decision::Forward,
             },
             _ => Decision::Forward,

@@ -58,6 +58,31 @@ pub struct Statement {
     /// Set by the first Describe of it (a statement's result shape cannot
     /// change: the server refuses to execute it if it would).
     pub described: OnceLock<Described>,
+    /// Parameter type OIDs: the server's (its ParameterDescription) once a
+    /// Describe is answered, else the Parse's (0: unspecified). For
+    /// showing Bind values to approvers only, never for a decision.
+    pub param_types: ParamTypes,
+}
+
+/// A statement's parameter types, as far as known.
+#[derive(Debug, Default)]
+pub struct ParamTypes {
+    /// As the Parse sent them.
+    pub parsed: Arc<[u32]>,
+    /// As the server described them.
+    pub described: OnceLock<Arc<[u32]>>,
+}
+
+impl ParamTypes {
+    /// Parameter `i`'s type OID, when known.
+    pub fn of(&self, i: usize) -> Option<u32> {
+        self.described
+            .get()
+            .and_then(|d| d.get(i))
+            .or_else(|| self.parsed.get(i))
+            .copied()
+            .filter(|oid| *oid != 0)
+    }
 }
 
 /// A portal: a bound statement, or a SQL cursor.
@@ -338,11 +363,15 @@ impl Tracker {
     }
 
     /// A Parse goes out.
-    pub(crate) fn parse(&mut self, name: &[u8], text: &[u8]) {
+    pub(crate) fn parse(&mut self, name: &[u8], text: &[u8], param_types: &[u8]) {
         let statement = Arc::new(Statement {
             text: text.into(),
             sql_prepare: false,
             described: OnceLock::new(),
+            param_types: ParamTypes {
+                parsed: oids(param_types),
+                described: OnceLock::new(),
+            },
         });
         self.push(Req::Parse {
             name: Name::new(name),
@@ -442,6 +471,7 @@ impl Tracker {
                                     text: Arc::clone(text),
                                     sql_prepare: true,
                                     described: OnceLock::new(),
+                                    param_types: ParamTypes::default(),
                                 }))
                             }
                             NameEffect::Deallocate(n) if n == name => return None,
@@ -575,13 +605,27 @@ impl Tracker {
             b'1' => self.parse_complete(),
             b'2' => self.bind_complete(),
             b'3' => self.close_complete(),
-            b't' => match self.front() {
-                Some(Entry {
-                    req: Req::DescribeStatement(_),
-                    ..
-                }) => Ok(Event::Plain),
-                _ => Err(out_of_step("ParameterDescription", "without a Describe")),
-            },
+            b't' => {
+                let name = match self.front() {
+                    Some(Entry {
+                        req: Req::DescribeStatement(n),
+                        ..
+                    }) => n.clone(),
+                    _ => return Err(out_of_step("ParameterDescription", "without a Describe")),
+                };
+                // Int16 count, then the OIDs: kept for display only, so a
+                // malformed one is simply not kept.
+                let body = frame.body();
+                let declared = body
+                    .get(..2)
+                    .map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])));
+                if let (Some(count), Some(s)) = (declared, self.statements.get(&name)) {
+                    if body.len() == 2 + 4 * count {
+                        let _ = s.param_types.described.set(oids(&body[2..]));
+                    }
+                }
+                Ok(Event::Plain)
+            }
             b'T' => self.row_description(frame),
             b'n' => self.no_data(),
             b'C' | b'I' | b's' => self.result_end(frame.tag()),
@@ -819,6 +863,7 @@ impl Tracker {
                         text,
                         sql_prepare: true,
                         described: OnceLock::new(),
+                        param_types: ParamTypes::default(),
                     }),
                 );
             }
@@ -959,4 +1004,11 @@ fn execution_result(portal: &Portal) -> ResultInfo {
             formats: Some(Arc::clone(&portal.formats)),
         },
     }
+}
+
+/// Big-endian OIDs, 4 bytes each (a short tail is ignored).
+fn oids(raw: &[u8]) -> Arc<[u32]> {
+    raw.chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

@@ -1,0 +1,606 @@
+//! The approvals service: one per gateway ([`crate::gateway::Gateway::approvals`]).
+//!
+//! It owns the store, the `[approvals]` settings (swapped on reload), the
+//! statements held in this instance's sessions (ticket id -> the sender that
+//! releases the hold) and a view of the active grants. A task follows the
+//! store's changes, from this instance or any other sharing the store, and
+//! releases a held statement once its ticket is decided. The sessions'
+//! phases call in without waiting on I/O: every store write runs in a task
+//! of its own and answers through the hold.
+//!
+//! The approver-facing methods (`tickets`, `vote`, `grants`, ...) are what
+//! the admin API, the CLI and the web page call.
+
+use super::model::{
+    new_id, now_ms, ApprovalMode, Grant, GrantScope, GrantSubject, Revocation, Ticket, TicketState,
+    VoteError,
+};
+use super::store::{ApprovalStore, ApprovalStoreError, Change};
+use crate::config::approvals::{ApprovalStoreConfig, ApprovalsConfig};
+use crate::policy::rules::Identity;
+use crate::session::phases::{HoldEnd, Refusal, Release};
+use crate::sqlstate::Sqlstate;
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, oneshot};
+
+/// Why an approver's request was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// The store failed, or refused the change.
+    #[error(transparent)]
+    Store(#[from] ApprovalStoreError),
+    /// The vote was not counted.
+    #[error(transparent)]
+    Vote(#[from] VoteError),
+    /// The grant asked for is not allowed (too long, unknown role or rule,
+    /// not this approver's to make).
+    #[error("{0}")]
+    Grant(String),
+    /// The store this configuration names is not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Statements being held in this instance, by ticket id.
+struct Waiter {
+    release: oneshot::Sender<Release>,
+    since: Instant,
+}
+
+/// Approvals for one gateway.
+pub struct Approvals {
+    store: Arc<dyn ApprovalStore>,
+    config: ArcSwap<ApprovalsConfig>,
+    instance: String,
+    waiters: Mutex<HashMap<String, Waiter>>,
+    /// Grants active when last read (expiry is checked at use).
+    grants: ArcSwap<Vec<Grant>>,
+    /// Client database -> the roles a grant may elevate to there.
+    roles: BTreeMap<String, BTreeSet<String>>,
+    /// Ticket mode: the pending ticket of a binding, so a retry before the
+    /// decision names the same ticket instead of making another.
+    pending: Mutex<HashMap<String, String>>,
+    /// Starts the store's own tasks (the file store's follower), once.
+    start_store: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    metrics: Arc<crate::admin::Metrics>,
+}
+
+impl std::fmt::Debug for Approvals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approvals")
+            .field("store", &self.store)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A ticket's page, when `public_url` is known.
+fn ticket_url(config: &ApprovalsConfig, id: &str) -> Option<String> {
+    config.public_url.as_ref().map(|u| format!("{u}/{id}"))
+}
+
+impl Approvals {
+    /// The service for `config`, with its store opened (the file store is
+    /// replayed here, blocking). Tasks start with [`Approvals::start`].
+    pub fn new(
+        config: &crate::config::Config,
+        metrics: Arc<crate::admin::Metrics>,
+    ) -> Result<Self, ApprovalError> {
+        let settings = Arc::clone(&config.approvals);
+        let (store, start_store): (Arc<dyn ApprovalStore>, Box<dyn FnOnce() + Send>) =
+            match &settings.store {
+                ApprovalStoreConfig::File(path) => {
+                    let store = super::store::file::FileStore::open_blocking(path)?;
+                    let follower = store.clone();
+                    (
+                        Arc::new(store),
+                        Box::new(move || follower.start_following()),
+                    )
+                }
+                ApprovalStoreConfig::Postgres { .. } => {
+                    return Err(ApprovalError::Unsupported(
+                        "approvals.store = \"postgres\": the PostgreSQL store is not built yet"
+                            .into(),
+                    ))
+                }
+            };
+        Ok(Self::with_store(config, store, start_store, metrics))
+    }
+
+    /// The service over a given store (`start_store` runs at
+    /// [`Approvals::start`]).
+    pub fn with_store(
+        config: &crate::config::Config,
+        store: Arc<dyn ApprovalStore>,
+        start_store: Box<dyn FnOnce() + Send>,
+        metrics: Arc<crate::admin::Metrics>,
+    ) -> Self {
+        let roles = config
+            .databases
+            .iter()
+            .filter_map(|(db, upstream)| {
+                let u = config.upstreams.get(upstream)?;
+                let mut names: BTreeSet<String> = u.roles.credentials.keys().cloned().collect();
+                names.insert(u.user.clone());
+                Some((db.clone(), names))
+            })
+            .collect();
+        Self {
+            store,
+            config: ArcSwap::new(Arc::clone(&config.approvals)),
+            instance: new_id(),
+            waiters: Mutex::new(HashMap::new()),
+            grants: ArcSwap::from_pointee(Vec::new()),
+            roles,
+            pending: Mutex::new(HashMap::new()),
+            start_store: Mutex::new(Some(start_store)),
+            metrics,
+        }
+    }
+
+    /// Starts following the store (waking held statements, refreshing the
+    /// grants). Needs a tokio runtime; later calls do nothing.
+    pub fn start(self: &Arc<Self>) {
+        let Some(start_store) = lock(&self.start_store).take() else {
+            return;
+        };
+        start_store();
+        let changes = self.store.subscribe();
+        tokio::spawn(follow(Arc::downgrade(self), changes));
+    }
+
+    /// This instance's id (tickets name the instance holding them).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The `[approvals]` settings in force.
+    pub fn config(&self) -> Arc<ApprovalsConfig> {
+        self.config.load_full()
+    }
+
+    /// Puts reloaded settings in force (the store stays: changing it needs
+    /// a restart).
+    pub(crate) fn reload(&self, config: Arc<ApprovalsConfig>) {
+        self.config.store(config);
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ApprovalStore> {
+        &self.store
+    }
+
+    /// The page of ticket `id`, when the public URL is known.
+    pub fn ticket_url(&self, id: &str) -> Option<String> {
+        ticket_url(&self.config.load(), id)
+    }
+
+    /// Tickets, newest first: pending ones only, or all (at most `limit`).
+    pub async fn tickets(
+        &self,
+        pending_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Ticket>, ApprovalError> {
+        Ok(self.store.tickets(pending_only, limit).await?)
+    }
+
+    /// One ticket.
+    pub async fn ticket(&self, id: &str) -> Result<Option<Ticket>, ApprovalError> {
+        Ok(self.store.ticket(id).await?)
+    }
+
+    /// Counts `approver`'s vote on ticket `id` ([`Ticket::apply_vote`]:
+    /// never the requester's own, only an approver group's member, once
+    /// each). A held statement in this instance is released at once; one
+    /// held elsewhere when that instance sees the change.
+    pub async fn vote(
+        &self,
+        id: &str,
+        approver: &Identity,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<Ticket, ApprovalError> {
+        let validity = millis(self.config.load().ticket_validity);
+        let refused: Mutex<Option<VoteError>> = Mutex::new(None);
+        let vote = super::model::Vote {
+            approver: approver.user.clone(),
+            approve,
+            reason: reason.map(|r| crate::approvals::display::bounded(&r)),
+            at: now_ms(),
+        };
+        let groups = approver.groups.clone();
+        let updated = self
+            .store
+            .update_ticket(id, &|t| {
+                t.apply_vote(vote.clone(), &groups, validity).map_err(|e| {
+                    let text = e.to_string();
+                    *lock(&refused) = Some(e);
+                    text
+                })
+            })
+            .await;
+        match updated {
+            Ok(ticket) => {
+                self.settle(&ticket);
+                Ok(ticket)
+            }
+            Err(ApprovalStoreError::Refused(text)) => Err(match lock(&refused).take() {
+                Some(e) => ApprovalError::Vote(e),
+                None => ApprovalError::Store(ApprovalStoreError::Refused(text)),
+            }),
+            Err(ApprovalStoreError::NotFound { id, .. }) => {
+                Err(ApprovalError::Vote(VoteError::NotFound(id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Grants, newest first: only active ones, or all (at most `limit`).
+    pub async fn grants(
+        &self,
+        active_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Grant>, ApprovalError> {
+        let at = active_only.then(now_ms);
+        Ok(self.store.grants(at, limit).await?)
+    }
+
+    /// Makes a grant for `duration` (at most `approvals.max_grant`). A rule
+    /// grant names a `require_approval` rule (`rules`: the names of those
+    /// in force) and is made by one of its approvers; a role grant names a
+    /// role of that database's upstream and is made by a member of
+    /// `[approvals] approvers`. Nobody grants to themselves.
+    pub async fn create_grant(
+        &self,
+        subject: GrantSubject,
+        scope: GrantScope,
+        duration: Duration,
+        by: &Identity,
+        reason: Option<String>,
+        rules: &crate::policy::rules::RuleSet,
+    ) -> Result<Grant, ApprovalError> {
+        let config = self.config.load();
+        if duration.is_zero() || duration > config.max_grant {
+            return Err(ApprovalError::Grant(format!(
+                "a grant lasts more than 0s and at most approvals.max_grant ({}s)",
+                config.max_grant.as_secs()
+            )));
+        }
+        let self_grant = match &subject {
+            GrantSubject::User(u) => *u == by.user,
+            GrantSubject::Group(g) => by.groups.contains(g),
+        };
+        if self_grant {
+            return Err(ApprovalError::Grant(format!(
+                "{} cannot grant to themselves",
+                by.user
+            )));
+        }
+        let approvers: Vec<String> = match &scope {
+            GrantScope::Rule(name) => rules
+                .rules
+                .iter()
+                .find(|r| &*r.name == name)
+                .and_then(|r| r.approval.as_ref())
+                .map(|a| a.approvers.clone())
+                .ok_or_else(|| {
+                    ApprovalError::Grant(format!("no require_approval rule is named {name:?}"))
+                })?,
+            GrantScope::Role { database, role } => {
+                let known = self
+                    .roles
+                    .get(database)
+                    .ok_or_else(|| ApprovalError::Grant(format!("no database {database:?}")))?;
+                if !known.contains(role) {
+                    return Err(ApprovalError::Grant(format!(
+                        "role {role:?} is not one of database {database:?}'s upstream roles"
+                    )));
+                }
+                config.approvers.clone()
+            }
+        };
+        if !by.groups.iter().any(|g| approvers.contains(g)) {
+            return Err(ApprovalError::Grant(format!(
+                "{} is in none of the approver groups for this grant",
+                by.user
+            )));
+        }
+        let now = now_ms();
+        let grant = Grant {
+            id: new_id(),
+            subject,
+            scope,
+            created_by: by.user.clone(),
+            created_at: now,
+            expires_at: now.saturating_add(millis(duration)),
+            reason: reason.map(|r| crate::approvals::display::bounded(&r)),
+            revoked: None,
+        };
+        self.store.create_grant(&grant).await?;
+        self.refresh_grants().await;
+        Ok(grant)
+    }
+
+    /// Revokes grant `id` (an ended one cannot be revoked).
+    pub async fn revoke_grant(
+        &self,
+        id: &str,
+        by: &Identity,
+        reason: Option<String>,
+    ) -> Result<Grant, ApprovalError> {
+        let revocation = Revocation {
+            by: by.user.clone(),
+            at: now_ms(),
+            reason: reason.map(|r| crate::approvals::display::bounded(&r)),
+        };
+        let grant = self
+            .store
+            .update_grant(id, &|g| {
+                if !g.active(revocation.at) {
+                    return Err(format!("grant {} has ended", g.id));
+                }
+                g.revoked = Some(revocation.clone());
+                Ok(())
+            })
+            .await?;
+        self.refresh_grants().await;
+        Ok(grant)
+    }
+
+    /// Changes to tickets and grants, from every instance sharing the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.store.subscribe()
+    }
+
+    /// The active grant that lets `who` run rule `rule`'s statements at
+    /// once, if any (from memory: no I/O).
+    pub fn rule_grant(&self, who: &Identity, rule: &str) -> Option<Grant> {
+        let now = now_ms();
+        self.grants
+            .load()
+            .iter()
+            .find(|g| {
+                g.active(now)
+                    && g.covers(&who.user, &who.groups)
+                    && matches!(&g.scope, GrantScope::Rule(r) if r == rule)
+            })
+            .cloned()
+    }
+
+    /// Reads the active grants again.
+    async fn refresh_grants(&self) {
+        match self.store.grants(Some(now_ms()), 10_000).await {
+            Ok(grants) => self.grants.store(Arc::new(grants)),
+            Err(e) => tracing::warn!(error = %e, "approvals: reading the grants failed"),
+        }
+    }
+
+    /// Releases the statement held for `ticket`, if it is held here and
+    /// the ticket is decided or ended.
+    fn settle(&self, ticket: &Ticket) {
+        let release = match ticket.state {
+            TicketState::Pending => return,
+            TicketState::Approved if ticket.mode == ApprovalMode::Hold => Release::Run,
+            TicketState::Approved | TicketState::Used => return,
+            TicketState::Denied => Release::Refuse(Refusal::new(
+                Sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "statement {}",
+                    ticket.end_reason.as_deref().unwrap_or("denied")
+                ),
+            )),
+            TicketState::Expired | TicketState::Withdrawn => Release::Refuse(Refusal::new(
+                Sqlstate::QUERY_CANCELED,
+                format!(
+                    "statement held for approval: ticket {} ended: {}",
+                    ticket.id,
+                    ticket.end_reason.as_deref().unwrap_or("expired")
+                ),
+            )),
+        };
+        let Some(waiter) = lock(&self.waiters).remove(&ticket.id) else {
+            return;
+        };
+        self.metrics
+            .approvals
+            .ended(ticket.state, waiter.since.elapsed());
+        let _ = waiter.release.send(release);
+    }
+
+    /// Holds a statement: its ticket (made by the caller, id included) is
+    /// written by a task, and the hold is released when it is decided.
+    /// Returns the decision to wait on and the sender the session tells
+    /// why the hold ended otherwise.
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        ticket: Ticket,
+    ) -> (oneshot::Receiver<Release>, oneshot::Sender<HoldEnd>) {
+        let (release, decision) = oneshot::channel();
+        let (ended, end) = oneshot::channel::<HoldEnd>();
+        let id = ticket.id.clone();
+        lock(&self.waiters).insert(
+            id.clone(),
+            Waiter {
+                release,
+                since: Instant::now(),
+            },
+        );
+        self.metrics.approvals.ticket_made();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.store.create_ticket(&ticket).await {
+                tracing::error!(ticket = %id, error = %e, "approvals: the ticket could not be stored");
+                if let Some(w) = lock(&this.waiters).remove(&id) {
+                    let _ = w.release.send(Release::Refuse(store_refusal(&e)));
+                }
+                return;
+            }
+            let why = end.await.ok();
+            // Still held here: the session ended the hold itself.
+            let Some(waiter) = lock(&this.waiters).remove(&id) else {
+                return;
+            };
+            let (state, reason) = match why {
+                Some(HoldEnd::Cancelled) => (TicketState::Withdrawn, "cancelled by the client"),
+                Some(HoldEnd::Disconnected) => (TicketState::Withdrawn, "the client disconnected"),
+                Some(HoldEnd::Shutdown) => (TicketState::Withdrawn, "pgward shut down"),
+                Some(HoldEnd::Deadline) => (
+                    TicketState::Expired,
+                    "no decision within the hold's deadline",
+                ),
+                None => (TicketState::Withdrawn, "the session ended"),
+            };
+            this.metrics.approvals.ended(state, waiter.since.elapsed());
+            let ended = this
+                .store
+                .update_ticket(&id, &|t| {
+                    if t.end(state, reason) {
+                        Ok(())
+                    } else {
+                        Err("decided already".into())
+                    }
+                })
+                .await;
+            if let Err(e) = ended {
+                tracing::debug!(ticket = %id, error = %e, "approvals: the ticket was not ended");
+            }
+        });
+        (decision, ended)
+    }
+
+    /// Ticket mode: uses an approval of this exact statement if there is
+    /// one (the statement then runs), else makes `ticket` (or names the
+    /// pending one for the same binding) and refuses. Answers through the
+    /// receiver once the store has.
+    pub(crate) fn ticket_mode(self: &Arc<Self>, ticket: Ticket) -> oneshot::Receiver<Release> {
+        let (tx, rx) = oneshot::channel();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let release = this.use_or_ask(ticket).await;
+            let _ = tx.send(release);
+        });
+        rx
+    }
+
+    async fn use_or_ask(&self, ticket: Ticket) -> Release {
+        match self.store.consume(&ticket.binding, now_ms()).await {
+            Ok(Some(used)) => {
+                lock(&self.pending).remove(&ticket.binding);
+                self.metrics
+                    .approvals
+                    .ended(TicketState::Used, Duration::ZERO);
+                tracing::info!(ticket = %used.id, "approvals: a ticket-mode approval was used");
+                return Release::Run;
+            }
+            Ok(None) => {}
+            Err(e) => return Release::Refuse(store_refusal(&e)),
+        }
+        let known = lock(&self.pending).get(&ticket.binding).cloned();
+        if let Some(id) = known {
+            if let Ok(Some(t)) = self.store.ticket(&id).await {
+                if t.state == TicketState::Pending {
+                    return Release::Refuse(self.ticket_refusal(&t, true));
+                }
+            }
+        }
+        if let Err(e) = self.store.create_ticket(&ticket).await {
+            return Release::Refuse(store_refusal(&e));
+        }
+        self.metrics.approvals.ticket_made();
+        let mut pending = lock(&self.pending);
+        // Bounded: the oldest binding is forgotten (its retry only makes a
+        // second ticket).
+        if pending.len() >= 10_000 {
+            pending.clear();
+        }
+        pending.insert(ticket.binding.clone(), ticket.id.clone());
+        drop(pending);
+        Release::Refuse(self.ticket_refusal(&ticket, false))
+    }
+
+    fn ticket_refusal(&self, ticket: &Ticket, again: bool) -> Refusal {
+        let id = &ticket.id;
+        let url = self
+            .ticket_url(id)
+            .map(|u| format!(" ({u})"))
+            .unwrap_or_default();
+        let still = if again { " is still pending" } else { "" };
+        Refusal::new(
+            Sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "statement requires approval by pgward rule \"{}\": ticket {id}{url}{still}",
+                ticket.rule
+            ),
+        )
+        .with_hint(
+            "Run the identical statement again (same text and parameters) once the ticket is approved.",
+        )
+    }
+
+    /// Records a statement that ran without waiting (break-glass, or a
+    /// grant): the ticket is written by a task, best effort.
+    pub(crate) fn record_ran(self: &Arc<Self>, ticket: Ticket) {
+        self.metrics.approvals.ended(ticket.state, Duration::ZERO);
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            if let Err(e) = store.create_ticket(&ticket).await {
+                tracing::error!(ticket = %ticket.id, error = %e, "approvals: a statement that ran could not be recorded");
+            }
+        });
+    }
+}
+
+/// The refusal when the store fails.
+fn store_refusal(e: &ApprovalStoreError) -> Refusal {
+    Refusal::new(
+        Sqlstate::INSUFFICIENT_RESOURCES,
+        format!("statement needs approval, but the approval store failed: {e}"),
+    )
+    .with_hint("The statement did not run. Try again, or ask an administrator.")
+}
+
+/// Follows the store's changes until the service is dropped.
+async fn follow(service: std::sync::Weak<Approvals>, mut changes: broadcast::Receiver<Change>) {
+    if let Some(s) = service.upgrade() {
+        s.refresh_grants().await;
+    }
+    loop {
+        let change = changes.recv().await;
+        let Some(s) = service.upgrade() else {
+            return;
+        };
+        match change {
+            Ok(Change::Ticket(id)) => {
+                if lock(&s.waiters).contains_key(&id) {
+                    if let Ok(Some(t)) = s.store.ticket(&id).await {
+                        s.settle(&t);
+                    }
+                }
+            }
+            Ok(Change::Grant(_)) => s.refresh_grants().await,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Changes were missed: read what matters again.
+                let ids: Vec<String> = lock(&s.waiters).keys().cloned().collect();
+                for id in ids {
+                    if let Ok(Some(t)) = s.store.ticket(&id).await {
+                        s.settle(&t);
+                    }
+                }
+                s.refresh_grants().await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A poisoned lock only means a panic elsewhere; the maps stay usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
