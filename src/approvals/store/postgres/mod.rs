@@ -25,7 +25,7 @@ mod schema;
 use super::{
     ApprovalStore, ApprovalStoreError, Change, GrantUpdate, TicketUpdate, MAX_RECORD_BYTES,
 };
-use crate::approvals::model::{Grant, GrantScope, GrantSubject, Ticket, TicketState};
+use crate::approvals::model::{now_ms, Grant, GrantScope, GrantSubject, Ticket, TicketState};
 use crate::auth::backend::Upstream;
 use pool::{unavailable, Pool};
 use std::sync::{Arc, OnceLock};
@@ -335,7 +335,11 @@ impl PgStore {
         let rows = self.read(&sql).await?;
         match rows.as_slice() {
             [] => Ok(None),
-            [row] => Ok(Some(checked(decode(R::KIND, row.first())?, id)?)),
+            [row] => {
+                let mut record: R = checked(decode(R::KIND, row.first())?, id)?;
+                record.refresh(now_ms());
+                Ok(Some(record))
+            }
             _ => Err(unavailable(format!("two {}s {id}", R::KIND))),
         }
     }
@@ -355,7 +359,14 @@ impl PgStore {
         if rows.len() > limit {
             return Err(unavailable("more rows than asked for"));
         }
-        rows.iter().map(|row| decode(R::KIND, row.first())).collect()
+        let now = now_ms();
+        rows.iter()
+            .map(|row| {
+                let mut record: R = decode(R::KIND, row.first())?;
+                record.refresh(now);
+                Ok(record)
+            })
+            .collect()
     }
 
     async fn read(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ApprovalStoreError> {
@@ -465,6 +476,7 @@ impl PgStore {
                         record.id()
                     )));
                 }
+                record.refresh(now_ms());
                 update(record).map_err(ApprovalStoreError::Refused)?;
                 Ok(record.clone())
             }
@@ -499,6 +511,9 @@ trait Record:
     /// The indexed columns besides `id` and `record`, as SQL literals.
     fn columns(&self) -> Vec<(&'static str, String)>;
     fn change(id: String) -> Change;
+    /// The record as of `now` (a lapsed ticket reads as expired, as in the
+    /// file store); reads and updates see this.
+    fn refresh(&mut self, _now: u64) {}
 }
 
 fn ms_or_null(ms: Option<u64>) -> String {
@@ -527,6 +542,9 @@ impl Record for Ticket {
     }
     fn change(id: String) -> Change {
         Change::Ticket(id)
+    }
+    fn refresh(&mut self, now: u64) {
+        self.expire(now);
     }
 }
 
@@ -573,12 +591,16 @@ impl ApprovalStore for PgStore {
         pending_only: bool,
         limit: usize,
     ) -> Result<Vec<Ticket>, ApprovalStoreError> {
-        let filter = if pending_only {
-            "WHERE state = 'pending'"
-        } else {
-            ""
-        };
-        self.list(filter, limit).await
+        let now = now_ms();
+        if !pending_only {
+            return self.list("", limit).await;
+        }
+        let filter = format!("WHERE state = 'pending' AND expires_at > {}", column_ms(now));
+        let tickets: Vec<Ticket> = self.list(&filter, limit).await?;
+        Ok(tickets
+            .into_iter()
+            .filter(|t| t.state == TicketState::Pending)
+            .collect())
     }
 
     async fn update_ticket(
