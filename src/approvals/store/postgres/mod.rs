@@ -213,6 +213,12 @@ impl PgStore {
         Ok(())
     }
 
+    /// How many times the listener has connected and LISTENed (more than
+    /// once: it reconnected).
+    pub fn listener_sessions(&self) -> u64 {
+        *self.listening.borrow()
+    }
+
     /// Starts the listener once, when there is a runtime to run it.
     fn start_listener(&self) {
         if self.listener.get().is_some() {
