@@ -329,7 +329,15 @@ impl Relay {
                     }
                 }
                 read = read_some(&mut self.client_r, &mut client_in), if read_client => {
-                    let n = read?;
+                    let n = match read {
+                        Ok(n) => n,
+                        Err(e) => {
+                            if let Some(h) = hold.take() {
+                                h.end(HoldEnd::Disconnected);
+                            }
+                            return Err(e.into());
+                        }
+                    };
                     client_sizer.record(n, client_offer);
                     if n == 0 {
                         client_gone = true;
