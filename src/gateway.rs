@@ -198,6 +198,7 @@ impl Gateway {
         let metrics = Arc::<crate::admin::Metrics>::default();
         let approvals = Arc::new(crate::approvals::Approvals::new(
             &config,
+            &upstreams,
             Arc::clone(&metrics),
         )?);
         Ok(Self {

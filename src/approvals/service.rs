@@ -77,6 +77,32 @@ impl std::fmt::Debug for Approvals {
     }
 }
 
+/// The PostgreSQL store on `upstream`'s own connection. It connects
+/// lazily; once started, a task migrates the schema and connects the
+/// listener at once, so a store that cannot be reached is logged at startup
+/// (and every operation on it fails closed: statements held for approval
+/// are refused).
+fn postgres_store(
+    upstreams: &BTreeMap<String, crate::auth::backend::Upstream>,
+    upstream: &str,
+    schema: &str,
+) -> Result<(Arc<dyn ApprovalStore>, Box<dyn FnOnce() + Send>), ApprovalError> {
+    use super::store::postgres::{PgStore, Timeouts};
+    let upstream = upstreams.get(upstream).cloned().ok_or_else(|| {
+        ApprovalError::Unsupported(format!("approvals.postgres_upstream: no upstream {upstream:?}"))
+    })?;
+    let store = Arc::new(PgStore::new(upstream, schema, Timeouts::default()));
+    let check = Arc::clone(&store);
+    let start = Box::new(move || {
+        tokio::spawn(async move {
+            if let Err(e) = check.check().await {
+                tracing::error!(error = %e, "approvals: the PostgreSQL store is not available");
+            }
+        });
+    });
+    Ok((store, start))
+}
+
 /// A ticket's page, when `public_url` is known.
 fn ticket_url(config: &ApprovalsConfig, id: &str) -> Option<String> {
     config.public_url.as_ref().map(|u| format!("{u}/{id}"))
@@ -85,8 +111,10 @@ fn ticket_url(config: &ApprovalsConfig, id: &str) -> Option<String> {
 impl Approvals {
     /// The service for `config`, with its store opened (the file store is
     /// replayed here, blocking). Tasks start with [`Approvals::start`].
+    /// `upstreams` are the gateway's, for the PostgreSQL store.
     pub fn new(
         config: &crate::config::Config,
+        upstreams: &BTreeMap<String, crate::auth::backend::Upstream>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Result<Self, ApprovalError> {
         let settings = Arc::clone(&config.approvals);
@@ -100,11 +128,8 @@ impl Approvals {
                         Box::new(move || follower.start_following()),
                     )
                 }
-                ApprovalStoreConfig::Postgres { .. } => {
-                    return Err(ApprovalError::Unsupported(
-                        "approvals.store = \"postgres\": the PostgreSQL store is not built yet"
-                            .into(),
-                    ))
+                ApprovalStoreConfig::Postgres { upstream, schema } => {
+                    postgres_store(upstreams, upstream, schema)?
                 }
             };
         Ok(Self::with_store(config, store, start_store, metrics))

@@ -196,9 +196,15 @@ impl PgStore {
         timeouts: Timeouts,
     ) -> Result<Self, ApprovalStoreError> {
         let store = Self::new(upstream, schema, timeouts);
-        store.ready().await?;
-        store.listening(timeouts.operation).await?;
+        store.check().await?;
         Ok(store)
+    }
+
+    /// Migrates the schema (if not done yet) and waits until the listener
+    /// is in force, each within the operation timeout.
+    pub async fn check(&self) -> Result<(), ApprovalStoreError> {
+        self.bounded(async { Ok(()) }).await?;
+        self.listening(self.timeouts.operation).await
     }
 
     /// Waits until the listener has LISTENed at least once: changes made by
