@@ -66,6 +66,8 @@ pub struct Approvals {
     /// Starts the store's own tasks (the file store's follower), once.
     start_store: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     metrics: Arc<crate::admin::Metrics>,
+    /// Sessions elevated by role grants (`elevation.rs`).
+    elevations: Arc<super::elevation::Elevations>,
 }
 
 impl std::fmt::Debug for Approvals {
@@ -163,6 +165,7 @@ impl Approvals {
             pending: Mutex::new(HashMap::new()),
             start_store: Mutex::new(Some(start_store)),
             metrics,
+            elevations: Arc::default(),
         }
     }
 
@@ -395,6 +398,71 @@ impl Approvals {
             .cloned()
     }
 
+    /// The active role grant for `who` on client database `database`
+    /// (newest first), with the role it elevates to, if any (from memory:
+    /// no I/O).
+    pub fn role_grant(&self, who: &Identity, database: &str) -> Option<(Grant, String)> {
+        let now = now_ms();
+        self.grants.load().iter().find_map(|g| {
+            let role = super::elevation::granted_role(g, database)?;
+            (g.active(now) && g.covers(&who.user, &who.groups)).then(|| (g.clone(), role.to_owned()))
+        })
+    }
+
+    /// Session `session` logged in as `role` by `grant`: it ends at the
+    /// grant's expiry (through the shared `deadlines`) or when the grant is
+    /// revoked, while the guard lives.
+    pub(crate) fn elevated(
+        &self,
+        grant: &Grant,
+        role: &str,
+        session: u64,
+        registry: &Arc<crate::session::registry::Registry>,
+        deadlines: &Arc<crate::auth::token::deadlines::Deadlines>,
+    ) -> super::elevation::ElevationGuard {
+        let guard = self
+            .elevations
+            .add(grant, role, session, registry, deadlines);
+        // Revoked between the login's look-up and now: the change that
+        // said so has been handled already.
+        if !self
+            .grants
+            .load()
+            .iter()
+            .any(|g| g.id == grant.id && g.active(now_ms()))
+        {
+            self.elevations.end(
+                session,
+                format!(
+                    "the grant {} that elevated this session to role {role} has ended",
+                    grant.id
+                ),
+            );
+        }
+        guard
+    }
+
+    /// Ends the sessions elevated by `ids` (or by any grant) that have
+    /// ended: re-reads the grants they came from.
+    async fn settle_elevations(&self, ids: Option<&str>) {
+        let live = self.elevations.grants();
+        let wanted: Vec<&String> = live.iter().filter(|g| ids.is_none_or(|id| id == *g)).collect();
+        if wanted.is_empty() {
+            return;
+        }
+        match self.store.grants(None, 10_000).await {
+            Ok(all) => {
+                for id in wanted {
+                    match all.iter().find(|g| g.id == **id) {
+                        Some(g) => self.elevations.settle(g),
+                        None => self.elevations.forget(id),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "approvals: reading the grants failed"),
+        }
+    }
+
     /// Reads the active grants again.
     async fn refresh_grants(&self) {
         match self.store.grants(Some(now_ms()), 10_000).await {
@@ -605,7 +673,10 @@ async fn follow(service: std::sync::Weak<Approvals>, mut changes: broadcast::Rec
                     }
                 }
             }
-            Ok(Change::Grant(_)) => s.refresh_grants().await,
+            Ok(Change::Grant(id)) => {
+                s.refresh_grants().await;
+                s.settle_elevations(Some(&id)).await;
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Changes were missed: read what matters again.
                 let ids: Vec<String> = lock(&s.waiters).keys().cloned().collect();
@@ -615,6 +686,7 @@ async fn follow(service: std::sync::Weak<Approvals>, mut changes: broadcast::Rec
                     }
                 }
                 s.refresh_grants().await;
+                s.settle_elevations(None).await;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }

@@ -3,9 +3,9 @@
 //! instance into a [`Change`] on the store's broadcast.
 //!
 //! When the connection drops it reconnects with a growing backoff, and on
-//! every (re)connect, once LISTEN is in force, it announces every pending
-//! ticket and active grant as changed: whatever was notified while it was
-//! away, subscribers re-read. An idle connection is probed with an empty
+//! every (re)connect, once LISTEN is in force, it announces every ticket
+//! still pending or within its lifetime and every grant not yet expired as
+//! changed: whatever was notified while it was away, subscribers re-read. An idle connection is probed with an empty
 //! query every `KEEPALIVE`; no answer by the next probe counts as dropped,
 //! so a silently vanished server is noticed.
 
@@ -103,11 +103,16 @@ impl Listener {
         self.listening.send_modify(|n| *n += 1);
         // After LISTEN: a change committed from now on is notified, and
         // everything before it is in this read.
+        // Tickets still in their lifetime, whatever their state (one
+        // decided meanwhile must wake the statement held for it), and grants
+        // not yet expired, revoked or not (a revocation meanwhile must end
+        // the sessions it elevated).
         let resync = format!(
-            "SELECT 't', id FROM (SELECT id FROM {s}.tickets WHERE state = 'pending' \
+            "SELECT 't', id FROM (SELECT id FROM {s}.tickets \
+               WHERE state = 'pending' OR expires_at > {now} \
                ORDER BY created_at DESC LIMIT {RESYNC_LIMIT}) t \
-             UNION ALL SELECT 'g', id FROM (SELECT id FROM {s}.grants WHERE NOT revoked \
-               AND expires_at > {now} ORDER BY created_at DESC LIMIT {RESYNC_LIMIT}) g",
+             UNION ALL SELECT 'g', id FROM (SELECT id FROM {s}.grants WHERE expires_at > {now} \
+               ORDER BY created_at DESC LIMIT {RESYNC_LIMIT}) g",
             now = super::column_ms(crate::approvals::model::now_ms()),
         );
         match self.bounded(&mut conn, &framer, &resync).await {
