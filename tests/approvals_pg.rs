@@ -1,23 +1,31 @@
 //! Two pgward instances sharing the PostgreSQL approval store: a statement
 //! held in a session on instance B is released (or refused) by a vote made
-//! through instance A, which B hears of through LISTEN / NOTIFY.
+//! through instance A, which B hears of through LISTEN / NOTIFY; a role
+//! grant made on A elevates sessions on B, and its revocation on A ends
+//! them.
 
 mod support;
 
-use pgward::approvals::model::{Ticket, TicketState};
+use pgward::approvals::model::{GrantScope, GrantSubject, Ticket, TicketState};
 use pgward::policy::rules::Identity;
 use std::time::Duration;
-use support::{sqlstate, Backend, Pgward};
+use support::raw::RawClient;
+use support::{sqlstate, Backend, Pgward, APP_ROLE, DB, MASKED_ROLE, PASSWORD, USER};
 
 /// pgward with UPDATEs of `table` needing approval by `ops`, its tickets in
 /// `schema` on the app upstream.
 fn config(table: &str, schema: &str) -> String {
+    config_with(table, schema, "")
+}
+
+/// [`config`] with `upstream` lines in the upstream's section.
+fn config_with(table: &str, schema: &str, upstream: &str) -> String {
     format!(
         "{}\n[approvals]\nstore = \"postgres\"\npostgres_upstream = \"{db}\"\npostgres_schema = \"{schema}\"\n\
          approvers = [\"ops\"]\n\
          [policy]\n[[policy.rules]]\nname = \"approve-{table}\"\naction = \"require_approval\"\n\
          kinds = [\"update\"]\nrelations = [\"{table}\"]\n",
-        Backend::shared().config("", ""),
+        Backend::shared().config("", upstream),
         db = support::DB,
     )
 }
@@ -117,4 +125,68 @@ async fn a_denial_on_one_instance_refuses_the_statement_held_on_another() {
         .expect("read")
         .get(0);
     assert_eq!(v, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_grant_revoked_on_one_instance_ends_the_session_it_elevated_on_another() {
+    let schema = format!("appr_{:016x}", rand::random::<u64>());
+    let text = config_with(
+        "shared_grant",
+        &schema,
+        &format!("role_map = [{{ users = [\"*\"], role = \"{MASKED_ROLE}\" }}]"),
+    );
+    let dir = Backend::shared().cluster.dir();
+    let a = Pgward::start_in(&text, dir).await;
+    let b = Pgward::start_in(&text, dir).await;
+    let carol = Identity::new("carol", ["ops"]);
+    let rules = a.gateway.rules.load_full();
+    let grant = a
+        .gateway
+        .approvals()
+        .create_grant(
+            GrantSubject::User(USER.into()),
+            GrantScope::Role {
+                database: DB.into(),
+                role: APP_ROLE.into(),
+            },
+            Duration::from_secs(600),
+            &carol,
+            None,
+            &rules.policy.rules,
+        )
+        .await
+        .expect("grant on A");
+    // B hears of the grant.
+    let alice = Identity::new(USER, ["dev"]);
+    for _ in 0..1000 {
+        if b.gateway.approvals().role_grant(&alice, DB).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut on_b, _) = RawClient::login(b.addr, USER, PASSWORD, DB).await;
+    let who = on_b.simple("SELECT current_user").await;
+    assert!(
+        who.iter()
+            .any(|m| m.tag == b'D' && m.body.ends_with(APP_ROLE.as_bytes())),
+        "B elevated the session: {who:?}"
+    );
+    a.gateway
+        .approvals()
+        .revoke_grant(&grant.id, &carol, Some("done".into()))
+        .await
+        .expect("revoke on A");
+    let mut last = None;
+    while let Some(m) = on_b.recv().await {
+        last = Some(m);
+    }
+    let fatal = last.expect("a last message");
+    assert_eq!(
+        fatal.field(b'M').unwrap_or_default(),
+        format!(
+            "terminating connection: the grant {} that elevated this session to role {APP_ROLE} \
+             was revoked by carol: done",
+            grant.id
+        )
+    );
 }
