@@ -22,23 +22,33 @@ pub fn upstream(backend: &Backend) -> Upstream {
     Upstream::new(Arc::clone(&config.upstreams[support::DB]), None, &kdf)
 }
 
+/// [`Stores`] whose objects `open` makes (each call a new one on the
+/// same data).
+async fn stores<F, Fut>(open: F) -> Stores
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Arc<dyn ApprovalStore>> + Send + 'static,
+{
+    Stores {
+        a: open().await,
+        b: open().await,
+        reopen: Box::new(move || Box::pin(open())),
+    }
+}
+
 mod file {
     use super::*;
 
     async fn open() -> Stores {
         let dir = tempfile::tempdir().expect("dir").keep();
         let path = dir.join("approvals.jsonl");
-        let open = move || {
+        stores(move || {
             let path = path.clone();
-            Box::pin(async move {
+            async move {
                 Arc::new(FileStore::open(&path).await.expect("open")) as Arc<dyn ApprovalStore>
-            }) as futures::future::BoxFuture<'static, Arc<dyn ApprovalStore>>
-        };
-        Stores {
-            a: open().await,
-            b: open().await,
-            reopen: Box::new(open),
-        }
+            }
+        })
+        .await
     }
 
     approval_store_suite!(open);
@@ -50,20 +60,16 @@ mod postgres {
     async fn open() -> Stores {
         let upstream = upstream(Backend::shared());
         let schema = format!("suite_{:016x}", rand::random::<u64>());
-        let open = move || {
+        stores(move || {
             let (upstream, schema) = (upstream.clone(), schema.clone());
-            Box::pin(async move {
+            async move {
                 let store = PgStore::open(upstream, &schema, Timeouts::default())
                     .await
                     .expect("open");
                 Arc::new(store) as Arc<dyn ApprovalStore>
-            }) as futures::future::BoxFuture<'static, Arc<dyn ApprovalStore>>
-        };
-        Stores {
-            a: open().await,
-            b: open().await,
-            reopen: Box::new(open),
-        }
+            }
+        })
+        .await
     }
 
     approval_store_suite!(open);

@@ -77,9 +77,9 @@ async fn instances_starting_together_migrate_once_and_a_newer_schema_is_refused(
 async fn a_dropped_listener_reconnects_and_announces_pending_tickets() {
     let schema = schema();
     let (a, b) = (open(&schema).await, open(&schema).await);
+    let mut on_b = b.subscribe();
     let pending = ticket("alice", ApprovalMode::Hold, 1, now_ms());
     a.create_ticket(&pending).await.expect("create");
-    let mut on_b = b.subscribe();
     wait_for_change(&mut on_b, &Change::Ticket(pending.id.clone())).await;
 
     // Every listener of the cluster is cut off (b's among them).
@@ -178,12 +178,15 @@ async fn hostile_replies_are_clean_errors() {
     })
     .await;
     let store = fake_store(&fake, Duration::from_secs(5));
-    let expect_unavailable = |r: Result<Option<pgward::approvals::model::Ticket>, ApprovalStoreError>,
-                              what: &str| {
-        let err = r.expect_err(what);
-        assert!(matches!(err, ApprovalStoreError::Unavailable(_)), "{what}: {err}");
-        err.to_string()
-    };
+    let expect_unavailable =
+        |r: Result<Option<pgward::approvals::model::Ticket>, ApprovalStoreError>, what: &str| {
+            let err = r.expect_err(what);
+            assert!(
+                matches!(err, ApprovalStoreError::Unavailable(_)),
+                "{what}: {err}"
+            );
+            err.to_string()
+        };
     let e = expect_unavailable(store.ticket("garbage").await, "garbage");
     assert!(e.contains("not a valid record"), "{e}");
     let e = expect_unavailable(store.ticket("null").await, "null");
@@ -201,7 +204,7 @@ async fn hostile_replies_are_clean_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_times_out_and_the_next_operation_reconnects() {
     let fake = fake(|sql| sql.contains("stall").then_some(Reply::Hang)).await;
-    let store = fake_store(&fake, Duration::from_millis(500));
+    let store = fake_store(&fake, Duration::from_secs(3));
     let err = store.ticket("stall").await.expect_err("stalled");
     assert!(
         matches!(&err, ApprovalStoreError::Unavailable(m) if m.contains("within")),

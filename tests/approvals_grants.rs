@@ -92,35 +92,30 @@ async fn a_two_second_grant_elevates_new_sessions_and_its_expiry_ends_them() {
     assert_eq!(current_user(&elevated).await, APP_ROLE);
     let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
     let who = raw.simple("SELECT current_user").await;
-    assert!(who.iter().any(|m| m.tag == b'D' && m.body.ends_with(APP_ROLE.as_bytes())), "{who:?}");
+    assert!(
+        who.iter()
+            .any(|m| m.tag == b'D' && m.body.ends_with(APP_ROLE.as_bytes())),
+        "{who:?}"
+    );
 
     assert_eq!(
-        last_message(&mut raw).await,
+        raw.fatal_at_end().await,
         format!(
             "terminating connection: the grant {} that elevated this session to role {APP_ROLE} \
              expired",
             grant.id
         )
     );
-    assert!(elevated.simple_query("SELECT 1").await.is_err(), "both elevated sessions ended");
+    assert!(
+        elevated.simple_query("SELECT 1").await.is_err(),
+        "both elevated sessions ended"
+    );
     // The session it did not elevate is untouched, and a new one maps as
     // before.
     assert_eq!(current_user(&plain).await, MASKED_ROLE);
     assert!(!plain_end.is_finished());
     let (after, _end) = session(&pw).await;
     assert_eq!(current_user(&after).await, MASKED_ROLE);
-}
-
-/// The message of the FATAL that ended a raw session (read to its end).
-async fn last_message(c: &mut RawClient) -> String {
-    let mut last = None;
-    while let Some(m) = c.recv().await {
-        last = Some(m);
-    }
-    let fatal = last.expect("a last message");
-    assert_eq!(fatal.tag, b'E', "{fatal:?}");
-    assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"));
-    fatal.field(b'M').unwrap_or_default()
 }
 
 /// Waits until `n` of pgward's sessions are running a statement.
@@ -146,11 +141,20 @@ async fn revoking_a_group_grant_ends_the_sessions_it_elevated() {
     let (pw, _dir) = start("").await;
     let (plain, plain_end) = session(&pw).await;
     // alice is in group dev.
-    let grant = elevate(&pw, GrantSubject::Group("dev".into()), Duration::from_secs(600)).await;
+    let grant = elevate(
+        &pw,
+        GrantSubject::Group("dev".into()),
+        Duration::from_secs(600),
+    )
+    .await;
     // One session read byte by byte, to see every message up to its end.
     let (mut one, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
     let who = one.simple("SELECT current_user").await;
-    assert!(who.iter().any(|m| m.tag == b'D' && m.body.ends_with(APP_ROLE.as_bytes())), "{who:?}");
+    assert!(
+        who.iter()
+            .any(|m| m.tag == b'D' && m.body.ends_with(APP_ROLE.as_bytes())),
+        "{who:?}"
+    );
     // A statement running at the revocation is stopped with its session.
     let (mut two, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
     two.send(&support::raw::query("SELECT pg_sleep(60)")).await;
@@ -165,10 +169,10 @@ async fn revoking_a_group_grant_ends_the_sessions_it_elevated() {
          incident closed",
         grant.id
     );
-    assert_eq!(last_message(&mut one).await, expected);
+    assert_eq!(one.fatal_at_end().await, expected);
     // The running statement's cancellation may be answered first; the
     // FATAL is last.
-    assert_eq!(last_message(&mut two).await, expected);
+    assert_eq!(two.fatal_at_end().await, expected);
     assert_eq!(current_user(&plain).await, MASKED_ROLE);
     assert!(!plain_end.is_finished());
     let (after, _end) = session(&pw).await;
@@ -189,7 +193,12 @@ async fn a_masked_identity_is_not_elevated_to_a_role_that_is_not_least_privilege
     .await;
     let (plain, _plain_end) = session(&pw).await;
     assert_eq!(current_user(&plain).await, MASKED_ROLE);
-    elevate(&pw, GrantSubject::User(USER.into()), Duration::from_secs(600)).await;
+    elevate(
+        &pw,
+        GrantSubject::User(USER.into()),
+        Duration::from_secs(600),
+    )
+    .await;
     let e = support::connect_with(&pw.client_config(USER, PASSWORD))
         .await
         .expect_err("the owner role is refused to a masked identity");

@@ -73,7 +73,11 @@ pub(crate) fn granted_role<'g>(grant: &'g Grant, database: &str) -> Option<&'g s
 /// (`None` while it does).
 pub(crate) fn ended_reason(grant: &Grant, role: &str, now: u64) -> Option<String> {
     if let Some(r) = &grant.revoked {
-        let why = r.reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+        let why = r
+            .reason
+            .as_deref()
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
         return Some(format!(
             "the grant {} that elevated this session to role {role} was revoked by {}{why}",
             grant.id, r.by
@@ -158,7 +162,9 @@ impl Elevations {
         for (id, role) in sessions {
             self.end(
                 id,
-                format!("the grant {grant} that elevated this session to role {role} no longer exists"),
+                format!(
+                    "the grant {grant} that elevated this session to role {role} no longer exists"
+                ),
             );
         }
     }

@@ -79,6 +79,9 @@ impl std::fmt::Debug for Approvals {
     }
 }
 
+/// What starts a store's own tasks, once there is a runtime.
+type StartStore = Box<dyn FnOnce() + Send>;
+
 /// The PostgreSQL store on `upstream`'s own connection. It connects
 /// lazily; once started, a task migrates the schema and connects the
 /// listener at once, so a store that cannot be reached is logged at startup
@@ -88,10 +91,12 @@ fn postgres_store(
     upstreams: &BTreeMap<String, crate::auth::backend::Upstream>,
     upstream: &str,
     schema: &str,
-) -> Result<(Arc<dyn ApprovalStore>, Box<dyn FnOnce() + Send>), ApprovalError> {
+) -> Result<(Arc<dyn ApprovalStore>, StartStore), ApprovalError> {
     use super::store::postgres::{PgStore, Timeouts};
     let upstream = upstreams.get(upstream).cloned().ok_or_else(|| {
-        ApprovalError::Unsupported(format!("approvals.postgres_upstream: no upstream {upstream:?}"))
+        ApprovalError::Unsupported(format!(
+            "approvals.postgres_upstream: no upstream {upstream:?}"
+        ))
     })?;
     let store = Arc::new(PgStore::new(upstream, schema, Timeouts::default()));
     let check = Arc::clone(&store);
@@ -405,7 +410,8 @@ impl Approvals {
         let now = now_ms();
         self.grants.load().iter().find_map(|g| {
             let role = super::elevation::granted_role(g, database)?;
-            (g.active(now) && g.covers(&who.user, &who.groups)).then(|| (g.clone(), role.to_owned()))
+            (g.active(now) && g.covers(&who.user, &who.groups))
+                .then(|| (g.clone(), role.to_owned()))
         })
     }
 
@@ -446,7 +452,10 @@ impl Approvals {
     /// ended: re-reads the grants they came from.
     async fn settle_elevations(&self, ids: Option<&str>) {
         let live = self.elevations.grants();
-        let wanted: Vec<&String> = live.iter().filter(|g| ids.is_none_or(|id| id == *g)).collect();
+        let wanted: Vec<&String> = live
+            .iter()
+            .filter(|g| ids.is_none_or(|id| id == *g))
+            .collect();
         if wanted.is_empty() {
             return;
         }

@@ -281,7 +281,11 @@ fn approval_settings_belong_to_require_approval_rules() {
 
 #[test]
 fn the_postgres_approval_store_names_a_defined_upstream_and_a_usable_schema() {
-    let store = |lines: &str| parse(&minimal(&format!("[approvals]\nstore = \"postgres\"\n{lines}")));
+    let store = |lines: &str| {
+        parse(&minimal(&format!(
+            "[approvals]\nstore = \"postgres\"\n{lines}"
+        )))
+    };
     let c = store("postgres_upstream = \"main\"").expect("valid");
     assert_eq!(
         c.approvals.store,
@@ -292,10 +296,22 @@ fn the_postgres_approval_store_names_a_defined_upstream_and_a_usable_schema() {
     );
     for (lines, field) in [
         ("", "approvals.postgres_upstream"),
-        ("postgres_upstream = \"nope\"", "approvals.postgres_upstream"),
-        ("postgres_upstream = \"main\"\npostgres_schema = \"pg_x\"", "approvals.postgres_schema"),
-        ("postgres_upstream = \"main\"\npostgres_schema = \"A-b\"", "approvals.postgres_schema"),
-        ("postgres_upstream = \"main\"\npath = \"x\"", "approvals.path"),
+        (
+            "postgres_upstream = \"nope\"",
+            "approvals.postgres_upstream",
+        ),
+        (
+            "postgres_upstream = \"main\"\npostgres_schema = \"pg_x\"",
+            "approvals.postgres_schema",
+        ),
+        (
+            "postgres_upstream = \"main\"\npostgres_schema = \"A-b\"",
+            "approvals.postgres_schema",
+        ),
+        (
+            "postgres_upstream = \"main\"\npath = \"x\"",
+            "approvals.path",
+        ),
     ] {
         let e = store(lines).expect_err(lines).to_string();
         assert!(e.starts_with(field), "{lines}: {e}");
