@@ -196,9 +196,11 @@ impl Gateway {
             None => None,
         };
         let metrics = Arc::<crate::admin::Metrics>::default();
+        let rules = Arc::new(ArcSwap::from_pointee(snapshot));
         let approvals = Arc::new(crate::approvals::Approvals::new(
             &config,
             &upstreams,
+            Arc::clone(&rules),
             Arc::clone(&metrics),
         )?);
         Ok(Self {
@@ -216,7 +218,7 @@ impl Gateway {
             policy,
             masking,
             masks,
-            rules: Arc::new(ArcSwap::from_pointee(snapshot)),
+            rules,
             role_checks: Arc::default(),
             reload_lock: std::sync::Mutex::new(()),
         })

@@ -565,15 +565,13 @@ async fn break_glass_runs_at_once_and_is_recorded() {
 async fn a_rule_grant_runs_its_statements_until_revoked() {
     let (pw, _dir) = start("appr_grant", "", "max_grant = \"1h\"").await;
     let approvals = Arc::clone(pw.gateway.approvals());
-    let rules = pw.gateway.rules.load_full();
-    let rule_set = &rules.policy.rules;
     let scope = GrantScope::Rule("approve-appr_grant".into());
     let subject = GrantSubject::User(USER.into());
     let grant = |d: u64, by: Identity| {
         let (approvals, scope, subject) = (Arc::clone(&approvals), scope.clone(), subject.clone());
         async move {
             approvals
-                .create_grant(subject, scope, Duration::from_secs(d), &by, None, rule_set)
+                .create_grant(subject, scope, Duration::from_secs(d), &by, None)
                 .await
         }
     };
@@ -592,7 +590,6 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
             Duration::from_secs(60),
             &Identity::new(USER, ["ops"]),
             None,
-            rule_set,
         )
         .await;
     assert!(matches!(own, Err(ApprovalError::Grant(_))), "no self-grant");
@@ -606,7 +603,6 @@ async fn a_rule_grant_runs_its_statements_until_revoked() {
             Duration::from_secs(60),
             &carol(),
             None,
-            rule_set,
         )
         .await;
     assert!(
@@ -689,7 +685,6 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
         .vote(&id, &carol(), true, None)
         .await
         .expect("vote");
-    let rules = pw.gateway.rules.load_full();
     let grant = pw
         .gateway
         .approvals()
@@ -699,7 +694,6 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
             Duration::from_secs(600),
             &carol(),
             Some("on call".into()),
-            &rules.policy.rules,
         )
         .await
         .expect("grant");
@@ -727,20 +721,27 @@ async fn the_file_store_keeps_approvals_and_grants_across_a_restart() {
     assert_eq!(value(&pw, "appr_restart").await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_waits_for_approval_given_from_another_task() {
-    let (pw, _dir) = start("appr_psql", "", "").await;
-    let pw = Arc::new(pw);
-    let approver = Arc::clone(&pw);
-    let approve = tokio::spawn(async move {
-        let t = pending(&approver, &[]).await;
-        approver
-            .gateway
+/// A task that approves (as carol) the next ticket to be pending other
+/// than `except`, and returns its id.
+fn approve_next(pw: &Arc<Pgward>, except: Vec<String>) -> tokio::task::JoinHandle<String> {
+    let pw = Arc::clone(pw);
+    tokio::spawn(async move {
+        let except: Vec<&str> = except.iter().map(String::as_str).collect();
+        let t = pending(&pw, &except).await;
+        pw.gateway
             .approvals()
             .vote(&t.id, &carol(), true, None)
             .await
             .expect("vote");
-    });
+        t.id
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_waits_for_approval_given_from_another_task() {
+    let (pw, _dir) = start("appr_psql", "", "").await;
+    let pw = Arc::new(pw);
+    let approve = approve_next(&pw, Vec::new());
     let out = pw
         .psql(
             &[],
@@ -764,37 +765,32 @@ async fn a_pgbench_script_statement_is_held_and_approved() {
     let script = dir.path().join("script.sql");
     std::fs::write(&script, "UPDATE appr_bench SET v = v + 10 WHERE id = 1;\n").expect("script");
     let pw = Arc::new(pw);
-    let approver = Arc::clone(&pw);
-    let approve = tokio::spawn(async move {
-        let t = pending(&approver, &[]).await;
-        approver
-            .gateway
-            .approvals()
-            .vote(&t.id, &carol(), true, None)
+    let mut seen: Vec<String> = Vec::new();
+    // Every query mode: simple, extended (held at its Bind), prepared.
+    for mode in ["simple", "extended", "prepared"] {
+        let approve = approve_next(&pw, seen.clone());
+        let mut cmd = std::process::Command::new(Backend::shared().cluster.program("pgbench"));
+        cmd.env("PGPASSWORD", PASSWORD)
+            .args(["-n", "-M", mode, "-f"])
+            .arg(&script)
+            .args(["-t", "1"])
+            .arg(pw.dsn());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("pgbench"))
             .await
-            .expect("vote");
-    });
-    let mut cmd = std::process::Command::new(Backend::shared().cluster.program("pgbench"));
-    cmd.env("PGPASSWORD", PASSWORD)
-        .args(["-n", "-f"])
-        .arg(&script)
-        .args(["-t", "1"])
-        .arg(pw.dsn());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("pgbench"))
-        .await
-        .expect("pgbench");
-    approve.await.expect("approver");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.contains("number of transactions actually processed: 1/1"),
-        "{report}"
-    );
-    assert_eq!(value(&pw, "appr_bench").await, 11);
+            .expect("pgbench");
+        seen.push(approve.await.expect("approver"));
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("number of transactions actually processed: 1/1"),
+            "{mode}: {report}"
+        );
+    }
+    assert_eq!(value(&pw, "appr_bench").await, 31);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -829,4 +825,161 @@ async fn parameters_that_may_be_masked_are_withheld_from_approvers() {
         .await
         .expect("vote");
     assert_eq!(update.await.expect("task").expect("ran"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_records_tickets_outcomes_and_approvers() {
+    let keys = tempfile::tempdir().expect("dir");
+    let (private, _) = pgward::record::chain::generate_key();
+    std::fs::write(keys.path().join("audit.key"), private).expect("key");
+    let trail = keys.path().join("trail");
+    let audit = format!(
+        "[audit]\nenabled = true\ndirectory = \"{}\"\nsigning_key_file = \"{}\"\n",
+        trail.display(),
+        keys.path().join("audit.key").display()
+    );
+    let ticket_rule = "[[policy.rules]]\nname = \"ticket-appr_audit2\"\naction = \"require_approval\"\n\
+                       approval_mode = \"ticket\"\nkinds = [\"update\"]\nrelations = [\"appr_audit2\"]\n";
+    let (pw, _dir) = start("appr_audit", ticket_rule, &audit).await;
+    table(&pw, "appr_audit2").await;
+    let approvals = Arc::clone(pw.gateway.approvals());
+    let client = Arc::new(pw.connect().await);
+
+    let c = Arc::clone(&client);
+    let approved = tokio::spawn(async move {
+        c.simple_query("UPDATE appr_audit SET v = 2 WHERE id = 1")
+            .await
+    });
+    let t1 = pending(&pw, &[]).await;
+    approvals
+        .vote(&t1.id, &carol(), true, None)
+        .await
+        .expect("approve");
+    approved.await.expect("task").expect("ran");
+    let c = Arc::clone(&client);
+    let denied = tokio::spawn(async move {
+        c.simple_query("UPDATE appr_audit SET v = 3 WHERE id = 1")
+            .await
+    });
+    let t2 = pending(&pw, &[&t1.id]).await;
+    approvals
+        .vote(&t2.id, &dave(), false, Some("no".into()))
+        .await
+        .expect("deny");
+    assert!(denied.await.expect("task").is_err());
+    let t3 = ticket_of(&set_v(&client, "appr_audit2", 5).await.expect_err("ticket"));
+    approvals
+        .vote(&t3, &carol(), true, None)
+        .await
+        .expect("approve");
+    assert_eq!(set_v(&client, "appr_audit2", 5).await.expect("used"), 1);
+    drop(client);
+    pw.shutdown().await;
+
+    let mut files: Vec<_> = std::fs::read_dir(&trail)
+        .expect("trail")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let records: Vec<serde_json::Value> = files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("JSON"))
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .filter(|r: &serde_json::Value| r["type"] == "statement" && r["approval"].is_object())
+        .collect();
+    let of = |statement: &str, decision: &str| {
+        records
+            .iter()
+            .find(|r| r["statement"] == statement && r["decision"] == decision)
+            .unwrap_or_else(|| panic!("no {decision} record of {statement}: {records:#?}"))
+            .clone()
+    };
+    let r = of("UPDATE appr_audit SET v = 2 WHERE id = 1", "allowed");
+    assert_eq!(r["approval"]["ticket"], t1.id.as_str());
+    assert_eq!(r["approval"]["outcome"], "approved");
+    assert_eq!(r["approval"]["approvers"], serde_json::json!(["carol"]));
+    assert_eq!(r["held_by"], "rules");
+    let r = of("UPDATE appr_audit SET v = 3 WHERE id = 1", "refused");
+    assert_eq!(r["approval"]["outcome"], "denied");
+    assert_eq!(r["approval"]["approvers"], serde_json::json!(["dave"]));
+    assert_eq!(r["sqlstate"], "42501");
+    let r = of("UPDATE appr_audit2 SET v = $1 WHERE id = 1", "refused");
+    assert_eq!(r["approval"]["outcome"], "ticket_refused");
+    assert_eq!(r["approval"]["ticket"], t3.as_str());
+    let r = of("UPDATE appr_audit2 SET v = $1 WHERE id = 1", "allowed");
+    assert_eq!(r["message"], "execute");
+    assert_eq!(r["approval"]["outcome"], "ticket_used");
+    assert_eq!(r["approval"]["ticket"], t3.as_str());
+    assert_eq!(r["approval"]["approvers"], serde_json::json!(["carol"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_new_is_held_once_shutdown_has_begun() {
+    let (pw, _dir) = start("appr_draining", "", "").await;
+    let approvals = Arc::clone(pw.gateway.approvals());
+    let registry = Arc::clone(&pw.gateway.registry);
+    let client = pw.connect().await;
+    // A transaction keeps the drain waiting for this session.
+    client.batch_execute("BEGIN").await.expect("begin");
+    let stopping = tokio::spawn(pw.shutdown());
+    for _ in 0..1000 {
+        if registry.shutdown_phase() != pgward::session::ShutdownPhase::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let e = client
+        .simple_query("UPDATE appr_draining SET v = 2 WHERE id = 1")
+        .await
+        .expect_err("refused at once");
+    assert_eq!(sqlstate(&e), "57P01", "{e:?}");
+    drop(client);
+    stopping.await.expect("stopped");
+    let all = approvals.tickets(false, 10).await.expect("all");
+    assert_eq!(all.len(), 1);
+    ticket_in_store(&approvals, &all[0].id, TicketState::Withdrawn).await;
+}
+
+/// Waits (polling) until ticket `id` is in `state`, without a running pgward.
+async fn ticket_in_store(approvals: &pgward::approvals::Approvals, id: &str, state: TicketState) {
+    for _ in 0..1000 {
+        if approvals.ticket(id).await.expect("read").map(|t| t.state) == Some(state) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("ticket {id} never became {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_cannot_pile_up_pending_tickets() {
+    let (pw, _dir) = start("appr_flood", "approval_mode = \"ticket\"", "").await;
+    let client = pw.connect().await;
+    let max = pgward::approvals::service::MAX_PENDING_PER_IDENTITY;
+    for v in 0..max {
+        let e = set_v(&client, "appr_flood", i32::try_from(v).expect("small"))
+            .await
+            .expect_err("ticket");
+        ticket_of(&e);
+    }
+    let e = set_v(&client, "appr_flood", -1).await.expect_err("limited");
+    assert_eq!(sqlstate(&e), "53000", "{e:?}");
+    assert!(message(&e).contains("tickets pending already"), "{e:?}");
+    // A retry of a pending one still names its ticket.
+    let again = set_v(&client, "appr_flood", 0).await.expect_err("pending");
+    assert!(message(&again).contains("still pending"), "{again:?}");
+    assert_eq!(
+        pw.gateway
+            .approvals()
+            .tickets(true, 100)
+            .await
+            .expect("pending")
+            .len(),
+        max
+    );
 }

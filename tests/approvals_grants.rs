@@ -40,7 +40,6 @@ fn carol() -> Identity {
 
 /// Grants `subject` the app role on `appdb` for `duration`, made by carol.
 async fn elevate(pw: &Pgward, subject: GrantSubject, duration: Duration) -> Grant {
-    let rules = pw.gateway.rules.load_full();
     pw.gateway
         .approvals()
         .create_grant(
@@ -52,7 +51,6 @@ async fn elevate(pw: &Pgward, subject: GrantSubject, duration: Duration) -> Gran
             duration,
             &carol(),
             Some("incident 7".into()),
-            &rules.policy.rules,
         )
         .await
         .expect("grant")

@@ -147,7 +147,6 @@ async fn a_role_grant_revoked_on_one_instance_ends_the_session_it_elevated_on_an
     let a = Pgward::start_in(&text, dir).await;
     let b = Pgward::start_in(&text, dir).await;
     let carol = Identity::new("carol", ["ops"]);
-    let rules = a.gateway.rules.load_full();
     let grant = a
         .gateway
         .approvals()
@@ -160,7 +159,6 @@ async fn a_role_grant_revoked_on_one_instance_ends_the_session_it_elevated_on_an
             Duration::from_secs(600),
             &carol,
             None,
-            &rules.policy.rules,
         )
         .await
         .expect("grant on A");

@@ -96,3 +96,33 @@ impl ApprovalMetrics {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_and_waits_are_counted() {
+        let m = ApprovalMetrics::default();
+        m.ticket_made();
+        m.ended(TicketState::Approved, Duration::from_secs(3));
+        m.ended(TicketState::Denied, Duration::from_millis(500));
+        m.ended(TicketState::Used, Duration::ZERO);
+        let mut out = String::new();
+        m.render(&mut out);
+        for line in [
+            "pgward_approval_tickets_total 1",
+            "pgward_approval_outcomes_total{outcome=\"approved\"} 1",
+            "pgward_approval_outcomes_total{outcome=\"denied\"} 1",
+            "pgward_approval_outcomes_total{outcome=\"used\"} 1",
+            "pgward_approval_outcomes_total{outcome=\"expired\"} 0",
+            "pgward_approval_wait_seconds_bucket{le=\"1\"} 1",
+            "pgward_approval_wait_seconds_bucket{le=\"5\"} 2",
+            "pgward_approval_wait_seconds_bucket{le=\"+Inf\"} 2",
+            "pgward_approval_wait_seconds_sum 3.5",
+            "pgward_approval_wait_seconds_count 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod display;
 pub mod elevation;
 pub mod metrics;
 pub mod model;
+pub mod note;
 pub mod service;
 pub mod store;
 

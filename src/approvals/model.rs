@@ -365,3 +365,6 @@ impl Grant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,10 +15,11 @@ use super::model::{
     new_id, now_ms, ApprovalMode, Grant, GrantScope, GrantSubject, Revocation, Ticket, TicketState,
     VoteError,
 };
+use super::note::{self, Note};
 use super::store::{ApprovalStore, ApprovalStoreError, Change};
 use crate::config::approvals::{ApprovalStoreConfig, ApprovalsConfig};
 use crate::policy::rules::Identity;
-use crate::session::phases::{HoldEnd, Refusal, Release};
+use crate::session::phases::{HoldEnd, OnHoldEnd, Refusal, Release};
 use crate::sqlstate::Sqlstate;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,7 +49,22 @@ pub enum ApprovalError {
 struct Waiter {
     release: oneshot::Sender<Release>,
     since: Instant,
+    /// The statement's audit note, filled in before the release.
+    note: Option<Note>,
 }
+
+/// A ticket-mode ticket made here and not yet decided, by binding.
+#[derive(Debug, Clone)]
+struct PendingTicket {
+    id: String,
+    user: String,
+    expires_at: u64,
+}
+
+/// Pending ticket-mode tickets one identity may have made in this instance
+/// at once: each refused statement makes one, so a client could otherwise
+/// fill the store with them.
+pub const MAX_PENDING_PER_IDENTITY: usize = 20;
 
 /// Approvals for one gateway.
 pub struct Approvals {
@@ -60,11 +76,14 @@ pub struct Approvals {
     grants: ArcSwap<Vec<Grant>>,
     /// Client database -> the roles a grant may elevate to there.
     roles: BTreeMap<String, BTreeSet<String>>,
-    /// Ticket mode: the pending ticket of a binding, so a retry before the
-    /// decision names the same ticket instead of making another.
-    pending: Mutex<HashMap<String, String>>,
+    /// Ticket mode: the pending ticket of a binding (id, requester, expiry),
+    /// so a retry before the decision names the same ticket instead of
+    /// making another.
+    pending: Mutex<HashMap<String, PendingTicket>>,
     /// Starts the store's own tasks (the file store's follower), once.
     start_store: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The gateway's rules in force (a rule grant names one of them).
+    rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
     metrics: Arc<crate::admin::Metrics>,
     /// Sessions elevated by role grants (`elevation.rs`).
     elevations: Arc<super::elevation::Elevations>,
@@ -122,6 +141,7 @@ impl Approvals {
     pub fn new(
         config: &crate::config::Config,
         upstreams: &BTreeMap<String, crate::auth::backend::Upstream>,
+        rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Result<Self, ApprovalError> {
         let settings = Arc::clone(&config.approvals);
@@ -139,7 +159,7 @@ impl Approvals {
                     postgres_store(upstreams, upstream, schema)?
                 }
             };
-        Ok(Self::with_store(config, store, start_store, metrics))
+        Ok(Self::with_store(config, store, start_store, rules, metrics))
     }
 
     /// The service over a given store (`start_store` runs at
@@ -148,6 +168,7 @@ impl Approvals {
         config: &crate::config::Config,
         store: Arc<dyn ApprovalStore>,
         start_store: Box<dyn FnOnce() + Send>,
+        rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Self {
         let roles = config
@@ -169,6 +190,7 @@ impl Approvals {
             roles,
             pending: Mutex::new(HashMap::new()),
             start_store: Mutex::new(Some(start_store)),
+            rules,
             metrics,
             elevations: Arc::default(),
         }
@@ -282,8 +304,8 @@ impl Approvals {
     }
 
     /// Makes a grant for `duration` (at most `approvals.max_grant`). A rule
-    /// grant names a `require_approval` rule (`rules`: the names of those
-    /// in force) and is made by one of its approvers; a role grant names a
+    /// grant names a `require_approval` rule in force and is made by one of
+    /// its approvers; a role grant names a
     /// role of that database's upstream and is made by a member of
     /// `[approvals] approvers`. Nobody grants to themselves.
     pub async fn create_grant(
@@ -293,9 +315,10 @@ impl Approvals {
         duration: Duration,
         by: &Identity,
         reason: Option<String>,
-        rules: &crate::policy::rules::RuleSet,
     ) -> Result<Grant, ApprovalError> {
         let config = self.config.load();
+        let snapshot = self.rules.load();
+        let rules = &snapshot.policy.rules;
         if duration.is_zero() || duration > config.max_grant {
             return Err(ApprovalError::Grant(format!(
                 "a grant lasts more than 0s and at most approvals.max_grant ({}s)",
@@ -509,25 +532,56 @@ impl Approvals {
         self.metrics
             .approvals
             .ended(ticket.state, waiter.since.elapsed());
+        if let Some(n) = &waiter.note {
+            let (outcome, approving) = match ticket.state {
+                TicketState::Approved => ("approved", Some(true)),
+                TicketState::Denied => ("denied", Some(false)),
+                TicketState::Expired => ("expired", None),
+                _ => ("withdrawn", None),
+            };
+            let voters = approving.map(|yes| {
+                ticket
+                    .votes
+                    .iter()
+                    .filter(|v| v.approve == yes)
+                    .map(|v| v.approver.clone())
+                    .collect()
+            });
+            note::settle(n, outcome, voters);
+        }
         let _ = waiter.release.send(release);
     }
 
     /// Holds a statement: its ticket (made by the caller, id included) is
-    /// written by a task, and the hold is released when it is decided.
-    /// Returns the decision to wait on and the sender the session tells
-    /// why the hold ended otherwise.
+    /// written by a task, and the hold is released when it is decided
+    /// (`note`, the statement's audit note, filled in first). Returns the
+    /// decision to wait on and what the session calls when the hold ends
+    /// otherwise.
     pub(crate) fn hold(
         self: &Arc<Self>,
         ticket: Ticket,
-    ) -> (oneshot::Receiver<Release>, oneshot::Sender<HoldEnd>) {
+        note: Option<Note>,
+    ) -> (oneshot::Receiver<Release>, OnHoldEnd) {
         let (release, decision) = oneshot::channel();
-        let (ended, end) = oneshot::channel::<HoldEnd>();
+        let (tell, end) = oneshot::channel::<HoldEnd>();
         let id = ticket.id.clone();
+        let ended_note = note.clone();
+        let ended = OnHoldEnd::new(move |why| {
+            if let Some(n) = &ended_note {
+                let outcome = match why {
+                    HoldEnd::Deadline => "expired",
+                    _ => "withdrawn",
+                };
+                note::settle(n, outcome, None);
+            }
+            let _ = tell.send(why);
+        });
         lock(&self.waiters).insert(
             id.clone(),
             Waiter {
                 release,
                 since: Instant::now(),
+                note,
             },
         );
         self.metrics.approvals.ticket_made();
@@ -536,6 +590,9 @@ impl Approvals {
             if let Err(e) = this.store.create_ticket(&ticket).await {
                 tracing::error!(ticket = %id, error = %e, "approvals: the ticket could not be stored");
                 if let Some(w) = lock(&this.waiters).remove(&id) {
+                    if let Some(n) = &w.note {
+                        note::settle(n, "store_failed", None);
+                    }
                     let _ = w.release.send(Release::Refuse(store_refusal(&e)));
                 }
                 return;
@@ -577,17 +634,28 @@ impl Approvals {
     /// one (the statement then runs), else makes `ticket` (or names the
     /// pending one for the same binding) and refuses. Answers through the
     /// receiver once the store has.
-    pub(crate) fn ticket_mode(self: &Arc<Self>, ticket: Ticket) -> oneshot::Receiver<Release> {
+    pub(crate) fn ticket_mode(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        note: Option<Note>,
+    ) -> oneshot::Receiver<Release> {
         let (tx, rx) = oneshot::channel();
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let release = this.use_or_ask(ticket).await;
+            let release = this.use_or_ask(ticket, note.as_ref()).await;
             let _ = tx.send(release);
         });
         rx
     }
 
-    async fn use_or_ask(&self, ticket: Ticket) -> Release {
+    async fn use_or_ask(&self, ticket: Ticket, note: Option<&Note>) -> Release {
+        let noted = |outcome, ticket_id: &str, approvers| {
+            if let Some(n) = note {
+                note::settle(n, outcome, approvers);
+                let mut n = n.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                ticket_id.clone_into(&mut n.ticket);
+            }
+        };
         match self.store.consume(&ticket.binding, now_ms()).await {
             Ok(Some(used)) => {
                 lock(&self.pending).remove(&ticket.binding);
@@ -595,30 +663,73 @@ impl Approvals {
                     .approvals
                     .ended(TicketState::Used, Duration::ZERO);
                 tracing::info!(ticket = %used.id, "approvals: a ticket-mode approval was used");
+                let approvers = used
+                    .votes
+                    .iter()
+                    .filter(|v| v.approve)
+                    .map(|v| v.approver.clone())
+                    .collect();
+                noted("ticket_used", &used.id, Some(approvers));
                 return Release::Run;
             }
             Ok(None) => {}
-            Err(e) => return Release::Refuse(store_refusal(&e)),
+            Err(e) => {
+                noted("store_failed", &ticket.id, None);
+                return Release::Refuse(store_refusal(&e));
+            }
         }
-        let known = lock(&self.pending).get(&ticket.binding).cloned();
+        let now = now_ms();
+        let (known, open) = {
+            let mut pending = lock(&self.pending);
+            pending.retain(|_, p| p.expires_at > now);
+            let open = pending
+                .values()
+                .filter(|p| p.user == ticket.requester.user)
+                .count();
+            (pending.get(&ticket.binding).map(|p| p.id.clone()), open)
+        };
         if let Some(id) = known {
             if let Ok(Some(t)) = self.store.ticket(&id).await {
                 if t.state == TicketState::Pending {
+                    noted("ticket_refused", &t.id, None);
                     return Release::Refuse(self.ticket_refusal(&t, true));
                 }
             }
         }
+        if open >= MAX_PENDING_PER_IDENTITY {
+            noted("too_many_pending", &ticket.id, None);
+            return Release::Refuse(
+                Refusal::new(
+                    Sqlstate::INSUFFICIENT_RESOURCES,
+                    format!(
+                        "statement requires approval by pgward rule \"{}\", but {} has {MAX_PENDING_PER_IDENTITY} tickets pending already",
+                        ticket.rule, ticket.requester.user
+                    ),
+                )
+                .with_hint("Wait for the pending tickets to be decided or to expire."),
+            );
+        }
         if let Err(e) = self.store.create_ticket(&ticket).await {
+            noted("store_failed", &ticket.id, None);
             return Release::Refuse(store_refusal(&e));
         }
+        noted("ticket_refused", &ticket.id, None);
         self.metrics.approvals.ticket_made();
         let mut pending = lock(&self.pending);
-        // Bounded: the oldest binding is forgotten (its retry only makes a
-        // second ticket).
-        if pending.len() >= 10_000 {
+        // Bounded by the per-identity limit, and by expiry; a last resort
+        // against many identities (a forgotten binding's retry only makes
+        // a second ticket).
+        if pending.len() >= 100_000 {
             pending.clear();
         }
-        pending.insert(ticket.binding.clone(), ticket.id.clone());
+        pending.insert(
+            ticket.binding.clone(),
+            PendingTicket {
+                id: ticket.id.clone(),
+                user: ticket.requester.user.clone(),
+                expires_at: ticket.expires_at,
+            },
+        );
         drop(pending);
         Release::Refuse(self.ticket_refusal(&ticket, false))
     }
@@ -709,4 +820,24 @@ fn millis(d: Duration) -> u64 {
 /// A poisoned lock only means a panic elsewhere; the maps stay usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_store_is_refused_until_it_is_built() {
+        let text = format!(
+            "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n\
+             [approvals]\nstore = \"postgres\"\npostgres_upstream = \"main\"\n",
+            crate::auth::verifier::ScramVerifier::generate("pw")
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
+            .expect("valid");
+        let rules = Arc::new(ArcSwap::from_pointee(crate::gateway::RuleSnapshot::inert()));
+        let e = Approvals::new(&config, rules, Arc::default()).expect_err("not built");
+        assert!(matches!(e, ApprovalError::Unsupported(_)), "{e}");
+        assert!(e.to_string().contains("not built yet"), "{e}");
+    }
 }

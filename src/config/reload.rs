@@ -129,4 +129,18 @@ mod tests {
             assert!(got.contains(reason), "{text}\n=> {got:?}");
         }
     }
+
+    #[test]
+    fn approvals_settings_reload_but_not_their_store() {
+        let v = ScramVerifier::generate("pw");
+        let with = |approvals: &str| format!("{}\n[approvals]\n{approvals}\n", base(&v, ""));
+        let running = parse(&with("hold_timeout = \"1m\""));
+        let check = |text: &str| reload_refusal(&running, &running.sections, &parse(text));
+        assert_eq!(
+            check(&with("hold_timeout = \"2m\"\napprovers = [\"ops\"]")),
+            None
+        );
+        let moved = check(&with("path = \"elsewhere.jsonl\"")).unwrap_or_default();
+        assert!(moved.contains("approvals.store"), "{moved}");
+    }
 }

@@ -71,6 +71,9 @@ pub struct StatementFields {
     /// Bind parameters, as `[audit] parameters` says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Shared<Vec<Option<String>>>>,
+    /// When it needed approval: its ticket, how it ended, who approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approvals::note::ApprovalFields>,
     /// What pgward decided.
     pub decision: Decision,
     /// The phase that refused it (`rules`, `masking`, `audit`, `pgward`).

@@ -104,6 +104,7 @@ pub fn to_ocsf(record: &Value) -> Option<Value> {
             "rule",
             "held_by",
             "held_ms",
+            "approval",
             "tag",
             "rows",
             "bytes_sent",

@@ -50,6 +50,8 @@ pub(crate) fn unavailable() -> Refusal {
 
 /// Rendered Bind parameters, shared by the Bind, its Execute and records.
 type Params = Option<Shared<Vec<Option<String>>>>;
+/// A statement's approval note (its ticket, outcome and approvers).
+type ApprovalNote = Option<crate::approvals::note::Note>;
 
 /// A request the phase saw and whose end it waits for.
 struct Pending {
@@ -59,6 +61,7 @@ struct Pending {
     /// A multi-statement Query's statements, in order.
     parts: Option<Vec<String>>,
     params: Params,
+    approval: ApprovalNote,
     status: TransactionStatus,
     rules_version: u64,
     held: Option<(&'static str, Instant)>,
@@ -85,6 +88,7 @@ impl Pending {
             text,
             parts: None,
             params: None,
+            approval: None,
             status,
             rules_version,
             held,
@@ -104,7 +108,9 @@ pub(crate) struct AuditPhase {
     fail_closed: bool,
     counters: Arc<SessionCounters>,
     pending: VecDeque<Pending>,
-    bound: VecDeque<(Box<[u8]>, Params)>,
+    bound: VecDeque<(Box<[u8]>, Params, ApprovalNote)>,
+    /// Notes from the rules phase on statements that needed approval.
+    notes: Option<Arc<crate::approvals::note::Notes>>,
     /// A hold by a phase before this one, until the request comes here.
     held: Option<(u64, &'static str, Instant)>,
     last_bytes: u64,
@@ -126,9 +132,19 @@ impl AuditPhase {
             counters,
             pending: VecDeque::new(),
             bound: VecDeque::new(),
+            notes: None,
             held: None,
             last_bytes: 0,
         }
+    }
+
+    /// Records approvals from these notes (the rules phase's).
+    pub(crate) fn set_approval_notes(&mut self, notes: Arc<crate::approvals::note::Notes>) {
+        self.notes = Some(notes);
+    }
+
+    fn note_of(&self, request_id: u64) -> ApprovalNote {
+        self.notes.as_ref()?.take(request_id)
     }
 
     fn params_for(&self, ctx: &RequestContext<'_>) -> Params {
@@ -174,6 +190,7 @@ impl AuditPhase {
             index: index.filter(|_| p.parts.is_some()),
             statement,
             params: p.params.clone(),
+            approval: p.approval.as_ref().map(crate::approvals::note::read),
             decision: Recorded::Allowed,
             refused_by: None,
             rule: None,
@@ -277,23 +294,26 @@ impl Phase for AuditPhase {
             RequestKind::Query => ctx.text.and_then(split),
             _ => None,
         };
+        let mut approval = self.note_of(ctx.request_id);
         let params = match ctx.kind {
             RequestKind::Bind => {
                 let params = self.params_for(ctx);
                 let portal = ctx.bind.map(|b| b.portal).unwrap_or_default();
-                self.bound.retain(|(name, _)| **name != *portal);
+                self.bound.retain(|(name, _, _)| **name != *portal);
                 if self.bound.len() == MAX_BOUND {
                     self.bound.pop_front();
                 }
-                self.bound.push_back((portal.into(), params.clone()));
+                // The approval asked at Bind belongs to the Executes of its
+                // portal, which the records are of.
+                self.bound
+                    .push_back((portal.into(), params.clone(), approval.take()));
                 params
             }
             RequestKind::Execute => {
                 let portal = ctx.portal.unwrap_or_default();
-                self.bound
-                    .iter()
-                    .find(|(name, _)| **name == *portal)
-                    .and_then(|(_, p)| p.clone())
+                let bound = self.bound.iter().find(|(name, _, _)| **name == *portal);
+                approval = bound.and_then(|(_, _, a)| a.clone());
+                bound.and_then(|(_, p, _)| p.clone())
             }
             _ => None,
         };
@@ -305,6 +325,7 @@ impl Phase for AuditPhase {
         let mut p = Pending::new(ctx.request_id, ctx.kind, text, ctx.status, version, held);
         p.parts = parts;
         p.params = params;
+        p.approval = approval;
         let mut decision = Decision::Forward;
         if self.fail_closed {
             let n = p.parts.as_ref().map_or(1, Vec::len);
@@ -356,6 +377,9 @@ impl Phase for AuditPhase {
             )
         });
         p.refused = true;
+        if let Some(note) = self.note_of(r.request_id) {
+            p.approval = Some(note);
+        }
         let mut f = self.fields(&p, None);
         f.statement = p.text.clone().map(Text::Shared);
         f.index = None;

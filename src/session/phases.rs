@@ -77,10 +77,10 @@ pub struct Hold {
     pub deadline: Instant,
     /// The decision; a dropped sender refuses the request.
     pub decision: oneshot::Receiver<Release>,
-    /// Told why the hold ended when it ends without its decision (cancel,
-    /// disconnect, shutdown, deadline); dropped unsent when the decision
-    /// ended it or the session ended otherwise.
-    pub ended: Option<oneshot::Sender<HoldEnd>>,
+    /// Called (at once, with no I/O) when the hold ends without its
+    /// decision (cancel, disconnect, shutdown, deadline); dropped uncalled
+    /// when the decision ended it or the session ended otherwise.
+    pub ended: Option<OnHoldEnd>,
     /// The refusal at the deadline, in place of the generic one.
     pub timed_out: Option<Refusal>,
 }
@@ -95,6 +95,27 @@ impl Hold {
             ended: None,
             timed_out: None,
         }
+    }
+}
+
+/// What a holder is told when its hold ends without its decision.
+pub struct OnHoldEnd(Box<dyn FnOnce(HoldEnd) + Send>);
+
+impl OnHoldEnd {
+    /// Calls `f` with the reason.
+    pub fn new(f: impl FnOnce(HoldEnd) + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    /// Tells the holder.
+    pub fn call(self, why: HoldEnd) {
+        (self.0)(why);
+    }
+}
+
+impl std::fmt::Debug for OnHoldEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnHoldEnd")
     }
 }
 

@@ -104,7 +104,17 @@ impl Relay {
             if hold.is_none() && !terminating {
                 match self.core.client_input(&mut client_in, &mut to_server) {
                     Ok(ClientStep::NeedMore) => {}
-                    Ok(ClientStep::Hold(wait)) => hold = Some(wait),
+                    Ok(ClientStep::Hold(wait)) => {
+                        if self.registration.shutdown_phase() == ShutdownPhase::Running {
+                            hold = Some(wait);
+                        } else {
+                            // Shutting down: nothing new waits (the holds
+                            // already waiting were refused when it began).
+                            wait.end(HoldEnd::Shutdown);
+                            self.core.release(Release::Refuse(shutdown_refusal()));
+                            continue;
+                        }
+                    }
                     Ok(ClientStep::Terminate) => terminating = true,
                     Err(e) => return self.fatal(core_error(e), &to_client).await,
                 }
@@ -259,10 +269,7 @@ impl Relay {
                     Control::Shutdown => {
                         if let Some(h) = hold.take() {
                             h.end(HoldEnd::Shutdown);
-                            self.core.release(Release::Refuse(Refusal::new(
-                                Sqlstate::ADMIN_SHUTDOWN,
-                                "pgward is shutting down: the held statement was not run",
-                            )));
+                            self.core.release(Release::Refuse(shutdown_refusal()));
                         }
                     }
                 },
@@ -403,6 +410,13 @@ async fn write_or_flush(w: &mut WriteHalf, pending: &[u8]) -> std::io::Result<Op
     } else {
         w.write(pending).await.map(Some)
     }
+}
+
+fn shutdown_refusal() -> Refusal {
+    Refusal::new(
+        Sqlstate::ADMIN_SHUTDOWN,
+        "pgward is shutting down: the held statement was not run",
+    )
 }
 
 fn core_error(e: CoreError) -> SessionError {

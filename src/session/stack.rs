@@ -67,6 +67,12 @@ pub(crate) async fn build(
         })?;
     }
     let keep_descriptions = mask.is_some();
+    // The audit trail records what became of statements that needed
+    // approval: the rules phase hands it notes.
+    let notes = gw
+        .audit
+        .as_ref()
+        .map(|_| Arc::new(crate::approvals::note::Notes::default()));
     let mut phases: Vec<Box<dyn Phase>> = vec![
         Box::new(SchemaPhase {
             started_under: Arc::clone(&rules.masking),
@@ -84,6 +90,7 @@ pub(crate) async fn build(
             Some(super::rules::ApprovalSide {
                 service: Arc::clone(gw.approvals()),
                 masked: keep_descriptions,
+                notes: notes.clone(),
             }),
         )),
     ];
@@ -101,7 +108,10 @@ pub(crate) async fn build(
     // Last, so it records what every phase before it decided.
     let audit = match &gw.audit {
         Some(audit) => {
-            let (session, phase) = audit.session(info).await?;
+            let (session, mut phase) = audit.session(info).await?;
+            if let Some(notes) = notes {
+                phase.set_approval_notes(notes);
+            }
             phases.push(Box::new(phase));
             Some(session)
         }

@@ -16,7 +16,7 @@
 //!   while pgward is stopped if it ever matters.
 
 use super::{ApprovalStore, ApprovalStoreError, Change, GrantUpdate, TicketUpdate};
-use crate::approvals::model::{now_ms, Grant, Ticket, TicketState};
+use crate::approvals::model::{now_ms, ApprovalMode, Grant, Ticket, TicketState};
 use crate::store::{AppendLog, Follower, Poll};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -57,6 +57,8 @@ struct Inner {
 #[derive(Debug)]
 struct State {
     follower: Follower,
+    /// When finished records were last dropped from memory.
+    pruned_at: u64,
     tickets: HashMap<String, Ticket>,
     grants: HashMap<String, Grant>,
 }
@@ -90,12 +92,30 @@ impl State {
     }
 
     /// Drops what ended more than [`KEEP_FINISHED`] ago.
+    /// At most once a minute (it reads every record).
     fn prune(&mut self, now: u64) {
+        if now < self.pruned_at.saturating_add(60_000) {
+            return;
+        }
+        self.pruned_at = now;
         let horizon = now.saturating_sub(KEEP_FINISHED);
         self.tickets.retain(|_, t| {
-            let ended =
-                t.state.is_final() || (t.state == TicketState::Pending && t.expires_at < now);
-            !ended || t.expires_at.max(t.valid_until.unwrap_or(0)) >= horizon
+            // A hold-mode approval ran (or its session is gone); a
+            // ticket-mode one ends with its validity.
+            let ended = match t.state {
+                TicketState::Pending => t.expires_at < now,
+                TicketState::Approved => {
+                    t.mode == ApprovalMode::Hold || t.valid_until.is_some_and(|u| u < now)
+                }
+                _ => true,
+            };
+            let last = t.votes.iter().map(|v| v.at).max().unwrap_or(0);
+            let latest = t
+                .created_at
+                .max(t.expires_at)
+                .max(t.valid_until.unwrap_or(0))
+                .max(last);
+            !ended || latest >= horizon
         });
         self.grants.retain(|_, g| {
             let ended_at = g.revoked.as_ref().map_or(g.expires_at, |r| r.at);
@@ -129,6 +149,7 @@ impl FileStore {
         let poll = follower.poll::<Record>().map_err(unavailable)?;
         let mut state = State {
             follower,
+            pruned_at: 0,
             tickets: HashMap::new(),
             grants: HashMap::new(),
         };

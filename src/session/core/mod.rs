@@ -86,7 +86,7 @@ pub(crate) struct HoldWait {
     /// The phase's decision.
     pub(crate) decision: oneshot::Receiver<Release>,
     /// Told why, when the hold ends without its decision.
-    pub(crate) ended: Option<oneshot::Sender<super::phases::HoldEnd>>,
+    pub(crate) ended: Option<super::phases::OnHoldEnd>,
     /// The refusal at the deadline, when the phase chose one.
     pub(crate) timed_out: Option<super::phases::Refusal>,
 }
@@ -94,8 +94,8 @@ pub(crate) struct HoldWait {
 impl HoldWait {
     /// Tells the phase why the hold ended without its decision.
     pub(crate) fn end(self, why: super::phases::HoldEnd) {
-        if let Some(tx) = self.ended {
-            let _ = tx.send(why);
+        if let Some(ended) = self.ended {
+            ended.call(why);
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::approvals::display::{justification, show_params};
 use crate::approvals::model::{
     binding, new_id, now_ms, ApprovalMode, Requester, Ticket, TicketState, Vote,
 };
+use crate::approvals::note::{self, Note, Notes};
 use crate::approvals::Approvals;
 use crate::policy::rules::ApprovalNeeded;
 use crate::session::phases::{Decision, Hold, Refusal, RequestContext};
@@ -34,6 +35,8 @@ pub(crate) struct ApprovalSide {
     pub(crate) service: Arc<Approvals>,
     /// The identity has masked columns: its parameters are never shown.
     pub(crate) masked: bool,
+    /// Notes for the audit trail, when it is on.
+    pub(crate) notes: Option<Arc<Notes>>,
 }
 
 /// The statement asking: its text, and the Bind that supplies its
@@ -66,6 +69,11 @@ impl ApprovalSide {
             );
         }
         let mut ticket = self.ticket(ctx, needed, asking);
+        let note = self.notes.as_ref().map(|notes| {
+            let n = note::note(&ticket.id, "held");
+            notes.put(ctx.request_id, Arc::clone(&n));
+            n
+        });
         if who.groups.iter().any(|g| settings.break_glass.contains(g)) {
             ticket.break_glass = true;
             ticket.votes.push(Vote {
@@ -83,6 +91,9 @@ impl ApprovalSide {
                 rule = %needed.rule,
                 "break-glass: a statement needing approval ran at once"
             );
+            if let Some(n) = &note {
+                note::settle(n, "break_glass", Some(vec![who.user.clone()]));
+            }
             self.service.record_ran(ticket);
             return Decision::Forward;
         }
@@ -92,6 +103,10 @@ impl ApprovalSide {
                 "covered by grant {} (made by {})",
                 grant.id, grant.created_by
             ));
+            if let Some(n) = &note {
+                note::settle(n, "granted", Some(vec![grant.created_by.clone()]));
+                lock(n).grant = Some(grant.id.clone());
+            }
             self.service.record_ran(ticket);
             return Decision::Forward;
         }
@@ -117,7 +132,7 @@ impl ApprovalSide {
                     .ticket_url(&id)
                     .map(|u| format!(" ({u})"))
                     .unwrap_or_default();
-                let (decision, ended) = self.service.hold(ticket);
+                let (decision, ended) = self.service.hold(ticket, note);
                 Decision::Hold(Hold {
                     notice: Some(format!("statement held for approval: ticket {id}{url}")),
                     ended: Some(ended),
@@ -135,7 +150,7 @@ impl ApprovalSide {
                 ticket.expires_at = ticket
                     .created_at
                     .saturating_add(millis(config.pending_lifetime));
-                let decision = self.service.ticket_mode(ticket);
+                let decision = self.service.ticket_mode(ticket, note);
                 Decision::Hold(Hold {
                     timed_out: Some(Refusal::new(
                         Sqlstate::INSUFFICIENT_RESOURCES,
@@ -221,6 +236,10 @@ fn ran(mode: ApprovalMode) -> TicketState {
         ApprovalMode::Hold => TicketState::Approved,
         ApprovalMode::Ticket => TicketState::Used,
     }
+}
+
+fn lock(n: &Note) -> std::sync::MutexGuard<'_, note::ApprovalFields> {
+    n.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -202,7 +202,21 @@ async fn finished_records_leave_memory_after_a_day() {
     old.expires_at = now_ms() - 2 * KEEP_FINISHED;
     old.state = TicketState::Withdrawn;
     store.create_ticket(&old).await.expect("create");
+    // A hold-mode approval a day old ended too (its statement ran).
+    let mut ran = ticket("t8", "alice", ApprovalMode::Hold, 1);
+    ran.created_at = old.created_at;
+    ran.expires_at = old.expires_at;
+    ran.state = TicketState::Approved;
+    store.create_ticket(&ran).await.expect("create");
+    // Pruning runs at most once a minute: as if the last run were long ago.
+    store.inner.state.lock().expect("state").pruned_at = 0;
+    store
+        .create_ticket(&ticket("t9", "alice", ApprovalMode::Hold, 1))
+        .await
+        .expect("create");
     assert!(store.ticket("t6").await.expect("read").is_none());
+    assert!(store.ticket("t8").await.expect("read").is_none());
+    assert!(store.ticket("t9").await.expect("read").is_some());
     // A torn line in the file is skipped; the rest is read.
     std::fs::OpenOptions::new()
         .append(true)
