@@ -827,7 +827,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_postgres_store_is_refused_until_it_is_built() {
+    fn approvals_store_postgres_builds_a_pg_store_on_the_named_upstream() {
         let text = format!(
             "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n\
              [approvals]\nstore = \"postgres\"\npostgres_upstream = \"main\"\n",
@@ -835,9 +835,21 @@ mod tests {
         );
         let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
             .expect("valid");
-        let rules = Arc::new(ArcSwap::from_pointee(crate::gateway::RuleSnapshot::inert()));
-        let e = Approvals::new(&config, rules, Arc::default()).expect_err("not built");
-        assert!(matches!(e, ApprovalError::Unsupported(_)), "{e}");
-        assert!(e.to_string().contains("not built yet"), "{e}");
+        let kdf = crate::auth::scram_client::kdf_pool();
+        let upstreams: BTreeMap<String, crate::auth::backend::Upstream> = config
+            .upstreams
+            .iter()
+            .map(|(n, u)| {
+                let upstream = crate::auth::backend::Upstream::new(Arc::clone(u), None, &kdf);
+                (n.clone(), upstream)
+            })
+            .collect();
+        let rules = || Arc::new(ArcSwap::from_pointee(crate::gateway::RuleSnapshot::inert()));
+        // Nothing connects until the service starts.
+        let built = Approvals::new(&config, &upstreams, rules(), Arc::default()).expect("built");
+        assert!(format!("{:?}", built.store()).starts_with("PgStore"));
+        let e = Approvals::new(&config, &BTreeMap::new(), rules(), Arc::default())
+            .expect_err("no such upstream");
+        assert!(e.to_string().contains("no upstream \"main\""), "{e}");
     }
 }
