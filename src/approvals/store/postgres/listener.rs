@@ -1,6 +1,7 @@
 //! The store's listener: one dedicated connection that LISTENs on the
 //! store's channel and turns every NotificationResponse from another
-//! instance into a [`Change`] on the store's broadcast.
+//! instance into a [`Change`] on the store's broadcast. It may start before
+//! any operation: it migrates the schema first (once per store).
 //!
 //! When the connection drops it reconnects with a growing backoff, and on
 //! every (re)connect, once LISTEN is in force, it announces every ticket
@@ -44,6 +45,8 @@ pub(super) struct Listener {
     pub(super) own_pids: Arc<Mutex<HashSet<i32>>>,
     /// Counts the sessions in which LISTEN took effect.
     pub(super) listening: watch::Sender<u64>,
+    /// The schema is migrated before the first read.
+    pub(super) migration: super::Migration,
 }
 
 /// The channel's payload for a change: `ticket:<id>` or `grant:<id>`.
@@ -89,6 +92,12 @@ impl Listener {
 
     /// One connection's life; returns why it ended.
     async fn session(&self) -> String {
+        let limit = self.timeouts.operation;
+        match tokio::time::timeout(limit, self.migration.ensure()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return e.to_string(),
+            Err(_) => return format!("the schema was not migrated within {limit:?}"),
+        }
         let params = login_params(&self.timeouts, "pgward-approvals-listener");
         let mut conn = match self.upstream.login_catalog(&params).await {
             Ok(login) => login.conn,

@@ -61,11 +61,11 @@ const MAX_LIST: usize = 10_000;
 /// Tickets and grants in a PostgreSQL schema shared by every instance.
 #[derive(Debug)]
 pub struct PgStore {
-    pool: Pool,
+    pool: Arc<Pool>,
     schema: String,
     timeouts: Timeouts,
     changes: broadcast::Sender<Change>,
-    migrated: OnceCell<()>,
+    migrated: Arc<OnceCell<()>>,
     listener: OnceLock<tokio::task::JoinHandle<()>>,
     listening: watch::Receiver<u64>,
     listening_tx: watch::Sender<u64>,
@@ -166,11 +166,11 @@ impl PgStore {
         let (changes, _) = broadcast::channel(1024);
         let (listening_tx, listening) = watch::channel(0);
         Self {
-            pool: Pool::new(upstream.clone(), timeouts),
+            pool: Arc::new(Pool::new(upstream.clone(), timeouts)),
             schema: schema.to_owned(),
             timeouts,
             changes,
-            migrated: OnceCell::new(),
+            migrated: Arc::default(),
             listener: OnceLock::new(),
             listening,
             listening_tx,
@@ -234,6 +234,11 @@ impl PgStore {
             changes: self.changes.clone(),
             own_pids: Arc::clone(&self.pool.own_pids),
             listening: self.listening_tx.clone(),
+            migration: Migration {
+                pool: Arc::clone(&self.pool),
+                done: Arc::clone(&self.migrated),
+                schema: self.schema.clone(),
+            },
         };
         self.listener.get_or_init(|| runtime.spawn(listener.run()));
     }
@@ -241,15 +246,7 @@ impl PgStore {
     /// Migrates once per store object.
     async fn ready(&self) -> Result<(), ApprovalStoreError> {
         self.start_listener();
-        self.migrated
-            .get_or_try_init(|| async {
-                let mut conn = self.pool.get().await?;
-                schema::migrate(&mut conn, &self.schema).await?;
-                conn.release();
-                Ok::<_, ApprovalStoreError>(())
-            })
-            .await?;
-        Ok(())
+        migrate_once(&self.pool, &self.migrated, &self.schema).await
     }
 
     /// Runs `op` within the operation timeout, after the migration.
@@ -494,6 +491,37 @@ impl PgStore {
         })
         .await
     }
+}
+
+/// What the listener needs to migrate the schema before it reads it (it
+/// may start before any operation has).
+pub(super) struct Migration {
+    pool: Arc<Pool>,
+    done: Arc<OnceCell<()>>,
+    schema: String,
+}
+
+impl Migration {
+    /// Migrates, unless this store did already.
+    pub(super) async fn ensure(&self) -> Result<(), ApprovalStoreError> {
+        migrate_once(&self.pool, &self.done, &self.schema).await
+    }
+}
+
+/// Creates or migrates `schema` once per store object.
+async fn migrate_once(
+    pool: &Pool,
+    done: &OnceCell<()>,
+    schema: &str,
+) -> Result<(), ApprovalStoreError> {
+    done.get_or_try_init(|| async {
+        let mut conn = pool.get().await?;
+        schema::migrate(&mut conn, schema).await?;
+        conn.release();
+        Ok::<_, ApprovalStoreError>(())
+    })
+    .await?;
+    Ok(())
 }
 
 /// `record` if it is the one with `id`.
