@@ -199,6 +199,7 @@ impl Gateway {
         let rules = Arc::new(ArcSwap::from_pointee(snapshot));
         let approvals = Arc::new(crate::approvals::Approvals::new(
             &config,
+            &upstreams,
             Arc::clone(&rules),
             Arc::clone(&metrics),
         )?);

@@ -8,6 +8,7 @@
 //! atomically, and the file and PostgreSQL stores cannot disagree.
 
 pub mod display;
+pub mod elevation;
 pub mod metrics;
 pub mod model;
 pub mod note;

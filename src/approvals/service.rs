@@ -85,6 +85,8 @@ pub struct Approvals {
     /// The gateway's rules in force (a rule grant names one of them).
     rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
     metrics: Arc<crate::admin::Metrics>,
+    /// Sessions elevated by role grants (`elevation.rs`).
+    elevations: Arc<super::elevation::Elevations>,
 }
 
 impl std::fmt::Debug for Approvals {
@@ -96,6 +98,37 @@ impl std::fmt::Debug for Approvals {
     }
 }
 
+/// What starts a store's own tasks, once there is a runtime.
+type StartStore = Box<dyn FnOnce() + Send>;
+
+/// The PostgreSQL store on `upstream`'s own connection. It connects
+/// lazily; once started, a task migrates the schema and connects the
+/// listener at once, so a store that cannot be reached is logged at startup
+/// (and every operation on it fails closed: statements held for approval
+/// are refused).
+fn postgres_store(
+    upstreams: &BTreeMap<String, crate::auth::backend::Upstream>,
+    upstream: &str,
+    schema: &str,
+) -> Result<(Arc<dyn ApprovalStore>, StartStore), ApprovalError> {
+    use super::store::postgres::{PgStore, Timeouts};
+    let upstream = upstreams.get(upstream).cloned().ok_or_else(|| {
+        ApprovalError::Unsupported(format!(
+            "approvals.postgres_upstream: no upstream {upstream:?}"
+        ))
+    })?;
+    let store = Arc::new(PgStore::new(upstream, schema, Timeouts::default()));
+    let check = Arc::clone(&store);
+    let start = Box::new(move || {
+        tokio::spawn(async move {
+            if let Err(e) = check.check().await {
+                tracing::error!(error = %e, "approvals: the PostgreSQL store is not available");
+            }
+        });
+    });
+    Ok((store, start))
+}
+
 /// A ticket's page, when `public_url` is known.
 fn ticket_url(config: &ApprovalsConfig, id: &str) -> Option<String> {
     config.public_url.as_ref().map(|u| format!("{u}/{id}"))
@@ -104,8 +137,10 @@ fn ticket_url(config: &ApprovalsConfig, id: &str) -> Option<String> {
 impl Approvals {
     /// The service for `config`, with its store opened (the file store is
     /// replayed here, blocking). Tasks start with [`Approvals::start`].
+    /// `upstreams` are the gateway's, for the PostgreSQL store.
     pub fn new(
         config: &crate::config::Config,
+        upstreams: &BTreeMap<String, crate::auth::backend::Upstream>,
         rules: Arc<ArcSwap<crate::gateway::RuleSnapshot>>,
         metrics: Arc<crate::admin::Metrics>,
     ) -> Result<Self, ApprovalError> {
@@ -120,11 +155,8 @@ impl Approvals {
                         Box::new(move || follower.start_following()),
                     )
                 }
-                ApprovalStoreConfig::Postgres { .. } => {
-                    return Err(ApprovalError::Unsupported(
-                        "approvals.store = \"postgres\": the PostgreSQL store is not built yet"
-                            .into(),
-                    ))
+                ApprovalStoreConfig::Postgres { upstream, schema } => {
+                    postgres_store(upstreams, upstream, schema)?
                 }
             };
         Ok(Self::with_store(config, store, start_store, rules, metrics))
@@ -160,6 +192,7 @@ impl Approvals {
             start_store: Mutex::new(Some(start_store)),
             rules,
             metrics,
+            elevations: Arc::default(),
         }
     }
 
@@ -411,6 +444,75 @@ impl Approvals {
                     && matches!(&g.scope, GrantScope::Rule(r) if r == rule)
             })
             .cloned()
+    }
+
+    /// The active role grant for `who` on client database `database`
+    /// (newest first), with the role it elevates to, if any (from memory:
+    /// no I/O).
+    pub fn role_grant(&self, who: &Identity, database: &str) -> Option<(Grant, String)> {
+        let now = now_ms();
+        self.grants.load().iter().find_map(|g| {
+            let role = super::elevation::granted_role(g, database)?;
+            (g.active(now) && g.covers(&who.user, &who.groups))
+                .then(|| (g.clone(), role.to_owned()))
+        })
+    }
+
+    /// Session `session` logged in as `role` by `grant`: it ends at the
+    /// grant's expiry (through the shared `deadlines`) or when the grant is
+    /// revoked, while the guard lives.
+    pub(crate) fn elevated(
+        &self,
+        grant: &Grant,
+        role: &str,
+        session: u64,
+        registry: &Arc<crate::session::registry::Registry>,
+        deadlines: &Arc<crate::auth::token::deadlines::Deadlines>,
+    ) -> super::elevation::ElevationGuard {
+        let guard = self
+            .elevations
+            .add(grant, role, session, registry, deadlines);
+        // Revoked between the login's look-up and now: the change that
+        // said so has been handled already.
+        if !self
+            .grants
+            .load()
+            .iter()
+            .any(|g| g.id == grant.id && g.active(now_ms()))
+        {
+            self.elevations.end(
+                session,
+                format!(
+                    "the grant {} that elevated this session to role {role} has ended",
+                    grant.id
+                ),
+            );
+        }
+        guard
+    }
+
+    /// Ends the sessions elevated by `ids` (or by any grant) that have
+    /// ended: re-reads the grants they came from.
+    async fn settle_elevations(&self, ids: Option<&str>) {
+        let live = self.elevations.grants();
+        let wanted: Vec<&String> = live
+            .iter()
+            .filter(|g| ids.is_none_or(|id| id == *g))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        match self.store.grants(None, 10_000).await {
+            Ok(all) => {
+                for id in wanted {
+                    match all.iter().find(|g| g.id == **id) {
+                        Some(g) => self.elevations.settle(g),
+                        None => self.elevations.forget(id),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "approvals: reading the grants failed"),
+        }
     }
 
     /// Reads the active grants again.
@@ -728,7 +830,10 @@ async fn follow(service: std::sync::Weak<Approvals>, mut changes: broadcast::Rec
                     }
                 }
             }
-            Ok(Change::Grant(_)) => s.refresh_grants().await,
+            Ok(Change::Grant(id)) => {
+                s.refresh_grants().await;
+                s.settle_elevations(Some(&id)).await;
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Changes were missed: read what matters again.
                 let ids: Vec<String> = lock(&s.waiters).keys().cloned().collect();
@@ -738,6 +843,7 @@ async fn follow(service: std::sync::Weak<Approvals>, mut changes: broadcast::Rec
                     }
                 }
                 s.refresh_grants().await;
+                s.settle_elevations(None).await;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -758,7 +864,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_postgres_store_is_refused_until_it_is_built() {
+    fn approvals_store_postgres_builds_a_pg_store_on_the_named_upstream() {
         let text = format!(
             "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n\
              [approvals]\nstore = \"postgres\"\npostgres_upstream = \"main\"\n",
@@ -766,9 +872,21 @@ mod tests {
         );
         let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
             .expect("valid");
-        let rules = Arc::new(ArcSwap::from_pointee(crate::gateway::RuleSnapshot::inert()));
-        let e = Approvals::new(&config, rules, Arc::default()).expect_err("not built");
-        assert!(matches!(e, ApprovalError::Unsupported(_)), "{e}");
-        assert!(e.to_string().contains("not built yet"), "{e}");
+        let kdf = crate::auth::scram_client::kdf_pool();
+        let upstreams: BTreeMap<String, crate::auth::backend::Upstream> = config
+            .upstreams
+            .iter()
+            .map(|(n, u)| {
+                let upstream = crate::auth::backend::Upstream::new(Arc::clone(u), None, &kdf);
+                (n.clone(), upstream)
+            })
+            .collect();
+        let rules = || Arc::new(ArcSwap::from_pointee(crate::gateway::RuleSnapshot::inert()));
+        // Nothing connects until the service starts.
+        let built = Approvals::new(&config, &upstreams, rules(), Arc::default()).expect("built");
+        assert!(format!("{:?}", built.store()).starts_with("PgStore"));
+        let e = Approvals::new(&config, &BTreeMap::new(), rules(), Arc::default())
+            .expect_err("no such upstream");
+        assert!(e.to_string().contains("no upstream \"main\""), "{e}");
     }
 }

@@ -223,10 +223,15 @@ pub(crate) fn from_raw(
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 || schema.as_bytes()[0].is_ascii_digit()
+                // PostgreSQL reserves pg_ schema names.
+                || schema.starts_with("pg_")
             {
                 return Err(field_err(
                     "approvals.postgres_schema",
-                    format!("{schema:?} must be a lower-case identifier (a-z, 0-9, _; at most 63)"),
+                    format!(
+                        "{schema:?} must be a lower-case identifier (a-z, 0-9, _; at most 63), \
+                         not starting with pg_"
+                    ),
                 ));
             }
             ApprovalStoreConfig::Postgres { upstream, schema }

@@ -278,3 +278,42 @@ fn approval_settings_belong_to_require_approval_rules() {
         Some(vec!["ops".to_owned()])
     );
 }
+
+#[test]
+fn the_postgres_approval_store_names_a_defined_upstream_and_a_usable_schema() {
+    let store = |lines: &str| {
+        parse(&minimal(&format!(
+            "[approvals]\nstore = \"postgres\"\n{lines}"
+        )))
+    };
+    let c = store("postgres_upstream = \"main\"").expect("valid");
+    assert_eq!(
+        c.approvals.store,
+        crate::config::approvals::ApprovalStoreConfig::Postgres {
+            upstream: "main".into(),
+            schema: "pgward_approvals".into()
+        }
+    );
+    for (lines, field) in [
+        ("", "approvals.postgres_upstream"),
+        (
+            "postgres_upstream = \"nope\"",
+            "approvals.postgres_upstream",
+        ),
+        (
+            "postgres_upstream = \"main\"\npostgres_schema = \"pg_x\"",
+            "approvals.postgres_schema",
+        ),
+        (
+            "postgres_upstream = \"main\"\npostgres_schema = \"A-b\"",
+            "approvals.postgres_schema",
+        ),
+        (
+            "postgres_upstream = \"main\"\npath = \"x\"",
+            "approvals.path",
+        ),
+    ] {
+        let e = store(lines).expect_err(lines).to_string();
+        assert!(e.starts_with(field), "{lines}: {e}");
+    }
+}

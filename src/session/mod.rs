@@ -86,6 +86,8 @@ struct Opened {
     audit: Option<crate::record::SessionAudit>,
     /// Ends the session at its credential's expiry; stops when dropped.
     _credential_watch: crate::auth::token::expiry::SessionWatch,
+    /// Ends an elevated session with its grant; stops when dropped.
+    _elevation_watch: Option<crate::approvals::elevation::ElevationGuard>,
 }
 
 /// Everything before the relay: startup, authentication, backend login,
@@ -128,6 +130,7 @@ async fn open(
         target,
         authenticated,
         role,
+        elevation,
         database,
         startup_effects,
     } = match established {
@@ -156,6 +159,16 @@ async fn open(
         registration.id,
         &authenticated,
     );
+    // Ends an elevated session when its grant expires or is revoked.
+    let elevation_watch = elevation.as_ref().map(|grant| {
+        gw.approvals().elevated(
+            grant,
+            &role,
+            registration.id,
+            &gw.registry,
+            &gw.tokens.load().deadlines,
+        )
+    });
     let info = phases::SessionInfo {
         id: registration.id,
         identity,
@@ -163,6 +176,7 @@ async fn open(
         client: peer,
         application_name: startup.param("application_name").map(str::to_owned),
         role,
+        elevation: elevation.map(|g| g.id),
         upstream: upstream_name.clone(),
         credential: authenticated.credential.clone(),
     };
@@ -215,6 +229,7 @@ async fn open(
         relay,
         audit: stack.audit.take(),
         _credential_watch: credential_watch,
+        _elevation_watch: elevation_watch,
     })))
 }
 
@@ -225,6 +240,8 @@ struct Established {
     authenticated: crate::auth::identity::Authenticated,
     /// The PostgreSQL role the session logged in as.
     role: String,
+    /// The role grant that chose `role`, when one did.
+    elevation: Option<crate::approvals::model::Grant>,
     database: String,
     /// Effects of the startup settings on the rules' view of the session.
     startup_effects: Vec<crate::policy::facts::Effect>,
@@ -289,15 +306,30 @@ async fn establish(
             .map(String::as_str),
         crate::auth::identity::Credential::Token(_) => None,
     };
-    let role = upstream
-        .config
-        .roles
-        .role_for(&identity.user, &identity.groups, explicit)
-        .and_then(|name| upstream.role(name))
-        .ok_or_else(|| SessionError::NoRole {
-            user: user_name.clone(),
-            database: database.clone(),
-        })?;
+    // An active role grant for this identity and database elevates the
+    // session to its role (which the grant's creation checked is one of the
+    // upstream's); otherwise the mapping decides.
+    let elevation = gw
+        .approvals()
+        .role_grant(identity, &database)
+        .and_then(|(grant, name)| upstream.role(&name).map(|role| (grant, role)));
+    let mapped = || {
+        upstream
+            .config
+            .roles
+            .role_for(&identity.user, &identity.groups, explicit)
+            .and_then(|name| upstream.role(name))
+    };
+    let (role, elevation) = match elevation {
+        Some((grant, role)) => (role, Some(grant)),
+        None => (
+            mapped().ok_or_else(|| SessionError::NoRole {
+                user: user_name.clone(),
+                database: database.clone(),
+            })?,
+            None,
+        ),
+    };
     let masked = gw
         .rules
         .load()
@@ -330,6 +362,7 @@ async fn establish(
         database,
         upstream = route.upstream,
         role = %role.name,
+        grant = elevation.as_ref().map(|g| g.id.as_str()),
         "session established"
     );
     Ok(Established {
@@ -337,6 +370,7 @@ async fn establish(
         target,
         authenticated,
         role: role.name.clone(),
+        elevation,
         database,
         startup_effects: settings.effects,
     })

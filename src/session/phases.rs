@@ -169,8 +169,11 @@ pub struct SessionInfo {
     pub application_name: Option<String>,
     /// The upstream the session is connected to.
     pub upstream: String,
-    /// The role pgward logged in as on the upstream (the mapped role).
+    /// The role pgward logged in as on the upstream (the mapped role, or
+    /// the one a role grant elevated the session to).
     pub role: String,
+    /// The role grant that elevated the session, when one did.
+    pub elevation: Option<String>,
     /// What proved the identity (a token's issuer, subject and jti, for
     /// the audit trail).
     pub credential: crate::auth::identity::Credential,
@@ -188,6 +191,7 @@ impl SessionInfo {
             application_name: None,
             upstream: "db".into(),
             role: "app".into(),
+            elevation: None,
             credential: crate::auth::identity::Credential::Password,
         }
     }

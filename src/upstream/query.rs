@@ -119,9 +119,31 @@ pub(crate) fn literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// `value` as a dollar-quoted literal whose tag is chosen at random and
+/// checked absent from the value, so no content can end the literal (and
+/// nothing in it is escaped: any size, any settings).
+pub(crate) fn dollar_quoted(value: &str) -> String {
+    loop {
+        let tag = format!("$pgward_{:016x}$", rand::random::<u64>());
+        if !value.contains(&tag) {
+            return format!("{tag}{value}{tag}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollar_quoted_literals_cannot_be_closed_by_their_value() {
+        let evil = "$pgward_0000000000000000$'); DROP TABLE t; --";
+        let l = dollar_quoted(evil);
+        let tag_len = l[1..].find('$').map(|i| i + 2).unwrap();
+        let tag = &l[..tag_len];
+        assert!(l.starts_with(tag) && l.ends_with(tag) && !evil.contains(tag));
+        assert_eq!(&l[tag_len..l.len() - tag_len], evil);
+    }
 
     #[test]
     fn cells_read_null_and_refuse_bad_lengths() {

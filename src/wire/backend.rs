@@ -110,6 +110,20 @@ pub fn backend_key_data(frame: FrameRef<'_>) -> Result<(i32, i32), MalformedBack
     Ok((pid, key))
 }
 
+/// Reads NotificationResponse: the notifying backend's process id, the
+/// channel and the payload.
+pub fn notification(frame: FrameRef<'_>) -> Result<(i32, &[u8], &[u8]), MalformedBackend> {
+    let mut body = frame.body();
+    let bad = MalformedBackend("NotificationResponse");
+    let pid = read_i32(&mut body).ok_or(bad.clone())?;
+    let channel = read_cstr(&mut body).ok_or(bad.clone())?;
+    let payload = read_cstr(&mut body).ok_or(bad.clone())?;
+    if !body.is_empty() {
+        return Err(bad);
+    }
+    Ok((pid, channel, payload))
+}
+
 /// The fields of an ErrorResponse or NoticeResponse, as (code, value) pairs.
 pub fn notice_fields(frame: FrameRef<'_>) -> Result<Vec<(u8, &[u8])>, MalformedBackend> {
     let mut body = frame.body();
@@ -243,6 +257,26 @@ mod tests {
 
     fn one(mut buf: BytesMut) -> crate::wire::Frame {
         Framer::new(1 << 20).next_frame(&mut buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn notifications_read_and_truncated_ones_are_refused() {
+        let mut body = 42i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"chan\0ticket:ab\0");
+        let mut buf = BytesMut::from(&b"A"[..]);
+        buf.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        buf.extend_from_slice(&body);
+        let f = one(buf);
+        assert_eq!(
+            notification(f.view()),
+            Ok((42, &b"chan"[..], &b"ticket:ab"[..]))
+        );
+        for cut in 0..body.len() {
+            let mut buf = BytesMut::from(&b"A"[..]);
+            buf.extend_from_slice(&(cut as i32 + 4).to_be_bytes());
+            buf.extend_from_slice(&body[..cut]);
+            assert!(notification(one(buf).view()).is_err(), "{cut}");
+        }
     }
 
     #[test]

@@ -214,6 +214,19 @@ impl RawClient {
         self.until_ready().await
     }
 
+    /// Reads to the end of the stream and returns the message of the
+    /// FATAL that must be the last thing the server sent.
+    pub async fn fatal_at_end(&mut self) -> String {
+        let mut last = None;
+        while let Some(m) = self.recv().await {
+            last = Some(m);
+        }
+        let fatal = last.expect("a last message");
+        assert_eq!(fatal.tag, b'E', "{fatal:?}");
+        assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"));
+        fatal.field(b'M').unwrap_or_default()
+    }
+
     /// Whether the server closed the connection (after draining messages).
     pub async fn closed(&mut self) -> bool {
         while self.recv().await.is_some() {}

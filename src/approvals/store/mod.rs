@@ -8,9 +8,16 @@
 //! stores cannot decide differently.
 
 pub mod file;
+pub mod postgres;
 
 use super::model::{Grant, Ticket};
 use tokio::sync::broadcast;
+
+/// The largest record (a ticket or grant as JSON) a store keeps: a ticket
+/// holds its statement text, which a client may make megabytes long, and
+/// every listing reads whole records. Larger ones are refused
+/// ([`ApprovalStoreError::Refused`]).
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -135,7 +135,7 @@ pub fn watch_session(
 /// at the end of its transaction and ended after the grace period; then
 /// asked again every second until it is gone (the control channel is
 /// bounded, and a request to end is not queued when it is full).
-pub(super) async fn end_session(
+pub(crate) async fn end_session(
     registry: Arc<Registry>,
     id: u64,
     reason: String,

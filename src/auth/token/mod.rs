@@ -13,7 +13,7 @@
 //! - `login`: the password exchange that carries a token.
 
 pub mod claims;
-mod deadlines;
+pub(crate) mod deadlines;
 pub mod expiry;
 pub mod jwk;
 pub mod jwks;
