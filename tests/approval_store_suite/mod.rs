@@ -61,6 +61,7 @@ pub fn ticket(user: &str, mode: ApprovalMode, threshold: u32, created_at: u64) -
         votes: Vec::new(),
         break_glass: false,
         end_reason: None,
+        token: None,
     }
 }
 
