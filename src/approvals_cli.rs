@@ -257,14 +257,14 @@ pub async fn grants(cmd: GrantsCmd) -> anyhow::Result<()> {
 }
 
 /// The admin API, logged in.
-struct Api {
+pub(crate) struct Api {
     client: Client,
     base: Url,
     authorization: String,
 }
 
 impl Api {
-    fn new(conn: &Connection) -> anyhow::Result<Self> {
+    pub(crate) fn new(conn: &Connection) -> anyhow::Result<Self> {
         use base64::Engine;
         let url = conn
             .url
@@ -307,7 +307,12 @@ impl Api {
     }
 
     /// One request; a non-2xx answer is an error with the API's message.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = self.base.join(path);
         let body = body.map(|b| b.to_string().into_bytes());
         let response = self
@@ -336,7 +341,7 @@ impl Api {
 }
 
 /// An id as typed, checked before it goes into a path.
-fn path_id(id: &str) -> anyhow::Result<&str> {
+pub(crate) fn path_id(id: &str) -> anyhow::Result<&str> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         bail!("{id:?} is not a ticket or grant id");
     }

@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod approvals_cli;
 mod demo;
+mod token_request_cli;
 
 /// A PostgreSQL wire-protocol gateway.
 #[derive(Parser)]
@@ -138,6 +139,10 @@ enum TokenCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Ask a running pgward for a token that is issued only once approvers
+    /// agree ([[tokens.requests]]): prints the ticket, waits for the
+    /// decision, and prints the token.
+    Request(token_request_cli::RequestArgs),
 }
 
 #[derive(Subcommand)]
@@ -202,6 +207,9 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Doctor { config, json } => runtime.block_on(doctor(config, json)),
         Cmd::Passwd { user } => passwd(&user),
+        Cmd::Token {
+            command: TokenCmd::Request(args),
+        } => runtime.block_on(token_request_cli::request(args)),
         Cmd::Token { command } => token(command),
         Cmd::Demo { port } => runtime.block_on(demo::run(port)),
         Cmd::Audit { command } => audit(command),
@@ -346,6 +354,8 @@ fn token(command: TokenCmd) -> anyhow::Result<()> {
             println!("{}", minted.token);
             Ok(())
         }
+        // Handled with the runtime in `main`.
+        TokenCmd::Request(_) => anyhow::bail!("token request needs the runtime"),
         TokenCmd::Revoke {
             config,
             jti,

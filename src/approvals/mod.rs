@@ -14,6 +14,7 @@ pub mod model;
 pub mod note;
 pub mod service;
 pub mod store;
+pub mod token_request;
 
 pub use service::{ApprovalError, Approvals};
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub fn approver_groups(gw: &Gateway) -> BTreeSet<String> {
 }
 
 /// The identity behind `Authorization` (basic or bearer), if it proves one.
-async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Option<Identity> {
+pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Option<Identity> {
     if let Some((user, password)) = basic_credentials(headers) {
         return password_identity(gw, &user, password).await;
     }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod desk;
 mod events;
 mod page;
+mod tokens;
 
 use crate::admin::AdminState;
 use axum::extract::DefaultBodyLimit;
@@ -47,6 +48,7 @@ pub fn routes(state: &AdminState) -> Router<AdminState> {
             state.clone(),
             auth::require_approver,
         ))
+        .merge(tokens::routes(state))
 }
 
 /// The sessions page (admins only: served with the admin routes).
@@ -69,6 +71,9 @@ mod tests {
             "/api/approvals/{id}/deny",
             "/api/grants",
             "/api/grants/{id}/revoke",
+            "/api/tokens/requests",
+            "/api/tokens/requests/{id}",
+            "/api/tokens/requests/{id}/collect",
         ] {
             assert!(doc.contains(&format!("\n  {path}:\n")), "{path}");
         }
