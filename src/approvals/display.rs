@@ -194,15 +194,7 @@ fn hex(b: &[u8]) -> String {
 /// Days since 2000-01-01 as `YYYY-MM-DD` (proleptic Gregorian; the civil
 /// date algorithm of H. Hinnant).
 fn date(days_since_2000: i64) -> String {
-    let z = days_since_2000 + 10_957 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::auth::token::civil_from_days(days_since_2000 + 10_957);
     if y <= 0 {
         format!("{:04}-{m:02}-{d:02} BC", 1 - y)
     } else {
