@@ -220,29 +220,12 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 fn replay(session: u64, dir: &std::path::Path) -> anyhow::Result<()> {
+    use pgward::record::recordings;
     // The newest recording of that id (ids restart with pgward).
-    let prefix = format!("session-{session}-");
-    let newest = std::fs::read_dir(dir)
+    let newest = recordings::find(dir, session, None)
         .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let ms: u128 = name
-                .strip_prefix(&prefix)?
-                .strip_suffix(".jsonl")?
-                .parse()
-                .ok()?;
-            Some((ms, e.path()))
-        })
-        .max()
-        .map(|(_, p)| p)
         .with_context(|| format!("no recording of session {session} in {}", dir.display()))?;
-    let text = std::fs::read_to_string(&newest)?;
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{} is not a recording", newest.display()))?;
+    let events = recordings::load(&newest.path).map_err(anyhow::Error::msg)?;
     print!("{}", pgward::record::replay::render(&events));
     Ok(())
 }

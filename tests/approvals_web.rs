@@ -263,3 +263,85 @@ async fn the_sessions_page_lists_and_terminates_live_sessions() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_past_session_replays_on_the_sessions_page() {
+    let Some(chromium) = chromium() else { return };
+    let backend = Backend::shared();
+    let dir = tempfile::tempdir().expect("dir");
+    let (private, _) = pgward::record::chain::generate_key();
+    std::fs::write(dir.path().join("k"), private).expect("key");
+    let text = format!(
+        "{}\n{}\n[audit]\nenabled = true\ndirectory = \"{d}/trail\"\nsigning_key_file = \"{d}/k\"\n\
+         record_groups = [\"dev\"]\nrecordings_directory = \"{d}/rec\"\n",
+        backend.config("", ""),
+        support::approvals::config_extra(),
+        d = dir.path().display()
+    );
+    let s = support::approvals::serve(support::Pgward::start_in(&text, dir.path()).await).await;
+    let client = s.pw.connect().await;
+    let id = s.pw.gateway.registry.list()[0].id;
+    client
+        .simple_query("SELECT 'replay-marker-42' AS marker")
+        .await
+        .expect("query");
+    drop(client);
+    // The recording is complete once its end event is written.
+    let rec = dir.path().join("rec");
+    let started = Instant::now();
+    let key = loop {
+        let done = std::fs::read_dir(&rec).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let ms = name
+                    .strip_prefix(&format!("session-{id}-"))?
+                    .strip_suffix(".jsonl")?
+                    .to_owned();
+                let body = std::fs::read_to_string(e.path()).ok()?;
+                body.contains("\"kind\":\"end\"").then_some(ms)
+            })
+        });
+        if let Some(ms) = done {
+            break format!("{id}-{ms}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no recording");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut browser = Browser::start(&chromium).await;
+    browser.login("root", "root-pw").await;
+    browser
+        .navigate(&format!("http://{}/sessions.html", s.admin))
+        .await;
+    let button = format!("button[data-action=replay][data-recording=\"{key}\"]");
+    browser
+        .wait_for(
+            &format!("document.querySelector('{button}')"),
+            "the recording",
+        )
+        .await;
+    let row = browser
+        .eval(&format!(
+            "document.querySelector('tr[data-recording=\"{key}\"]').innerText"
+        ))
+        .await;
+    assert!(row.as_str().is_some_and(|r| r.contains("alice")), "{row}");
+    browser.click(&button).await;
+    browser
+        .wait_for(
+            "document.getElementById('transcript').textContent.includes('replay-marker-42')",
+            "the transcript",
+        )
+        .await;
+    let transcript = browser
+        .eval("document.getElementById('transcript').textContent")
+        .await;
+    let transcript = transcript.as_str().expect("text");
+    assert!(
+        transcript.contains("=> SELECT 'replay-marker-42' AS marker"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains(&format!("-- session {id} of alice")),
+        "{transcript}"
+    );
+}

@@ -20,6 +20,7 @@
 pub mod approvals;
 pub mod console;
 pub mod metrics;
+mod recordings;
 mod tls;
 
 use crate::gateway::Gateway;
@@ -58,6 +59,7 @@ pub fn router_with(state: AdminState, extra: Router<AdminState>) -> Router {
     let approvals = approvals::routes(&state);
     let authenticated = Router::new()
         .merge(approvals::admin_routes())
+        .merge(recordings::routes())
         .route("/metrics", get(metrics_text))
         .route("/sessions", get(sessions))
         .route("/sessions/{id}/terminate", post(terminate))

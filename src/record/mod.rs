@@ -20,6 +20,7 @@ mod pg;
 pub(crate) mod phase;
 mod queue;
 mod recording;
+pub mod recordings;
 pub mod replay;
 pub mod verify;
 mod writer;

@@ -1,5 +1,6 @@
 // The sessions page: live sessions from the registry, refreshed every few
-// seconds; an admin may terminate one.
+// seconds (an admin may terminate one); past sessions from the recordings,
+// each replayed as a transcript on request.
 "use strict";
 
 async function load() {
@@ -28,5 +29,34 @@ async function load() {
   if (!sessions.length) say("No live sessions.", false);
 }
 
+async function replay(r) {
+  try {
+    const t = await api("GET", "/recordings/" + r.session + "/" + r.started_ms);
+    document.getElementById("replay-title").textContent =
+      "Session " + r.session + " of " + (r.user || "?") + ", started " + (r.started || r.started_ms);
+    document.getElementById("transcript").textContent = t.transcript;
+    document.getElementById("replay").hidden = false;
+  } catch (e) {
+    say("Replay of session " + r.session + ": " + e.message, true);
+  }
+}
+
+async function past() {
+  let list;
+  try { list = (await api("GET", "/recordings")).recordings || []; }
+  catch (e) { say("Recordings: " + e.message, true); return; }
+  const body = document.querySelector("#recordings tbody");
+  body.replaceChildren(...list.map(r => {
+    const key = r.session + "-" + r.started_ms;
+    const show = el("button", { type: "button", "data-action": "replay", "data-recording": key }, "Replay");
+    show.addEventListener("click", () => replay(r));
+    return el("tr", { "data-recording": key },
+      el("td", {}, r.session), el("td", {}, r.user || ""), el("td", {}, r.database || ""),
+      el("td", {}, r.client || ""), el("td", {}, r.started || ""), el("td", {}, r.bytes), el("td", {}, show));
+  }));
+}
+
 load();
+past();
 setInterval(load, 3000);
+setInterval(past, 10000);
