@@ -45,7 +45,7 @@ pub fn list(dir: &Path, limit: usize) -> std::io::Result<Vec<RecordingFile>> {
             })
         })
         .collect();
-    out.sort_by(|a, b| (b.started_ms, b.session).cmp(&(a.started_ms, a.session)));
+    out.sort_by_key(|r| std::cmp::Reverse((r.started_ms, r.session)));
     out.truncate(limit);
     Ok(out)
 }
