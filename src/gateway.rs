@@ -203,6 +203,7 @@ impl Gateway {
             Arc::clone(&rules),
             Arc::clone(&metrics),
         )?);
+        tokens.revocations.use_store(Arc::clone(approvals.store()));
         Ok(Self {
             audit,
             metrics,
@@ -296,6 +297,8 @@ impl Gateway {
         self.policy.store(Arc::clone(&snapshot.policy));
         self.masking.store(Arc::clone(&snapshot.masking));
         if let Some(next) = new_tokens {
+            next.revocations
+                .use_store(Arc::clone(self.approvals.store()));
             let next = Arc::new(next);
             if tokio::runtime::Handle::try_current().is_ok() {
                 next.start(Arc::clone(&self.registry));

@@ -345,6 +345,12 @@ fn token(command: TokenCmd) -> anyhow::Result<()> {
             reason,
         } => {
             let config = Config::load(&config).context("invalid configuration")?;
+            if config.tokens.revocation_store {
+                anyhow::bail!(
+                    "the revocation list lives in the approvals store (tokens.revocation_store): \
+                     revoke through a running pgward's admin API, POST /tokens/{{jti}}/revoke"
+                );
+            }
             let path = config
                 .tokens
                 .revocation_file

@@ -27,6 +27,10 @@ pub const MAX_RECORD: usize = 64 * 1024;
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The list lives in the approvals store, which failed or is not
+    /// connected yet.
+    #[error("the approvals store: {0}")]
+    Approvals(String),
     /// The file could not be opened, read, written or synced.
     #[error("{path}: {source}")]
     Io {

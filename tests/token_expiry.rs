@@ -209,3 +209,69 @@ async fn maximum_session_lifetime_applies_to_password_users() {
         message(&e)
     );
 }
+
+/// With `revocation_store = "approvals"` the list lives in the approvals
+/// store, here PostgreSQL (shared by every instance on it): the admin API
+/// records the revocation there, the live session ends, the token is
+/// refused, and the CLI's file-only command says where to revoke instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_in_the_postgres_approvals_store_end_sessions() {
+    let root = pgward::auth::verifier::ScramVerifier::generate("root-secret");
+    let schema = format!("rev_{:016x}", rand::random::<u64>());
+    let tg = TokenGateway::start_revoking_in_store(
+        "",
+        &format!(
+            "[users.root]\nscram_verifier = \"{root}\"\ngroups = [\"admin\"]\n\
+             [admin]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+             [approvals]\nstore = \"postgres\"\npostgres_upstream = \"{}\"\npostgres_schema = \"{schema}\"\n",
+            support::DB
+        ),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = pgward::admin::router(pgward::admin::AdminState {
+        gw: std::sync::Arc::clone(&tg.pw.gateway),
+        config_path: None,
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    });
+    tokio::spawn(pgward::admin::serve(listener, app, std::future::pending()));
+    let minted = tg.mint("ci-store", &["dev"], Duration::from_secs(300));
+    let other = tg.mint("ci-other", &["dev"], Duration::from_secs(300));
+    let client = tg
+        .connect_tls("ci-store", &minted.token)
+        .await
+        .expect("login");
+    client.simple_query("SELECT 1").await.expect("works");
+    let path = format!("/tokens/{}/revoke", minted.jti);
+    let (status, body) =
+        support::http::http(addr, "POST", &path, Some(("root", "root-secret"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        tg.wait_gone("ci-store", Duration::from_secs(10)).await,
+        "session survived revocation"
+    );
+    tg.refused("ci-store", &minted.token, "was revoked").await;
+    tg.connect_tls("ci-other", &other.token)
+        .await
+        .expect("another token still works");
+    // The record is in the store's table, for every instance on it.
+    let stored = Backend::shared().admin_sql(&format!(
+        "SELECT record::jsonb ->> 'by' FROM {schema}.revocations WHERE id = '{}'",
+        minted.jti
+    ));
+    assert_eq!(stored.trim(), "root");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgward"))
+        .args(["token", "revoke", "--config"])
+        .arg(&tg.config_file)
+        .arg(&other.jti)
+        .output()
+        .expect("cli");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("POST /tokens/{jti}/revoke"),
+        "{out:?}"
+    );
+}

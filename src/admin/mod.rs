@@ -278,13 +278,6 @@ async fn revoke_token(
     axum::Extension(who): axum::Extension<AdminIdentity>,
 ) -> Response {
     let tokens = state.gw.tokens.load_full();
-    let Some(path) = tokens.config.revocation_file.clone() else {
-        return (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": "tokens.revocation_file is not configured" })),
-        )
-            .into_response();
-    };
     if jti.is_empty() || jti.len() > 256 {
         return (
             StatusCode::BAD_REQUEST,
@@ -293,23 +286,46 @@ async fn revoke_token(
             .into_response();
     }
     let reason = format!("revoked by administrator {} (admin API)", who.0);
-    let written = tokio::task::spawn_blocking(move || {
-        crate::auth::token::revocation::revoke(&path, &jti, Some(&reason)).map(|()| jti)
-    })
-    .await;
+    let written = if let Some(store) = tokens.revocations.store() {
+        let revocation = crate::approvals::model::TokenRevocation {
+            id: jti.clone(),
+            at: crate::approvals::model::now_ms(),
+            by: who.0.clone(),
+            reason: Some(reason),
+        };
+        store
+            .revoke_token(&revocation)
+            .await
+            .map_err(|e| e.to_string())
+    } else if let Some(path) = tokens.config.revocation_file.clone() {
+        let jti = jti.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::auth::token::revocation::revoke(&path, &jti, Some(&reason))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    } else {
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({
+                "error": "no revocation list: set tokens.revocation_file or tokens.revocation_store"
+            })),
+        )
+            .into_response();
+    };
     match written {
-        Ok(Ok(jti)) => {
+        Ok(()) => {
+            // Live sessions using it end now, not at the next poll.
+            if let Err(e) = tokens.refresh_revocations().await {
+                tracing::error!(error = %e, "revocation list unreadable after a revocation");
+            }
             tracing::info!(jti, admin = who.0, "token revoked by the admin API");
             Json(serde_json::json!({ "revoked": jti })).into_response()
         }
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({ "error": e.to_string() })),
+            Json(serde_json::json!({ "error": e })),
         )
             .into_response(),
     }

@@ -312,6 +312,20 @@ impl Ticket {
     }
 }
 
+/// A revoked token (`[tokens] revocation_store = "approvals"`): kept for
+/// good, so a revocation is never undone by a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevocation {
+    /// The token's jti.
+    pub id: String,
+    /// When, in milliseconds since the epoch.
+    pub at: u64,
+    /// Who revoked it.
+    pub by: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
 /// Who a grant is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -834,6 +834,8 @@ async fn follow(service: std::sync::Weak<Approvals>, mut changes: broadcast::Rec
                 s.refresh_grants().await;
                 s.settle_elevations(Some(&id)).await;
             }
+            // Applied by the token side (`auth::token::revocation`).
+            Ok(Change::Revocation(_)) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Changes were missed: read what matters again.
                 let ids: Vec<String> = lock(&s.waiters).keys().cloned().collect();

@@ -59,6 +59,17 @@ fn errors_name_the_field() {
             "masking.catalog_timeout",
         ),
         (
+            format!(
+                "{}[tokens]\nrevocation_file = \"r.log\"\nrevocation_store = \"approvals\"\n",
+                minimal("")
+            ),
+            "tokens.revocation_store",
+        ),
+        (
+            format!("{}[tokens]\nrevocation_store = \"redis\"\n", minimal("")),
+            "tokens.revocation_store",
+        ),
+        (
             minimal("connect_timeout = \"5\""),
             "upstreams.main.connect_timeout",
         ),

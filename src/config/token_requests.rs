@@ -109,3 +109,49 @@ pub(super) fn from_raw(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(requesters: &[&str], max_ttl: Option<&str>) -> RawTokenRequest {
+        RawTokenRequest {
+            subjects: vec!["ci-*".into()],
+            requesters: requesters.iter().map(|s| s.to_string()).collect(),
+            approvers: vec!["dba".into()],
+            approvals_required: None,
+            groups: vec!["deploy".into()],
+            max_ttl: max_ttl.map(str::to_owned),
+        }
+    }
+
+    fn field(r: Result<Vec<TokenRequestPolicy>, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Field { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_are_checked_and_allow_only_their_subjects_and_requesters() {
+        let users = [Glob::new("ci-*")];
+        let hour = Duration::from_secs(3600);
+        let ok = from_raw(&[raw(&["dev"], Some("30m"))], &users, hour).expect("valid");
+        assert_eq!(ok[0].max_ttl, Duration::from_secs(1800));
+        assert!(ok[0].allows("ci-agent", &["dev".into()]));
+        assert!(!ok[0].allows("ci-agent", &["ops".into()]));
+        assert!(!ok[0].allows("prod-agent", &["dev".into()]));
+        assert_eq!(
+            field(from_raw(&[raw(&[], None)], &users, hour)),
+            "tokens.requests[0].requesters"
+        );
+        assert_eq!(
+            field(from_raw(&[raw(&["dev"], Some("2h"))], &users, hour)),
+            "tokens.requests[0].max_ttl"
+        );
+        assert_eq!(
+            field(from_raw(&[raw(&["dev"], None)], &[], hour)),
+            "tokens.requests[0].subjects"
+        );
+    }
+}

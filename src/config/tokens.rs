@@ -60,6 +60,11 @@ pub struct RawTokens {
     /// How often running instances look for new revocations. Default `"1s"`.
     #[serde(default)]
     pub revocation_poll: Option<String>,
+    /// `"approvals"`: the revocation list lives in the approvals store
+    /// (`[approvals] store`: the embedded file or PostgreSQL, shared by the
+    /// instances that share it) instead of `revocation_file`. Default: none.
+    #[serde(default)]
+    pub revocation_store: Option<String>,
     /// Tokens issued only once approvers agree (`pgward token request`).
     /// Default: none.
     #[serde(default)]
@@ -179,6 +184,8 @@ pub struct TokensConfig {
     pub revocation_file: Option<PathBuf>,
     /// Revocation polling interval.
     pub revocation_poll: Duration,
+    /// The revocation list lives in the approvals store.
+    pub revocation_store: bool,
     /// Who may ask for approved tokens, for whom.
     pub requests: Vec<super::token_requests::TokenRequestPolicy>,
 }
@@ -488,6 +495,22 @@ pub(super) fn from_raw(
         expiry,
         group_expiry,
         max_session_lifetime: (!lifetime.is_zero()).then_some(lifetime),
+        revocation_store: match t.revocation_store.as_deref() {
+            None => false,
+            Some("approvals") if t.revocation_file.is_some() => {
+                return Err(field_err(
+                    "tokens.revocation_store",
+                    "is set together with tokens.revocation_file; the list lives in one place",
+                ))
+            }
+            Some("approvals") => true,
+            Some(other) => {
+                return Err(field_err(
+                    "tokens.revocation_store",
+                    format!("{other:?} is not \"approvals\" (leave it out for revocation_file)"),
+                ))
+            }
+        },
         revocation_file: t.revocation_file.map(|p| resolve(base, p)),
         revocation_poll: opt_duration("tokens.revocation_poll", &t.revocation_poll, "1s")?,
     })

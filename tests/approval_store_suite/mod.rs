@@ -503,6 +503,47 @@ pub async fn survives_restart(s: Stores) {
         .is_some());
 }
 
+/// Token revocations: recorded once (a second revocation keeps the
+/// first), read by the other instance in order, announced to it, and kept
+/// across a restart.
+pub async fn token_revocations(s: Stores) {
+    use pgward::approvals::model::TokenRevocation;
+    let mut on_b = s.b.subscribe();
+    let first = TokenRevocation {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        at: now_ms(),
+        by: "olga".into(),
+        reason: Some("leaked in a CI log; ' \\ $$ \u{1f512}".into()),
+    };
+    s.a.revoke_token(&first).await.expect("revoke");
+    wait_for_change(&mut on_b, &Change::Revocation(first.id.clone())).await;
+    let again = TokenRevocation {
+        by: "mallory".into(),
+        at: first.at + 5,
+        ..first.clone()
+    };
+    s.b.revoke_token(&again)
+        .await
+        .expect("a second revocation succeeds");
+    let second = TokenRevocation {
+        id: "550e8400-e29b-41d4-a716-446655440000".into(),
+        at: first.at + 10,
+        by: "olga".into(),
+        reason: None,
+    };
+    s.b.revoke_token(&second).await.expect("revoke");
+    let listed = s.a.token_revocations().await.expect("list");
+    assert_eq!(
+        listed,
+        vec![first.clone(), second.clone()],
+        "the first record stands"
+    );
+    let Stores { a, b, reopen } = s;
+    drop((a, b));
+    let kept = reopen().await.token_revocations().await.expect("list");
+    assert!(kept.contains(&first) && kept.contains(&second), "{kept:?}");
+}
+
 /// Every case of the suite, as `#[tokio::test]`s named after them, for one
 /// store: `$open` is an async fn returning [`Stores`].
 #[macro_export]
@@ -511,7 +552,8 @@ macro_rules! approval_store_suite {
         approval_store_suite!(@cases $open;
             create_get_list, hostile_text_round_trips, concurrent_votes_count_exactly,
             refused_updates_change_nothing, consume_exactly_once, expiry,
-            grants_active_and_revoked, changes_reach_other_instances, survives_restart);
+            grants_active_and_revoked, changes_reach_other_instances, survives_restart,
+            token_revocations);
     };
     (@cases $open:path; $($case:ident),*) => {
         $(

@@ -82,6 +82,16 @@ impl TokenGateway {
     /// Starts pgward with tokens for users `ci-*`; `tokens_extra` goes into
     /// `[tokens]`, `extra` after it (more sections).
     pub async fn start(tokens_extra: &str, extra: &str) -> TokenGateway {
+        Self::start_with(tokens_extra, extra, false).await
+    }
+
+    /// As [`Self::start`], with the revocation list in the approvals store
+    /// (`revocation_store = "approvals"`, no revocation file).
+    pub async fn start_revoking_in_store(tokens_extra: &str, extra: &str) -> TokenGateway {
+        Self::start_with(tokens_extra, extra, true).await
+    }
+
+    async fn start_with(tokens_extra: &str, extra: &str, in_store: bool) -> TokenGateway {
         let backend = Backend::shared();
         let dir = backend.cluster.dir();
         let tag = format!("{:08x}", rand::random::<u32>());
@@ -96,7 +106,7 @@ impl TokenGateway {
         );
         let config = format!(
             "{base}\n[tokens]\nissuer = \"{ISSUER}\"\nusers = [\"ci-*\"]\nclock_skew = \"0s\"\n\
-             revocation_file = \"{rev}\"\nrevocation_poll = \"100ms\"\n{tokens_extra}\n\n{k1}\n{old}\n{extra}",
+             {list}\nrevocation_poll = \"100ms\"\n{tokens_extra}\n\n{k1}\n{old}\n{extra}",
             // Token groups map to roles like configured users' groups: the
             // masked auditors act as the least-privilege role.
             base = backend.config(
@@ -108,7 +118,11 @@ impl TokenGateway {
                     super::APP_ROLE
                 )
             ),
-            rev = revocations.display(),
+            list = if in_store {
+                "revocation_store = \"approvals\"".to_owned()
+            } else {
+                format!("revocation_file = \"{}\"", revocations.display())
+            },
             k1 = key.entry("signing"),
             old = retired.entry("retired"),
         );

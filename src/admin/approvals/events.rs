@@ -31,20 +31,24 @@ pub async fn events(
             if let Some(first) = first {
                 return Some((Ok(first), (changes, state, who, None)));
             }
-            let event = match changes.recv().await {
-                Ok(Change::Ticket(id)) => match state.gw.approvals().ticket(&id).await {
-                    Ok(Some(t)) => Event::default()
-                        .event("ticket")
-                        .data(ticket_view(&state.gw, &t, &who, now_ms()).to_string()),
-                    _ => Event::default()
-                        .event("ticket")
+            let event = loop {
+                break match changes.recv().await {
+                    Ok(Change::Ticket(id)) => match state.gw.approvals().ticket(&id).await {
+                        Ok(Some(t)) => Event::default()
+                            .event("ticket")
+                            .data(ticket_view(&state.gw, &t, &who, now_ms()).to_string()),
+                        _ => Event::default()
+                            .event("ticket")
+                            .data(serde_json::json!({ "id": id }).to_string()),
+                    },
+                    Ok(Change::Grant(id)) => Event::default()
+                        .event("grant")
                         .data(serde_json::json!({ "id": id }).to_string()),
-                },
-                Ok(Change::Grant(id)) => Event::default()
-                    .event("grant")
-                    .data(serde_json::json!({ "id": id }).to_string()),
-                Err(RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
-                Err(RecvError::Closed) => return None,
+                    // Not an approver's business: the token side applies it.
+                    Ok(Change::Revocation(_)) => continue,
+                    Err(RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
+                    Err(RecvError::Closed) => return None,
+                };
             };
             Some((Ok(event), (changes, state, who, None)))
         },

@@ -16,7 +16,7 @@
 //!   while pgward is stopped if it ever matters.
 
 use super::{ApprovalStore, ApprovalStoreError, Change, GrantUpdate, TicketUpdate};
-use crate::approvals::model::{now_ms, ApprovalMode, Grant, Ticket, TicketState};
+use crate::approvals::model::{now_ms, ApprovalMode, Grant, Ticket, TicketState, TokenRevocation};
 use crate::store::{AppendLog, Follower, Poll};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -36,6 +36,7 @@ pub const KEEP_FINISHED: u64 = 24 * 60 * 60 * 1000;
 enum Record {
     Ticket(Box<Ticket>),
     Grant(Box<Grant>),
+    Revocation(Box<TokenRevocation>),
 }
 
 /// The file store.
@@ -61,6 +62,8 @@ struct State {
     pruned_at: u64,
     tickets: HashMap<String, Ticket>,
     grants: HashMap<String, Grant>,
+    /// Never pruned: a revocation must outlive every token it names.
+    revocations: HashMap<String, TokenRevocation>,
 }
 
 impl State {
@@ -69,6 +72,7 @@ impl State {
         if poll.reset {
             self.tickets.clear();
             self.grants.clear();
+            // Kept: a replaced file does not undo a revocation.
         }
         let mut changes = Vec::new();
         for record in poll.records {
@@ -83,6 +87,12 @@ impl State {
                     if self.grants.get(&g.id) != Some(&*g) {
                         changes.push(Change::Grant(g.id.clone()));
                         self.grants.insert(g.id.clone(), *g);
+                    }
+                }
+                Record::Revocation(r) => {
+                    if !self.revocations.contains_key(&r.id) {
+                        changes.push(Change::Revocation(r.id.clone()));
+                        self.revocations.insert(r.id.clone(), *r);
                     }
                 }
             }
@@ -152,6 +162,7 @@ impl FileStore {
             pruned_at: 0,
             tickets: HashMap::new(),
             grants: HashMap::new(),
+            revocations: HashMap::new(),
         };
         state.absorb(poll);
         let (changes, _) = broadcast::channel(1024);
@@ -431,6 +442,29 @@ impl ApprovalStore for FileStore {
                 return Ok(out);
             }
         }
+    }
+
+    async fn revoke_token(&self, revocation: &TokenRevocation) -> Result<(), ApprovalStoreError> {
+        let revocation = revocation.clone();
+        self.write(move |state| {
+            if state.revocations.contains_key(&revocation.id) {
+                return Ok((None, ()));
+            }
+            Ok((Some(Record::Revocation(Box::new(revocation))), ()))
+        })
+        .await
+    }
+
+    async fn token_revocations(&self) -> Result<Vec<TokenRevocation>, ApprovalStoreError> {
+        self.read(|state| {
+            if state.revocations.len() > super::MAX_REVOCATIONS {
+                return Err(unavailable("more token revocations than pgward reads"));
+            }
+            let mut all: Vec<TokenRevocation> = state.revocations.values().cloned().collect();
+            all.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+            Ok(all)
+        })
+        .await?
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -10,7 +10,7 @@
 pub mod file;
 pub mod postgres;
 
-use super::model::{Grant, Ticket};
+use super::model::{Grant, Ticket, TokenRevocation};
 use tokio::sync::broadcast;
 
 /// The largest record (a ticket or grant as JSON) a store keeps: a ticket
@@ -54,7 +54,13 @@ pub enum Change {
     Ticket(String),
     /// A grant was created or revoked.
     Grant(String),
+    /// A token was revoked (its jti).
+    Revocation(String),
 }
+
+/// The most token revocations a store returns: a longer list is refused
+/// (fail closed) rather than read short.
+pub const MAX_REVOCATIONS: usize = 100_000;
 
 /// An atomic read-modify-write of one ticket: `Err` leaves it unchanged
 /// and is returned as [`ApprovalStoreError::Refused`].
@@ -108,6 +114,14 @@ pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
         id: &str,
         update: GrantUpdate<'_>,
     ) -> Result<Grant, ApprovalStoreError>;
+
+    /// Records a token revocation; revoking a jti again keeps the first
+    /// record and succeeds.
+    async fn revoke_token(&self, revocation: &TokenRevocation) -> Result<(), ApprovalStoreError>;
+
+    /// Every token revocation, oldest first (at most
+    /// [`MAX_REVOCATIONS`]; more is an error, never a silently short list).
+    async fn token_revocations(&self) -> Result<Vec<TokenRevocation>, ApprovalStoreError>;
 
     /// Changes from now on, from every instance sharing the store. A
     /// lagging receiver must re-read what it cares about.

@@ -216,24 +216,31 @@ impl Drop for TokenAuth {
     }
 }
 
+/// The revocation list `config` names.
+fn revocation_list(config: &TokensConfig) -> revocation::RevocationList {
+    if config.revocation_store {
+        revocation::RevocationList::in_approvals_store()
+    } else {
+        revocation::RevocationList::new(config.revocation_file.as_deref())
+    }
+}
+
 impl TokenAuth {
     /// Prepares verification (TLS configs for JWKS URLs are built here).
     pub fn new(config: Arc<TokensConfig>) -> Result<Self, String> {
-        let revocations = Arc::new(revocation::RevocationList::new(
-            config.revocation_file.as_deref(),
-        ));
+        let revocations = Arc::new(revocation_list(&config));
         Self::with_state(config, revocations, Arc::default())
     }
 
     /// The service for a reloaded `[tokens]`: live sessions carry over, and
     /// so does the revocation list unless its file changed.
     pub fn succeed(config: Arc<TokensConfig>, previous: &TokenAuth) -> Result<Self, String> {
-        let revocations = if config.revocation_file == previous.config.revocation_file {
+        let same = config.revocation_file == previous.config.revocation_file
+            && config.revocation_store == previous.config.revocation_store;
+        let revocations = if same {
             Arc::clone(&previous.revocations)
         } else {
-            Arc::new(revocation::RevocationList::new(
-                config.revocation_file.as_deref(),
-            ))
+            Arc::new(revocation_list(&config))
         };
         Self::with_state(config, revocations, Arc::clone(&previous.live))
     }
@@ -278,7 +285,7 @@ impl TokenAuth {
         for issuer in &self.issuers {
             tasks.push(tokio::spawn(Arc::clone(&issuer.jwks).run()));
         }
-        if self.config.revocation_file.is_some() {
+        if self.revocations.enabled() {
             let weak = Arc::downgrade(self);
             let poll = self.config.revocation_poll;
             tasks.push(tokio::spawn(expiry::watch_revocations(weak, poll)));

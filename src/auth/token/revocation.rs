@@ -1,6 +1,8 @@
-//! Revoked token ids: `pgward token revoke` appends to the store file;
-//! every instance follows it, refuses the ids at login from then on, and
-//! ends the live sessions that use them.
+//! Revoked token ids: `pgward token revoke` appends to the store file, or
+//! (`revocation_store = "approvals"`) the admin API records them in the
+//! approvals store (the embedded file, or PostgreSQL shared by several
+//! instances); every instance follows the list, refuses the ids at login
+//! from then on, and ends the live sessions that use them.
 
 use crate::store::{AppendLog, Follower, StoreError};
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,10 @@ pub fn revoke(path: &Path, jti: &str, reason: Option<&str>) -> Result<(), StoreE
 /// The revoked ids known to this instance.
 pub struct RevocationList {
     follower: Option<Arc<Mutex<Follower>>>,
+    /// The list lives in the approvals store (set once it is open; until
+    /// then a refresh fails, and token logins with it: fail closed).
+    in_store: bool,
+    store: std::sync::OnceLock<Arc<dyn crate::approvals::store::ApprovalStore>>,
     revoked: RwLock<HashSet<String>>,
 }
 
@@ -47,8 +53,36 @@ impl RevocationList {
     pub fn new(path: Option<&Path>) -> Self {
         Self {
             follower: path.map(|p| Arc::new(Mutex::new(AppendLog::new(p).follower()))),
+            in_store: false,
+            store: std::sync::OnceLock::new(),
             revoked: RwLock::new(HashSet::new()),
         }
+    }
+
+    /// A list kept in the approvals store, connected by [`Self::use_store`].
+    pub fn in_approvals_store() -> Self {
+        Self {
+            in_store: true,
+            ..Self::new(None)
+        }
+    }
+
+    /// Connects a list kept in the approvals store to it (once).
+    pub fn use_store(&self, store: Arc<dyn crate::approvals::store::ApprovalStore>) {
+        if self.in_store {
+            let _ = self.store.set(store);
+        }
+    }
+
+    /// Where revocations are written: the approvals store, when the list
+    /// lives there.
+    pub fn store(&self) -> Option<&Arc<dyn crate::approvals::store::ApprovalStore>> {
+        self.store.get()
+    }
+
+    /// Whether anything can ever be revoked.
+    pub fn enabled(&self) -> bool {
+        self.in_store || self.follower.is_some()
     }
 
     /// Whether this id is revoked (as of the last refresh).
@@ -63,6 +97,22 @@ impl RevocationList {
     /// threads) and returns the newly revoked ids. An unreadable store is
     /// an error: callers fail closed.
     pub async fn refresh(&self) -> Result<Vec<String>, StoreError> {
+        if self.in_store {
+            let store = self
+                .store
+                .get()
+                .ok_or_else(|| StoreError::Approvals("not connected".into()))?;
+            let all = store
+                .token_revocations()
+                .await
+                .map_err(|e| StoreError::Approvals(e.to_string()))?;
+            let mut set = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+            return Ok(all
+                .into_iter()
+                .filter(|r| set.insert(r.id.clone()))
+                .map(|r| r.id)
+                .collect());
+        }
         let Some(follower) = &self.follower else {
             return Ok(Vec::new());
         };

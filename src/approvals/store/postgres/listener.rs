@@ -54,6 +54,7 @@ pub(super) fn payload(change: &Change) -> String {
     match change {
         Change::Ticket(id) => format!("ticket:{id}"),
         Change::Grant(id) => format!("grant:{id}"),
+        Change::Revocation(id) => format!("revocation:{id}"),
     }
 }
 
@@ -69,6 +70,7 @@ pub(super) fn parse_payload(payload: &[u8]) -> Option<Change> {
     match kind {
         "ticket" => Some(Change::Ticket(id.to_owned())),
         "grant" => Some(Change::Grant(id.to_owned())),
+        "revocation" => Some(Change::Revocation(id.to_owned())),
         _ => None,
     }
 }

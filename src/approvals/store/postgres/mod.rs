@@ -24,7 +24,7 @@ mod record;
 mod schema;
 
 use super::{ApprovalStore, ApprovalStoreError, Change, GrantUpdate, TicketUpdate};
-use crate::approvals::model::{now_ms, Grant, Ticket, TicketState};
+use crate::approvals::model::{now_ms, Grant, Ticket, TicketState, TokenRevocation};
 use crate::auth::backend::Upstream;
 use crate::upstream::query::dollar_quoted as literal;
 use pool::{unavailable, Pool};
@@ -535,6 +535,30 @@ impl ApprovalStore for PgStore {
         update: GrantUpdate<'_>,
     ) -> Result<Grant, ApprovalStoreError> {
         self.update_one(id, update).await
+    }
+
+    async fn revoke_token(&self, revocation: &TokenRevocation) -> Result<(), ApprovalStoreError> {
+        match self.create(revocation).await {
+            // Revoked before: the first record stands.
+            Ok(()) | Err(ApprovalStoreError::Exists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn token_revocations(&self) -> Result<Vec<TokenRevocation>, ApprovalStoreError> {
+        let limit = super::MAX_REVOCATIONS;
+        let sql = format!(
+            "SELECT record FROM {} ORDER BY created_at, id LIMIT {}",
+            self.table::<TokenRevocation>(),
+            limit + 1
+        );
+        let rows = self.read(&sql).await?;
+        if rows.len() > limit {
+            return Err(unavailable("more token revocations than pgward reads"));
+        }
+        rows.iter()
+            .map(|row| decode(TokenRevocation::KIND, row.first()))
+            .collect()
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

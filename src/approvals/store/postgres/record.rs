@@ -3,7 +3,9 @@
 //! and order on, as SQL literals; and the checks on what comes back.
 
 use super::pool::unavailable;
-use crate::approvals::model::{Grant, GrantScope, GrantSubject, Ticket, TicketState};
+use crate::approvals::model::{
+    Grant, GrantScope, GrantSubject, Ticket, TicketState, TokenRevocation,
+};
 use crate::approvals::store::{ApprovalStoreError, Change, MAX_RECORD_BYTES};
 use crate::upstream::query::dollar_quoted as literal;
 
@@ -143,6 +145,20 @@ impl Record for Ticket {
     }
     fn refresh(&mut self, now: u64) {
         self.expire(now);
+    }
+}
+
+impl Record for TokenRevocation {
+    const KIND: &'static str = "revocation";
+    const TABLE: &'static str = "revocations";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn columns(&self) -> Vec<(&'static str, String)> {
+        vec![("created_at", column_ms(self.at).to_string())]
+    }
+    fn change(id: String) -> Change {
+        Change::Revocation(id)
     }
 }
 

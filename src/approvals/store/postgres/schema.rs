@@ -15,9 +15,10 @@ use crate::approvals::store::ApprovalStoreError;
 
 /// `(version, statements)`; `{s}` is the quoted schema name. Never edit a
 /// released migration: add the next one.
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    "CREATE TABLE {s}.tickets (
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE {s}.tickets (
         id text PRIMARY KEY,
         state text NOT NULL,
         mode text NOT NULL,
@@ -42,10 +43,19 @@ const MIGRATIONS: &[(u32, &str)] = &[(
     );
     CREATE INDEX grants_newest ON {s}.grants (created_at DESC, id DESC);
     CREATE INDEX grants_active ON {s}.grants (expires_at) WHERE NOT revoked;",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE {s}.revocations (
+        id text PRIMARY KEY,
+        created_at bigint NOT NULL,
+        record text NOT NULL
+    );",
+    ),
+];
 
 /// The newest schema version this pgward knows.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `name` as a quoted identifier (the config allows only `[a-z0-9_]`, so
 /// this is belt and braces).
