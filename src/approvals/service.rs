@@ -659,13 +659,8 @@ impl Approvals {
         ticket: Ticket,
         note: Option<Note>,
     ) -> oneshot::Receiver<Release> {
-        let (tx, rx) = oneshot::channel();
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let release = this.use_or_ask(ticket, note.as_ref()).await;
-            let _ = tx.send(release);
-        });
-        rx
+        answer_later(async move { this.use_or_ask(ticket, note.as_ref()).await })
     }
 
     async fn use_or_ask(&self, ticket: Ticket, note: Option<&Note>) -> Release {
@@ -781,10 +776,9 @@ impl Approvals {
         ticket: Ticket,
         note: Option<Note>,
     ) -> oneshot::Receiver<Release> {
-        let (tx, rx) = oneshot::channel();
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let release = match this.store.create_ticket(&ticket).await {
+        answer_later(async move {
+            match this.store.create_ticket(&ticket).await {
                 Ok(()) => {
                     this.metrics.approvals.ended(ticket.state, Duration::ZERO);
                     Release::Run
@@ -796,11 +790,21 @@ impl Approvals {
                     }
                     Release::Refuse(store_refusal(&e))
                 }
-            };
-            let _ = tx.send(release);
-        });
-        rx
+            }
+        })
     }
+}
+
+/// The answer to a hold, worked out in a task of its own (phases never
+/// wait on I/O); a dropped receiver (the client went away) is no error.
+fn answer_later(
+    release: impl std::future::Future<Output = Release> + Send + 'static,
+) -> oneshot::Receiver<Release> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(release.await);
+    });
+    rx
 }
 
 /// The refusal when the store fails.
