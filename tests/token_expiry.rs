@@ -259,7 +259,7 @@ async fn revocations_in_the_postgres_approvals_store_end_sessions() {
         .expect("another token still works");
     // The record is in the store's table, for every instance on it.
     let stored = Backend::shared().admin_sql(&format!(
-        "SELECT record::jsonb ->> 'by' FROM {schema}.revocations WHERE id = '{}'",
+        "SELECT record::jsonb ->> 'by' FROM {schema}.revocations WHERE record::jsonb ->> 'jti' = '{}'",
         minted.jti
     ));
     assert_eq!(stored.trim(), "root");

@@ -287,12 +287,7 @@ async fn revoke_token(
     }
     let reason = format!("revoked by administrator {} (admin API)", who.0);
     let written = if let Some(store) = tokens.revocations.store() {
-        let revocation = crate::approvals::model::TokenRevocation {
-            id: jti.clone(),
-            at: crate::approvals::model::now_ms(),
-            by: who.0.clone(),
-            reason: Some(reason),
-        };
+        let revocation = crate::approvals::model::TokenRevocation::new(&jti, &who.0, Some(reason));
         store
             .revoke_token(&revocation)
             .await

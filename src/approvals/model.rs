@@ -316,14 +316,32 @@ impl Ticket {
 /// good, so a revocation is never undone by a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRevocation {
-    /// The token's jti.
+    /// Its key in the store: hex SHA-256 of the jti (an external issuer's
+    /// jti may hold any characters; the key is always a plain id).
     pub id: String,
+    /// The token's jti, as the token carries it.
+    pub jti: String,
     /// When, in milliseconds since the epoch.
     pub at: u64,
     /// Who revoked it.
     pub by: String,
     /// Why.
     pub reason: Option<String>,
+}
+
+impl TokenRevocation {
+    /// The revocation of `jti` by `by`, now.
+    pub fn new(jti: &str, by: &str, reason: Option<String>) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(jti.as_bytes());
+        Self {
+            id: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            jti: jti.to_owned(),
+            at: now_ms(),
+            by: by.to_owned(),
+            reason,
+        }
+    }
 }
 
 /// Who a grant is for.

@@ -109,8 +109,8 @@ impl RevocationList {
             let mut set = self.revoked.write().unwrap_or_else(|p| p.into_inner());
             return Ok(all
                 .into_iter()
-                .filter(|r| set.insert(r.id.clone()))
-                .map(|r| r.id)
+                .filter(|r| set.insert(r.jti.clone()))
+                .map(|r| r.jti)
                 .collect());
         }
         let Some(follower) = &self.follower else {
