@@ -207,10 +207,7 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Doctor { config, json } => runtime.block_on(doctor(config, json)),
         Cmd::Passwd { user } => passwd(&user),
-        Cmd::Token {
-            command: TokenCmd::Request(args),
-        } => runtime.block_on(token_request_cli::request(args)),
-        Cmd::Token { command } => token(command),
+        Cmd::Token { command } => token(command, &runtime),
         Cmd::Demo { port } => runtime.block_on(demo::run(port)),
         Cmd::Audit { command } => audit(command),
         Cmd::Replay { session, dir } => replay(session, &dir),
@@ -291,7 +288,7 @@ fn audit(command: AuditCmd) -> anyhow::Result<()> {
     }
 }
 
-fn token(command: TokenCmd) -> anyhow::Result<()> {
+fn token(command: TokenCmd, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     use pgward::auth::token::{mint, revocation, utc};
     match command {
         TokenCmd::Keygen { kid, out } => {
@@ -337,8 +334,7 @@ fn token(command: TokenCmd) -> anyhow::Result<()> {
             println!("{}", minted.token);
             Ok(())
         }
-        // Handled with the runtime in `main`.
-        TokenCmd::Request(_) => anyhow::bail!("token request needs the runtime"),
+        TokenCmd::Request(args) => runtime.block_on(token_request_cli::request(args)),
         TokenCmd::Revoke {
             config,
             jti,

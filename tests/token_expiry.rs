@@ -143,6 +143,22 @@ async fn a_revoked_jti_ends_its_live_session_and_is_refused() {
         .contains("laptop lost"));
 }
 
+/// The admin API of `tg`'s gateway on a free port.
+async fn admin_api(tg: &TokenGateway) -> std::net::SocketAddr {
+    let state = pgward::admin::AdminState {
+        gw: std::sync::Arc::clone(&tg.pw.gateway),
+        config_path: None,
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    pgward::admin::start(
+        state,
+        "127.0.0.1:0".parse().expect("addr"),
+        Default::default(),
+    )
+    .await
+    .expect("admin listener")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_revokes_a_token_and_ends_its_session() {
     let root = pgward::auth::verifier::ScramVerifier::generate("root-secret");
@@ -154,16 +170,7 @@ async fn the_admin_api_revokes_a_token_and_ends_its_session() {
         ),
     )
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = pgward::admin::router(pgward::admin::AdminState {
-        gw: std::sync::Arc::clone(&tg.pw.gateway),
-        config_path: None,
-        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
-    });
-    tokio::spawn(pgward::admin::serve(listener, app, std::future::pending()));
+    let addr = admin_api(&tg).await;
     let minted = tg.mint("ci-api", &["dev"], Duration::from_secs(300));
     let client = tg
         .connect_tls("ci-api", &minted.token)
@@ -228,16 +235,7 @@ async fn revocations_in_the_postgres_approvals_store_end_sessions() {
         ),
     )
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = pgward::admin::router(pgward::admin::AdminState {
-        gw: std::sync::Arc::clone(&tg.pw.gateway),
-        config_path: None,
-        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
-    });
-    tokio::spawn(pgward::admin::serve(listener, app, std::future::pending()));
+    let addr = admin_api(&tg).await;
     let minted = tg.mint("ci-store", &["dev"], Duration::from_secs(300));
     let other = tg.mint("ci-other", &["dev"], Duration::from_secs(300));
     let client = tg

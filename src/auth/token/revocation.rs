@@ -38,13 +38,20 @@ pub fn revoke(path: &Path, jti: &str, reason: Option<&str>) -> Result<(), StoreE
     })
 }
 
+/// Where the list is read from.
+enum Source {
+    /// Nowhere: nothing is ever revoked.
+    None,
+    /// The revocation file.
+    File(Arc<Mutex<Follower>>),
+    /// The approvals store, set once it is open (until then a refresh
+    /// fails, and token logins with it: fail closed).
+    Store(std::sync::OnceLock<Arc<dyn crate::approvals::store::ApprovalStore>>),
+}
+
 /// The revoked ids known to this instance.
 pub struct RevocationList {
-    follower: Option<Arc<Mutex<Follower>>>,
-    /// The list lives in the approvals store (set once it is open; until
-    /// then a refresh fails, and token logins with it: fail closed).
-    in_store: bool,
-    store: std::sync::OnceLock<Arc<dyn crate::approvals::store::ApprovalStore>>,
+    source: Source,
     revoked: RwLock<HashSet<String>>,
 }
 
@@ -52,9 +59,10 @@ impl RevocationList {
     /// Follows the store at `path`, or none (nothing is ever revoked).
     pub fn new(path: Option<&Path>) -> Self {
         Self {
-            follower: path.map(|p| Arc::new(Mutex::new(AppendLog::new(p).follower()))),
-            in_store: false,
-            store: std::sync::OnceLock::new(),
+            source: match path {
+                Some(p) => Source::File(Arc::new(Mutex::new(AppendLog::new(p).follower()))),
+                None => Source::None,
+            },
             revoked: RwLock::new(HashSet::new()),
         }
     }
@@ -62,27 +70,30 @@ impl RevocationList {
     /// A list kept in the approvals store, connected by [`Self::use_store`].
     pub fn in_approvals_store() -> Self {
         Self {
-            in_store: true,
-            ..Self::new(None)
+            source: Source::Store(std::sync::OnceLock::new()),
+            revoked: RwLock::new(HashSet::new()),
         }
     }
 
     /// Connects a list kept in the approvals store to it (once).
     pub fn use_store(&self, store: Arc<dyn crate::approvals::store::ApprovalStore>) {
-        if self.in_store {
-            let _ = self.store.set(store);
+        if let Source::Store(cell) = &self.source {
+            let _ = cell.set(store);
         }
     }
 
     /// Where revocations are written: the approvals store, when the list
     /// lives there.
     pub fn store(&self) -> Option<&Arc<dyn crate::approvals::store::ApprovalStore>> {
-        self.store.get()
+        match &self.source {
+            Source::Store(cell) => cell.get(),
+            _ => None,
+        }
     }
 
     /// Whether anything can ever be revoked.
     pub fn enabled(&self) -> bool {
-        self.in_store || self.follower.is_some()
+        !matches!(self.source, Source::None)
     }
 
     /// Whether this id is revoked (as of the last refresh).
@@ -97,24 +108,24 @@ impl RevocationList {
     /// threads) and returns the newly revoked ids. An unreadable store is
     /// an error: callers fail closed.
     pub async fn refresh(&self) -> Result<Vec<String>, StoreError> {
-        if self.in_store {
-            let store = self
-                .store
-                .get()
-                .ok_or_else(|| StoreError::Approvals("not connected".into()))?;
-            let all = store
-                .token_revocations()
-                .await
-                .map_err(|e| StoreError::Approvals(e.to_string()))?;
-            let mut set = self.revoked.write().unwrap_or_else(|p| p.into_inner());
-            return Ok(all
-                .into_iter()
-                .filter(|r| set.insert(r.jti.clone()))
-                .map(|r| r.jti)
-                .collect());
-        }
-        let Some(follower) = &self.follower else {
-            return Ok(Vec::new());
+        let follower = match &self.source {
+            Source::None => return Ok(Vec::new()),
+            Source::File(follower) => follower,
+            Source::Store(cell) => {
+                let store = cell
+                    .get()
+                    .ok_or_else(|| StoreError::Approvals("not connected".into()))?;
+                let all = store
+                    .token_revocations()
+                    .await
+                    .map_err(|e| StoreError::Approvals(e.to_string()))?;
+                let mut set = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+                return Ok(all
+                    .into_iter()
+                    .filter(|r| set.insert(r.jti.clone()))
+                    .map(|r| r.jti)
+                    .collect());
+            }
         };
         let follower = Arc::clone(follower);
         let poll = tokio::task::spawn_blocking(move || {
