@@ -977,3 +977,36 @@ async fn an_approval_on_one_instance_releases_a_statement_held_on_another() {
     update.await.expect("task").expect("ran on B");
     assert_eq!(value(&a, "appr_shared").await, 2);
 }
+
+/// A statement prepared in the extended protocol (whose Parse is not held:
+/// approval is asked at Bind) and run by SQL `EXECUTE` in a simple Query
+/// (the two share one namespace) is held all the same: EXECUTE inherits
+/// the prepared statement's verdict, and a denial keeps it from running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_execute_of_a_protocol_prepared_statement_is_held() {
+    use support::raw::error_of;
+    let (pw, _dir) = start("appr_exec", "", "").await;
+    let (mut raw, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    // The Parse goes through: approval is asked when it runs.
+    let mut parse = bytes::BytesMut::new();
+    pgward::wire::encode::parse_named(&mut parse, b"up", "UPDATE appr_exec SET v = 9 WHERE id = 1");
+    raw.send(&parse).await;
+    raw.send(&support::raw::message(b'S', &[])).await;
+    let parsed = raw.until_ready().await;
+    assert!(error_of(&parsed).is_none(), "{parsed:?}");
+    let run = tokio::spawn(async move {
+        raw.send(&query("EXECUTE up")).await;
+        raw.until_ready().await
+    });
+    let t = pending(&pw, &[]).await;
+    assert_eq!(t.statement, "EXECUTE up");
+    pw.gateway
+        .approvals()
+        .vote(&t.id, &carol(), false, Some("no".into()))
+        .await
+        .expect("deny");
+    let answer = run.await.expect("task");
+    let e = error_of(&answer).expect("denied");
+    assert_eq!(e.sqlstate(), "42501", "{answer:?}");
+    assert_eq!(value(&pw, "appr_exec").await, 1);
+}
