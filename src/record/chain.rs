@@ -31,13 +31,20 @@ pub(crate) fn hash_line(line: &[u8]) -> Hash {
 
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    hex_into(&mut out, bytes);
+    // Hex digits only.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lower-case hex, appended (one table lookup per digit: every line of the
+/// trail carries 64 of them).
+pub(crate) fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
+    }
 }
 
 /// A key file that cannot be used.
@@ -200,10 +207,30 @@ impl Head {
     /// newline) and moves the head past it.
     pub(crate) fn chain(&mut self, object: &str) -> String {
         let rest = object.strip_prefix('{').unwrap_or(object);
-        let mut line = format!("{{\"seq\":{},\"prev\":\"{}\",", self.seq, hex(&self.prev));
-        line.push_str(rest);
-        self.advance(&line);
-        line
+        let mut line = Vec::with_capacity(88 + rest.len());
+        self.begin(&mut line);
+        line.extend_from_slice(rest.as_bytes());
+        self.seal(&line);
+        // A str with ASCII put in front: valid UTF-8.
+        String::from_utf8(line)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// Starts the next line in `line` (cleared first): `{"seq":N,"prev":"<hex>",`.
+    /// The object's members and its closing brace follow, then [`Head::seal`].
+    pub(crate) fn begin(&self, line: &mut Vec<u8>) {
+        line.clear();
+        line.extend_from_slice(b"{\"seq\":");
+        line.extend_from_slice(itoa::Buffer::new().format(self.seq).as_bytes());
+        line.extend_from_slice(b",\"prev\":\"");
+        hex_into(line, &self.prev);
+        line.extend_from_slice(b"\",");
+    }
+
+    /// Moves the head past `line`, a whole line begun with [`Head::begin`].
+    pub(crate) fn seal(&mut self, line: &[u8]) {
+        self.prev = hash_line(line);
+        self.seq += 1;
     }
 
     /// A signed checkpoint line (`signer` required): `fields` are extra
@@ -218,13 +245,8 @@ impl Head {
         line.push_str(SIG_FIELD);
         line.push_str(&sig);
         line.push_str("\"}");
-        self.advance(&line);
+        self.seal(line.as_bytes());
         line
-    }
-
-    fn advance(&mut self, line: &str) {
-        self.prev = hash_line(line.as_bytes());
-        self.seq += 1;
     }
 }
 

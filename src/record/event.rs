@@ -1,6 +1,7 @@
 //! Audit records: what one line of the trail says (docs/audit.md lists the
 //! fields). Built on the session's task, serialized on the writer's.
 
+use super::json::SessionRecord;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -113,8 +114,14 @@ pub struct StatementFields {
 
 /// A value shared by many records (a session's fields), serialized as
 /// the value itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Shared<T>(pub Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
 
 impl<T: Serialize> Serialize for Shared<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -149,13 +156,13 @@ pub enum Event {
     SessionStart {
         /// Who.
         #[serde(flatten)]
-        session: Shared<SessionFields>,
+        session: Shared<SessionRecord>,
     },
     /// A session ended.
     SessionEnd {
         /// Who.
         #[serde(flatten)]
-        session: Shared<SessionFields>,
+        session: Shared<SessionRecord>,
         /// Why it ended.
         reason: String,
         /// Statements recorded in it.
@@ -169,7 +176,7 @@ pub enum Event {
     Statement {
         /// Who.
         #[serde(flatten)]
-        session: Shared<SessionFields>,
+        session: Shared<SessionRecord>,
         /// What.
         #[serde(flatten)]
         statement: Box<StatementFields>,
@@ -201,19 +208,11 @@ impl Record {
 
     /// Its JSON object, time first (the chain adds `seq` and `prev` in
     /// front).
+    #[cfg(test)]
     pub(crate) fn to_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            time: String,
-            #[serde(flatten)]
-            event: &'a Event,
-        }
-        let line = Line {
-            time: rfc3339(self.time),
-            event: &self.event,
-        };
-        // Serializing plain strings and numbers cannot fail.
-        serde_json::to_string(&line).unwrap_or_else(|_| "{}".into())
+        let mut out = Vec::new();
+        super::json::write_record(&mut out, self);
+        String::from_utf8(out).expect("records are UTF-8")
     }
 }
 
@@ -234,7 +233,7 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
 /// `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -266,7 +265,7 @@ mod tests {
 
     #[test]
     fn statement_records_flatten_into_one_object() {
-        let session = Shared(Arc::new(SessionFields {
+        let session = Shared(Arc::new(SessionRecord::new(SessionFields {
             session: 7,
             user: "alice".into(),
             groups: vec!["dev".into()],
@@ -280,7 +279,7 @@ mod tests {
                 subject: Some("alice".into()),
                 jti: Some("j-1".into()),
             }),
-        }));
+        })));
         let r = Record::now(Event::SessionEnd {
             session,
             reason: "client closed the connection".into(),

@@ -13,6 +13,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Bytes buffered before a write to the file: a batch of records (up to
+/// 1,024 lines of a few hundred bytes) goes out in a few writes.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// The file name of file `n`.
 pub(crate) fn file_name(n: u64) -> String {
     format!("pgward-audit-{n:08}.jsonl")
@@ -78,7 +82,10 @@ impl Trail {
             dir: dir.to_owned(),
             rotation,
             number,
-            file: std::io::BufWriter::new(create(&dir.join(file_name(number)))?),
+            file: std::io::BufWriter::with_capacity(
+                WRITE_BUFFER,
+                create(&dir.join(file_name(number)))?,
+            ),
             written: 0,
             opened: Instant::now(),
             since_checkpoint: 0,
@@ -91,12 +98,12 @@ impl Trail {
         self.retain()?;
         let oldest = list(&self.dir)?.first().map_or(self.number, |(n, _)| *n);
         let object = super::chain::header_object(self.number, oldest, "");
-        self.line(&head.chain(&object))
+        self.line(head.chain(&object).as_bytes())
     }
 
     /// Appends one line.
-    pub(crate) fn line(&mut self, line: &str) -> std::io::Result<()> {
-        self.file.write_all(line.as_bytes())?;
+    pub(crate) fn line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(line)?;
         self.file.write_all(b"\n")?;
         self.written += line.len() as u64 + 1;
         self.since_checkpoint += 1;
@@ -121,7 +128,7 @@ impl Trail {
         reason: &str,
     ) -> std::io::Result<()> {
         let fields = super::chain::checkpoint_fields(self.number, reason);
-        self.line(&head.checkpoint(signer, &fields))?;
+        self.line(head.checkpoint(signer, &fields).as_bytes())?;
         self.since_checkpoint = 0;
         self.file.flush()?;
         self.file.get_ref().sync_data()
@@ -140,7 +147,10 @@ impl Trail {
     pub(crate) fn rotate(&mut self, head: &mut Head, signer: &Signer) -> std::io::Result<()> {
         self.checkpoint(head, signer, "rotate")?;
         self.number += 1;
-        self.file = std::io::BufWriter::new(create(&self.dir.join(file_name(self.number)))?);
+        self.file = std::io::BufWriter::with_capacity(
+            WRITE_BUFFER,
+            create(&self.dir.join(file_name(self.number)))?,
+        );
         self.written = 0;
         self.opened = Instant::now();
         self.header(head)

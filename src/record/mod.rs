@@ -14,6 +14,8 @@
 pub mod chain;
 pub mod event;
 mod files;
+mod json;
+pub use json::SessionRecord;
 pub mod ocsf;
 pub(crate) mod params;
 mod pg;
@@ -280,7 +282,7 @@ impl Audit {
         self: &Arc<Self>,
         info: &SessionInfo,
     ) -> Result<(SessionAudit, phase::AuditPhase), crate::error::SessionError> {
-        let fields = Arc::new(SessionFields {
+        let fields = Arc::new(SessionRecord::new(SessionFields {
             session: info.id,
             user: info.identity.user.clone(),
             groups: info.identity.groups.clone(),
@@ -297,7 +299,7 @@ impl Audit {
                 }),
                 crate::auth::identity::Credential::Password => None,
             },
-        });
+        }));
         let fail_closed = self.fail_closed_for(&info.identity);
         let start = Record::now(Event::SessionStart {
             session: event::Shared(Arc::clone(&fields)),
@@ -342,7 +344,7 @@ impl Audit {
 /// A session's end record, to be written when it ends.
 pub(crate) struct SessionAudit {
     audit: Arc<Audit>,
-    fields: Arc<SessionFields>,
+    fields: Arc<SessionRecord>,
     end_slot: Option<queue::Slot>,
     counters: Arc<SessionCounters>,
     started: Instant,

@@ -14,9 +14,7 @@
 //! runs; without room the statement is held (the hold waits for room, up to
 //! `[audit] full_timeout`) and then refused with 53000.
 
-use super::event::{
-    Decision as Recorded, Event, Record, SessionFields, Shared, StatementFields, Text,
-};
+use super::event::{Decision as Recorded, Event, Record, Shared, StatementFields, Text};
 use super::queue::Slot;
 use super::{Audit, SessionCounters};
 use crate::session::phases::{
@@ -103,7 +101,7 @@ impl Pending {
 /// One session's audit phase.
 pub(crate) struct AuditPhase {
     audit: Arc<Audit>,
-    fields: Arc<SessionFields>,
+    fields: Arc<super::SessionRecord>,
     identity: crate::policy::rules::Identity,
     fail_closed: bool,
     counters: Arc<SessionCounters>,
@@ -119,7 +117,7 @@ pub(crate) struct AuditPhase {
 impl AuditPhase {
     pub(crate) fn new(
         audit: Arc<Audit>,
-        fields: Arc<SessionFields>,
+        fields: Arc<super::SessionRecord>,
         identity: crate::policy::rules::Identity,
         fail_closed: bool,
         counters: Arc<SessionCounters>,

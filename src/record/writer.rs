@@ -87,13 +87,16 @@ pub(crate) fn run(
 ) {
     let mut next_checkpoint = Instant::now() + interval;
     let mut dirty = false;
+    // One line's bytes, reused for every record.
+    let mut line = Vec::with_capacity(1024);
     loop {
         let (batch, closed) = queue.take(next_checkpoint);
         let result: std::io::Result<()> = (|| {
             match &mut sink {
                 Sink::Files(trail) => {
                     for record in &batch {
-                        trail.line(&head.chain(&record.to_json()))?;
+                        chain_record(&mut head, &mut line, record);
+                        trail.line(&line)?;
                         if trail.due() {
                             if let Some(signer) = &signer {
                                 trail.rotate(&mut head, signer)?;
@@ -105,7 +108,9 @@ pub(crate) fn run(
                 Sink::Stdout => {
                     let mut out = std::io::stdout().lock();
                     for record in &batch {
-                        writeln!(out, "{}", head.chain(&record.to_json()))?;
+                        chain_record(&mut head, &mut line, record);
+                        out.write_all(&line)?;
+                        out.write_all(b"\n")?;
                     }
                     out.flush()?;
                     dirty |= !batch.is_empty();
@@ -141,6 +146,14 @@ pub(crate) fn run(
             return;
         }
     }
+}
+
+/// Chains `record` into `line` (its bytes without newline) and moves the
+/// head past it.
+fn chain_record(head: &mut Head, line: &mut Vec<u8>, record: &super::event::Record) {
+    head.begin(line);
+    super::json::write_members(line, record);
+    head.seal(line);
 }
 
 /// A checkpoint where one is due: always at close, else only when lines
@@ -190,11 +203,13 @@ fn insert_until_done(
     queue: &Queue,
 ) {
     let mut next = *head;
+    let mut line = Vec::new();
     let lines: Vec<(u64, String)> = batch
         .iter()
         .map(|r| {
             let seq = next.seq;
-            (seq, next.chain(&r.to_json()))
+            chain_record(&mut next, &mut line, r);
+            (seq, String::from_utf8_lossy(&line).into_owned())
         })
         .collect();
     let mut tries = 0u32;
