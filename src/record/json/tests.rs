@@ -170,8 +170,10 @@ fn chained_lines_are_the_object_after_seq_and_prev() {
     let mut line = Vec::new();
     head.begin(&mut line);
     write_members(&mut line, &r);
+    head.seal(&line);
     let mut other = crate::record::chain::Head::genesis();
     assert_eq!(String::from_utf8(line).unwrap(), other.chain(&by_serde(&r)));
+    assert_eq!(head, other);
 }
 
 proptest! {
