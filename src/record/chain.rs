@@ -44,10 +44,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// trail carries 64 of them).
 pub(crate) fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0xf)]);
-    }
+    out.reserve(bytes.len() * 2);
+    out.extend(
+        bytes
+            .iter()
+            .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]),
+    );
 }
 
 /// A key file that cannot be used.
