@@ -131,7 +131,7 @@ fn binary(oid: Option<u32>, v: &[u8]) -> String {
         Some(701) => fixed(8).map(|b| f64::from_be_bytes(eight(b)).to_string()),
         Some(19 | 25 | 1042 | 1043) => Some(cut(&String::from_utf8_lossy(v), MAX_PARAM)),
         Some(2950) => fixed(16).map(|b| {
-            let h = hex(b);
+            let h = crate::record::chain::hex(b);
             format!(
                 "{}-{}-{}-{}-{}",
                 &h[..8],
@@ -173,7 +173,7 @@ fn binary(oid: Option<u32>, v: &[u8]) -> String {
     };
     decoded.unwrap_or_else(|| {
         let shown = &v[..v.len().min(MAX_PARAM / 2)];
-        let mut s = format!("\\x{}", hex(shown));
+        let mut s = format!("\\x{}", crate::record::chain::hex(shown));
         if shown.len() < v.len() {
             s.push_str(&format!("... ({} bytes)", v.len()));
         }
@@ -185,10 +185,6 @@ fn eight(b: &[u8]) -> [u8; 8] {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[..8]);
     a
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Days since 2000-01-01 as `YYYY-MM-DD` (proleptic Gregorian; the civil

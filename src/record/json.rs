@@ -258,9 +258,9 @@ fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Most values need no escape: one branch-free pass (which the compiler
     // vectorizes) and one copy.
-    let clean = !bytes
-        .iter()
-        .fold(false, |dirty, &b| dirty | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let clean = !bytes.iter().fold(false, |dirty, &b| {
+        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if clean {
         out.extend_from_slice(bytes);
         out.push(b'"');
@@ -299,13 +299,13 @@ fn rfc3339_into(out: &mut Vec<u8>, t: SystemTime) {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = super::event::civil_from_days(days as i64);
+    let (y, m, day) = crate::auth::token::civil_from_days(days as i64);
     // Never negative: the time is at or after 1970.
     digits(out, y.max(0) as u64, 4);
     out.push(b'-');
-    digits(out, u64::from(m), 2);
+    digits(out, m as u64, 2);
     out.push(b'-');
-    digits(out, u64::from(day), 2);
+    digits(out, day as u64, 2);
     out.push(b'T');
     digits(out, rem / 3600, 2);
     out.push(b':');
