@@ -1,5 +1,5 @@
 //! What a reload may change: `[policy]`, `[masking]`, `[tokens]` and
-//! `[approvals]` (but not its store), nothing else.
+//! `[approvals]` (but not its store or webhooks), nothing else.
 //!
 //! A reload parses and validates the whole file exactly as startup does
 //! (`Config::load`), then this pure check compares it with the running
@@ -58,12 +58,17 @@ pub fn reload_refusal(
     if running.approvals.store != new.approvals.store {
         return Some(restart("approvals.store (or its path)"));
     }
+    // The webhooks' delivery task is built at startup with its URLs and
+    // clients; a reload that accepted new ones would not post to them.
+    if running.approvals.webhooks != new.approvals.webhooks {
+        return Some(restart("approvals.webhooks"));
+    }
     None
 }
 
 fn restart(what: &str) -> String {
     format!(
-        "{what} changed; a reload changes only [policy], [masking], [tokens] and [approvals] (not its store), restart pgward to apply it"
+        "{what} changed; a reload changes only [policy], [masking], [tokens] and [approvals] (not its store or webhooks), restart pgward to apply it"
     )
 }
 
@@ -142,5 +147,10 @@ mod tests {
         );
         let moved = check(&with("path = \"elsewhere.jsonl\"")).unwrap_or_default();
         assert!(moved.contains("approvals.store"), "{moved}");
+        let hooked = check(&with(
+            "hold_timeout = \"1m\"\n[[approvals.webhooks]]\nurl = \"https://hooks.example/t\"",
+        ))
+        .unwrap_or_default();
+        assert!(hooked.contains("approvals.webhooks"), "{hooked}");
     }
 }
