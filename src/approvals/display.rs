@@ -4,6 +4,7 @@
 //! exact bytes).
 
 use super::model::ShownParam;
+use crate::policy::encoding::ClientEncoding;
 
 /// Longest justification kept, in characters.
 pub const MAX_JUSTIFICATION: usize = 500;
@@ -19,8 +20,7 @@ pub const WITHHELD: &str = "<withheld>";
 /// `reason:` (any case); the rest, trimmed, is the justification. Control
 /// characters read as spaces; cut at [`MAX_JUSTIFICATION`] characters. A
 /// comment holding `/*` (PostgreSQL nests them) is not read.
-pub fn justification(text: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(text);
+pub fn justification(text: &str) -> Option<String> {
     let rest = text.trim_start().strip_prefix("/*")?;
     let (body, _) = rest.split_once("*/")?;
     if body.contains("/*") {
@@ -65,6 +65,7 @@ pub fn show_params(
     params: &[(i16, Option<&[u8]>)],
     type_of: impl Fn(usize) -> Option<u32>,
     withhold: bool,
+    encoding: &ClientEncoding,
 ) -> Vec<ShownParam> {
     let mut shown: Vec<ShownParam> = params
         .iter()
@@ -79,7 +80,7 @@ pub fn show_params(
                     if withhold {
                         WITHHELD.to_owned()
                     } else if *format == 0 {
-                        cut(&String::from_utf8_lossy(v), MAX_PARAM)
+                        cut(&decoded(v, encoding), MAX_PARAM)
                     } else {
                         binary(oid, v)
                     }
@@ -95,6 +96,20 @@ pub fn show_params(
         });
     }
     shown
+}
+
+/// Text in the client's encoding as the server will read it (converted to
+/// UTF-8 as the server converts it); bytes it cannot convert are shown as
+/// `\x` hex rather than replaced, so an approver never reads a character
+/// that is not there.
+pub fn decoded(text: &[u8], encoding: &ClientEncoding) -> String {
+    match encoding.to_utf8(text) {
+        Ok(t) => t.into_owned(),
+        Err(_) => format!(
+            "<bytes not valid in the session's client_encoding> \\x{}",
+            crate::record::chain::hex(text)
+        ),
+    }
 }
 
 /// Names of the types decoded here.
@@ -204,7 +219,7 @@ mod tests {
 
     #[test]
     fn justifications() {
-        let j = |t: &str| justification(t.as_bytes());
+        let j = |t: &str| justification(t);
         assert_eq!(
             j("/* reason: INC-42 fix */ UPDATE t").as_deref(),
             Some("INC-42 fix")
@@ -228,7 +243,7 @@ mod tests {
     #[test]
     fn binary_values_by_type() {
         let one = |oid: u32, v: &[u8]| {
-            show_params(&[(1, Some(v))], |_| Some(oid), false)[0]
+            show_params(&[(1, Some(v))], |_| Some(oid), false, &ClientEncoding::Utf8)[0]
                 .value
                 .clone()
                 .expect("value")
@@ -262,20 +277,34 @@ mod tests {
     #[test]
     fn text_nulls_withheld_and_many() {
         let params = [(0i16, Some(&b"secret"[..])), (0, None)];
-        let shown = show_params(&params, |_| None, false);
+        let shown = show_params(&params, |_| None, false, &ClientEncoding::Utf8);
         assert_eq!(shown[0].value.as_deref(), Some("secret"));
         assert_eq!(shown[0].format, "text");
         assert_eq!(shown[1].value, None);
-        let hidden = show_params(&params, |_| Some(25), true);
+        let hidden = show_params(&params, |_| Some(25), true, &ClientEncoding::Utf8);
         assert_eq!(hidden[0].value.as_deref(), Some(WITHHELD));
         assert_eq!(hidden[0].type_name.as_deref(), Some("text"));
         assert_eq!(hidden[1].value, None, "NULL stays NULL");
         let many: Vec<(i16, Option<&[u8]>)> = (0..100).map(|_| (0, Some(&b"x"[..]))).collect();
-        let shown = show_params(&many, |_| None, false);
+        let shown = show_params(&many, |_| None, false, &ClientEncoding::Utf8);
         assert_eq!(shown.len(), MAX_PARAMS + 1);
         assert_eq!(
             shown[MAX_PARAMS].value.as_deref(),
             Some("... 36 more parameters")
         );
+    }
+
+    #[test]
+    fn text_is_shown_as_the_server_reads_it_in_the_client_encoding() {
+        // LATIN1 0xE9 is é: shown as é, not as a replacement character.
+        let latin1 = ClientEncoding::named("LATIN1");
+        assert_eq!(decoded(b"SELECT 'caf\xe9'", &latin1), "SELECT 'café'");
+        let shown = show_params(&[(0, Some(&b"\xe9t\xe9"[..]))], |_| None, false, &latin1);
+        assert_eq!(shown[0].value.as_deref(), Some("été"));
+        // Bytes that are not valid UTF-8 in a UTF8 session are shown as
+        // they are, in hex, never replaced by a character that is not there.
+        let bad = decoded(b"SELECT '\xff'", &ClientEncoding::Utf8);
+        assert!(bad.ends_with("\\x53454c4543542027ff27"), "{bad}");
+        assert!(!bad.contains('\u{fffd}'));
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct ApprovalSide {
 pub(crate) struct Asking<'a> {
     pub(crate) text: &'a [u8],
     pub(crate) bind: Option<(&'a BindView<'a>, &'a Statement)>,
+    /// The session's client_encoding: the text and text parameters are
+    /// shown to approvers as the server will read them, not as UTF-8.
+    pub(crate) encoding: &'a crate::policy::encoding::ClientEncoding,
 }
 
 impl ApprovalSide {
@@ -194,7 +197,9 @@ impl ApprovalSide {
             &params,
             |i| asking.bind.and_then(|(_, s)| s.param_types.of(i)),
             withhold,
+            asking.encoding,
         );
+        let statement = crate::approvals::display::decoded(asking.text, asking.encoding);
         let now = now_ms();
         Ticket {
             id: new_id(),
@@ -214,7 +219,8 @@ impl ApprovalSide {
                 session: info.id,
                 instance: self.service.instance().to_owned(),
             },
-            statement: String::from_utf8_lossy(asking.text).into_owned(),
+            justification: justification(&statement),
+            statement,
             params: shown,
             binding: binding(&info.identity.user, &info.database, asking.text, &params),
             transaction: match ctx.status {
@@ -225,7 +231,6 @@ impl ApprovalSide {
             .into(),
             rule: needed.rule.to_string(),
             rule_message: needed.message.clone(),
-            justification: justification(asking.text),
             approvers: needed.approval.approvers.clone(),
             threshold: needed.approval.threshold,
             votes: Vec::new(),

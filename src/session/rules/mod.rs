@@ -139,7 +139,11 @@ impl RulesPhase {
             Verdict::Approval(a) => self.approval(
                 ctx,
                 &a,
-                &approval::Asking { text, bind: None },
+                &approval::Asking {
+                    text,
+                    bind: None,
+                    encoding: &snapshot.client_encoding,
+                },
                 &outcome.text,
             ),
         }
@@ -344,6 +348,7 @@ impl RulesPhase {
                 &approval::Asking {
                     text,
                     bind: Some((bind, statement)),
+                    encoding: &snapshot.client_encoding,
                 },
                 &outcome.text,
             ),
