@@ -203,6 +203,38 @@ pub async fn hostile_text_round_trips(s: Stores) {
     assert_eq!(s.a.ticket(&t.id).await.expect("get").as_ref(), Some(&voted));
 }
 
+/// Both stores refuse the same records: an id that is not 1 to 64 of
+/// `[A-Za-z0-9_-]`, and a record over the 4 MiB limit (a statement that
+/// long cannot be held); nothing is stored, and a normal ticket still is.
+pub async fn oversized_and_odd_ids_are_refused_alike(s: Stores) {
+    for id in ["", "a b", "t'1", "x".repeat(65).as_str(), "é"] {
+        let mut t = ticket("alice", ApprovalMode::Hold, 1, now_ms());
+        t.id = id.to_owned();
+        let e = s.a.create_ticket(&t).await.expect_err(id);
+        assert!(
+            matches!(&e, ApprovalStoreError::Refused(m) if m.contains("id")),
+            "{id:?}: {e}"
+        );
+    }
+    let mut big = ticket("alice", ApprovalMode::Hold, 1, now_ms());
+    big.statement = "x".repeat(5 << 20);
+    let e = s.a.create_ticket(&big).await.expect_err("oversized");
+    assert!(
+        matches!(&e, ApprovalStoreError::Refused(m) if m.contains("MiB")),
+        "{e}"
+    );
+    assert_eq!(s.b.ticket(&big.id).await.expect("get"), None);
+    let mut g = grant("alice", "r", now_ms(), now_ms() + 60_000);
+    g.id = "g 1".into();
+    assert!(matches!(
+        s.a.create_grant(&g).await,
+        Err(ApprovalStoreError::Refused(_))
+    ));
+    let fine = ticket("alice", ApprovalMode::Hold, 1, now_ms());
+    s.a.create_ticket(&fine).await.expect("a normal ticket");
+    assert!(s.b.ticket(&fine.id).await.expect("get").is_some());
+}
+
 /// 20 approvers vote at once through two instances on a ticket needing 3:
 /// exactly 3 votes count, and the rest are refused as not pending.
 pub async fn concurrent_votes_count_exactly(s: Stores) {
@@ -553,7 +585,7 @@ macro_rules! approval_store_suite {
             create_get_list, hostile_text_round_trips, concurrent_votes_count_exactly,
             refused_updates_change_nothing, consume_exactly_once, expiry,
             grants_active_and_revoked, changes_reach_other_instances, survives_restart,
-            token_revocations);
+            token_revocations, oversized_and_odd_ids_are_refused_alike);
     };
     (@cases $open:path; $($case:ident),*) => {
         $(

@@ -39,6 +39,29 @@ enum Record {
     Revocation(Box<TokenRevocation>),
 }
 
+impl Record {
+    /// Its kind and id, for refusals.
+    fn named(&self) -> (&'static str, &str) {
+        match self {
+            Self::Ticket(t) => ("ticket", &t.id),
+            Self::Grant(g) => ("grant", &g.id),
+            Self::Revocation(r) => ("revocation", &r.id),
+        }
+    }
+
+    /// Refuses what the PostgreSQL store refuses too: an id that is not a
+    /// plain one, a record over the size limit (both stores answer alike).
+    fn check(&self) -> Result<(), ApprovalStoreError> {
+        let (kind, id) = self.named();
+        super::check_id(kind, id)?;
+        let size = serde_json::to_vec(self).map_or(usize::MAX, |v| v.len());
+        if size > super::MAX_RECORD_BYTES {
+            return Err(super::too_large(kind, id));
+        }
+        Ok(())
+    }
+}
+
 /// The file store.
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -215,7 +238,11 @@ impl FileStore {
             let mut follower = std::mem::replace(&mut state.follower, inner.log.follower());
             let done = inner.log.transact(&mut follower, |poll: Poll<Record>| {
                 changes.extend(state.absorb(poll));
-                decide(state).map(|(record, out)| (record.clone(), (record, out)))
+                let (record, out) = decide(state)?;
+                if let Some(r) = &record {
+                    r.check()?;
+                }
+                Ok((record.clone(), (record, out)))
             });
             state.follower = follower;
             let result = match done.map_err(unavailable) {

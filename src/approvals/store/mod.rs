@@ -19,6 +19,36 @@ use tokio::sync::broadcast;
 /// ([`ApprovalStoreError::Refused`]).
 pub const MAX_RECORD_BYTES: usize = 4 << 20;
 
+/// An id a store accepts: 1 to 64 of `[A-Za-z0-9_-]` (pgward makes 16 hex
+/// digits), so it fits any payload and reads the same in every store.
+pub(crate) fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The refusal of a record over [`MAX_RECORD_BYTES`].
+pub(crate) fn too_large(kind: &str, id: &str) -> ApprovalStoreError {
+    ApprovalStoreError::Refused(format!(
+        "{kind} {id} is larger than the approval store's limit of {} MiB \
+         (a statement that long cannot be held for approval)",
+        MAX_RECORD_BYTES >> 20
+    ))
+}
+
+/// [`valid_id`], as the error a store answers.
+pub(crate) fn check_id(kind: &'static str, id: &str) -> Result<(), ApprovalStoreError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApprovalStoreError::Refused(format!(
+            "{kind} id {:?} is not 1 to 64 letters, digits, _ or -",
+            id.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalStoreError {

@@ -6,17 +6,9 @@ use super::pool::unavailable;
 use crate::approvals::model::{
     Grant, GrantScope, GrantSubject, Ticket, TicketState, TokenRevocation,
 };
+pub(crate) use crate::approvals::store::{check_id, valid_id};
 use crate::approvals::store::{ApprovalStoreError, Change, MAX_RECORD_BYTES};
 use crate::upstream::query::dollar_quoted as literal;
-
-/// An id a store accepts: 1 to 64 of `[A-Za-z0-9_-]` (pgward makes 16 hex
-/// digits), so it fits any payload and reads the same everywhere.
-pub(crate) fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
 
 /// A time in milliseconds as a `bigint` column (times past `i64::MAX` are
 /// "never"; the record keeps the exact value).
@@ -42,11 +34,7 @@ pub(super) fn encode<T: serde::Serialize>(
             }
         }
         if out.len() > MAX_RECORD_BYTES {
-            return Err(ApprovalStoreError::Refused(format!(
-                "{kind} {id} is larger than the approval store's limit of {} MiB \
-                 (a statement that long cannot be held for approval)",
-                MAX_RECORD_BYTES >> 20
-            )));
+            return Err(crate::approvals::store::too_large(kind, id));
         }
     }
     Ok(out)
@@ -62,17 +50,6 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
         .ok_or_else(|| unavailable(format!("a stored {kind} has no record")))?;
     serde_json::from_str(text)
         .map_err(|e| unavailable(format!("a stored {kind} is not a valid record: {e}")))
-}
-
-pub(super) fn check_id(kind: &'static str, id: &str) -> Result<(), ApprovalStoreError> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(ApprovalStoreError::Refused(format!(
-            "{kind} id {:?} is not 1 to 64 letters, digits, _ or -",
-            id.chars().take(80).collect::<String>()
-        )))
-    }
 }
 
 fn state_name(state: TicketState) -> &'static str {
