@@ -14,6 +14,7 @@
 //! and the identity, so a repeated text costs one lookup and a repeated shape
 //! one scan and one lookup, not a parse.
 
+pub mod called;
 pub mod classify;
 mod code;
 pub mod encoding;
@@ -64,6 +65,10 @@ pub struct Session<'a> {
     pub server_major: u32,
     /// The session's client_encoding, as the server last reported it.
     pub client_encoding: &'a ClientEncoding,
+    /// The database's user-defined code, when the session layer read it:
+    /// what a statement calls, triggers or fills is judged with it (see
+    /// [`called`]). `None`: only the statement's own text is judged.
+    pub code: Option<&'a called::CodeCatalog>,
 }
 
 static NO_TABLES: BTreeSet<String> = BTreeSet::new();
@@ -78,6 +83,7 @@ impl Session<'static> {
             own_temp_tables: &NO_TABLES,
             server_major: versions::GRAMMAR_MAJOR,
             client_encoding: &UTF8,
+            code: None,
         }
     }
 }
@@ -143,12 +149,15 @@ impl Outcome {
     }
 }
 
-/// Exact-text key: the text, the lexing setting, the server's major version
-/// and the rules that apply to the identity.
-type TextKey = (Box<[u8]>, bool, u32, Audience);
+/// Exact-text key: the text, the lexing setting, the server's major version,
+/// the code catalog's generation (0: none) and the rules that apply to the
+/// identity. With the generation in the key, a verdict never outlives the
+/// catalog it was reached with.
+type TextKey = (Box<[u8]>, bool, u32, u64, Audience);
 /// Shape key: [`lexer::shape`] (which holds the lexing setting), the
-/// server's major version and the rules that apply to the identity.
-type ShapeKey = (Box<[u8]>, u32, Audience);
+/// server's major version, the catalog's generation and the rules that
+/// apply to the identity.
+type ShapeKey = (Box<[u8]>, u32, u64, Audience);
 type Cache<K> = moka::sync::Cache<K, Arc<Outcome>, foldhash::fast::RandomState>;
 
 /// Rules plus their verdict caches; replaced whole on reload.
@@ -270,10 +279,11 @@ impl Policy {
             Lexing::Uncertain(settings) if !sql.contains('\\') => Some(settings),
             Lexing::Uncertain(_) => None,
         };
+        let code = session.code;
         match (one_reading, values) {
-            (Some(settings), None) => self.judge_cached(sql, who, &env(settings)),
+            (Some(settings), None) => self.judge_cached(sql, who, &env(settings), code),
             (Some(settings), Some(values)) => {
-                Arc::new(self.judge_fresh(sql, who, &env(settings), values))
+                Arc::new(self.judge_fresh(sql, who, &env(settings), code, values))
             }
             (None, values) => {
                 let mut outcomes = [true, false].map(|scs| {
@@ -283,6 +293,7 @@ impl Policy {
                         &env(LexSettings {
                             standard_conforming_strings: scs,
                         }),
+                        code,
                         values.unwrap_or_default(),
                     )
                 });
@@ -302,12 +313,20 @@ impl Policy {
         }
     }
 
-    fn judge_cached(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Arc<Outcome> {
+    fn judge_cached(
+        &self,
+        sql: &str,
+        who: &Audience,
+        env: &Env<'_>,
+        code: Option<&called::CodeCatalog>,
+    ) -> Arc<Outcome> {
         let settings = env.settings;
+        let generation = code.map_or(0, called::CodeCatalog::generation);
         let text_key: TextKey = (
             sql.as_bytes().into(),
             settings.standard_conforming_strings,
             env.server_major,
+            generation,
             who.clone(),
         );
         if let Some(hit) = self.texts.get(&text_key) {
@@ -323,6 +342,7 @@ impl Policy {
         let shape_key: ShapeKey = (
             lexer::shape(sql, &tokens, settings).into(),
             env.server_major,
+            generation,
             who.clone(),
         );
         if let Some(hit) = self.shapes.get(&shape_key) {
@@ -330,7 +350,7 @@ impl Policy {
             // literals would crowd out the ones that repeat exactly.
             return hit;
         }
-        match self.decide(sql, &tokens, who, env, &[]) {
+        match self.decide(sql, &tokens, who, env, code, &[]) {
             Ok(outcome) => {
                 let outcome = Arc::new(outcome);
                 // Verdicts that read a literal's value are shared only by
@@ -355,13 +375,14 @@ impl Policy {
         sql: &str,
         who: &Audience,
         env: &Env<'_>,
+        code: Option<&called::CodeCatalog>,
         values: &[Option<Option<String>>],
     ) -> Outcome {
         match lexer::scan(sql, env.settings) {
             Ok(tokens) => match versions::in_tokens(sql, &tokens, env.server_major) {
                 Some(newer) => unparsable(&ClassifyError::NewerSyntax(newer)),
                 None => self
-                    .decide(sql, &tokens, who, env, values)
+                    .decide(sql, &tokens, who, env, code, values)
                     .unwrap_or_else(|e| *e),
             },
             Err(e) => unparsable(&ClassifyError::Syntax(e)),
@@ -374,9 +395,16 @@ impl Policy {
         tokens: &[pg_query::protobuf::ScanToken],
         who: &Audience,
         env: &Env<'_>,
+        code: Option<&called::CodeCatalog>,
         values: &[Option<Option<String>>],
     ) -> Result<Outcome, Box<Outcome>> {
-        let statements = classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;
+        let mut statements =
+            classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;
+        if let Some(code) = code {
+            for statement in &mut statements {
+                with_called_code(statement, code, env.server_major);
+            }
+        }
         let texts: Vec<String> = statements
             .iter()
             .map(|s| lexer::normalized(sql, tokens, s.range.clone()))
@@ -399,6 +427,21 @@ impl Policy {
                 .collect(),
             text: Arc::from(texts.join("; ").as_str()),
         })
+    }
+}
+
+/// Adds to `statement` (and to what it prepares) the units of the code it
+/// runs without naming it in its text, found in `code`.
+fn with_called_code(statement: &mut Statement, code: &called::CodeCatalog, major: u32) {
+    let more = called::resolve(code, &statement.units, major);
+    statement.units.extend(more);
+    for effect in &mut statement.effects {
+        if let Effect::Prepare { units, .. } = effect {
+            let more = called::resolve(code, units, major);
+            if !more.is_empty() {
+                Arc::make_mut(units).extend(more);
+            }
+        }
     }
 }
 

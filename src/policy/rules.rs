@@ -337,6 +337,10 @@ fn describe(unit: &Unit) -> String {
     if unit.unbounded_write {
         d.push_str(" without WHERE");
     }
+    if let Some(origin) = &unit.origin {
+        d.push_str(", ");
+        d.push_str(origin);
+    }
     d
 }
 
@@ -457,6 +461,12 @@ fn rule_denial(rule: &Rule, unit: &Unit) -> Denial {
     if let Some(m) = &rule.message {
         message.push_str(": ");
         message.push_str(m);
+    }
+    // Code the statement runs without naming it: say where it was found.
+    if let Some(origin) = &unit.origin {
+        message.push_str(" (");
+        message.push_str(origin);
+        message.push(')');
     }
     Denial {
         code: "42501",

@@ -246,6 +246,7 @@ impl Snapshot {
             own_temp_tables: &self.own_temp_tables,
             server_major: self.server_major,
             client_encoding: &self.client_encoding,
+            code: None,
         }
     }
 }
