@@ -196,6 +196,16 @@ impl Policy {
         self.rules.is_inert()
     }
 
+    /// How fresh the code catalog must be for statements of `who`, or
+    /// `None` when they are judged without one: `policy.called_code` is
+    /// off, or no rule can apply to them (then no catalog is read for them).
+    pub fn needs_code(&self, who: &Identity) -> Option<called::Freshness> {
+        let freshness = self.rules.called_code?;
+        let applies = self.rules.default_action != rules::DefaultAction::Allow
+            || self.rules.rules.iter().any(|r| r.applies_to(who));
+        applies.then_some(freshness)
+    }
+
     /// Judges the SQL text of one Query or Parse message, for a session of
     /// which only the lexing settings are known.
     pub fn judge(&self, text: &[u8], who: &Identity, lexing: Lexing) -> Arc<Outcome> {

@@ -319,6 +319,10 @@ pub struct RuleSet {
     pub search_path: Vec<String>,
     /// Most cached verdicts.
     pub cache_size: u64,
+    /// Whether (and how fresh) the code statements run without naming it
+    /// is resolved through the database's catalog (`policy.called_code`);
+    /// `None`: only the statement's own text is judged.
+    pub called_code: Option<super::called::Freshness>,
 }
 
 fn describe(unit: &Unit) -> String {

@@ -23,6 +23,19 @@ pub use catalog::{
 pub(super) use resolve::resolve;
 
 use super::classify::{bool_field, qual_name};
+use std::time::Duration;
+
+/// How fresh the session layer keeps the code catalogs (`[policy]`
+/// `catalog_refresh` and `catalog_timeout`); in the rule set, so a reload
+/// changes them like everything else in `[policy]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// How often a catalog is read again in the background.
+    pub refresh: Duration,
+    /// Time allowed for one read (login and queries); a statement that
+    /// needs a catalog not read in time is refused.
+    pub timeout: Duration,
+}
 use super::facts::{QualName, Unit};
 use serde_json::Value;
 

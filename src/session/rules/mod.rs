@@ -4,6 +4,7 @@
 //! conversation tracker says was prepared.
 
 pub(crate) mod approval;
+pub(crate) mod called;
 mod settings;
 
 pub(crate) use approval::ApprovalSide;
@@ -34,6 +35,8 @@ pub struct RulesPhase {
     bind_checked: Vec<(Arc<Statement>, Arc<Policy>, AtBind)>,
     /// Approvals, when the session can ask for them.
     approvals: Option<ApprovalSide>,
+    /// The database's code catalog (kept fresh by the `code` phase).
+    code: Option<Arc<crate::upstream::code::CodeStore>>,
 }
 
 /// What a Bind of a statement judges again.
@@ -58,6 +61,7 @@ impl RulesPhase {
         identity: Identity,
         settings: Arc<ReportedSettings>,
         approvals: Option<ApprovalSide>,
+        code: Option<Arc<crate::upstream::code::CodeStore>>,
     ) -> Self {
         Self {
             identity,
@@ -65,6 +69,7 @@ impl RulesPhase {
             answered: 0,
             bind_checked: Vec::new(),
             approvals,
+            code,
         }
     }
 
@@ -98,7 +103,7 @@ impl RulesPhase {
             // rules that arrive later still apply to them.
             return Decision::Forward;
         }
-        let snapshot = self.snapshot(tracker);
+        let snapshot = self.snapshot(tracker, policy);
         let session = snapshot.session();
         let outcome = policy.judge_in(text, &self.identity, &session);
         if parse
@@ -236,6 +241,7 @@ struct Snapshot {
     own_temp_tables: BTreeSet<String>,
     client_encoding: ClientEncoding,
     server_major: u32,
+    code: Option<Arc<crate::policy::called::CodeCatalog>>,
 }
 
 impl Snapshot {
@@ -246,7 +252,7 @@ impl Snapshot {
             own_temp_tables: &self.own_temp_tables,
             server_major: self.server_major,
             client_encoding: &self.client_encoding,
-            code: None,
+            code: self.code.as_deref(),
         }
     }
 }
@@ -255,8 +261,15 @@ impl RulesPhase {
     /// The session as the server last reported it. A request still
     /// unanswered (in this batch or an earlier one) may change a setting
     /// before the text is lexed: then every reading counts.
-    fn snapshot(&self, tracker: &Tracker) -> Snapshot {
+    fn snapshot(&self, tracker: &Tracker, policy: &Policy) -> Snapshot {
         let settings = self.settings.current();
+        // The catalog only where the rules resolve called code (the `code`
+        // phase has read it by now for identities the rules apply to).
+        let code = policy
+            .rules
+            .called_code
+            .and(self.code.as_ref())
+            .and_then(|store| store.current());
         Snapshot {
             lexing: if tracker.busy() {
                 Lexing::Uncertain(settings)
@@ -269,6 +282,7 @@ impl RulesPhase {
                 |e| e.clone(),
             ),
             server_major: self.settings.server_major.load(Ordering::Acquire),
+            code,
         }
     }
 
@@ -287,7 +301,7 @@ impl RulesPhase {
             return Decision::Forward;
         }
         let text = &statement.text[..];
-        let snapshot = self.snapshot(ctx.tracker);
+        let snapshot = self.snapshot(ctx.tracker, policy);
         let session = snapshot.session();
         // What the Bind must judge, by statement and rule set: drivers bind
         // the same statements over and over, and most pass here with a
