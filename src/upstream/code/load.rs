@@ -80,12 +80,12 @@ const TRIGGERS_SQL: &str = "WITH RECURSIVE reach(rel, tgname, fn, target) AS ( \
        SELECT t.tgrelid, t.tgname, t.tgfoid, t.tgrelid FROM pg_catalog.pg_trigger t \
        WHERE NOT t.tgisinternal \
        UNION \
-       SELECT r.rel, r.tgname, r.fn, i.inhparent FROM reach r \
-       JOIN pg_catalog.pg_inherits i ON i.inhrelid = r.target \
-       UNION \
-       SELECT r.rel, r.tgname, r.fn, k.confrelid FROM reach r \
-       JOIN pg_catalog.pg_constraint k ON k.conrelid = r.target AND k.contype = 'f' \
-       AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))) \
+       SELECT r.rel, r.tgname, r.fn, e.parent FROM reach r JOIN ( \
+         SELECT i.inhrelid AS child, i.inhparent AS parent FROM pg_catalog.pg_inherits i \
+         UNION ALL \
+         SELECT k.conrelid, k.confrelid FROM pg_catalog.pg_constraint k WHERE k.contype = 'f' \
+         AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd')) \
+       ) e ON e.child = r.target) \
      SELECT n.nspname, c.relname, x.tgname, f.oid, fn.nspname, f.proname \
      FROM reach x \
      JOIN pg_catalog.pg_class c ON c.oid = x.target \
