@@ -84,11 +84,15 @@ fn evaluates_expressions(kind: Kind) -> bool {
     )
 }
 
-/// Kinds that fire the triggers of the tables they write.
+/// Kinds that fire the triggers of the tables they write, and those that
+/// move a table (a later statement of the same transaction writes it under
+/// a name the catalog does not know yet: its triggers are judged now).
 fn fires_triggers(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Insert
+        Kind::RenameTable
+            | Kind::AlterOther
+            | Kind::Insert
             | Kind::Update
             | Kind::Delete
             | Kind::Merge

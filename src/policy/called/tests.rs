@@ -335,6 +335,37 @@ fn triggers_on_written_tables_and_defaults_they_fill() {
 }
 
 #[test]
+fn moving_code_is_judged_as_running_it() {
+    let c = catalog(CatalogParts {
+        functions: vec![function(28000, "public", "evil", "sql", "DELETE FROM accounts")],
+        casts: vec![Cast {
+            source: "int4".into(),
+            target_schema: "public".into(),
+            target: "mood".into(),
+            context: 'e',
+            function: code(28000, "public", "evil"),
+        }],
+        triggers: vec![Trigger {
+            schema: "public".into(),
+            table: "orders".into(),
+            name: "purge".into(),
+            function: code(28000, "public", "evil"),
+        }],
+        ..CatalogParts::default()
+    });
+    check(
+        &c,
+        &[
+            ("ALTER FUNCTION evil() RENAME TO harmless", "no-unbounded-write", "public.evil"),
+            ("ALTER ROUTINE public.evil SET SCHEMA first", "no-unbounded-write", "public.evil"),
+            ("ALTER TYPE mood RENAME TO calm", "no-unbounded-write", "cast from int4"),
+            ("ALTER TABLE orders SET SCHEMA first", "no-unbounded-write", "trigger purge"),
+            ("ALTER FUNCTION other() RENAME TO x", "allow", ""),
+        ],
+    );
+}
+
+#[test]
 fn calls_are_followed_recursively_with_a_depth_limit() {
     let chain = |n: u32, last: &str| -> Vec<Function> {
         (0..n)

@@ -22,7 +22,14 @@ use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the first call (a monotonic clock an atomic can hold).
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 pub use crate::policy::called::Freshness;
 
@@ -31,8 +38,9 @@ pub struct CodeStore {
     upstream: Upstream,
     dbname: String,
     current: ArcSwapOption<CodeCatalog>,
-    /// When the catalog in force was read.
-    loaded_at: Mutex<Option<Instant>>,
+    /// When the catalog in force was read, in [`clock`] milliseconds
+    /// (0: never). An atomic, not a lock: every statement reads it.
+    loaded_at: AtomicU64,
     /// Bumped by each DDL statement that went through pgward.
     wanted: AtomicU64,
     /// The `wanted` the catalog in force was read after.
@@ -59,7 +67,7 @@ impl CodeStore {
             upstream,
             dbname,
             current: ArcSwapOption::empty(),
-            loaded_at: Mutex::new(None),
+            loaded_at: AtomicU64::new(0),
             wanted: AtomicU64::new(0),
             have: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
@@ -78,14 +86,12 @@ impl CodeStore {
         {
             return State::Stale;
         }
-        let age = self
-            .loaded_at
-            .lock()
-            .ok()
-            .and_then(|at| at.map(|t| t.elapsed()));
+        let at = self.loaded_at.load(Ordering::Acquire);
+        let age = Duration::from_millis(clock().saturating_sub(at));
         match age {
-            Some(age) if age < freshness.refresh => State::Fresh,
-            Some(age) if age < freshness.refresh.saturating_mul(2) => State::Aging,
+            _ if at == 0 => State::Stale,
+            age if age < freshness.refresh => State::Fresh,
+            age if age < freshness.refresh.saturating_mul(2) => State::Aging,
             _ => State::Stale,
         }
     }
@@ -150,9 +156,7 @@ impl CodeStore {
         if same.is_none() {
             self.current.store(Some(Arc::new(CodeCatalog::new(parts))));
         }
-        if let Ok(mut at) = self.loaded_at.lock() {
-            *at = Some(Instant::now());
-        }
+        self.loaded_at.store(clock().max(1), Ordering::Release);
         self.have.store(target, Ordering::Release);
         Ok(())
     }
