@@ -277,3 +277,42 @@ async fn everyday_code_keeps_working() {
     assert_eq!(rows(&format!("{p}_audit")), 2);
     assert_eq!(rows(&t), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_catalog_refuses_instead_of_judging_blind() {
+    let backend = Backend::shared();
+    // Sessions log in as the masked role (its own password); pgward's
+    // catalog reads log in as the upstream's user, whose password is wrong.
+    let wrong = backend.cluster.dir().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password\n").expect("password file");
+    let config = backend
+        .config(
+            "",
+            &format!("role_map = [{{ users = [\"*\"], role = \"{}\" }}]", support::MASKED_ROLE),
+        )
+        .replace(
+            &format!("password_file = \"{}\"", backend.password_file.display()),
+            &format!("password_file = \"{}\"", wrong.display()),
+        );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let client = pw.connect().await;
+    for protocol in ["simple", "extended"] {
+        let e = run(&client, protocol, "SELECT 1")
+            .await
+            .expect_err("judged without its catalog");
+        assert_eq!(sqlstate(&e), "53000", "{e:?}");
+        assert!(message(&e).contains("code catalog"), "{e:?}");
+    }
+    // With called code off, nothing is read and the statement runs.
+    let off = Pgward::start_in(
+        &format!("{config}\n[policy]\ncalled_code = false\n"),
+        backend.cluster.dir(),
+    )
+    .await;
+    let client = off.connect().await;
+    for protocol in ["simple", "extended"] {
+        run(&client, protocol, "SELECT 1")
+            .await
+            .expect("no catalog needed");
+    }
+}
