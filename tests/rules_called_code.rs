@@ -163,6 +163,33 @@ fn attacks(p: &str, t: &str) -> Vec<(String, String, &'static str, String)> {
         ),
         (
             format!(
+                "CREATE FUNCTION {p}_vwipe() RETURNS int LANGUAGE sql AS 'DELETE FROM {t} RETURNING 1'; \
+                 CREATE VIEW {p}_v AS SELECT {p}_vwipe() AS n; GRANT SELECT ON {p}_v TO app"
+            ),
+            format!("SELECT n FROM {p}_v"),
+            "no-unbounded-write",
+            format!("called by the query of public.{p}_v, which this statement reads"),
+        ),
+        (
+            format!(
+                "CREATE TABLE {p}_ruled (id int); GRANT ALL ON {p}_ruled TO app; \
+                 CREATE RULE {p}_r AS ON INSERT TO {p}_ruled DO ALSO DELETE FROM {t}"
+            ),
+            format!("INSERT INTO {p}_ruled VALUES (1)"),
+            "no-unbounded-write",
+            format!("in rule {p}_r of public.{p}_ruled, which this statement writes"),
+        ),
+        (
+            format!(
+                "CREATE FUNCTION {p}_ok(int) RETURNS bool LANGUAGE sql AS 'DELETE FROM {t}; SELECT true'; \
+                 CREATE TABLE {p}_checked (id int CHECK ({p}_ok(id))); GRANT ALL ON {p}_checked TO app"
+            ),
+            format!("INSERT INTO {p}_checked VALUES (1)"),
+            "no-unbounded-write",
+            format!("check constraint {p}_checked_id_check of public.{p}_checked"),
+        ),
+        (
+            format!(
                 "CREATE FUNCTION {p}_outer() RETURNS void LANGUAGE plpgsql \
                  AS $$ BEGIN PERFORM {p}_inner(); END $$; \
                  CREATE FUNCTION {p}_inner() RETURNS void LANGUAGE sql AS 'UPDATE {t} SET v = NULL'"

@@ -107,6 +107,36 @@ pub struct ColumnDefault {
     pub expression: String,
 }
 
+/// When code attached to a relation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Whenever a statement names the relation (a view's query, a
+    /// row-level security policy).
+    Named,
+    /// When a statement writes it (a rewrite rule on INSERT / UPDATE /
+    /// DELETE, a CHECK constraint).
+    Written,
+}
+
+/// Code attached to a relation other than triggers and defaults: rewrite
+/// rules (a view's query is its `_RETURN` rule), row-level security
+/// policies and CHECK constraints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationCode {
+    /// The relation's schema.
+    pub schema: String,
+    /// The relation.
+    pub table: String,
+    /// What it is, for messages (`the query` of a view, `rule r`, `policy
+    /// p`, `check constraint c`).
+    pub what: String,
+    /// When it runs.
+    pub when: When,
+    /// A statement to judge: `pg_get_ruledef` (a CREATE RULE, whose actions
+    /// are judged), or `SELECT <expression>`.
+    pub sql: String,
+}
+
 /// What the loader read, before indexing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatalogParts {
@@ -120,6 +150,8 @@ pub struct CatalogParts {
     pub triggers: Vec<Trigger>,
     /// Column defaults and generation expressions.
     pub defaults: Vec<ColumnDefault>,
+    /// Rewrite rules, views' queries, policies and CHECK constraints.
+    pub relation_code: Vec<RelationCode>,
 }
 
 /// Which body a memoized judgement is of.
@@ -129,6 +161,8 @@ pub(super) enum Body {
     Function(u32),
     /// A column default's, by its index in [`CatalogParts::defaults`].
     Default(usize),
+    /// Relation code's, by its index in [`CatalogParts::relation_code`].
+    Relation(usize),
 }
 
 /// A body judged once: its units, or why it cannot be judged.
@@ -155,6 +189,7 @@ pub struct CodeCatalog {
     pub(super) implicit_casts: Vec<usize>,
     triggers: HashMap<String, Vec<usize>>,
     defaults: HashMap<String, Vec<usize>>,
+    relation_code: HashMap<String, Vec<usize>>,
     memo: Mutex<HashMap<(Body, u32), Arc<Judged>>>,
 }
 
@@ -208,6 +243,7 @@ impl CodeCatalog {
             casts: index(&parts.casts, |c| &c.target),
             triggers: index(&parts.triggers, |t| &t.table),
             defaults: index(&parts.defaults, |d| &d.table),
+            relation_code: index(&parts.relation_code, |r| &r.table),
             functions,
             implicit_casts,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -285,6 +321,18 @@ impl CodeCatalog {
             .filter(move |(_, d)| schema_matches(name.schema.as_deref(), &d.schema))
     }
 
+    /// Every piece of relation code of a relation `name` may resolve to,
+    /// with its index.
+    pub(super) fn relation_code_of<'a>(
+        &'a self,
+        name: &'a QualName,
+    ) -> impl Iterator<Item = (usize, &'a RelationCode)> + 'a {
+        lookup(&self.relation_code, &name.name)
+            .iter()
+            .map(|&i| (i, &self.parts.relation_code[i]))
+            .filter(move |(_, r)| schema_matches(name.schema.as_deref(), &r.schema))
+    }
+
     /// The judgement of `body` (for a server of major version `major`),
     /// made by `judge` the first time.
     pub(super) fn judged(&self, body: Body, major: u32, judge: impl FnOnce() -> Judged) -> Arc<Judged> {
@@ -308,6 +356,7 @@ impl CodeCatalog {
             && p.casts.is_empty()
             && p.triggers.is_empty()
             && p.defaults.is_empty()
+            && p.relation_code.is_empty()
     }
 }
 

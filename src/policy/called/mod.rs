@@ -18,7 +18,8 @@ mod catalog;
 mod resolve;
 
 pub use catalog::{
-    Cast, CatalogParts, CodeCatalog, CodeRef, ColumnDefault, Function, Language, Operator, Trigger,
+    Cast, CatalogParts, CodeCatalog, CodeRef, ColumnDefault, Function, Language, Operator,
+    RelationCode, Trigger, When,
 };
 pub(super) use resolve::resolve;
 

@@ -1,7 +1,7 @@
 //! Resolution: from a statement's units to the code they run, recursively,
 //! each body judged once per catalog generation.
 
-use super::catalog::{Body, CodeCatalog, CodeRef, Function, Judged, Language};
+use super::catalog::{Body, CodeCatalog, CodeRef, Function, Judged, Language, When};
 use crate::policy::classify::{classify_in, Env};
 use crate::policy::facts::{QualName, Unit};
 use crate::policy::kind::Kind;
@@ -144,7 +144,30 @@ impl Resolver<'_> {
         for name in &unit.casts {
             self.casts(name, depth, by);
         }
-        if !fires_triggers(unit.kind) {
+        let writes = fires_triggers(unit.kind);
+        for relation in &unit.relations {
+            let written = writes && unit.writes.contains(relation);
+            for (i, code) in catalog.relation_code_of(relation) {
+                if code.when == When::Written && !written {
+                    continue;
+                }
+                if !self.visit(Body::Relation(i)) {
+                    continue;
+                }
+                let verb = if written { "writes" } else { "reads" };
+                let via: Arc<str> = format!(
+                    "{} of {}.{}, which {by} {verb}",
+                    code.what, code.schema, code.table
+                )
+                .into();
+                let major = self.major;
+                let judged = catalog.judged(Body::Relation(i), major, || {
+                    without_head(judge_text(&code.sql, major), Kind::CreateRule)
+                });
+                self.judged(&judged, depth, &via, &format!("in {via}"));
+            }
+        }
+        if !writes {
             return;
         }
         for table in &unit.writes {
@@ -310,10 +333,18 @@ fn judge_text(sql: &str, major: u32) -> Judged {
 /// under both settings of standard_conforming_strings when they hold a
 /// backslash, PL/pgSQL through libpg_query's PL/pgSQL parser, as at CREATE.
 fn judge_definition(definition: &str, major: u32) -> Judged {
-    let mut judged = judge_text(definition, major);
+    without_head(judge_text(definition, major), Kind::CreateFunction)
+}
+
+/// `judged` with its first unit, when of kind `head` (the CREATE that
+/// holds the code), reduced to what it reads and calls when it runs (a
+/// function's parameter defaults; a rule's condition, and a view's query,
+/// which the walk folds into the CREATE RULE's own unit).
+fn without_head(mut judged: Judged, head_kind: Kind) -> Judged {
     if let Some(head) = judged.units.first_mut() {
-        if head.kind == Kind::CreateFunction {
+        if head.kind == head_kind {
             let mut calls = Unit::new(Kind::Select);
+            calls.relations = std::mem::take(&mut head.relations);
             calls.functions = std::mem::take(&mut head.functions);
             calls.operators = std::mem::take(&mut head.operators);
             calls.casts = std::mem::take(&mut head.casts);

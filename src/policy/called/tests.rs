@@ -335,6 +335,66 @@ fn triggers_on_written_tables_and_defaults_they_fill() {
 }
 
 #[test]
+fn views_rules_policies_and_checks_run_with_their_relations() {
+    let code = |table: &str, what: &str, when: When, sql: &str| RelationCode {
+        schema: "public".into(),
+        table: table.into(),
+        what: what.into(),
+        when,
+        sql: sql.into(),
+    };
+    let c = catalog(CatalogParts {
+        functions: vec![function(29000, "public", "wipe", "sql", "DELETE FROM accounts")],
+        relation_code: vec![
+            code(
+                "v",
+                "the query",
+                When::Named,
+                "CREATE RULE \"_RETURN\" AS ON SELECT TO public.v DO INSTEAD SELECT public.wipe() AS w",
+            ),
+            code(
+                "v2",
+                "the query",
+                When::Named,
+                "CREATE RULE \"_RETURN\" AS ON SELECT TO public.v2 DO INSTEAD SELECT w FROM public.v",
+            ),
+            code(
+                "fine",
+                "the query",
+                When::Named,
+                "CREATE RULE \"_RETURN\" AS ON SELECT TO public.fine DO INSTEAD SELECT 1 AS one",
+            ),
+            code(
+                "logged",
+                "rule also_purge",
+                When::Written,
+                "CREATE RULE also_purge AS ON INSERT TO public.logged DO ALSO DELETE FROM accounts",
+            ),
+            code("secret", "policy mine", When::Named, "SELECT (public.wipe() IS NULL)"),
+            code("checked", "check constraint c", When::Written, "SELECT (public.wipe() IS NULL)"),
+        ],
+        ..CatalogParts::default()
+    });
+    check(
+        &c,
+        &[
+            (
+                "SELECT * FROM v",
+                "no-unbounded-write",
+                "in the body of function public.wipe called by the query of public.v, which this statement reads",
+            ),
+            ("SELECT * FROM v2", "no-unbounded-write", "the query of public.v, which the query of public.v2"),
+            ("SELECT * FROM fine", "allow", ""),
+            ("INSERT INTO logged VALUES (1)", "no-unbounded-write", "in rule also_purge of public.logged, which this statement writes"),
+            ("SELECT * FROM logged", "allow", ""),
+            ("SELECT * FROM secret", "no-unbounded-write", "policy mine of public.secret"),
+            ("INSERT INTO checked VALUES (1)", "no-unbounded-write", "check constraint c"),
+            ("SELECT * FROM checked", "allow", ""),
+        ],
+    );
+}
+
+#[test]
 fn moving_code_is_judged_as_running_it() {
     let c = catalog(CatalogParts {
         functions: vec![function(28000, "public", "evil", "sql", "DELETE FROM accounts")],

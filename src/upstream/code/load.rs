@@ -7,7 +7,8 @@
 
 use crate::io::FramedStream;
 use crate::policy::called::{
-    Cast, CatalogParts, CodeRef, ColumnDefault, Function, Language, Operator, Trigger,
+    Cast, CatalogParts, CodeRef, ColumnDefault, Function, Language, Operator, RelationCode,
+    Trigger, When,
 };
 use crate::upstream::query::{query, query_nullable, CatalogError};
 use std::collections::{BTreeMap, HashMap};
@@ -101,6 +102,31 @@ const DEFAULTS_SQL: &str = "SELECT n.nspname, c.relname, a.attname, \
      JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
+/// Rewrite rules (views' queries among them: their `_RETURN` rules) with
+/// their event (`1`: SELECT).
+const RULES_SQL: &str = "SELECT n.nspname, c.relname, r.rulename, r.ev_type, \
+     pg_catalog.pg_get_ruledef(r.oid) \
+     FROM pg_catalog.pg_rewrite r \
+     JOIN pg_catalog.pg_class c ON c.oid = r.ev_class \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// Row-level security policies' expressions.
+const POLICIES_SQL: &str = "SELECT n.nspname, c.relname, p.polname, \
+     pg_catalog.pg_get_expr(p.polqual, p.polrelid), \
+     pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) \
+     FROM pg_catalog.pg_policy p \
+     JOIN pg_catalog.pg_class c ON c.oid = p.polrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace";
+
+/// CHECK constraints of tables.
+const CHECKS_SQL: &str = "SELECT n.nspname, c.relname, k.conname, \
+     pg_catalog.pg_get_expr(k.conbin, k.conrelid) \
+     FROM pg_catalog.pg_constraint k \
+     JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE k.contype = 'c' AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
 /// Reads the catalog over `conn` in one snapshot.
 pub(crate) async fn load(conn: &mut FramedStream) -> Result<CatalogParts, CatalogError> {
     query(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
@@ -191,6 +217,7 @@ async fn read(conn: &mut FramedStream) -> Result<CatalogParts, CatalogError> {
             function: code_ref(rest)?,
         });
     }
+    read_relation_code(conn, &mut parts.relation_code).await?;
     for row in query(conn, DEFAULTS_SQL).await? {
         let [schema, table, column, expression] = row.as_slice() else {
             return Err(CatalogError::Malformed("defaults"));
@@ -203,6 +230,49 @@ async fn read(conn: &mut FramedStream) -> Result<CatalogParts, CatalogError> {
         });
     }
     Ok(parts)
+}
+
+async fn read_relation_code(
+    conn: &mut FramedStream,
+    out: &mut Vec<RelationCode>,
+) -> Result<(), CatalogError> {
+    let mut add = |schema: &str, table: &str, what: String, when: When, sql: String| {
+        out.push(RelationCode {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            what,
+            when,
+            sql,
+        });
+    };
+    for row in query(conn, RULES_SQL).await? {
+        let [schema, table, name, event, definition] = row.as_slice() else {
+            return Err(CatalogError::Malformed("rules"));
+        };
+        let (what, when) = match event.as_str() {
+            "1" => ("the query".to_owned(), When::Named),
+            _ => (format!("rule {name}"), When::Written),
+        };
+        add(schema, table, what, when, definition.clone());
+    }
+    for row in query_nullable(conn, POLICIES_SQL).await? {
+        let [Some(schema), Some(table), Some(name), qual, check] = row.as_slice() else {
+            return Err(CatalogError::Malformed("policies"));
+        };
+        let expressions: Vec<&str> = [qual, check].into_iter().flatten().map(String::as_str).collect();
+        if !expressions.is_empty() {
+            let sql = format!("SELECT {}", expressions.join(", "));
+            add(schema, table, format!("policy {name}"), When::Named, sql);
+        }
+    }
+    for row in query(conn, CHECKS_SQL).await? {
+        let [schema, table, name, expression] = row.as_slice() else {
+            return Err(CatalogError::Malformed("checks"));
+        };
+        let sql = format!("SELECT {expression}");
+        add(schema, table, format!("check constraint {name}"), When::Written, sql);
+    }
+    Ok(())
 }
 
 /// `oid, schema, name` of a function.
