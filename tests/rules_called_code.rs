@@ -218,7 +218,10 @@ async fn code_created_behind_pgward_s_back_is_judged_when_called() {
             let e = run(&client, protocol, attack).await.expect_err(&what);
             assert_eq!(sqlstate(&e), "42501", "{what}: {e:?}");
             let m = message(&e);
-            assert!(m.contains(&format!("pgward rule \"{rule}\"")), "{what}: {m}");
+            assert!(
+                m.contains(&format!("pgward rule \"{rule}\"")),
+                "{what}: {m}"
+            );
             assert!(m.contains(says.as_str()), "{what}: {m:?} lacks {says:?}");
             assert_eq!(rows(&t), 20, "{what}");
         }
@@ -232,7 +235,10 @@ async fn code_another_session_or_ddl_brought_in_is_judged_at_once() {
     let pw = start().await;
     let alice = pw.connect().await;
     // The catalog is read now, before the functions below exist.
-    alice.simple_query("SELECT 1").await.expect("first statement");
+    alice
+        .simple_query("SELECT 1")
+        .await
+        .expect("first statement");
     // A trusted identity creates a function through pgward ...
     let mut bob = pw.client_config("bob", "bob-secret");
     bob.dbname("otherdb");
@@ -315,7 +321,10 @@ async fn an_unreadable_catalog_refuses_instead_of_judging_blind() {
     let config = backend
         .config(
             "",
-            &format!("role_map = [{{ users = [\"*\"], role = \"{}\" }}]", support::MASKED_ROLE),
+            &format!(
+                "role_map = [{{ users = [\"*\"], role = \"{}\" }}]",
+                support::MASKED_ROLE
+            ),
         )
         .replace(
             &format!("password_file = \"{}\"", backend.password_file.display()),

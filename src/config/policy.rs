@@ -95,7 +95,8 @@ pub fn compile_with(raw: &RawPolicy, approvals: &ApprovalsConfig) -> Result<Rule
 fn called_code(raw: &RawPolicy) -> Result<Option<Freshness>, ConfigError> {
     let duration = |field: &str, value: &Option<String>, default: Duration| match value {
         Some(text) => {
-            let d = super::units::parse_duration(text).map_err(|m| err(format!("policy.{field}"), m))?;
+            let d = super::units::parse_duration(text)
+                .map_err(|m| err(format!("policy.{field}"), m))?;
             if d.is_zero() {
                 return Err(err(format!("policy.{field}"), "must be more than 0s"));
             }
@@ -103,8 +104,16 @@ fn called_code(raw: &RawPolicy) -> Result<Option<Freshness>, ConfigError> {
         }
         None => Ok(default),
     };
-    let refresh = duration("catalog_refresh", &raw.catalog_refresh, Duration::from_secs(60))?;
-    let timeout = duration("catalog_timeout", &raw.catalog_timeout, Duration::from_secs(10))?;
+    let refresh = duration(
+        "catalog_refresh",
+        &raw.catalog_refresh,
+        Duration::from_secs(60),
+    )?;
+    let timeout = duration(
+        "catalog_timeout",
+        &raw.catalog_timeout,
+        Duration::from_secs(10),
+    )?;
     Ok(raw.called_code.then_some(Freshness { refresh, timeout }))
 }
 

@@ -82,18 +82,16 @@ pub(crate) async fn build(
         .audit
         .as_ref()
         .map(|_| Arc::new(crate::approvals::note::Notes::default()));
-    let mut phases: Vec<Box<dyn Phase>> = vec![
-        Box::new(SchemaPhase {
-            started_under: Arc::clone(&rules.masking),
-            identity: identity.clone(),
-            masked: mask.is_some(),
-            // Only where masking is on: watching costs a scan per statement.
-            map: map.filter(|_| !rules.masking.rules.is_empty()).cloned(),
-            ddl_sent: false,
-            role_checks: Arc::clone(&gw.role_checks),
-            grants_sent: false,
-        }),
-    ];
+    let mut phases: Vec<Box<dyn Phase>> = vec![Box::new(SchemaPhase {
+        started_under: Arc::clone(&rules.masking),
+        identity: identity.clone(),
+        masked: mask.is_some(),
+        // Only where masking is on: watching costs a scan per statement.
+        map: map.filter(|_| !rules.masking.rules.is_empty()).cloned(),
+        ddl_sent: false,
+        role_checks: Arc::clone(&gw.role_checks),
+        grants_sent: false,
+    })];
     // The code catalog of the database the session opened, where the
     // rules resolve called code.
     let code = gw
@@ -102,7 +100,10 @@ pub(crate) async fn build(
         .zip(gw.config.route(&info.database))
         .map(|(u, route)| gw.code.store(u, route.dbname));
     if let Some(store) = &code {
-        phases.push(Box::new(CodePhase::new(Arc::clone(store), identity.clone())));
+        phases.push(Box::new(CodePhase::new(
+            Arc::clone(store),
+            identity.clone(),
+        )));
     }
     phases.push(Box::new(RulesPhase::new(
         identity.clone(),

@@ -273,10 +273,10 @@ impl CodeCatalog {
         &'a self,
         name: &'a QualName,
     ) -> impl Iterator<Item = &'a Function> + 'a {
-        lookup(&self.by_name, &name.name)
-            .iter()
-            .map(|&i| &self.parts.functions[i])
-            .filter(move |f| schema_matches(name.schema.as_deref(), &f.code.schema))
+        matching(&self.by_name, &self.parts.functions, name, |f| {
+            &f.code.schema
+        })
+        .map(|(_, f)| f)
     }
 
     /// Every user operator `name` may resolve to.
@@ -284,18 +284,15 @@ impl CodeCatalog {
         &'a self,
         name: &'a QualName,
     ) -> impl Iterator<Item = &'a Operator> + 'a {
-        lookup(&self.operators, &name.name)
-            .iter()
-            .map(|&i| &self.parts.operators[i])
-            .filter(move |o| schema_matches(name.schema.as_deref(), &o.schema))
+        matching(&self.operators, &self.parts.operators, name, |o| &o.schema).map(|(_, o)| o)
     }
 
     /// Every cast with a function to a type `name` may resolve to.
-    pub(super) fn casts_to<'a>(&'a self, name: &'a QualName) -> impl Iterator<Item = &'a Cast> + 'a {
-        lookup(&self.casts, &name.name)
-            .iter()
-            .map(|&i| &self.parts.casts[i])
-            .filter(move |c| schema_matches(name.schema.as_deref(), &c.target_schema))
+    pub(super) fn casts_to<'a>(
+        &'a self,
+        name: &'a QualName,
+    ) -> impl Iterator<Item = &'a Cast> + 'a {
+        matching(&self.casts, &self.parts.casts, name, |c| &c.target_schema).map(|(_, c)| c)
     }
 
     /// Every trigger on a table `name` may resolve to.
@@ -303,10 +300,7 @@ impl CodeCatalog {
         &'a self,
         name: &'a QualName,
     ) -> impl Iterator<Item = &'a Trigger> + 'a {
-        lookup(&self.triggers, &name.name)
-            .iter()
-            .map(|&i| &self.parts.triggers[i])
-            .filter(move |t| schema_matches(name.schema.as_deref(), &t.schema))
+        matching(&self.triggers, &self.parts.triggers, name, |t| &t.schema).map(|(_, t)| t)
     }
 
     /// Every column default of a table `name` may resolve to, with its
@@ -315,10 +309,7 @@ impl CodeCatalog {
         &'a self,
         name: &'a QualName,
     ) -> impl Iterator<Item = (usize, &'a ColumnDefault)> + 'a {
-        lookup(&self.defaults, &name.name)
-            .iter()
-            .map(|&i| (i, &self.parts.defaults[i]))
-            .filter(move |(_, d)| schema_matches(name.schema.as_deref(), &d.schema))
+        matching(&self.defaults, &self.parts.defaults, name, |d| &d.schema)
     }
 
     /// Every piece of relation code of a relation `name` may resolve to,
@@ -327,16 +318,25 @@ impl CodeCatalog {
         &'a self,
         name: &'a QualName,
     ) -> impl Iterator<Item = (usize, &'a RelationCode)> + 'a {
-        lookup(&self.relation_code, &name.name)
-            .iter()
-            .map(|&i| (i, &self.parts.relation_code[i]))
-            .filter(move |(_, r)| schema_matches(name.schema.as_deref(), &r.schema))
+        matching(&self.relation_code, &self.parts.relation_code, name, |r| {
+            &r.schema
+        })
     }
 
     /// The judgement of `body` (for a server of major version `major`),
     /// made by `judge` the first time.
-    pub(super) fn judged(&self, body: Body, major: u32, judge: impl FnOnce() -> Judged) -> Arc<Judged> {
-        if let Some(hit) = self.memo.lock().ok().and_then(|m| m.get(&(body, major)).cloned()) {
+    pub(super) fn judged(
+        &self,
+        body: Body,
+        major: u32,
+        judge: impl FnOnce() -> Judged,
+    ) -> Arc<Judged> {
+        if let Some(hit) = self
+            .memo
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(body, major)).cloned())
+        {
             return hit;
         }
         let judged = Arc::new(judge());
@@ -360,6 +360,18 @@ impl CodeCatalog {
     }
 }
 
-fn lookup<'a>(map: &'a HashMap<String, Vec<usize>>, name: &str) -> &'a [usize] {
-    map.get(name).map_or(&[], Vec::as_slice)
+/// The items `index` lists under `name`'s own name whose schema (read by
+/// `schema`) `name` may resolve to, with their positions in `items`.
+fn matching<'a, T>(
+    index: &'a HashMap<String, Vec<usize>>,
+    items: &'a [T],
+    name: &'a QualName,
+    schema: fn(&T) -> &str,
+) -> impl Iterator<Item = (usize, &'a T)> + 'a {
+    index
+        .get(&name.name)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(move |&i| items.get(i).map(|item| (i, item)))
+        .filter(move |(_, item)| schema_matches(name.schema.as_deref(), schema(item)))
 }

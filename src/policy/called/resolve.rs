@@ -151,20 +151,14 @@ impl Resolver<'_> {
                 if code.when == When::Written && !written {
                     continue;
                 }
-                if !self.visit(Body::Relation(i)) {
-                    continue;
-                }
                 let verb = if written { "writes" } else { "reads" };
-                let via: Arc<str> = format!(
-                    "{} of {}.{}, which {by} {verb}",
-                    code.what, code.schema, code.table
-                )
-                .into();
-                let major = self.major;
-                let judged = catalog.judged(Body::Relation(i), major, || {
-                    without_head(judge_text(&code.sql, major), Kind::CreateRule)
-                });
-                self.judged(&judged, depth, &via, &format!("in {via}"));
+                let via = || {
+                    format!(
+                        "{} of {}.{}, which {by} {verb}",
+                        code.what, code.schema, code.table
+                    )
+                };
+                self.expression(Body::Relation(i), depth, via, &code.sql);
             }
         }
         if !writes {
@@ -185,21 +179,34 @@ impl Resolver<'_> {
                 continue;
             }
             for (i, d) in catalog.defaults_of(table) {
-                if !self.visit(Body::Default(i)) {
-                    continue;
-                }
-                let via: Arc<str> = format!(
-                    "the default of column {}.{}.{}, which {by} fills",
-                    d.schema, d.table, d.column
-                )
-                .into();
-                let major = self.major;
-                let judged = catalog.judged(Body::Default(i), major, || {
-                    judge_text(&format!("SELECT {}", d.expression), major)
-                });
-                self.judged(&judged, depth, &via, &format!("in {via}"));
+                let via = || {
+                    format!(
+                        "the default of column {}.{}.{}, which {by} fills",
+                        d.schema, d.table, d.column
+                    )
+                };
+                self.expression(
+                    Body::Default(i),
+                    depth,
+                    via,
+                    &format!("SELECT {}", d.expression),
+                );
             }
         }
+    }
+
+    /// Code attached to a relation (`sql`: a statement to judge, a CREATE
+    /// RULE whose own unit keeps only what runs), reached through `via`.
+    fn expression(&mut self, body: Body, depth: usize, via: impl FnOnce() -> String, sql: &str) {
+        if !self.visit(body) {
+            return;
+        }
+        let via: Arc<str> = via().into();
+        let major = self.major;
+        let judged = self.catalog.judged(body, major, || {
+            without_head(judge_text(sql, major), Kind::CreateRule)
+        });
+        self.judged(&judged, depth, &via, &format!("in {via}"));
     }
 
     /// The casts to a type `name` may name.
@@ -267,11 +274,9 @@ impl Resolver<'_> {
             }
         };
         let major = self.major;
-        let judged = self
-            .catalog
-            .judged(Body::Function(f.code.oid), major, || {
-                judge_definition(definition, major)
-            });
+        let judged = self.catalog.judged(Body::Function(f.code.oid), major, || {
+            judge_definition(definition, major)
+        });
         self.judged(&judged, depth, &via, &format!("in the body of {via}"));
     }
 

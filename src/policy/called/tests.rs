@@ -131,8 +131,20 @@ fn functions_match_every_overload_in_every_schema_by_bare_name() {
 fn procedures_are_resolved_for_call() {
     let c = catalog(CatalogParts {
         functions: vec![
-            function(20010, "public", "proc_purge", "plpgsql", "TRUNCATE accounts"),
-            function(20011, "public", "proc_fine", "plpgsql", "UPDATE t SET a = 1 WHERE id = 2"),
+            function(
+                20010,
+                "public",
+                "proc_purge",
+                "plpgsql",
+                "TRUNCATE accounts",
+            ),
+            function(
+                20011,
+                "public",
+                "proc_fine",
+                "plpgsql",
+                "UPDATE t SET a = 1 WHERE id = 2",
+            ),
         ],
         ..CatalogParts::default()
     });
@@ -152,7 +164,13 @@ fn procedures_are_resolved_for_call() {
 #[test]
 fn operators_run_their_functions_built_in_or_not() {
     let c = catalog(CatalogParts {
-        functions: vec![function(20020, "public", "dropper", "sql", "DROP TABLE accounts")],
+        functions: vec![function(
+            20020,
+            "public",
+            "dropper",
+            "sql",
+            "DROP TABLE accounts",
+        )],
         operators: vec![
             Operator {
                 schema: "public".into(),
@@ -198,7 +216,10 @@ fn aggregates_run_their_support_functions() {
     agg.kind = 'a';
     agg.language = Language::Other("internal".into());
     agg.definition = None;
-    agg.support = vec![code(20031, "public", "total_step"), code(1841, "pg_catalog", "int4_sum")];
+    agg.support = vec![
+        code(20031, "public", "total_step"),
+        code(1841, "pg_catalog", "int4_sum"),
+    ];
     let mut harmless = agg.clone();
     harmless.code = code(20032, "public", "fine_total");
     harmless.support = vec![code(1841, "pg_catalog", "int4_sum")];
@@ -206,7 +227,13 @@ fn aggregates_run_their_support_functions() {
         functions: vec![
             agg,
             harmless,
-            function(20031, "public", "total_step", "sql", "DELETE FROM accounts RETURNING 1"),
+            function(
+                20031,
+                "public",
+                "total_step",
+                "sql",
+                "DELETE FROM accounts RETURNING 1",
+            ),
         ],
         ..CatalogParts::default()
     });
@@ -233,29 +260,53 @@ fn casts_run_their_functions_explicit_and_implicit() {
         function: code(oid, "public", "to_type"),
     };
     let explicit = catalog(CatalogParts {
-        functions: vec![function(20040, "public", "to_type", "sql", "DELETE FROM accounts")],
+        functions: vec![function(
+            20040,
+            "public",
+            "to_type",
+            "sql",
+            "DELETE FROM accounts",
+        )],
         casts: vec![cast("mood", 'e', 20040)],
         ..CatalogParts::default()
     });
     check(
         &explicit,
         &[
-            ("SELECT 'x'::mood", "no-unbounded-write", "of the cast from text to public.mood"),
-            ("SELECT CAST('x' AS public.mood)", "no-unbounded-write", "public.to_type"),
+            (
+                "SELECT 'x'::mood",
+                "no-unbounded-write",
+                "of the cast from text to public.mood",
+            ),
+            (
+                "SELECT CAST('x' AS public.mood)",
+                "no-unbounded-write",
+                "public.to_type",
+            ),
             ("SELECT mood('x')", "no-unbounded-write", "public.to_type"),
             ("SELECT 'x'::other.mood", "allow", ""),
             ("SELECT 'x'::text", "allow", ""),
         ],
     );
     let implicit = catalog(CatalogParts {
-        functions: vec![function(20040, "public", "to_type", "sql", "DELETE FROM accounts")],
+        functions: vec![function(
+            20040,
+            "public",
+            "to_type",
+            "sql",
+            "DELETE FROM accounts",
+        )],
         casts: vec![cast("mood", 'i', 20040)],
         ..CatalogParts::default()
     });
     check(
         &implicit,
         &[
-            ("INSERT INTO t (m) VALUES ('x')", "no-unbounded-write", "implicit cast"),
+            (
+                "INSERT INTO t (m) VALUES ('x')",
+                "no-unbounded-write",
+                "implicit cast",
+            ),
             ("BEGIN", "allow", ""),
         ],
     );
@@ -265,9 +316,27 @@ fn casts_run_their_functions_explicit_and_implicit() {
 fn triggers_on_written_tables_and_defaults_they_fill() {
     let c = catalog(CatalogParts {
         functions: vec![
-            function(20050, "public", "trg_purge", "plpgsql", "TRUNCATE customers"),
-            function(20051, "public", "trg_audit", "plpgsql", "INSERT INTO audit VALUES (1)"),
-            function(20052, "public", "wipe", "sql", "DELETE FROM accounts RETURNING 1"),
+            function(
+                20050,
+                "public",
+                "trg_purge",
+                "plpgsql",
+                "TRUNCATE customers",
+            ),
+            function(
+                20051,
+                "public",
+                "trg_audit",
+                "plpgsql",
+                "INSERT INTO audit VALUES (1)",
+            ),
+            function(
+                20052,
+                "public",
+                "wipe",
+                "sql",
+                "DELETE FROM accounts RETURNING 1",
+            ),
         ],
         triggers: vec![
             Trigger {
@@ -397,7 +466,13 @@ fn views_rules_policies_and_checks_run_with_their_relations() {
 #[test]
 fn moving_code_is_judged_as_running_it() {
     let c = catalog(CatalogParts {
-        functions: vec![function(28000, "public", "evil", "sql", "DELETE FROM accounts")],
+        functions: vec![function(
+            28000,
+            "public",
+            "evil",
+            "sql",
+            "DELETE FROM accounts",
+        )],
         casts: vec![Cast {
             source: "int4".into(),
             target_schema: "public".into(),
@@ -416,10 +491,26 @@ fn moving_code_is_judged_as_running_it() {
     check(
         &c,
         &[
-            ("ALTER FUNCTION evil() RENAME TO harmless", "no-unbounded-write", "public.evil"),
-            ("ALTER ROUTINE public.evil SET SCHEMA first", "no-unbounded-write", "public.evil"),
-            ("ALTER TYPE mood RENAME TO calm", "no-unbounded-write", "cast from int4"),
-            ("ALTER TABLE orders SET SCHEMA first", "no-unbounded-write", "trigger purge"),
+            (
+                "ALTER FUNCTION evil() RENAME TO harmless",
+                "no-unbounded-write",
+                "public.evil",
+            ),
+            (
+                "ALTER ROUTINE public.evil SET SCHEMA first",
+                "no-unbounded-write",
+                "public.evil",
+            ),
+            (
+                "ALTER TYPE mood RENAME TO calm",
+                "no-unbounded-write",
+                "cast from int4",
+            ),
+            (
+                "ALTER TABLE orders SET SCHEMA first",
+                "no-unbounded-write",
+                "trigger purge",
+            ),
             ("ALTER FUNCTION other() RENAME TO x", "allow", ""),
         ],
     );
@@ -455,7 +546,10 @@ fn calls_are_followed_recursively_with_a_depth_limit() {
         functions: chain(12, "SELECT 1"),
         ..CatalogParts::default()
     });
-    check(&deep, &[("SELECT f0()", "no-opaque-code", "nests too deeply")]);
+    check(
+        &deep,
+        &[("SELECT f0()", "no-opaque-code", "nests too deeply")],
+    );
     // A cycle ends.
     let cycle = catalog(CatalogParts {
         functions: vec![
@@ -495,7 +589,13 @@ fn native_and_unknown_languages_are_opaque() {
 fn dynamic_sql_in_a_called_plpgsql_function_is_opaque() {
     let c = catalog(CatalogParts {
         functions: vec![
-            function(24000, "public", "run", "plpgsql", "EXECUTE 'TRUNCATE accounts'"),
+            function(
+                24000,
+                "public",
+                "run",
+                "plpgsql",
+                "EXECUTE 'TRUNCATE accounts'",
+            ),
             function(24001, "public", "fine", "plpgsql", "PERFORM 1"),
         ],
         ..CatalogParts::default()
@@ -503,7 +603,11 @@ fn dynamic_sql_in_a_called_plpgsql_function_is_opaque() {
     check(
         &c,
         &[
-            ("SELECT run()", "no-opaque-code", "in the body of function public.run"),
+            (
+                "SELECT run()",
+                "no-opaque-code",
+                "in the body of function public.run",
+            ),
             ("SELECT fine()", "allow", ""),
         ],
     );
@@ -523,7 +627,10 @@ fn sql_bodies_are_judged_under_both_string_readings() {
         )],
         ..CatalogParts::default()
     });
-    check(&c, &[("SELECT tricky()", "no-unbounded-write", "public.tricky")]);
+    check(
+        &c,
+        &[("SELECT tricky()", "no-unbounded-write", "public.tricky")],
+    );
 }
 
 #[test]
@@ -547,7 +654,13 @@ fn a_verdict_does_not_outlive_its_catalog() {
 fn prepared_statements_carry_the_code_they_run() {
     let p = builtin();
     let c = catalog(CatalogParts {
-        functions: vec![function(27000, "public", "wipe", "sql", "DELETE FROM accounts")],
+        functions: vec![function(
+            27000,
+            "public",
+            "wipe",
+            "sql",
+            "DELETE FROM accounts",
+        )],
         ..CatalogParts::default()
     });
     let session = Session {
@@ -581,5 +694,8 @@ fn operators_and_casts_are_collected_by_the_walk() {
         assert!(ops.contains(&op.to_owned()), "{op} not in {ops:?}");
     }
     let casts: Vec<String> = unit.casts.iter().map(ToString::to_string).collect();
-    assert!(casts.contains(&"mood".to_owned()) && casts.contains(&"s.t".to_owned()), "{casts:?}");
+    assert!(
+        casts.contains(&"mood".to_owned()) && casts.contains(&"s.t".to_owned()),
+        "{casts:?}"
+    );
 }

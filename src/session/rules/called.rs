@@ -12,10 +12,12 @@
 //! - Identities no rule applies to never wait, and with no rule at all (or
 //!   `policy.called_code = false`) no catalog is ever read.
 
-use crate::session::masking::schema_may_change;
-use crate::session::phases::{Decision, Hold, Phase, Refusal, Release, RequestContext, RequestKind};
 use crate::policy::rules::Identity;
 use crate::policy::Policy;
+use crate::session::masking::schema_may_change;
+use crate::session::phases::{
+    Decision, Hold, Phase, Refusal, Release, RequestContext, RequestKind,
+};
 use crate::sqlstate::Sqlstate;
 use crate::upstream::code::{CodeStore, Freshness, State};
 use crate::wire::backend::TransactionStatus;
@@ -68,7 +70,9 @@ pub(crate) fn unavailable(e: &dyn std::fmt::Display) -> Refusal {
              triggers the statement may run) cannot be read, so the statement cannot be judged: {e}"
         ),
     )
-    .with_hint("Retry in a moment; if it persists, check pgward's catalog connection to the database.")
+    .with_hint(
+        "Retry in a moment; if it persists, check pgward's catalog connection to the database.",
+    )
 }
 
 impl Phase for CodePhase {
@@ -105,10 +109,7 @@ impl Phase for CodePhase {
                     };
                     let _ = release.send(outcome);
                 });
-                let mut hold = Hold::new(
-                    std::time::Instant::now() + freshness.timeout,
-                    decision,
-                );
+                let mut hold = Hold::new(std::time::Instant::now() + freshness.timeout, decision);
                 hold.timed_out = Some(unavailable(&format!(
                     "no catalog read within policy.catalog_timeout ({:?})",
                     freshness.timeout

@@ -259,7 +259,11 @@ async fn read_relation_code(
         let [Some(schema), Some(table), Some(name), qual, check] = row.as_slice() else {
             return Err(CatalogError::Malformed("policies"));
         };
-        let expressions: Vec<&str> = [qual, check].into_iter().flatten().map(String::as_str).collect();
+        let expressions: Vec<&str> = [qual, check]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
         if !expressions.is_empty() {
             let sql = format!("SELECT {}", expressions.join(", "));
             add(schema, table, format!("policy {name}"), When::Named, sql);
@@ -270,7 +274,13 @@ async fn read_relation_code(
             return Err(CatalogError::Malformed("checks"));
         };
         let sql = format!("SELECT {expression}");
-        add(schema, table, format!("check constraint {name}"), When::Written, sql);
+        add(
+            schema,
+            table,
+            format!("check constraint {name}"),
+            When::Written,
+            sql,
+        );
     }
     Ok(())
 }
