@@ -255,6 +255,33 @@ async fn code_another_session_or_ddl_brought_in_is_judged_at_once() {
         assert!(message(&e).contains("no-unbounded-write"), "{e:?}");
         assert!(message(&e).contains(&format!("public.{p}_bobs")), "{e:?}");
     }
+    // ... also inside a transaction (pgward's catalog reads see it once it
+    // committed) ...
+    bob.batch_execute(&format!(
+        "BEGIN; CREATE FUNCTION {p}_later() RETURNS void LANGUAGE sql AS 'TRUNCATE {t}'; COMMIT"
+    ))
+    .await
+    .expect("bob may");
+    for protocol in ["simple", "extended"] {
+        let e = run(&alice, protocol, &format!("SELECT {p}_later()"))
+            .await
+            .expect_err("bob's committed function");
+        assert!(message(&e).contains("no-truncate"), "{e:?}");
+    }
+    bob.simple_query("BEGIN").await.expect("begin");
+    bob.simple_query(&format!(
+        "CREATE FUNCTION {p}_slow() RETURNS void LANGUAGE sql AS 'TRUNCATE {t}'"
+    ))
+    .await
+    .expect("bob may");
+    // Alice's statement has the catalog read while the function is not
+    // committed yet: bob's COMMIT must make it stale again.
+    alice.simple_query("SELECT 1").await.expect("meanwhile");
+    bob.simple_query("COMMIT").await.expect("commit");
+    let e = run(&alice, "simple", &format!("SELECT {p}_slow()"))
+        .await
+        .expect_err("committed after its own statement");
+    assert!(message(&e).contains("no-truncate"), "{e:?}");
     // ... and one created directly on the server becomes known with the
     // next DDL through pgward (of this session or any other).
     Backend::shared().admin_sql(&format!(

@@ -105,6 +105,10 @@ pub struct Outcome {
     by_text: bool,
     /// Whether the verdict read `$n` parameters as unknown.
     by_params: bool,
+    /// Whether a unit may change the database's code (DDL, in the text or
+    /// in code it calls): the session has the code catalog read again once
+    /// it ran.
+    changes_schema: bool,
 }
 
 impl Outcome {
@@ -126,6 +130,7 @@ impl Outcome {
             by_shape: false,
             by_text: false,
             by_params: false,
+            changes_schema: false,
         }
     }
 
@@ -134,6 +139,12 @@ impl Outcome {
     /// of a Bind, which [`Policy::judge_bound`] judges.
     pub fn depends_on_parameters(&self) -> bool {
         self.by_params
+    }
+
+    /// Whether running the message may change the code the database runs
+    /// (see [`kind::Kind::changes_schema`]).
+    pub fn changes_schema(&self) -> bool {
+        self.changes_schema
     }
 
     /// The outcome when nothing needs judging.
@@ -145,6 +156,7 @@ impl Outcome {
             by_shape: false,
             by_text: false,
             by_params: false,
+            changes_schema: false,
         }
     }
 }
@@ -431,6 +443,10 @@ impl Policy {
                 .all(|s| !s.reads_literals && !s.reads_session),
             by_text: statements.iter().all(|s| !s.reads_session),
             by_params: statements.iter().any(|s| s.reads_params),
+            changes_schema: statements
+                .iter()
+                .flat_map(|s| &s.units)
+                .any(|u| u.kind.changes_schema()),
             effects: statements
                 .into_iter()
                 .flat_map(|s: Statement| s.effects)

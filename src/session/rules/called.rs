@@ -2,8 +2,10 @@
 //! (what statements run without naming it, `policy::called`) fresh enough
 //! for the rules to judge with.
 //!
-//! - DDL that goes through this session marks the catalog stale once the
-//!   server has answered it, for every session on the database.
+//! - DDL that goes through a session (as the rules phase judged it: in
+//!   the text, or in code it calls) marks the catalog stale once the server
+//!   has answered it, and again when its transaction ends, for every
+//!   session on the database (the `rules` phase marks it).
 //! - A Query or Parse of an identity the rules apply to waits (a hold,
 //!   bounded by `policy.catalog_timeout`) while the catalog is stale: never
 //!   read, read before the last DDL, or not refreshed for twice
@@ -14,24 +16,17 @@
 
 use crate::policy::rules::Identity;
 use crate::policy::Policy;
-use crate::session::masking::schema_may_change;
 use crate::session::phases::{
     Decision, Hold, Phase, Refusal, Release, RequestContext, RequestKind,
 };
 use crate::sqlstate::Sqlstate;
 use crate::upstream::code::{CodeStore, Freshness, State};
-use crate::wire::backend::TransactionStatus;
 use std::sync::Arc;
 
 /// The code phase of one session.
 pub(crate) struct CodePhase {
     store: Arc<CodeStore>,
     identity: Identity,
-    /// ReadyForQuery messages seen.
-    answered: u64,
-    /// The ReadyForQuery that ends the last DDL sent: the catalog is stale
-    /// once the server has answered it.
-    ddl_due: Option<u64>,
     /// Whether the identity needs the catalog, under the rule set last seen.
     needs: Option<(Arc<Policy>, Option<Freshness>)>,
 }
@@ -41,8 +36,6 @@ impl CodePhase {
         Self {
             store,
             identity,
-            answered: 0,
-            ddl_due: None,
             needs: None,
         }
     }
@@ -87,9 +80,6 @@ impl Phase for CodePhase {
         let Some(freshness) = ctx.rules.policy.rules.called_code else {
             return Decision::Forward;
         };
-        if ctx.text.is_some_and(schema_may_change) {
-            self.ddl_due = Some(self.answered + ctx.tracker.ready_pending() + 1);
-        }
         let Some(freshness) = self.freshness(&ctx.rules.policy).map(|_| freshness) else {
             return Decision::Forward;
         };
@@ -116,14 +106,6 @@ impl Phase for CodePhase {
                 )));
                 Decision::Hold(hold)
             }
-        }
-    }
-
-    fn on_ready(&mut self, _status: TransactionStatus) {
-        self.answered += 1;
-        if self.ddl_due.is_some_and(|due| self.answered >= due) {
-            self.ddl_due = None;
-            self.store.invalidate();
         }
     }
 }

@@ -37,6 +37,12 @@ pub struct RulesPhase {
     approvals: Option<ApprovalSide>,
     /// The database's code catalog (kept fresh by the `code` phase).
     code: Option<Arc<crate::upstream::code::CodeStore>>,
+    /// The ReadyForQuery that ends the last statement sent that may change
+    /// the database's code: the catalog is stale once it is answered.
+    ddl_due: Option<u64>,
+    /// Such a statement ran in the open transaction: the catalog is stale
+    /// again when it ends (pgward's catalog reads see only what committed).
+    ddl_in_transaction: bool,
 }
 
 /// What a Bind of a statement judges again.
@@ -70,6 +76,8 @@ impl RulesPhase {
             bind_checked: Vec::new(),
             approvals,
             code,
+            ddl_due: None,
+            ddl_in_transaction: false,
         }
     }
 
@@ -106,6 +114,11 @@ impl RulesPhase {
         let snapshot = self.snapshot(tracker, policy);
         let session = snapshot.session();
         let outcome = policy.judge_in(text, &self.identity, &session);
+        if outcome.changes_schema() && !matches!(outcome.verdict, Verdict::Deny(_)) {
+            // Approved, bound or allowed, it may run: read the code catalog
+            // again once it has.
+            self.ddl_due = Some(self.answered + tracker.ready_pending() + 1);
+        }
         if parse
             && (outcome.depends_on_parameters() || matches!(outcome.verdict, Verdict::Approval(_)))
         {
@@ -414,5 +427,16 @@ impl Phase for RulesPhase {
     fn on_ready(&mut self, status: TransactionStatus) {
         self.answered += 1;
         self.settings.temp.ready(self.answered, status);
+        let ddl_ran = self.ddl_due.is_some_and(|due| self.answered >= due);
+        if ddl_ran {
+            self.ddl_due = None;
+        }
+        let ended = self.ddl_in_transaction && status == TransactionStatus::Idle;
+        if ddl_ran || ended {
+            self.ddl_in_transaction = ddl_ran && status != TransactionStatus::Idle;
+            if let Some(store) = &self.code {
+                store.invalidate();
+            }
+        }
     }
 }
