@@ -699,3 +699,37 @@ fn operators_and_casts_are_collected_by_the_walk() {
         "{casts:?}"
     );
 }
+
+#[test]
+fn statements_that_change_code_are_flagged_even_through_called_code() {
+    let p = builtin();
+    let c = catalog(CatalogParts {
+        functions: vec![function(
+            30000,
+            "public",
+            "make",
+            "sql",
+            "CREATE TABLE made (a int)",
+        )],
+        ..CatalogParts::default()
+    });
+    let session = Session {
+        code: Some(&c),
+        ..Session::new(ON)
+    };
+    let who = Identity::new("alice", ["dev"]);
+    for (sql, changes) in [
+        ("SELECT 1", false),
+        (
+            "CREATE FUNCTION g() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            true,
+        ),
+        ("ALTER TABLE t ADD COLUMN b int", true),
+        ("COMMENT ON TABLE t IS 'x'", true),
+        ("SELECT make()", true),
+        ("INSERT INTO t VALUES (1)", false),
+    ] {
+        let outcome = p.judge_in(sql.as_bytes(), &who, &session);
+        assert_eq!(outcome.changes_schema(), changes, "{sql}");
+    }
+}
