@@ -158,7 +158,11 @@ impl Resolver<'_> {
                         code.what, code.schema, code.table
                     )
                 };
-                self.expression(Body::Relation(i), depth, via, &code.sql);
+                // Writing a view writes the relations its query reads
+                // (an automatically updatable view): their triggers,
+                // defaults and rules run too.
+                let through = (written && code.when == When::Named).then_some(unit.kind);
+                self.expression(Body::Relation(i), depth, via, &code.sql, through);
             }
         }
         if !writes {
@@ -185,19 +189,24 @@ impl Resolver<'_> {
                         d.schema, d.table, d.column
                     )
                 };
-                self.expression(
-                    Body::Default(i),
-                    depth,
-                    via,
-                    &format!("SELECT {}", d.expression),
-                );
+                let sql = format!("SELECT {}", d.expression);
+                self.expression(Body::Default(i), depth, via, &sql, None);
             }
         }
     }
 
     /// Code attached to a relation (`sql`: a statement to judge, a CREATE
-    /// RULE whose own unit keeps only what runs), reached through `via`.
-    fn expression(&mut self, body: Body, depth: usize, via: impl FnOnce() -> String, sql: &str) {
+    /// RULE whose own unit keeps only what runs), reached through `via`;
+    /// with `write`, a view's query through which a statement of that kind
+    /// writes the relations the query reads.
+    fn expression(
+        &mut self,
+        body: Body,
+        depth: usize,
+        via: impl FnOnce() -> String,
+        sql: &str,
+        write: Option<Kind>,
+    ) {
         if !self.visit(body) {
             return;
         }
@@ -207,6 +216,12 @@ impl Resolver<'_> {
             without_head(judge_text(sql, major), Kind::CreateRule)
         });
         self.judged(&judged, depth, &via, &format!("in {via}"));
+        if let (Some(kind), Some(query)) = (write, judged.units.first()) {
+            let mut base = Unit::new(kind);
+            query.relations.iter().for_each(|r| base.write(r.clone()));
+            let by: Arc<str> = format!("a write through {via}").into();
+            self.unit(&base, depth + 1, &by);
+        }
     }
 
     /// The casts to a type `name` may name.

@@ -439,9 +439,25 @@ fn views_rules_policies_and_checks_run_with_their_relations() {
                 When::Written,
                 "CREATE RULE also_purge AS ON INSERT TO public.logged DO ALSO DELETE FROM accounts",
             ),
+            code(
+                "over",
+                "the query",
+                When::Named,
+                "CREATE RULE \"_RETURN\" AS ON SELECT TO public.over DO INSTEAD SELECT id FROM public.orders",
+            ),
             code("secret", "policy mine", When::Named, "SELECT (public.wipe() IS NULL)"),
             code("checked", "check constraint c", When::Written, "SELECT (public.wipe() IS NULL)"),
         ],
+        triggers: vec![Trigger {
+            schema: "public".into(),
+            table: "orders".into(),
+            name: "purge".into(),
+            function: CodeRef {
+                oid: 29000,
+                schema: "public".into(),
+                name: "wipe".into(),
+            },
+        }],
         ..CatalogParts::default()
     });
     check(
@@ -459,6 +475,12 @@ fn views_rules_policies_and_checks_run_with_their_relations() {
             ("SELECT * FROM secret", "no-unbounded-write", "policy mine of public.secret"),
             ("INSERT INTO checked VALUES (1)", "no-unbounded-write", "check constraint c"),
             ("SELECT * FROM checked", "allow", ""),
+            (
+                "INSERT INTO over VALUES (1)",
+                "no-unbounded-write",
+                "trigger purge on public.orders, which a write through the query of public.over",
+            ),
+            ("SELECT * FROM over", "allow", ""),
         ],
     );
 }
