@@ -37,6 +37,9 @@ pub struct Gateway {
     pub masking: Arc<ArcSwap<crate::mask::rules::MaskConfig>>,
     /// Mask maps, by upstream name.
     pub masks: BTreeMap<String, Arc<crate::mask::store::UpstreamMap>>,
+    /// Code catalogs (what statements run without naming it), by upstream
+    /// and database: read on first need.
+    pub code: crate::upstream::code::CodeCatalogs,
     /// Rules and masking together, with their version: the one place a
     /// reload swaps (one store), so a reader that loads it once sees a rule
     /// set and a mask set that were accepted together. `policy` and
@@ -83,6 +86,7 @@ impl RuleSnapshot {
             default_approval: None,
             search_path: Vec::new(),
             cache_size: 1,
+            called_code: None,
         };
         Self {
             version: 0,
@@ -219,6 +223,7 @@ impl Gateway {
             policy,
             masking,
             masks,
+            code: crate::upstream::code::CodeCatalogs::default(),
             rules,
             role_checks: Arc::default(),
             reload_lock: std::sync::Mutex::new(()),

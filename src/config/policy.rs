@@ -6,10 +6,12 @@ use super::approvals::{rule_from_raw, ApprovalsConfig, RuleApproval};
 use super::raw::{RawPolicy, RawRule, RawRuleFile};
 use super::ConfigError;
 use crate::approvals::model::ApprovalMode;
+use crate::policy::called::Freshness;
 use crate::policy::kind::Kind;
 use crate::policy::rules::{Action, DefaultAction, NamePattern, Rule, RuleSet};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The built-in rules, shipped inside the binary.
 const BUILTIN: &str = include_str!("../policy/builtin_rules.toml");
@@ -76,6 +78,7 @@ pub fn compile_with(raw: &RawPolicy, approvals: &ApprovalsConfig) -> Result<Rule
     if raw.builtin_rules {
         rules.extend(builtin_rules()?);
     }
+    let called_code = called_code(raw)?;
     let mut search_path = vec!["pg_catalog".to_owned()];
     search_path.extend(raw.search_path.iter().cloned());
     Ok(RuleSet {
@@ -84,7 +87,34 @@ pub fn compile_with(raw: &RawPolicy, approvals: &ApprovalsConfig) -> Result<Rule
         default_approval,
         search_path,
         cache_size: raw.cache_size,
+        called_code,
     })
+}
+
+/// `policy.called_code`, `catalog_refresh` and `catalog_timeout`.
+fn called_code(raw: &RawPolicy) -> Result<Option<Freshness>, ConfigError> {
+    let duration = |field: &str, value: &Option<String>, default: Duration| match value {
+        Some(text) => {
+            let d = super::units::parse_duration(text)
+                .map_err(|m| err(format!("policy.{field}"), m))?;
+            if d.is_zero() {
+                return Err(err(format!("policy.{field}"), "must be more than 0s"));
+            }
+            Ok(d)
+        }
+        None => Ok(default),
+    };
+    let refresh = duration(
+        "catalog_refresh",
+        &raw.catalog_refresh,
+        Duration::from_secs(60),
+    )?;
+    let timeout = duration(
+        "catalog_timeout",
+        &raw.catalog_timeout,
+        Duration::from_secs(10),
+    )?;
+    Ok(raw.called_code.then_some(Freshness { refresh, timeout }))
 }
 
 /// The built-in rules (docs/policy.md lists them).

@@ -132,6 +132,22 @@ pub struct RawPolicy {
     /// Most distinct statement shapes whose verdicts are cached. Default 10000.
     #[serde(default = "default_cache_size")]
     pub cache_size: u64,
+    /// Resolve the code a statement runs without naming it (functions it
+    /// calls, operators, casts, triggers, defaults) through the database's
+    /// catalog and judge it like the statement (docs/policy.md, *called
+    /// code*). Default `true`.
+    #[serde(default = "default_true")]
+    pub called_code: bool,
+    /// How often each database's code catalog is read again, for code
+    /// created outside pgward (DDL through pgward refreshes it at once).
+    /// Default `"60s"`.
+    #[serde(default)]
+    pub catalog_refresh: Option<String>,
+    /// Time allowed to read a code catalog (login and queries); a statement
+    /// of an identity the rules apply to waits at most this long for it and
+    /// is refused if it cannot be read. Default `"10s"`.
+    #[serde(default)]
+    pub catalog_timeout: Option<String>,
     /// The rules, in order; the first that matches decides. Default: none.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -144,6 +160,9 @@ impl Default for RawPolicy {
             builtin_rules: true,
             search_path: default_search_path(),
             cache_size: default_cache_size(),
+            called_code: true,
+            catalog_refresh: None,
+            catalog_timeout: None,
             rules: Vec::new(),
         }
     }

@@ -30,6 +30,15 @@ fn minimal_config_gets_defaults() {
     let strict = parse(&minimal("sslmode = \"verify-full\"")).unwrap();
     assert!(strict.upstreams["main"].auth.channel_binding);
     assert_eq!(c.masking.catalog_timeout, Duration::from_secs(10));
+    assert_eq!(
+        c.policy.called_code,
+        Some(crate::policy::called::Freshness {
+            refresh: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+        })
+    );
+    let off = parse(&format!("{}[policy]\ncalled_code = false\n", minimal(""))).unwrap();
+    assert_eq!(off.policy.called_code, None);
     assert_eq!(c.databases["main"], "main");
 }
 
@@ -57,6 +66,14 @@ fn errors_name_the_field() {
         (
             format!("{}[masking]\ncatalog_timeout = \"0s\"\n", minimal("")),
             "masking.catalog_timeout",
+        ),
+        (
+            format!("{}[policy]\ncatalog_timeout = \"0s\"\n", minimal("")),
+            "policy.catalog_timeout",
+        ),
+        (
+            format!("{}[policy]\ncatalog_refresh = \"soon\"\n", minimal("")),
+            "policy.catalog_refresh",
         ),
         (
             format!(

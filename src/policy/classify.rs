@@ -320,6 +320,7 @@ impl<'a> Walker<'a> {
                 nested.extend(self.statement_named(name, body)?);
                 return Ok(());
             }
+            super::called::collect_code_names(name, body, unit);
         }
         if map.contains_key("funcname") && map.contains_key("agg_star") {
             let function = qual_name(map.get("funcname"));

@@ -6,9 +6,10 @@
 //! another name). Creating such objects over a function a rule denies is
 //! judged as calling it; the rest become units the built-in rules refuse.
 
-use super::classify::{inner, qual_name, str_field};
+use super::classify::{inner, int_field, qual_name, str_field};
 use super::facts::{QualName, Unit};
 use super::kind::Kind;
+use pg_query::protobuf::ObjectType;
 use serde_json::Value;
 
 /// DefElem names whose argument names a function (CREATE OPERATOR,
@@ -104,6 +105,40 @@ pub(super) fn referenced_functions(name: &str, body: &Value) -> Vec<QualName> {
     }
     found.retain(|f| !f.name.is_empty());
     found
+}
+
+/// A function or type renamed or moved to another schema: a statement
+/// later in the same message or transaction may call it by its new name,
+/// which the code catalog (read before, or outside the transaction) does
+/// not know yet. So the move is judged as calling the function (or casting
+/// to the type) now.
+pub(super) fn moved_code(name: &str, body: &Value, unit: &mut Unit) {
+    let field = match name {
+        "RenameStmt" => "rename_type",
+        "AlterObjectSchemaStmt" => "object_type",
+        _ => return,
+    };
+    let object = body.get("object").map(inner);
+    let names = object.and_then(|o| o.get("objname").or_else(|| o.get("items")));
+    let moved = qual_name(names);
+    if moved.name.is_empty() {
+        return;
+    }
+    let kind = ObjectType::try_from(int_field(body, field) as i32).ok();
+    match kind {
+        Some(
+            ObjectType::ObjectFunction
+            | ObjectType::ObjectProcedure
+            | ObjectType::ObjectRoutine
+            | ObjectType::ObjectAggregate,
+        ) => {
+            unit.functions.insert(moved);
+        }
+        Some(ObjectType::ObjectType | ObjectType::ObjectDomain) => {
+            unit.casts.insert(moved);
+        }
+        _ => {}
+    }
 }
 
 /// Whether a CREATE FUNCTION / PROCEDURE body is native code.

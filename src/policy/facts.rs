@@ -60,6 +60,17 @@ pub struct Unit {
     pub unbounded_write: bool,
     /// For SET / RESET / SHOW: the setting's name.
     pub setting: Option<String>,
+    /// Operators it uses, by name (`=`, `public.~>>`), including those a
+    /// construct uses implicitly by name (`IN`, `BETWEEN`, `CASE x WHEN`,
+    /// `JOIN ... USING`): resolved against the catalog's user-defined ones.
+    pub operators: BTreeSet<QualName>,
+    /// Types it casts to (`::t`, `CAST(x AS t)`): user-defined casts to
+    /// them run their functions.
+    pub casts: BTreeSet<QualName>,
+    /// Where the unit comes from when it is not in the statement's text
+    /// (`in the body of function public.f called by this statement`):
+    /// called code found through the catalog (see `policy::called`).
+    pub origin: Option<std::sync::Arc<str>>,
 }
 
 impl Unit {
@@ -72,6 +83,9 @@ impl Unit {
             functions: BTreeSet::new(),
             unbounded_write: false,
             setting: None,
+            operators: BTreeSet::new(),
+            casts: BTreeSet::new(),
+            origin: None,
         }
     }
 

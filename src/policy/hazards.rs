@@ -33,6 +33,7 @@ impl Walker<'_> {
         let top = self.depth == 1;
         unit.functions
             .extend(code::referenced_functions(name, body));
+        code::moved_code(name, body, unit);
         if name == "CreateFunctionStmt" && code::native_language(body) {
             nested.push(Unit::new(Kind::NativeCode));
         }

@@ -214,3 +214,19 @@ impl std::fmt::Display for Kind {
         f.write_str(self.name())
     }
 }
+
+impl Kind {
+    /// Whether a statement of this kind may change the code the database
+    /// runs (functions, operators, triggers, rules, defaults, ...): the code
+    /// catalog is read again once it ran (`upstream::code`).
+    pub fn changes_schema(self) -> bool {
+        let name = self.name();
+        ["create_", "alter_", "drop_", "rename_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || matches!(
+                self,
+                Kind::Comment | Kind::ImportForeignSchema | Kind::ReassignOwned
+            )
+    }
+}

@@ -14,6 +14,7 @@
 //! and the identity, so a repeated text costs one lookup and a repeated shape
 //! one scan and one lookup, not a parse.
 
+pub mod called;
 pub mod classify;
 mod code;
 pub mod encoding;
@@ -64,6 +65,10 @@ pub struct Session<'a> {
     pub server_major: u32,
     /// The session's client_encoding, as the server last reported it.
     pub client_encoding: &'a ClientEncoding,
+    /// The database's user-defined code, when the session layer read it:
+    /// what a statement calls, triggers or fills is judged with it (see
+    /// [`called`]). `None`: only the statement's own text is judged.
+    pub code: Option<&'a called::CodeCatalog>,
 }
 
 static NO_TABLES: BTreeSet<String> = BTreeSet::new();
@@ -78,6 +83,7 @@ impl Session<'static> {
             own_temp_tables: &NO_TABLES,
             server_major: versions::GRAMMAR_MAJOR,
             client_encoding: &UTF8,
+            code: None,
         }
     }
 }
@@ -99,6 +105,10 @@ pub struct Outcome {
     by_text: bool,
     /// Whether the verdict read `$n` parameters as unknown.
     by_params: bool,
+    /// Whether a unit may change the database's code (DDL, in the text or
+    /// in code it calls): the session has the code catalog read again once
+    /// it ran.
+    changes_schema: bool,
 }
 
 impl Outcome {
@@ -120,6 +130,7 @@ impl Outcome {
             by_shape: false,
             by_text: false,
             by_params: false,
+            changes_schema: false,
         }
     }
 
@@ -128,6 +139,12 @@ impl Outcome {
     /// of a Bind, which [`Policy::judge_bound`] judges.
     pub fn depends_on_parameters(&self) -> bool {
         self.by_params
+    }
+
+    /// Whether running the message may change the code the database runs
+    /// (see [`kind::Kind::changes_schema`]).
+    pub fn changes_schema(&self) -> bool {
+        self.changes_schema
     }
 
     /// The outcome when nothing needs judging.
@@ -139,16 +156,20 @@ impl Outcome {
             by_shape: false,
             by_text: false,
             by_params: false,
+            changes_schema: false,
         }
     }
 }
 
-/// Exact-text key: the text, the lexing setting, the server's major version
-/// and the rules that apply to the identity.
-type TextKey = (Box<[u8]>, bool, u32, Audience);
+/// Exact-text key: the text, the lexing setting, the server's major version,
+/// the code catalog's generation (0: none) and the rules that apply to the
+/// identity. With the generation in the key, a verdict never outlives the
+/// catalog it was reached with.
+type TextKey = (Box<[u8]>, bool, u32, u64, Audience);
 /// Shape key: [`lexer::shape`] (which holds the lexing setting), the
-/// server's major version and the rules that apply to the identity.
-type ShapeKey = (Box<[u8]>, u32, Audience);
+/// server's major version, the catalog's generation and the rules that
+/// apply to the identity.
+type ShapeKey = (Box<[u8]>, u32, u64, Audience);
 type Cache<K> = moka::sync::Cache<K, Arc<Outcome>, foldhash::fast::RandomState>;
 
 /// Rules plus their verdict caches; replaced whole on reload.
@@ -185,6 +206,16 @@ impl Policy {
     /// Whether nothing can be refused (then sessions skip judging entirely).
     pub fn is_inert(&self) -> bool {
         self.rules.is_inert()
+    }
+
+    /// How fresh the code catalog must be for statements of `who`, or
+    /// `None` when they are judged without one: `policy.called_code` is
+    /// off, or no rule can apply to them (then no catalog is read for them).
+    pub fn needs_code(&self, who: &Identity) -> Option<called::Freshness> {
+        let freshness = self.rules.called_code?;
+        let applies = self.rules.default_action != rules::DefaultAction::Allow
+            || self.rules.rules.iter().any(|r| r.applies_to(who));
+        applies.then_some(freshness)
     }
 
     /// Judges the SQL text of one Query or Parse message, for a session of
@@ -270,10 +301,11 @@ impl Policy {
             Lexing::Uncertain(settings) if !sql.contains('\\') => Some(settings),
             Lexing::Uncertain(_) => None,
         };
+        let code = session.code;
         match (one_reading, values) {
-            (Some(settings), None) => self.judge_cached(sql, who, &env(settings)),
+            (Some(settings), None) => self.judge_cached(sql, who, &env(settings), code),
             (Some(settings), Some(values)) => {
-                Arc::new(self.judge_fresh(sql, who, &env(settings), values))
+                Arc::new(self.judge_fresh(sql, who, &env(settings), code, values))
             }
             (None, values) => {
                 let mut outcomes = [true, false].map(|scs| {
@@ -283,6 +315,7 @@ impl Policy {
                         &env(LexSettings {
                             standard_conforming_strings: scs,
                         }),
+                        code,
                         values.unwrap_or_default(),
                     )
                 });
@@ -302,12 +335,20 @@ impl Policy {
         }
     }
 
-    fn judge_cached(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Arc<Outcome> {
+    fn judge_cached(
+        &self,
+        sql: &str,
+        who: &Audience,
+        env: &Env<'_>,
+        code: Option<&called::CodeCatalog>,
+    ) -> Arc<Outcome> {
         let settings = env.settings;
+        let generation = code.map_or(0, called::CodeCatalog::generation);
         let text_key: TextKey = (
             sql.as_bytes().into(),
             settings.standard_conforming_strings,
             env.server_major,
+            generation,
             who.clone(),
         );
         if let Some(hit) = self.texts.get(&text_key) {
@@ -323,6 +364,7 @@ impl Policy {
         let shape_key: ShapeKey = (
             lexer::shape(sql, &tokens, settings).into(),
             env.server_major,
+            generation,
             who.clone(),
         );
         if let Some(hit) = self.shapes.get(&shape_key) {
@@ -330,7 +372,7 @@ impl Policy {
             // literals would crowd out the ones that repeat exactly.
             return hit;
         }
-        match self.decide(sql, &tokens, who, env, &[]) {
+        match self.decide(sql, &tokens, who, env, code, &[]) {
             Ok(outcome) => {
                 let outcome = Arc::new(outcome);
                 // Verdicts that read a literal's value are shared only by
@@ -355,13 +397,14 @@ impl Policy {
         sql: &str,
         who: &Audience,
         env: &Env<'_>,
+        code: Option<&called::CodeCatalog>,
         values: &[Option<Option<String>>],
     ) -> Outcome {
         match lexer::scan(sql, env.settings) {
             Ok(tokens) => match versions::in_tokens(sql, &tokens, env.server_major) {
                 Some(newer) => unparsable(&ClassifyError::NewerSyntax(newer)),
                 None => self
-                    .decide(sql, &tokens, who, env, values)
+                    .decide(sql, &tokens, who, env, code, values)
                     .unwrap_or_else(|e| *e),
             },
             Err(e) => unparsable(&ClassifyError::Syntax(e)),
@@ -374,9 +417,16 @@ impl Policy {
         tokens: &[pg_query::protobuf::ScanToken],
         who: &Audience,
         env: &Env<'_>,
+        code: Option<&called::CodeCatalog>,
         values: &[Option<Option<String>>],
     ) -> Result<Outcome, Box<Outcome>> {
-        let statements = classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;
+        let mut statements =
+            classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;
+        if let Some(code) = code {
+            for statement in &mut statements {
+                with_called_code(statement, code, env.server_major);
+            }
+        }
         let texts: Vec<String> = statements
             .iter()
             .map(|s| lexer::normalized(sql, tokens, s.range.clone()))
@@ -393,12 +443,31 @@ impl Policy {
                 .all(|s| !s.reads_literals && !s.reads_session),
             by_text: statements.iter().all(|s| !s.reads_session),
             by_params: statements.iter().any(|s| s.reads_params),
+            changes_schema: statements
+                .iter()
+                .flat_map(|s| &s.units)
+                .any(|u| u.kind.changes_schema()),
             effects: statements
                 .into_iter()
                 .flat_map(|s: Statement| s.effects)
                 .collect(),
             text: Arc::from(texts.join("; ").as_str()),
         })
+    }
+}
+
+/// Adds to `statement` (and to what it prepares) the units of the code it
+/// runs without naming it in its text, found in `code`.
+fn with_called_code(statement: &mut Statement, code: &called::CodeCatalog, major: u32) {
+    let more = called::resolve(code, &statement.units, major);
+    statement.units.extend(more);
+    for effect in &mut statement.effects {
+        if let Effect::Prepare { units, .. } = effect {
+            let more = called::resolve(code, units, major);
+            if !more.is_empty() {
+                Arc::make_mut(units).extend(more);
+            }
+        }
     }
 }
 

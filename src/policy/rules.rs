@@ -319,6 +319,10 @@ pub struct RuleSet {
     pub search_path: Vec<String>,
     /// Most cached verdicts.
     pub cache_size: u64,
+    /// Whether (and how fresh) the code statements run without naming it
+    /// is resolved through the database's catalog (`policy.called_code`);
+    /// `None`: only the statement's own text is judged.
+    pub called_code: Option<super::called::Freshness>,
 }
 
 fn describe(unit: &Unit) -> String {
@@ -336,6 +340,10 @@ fn describe(unit: &Unit) -> String {
     }
     if unit.unbounded_write {
         d.push_str(" without WHERE");
+    }
+    if let Some(origin) = &unit.origin {
+        d.push_str(", ");
+        d.push_str(origin);
     }
     d
 }
@@ -457,6 +465,12 @@ fn rule_denial(rule: &Rule, unit: &Unit) -> Denial {
     if let Some(m) = &rule.message {
         message.push_str(": ");
         message.push_str(m);
+    }
+    // Code the statement runs without naming it: say where it was found.
+    if let Some(origin) = &unit.origin {
+        message.push_str(" (");
+        message.push_str(origin);
+        message.push(')');
     }
     Denial {
         code: "42501",

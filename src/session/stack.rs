@@ -5,12 +5,15 @@
 //!    has since masked (it must reconnect), and refreshes the upstream's
 //!    mask map after statements that may change the schema, whoever runs
 //!    them.
-//! 2. `rules` - statement rules: a refused statement reaches nothing after.
-//! 3. `masking` - for identities with masked columns: the guard on
+//! 2. `code` - keeps the database's code catalog fresh for the rules
+//!    (functions, operators, triggers statements run without naming them):
+//!    marks it stale after DDL, holds a statement while it is read again.
+//! 3. `rules` - statement rules: a refused statement reaches nothing after.
+//! 4. `masking` - for identities with masked columns: the guard on
 //!    statements, then the rows of results that hold masked columns.
-//! 4. phases added to the gateway (`Gateway::add_phase`), in the order they
+//! 5. phases added to the gateway (`Gateway::add_phase`), in the order they
 //!    were added: approvals and recording plug in here.
-//! 5. `audit` (when `[audit]` is on): last, so it records what the phases
+//! 6. `audit` (when `[audit]` is on): last, so it records what the phases
 //!    before it decided; it holds a fail-closed statement while the audit
 //!    queue has no room.
 //!
@@ -19,6 +22,7 @@
 
 use super::masking::{self, MaskPhase};
 use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind, SessionInfo};
+use super::rules::called::CodePhase;
 use super::rules::{ReportedSettings, RulesPhase};
 use crate::error::SessionError;
 use crate::gateway::Gateway;
@@ -78,27 +82,39 @@ pub(crate) async fn build(
         .audit
         .as_ref()
         .map(|_| Arc::new(crate::approvals::note::Notes::default()));
-    let mut phases: Vec<Box<dyn Phase>> = vec![
-        Box::new(SchemaPhase {
-            started_under: Arc::clone(&rules.masking),
-            identity: identity.clone(),
-            masked: mask.is_some(),
-            // Only where masking is on: watching costs a scan per statement.
-            map: map.filter(|_| !rules.masking.rules.is_empty()).cloned(),
-            ddl_sent: false,
-            role_checks: Arc::clone(&gw.role_checks),
-            grants_sent: false,
-        }),
-        Box::new(RulesPhase::new(
+    let mut phases: Vec<Box<dyn Phase>> = vec![Box::new(SchemaPhase {
+        started_under: Arc::clone(&rules.masking),
+        identity: identity.clone(),
+        masked: mask.is_some(),
+        // Only where masking is on: watching costs a scan per statement.
+        map: map.filter(|_| !rules.masking.rules.is_empty()).cloned(),
+        ddl_sent: false,
+        role_checks: Arc::clone(&gw.role_checks),
+        grants_sent: false,
+    })];
+    // The code catalog of the database the session opened, where the
+    // rules resolve called code.
+    let code = gw
+        .upstreams
+        .get(upstream)
+        .zip(gw.config.route(&info.database))
+        .map(|(u, route)| gw.code.store(u, route.dbname));
+    if let Some(store) = &code {
+        phases.push(Box::new(CodePhase::new(
+            Arc::clone(store),
             identity.clone(),
-            settings,
-            Some(super::rules::ApprovalSide {
-                service: Arc::clone(gw.approvals()),
-                masked: keep_descriptions,
-                notes: notes.clone(),
-            }),
-        )),
-    ];
+        )));
+    }
+    phases.push(Box::new(RulesPhase::new(
+        identity.clone(),
+        settings,
+        Some(super::rules::ApprovalSide {
+            service: Arc::clone(gw.approvals()),
+            masked: keep_descriptions,
+            notes: notes.clone(),
+        }),
+        code,
+    )));
     if let Some(mask) = mask {
         phases.push(Box::new(mask));
     }

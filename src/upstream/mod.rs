@@ -2,5 +2,6 @@
 //! to a server's answers wherever they are read (login, catalog, relay).
 //! Connecting and logging in still live in `auth::backend`.
 
+pub mod code;
 pub mod error;
 pub mod query;

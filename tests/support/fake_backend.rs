@@ -328,12 +328,14 @@ impl FakeBackend {
 
     /// A whole pgward config: the fake as the only upstream behind `appdb`,
     /// alice as the client identity; `upstream_extra` lines go into the
-    /// upstream section.
+    /// upstream section. Called-code resolution is off: the fake answers
+    /// no catalog queries, and its logins are counted (resolution has its
+    /// own tests against a real server, tests/rules_called_code.rs).
     pub fn config(&self, upstream_extra: &str) -> String {
         let verifier = pgward::auth::verifier::ScramVerifier::generate(super::PASSWORD);
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n{up}\n[databases]\n{DB} = \"{DB}\"\n\n\
-             [users.{USER}]\nscram_verifier = \"{verifier}\"\n",
+             [users.{USER}]\nscram_verifier = \"{verifier}\"\n\n[policy]\ncalled_code = false\n",
             up = self.upstream_section(DB, upstream_extra),
         )
     }

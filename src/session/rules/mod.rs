@@ -4,6 +4,7 @@
 //! conversation tracker says was prepared.
 
 pub(crate) mod approval;
+pub(crate) mod called;
 mod settings;
 
 pub(crate) use approval::ApprovalSide;
@@ -34,6 +35,14 @@ pub struct RulesPhase {
     bind_checked: Vec<(Arc<Statement>, Arc<Policy>, AtBind)>,
     /// Approvals, when the session can ask for them.
     approvals: Option<ApprovalSide>,
+    /// The database's code catalog (kept fresh by the `code` phase).
+    code: Option<Arc<crate::upstream::code::CodeStore>>,
+    /// The ReadyForQuery that ends the last statement sent that may change
+    /// the database's code: the catalog is stale once it is answered.
+    ddl_due: Option<u64>,
+    /// Such a statement ran in the open transaction: the catalog is stale
+    /// again when it ends (pgward's catalog reads see only what committed).
+    ddl_in_transaction: bool,
 }
 
 /// What a Bind of a statement judges again.
@@ -58,6 +67,7 @@ impl RulesPhase {
         identity: Identity,
         settings: Arc<ReportedSettings>,
         approvals: Option<ApprovalSide>,
+        code: Option<Arc<crate::upstream::code::CodeStore>>,
     ) -> Self {
         Self {
             identity,
@@ -65,6 +75,9 @@ impl RulesPhase {
             answered: 0,
             bind_checked: Vec::new(),
             approvals,
+            code,
+            ddl_due: None,
+            ddl_in_transaction: false,
         }
     }
 
@@ -98,9 +111,14 @@ impl RulesPhase {
             // rules that arrive later still apply to them.
             return Decision::Forward;
         }
-        let snapshot = self.snapshot(tracker);
+        let snapshot = self.snapshot(tracker, policy);
         let session = snapshot.session();
         let outcome = policy.judge_in(text, &self.identity, &session);
+        if outcome.changes_schema() && !matches!(outcome.verdict, Verdict::Deny(_)) {
+            // Approved, bound or allowed, it may run: read the code catalog
+            // again once it has.
+            self.ddl_due = Some(self.answered + tracker.ready_pending() + 1);
+        }
         if parse
             && (outcome.depends_on_parameters() || matches!(outcome.verdict, Verdict::Approval(_)))
         {
@@ -240,6 +258,7 @@ struct Snapshot {
     own_temp_tables: BTreeSet<String>,
     client_encoding: ClientEncoding,
     server_major: u32,
+    code: Option<Arc<crate::policy::called::CodeCatalog>>,
 }
 
 impl Snapshot {
@@ -250,6 +269,7 @@ impl Snapshot {
             own_temp_tables: &self.own_temp_tables,
             server_major: self.server_major,
             client_encoding: &self.client_encoding,
+            code: self.code.as_deref(),
         }
     }
 }
@@ -258,8 +278,15 @@ impl RulesPhase {
     /// The session as the server last reported it. A request still
     /// unanswered (in this batch or an earlier one) may change a setting
     /// before the text is lexed: then every reading counts.
-    fn snapshot(&self, tracker: &Tracker) -> Snapshot {
+    fn snapshot(&self, tracker: &Tracker, policy: &Policy) -> Snapshot {
         let settings = self.settings.current();
+        // The catalog only where the rules resolve called code (the `code`
+        // phase has read it by now for identities the rules apply to).
+        let code = policy
+            .rules
+            .called_code
+            .and(self.code.as_ref())
+            .and_then(|store| store.current());
         Snapshot {
             lexing: if tracker.busy() {
                 Lexing::Uncertain(settings)
@@ -272,6 +299,7 @@ impl RulesPhase {
                 |e| e.clone(),
             ),
             server_major: self.settings.server_major.load(Ordering::Acquire),
+            code,
         }
     }
 
@@ -290,7 +318,7 @@ impl RulesPhase {
             return Decision::Forward;
         }
         let text = &statement.text[..];
-        let snapshot = self.snapshot(ctx.tracker);
+        let snapshot = self.snapshot(ctx.tracker, policy);
         let session = snapshot.session();
         // What the Bind must judge, by statement and rule set: drivers bind
         // the same statements over and over, and most pass here with a
@@ -404,5 +432,16 @@ impl Phase for RulesPhase {
     fn on_ready(&mut self, status: TransactionStatus) {
         self.answered += 1;
         self.settings.temp.ready(self.answered, status);
+        let ddl_ran = self.ddl_due.is_some_and(|due| self.answered >= due);
+        if ddl_ran {
+            self.ddl_due = None;
+        }
+        let ended = self.ddl_in_transaction && status == TransactionStatus::Idle;
+        if ddl_ran || ended {
+            self.ddl_in_transaction = ddl_ran && status != TransactionStatus::Idle;
+            if let Some(store) = &self.code {
+                store.invalidate();
+            }
+        }
     }
 }

@@ -1,0 +1,199 @@
+//! The code catalogs: per (upstream, database), the user-defined code the
+//! statement rules resolve calls against ([`crate::policy::called`]), read
+//! over pgward's own metadata connection like the mask map, shared by the
+//! sessions on that database and swapped whole.
+//!
+//! Freshness: DDL through any pgward session on the database bumps the
+//! wanted version, and every session's next statement waits (bounded by
+//! `policy.catalog_timeout`) for a catalog read after it. Every
+//! `policy.catalog_refresh` the catalog is read again in the background
+//! (DDL made outside pgward is known from then); a catalog that has not
+//! been refreshed for twice that long is not used (statements wait for a
+//! read, and are refused if it fails).
+
+mod load;
+
+use crate::auth::backend::Upstream;
+use crate::policy::called::CodeCatalog;
+pub use crate::upstream::query::CatalogError;
+use crate::wire::encode;
+use arc_swap::ArcSwapOption;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the first call (a monotonic clock an atomic can hold).
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+pub use crate::policy::called::Freshness;
+
+/// One database's catalog and its freshness.
+pub struct CodeStore {
+    upstream: Upstream,
+    dbname: String,
+    current: ArcSwapOption<CodeCatalog>,
+    /// When the catalog in force was read, in [`clock`] milliseconds
+    /// (0: never). An atomic, not a lock: every statement reads it.
+    loaded_at: AtomicU64,
+    /// Bumped by each DDL statement that went through pgward.
+    wanted: AtomicU64,
+    /// The `wanted` the catalog in force was read after.
+    have: AtomicU64,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// Whether a catalog may be used as it is, must be read again in the
+/// background, or must be read before a statement is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Fresh.
+    Fresh,
+    /// Older than `refresh`: usable while a read runs in the background.
+    Aging,
+    /// None read yet, DDL went through since, or older than twice
+    /// `refresh`: statements wait for a read.
+    Stale,
+}
+
+impl CodeStore {
+    fn new(upstream: Upstream, dbname: String) -> Self {
+        Self {
+            upstream,
+            dbname,
+            current: ArcSwapOption::empty(),
+            loaded_at: AtomicU64::new(0),
+            wanted: AtomicU64::new(0),
+            have: AtomicU64::new(0),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The catalog in force, if one was ever read.
+    pub fn current(&self) -> Option<Arc<CodeCatalog>> {
+        self.current.load_full()
+    }
+
+    /// Where the catalog in force stands.
+    pub fn state(&self, freshness: Freshness) -> State {
+        if self.current.load().is_none()
+            || self.have.load(Ordering::Acquire) != self.wanted.load(Ordering::Acquire)
+        {
+            return State::Stale;
+        }
+        let at = self.loaded_at.load(Ordering::Acquire);
+        let age = Duration::from_millis(clock().saturating_sub(at));
+        match age {
+            _ if at == 0 => State::Stale,
+            age if age < freshness.refresh => State::Fresh,
+            age if age < freshness.refresh.saturating_mul(2) => State::Aging,
+            _ => State::Stale,
+        }
+    }
+
+    /// DDL went through: the next statements wait for a catalog read
+    /// after it.
+    pub fn invalidate(&self) {
+        self.wanted.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Starts a read unless one is running.
+    pub fn refresh_in_background(self: &Arc<Self>, freshness: Freshness) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.refresh(freshness).await {
+                tracing::warn!(
+                    upstream = %this.upstream.config.name,
+                    database = %this.dbname,
+                    "code catalog refresh failed: {e}"
+                );
+            }
+        });
+    }
+
+    /// A catalog read after the last DDL, reading it first if needed,
+    /// within `freshness.timeout` (waiting for a read under way counts
+    /// against the same deadline).
+    pub async fn ensure(&self, freshness: Freshness) -> Result<Arc<CodeCatalog>, CatalogError> {
+        let limit = freshness.timeout;
+        tokio::time::timeout(limit, async {
+            loop {
+                if self.state(freshness) != State::Stale {
+                    if let Some(c) = self.current() {
+                        return Ok(c);
+                    }
+                }
+                self.refresh(freshness).await?;
+            }
+        })
+        .await
+        .map_err(|_| CatalogError::Timeout(limit))?
+    }
+
+    /// Reads the catalog and swaps it in (one read at a time; a caller that
+    /// finds one under way waits for it).
+    pub async fn refresh(&self, freshness: Freshness) -> Result<(), CatalogError> {
+        let limit = freshness.timeout;
+        let _guard = tokio::time::timeout(limit, self.refreshing.lock())
+            .await
+            .map_err(|_| CatalogError::Timeout(limit))?;
+        let target = self.wanted.load(Ordering::Acquire);
+        if self.state(freshness) == State::Fresh {
+            // Someone read it while we waited.
+            return Ok(());
+        }
+        let parts = tokio::time::timeout(limit, self.read())
+            .await
+            .map_err(|_| CatalogError::Timeout(limit))??;
+        // The same code as before keeps its generation, and with it the
+        // verdicts cached under it.
+        let same = self.current().filter(|c| c.parts() == &parts);
+        if same.is_none() {
+            self.current.store(Some(Arc::new(CodeCatalog::new(parts))));
+        }
+        self.loaded_at.store(clock().max(1), Ordering::Release);
+        self.have.store(target, Ordering::Release);
+        Ok(())
+    }
+
+    async fn read(&self) -> Result<crate::policy::called::CatalogParts, CatalogError> {
+        let params = [("application_name".to_owned(), "pgward-catalog".to_owned())];
+        let mut login = self
+            .upstream
+            .login(self.upstream.catalog_role(), &self.dbname, &params)
+            .await
+            .map_err(|e| CatalogError::Io(e.to_string()))?;
+        let result = load::load(&mut login.conn).await;
+        let mut bye = BytesMut::new();
+        encode::terminate(&mut bye);
+        let _ = login.conn.send(&bye).await;
+        result
+    }
+}
+
+/// Every database's code catalog, created on first use.
+#[derive(Default)]
+pub struct CodeCatalogs {
+    stores: Mutex<HashMap<(String, String), Arc<CodeStore>>>,
+}
+
+impl CodeCatalogs {
+    /// The store of database `dbname` on `upstream`.
+    pub fn store(&self, upstream: &Upstream, dbname: &str) -> Arc<CodeStore> {
+        let key = (upstream.config.name.clone(), dbname.to_owned());
+        let mut stores = match self.stores.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(
+            stores
+                .entry(key)
+                .or_insert_with(|| Arc::new(CodeStore::new(upstream.clone(), dbname.to_owned()))),
+        )
+    }
+}
