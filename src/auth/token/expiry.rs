@@ -242,12 +242,12 @@ mod tests {
         Authenticated {
             identity: Identity::new("ci", ["dev"]),
             databases: None,
-            credential: Credential::Token(TokenCredential {
+            credential: Credential::Token(Box::new(TokenCredential {
                 issuer: "pgward".into(),
                 subject: None,
                 jti: None,
                 expires,
-            }),
+            })),
         }
     }
 
