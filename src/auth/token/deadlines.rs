@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(deadlines.len(), (1, 0));
         // One due now: its ending starts and is kept until its guard drops.
         let due = deadlines.add(Instant::now(), 3, Arc::clone(&reason), AT_ONCE, &registry);
-        until("the due session's ending starts", || deadlines.len() == (1, 1)).await;
+        until("the due session's ending starts", || {
+            deadlines.len() == (1, 1)
+        })
+        .await;
         drop(due);
         assert_eq!(deadlines.len(), (1, 0));
         drop(b);
