@@ -97,15 +97,16 @@ fn guard(c: &mut Criterion) {
     use pgward::mask::guard::{check, Masked};
     use pgward::mask::memo::{shape_key, Memo};
     use pgward::policy::lexer::LexSettings;
-    let masked = Masked {
-        tables: vec![(
+    let masked = Masked::with_catalog(
+        vec![(
             "public".into(),
             "customers".into(),
             ["ssn".to_owned(), "email".to_owned()].into(),
         )],
-        relations: [("public".to_owned(), "customers".to_owned())].into(),
-        ..Masked::default()
-    };
+        Default::default(),
+        Default::default(),
+        [("public".to_owned(), "customers".to_owned())].into(),
+    );
     let settings = [LexSettings::default()];
     let first = statement(1);
     assert!((90..=110).contains(&first.len()), "{} bytes", first.len());

@@ -106,16 +106,26 @@ pub struct FramedStream {
     pub buf: BytesMut,
 }
 
+/// A login's messages, each way, fit in this (a few hundred bytes): the
+/// buffer starts here, not at [`READ_ROOM`], since every login under way
+/// holds two and the allocator keeps what the busiest moment took.
+const FIRST_ROOM: usize = 1024;
+/// Room made for a read once the buffer is nearly full (catalog results).
+const READ_ROOM: usize = 8 * 1024;
+
 impl FramedStream {
     /// Wraps a stream with an empty buffer.
     pub fn new(stream: Stream) -> Self {
         Self {
             stream,
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::with_capacity(FIRST_ROOM),
         }
     }
 
     async fn fill(&mut self) -> Result<(), ReadError> {
+        if self.buf.capacity() - self.buf.len() < FIRST_ROOM / 4 {
+            self.buf.reserve(READ_ROOM);
+        }
         if self.stream.read_buf(&mut self.buf).await? == 0 {
             return Err(ReadError::Closed);
         }

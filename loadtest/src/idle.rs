@@ -1,6 +1,6 @@
 //! Memory of a proxy holding many idle client connections.
 
-use crate::targets::{rss_bytes, Target, DB};
+use crate::targets::{rss_anon_bytes, rss_bytes, Target, DB};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use std::time::Duration;
@@ -14,12 +14,24 @@ pub struct IdleResult {
     pub rss_before: u64,
     /// Proxy RSS with all sessions open, bytes.
     pub rss_with_sessions: u64,
+    /// The anonymous part of `rss_before` (what the proxy allocated, not
+    /// the pages of its code), bytes.
+    pub anon_before: u64,
+    /// The anonymous part of `rss_with_sessions`, bytes.
+    pub anon_with_sessions: u64,
 }
 
 impl IdleResult {
     /// Bytes of resident memory per idle session.
     pub fn per_session(&self) -> f64 {
         self.rss_with_sessions.saturating_sub(self.rss_before) as f64 / self.sessions.max(1) as f64
+    }
+
+    /// The anonymous part of [`Self::per_session`]: the rest is code and
+    /// data pages of the binary first run by the sessions' logins.
+    pub fn anon_per_session(&self) -> f64 {
+        self.anon_with_sessions.saturating_sub(self.anon_before) as f64
+            / self.sessions.max(1) as f64
     }
 }
 
@@ -29,6 +41,7 @@ impl IdleResult {
 pub async fn measure(target: &Target, n: usize, hold: Duration) -> anyhow::Result<IdleResult> {
     let pid = target.pid.context("idle memory needs a proxy process")?;
     let rss_before = rss_bytes(pid).context("cannot read the proxy's memory")?;
+    let anon_before = rss_anon_bytes(pid).unwrap_or(0);
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
@@ -72,6 +85,7 @@ pub async fn measure(target: &Target, n: usize, hold: Duration) -> anyhow::Resul
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_sessions = rss_bytes(pid).context("cannot read the proxy's memory")?;
+    let anon_with_sessions = rss_anon_bytes(pid).unwrap_or(0);
     if !hold.is_zero() {
         eprintln!(
             "holding: {} pid {pid} with {n} idle sessions for {} s",
@@ -84,6 +98,8 @@ pub async fn measure(target: &Target, n: usize, hold: Duration) -> anyhow::Resul
         sessions: held.len(),
         rss_before,
         rss_with_sessions,
+        anon_before,
+        anon_with_sessions,
     };
     for (client, task) in held {
         drop(client);

@@ -148,7 +148,9 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)]) -> Strin
 }
 
 /// The idle-memory table: each proxy's RSS before (`before` names that
-/// moment) and holding its idle sessions, and the difference per session.
+/// moment) and holding its idle sessions, and the difference per session,
+/// all of it and its anonymous part (the rest is pages of the binary's
+/// code and data that the sessions first ran).
 pub fn idle_markdown(idle: &[(&'static str, IdleResult)], before: &str) -> String {
     let mut out = String::new();
     if idle.is_empty() {
@@ -156,17 +158,18 @@ pub fn idle_markdown(idle: &[(&'static str, IdleResult)], before: &str) -> Strin
     }
     let _ = writeln!(
         out,
-        "\n| proxy | idle sessions | {before} | RSS holding them | per session |"
+        "\n| proxy | idle sessions | {before} | RSS holding them | per session | of it anonymous |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     for (name, r) in idle {
         let _ = writeln!(
             out,
-            "| {name} | {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+            "| {name} | {} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.1} KiB |",
             r.sessions,
             r.rss_before as f64 / 1048576.0,
             r.rss_with_sessions as f64 / 1048576.0,
-            r.per_session() / 1024.0
+            r.per_session() / 1024.0,
+            r.anon_per_session() / 1024.0
         );
     }
     out

@@ -341,10 +341,21 @@ fn clock_ticks() -> f64 {
 
 /// Resident memory of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// The anonymous part of a process's resident memory (heap, stacks: what
+/// it allocated, as against the pages of its binary and libraries), bytes.
+pub fn rss_anon_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "RssAnon")
+}
+
+/// One `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)

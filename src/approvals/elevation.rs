@@ -120,10 +120,10 @@ impl Elevations {
             .or_default()
             .push((session, role.to_owned()));
         let left = Duration::from_millis(grant.expires_at.saturating_sub(now_ms()));
-        let reason = format!(
+        let reason = Arc::from(format!(
             "the grant {} that elevated this session to role {role} expired",
             grant.id
-        );
+        ));
         let deadline = deadlines.add(
             tokio::time::Instant::now() + left,
             session,
@@ -179,7 +179,7 @@ impl Elevations {
         tokio::spawn(crate::auth::token::expiry::end_session(
             Arc::clone(registry),
             id,
-            reason,
+            Arc::from(reason),
             AT_ONCE,
         ));
     }

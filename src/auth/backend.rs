@@ -18,6 +18,10 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 /// An upstream with its TLS client configuration built once.
+///
+/// Cloned into every session's cancel route (the registry entry), so a
+/// clone shares everything: no copy of the roles or their passwords per
+/// session.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// The configured upstream.
@@ -25,9 +29,9 @@ pub struct Upstream {
     /// rustls config, unless sslmode is disable.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The upstream's own `user`: pgward's catalog reads log in as it.
-    catalog: LoginRole,
+    catalog: Arc<LoginRole>,
     /// The roles client identities log in as, by name.
-    roles: BTreeMap<String, LoginRole>,
+    roles: Arc<BTreeMap<String, LoginRole>>,
 }
 
 /// A role pgward logs in as, with its credential and the SCRAM salted
@@ -77,8 +81,8 @@ impl Upstream {
         Self {
             config,
             tls,
-            catalog,
-            roles,
+            catalog: Arc::new(catalog),
+            roles: Arc::new(roles),
         }
     }
 
@@ -87,7 +91,7 @@ impl Upstream {
     pub fn role(&self, name: &str) -> Option<&LoginRole> {
         self.roles
             .get(name)
-            .or_else(|| (name == self.catalog.name).then_some(&self.catalog))
+            .or_else(|| (name == self.catalog.name).then_some(&*self.catalog))
     }
 
     /// The catalog role's login.

@@ -45,8 +45,9 @@ pub struct Authenticated {
 pub enum Credential {
     /// A configured user's SCRAM password.
     Password,
-    /// A signed token.
-    Token(TokenCredential),
+    /// A signed token (boxed: every session keeps its credential, and most
+    /// are passwords).
+    Token(Box<TokenCredential>),
 }
 
 /// What identifies a token, for expiry, revocation and the audit trail.
@@ -77,12 +78,12 @@ impl Authenticated {
         Self {
             identity: Identity::new(t.user, t.groups),
             databases: t.databases,
-            credential: Credential::Token(TokenCredential {
+            credential: Credential::Token(Box::new(TokenCredential {
                 issuer: t.issuer,
                 subject: t.subject,
                 jti: t.jti,
                 expires: t.expires,
-            }),
+            })),
         }
     }
 
@@ -96,7 +97,7 @@ impl Authenticated {
     /// The token, when a token proved the identity.
     pub fn token(&self) -> Option<&TokenCredential> {
         match &self.credential {
-            Credential::Token(t) => Some(t),
+            Credential::Token(t) => Some(&**t),
             Credential::Password => None,
         }
     }

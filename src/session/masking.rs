@@ -168,9 +168,7 @@ impl MaskPhase {
                     .is_some_and(|r| r.applies_to(&self.identity))
             });
             // Functions reviewed not to read masked columns.
-            guard
-                .functions
-                .retain(|f| !config.allowed_functions.contains(f));
+            guard.allow_functions(&config.allowed_functions);
             let masked_tables = guard
                 .tables
                 .iter()

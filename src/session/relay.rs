@@ -37,13 +37,27 @@ pub(crate) struct Relay {
     pub(crate) client_w: WriteHalf,
     pub(crate) backend_r: ReadHalf,
     pub(crate) backend_w: WriteHalf,
-    /// Bytes already read from the server past its first ReadyForQuery.
-    pub(crate) backend_buf: BytesMut,
-    /// Bytes already read from the client past its startup.
-    pub(crate) client_buf: BytesMut,
+    /// Bytes already read past the login, when there were any (rarely: a
+    /// client waits for ReadyForQuery), taken when the relay starts.
+    pub(crate) early: Option<Box<EarlyInput>>,
     pub(crate) core: Core,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) registration: Registration,
+}
+
+/// Bytes read from either side before the relay started.
+pub(crate) struct EarlyInput {
+    /// From the client, past its startup.
+    pub(crate) client: BytesMut,
+    /// From the server, past its first ReadyForQuery.
+    pub(crate) backend: BytesMut,
+}
+
+impl EarlyInput {
+    /// `None` when both are empty: an empty buffer's room is not kept.
+    pub(crate) fn of(client: BytesMut, backend: BytesMut) -> Option<Box<Self>> {
+        (!client.is_empty() || !backend.is_empty()).then(|| Box::new(Self { client, backend }))
+    }
 }
 
 /// How a session ended, for the loop's caller.
@@ -77,13 +91,17 @@ impl Relay {
     }
 
     async fn pump(&mut self) -> Result<End, SessionError> {
-        let mut client_in = std::mem::take(&mut self.client_buf);
-        let mut server_in = std::mem::take(&mut self.backend_buf);
+        let (mut client_in, mut server_in) = match self.early.take() {
+            Some(early) => (early.client, early.backend),
+            None => (BytesMut::new(), BytesMut::new()),
+        };
         let mut to_server = BytesMut::new();
         let mut to_client = BytesMut::new();
         let mut client_sizer = ReadSizer::default();
         let mut server_sizer = ReadSizer::default();
-        let mut hold: Option<HoldWait> = None;
+        // Boxed, like the timer below: the session's task is sized for its
+        // largest state, and nearly every session never holds.
+        let mut hold: Option<Box<HoldWait>> = None;
         let mut terminating = false;
         let mut client_gone = false;
         // Since when nothing has been in flight (idle timeout, drain).
@@ -106,7 +124,7 @@ impl Relay {
                     Ok(ClientStep::NeedMore) => {}
                     Ok(ClientStep::Hold(wait)) => {
                         if self.registration.shutdown_phase() == ShutdownPhase::Running {
-                            hold = Some(wait);
+                            hold = Some(Box::new(wait));
                         } else {
                             // Shutting down: nothing new waits (the holds
                             // already waiting were refused when it began).
@@ -252,7 +270,7 @@ impl Relay {
                     // signals the server itself).
                     Control::Cancel => {
                         if let Some(h) = hold.take() {
-                            h.end(HoldEnd::Cancelled);
+                            (*h).end(HoldEnd::Cancelled);
                             self.core.release(Release::Refuse(Refusal::new(
                                 Sqlstate::QUERY_CANCELED,
                                 "canceling statement due to user request",
@@ -268,7 +286,7 @@ impl Relay {
                     // of the loop and when quiet.
                     Control::Shutdown => {
                         if let Some(h) = hold.take() {
-                            h.end(HoldEnd::Shutdown);
+                            (*h).end(HoldEnd::Shutdown);
                             self.core.release(Release::Refuse(shutdown_refusal()));
                         }
                     }
@@ -288,16 +306,17 @@ impl Relay {
                         ))
                     }));
                 }
-                // No timer exists while nothing is held.
+                // No timer exists while nothing is held; one that does lives
+                // in a box of its own (inline it would size every task).
                 () = async {
                     match held_deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
+                        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
                         None => std::future::pending().await,
                     }
                 }, if held_deadline.is_some() => {
                     let refusal = hold.take().and_then(|mut h| {
                         let refusal = h.timed_out.take();
-                        h.end(HoldEnd::Deadline);
+                        (*h).end(HoldEnd::Deadline);
                         refusal
                     });
                     self.core.release(Release::Refuse(refusal.unwrap_or_else(|| Refusal::new(
@@ -340,7 +359,7 @@ impl Relay {
                         Ok(n) => n,
                         Err(e) => {
                             if let Some(h) = hold.take() {
-                                h.end(HoldEnd::Disconnected);
+                                (*h).end(HoldEnd::Disconnected);
                             }
                             return Err(e.into());
                         }
@@ -349,7 +368,7 @@ impl Relay {
                     if n == 0 {
                         client_gone = true;
                         if let Some(h) = hold.take() {
-                            h.end(HoldEnd::Disconnected);
+                            (*h).end(HoldEnd::Disconnected);
                         }
                     }
                 }

@@ -84,7 +84,6 @@ pub(crate) async fn build(
         .map(|_| Arc::new(crate::approvals::note::Notes::default()));
     let mut phases: Vec<Box<dyn Phase>> = vec![Box::new(SchemaPhase {
         started_under: Arc::clone(&rules.masking),
-        identity: identity.clone(),
         masked: mask.is_some(),
         // Only where masking is on: watching costs a scan per statement.
         map: map.filter(|_| !rules.masking.rules.is_empty()).cloned(),
@@ -149,7 +148,7 @@ pub(crate) async fn build(
 /// step with reloads that mask them.
 struct SchemaPhase {
     started_under: Arc<MaskConfig>,
-    identity: Identity,
+    /// (The identity is the request's session's: no copy of it here.)
     masked: bool,
     map: Option<Arc<UpstreamMap>>,
     ddl_sent: bool,
@@ -162,12 +161,11 @@ struct SchemaPhase {
 impl SchemaPhase {
     /// Whether a reload has since masked columns for this unmasked session
     /// (`now`: the mask rules the request is judged under).
-    fn newly_masked(&self, now: &Arc<MaskConfig>) -> bool {
+    fn newly_masked(&self, now: &Arc<MaskConfig>, identity: &Identity) -> bool {
         if self.masked {
             return false;
         }
-        !Arc::ptr_eq(now, &self.started_under)
-            && now.rules.iter().any(|r| r.applies_to(&self.identity))
+        !Arc::ptr_eq(now, &self.started_under) && now.rules.iter().any(|r| r.applies_to(identity))
     }
 }
 
@@ -180,7 +178,7 @@ impl Phase for SchemaPhase {
         if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
             return Decision::Forward;
         }
-        if self.newly_masked(&ctx.rules.masking) {
+        if self.newly_masked(&ctx.rules.masking, &ctx.session.identity) {
             return Decision::Refuse(
                 Refusal::new(
                     Sqlstate::INSUFFICIENT_PRIVILEGE,

@@ -227,6 +227,12 @@ impl RawClient {
         fatal.field(b'M').unwrap_or_default()
     }
 
+    /// The bare socket, out of the runtime and without the client's buffer:
+    /// a connection kept open that holds no heap memory of the test's.
+    pub fn into_std(self) -> std::net::TcpStream {
+        self.stream.into_std().expect("into_std")
+    }
+
     /// Whether the server closed the connection (after draining messages).
     pub async fn closed(&mut self) -> bool {
         while self.recv().await.is_some() {}

@@ -69,13 +69,11 @@ impl Drop for SessionWatch {
 
 /// The earlier of the token's expiry and the maximum lifetime, with the
 /// reason the session is given: `None` when neither applies.
-fn deadline(auth: &TokenAuth, who: &Authenticated, now_unix: i64) -> Option<(Duration, String)> {
-    let lifetime = auth.config.max_session_lifetime.map(|d| {
-        (
-            d,
-            format!("the session reached its maximum lifetime ({})", human(d)),
-        )
-    });
+fn deadline(auth: &TokenAuth, who: &Authenticated, now_unix: i64) -> Option<(Duration, Arc<str>)> {
+    let lifetime = auth
+        .config
+        .max_session_lifetime
+        .zip(auth.lifetime_reason.clone());
     // A token is valid up to `exp` plus the clock skew, at login as here:
     // otherwise a login within the skew would be ended the moment it began.
     let skew = i64::try_from(auth.config.clock_skew.as_secs()).unwrap_or(i64::MAX);
@@ -84,16 +82,25 @@ fn deadline(auth: &TokenAuth, who: &Authenticated, now_unix: i64) -> Option<(Dur
         let left = u64::try_from(end.saturating_sub(now_unix)).unwrap_or(0);
         (
             Duration::from_secs(left),
-            format!(
+            Arc::from(format!(
                 "credential expired: the token expired at {}",
                 super::utc(t.expires)
-            ),
+            )),
         )
     });
     match (lifetime, token) {
         (Some(l), Some(t)) => Some(if t.0 <= l.0 { t } else { l }),
         (l, t) => l.or(t),
     }
+}
+
+/// What a session is told at its maximum lifetime `d`: one text, shared by
+/// every session's deadline.
+pub(super) fn lifetime_reason(d: Duration) -> Arc<str> {
+    Arc::from(format!(
+        "the session reached its maximum lifetime ({})",
+        human(d)
+    ))
 }
 
 fn human(d: Duration) -> String {
@@ -138,18 +145,19 @@ pub fn watch_session(
 pub(crate) async fn end_session(
     registry: Arc<Registry>,
     id: u64,
-    reason: String,
+    reason: Arc<str>,
     policy: crate::config::tokens::ExpiryPolicy,
 ) {
+    let reason = &*reason;
     tracing::info!(session = id, reason, "ending session");
     if policy.mode == ExpiryMode::EndOfTransaction {
-        registry.terminate_when_idle(id, &reason);
+        registry.terminate_when_idle(id, reason);
         tokio::time::sleep(policy.grace).await;
     }
-    end_now(&registry, id, &reason);
+    end_now(&registry, id, reason);
     loop {
         tokio::time::sleep(RETRY).await;
-        if !registry.terminate(id, &reason) {
+        if !registry.terminate(id, reason) {
             return;
         }
     }
@@ -234,12 +242,12 @@ mod tests {
         Authenticated {
             identity: Identity::new("ci", ["dev"]),
             databases: None,
-            credential: Credential::Token(TokenCredential {
+            credential: Credential::Token(Box::new(TokenCredential {
                 issuer: "pgward".into(),
                 subject: None,
                 jti: None,
                 expires,
-            }),
+            })),
         }
     }
 
@@ -252,7 +260,7 @@ mod tests {
         assert!(why.starts_with("credential expired"), "{why}");
         let (after, why) = deadline(&a, &token_user(1_000 + 7_200), 1_000).expect("deadline");
         assert_eq!(after, Duration::from_secs(3_600));
-        assert_eq!(why, "the session reached its maximum lifetime (1h)");
+        assert_eq!(&*why, "the session reached its maximum lifetime (1h)");
         // Already past: at once.
         let (after, _) = deadline(&a, &token_user(0), 1_000).expect("deadline");
         assert_eq!(after, Duration::ZERO);

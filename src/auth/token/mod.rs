@@ -198,6 +198,8 @@ pub struct TokenAuth {
     pub live: Arc<expiry::LiveTokens>,
     /// Every session's deadline, in one table with one task.
     pub(crate) deadlines: Arc<deadlines::Deadlines>,
+    /// What a session is told at `max_session_lifetime`, shared by all.
+    lifetime_reason: Option<Arc<str>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by `start`: where revocations end sessions.
     pub(crate) registry: std::sync::OnceLock<Arc<crate::session::registry::Registry>>,
@@ -264,6 +266,7 @@ impl TokenAuth {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
+            lifetime_reason: config.max_session_lifetime.map(expiry::lifetime_reason),
             own_audience: [config.audience.clone()],
             revocations,
             config,

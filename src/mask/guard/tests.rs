@@ -4,8 +4,8 @@
 use super::*;
 
 fn masked() -> Masked {
-    Masked {
-        tables: vec![
+    Masked::with_catalog(
+        vec![
             (
                 "public".into(),
                 "customers".into(),
@@ -17,9 +17,9 @@ fn masked() -> Masked {
                 BTreeSet::from(["phone".into()]),
             ),
         ],
-        views: BTreeSet::from([("public".into(), "customer_ssns".into())]),
-        functions: BTreeSet::from(["leak".into(), "helper".into()]),
-        relations: [
+        BTreeSet::from([("public".into(), "customer_ssns".into())]),
+        BTreeSet::from(["leak".into(), "helper".into()]),
+        [
             ("public", "customers"),
             ("public", "customer_ssns"),
             ("public", "orders"),
@@ -30,7 +30,7 @@ fn masked() -> Masked {
         .iter()
         .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
         .collect(),
-    }
+    )
 }
 
 /// The bypass attempts, shared with the end-to-end test (tests/masking.rs).

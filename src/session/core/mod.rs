@@ -118,10 +118,11 @@ enum HoldState {
         rules: Arc<RuleSnapshot>,
     },
     /// The front request is refused (the hold by phase `phase` ended in a
-    /// refusal).
+    /// refusal). Boxed: inline, the rare refusal would size every session's
+    /// core (and the state moved on every request).
     Refused {
         phase: usize,
-        refusal: super::phases::Refusal,
+        refusal: Box<super::phases::Refusal>,
     },
 }
 
@@ -234,7 +235,10 @@ impl Core {
             };
             self.hold = match release {
                 Release::Run => HoldState::Released { phase, rules },
-                Release::Refuse(refusal) => HoldState::Refused { phase, refusal },
+                Release::Refuse(refusal) => HoldState::Refused {
+                    phase,
+                    refusal: Box::new(refusal),
+                },
             };
         }
     }
