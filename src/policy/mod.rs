@@ -26,6 +26,8 @@ pub mod lexer;
 mod params;
 pub mod parse_error;
 mod plpgsql;
+mod scan_memo;
+mod text_key;
 pub use params::Param;
 pub mod rules;
 pub mod versions;
@@ -144,8 +146,8 @@ impl Outcome {
 }
 
 /// Exact-text key: the text, the lexing setting, the server's major version
-/// and the rules that apply to the identity.
-type TextKey = (Box<[u8]>, bool, u32, Audience);
+/// and the rules that apply to the identity (looked up without a copy).
+use text_key::{KeyView, Lookup, TextKey};
 /// Shape key: [`lexer::shape`] (which holds the lexing setting), the
 /// server's major version and the rules that apply to the identity.
 type ShapeKey = (Box<[u8]>, u32, Audience);
@@ -304,13 +306,16 @@ impl Policy {
 
     fn judge_cached(&self, sql: &str, who: &Audience, env: &Env<'_>) -> Arc<Outcome> {
         let settings = env.settings;
-        let text_key: TextKey = (
-            sql.as_bytes().into(),
-            settings.standard_conforming_strings,
-            env.server_major,
-            who.clone(),
-        );
-        if let Some(hit) = self.texts.get(&text_key) {
+        let rest = text_key::Rest {
+            standard_conforming_strings: settings.standard_conforming_strings,
+            server_major: env.server_major,
+            audience: who.clone(),
+        };
+        let text_key = Lookup {
+            text: sql.as_bytes(),
+            rest: &rest,
+        };
+        if let Some(hit) = self.texts.get(&text_key as &dyn KeyView) {
             return hit;
         }
         let tokens = match lexer::scan(sql, settings) {
@@ -340,7 +345,7 @@ impl Policy {
                     self.shapes.insert(shape_key, Arc::clone(&outcome));
                 }
                 if outcome.by_text {
-                    self.texts.insert(text_key, Arc::clone(&outcome));
+                    self.texts.insert(text_key.to_owned(), Arc::clone(&outcome));
                 }
                 outcome
             }
