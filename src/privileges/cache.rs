@@ -206,28 +206,26 @@ pub(crate) fn may_change_privileges(sql: &[u8]) -> bool {
         b"DATABASE",
         b"PRIVILEGES",
     ];
-    // This runs on every statement, so a plain loop over the bytes: each
-    // word is compared only when its length is one of the words'.
-    let in_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut i = 0;
-    while i < sql.len() {
-        if !in_word(sql[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < sql.len() && in_word(sql[i]) {
-            i += 1;
-        }
-        let word = &sql[start..i];
-        if matches!(word.len(), 4 | 5 | 6 | 8 | 10)
+    // This runs on every statement: one pass over the bytes; a word is
+    // compared only when its length is one of the words' lengths.
+    let mut words = sql.split(|b| !IN_WORD[usize::from(*b)]);
+    words.any(|word| {
+        matches!(word.len(), 4 | 5 | 6 | 8 | 10)
             && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
-        {
-            return true;
-        }
-    }
-    false
+    })
 }
+
+/// Bytes of a word: ASCII letters, digits and `_`.
+static IN_WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

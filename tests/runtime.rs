@@ -1,0 +1,175 @@
+//! `[server] runtime = "per-core"`: sessions on several single-threaded
+//! runtimes, each accepting on its own `SO_REUSEPORT` listener. What
+//! crosses them must still work: a cancel request arrives on a connection
+//! of its own (so on any thread) and must reach its session; a reload and a
+//! shutdown reach every thread's sessions.
+
+mod support;
+
+use pgward::session::registry::SessionState;
+use std::time::Duration;
+use support::raw::{error_of, message, RawClient};
+use support::{sqlstate, Backend, Pgward, PASSWORD, USER};
+
+const THREADS: usize = 4;
+
+async fn start() -> Pgward {
+    let backend = Backend::shared();
+    let text = backend.config(&format!("runtime = \"per-core\"\nthreads = {THREADS}"), "");
+    Pgward::start_in(&text, backend.cluster.dir()).await
+}
+
+/// Waits (polling, no fixed sleep) until `done` holds.
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("condition reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sessions_over_the_threads() {
+    let pw = start().await;
+    let mut clients = Vec::new();
+    for _ in 0..4 * THREADS {
+        clients.push(pw.connect().await);
+    }
+    assert_eq!(pw.gateway.registry.list().len(), 4 * THREADS);
+    let runs = clients.iter().enumerate().map(|(i, c)| async move {
+        for n in 0..20 {
+            let row = c
+                .query_one("SELECT $1::int + $2::int", &[&(i as i32), &n])
+                .await
+                .expect("extended query");
+            assert_eq!(row.get::<_, i32>(0), i as i32 + n);
+            c.simple_query("SELECT 1").await.expect("simple query");
+        }
+    });
+    futures::future::join_all(runs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_reach_sessions_on_other_threads() {
+    let pw = start().await;
+    // Several sessions, each cancelled by a request on a connection of its
+    // own: with the kernel spreading connections over the threads, most of
+    // them land on a thread other than their session's.
+    for _ in 0..THREADS {
+        let client = pw.connect().await;
+        let bystander = pw.connect().await;
+        let token = client.cancel_token();
+        let pid = {
+            let row = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .expect("pid");
+            row.get::<_, i32>(0)
+        };
+        let slow = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+        // Cancelled only once the server runs it (a cancel that arrives
+        // earlier finds nothing to cancel).
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let row = bystander
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep(30)%'",
+                        &[&pid],
+                    )
+                    .await
+                    .expect("pg_stat_activity");
+                if row.get::<_, i64>(0) == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the query runs");
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send cancel");
+        let result = tokio::time::timeout(Duration::from_secs(20), slow)
+            .await
+            .expect("cancel took effect")
+            .expect("task");
+        assert_eq!(sqlstate(&result.expect_err("query cancelled")), "57014");
+        bystander
+            .simple_query("SELECT 1")
+            .await
+            .expect("bystander fine");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_every_thread() {
+    let pw = start().await;
+    let mut clients = Vec::new();
+    for _ in 0..2 * THREADS {
+        clients.push(pw.connect().await);
+    }
+    for c in &clients {
+        c.simple_query("SELECT 1")
+            .await
+            .expect("allowed before the reload");
+    }
+    pw.reload_with(
+        "[policy]\n[[policy.rules]]\nname = \"no-selects\"\naction = \"deny\"\nkinds = [\"select\"]\n",
+    )
+    .expect("reload");
+    for c in &clients {
+        let e = c
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("denied after the reload");
+        assert_eq!(sqlstate(&e), "42501");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_every_thread() {
+    let pw = start().await;
+    let addr = pw.addr;
+    let mut idle = Vec::new();
+    for _ in 0..2 * THREADS {
+        idle.push(RawClient::login(addr, USER, PASSWORD, support::DB).await.0);
+    }
+    let (mut busy, _) = RawClient::login(addr, USER, PASSWORD, support::DB).await;
+    busy.send(&message(b'Q', b"SELECT 'done' FROM pg_sleep(1)\0"))
+        .await;
+    wait_until(|| {
+        pw.gateway
+            .registry
+            .list()
+            .iter()
+            .any(|s| s.state == SessionState::Running)
+    })
+    .await;
+    let shutdown = tokio::spawn(pw.shutdown());
+    // Idle sessions, on whichever thread, are told at once.
+    for c in &mut idle {
+        let first = c.recv().await.expect("shutdown notice");
+        assert_eq!(first.sqlstate(), "57P01");
+        assert!(c.closed().await);
+    }
+    // The busy one gets its result, then the notice.
+    let reply = busy.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    assert!(reply
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.ends_with(b"done")));
+    let next = busy.recv().await.expect("shutdown notice");
+    assert_eq!(next.sqlstate(), "57P01");
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown finishes")
+        .expect("task");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "every listener closed"
+    );
+}
