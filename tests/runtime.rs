@@ -1,8 +1,9 @@
-//! `[server] runtime = "per-core"`: sessions on several single-threaded
-//! runtimes, each accepting on its own `SO_REUSEPORT` listener. What
-//! crosses them must still work: a cancel request arrives on a connection
-//! of its own (so on any thread) and must reach its session; a reload and a
-//! shutdown reach every thread's sessions.
+//! `[server] runtime = "per-core"` (the default): sessions on several
+//! single-threaded runtimes, each accepting on its own `SO_REUSEPORT`
+//! listener. What crosses them must still work: a cancel request arrives on
+//! a connection of its own (so on any thread) and must reach its session; a
+//! reload and a shutdown reach every thread's sessions. And the same under
+//! `runtime = "shared"`, which the rest of the suite no longer runs.
 
 mod support;
 
@@ -14,8 +15,12 @@ use support::{sqlstate, Backend, Pgward, PASSWORD, USER};
 const THREADS: usize = 4;
 
 async fn start() -> Pgward {
+    start_with("per-core").await
+}
+
+async fn start_with(runtime: &str) -> Pgward {
     let backend = Backend::shared();
-    let text = backend.config(&format!("runtime = \"per-core\"\nthreads = {THREADS}"), "");
+    let text = backend.config(&format!("runtime = \"{runtime}\"\nthreads = {THREADS}"), "");
     Pgward::start_in(&text, backend.cluster.dir()).await
 }
 
@@ -32,7 +37,25 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_sessions_over_the_threads() {
-    let pw = start().await;
+    many_sessions(&start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sessions_on_the_shared_runtime() {
+    many_sessions(&start_with("shared").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_reach_sessions_on_other_threads() {
+    cancel_requests(&start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_on_the_shared_runtime() {
+    cancel_requests(&start_with("shared").await).await;
+}
+
+async fn many_sessions(pw: &Pgward) {
     let mut clients = Vec::new();
     for _ in 0..4 * THREADS {
         clients.push(pw.connect().await);
@@ -51,9 +74,7 @@ async fn many_sessions_over_the_threads() {
     futures::future::join_all(runs).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_requests_reach_sessions_on_other_threads() {
-    let pw = start().await;
+async fn cancel_requests(pw: &Pgward) {
     // Several sessions, each cancelled by a request on a connection of its
     // own: with the kernel spreading connections over the threads, most of
     // them land on a thread other than their session's.

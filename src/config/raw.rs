@@ -259,7 +259,7 @@ pub struct RawServer {
     /// How sessions are scheduled: `"shared"` (one runtime whose threads
     /// share every session) or `"per-core"` (one single-threaded runtime
     /// per thread, each with its own `SO_REUSEPORT` listener). Default
-    /// `"shared"`.
+    /// `"per-core"`.
     #[serde(default = "default_runtime")]
     pub runtime: String,
     /// Threads that run sessions; 0 means one per available core. Default 0.
@@ -431,7 +431,7 @@ fn default_max_message() -> String {
     "64MiB".into()
 }
 fn default_runtime() -> String {
-    "shared".into()
+    "per-core".into()
 }
 
 fn default_shutdown_timeout() -> String {

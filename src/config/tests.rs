@@ -334,14 +334,14 @@ fn server_runtime_and_threads() {
     let c = parse(&minimal("")).unwrap();
     assert_eq!(
         (c.server.runtime, c.server.threads),
-        (RuntimeMode::Shared, None)
+        (RuntimeMode::PerCore, None)
     );
     let c = parse(&format!(
-        "[server]\nruntime = \"per-core\"\nthreads = 3\n{}",
+        "[server]\nruntime = \"shared\"\nthreads = 3\n{}",
         minimal("")
     ))
     .unwrap();
-    assert_eq!(c.server.runtime, RuntimeMode::PerCore);
+    assert_eq!(c.server.runtime, RuntimeMode::Shared);
     assert_eq!(c.server.threads.map(std::num::NonZeroUsize::get), Some(3));
     for (server, field) in [
         ("runtime = \"per-thread\"", "server.runtime"),
