@@ -14,6 +14,7 @@
 //! and the identity, so a repeated text costs one lookup and a repeated shape
 //! one scan and one lookup, not a parse.
 
+mod audience_memo;
 pub mod classify;
 mod code;
 pub mod encoding;
@@ -258,7 +259,7 @@ impl Policy {
             }
         };
         let sql = sql.as_ref();
-        let audience = self.rules.audience(who);
+        let audience = audience_memo::audience(&self.rules, who);
         let who = &audience;
         let env = |settings| Env {
             settings,
