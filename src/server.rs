@@ -98,13 +98,11 @@ impl Server {
         let (done_tx, mut done) = mpsc::channel::<()>(1);
         match self.listeners {
             Listeners::Shared(listener) => {
-                tokio::spawn(accept_loop(
-                    listener,
-                    Arc::clone(&self.gw),
-                    limit,
-                    stage,
-                    done_tx,
-                ));
+                let gw = Arc::clone(&self.gw);
+                tokio::spawn(async move {
+                    accept_loop(listener, gw, limit, stage).await;
+                    drop(done_tx);
+                });
             }
             Listeners::PerCore(listeners) => {
                 for (i, listener) in listeners.into_iter().enumerate() {
@@ -143,7 +141,14 @@ impl Server {
                 .is_err()
             {
                 let _ = stage_tx.send(Stage::Abort);
-                let _ = done.recv().await;
+                // A thread stuck in a session's computation cannot abort
+                // it: the process ends without waiting for it.
+                if tokio::time::timeout(FORCED_GRACE, done.recv())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("a session thread did not stop in time");
+                }
             }
         }
         if let Some(audit) = &self.gw.audit {
@@ -209,20 +214,28 @@ fn session_thread(
     };
     runtime.block_on(async move {
         match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(listener, gw, limit, stage, done).await,
+            Ok(listener) => accept_loop(listener, gw, limit, stage).await,
             Err(e) => tracing::error!(error = %e, "cannot listen on a session thread"),
         }
+        // Tasks the sessions spawned and left running (a held statement's
+        // ticket being withdrawn, a record being written) would be dropped
+        // with this runtime: they get a while to finish first.
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let deadline = tokio::time::Instant::now() + FORCED_GRACE;
+        while metrics.num_alive_tasks() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(done);
     });
 }
 
 /// Accepts clients until the stage moves past serving, then waits for its
-/// sessions to end (or aborts them when told to). `done` is dropped last.
+/// sessions to end (or aborts them when told to).
 async fn accept_loop(
     listener: TcpListener,
     gw: Arc<Gateway>,
     limit: Arc<Semaphore>,
     mut stage: watch::Receiver<Stage>,
-    done: mpsc::Sender<()>,
 ) {
     let mut sessions = JoinSet::new();
     loop {
@@ -262,18 +275,22 @@ async fn accept_loop(
     }
     drop(listener);
     loop {
-        tokio::select! {
-            joined = sessions.join_next() => if joined.is_none() { break },
-            changed = stage.changed() => {
-                if changed.is_err() || *stage.borrow() == Stage::Abort {
-                    sessions.abort_all();
-                    while sessions.join_next().await.is_some() {}
-                    break;
-                }
+        // Read before waiting: Draining and Abort may both have been sent
+        // before this loop saw either (a thread kept busy past the drain).
+        if *stage.borrow_and_update() != Stage::Abort {
+            tokio::select! {
+                joined = sessions.join_next() => match joined {
+                    None => break,
+                    Some(_) => continue,
+                },
+                changed = stage.changed() => if changed.is_ok() { continue },
             }
         }
+        // Told to abort, or the coordinator is gone: end what is left.
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+        break;
     }
-    drop(done);
 }
 
 /// Answers a connection pgward will not serve with a FATAL error.
