@@ -173,9 +173,7 @@ fn bind_reuseport(
     listen: SocketAddr,
     threads: usize,
 ) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
-    let mut addr = listen;
-    let mut listeners = Vec::with_capacity(threads);
-    for _ in 0..threads.max(1) {
+    let socket = |addr: SocketAddr| {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
@@ -184,6 +182,18 @@ fn bind_reuseport(
         // As tokio's own `TcpListener::bind` does: a restart need not wait
         // for TIME_WAIT sockets to clear.
         socket.set_reuseaddr(true)?;
+        std::io::Result::Ok(socket)
+    };
+    if listen.port() != 0 {
+        // Another process of this user listening on the port with
+        // SO_REUSEPORT (a second pgward started by mistake) would share
+        // it silently: a plain bind fails on it, as it would without.
+        socket(listen)?.bind(listen)?;
+    }
+    let mut addr = listen;
+    let mut listeners = Vec::with_capacity(threads);
+    for _ in 0..threads.max(1) {
+        let socket = socket(addr)?;
         socket.set_reuseport(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(1024)?.into_std()?;

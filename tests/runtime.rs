@@ -7,9 +7,8 @@
 
 mod support;
 
-use pgward::session::registry::SessionState;
 use std::time::Duration;
-use support::raw::{error_of, message, RawClient};
+use support::raw::RawClient;
 use support::{sqlstate, Backend, Pgward, PASSWORD, USER};
 
 const THREADS: usize = 4;
@@ -22,17 +21,6 @@ async fn start_with(runtime: &str) -> Pgward {
     let backend = Backend::shared();
     let text = backend.config(&format!("runtime = \"{runtime}\"\nthreads = {THREADS}"), "");
     Pgward::start_in(&text, backend.cluster.dir()).await
-}
-
-/// Waits (polling, no fixed sleep) until `done` holds.
-async fn wait_until(mut done: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("condition reached");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,46 +139,54 @@ async fn a_reload_reaches_every_thread() {
     }
 }
 
+/// The drain itself (busy sessions finish first) is `tests/lifecycle.rs`'s,
+/// under the default runtime; here: every thread's sessions hear of it, and
+/// every thread's listener closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_drains_every_thread() {
+async fn graceful_shutdown_reaches_every_thread() {
     let pw = start().await;
     let addr = pw.addr;
     let mut idle = Vec::new();
-    for _ in 0..2 * THREADS {
+    for _ in 0..4 * THREADS {
         idle.push(RawClient::login(addr, USER, PASSWORD, support::DB).await.0);
     }
-    let (mut busy, _) = RawClient::login(addr, USER, PASSWORD, support::DB).await;
-    busy.send(&message(b'Q', b"SELECT 'done' FROM pg_sleep(1)\0"))
-        .await;
-    wait_until(|| {
-        pw.gateway
-            .registry
-            .list()
-            .iter()
-            .any(|s| s.state == SessionState::Running)
-    })
-    .await;
     let shutdown = tokio::spawn(pw.shutdown());
-    // Idle sessions, on whichever thread, are told at once.
     for c in &mut idle {
         let first = c.recv().await.expect("shutdown notice");
         assert_eq!(first.sqlstate(), "57P01");
         assert!(c.closed().await);
     }
-    // The busy one gets its result, then the notice.
-    let reply = busy.until_ready().await;
-    assert!(error_of(&reply).is_none(), "{reply:?}");
-    assert!(reply
-        .iter()
-        .any(|m| m.tag == b'D' && m.body.ends_with(b"done")));
-    let next = busy.recv().await.expect("shutdown notice");
-    assert_eq!(next.sqlstate(), "57P01");
     tokio::time::timeout(Duration::from_secs(20), shutdown)
         .await
         .expect("shutdown finishes")
         .expect("task");
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "every listener closed"
-    );
+    for _ in 0..4 * THREADS {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "every listener closed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_port_is_refused() {
+    let backend = Backend::shared();
+    let pw = start().await;
+    // The same config on the port the first one holds: without the check,
+    // SO_REUSEPORT would let both share it.
+    let text = backend
+        .config(&format!("runtime = \"per-core\"\nthreads = {THREADS}"), "")
+        .replace("127.0.0.1:0", &pw.addr.to_string());
+    let config = pgward::config::Config::parse(&text, &backend.cluster.dir().join("pgward.toml"))
+        .expect("config");
+    let second =
+        pgward::server::Server::bind(pgward::gateway::Gateway::new(config).expect("gateway")).await;
+    let e = second.err().expect("the port is taken");
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    // The first still serves.
+    pw.connect()
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .expect("first serves");
 }

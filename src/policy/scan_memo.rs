@@ -187,6 +187,21 @@ mod tests {
         Ok(true)
     }
 
+    /// Template `t` with `cut` bytes at `at` replaced by `with`: the memo
+    /// and the scanner agree on it.
+    fn edited_agrees(
+        t: usize,
+        at: prop::sample::Index,
+        cut: usize,
+        with: &str,
+        scs: bool,
+    ) -> Result<bool, TestCaseError> {
+        let old = TEMPLATES[t];
+        let start = at.index(old.len() + 1);
+        let end = (start + cut).min(old.len());
+        agrees(old, &format!("{}{with}{}", &old[..start], &old[end..]), scs)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -198,11 +213,7 @@ mod tests {
             with in "[0-9a-zA-Z_ .$'\"eExX:+/*-]{0,4}",
             scs in any::<bool>(),
         ) {
-            let old = TEMPLATES[t];
-            let start = at.index(old.len() + 1);
-            let end = (start + cut).min(old.len());
-            let new = format!("{}{}{}", &old[..start], with, &old[end..]);
-            agrees(old, &new, scs)?;
+            edited_agrees(t, at, cut, &with, scs)?;
         }
 
         #[test]
@@ -213,11 +224,7 @@ mod tests {
             with in "[0-9]{0,3}",
             scs in any::<bool>(),
         ) {
-            let old = TEMPLATES[t];
-            let start = at.index(old.len() + 1);
-            let end = (start + cut).min(old.len());
-            let new = format!("{}{}{}", &old[..start], with, &old[end..]);
-            agrees(old, &new, scs)?;
+            edited_agrees(t, at, cut, &with, scs)?;
         }
     }
 
