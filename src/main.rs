@@ -199,11 +199,19 @@ fn real_main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let command = match cli.command {
+        // Its runtime is shaped by its config.
+        Cmd::Run { config: path } => {
+            let config = Config::load(&path).context("invalid configuration")?;
+            return serving_runtime(&config.server)?.block_on(run(config, path));
+        }
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
-        Cmd::Run { config } => runtime.block_on(run(config)),
+    match command {
+        Cmd::Run { .. } => Ok(()),
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Doctor { config, json } => runtime.block_on(doctor(config, json)),
         Cmd::Passwd { user } => passwd(&user),
@@ -371,8 +379,27 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path).context("invalid configuration")?;
+/// The runtime `pgward run` starts on, as `[server] runtime` and `threads`
+/// ask: for shared, the one that runs every session; for per-core, one
+/// worker thread for the admin API, approvals and background tasks (the
+/// sessions run on threads of their own, see `Server::run`).
+fn serving_runtime(
+    server: &pgward::config::ServerConfig,
+) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match (server.runtime, server.threads) {
+        (pgward::config::RuntimeMode::PerCore, _) => {
+            builder.worker_threads(1);
+        }
+        (pgward::config::RuntimeMode::Shared, Some(n)) => {
+            builder.worker_threads(n.get());
+        }
+        (pgward::config::RuntimeMode::Shared, None) => {}
+    }
+    Ok(builder.enable_all().build()?)
+}
+
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let gateway = Gateway::new(config).context("invalid configuration")?;
     let _ = gateway.config_path.set(path.clone());
     let server = Server::bind(gateway).await.context("cannot listen")?;

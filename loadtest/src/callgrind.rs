@@ -107,9 +107,11 @@ fn profile(
             format!("--callgrind-out-file={}", file.display()),
         ],
         env: Vec::new(),
+        server: Vec::new(),
     };
     if let Proxy::Pgward { .. } = proxy {
         launch.env.clone_from(&env.pgward_launch.env);
+        launch.server.clone_from(&env.pgward_launch.server);
     }
     let mut target = env.start_proxy(proxy, &launch)?;
     let workload = Workload {

@@ -75,6 +75,10 @@ struct Args {
     /// (allocator experiments: MIMALLOC_PURGE_DELAY=0, MALLOC_ARENA_MAX=2).
     #[arg(long, value_parser = parse_env)]
     pgward_env: Vec<(String, String)>,
+    /// An extra line for the pgward processes' `[server]` section,
+    /// repeatable (e.g. `runtime = "per-core"`).
+    #[arg(long)]
+    pgward_server: Vec<String>,
     /// Run pgward-masked on every workload, not only the wide rows (its
     /// masking guard then judges every statement).
     #[arg(long)]
@@ -154,6 +158,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         pinning: pinning(&args),
         threads: args.threads,
         pgward_env: args.pgward_env.clone(),
+        pgward_server: args.pgward_server.clone(),
     })?;
     let mut notes = Vec::new();
     let have_pgbouncer = targets::pgbouncer_binary().is_some();
@@ -421,6 +426,12 @@ fn header(args: &Args, load_at_start: &str, notes: &[String]) -> String {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         h.push_str(&format!("- pgward environment: {}\n", env.join(" ")));
+    }
+    if !args.pgward_server.is_empty() {
+        h.push_str(&format!(
+            "- pgward [server]: {}\n",
+            args.pgward_server.join("; ")
+        ));
     }
     for n in notes {
         h.push_str(&format!("- note: {n}\n"));

@@ -100,6 +100,8 @@ pub struct EnvOptions {
     pub threads: Option<u32>,
     /// Extra environment for pgward.
     pub pgward_env: Vec<(String, String)>,
+    /// Extra lines for pgward's `[server]` section.
+    pub pgward_server: Vec<String>,
 }
 
 impl Env {
@@ -140,10 +142,12 @@ impl Env {
             pgward_launch: Launch {
                 prefix: proxy_prefix.clone(),
                 env: options.pgward_env,
+                server: options.pgward_server,
             },
             pgbouncer_launch: Launch {
                 prefix: proxy_prefix,
                 env: Vec::new(),
+                server: Vec::new(),
             },
             pgward_bin: options.pgward_bin,
             app_verifier,

@@ -73,6 +73,8 @@ pub struct Launch {
     pub prefix: Vec<String>,
     /// Extra environment for pgward (PgBouncer's is left as it is).
     pub env: Vec<(String, String)>,
+    /// Extra lines for pgward's `[server]` section (PgBouncer has none).
+    pub server: Vec<String>,
 }
 
 impl Launch {
@@ -152,6 +154,7 @@ pub fn pgward(
         r#"[server]
 listen = "127.0.0.1:{port}"
 max_client_connections = 10000
+{server}
 
 [upstreams.{DB}]
 host = "127.0.0.1"
@@ -167,6 +170,7 @@ scram_verifier = "{verifier}"
 {policy}
 "#,
         pg = cluster.port(),
+        server = launch.server.join("\n"),
         pwfile = password_file.display(),
         verifier = ScramVerifier::generate(CLIENT_PASSWORD),
     );

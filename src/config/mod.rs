@@ -131,7 +131,27 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Extra StartupMessage keys forwarded (lowercase).
     pub startup_parameters: Vec<String>,
+    /// How sessions are scheduled.
+    pub runtime: RuntimeMode,
+    /// Threads that run sessions; `None`: one per available core.
+    pub threads: Option<std::num::NonZeroUsize>,
 }
+
+/// `server.runtime`: how sessions are scheduled onto threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeMode {
+    /// One multi-threaded runtime: any thread runs any session (work
+    /// stealing evens out load; wake-ups cross threads).
+    Shared,
+    /// One single-threaded runtime per thread, each accepting on its own
+    /// `SO_REUSEPORT` listener and running the sessions it accepted (no
+    /// cross-thread wake-ups or scheduler bookkeeping per message; the
+    /// kernel spreads connections over the listeners).
+    PerCore,
+}
+
+/// Most session threads accepted in `server.threads`.
+const MAX_THREADS: usize = 1024;
 
 /// PEM files for a TLS endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,6 +447,25 @@ fn server_from_raw(s: raw::RawServer, base: &Path) -> Result<ServerConfig, Confi
         max_message_size,
         shutdown_timeout: duration("server.shutdown_timeout", &s.shutdown_timeout)?,
         startup_parameters: startup_parameters(s.startup_parameters)?,
+        runtime: match s.runtime.as_str() {
+            "shared" => RuntimeMode::Shared,
+            "per-core" => RuntimeMode::PerCore,
+            other => {
+                return Err(field_err(
+                    "server.runtime",
+                    format!("{other:?} is not one of: \"shared\", \"per-core\""),
+                ))
+            }
+        },
+        threads: match s.threads {
+            n if n > MAX_THREADS => {
+                return Err(field_err(
+                    "server.threads",
+                    format!("must be at most {MAX_THREADS} (0: one per core)"),
+                ))
+            }
+            n => std::num::NonZeroUsize::new(n),
+        },
     })
 }
 
@@ -628,6 +667,10 @@ pub fn explain(c: &Config) -> String {
         "limits: {} clients, startup {:?}, idle {idle}, messages up to {} bytes, shutdown drain {:?}",
         s.max_client_connections, s.startup_timeout, s.max_message_size, s.shutdown_timeout
     );
+    let threads = s
+        .threads
+        .map_or("one per core".to_owned(), |n| n.to_string());
+    let _ = writeln!(out, "runtime: {:?}, threads: {threads}", s.runtime);
     for (name, u) in &c.upstreams {
         let _ = writeln!(
             out,

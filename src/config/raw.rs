@@ -275,6 +275,15 @@ pub struct RawServer {
     /// as the same `SET` would be). Default: none.
     #[serde(default)]
     pub startup_parameters: Vec<String>,
+    /// How sessions are scheduled: `"shared"` (one runtime whose threads
+    /// share every session) or `"per-core"` (one single-threaded runtime
+    /// per thread, each with its own `SO_REUSEPORT` listener). Default
+    /// `"per-core"`.
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+    /// Threads that run sessions; 0 means one per available core. Default 0.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 impl Default for RawServer {
@@ -290,6 +299,8 @@ impl Default for RawServer {
             max_message_size: default_max_message(),
             shutdown_timeout: default_shutdown_timeout(),
             startup_parameters: Vec::new(),
+            runtime: default_runtime(),
+            threads: 0,
         }
     }
 }
@@ -438,6 +449,10 @@ fn default_zero() -> String {
 fn default_max_message() -> String {
     "64MiB".into()
 }
+fn default_runtime() -> String {
+    "per-core".into()
+}
+
 fn default_shutdown_timeout() -> String {
     "30s".into()
 }

@@ -345,3 +345,29 @@ fn the_postgres_approval_store_names_a_defined_upstream_and_a_usable_schema() {
         assert!(e.starts_with(field), "{lines}: {e}");
     }
 }
+
+#[test]
+fn server_runtime_and_threads() {
+    let c = parse(&minimal("")).unwrap();
+    assert_eq!(
+        (c.server.runtime, c.server.threads),
+        (RuntimeMode::PerCore, None)
+    );
+    let c = parse(&format!(
+        "[server]\nruntime = \"shared\"\nthreads = 3\n{}",
+        minimal("")
+    ))
+    .unwrap();
+    assert_eq!(c.server.runtime, RuntimeMode::Shared);
+    assert_eq!(c.server.threads.map(std::num::NonZeroUsize::get), Some(3));
+    for (server, field) in [
+        ("runtime = \"per-thread\"", "server.runtime"),
+        ("runtime = \"\"", "server.runtime"),
+        ("threads = 5000", "server.threads"),
+    ] {
+        match parse(&format!("[server]\n{server}\n{}", minimal(""))) {
+            Err(ConfigError::Field { field: f, .. }) => assert_eq!(f, field, "{server}"),
+            other => panic!("{server}: {other:?}"),
+        }
+    }
+}

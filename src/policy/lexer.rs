@@ -36,7 +36,9 @@ impl Default for LexSettings {
     }
 }
 
-/// Runs PostgreSQL's scanner over `sql` as a server with `settings` would.
+/// Runs PostgreSQL's scanner over `sql` as a server with `settings` would
+/// (or reuses its answer for a text that differs from the last one scanned
+/// on this thread only in an integer's digits: [`super::scan_memo`]).
 pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, SyntaxError> {
     // Text with no token at all (PostgreSQL's whitespace only) is answered
     // here: pg_query 18.1's scan_tokens builds a slice from a null pointer
@@ -47,6 +49,19 @@ pub fn scan(sql: &str, settings: LexSettings) -> Result<Vec<ScanToken>, SyntaxEr
     {
         return Ok(Vec::new());
     }
+    if let Some(tokens) = super::scan_memo::recall(sql, settings) {
+        return Ok(tokens);
+    }
+    let tokens = scan_uncached(sql, settings)?;
+    super::scan_memo::remember(sql, settings, &tokens);
+    Ok(tokens)
+}
+
+/// [`scan`] without the memo: PostgreSQL's scanner itself.
+pub(super) fn scan_uncached(
+    sql: &str,
+    settings: LexSettings,
+) -> Result<Vec<ScanToken>, SyntaxError> {
     struct Restore;
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -14,6 +14,7 @@
 //! and the identity, so a repeated text costs one lookup and a repeated shape
 //! one scan and one lookup, not a parse.
 
+mod audience_memo;
 pub mod called;
 pub mod classify;
 mod code;
@@ -27,6 +28,8 @@ pub mod lexer;
 mod params;
 pub mod parse_error;
 mod plpgsql;
+mod scan_memo;
+mod text_key;
 pub use params::Param;
 pub mod rules;
 pub mod versions;
@@ -163,9 +166,9 @@ impl Outcome {
 
 /// Exact-text key: the text, the lexing setting, the server's major version,
 /// the code catalog's generation (0: none) and the rules that apply to the
-/// identity. With the generation in the key, a verdict never outlives the
-/// catalog it was reached with.
-type TextKey = (Box<[u8]>, bool, u32, u64, Audience);
+/// identity (looked up without a copy). With the generation in the key, a
+/// verdict never outlives the catalog it was reached with.
+use text_key::{KeyView, Lookup, TextKey};
 /// Shape key: [`lexer::shape`] (which holds the lexing setting), the
 /// server's major version, the catalog's generation and the rules that
 /// apply to the identity.
@@ -287,7 +290,7 @@ impl Policy {
             }
         };
         let sql = sql.as_ref();
-        let audience = self.rules.audience(who);
+        let audience = audience_memo::audience(&self.rules, who);
         let who = &audience;
         let env = |settings| Env {
             settings,
@@ -344,14 +347,17 @@ impl Policy {
     ) -> Arc<Outcome> {
         let settings = env.settings;
         let generation = code.map_or(0, called::CodeCatalog::generation);
-        let text_key: TextKey = (
-            sql.as_bytes().into(),
-            settings.standard_conforming_strings,
-            env.server_major,
+        let rest = text_key::Rest {
+            standard_conforming_strings: settings.standard_conforming_strings,
+            server_major: env.server_major,
             generation,
-            who.clone(),
-        );
-        if let Some(hit) = self.texts.get(&text_key) {
+            audience: who.clone(),
+        };
+        let text_key = Lookup {
+            text: sql.as_bytes(),
+            rest: &rest,
+        };
+        if let Some(hit) = self.texts.get(&text_key as &dyn KeyView) {
             return hit;
         }
         let tokens = match lexer::scan(sql, settings) {
@@ -382,7 +388,7 @@ impl Policy {
                     self.shapes.insert(shape_key, Arc::clone(&outcome));
                 }
                 if outcome.by_text {
-                    self.texts.insert(text_key, Arc::clone(&outcome));
+                    self.texts.insert(text_key.to_owned(), Arc::clone(&outcome));
                 }
                 outcome
             }

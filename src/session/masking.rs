@@ -545,10 +545,6 @@ impl Phase for MaskPhase {
 /// on every statement while masking is on); a miss is covered by the
 /// newer-relation and newer-column checks and the refresh timer.
 pub(crate) fn schema_may_change(sql: &[u8]) -> bool {
-    let contains = |word: &[u8]| {
-        sql.windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
-    };
     let start = sql
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -561,9 +557,21 @@ pub(crate) fn schema_may_change(sql: &[u8]) -> bool {
                 .get(..w.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(w))
         })
-        || contains(b"CREATE ")
-        || contains(b"ALTER ")
-        || contains(b"DROP ")
+        || words_before_spaces(sql)
+}
+
+/// Whether `CREATE `, `ALTER ` or `DROP ` (any case) occurs anywhere in
+/// `sql`: each is a space preceded by the word, so only the bytes before
+/// each space are compared (this runs on every statement of a masked
+/// session).
+fn words_before_spaces(sql: &[u8]) -> bool {
+    sql.iter().enumerate().any(|(i, b)| {
+        *b == b' '
+            && [&b"CREATE"[..], b"ALTER", b"DROP"].iter().any(|w| {
+                i.checked_sub(w.len())
+                    .is_some_and(|start| sql[start..i].eq_ignore_ascii_case(w))
+            })
+    })
 }
 
 /// For masked identities, a NOTIFY payload is withheld: another session may
@@ -675,7 +683,25 @@ pub fn scrub(frame: FrameRef<'_>) -> Option<BytesMut> {
 
 #[cfg(test)]
 mod tests {
-    use super::schema_may_change;
+    use super::{schema_may_change, words_before_spaces};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The same answer as a search for each word at every offset.
+        #[test]
+        fn words_before_spaces_is_a_substring_search(
+            sql in "([a-zA-Z ;]{0,6}(create|ALTER|Drop|cReAtE|alter|DROP)?[ x]?){0,4}"
+        ) {
+            let sql = sql.as_bytes();
+            let contains = |word: &[u8]| {
+                sql.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word))
+            };
+            prop_assert_eq!(
+                words_before_spaces(sql),
+                contains(b"CREATE ") || contains(b"ALTER ") || contains(b"DROP ")
+            );
+        }
+    }
 
     #[test]
     fn ddl_is_spotted_without_allocating() {

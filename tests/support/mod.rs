@@ -136,10 +136,18 @@ impl Backend {
             "[upstreams.{DB}.roles.{MASKED_ROLE}]\npassword_file = \"{}\"",
             self.masked_password_file.display()
         );
+        // PGWARD_TEST_SERVER: lines added to every test's `[server]`, to
+        // run the whole suite under another setting (`runtime = "per-core"`).
+        // A test that sets the runtime itself keeps its own.
+        let suite_extra = std::env::var("PGWARD_TEST_SERVER")
+            .ok()
+            .filter(|_| !server_extra.contains("runtime"))
+            .unwrap_or_default();
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
 {server_extra}
+{suite_extra}
 
 [upstreams.{DB}]
 {host}

@@ -1,0 +1,257 @@
+//! The scanner's last answer on this thread, reused for a text that differs
+//! from it only in the digits of one integer literal.
+//!
+//! Why: in the simple protocol every statement arrives as text with its
+//! values inlined (`... WHERE aid = 4711`, then `... WHERE aid = 815`), so
+//! the exact-text verdict cache misses and the text is scanned (a third of
+//! a judged request's instructions) only to find the shape already cached.
+//! The scanner is a pure function of (text, `standard_conforming_strings`),
+//! so reusing its output needs no identity, rules or server version in the
+//! key, and a memo per thread needs no lock.
+//!
+//! When reuse is sound: the new text equals the remembered one outside one
+//! integer constant token (ICONST) of the remembered one, and that token, in
+//! both texts, is a run of 1 to 9 decimal digits (so it fits an int4 and
+//! stays ICONST, with no `_`, no `0x` and no sign). Everything before the
+//! token is the same bytes, scanned the same way: the token before it ended
+//! where the digits start, and no rule of PostgreSQL's scanner continues a
+//! token into a digit run differently depending on how many digits there
+//! are or which (its patterns use digit classes only; a token that could
+//! take the digits, an identifier or a `$n`, would have taken them in the
+//! remembered text too, which then had no ICONST there). The digit run is
+//! followed by the same byte as before, so it ends where it ended, as the
+//! same token; from there the scanner is in its initial state, on the same
+//! bytes. So the new text's tokens are the remembered ones, with the
+//! token's end and every later offset moved by the change in length. The
+//! property test in `tests.rs` checks this against the scanner itself.
+
+use super::lexer::LexSettings;
+use pg_query::protobuf::{ScanToken, Token};
+use std::cell::RefCell;
+
+const ICONST: i32 = Token::Iconst as i32;
+/// Longest digit run that always fits an int4 (the scanner makes longer
+/// ones FCONST when they overflow).
+const MAX_DIGITS: usize = 9;
+/// Texts longer than this are not remembered (copying them would cost more
+/// than it saves, and the memo would hold the memory).
+const MAX_TEXT: usize = 4096;
+
+#[derive(Default)]
+struct Memo {
+    settings: Option<LexSettings>,
+    text: String,
+    tokens: Vec<ScanToken>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+/// The tokens of `sql` under `settings`, from the memo, when the memo holds
+/// a text it can answer for (see the module comment).
+pub(super) fn recall(sql: &str, settings: LexSettings) -> Option<Vec<ScanToken>> {
+    MEMO.with(|memo| {
+        let mut memo = memo.try_borrow_mut().ok()?;
+        if memo.settings != Some(settings) {
+            return None;
+        }
+        let tokens = derive(&memo.text, &memo.tokens, sql)?;
+        if sql.len() <= MAX_TEXT {
+            // The next text likely differs from this one as this one did
+            // from the last (the guard scans the text the rules just did).
+            memo.text.clear();
+            memo.text.push_str(sql);
+            memo.tokens.clear();
+            memo.tokens.extend_from_slice(&tokens);
+        }
+        Some(tokens)
+    })
+}
+
+/// Remembers the scanner's answer for `sql`.
+pub(super) fn remember(sql: &str, settings: LexSettings, tokens: &[ScanToken]) {
+    MEMO.with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            return;
+        };
+        if sql.len() > MAX_TEXT {
+            memo.settings = None;
+            memo.text = String::new();
+            memo.tokens = Vec::new();
+            return;
+        }
+        memo.settings = Some(settings);
+        memo.text.clear();
+        memo.text.push_str(sql);
+        memo.tokens.clear();
+        memo.tokens.extend_from_slice(tokens);
+    })
+}
+
+/// The tokens of `new`, given that `old` scans to `tokens`, when they differ
+/// only inside one integer literal (or not at all).
+pub(super) fn derive(old: &str, tokens: &[ScanToken], new: &str) -> Option<Vec<ScanToken>> {
+    let (a, b) = (old.as_bytes(), new.as_bytes());
+    if a == b {
+        return Some(tokens.to_vec());
+    }
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let room = a.len().min(b.len()) - prefix;
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take(room)
+        .take_while(|(x, y)| x == y)
+        .count();
+    // The changed bytes of `old`: [prefix, a.len() - suffix).
+    let changed_end = a.len() - suffix;
+    // The one token that holds them. An insertion at a token's edge counts
+    // as inside it; where two tokens meet (`=5`), the later one is tried
+    // too. The digit checks below settle which, if any, it is.
+    let first = tokens.partition_point(|t| offset(t.end) < prefix);
+    let (i, new_end) = [first, first + 1]
+        .into_iter()
+        .find_map(|i| inside(tokens.get(i)?, prefix, changed_end, a, b).map(|end| (i, end)))?;
+    debug_assert!(new_end <= b.len());
+    let delta = i32::try_from(b.len()).ok()? - i32::try_from(a.len()).ok()?;
+    let mut out = tokens.to_vec();
+    out[i].end += delta;
+    for later in &mut out[i + 1..] {
+        later.start += delta;
+        later.end += delta;
+    }
+    Some(out)
+}
+
+/// Where token `t` of `a` ends in `b`, if `t` is an integer literal of
+/// 1 to 9 digits that holds the changed bytes `a[prefix..changed_end]` and
+/// is still such a literal in `b`.
+fn inside(t: &ScanToken, prefix: usize, changed_end: usize, a: &[u8], b: &[u8]) -> Option<usize> {
+    let (start, end) = (offset(t.start), offset(t.end));
+    if t.token != ICONST || start > prefix || changed_end > end {
+        return None;
+    }
+    let new_end = (end + b.len()).checked_sub(a.len())?;
+    let digits = |s: &[u8]| (1..=MAX_DIGITS).contains(&s.len()) && s.iter().all(u8::is_ascii_digit);
+    (digits(a.get(start..end)?) && digits(b.get(start..new_end)?)).then_some(new_end)
+}
+
+fn offset(at: i32) -> usize {
+    usize::try_from(at).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lexer::{scan_uncached, LexSettings};
+    use super::derive;
+    use proptest::prelude::*;
+
+    /// Texts with integers next to every kind of token that could reach
+    /// into a digit run: identifiers, quoted identifiers, parameters,
+    /// numerics, `..`, strings, comments, operators, dollar quotes.
+    const TEMPLATES: &[&str] = &[
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+        "select a1 from t where x=5 and y<>42 or z in (1,22,333)",
+        "SELECT $1, 7, \"q\"8, t.c9 FROM t LIMIT 10 OFFSET 20",
+        "SELECT 1.5, 2e3, 3..4, .5, 6 FROM t -- 7\n WHERE a = 8 /* 9 */ + 10",
+        "SELECT 'a1', E'b\\'2', $$ 3 $$, $x$ 4 $x$, U&'5', B'0101', X'1f', 12",
+        "UPDATE t SET v = v + 123456789 WHERE id = 0 RETURNING id::int4 - 1",
+        "SELECT ARRAY[1,2][1:2], 0, 00, 007, 1_000, 0x1F, 0o7, 0b1, 999999999",
+        "select-1, +2, -3, 4-5, 6*7/8%9^10 from u",
+    ];
+
+    fn settings(scs: bool) -> LexSettings {
+        LexSettings {
+            standard_conforming_strings: scs,
+        }
+    }
+
+    /// Whenever the memo answers, the scanner answers the same.
+    fn agrees(old: &str, new: &str, scs: bool) -> Result<bool, TestCaseError> {
+        let Ok(tokens) = scan_uncached(old, settings(scs)) else {
+            return Ok(false);
+        };
+        let Some(derived) = derive(old, &tokens, new) else {
+            return Ok(false);
+        };
+        let scanned = scan_uncached(new, settings(scs));
+        prop_assert_eq!(
+            scanned.as_ref().ok(),
+            Some(&derived),
+            "{:?} -> {:?}",
+            old,
+            new
+        );
+        Ok(true)
+    }
+
+    /// Template `t` with `cut` bytes at `at` replaced by `with`: the memo
+    /// and the scanner agree on it.
+    fn edited_agrees(
+        t: usize,
+        at: prop::sample::Index,
+        cut: usize,
+        with: &str,
+        scs: bool,
+    ) -> Result<bool, TestCaseError> {
+        let old = TEMPLATES[t];
+        let start = at.index(old.len() + 1);
+        let end = (start + cut).min(old.len());
+        agrees(old, &format!("{}{with}{}", &old[..start], &old[end..]), scs)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn derived_tokens_are_the_scanners(
+            t in 0..TEMPLATES.len(),
+            at in any::<prop::sample::Index>(),
+            cut in 0usize..4,
+            with in "[0-9a-zA-Z_ .$'\"eExX:+/*-]{0,4}",
+            scs in any::<bool>(),
+        ) {
+            edited_agrees(t, at, cut, &with, scs)?;
+        }
+
+        #[test]
+        fn digit_changes_are_reused_when_sound(
+            t in 0..TEMPLATES.len(),
+            at in any::<prop::sample::Index>(),
+            cut in 0usize..3,
+            with in "[0-9]{0,3}",
+            scs in any::<bool>(),
+        ) {
+            edited_agrees(t, at, cut, &with, scs)?;
+        }
+    }
+
+    #[test]
+    fn pgbench_texts_reuse_the_scan() {
+        let old = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
+        for new in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 815;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 99999;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+        ] {
+            assert!(agrees(old, new, true).unwrap(), "{new}");
+        }
+        for new in [
+            // Out of int4's range, or no longer an integer.
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1234567890;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 4_711;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 0x11;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 47.11;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 4711 ;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = a4711;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $4711;",
+            "SELECT abalance FROM pgbench_accounts WHERE bid = 4711;",
+        ] {
+            assert!(!agrees(old, new, true).unwrap(), "{new}");
+        }
+    }
+}
