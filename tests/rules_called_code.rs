@@ -189,6 +189,19 @@ fn attacks(p: &str, t: &str) -> Vec<(String, String, &'static str, String)> {
             format!("check constraint {p}_checked_id_check of public.{p}_checked"),
         ),
         (
+            // A domain's CHECK runs whenever a column of it (or of an array
+            // of it, or of a domain over it) is written.
+            format!(
+                "CREATE FUNCTION {p}_dok(int) RETURNS bool LANGUAGE sql AS 'DELETE FROM {t}; SELECT true'; \
+                 CREATE DOMAIN {p}_d AS int CHECK ({p}_dok(VALUE)); \
+                 CREATE DOMAIN {p}_dd AS {p}_d; \
+                 CREATE TABLE {p}_dom (id int, v {p}_dd[]); GRANT ALL ON {p}_dom TO app"
+            ),
+            format!("INSERT INTO {p}_dom VALUES (1, NULL)"),
+            "no-unbounded-write",
+            format!("domain check constraint {p}_d_check of public.{p}_dom"),
+        ),
+        (
             format!(
                 "CREATE FUNCTION {p}_outer() RETURNS void LANGUAGE plpgsql \
                  AS $$ BEGIN PERFORM {p}_inner(); END $$; \

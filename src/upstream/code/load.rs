@@ -127,6 +127,24 @@ const CHECKS_SQL: &str = "SELECT n.nspname, c.relname, k.conname, \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE k.contype = 'c' AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
+/// CHECK constraints of the domains a table's columns are of (directly, as
+/// arrays, or through domains over domains), as the table's: writing the
+/// column runs them. `pg_get_expr(conbin, 0)` reads them with `VALUE`.
+const DOMAIN_CHECKS_SQL: &str = "WITH RECURSIVE doms(top, dom) AS ( \
+       SELECT t.oid, t.oid FROM pg_catalog.pg_type t WHERE t.typtype = 'd' \
+       UNION SELECT d.top, t.typbasetype FROM doms d \
+       JOIN pg_catalog.pg_type t ON t.oid = d.dom WHERE t.typtype = 'd') \
+     SELECT DISTINCT n.nspname, c.relname, k.conname, \
+     pg_catalog.pg_get_expr(k.conbin, 0) \
+     FROM pg_catalog.pg_attribute a \
+     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_type at ON at.oid = a.atttypid \
+     JOIN doms d ON d.top = a.atttypid OR d.top = at.typelem \
+     JOIN pg_catalog.pg_constraint k ON k.contypid = d.dom AND k.contype = 'c' \
+     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'f') \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
 /// Reads the catalog over `conn` in one snapshot.
 pub(crate) async fn load(conn: &mut FramedStream) -> Result<CatalogParts, CatalogError> {
     query(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
@@ -269,18 +287,20 @@ async fn read_relation_code(
             add(schema, table, format!("policy {name}"), When::Named, sql);
         }
     }
-    for row in query(conn, CHECKS_SQL).await? {
-        let [schema, table, name, expression] = row.as_slice() else {
-            return Err(CatalogError::Malformed("checks"));
-        };
-        let sql = format!("SELECT {expression}");
-        add(
-            schema,
-            table,
-            format!("check constraint {name}"),
-            When::Written,
-            sql,
-        );
+    for (rows, what) in [
+        (query(conn, CHECKS_SQL).await?, "check constraint"),
+        (
+            query(conn, DOMAIN_CHECKS_SQL).await?,
+            "domain check constraint",
+        ),
+    ] {
+        for row in rows {
+            let [schema, table, name, expression] = row.as_slice() else {
+                return Err(CatalogError::Malformed("checks"));
+            };
+            let sql = format!("SELECT {expression}");
+            add(schema, table, format!("{what} {name}"), When::Written, sql);
+        }
     }
     Ok(())
 }
