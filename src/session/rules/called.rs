@@ -77,10 +77,8 @@ impl Phase for CodePhase {
         if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
             return Decision::Forward;
         }
-        let Some(freshness) = ctx.rules.policy.rules.called_code else {
-            return Decision::Forward;
-        };
-        let Some(freshness) = self.freshness(&ctx.rules.policy).map(|_| freshness) else {
+        // None when called code is off or no rule applies to the identity.
+        let Some(freshness) = self.freshness(&ctx.rules.policy) else {
             return Decision::Forward;
         };
         match self.store.state(freshness) {

@@ -20,7 +20,7 @@ use crate::wire::encode;
 use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,9 @@ pub struct CodeStore {
     /// The `wanted` the catalog in force was read after.
     have: AtomicU64,
     refreshing: tokio::sync::Mutex<()>,
+    /// A background read is under way: statements that find the catalog
+    /// ageing meanwhile start no other (no task per statement).
+    background: AtomicBool,
 }
 
 /// Whether a catalog may be used as it is, must be read again in the
@@ -71,6 +74,7 @@ impl CodeStore {
             wanted: AtomicU64::new(0),
             have: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
+            background: AtomicBool::new(false),
         }
     }
 
@@ -104,9 +108,14 @@ impl CodeStore {
 
     /// Starts a read unless one is running.
     pub fn refresh_in_background(self: &Arc<Self>, freshness: Freshness) {
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = this.refresh(freshness).await {
+            let result = this.refresh(freshness).await;
+            this.background.store(false, Ordering::Release);
+            if let Err(e) = result {
                 tracing::warn!(
                     upstream = %this.upstream.config.name,
                     database = %this.dbname,
