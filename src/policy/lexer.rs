@@ -157,24 +157,9 @@ fn shape_keeping(
     settings: LexSettings,
     integers: bool,
 ) -> Vec<u8> {
-    let keep_all = literals_matter(tokens);
     let mut out = Vec::with_capacity(sql.len() + tokens.len() * 3);
     out.push(u8::from(settings.standard_conforming_strings));
-    let mut after_set_config = 0u8;
-    let mut previous = 0;
-    for t in tokens.iter().filter(|t| !is_comment(t.token)) {
-        let bytes = text(sql, t);
-        let keep = keep_all
-            || !is_literal(t.token)
-            || after_set_config == 2
-            || (integers && t.token == ICONST && matches!(previous, BY | COMMA | OPEN_PAREN));
-        previous = t.token;
-        // Tracks `set_config` `(` <literal>: the literal names the setting.
-        after_set_config = match (after_set_config, t.token) {
-            (_, IDENT) if bytes.eq_ignore_ascii_case(b"set_config") => 1,
-            (1, OPEN_PAREN) => 2,
-            _ => 0,
-        };
+    for (t, bytes, keep) in shaped(sql, tokens, integers) {
         // Token ids fit in 16 bits (PostgreSQL has under 1,000 of them);
         // each kept text is length-prefixed, so the encoding is unambiguous.
         out.extend_from_slice(&(t.token as u16).to_le_bytes());
@@ -186,6 +171,44 @@ fn shape_keeping(
         }
     }
     out
+}
+
+/// Whether [`shape`] keeps the text of any literal of `sql`: when it keeps
+/// none, texts whose tokens differ only in their literals' text have the
+/// same shape (the verdict memo relies on this).
+pub fn shape_keeps_a_literal(sql: &str, tokens: &[ScanToken]) -> bool {
+    shaped(sql, tokens, false).any(|(t, _, keep)| keep && is_literal(t.token))
+}
+
+/// The tokens a shape is made of (comments dropped), each with its text and
+/// whether the shape keeps that text: one place decides, for the shape and
+/// for [`shape_keeps_a_literal`].
+fn shaped<'a>(
+    sql: &'a str,
+    tokens: &'a [ScanToken],
+    integers: bool,
+) -> impl Iterator<Item = (&'a ScanToken, &'a [u8], bool)> {
+    let keep_all = literals_matter(tokens);
+    let mut after_set_config = 0u8;
+    let mut previous = 0;
+    tokens
+        .iter()
+        .filter(|t| !is_comment(t.token))
+        .map(move |t| {
+            let bytes = text(sql, t);
+            let keep = keep_all
+                || !is_literal(t.token)
+                || after_set_config == 2
+                || (integers && t.token == ICONST && matches!(previous, BY | COMMA | OPEN_PAREN));
+            previous = t.token;
+            // Tracks `set_config` `(` <literal>: the literal names the setting.
+            after_set_config = match (after_set_config, t.token) {
+                (_, IDENT) if bytes.eq_ignore_ascii_case(b"set_config") => 1,
+                (1, OPEN_PAREN) => 2,
+                _ => 0,
+            };
+            (t, bytes, keep)
+        })
 }
 
 /// The normalized text of the tokens inside `range`: comments removed, every

@@ -30,6 +30,7 @@ pub mod parse_error;
 mod plpgsql;
 mod scan_memo;
 mod text_key;
+mod verdict_memo;
 pub use params::Param;
 pub mod rules;
 pub mod versions;
@@ -184,6 +185,9 @@ type Cache<K> = moka::sync::Cache<K, Arc<Outcome>, foldhash::fast::RandomState>;
 pub struct Policy {
     /// The compiled rules.
     pub rules: Arc<RuleSet>,
+    /// Unique among the policies of this process (the verdict memo tells
+    /// this policy's verdicts from an older one's by it).
+    id: u64,
     texts: Cache<TextKey>,
     shapes: Cache<ShapeKey>,
 }
@@ -199,7 +203,9 @@ impl std::fmt::Debug for Policy {
 impl Policy {
     /// A policy with an empty cache.
     pub fn new(rules: Arc<RuleSet>) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             texts: new_cache(rules.cache_size),
             shapes: new_cache(rules.cache_size),
             rules,
@@ -353,11 +359,15 @@ impl Policy {
             generation,
             audience: who.clone(),
         };
+        if let Some(hit) = verdict_memo::recall(self.id, &rest, sql) {
+            return hit;
+        }
         let text_key = Lookup {
             text: sql.as_bytes(),
             rest: &rest,
         };
         if let Some(hit) = self.texts.get(&text_key as &dyn KeyView) {
+            verdict_memo::remember(self.id, &rest, sql, None, &hit);
             return hit;
         }
         let tokens = match lexer::scan(sql, settings) {
@@ -376,6 +386,7 @@ impl Policy {
         if let Some(hit) = self.shapes.get(&shape_key) {
             // Not added to the text cache: texts that differ only in their
             // literals would crowd out the ones that repeat exactly.
+            verdict_memo::remember(self.id, &rest, sql, Some(&tokens), &hit);
             return hit;
         }
         match self.decide(sql, &tokens, who, env, code, &[]) {
@@ -390,6 +401,7 @@ impl Policy {
                 if outcome.by_text {
                     self.texts.insert(text_key.to_owned(), Arc::clone(&outcome));
                 }
+                verdict_memo::remember(self.id, &rest, sql, Some(&tokens), &outcome);
                 outcome
             }
             // Not shared: a parse error can depend on a literal's value (a

@@ -1,0 +1,131 @@
+//! The verdicts of recently judged statements on this thread, reused for a
+//! statement that repeats one of them, or differs from it only in the
+//! digits of its integer literals.
+//!
+//! Why: in the simple protocol the values are inlined (`... WHERE aid =
+//! 4711`, then `... = 815`), so the exact-text verdict cache misses, and
+//! even with the scan memo a statement cost a token derivation, a shape and
+//! two lookups in the shared caches, about 4,700 instructions of the ~16,000
+//! a relayed transaction took. A memo hit costs a hash of the text and one
+//! comparison walk.
+//!
+//! Sound because it answers only as the shared caches would:
+//! - The key holds everything their keys hold besides the text or shape:
+//!   the policy (whose caches these are: a reload builds a new policy with
+//!   a new id, never reused), the lexing setting, the server's major
+//!   version, the code catalog's generation and the rules' audience.
+//! - An exact repeat reuses any outcome that may be cached at all (the text
+//!   cache's condition: it read nothing from the session).
+//! - A text that differs only in integer digits
+//!   ([`super::scan_memo::same_but_integers`]: the scanner sees the same
+//!   tokens) reuses an outcome only when the shape cache would hold it for
+//!   both: the outcome read no literal's value (`by_shape`), and the shape
+//!   keeps no literal's text, so both texts have the same shape.
+//!
+//! Entries live in a few slots picked by a hash of the text with its digits
+//! left out, so texts that differ only in digits meet in one slot, and a
+//! thread serving several kinds of statement keeps one of each.
+
+use super::lexer::shape_keeps_a_literal;
+use super::scan_memo::same_but_integers;
+use super::text_key::Rest;
+use super::Outcome;
+use pg_query::protobuf::ScanToken;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// Slots per thread (a power of two).
+const SLOTS: usize = 16;
+/// Texts longer than this are not remembered: a slot's memory stays small
+/// (16 slots of at most this text and its tokens), and long texts are rare
+/// in the loops this is for.
+const MAX_TEXT: usize = 1024;
+
+struct Entry {
+    policy: u64,
+    rest: Rest,
+    text: String,
+    /// The text's tokens when texts differing in integer digits may reuse
+    /// the outcome; empty when only an exact repeat may.
+    tokens: Vec<ScanToken>,
+    outcome: Arc<Outcome>,
+}
+
+thread_local! {
+    static SLOTS_OF_THREAD: RefCell<[Option<Entry>; SLOTS]> =
+        const { RefCell::new([const { None }; SLOTS]) };
+}
+
+/// The slot of texts that differ from `sql` only in digits.
+fn slot(sql: &str) -> usize {
+    // FNV-1a over the bytes that are not digits: cheap, and only a slot
+    // choice (the entry is compared in full).
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in sql.as_bytes() {
+        if !b.is_ascii_digit() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    (h as usize ^ (h >> 16) as usize) & (SLOTS - 1)
+}
+
+/// The remembered outcome for `sql` under (`policy`, `rest`), if one may be
+/// reused (see the module comment).
+pub(super) fn recall(policy: u64, rest: &Rest, sql: &str) -> Option<Arc<Outcome>> {
+    if sql.len() > MAX_TEXT {
+        return None;
+    }
+    SLOTS_OF_THREAD.with(|slots| {
+        let slots = slots.try_borrow().ok()?;
+        let entry = slots[slot(sql)].as_ref()?;
+        if entry.policy != policy || entry.rest != *rest {
+            return None;
+        }
+        let reusable = entry.text == sql
+            || (!entry.tokens.is_empty() && same_but_integers(&entry.text, &entry.tokens, sql));
+        reusable.then(|| Arc::clone(&entry.outcome))
+    })
+}
+
+/// Remembers the outcome judged for `sql`. `tokens`: its tokens, when it was
+/// scanned (an outcome from the exact-text cache was not).
+pub(super) fn remember(
+    policy: u64,
+    rest: &Rest,
+    sql: &str,
+    tokens: Option<&[ScanToken]>,
+    outcome: &Arc<Outcome>,
+) {
+    if sql.len() > MAX_TEXT || !outcome.by_text {
+        return;
+    }
+    let by_digits = outcome.by_shape
+        && tokens.is_some_and(|tokens| !tokens.is_empty() && !shape_keeps_a_literal(sql, tokens));
+    SLOTS_OF_THREAD.with(|slots| {
+        let Ok(mut slots) = slots.try_borrow_mut() else {
+            return;
+        };
+        let entry = &mut slots[slot(sql)];
+        // The allocations of the entry replaced are reused.
+        let (mut text, mut kept) = match entry.take() {
+            Some(old) => (old.text, old.tokens),
+            None => (String::new(), Vec::new()),
+        };
+        text.clear();
+        text.push_str(sql);
+        kept.clear();
+        if by_digits {
+            kept.extend_from_slice(tokens.unwrap_or_default());
+        }
+        *entry = Some(Entry {
+            policy,
+            rest: rest.clone(),
+            text,
+            tokens: kept,
+            outcome: Arc::clone(outcome),
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! The memo answers only as judging afresh would: the scanner agrees with
+//! [`same_but_integers`], and a policy that has judged texts before gives
+//! every text the outcome a policy with nothing remembered gives it.
+
+use super::super::lexer::{scan_uncached, shape, shape_keeps_a_literal, LexSettings};
+use super::super::rules::{Identity, RuleSet};
+use super::super::{Lexing, Policy, Session};
+use super::same_but_integers;
+use crate::config::policy::compile;
+use crate::config::raw::RawPolicy;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Texts with several integers, next to every kind of token that could
+/// reach into a digit run.
+const TEMPLATES: &[&str] = &[
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+    "UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 12;",
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, -4, CURRENT_TIMESTAMP);",
+    "select a1 from t where x=5 and y<>42 or z in (1,22,333)",
+    "SELECT $1, 7, \"q\"8, t.c9 FROM t LIMIT 10 OFFSET 20",
+    "SELECT 1.5, 2e3, 3..4, .5, 6 FROM t -- 7\n WHERE a = 8 /* 9 */ + 10",
+    "SELECT 'a1', E'b\\'2', $$ 3 $$, $x$ 4 $x$, U&'5', B'0101', X'1f', 12",
+    "SELECT ARRAY[1,2][1:2], 0, 00, 007, 1_000, 0x1F, 0o7, 0b1, 999999999, 1234567890",
+    "select-1, +2, -3, 4-5, 6*7/8%9^10 from u",
+    "SELECT set_config('a', '1', false), 5 FROM t WHERE id = 6",
+    "CREATE TABLE t5 (a int DEFAULT 5, b numeric(10, 2))",
+];
+
+fn settings(scs: bool) -> LexSettings {
+    LexSettings {
+        standard_conforming_strings: scs,
+    }
+}
+
+/// Whenever the memo would call `new` the same as `old` but for digits, the
+/// scanner sees the same token kinds, and the shape is the same when it
+/// keeps no literal.
+fn agrees(old: &str, new: &str, scs: bool) -> Result<bool, TestCaseError> {
+    let Ok(tokens) = scan_uncached(old, settings(scs)) else {
+        return Ok(false);
+    };
+    if !same_but_integers(old, &tokens, new) {
+        return Ok(false);
+    }
+    let scanned = scan_uncached(new, settings(scs));
+    prop_assert!(scanned.is_ok(), "{old:?} -> {new:?}: {scanned:?}");
+    let scanned = scanned.unwrap_or_default();
+    let kinds = |t: &[pg_query::protobuf::ScanToken]| t.iter().map(|t| t.token).collect::<Vec<_>>();
+    prop_assert_eq!(kinds(&scanned), kinds(&tokens), "{:?} -> {:?}", old, new);
+    if !shape_keeps_a_literal(old, &tokens) {
+        prop_assert_eq!(
+            shape(new, &scanned, settings(scs)),
+            shape(old, &tokens, settings(scs)),
+            "{:?} -> {:?}",
+            old,
+            new
+        );
+    }
+    Ok(true)
+}
+
+/// Template `t` with each of its digit runs (in order, as many as there are
+/// replacements) replaced.
+fn with_runs_replaced(t: usize, replacements: &[String]) -> String {
+    let old = TEMPLATES[t].as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut next = replacements.iter();
+    while i < old.len() {
+        if old[i].is_ascii_digit() {
+            let end = i + old[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            match next.next() {
+                Some(r) => out.extend_from_slice(r.as_bytes()),
+                None => out.extend_from_slice(&old[i..end]),
+            }
+            i = end;
+        } else {
+            out.push(old[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn the_scanner_agrees_when_only_digits_change(
+        t in 0..TEMPLATES.len(),
+        replacements in prop::collection::vec("[0-9]{0,11}", 0..12),
+        scs in any::<bool>(),
+    ) {
+        agrees(TEMPLATES[t], &with_runs_replaced(t, &replacements), scs)?;
+    }
+
+    #[test]
+    fn the_scanner_agrees_on_any_edit_next_to_digits(
+        t in 0..TEMPLATES.len(),
+        replacements in prop::collection::vec("[0-9a-zA-Z_ .$'\"eExX:+/*-]{0,4}", 0..6),
+        scs in any::<bool>(),
+    ) {
+        agrees(TEMPLATES[t], &with_runs_replaced(t, &replacements), scs)?;
+    }
+}
+
+#[test]
+fn several_inlined_values_are_the_same_statement() {
+    let old = "UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 12;";
+    for new in [
+        "UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 99999;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 12;",
+    ] {
+        assert!(agrees(old, new, true).unwrap(), "{new}");
+    }
+    for new in [
+        "UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 1234567890;",
+        "UPDATE pgbench_accounts SET abalance = abalance + - WHERE aid = 1;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -1.5 WHERE aid = 1;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 1 ;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 0x1;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE bid = 1;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 1; DROP TABLE t",
+    ] {
+        assert!(!agrees(old, new, true).unwrap(), "{new}");
+    }
+}
+
+/// Statements judged one after the other on one thread, each next to others
+/// that differ from it only in integers, several of whose verdicts depend
+/// on an integer or on the session.
+const SEQUENCE: &[&str] = &[
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 815;",
+    "SELECT pg_cancel_backend(4242)",
+    "SELECT pg_cancel_backend(4243)",
+    "SELECT pg_terminate_backend(4242)",
+    "SELECT pg_terminate_backend(1)",
+    "SELECT pg_cancel_backend(4242)",
+    "DELETE FROM t WHERE 1 = 2",
+    "DELETE FROM t WHERE 1 = 1",
+    "DELETE FROM t WHERE id = 5",
+    "UPDATE t SET v = 1 WHERE 2 = 2",
+    "UPDATE t SET v = 1 WHERE 2 = 3",
+    "SET standard_conforming_strings = 0",
+    "SET standard_conforming_strings = 1",
+    "SET statement_timeout = 0",
+    "SET statement_timeout = 5",
+    "SELECT set_config('role', 'x', false), 1",
+    "SELECT set_config('role', 'x', false), 2",
+    "SELECT set_config('search_path', 'pg_temp', false), 3",
+    "CREATE TABLE t1 (a int DEFAULT 1)",
+    "CREATE TABLE t1 (a int DEFAULT 2)",
+    "ALTER ROLE x CONNECTION LIMIT 1",
+    "ALTER ROLE x CONNECTION LIMIT 2",
+    "DROP TABLE own_temp",
+    "DROP TABLE own_temp",
+    "TRUNCATE own_temp",
+    "SELECT 1",
+    "SELECT 2",
+    "SELECT 1; DROP TABLE x",
+    "SELECT 2; DROP TABLE x",
+    "COPY t TO PROGRAM 'x'",
+    "SELECT * FROM t LIMIT 10 OFFSET 20",
+    "SELECT * FROM t LIMIT 11 OFFSET 21",
+    "PREPARE p1 AS SELECT 1",
+    "PREPARE p1 AS SELECT 2",
+    "EXECUTE p1(5)",
+    "EXECUTE p1(6)",
+    "SELECT lo_unlink(1234)",
+    "SELECT lo_unlink(4321)",
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+];
+
+fn rules() -> Arc<RuleSet> {
+    let raw: RawPolicy = toml::from_str("").expect("empty policy");
+    Arc::new(compile(&raw).expect("rules"))
+}
+
+#[test]
+fn a_policy_that_remembers_judges_as_one_that_does_not() {
+    let rules = rules();
+    let temp: BTreeSet<String> = ["own_temp".to_owned()].into();
+    let sessions = [
+        Session::new(Lexing::Known(settings(true))),
+        Session {
+            own_pid: Some(4242),
+            own_temp_tables: &temp,
+            ..Session::new(Lexing::Known(settings(true)))
+        },
+        Session::new(Lexing::Known(settings(false))),
+    ];
+    let who = [
+        Identity::new("alice", ["dev"]),
+        Identity::new("bob", ["ops"]),
+    ];
+    let cases = || {
+        sessions
+            .iter()
+            .flat_map(|s| who.iter().map(move |w| (s, w)))
+            .flat_map(|(s, w)| SEQUENCE.iter().map(move |sql| (s, w, *sql)))
+    };
+    // Judged afresh on another thread (the memo is per thread: judging
+    // here would replace the entries the remembering policy is to use).
+    let expected: Vec<_> = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                cases()
+                    .map(|(s, w, sql)| {
+                        Policy::new(Arc::clone(&rules)).judge_in(sql.as_bytes(), w, s)
+                    })
+                    .collect()
+            })
+            .join()
+            .expect("fresh judging")
+    });
+    let remembering = Policy::new(Arc::clone(&rules));
+    for round in 0..3 {
+        for ((session, identity, sql), fresh) in cases().zip(&expected) {
+            let memo = remembering.judge_in(sql.as_bytes(), identity, session);
+            assert_eq!(
+                *memo, **fresh,
+                "round {round}, {sql:?}, {identity:?}, pid {:?}",
+                session.own_pid
+            );
+        }
+    }
+}
+
+#[test]
+fn a_reload_is_not_answered_from_the_old_policy() {
+    // Same text, two policies: one denies it, one allows it.
+    let allow: RawPolicy = toml::from_str("builtin_rules = false").expect("policy");
+    let deny: RawPolicy = toml::from_str(
+        "builtin_rules = false\n[[rules]]\nname = \"no-accounts\"\naction = \"deny\"\nrelations = [\"pgbench_accounts\"]",
+    )
+    .expect("policy");
+    let session = Session::new(Lexing::Known(settings(true)));
+    let who = Identity::new("alice", ["dev"]);
+    for (first, then) in [(&allow, &deny), (&deny, &allow)] {
+        let first = Policy::new(Arc::new(compile(first).expect("rules")));
+        let then = Policy::new(Arc::new(compile(then).expect("rules")));
+        let a = first.judge_in(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            &who,
+            &session,
+        );
+        let b = then.judge_in(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 2",
+            &who,
+            &session,
+        );
+        assert_ne!(a.verdict, b.verdict);
+    }
+}
+
+#[test]
+fn inlined_values_are_answered_from_the_memo() {
+    use super::super::text_key::Rest;
+    let p = Policy::new(rules());
+    let session = Session::new(Lexing::Known(settings(true)));
+    let who = Identity::new("alice", ["dev"]);
+    let rest = Rest {
+        standard_conforming_strings: true,
+        server_major: session.server_major,
+        generation: 0,
+        audience: p.rules.audience(&who),
+    };
+    let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
+    let next = "SELECT abalance FROM pgbench_accounts WHERE aid = 815;";
+    assert!(super::recall(p.id, &rest, next).is_none());
+    let judged = p.judge_in(first.as_bytes(), &who, &session);
+    let recalled = super::recall(p.id, &rest, next).expect("remembered");
+    assert!(Arc::ptr_eq(&judged, &recalled));
+    // Not for another policy, another setting, or a text that differs in
+    // more than digits.
+    assert!(super::recall(p.id + 1, &rest, next).is_none());
+    let other = Rest {
+        standard_conforming_strings: false,
+        ..rest.clone()
+    };
+    assert!(super::recall(p.id, &other, next).is_none());
+    assert!(super::recall(
+        p.id,
+        &rest,
+        "SELECT abalance FROM pgbench_accounts WHERE bid = 815;"
+    )
+    .is_none());
+    // A verdict that read the session's state is not remembered at all.
+    let mine = Session {
+        own_pid: Some(4242),
+        ..Session::new(Lexing::Known(settings(true)))
+    };
+    p.judge_in(b"SELECT pg_cancel_backend(4242)", &who, &mine);
+    assert!(super::recall(p.id, &rest, "SELECT pg_cancel_backend(4242)").is_none());
+}
