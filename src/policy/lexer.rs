@@ -145,10 +145,15 @@ pub fn shape(sql: &str, tokens: &[ScanToken], settings: LexSettings) -> Vec<u8> 
 /// `(` (parentheses fold away: `ORDER BY (2)` is a position); `id = 42`
 /// still shares its shape.
 pub fn guard_shape(sql: &str, tokens: &[ScanToken], settings: LexSettings) -> Vec<u8> {
-    let ordinals = tokens
+    shape_keeping(sql, tokens, settings, ordinals(tokens))
+}
+
+/// Whether integers may be select-list positions in `tokens` (see
+/// [`guard_shape`]).
+fn ordinals(tokens: &[ScanToken]) -> bool {
+    tokens
         .iter()
-        .any(|t| matches!(t.token, ORDER | GROUP | DISTINCT));
-    shape_keeping(sql, tokens, settings, ordinals)
+        .any(|t| matches!(t.token, ORDER | GROUP | DISTINCT))
 }
 
 fn shape_keeping(
@@ -177,8 +182,19 @@ fn shape_keeping(
 /// none, texts whose tokens differ only in their literals' text have the
 /// same shape (the verdict memo relies on this).
 pub fn shape_keeps_a_literal(sql: &str, tokens: &[ScanToken]) -> bool {
-    shaped(sql, tokens, false).any(|(t, _, keep)| keep && is_literal(t.token))
+    keeps_a_literal(sql, tokens, false)
 }
+
+/// As [`shape_keeps_a_literal`], for [`guard_shape`].
+pub fn guard_shape_keeps_a_literal(sql: &str, tokens: &[ScanToken]) -> bool {
+    keeps_a_literal(sql, tokens, ordinals(tokens))
+}
+
+fn keeps_a_literal(sql: &str, tokens: &[ScanToken], integers: bool) -> bool {
+    shaped(sql, tokens, integers).any(|(t, _, keep)| keep && is_literal(t.token))
+}
+
+pub use super::scan_memo::same_but_integers;
 
 /// The tokens a shape is made of (comments dropped), each with its text and
 /// whether the shape keeps that text: one place decides, for the shape and

@@ -136,7 +136,7 @@ pub(super) fn derive(old: &str, tokens: &[ScanToken], new: &str) -> Option<Vec<S
 /// the next literal. The verdict memo uses this for texts that, as in the
 /// simple protocol, inline several values (`UPDATE ... SET v = v + 5 WHERE
 /// id = 7`), where [`derive`] allows one.
-pub(super) fn same_but_integers(old: &str, tokens: &[ScanToken], new: &str) -> bool {
+pub fn same_but_integers(old: &str, tokens: &[ScanToken], new: &str) -> bool {
     let (a, b) = (old.as_bytes(), new.as_bytes());
     let digits = |s: &[u8]| (1..=MAX_DIGITS).contains(&s.len()) && s.iter().all(u8::is_ascii_digit);
     // `a[done_a..]` and `b[done_b..]` are still to be matched.

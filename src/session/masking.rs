@@ -21,13 +21,14 @@ use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::mask::strategy::{BinaryKind, HashKey};
-use crate::policy::lexer::LexSettings;
+use crate::policy::lexer::{self, LexSettings};
 use crate::policy::rules::Identity;
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::{notice_fields, FieldInfo};
 use crate::wire::encode::{self, Severity};
 use crate::wire::FrameRef;
 use bytes::BytesMut;
+use pg_query::protobuf::ScanToken;
 use std::sync::{Arc, Mutex};
 
 /// How the rows of the result in progress are treated.
@@ -51,21 +52,57 @@ struct View {
     masked_tables: std::collections::BTreeSet<(String, String)>,
     /// What texts expose beyond their rows, by text and by shape.
     exposures: Memo<Exposure>,
-    /// The last text's shape key: the guard and the exposure of one
-    /// request scan the text once.
-    last_shape: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The last text scanned for its shape key: the guard and the exposure
+    /// of one request scan the text once, and the next text that differs
+    /// from it only in integer digits is not scanned at all.
+    last_shape: Option<LastShape>,
+}
+
+/// A text, its shape key, and when texts differing from it only in integer
+/// digits share that key, its tokens.
+struct LastShape {
+    text: String,
+    settings: LexSettings,
+    key: Option<Vec<u8>>,
+    /// Empty unless the text has one reading (no backslash: then neither
+    /// has a text differing from it only in digits) and its guard shape
+    /// keeps no literal's text: then a text the scanner sees the same
+    /// tokens in but for integer digits ([`lexer::same_but_integers`]) has
+    /// the same key.
+    tokens: Vec<ScanToken>,
 }
 
 impl View {
     /// [`memo::shape_key`] of `sql`, remembered for the last text.
     fn shape_key(&mut self, sql: &str, settings: LexSettings) -> Option<Vec<u8>> {
-        if let Some((text, key)) = &self.last_shape {
-            if text.as_slice() == sql.as_bytes() {
-                return key.clone();
+        if let Some(last) = &self.last_shape {
+            if last.settings == settings
+                && (last.text == sql
+                    || (!last.tokens.is_empty()
+                        && lexer::same_but_integers(&last.text, &last.tokens, sql)))
+            {
+                return last.key.clone();
             }
         }
-        let key = memo::shape_key(sql, &readings(sql, settings));
-        self.last_shape = Some((sql.as_bytes().to_vec(), key.clone()));
+        let readings = readings(sql, settings);
+        let (key, tokens) = match readings.as_slice() {
+            [one] => match lexer::scan(sql, *one) {
+                Ok(tokens) => {
+                    let key = memo::one_reading_key(sql, &tokens, *one);
+                    let shared =
+                        !tokens.is_empty() && !lexer::guard_shape_keeps_a_literal(sql, &tokens);
+                    (Some(key), if shared { tokens } else { Vec::new() })
+                }
+                Err(_) => (None, Vec::new()),
+            },
+            _ => (memo::shape_key(sql, &readings), Vec::new()),
+        };
+        self.last_shape = Some(LastShape {
+            text: sql.to_owned(),
+            settings,
+            key: key.clone(),
+            tokens,
+        });
         key
     }
 
@@ -566,7 +603,11 @@ pub(crate) fn schema_may_change(sql: &[u8]) -> bool {
 /// session).
 fn words_before_spaces(sql: &[u8]) -> bool {
     sql.iter().enumerate().any(|(i, b)| {
+        // The byte before the space must end one of the words (`e`, `r`,
+        // `p`, any case) before any word is compared.
         *b == b' '
+            && i > 0
+            && matches!(sql[i - 1] | 0x20, b'e' | b'r' | b'p')
             && [&b"CREATE"[..], b"ALTER", b"DROP"].iter().any(|w| {
                 i.checked_sub(w.len())
                     .is_some_and(|start| sql[start..i].eq_ignore_ascii_case(w))

@@ -2,7 +2,10 @@
 //! [`same_but_integers`], and a policy that has judged texts before gives
 //! every text the outcome a policy with nothing remembered gives it.
 
-use super::super::lexer::{scan_uncached, shape, shape_keeps_a_literal, LexSettings};
+use super::super::lexer::{
+    guard_shape, guard_shape_keeps_a_literal, scan_uncached, shape, shape_keeps_a_literal,
+    LexSettings,
+};
 use super::super::rules::{Identity, RuleSet};
 use super::super::{Lexing, Policy, Session};
 use super::same_but_integers;
@@ -26,6 +29,8 @@ const TEMPLATES: &[&str] = &[
     "select-1, +2, -3, 4-5, 6*7/8%9^10 from u",
     "SELECT set_config('a', '1', false), 5 FROM t WHERE id = 6",
     "CREATE TABLE t5 (a int DEFAULT 5, b numeric(10, 2))",
+    "SELECT a, b FROM t WHERE c = 3 ORDER BY 2, 1 LIMIT 5",
+    "SELECT DISTINCT ON (1) a, b FROM t GROUP BY 1, (2) HAVING count(*) > 3",
 ];
 
 fn settings(scs: bool) -> LexSettings {
@@ -58,7 +63,34 @@ fn agrees(old: &str, new: &str, scs: bool) -> Result<bool, TestCaseError> {
             new
         );
     }
+    // The masking guard's shape too (its own literal rule: positions).
+    if !guard_shape_keeps_a_literal(old, &tokens) {
+        prop_assert_eq!(
+            guard_shape(new, &scanned, settings(scs)),
+            guard_shape(old, &tokens, settings(scs)),
+            "{:?} -> {:?}",
+            old,
+            new
+        );
+    }
     Ok(true)
+}
+
+#[test]
+fn a_select_list_position_keeps_the_guard_shape_apart() {
+    for sql in [
+        "SELECT a, b FROM t ORDER BY 2",
+        "SELECT a, b FROM t GROUP BY (1)",
+        "SELECT DISTINCT ON (1) a FROM t",
+        "SELECT a FROM t WHERE id = 5 ORDER BY a, 2",
+    ] {
+        let tokens = scan_uncached(sql, settings(true)).expect("scans");
+        assert!(guard_shape_keeps_a_literal(sql, &tokens), "{sql}");
+        assert!(!shape_keeps_a_literal(sql, &tokens), "{sql}");
+    }
+    let sql = "SELECT a FROM t WHERE id = 5 ORDER BY a";
+    let tokens = scan_uncached(sql, settings(true)).expect("scans");
+    assert!(!guard_shape_keeps_a_literal(sql, &tokens));
 }
 
 /// Template `t` with each of its digit runs (in order, as many as there are
