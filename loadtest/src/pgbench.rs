@@ -81,6 +81,9 @@ pub struct RunResult {
     /// CPU µs (user + system) the proxy used per transaction over the run
     /// (None for direct).
     pub cpu_us_per_tx: Option<f64>,
+    /// Of it, in user space (the rest is the kernel's: syscalls and the
+    /// TCP stack, about the same for every proxy).
+    pub user_us_per_tx: Option<f64>,
     /// Every transaction's latency, µs, sorted; kept only when asked for.
     pub latencies: Option<Latencies>,
 }
@@ -134,7 +137,9 @@ pub fn run(
     }
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
         if result.transactions > 0 {
-            result.cpu_us_per_tx = Some((b - a) * 1e6 / result.transactions as f64);
+            let per_tx = |seconds: f64| Some(seconds * 1e6 / result.transactions as f64);
+            result.cpu_us_per_tx = per_tx(b.user + b.system - a.user - a.system);
+            result.user_us_per_tx = per_tx(b.user - a.user);
         }
     }
     Ok(result)

@@ -40,6 +40,10 @@ impl Cell {
     pub fn cpu_us(&self) -> Option<f64> {
         self.median(|r| r.cpu_us_per_tx)
     }
+    /// Median proxy user-space CPU µs per transaction.
+    pub fn user_us(&self) -> Option<f64> {
+        self.median(|r| r.user_us_per_tx)
+    }
     /// Failed transactions over all repetitions.
     pub fn failed(&self) -> u64 {
         self.runs.iter().map(|r| r.failed).sum()
@@ -109,11 +113,12 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)]) -> Strin
          | pgward / PgBouncer | rules on / off | pgward masking TPS | masking on / off \
          | avg ms (direct / pgward / PgBouncer) \
          | p99 ms (direct / pgward / PgBouncer) \
-         | proxy CPU µs/tx (pgward / rules off / masking / PgBouncer) | failed |"
+         | proxy CPU µs/tx (pgward / rules off / masking / PgBouncer) \
+         | of it user space | failed |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|"
     );
     for (name, cells) in results {
         let get = |t: &str| cells.get(t);
@@ -128,7 +133,7 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)]) -> Strin
         let failed: u64 = cells.values().map(Cell::failed).sum();
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {failed} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {failed} |",
             fmt(tps("direct"), 0),
             fmt(tps("pgward"), 0),
             fmt(tps(NO_RULES), 0),
@@ -141,6 +146,7 @@ pub fn markdown(results: &Results, idle: &[(&'static str, IdleResult)]) -> Strin
             per(&["direct", "pgward", "pgbouncer"], Cell::avg, 3),
             per(&["direct", "pgward", "pgbouncer"], Cell::p99, 3),
             per(&["pgward", NO_RULES, MASKED, "pgbouncer"], Cell::cpu_us, 1),
+            per(&["pgward", NO_RULES, MASKED, "pgbouncer"], Cell::user_us, 1),
         );
     }
     out.push_str(&idle_markdown(idle, "RSS after the load runs"));

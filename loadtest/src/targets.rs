@@ -323,15 +323,27 @@ fn wait_pidfile(pidfile: &Path) -> anyhow::Result<u32> {
     bail!("PgBouncer wrote no pid to {}", pidfile.display())
 }
 
-/// CPU seconds (user + system) a process has used so far.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds a process has used so far, in user space and in the kernel
+/// (on its behalf: its syscalls, and the loopback TCP work they run).
+pub fn cpu_seconds(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
+    let ticks = clock_ticks();
+    Some(CpuTimes {
+        user: utime / ticks,
+        system: stime / ticks,
+    })
+}
+
+/// A process's CPU seconds, [`cpu_seconds`].
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    pub user: f64,
+    pub system: f64,
 }
 
 fn clock_ticks() -> f64 {
