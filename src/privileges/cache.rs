@@ -195,23 +195,24 @@ async fn read(
 /// grants: a word scan that errs towards yes (a false yes costs one
 /// catalog read at the next login).
 pub(crate) fn may_change_privileges(sql: &[u8]) -> bool {
-    const WORDS: &[&[u8]] = &[
-        b"GRANT",
-        b"REVOKE",
-        b"ROLE",
-        b"USER",
-        b"OWNER",
-        b"OWNED",
-        b"SCHEMA",
-        b"DATABASE",
-        b"PRIVILEGES",
-    ];
     // This runs on every statement: one pass over the bytes, a table
-    // lookup each (a split iterator cost three times as much); a word is
-    // compared only when its length is one of the words' lengths.
+    // lookup each; a word is compared only with the words of its length
+    // that begin with its letter (comparing each word with all nine cost
+    // more than the pass).
     let is_one = |word: &[u8]| {
-        matches!(word.len(), 4 | 5 | 6 | 8 | 10)
-            && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+        let words: &[&[u8]] = match word.len() {
+            4 => &[b"ROLE", b"USER"],
+            5 => &[b"GRANT", b"OWNER", b"OWNED"],
+            6 => &[b"REVOKE", b"SCHEMA"],
+            8 => &[b"DATABASE"],
+            10 => &[b"PRIVILEGES"],
+            _ => return false,
+        };
+        // Upper case for a letter; no other byte becomes a letter.
+        let first = word[0] & !0x20;
+        words
+            .iter()
+            .any(|w| w[0] == first && word.eq_ignore_ascii_case(w))
     };
     let mut start = 0;
     for (i, &b) in sql.iter().enumerate() {
