@@ -40,6 +40,7 @@ pub fn run(
     env: &Env,
     proxies: &[Proxy],
     large: u64,
+    clients: u32,
     out: &Path,
     scratch: &Path,
 ) -> anyhow::Result<String> {
@@ -47,8 +48,15 @@ pub fn run(
         Command::new("valgrind").arg("--version").output().is_ok(),
         "--callgrind needs valgrind (apt-get install valgrind)"
     );
-    let small = (large / 5).max(1);
-    ensure!(large > small, "--callgrind-tx must be at least 2");
+    ensure!(clients >= 1, "--callgrind-clients must be at least 1");
+    // pgbench's -t counts per client: both runs are whole multiples.
+    let per_client = (large / u64::from(clients)).max(2);
+    let large = per_client * u64::from(clients);
+    let small = (per_client / 5).max(1) * u64::from(clients);
+    ensure!(
+        large > small,
+        "--callgrind-tx must be at least 2 per client"
+    );
     // PgBouncer runs as the postgres user: its profile goes where it can write.
     let work = scratch.join("callgrind");
     std::fs::create_dir_all(&work)?;
@@ -62,7 +70,7 @@ pub fn run(
             for (i, n) in [small, large].into_iter().enumerate() {
                 eprintln!("callgrind: {name}, -M {mode}, {n} transactions...");
                 let file = work.join(format!("callgrind.{name}.{mode}.{n}.out"));
-                totals[i] = profile(env, proxy, mode, n, &file, scratch)?;
+                totals[i] = profile(env, proxy, mode, n, clients, &file, scratch)?;
                 let kept = out.join(file.file_name().context("profile name")?);
                 std::fs::copy(&file, &kept)?;
                 files.push(kept);
@@ -79,7 +87,7 @@ pub fn run(
             });
         }
     }
-    markdown(&profiles, small, large)
+    markdown(&profiles, small, large, clients)
 }
 
 fn proxy_name(proxy: Proxy) -> &'static str {
@@ -96,6 +104,7 @@ fn profile(
     proxy: Proxy,
     mode: &str,
     n: u64,
+    clients: u32,
     file: &Path,
     scratch: &Path,
 ) -> anyhow::Result<u64> {
@@ -115,8 +124,8 @@ fn profile(
     }
     let mut target = env.start_proxy(proxy, &launch)?;
     let workload = Workload {
-        name: format!("select-only -M {mode}, 1 client"),
-        clients: 1,
+        name: format!("select-only -M {mode}, {clients} clients"),
+        clients,
         args: ["-S", "-M", mode, "--random-seed=1"]
             .iter()
             .map(|s| s.to_string())
@@ -126,7 +135,7 @@ fn profile(
         &env.bench,
         &target,
         &workload,
-        Length::Transactions(n),
+        Length::Transactions(n / u64::from(clients)),
         scratch,
         false,
     )?;
@@ -253,12 +262,12 @@ fn top_per_tx(p: &Profile, inclusive: bool, dtx: u64) -> anyhow::Result<Vec<(Str
     Ok(rows)
 }
 
-fn markdown(profiles: &[Profile], small: u64, large: u64) -> anyhow::Result<String> {
+fn markdown(profiles: &[Profile], small: u64, large: u64, clients: u32) -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "## Instructions per transaction (callgrind)\n\n\
-         pgbench -S, 1 client, {small} and {large} transactions, each through a fresh proxy \
+         pgbench -S, {clients} client(s), {small} and {large} transactions in all, each through a fresh proxy \
          under `valgrind --tool=callgrind`; per transaction = (instructions at {large} - at \
          {small}) / {}, so startup, login and shutdown cancel out.\n",
         large - small

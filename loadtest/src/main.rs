@@ -46,6 +46,10 @@ struct Args {
     /// Transactions of the larger callgrind run (the smaller has a fifth).
     #[arg(long, default_value_t = 5000)]
     callgrind_tx: u64,
+    /// pgbench clients of the callgrind runs (1: every transaction pays a
+    /// whole park and wake-up; more: a wake-up serves several, as under load).
+    #[arg(long, default_value_t = 1)]
+    callgrind_clients: u32,
     /// Repetitions of each workload per target (interleaved A B C A B C).
     #[arg(long, default_value_t = 2)]
     reps: u32,
@@ -185,7 +189,14 @@ fn run(mut args: Args) -> anyhow::Result<()> {
             Proxy::Pgward { name, .. } => report::TARGET_ORDER.iter().position(|t| t == name),
             Proxy::Pgbouncer => Some(usize::MAX),
         });
-        let body = callgrind::run(&env, &proxies, args.callgrind_tx, &dir, env.cluster.dir())?;
+        let body = callgrind::run(
+            &env,
+            &proxies,
+            args.callgrind_tx,
+            args.callgrind_clients,
+            &dir,
+            env.cluster.dir(),
+        )?;
         return write_report(&dir, &header(&args, &load_at_start, &notes), &body);
     }
     if args.idle_only {
