@@ -195,35 +195,38 @@ async fn read(
 /// grants: a word scan that errs towards yes (a false yes costs one
 /// catalog read at the next login).
 pub(crate) fn may_change_privileges(sql: &[u8]) -> bool {
-    // This runs on every statement: one pass over the bytes, a table
-    // lookup each; a word is compared only with the words of its length
-    // that begin with its letter (comparing each word with all nine cost
-    // more than the pass).
-    let is_one = |word: &[u8]| {
-        let words: &[&[u8]] = match word.len() {
-            4 => &[b"ROLE", b"USER"],
-            5 => &[b"GRANT", b"OWNER", b"OWNED"],
-            6 => &[b"REVOKE", b"SCHEMA"],
-            8 => &[b"DATABASE"],
-            10 => &[b"PRIVILEGES"],
-            _ => return false,
-        };
-        // Upper case for a letter; no other byte becomes a letter.
-        let first = word[0] & !0x20;
-        words
-            .iter()
-            .any(|w| w[0] == first && word.eq_ignore_ascii_case(w))
-    };
-    let mut start = 0;
-    for (i, &b) in sql.iter().enumerate() {
-        if !IN_WORD[usize::from(b)] {
-            if is_one(&sql[start..i]) {
-                return true;
-            }
-            start = i + 1;
+    // This runs on every statement: two tight loops (over the bytes
+    // between words, then over a word's) instead of a split iterator,
+    // which cost twice as much; a word is compared only when its length is
+    // one of the words' lengths, and then only with the words of that
+    // length.
+    let in_word = |b: u8| IN_WORD[usize::from(b)];
+    let mut rest = sql;
+    loop {
+        let start = rest.iter().position(|b| in_word(*b)).unwrap_or(rest.len());
+        rest = &rest[start..];
+        if rest.is_empty() {
+            return false;
         }
+        let len = rest.iter().position(|b| !in_word(*b)).unwrap_or(rest.len());
+        if is_privilege_word(&rest[..len]) {
+            return true;
+        }
+        rest = &rest[len..];
     }
-    is_one(&sql[start..])
+}
+
+/// Whether `word` is one of the words [`may_change_privileges`] looks for.
+fn is_privilege_word(word: &[u8]) -> bool {
+    let any = |words: &[&[u8]]| words.iter().any(|w| word.eq_ignore_ascii_case(w));
+    match word.len() {
+        4 => any(&[b"ROLE", b"USER"]),
+        5 => any(&[b"GRANT", b"OWNER", b"OWNED"]),
+        6 => any(&[b"REVOKE", b"SCHEMA"]),
+        8 => any(&[b"DATABASE"]),
+        10 => any(&[b"PRIVILEGES"]),
+        _ => false,
+    }
 }
 
 /// Bytes of a word: ASCII letters, digits and `_`.

@@ -602,11 +602,12 @@ pub(crate) fn schema_may_change(sql: &[u8]) -> bool {
 /// each space are compared (this runs on every statement of a masked
 /// session).
 fn words_before_spaces(sql: &[u8]) -> bool {
-    // memchr finds the spaces many bytes at a time; the byte before one
-    // must end one of the words (`e`, `r`, `p`, any case) before any word
-    // is compared.
-    memchr::memchr_iter(b' ', sql).any(|i| {
-        i > 0
+    sql.iter().enumerate().any(|(i, b)| {
+        // The byte before the space must end one of the words (`e`, `r`,
+        // `p`, any case) before any word is compared (memchr over spaces
+        // measured no faster on statements this short).
+        *b == b' '
+            && i > 0
             && matches!(sql[i - 1] | 0x20, b'e' | b'r' | b'p')
             && [&b"CREATE"[..], b"ALTER", b"DROP"].iter().any(|w| {
                 i.checked_sub(w.len())
