@@ -10,6 +10,7 @@ pub mod read_sizer;
 mod refusal;
 pub mod registry;
 mod relay;
+mod side_wake;
 pub mod rules;
 mod stack;
 pub mod startup;

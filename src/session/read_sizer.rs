@@ -18,7 +18,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Smallest room offered to a read out of a buffer of its own (a typical
@@ -84,23 +84,33 @@ pub fn read_some<'a, R>(
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    poll_fn(move |cx| {
-        if buf.capacity() > buf.len() {
-            // `read_buf` keeps no state between polls: a fresh one per poll
-            // is the same read.
-            return pin!(r.read_buf(&mut *buf)).poll(cx);
+    poll_fn(move |cx| poll_read_some(r, buf, cx))
+}
+
+/// One poll of [`read_some`].
+pub fn poll_read_some<R>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    if buf.capacity() > buf.len() {
+        // `read_buf` keeps no state between polls: a fresh one per poll
+        // is the same read.
+        return pin!(r.read_buf(&mut *buf)).poll(cx);
+    }
+    let mut room = [MaybeUninit::<u8>::uninit(); STACK_READ];
+    let mut read = ReadBuf::uninit(&mut room);
+    match Pin::new(&mut *r).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
         }
-        let mut room = [MaybeUninit::<u8>::uninit(); STACK_READ];
-        let mut read = ReadBuf::uninit(&mut room);
-        match Pin::new(&mut *r).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                buf.extend_from_slice(read.filled());
-                Poll::Ready(Ok(read.filled().len()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
 use super::phases::{HoldEnd, Refusal, Release};
-use super::read_sizer::{read_some, ReadSizer};
+use super::read_sizer::{poll_read_some, ReadSizer};
+use super::side_wake::SideWake;
 use super::registry::{Control, Registration, SessionState};
 use super::ShutdownPhase;
 use crate::error::SessionError;
@@ -24,6 +25,7 @@ use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
 use futures::FutureExt;
+use std::future::poll_fn;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -99,6 +101,8 @@ impl Relay {
         let mut to_client = BytesMut::new();
         let mut client_sizer = ReadSizer::default();
         let mut server_sizer = ReadSizer::default();
+        // A wake-up polls only the read that may progress.
+        let (mut client_wake, mut server_wake) = (SideWake::default(), SideWake::default());
         // Boxed, like the timer below: the session's task is sized for its
         // largest state, and nearly every session never holds.
         let mut hold: Option<Box<HoldWait>> = None;
@@ -340,7 +344,9 @@ impl Relay {
                     }
                     None => flush_client = false,
                 },
-                read = read_some(&mut self.backend_r, &mut server_in), if read_server => {
+                read = poll_fn(|cx| server_wake.poll(cx, |cx| {
+                    poll_read_some(&mut *self.backend_r, &mut server_in, cx)
+                })), if read_server => {
                     let n = read.map_err(lost)?;
                     server_sizer.record(n, server_offer);
                     if n == 0 && terminating && to_server.is_empty() {
@@ -354,7 +360,9 @@ impl Relay {
                         ));
                     }
                 }
-                read = read_some(&mut self.client_r, &mut client_in), if read_client => {
+                read = poll_fn(|cx| client_wake.poll(cx, |cx| {
+                    poll_read_some(&mut *self.client_r, &mut client_in, cx)
+                })), if read_client => {
                     let n = match read {
                         Ok(n) => n,
                         Err(e) => {
