@@ -11,6 +11,7 @@ mod refusal;
 pub mod registry;
 mod relay;
 mod side_wake;
+mod spare;
 pub mod rules;
 mod stack;
 pub mod startup;

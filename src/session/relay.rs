@@ -10,12 +10,14 @@
 //! none while idle (the read waits without a buffer), up to 64 KiB under
 //! bulk traffic. Once nothing is in flight the outgoing buffers and the
 //! tracker's queue are given back too, so an idle session holds only its
-//! protocol state.
+//! protocol state. Buffers given back go to the thread's spare ones
+//! (`spare.rs`), where the next busy session finds them.
 
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
 use super::phases::{HoldEnd, Refusal, Release};
 use super::read_sizer::{poll_read_some, ReadSizer};
 use super::side_wake::SideWake;
+use super::spare::{self, SPARE_ROOM};
 use super::registry::{Control, Registration, SessionState};
 use super::ShutdownPhase;
 use crate::error::SessionError;
@@ -122,6 +124,14 @@ impl Relay {
             .idle_timeout
             .map(|d| tokio::time::interval((d / 4).max(Duration::from_millis(100))));
         loop {
+            // An outgoing buffer the core is about to fill is borrowed from
+            // the thread's spare ones (given back below once written).
+            if to_server.capacity() == 0 && !client_in.is_empty() {
+                to_server = spare::take();
+            }
+            if to_client.capacity() == 0 && !server_in.is_empty() {
+                to_client = spare::take();
+            }
             // Hand the core what was read.
             if hold.is_none() && !terminating {
                 match self.core.client_input(&mut client_in, &mut to_server) {
@@ -244,8 +254,8 @@ impl Relay {
             // under traffic once they grew past a burst's size.
             let quiet = self.core.is_quiet();
             for out in [&mut to_server, &mut to_client] {
-                if out.is_empty() && (quiet || out.capacity() > 8 * 1024) && out.capacity() > 0 {
-                    *out = BytesMut::new();
+                if out.is_empty() && (quiet || out.capacity() > SPARE_ROOM) && out.capacity() > 0 {
+                    spare::give(std::mem::take(out));
                 }
             }
             if quiet {
