@@ -16,9 +16,9 @@
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
 use super::phases::{HoldEnd, Refusal, Release};
 use super::read_sizer::{poll_read_some, ReadSizer};
+use super::registry::{Control, Registration, SessionState};
 use super::side_wake::SideWake;
 use super::spare::{self, SPARE_ROOM};
-use super::registry::{Control, Registration, SessionState};
 use super::ShutdownPhase;
 use crate::error::SessionError;
 use crate::io::{ReadHalf, WriteHalf};
