@@ -195,38 +195,24 @@ async fn read(
 /// grants: a word scan that errs towards yes (a false yes costs one
 /// catalog read at the next login).
 pub(crate) fn may_change_privileges(sql: &[u8]) -> bool {
-    // This runs on every statement: two tight loops (over the bytes
-    // between words, then over a word's) instead of a split iterator,
-    // which cost twice as much; a word is compared only when its length is
-    // one of the words' lengths, and then only with the words of that
-    // length.
-    let in_word = |b: u8| IN_WORD[usize::from(b)];
-    let mut rest = sql;
-    loop {
-        let start = rest.iter().position(|b| in_word(*b)).unwrap_or(rest.len());
-        rest = &rest[start..];
-        if rest.is_empty() {
-            return false;
-        }
-        let len = rest.iter().position(|b| !in_word(*b)).unwrap_or(rest.len());
-        if is_privilege_word(&rest[..len]) {
-            return true;
-        }
-        rest = &rest[len..];
-    }
-}
-
-/// Whether `word` is one of the words [`may_change_privileges`] looks for.
-fn is_privilege_word(word: &[u8]) -> bool {
-    let any = |words: &[&[u8]]| words.iter().any(|w| word.eq_ignore_ascii_case(w));
-    match word.len() {
-        4 => any(&[b"ROLE", b"USER"]),
-        5 => any(&[b"GRANT", b"OWNER", b"OWNED"]),
-        6 => any(&[b"REVOKE", b"SCHEMA"]),
-        8 => any(&[b"DATABASE"]),
-        10 => any(&[b"PRIVILEGES"]),
-        _ => false,
-    }
+    const WORDS: &[&[u8]] = &[
+        b"GRANT",
+        b"REVOKE",
+        b"ROLE",
+        b"USER",
+        b"OWNER",
+        b"OWNED",
+        b"SCHEMA",
+        b"DATABASE",
+        b"PRIVILEGES",
+    ];
+    // This runs on every statement: one pass over the bytes; a word is
+    // compared only when its length is one of the words' lengths.
+    let mut words = sql.split(|b| !IN_WORD[usize::from(*b)]);
+    words.any(|word| {
+        matches!(word.len(), 4 | 5 | 6 | 8 | 10)
+            && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+    })
 }
 
 /// Bytes of a word: ASCII letters, digits and `_`.
