@@ -11,6 +11,8 @@ mod refusal;
 pub mod registry;
 mod relay;
 pub mod rules;
+mod side_wake;
+mod spare;
 mod stack;
 pub mod startup;
 pub(crate) mod startup_params;

@@ -8,17 +8,18 @@
 //!
 //! At the smallest size an empty buffer is given back altogether: the read
 //! waits with no buffer of its own and lands on the poller's stack, then is
-//! copied into a buffer just large enough. An idle session (nearly all of
-//! them, in a server holding thousands) then holds no read buffer at all;
-//! the price is one copy of a small read and an allocation the allocator
-//! serves from its thread cache.
+//! copied into a spare buffer borrowed from the thread (`spare.rs`) and
+//! given back once handled. An idle session (nearly all of them, in a
+//! server holding thousands) then holds no read buffer at all; the price is
+//! one copy of a small read.
 
+use super::spare;
 use bytes::BytesMut;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Smallest room offered to a read out of a buffer of its own (a typical
@@ -48,8 +49,8 @@ impl ReadSizer {
     pub fn prepare(&self, buf: &mut BytesMut) -> usize {
         if buf.is_empty() && (self.chunk == MIN_READ || buf.capacity() > 2 * self.chunk) {
             // Frames split off earlier may still share the old allocation;
-            // dropping our handle only releases our claim on it.
-            *buf = BytesMut::new();
+            // giving our handle back only releases our claim on it.
+            spare::give(std::mem::take(buf));
             if self.chunk == MIN_READ {
                 return STACK_READ;
             }
@@ -84,23 +85,37 @@ pub fn read_some<'a, R>(
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    poll_fn(move |cx| {
-        if buf.capacity() > buf.len() {
-            // `read_buf` keeps no state between polls: a fresh one per poll
-            // is the same read.
-            return pin!(r.read_buf(&mut *buf)).poll(cx);
-        }
-        let mut room = [MaybeUninit::<u8>::uninit(); STACK_READ];
-        let mut read = ReadBuf::uninit(&mut room);
-        match Pin::new(&mut *r).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                buf.extend_from_slice(read.filled());
-                Poll::Ready(Ok(read.filled().len()))
+    poll_fn(move |cx| poll_read_some(r, buf, cx))
+}
+
+/// One poll of [`read_some`].
+pub fn poll_read_some<R>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    if buf.capacity() > buf.len() {
+        // `read_buf` keeps no state between polls: a fresh one per poll
+        // is the same read.
+        return pin!(r.read_buf(&mut *buf)).poll(cx);
+    }
+    let mut room = [MaybeUninit::<u8>::uninit(); STACK_READ];
+    let mut read = ReadBuf::uninit(&mut room);
+    match Pin::new(&mut *r).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            if buf.capacity() == 0 && !read.filled().is_empty() {
+                // Borrowed, not allocated (given back once handled).
+                *buf = spare::take();
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+            buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
         }
-    })
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 #[cfg(test)]

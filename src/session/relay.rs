@@ -10,12 +10,15 @@
 //! none while idle (the read waits without a buffer), up to 64 KiB under
 //! bulk traffic. Once nothing is in flight the outgoing buffers and the
 //! tracker's queue are given back too, so an idle session holds only its
-//! protocol state.
+//! protocol state. Buffers given back go to the thread's spare ones
+//! (`spare.rs`), where the next busy session finds them.
 
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
 use super::phases::{HoldEnd, Refusal, Release};
-use super::read_sizer::{read_some, ReadSizer};
+use super::read_sizer::{poll_read_some, ReadSizer};
 use super::registry::{Control, Registration, SessionState};
+use super::side_wake::SideWake;
+use super::spare::{self, SPARE_ROOM};
 use super::ShutdownPhase;
 use crate::error::SessionError;
 use crate::io::{ReadHalf, WriteHalf};
@@ -24,6 +27,7 @@ use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
 use futures::FutureExt;
+use std::future::poll_fn;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -99,6 +103,8 @@ impl Relay {
         let mut to_client = BytesMut::new();
         let mut client_sizer = ReadSizer::default();
         let mut server_sizer = ReadSizer::default();
+        // A wake-up polls only the read that may progress.
+        let (mut client_wake, mut server_wake) = (SideWake::default(), SideWake::default());
         // Boxed, like the timer below: the session's task is sized for its
         // largest state, and nearly every session never holds.
         let mut hold: Option<Box<HoldWait>> = None;
@@ -118,6 +124,14 @@ impl Relay {
             .idle_timeout
             .map(|d| tokio::time::interval((d / 4).max(Duration::from_millis(100))));
         loop {
+            // An outgoing buffer the core is about to fill is borrowed from
+            // the thread's spare ones (given back below once written).
+            if to_server.capacity() == 0 && !client_in.is_empty() {
+                to_server = spare::take();
+            }
+            if to_client.capacity() == 0 && !server_in.is_empty() {
+                to_client = spare::take();
+            }
             // Hand the core what was read.
             if hold.is_none() && !terminating {
                 match self.core.client_input(&mut client_in, &mut to_server) {
@@ -240,8 +254,8 @@ impl Relay {
             // under traffic once they grew past a burst's size.
             let quiet = self.core.is_quiet();
             for out in [&mut to_server, &mut to_client] {
-                if out.is_empty() && (quiet || out.capacity() > 8 * 1024) && out.capacity() > 0 {
-                    *out = BytesMut::new();
+                if out.is_empty() && (quiet || out.capacity() > SPARE_ROOM) && out.capacity() > 0 {
+                    spare::give(std::mem::take(out));
                 }
             }
             if quiet {
@@ -340,7 +354,9 @@ impl Relay {
                     }
                     None => flush_client = false,
                 },
-                read = read_some(&mut self.backend_r, &mut server_in), if read_server => {
+                read = poll_fn(|cx| server_wake.poll(cx, |cx| {
+                    poll_read_some(&mut *self.backend_r, &mut server_in, cx)
+                })), if read_server => {
                     let n = read.map_err(lost)?;
                     server_sizer.record(n, server_offer);
                     if n == 0 && terminating && to_server.is_empty() {
@@ -354,7 +370,9 @@ impl Relay {
                         ));
                     }
                 }
-                read = read_some(&mut self.client_r, &mut client_in), if read_client => {
+                read = poll_fn(|cx| client_wake.poll(cx, |cx| {
+                    poll_read_some(&mut *self.client_r, &mut client_in, cx)
+                })), if read_client => {
                     let n = match read {
                         Ok(n) => n,
                         Err(e) => {

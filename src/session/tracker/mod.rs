@@ -677,8 +677,14 @@ impl Tracker {
         {
             if !*started {
                 *started = true;
-                self.statements.remove(&b""[..]);
-                self.portals.remove(&b""[..]);
+                // An empty map skips the hash and the probe (most sessions
+                // of simple Queries name nothing).
+                if !self.statements.is_empty() {
+                    self.statements.remove(&b""[..]);
+                }
+                if !self.portals.is_empty() {
+                    self.portals.remove(&b""[..]);
+                }
             }
         }
     }
