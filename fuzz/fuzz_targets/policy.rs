@@ -8,7 +8,8 @@ use libfuzzer_sys::fuzz_target;
 use pgward::config::raw::RawPolicy;
 use pgward::policy::lexer::LexSettings;
 use pgward::policy::rules::{Identity, Verdict};
-use pgward::policy::{compile::compile, Lexing, Policy};
+use pgward::config::policy::compile;
+use pgward::policy::{Lexing, Policy};
 use std::sync::{Arc, OnceLock};
 
 fn policy() -> &'static Policy {

@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgward::auth::token::{http, jwk, jwt};
+use pgward::auth::token::{jwk, jwt};
+use pgward::http_client::parse_response;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -23,6 +24,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = jwk::parse_jwks(data);
-    let _ = http::parse_response(data, true);
-    let _ = http::parse_response(data, false);
+    let _ = parse_response(data, true);
+    let _ = parse_response(data, false);
 });
