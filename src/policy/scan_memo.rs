@@ -187,15 +187,16 @@ fn offset(at: i32) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::lexer::{scan_uncached, LexSettings};
     use super::derive;
     use proptest::prelude::*;
 
     /// Texts with integers next to every kind of token that could reach
     /// into a digit run: identifiers, quoted identifiers, parameters,
-    /// numerics, `..`, strings, comments, operators, dollar quotes.
-    const TEMPLATES: &[&str] = &[
+    /// numerics, `..`, strings, comments, operators, dollar quotes (the
+    /// verdict memo's tests use them too).
+    pub(in crate::policy) const TEMPLATES: &[&str] = &[
         "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
         "select a1 from t where x=5 and y<>42 or z in (1,22,333)",
         "SELECT $1, 7, \"q\"8, t.c9 FROM t LIMIT 10 OFFSET 20",
