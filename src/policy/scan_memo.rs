@@ -207,7 +207,8 @@ pub(super) mod tests {
         "select-1, +2, -3, 4-5, 6*7/8%9^10 from u",
     ];
 
-    fn settings(scs: bool) -> LexSettings {
+    /// The lexing settings with `standard_conforming_strings` = `scs`.
+    pub(in crate::policy) fn settings(scs: bool) -> LexSettings {
         LexSettings {
             standard_conforming_strings: scs,
         }

@@ -4,9 +4,9 @@
 
 use super::super::lexer::{
     guard_shape, guard_shape_keeps_a_literal, scan_uncached, shape, shape_keeps_a_literal,
-    LexSettings,
 };
 use super::super::rules::{Identity, RuleSet};
+use super::super::scan_memo::tests::settings;
 use super::super::{Lexing, Policy, Session};
 use super::same_but_integers;
 use crate::config::policy::compile;
@@ -38,12 +38,6 @@ fn template(t: usize) -> &'static str {
 
 fn templates() -> usize {
     super::super::scan_memo::tests::TEMPLATES.len() + MORE.len()
-}
-
-fn settings(scs: bool) -> LexSettings {
-    LexSettings {
-        standard_conforming_strings: scs,
-    }
 }
 
 /// Whenever the memo would call `new` the same as `old` but for digits, the
