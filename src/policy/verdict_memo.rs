@@ -34,10 +34,11 @@ use pg_query::protobuf::ScanToken;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Slots per thread (a power of two).
-const SLOTS: usize = 16;
+/// Slots per thread (a power of two): a workload's few statement kinds
+/// rarely share one.
+const SLOTS: usize = 32;
 /// Texts longer than this are not remembered: a slot's memory stays small
-/// (16 slots of at most this text and its tokens), and long texts are rare
+/// (32 slots of at most this text and its tokens), and long texts are rare
 /// in the loops this is for.
 const MAX_TEXT: usize = 1024;
 
@@ -56,17 +57,30 @@ thread_local! {
         const { RefCell::new([const { None }; SLOTS]) };
 }
 
-/// The slot of texts that differ from `sql` only in digits.
+/// Bytes of a text's start that pick its slot (with its length).
+const SLOT_PREFIX: usize = 24;
+
+/// The slot of texts that differ from `sql` only in digits: FNV-1a over
+/// the first [`SLOT_PREFIX`] bytes that are not digits and the number of
+/// bytes that are not digits, which digit changes keep. Only a slot choice
+/// (the entry is compared in full), so it reads as little as tells the
+/// statements of a workload apart; counting runs many bytes at a time.
 fn slot(sql: &str) -> usize {
-    // FNV-1a over the bytes that are not digits: cheap, and only a slot
-    // choice (the entry is compared in full).
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in sql.as_bytes() {
-        if !b.is_ascii_digit() {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
+    let bytes = sql.as_bytes();
+    let others = bytes.iter().filter(|b| !b.is_ascii_digit()).count();
+    let mut h: u32 = 0x811c_9dc5 ^ others as u32;
+    for &b in bytes
+        .iter()
+        .filter(|b| !b.is_ascii_digit())
+        .take(SLOT_PREFIX)
+    {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
-    (h as usize ^ (h >> 16) as usize) & (SLOTS - 1)
+    // A finalizer, so the low bits depend on every byte.
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x2c1b_3c6d);
+    h ^= h >> 12;
+    h as usize & (SLOTS - 1)
 }
 
 /// The remembered outcome for `sql` under (`policy`, `rest`), if one may be

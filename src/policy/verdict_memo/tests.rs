@@ -329,3 +329,22 @@ fn inlined_values_are_answered_from_the_memo() {
     p.judge_in(b"SELECT pg_cancel_backend(4242)", &who, &mine);
     assert!(super::recall(p.id, &rest, "SELECT pg_cancel_backend(4242)").is_none());
 }
+
+#[test]
+fn digit_twins_share_a_slot_and_a_workloads_statements_do_not() {
+    use super::slot;
+    assert_eq!(
+        slot("UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 12;"),
+        slot("UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 99999;"),
+    );
+    // pgbench's tpcb-like transaction: five statements, five slots.
+    let statements = [
+        "UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 12;",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 12;",
+        "UPDATE pgbench_tellers SET tbalance = tbalance + -4711 WHERE tid = 3;",
+        "UPDATE pgbench_branches SET bbalance = bbalance + -4711 WHERE bid = 1;",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 12, -4711, CURRENT_TIMESTAMP);",
+    ];
+    let slots: BTreeSet<usize> = statements.iter().map(|s| slot(s)).collect();
+    assert_eq!(slots.len(), statements.len());
+}
