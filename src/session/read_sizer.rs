@@ -15,7 +15,7 @@
 
 use super::spare;
 use bytes::BytesMut;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
@@ -77,18 +77,8 @@ impl ReadSizer {
 /// Reads what `r` has into `buf`: straight into its spare room when it has
 /// some, else into a stack buffer of [`STACK_READ`] bytes, copied into `buf`
 /// once the bytes came (so nothing is allocated while the read waits).
-/// Resolves to the bytes read; 0 is end of stream.
-pub fn read_some<'a, R>(
-    r: &'a mut R,
-    buf: &'a mut BytesMut,
-) -> impl Future<Output = io::Result<usize>> + 'a
-where
-    R: AsyncRead + Unpin + ?Sized,
-{
-    poll_fn(move |cx| poll_read_some(r, buf, cx))
-}
-
-/// One poll of [`read_some`].
+/// Ready with the bytes read; 0 is end of stream. One poll: the relay polls
+/// it with the side's own waker (`side_wake.rs`).
 pub fn poll_read_some<R>(
     r: &mut R,
     buf: &mut BytesMut,
@@ -121,6 +111,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::poll_fn;
+
+    /// [`poll_read_some`] until it is ready.
+    async fn read_some<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+        poll_fn(|cx| poll_read_some(r, buf, cx)).await
+    }
 
     #[test]
     fn grows_under_bulk_and_shrinks_when_reads_are_small() {
