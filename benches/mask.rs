@@ -112,7 +112,11 @@ fn guard(c: &mut Criterion) {
     assert!((90..=110).contains(&first.len()), "{} bytes", first.len());
     check(&first, settings[0], &masked).expect("passes the guard");
     let mut memo = Memo::new(1024);
-    memo.remember(first.as_bytes(), shape_key(&first, &settings).as_ref(), ());
+    memo.remember(
+        first.as_bytes(),
+        shape_key(&first, &settings).as_deref(),
+        (),
+    );
     let texts: Vec<String> = (2..1002).map(statement).collect();
     let mut g = c.benchmark_group("guard_100_byte_statement");
     g.throughput(Throughput::Elements(1));

@@ -33,7 +33,7 @@ impl<T: Clone> Memo<T> {
     }
 
     /// Remembers `value` for `text` and, when it has one, its shape key.
-    pub fn remember(&mut self, text: &[u8], shape: Option<&Vec<u8>>, value: T) {
+    pub fn remember(&mut self, text: &[u8], shape: Option<&[u8]>, value: T) {
         if self.texts.len() >= self.limit {
             self.texts.clear();
         }
@@ -42,7 +42,7 @@ impl<T: Clone> Memo<T> {
             if self.shapes.len() >= self.limit {
                 self.shapes.clear();
             }
-            self.shapes.insert(shape.clone(), value);
+            self.shapes.insert(shape.to_vec(), value);
         }
     }
 }

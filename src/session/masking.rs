@@ -72,18 +72,20 @@ struct LastShape {
     tokens: Vec<ScanToken>,
 }
 
-impl View {
-    /// [`memo::shape_key`] of `sql`, remembered for the last text.
-    fn shape_key(&mut self, sql: &str, settings: LexSettings) -> Option<Vec<u8>> {
-        if let Some(last) = &self.last_shape {
-            if last.settings == settings
-                && (last.text == sql
-                    || (!last.tokens.is_empty()
-                        && lexer::same_but_integers(&last.text, &last.tokens, sql)))
-            {
-                return last.key.clone();
-            }
-        }
+/// [`memo::shape_key`] of `sql`, remembered in `last` for the next text
+/// (borrowed from it: a lookup by the key copies nothing).
+fn shape_key<'a>(
+    last: &'a mut Option<LastShape>,
+    sql: &str,
+    settings: LexSettings,
+) -> Option<&'a [u8]> {
+    let known = last.as_ref().is_some_and(|last| {
+        last.settings == settings
+            && (last.text == sql
+                || (!last.tokens.is_empty()
+                    && lexer::same_but_integers(&last.text, &last.tokens, sql)))
+    });
+    if !known {
         let readings = readings(sql, settings);
         let (key, tokens) = match readings.as_slice() {
             [one] => match lexer::scan(sql, *one) {
@@ -97,25 +99,28 @@ impl View {
             },
             _ => (memo::shape_key(sql, &readings), Vec::new()),
         };
-        self.last_shape = Some(LastShape {
+        *last = Some(LastShape {
             text: sql.to_owned(),
             settings,
-            key: key.clone(),
+            key,
             tokens,
         });
-        key
     }
+    last.as_ref()?.key.as_deref()
+}
 
-    /// Whether the guard passed this text, or one of its shape.
+impl View {
+    /// Whether the guard passed this text, or one of its shape; on a miss,
+    /// the shape key to remember the text under.
     fn passed(&mut self, sql: &str, settings: LexSettings) -> (bool, Option<Vec<u8>>) {
         if self.passed.texts.contains_key(sql.as_bytes()) {
             return (true, None);
         }
-        let shape = self.shape_key(sql, settings);
-        let hit = shape
-            .as_ref()
-            .is_some_and(|k| self.passed.shapes.contains_key(k));
-        (hit, shape)
+        let shape = shape_key(&mut self.last_shape, sql, settings);
+        if shape.is_some_and(|k| self.passed.shapes.contains_key(k)) {
+            return (true, None);
+        }
+        (false, shape.map(<[u8]>::to_vec))
     }
 }
 
@@ -244,7 +249,7 @@ impl MaskPhase {
             for reading in readings(sql, settings) {
                 guard::check(sql, reading, &view.guard)?;
             }
-            view.passed.remember(text, shape.as_ref(), ());
+            view.passed.remember(text, shape.as_deref(), ());
             Ok(false)
         });
         match verdict {
@@ -273,8 +278,8 @@ impl MaskPhase {
                 return Some(known.clone());
             }
             let sql = std::str::from_utf8(text).ok()?;
-            let shape = view.shape_key(sql, settings);
-            if let Some(known) = shape.as_ref().and_then(|k| view.exposures.shapes.get(k)) {
+            let shape = shape_key(&mut view.last_shape, sql, settings);
+            if let Some(known) = shape.and_then(|k| view.exposures.shapes.get(k)) {
                 return Some(known.clone());
             }
             let found = exposure::analyze_readings(
@@ -283,7 +288,7 @@ impl MaskPhase {
                 &view.map,
                 &view.masked_tables,
             );
-            view.exposures.remember(text, shape.as_ref(), found.clone());
+            view.exposures.remember(text, shape, found.clone());
             Some(found)
         })
         .flatten()
