@@ -730,7 +730,8 @@ pub fn scrub(frame: FrameRef<'_>) -> Option<BytesMut> {
 
 #[cfg(test)]
 mod tests {
-    use super::{schema_may_change, words_before_spaces};
+    use super::{schema_may_change, shape_key, words_before_spaces};
+    use crate::policy::lexer::LexSettings;
     use proptest::prelude::*;
 
     proptest! {
@@ -769,5 +770,45 @@ mod tests {
         ] {
             assert!(!schema_may_change(sql.as_bytes()), "{sql}");
         }
+    }
+
+    /// A digit twin of the last text takes its key; a select-list position
+    /// (`ORDER BY 2`) or a second reading (a backslash) never does.
+    #[test]
+    fn only_a_digit_twin_shares_the_last_shape_key() {
+        let on = LexSettings {
+            standard_conforming_strings: true,
+        };
+        let off = LexSettings {
+            standard_conforming_strings: false,
+        };
+        let key =
+            |last: &mut _, sql: &str, settings| shape_key(last, sql, settings).map(<[u8]>::to_vec);
+        let mut last = None;
+        let first = key(&mut last, "SELECT a, b FROM t WHERE id = 5", on);
+        let tokens_kept = last
+            .as_ref()
+            .is_some_and(|l: &super::LastShape| !l.tokens.is_empty());
+        assert!(tokens_kept, "a digit twin may reuse this key");
+        assert_eq!(
+            key(&mut last, "SELECT a, b FROM t WHERE id = 6000", on),
+            first
+        );
+        assert_eq!(
+            last.as_ref().map(|l| l.text.as_str()),
+            Some("SELECT a, b FROM t WHERE id = 5")
+        );
+        // Another setting, another statement: scanned again.
+        let other = key(&mut last, "SELECT a, b FROM t WHERE id = 5", off);
+        assert_eq!(last.as_ref().map(|l| l.settings), Some(off));
+        assert!(other.is_some());
+        // Positions stay in the guard shape, so they are never twins.
+        let by_one = key(&mut last, "SELECT a, b FROM t ORDER BY 1", on);
+        assert!(last.as_ref().is_some_and(|l| l.tokens.is_empty()));
+        let by_two = key(&mut last, "SELECT a, b FROM t ORDER BY 2", on);
+        assert_ne!(by_one, by_two);
+        // A backslash: two readings, no twin.
+        key(&mut last, "SELECT 'a\\' FROM t WHERE id = 5", on);
+        assert!(last.as_ref().is_some_and(|l| l.tokens.is_empty()));
     }
 }
