@@ -90,7 +90,7 @@ pub fn run(
     markdown(&profiles, small, large, clients)
 }
 
-fn proxy_name(proxy: Proxy) -> &'static str {
+pub(crate) fn proxy_name(proxy: Proxy) -> &'static str {
     match proxy {
         Proxy::Pgward { name, .. } => name,
         Proxy::Pgbouncer => "pgbouncer",

@@ -113,6 +113,11 @@ struct Args {
     /// Only the workloads whose name contains this text (e.g. "wide").
     #[arg(long)]
     only: Option<String>,
+    /// Only these proxies, comma-separated (pgward, pgward-norules,
+    /// pgward-masked, pgward-audit, pgbouncer); default all. Direct
+    /// PostgreSQL is measured in any case.
+    #[arg(long, value_delimiter = ',')]
+    proxies: Vec<String>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -179,6 +184,17 @@ fn run(mut args: Args) -> anyhow::Result<()> {
     }
     if have_pgbouncer {
         proxies.push(Proxy::Pgbouncer);
+    }
+    if !args.proxies.is_empty() {
+        let known: Vec<&str> = proxies.iter().map(|p| callgrind::proxy_name(*p)).collect();
+        for asked in &args.proxies {
+            anyhow::ensure!(
+                known.contains(&asked.as_str()),
+                "--proxies: no proxy {asked:?} here (known: {})",
+                known.join(", ")
+            );
+        }
+        proxies.retain(|p| args.proxies.iter().any(|a| a == callgrind::proxy_name(*p)));
     }
     let dir = args.out.join(timestamp());
     std::fs::create_dir_all(&dir)?;

@@ -26,8 +26,9 @@ use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
-use futures::FutureExt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -120,6 +121,7 @@ impl Relay {
         // transaction (an expired credential's end_of_transaction mode).
         let mut idle_terminate: Option<String> = None;
         // Only with an idle timeout: otherwise no timer exists at all.
+        let mut hold_timer: Option<(std::time::Instant, Pin<Box<tokio::time::Sleep>>)> = None;
         let mut ticker = self
             .idle_timeout
             .map(|d| tokio::time::interval((d / 4).max(Duration::from_millis(100))));
@@ -220,23 +222,37 @@ impl Relay {
             // round trip costs one wake-up per direction.
             let mut wrote = false;
             if !to_server.is_empty() {
-                if let Some(written) = self.backend_w.write(&to_server).now_or_never() {
+                if let Poll::Ready(written) = Pin::new(&mut *self.backend_w)
+                    .poll_write(&mut Context::from_waker(Waker::noop()), &to_server)
+                {
                     to_server.advance(written.map_err(lost)?);
                     flush_server |= to_server.is_empty();
                     wrote = true;
                 }
             }
             if !to_client.is_empty() {
-                if let Some(written) = self.client_w.write(&to_client).now_or_never() {
+                if let Poll::Ready(written) = Pin::new(&mut *self.client_w)
+                    .poll_write(&mut Context::from_waker(Waker::noop()), &to_client)
+                {
                     to_client.advance(written?);
                     flush_client |= to_client.is_empty();
                     wrote = true;
                 }
             }
-            if flush_server && self.backend_w.flush().now_or_never().is_some() {
+            // A flush that failed is retried by the wait below, which
+            // reports its error.
+            if flush_server
+                && Pin::new(&mut *self.backend_w)
+                    .poll_flush(&mut Context::from_waker(Waker::noop()))
+                    .is_ready()
+            {
                 flush_server = false;
             }
-            if flush_client && self.client_w.flush().now_or_never().is_some() {
+            if flush_client
+                && Pin::new(&mut *self.client_w)
+                    .poll_flush(&mut Context::from_waker(Waker::noop()))
+                    .is_ready()
+            {
                 flush_client = false;
             }
             if terminating && to_server.is_empty() && !flush_server {
@@ -276,87 +292,140 @@ impl Relay {
             } else {
                 0
             };
-            let held_deadline = hold.as_ref().map(|h| Instant::from_std(h.deadline));
-            tokio::select! {
-                biased;
-                ctl = std::future::poll_fn(|cx| self.registration.poll_control(cx)) => match ctl {
-                    // A cancel withdraws a held request (the cancel connection
-                    // signals the server itself).
-                    Control::Cancel => {
-                        if let Some(h) = hold.take() {
-                            (*h).end(HoldEnd::Cancelled);
-                            self.core.release(Release::Refuse(Refusal::new(
-                                Sqlstate::QUERY_CANCELED,
-                                "canceling statement due to user request",
-                            )));
-                        }
+            // The deadline's timer exists only while a request is held, in
+            // a box of its own (inline it would size every task).
+            match &hold {
+                Some(h) if hold_timer.as_ref().map(|(at, _)| *at) != Some(h.deadline) => {
+                    hold_timer = Some((
+                        h.deadline,
+                        Box::pin(tokio::time::sleep_until(Instant::from_std(h.deadline))),
+                    ));
+                }
+                Some(_) => {}
+                None => hold_timer = None,
+            }
+            // One hand-written poll over everything the session waits on,
+            // in this order (a `select!` built and dropped a future per
+            // branch on every wake-up).
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(ctl) = self.registration.poll_control(cx) {
+                    return Poll::Ready(Event::Control(ctl));
+                }
+                if let Some(h) = hold.as_mut() {
+                    if let Poll::Ready(decision) = Pin::new(&mut h.decision).poll(cx) {
+                        return Poll::Ready(Event::Decision(decision.ok()));
                     }
-                    Control::Terminate(reason) if self.core.at_boundary() => {
-                        return self.fatal(SessionError::Terminated(reason), &to_client).await;
+                }
+                if let Some((_, timer)) = hold_timer.as_mut() {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Deadline);
                     }
-                    Control::Terminate(reason) => pending_terminate = Some(reason),
-                    Control::TerminateWhenIdle(reason) => idle_terminate = Some(reason),
-                    // The phase itself is read from the registry at the top
-                    // of the loop and when quiet.
-                    Control::Shutdown => {
-                        if let Some(h) = hold.take() {
-                            (*h).end(HoldEnd::Shutdown);
-                            self.core.release(Release::Refuse(shutdown_refusal()));
-                        }
+                }
+                if !to_server.is_empty() || flush_server {
+                    if let Poll::Ready(done) =
+                        poll_write_or_flush(&mut self.backend_w, &to_server, cx)
+                    {
+                        return Poll::Ready(Event::ServerWritten(done));
                     }
-                },
-                decision = async {
-                    match hold.as_mut() {
-                        Some(h) => (&mut h.decision).await,
-                        None => std::future::pending().await,
+                }
+                if !to_client.is_empty() || flush_client {
+                    if let Poll::Ready(done) =
+                        poll_write_or_flush(&mut self.client_w, &to_client, cx)
+                    {
+                        return Poll::Ready(Event::ClientWritten(done));
                     }
-                },
-                    if hold.is_some() => {
+                }
+                if read_server {
+                    let backend_r = &mut self.backend_r;
+                    if let Poll::Ready(read) = server_wake.poll(cx, |cx| {
+                        poll_read_some(&mut **backend_r, &mut server_in, cx)
+                    }) {
+                        return Poll::Ready(Event::ServerRead(read));
+                    }
+                }
+                if read_client {
+                    let client_r = &mut self.client_r;
+                    if let Poll::Ready(read) = client_wake
+                        .poll(cx, |cx| poll_read_some(&mut **client_r, &mut client_in, cx))
+                    {
+                        return Poll::Ready(Event::ClientRead(read));
+                    }
+                }
+                if let Some(t) = ticker.as_mut() {
+                    if t.poll_tick(cx).is_ready() {
+                        return Poll::Ready(Event::Tick);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                // A cancel withdraws a held request (the cancel connection
+                // signals the server itself).
+                Event::Control(Control::Cancel) => {
+                    if let Some(h) = hold.take() {
+                        (*h).end(HoldEnd::Cancelled);
+                        self.core.release(Release::Refuse(Refusal::new(
+                            Sqlstate::QUERY_CANCELED,
+                            "canceling statement due to user request",
+                        )));
+                    }
+                }
+                Event::Control(Control::Terminate(reason)) if self.core.at_boundary() => {
+                    return self
+                        .fatal(SessionError::Terminated(reason), &to_client)
+                        .await;
+                }
+                Event::Control(Control::Terminate(reason)) => pending_terminate = Some(reason),
+                Event::Control(Control::TerminateWhenIdle(reason)) => {
+                    idle_terminate = Some(reason);
+                }
+                // The phase itself is read from the registry at the top of
+                // the loop and when quiet.
+                Event::Control(Control::Shutdown) => {
+                    if let Some(h) = hold.take() {
+                        (*h).end(HoldEnd::Shutdown);
+                        self.core.release(Release::Refuse(shutdown_refusal()));
+                    }
+                }
+                Event::Decision(decision) => {
                     hold = None;
-                    self.core.release(decision.unwrap_or_else(|_| {
+                    self.core.release(decision.unwrap_or_else(|| {
                         Release::Refuse(Refusal::new(
                             Sqlstate::QUERY_CANCELED,
                             "the held statement was withdrawn",
                         ))
                     }));
                 }
-                // No timer exists while nothing is held; one that does lives
-                // in a box of its own (inline it would size every task).
-                () = async {
-                    match held_deadline {
-                        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
-                        None => std::future::pending().await,
-                    }
-                }, if held_deadline.is_some() => {
+                Event::Deadline => {
                     let refusal = hold.take().and_then(|mut h| {
                         let refusal = h.timed_out.take();
                         (*h).end(HoldEnd::Deadline);
                         refusal
                     });
-                    self.core.release(Release::Refuse(refusal.unwrap_or_else(|| Refusal::new(
-                        Sqlstate::QUERY_CANCELED,
-                        "canceling statement: it was held longer than its deadline",
-                    ))));
+                    self.core
+                        .release(Release::Refuse(refusal.unwrap_or_else(|| {
+                            Refusal::new(
+                                Sqlstate::QUERY_CANCELED,
+                                "canceling statement: it was held longer than its deadline",
+                            )
+                        })));
                 }
-                done = write_or_flush(&mut self.backend_w, &to_server),
-                    if !to_server.is_empty() || flush_server => match done.map_err(lost)? {
+                Event::ServerWritten(done) => match done.map_err(lost)? {
                     Some(n) => {
                         to_server.advance(n);
                         flush_server |= to_server.is_empty();
                     }
                     None => flush_server = false,
                 },
-                done = write_or_flush(&mut self.client_w, &to_client),
-                    if !to_client.is_empty() || flush_client => match done? {
+                Event::ClientWritten(done) => match done? {
                     Some(n) => {
                         to_client.advance(n);
                         flush_client |= to_client.is_empty();
                     }
                     None => flush_client = false,
                 },
-                read = poll_fn(|cx| server_wake.poll(cx, |cx| {
-                    poll_read_some(&mut *self.backend_r, &mut server_in, cx)
-                })), if read_server => {
+                Event::ServerRead(read) => {
                     let n = read.map_err(lost)?;
                     server_sizer.record(n, server_offer);
                     if n == 0 && terminating && to_server.is_empty() {
@@ -370,9 +439,7 @@ impl Relay {
                         ));
                     }
                 }
-                read = poll_fn(|cx| client_wake.poll(cx, |cx| {
-                    poll_read_some(&mut *self.client_r, &mut client_in, cx)
-                })), if read_client => {
+                Event::ClientRead(read) => {
                     let n = match read {
                         Ok(n) => n,
                         Err(e) => {
@@ -390,14 +457,7 @@ impl Relay {
                         }
                     }
                 }
-                _ = async {
-                    match ticker.as_mut() {
-                        Some(t) => {
-                            t.tick().await;
-                        }
-                        None => std::future::pending().await,
-                    }
-                }, if ticker.is_some() => {}
+                Event::Tick => {}
             }
         }
     }
@@ -441,12 +501,30 @@ impl Relay {
 
 /// Writes what is pending (`Some(bytes written)`), or flushes once nothing
 /// is (`None`).
-async fn write_or_flush(w: &mut WriteHalf, pending: &[u8]) -> std::io::Result<Option<usize>> {
+fn poll_write_or_flush(
+    w: &mut WriteHalf,
+    pending: &[u8],
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<Option<usize>>> {
+    let w = Pin::new(&mut **w);
     if pending.is_empty() {
-        w.flush().await.map(|()| None)
+        w.poll_flush(cx).map_ok(|()| None)
     } else {
-        w.write(pending).await.map(Some)
+        w.poll_write(cx, pending).map_ok(Some)
     }
+}
+
+/// What ended one wait of the relay loop.
+enum Event {
+    Control(Control),
+    /// The held request's decision (`None`: its sender was dropped).
+    Decision(Option<Release>),
+    Deadline,
+    ServerWritten(std::io::Result<Option<usize>>),
+    ClientWritten(std::io::Result<Option<usize>>),
+    ServerRead(std::io::Result<usize>),
+    ClientRead(std::io::Result<usize>),
+    Tick,
 }
 
 fn shutdown_refusal() -> Refusal {
