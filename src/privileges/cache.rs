@@ -217,14 +217,21 @@ pub(crate) fn may_change_privileges(sql: &[u8]) -> bool {
 }
 
 /// Whether `word` is one of the words [`may_change_privileges`] looks for.
+/// Most words are told apart by their length and first letter alone.
 fn is_privilege_word(word: &[u8]) -> bool {
     let any = |words: &[&[u8]]| words.iter().any(|w| word.eq_ignore_ascii_case(w));
-    match word.len() {
-        4 => any(&[b"ROLE", b"USER"]),
-        5 => any(&[b"GRANT", b"OWNER", b"OWNED"]),
-        6 => any(&[b"REVOKE", b"SCHEMA"]),
-        8 => any(&[b"DATABASE"]),
-        10 => any(&[b"PRIVILEGES"]),
+    let Some(&first) = word.first() else {
+        return false;
+    };
+    match (word.len(), first | 0x20) {
+        (4, b'r') => any(&[b"ROLE"]),
+        (4, b'u') => any(&[b"USER"]),
+        (5, b'g') => any(&[b"GRANT"]),
+        (5, b'o') => any(&[b"OWNER", b"OWNED"]),
+        (6, b'r') => any(&[b"REVOKE"]),
+        (6, b's') => any(&[b"SCHEMA"]),
+        (8, b'd') => any(&[b"DATABASE"]),
+        (10, b'p') => any(&[b"PRIVILEGES"]),
         _ => false,
     }
 }

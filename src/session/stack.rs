@@ -192,9 +192,11 @@ impl Phase for SchemaPhase {
                 self.ddl_sent = true;
             }
         }
-        if ctx
-            .text
-            .is_some_and(crate::privileges::may_change_privileges)
+        // Once one such statement is out, the others change nothing.
+        if !self.grants_sent
+            && ctx
+                .text
+                .is_some_and(crate::privileges::may_change_privileges)
         {
             self.grants_sent = true;
         }

@@ -89,6 +89,13 @@ fn skip_blank(text: &[u8], mut at: usize) -> usize {
 fn keyword_at(text: &[u8], at: usize) -> bool {
     const WORDS: [&[u8]; 5] = [b"prepare", b"deallocate", b"declare", b"close", b"discard"];
     let word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    // Most statements start with none of the words' first letters.
+    if !text
+        .get(at)
+        .is_some_and(|&b| matches!(b | 0x20, b'p' | b'd' | b'c'))
+    {
+        return false;
+    }
     WORDS.iter().any(|w| {
         text.get(at..at + w.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(w))

@@ -348,3 +348,39 @@ fn digit_twins_share_a_slot_and_a_workloads_statements_do_not() {
     let slots: BTreeSet<usize> = statements.iter().map(|s| slot(s)).collect();
     assert_eq!(slots.len(), statements.len());
 }
+
+#[test]
+fn the_slot_tried_first_answers_only_its_own_statement() {
+    use super::super::text_key::Rest;
+    let p = Policy::new(rules());
+    let session = Session::new(Lexing::Known(settings(true)));
+    let who = Identity::new("alice", ["dev"]);
+    let rest = Rest {
+        standard_conforming_strings: true,
+        server_major: session.server_major,
+        generation: 0,
+        audience: p.rules.audience(&who),
+    };
+    let select = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
+    let delete = "DELETE FROM pgbench_accounts WHERE aid = 4711;";
+    assert_ne!(super::slot(select), super::slot(delete));
+    let selected = p.judge_in(select.as_bytes(), &who, &session);
+    let deleted = p.judge_in(delete.as_bytes(), &who, &session);
+    // The DELETE's slot is tried first now; the SELECT is still its own.
+    let again = super::recall(
+        p.id,
+        &rest,
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+    );
+    assert!(Arc::ptr_eq(&again.expect("remembered"), &selected));
+    let again = super::recall(p.id, &rest, "DELETE FROM pgbench_accounts WHERE aid = 7;");
+    assert!(Arc::ptr_eq(&again.expect("remembered"), &deleted));
+    // A statement of neither kind gets neither, whichever slot is tried.
+    assert!(super::recall(p.id, &rest, "DELETE FROM pgbench_tellers WHERE tid = 7;").is_none());
+    assert!(super::recall(
+        p.id,
+        &rest,
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 7 OR true;"
+    )
+    .is_none());
+}

@@ -37,6 +37,8 @@ pub struct RulesPhase {
     approvals: Option<ApprovalSide>,
     /// The database's code catalog (kept fresh by the `code` phase).
     code: Option<Arc<crate::upstream::code::CodeStore>>,
+    /// The catalog this session last took from `code`.
+    code_seen: crate::upstream::code::SeenCatalog,
     /// The ReadyForQuery that ends the last statement sent that may change
     /// the database's code: the catalog is stale once it is answered.
     ddl_due: Option<u64>,
@@ -76,6 +78,7 @@ impl RulesPhase {
             bind_checked: Vec::new(),
             approvals,
             code,
+            code_seen: Default::default(),
             ddl_due: None,
             ddl_in_transaction: false,
         }
@@ -278,15 +281,14 @@ impl RulesPhase {
     /// The session as the server last reported it. A request still
     /// unanswered (in this batch or an earlier one) may change a setting
     /// before the text is lexed: then every reading counts.
-    fn snapshot(&self, tracker: &Tracker, policy: &Policy) -> Snapshot {
+    fn snapshot(&mut self, tracker: &Tracker, policy: &Policy) -> Snapshot {
         let settings = self.settings.current();
         // The catalog only where the rules resolve called code (the `code`
         // phase has read it by now for identities the rules apply to).
-        let code = policy
-            .rules
-            .called_code
-            .and(self.code.as_ref())
-            .and_then(|store| store.current());
+        let code = match (policy.rules.called_code, &self.code) {
+            (Some(_), Some(store)) => store.current_seen(&mut self.code_seen),
+            _ => None,
+        };
         Snapshot {
             lexing: if tracker.busy() {
                 Lexing::Uncertain(settings)

@@ -49,6 +49,17 @@ pub struct CodeStore {
     /// A background read is under way: statements that find the catalog
     /// ageing meanwhile start no other (no task per statement).
     background: AtomicBool,
+    /// Catalogs stored so far: a [`SeenCatalog`] reloads only when it moved.
+    stored: AtomicU64,
+}
+
+/// The catalog one session last took from a [`CodeStore`], reused while no
+/// other was stored (a load from the swap cell cost about 200 instructions
+/// per statement; this is one atomic read).
+#[derive(Default)]
+pub struct SeenCatalog {
+    stored: u64,
+    catalog: Option<Arc<CodeCatalog>>,
 }
 
 /// Whether a catalog may be used as it is, must be read again in the
@@ -75,7 +86,20 @@ impl CodeStore {
             have: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
             background: AtomicBool::new(false),
+            stored: AtomicU64::new(0),
         }
+    }
+
+    /// [`Self::current`], through the session's `seen`.
+    pub fn current_seen(&self, seen: &mut SeenCatalog) -> Option<Arc<CodeCatalog>> {
+        // Read before the catalog: a store in between is caught next time.
+        // Nothing stored yet (0) is no catalog, which `seen` starts with.
+        let stored = self.stored.load(Ordering::Acquire);
+        if stored != seen.stored {
+            seen.catalog = self.current();
+            seen.stored = stored;
+        }
+        seen.catalog.clone()
     }
 
     /// The catalog in force, if one was ever read.
@@ -84,10 +108,11 @@ impl CodeStore {
     }
 
     /// Where the catalog in force stands.
+    /// Every statement asks, so only atomics are read: a catalog is in
+    /// force once `loaded_at` is set (it is stored after the catalog, and
+    /// the catalog is never taken away).
     pub fn state(&self, freshness: Freshness) -> State {
-        if self.current.load().is_none()
-            || self.have.load(Ordering::Acquire) != self.wanted.load(Ordering::Acquire)
-        {
+        if self.have.load(Ordering::Acquire) != self.wanted.load(Ordering::Acquire) {
             return State::Stale;
         }
         let at = self.loaded_at.load(Ordering::Acquire);
@@ -164,6 +189,7 @@ impl CodeStore {
         let same = self.current().filter(|c| c.parts() == &parts);
         if same.is_none() {
             self.current.store(Some(Arc::new(CodeCatalog::new(parts))));
+            self.stored.fetch_add(1, Ordering::AcqRel);
         }
         self.loaded_at.store(clock().max(1), Ordering::Release);
         self.have.store(target, Ordering::Release);
