@@ -125,11 +125,10 @@ impl Core {
                     let r = unknown_statement(bind.statement);
                     return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
                 };
-                let text = Arc::clone(&statement.text);
                 self.request(
                     frame,
                     RequestKind::Bind,
-                    Some(&text),
+                    Some(&statement.text),
                     Some(&statement),
                     Some(&bind),
                     to_server,
@@ -137,16 +136,15 @@ impl Core {
             }
             b'E' => {
                 let (portal, _) = execute_view(frame).map_err(malformed)?;
-                if !self.tracker.projected_portal(portal) {
+                let Some(statement) = self.tracker.projected_portal(portal) else {
                     let r = unknown_portal(portal);
                     return Ok(self.refuse(RequestKind::Execute, None, CORE, &r, to_server));
-                }
-                let statement = self.tracker.projected_portal_statement(portal);
-                let text = statement.as_ref().map(|s| Arc::clone(&s.text));
+                };
+                let statement = statement.cloned();
                 self.request(
                     frame,
                     RequestKind::Execute,
-                    text.as_deref(),
+                    statement.as_ref().map(|s| &s.text[..]),
                     statement.as_ref(),
                     None,
                     to_server,
@@ -156,7 +154,7 @@ impl Core {
                 let target = target_view(frame).map_err(malformed)?;
                 let known = match target {
                     Target::Statement(n) => self.tracker.projected_statement(n).is_some(),
-                    Target::Portal(n) => self.tracker.projected_portal(n),
+                    Target::Portal(n) => self.tracker.projected_portal(n).is_some(),
                 };
                 if !known {
                     let r = match target {
@@ -312,7 +310,7 @@ impl Core {
             }
             RequestKind::Bind => {
                 if let Some(bind) = bind {
-                    self.tracker.bind(bind);
+                    self.tracker.bind(bind, statement);
                 }
             }
             RequestKind::Execute => self.tracker.execute(portal.unwrap_or_default()),

@@ -24,10 +24,12 @@
 //! and ends the session.
 
 mod name;
+mod name_map;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use name::Name;
+use name_map::NameMap;
 
 use super::phases::RequestKind;
 use crate::sql::names::{self, NameEffect};
@@ -35,7 +37,7 @@ use crate::wire::backend::{row_description, FieldInfo, TransactionStatus};
 use crate::wire::frontend::{BindView, Target};
 use crate::wire::FrameRef;
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -92,8 +94,9 @@ pub struct Portal {
     pub statement: Option<Arc<Statement>>,
     /// Bind's result formats (none: all text; one: all alike).
     pub formats: Arc<[i16]>,
-    /// Set by a Describe of the portal.
-    pub described: OnceLock<Described>,
+    /// Set by the first Describe of the portal (kept only where
+    /// descriptions are).
+    pub described: Option<Described>,
     /// A cursor declared WITH HOLD outlives its transaction.
     pub holdable: bool,
 }
@@ -163,6 +166,10 @@ enum Req {
     Bind {
         portal: Name,
         statement: Name,
+        /// What the server will bind from when it reaches this Bind (the
+        /// projection when it was sent): what the portal runs, whatever
+        /// happens to the name afterwards.
+        bound: Option<Arc<Statement>>,
         formats: Arc<[i16]>,
     },
     DescribeStatement(Name),
@@ -244,15 +251,11 @@ fn out_of_step(what: &'static str, when: &'static str) -> OutOfStep {
     OutOfStep { what, when }
 }
 
-/// Names are hashed on every Bind and Execute: a fast keyed hash (seeded
-/// per map), not SipHash.
-type Hasher = foldhash::fast::RandomState;
-
 /// One session's conversation.
 #[derive(Debug)]
 pub struct Tracker {
-    statements: HashMap<Name, Arc<Statement>, Hasher>,
-    portals: HashMap<Name, Portal, Hasher>,
+    statements: NameMap<Arc<Statement>>,
+    portals: NameMap<Portal>,
     queue: VecDeque<Entry>,
     /// An extended-protocol error was answered and no Sync is queued: the
     /// server ignores everything up to the next Sync.
@@ -279,8 +282,8 @@ impl Tracker {
     /// A tracker for a session that has just logged in (idle, no names).
     pub(crate) fn new(keep_descriptions: bool) -> Self {
         Self {
-            statements: HashMap::default(),
-            portals: HashMap::default(),
+            statements: NameMap::default(),
+            portals: NameMap::default(),
             queue: VecDeque::new(),
             skipping: false,
             copy_in: false,
@@ -421,11 +424,17 @@ impl Tracker {
         });
     }
 
-    /// A Bind goes out.
-    pub(crate) fn bind(&mut self, bind: &BindView<'_>) {
+    /// A Bind goes out; `statement`: what [`Self::projected_statement`]
+    /// says it binds from, when the caller has it.
+    pub(crate) fn bind(&mut self, bind: &BindView<'_>, statement: Option<&Arc<Statement>>) {
+        let bound = match statement {
+            Some(s) => Some(Arc::clone(s)),
+            None => self.projected_statement(bind.statement),
+        };
         self.push(Req::Bind {
             portal: Name::new(bind.portal),
             statement: Name::new(bind.statement),
+            bound,
             // Formats matter only where rows are planned.
             formats: if self.keep_descriptions {
                 bind.result_formats().collect::<Arc<[i16]>>()
@@ -528,21 +537,25 @@ impl Tracker {
         self.statements.get(name).cloned()
     }
 
-    /// Whether the portal `name` will exist when the server reaches the next
-    /// message (optimistic about transaction ends still to come: if it is
-    /// gone by then, the server says so).
-    pub fn projected_portal(&self, name: &[u8]) -> bool {
+    /// The portal `name` as the server will have it when it reaches the
+    /// next message: `None` if it will not exist, else the statement it was
+    /// bound from (none for a SQL cursor). Optimistic about transaction
+    /// ends still to come: if the portal is gone by then, the server says
+    /// so.
+    pub fn projected_portal(&self, name: &[u8]) -> Option<Option<&Arc<Statement>>> {
         for entry in self.queue.iter().rev() {
             match &entry.req {
-                Req::Bind { portal, .. } if portal.as_bytes() == name => return true,
-                Req::ClosePortal(n) if n.as_bytes() == name => return false,
-                Req::Query { .. } if name.is_empty() => return false,
+                Req::Bind { portal, bound, .. } if portal.as_bytes() == name => {
+                    return Some(bound.as_ref())
+                }
+                Req::ClosePortal(n) if n.as_bytes() == name => return None,
+                Req::Query { .. } if name.is_empty() => return None,
                 Req::Query { effects, .. } => {
                     for (_, effect) in effects.iter().rev() {
                         match effect {
-                            NameEffect::Declare { name: n, .. } if n == name => return true,
-                            NameEffect::Close(n) if n == name => return false,
-                            NameEffect::CloseAll | NameEffect::DiscardAll => return false,
+                            NameEffect::Declare { name: n, .. } if n == name => return Some(None),
+                            NameEffect::Close(n) if n == name => return None,
+                            NameEffect::CloseAll | NameEffect::DiscardAll => return None,
                             _ => {}
                         }
                     }
@@ -550,23 +563,7 @@ impl Tracker {
                 _ => {}
             }
         }
-        self.portals.contains_key(name)
-    }
-
-    /// The statement a portal will run, when it is bound from one.
-    pub fn projected_portal_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
-        for entry in self.queue.iter().rev() {
-            match &entry.req {
-                Req::Bind {
-                    portal, statement, ..
-                } if portal.as_bytes() == name => {
-                    return self.projected_statement(statement.as_bytes())
-                }
-                Req::ClosePortal(n) if n.as_bytes() == name => return None,
-                _ => {}
-            }
-        }
-        self.portals.get(name).and_then(|p| p.statement.clone())
+        self.portals.get(name).map(|p| p.statement.as_ref())
     }
 
     // ---- server side: answers ----
@@ -597,16 +594,17 @@ impl Tracker {
         if self.result.is_some() {
             return Ok(Event::Row { first: false });
         }
-        let portal = match self.front() {
-            Some(Entry {
-                req: Req::Execute(portal),
-                ..
-            }) => portal.clone(),
-            _ => return Err(out_of_step("DataRow", "outside a result")),
+        self.settle_front();
+        let Some(Entry {
+            req: Req::Execute(portal),
+            ..
+        }) = self.queue.front()
+        else {
+            return Err(out_of_step("DataRow", "outside a result"));
         };
         let portal = self
             .portals
-            .get(&portal)
+            .get(portal.as_bytes())
             .ok_or(out_of_step("DataRow", "for a portal that does not exist"))?;
         self.result = Some(execution_result(portal));
         Ok(Event::Row { first: true })
@@ -661,7 +659,7 @@ impl Tracker {
                 let declared = body
                     .get(..2)
                     .map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])));
-                if let (Some(count), Some(s)) = (declared, self.statements.get(&name)) {
+                if let (Some(count), Some(s)) = (declared, self.statements.get(name.as_bytes())) {
                     if body.len() == 2 + 4 * count {
                         let _ = s.param_types.described.set(oids(&body[2..]));
                     }
@@ -719,14 +717,8 @@ impl Tracker {
         {
             if !*started {
                 *started = true;
-                // An empty map skips the hash and the probe (most sessions
-                // of simple Queries name nothing).
-                if !self.statements.is_empty() {
-                    self.statements.remove(&b""[..]);
-                }
-                if !self.portals.is_empty() {
-                    self.portals.remove(&b""[..]);
-                }
+                self.statements.remove(b"");
+                self.portals.remove(b"");
             }
         }
     }
@@ -758,10 +750,14 @@ impl Tracker {
             return Err(out_of_step("BindComplete", "without a Bind"));
         };
         let name = statement.clone();
-        let statement = self.statements.get(&name).cloned().ok_or(out_of_step(
-            "BindComplete",
-            "for a statement that does not exist",
-        ))?;
+        let statement = self
+            .statements
+            .get(name.as_bytes())
+            .cloned()
+            .ok_or(out_of_step(
+                "BindComplete",
+                "for a statement that does not exist",
+            ))?;
         if let Some(Entry {
             req: Req::Bind {
                 portal, formats, ..
@@ -774,7 +770,7 @@ impl Tracker {
                 Portal {
                     statement: Some(statement),
                     formats,
-                    described: OnceLock::new(),
+                    described: None,
                     holdable: false,
                 },
             );
@@ -789,10 +785,10 @@ impl Tracker {
         }
         match self.queue.pop_front().map(|e| e.req) {
             Some(Req::CloseStatement(n)) => {
-                self.statements.remove(&n);
+                self.statements.remove(n.as_bytes());
             }
             Some(Req::ClosePortal(n)) => {
-                self.portals.remove(&n);
+                self.portals.remove(n.as_bytes());
             }
             _ => {}
         }
@@ -802,18 +798,19 @@ impl Tracker {
     fn describe_with(&mut self, described: Described) -> Result<(), OutOfStep> {
         match self.queue.pop_front().map(|e| e.req) {
             Some(Req::DescribeStatement(n)) => {
-                let s = self.statements.get(&n).ok_or(out_of_step(
+                let s = self.statements.get(n.as_bytes()).ok_or(out_of_step(
                     "description",
                     "of a statement that does not exist",
                 ))?;
                 let _ = s.described.set(described);
             }
             Some(Req::DescribePortal(n)) => {
-                let p = self.portals.get(&n).ok_or(out_of_step(
+                let p = self.portals.get_mut(n.as_bytes()).ok_or(out_of_step(
                     "description",
                     "of a portal that does not exist",
                 ))?;
-                let _ = p.described.set(described);
+                // The first description stays (a portal's cannot change).
+                p.described.get_or_insert(described);
             }
             _ => {}
         }
@@ -916,7 +913,7 @@ impl Tracker {
                 );
             }
             NameEffect::Deallocate(name) => {
-                self.statements.remove(&name[..]);
+                self.statements.remove(&name);
             }
             NameEffect::DeallocateAll => self.statements.clear(),
             NameEffect::Declare { name, hold } => {
@@ -925,13 +922,13 @@ impl Tracker {
                     Portal {
                         statement: None,
                         formats: Arc::clone(&self.no_formats),
-                        described: OnceLock::new(),
+                        described: None,
                         holdable: hold,
                     },
                 );
             }
             NameEffect::Close(name) => {
-                self.portals.remove(&name[..]);
+                self.portals.remove(&name);
             }
             NameEffect::CloseAll => self.portals.clear(),
             NameEffect::DiscardAll => {
@@ -960,10 +957,10 @@ impl Tracker {
             // use is refused rather than guessed).
             match failed.req {
                 Req::Parse { name, .. } if name.is_unnamed() => {
-                    self.statements.remove(&name);
+                    self.statements.remove(name.as_bytes());
                 }
                 Req::Bind { portal, .. } if portal.is_unnamed() => {
-                    self.portals.remove(&portal);
+                    self.portals.remove(portal.as_bytes());
                 }
                 _ => {}
             }
@@ -992,7 +989,7 @@ impl Tracker {
         self.status = status;
         if status != TransactionStatus::InTransaction {
             // The transaction ended: its portals are gone.
-            self.portals.retain(|_, p| p.holdable);
+            self.portals.retain(|p| p.holdable);
         }
         Ok(Event::Ready(status))
     }
@@ -1036,7 +1033,7 @@ impl Tracker {
 /// The result of an Execute of `portal`: its own description, else its
 /// statement's with Bind's formats.
 fn execution_result(portal: &Portal) -> ResultInfo {
-    let own = portal.described.get();
+    let own = portal.described.as_ref();
     let from_statement = portal.statement.as_ref().and_then(|s| s.described.get());
     match (own, from_statement) {
         (Some(Described::Rows(f)), _) => ResultInfo {

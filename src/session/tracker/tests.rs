@@ -1,1 +1,337 @@
+//! The tracker alone: requests as they go out, answers as they come back,
+//! and what it then says a name is.
 
+use super::*;
+use crate::wire::frontend::bind_view;
+
+/// A backend (or frontend) frame: tag, length, body.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut raw = vec![tag];
+    let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
+    raw.extend_from_slice(&len.to_be_bytes());
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// The server's answer with this tag (and body).
+fn answer(t: &mut Tracker, tag: u8, body: &[u8]) -> Result<Event, OutOfStep> {
+    let raw = frame(tag, body);
+    let frame = FrameRef::new(&raw).expect("a whole frame");
+    t.answer(frame)
+}
+
+fn ok(t: &mut Tracker, tag: u8, body: &[u8]) -> Event {
+    answer(t, tag, body).expect("an answer in step")
+}
+
+fn ready(t: &mut Tracker, status: u8) {
+    ok(t, b'Z', &[status]);
+}
+
+fn error(t: &mut Tracker) -> Event {
+    ok(t, b'E', b"SERROR\0C42P01\0Mno\0\0")
+}
+
+/// A Bind of `portal` from `statement`, with no parameters, as the core
+/// sends it (with the projected statement).
+fn bind(t: &mut Tracker, portal: &str, statement: &str) {
+    let mut body = Vec::new();
+    for name in [portal, statement] {
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+    }
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let raw = frame(b'B', &body);
+    let view = bind_view(FrameRef::new(&raw).expect("a whole frame")).expect("a Bind");
+    let projected = t.projected_statement(view.statement);
+    t.bind(&view, projected.as_ref());
+}
+
+fn parse(t: &mut Tracker, name: &str, sql: &str) {
+    t.parse(name.as_bytes(), sql.as_bytes(), b"");
+}
+
+/// The text of the statement the portal runs, as the tracker projects it
+/// (with nothing queued: as the server has it).
+fn portal_text(t: &Tracker, portal: &str) -> Option<Option<String>> {
+    t.projected_portal(portal.as_bytes())
+        .map(|s| s.map(|s| String::from_utf8_lossy(&s.text).into_owned()))
+}
+
+fn text(sql: &str) -> Option<Option<String>> {
+    Some(Some(sql.to_owned()))
+}
+
+/// Two statements, parsed and answered.
+fn with_statements() -> Tracker {
+    let mut t = Tracker::new(false);
+    parse(&mut t, "s1", "SELECT 1");
+    parse(&mut t, "s2", "SELECT 2");
+    t.sync();
+    ok(&mut t, b'1', b"");
+    ok(&mut t, b'1', b"");
+    ready(&mut t, b'I');
+    t
+}
+
+#[test]
+fn the_unnamed_portal_is_replaced_by_the_next_bind() {
+    let mut t = with_statements();
+    bind(&mut t, "", "s1");
+    assert_eq!(portal_text(&t, ""), text("SELECT 1"));
+    bind(&mut t, "", "s2");
+    assert_eq!(portal_text(&t, ""), text("SELECT 2"), "projected");
+    t.execute(b"");
+    ok(&mut t, b'2', b"");
+    ok(&mut t, b'2', b"");
+    assert!(t.queue.len() == 1 && t.busy());
+    // Confirmed: the second Bind's portal.
+    assert_eq!(
+        t.portals
+            .get(b"")
+            .and_then(|p| p.statement.as_ref())
+            .map(|s| &s.text[..]),
+        Some(&b"SELECT 2"[..])
+    );
+    assert_eq!(ok(&mut t, b'D', b"\0\0"), Event::Row { first: true });
+    assert_eq!(ok(&mut t, b'C', b"SELECT 1\0"), Event::ResultEnd);
+}
+
+#[test]
+fn named_and_unnamed_portals_of_one_statement_are_apart() {
+    let mut t = with_statements();
+    bind(&mut t, "", "s1");
+    bind(&mut t, "p", "s1");
+    t.sync();
+    ok(&mut t, b'2', b"");
+    ok(&mut t, b'2', b"");
+    ready(&mut t, b'T');
+    assert_eq!(portal_text(&t, ""), text("SELECT 1"));
+    assert_eq!(portal_text(&t, "p"), text("SELECT 1"));
+    // Closing the unnamed portal leaves the named one, and the reverse.
+    t.close(Target::Portal(b""));
+    assert_eq!(portal_text(&t, ""), None, "projected closed");
+    assert_eq!(portal_text(&t, "p"), text("SELECT 1"));
+    ok(&mut t, b'3', b"");
+    assert_eq!(portal_text(&t, ""), None, "closed");
+    assert_eq!(portal_text(&t, "p"), text("SELECT 1"));
+    bind(&mut t, "", "s2");
+    t.close(Target::Portal(b"p"));
+    ok(&mut t, b'2', b"");
+    ok(&mut t, b'3', b"");
+    assert_eq!(portal_text(&t, ""), text("SELECT 2"));
+    assert_eq!(portal_text(&t, "p"), None);
+}
+
+#[test]
+fn a_close_of_a_missing_unnamed_portal_is_no_error() {
+    let mut t = with_statements();
+    t.close(Target::Portal(b""));
+    t.close(Target::Statement(b""));
+    ok(&mut t, b'3', b"");
+    ok(&mut t, b'3', b"");
+    assert!(!t.busy());
+    assert_eq!(portal_text(&t, ""), None);
+    assert!(t.projected_statement(b"").is_none());
+}
+
+#[test]
+fn a_simple_query_drops_the_unnamed_statement_and_portal() {
+    let mut t = Tracker::new(false);
+    parse(&mut t, "", "SELECT 1");
+    parse(&mut t, "named", "SELECT 2");
+    bind(&mut t, "", "");
+    bind(&mut t, "p", "");
+    t.sync();
+    for tag in [b'1', b'1', b'2', b'2'] {
+        ok(&mut t, tag, b"");
+    }
+    ready(&mut t, b'T');
+    assert_eq!(portal_text(&t, ""), text("SELECT 1"));
+    t.query(b"SELECT 3");
+    // Projected at once; confirmed at the Query's first answer.
+    assert_eq!(portal_text(&t, ""), None);
+    assert!(t.projected_statement(b"").is_none());
+    assert!(t.portals.get(b"").is_some());
+    assert_eq!(ok(&mut t, b'T', &[0, 0]), Event::ResultStart);
+    assert!(t.portals.get(b"").is_none() && t.statements.get(b"").is_none());
+    ok(&mut t, b'C', b"SELECT 1\0");
+    ready(&mut t, b'T');
+    // The named ones, and a portal bound from the unnamed statement, stay.
+    assert_eq!(portal_text(&t, "p"), text("SELECT 1"));
+    assert!(t.projected_statement(b"named").is_some());
+    // An Execute of the unnamed portal now finds none.
+    t.execute(b"");
+    assert_eq!(
+        answer(&mut t, b'D', b"\0\0"),
+        Err(out_of_step("DataRow", "for a portal that does not exist"))
+    );
+}
+
+#[test]
+fn portals_end_with_the_transaction_unless_held() {
+    let mut t = with_statements();
+    t.query(b"BEGIN");
+    ok(&mut t, b'C', b"BEGIN\0");
+    ready(&mut t, b'T');
+    t.query(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1");
+    ok(&mut t, b'C', b"DECLARE CURSOR\0");
+    ready(&mut t, b'T');
+    bind(&mut t, "", "s1");
+    bind(&mut t, "p", "s2");
+    t.sync();
+    ok(&mut t, b'2', b"");
+    ok(&mut t, b'2', b"");
+    ready(&mut t, b'T');
+    assert!(t.portals.get(b"").is_some() && t.portals.get(b"p").is_some());
+    t.query(b"COMMIT");
+    ok(&mut t, b'C', b"COMMIT\0");
+    ready(&mut t, b'I');
+    assert_eq!(portal_text(&t, ""), None);
+    assert_eq!(portal_text(&t, "p"), None);
+    assert_eq!(portal_text(&t, "c"), Some(None), "a held cursor stays");
+    // Outside a transaction block an unnamed portal ends at the Sync.
+    bind(&mut t, "", "s1");
+    t.sync();
+    ok(&mut t, b'2', b"");
+    assert!(t.portals.get(b"").is_some());
+    ready(&mut t, b'I');
+    assert!(t.portals.get(b"").is_none());
+    bind(&mut t, "", "s1");
+    t.sync();
+    ok(&mut t, b'2', b"");
+    ready(&mut t, b'E');
+    assert!(
+        t.portals.get(b"").is_none(),
+        "a failed transaction drops it"
+    );
+}
+
+#[test]
+fn an_error_in_a_batch_skips_to_sync_and_drops_a_failed_unnamed_bind() {
+    let mut t = with_statements();
+    bind(&mut t, "", "s1");
+    t.sync();
+    ok(&mut t, b'2', b"");
+    ready(&mut t, b'T');
+    assert_eq!(portal_text(&t, ""), text("SELECT 1"));
+    // Bind fails: the old unnamed portal may be gone already, and the
+    // server skips the Describe and Execute.
+    bind(&mut t, "", "s2");
+    t.describe(Target::Portal(b""));
+    t.execute(b"");
+    t.sync();
+    assert!(matches!(error(&mut t), Event::Error { refusal: None }));
+    assert_eq!(t.queue.len(), 1, "only the Sync is answered");
+    assert!(t.portals.get(b"").is_none());
+    assert_eq!(
+        ok(&mut t, b'Z', b"E"),
+        Event::Ready(TransactionStatus::Failed)
+    );
+    assert!(!t.busy());
+    // An error at the Execute keeps the unnamed statement, drops nothing
+    // else, and what follows the error (before a Sync) is never answered.
+    parse(&mut t, "", "SELECT 1/0");
+    bind(&mut t, "", "");
+    t.execute(b"");
+    ok(&mut t, b'1', b"");
+    ok(&mut t, b'2', b"");
+    error(&mut t);
+    assert!(t.skipping && !t.busy());
+    t.describe(Target::Portal(b""));
+    t.execute(b"");
+    assert!(!t.busy(), "skipped by the server");
+    t.sync();
+    ready(&mut t, b'I');
+    assert!(t.projected_statement(b"").is_some());
+    assert_eq!(portal_text(&t, ""), None);
+}
+
+#[test]
+fn a_failed_unnamed_parse_drops_the_unnamed_statement() {
+    let mut t = Tracker::new(false);
+    parse(&mut t, "", "SELECT 1");
+    t.sync();
+    ok(&mut t, b'1', b"");
+    ready(&mut t, b'I');
+    parse(&mut t, "", "SELEC");
+    t.sync();
+    error(&mut t);
+    ready(&mut t, b'I');
+    assert!(t.projected_statement(b"").is_none());
+}
+
+#[test]
+fn a_portal_runs_the_statement_it_was_bound_from() {
+    // The unnamed statement parsed again (or a name closed) after a Bind
+    // does not change what the portal runs.
+    let mut t = Tracker::new(false);
+    parse(&mut t, "", "SELECT 'first'");
+    bind(&mut t, "", "");
+    parse(&mut t, "", "SELECT 'second'");
+    assert_eq!(portal_text(&t, ""), text("SELECT 'first'"));
+    parse(&mut t, "n", "SELECT 'named'");
+    bind(&mut t, "p", "n");
+    t.close(Target::Statement(b"n"));
+    assert_eq!(portal_text(&t, "p"), text("SELECT 'named'"));
+    // A Bind of a statement the projection does not know.
+    bind(&mut t, "q", "missing");
+    assert_eq!(portal_text(&t, "q"), Some(None));
+    t.sync();
+    for tag in [b'1', b'2', b'1', b'1', b'2', b'3'] {
+        ok(&mut t, tag, b"");
+    }
+    assert_eq!(portal_text(&t, ""), text("SELECT 'first'"));
+    assert_eq!(portal_text(&t, "p"), text("SELECT 'named'"));
+    assert!(t.projected_statement(b"n").is_none());
+}
+
+#[test]
+fn a_cursor_declared_in_a_queued_query_has_no_statement() {
+    let mut t = with_statements();
+    t.query(b"BEGIN");
+    bind(&mut t, "c", "s1");
+    t.sync();
+    t.query(b"CLOSE c; DECLARE c CURSOR FOR SELECT 3");
+    assert_eq!(portal_text(&t, "c"), Some(None));
+    t.query(b"CLOSE ALL");
+    assert_eq!(portal_text(&t, "c"), None);
+}
+
+#[test]
+fn descriptions_pair_with_their_portal() {
+    let mut t = with_statements();
+    t.describe(Target::Portal(b""));
+    t.sync();
+    assert_eq!(
+        answer(&mut t, b'n', b""),
+        Err(out_of_step(
+            "description",
+            "of a portal that does not exist"
+        ))
+    );
+    let mut t = Tracker::new(true);
+    parse(&mut t, "s", "SELECT 1");
+    bind(&mut t, "", "s");
+    t.describe(Target::Portal(b""));
+    t.execute(b"");
+    t.sync();
+    ok(&mut t, b'1', b"");
+    ok(&mut t, b'2', b"");
+    // One int4 column "a", text format.
+    let mut rd = vec![0, 1, b'a', 0];
+    rd.extend_from_slice(&[
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 23, 0, 4, 255, 255, 255, 255, 0, 0,
+    ]);
+    assert_eq!(ok(&mut t, b'T', &rd), Event::Plain);
+    assert_eq!(
+        ok(&mut t, b'D', b"\0\x01\0\0\0\x011"),
+        Event::Row { first: true }
+    );
+    let result = t.result().expect("a result");
+    assert_eq!(result.fields.as_ref().map(|f| f.len()), Some(1));
+    assert!(result.formats.is_none(), "the portal's own description");
+    ok(&mut t, b'C', b"SELECT 1\0");
+    ready(&mut t, b'I');
+    assert!(!t.busy());
+}
