@@ -195,7 +195,8 @@ impl Req {
 struct Entry {
     req: Req,
     /// pgward's own error for a stand-in, sent in place of the server's.
-    refusal: Option<StandInAnswer>,
+    /// (Boxed: stand-ins are rare, and every entry is moved in and out.)
+    refusal: Option<Box<StandInAnswer>>,
     /// When it went out (only while someone wants request outcomes).
     sent: Option<Instant>,
     /// The request's number in the session (see `Tracker::next_request_id`).
@@ -497,7 +498,7 @@ impl Tracker {
         self.push(req);
         if self.queue.len() > before {
             if let Some(last) = self.queue.back_mut() {
-                last.refusal = Some(error);
+                last.refusal = Some(Box::new(error));
             }
         }
     }
@@ -569,6 +570,7 @@ impl Tracker {
     // ---- server side: answers ----
 
     /// Drops copy-end markers the server ignored (no copy was running).
+    #[inline]
     fn settle_front(&mut self) {
         if self.copy_in {
             return;
@@ -584,6 +586,7 @@ impl Tracker {
         }
     }
 
+    #[inline]
     fn front(&mut self) -> Option<&mut Entry> {
         self.settle_front();
         self.queue.front_mut()
@@ -646,11 +649,12 @@ impl Tracker {
             b'2' => self.bind_complete(),
             b'3' => self.close_complete(),
             b't' => {
-                let name = match self.front() {
+                self.settle_front();
+                let name = match self.queue.front() {
                     Some(Entry {
                         req: Req::DescribeStatement(n),
                         ..
-                    }) => n.clone(),
+                    }) => n,
                     _ => return Err(out_of_step("ParameterDescription", "without a Describe")),
                 };
                 // Int16 count, then the OIDs: kept for display only, so a
@@ -742,17 +746,20 @@ impl Tracker {
     }
 
     fn bind_complete(&mut self) -> Result<Event, OutOfStep> {
+        self.settle_front();
         let Some(Entry {
             req: Req::Bind { statement, .. },
             ..
-        }) = self.front()
+        }) = self.queue.front()
         else {
             return Err(out_of_step("BindComplete", "without a Bind"));
         };
-        let name = statement.clone();
+        // The portal gets the statement the server has under the name now
+        // (all earlier answers are in): the confirmed one, not the Bind's
+        // projection.
         let statement = self
             .statements
-            .get(name.as_bytes())
+            .get(statement.as_bytes())
             .cloned()
             .ok_or(out_of_step(
                 "BindComplete",
@@ -802,7 +809,11 @@ impl Tracker {
                     "description",
                     "of a statement that does not exist",
                 ))?;
-                let _ = s.described.set(described);
+                // Read only where rows are planned (and setting a
+                // `OnceLock` is not free).
+                if self.keep_descriptions {
+                    let _ = s.described.set(described);
+                }
             }
             Some(Req::DescribePortal(n)) => {
                 let p = self.portals.get_mut(n.as_bytes()).ok_or(out_of_step(
@@ -945,7 +956,7 @@ impl Tracker {
             // Not an answer: a FATAL at shutdown, say.
             return Event::Error { refusal: None };
         };
-        let refusal = front.refusal.take();
+        let refusal = front.refusal.take().map(|r| *r);
         if !front.req.is_extended() {
             // A Query's error ends the Query; its ReadyForQuery follows.
             self.query_started();

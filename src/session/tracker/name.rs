@@ -19,7 +19,10 @@ pub(crate) enum Name {
 impl Name {
     /// Copies `bytes` into a name.
     pub(crate) fn new(bytes: &[u8]) -> Self {
-        if bytes.len() <= INLINE {
+        if bytes.is_empty() {
+            // The unnamed portal or statement: most Binds name one.
+            Self::Inline(0, [0u8; INLINE])
+        } else if bytes.len() <= INLINE {
             let mut inline = [0u8; INLINE];
             inline[..bytes.len()].copy_from_slice(bytes);
             // Fits: checked against INLINE (< 256) above.
