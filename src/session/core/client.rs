@@ -9,7 +9,7 @@ use crate::session::tracker::Statement;
 use crate::sqlstate::Sqlstate;
 use crate::wire::encode;
 use crate::wire::frontend::{
-    bind_view, execute_view, parse_view, query_text, target_view, BindView, Target,
+    bind_view, execute_view, parse_view, query_text, target_view, BindView, ParseView, Target,
 };
 use crate::wire::{FrameError, FrameRef, Framer};
 use bytes::{Buf, BytesMut};
@@ -23,6 +23,27 @@ enum Flow {
     Held(HoldWait),
     /// Terminate was forwarded.
     Terminate,
+}
+
+/// A request message as `client_frame` viewed it (viewed once: the phases
+/// and the tracker read the same view).
+enum Message<'a> {
+    Query,
+    Parse(ParseView<'a>),
+    Bind(&'a BindView<'a>),
+    /// The portal it runs.
+    Execute(&'a [u8]),
+}
+
+impl Message<'_> {
+    fn kind(&self) -> RequestKind {
+        match self {
+            Message::Query => RequestKind::Query,
+            Message::Parse(_) => RequestKind::Parse,
+            Message::Bind(_) => RequestKind::Bind,
+            Message::Execute(_) => RequestKind::Execute,
+        }
+    }
 }
 
 /// PostgreSQL's limit for the small message types (`PQ_SMALL_MESSAGE_LIMIT`):
@@ -106,18 +127,12 @@ impl Core {
         match tag {
             b'Q' => {
                 let text = query_text(frame).map_err(malformed)?;
-                self.request(frame, RequestKind::Query, Some(text), None, None, to_server)
+                self.request(frame, Message::Query, Some(text), None, to_server)
             }
             b'P' => {
                 let parse = parse_view(frame).map_err(malformed)?;
-                self.request(
-                    frame,
-                    RequestKind::Parse,
-                    Some(parse.query),
-                    None,
-                    None,
-                    to_server,
-                )
+                let text = parse.query;
+                self.request(frame, Message::Parse(parse), Some(text), None, to_server)
             }
             b'B' => {
                 let bind = bind_view(frame).map_err(malformed)?;
@@ -127,10 +142,9 @@ impl Core {
                 };
                 self.request(
                     frame,
-                    RequestKind::Bind,
+                    Message::Bind(&bind),
                     Some(&statement.text),
                     Some(&statement),
-                    Some(&bind),
                     to_server,
                 )
             }
@@ -143,10 +157,9 @@ impl Core {
                 let statement = statement.cloned();
                 self.request(
                     frame,
-                    RequestKind::Execute,
+                    Message::Execute(portal),
                     statement.as_ref().map(|s| &s.text[..]),
                     statement.as_ref(),
-                    None,
                     to_server,
                 )
             }
@@ -216,12 +229,17 @@ impl Core {
     fn request(
         &mut self,
         frame: FrameRef<'_>,
-        kind: RequestKind,
+        message: Message<'_>,
         text: Option<&[u8]>,
         statement: Option<&Arc<Statement>>,
-        bind: Option<&BindView<'_>>,
         to_server: &mut BytesMut,
     ) -> Result<Flow, CoreError> {
+        let kind = message.kind();
+        let (bind, portal) = match message {
+            Message::Bind(bind) => (Some(bind), None),
+            Message::Execute(portal) => (None, Some(portal)),
+            Message::Query | Message::Parse(_) => (None, None),
+        };
         // One load of the rules for the whole request; a released request
         // goes on under the snapshot it was held under.
         // (A guard, not a counted reference: the common case takes no
@@ -242,10 +260,6 @@ impl Core {
                     (0, &loaded)
                 }
             };
-        let portal = match kind {
-            RequestKind::Execute => Some(execute_view(frame).map_err(malformed)?.0),
-            _ => None,
-        };
         let request_id = self.tracker.next_request_id();
         for index in first..self.phases.len() {
             let ctx = RequestContext {
@@ -301,19 +315,14 @@ impl Core {
                 _ => {}
             }
         }
-        match kind {
-            RequestKind::Query => self.tracker.query(text.unwrap_or_default()),
-            RequestKind::Parse => {
-                let parse = parse_view(frame).map_err(malformed)?;
+        match message {
+            Message::Query => self.tracker.query(text.unwrap_or_default()),
+            Message::Parse(parse) => {
                 self.tracker
                     .parse(parse.statement, parse.query, parse.param_types);
             }
-            RequestKind::Bind => {
-                if let Some(bind) = bind {
-                    self.tracker.bind(bind, statement);
-                }
-            }
-            RequestKind::Execute => self.tracker.execute(portal.unwrap_or_default()),
+            Message::Bind(bind) => self.tracker.bind(bind, statement),
+            Message::Execute(portal) => self.tracker.execute(portal),
         }
         to_server.extend_from_slice(frame.raw());
         Ok(Flow::Next)

@@ -574,3 +574,53 @@ mod arbitrary {
 }
 
 mod snapshots;
+
+/// A phase that writes down what each request was judged as.
+struct Recorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(RequestKind, Option<String>)>>>,
+}
+
+impl Phase for Recorder {
+    fn name(&self) -> &'static str {
+        "test-recorder"
+    }
+    fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        let text = ctx.text.map(|t| String::from_utf8_lossy(t).into_owned());
+        self.seen.lock().unwrap().push((ctx.kind, text));
+        Decision::Forward
+    }
+}
+
+#[test]
+fn an_execute_is_judged_by_the_statement_its_portal_was_bound_from() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let phase = Recorder {
+        seen: std::sync::Arc::clone(&seen),
+    };
+    let mut c = core_with(vec![Box::new(phase)], false);
+    // The unnamed statement is parsed again after the Bind: the portal
+    // still runs the first text, and the Execute is judged by it.
+    let batch = concat(&[
+        parse("", "SELECT 'first'"),
+        bind("", ""),
+        parse("", "SELECT 'second'"),
+        execute(""),
+        sync(),
+    ]);
+    let (to_server, _) = client(&mut c, &batch);
+    assert_eq!(&to_server[..], &batch[..]);
+    let first = Some("SELECT 'first'".to_owned());
+    let second = Some("SELECT 'second'".to_owned());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (RequestKind::Parse, first.clone()),
+            (RequestKind::Bind, first.clone()),
+            (RequestKind::Parse, second),
+            (RequestKind::Execute, first),
+        ]
+    );
+    // An Execute of a portal nothing bound is refused, not forwarded.
+    let (to_server, _) = client(&mut c, &execute("nowhere"));
+    assert_eq!(to_server[0], b'P', "a failing Parse in its place");
+}

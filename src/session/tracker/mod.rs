@@ -364,6 +364,8 @@ impl Tracker {
             .map(|e| e.id)
     }
 
+    // Inlined into each message's method, so its request is built in place.
+    #[inline]
     fn push(&mut self, req: Req) {
         // Numbered even when skipped, so a number is never reused.
         let id = self.next_id;
