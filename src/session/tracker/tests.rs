@@ -335,3 +335,42 @@ fn descriptions_pair_with_their_portal() {
     ready(&mut t, b'I');
     assert!(!t.busy());
 }
+
+#[test]
+fn a_statement_description_serves_its_portals_where_kept() {
+    // One int4 column "a", text format.
+    let mut rd = vec![0, 1, b'a', 0];
+    rd.extend_from_slice(&[
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 23, 0, 4, 255, 255, 255, 255, 0, 0,
+    ]);
+    for keep in [true, false] {
+        let mut t = Tracker::new(keep);
+        parse(&mut t, "s", "SELECT 1");
+        t.describe(Target::Statement(b"s"));
+        bind(&mut t, "", "s");
+        t.execute(b"");
+        t.sync();
+        ok(&mut t, b'1', b"");
+        ok(&mut t, b't', &[0, 1, 0, 0, 0, 23]);
+        assert_eq!(ok(&mut t, b'T', &rd), Event::Plain);
+        ok(&mut t, b'2', b"");
+        assert_eq!(ok(&mut t, b'D', b"\0\0"), Event::Row { first: true });
+        let result = t.result().expect("a result");
+        assert_eq!(result.fields.as_ref().map(|f| f.len()), keep.then_some(1));
+        assert!(result.formats.is_some(), "Bind's formats");
+        ok(&mut t, b'C', b"SELECT 1\0");
+        ready(&mut t, b'I');
+        let s = t.projected_statement(b"s").expect("kept");
+        assert_eq!(s.param_types.of(0), Some(23), "described types kept always");
+    }
+    // A description of a statement that does not exist is out of step.
+    let mut t = Tracker::new(true);
+    t.describe(Target::Statement(b"gone"));
+    assert_eq!(
+        answer(&mut t, b'T', &rd),
+        Err(out_of_step(
+            "description",
+            "of a statement that does not exist"
+        ))
+    );
+}
