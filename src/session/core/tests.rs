@@ -575,9 +575,12 @@ mod arbitrary {
 
 mod snapshots;
 
+/// What a [`Recorder`] saw: each request's kind and text.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(RequestKind, Option<String>)>>>;
+
 /// A phase that writes down what each request was judged as.
 struct Recorder {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(RequestKind, Option<String>)>>>,
+    seen: Seen,
 }
 
 impl Phase for Recorder {
