@@ -804,43 +804,30 @@ impl Tracker {
         Ok(Event::Plain)
     }
 
-    /// The Describe at the front is answered. The description is kept only
-    /// where rows are planned (elsewhere it is never read), but the name is
-    /// checked in any case; the entry is looked at in place and dropped
-    /// after (not moved out first).
     fn describe_with(&mut self, described: Described) -> Result<(), OutOfStep> {
-        let keep = self.keep_descriptions;
-        let answered = match self.queue.front().map(|e| &e.req) {
-            Some(Req::DescribeStatement(n)) => match self.statements.get(n.as_bytes()) {
-                Some(s) => {
-                    if keep {
-                        let _ = s.described.set(described);
-                    }
-                    Ok(())
-                }
-                None => Err(out_of_step(
+        match self.queue.pop_front().map(|e| e.req) {
+            Some(Req::DescribeStatement(n)) => {
+                let s = self.statements.get(n.as_bytes()).ok_or(out_of_step(
                     "description",
                     "of a statement that does not exist",
-                )),
-            },
-            Some(Req::DescribePortal(n)) => match self.portals.get_mut(n.as_bytes()) {
-                Some(p) => {
-                    if keep {
-                        // The first description stays (a portal's cannot
-                        // change).
-                        p.described.get_or_insert(described);
-                    }
-                    Ok(())
+                ))?;
+                // Read only where rows are planned (and setting a
+                // `OnceLock` is not free).
+                if self.keep_descriptions {
+                    let _ = s.described.set(described);
                 }
-                None => Err(out_of_step(
+            }
+            Some(Req::DescribePortal(n)) => {
+                let p = self.portals.get_mut(n.as_bytes()).ok_or(out_of_step(
                     "description",
                     "of a portal that does not exist",
-                )),
-            },
-            _ => Ok(()),
-        };
-        self.queue.pop_front();
-        answered
+                ))?;
+                // The first description stays (a portal's cannot change).
+                p.described.get_or_insert(described);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn row_description(&mut self, frame: FrameRef<'_>) -> Result<Event, OutOfStep> {
