@@ -249,6 +249,16 @@ impl Core {
             _ => None,
         };
         let request_id = self.tracker.next_request_id();
+        // Numbered once per request (a released hold is the same request).
+        let text_repeat = match (kind, text) {
+            (RequestKind::Query | RequestKind::Parse, Some(text)) if first == 0 => {
+                let repeat = self.previous_text.next(text);
+                self.text_repeat = Some(repeat);
+                Some(repeat)
+            }
+            (RequestKind::Query | RequestKind::Parse, Some(_)) => self.text_repeat,
+            _ => None,
+        };
         for index in first..self.phases.len() {
             let ctx = RequestContext {
                 rules,
@@ -257,6 +267,7 @@ impl Core {
                 request_id,
                 portal,
                 text,
+                text_repeat,
                 statement,
                 bind,
                 status: self.tracker.status(),
@@ -304,7 +315,7 @@ impl Core {
             }
         }
         match kind {
-            RequestKind::Query => self.tracker.query(text.unwrap_or_default()),
+            RequestKind::Query => self.tracker.query(text.unwrap_or_default(), text_repeat),
             RequestKind::Parse => {
                 let parse = parse_view(frame).map_err(malformed)?;
                 self.tracker
