@@ -3,6 +3,9 @@
 # PgBouncer and, for each of two pgward binaries, the relay (no rules), the built-in
 # rules, and rules + masking. pgbench -S at C clients, S seconds, R reps, interleaved.
 # usage: cpu-ab.sh BEFORE_BIN AFTER_BIN [seconds] [clients] [reps]
+# THREADS=N (environment): each pgward runs N session threads and PgBouncer
+# runs as N processes sharing the port (so_reuseport), so that both have the
+# same number of threads (the default: pgward one per core, PgBouncer one).
 # Runs as root (initdb as the postgres user, as the harness does); needs
 # PostgreSQL 15's binaries, pgbench and PgBouncer installed.
 set -e
@@ -29,6 +32,7 @@ start(){ # name bin extra-config role
 [server]
 listen = "127.0.0.1:$port"
 max_client_connections = 10000
+${THREADS:+threads = $THREADS}
 [upstreams.postgres]
 host = "127.0.0.1"
 port = $PGP
@@ -53,7 +57,10 @@ for w in before after; do
   start $w-rules $bin "" app
   start $w-masked $bin "$MASK" app_masked
 done
-cat > pgb.ini <<T
+psql -XAt -h 127.0.0.1 -p $PGP -U app postgres -c "select '\"app\" \"'||rolpassword||'\"' from pg_authid where rolname='app'" > users.txt
+PID[pgbouncer]=""
+for n in $(seq ${THREADS:-1}); do
+  cat > pgb$n.ini <<T
 [databases]
 postgres = host=127.0.0.1 port=$PGP dbname=postgres
 [pgbouncer]
@@ -65,22 +72,27 @@ pool_mode = session
 max_client_conn = 1000
 default_pool_size = 100
 unix_socket_dir =
-logfile = $D/pgb.log
-pidfile = $D/pgb.pid
+logfile = $D/pgb$n.log
+pidfile = $D/pgb$n.pid
+so_reuseport = $([ ${THREADS:-1} -gt 1 ] && echo 1 || echo 0)
 T
-psql -XAt -h 127.0.0.1 -p $PGP -U app postgres -c "select '\"app\" \"'||rolpassword||'\"' from pg_authid where rolname='app'" > users.txt
-chown postgres pgb.ini users.txt
-su postgres -c "/usr/sbin/pgbouncer -d $D/pgb.ini"
-sleep 1; PID[pgbouncer]=$(cat pgb.pid); PORT[pgbouncer]=$PBP
+  chown postgres pgb$n.ini users.txt
+  su postgres -c "/usr/sbin/pgbouncer -d $D/pgb$n.ini"
+done
+sleep 1
+for n in $(seq ${THREADS:-1}); do PID[pgbouncer]="${PID[pgbouncer]} $(cat pgb$n.pid)"; done
+PORT[pgbouncer]=$PBP
 for t in "${!PORT[@]}"; do for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/${PORT[$t]}) 2>/dev/null && break; sleep 0.1; done; done
+# User and system ticks of a target, summed over its processes.
+cpu_of(){ for p in ${PID[$1]}; do awk '{sub(/.*\) /,""); print $12, $13}' /proc/$p/stat; done | awk '{u+=$1; s+=$2} END{print u, s}'; }
 TARGETS="pgbouncer before-norules after-norules before-rules after-rules before-masked after-masked"
 echo "mode target rep tps user_us sys_us total_us" > $D/results.txt
 for m in simple prepared; do for r in $(seq $R); do for t in $TARGETS; do
-  read u0 s0 < <(awk '{sub(/.*\) /,""); print $12, $13}' /proc/${PID[$t]}/stat)
+  read u0 s0 < <(cpu_of $t)
   out=$(pgbench -n -S -M $m -c $C -j 2 -T $S -h 127.0.0.1 -p ${PORT[$t]} -U app postgres 2>&1)
   tx=$(echo "$out" | awk '/number of transactions actually processed/{print $NF}' | cut -d/ -f1)
   fail=$(echo "$out" | awk '/number of failed/{print $5}')
-  read u1 s1 < <(awk '{sub(/.*\) /,""); print $12, $13}' /proc/${PID[$t]}/stat)
+  read u1 s1 < <(cpu_of $t)
   awk -v m=$m -v t=$t -v r=$r -v tx=${tx:-0} -v u=$((u1-u0)) -v s=$((s1-s0)) -v S=$S -v f="$fail" 'BEGIN{ if (tx==0) {print m, t, r, "FAILED", f; exit} printf "%s %s %d %.0f %.2f %.2f %.2f\n", m, t, r, tx/S, u*1e4/tx, s*1e4/tx, (u+s)*1e4/tx}' | tee -a $D/results.txt
 done; done; done
 python3 - $D/results.txt <<'P'

@@ -277,7 +277,7 @@ impl Policy {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
         }
-        if text.contains(&0) {
+        if memchr::memchr(0, text).is_some() {
             return Arc::new(Outcome::deny(
                 "22021",
                 "statement denied by pgward: it contains a NUL byte".into(),
@@ -307,7 +307,9 @@ impl Policy {
         // Without a backslash the setting cannot move a token boundary.
         let one_reading = match session.lexing {
             Lexing::Known(settings) => Some(settings),
-            Lexing::Uncertain(settings) if !sql.contains('\\') => Some(settings),
+            Lexing::Uncertain(settings) if memchr::memchr(b'\\', sql.as_bytes()).is_none() => {
+                Some(settings)
+            }
             Lexing::Uncertain(_) => None,
         };
         let code = session.code;

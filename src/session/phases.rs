@@ -211,6 +211,9 @@ pub struct RequestContext<'a> {
     /// The statement text: the Query's or Parse's own; for Bind and Execute
     /// the text of the statement they run, when the tracker knows it.
     pub text: Option<&'a [u8]>,
+    /// For a Query or Parse: whether its text repeats the session's
+    /// previous one but for its numbers (word scans may keep an answer).
+    pub text_repeat: Option<crate::sql::repeat::TextRepeat>,
     /// The statement (Bind, Execute), as the server will have it.
     pub statement: Option<&'a Arc<Statement>>,
     /// The Bind message itself (Bind only): parameters and formats.

@@ -29,6 +29,7 @@ use crate::gateway::Gateway;
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::policy::rules::Identity;
+use crate::sql::repeat::TextRepeat;
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub(crate) async fn build(
         ddl_sent: false,
         role_checks: Arc::clone(&gw.role_checks),
         grants_sent: false,
+        privileges: PrivilegeWords::default(),
     })];
     // The code catalog of the database the session opened, where the
     // rules resolve called code.
@@ -156,6 +158,27 @@ struct SchemaPhase {
     /// privileges (whoever runs them), so the next masked login checks again.
     role_checks: Arc<crate::privileges::RoleChecks>,
     grants_sent: bool,
+    privileges: PrivilegeWords,
+}
+
+/// The privilege-word scan of a session's texts, whose last answer holds
+/// for a repeat of that text but for its numbers (`sql::repeat`).
+#[derive(Default)]
+struct PrivilegeWords {
+    /// The last text scanned: its number among the session's texts, and
+    /// the answer.
+    scanned: Option<(u64, bool)>,
+}
+
+impl PrivilegeWords {
+    fn may_change(&mut self, text: &[u8], repeat: Option<TextRepeat>) -> bool {
+        let may = match (repeat, self.scanned) {
+            (Some(repeat), Some((seq, may))) if repeat.carries(seq) => may,
+            _ => crate::privileges::may_change_privileges(text),
+        };
+        self.scanned = repeat.map(|r| (r.seq, may));
+        may
+    }
 }
 
 impl SchemaPhase {
@@ -192,13 +215,10 @@ impl Phase for SchemaPhase {
                 self.ddl_sent = true;
             }
         }
-        // Once one such statement is out, the others change nothing.
-        if !self.grants_sent
-            && ctx
-                .text
-                .is_some_and(crate::privileges::may_change_privileges)
-        {
-            self.grants_sent = true;
+        // Once one such statement is out, the others change nothing; a
+        // repeat of the previous text but for its numbers has its answer.
+        if let (false, Some(text)) = (self.grants_sent, ctx.text) {
+            self.grants_sent = self.privileges.may_change(text, ctx.text_repeat);
         }
         Decision::Forward
     }
@@ -212,5 +232,28 @@ impl Phase for SchemaPhase {
                 map.invalidate();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrivilegeWords;
+    use crate::sql::repeat::PreviousText;
+
+    #[test]
+    fn a_repeat_keeps_the_scans_answer_and_anything_else_is_scanned() {
+        let mut previous = PreviousText::default();
+        let mut words = PrivilegeWords::default();
+        let mut judge =
+            |sql: &str| words.may_change(sql.as_bytes(), Some(previous.next(sql.as_bytes())));
+        assert!(!judge("SELECT * FROM t WHERE id = 1"));
+        assert!(!judge("SELECT * FROM t WHERE id = 22"));
+        assert!(judge("GRANT SELECT ON t1 TO r1"));
+        assert!(
+            judge("GRANT SELECT ON t2 TO r2"),
+            "a repeat of a yes is a yes"
+        );
+        assert!(!judge("SELECT 3"));
+        assert!(judge("ALTER TABLE t4 OWNER TO r4"));
     }
 }

@@ -1,3 +1,4 @@
 //! libpg_query glue shared by the session core, policy and masking.
 
 pub(crate) mod names;
+pub(crate) mod repeat;

@@ -241,7 +241,13 @@ pub fn read_u16(body: &mut &[u8]) -> Option<u16> {
 
 /// Reads a NUL-terminated string from the front of `body`, within `body` only.
 pub fn read_cstr<'a>(body: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let nul = body.iter().position(|b| *b == 0)?;
+    // Names are short, a byte at a time finds their end soonest; statement
+    // texts run to kilobytes, searched many bytes at a time past the start.
+    let head = body.len().min(16);
+    let nul = match body[..head].iter().position(|b| *b == 0) {
+        Some(at) => at,
+        None => head + memchr::memchr(0, &body[head..])?,
+    };
     let (s, rest) = body.split_at(nul);
     *body = &rest[1..];
     Some(s)

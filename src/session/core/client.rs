@@ -261,6 +261,16 @@ impl Core {
                 }
             };
         let request_id = self.tracker.next_request_id();
+        // Numbered once per request (a released hold is the same request).
+        let text_repeat = match (kind, text) {
+            (RequestKind::Query | RequestKind::Parse, Some(text)) if first == 0 => {
+                let repeat = self.previous_text.next(text);
+                self.text_repeat = Some(repeat);
+                Some(repeat)
+            }
+            (RequestKind::Query | RequestKind::Parse, Some(_)) => self.text_repeat,
+            _ => None,
+        };
         for index in first..self.phases.len() {
             let ctx = RequestContext {
                 rules,
@@ -269,6 +279,7 @@ impl Core {
                 request_id,
                 portal,
                 text,
+                text_repeat,
                 statement,
                 bind,
                 status: self.tracker.status(),
@@ -316,7 +327,7 @@ impl Core {
             }
         }
         match message {
-            Message::Query => self.tracker.query(text.unwrap_or_default()),
+            Message::Query => self.tracker.query(text.unwrap_or_default(), text_repeat),
             Message::Parse(parse) => {
                 self.tracker
                     .parse(parse.statement, parse.query, parse.param_types);

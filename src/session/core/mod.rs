@@ -136,6 +136,10 @@ pub(crate) struct Core {
     client_framer: Framer,
     stand_ins: StandIns,
     hold: HoldState,
+    /// The session's previous Query or Parse text (see `sql::repeat`).
+    previous_text: crate::sql::repeat::PreviousText,
+    /// The last request's place among them (kept for its release).
+    text_repeat: Option<crate::sql::repeat::TextRepeat>,
     /// The phase that takes the rows of the result in progress.
     rows_to: Option<usize>,
     /// Bytes of a streamed server frame still to pass through.
@@ -185,6 +189,8 @@ impl Core {
             client_framer: Framer::new(max_message_size),
             stand_ins: StandIns::default(),
             hold: HoldState::None,
+            previous_text: Default::default(),
+            text_repeat: None,
             rows_to: None,
             streaming: 0,
             pending_run: 0,

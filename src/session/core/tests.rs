@@ -443,6 +443,41 @@ fn sql_prepare_and_cursors_share_the_protocol_namespaces() {
 }
 
 #[test]
+fn texts_that_differ_in_their_numbers_are_still_read_for_names() {
+    let mut c = core();
+    // Digit twins of each other: the names they make still count.
+    for (i, sql) in [
+        "SELECT 1 FROM t WHERE id = 7",
+        "SELECT 1 FROM t WHERE id = 4711",
+        "PREPARE p1 AS SELECT 1",
+        "PREPARE p22 AS SELECT 1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        client(&mut c, &query(sql));
+        let tag = if i < 2 { "SELECT 1" } else { "PREPARE" };
+        server(&mut c, &concat(&[command_complete(tag), ready(b'I')])).unwrap();
+    }
+    assert!(c.tracker.projected_statement(b"p1").is_some());
+    assert!(c.tracker.projected_statement(b"p22").is_some());
+    client(&mut c, &query("DEALLOCATE p1"));
+    server(
+        &mut c,
+        &concat(&[command_complete("DEALLOCATE"), ready(b'I')]),
+    )
+    .unwrap();
+    client(&mut c, &query("DEALLOCATE p22"));
+    server(
+        &mut c,
+        &concat(&[command_complete("DEALLOCATE"), ready(b'I')]),
+    )
+    .unwrap();
+    assert!(c.tracker.projected_statement(b"p1").is_none());
+    assert!(c.tracker.projected_statement(b"p22").is_none());
+}
+
+#[test]
 fn portals_end_with_their_transaction() {
     let mut c = core();
     client(

@@ -33,6 +33,7 @@ use name_map::NameMap;
 
 use super::phases::RequestKind;
 use crate::sql::names::{self, NameEffect};
+use crate::sql::repeat::TextRepeat;
 use crate::wire::backend::{row_description, FieldInfo, TransactionStatus};
 use crate::wire::frontend::{BindView, Target};
 use crate::wire::FrameRef;
@@ -258,6 +259,9 @@ pub struct Tracker {
     statements: NameMap<Arc<Statement>>,
     portals: NameMap<Portal>,
     queue: VecDeque<Entry>,
+    /// The number of the last Query text whose keyword scan found that it
+    /// names nothing.
+    named_nothing: Option<u64>,
     /// An extended-protocol error was answered and no Sync is queued: the
     /// server ignores everything up to the next Sync.
     skipping: bool,
@@ -286,6 +290,7 @@ impl Tracker {
             statements: NameMap::default(),
             portals: NameMap::default(),
             queue: VecDeque::new(),
+            named_nothing: None,
             skipping: false,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -393,8 +398,20 @@ impl Tracker {
     // ---- client side: messages as they are forwarded ----
 
     /// A simple Query goes out.
-    pub(crate) fn query(&mut self, text: &[u8]) {
-        let effects = names::effects(text);
+    pub(crate) fn query(&mut self, text: &[u8], repeat: Option<TextRepeat>) {
+        // A repeat of the previous text but for its numbers may name
+        // nothing when that one could not (`sql::repeat`: the keyword scan
+        // answers alike; a parse might not, so only the scan's no counts).
+        let names_nothing = match (repeat, self.named_nothing) {
+            (Some(repeat), Some(seq)) if repeat.carries(seq) => true,
+            _ => !names::may_name(text),
+        };
+        self.named_nothing = repeat.filter(|_| names_nothing).map(|r| r.seq);
+        let effects = if names_nothing {
+            Vec::new()
+        } else {
+            names::effects(text)
+        };
         // The text is kept only for what a PREPARE in it creates: most
         // Queries cost no copy.
         let text = if effects.is_empty() {

@@ -148,7 +148,7 @@ fn a_simple_query_drops_the_unnamed_statement_and_portal() {
     }
     ready(&mut t, b'T');
     assert_eq!(portal_text(&t, ""), text("SELECT 1"));
-    t.query(b"SELECT 3");
+    t.query(b"SELECT 3", None);
     // Projected at once; confirmed at the Query's first answer.
     assert_eq!(portal_text(&t, ""), None);
     assert!(t.projected_statement(b"").is_none());
@@ -171,10 +171,10 @@ fn a_simple_query_drops_the_unnamed_statement_and_portal() {
 #[test]
 fn portals_end_with_the_transaction_unless_held() {
     let mut t = with_statements();
-    t.query(b"BEGIN");
+    t.query(b"BEGIN", None);
     ok(&mut t, b'C', b"BEGIN\0");
     ready(&mut t, b'T');
-    t.query(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1");
+    t.query(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1", None);
     ok(&mut t, b'C', b"DECLARE CURSOR\0");
     ready(&mut t, b'T');
     bind(&mut t, "", "s1");
@@ -184,7 +184,7 @@ fn portals_end_with_the_transaction_unless_held() {
     ok(&mut t, b'2', b"");
     ready(&mut t, b'T');
     assert!(t.portals.get(b"").is_some() && t.portals.get(b"p").is_some());
-    t.query(b"COMMIT");
+    t.query(b"COMMIT", None);
     ok(&mut t, b'C', b"COMMIT\0");
     ready(&mut t, b'I');
     assert_eq!(portal_text(&t, ""), None);
@@ -289,12 +289,12 @@ fn a_portal_runs_the_statement_it_was_bound_from() {
 #[test]
 fn a_cursor_declared_in_a_queued_query_has_no_statement() {
     let mut t = with_statements();
-    t.query(b"BEGIN");
+    t.query(b"BEGIN", None);
     bind(&mut t, "c", "s1");
     t.sync();
-    t.query(b"CLOSE c; DECLARE c CURSOR FOR SELECT 3");
+    t.query(b"CLOSE c; DECLARE c CURSOR FOR SELECT 3", None);
     assert_eq!(portal_text(&t, "c"), Some(None));
-    t.query(b"CLOSE ALL");
+    t.query(b"CLOSE ALL", None);
     assert_eq!(portal_text(&t, "c"), None);
 }
 

@@ -128,3 +128,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn c_strings_end_at_their_first_nul_however_long() {
+    for len in [0, 1, 15, 16, 17, 40, 100] {
+        let mut bytes = vec![b'a'; len];
+        bytes.push(0);
+        bytes.extend_from_slice(b"rest\0");
+        let mut body = &bytes[..];
+        assert_eq!(read_cstr(&mut body).map(<[u8]>::len), Some(len));
+        assert_eq!(body, b"rest\0");
+        // Without a NUL there is no string, short or long.
+        let mut unterminated = &bytes[..len];
+        assert_eq!(read_cstr(&mut unterminated), None);
+    }
+}
