@@ -289,18 +289,28 @@ fn a_reload_is_not_answered_from_the_old_policy() {
     }
 }
 
-#[test]
-fn inlined_values_are_answered_from_the_memo() {
-    use super::super::text_key::Rest;
+/// A policy, a session, an identity and the memo key they make.
+fn memo_setup() -> (
+    Policy,
+    Session<'static>,
+    Identity,
+    super::super::text_key::Rest,
+) {
     let p = Policy::new(rules());
     let session = Session::new(Lexing::Known(settings(true)));
     let who = Identity::new("alice", ["dev"]);
-    let rest = Rest {
+    let rest = super::super::text_key::Rest {
         standard_conforming_strings: true,
         server_major: session.server_major,
         generation: 0,
         audience: p.rules.audience(&who),
     };
+    (p, session, who, rest)
+}
+
+#[test]
+fn inlined_values_are_answered_from_the_memo() {
+    let (p, session, who, rest) = memo_setup();
     let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
     let next = "SELECT abalance FROM pgbench_accounts WHERE aid = 815;";
     assert!(super::recall(p.id, &rest, next).is_none());
@@ -310,7 +320,7 @@ fn inlined_values_are_answered_from_the_memo() {
     // Not for another policy, another setting, or a text that differs in
     // more than digits.
     assert!(super::recall(p.id + 1, &rest, next).is_none());
-    let other = Rest {
+    let other = super::super::text_key::Rest {
         standard_conforming_strings: false,
         ..rest.clone()
     };
@@ -351,16 +361,7 @@ fn digit_twins_share_a_slot_and_a_workloads_statements_do_not() {
 
 #[test]
 fn the_slot_tried_first_answers_only_its_own_statement() {
-    use super::super::text_key::Rest;
-    let p = Policy::new(rules());
-    let session = Session::new(Lexing::Known(settings(true)));
-    let who = Identity::new("alice", ["dev"]);
-    let rest = Rest {
-        standard_conforming_strings: true,
-        server_major: session.server_major,
-        generation: 0,
-        audience: p.rules.audience(&who),
-    };
+    let (p, session, who, rest) = memo_setup();
     let select = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
     let delete = "DELETE FROM pgbench_accounts WHERE aid = 4711;";
     assert_ne!(super::slot(select), super::slot(delete));
