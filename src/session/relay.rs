@@ -120,8 +120,9 @@ impl Relay {
         // A termination that waits for the session to be idle outside a
         // transaction (an expired credential's end_of_transaction mode).
         let mut idle_terminate: Option<String> = None;
-        // Only with an idle timeout: otherwise no timer exists at all.
+        // The held request's deadline, while one is held.
         let mut hold_timer: Option<(std::time::Instant, Pin<Box<tokio::time::Sleep>>)> = None;
+        // Only with an idle timeout: otherwise no timer exists at all.
         let mut ticker = self
             .idle_timeout
             .map(|d| tokio::time::interval((d / 4).max(Duration::from_millis(100))));
@@ -220,41 +221,10 @@ impl Relay {
             }
             // Most writes complete at once: try them before waiting, so a
             // round trip costs one wake-up per direction.
-            let mut wrote = false;
-            if !to_server.is_empty() {
-                if let Poll::Ready(written) = Pin::new(&mut *self.backend_w)
-                    .poll_write(&mut Context::from_waker(Waker::noop()), &to_server)
-                {
-                    to_server.advance(written.map_err(lost)?);
-                    flush_server |= to_server.is_empty();
-                    wrote = true;
-                }
-            }
-            if !to_client.is_empty() {
-                if let Poll::Ready(written) = Pin::new(&mut *self.client_w)
-                    .poll_write(&mut Context::from_waker(Waker::noop()), &to_client)
-                {
-                    to_client.advance(written?);
-                    flush_client |= to_client.is_empty();
-                    wrote = true;
-                }
-            }
-            // A flush that failed is retried by the wait below, which
-            // reports its error.
-            if flush_server
-                && Pin::new(&mut *self.backend_w)
-                    .poll_flush(&mut Context::from_waker(Waker::noop()))
-                    .is_ready()
-            {
-                flush_server = false;
-            }
-            if flush_client
-                && Pin::new(&mut *self.client_w)
-                    .poll_flush(&mut Context::from_waker(Waker::noop()))
-                    .is_ready()
-            {
-                flush_client = false;
-            }
+            let to_server_wrote =
+                write_now(&mut self.backend_w, &mut to_server, &mut flush_server).map_err(lost)?;
+            let to_client_wrote = write_now(&mut self.client_w, &mut to_client, &mut flush_client)?;
+            let wrote = to_server_wrote || to_client_wrote;
             if terminating && to_server.is_empty() && !flush_server {
                 // Terminate is out: the server closes its side, which is
                 // no loss of the connection.
@@ -497,6 +467,25 @@ impl Relay {
         let idle = self.idle_timeout?;
         (quiet_since?.elapsed() >= idle).then_some(SessionError::IdleTimeout)
     }
+}
+
+/// Writes what `out` holds, then flushes once it is out, as far as both go
+/// without waiting; whether bytes went out. A flush that failed is retried
+/// by the wait, which reports its error.
+fn write_now(w: &mut WriteHalf, out: &mut BytesMut, flush: &mut bool) -> std::io::Result<bool> {
+    let mut now = Context::from_waker(Waker::noop());
+    let mut wrote = false;
+    if !out.is_empty() {
+        if let Poll::Ready(written) = Pin::new(&mut **w).poll_write(&mut now, out) {
+            out.advance(written?);
+            *flush |= out.is_empty();
+            wrote = true;
+        }
+    }
+    if *flush && Pin::new(&mut **w).poll_flush(&mut now).is_ready() {
+        *flush = false;
+    }
+    Ok(wrote)
 }
 
 /// Writes what is pending (`Some(bytes written)`), or flushes once nothing
