@@ -29,7 +29,7 @@ use crate::gateway::Gateway;
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::policy::rules::Identity;
-use crate::sql::repeat::TextRepeat;
+use crate::sql::repeat::ScanAnswer;
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use std::sync::Arc;
@@ -91,7 +91,7 @@ pub(crate) async fn build(
         ddl_sent: false,
         role_checks: Arc::clone(&gw.role_checks),
         grants_sent: false,
-        privileges: PrivilegeWords::default(),
+        privileges: ScanAnswer::default(),
     })];
     // The code catalog of the database the session opened, where the
     // rules resolve called code.
@@ -158,27 +158,8 @@ struct SchemaPhase {
     /// privileges (whoever runs them), so the next masked login checks again.
     role_checks: Arc<crate::privileges::RoleChecks>,
     grants_sent: bool,
-    privileges: PrivilegeWords,
-}
-
-/// The privilege-word scan of a session's texts, whose last answer holds
-/// for a repeat of that text but for its numbers (`sql::repeat`).
-#[derive(Default)]
-struct PrivilegeWords {
-    /// The last text scanned: its number among the session's texts, and
-    /// the answer.
-    scanned: Option<(u64, bool)>,
-}
-
-impl PrivilegeWords {
-    fn may_change(&mut self, text: &[u8], repeat: Option<TextRepeat>) -> bool {
-        let may = match (repeat, self.scanned) {
-            (Some(repeat), Some((seq, may))) if repeat.carries(seq) => may,
-            _ => crate::privileges::may_change_privileges(text),
-        };
-        self.scanned = repeat.map(|r| (r.seq, may));
-        may
-    }
+    /// The privilege-word scan's last answer (`sql::repeat`).
+    privileges: ScanAnswer,
 }
 
 impl SchemaPhase {
@@ -218,7 +199,11 @@ impl Phase for SchemaPhase {
         // Once one such statement is out, the others change nothing; a
         // repeat of the previous text but for its numbers has its answer.
         if let (false, Some(text)) = (self.grants_sent, ctx.text) {
-            self.grants_sent = self.privileges.may_change(text, ctx.text_repeat);
+            self.grants_sent = self.privileges.of(
+                text,
+                ctx.text_repeat,
+                crate::privileges::may_change_privileges,
+            );
         }
         Decision::Forward
     }
@@ -237,15 +222,20 @@ impl Phase for SchemaPhase {
 
 #[cfg(test)]
 mod tests {
-    use super::PrivilegeWords;
-    use crate::sql::repeat::PreviousText;
+    use crate::privileges::may_change_privileges;
+    use crate::sql::repeat::{PreviousText, ScanAnswer};
 
     #[test]
     fn a_repeat_keeps_the_scans_answer_and_anything_else_is_scanned() {
         let mut previous = PreviousText::default();
-        let mut words = PrivilegeWords::default();
-        let mut judge =
-            |sql: &str| words.may_change(sql.as_bytes(), Some(previous.next(sql.as_bytes())));
+        let mut words = ScanAnswer::default();
+        let mut judge = |sql: &str| {
+            words.of(
+                sql.as_bytes(),
+                Some(previous.next(sql.as_bytes())),
+                may_change_privileges,
+            )
+        };
         assert!(!judge("SELECT * FROM t WHERE id = 1"));
         assert!(!judge("SELECT * FROM t WHERE id = 22"));
         assert!(judge("GRANT SELECT ON t1 TO r1"));

@@ -41,6 +41,31 @@ impl TextRepeat {
     }
 }
 
+/// A word scan's answer for the last text it read, kept for a repeat of
+/// that text but for its numbers, which it answers alike.
+#[derive(Debug, Default)]
+pub(crate) struct ScanAnswer {
+    /// The text's number among the session's texts, and the answer.
+    last: Option<(u64, bool)>,
+}
+
+impl ScanAnswer {
+    /// `scan(text)`, or the last answer when `text` repeats that text.
+    pub(crate) fn of(
+        &mut self,
+        text: &[u8],
+        repeat: Option<TextRepeat>,
+        scan: impl FnOnce(&[u8]) -> bool,
+    ) -> bool {
+        let answer = match (repeat, self.last) {
+            (Some(repeat), Some((seq, answer))) if repeat.carries(seq) => answer,
+            _ => scan(text),
+        };
+        self.last = repeat.map(|r| (r.seq, answer));
+        answer
+    }
+}
+
 impl PreviousText {
     /// Takes the session's next text.
     pub(crate) fn next(&mut self, text: &[u8]) -> TextRepeat {

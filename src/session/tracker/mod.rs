@@ -33,7 +33,7 @@ use name_map::NameMap;
 
 use super::phases::RequestKind;
 use crate::sql::names::{self, NameEffect};
-use crate::sql::repeat::TextRepeat;
+use crate::sql::repeat::{ScanAnswer, TextRepeat};
 use crate::wire::backend::{row_description, FieldInfo, TransactionStatus};
 use crate::wire::frontend::{BindView, Target};
 use crate::wire::FrameRef;
@@ -259,9 +259,8 @@ pub struct Tracker {
     statements: NameMap<Arc<Statement>>,
     portals: NameMap<Portal>,
     queue: VecDeque<Entry>,
-    /// The number of the last Query text whose keyword scan found that it
-    /// names nothing.
-    named_nothing: Option<u64>,
+    /// The name keyword scan's last answer (`sql::repeat`).
+    may_name: ScanAnswer,
     /// An extended-protocol error was answered and no Sync is queued: the
     /// server ignores everything up to the next Sync.
     skipping: bool,
@@ -290,7 +289,7 @@ impl Tracker {
             statements: NameMap::default(),
             portals: NameMap::default(),
             queue: VecDeque::new(),
-            named_nothing: None,
+            may_name: ScanAnswer::default(),
             skipping: false,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -399,18 +398,13 @@ impl Tracker {
 
     /// A simple Query goes out.
     pub(crate) fn query(&mut self, text: &[u8], repeat: Option<TextRepeat>) {
-        // A repeat of the previous text but for its numbers may name
-        // nothing when that one could not (`sql::repeat`: the keyword scan
-        // answers alike; a parse might not, so only the scan's no counts).
-        let names_nothing = match (repeat, self.named_nothing) {
-            (Some(repeat), Some(seq)) if repeat.carries(seq) => true,
-            _ => !names::may_name(text),
-        };
-        self.named_nothing = repeat.filter(|_| names_nothing).map(|r| r.seq);
-        let effects = if names_nothing {
-            Vec::new()
-        } else {
+        // The keyword scan answers a repeat of the previous text but for
+        // its numbers alike (`sql::repeat`); the parse behind a yes might
+        // not, so it runs again.
+        let effects = if self.may_name.of(text, repeat, names::may_name) {
             names::effects(text)
+        } else {
+            Vec::new()
         };
         // The text is kept only for what a PREPARE in it creates: most
         // Queries cost no copy.
