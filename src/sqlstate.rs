@@ -34,6 +34,8 @@ impl Sqlstate {
     pub const TOO_MANY_CONNECTIONS: Self = Self("53300");
     /// insufficient_resources (the audit trail cannot take a record)
     pub const INSUFFICIENT_RESOURCES: Self = Self("53000");
+    /// 55000 object_not_in_prerequisite_state.
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: Self = Self("55000");
     /// 57014 query_canceled.
     pub const QUERY_CANCELED: Self = Self("57014");
     /// 57P01 admin_shutdown.

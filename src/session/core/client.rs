@@ -5,7 +5,7 @@
 use super::{ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
 use crate::gateway::RuleSnapshot;
 use crate::session::phases::{Decision, Refusal, Refused, RequestContext, RequestKind};
-use crate::session::tracker::Statement;
+use crate::session::tracker::{Projected, Statement};
 use crate::sqlstate::Sqlstate;
 use crate::wire::encode;
 use crate::wire::frontend::{
@@ -136,9 +136,13 @@ impl Core {
             }
             b'B' => {
                 let bind = bind_view(frame).map_err(malformed)?;
-                let Some(statement) = self.tracker.projected_statement(bind.statement) else {
-                    let r = unknown_statement(bind.statement);
-                    return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
+                let statement = match self.tracker.projected_statement(bind.statement) {
+                    Projected::Known(statement) => statement,
+                    unknown => {
+                        let uncertain = matches!(unknown, Projected::Uncertain);
+                        let r = unknown_statement(bind.statement, uncertain);
+                        return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
+                    }
                 };
                 self.request(
                     frame,
@@ -150,11 +154,14 @@ impl Core {
             }
             b'E' => {
                 let (portal, _) = execute_view(frame).map_err(malformed)?;
-                let Some(statement) = self.tracker.projected_portal(portal) else {
-                    let r = unknown_portal(portal);
-                    return Ok(self.refuse(RequestKind::Execute, None, CORE, &r, to_server));
+                let statement = match self.tracker.projected_portal(portal) {
+                    Projected::Known(statement) => statement.cloned(),
+                    unknown => {
+                        let uncertain = matches!(unknown, Projected::Uncertain);
+                        let r = unknown_portal(portal, uncertain);
+                        return Ok(self.refuse(RequestKind::Execute, None, CORE, &r, to_server));
+                    }
                 };
-                let statement = statement.cloned();
                 self.request(
                     frame,
                     Message::Execute(portal),
@@ -164,15 +171,21 @@ impl Core {
                 )
             }
             b'D' => {
+                // A Describe is judged by nothing but the name's existence:
+                // one the server may have either of two ways goes through.
                 let target = target_view(frame).map_err(malformed)?;
-                let known = match target {
-                    Target::Statement(n) => self.tracker.projected_statement(n).is_some(),
-                    Target::Portal(n) => self.tracker.projected_portal(n).is_some(),
+                let absent = match target {
+                    Target::Statement(n) => {
+                        matches!(self.tracker.projected_statement(n), Projected::Absent)
+                    }
+                    Target::Portal(n) => {
+                        matches!(self.tracker.projected_portal(n), Projected::Absent)
+                    }
                 };
-                if !known {
+                if absent {
                     let r = match target {
-                        Target::Statement(n) => unknown_statement(n),
-                        Target::Portal(n) => unknown_portal(n),
+                        Target::Statement(n) => unknown_statement(n, false),
+                        Target::Portal(n) => unknown_portal(n, false),
                     };
                     // Refused like an extended-protocol message of its own.
                     return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
@@ -382,24 +395,42 @@ impl Core {
 /// Who refuses what the core itself refuses (unknown names, FunctionCall).
 const CORE: &str = "pgward";
 
-fn unknown_statement(name: &[u8]) -> Refusal {
-    Refusal::new(
+/// The refusal of a use of statement `name`, which the projection does not
+/// know: it will be absent, or `uncertain` (one of two statements).
+fn unknown_statement(name: &[u8], uncertain: bool) -> Refusal {
+    unknown(
+        "prepared statement",
         Sqlstate::INVALID_SQL_STATEMENT_NAME,
-        format!(
-            "prepared statement \"{}\" does not exist",
-            String::from_utf8_lossy(name)
-        ),
+        name,
+        uncertain,
     )
-    .with_hint("pgward refuses names it has not seen created in this session.")
 }
 
-fn unknown_portal(name: &[u8]) -> Refusal {
+/// The refusal of a use of portal `name` (as for a statement).
+fn unknown_portal(name: &[u8], uncertain: bool) -> Refusal {
+    unknown("portal", Sqlstate::INVALID_CURSOR_NAME, name, uncertain)
+}
+
+fn unknown(what: &str, absent: Sqlstate, name: &[u8], uncertain: bool) -> Refusal {
+    let name = String::from_utf8_lossy(name);
+    if !uncertain {
+        return Refusal::new(absent, format!("{what} \"{name}\" does not exist"))
+            .with_hint("pgward refuses names it has not seen created in this session.");
+    }
     Refusal::new(
-        Sqlstate::INVALID_CURSOR_NAME,
+        Sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
         format!(
-            "portal \"{}\" does not exist",
-            String::from_utf8_lossy(name)
+            "{what} \"{name}\" names one of two things until the server answers \
+             the requests before this one"
         ),
     )
-    .with_hint("pgward refuses names it has not seen created in this session.")
+    .with_detail(
+        "An earlier request that changes it (a Parse, Bind, Close or PREPARE) may \
+         fail, or be skipped after an error in its batch, and the name would then keep \
+         what it had.",
+    )
+    .with_hint(
+        "Read the answers to the earlier requests before using the name, or Close and \
+         create it in the same batch as its use.",
+    )
 }

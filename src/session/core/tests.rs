@@ -233,11 +233,11 @@ fn a_close_the_server_skipped_leaves_the_statement() {
     )
     .unwrap();
     assert!(
-        c.tracker.projected_statement(b"s1").is_some(),
+        c.tracker.projected_statement(b"s1").known().is_some(),
         "skipped Close"
     );
     assert!(
-        c.tracker.projected_statement(b"s2").is_none(),
+        c.tracker.projected_statement(b"s2").known().is_none(),
         "skipped Parse"
     );
     let (out, _) = client(&mut c, &concat(&[bind("", "s2"), sync()]));
@@ -259,7 +259,7 @@ fn messages_after_an_unsynced_error_are_skipped() {
     assert!(!c.tracker.busy(), "nothing the server will answer");
     client(&mut c, &sync());
     server(&mut c, &ready(b'I')).unwrap();
-    assert!(c.tracker.projected_statement(b"s9").is_none());
+    assert!(c.tracker.projected_statement(b"s9").known().is_none());
 }
 
 #[test]
@@ -415,7 +415,10 @@ fn sql_prepare_and_cursors_share_the_protocol_namespaces() {
         &mut c,
         &query("PREPARE p1 AS SELECT 1; DECLARE c1 CURSOR WITH HOLD FOR SELECT 1"),
     );
-    assert!(c.tracker.projected_statement(b"p1").is_some(), "projected");
+    assert!(
+        c.tracker.projected_statement(b"p1").known().is_some(),
+        "projected"
+    );
     server(
         &mut c,
         &concat(&[
@@ -459,8 +462,8 @@ fn texts_that_differ_in_their_numbers_are_still_read_for_names() {
         let tag = if i < 2 { "SELECT 1" } else { "PREPARE" };
         server(&mut c, &concat(&[command_complete(tag), ready(b'I')])).unwrap();
     }
-    assert!(c.tracker.projected_statement(b"p1").is_some());
-    assert!(c.tracker.projected_statement(b"p22").is_some());
+    assert!(c.tracker.projected_statement(b"p1").known().is_some());
+    assert!(c.tracker.projected_statement(b"p22").known().is_some());
     client(&mut c, &query("DEALLOCATE p1"));
     server(
         &mut c,
@@ -473,8 +476,8 @@ fn texts_that_differ_in_their_numbers_are_still_read_for_names() {
         &concat(&[command_complete("DEALLOCATE"), ready(b'I')]),
     )
     .unwrap();
-    assert!(c.tracker.projected_statement(b"p1").is_none());
-    assert!(c.tracker.projected_statement(b"p22").is_none());
+    assert!(c.tracker.projected_statement(b"p1").known().is_none());
+    assert!(c.tracker.projected_statement(b"p22").known().is_none());
 }
 
 #[test]
@@ -528,7 +531,7 @@ fn bind_counts_are_read_unsigned() {
     }
     let (out, _) = client(&mut c, &msg(b'B', &body));
     assert_eq!(out[0], b'B');
-    assert!(c.tracker.projected_portal(b"p").is_some());
+    assert!(c.tracker.projected_portal(b"p").known().is_some());
 }
 
 #[test]

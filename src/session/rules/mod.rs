@@ -11,7 +11,7 @@ pub(crate) use approval::ApprovalSide;
 pub use settings::ReportedSettings;
 
 use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind};
-use super::tracker::{Statement, Tracker};
+use super::tracker::{Projected, Statement, Tracker};
 use crate::policy::encoding::ClientEncoding;
 use crate::policy::facts::{Effect, Unit};
 use crate::policy::rules::{Denial, Identity, Verdict};
@@ -206,10 +206,22 @@ impl RulesPhase {
                             units.iter().map(|u| (u, &*outcome.text)),
                             &policy.rules.audience(&self.identity),
                         )
-                    } else if let Some(statement) = tracker.projected_statement(name.as_bytes()) {
-                        self.prepared_verdict(policy, name, &statement, session)
                     } else {
-                        Verdict::Deny(unprepared(name, "was not prepared through pgward's rules"))
+                        match tracker.projected_statement(name.as_bytes()) {
+                            Projected::Known(statement) => {
+                                self.prepared_verdict(policy, name, &statement, session)
+                            }
+                            Projected::Absent => Verdict::Deny(unprepared(
+                                name,
+                                "was not prepared through pgward's rules",
+                            )),
+                            Projected::Uncertain => Verdict::Deny(unprepared(
+                                name,
+                                "names one of two statements until the server answers \
+                                 the requests before this one (an earlier PREPARE, Parse \
+                                 or DEALLOCATE may fail)",
+                            )),
+                        }
                     };
                     match verdict {
                         Verdict::Deny(d) => return Verdict::Deny(d),

@@ -17,19 +17,21 @@
 //! - during COPY FROM STDIN the server ignores Sync and Flush.
 //!
 //! Phases judge requests when they are sent, against the *projected* state
-//! (what the server will have when it reaches the message, if everything
-//! before it succeeds); rows are planned when they arrive, against the
-//! *confirmed* state. A name the projection does not know is refused; an
+//! (what a name holds when the server reaches the message, in every outcome
+//! of the requests before it: `projection`); rows are planned when they
+//! arrive, against the *confirmed* state. A name the projection does not know is refused; an
 //! answer the model cannot pair is the server's (or pgward's) loss of step,
 //! and ends the session.
 
 mod name;
 mod name_map;
+mod projection;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use name::Name;
 use name_map::NameMap;
+pub use projection::Projected;
 
 use super::phases::RequestKind;
 use crate::sql::names::{self, NameEffect};
@@ -443,7 +445,7 @@ impl Tracker {
     pub(crate) fn bind(&mut self, bind: &BindView<'_>, statement: Option<&Arc<Statement>>) {
         let bound = match statement {
             Some(s) => Some(Arc::clone(s)),
-            None => self.projected_statement(bind.statement),
+            None => self.projected_statement(bind.statement).known(),
         };
         self.push(Req::Bind {
             portal: Name::new(bind.portal),
@@ -514,70 +516,6 @@ impl Tracker {
                 last.refusal = Some(Box::new(error));
             }
         }
-    }
-
-    // ---- projections, for judging a message as it is sent ----
-
-    /// The statement `name` as the server will have it when it reaches the
-    /// next message, if everything queued before succeeds.
-    pub fn projected_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
-        for entry in self.queue.iter().rev() {
-            match &entry.req {
-                Req::Parse { name: n, statement } if n.as_bytes() == name => {
-                    return Some(Arc::clone(statement))
-                }
-                Req::CloseStatement(n) if n.as_bytes() == name => return None,
-                Req::Query { .. } if name.is_empty() => return None,
-                Req::Query { effects, text, .. } => {
-                    for (_, effect) in effects.iter().rev() {
-                        match effect {
-                            NameEffect::Prepare(n) if n == name => {
-                                return Some(Arc::new(Statement {
-                                    text: Arc::clone(text),
-                                    sql_prepare: true,
-                                    described: OnceLock::new(),
-                                    param_types: ParamTypes::default(),
-                                }))
-                            }
-                            NameEffect::Deallocate(n) if n == name => return None,
-                            NameEffect::DeallocateAll | NameEffect::DiscardAll => return None,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.statements.get(name).cloned()
-    }
-
-    /// The portal `name` as the server will have it when it reaches the
-    /// next message: `None` if it will not exist, else the statement it was
-    /// bound from (none for a SQL cursor). Optimistic about transaction
-    /// ends still to come: if the portal is gone by then, the server says
-    /// so.
-    pub fn projected_portal(&self, name: &[u8]) -> Option<Option<&Arc<Statement>>> {
-        for entry in self.queue.iter().rev() {
-            match &entry.req {
-                Req::Bind { portal, bound, .. } if portal.as_bytes() == name => {
-                    return Some(bound.as_ref())
-                }
-                Req::ClosePortal(n) if n.as_bytes() == name => return None,
-                Req::Query { .. } if name.is_empty() => return None,
-                Req::Query { effects, .. } => {
-                    for (_, effect) in effects.iter().rev() {
-                        match effect {
-                            NameEffect::Declare { name: n, .. } if n == name => return Some(None),
-                            NameEffect::Close(n) if n == name => return None,
-                            NameEffect::CloseAll | NameEffect::DiscardAll => return None,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.portals.get(name).map(|p| p.statement.as_ref())
     }
 
     // ---- server side: answers ----

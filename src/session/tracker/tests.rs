@@ -1,6 +1,7 @@
 //! The tracker alone: requests as they go out, answers as they come back,
 //! and what it then says a name is.
 
+use super::Projected;
 use super::*;
 use crate::wire::frontend::bind_view;
 
@@ -43,7 +44,7 @@ fn bind(t: &mut Tracker, portal: &str, statement: &str) {
     body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     let raw = frame(b'B', &body);
     let view = bind_view(FrameRef::new(&raw).expect("a whole frame")).expect("a Bind");
-    let projected = t.projected_statement(view.statement);
+    let projected = t.projected_statement(view.statement).known();
     t.bind(&view, projected.as_ref());
 }
 
@@ -55,6 +56,7 @@ fn parse(t: &mut Tracker, name: &str, sql: &str) {
 /// (with nothing queued: as the server has it).
 fn portal_text(t: &Tracker, portal: &str) -> Option<Option<String>> {
     t.projected_portal(portal.as_bytes())
+        .known()
         .map(|s| s.map(|s| String::from_utf8_lossy(&s.text).into_owned()))
 }
 
@@ -132,7 +134,7 @@ fn a_close_of_a_missing_unnamed_portal_is_no_error() {
     ok(&mut t, b'3', b"");
     assert!(!t.busy());
     assert_eq!(portal_text(&t, ""), None);
-    assert!(t.projected_statement(b"").is_none());
+    assert!(t.projected_statement(b"").known().is_none());
 }
 
 #[test]
@@ -151,7 +153,7 @@ fn a_simple_query_drops_the_unnamed_statement_and_portal() {
     t.query(b"SELECT 3", None);
     // Projected at once; confirmed at the Query's first answer.
     assert_eq!(portal_text(&t, ""), None);
-    assert!(t.projected_statement(b"").is_none());
+    assert!(t.projected_statement(b"").known().is_none());
     assert!(t.portals.get(b"").is_some());
     assert_eq!(ok(&mut t, b'T', &[0, 0]), Event::ResultStart);
     assert!(t.portals.get(b"").is_none() && t.statements.get(b"").is_none());
@@ -159,7 +161,7 @@ fn a_simple_query_drops_the_unnamed_statement_and_portal() {
     ready(&mut t, b'T');
     // The named ones, and a portal bound from the unnamed statement, stay.
     assert_eq!(portal_text(&t, "p"), text("SELECT 1"));
-    assert!(t.projected_statement(b"named").is_some());
+    assert!(t.projected_statement(b"named").known().is_some());
     // An Execute of the unnamed portal now finds none.
     t.execute(b"");
     assert_eq!(
@@ -243,7 +245,7 @@ fn an_error_in_a_batch_skips_to_sync_and_drops_a_failed_unnamed_bind() {
     assert!(!t.busy(), "skipped by the server");
     t.sync();
     ready(&mut t, b'I');
-    assert!(t.projected_statement(b"").is_some());
+    assert!(t.projected_statement(b"").known().is_some());
     assert_eq!(portal_text(&t, ""), None);
 }
 
@@ -258,7 +260,7 @@ fn a_failed_unnamed_parse_drops_the_unnamed_statement() {
     t.sync();
     error(&mut t);
     ready(&mut t, b'I');
-    assert!(t.projected_statement(b"").is_none());
+    assert!(t.projected_statement(b"").known().is_none());
 }
 
 #[test]
@@ -283,7 +285,7 @@ fn a_portal_runs_the_statement_it_was_bound_from() {
     }
     assert_eq!(portal_text(&t, ""), text("SELECT 'first'"));
     assert_eq!(portal_text(&t, "p"), text("SELECT 'named'"));
-    assert!(t.projected_statement(b"n").is_none());
+    assert!(t.projected_statement(b"n").known().is_none());
 }
 
 #[test]
@@ -293,9 +295,13 @@ fn a_cursor_declared_in_a_queued_query_has_no_statement() {
     bind(&mut t, "c", "s1");
     t.sync();
     t.query(b"CLOSE c; DECLARE c CURSOR FOR SELECT 3", None);
-    assert_eq!(portal_text(&t, "c"), Some(None));
+    // The CLOSE may fail and the DECLARE be skipped: c may still be bound.
+    assert!(matches!(t.projected_portal(b"c"), Projected::Uncertain));
+    t.query(b"DECLARE d CURSOR FOR SELECT 4", None);
+    assert_eq!(portal_text(&t, "d"), Some(None));
+    // A pending CLOSE ALL leaves the cursor or none.
     t.query(b"CLOSE ALL", None);
-    assert_eq!(portal_text(&t, "c"), None);
+    assert_eq!(portal_text(&t, "d"), Some(None));
 }
 
 #[test]
@@ -360,7 +366,7 @@ fn a_statement_description_serves_its_portals_where_kept() {
         assert!(result.formats.is_some(), "Bind's formats");
         ok(&mut t, b'C', b"SELECT 1\0");
         ready(&mut t, b'I');
-        let s = t.projected_statement(b"s").expect("kept");
+        let s = t.projected_statement(b"s").known().expect("kept");
         assert_eq!(s.param_types.of(0), Some(23), "described types kept always");
     }
     // A description of a statement that does not exist is out of step.
@@ -373,4 +379,131 @@ fn a_statement_description_serves_its_portals_where_kept() {
             "of a statement that does not exist"
         ))
     );
+}
+
+// ---- projections over requests that may fail ----
+
+/// The text the projection says statement `name` will have: `None` when
+/// absent, `Some(None)` when uncertain.
+fn statement_text(t: &Tracker, name: &str) -> Option<Option<String>> {
+    match t.projected_statement(name.as_bytes()) {
+        Projected::Absent => None,
+        Projected::Uncertain => Some(None),
+        Projected::Known(s) => Some(Some(String::from_utf8_lossy(&s.text).into_owned())),
+    }
+}
+
+const UNCERTAIN: Option<Option<String>> = Some(None);
+
+#[test]
+fn a_parse_over_an_existing_name_leaves_later_batches_uncertain() {
+    let mut t = with_statements();
+    parse(&mut t, "s1", "SELECT 9");
+    // In its own batch a use runs only if the Parse succeeded.
+    assert_eq!(statement_text(&t, "s1"), text("SELECT 9"));
+    t.sync();
+    // After its Sync the Parse may have failed (42P05: s1 exists) and s1
+    // kept its old text.
+    assert_eq!(statement_text(&t, "s1"), UNCERTAIN);
+    assert_eq!(
+        statement_text(&t, "s2"),
+        text("SELECT 2"),
+        "others unchanged"
+    );
+    error(&mut t);
+    ready(&mut t, b'I');
+    assert_eq!(
+        statement_text(&t, "s1"),
+        text("SELECT 1"),
+        "the failure known"
+    );
+}
+
+#[test]
+fn a_new_name_is_known_after_its_batch() {
+    let mut t = with_statements();
+    parse(&mut t, "s3", "SELECT 3");
+    t.sync();
+    // Whether it succeeds or not, a use runs only the new text.
+    assert_eq!(statement_text(&t, "s3"), text("SELECT 3"));
+    error(&mut t);
+    ready(&mut t, b'I');
+    assert_eq!(statement_text(&t, "s3"), None);
+}
+
+#[test]
+fn close_and_parse_in_one_batch_are_certain_only_within_it() {
+    let mut t = with_statements();
+    t.close(Target::Statement(b"s1"));
+    parse(&mut t, "s1", "SELECT 9");
+    assert_eq!(statement_text(&t, "s1"), text("SELECT 9"));
+    t.sync();
+    // The batch may be cut short before its Close (a cancel, say).
+    assert_eq!(statement_text(&t, "s1"), UNCERTAIN);
+    ok(&mut t, b'3', b"");
+    ok(&mut t, b'1', b"");
+    ready(&mut t, b'I');
+    assert_eq!(statement_text(&t, "s1"), text("SELECT 9"));
+    // Re-creating a name with the same text is certain either way.
+    t.close(Target::Statement(b"s1"));
+    parse(&mut t, "s1", "SELECT 9");
+    t.sync();
+    assert_eq!(statement_text(&t, "s1"), text("SELECT 9"));
+    // A pending Close alone leaves the old statement or none.
+    t.close(Target::Statement(b"s2"));
+    t.sync();
+    assert_eq!(statement_text(&t, "s2"), text("SELECT 2"));
+}
+
+#[test]
+fn an_unnamed_parse_skipped_after_an_error_keeps_the_old_statement() {
+    let mut t = Tracker::new(false);
+    parse(&mut t, "", "SELECT 1");
+    t.sync();
+    ok(&mut t, b'1', b"");
+    ready(&mut t, b'I');
+    parse(&mut t, "x", "SELECT 2");
+    parse(&mut t, "", "SELECT 3");
+    assert_eq!(statement_text(&t, ""), text("SELECT 3"));
+    t.sync();
+    assert_eq!(statement_text(&t, ""), UNCERTAIN);
+    // The first Parse fails: the server skips the second.
+    error(&mut t);
+    ready(&mut t, b'I');
+    assert_eq!(statement_text(&t, ""), text("SELECT 1"));
+}
+
+#[test]
+fn a_prepare_in_a_query_may_fail_like_a_parse() {
+    let mut t = with_statements();
+    t.query(b"PREPARE s1 AS SELECT 7", None);
+    assert_eq!(statement_text(&t, "s1"), UNCERTAIN, "s1 exists: may fail");
+    t.query(b"PREPARE s4 AS SELECT 4", None);
+    assert_eq!(
+        statement_text(&t, "s4"),
+        text("PREPARE s4 AS SELECT 4"),
+        "a new name"
+    );
+    // A pending DEALLOCATE leaves the statement or none.
+    t.query(b"DEALLOCATE s2", None);
+    assert_eq!(statement_text(&t, "s2"), text("SELECT 2"));
+    // A Query drops the unnamed statement whatever it does.
+    assert_eq!(statement_text(&t, ""), None);
+}
+
+#[test]
+fn a_bind_over_a_held_cursor_leaves_later_batches_uncertain() {
+    let mut t = with_statements();
+    t.query(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1", None);
+    ok(&mut t, b'C', b"DECLARE CURSOR\0");
+    ready(&mut t, b'I');
+    assert_eq!(portal_text(&t, "c"), Some(None));
+    bind(&mut t, "c", "s1");
+    assert_eq!(portal_text(&t, "c"), text("SELECT 1"), "in its batch");
+    t.sync();
+    // The Bind fails (42P03: c exists) and an Execute of c runs the cursor.
+    assert!(matches!(t.projected_portal(b"c"), Projected::Uncertain));
+    error(&mut t);
+    ready(&mut t, b'I');
+    assert_eq!(portal_text(&t, "c"), Some(None));
 }

@@ -1,0 +1,210 @@
+//! Projections: what a name will be when the server reaches the message
+//! being judged now, from the confirmed state and the requests queued
+//! before it.
+
+use super::{Entry, ParamTypes, Req, Statement, Tracker};
+use crate::sql::names::NameEffect;
+use std::sync::{Arc, OnceLock};
+
+/// What a name will be when the server reaches the next message.
+///
+/// The queue holds requests not yet answered, and any of them may fail: a
+/// Parse of a name that exists fails (42P05), and so does one the server
+/// skips after an earlier error in its batch; the name then keeps what it
+/// had. A message is judged by what the name holds in every outcome where
+/// the message runs; where two outcomes hold different things, the answer
+/// is [`Projected::Uncertain`] and the message is refused, since judging
+/// either would let the server run the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Projected<T> {
+    /// It will not exist (the server refuses a use of it).
+    Absent,
+    /// It will be this, or not exist, whichever earlier requests fail.
+    Known(T),
+    /// It will be one of two different things, depending on whether
+    /// earlier requests not answered yet succeed.
+    Uncertain,
+}
+
+impl<T> Projected<T> {
+    /// What it certainly is, if anything.
+    pub fn known(self) -> Option<T> {
+        match self {
+            Projected::Known(value) => Some(value),
+            Projected::Absent | Projected::Uncertain => None,
+        }
+    }
+}
+
+/// Two statements the same for judging: the same text, made the same way,
+/// with the same declared parameter types (a Query's PREPARE is projected
+/// as a new statement on every look).
+fn same_statement(a: &Arc<Statement>, b: &Arc<Statement>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.sql_prepare == b.sql_prepare
+            && a.text == b.text
+            && a.param_types.parsed == b.param_types.parsed)
+}
+
+/// Two portals the same for judging: bound from the same statement, or
+/// both SQL cursors (judged when declared).
+fn same_bound(a: &Option<&Arc<Statement>>, b: &Option<&Arc<Statement>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_statement(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// One name's possible values, gathered walking the queue back from its
+/// newest request.
+struct Walk<T> {
+    /// The value an uncertain request further on may have given the name.
+    found: Option<T>,
+    same: fn(&T, &T) -> bool,
+}
+
+impl<T> Walk<T> {
+    fn new(same: fn(&T, &T) -> bool) -> Self {
+        Self { found: None, same }
+    }
+
+    /// A request that makes the name `value`; `certain`: it took effect if
+    /// the judged message runs. `Some` when the walk is over.
+    fn set(&mut self, value: T, certain: bool) -> Option<Projected<T>> {
+        match self.found.take() {
+            Some(found) if !(self.same)(&found, &value) => Some(Projected::Uncertain),
+            Some(found) => {
+                self.found = Some(found);
+                certain.then(|| self.end())
+            }
+            None => {
+                self.found = Some(value);
+                certain.then(|| self.end())
+            }
+        }
+    }
+
+    /// A request that removes the name.
+    fn remove(&mut self, certain: bool) -> Option<Projected<T>> {
+        certain.then(|| self.end())
+    }
+
+    /// What the server has now, under all the queue.
+    fn confirmed(mut self, value: Option<T>) -> Projected<T> {
+        match value {
+            Some(value) => self.set(value, true).unwrap_or(Projected::Uncertain),
+            None => self.end(),
+        }
+    }
+
+    fn end(&mut self) -> Projected<T> {
+        match self.found.take() {
+            Some(value) => Projected::Known(value),
+            None => Projected::Absent,
+        }
+    }
+}
+
+impl Tracker {
+    /// The statement `name` as the server will have it when it reaches the
+    /// next message (see [`Projected`]).
+    pub fn projected_statement(&self, name: &[u8]) -> Projected<Arc<Statement>> {
+        let mut walk = Walk::new(same_statement);
+        for (entry, certain) in self.back_to_front() {
+            let step = match &entry.req {
+                Req::Parse { name: n, statement } if n.as_bytes() == name => {
+                    walk.set(Arc::clone(statement), certain)
+                }
+                Req::CloseStatement(n) if n.as_bytes() == name => walk.remove(certain),
+                // A Query drops the unnamed statement before it parses.
+                Req::Query { .. } if name.is_empty() => walk.remove(certain),
+                Req::Query { effects, text, .. } => {
+                    // Each statement of a Query may fail on its own.
+                    let mut step = None;
+                    for (_, effect) in effects.iter().rev() {
+                        step = match effect {
+                            NameEffect::Prepare(n) if n == name => walk.set(
+                                Arc::new(Statement {
+                                    text: Arc::clone(text),
+                                    sql_prepare: true,
+                                    described: OnceLock::new(),
+                                    param_types: ParamTypes::default(),
+                                }),
+                                false,
+                            ),
+                            NameEffect::Deallocate(n) if n == name => walk.remove(false),
+                            NameEffect::DeallocateAll | NameEffect::DiscardAll => {
+                                walk.remove(false)
+                            }
+                            _ => None,
+                        };
+                        if step.is_some() {
+                            break;
+                        }
+                    }
+                    step
+                }
+                _ => None,
+            };
+            if let Some(projected) = step {
+                return projected;
+            }
+        }
+        walk.confirmed(self.statements.get(name).cloned())
+    }
+
+    /// The portal `name` as the server will have it when it reaches the
+    /// next message (see [`Projected`]): what it runs is the statement it
+    /// was bound from, none for a SQL cursor. Optimistic about transaction
+    /// ends still to come: if the portal is gone by then, the server says
+    /// so.
+    pub fn projected_portal(&self, name: &[u8]) -> Projected<Option<&Arc<Statement>>> {
+        let mut walk = Walk::new(same_bound);
+        for (entry, certain) in self.back_to_front() {
+            let step = match &entry.req {
+                Req::Bind { portal, bound, .. } if portal.as_bytes() == name => {
+                    walk.set(bound.as_ref(), certain)
+                }
+                Req::ClosePortal(n) if n.as_bytes() == name => walk.remove(certain),
+                Req::Query { .. } if name.is_empty() => walk.remove(certain),
+                Req::Query { effects, .. } => {
+                    let mut step = None;
+                    for (_, effect) in effects.iter().rev() {
+                        step = match effect {
+                            NameEffect::Declare { name: n, .. } if n == name => {
+                                walk.set(None, false)
+                            }
+                            NameEffect::Close(n) if n == name => walk.remove(false),
+                            NameEffect::CloseAll | NameEffect::DiscardAll => walk.remove(false),
+                            _ => None,
+                        };
+                        if step.is_some() {
+                            break;
+                        }
+                    }
+                    step
+                }
+                _ => None,
+            };
+            if let Some(projected) = step {
+                return projected;
+            }
+        }
+        walk.confirmed(self.portals.get(name).map(|p| p.statement.as_ref()))
+    }
+
+    /// The queued requests, newest first, each with whether it certainly
+    /// took effect if the message judged now runs: a request sent since the
+    /// last Sync did (had it failed, the server would skip to that Sync),
+    /// one before it may have failed.
+    fn back_to_front(&self) -> impl Iterator<Item = (&Entry, bool)> {
+        let mut certain = true;
+        self.queue.iter().rev().map(move |entry| {
+            if matches!(entry.req, Req::Sync) {
+                certain = false;
+            }
+            (entry, certain)
+        })
+    }
+}
