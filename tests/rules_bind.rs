@@ -25,6 +25,14 @@ fn parse(name: &str, sql: &str) -> Vec<u8> {
 /// Bind of the unnamed portal from `statement`, text parameters, then
 /// Execute + Sync.
 fn bind_execute(statement: &str, params: &[Option<&str>]) -> Vec<u8> {
+    let mut out = bind_run(statement, params);
+    out.extend(sync());
+    out
+}
+
+/// Bind of the unnamed portal from `statement`, text parameters, then
+/// Execute (no Sync).
+fn bind_run(statement: &str, params: &[Option<&str>]) -> Vec<u8> {
     let mut bind = Vec::new();
     cstr(&mut bind, b"");
     cstr(&mut bind, statement.as_bytes());
@@ -45,12 +53,17 @@ fn bind_execute(statement: &str, params: &[Option<&str>]) -> Vec<u8> {
     execute.extend_from_slice(&0i32.to_be_bytes());
     let mut out = message(b'B', &bind);
     out.extend(message(b'E', &execute));
-    out.extend(sync());
     out
 }
 
 fn sync() -> Vec<u8> {
     message(b'S', b"")
+}
+
+fn describe_statement(name: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    cstr(&mut body, name.as_bytes());
+    message(b'D', &body)
 }
 
 fn close_statement(name: &str) -> Vec<u8> {
@@ -223,4 +236,176 @@ async fn names_created_with_their_use_or_fresh_stay_usable_pipelined() {
     assert!(reply
         .iter()
         .any(|m| m.tag == b'D' && m.body.ends_with(b"2")));
+}
+
+/// Random pipelined batches over names that hold a statement the current
+/// rules deny: whatever fails or is skipped, no Bind, Execute or EXECUTE
+/// pgward lets through runs it (its rows never reach the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_changes_to_a_name_never_run_the_statement_it_held() {
+    use rand::{Rng, SeedableRng};
+    let pw = Pgward::start(Backend::shared()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let t = format!("secret_{:08x}", rand::random::<u32>());
+    let reply = c
+        .simple(&format!(
+            "CREATE TABLE {t} (v text); INSERT INTO {t} VALUES ('SECRET')"
+        ))
+        .await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    let secret = format!("SELECT v FROM {t}");
+    let deny = format!(
+        "[policy]\n[[policy.rules]]\nname = \"hide\"\naction = \"deny\"\nrelations = [\"{t}\"]\n"
+    );
+    let harmless = "SELECT 'harmless'";
+    // One unit: the messages up to a Sync, or one Query.
+    let ops = [
+        parse("s", harmless),
+        parse("", harmless),
+        close_statement("s"),
+        close_statement(""),
+        parse("x", "SELECT * FROM no_such_table_at_all"),
+        parse("y", harmless),
+        bind_run("s", &[]),
+        bind_run("", &[]),
+        parse("s", &secret),
+        describe_statement("s"),
+    ];
+    let queries = [
+        query("PREPARE q AS SELECT 'harmless'"),
+        query("DEALLOCATE q"),
+        query("EXECUTE q"),
+        query("SELECT 1"),
+        query("SELECT 1/0"),
+    ];
+    let (mut harmless_rows, mut uncertain) = (0, 0);
+    for seed in 0..40u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        // Under the old rules: s, the unnamed statement and q hold the
+        // statement the new rules deny.
+        pw.reload_with("[policy]\n").expect("reload");
+        let mut setup = query(&format!("DEALLOCATE ALL; PREPARE q AS {secret}"));
+        setup.extend(parse("s", &secret));
+        setup.extend(parse("", &secret));
+        setup.extend(sync());
+        c.send(&setup).await;
+        for _ in 0..2 {
+            let reply = c.until_ready().await;
+            assert!(error_of(&reply).is_none(), "seed {seed}: {reply:?}");
+        }
+        pw.reload_with(&deny).expect("reload");
+        let mut sent = Vec::new();
+        let units = rng.gen_range(2..=5);
+        for _ in 0..units {
+            if rng.gen_bool(0.25) {
+                sent.extend(&queries[rng.gen_range(0..queries.len())]);
+            } else {
+                for _ in 0..rng.gen_range(1..=5) {
+                    sent.extend(&ops[rng.gen_range(0..ops.len())]);
+                }
+                sent.extend(sync());
+            }
+        }
+        c.send(&sent).await;
+        for _ in 0..units {
+            let reply = c.until_ready().await;
+            assert!(
+                !reply
+                    .iter()
+                    .any(|m| m.tag == b'D' && m.body.windows(6).any(|w| w == b"SECRET")),
+                "seed {seed}: the denied statement ran: {reply:?}"
+            );
+            harmless_rows += reply
+                .iter()
+                .filter(|m| m.tag == b'D' && m.body.ends_with(b"harmless"))
+                .count();
+            uncertain += reply
+                .iter()
+                .filter(|m| m.tag == b'E' && m.body.windows(6).any(|w| w == b"C55000"))
+                .count();
+        }
+    }
+    // Not vacuous: harmless statements ran, and uncertain names were met.
+    assert!(
+        harmless_rows > 0 && uncertain > 0,
+        "{harmless_rows} {uncertain}"
+    );
+}
+
+/// A statement is judged again at its Bind when what its names resolve to
+/// may have changed: the server resolves them again when it runs it. Here
+/// a TRUNCATE allowed on the session's own temporary table would, once
+/// that table is dropped, truncate the permanent table of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_is_judged_under_the_names_of_now() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let t = format!("shadowed_{:08x}", rand::random::<u32>());
+    let reply = c
+        .simple(&format!(
+            "CREATE TABLE public.{t} (id int); INSERT INTO public.{t} VALUES (1)"
+        ))
+        .await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    let reply = c.simple(&format!("TRUNCATE public.{t}")).await;
+    assert_eq!(error_of(&reply).expect("denied").sqlstate(), "42501");
+    let reply = c.simple(&format!("CREATE TEMP TABLE {t} (id int)")).await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    // Allowed while the bare name is the session's own temporary table.
+    let mut prepare = parse("wipe", &format!("TRUNCATE {t}"));
+    prepare.extend(sync());
+    c.send(&prepare).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    c.send(&bind_execute("wipe", &[])).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    // The temporary table gone, the same statement would truncate the
+    // permanent one: refused at its Bind.
+    let reply = c.simple(&format!("DROP TABLE {t}")).await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    c.send(&bind_execute("wipe", &[])).await;
+    let reply = c.until_ready().await;
+    let err = error_of(&reply).expect("refused");
+    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    let reply = c.simple(&format!("SELECT count(*) FROM public.{t}")).await;
+    assert!(
+        reply
+            .iter()
+            .any(|m| m.tag == b'D' && m.body.ends_with(b"1")),
+        "{reply:?}"
+    );
+}
+
+/// A temporary table counts as the session's own only once a statement
+/// that creates it has run: a Parse alone creates nothing, and a DROP of
+/// the bare name would then drop the permanent table of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parsed_create_temp_that_never_ran_makes_no_table_its_own() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let t = format!("unmade_{:08x}", rand::random::<u32>());
+    let reply = c.simple(&format!("CREATE TABLE public.{t} (id int)")).await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    let mut only_parsed = parse("mk", &format!("CREATE TEMP TABLE {t} (id int)"));
+    only_parsed.extend(sync());
+    c.send(&only_parsed).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    for sql in [format!("DROP TABLE {t}"), format!("TRUNCATE {t}")] {
+        let reply = c.simple(&sql).await;
+        let err = error_of(&reply).expect("refused");
+        assert_eq!(err.sqlstate(), "42501", "{sql}: {err:?}");
+    }
+    // Once it ran, the table is the session's own.
+    c.send(&bind_execute("mk", &[])).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    let reply = c.simple(&format!("DROP TABLE {t}")).await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    let reply = c.simple(&format!("SELECT count(*) FROM public.{t}")).await;
+    assert!(
+        error_of(&reply).is_none(),
+        "the permanent table stays: {reply:?}"
+    );
 }

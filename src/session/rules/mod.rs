@@ -4,6 +4,7 @@
 //! conversation tracker says was prepared.
 
 pub(crate) mod approval;
+mod bind;
 pub(crate) mod called;
 mod settings;
 
@@ -12,13 +13,14 @@ pub use settings::ReportedSettings;
 
 use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind};
 use super::tracker::{Projected, Statement, Tracker};
+use crate::policy::called::CodeCatalog;
 use crate::policy::encoding::ClientEncoding;
 use crate::policy::facts::{Effect, Unit};
 use crate::policy::rules::{Denial, Identity, Verdict};
-use crate::policy::{Lexing, Outcome, Param, Policy, Session};
+use crate::policy::{Lexing, Outcome, Policy, Session};
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
-use crate::wire::frontend::BindView;
+use bind::BindChecked;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,9 +32,9 @@ pub struct RulesPhase {
     /// ReadyForQuery messages seen: the number of the request answered
     /// last (temporary tables count once their request is answered).
     answered: u64,
-    /// Statements lately bound, under which rule set, and what their Bind
-    /// must judge again.
-    bind_checked: Vec<(Arc<Statement>, Arc<Policy>, AtBind)>,
+    /// Statements lately bound, under what they were judged, and what
+    /// their Bind must judge again.
+    bind_checked: Vec<BindChecked>,
     /// Approvals, when the session can ask for them.
     approvals: Option<ApprovalSide>,
     /// The database's code catalog (kept fresh by the `code` phase).
@@ -46,21 +48,6 @@ pub struct RulesPhase {
     /// again when it ends (pgward's catalog reads see only what committed).
     ddl_in_transaction: bool,
 }
-
-/// What a Bind of a statement judges again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AtBind {
-    /// Nothing: the Parse's verdict stands.
-    Nothing,
-    /// The verdict depends on the parameters: judged with their values.
-    Values,
-    /// It needs approval: asked for at Bind, where the parameters (which
-    /// the approval covers) are known.
-    Approval,
-}
-
-/// Statements remembered in `bind_checked`.
-const BIND_CHECKED: usize = 16;
 
 impl RulesPhase {
     /// The phase for one session. The rules come with each request (the
@@ -150,9 +137,13 @@ impl RulesPhase {
                 }
                 // The request this message is answered with: the next
                 // ReadyForQuery after those already due.
-                let due = self.answered + tracker.ready_pending() + 1;
-                for effect in &outcome.effects {
-                    self.settings.temp.apply(effect, due);
+                // What a Query does to the session takes effect with its
+                // answer; a Parse's when an Execute runs it (`bind`).
+                if !parse {
+                    let due = self.answered + tracker.ready_pending() + 1;
+                    for effect in &outcome.effects {
+                        self.settings.temp.apply(effect, due);
+                    }
                 }
                 Decision::Forward
             }
@@ -273,7 +264,7 @@ struct Snapshot {
     own_temp_tables: BTreeSet<String>,
     client_encoding: ClientEncoding,
     server_major: u32,
-    code: Option<Arc<crate::policy::called::CodeCatalog>>,
+    code: Option<Arc<CodeCatalog>>,
 }
 
 impl Snapshot {
@@ -295,12 +286,7 @@ impl RulesPhase {
     /// before the text is lexed: then every reading counts.
     fn snapshot(&mut self, tracker: &Tracker, policy: &Policy) -> Snapshot {
         let settings = self.settings.current();
-        // The catalog only where the rules resolve called code (the `code`
-        // phase has read it by now for identities the rules apply to).
-        let code = match (policy.rules.called_code, &self.code) {
-            (Some(_), Some(store)) => store.current_seen(&mut self.code_seen),
-            _ => None,
-        };
+        let code = self.code_now(policy);
         Snapshot {
             lexing: if tracker.busy() {
                 Lexing::Uncertain(settings)
@@ -317,83 +303,12 @@ impl RulesPhase {
         }
     }
 
-    /// A Bind of a statement whose verdict depends on its parameters: judged
-    /// again with the values it brings (text format; binary values stay
-    /// unknown, the worst), refused if they make it a denied statement; and
-    /// a Bind of a statement that needs approval asks for it here.
-    fn judge_bind(
-        &mut self,
-        ctx: &RequestContext<'_>,
-        statement: &Arc<Statement>,
-        bind: &BindView<'_>,
-    ) -> Decision {
-        let policy = &ctx.rules.policy;
-        if policy.is_inert() {
-            return Decision::Forward;
-        }
-        let text = &statement.text[..];
-        let snapshot = self.snapshot(ctx.tracker, policy);
-        let session = snapshot.session();
-        // What the Bind must judge, by statement and rule set: drivers bind
-        // the same statements over and over, and most pass here with a
-        // pointer comparison.
-        let known = self
-            .bind_checked
-            .iter()
-            .find(|(s, p, _)| Arc::ptr_eq(s, statement) && Arc::ptr_eq(p, policy))
-            .map(|(_, _, at_bind)| *at_bind);
-        let at_bind = match known {
-            Some(at_bind) => at_bind,
-            None => {
-                let outcome = policy.judge_in(text, &self.identity, &session);
-                let at_bind = if outcome.depends_on_parameters() {
-                    AtBind::Values
-                } else if matches!(outcome.verdict, Verdict::Approval(_)) {
-                    AtBind::Approval
-                } else {
-                    AtBind::Nothing
-                };
-                if self.bind_checked.len() >= BIND_CHECKED {
-                    self.bind_checked.remove(0);
-                }
-                self.bind_checked
-                    .push((Arc::clone(statement), Arc::clone(policy), at_bind));
-                at_bind
-            }
-        };
-        let outcome = match at_bind {
-            AtBind::Nothing => return Decision::Forward,
-            AtBind::Approval => policy.judge_in(text, &self.identity, &session),
-            AtBind::Values => {
-                let params: Vec<Param<'_>> = bind
-                    .params()
-                    .enumerate()
-                    .map(|(i, value)| match (value, bind.param_format(i)) {
-                        (None, _) => Param::Null,
-                        (Some(v), 0) => Param::Text(v),
-                        (Some(_), _) => Param::Binary,
-                    })
-                    .collect();
-                policy.judge_bound(text, &self.identity, &session, &params)
-            }
-        };
-        match &outcome.verdict {
-            Verdict::Allow(_) => Decision::Forward,
-            Verdict::Deny(d) => self.refused(
-                &outcome.text,
-                d.clone(),
-                "statement refused with its Bind parameters",
-            ),
-            Verdict::Approval(a) => self.approval(
-                ctx,
-                a,
-                &approval::Asking {
-                    text,
-                    bind: Some((bind, statement)),
-                    encoding: &snapshot.client_encoding,
-                },
-                &outcome.text,
-            ),
+    /// The code catalog, only where the rules resolve called code (the
+    /// `code` phase has read it by now for identities the rules apply to).
+    fn code_now(&mut self, policy: &Policy) -> Option<Arc<CodeCatalog>> {
+        match (policy.rules.called_code, &self.code) {
+            (Some(_), Some(store)) => store.current_seen(&mut self.code_seen),
+            _ => None,
         }
     }
 }
@@ -430,6 +345,10 @@ impl Phase for RulesPhase {
             (RequestKind::Bind, Some(_)) => match (ctx.statement, ctx.bind) {
                 (Some(statement), Some(bind)) => self.judge_bind(ctx, statement, bind),
                 _ => Decision::Forward,
+            },
+            (RequestKind::Execute, Some(_)) => match ctx.statement {
+                Some(statement) => self.judge_execute(ctx, statement),
+                None => Decision::Forward,
             },
             _ => Decision::Forward,
         }

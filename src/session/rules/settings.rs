@@ -199,6 +199,12 @@ impl TempTables {
     }
 
     pub(super) fn error(&self) {
+        // An error while nothing is tracked concerns no table; kept, it
+        // would outlive the ReadyForQuery that ends it (which then skips
+        // the lock) and make the next table created count as failed.
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut state) = self.state.lock() {
             state.error = true;
         }
@@ -282,5 +288,15 @@ mod tests {
         t.apply(&Effect::CreateTemp("g".into()), 15);
         t.ready(15, TransactionStatus::Idle);
         assert!(names(&t).is_empty());
+    }
+
+    #[test]
+    fn an_error_while_no_table_is_tracked_does_not_fail_the_next_one() {
+        let t = TempTables::default();
+        t.error();
+        t.ready(1, TransactionStatus::Idle);
+        t.apply(&Effect::CreateTemp("a".into()), 2);
+        t.ready(2, TransactionStatus::Idle);
+        assert_eq!(names(&t), ["a"]);
     }
 }

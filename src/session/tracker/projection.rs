@@ -36,23 +36,32 @@ impl<T> Projected<T> {
     }
 }
 
-/// Two statements the same for judging: the same text, made the same way,
-/// with the same declared parameter types (a Query's PREPARE is projected
-/// as a new statement on every look).
-fn same_statement(a: &Arc<Statement>, b: &Arc<Statement>) -> bool {
-    Arc::ptr_eq(a, b)
-        || (a.sql_prepare == b.sql_prepare
-            && a.text == b.text
-            && a.param_types.parsed == b.param_types.parsed)
+/// What a name may hold: two values of it can be the same for judging.
+trait Held {
+    fn same(&self, other: &Self) -> bool;
 }
 
-/// Two portals the same for judging: bound from the same statement, or
-/// both SQL cursors (judged when declared).
-fn same_bound(a: &Option<&Arc<Statement>>, b: &Option<&Arc<Statement>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => same_statement(a, b),
-        (None, None) => true,
-        _ => false,
+/// Two statements are the same for judging when they have the same text,
+/// made the same way, with the same declared parameter types (a Query's
+/// PREPARE is projected as a new statement on every look).
+impl Held for Arc<Statement> {
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other)
+            || (self.sql_prepare == other.sql_prepare
+                && self.text == other.text
+                && self.param_types.parsed == other.param_types.parsed)
+    }
+}
+
+/// Two portals are the same for judging when bound from the same
+/// statement, or both SQL cursors (judged when declared).
+impl Held for Option<&Arc<Statement>> {
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 }
 
@@ -61,36 +70,29 @@ fn same_bound(a: &Option<&Arc<Statement>>, b: &Option<&Arc<Statement>>) -> bool 
 struct Walk<T> {
     /// The value an uncertain request further on may have given the name.
     found: Option<T>,
-    same: fn(&T, &T) -> bool,
 }
 
-impl<T> Walk<T> {
-    fn new(same: fn(&T, &T) -> bool) -> Self {
-        Self { found: None, same }
-    }
-
+impl<T: Held> Walk<T> {
     /// A request that makes the name `value`; `certain`: it took effect if
     /// the judged message runs. `Some` when the walk is over.
+    #[inline]
     fn set(&mut self, value: T, certain: bool) -> Option<Projected<T>> {
-        match self.found.take() {
-            Some(found) if !(self.same)(&found, &value) => Some(Projected::Uncertain),
-            Some(found) => {
-                self.found = Some(found);
-                certain.then(|| self.end())
-            }
-            None => {
-                self.found = Some(value);
-                certain.then(|| self.end())
-            }
+        match &self.found {
+            Some(found) if !found.same(&value) => return Some(Projected::Uncertain),
+            Some(_) => {}
+            None => self.found = Some(value),
         }
+        certain.then(|| self.end())
     }
 
     /// A request that removes the name.
+    #[inline]
     fn remove(&mut self, certain: bool) -> Option<Projected<T>> {
         certain.then(|| self.end())
     }
 
     /// What the server has now, under all the queue.
+    #[inline]
     fn confirmed(mut self, value: Option<T>) -> Projected<T> {
         match value {
             Some(value) => self.set(value, true).unwrap_or(Projected::Uncertain),
@@ -98,6 +100,7 @@ impl<T> Walk<T> {
         }
     }
 
+    #[inline]
     fn end(&mut self) -> Projected<T> {
         match self.found.take() {
             Some(value) => Projected::Known(value),
@@ -110,7 +113,7 @@ impl Tracker {
     /// The statement `name` as the server will have it when it reaches the
     /// next message (see [`Projected`]).
     pub fn projected_statement(&self, name: &[u8]) -> Projected<Arc<Statement>> {
-        let mut walk = Walk::new(same_statement);
+        let mut walk = Walk { found: None };
         for (entry, certain) in self.back_to_front() {
             let step = match &entry.req {
                 Req::Parse { name: n, statement } if n.as_bytes() == name => {
@@ -160,7 +163,7 @@ impl Tracker {
     /// ends still to come: if the portal is gone by then, the server says
     /// so.
     pub fn projected_portal(&self, name: &[u8]) -> Projected<Option<&Arc<Statement>>> {
-        let mut walk = Walk::new(same_bound);
+        let mut walk = Walk { found: None };
         for (entry, certain) in self.back_to_front() {
             let step = match &entry.req {
                 Req::Bind { portal, bound, .. } if portal.as_bytes() == name => {
@@ -198,6 +201,7 @@ impl Tracker {
     /// took effect if the message judged now runs: a request sent since the
     /// last Sync did (had it failed, the server would skip to that Sync),
     /// one before it may have failed.
+    #[inline]
     fn back_to_front(&self) -> impl Iterator<Item = (&Entry, bool)> {
         let mut certain = true;
         self.queue.iter().rev().map(move |entry| {

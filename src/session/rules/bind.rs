@@ -1,0 +1,240 @@
+//! The rules at Bind and Execute: a statement parsed earlier is judged
+//! again with its parameters' values, for an approval, and under the rules
+//! and the session as they are when it runs (the server resolves its names
+//! again then).
+
+use super::{approval, RulesPhase, Snapshot};
+use crate::policy::called::CodeCatalog;
+use crate::policy::facts::Effect;
+use crate::policy::rules::Verdict;
+use crate::policy::{Param, Policy};
+use crate::session::phases::{Decision, RequestContext};
+use crate::session::tracker::Statement;
+use crate::wire::frontend::BindView;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// What a Bind (or Execute) of a statement judges again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtBind {
+    /// Nothing: the Parse's verdict stands.
+    Nothing,
+    /// The verdict depends on the parameters: judged with their values.
+    Values,
+    /// It needs approval: asked for at Bind, where the parameters (which
+    /// the approval covers) are known.
+    Approval,
+    /// Denied now: the rules were reloaded since its Parse, or what the
+    /// session's names resolve to changed (a temporary table of its own
+    /// dropped, the database's code redefined), and the server resolves
+    /// the statement's names again when it runs it.
+    Denied,
+}
+
+/// One statement's judgement at Bind, with what it was judged under: the
+/// rule set, the code catalog and the session's own temporary tables. Any
+/// other value of them judges it afresh.
+#[derive(Debug)]
+pub(super) struct BindChecked {
+    statement: Arc<Statement>,
+    policy: Arc<Policy>,
+    code: Option<Arc<CodeCatalog>>,
+    own_temp_tables: BTreeSet<String>,
+    at_bind: AtBind,
+    /// What running it does to the session (temporary tables, search_path,
+    /// rollback): applied at each Execute, when it runs, never at Parse.
+    effects: Vec<Effect>,
+    /// It may change the database's code: the catalog is stale once the
+    /// batch of an Execute of it is answered.
+    changes_schema: bool,
+}
+
+impl BindChecked {
+    fn judged_under(
+        &self,
+        statement: &Arc<Statement>,
+        policy: &Arc<Policy>,
+        code: &Option<Arc<CodeCatalog>>,
+        own_temp_tables: &BTreeSet<String>,
+    ) -> bool {
+        Arc::ptr_eq(&self.statement, statement)
+            && Arc::ptr_eq(&self.policy, policy)
+            && match (&self.code, code) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && self.own_temp_tables == *own_temp_tables
+    }
+}
+
+/// Statements remembered in `bind_checked`.
+const BIND_CHECKED: usize = 16;
+
+impl RulesPhase {
+    /// What a Bind or Execute of `statement` judges again, under the rules
+    /// and the session as they are now (remembered per statement: drivers
+    /// bind the same statements over and over, and most pass here with
+    /// pointer comparisons).
+    fn at_bind(
+        &mut self,
+        policy: &Arc<Policy>,
+        statement: &Arc<Statement>,
+        snapshot: &Snapshot,
+    ) -> AtBind {
+        let index = self.checked(policy, statement, snapshot);
+        self.bind_checked[index].at_bind
+    }
+
+    /// Where `bind_checked` holds `statement` judged as now (judged here
+    /// when it does not).
+    fn checked(
+        &mut self,
+        policy: &Arc<Policy>,
+        statement: &Arc<Statement>,
+        snapshot: &Snapshot,
+    ) -> usize {
+        if let Some(index) =
+            self.recall_bind(statement, policy, &snapshot.code, &snapshot.own_temp_tables)
+        {
+            return index;
+        }
+        let outcome = policy.judge_in(&statement.text, &self.identity, &snapshot.session());
+        let at_bind = if outcome.depends_on_parameters() {
+            AtBind::Values
+        } else {
+            match outcome.verdict {
+                Verdict::Approval(_) => AtBind::Approval,
+                Verdict::Deny(_) => AtBind::Denied,
+                Verdict::Allow(_) => AtBind::Nothing,
+            }
+        };
+        if self.bind_checked.len() >= BIND_CHECKED {
+            self.bind_checked.remove(0);
+        }
+        self.bind_checked.push(BindChecked {
+            statement: Arc::clone(statement),
+            policy: Arc::clone(policy),
+            code: snapshot.code.clone(),
+            own_temp_tables: snapshot.own_temp_tables.clone(),
+            at_bind,
+            effects: outcome.effects.clone(),
+            changes_schema: outcome.changes_schema(),
+        });
+        self.bind_checked.len() - 1
+    }
+
+    /// What `at_bind` remembers for `statement` under these.
+    fn recall_bind(
+        &self,
+        statement: &Arc<Statement>,
+        policy: &Arc<Policy>,
+        code: &Option<Arc<CodeCatalog>>,
+        own_temp_tables: &BTreeSet<String>,
+    ) -> Option<usize> {
+        self.bind_checked
+            .iter()
+            .position(|c| c.judged_under(statement, policy, code, own_temp_tables))
+    }
+
+    /// An Execute of a portal bound from `statement`: refused if the rules
+    /// or the session changed since so that the statement is denied now
+    /// (values and approvals were judged at the portal's Bind); else what
+    /// running the statement does to the session takes effect with the
+    /// answer to its batch.
+    pub(super) fn judge_execute(
+        &mut self,
+        ctx: &RequestContext<'_>,
+        statement: &Arc<Statement>,
+    ) -> Decision {
+        let policy = &ctx.rules.policy;
+        if policy.is_inert() {
+            return Decision::Forward;
+        }
+        // Most Executes answer from the memo without a whole snapshot.
+        let code = self.code_now(policy);
+        let temp = self.settings.temp.usable();
+        let index = match self.recall_bind(statement, policy, &code, &temp) {
+            Some(index) => index,
+            None => {
+                let snapshot = self.snapshot(ctx.tracker, policy);
+                self.checked(policy, statement, &snapshot)
+            }
+        };
+        if self.bind_checked[index].at_bind == AtBind::Denied {
+            let snapshot = self.snapshot(ctx.tracker, policy);
+            let outcome = policy.judge_in(&statement.text, &self.identity, &snapshot.session());
+            if let Verdict::Deny(d) = &outcome.verdict {
+                return self.refused(&outcome.text, d.clone(), "statement refused at Execute");
+            }
+        }
+        let checked = &self.bind_checked[index];
+        if checked.effects.is_empty() && !checked.changes_schema {
+            return Decision::Forward;
+        }
+        // The ReadyForQuery that ends this Execute's batch (a refusal by a
+        // later phase is an error before it, which undoes the effects).
+        let due = self.answered + ctx.tracker.ready_pending() + 1;
+        for effect in &checked.effects {
+            self.settings.temp.apply(effect, due);
+        }
+        if checked.changes_schema {
+            self.ddl_due = Some(due);
+        }
+        Decision::Forward
+    }
+
+    /// A Bind of a statement whose verdict depends on its parameters: judged
+    /// again with the values it brings (text format; binary values stay
+    /// unknown, the worst), refused if they make it a denied statement; a
+    /// Bind of a statement that needs approval asks for it here; and a Bind
+    /// of a statement denied now (see [`AtBind::Denied`]) is refused.
+    pub(super) fn judge_bind(
+        &mut self,
+        ctx: &RequestContext<'_>,
+        statement: &Arc<Statement>,
+        bind: &BindView<'_>,
+    ) -> Decision {
+        let policy = &ctx.rules.policy;
+        if policy.is_inert() {
+            return Decision::Forward;
+        }
+        let text = &statement.text[..];
+        let snapshot = self.snapshot(ctx.tracker, policy);
+        let session = snapshot.session();
+        let outcome = match self.at_bind(policy, statement, &snapshot) {
+            AtBind::Nothing => return Decision::Forward,
+            AtBind::Approval | AtBind::Denied => policy.judge_in(text, &self.identity, &session),
+            AtBind::Values => {
+                let params: Vec<Param<'_>> = bind
+                    .params()
+                    .enumerate()
+                    .map(|(i, value)| match (value, bind.param_format(i)) {
+                        (None, _) => Param::Null,
+                        (Some(v), 0) => Param::Text(v),
+                        (Some(_), _) => Param::Binary,
+                    })
+                    .collect();
+                policy.judge_bound(text, &self.identity, &session, &params)
+            }
+        };
+        match &outcome.verdict {
+            Verdict::Allow(_) => Decision::Forward,
+            Verdict::Deny(d) => self.refused(
+                &outcome.text,
+                d.clone(),
+                "statement refused with its Bind parameters",
+            ),
+            Verdict::Approval(a) => self.approval(
+                ctx,
+                a,
+                &approval::Asking {
+                    text,
+                    bind: Some((bind, statement)),
+                    encoding: &snapshot.client_encoding,
+                },
+                &outcome.text,
+            ),
+        }
+    }
+}
