@@ -11,7 +11,6 @@ use crate::policy::{Param, Policy};
 use crate::session::phases::{Decision, RequestContext};
 use crate::session::tracker::Statement;
 use crate::wire::frontend::BindView;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// What a Bind (or Execute) of a statement judges again.
@@ -32,14 +31,14 @@ enum AtBind {
 }
 
 /// One statement's judgement at Bind, with what it was judged under: the
-/// rule set, the code catalog and the session's own temporary tables. Any
-/// other value of them judges it afresh.
+/// rule set, the code catalog and the generation of the session's own
+/// temporary tables. Any other value of them judges it afresh.
 #[derive(Debug)]
 pub(super) struct BindChecked {
     statement: Arc<Statement>,
     policy: Arc<Policy>,
     code: Option<Arc<CodeCatalog>>,
-    own_temp_tables: BTreeSet<String>,
+    temp_generation: u64,
     at_bind: AtBind,
     /// What running it does to the session (temporary tables, search_path,
     /// rollback): applied at each Execute, when it runs, never at Parse.
@@ -55,7 +54,7 @@ impl BindChecked {
         statement: &Arc<Statement>,
         policy: &Arc<Policy>,
         code: &Option<Arc<CodeCatalog>>,
-        own_temp_tables: &BTreeSet<String>,
+        temp_generation: u64,
     ) -> bool {
         Arc::ptr_eq(&self.statement, statement)
             && Arc::ptr_eq(&self.policy, policy)
@@ -64,7 +63,7 @@ impl BindChecked {
                 (None, None) => true,
                 _ => false,
             }
-            && self.own_temp_tables == *own_temp_tables
+            && self.temp_generation == temp_generation
     }
 }
 
@@ -95,7 +94,7 @@ impl RulesPhase {
         snapshot: &Snapshot,
     ) -> usize {
         if let Some(index) =
-            self.recall_bind(statement, policy, &snapshot.code, &snapshot.own_temp_tables)
+            self.recall_bind(statement, policy, &snapshot.code, snapshot.temp_generation)
         {
             return index;
         }
@@ -116,7 +115,7 @@ impl RulesPhase {
             statement: Arc::clone(statement),
             policy: Arc::clone(policy),
             code: snapshot.code.clone(),
-            own_temp_tables: snapshot.own_temp_tables.clone(),
+            temp_generation: snapshot.temp_generation,
             at_bind,
             effects: outcome.effects.clone(),
             changes_schema: outcome.changes_schema(),
@@ -130,11 +129,11 @@ impl RulesPhase {
         statement: &Arc<Statement>,
         policy: &Arc<Policy>,
         code: &Option<Arc<CodeCatalog>>,
-        own_temp_tables: &BTreeSet<String>,
+        temp_generation: u64,
     ) -> Option<usize> {
         self.bind_checked
             .iter()
-            .position(|c| c.judged_under(statement, policy, code, own_temp_tables))
+            .position(|c| c.judged_under(statement, policy, code, temp_generation))
     }
 
     /// An Execute of a portal bound from `statement`: refused if the rules
@@ -152,9 +151,9 @@ impl RulesPhase {
             return Decision::Forward;
         }
         // Most Executes answer from the memo without a whole snapshot.
+        let temp_generation = self.settings.temp.generation();
         let code = self.code_now(policy);
-        let temp = self.settings.temp.usable();
-        let index = match self.recall_bind(statement, policy, &code, &temp) {
+        let index = match self.recall_bind(statement, policy, &code, temp_generation) {
             Some(index) => index,
             None => {
                 let snapshot = self.snapshot(ctx.tracker, policy);

@@ -262,6 +262,9 @@ impl RulesPhase {
 struct Snapshot {
     lexing: Lexing,
     own_temp_tables: BTreeSet<String>,
+    /// Read before `own_temp_tables`: a change between the two reads then
+    /// only makes the next judgement afresh.
+    temp_generation: u64,
     client_encoding: ClientEncoding,
     server_major: u32,
     code: Option<Arc<CodeCatalog>>,
@@ -287,13 +290,16 @@ impl RulesPhase {
     fn snapshot(&mut self, tracker: &Tracker, policy: &Policy) -> Snapshot {
         let settings = self.settings.current();
         let code = self.code_now(policy);
+        let temp_generation = self.settings.temp.generation();
+        let own_temp_tables = self.settings.temp.usable();
         Snapshot {
             lexing: if tracker.busy() {
                 Lexing::Uncertain(settings)
             } else {
                 Lexing::Known(settings)
             },
-            own_temp_tables: self.settings.temp.usable(),
+            own_temp_tables,
+            temp_generation,
             client_encoding: self.settings.client_encoding.lock().map_or_else(
                 |_| ClientEncoding::Unjudgeable("unknown".into()),
                 |e| e.clone(),

@@ -9,7 +9,7 @@ use crate::policy::facts::Effect;
 use crate::policy::lexer::LexSettings;
 use crate::wire::backend::{parameter_status, TransactionStatus};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The session's lexing settings as the server last reported them, and the
@@ -117,6 +117,9 @@ enum Temp {
 pub(super) struct TempTables {
     /// Lets the server half inspect nothing while no table is tracked.
     active: AtomicBool,
+    /// Moves on whenever what [`Self::usable`] returns may have changed:
+    /// a judgement made under one value holds while it stays.
+    generation: AtomicU64,
     state: Mutex<TempState>,
 }
 
@@ -130,6 +133,11 @@ struct TempState {
 }
 
 impl TempTables {
+    /// The current generation (see the field).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Names the policy may treat as the session's own temporary tables.
     pub(super) fn usable(&self) -> BTreeSet<String> {
         if !self.active.load(Ordering::Acquire) {
@@ -166,6 +174,7 @@ impl TempTables {
             Effect::Rollback => state.tables.retain(|_, t| *t == Temp::Committed),
             _ => {}
         }
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.active
             .store(!state.tables.is_empty(), Ordering::Release);
     }
@@ -194,6 +203,7 @@ impl TempTables {
             }
             next.is_some()
         });
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.active
             .store(!state.tables.is_empty(), Ordering::Release);
     }

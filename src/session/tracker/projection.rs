@@ -122,31 +122,22 @@ impl Tracker {
                 Req::CloseStatement(n) if n.as_bytes() == name => walk.remove(certain),
                 // A Query drops the unnamed statement before it parses.
                 Req::Query { .. } if name.is_empty() => walk.remove(certain),
+                // Each statement of a Query may fail on its own.
                 Req::Query { effects, text, .. } => {
-                    // Each statement of a Query may fail on its own.
-                    let mut step = None;
-                    for (_, effect) in effects.iter().rev() {
-                        step = match effect {
-                            NameEffect::Prepare(n) if n == name => walk.set(
-                                Arc::new(Statement {
-                                    text: Arc::clone(text),
-                                    sql_prepare: true,
-                                    described: OnceLock::new(),
-                                    param_types: ParamTypes::default(),
-                                }),
-                                false,
-                            ),
-                            NameEffect::Deallocate(n) if n == name => walk.remove(false),
-                            NameEffect::DeallocateAll | NameEffect::DiscardAll => {
-                                walk.remove(false)
-                            }
-                            _ => None,
-                        };
-                        if step.is_some() {
-                            break;
-                        }
-                    }
-                    step
+                    effects.iter().rev().find_map(|(_, effect)| match effect {
+                        NameEffect::Prepare(n) if n == name => walk.set(
+                            Arc::new(Statement {
+                                text: Arc::clone(text),
+                                sql_prepare: true,
+                                described: OnceLock::new(),
+                                param_types: ParamTypes::default(),
+                            }),
+                            false,
+                        ),
+                        NameEffect::Deallocate(n) if n == name => walk.remove(false),
+                        NameEffect::DeallocateAll | NameEffect::DiscardAll => walk.remove(false),
+                        _ => None,
+                    })
                 }
                 _ => None,
             };
@@ -172,21 +163,12 @@ impl Tracker {
                 Req::ClosePortal(n) if n.as_bytes() == name => walk.remove(certain),
                 Req::Query { .. } if name.is_empty() => walk.remove(certain),
                 Req::Query { effects, .. } => {
-                    let mut step = None;
-                    for (_, effect) in effects.iter().rev() {
-                        step = match effect {
-                            NameEffect::Declare { name: n, .. } if n == name => {
-                                walk.set(None, false)
-                            }
-                            NameEffect::Close(n) if n == name => walk.remove(false),
-                            NameEffect::CloseAll | NameEffect::DiscardAll => walk.remove(false),
-                            _ => None,
-                        };
-                        if step.is_some() {
-                            break;
-                        }
-                    }
-                    step
+                    effects.iter().rev().find_map(|(_, effect)| match effect {
+                        NameEffect::Declare { name: n, .. } if n == name => walk.set(None, false),
+                        NameEffect::Close(n) if n == name => walk.remove(false),
+                        NameEffect::CloseAll | NameEffect::DiscardAll => walk.remove(false),
+                        _ => None,
+                    })
                 }
                 _ => None,
             };
