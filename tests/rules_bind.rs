@@ -33,6 +33,13 @@ fn bind_execute(statement: &str, params: &[Option<&str>]) -> Vec<u8> {
 /// Bind of the unnamed portal from `statement`, text parameters, then
 /// Execute (no Sync).
 fn bind_run(statement: &str, params: &[Option<&str>]) -> Vec<u8> {
+    let mut out = bind_only(statement, params);
+    out.extend(execute_unnamed());
+    out
+}
+
+/// Bind of the unnamed portal from `statement`, text parameters.
+fn bind_only(statement: &str, params: &[Option<&str>]) -> Vec<u8> {
     let mut bind = Vec::new();
     cstr(&mut bind, b"");
     cstr(&mut bind, statement.as_bytes());
@@ -48,12 +55,15 @@ fn bind_run(statement: &str, params: &[Option<&str>]) -> Vec<u8> {
         }
     }
     bind.extend_from_slice(&0u16.to_be_bytes());
+    message(b'B', &bind)
+}
+
+/// Execute of the unnamed portal, all rows.
+fn execute_unnamed() -> Vec<u8> {
     let mut execute = Vec::new();
     cstr(&mut execute, b"");
     execute.extend_from_slice(&0i32.to_be_bytes());
-    let mut out = message(b'B', &bind);
-    out.extend(message(b'E', &execute));
-    out
+    message(b'E', &execute)
 }
 
 fn sync() -> Vec<u8> {
@@ -408,4 +418,37 @@ async fn a_parsed_create_temp_that_never_ran_makes_no_table_its_own() {
         error_of(&reply).is_none(),
         "the permanent table stays: {reply:?}"
     );
+}
+
+/// A portal bound under the old rules and executed after a reload that
+/// denies its statement is refused at the Execute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_is_judged_under_the_rules_of_now() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let t = format!("later_{:08x}", rand::random::<u32>());
+    let reply = c
+        .simple(&format!(
+            "CREATE TABLE {t} (v text); INSERT INTO {t} VALUES ('SECRET'); BEGIN"
+        ))
+        .await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    // In a transaction block the unnamed portal outlives its Sync.
+    let mut bound = parse("s", &format!("SELECT v FROM {t}"));
+    bound.extend(bind_only("s", &[]));
+    bound.extend(sync());
+    c.send(&bound).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    pw.reload_with(&format!(
+        "[policy]\n[[policy.rules]]\nname = \"hide\"\naction = \"deny\"\nrelations = [\"{t}\"]\n"
+    ))
+    .expect("reload");
+    let mut run = execute_unnamed();
+    run.extend(sync());
+    c.send(&run).await;
+    let reply = c.until_ready().await;
+    let err = error_of(&reply).expect("refused");
+    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    assert!(!reply.iter().any(|m| m.tag == b'D'), "{reply:?}");
 }

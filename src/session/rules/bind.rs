@@ -153,15 +153,21 @@ impl RulesPhase {
         // Most Executes answer from the memo without a whole snapshot.
         let temp_generation = self.settings.temp.generation();
         let code = self.code_now(policy);
+        let mut snapshot = None;
         let index = match self.recall_bind(statement, policy, &code, temp_generation) {
             Some(index) => index,
             None => {
-                let snapshot = self.snapshot(ctx.tracker, policy);
-                self.checked(policy, statement, &snapshot)
+                let taken = self.snapshot(ctx.tracker, policy);
+                let index = self.checked(policy, statement, &taken);
+                snapshot = Some(taken);
+                index
             }
         };
         if self.bind_checked[index].at_bind == AtBind::Denied {
-            let snapshot = self.snapshot(ctx.tracker, policy);
+            let snapshot = match snapshot {
+                Some(taken) => taken,
+                None => self.snapshot(ctx.tracker, policy),
+            };
             let outcome = policy.judge_in(&statement.text, &self.identity, &snapshot.session());
             if let Verdict::Deny(d) = &outcome.verdict {
                 return self.refused(&outcome.text, d.clone(), "statement refused at Execute");

@@ -172,7 +172,9 @@ impl TempTables {
                 state.tables.clear();
             }
             Effect::Rollback => state.tables.retain(|_, t| *t == Temp::Committed),
-            _ => {}
+            // Prepared statements and the rest: no table changes, so the
+            // judgements made under this generation still hold.
+            _ => return,
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.active
