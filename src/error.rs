@@ -117,6 +117,9 @@ pub enum SessionError {
     /// fails closed.
     #[error("pgward cannot record this session: the audit queue is full")]
     AuditUnavailable,
+    /// The thread that relays the session could not take it or stopped.
+    #[error("pgward's relay loop: {0}")]
+    RelayLoop(String),
 }
 
 impl SessionError {
@@ -146,7 +149,8 @@ impl SessionError {
             | Self::IdleTimeout
             | Self::Shutdown
             | Self::Terminated(_)
-            | Self::AuditUnavailable => Origin::Internal,
+            | Self::AuditUnavailable
+            | Self::RelayLoop(_) => Origin::Internal,
         }
     }
 
@@ -171,7 +175,7 @@ impl SessionError {
             Self::Shutdown | Self::Terminated(_) => Sqlstate::ADMIN_SHUTDOWN,
             Self::BackendUnavailable { .. } => Sqlstate::UNABLE_TO_CONNECT,
             Self::BackendLost(_) | Self::ClientIo(_) => Sqlstate::CONNECTION_FAILURE,
-            Self::AuditUnavailable => Sqlstate::INSUFFICIENT_RESOURCES,
+            Self::AuditUnavailable | Self::RelayLoop(_) => Sqlstate::INSUFFICIENT_RESOURCES,
             // The server's own code, passed through.
             Self::BackendRefused { code, .. } => return code,
         };

@@ -1,9 +1,10 @@
 //! The listener: accepts clients under a connection limit, runs a session per
 //! client, and drains gracefully on shutdown.
 
-use crate::config::RuntimeMode;
+use crate::config::{RelayMode, RuntimeMode};
 use crate::error::SessionError;
 use crate::gateway::Gateway;
+use crate::session::event_loop::EventLoop;
 use crate::session::{self, ShutdownPhase};
 use crate::wire::encode;
 use bytes::BytesMut;
@@ -111,7 +112,7 @@ impl Server {
                     let done_tx = done_tx.clone();
                     let spawned = std::thread::Builder::new()
                         .name(format!("pgward-sessions-{i}"))
-                        .spawn(move || session_thread(listener, gw, limit, stage, done_tx));
+                        .spawn(move || session_thread(i, listener, gw, limit, stage, done_tx));
                     if let Err(e) = spawned {
                         // Its listener is closed with it: the kernel sends
                         // new connections to the others.
@@ -204,8 +205,11 @@ fn bind_reuseport(
 }
 
 /// One session thread: a single-threaded runtime that accepts on its own
-/// listener and runs the sessions it accepted, until told to stop.
+/// listener and runs the sessions it accepted, until told to stop; with
+/// `server.relay = "event-loop"`, the relays of its plain-TCP sessions run
+/// on a loop thread of its own (`session::event_loop`).
 fn session_thread(
+    index: usize,
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
     limit: Arc<Semaphore>,
@@ -222,6 +226,22 @@ fn session_thread(
             return;
         }
     };
+    let relay_loop = match gw.config.server.relay {
+        RelayMode::EventLoop => {
+            match EventLoop::start(format!("pgward-relay-{index}"), runtime.handle().clone()) {
+                Ok(relay_loop) => {
+                    relay_loop.install();
+                    Some(relay_loop)
+                }
+                Err(e) => {
+                    // Its sessions relay on the runtime instead.
+                    tracing::error!(error = %e, "cannot start a relay loop");
+                    None
+                }
+            }
+        }
+        RelayMode::Runtime => None,
+    };
     runtime.block_on(async move {
         match TcpListener::from_std(listener) {
             Ok(listener) => accept_loop(listener, gw, limit, stage).await,
@@ -237,6 +257,8 @@ fn session_thread(
         }
         drop(done);
     });
+    // Stopped before the runtime its tasks' timers run on.
+    drop(relay_loop);
 }
 
 /// Accepts clients until the stage moves past serving, then waits for its

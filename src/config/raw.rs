@@ -284,6 +284,13 @@ pub struct RawServer {
     /// Threads that run sessions; 0 means one per available core. Default 0.
     #[serde(default)]
     pub threads: usize,
+    /// What relays a plain-TCP session once it is logged in: `"event-loop"`
+    /// (a loop of pgward's own over epoll, one per session thread) or
+    /// `"runtime"` (the session thread's tokio runtime, as TLS sessions
+    /// always are). Default `"event-loop"` with `runtime = "per-core"`;
+    /// `"runtime"` is the only choice with `"shared"`.
+    #[serde(default)]
+    pub relay: Option<String>,
 }
 
 impl Default for RawServer {
@@ -301,6 +308,7 @@ impl Default for RawServer {
             startup_parameters: Vec::new(),
             runtime: default_runtime(),
             threads: 0,
+            relay: None,
         }
     }
 }

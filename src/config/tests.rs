@@ -360,10 +360,23 @@ fn server_runtime_and_threads() {
     .unwrap();
     assert_eq!(c.server.runtime, RuntimeMode::Shared);
     assert_eq!(c.server.threads.map(std::num::NonZeroUsize::get), Some(3));
+    // The relay: an event loop by default per core, the runtime with shared.
+    assert_eq!(c.server.relay, RelayMode::Runtime);
+    assert_eq!(
+        parse(&minimal("")).unwrap().server.relay,
+        RelayMode::EventLoop
+    );
+    let c = parse(&format!("[server]\nrelay = \"runtime\"\n{}", minimal(""))).unwrap();
+    assert_eq!(c.server.relay, RelayMode::Runtime);
     for (server, field) in [
         ("runtime = \"per-thread\"", "server.runtime"),
         ("runtime = \"\"", "server.runtime"),
         ("threads = 5000", "server.threads"),
+        ("relay = \"epoll\"", "server.relay"),
+        (
+            "runtime = \"shared\"\nrelay = \"event-loop\"",
+            "server.relay",
+        ),
     ] {
         match parse(&format!("[server]\n{server}\n{}", minimal(""))) {
             Err(ConfigError::Field { field: f, .. }) => assert_eq!(f, field, "{server}"),

@@ -2,6 +2,7 @@
 //! relay.
 
 pub(crate) mod core;
+pub(crate) mod event_loop;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod masking;
@@ -20,7 +21,7 @@ pub mod tracker;
 
 use crate::error::SessionError;
 use crate::gateway::Gateway;
-use crate::io::FramedStream;
+use crate::io::{FramedStream, ReadHalf, Stream, WriteHalf};
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode;
 use bytes::BytesMut;
@@ -69,22 +70,45 @@ async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(
     // whole life, idle or not.
     // The relay is boxed too: moved out of a returned value, it would be
     // kept in the task twice over.
-    let Some(mut opened) = Box::pin(open(tcp, peer, gw)).await? else {
+    let Some(opened) = Box::pin(open(tcp, peer, gw)).await? else {
         return Ok(());
     };
-    let result = opened.relay.run().await;
-    if let Some(audit) = &mut opened.audit {
+    let Opened {
+        mut relay,
+        mut audit,
+        relay_loop,
+        _credential_watch: credential_watch,
+        _elevation_watch: elevation_watch,
+    } = *opened;
+    let result = match relay_loop {
+        // The relay runs and ends there (its sockets are that loop's).
+        Some(relay_loop) => relay_loop
+            .spawn(async move { relay.run().await })
+            .await
+            .unwrap_or_else(|event_loop::Gone| {
+                Err(SessionError::RelayLoop(
+                    "the session's relay stopped before its end".into(),
+                ))
+            }),
+        // Boxed, so this task is not sized for the relay's state (on a
+        // loop, that state is the loop's task instead).
+        None => Box::pin(relay.run()).await,
+    };
+    if let Some(audit) = &mut audit {
         audit.ended(&match &result {
             Ok(()) => "the client or the server closed the session".to_owned(),
             Err(e) => e.to_string(),
         });
     }
+    drop((credential_watch, elevation_watch));
     result
 }
 
 /// A session ready to relay, and what lives exactly as long as it.
 struct Opened {
     relay: Box<relay::Relay>,
+    /// The event loop whose epoll holds the relay's sockets, if one does.
+    relay_loop: Option<event_loop::LoopRef>,
     audit: Option<crate::record::SessionAudit>,
     /// Ends the session at its credential's expiry; stops when dropped.
     _credential_watch: crate::auth::token::expiry::SessionWatch,
@@ -214,8 +238,8 @@ async fn open(
     if let Some(tap) = tap {
         core.set_tap(tap);
     }
-    let (client_r, client_w) = conn.stream.into_split();
-    let (backend_r, backend_w) = login.conn.stream.into_split();
+    let (relay_loop, [client_r, backend_r], [client_w, backend_w]) =
+        relay_sockets(conn.stream, login.conn.stream)?;
     let relay = Box::new(relay::Relay {
         client_r,
         client_w,
@@ -228,10 +252,41 @@ async fn open(
     });
     Ok(Some(Box::new(Opened {
         relay,
+        relay_loop,
         audit: stack.audit.take(),
         _credential_watch: credential_watch,
         _elevation_watch: elevation_watch,
     })))
+}
+
+/// The relay's halves of the client's and the server's sockets: on this
+/// session thread's event loop when both are plain TCP and it has one,
+/// else on tokio's runtime.
+fn relay_sockets(
+    client: Stream,
+    backend: Stream,
+) -> Result<(Option<event_loop::LoopRef>, [ReadHalf; 2], [WriteHalf; 2]), SessionError> {
+    match (event_loop::current(), client, backend) {
+        (Some(relay_loop), Stream::Plain(client), Stream::Plain(backend)) => {
+            let attach = |tcp| {
+                relay_loop.attach(tcp).map_err(|e| {
+                    SessionError::RelayLoop(format!("cannot watch the session's socket: {e}"))
+                })
+            };
+            let (client_r, client_w) = attach(client)?;
+            let (backend_r, backend_w) = attach(backend)?;
+            Ok((
+                Some(relay_loop),
+                [Box::new(client_r), Box::new(backend_r)],
+                [Box::new(client_w), Box::new(backend_w)],
+            ))
+        }
+        (_, client, backend) => {
+            let (client_r, client_w) = client.into_split();
+            let (backend_r, backend_w) = backend.into_split();
+            Ok((None, [client_r, backend_r], [client_w, backend_w]))
+        }
+    }
 }
 
 /// What a client's login established.

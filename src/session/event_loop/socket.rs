@@ -1,0 +1,198 @@
+//! A TCP socket watched by an event loop, split into a read and a write
+//! half that implement tokio's `AsyncRead` / `AsyncWrite`, so the relay
+//! loop runs over them unchanged.
+//!
+//! Readiness is two flags per socket, set by the loop when epoll reports
+//! the socket readable or writable (edge-triggered) and cleared by a half
+//! when the kernel says `EAGAIN` or a read or write came up short. A half
+//! that finds its flag clear keeps the polling task's waker and returns
+//! `Pending`; the loop's event wakes it. No lock, no readiness tick, no
+//! registration per poll beyond the waker's (kept when it is the same).
+
+use super::sys;
+use super::Shared;
+use futures::task::AtomicWaker;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// One socket's state, shared by its halves and (through its token) by the
+/// loop's epoll.
+pub(super) struct SocketState {
+    stream: std::net::TcpStream,
+    readable: AtomicBool,
+    writable: AtomicBool,
+    /// Sticky: once the peer closed (or the socket failed) an edge never
+    /// comes again, so a short read must not clear `readable` (the end of
+    /// stream, or the error, is still to be read).
+    read_closed: AtomicBool,
+    write_closed: AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl SocketState {
+    /// What an event reported (on the loop's thread).
+    pub(super) fn ready(&self, event: &sys::Event) {
+        if event.read_closed {
+            self.read_closed.store(true, Ordering::Release);
+        }
+        if event.write_closed {
+            self.write_closed.store(true, Ordering::Release);
+        }
+        let (readable, writable) = (event.readable, event.writable);
+        if readable {
+            self.readable.store(true, Ordering::Release);
+            self.reader.wake();
+        }
+        if writable {
+            self.writable.store(true, Ordering::Release);
+            self.writer.wake();
+        }
+    }
+}
+
+/// The socket's place in the loop, while either half lives.
+struct Attached {
+    state: Arc<SocketState>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // Watched no more; the strong reference the epoll token stands for
+        // is given back through the loop, which releases it only where no
+        // event of a past wait can still name it.
+        let _ = self.shared.epoll.delete(self.state.stream.as_raw_fd());
+        self.shared.retire(Arc::clone(&self.state));
+    }
+}
+
+/// The read half.
+pub(crate) struct LoopRead(Arc<Attached>);
+/// The write half.
+pub(crate) struct LoopWrite(Arc<Attached>);
+
+/// Puts `stream` under the loop's epoll; its halves. On error the stream
+/// is closed.
+pub(super) fn attach(
+    shared: &Arc<Shared>,
+    stream: std::net::TcpStream,
+) -> io::Result<(LoopRead, LoopWrite)> {
+    stream.set_nonblocking(true)?;
+    let state = Arc::new(SocketState {
+        stream,
+        // Assumed ready: the first read or write finds out.
+        readable: AtomicBool::new(true),
+        writable: AtomicBool::new(true),
+        read_closed: AtomicBool::new(false),
+        write_closed: AtomicBool::new(false),
+        reader: AtomicWaker::new(),
+        writer: AtomicWaker::new(),
+    });
+    let token = Arc::into_raw(Arc::clone(&state)) as u64;
+    if let Err(e) = shared.epoll.add(state.stream.as_raw_fd(), token) {
+        // SAFETY: `token` came from `Arc::into_raw` just above and the
+        // kernel never took it: its reference is released here, once.
+        drop(unsafe { Arc::from_raw(token as *const SocketState) });
+        return Err(e);
+    }
+    let attached = Arc::new(Attached {
+        state,
+        shared: Arc::clone(shared),
+    });
+    Ok((LoopRead(Arc::clone(&attached)), LoopWrite(attached)))
+}
+
+impl AsyncRead for LoopRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let s = &self.0.state;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if !s.readable.load(Ordering::Acquire) {
+                s.reader.register(cx.waker());
+                if !s.readable.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+            }
+            // SAFETY (of the slice's use): `recv` only writes into it, and
+            // only the `n` bytes it reports are marked initialised.
+            let room = unsafe { buf.unfilled_mut() };
+            let len = room.len();
+            match sys::recv(s.stream.as_raw_fd(), room) {
+                Ok(n) => {
+                    if n > 0 && n < len && !s.read_closed.load(Ordering::Acquire) {
+                        // Short: the kernel had no more. The next bytes
+                        // bring an event.
+                        s.readable.store(false, Ordering::Release);
+                    }
+                    // SAFETY: `recv` initialised the first `n` bytes.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // (A closed socket never says EAGAIN.)
+                    s.readable.store(false, Ordering::Release);
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LoopWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let s = &self.0.state;
+        if bytes.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            if !s.writable.load(Ordering::Acquire) {
+                s.writer.register(cx.waker());
+                if !s.writable.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+            }
+            match sys::send(s.stream.as_raw_fd(), bytes) {
+                Ok(n) => {
+                    if n < bytes.len() && !s.write_closed.load(Ordering::Acquire) {
+                        // The socket's buffer is full.
+                        s.writable.store(false, Ordering::Release);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.writable.store(false, Ordering::Release);
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Nothing is buffered here: a write is in the kernel once it returns.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.0.state.stream.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
