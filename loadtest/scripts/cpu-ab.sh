@@ -6,6 +6,9 @@
 # THREADS=N (environment): each pgward runs N session threads and PgBouncer
 # runs as N processes sharing the port (so_reuseport), so that both have the
 # same number of threads (the default: pgward one per core, PgBouncer one).
+# BEFORE_SERVER / AFTER_SERVER (environment): an extra line for that pgward's
+# [server] section, to compare one binary under two settings, e.g.
+# BEFORE_SERVER='relay = "runtime"' cpu-ab.sh target/release/pgward target/release/pgward
 # Runs as root (initdb as the postgres user, as the harness does); needs
 # PostgreSQL 15's binaries, pgbench and PgBouncer installed.
 set -e
@@ -26,13 +29,14 @@ psql -XqAt -h 127.0.0.1 -p $PGP -U app postgres -c "CREATE TABLE wide (id int, c
 echo -n secret > app.pw; echo -n maskedpw > masked.pw
 VER=$($AB passwd app <<< secret | grep -o 'SCRAM-SHA-256[^"]*')
 declare -A PORT PID
-start(){ # name bin extra-config role
+start(){ # name bin extra-config role [server line]
   local port=$(fp)
   cat > $1.toml <<T
 [server]
 listen = "127.0.0.1:$port"
 max_client_connections = 10000
 ${THREADS:+threads = $THREADS}
+$5
 [upstreams.postgres]
 host = "127.0.0.1"
 port = $PGP
@@ -52,10 +56,11 @@ T
 NORULES=$'[policy]\nbuiltin_rules = false'
 MASK=$'[[masking.rules]]\nname = "c3"\ncolumns = ["wide.c3"]\nstrategy = "partial"\nkeep_last = 4\n[[masking.rules]]\nname = "c7"\ncolumns = ["wide.c7"]\nstrategy = "redact"'
 for w in before after; do
-  bin=$BB; [ $w = after ] && bin=$AB
-  start $w-norules $bin "$NORULES" app
-  start $w-rules $bin "" app
-  start $w-masked $bin "$MASK" app_masked
+  bin=$BB; line=${BEFORE_SERVER:-}
+  [ $w = after ] && bin=$AB && line=${AFTER_SERVER:-}
+  start $w-norules $bin "$NORULES" app "$line"
+  start $w-rules $bin "" app "$line"
+  start $w-masked $bin "$MASK" app_masked "$line"
 done
 psql -XAt -h 127.0.0.1 -p $PGP -U app postgres -c "select '\"app\" \"'||rolpassword||'\"' from pg_authid where rolname='app'" > users.txt
 PID[pgbouncer]=""
