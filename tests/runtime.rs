@@ -3,7 +3,9 @@
 //! listener. What crosses them must still work: a cancel request arrives on
 //! a connection of its own (so on any thread) and must reach its session; a
 //! reload and a shutdown reach every thread's sessions. And the same under
-//! `runtime = "shared"`, which the rest of the suite no longer runs.
+//! `runtime = "shared"`, which the rest of the suite no longer runs, and
+//! under `relay = "runtime"` (plain-TCP relays on tokio instead of the
+//! relay loops the rest of the suite uses).
 
 mod support;
 
@@ -18,9 +20,56 @@ async fn start() -> Pgward {
 }
 
 async fn start_with(runtime: &str) -> Pgward {
+    start_with_lines(&format!("runtime = \"{runtime}\"\nthreads = {THREADS}")).await
+}
+
+async fn start_with_lines(server: &str) -> Pgward {
     let backend = Backend::shared();
-    let text = backend.config(&format!("runtime = \"{runtime}\"\nthreads = {THREADS}"), "");
+    let text = backend.config(server, "");
     Pgward::start_in(&text, backend.cluster.dir()).await
+}
+
+/// Per-core threads whose plain-TCP relays stay on tokio.
+async fn start_relaying_on_the_runtime() -> Pgward {
+    start_with_lines(&format!(
+        "runtime = \"per-core\"\nthreads = {THREADS}\nrelay = \"runtime\""
+    ))
+    .await
+}
+
+/// This process's threads whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sessions_relayed_on_the_runtime() {
+    let pw = start_relaying_on_the_runtime().await;
+    many_sessions(&pw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_relayed_on_the_runtime() {
+    cancel_requests(&start_relaying_on_the_runtime().await).await;
+}
+
+/// One relay loop per session thread (other tests of this binary may run
+/// servers of their own at the same time: at least this one's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_thread_has_a_relay_loop() {
+    let pw = start().await;
+    let client = pw.connect().await;
+    client.simple_query("SELECT 1").await.expect("relayed");
+    assert!(
+        threads_named("pgward-relay-") >= THREADS,
+        "the relay loops run"
+    );
+    drop(client);
+    pw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

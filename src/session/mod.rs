@@ -70,43 +70,45 @@ async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(
     // whole life, idle or not.
     // The relay is boxed too: moved out of a returned value, it would be
     // kept in the task twice over.
-    let Some(opened) = Box::pin(open(tcp, peer, gw)).await? else {
+    let Some(mut opened) = Box::pin(open(tcp, peer, gw)).await? else {
         return Ok(());
     };
-    let Opened {
-        mut relay,
-        mut audit,
-        relay_loop,
-        _credential_watch: credential_watch,
-        _elevation_watch: elevation_watch,
-    } = *opened;
-    let result = match relay_loop {
+    // `opened` stays boxed: this task is not sized for what lives beside
+    // the relay (on a loop, the relay's own state is the loop's task).
+    let Some(relay) = opened.relay.take() else {
+        return Ok(());
+    };
+    let result = match opened.relay_loop.take() {
         // The relay runs and ends there (its sockets are that loop's).
         Some(relay_loop) => relay_loop
-            .spawn(async move { relay.run().await })
+            .spawn(async move {
+                let mut relay = relay;
+                relay.run().await
+            })
             .await
             .unwrap_or_else(|event_loop::Gone| {
                 Err(SessionError::RelayLoop(
                     "the session's relay stopped before its end".into(),
                 ))
             }),
-        // Boxed, so this task is not sized for the relay's state (on a
-        // loop, that state is the loop's task instead).
-        None => Box::pin(relay.run()).await,
+        None => {
+            let mut relay = relay;
+            Box::pin(relay.run()).await
+        }
     };
-    if let Some(audit) = &mut audit {
+    if let Some(audit) = &mut opened.audit {
         audit.ended(&match &result {
             Ok(()) => "the client or the server closed the session".to_owned(),
             Err(e) => e.to_string(),
         });
     }
-    drop((credential_watch, elevation_watch));
     result
 }
 
 /// A session ready to relay, and what lives exactly as long as it.
 struct Opened {
-    relay: Box<relay::Relay>,
+    /// Taken when the relay starts.
+    relay: Option<Box<relay::Relay>>,
     /// The event loop whose epoll holds the relay's sockets, if one does.
     relay_loop: Option<event_loop::LoopRef>,
     audit: Option<crate::record::SessionAudit>,
@@ -251,7 +253,7 @@ async fn open(
         registration,
     });
     Ok(Some(Box::new(Opened {
-        relay,
+        relay: Some(relay),
         relay_loop,
         audit: stack.audit.take(),
         _credential_watch: credential_watch,
@@ -259,13 +261,14 @@ async fn open(
     })))
 }
 
+/// The loop the relay's sockets are on (if one), and their read and write
+/// halves, client's first.
+type RelaySockets = (Option<event_loop::LoopRef>, [ReadHalf; 2], [WriteHalf; 2]);
+
 /// The relay's halves of the client's and the server's sockets: on this
 /// session thread's event loop when both are plain TCP and it has one,
 /// else on tokio's runtime.
-fn relay_sockets(
-    client: Stream,
-    backend: Stream,
-) -> Result<(Option<event_loop::LoopRef>, [ReadHalf; 2], [WriteHalf; 2]), SessionError> {
+fn relay_sockets(client: Stream, backend: Stream) -> Result<RelaySockets, SessionError> {
     match (event_loop::current(), client, backend) {
         (Some(relay_loop), Stream::Plain(client), Stream::Plain(backend)) => {
             let attach = |tcp| {

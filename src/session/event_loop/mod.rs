@@ -358,7 +358,7 @@ fn release_retired(retired: Vec<Arc<SocketState>>) {
     for state in retired {
         // SAFETY: each retired state was attached once, with a reference
         // leaked into its epoll token by `Arc::into_raw`, and is retired
-        // once (by its `Attached`'s drop), after leaving the epoll; this
+        // once (by its last half's drop), after leaving the epoll; this
         // is the top of a turn, so no event naming it is being handled.
         drop(unsafe { Arc::from_raw(Arc::as_ptr(&state)) });
     }

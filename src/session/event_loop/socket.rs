@@ -15,7 +15,7 @@ use futures::task::AtomicWaker;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,6 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// loop's epoll.
 pub(super) struct SocketState {
     stream: std::net::TcpStream,
+    shared: Arc<Shared>,
+    /// Halves still alive: the last one to go takes the socket out.
+    halves: AtomicU8,
     readable: AtomicBool,
     writable: AtomicBool,
     /// Sticky: once the peer closed (or the socket failed) an edge never
@@ -56,26 +59,32 @@ impl SocketState {
     }
 }
 
-/// The socket's place in the loop, while either half lives.
-struct Attached {
-    state: Arc<SocketState>,
-    shared: Arc<Shared>,
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        // Watched no more; the strong reference the epoll token stands for
-        // is given back through the loop, which releases it only where no
-        // event of a past wait can still name it.
-        let _ = self.shared.epoll.delete(self.state.stream.as_raw_fd());
-        self.shared.retire(Arc::clone(&self.state));
+/// A half is gone; the last takes the socket out of the epoll. The strong
+/// reference its token stands for is given back through the loop, which
+/// releases it only where no event of a past wait can still name it.
+fn half_dropped(state: &Arc<SocketState>) {
+    if state.halves.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let _ = state.shared.epoll.delete(state.stream.as_raw_fd());
+        state.shared.retire(Arc::clone(state));
     }
 }
 
 /// The read half.
-pub(crate) struct LoopRead(Arc<Attached>);
+pub(crate) struct LoopRead(Arc<SocketState>);
 /// The write half.
-pub(crate) struct LoopWrite(Arc<Attached>);
+pub(crate) struct LoopWrite(Arc<SocketState>);
+
+impl Drop for LoopRead {
+    fn drop(&mut self) {
+        half_dropped(&self.0);
+    }
+}
+
+impl Drop for LoopWrite {
+    fn drop(&mut self) {
+        half_dropped(&self.0);
+    }
+}
 
 /// Puts `stream` under the loop's epoll; its halves. On error the stream
 /// is closed.
@@ -86,6 +95,8 @@ pub(super) fn attach(
     stream.set_nonblocking(true)?;
     let state = Arc::new(SocketState {
         stream,
+        shared: Arc::clone(shared),
+        halves: AtomicU8::new(2),
         // Assumed ready: the first read or write finds out.
         readable: AtomicBool::new(true),
         writable: AtomicBool::new(true),
@@ -101,11 +112,7 @@ pub(super) fn attach(
         drop(unsafe { Arc::from_raw(token as *const SocketState) });
         return Err(e);
     }
-    let attached = Arc::new(Attached {
-        state,
-        shared: Arc::clone(shared),
-    });
-    Ok((LoopRead(Arc::clone(&attached)), LoopWrite(attached)))
+    Ok((LoopRead(Arc::clone(&state)), LoopWrite(state)))
 }
 
 impl AsyncRead for LoopRead {
@@ -114,7 +121,7 @@ impl AsyncRead for LoopRead {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let s = &self.0.state;
+        let s = &self.0;
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -157,7 +164,7 @@ impl AsyncWrite for LoopWrite {
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let s = &self.0.state;
+        let s = &self.0;
         if bytes.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -190,7 +197,7 @@ impl AsyncWrite for LoopWrite {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.0.state.stream.shutdown(std::net::Shutdown::Write) {
+        match self.0.stream.shutdown(std::net::Shutdown::Write) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
             _ => Poll::Ready(Ok(())),
         }
