@@ -70,12 +70,9 @@ async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(
     // whole life, idle or not.
     // The relay is boxed too: moved out of a returned value, it would be
     // kept in the task twice over.
-    let Some(mut opened) = Box::pin(open(tcp, peer, gw)).await? else {
-        return Ok(());
-    };
     // `opened` stays boxed: this task is not sized for what lives beside
     // the relay (on a loop, the relay's own state is the loop's task).
-    let Some(relay) = opened.relay.take() else {
+    let Some((relay, mut opened)) = Box::pin(open(tcp, peer, gw)).await? else {
         return Ok(());
     };
     let result = match opened.relay_loop.take() {
@@ -105,10 +102,8 @@ async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(
     result
 }
 
-/// A session ready to relay, and what lives exactly as long as it.
+/// What lives exactly as long as a session's relay (returned beside it).
 struct Opened {
-    /// Taken when the relay starts.
-    relay: Option<Box<relay::Relay>>,
     /// The event loop whose epoll holds the relay's sockets, if one does.
     relay_loop: Option<event_loop::LoopRef>,
     audit: Option<crate::record::SessionAudit>,
@@ -125,7 +120,7 @@ async fn open(
     tcp: TcpStream,
     peer: Option<SocketAddr>,
     gw: &Gateway,
-) -> Result<Option<Box<Opened>>, SessionError> {
+) -> Result<Option<(Box<relay::Relay>, Box<Opened>)>, SessionError> {
     let deadline = tokio::time::Instant::now() + gw.config.server.startup_timeout;
     let opening = tokio::time::timeout_at(
         deadline,
@@ -252,13 +247,15 @@ async fn open(
         idle_timeout: gw.config.server.idle_timeout,
         registration,
     });
-    Ok(Some(Box::new(Opened {
-        relay: Some(relay),
-        relay_loop,
-        audit: stack.audit.take(),
-        _credential_watch: credential_watch,
-        _elevation_watch: elevation_watch,
-    })))
+    Ok(Some((
+        relay,
+        Box::new(Opened {
+            relay_loop,
+            audit: stack.audit.take(),
+            _credential_watch: credential_watch,
+            _elevation_watch: elevation_watch,
+        }),
+    )))
 }
 
 /// The loop the relay's sockets are on (if one), and their read and write
