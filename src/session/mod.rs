@@ -1,6 +1,7 @@
 //! One client connection: startup, authentication, backend login, then the
 //! relay.
 
+mod armed;
 pub(crate) mod core;
 pub(crate) mod event_loop;
 #[doc(hidden)]
@@ -11,6 +12,7 @@ pub mod read_sizer;
 mod refusal;
 pub mod registry;
 mod relay;
+mod relay_io;
 pub mod rules;
 mod side_wake;
 mod spare;
@@ -21,11 +23,12 @@ pub mod tracker;
 
 use crate::error::SessionError;
 use crate::gateway::Gateway;
-use crate::io::{FramedStream, ReadHalf, Stream, WriteHalf};
+use crate::io::{FramedStream, Stream};
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode;
 use bytes::BytesMut;
 use registry::{CancelTarget, NewSession};
+use relay_io::{RelayRead, RelayWrite};
 use startup::Opening;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,21 +80,17 @@ async fn run(tcp: TcpStream, peer: Option<SocketAddr>, gw: &Gateway) -> Result<(
     };
     let result = match opened.relay_loop.take() {
         // The relay runs and ends there (its sockets are that loop's).
-        Some(relay_loop) => relay_loop
-            .spawn(async move {
-                let mut relay = relay;
-                relay.run().await
-            })
-            .await
-            .unwrap_or_else(|event_loop::Gone| {
-                Err(SessionError::RelayLoop(
-                    "the session's relay stopped before its end".into(),
-                ))
-            }),
-        None => {
-            let mut relay = relay;
-            Box::pin(relay.run()).await
+        Some(relay_loop) => {
+            relay_loop
+                .spawn(relay.run())
+                .await
+                .unwrap_or_else(|event_loop::Gone| {
+                    Err(SessionError::RelayLoop(
+                        "the session's relay stopped before its end".into(),
+                    ))
+                })
         }
+        None => Box::pin(relay.run()).await,
     };
     if let Some(audit) = &mut opened.audit {
         audit.ended(&match &result {
@@ -260,7 +259,11 @@ async fn open(
 
 /// The loop the relay's sockets are on (if one), and their read and write
 /// halves, client's first.
-type RelaySockets = (Option<event_loop::LoopRef>, [ReadHalf; 2], [WriteHalf; 2]);
+type RelaySockets = (
+    Option<event_loop::LoopRef>,
+    [relay_io::RelayRead; 2],
+    [relay_io::RelayWrite; 2],
+);
 
 /// The relay's halves of the client's and the server's sockets: on this
 /// session thread's event loop when both are plain TCP and it has one,
@@ -277,14 +280,21 @@ fn relay_sockets(client: Stream, backend: Stream) -> Result<RelaySockets, Sessio
             let (backend_r, backend_w) = attach(backend)?;
             Ok((
                 Some(relay_loop),
-                [Box::new(client_r), Box::new(backend_r)],
-                [Box::new(client_w), Box::new(backend_w)],
+                [RelayRead::Loop(client_r), RelayRead::Loop(backend_r)],
+                [RelayWrite::Loop(client_w), RelayWrite::Loop(backend_w)],
             ))
         }
         (_, client, backend) => {
             let (client_r, client_w) = client.into_split();
             let (backend_r, backend_w) = backend.into_split();
-            Ok((None, [client_r, backend_r], [client_w, backend_w]))
+            Ok((
+                None,
+                [RelayRead::Runtime(client_r), RelayRead::Runtime(backend_r)],
+                [
+                    RelayWrite::Runtime(client_w),
+                    RelayWrite::Runtime(backend_w),
+                ],
+            ))
         }
     }
 }

@@ -46,6 +46,7 @@ impl ReadSizer {
     /// Makes room in `buf` for the next read; returns the room offered.
     /// An empty buffer at the smallest size is given back instead (the read
     /// goes through the stack, see [`read_some`]).
+    #[inline]
     pub fn prepare(&self, buf: &mut BytesMut) -> usize {
         if buf.is_empty() && (self.chunk == MIN_READ || buf.capacity() > 2 * self.chunk) {
             // Frames split off earlier may still share the old allocation;
@@ -60,6 +61,7 @@ impl ReadSizer {
     }
 
     /// Adapts to a read of `n` bytes into `offered` bytes of room.
+    #[inline]
     pub fn record(&mut self, n: usize, offered: usize) {
         if n >= offered {
             self.chunk = (self.chunk * 2).min(MAX_READ);

@@ -7,6 +7,7 @@
 //! session, since two upstreams may hand out the same process id. The
 //! server's own secret never leaves pgward.
 
+use super::armed::Armed;
 use super::ShutdownPhase;
 use crate::auth::backend::Upstream;
 use futures::task::AtomicWaker;
@@ -164,6 +165,8 @@ pub struct Registration {
     /// The secret the client is given (pgward's own).
     pub secret_key: i32,
     shared: Arc<Shared>,
+    /// The session's waker stands in `shared.waker` (`armed.rs`).
+    armed: Armed,
 }
 
 impl Registration {
@@ -179,15 +182,26 @@ impl Registration {
 
     /// The next request sent to the session (a cancel first), or pending
     /// until one is; `cx` is woken when one arrives.
-    pub(crate) fn poll_control(&self, cx: &mut Context<'_>) -> Poll<Control> {
+    #[inline]
+    pub(crate) fn poll_control(&mut self, cx: &mut Context<'_>) -> Poll<Control> {
         let shared = &self.shared;
         if shared.pending.load(Ordering::Acquire) == 0 {
-            shared.waker.register(cx.waker());
+            // A sender sets `pending` before it takes the waker.
+            self.armed.register(&shared.waker, cx);
             // A request sent before the waker was in place.
             if shared.pending.load(Ordering::Acquire) == 0 {
                 return Poll::Pending;
             }
         }
+        self.armed.disarm();
+        Poll::Ready(self.take_control())
+    }
+
+    /// The next request, once `pending` was seen to hold one (rare: out of
+    /// the inlined poll).
+    #[cold]
+    fn take_control(&self) -> Control {
+        let shared = &self.shared;
         let pending = shared.pending.swap(0, Ordering::AcqRel);
         if pending & (CANCEL | SHUTDOWN) != 0 {
             // What came with it stays for the next poll.
@@ -197,7 +211,7 @@ impl Registration {
                 (Control::Shutdown, pending & !SHUTDOWN)
             };
             shared.pending.fetch_or(rest, Ordering::AcqRel);
-            return Poll::Ready(now);
+            return now;
         }
         let take = |slot: &Mutex<Option<String>>| {
             slot.lock()
@@ -209,9 +223,9 @@ impl Registration {
             shared
                 .pending
                 .fetch_or(pending & !TERMINATE, Ordering::AcqRel);
-            return Poll::Ready(Control::Terminate(take(&shared.reason)));
+            return Control::Terminate(take(&shared.reason));
         }
-        Poll::Ready(Control::TerminateWhenIdle(take(&shared.idle_reason)))
+        Control::TerminateWhenIdle(take(&shared.idle_reason))
     }
 }
 
@@ -283,6 +297,7 @@ impl Registry {
             process_id,
             secret_key,
             shared,
+            armed: Armed::default(),
         }
     }
 

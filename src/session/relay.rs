@@ -15,13 +15,13 @@
 
 use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
 use super::phases::{HoldEnd, Refusal, Release};
-use super::read_sizer::{poll_read_some, ReadSizer};
+use super::read_sizer::ReadSizer;
 use super::registry::{Control, Registration, SessionState};
+use super::relay_io::{RelayRead, RelayWrite};
 use super::side_wake::SideWake;
 use super::spare::{self, SPARE_ROOM};
 use super::ShutdownPhase;
 use crate::error::SessionError;
-use crate::io::{ReadHalf, WriteHalf};
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
@@ -30,7 +30,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Client bytes read while a request is held, at most.
@@ -38,10 +38,10 @@ const HELD_INPUT_LIMIT: usize = 1 << 20;
 
 /// Everything one session's relay needs.
 pub(crate) struct Relay {
-    pub(crate) client_r: ReadHalf,
-    pub(crate) client_w: WriteHalf,
-    pub(crate) backend_r: ReadHalf,
-    pub(crate) backend_w: WriteHalf,
+    pub(crate) client_r: RelayRead,
+    pub(crate) client_w: RelayWrite,
+    pub(crate) backend_r: RelayRead,
+    pub(crate) backend_w: RelayWrite,
     /// Bytes already read past the login, when there were any (rarely: a
     /// client waits for ReadyForQuery), taken when the relay starts.
     pub(crate) early: Option<Box<EarlyInput>>,
@@ -74,9 +74,11 @@ enum End {
 }
 
 impl Relay {
-    /// Runs until either side ends the session. By reference: an `async fn`
-    /// taking `self` by value keeps two copies of it in its future.
-    pub(crate) async fn run(&mut self) -> Result<(), SessionError> {
+    /// Runs until either side ends the session. Boxed: an `async fn` taking
+    /// `self` by value keeps two copies of it in its future, and one taking
+    /// it by reference needs a future around it that owns it (one more
+    /// level for every poll to pass through).
+    pub(crate) async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
         match self.pump().await {
             Ok(End::Done) => {
                 let _ = self.client_w.shutdown().await;
@@ -104,8 +106,19 @@ impl Relay {
         let mut to_client = BytesMut::new();
         let mut client_sizer = ReadSizer::default();
         let mut server_sizer = ReadSizer::default();
-        // A wake-up polls only the read that may progress.
-        let (mut client_wake, mut server_wake) = (SideWake::default(), SideWake::default());
+        // A wake-up polls only the read that may progress. A read on the
+        // relay loop is polled directly: when it cannot progress that is
+        // one flag's load (`event_loop/socket.rs`), and its socket wakes the
+        // task itself, one hop fewer.
+        let on_loop = matches!(
+            (&self.client_r, &self.backend_r),
+            (RelayRead::Loop(_), RelayRead::Loop(_))
+        );
+        let (mut client_wake, mut server_wake) = if on_loop {
+            (None, None)
+        } else {
+            (Some(SideWake::default()), Some(SideWake::default()))
+        };
         // Boxed, like the timer below: the session's task is sized for its
         // largest state, and nearly every session never holds.
         let mut hold: Option<Box<HoldWait>> = None;
@@ -132,9 +145,8 @@ impl Relay {
             if to_server.capacity() == 0 && !client_in.is_empty() {
                 to_server = spare::take();
             }
-            if to_client.capacity() == 0 && !server_in.is_empty() {
-                to_client = spare::take();
-            }
+            // The client's is taken by the core once it writes to it
+            // (`core::room`): most answers leave from the read buffer.
             // Hand the core what was read.
             if hold.is_none() && !terminating {
                 match self.core.client_input(&mut client_in, &mut to_server) {
@@ -159,9 +171,21 @@ impl Relay {
                     Ok(ServerStep::NeedMore | ServerStep::Full) => break,
                     Ok(ServerStep::Direct(n)) => {
                         // `to_client` is empty: write straight from the read
-                        // buffer, then go on.
-                        self.client_w.write_all(&server_in[..n]).await?;
+                        // buffer as far as the socket takes it now; what it
+                        // does not take waits in `to_client` (so the other
+                        // direction never waits on this write).
+                        let written = write_direct(&mut self.client_w, &server_in[..n])?;
+                        flush_client |= written > 0;
+                        if written < n {
+                            if to_client.capacity() == 0 {
+                                to_client = spare::take();
+                            }
+                            to_client.extend_from_slice(&server_in[written..n]);
+                        }
                         server_in.advance(n);
+                        if server_in.is_empty() {
+                            break;
+                        }
                     }
                     Ok(ServerStep::Fatal) => {
                         self.client_w.write_all(&to_client).await?;
@@ -306,18 +330,24 @@ impl Relay {
                     }
                 }
                 if read_server {
-                    let backend_r = &mut self.backend_r;
-                    if let Poll::Ready(read) = server_wake.poll(cx, |cx| {
-                        poll_read_some(&mut **backend_r, &mut server_in, cx)
-                    }) {
+                    let mut read =
+                        |cx: &mut Context<'_>| self.backend_r.poll_read_some(&mut server_in, cx);
+                    let polled = match server_wake.as_mut() {
+                        Some(side) => side.poll(cx, read),
+                        None => read(cx),
+                    };
+                    if let Poll::Ready(read) = polled {
                         return Poll::Ready(Event::ServerRead(read));
                     }
                 }
                 if read_client {
-                    let client_r = &mut self.client_r;
-                    if let Poll::Ready(read) = client_wake
-                        .poll(cx, |cx| poll_read_some(&mut **client_r, &mut client_in, cx))
-                    {
+                    let mut read =
+                        |cx: &mut Context<'_>| self.client_r.poll_read_some(&mut client_in, cx);
+                    let polled = match client_wake.as_mut() {
+                        Some(side) => side.poll(cx, read),
+                        None => read(cx),
+                    };
+                    if let Poll::Ready(read) = polled {
                         return Poll::Ready(Event::ClientRead(read));
                     }
                 }
@@ -472,30 +502,39 @@ impl Relay {
 /// Writes what `out` holds, then flushes once it is out, as far as both go
 /// without waiting; whether bytes went out. A flush that failed is retried
 /// by the wait, which reports its error.
-fn write_now(w: &mut WriteHalf, out: &mut BytesMut, flush: &mut bool) -> std::io::Result<bool> {
+fn write_now(w: &mut RelayWrite, out: &mut BytesMut, flush: &mut bool) -> std::io::Result<bool> {
     let mut now = Context::from_waker(Waker::noop());
     let mut wrote = false;
     if !out.is_empty() {
-        if let Poll::Ready(written) = Pin::new(&mut **w).poll_write(&mut now, out) {
+        if let Poll::Ready(written) = Pin::new(&mut *w).poll_write(&mut now, out) {
             out.advance(written?);
             *flush |= out.is_empty();
             wrote = true;
         }
     }
-    if *flush && Pin::new(&mut **w).poll_flush(&mut now).is_ready() {
+    if *flush && Pin::new(&mut *w).poll_flush(&mut now).is_ready() {
         *flush = false;
     }
     Ok(wrote)
 }
 
+/// Writes as much of `bytes` as `w` takes without waiting; how much.
+fn write_direct(w: &mut RelayWrite, bytes: &[u8]) -> std::io::Result<usize> {
+    let mut now = Context::from_waker(Waker::noop());
+    match Pin::new(&mut *w).poll_write(&mut now, bytes) {
+        Poll::Ready(written) => written,
+        Poll::Pending => Ok(0),
+    }
+}
+
 /// Writes what is pending (`Some(bytes written)`), or flushes once nothing
 /// is (`None`).
 fn poll_write_or_flush(
-    w: &mut WriteHalf,
+    w: &mut RelayWrite,
     pending: &[u8],
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<Option<usize>>> {
-    let w = Pin::new(&mut **w);
+    let w = Pin::new(&mut *w);
     if pending.is_empty() {
         w.poll_flush(cx).map_ok(|()| None)
     } else {
@@ -535,7 +574,7 @@ fn lost(e: std::io::Error) -> SessionError {
 }
 
 /// Writes a FATAL ErrorResponse for `e`, best effort: the session is ending.
-pub(crate) async fn send_fatal(w: &mut WriteHalf, e: &SessionError) {
+pub(crate) async fn send_fatal(w: &mut RelayWrite, e: &SessionError) {
     let mut out = BytesMut::new();
     encode::error_response(
         &mut out,

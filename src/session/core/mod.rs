@@ -9,8 +9,9 @@
 //! directly with arbitrary client and server bytes.
 //!
 //! Buffers: forwarded frames are gathered into the outgoing buffer, except
-//! that a run of untouched server bytes of `DIRECT_AT_LEAST` or more at the
-//! front of the input is handed back as `Direct(n)` for the loop to write
+//! that a run of untouched server bytes at the front of the input, of
+//! `DIRECT_AT_LEAST` or more or reaching the last complete frame read while
+//! nothing is queued, is handed back as `Direct(n)` for the loop to write
 //! straight from the read buffer (no copy). A server frame that nothing
 //! inspects (a DataRow of a result no phase takes, copy data, a notice no
 //! phase rewrites) streams through as it arrives, however large; inspected
@@ -33,6 +34,16 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub(crate) use server::ServerStep;
+
+/// Gives `out` a spare buffer of the thread's when it has none, before the
+/// core writes to it: the loop takes none for the client ahead of time, as
+/// most answers leave straight from the read buffer (`ServerStep::Direct`).
+#[inline]
+pub(crate) fn room(out: &mut BytesMut) {
+    if out.capacity() == 0 {
+        *out = crate::session::spare::take();
+    }
+}
 
 /// A run of untouched server bytes at least this long is written straight
 /// from the read buffer.
@@ -256,6 +267,7 @@ impl Core {
             if let Some(tap) = &mut self.tap {
                 tap.sent(&self.own_notices);
             }
+            room(to_client);
             to_client.extend_from_slice(&self.own_notices);
             self.bytes_to_client += self.own_notices.len() as u64;
             self.own_notices.clear();

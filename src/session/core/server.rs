@@ -2,7 +2,7 @@
 //! request by the tracker, passed to the phases that asked for it, and
 //! forwarded, rewritten or withheld.
 
-use super::{Core, CoreError, DIRECT_AT_LEAST, OUTGOING_HIGH};
+use super::{room, Core, CoreError, DIRECT_AT_LEAST, OUTGOING_HIGH};
 use crate::session::phases::{Outcome, RequestKind, Rows};
 use crate::session::refusal::is_stand_in_error;
 use crate::session::tracker::{Event, OutOfStep};
@@ -18,7 +18,9 @@ pub(crate) enum ServerStep {
     /// Every complete frame was handled.
     NeedMore,
     /// Write the first `n` bytes of the input as they are (the outgoing
-    /// buffer is empty), advance the input past them, and call again.
+    /// buffer is empty), advance the input past them, and call again: a
+    /// run of at least `DIRECT_AT_LEAST` bytes, or the untouched bytes
+    /// that end what the input holds.
     Direct(usize),
     /// The outgoing buffer is full: write it, then call again.
     Full,
@@ -164,6 +166,7 @@ impl Core {
                     if let Some(tap) = &mut self.tap {
                         tap.sent(&bytes);
                     }
+                    room(to_client);
                     to_client.extend_from_slice(&bytes);
                     if close {
                         return Ok(ServerStep::Fatal);
@@ -175,6 +178,17 @@ impl Core {
                 }
             }
         };
+        if step == ServerStep::NeedMore && run > 0 && to_client.is_empty() {
+            // Everything handled went untouched and nothing is queued before
+            // it: the loop writes it from the read buffer, without a copy
+            // (the common answer, RowDescription to ReadyForQuery in one
+            // read, takes no outgoing buffer at all).
+            self.bytes_to_client += run as u64;
+            if let Some(tap) = &mut self.tap {
+                tap.sent(&input[..run]);
+            }
+            return Ok(ServerStep::Direct(run));
+        }
         self.move_run(input, run, to_client);
         Ok(step)
     }
@@ -185,6 +199,7 @@ impl Core {
             if let Some(tap) = &mut self.tap {
                 tap.sent(&input[..run]);
             }
+            room(to_client);
             to_client.extend_from_slice(&input[..run]);
             input.advance(run);
             self.bytes_to_client += run as u64;
@@ -237,6 +252,7 @@ impl Core {
             b'D' => {
                 // Only rows a phase took come here (see `passes_unread`).
                 if let Some(i) = self.rows_to {
+                    room(to_client);
                     let before = to_client.len();
                     self.phases[i].on_row(frame, to_client);
                     self.bytes_to_client += (to_client.len() - before) as u64;

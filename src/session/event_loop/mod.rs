@@ -92,9 +92,16 @@ impl Shared {
     }
 
     fn schedule(&self, key: u64) {
-        if self.is_current() {
-            LOCAL.with(|l| l.queue.borrow_mut().push_back(key));
-        } else {
+        // One look at the thread's state: whether it is this loop's, and
+        // then its queue (a wake on the loop's own thread is the rule).
+        let queued = LOCAL.with(|l| {
+            let here = std::ptr::eq(l.shared.get(), self);
+            if here {
+                l.queue.borrow_mut().push_back(key);
+            }
+            here
+        });
+        if !queued {
             self.lock().woken.push(key);
             self.notify();
         }

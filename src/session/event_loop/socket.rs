@@ -11,6 +11,7 @@
 
 use super::sys;
 use super::Shared;
+use crate::session::armed::Armed;
 use futures::task::AtomicWaker;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -70,9 +71,9 @@ fn half_dropped(state: &Arc<SocketState>) {
 }
 
 /// The read half.
-pub(crate) struct LoopRead(Arc<SocketState>);
+pub(crate) struct LoopRead(Arc<SocketState>, Armed);
 /// The write half.
-pub(crate) struct LoopWrite(Arc<SocketState>);
+pub(crate) struct LoopWrite(Arc<SocketState>, Armed);
 
 impl Drop for LoopRead {
     fn drop(&mut self) {
@@ -112,26 +113,44 @@ pub(super) fn attach(
         drop(unsafe { Arc::from_raw(token as *const SocketState) });
         return Err(e);
     }
-    Ok((LoopRead(Arc::clone(&state)), LoopWrite(state)))
+    Ok((
+        LoopRead(Arc::clone(&state), Armed::default()),
+        LoopWrite(state, Armed::default()),
+    ))
+}
+
+impl LoopRead {
+    /// Ready once a read may find bytes (or the end); until then the
+    /// task's waker waits for the socket's next event.
+    #[inline]
+    pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<()> {
+        let LoopRead(s, armed) = self;
+        if !s.readable.load(Ordering::Acquire) {
+            armed.register(&s.reader, cx);
+            if !s.readable.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
+        // Set: the event that set it may have taken the waker.
+        armed.disarm();
+        Poll::Ready(())
+    }
 }
 
 impl AsyncRead for LoopRead {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let s = &self.0;
+        let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if !s.readable.load(Ordering::Acquire) {
-                s.reader.register(cx.waker());
-                if !s.readable.load(Ordering::Acquire) {
-                    return Poll::Pending;
-                }
-            }
+            std::task::ready!(this.poll_readable(cx));
+            let s = &this.0;
             // SAFETY (of the slice's use): `recv` only writes into it, and
             // only the `n` bytes it reports are marked initialised.
             let room = unsafe { buf.unfilled_mut() };
@@ -159,22 +178,25 @@ impl AsyncRead for LoopRead {
 }
 
 impl AsyncWrite for LoopWrite {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let s = &self.0;
+        let LoopWrite(s, armed) = self.get_mut();
         if bytes.is_empty() {
             return Poll::Ready(Ok(0));
         }
         loop {
             if !s.writable.load(Ordering::Acquire) {
-                s.writer.register(cx.waker());
+                armed.register(&s.writer, cx);
                 if !s.writable.load(Ordering::Acquire) {
                     return Poll::Pending;
                 }
             }
+            // Set: the event that set it may have taken the waker.
+            armed.disarm();
             match sys::send(s.stream.as_raw_fd(), bytes) {
                 Ok(n) => {
                     if n < bytes.len() && !s.write_closed.load(Ordering::Acquire) {
@@ -191,6 +213,7 @@ impl AsyncWrite for LoopWrite {
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Nothing is buffered here: a write is in the kernel once it returns.
         Poll::Ready(Ok(()))

@@ -143,11 +143,29 @@ impl WakeFd {
     }
 }
 
+// `recv` and `send` go through `syscall(2)`, not libc's wrappers of the
+// same names: those are thread cancellation points (each argument is
+// widened to a `long`, as `syscall` reads them), and enabling and
+// disabling cancellation around each call cost about 130 instructions a
+// transaction (pgward never cancels threads). The loop's sockets are
+// nonblocking, so a call never waits anyway.
+
 /// `recv` into `room` without waiting: bytes read (0: end of stream).
 pub(super) fn recv(fd: RawFd, room: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     loop {
-        // SAFETY: the kernel writes at most `room.len()` bytes into `room`.
-        let n = unsafe { libc::recv(fd, room.as_mut_ptr().cast(), room.len(), libc::MSG_DONTWAIT) };
+        // SAFETY: the kernel writes at most `room.len()` bytes into `room`;
+        // the address arguments are null (a connected socket).
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                libc::c_long::from(fd),
+                room.as_mut_ptr(),
+                room.len(),
+                libc::c_long::from(libc::MSG_DONTWAIT),
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            )
+        };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -161,13 +179,18 @@ pub(super) fn recv(fd: RawFd, room: &mut [MaybeUninit<u8>]) -> io::Result<usize>
 /// `send` of `bytes` without waiting (and without SIGPIPE): bytes sent.
 pub(super) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: the kernel reads at most `bytes.len()` bytes of `bytes`.
+        let no_address_len: libc::c_long = 0;
+        // SAFETY: the kernel reads at most `bytes.len()` bytes of `bytes`;
+        // the address is null (a connected socket).
         let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
+            libc::syscall(
+                libc::SYS_sendto,
+                libc::c_long::from(fd),
+                bytes.as_ptr(),
                 bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                libc::c_long::from(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL),
+                std::ptr::null::<libc::sockaddr>(),
+                no_address_len,
             )
         };
         if n >= 0 {

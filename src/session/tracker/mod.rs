@@ -130,6 +130,7 @@ mod spare_queue {
     }
 
     /// An empty queue, from the pool when it has one.
+    #[inline]
     pub(super) fn take() -> VecDeque<Entry> {
         POOL.try_with(|pool| pool.borrow_mut().pop())
             .ok()
@@ -138,6 +139,7 @@ mod spare_queue {
     }
 
     /// Keeps an empty `queue` for the next [`take`], when there is room.
+    #[inline]
     pub(super) fn give(queue: VecDeque<Entry>) {
         if !queue.is_empty() || queue.capacity() > LARGEST_KEPT {
             return;
@@ -308,6 +310,7 @@ impl Tracker {
     /// idle session then holds none): to the thread's spare queues, where
     /// the next request of a session on this thread finds it (allocating
     /// and growing a queue per transaction cost about 400 instructions).
+    #[inline]
     pub(crate) fn release_idle(&mut self) {
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             spare_queue::give(std::mem::take(&mut self.queue));
