@@ -28,14 +28,20 @@ pub(crate) struct Armed {
 impl Armed {
     /// Makes sure `slot` holds `cx`'s waker; call it only after reading the
     /// flag clear, and read the flag again after it.
-    #[inline]
+    /// (The check inlined, the registration out of line: most polls find
+    /// the waker in place.)
+    #[inline(always)]
     pub(crate) fn register(&mut self, slot: &AtomicWaker, cx: &Context<'_>) {
-        let same = self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if self.armed && same {
+        if self.armed && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return;
         }
+        self.register_again(slot, cx);
+    }
+
+    #[inline(never)]
+    fn register_again(&mut self, slot: &AtomicWaker, cx: &Context<'_>) {
         slot.register(cx.waker());
-        if !same {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             self.waker = Some(cx.waker().clone());
         }
         self.armed = true;

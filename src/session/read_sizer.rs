@@ -80,7 +80,9 @@ impl ReadSizer {
 /// some, else into a stack buffer of [`STACK_READ`] bytes, copied into `buf`
 /// once the bytes came (so nothing is allocated while the read waits).
 /// Ready with the bytes read; 0 is end of stream. One poll: the relay polls
-/// it with the side's own waker (`side_wake.rs`).
+/// it with the side's own waker (`side_wake.rs`). Never inlined: its stack
+/// buffer would make every caller's frame 8 KiB (probed on each call).
+#[inline(never)]
 pub fn poll_read_some<R>(
     r: &mut R,
     buf: &mut BytesMut,

@@ -148,7 +148,9 @@ impl Relay {
             // The client's is taken by the core once it writes to it
             // (`core::room`): most answers leave from the read buffer.
             // Hand the core what was read.
-            if hold.is_none() && !terminating {
+            // (An empty input is no call: the core has nothing to do with
+            // it, as a held frame stays in the input.)
+            if hold.is_none() && !terminating && !client_in.is_empty() {
                 match self.core.client_input(&mut client_in, &mut to_server) {
                     Ok(ClientStep::NeedMore) => {}
                     Ok(ClientStep::Hold(wait)) => {
@@ -166,7 +168,7 @@ impl Relay {
                     Err(e) => return self.fatal(core_error(e), &to_client).await,
                 }
             }
-            loop {
+            while !server_in.is_empty() {
                 match self.core.server_input(&mut server_in, &mut to_client) {
                     Ok(ServerStep::NeedMore | ServerStep::Full) => break,
                     Ok(ServerStep::Direct(n)) => {
@@ -183,9 +185,6 @@ impl Relay {
                             to_client.extend_from_slice(&server_in[written..n]);
                         }
                         server_in.advance(n);
-                        if server_in.is_empty() {
-                            break;
-                        }
                     }
                     Ok(ServerStep::Fatal) => {
                         self.client_w.write_all(&to_client).await?;

@@ -262,6 +262,7 @@ impl Core {
 
     /// Moves pgward's own notices into the client's outgoing bytes, at a
     /// message boundary only.
+    #[inline]
     pub(crate) fn own_notices_into(&mut self, to_client: &mut BytesMut) {
         if self.streaming == 0 && !self.own_notices.is_empty() {
             if let Some(tap) = &mut self.tap {

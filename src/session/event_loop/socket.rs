@@ -122,7 +122,7 @@ pub(super) fn attach(
 impl LoopRead {
     /// Ready once a read may find bytes (or the end); until then the
     /// task's waker waits for the socket's next event.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<()> {
         let LoopRead(s, armed) = self;
         if !s.readable.load(Ordering::Acquire) {
@@ -135,7 +135,50 @@ impl LoopRead {
         armed.disarm();
         Poll::Ready(())
     }
+
+    /// Reads into `buf`'s spare room, growing it first when it has none;
+    /// bytes read (0: end of stream). The relay's read on the loop: no
+    /// `ReadBuf`, no read through the stack.
+    #[inline]
+    pub(crate) fn poll_read_into(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+        cx: &Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(MIN_ROOM);
+        }
+        loop {
+            std::task::ready!(self.poll_readable(cx));
+            let s = &self.0;
+            let room = buf.spare_capacity_mut();
+            let len = room.len();
+            match sys::recv(s.stream.as_raw_fd(), room) {
+                Ok(n) => {
+                    if n > 0 && n < len && !s.read_closed.load(Ordering::Acquire) {
+                        // Short: the kernel had no more. The next bytes
+                        // bring an event.
+                        s.readable.store(false, Ordering::Release);
+                    }
+                    // SAFETY: `recv` initialised the first `n` bytes of the
+                    // spare room (`n <= len`), which follow the buffer's
+                    // bytes.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // (A closed socket never says EAGAIN.)
+                    s.readable.store(false, Ordering::Release);
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
+
+/// Room a full buffer is given before a read (the relay's sizer normally
+/// leaves room itself).
+const MIN_ROOM: usize = 1024;
 
 impl AsyncRead for LoopRead {
     #[inline]
