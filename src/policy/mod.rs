@@ -277,6 +277,22 @@ impl Policy {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
         }
+        let audience = audience_memo::audience(&self.rules, who);
+        // A UTF8 client's bytes go to the verdict memo before they are
+        // checked and converted: it answers only for bytes those steps pass
+        // as they are (`verdict_memo`'s "Asked before the text is
+        // converted"), so the answer is the one judging them would give. A
+        // miss is judged as ever, and not asked again.
+        let mut asked = None;
+        if let (None, ClientEncoding::Utf8, Lexing::Known(settings)) =
+            (values, session.client_encoding, session.lexing)
+        {
+            let rest = self.rest(settings, session.server_major, session.code, &audience);
+            if let Some(hit) = verdict_memo::recall(self.id, &rest, text) {
+                return hit;
+            }
+            asked = Some(rest);
+        }
         if memchr::memchr(0, text).is_some() {
             return Arc::new(Outcome::deny(
                 "22021",
@@ -296,7 +312,6 @@ impl Policy {
             }
         };
         let sql = sql.as_ref();
-        let audience = audience_memo::audience(&self.rules, who);
         let who = &audience;
         let env = |settings| Env {
             settings,
@@ -314,7 +329,7 @@ impl Policy {
         };
         let code = session.code;
         match (one_reading, values) {
-            (Some(settings), None) => self.judge_cached(sql, who, &env(settings), code),
+            (Some(settings), None) => self.judge_cached(sql, who, &env(settings), code, asked),
             (Some(settings), Some(values)) => {
                 Arc::new(self.judge_fresh(sql, who, &env(settings), code, values))
             }
@@ -346,24 +361,46 @@ impl Policy {
         }
     }
 
+    /// The verdict memo's and the text cache's key but for the text.
+    fn rest(
+        &self,
+        settings: LexSettings,
+        server_major: u32,
+        code: Option<&called::CodeCatalog>,
+        who: &Audience,
+    ) -> text_key::Rest {
+        text_key::Rest {
+            standard_conforming_strings: settings.standard_conforming_strings,
+            server_major,
+            generation: code.map_or(0, called::CodeCatalog::generation),
+            audience: who.clone(),
+        }
+    }
+
+    /// `asked`: the key the verdict memo was asked with (and had nothing)
+    /// for this text already.
     fn judge_cached(
         &self,
         sql: &str,
         who: &Audience,
         env: &Env<'_>,
         code: Option<&called::CodeCatalog>,
+        asked: Option<text_key::Rest>,
     ) -> Arc<Outcome> {
         let settings = env.settings;
         let generation = code.map_or(0, called::CodeCatalog::generation);
-        let rest = text_key::Rest {
-            standard_conforming_strings: settings.standard_conforming_strings,
-            server_major: env.server_major,
-            generation,
-            audience: who.clone(),
+        let rest = match asked {
+            // Asked with the same key and, the bytes having passed as they
+            // are, the same text: no need to ask again.
+            Some(rest) if rest == self.rest(settings, env.server_major, code, who) => rest,
+            _ => {
+                let rest = self.rest(settings, env.server_major, code, who);
+                if let Some(hit) = verdict_memo::recall(self.id, &rest, sql.as_bytes()) {
+                    return hit;
+                }
+                rest
+            }
         };
-        if let Some(hit) = verdict_memo::recall(self.id, &rest, sql) {
-            return hit;
-        }
         let text_key = Lookup {
             text: sql.as_bytes(),
             rest: &rest,
