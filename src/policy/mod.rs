@@ -73,6 +73,23 @@ pub struct Session<'a> {
     /// what a statement calls, triggers or fills is judged with it (see
     /// [`called`]). `None`: only the statement's own text is judged.
     pub code: Option<&'a called::CodeCatalog>,
+    /// The rules that apply to the identity judged, when the caller kept
+    /// them ([`Policy::audience_of`] for that identity): used only by the
+    /// policy that worked them out, others work them out again.
+    pub audience: Option<&'a KnownAudience>,
+}
+
+/// The rules of one policy that apply to one identity, worked out once by
+/// [`Policy::audience_of`] for a caller that judges many statements of that
+/// identity (a session), in place of the thread's memo of the last identity
+/// judged, which compares the whole identity on every statement. Tied to
+/// the policy by its id (never reused: a reload makes a new one); the
+/// caller keeps it beside the identity it was made for, which it does not
+/// change.
+#[derive(Debug, Clone)]
+pub struct KnownAudience {
+    policy: u64,
+    audience: Audience,
 }
 
 static NO_TABLES: BTreeSet<String> = BTreeSet::new();
@@ -88,6 +105,7 @@ impl Session<'static> {
             server_major: versions::GRAMMAR_MAJOR,
             client_encoding: &UTF8,
             code: None,
+            audience: None,
         }
     }
 }
@@ -212,6 +230,20 @@ impl Policy {
         }
     }
 
+    /// The rules that apply to `who`, for [`Session::audience`] of the
+    /// sessions that judge as `who`.
+    pub fn audience_of(&self, who: &Identity) -> KnownAudience {
+        KnownAudience {
+            policy: self.id,
+            audience: self.rules.audience(who),
+        }
+    }
+
+    /// Whether this policy worked out `known` (for whatever identity).
+    pub fn made(&self, known: &KnownAudience) -> bool {
+        known.policy == self.id
+    }
+
     /// Whether nothing can be refused (then sessions skip judging entirely).
     pub fn is_inert(&self) -> bool {
         self.rules.is_inert()
@@ -277,7 +309,10 @@ impl Policy {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
         }
-        let audience = audience_memo::audience(&self.rules, who);
+        let audience = match session.audience {
+            Some(known) if self.made(known) => known.audience.clone(),
+            _ => audience_memo::audience(&self.rules, who),
+        };
         // A UTF8 client's bytes go to the verdict memo before they are
         // checked and converted: it answers only for bytes those steps pass
         // as they are (`verdict_memo`'s "Asked before the text is

@@ -507,3 +507,35 @@ fn a_digit_twin_that_is_not_utf8_or_holds_a_nul_is_no_hit() {
     super::remember(p.id, &rest, nul, None, &judged);
     assert!(super::recall(p.id, &rest, nul.as_bytes()).is_none());
 }
+
+#[test]
+fn a_kept_audience_counts_only_for_the_policy_that_made_it() {
+    let deny_for = |group: &str| {
+        let raw: RawPolicy = toml::from_str(&format!(
+            "builtin_rules = false\n[[rules]]\nname = \"no-delete\"\naction = \"deny\"\n\
+             groups = [\"{group}\"]\nkinds = [\"delete\"]"
+        ))
+        .expect("policy");
+        Policy::new(Arc::new(compile(&raw).expect("rules")))
+    };
+    let (ops, dev) = (deny_for("ops"), deny_for("dev"));
+    let who = Identity::new("alice", ["dev"]);
+    let denied = |o: &Outcome| matches!(o.verdict, Verdict::Deny(_));
+    // Under the ops policy no rule applies to alice; under dev's one does.
+    let kept = ops.audience_of(&who);
+    assert!(ops.made(&kept) && !dev.made(&kept));
+    let session = Session {
+        audience: Some(&kept),
+        ..Session::new(Lexing::Known(settings(true)))
+    };
+    for _ in 0..2 {
+        assert!(!denied(&ops.judge_in(b"DELETE FROM t WHERE id = 1", &who, &session)));
+        assert!(denied(&dev.judge_in(b"DELETE FROM t WHERE id = 2", &who, &session)));
+        let own = dev.audience_of(&who);
+        let with_own = Session {
+            audience: Some(&own),
+            ..session
+        };
+        assert!(denied(&dev.judge_in(b"DELETE FROM t WHERE id = 3", &who, &with_own)));
+    }
+}
