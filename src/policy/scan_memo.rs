@@ -374,7 +374,11 @@ pub(super) mod tests {
         assert!(!same_but_integers(short, &tokens, short));
         let spans = super::free_literals(old, &tokens).expect("literals");
         assert_eq!(spans, vec![(50, 54)]);
-        assert!(super::same_but_literals(old.as_bytes(), &spans, old.as_bytes()));
+        assert!(super::same_but_literals(
+            old.as_bytes(),
+            &spans,
+            old.as_bytes()
+        ));
     }
 
     #[test]

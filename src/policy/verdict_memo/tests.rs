@@ -6,9 +6,9 @@ use super::super::lexer::{
     guard_shape, guard_shape_keeps_a_literal, scan_uncached, shape, shape_keeps_a_literal,
 };
 use super::super::rules::{Identity, RuleSet, Verdict};
+use super::super::scan_memo::same_but_integers;
 use super::super::scan_memo::tests::settings;
 use super::super::{Lexing, Outcome, Policy, Session};
-use super::super::scan_memo::same_but_integers;
 use crate::config::policy::compile;
 use crate::config::raw::RawPolicy;
 use proptest::prelude::*;
@@ -364,7 +364,10 @@ fn the_slot_tried_first_answers_only_its_own_statement() {
     let (p, session, who, rest) = memo_setup();
     let select = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
     let delete = "DELETE FROM pgbench_accounts WHERE aid = 4711;";
-    assert_ne!(super::slot(select.as_bytes()), super::slot(delete.as_bytes()));
+    assert_ne!(
+        super::slot(select.as_bytes()),
+        super::slot(delete.as_bytes())
+    );
     let selected = p.judge_in(select.as_bytes(), &who, &session);
     let deleted = p.judge_in(delete.as_bytes(), &who, &session);
     // The DELETE's slot is tried first now; the SELECT is still its own.
@@ -529,13 +532,25 @@ fn a_kept_audience_counts_only_for_the_policy_that_made_it() {
         ..Session::new(Lexing::Known(settings(true)))
     };
     for _ in 0..2 {
-        assert!(!denied(&ops.judge_in(b"DELETE FROM t WHERE id = 1", &who, &session)));
-        assert!(denied(&dev.judge_in(b"DELETE FROM t WHERE id = 2", &who, &session)));
+        assert!(!denied(&ops.judge_in(
+            b"DELETE FROM t WHERE id = 1",
+            &who,
+            &session
+        )));
+        assert!(denied(&dev.judge_in(
+            b"DELETE FROM t WHERE id = 2",
+            &who,
+            &session
+        )));
         let own = dev.audience_of(&who);
         let with_own = Session {
             audience: Some(&own),
             ..session
         };
-        assert!(denied(&dev.judge_in(b"DELETE FROM t WHERE id = 3", &who, &with_own)));
+        assert!(denied(&dev.judge_in(
+            b"DELETE FROM t WHERE id = 3",
+            &who,
+            &with_own
+        )));
     }
 }

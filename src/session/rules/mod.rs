@@ -300,7 +300,10 @@ impl RulesPhase {
         let own_temp_tables = self.settings.temp.usable();
         let audience = match &self.audience {
             Some(known) if policy.made(known) => known.clone(),
-            _ => self.audience.insert(policy.audience_of(&self.identity)).clone(),
+            _ => self
+                .audience
+                .insert(policy.audience_of(&self.identity))
+                .clone(),
         };
         Snapshot {
             audience,
