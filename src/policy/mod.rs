@@ -73,6 +73,23 @@ pub struct Session<'a> {
     /// what a statement calls, triggers or fills is judged with it (see
     /// [`called`]). `None`: only the statement's own text is judged.
     pub code: Option<&'a called::CodeCatalog>,
+    /// The rules that apply to the identity judged, when the caller kept
+    /// them ([`Policy::audience_of`] for that identity): used only by the
+    /// policy that worked them out, others work them out again.
+    pub audience: Option<&'a KnownAudience>,
+}
+
+/// The rules of one policy that apply to one identity, worked out once by
+/// [`Policy::audience_of`] for a caller that judges many statements of that
+/// identity (a session), in place of the thread's memo of the last identity
+/// judged, which compares the whole identity on every statement. Tied to
+/// the policy by its id (never reused: a reload makes a new one); the
+/// caller keeps it beside the identity it was made for, which it does not
+/// change.
+#[derive(Debug, Clone)]
+pub struct KnownAudience {
+    policy: u64,
+    audience: Audience,
 }
 
 static NO_TABLES: BTreeSet<String> = BTreeSet::new();
@@ -88,6 +105,7 @@ impl Session<'static> {
             server_major: versions::GRAMMAR_MAJOR,
             client_encoding: &UTF8,
             code: None,
+            audience: None,
         }
     }
 }
@@ -212,6 +230,20 @@ impl Policy {
         }
     }
 
+    /// The rules that apply to `who`, for [`Session::audience`] of the
+    /// sessions that judge as `who`.
+    pub fn audience_of(&self, who: &Identity) -> KnownAudience {
+        KnownAudience {
+            policy: self.id,
+            audience: self.rules.audience(who),
+        }
+    }
+
+    /// Whether this policy worked out `known` (for whatever identity).
+    pub fn made(&self, known: &KnownAudience) -> bool {
+        known.policy == self.id
+    }
+
     /// Whether nothing can be refused (then sessions skip judging entirely).
     pub fn is_inert(&self) -> bool {
         self.rules.is_inert()
@@ -277,6 +309,25 @@ impl Policy {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
         }
+        let audience = match session.audience {
+            Some(known) if self.made(known) => known.audience.clone(),
+            _ => audience_memo::audience(&self.rules, who),
+        };
+        // A UTF8 client's bytes go to the verdict memo before they are
+        // checked and converted: it answers only for bytes those steps pass
+        // as they are (`verdict_memo`'s "Asked before the text is
+        // converted"), so the answer is the one judging them would give. A
+        // miss is judged as ever, and not asked again.
+        let mut asked = None;
+        if let (None, ClientEncoding::Utf8, Lexing::Known(settings)) =
+            (values, session.client_encoding, session.lexing)
+        {
+            let rest = self.rest(settings, session.server_major, session.code, &audience);
+            if let Some(hit) = verdict_memo::recall(self.id, &rest, text) {
+                return hit;
+            }
+            asked = Some(rest);
+        }
         if memchr::memchr(0, text).is_some() {
             return Arc::new(Outcome::deny(
                 "22021",
@@ -296,7 +347,6 @@ impl Policy {
             }
         };
         let sql = sql.as_ref();
-        let audience = audience_memo::audience(&self.rules, who);
         let who = &audience;
         let env = |settings| Env {
             settings,
@@ -314,7 +364,7 @@ impl Policy {
         };
         let code = session.code;
         match (one_reading, values) {
-            (Some(settings), None) => self.judge_cached(sql, who, &env(settings), code),
+            (Some(settings), None) => self.judge_cached(sql, who, &env(settings), code, asked),
             (Some(settings), Some(values)) => {
                 Arc::new(self.judge_fresh(sql, who, &env(settings), code, values))
             }
@@ -346,24 +396,46 @@ impl Policy {
         }
     }
 
+    /// The verdict memo's and the text cache's key but for the text.
+    fn rest(
+        &self,
+        settings: LexSettings,
+        server_major: u32,
+        code: Option<&called::CodeCatalog>,
+        who: &Audience,
+    ) -> text_key::Rest {
+        text_key::Rest {
+            standard_conforming_strings: settings.standard_conforming_strings,
+            server_major,
+            generation: code.map_or(0, called::CodeCatalog::generation),
+            audience: who.clone(),
+        }
+    }
+
+    /// `asked`: the key the verdict memo was asked with (and had nothing)
+    /// for this text already.
     fn judge_cached(
         &self,
         sql: &str,
         who: &Audience,
         env: &Env<'_>,
         code: Option<&called::CodeCatalog>,
+        asked: Option<text_key::Rest>,
     ) -> Arc<Outcome> {
         let settings = env.settings;
         let generation = code.map_or(0, called::CodeCatalog::generation);
-        let rest = text_key::Rest {
-            standard_conforming_strings: settings.standard_conforming_strings,
-            server_major: env.server_major,
-            generation,
-            audience: who.clone(),
+        let rest = match asked {
+            // Asked with the same key and, the bytes having passed as they
+            // are, the same text: no need to ask again.
+            Some(rest) if rest == self.rest(settings, env.server_major, code, who) => rest,
+            _ => {
+                let rest = self.rest(settings, env.server_major, code, who);
+                if let Some(hit) = verdict_memo::recall(self.id, &rest, sql.as_bytes()) {
+                    return hit;
+                }
+                rest
+            }
         };
-        if let Some(hit) = verdict_memo::recall(self.id, &rest, sql) {
-            return hit;
-        }
         let text_key = Lookup {
             text: sql.as_bytes(),
             rest: &rest,

@@ -137,22 +137,51 @@ pub(super) fn derive(old: &str, tokens: &[ScanToken], new: &str) -> Option<Vec<S
 /// simple protocol, inline several values (`UPDATE ... SET v = v + 5 WHERE
 /// id = 7`), where [`derive`] allows one.
 pub fn same_but_integers(old: &str, tokens: &[ScanToken], new: &str) -> bool {
-    let (a, b) = (old.as_bytes(), new.as_bytes());
+    free_literals(old, tokens)
+        .is_some_and(|literals| same_but_literals(old.as_bytes(), &literals, new.as_bytes()))
+}
+
+/// Where an integer literal of a text starts and ends (byte offsets).
+pub type Span = (u32, u32);
+
+/// The integer literals of `old` (which scans to `tokens`) whose digits
+/// [`same_but_integers`] lets differ, in order: ICONST tokens of 1 to 9
+/// decimal digits, not followed by a digit, none overlapping the one before.
+/// A literal of another form (`1_000`, `0x1F`, ten digits), or one followed
+/// by a digit, must match byte for byte, as the text around it. A pure
+/// function of the text and its tokens, so a memo computes it once, when it
+/// remembers a text, and compares each later text by the spans alone.
+/// `None` when a token lies outside the text (tokens of another text).
+pub fn free_literals(old: &str, tokens: &[ScanToken]) -> Option<Vec<Span>> {
+    let a = old.as_bytes();
     let digits = |s: &[u8]| (1..=MAX_DIGITS).contains(&s.len()) && s.iter().all(u8::is_ascii_digit);
-    // `a[done_a..]` and `b[done_b..]` are still to be matched.
-    let (mut done_a, mut done_b) = (0, 0);
+    let mut spans = Vec::new();
+    let mut done = 0;
     for t in tokens.iter().filter(|t| t.token == ICONST) {
         let (start, end) = (offset(t.start), offset(t.end));
-        let Some(literal) = a.get(start..end) else {
-            return false;
-        };
-        // A literal of another form (`1_000`, `0x1F`, ten digits), or one
-        // followed by a digit, must match byte for byte, as the text around it.
-        if start < done_a || !digits(literal) || a.get(end).is_some_and(u8::is_ascii_digit) {
+        let literal = a.get(start..end)?;
+        if start < done || !digits(literal) || a.get(end).is_some_and(u8::is_ascii_digit) {
             continue;
         }
-        let gap = start - done_a;
-        if b.get(done_b..done_b + gap) != Some(&a[done_a..start]) {
+        spans.push((u32::try_from(start).ok()?, u32::try_from(end).ok()?));
+        done = end;
+    }
+    Some(spans)
+}
+
+/// Whether `b` is `a` with the digits of each literal in `literals` (from
+/// [`free_literals`] of `a`) replaced by 1 to 9 digits, and every other
+/// byte the same: [`same_but_integers`] with the literals found beforehand.
+/// `a == b` answers yes.
+pub fn same_but_literals(a: &[u8], literals: &[Span], b: &[u8]) -> bool {
+    // `a[done_a..]` and `b[done_b..]` are still to be matched.
+    let (mut done_a, mut done_b) = (0, 0);
+    for &(start, end) in literals {
+        let (start, end) = (start as usize, end as usize);
+        let (Some(before), Some(gap)) = (a.get(done_a..start), start.checked_sub(done_a)) else {
+            return false;
+        };
+        if b.get(done_b..done_b + gap) != Some(before) {
             return false;
         }
         done_b += gap;
@@ -166,7 +195,7 @@ pub fn same_but_integers(old: &str, tokens: &[ScanToken], new: &str) -> bool {
         done_a = end;
         done_b += run;
     }
-    a[done_a..] == b[done_b..]
+    a.get(done_a..) == b.get(done_b..)
 }
 
 /// Where token `t` of `a` ends in `b`, if `t` is an integer literal of
@@ -189,7 +218,8 @@ fn offset(at: i32) -> usize {
 #[cfg(test)]
 pub(super) mod tests {
     use super::super::lexer::{scan_uncached, LexSettings};
-    use super::derive;
+    use super::{derive, offset, same_but_integers, ICONST, MAX_DIGITS};
+    use pg_query::protobuf::ScanToken;
     use proptest::prelude::*;
 
     /// Texts with integers next to every kind of token that could reach
@@ -272,6 +302,83 @@ pub(super) mod tests {
         ) {
             edited_agrees(t, at, cut, &with, scs)?;
         }
+    }
+
+    /// `same_but_integers` as it was before the literals were found
+    /// beforehand (one walk over the tokens per comparison): the reference
+    /// the split into [`super::free_literals`] and
+    /// [`super::same_but_literals`] must agree with.
+    fn reference(old: &str, tokens: &[ScanToken], new: &str) -> bool {
+        let (a, b) = (old.as_bytes(), new.as_bytes());
+        let digits =
+            |s: &[u8]| (1..=MAX_DIGITS).contains(&s.len()) && s.iter().all(u8::is_ascii_digit);
+        let (mut done_a, mut done_b) = (0, 0);
+        for t in tokens.iter().filter(|t| t.token == ICONST) {
+            let (start, end) = (offset(t.start), offset(t.end));
+            let Some(literal) = a.get(start..end) else {
+                return false;
+            };
+            if start < done_a || !digits(literal) || a.get(end).is_some_and(u8::is_ascii_digit) {
+                continue;
+            }
+            let gap = start - done_a;
+            if b.get(done_b..done_b + gap) != Some(&a[done_a..start]) {
+                return false;
+            }
+            done_b += gap;
+            let run = b[done_b..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if !(1..=MAX_DIGITS).contains(&run) {
+                return false;
+            }
+            done_a = end;
+            done_b += run;
+        }
+        a[done_a..] == b[done_b..]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Finding the literals once answers as walking the tokens each
+        /// time did, for edits anywhere, of digits or of anything else.
+        #[test]
+        fn literals_found_beforehand_answer_as_the_tokens_did(
+            t in 0..TEMPLATES.len(),
+            at in any::<prop::sample::Index>(),
+            cut in 0usize..4,
+            with in "[0-9a-zA-Z_ .$'\"eExX:+/*-]{0,4}|[0-9]{1,10}",
+            scs in any::<bool>(),
+        ) {
+            let old = TEMPLATES[t];
+            let start = at.index(old.len() + 1);
+            let end = (start + cut).min(old.len());
+            let new = format!("{}{with}{}", &old[..start], &old[end..]);
+            let tokens = scan_uncached(old, settings(scs)).unwrap_or_default();
+            prop_assert_eq!(
+                same_but_integers(old, &tokens, &new),
+                reference(old, &tokens, &new),
+                "{:?} -> {:?}", old, new
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_of_another_text_let_nothing_differ() {
+        let old = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
+        let tokens = scan_uncached(old, settings(true)).expect("scans");
+        let short = "SELECT 1";
+        assert!(super::free_literals(short, &tokens).is_none());
+        assert!(!same_but_integers(short, &tokens, short));
+        let spans = super::free_literals(old, &tokens).expect("literals");
+        assert_eq!(spans, vec![(50, 54)]);
+        assert!(super::same_but_literals(
+            old.as_bytes(),
+            &spans,
+            old.as_bytes()
+        ));
     }
 
     #[test]

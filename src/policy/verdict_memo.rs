@@ -22,12 +22,28 @@
 //!   both: the outcome read no literal's value (`by_shape`), and the shape
 //!   keeps no literal's text, so both texts have the same shape.
 //!
+//! Asked before the text is converted: under `client_encoding` UTF8 (and
+//! SQL_ASCII, read alike) `Policy::judge_any` asks with the bytes as the
+//! client sent them, before its NUL check and UTF-8 validation, and judges
+//! as before only on a miss. Sound because a hit is only for bytes those
+//! steps pass unchanged: an entry's text is a `String` (valid UTF-8) with
+//! no NUL ([`remember`] takes none), and a hit needs the bytes to be that
+//! text, or that text with runs of ASCII digits replaced by runs of ASCII
+//! digits ([`same_but_literals`]). An ASCII byte is never part of a
+//! multi-byte UTF-8 sequence, so each replaced run lies between characters
+//! of the text: the bytes are its characters with some ASCII ones replaced
+//! by ASCII ones, valid UTF-8, and no digit is NUL. So the NUL check passes
+//! them, the conversion returns them as they are, and the memo is asked
+//! with the same key and text as it would be after the conversion. Any
+//! other byte that differs (a non-digit, invalid UTF-8, a NUL where a digit
+//! was) is no hit, and the text is judged the ordinary way.
+//!
 //! Entries live in a few slots picked by a hash of the text with its digits
 //! left out, so texts that differ only in digits meet in one slot, and a
 //! thread serving several kinds of statement keeps one of each.
 
 use super::lexer::shape_keeps_a_literal;
-use super::scan_memo::same_but_integers;
+use super::scan_memo::{free_literals, same_but_literals, Span};
 use super::text_key::Rest;
 use super::Outcome;
 use pg_query::protobuf::ScanToken;
@@ -46,9 +62,11 @@ struct Entry {
     policy: u64,
     rest: Rest,
     text: String,
-    /// The text's tokens when texts differing in integer digits may reuse
-    /// the outcome; empty when only an exact repeat may.
-    tokens: Vec<ScanToken>,
+    /// The text's integer literals whose digits may differ
+    /// ([`super::scan_memo::free_literals`]) when texts differing in
+    /// integer digits may reuse the outcome; `None` when only an exact
+    /// repeat may.
+    literals: Option<Vec<Span>>,
     outcome: Arc<Outcome>,
 }
 
@@ -79,8 +97,7 @@ const SLOT_PREFIX: usize = 24;
 /// bytes that are not digits, which digit changes keep. Only a slot choice
 /// (the entry is compared in full), so it reads as little as tells the
 /// statements of a workload apart; counting runs many bytes at a time.
-fn slot(sql: &str) -> usize {
-    let bytes = sql.as_bytes();
+fn slot(bytes: &[u8]) -> usize {
     // A branch-free sum, which the compiler runs many bytes at a time.
     let digits: usize = bytes
         .iter()
@@ -106,8 +123,10 @@ fn slot(sql: &str) -> usize {
 }
 
 /// The remembered outcome for `sql` under (`policy`, `rest`), if one may be
-/// reused (see the module comment).
-pub(super) fn recall(policy: u64, rest: &Rest, sql: &str) -> Option<Arc<Outcome>> {
+/// reused (see the module comment). `sql`: the text as the server lexes it,
+/// or the bytes a UTF8 client sent, not yet checked (see "Asked before the
+/// text is converted").
+pub(super) fn recall(policy: u64, rest: &Rest, sql: &[u8]) -> Option<Arc<Outcome>> {
     if sql.len() > MAX_TEXT {
         return None;
     }
@@ -116,9 +135,11 @@ pub(super) fn recall(policy: u64, rest: &Rest, sql: &str) -> Option<Arc<Outcome>
         let reusable = |entry: &Entry| {
             entry.policy == policy
                 && entry.rest == *rest
-                && (entry.text == sql
-                    || (!entry.tokens.is_empty()
-                        && same_but_integers(&entry.text, &entry.tokens, sql)))
+                && match &entry.literals {
+                    // Also true when the texts are the same.
+                    Some(literals) => same_but_literals(entry.text.as_bytes(), literals, sql),
+                    None => entry.text.as_bytes() == sql,
+                }
         };
         let last = slots.last;
         if let Some(entry) = slots.entries[last].as_ref().filter(|e| reusable(e)) {
@@ -141,34 +162,35 @@ pub(super) fn remember(
     tokens: Option<&[ScanToken]>,
     outcome: &Arc<Outcome>,
 ) {
-    if sql.len() > MAX_TEXT || !outcome.by_text {
+    // No NUL: bytes recalled before the NUL check rely on it (module
+    // comment); judging refuses such texts before they get here anyway.
+    if sql.len() > MAX_TEXT || !outcome.by_text || memchr::memchr(0, sql.as_bytes()).is_some() {
         return;
     }
-    let by_digits = outcome.by_shape
-        && tokens.is_some_and(|tokens| !tokens.is_empty() && !shape_keeps_a_literal(sql, tokens));
+    let literals = match tokens {
+        Some(tokens)
+            if outcome.by_shape && !tokens.is_empty() && !shape_keeps_a_literal(sql, tokens) =>
+        {
+            free_literals(sql, tokens)
+        }
+        _ => None,
+    };
     SLOTS_OF_THREAD.with(|slots| {
         let Ok(mut slots) = slots.try_borrow_mut() else {
             return;
         };
-        let at = slot(sql);
+        let at = slot(sql.as_bytes());
         slots.last = at;
         let entry = &mut slots.entries[at];
         // The allocations of the entry replaced are reused.
-        let (mut text, mut kept) = match entry.take() {
-            Some(old) => (old.text, old.tokens),
-            None => (String::new(), Vec::new()),
-        };
+        let mut text = entry.take().map(|old| old.text).unwrap_or_default();
         text.clear();
         text.push_str(sql);
-        kept.clear();
-        if by_digits {
-            kept.extend_from_slice(tokens.unwrap_or_default());
-        }
         *entry = Some(Entry {
             policy,
             rest: rest.clone(),
             text,
-            tokens: kept,
+            literals,
             outcome: Arc::clone(outcome),
         });
     });

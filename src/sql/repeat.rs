@@ -114,18 +114,21 @@ pub(crate) fn same_but_digit_runs(mut a: &[u8], mut b: &[u8]) -> bool {
     }
 }
 
-/// How many bytes `a` and `b` start with alike, compared eight at a time.
+/// How many bytes `a` and `b` start with alike, compared eight at a time
+/// (where two words differ, the first differing byte is found from their
+/// XOR, not byte by byte).
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut at = 0;
-    while at + 8 <= n {
-        let word = |t: &[u8]| {
-            <[u8; 8]>::try_from(&t[at..at + 8])
-                .ok()
-                .map(u64::from_ne_bytes)
-        };
-        if word(a) != word(b) {
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
             break;
+        };
+        // Little-endian: the lowest set bit is in the first differing byte.
+        let differ = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+        if differ != 0 {
+            return at + (differ.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
@@ -190,6 +193,18 @@ mod tests {
     }
 
     proptest! {
+        /// The word-at-a-time prefix is the byte-by-byte one.
+        #[test]
+        fn the_common_prefix_is_counted_byte_by_byte(
+            a in proptest::collection::vec(prop::sample::select(vec![b'a', b'b', b'1', 0x80, 0xff]), 0..40),
+            b in proptest::collection::vec(prop::sample::select(vec![b'a', b'b', b'1', 0x80, 0xff]), 0..40),
+            shared in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let (a, b) = ([&shared[..], &a].concat(), [&shared[..], &b].concat());
+            let bytewise = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            prop_assert_eq!(common_prefix(&a, &b), bytewise);
+        }
+
         /// The comparison is the one its definition gives.
         #[test]
         fn the_same_as_comparing_collapsed_texts(

@@ -5,10 +5,10 @@
 use super::super::lexer::{
     guard_shape, guard_shape_keeps_a_literal, scan_uncached, shape, shape_keeps_a_literal,
 };
-use super::super::rules::{Identity, RuleSet};
+use super::super::rules::{Identity, RuleSet, Verdict};
+use super::super::scan_memo::same_but_integers;
 use super::super::scan_memo::tests::settings;
-use super::super::{Lexing, Policy, Session};
-use super::same_but_integers;
+use super::super::{Lexing, Outcome, Policy, Session};
 use crate::config::policy::compile;
 use crate::config::raw::RawPolicy;
 use proptest::prelude::*;
@@ -313,22 +313,22 @@ fn inlined_values_are_answered_from_the_memo() {
     let (p, session, who, rest) = memo_setup();
     let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
     let next = "SELECT abalance FROM pgbench_accounts WHERE aid = 815;";
-    assert!(super::recall(p.id, &rest, next).is_none());
+    assert!(super::recall(p.id, &rest, next.as_bytes()).is_none());
     let judged = p.judge_in(first.as_bytes(), &who, &session);
-    let recalled = super::recall(p.id, &rest, next).expect("remembered");
+    let recalled = super::recall(p.id, &rest, next.as_bytes()).expect("remembered");
     assert!(Arc::ptr_eq(&judged, &recalled));
     // Not for another policy, another setting, or a text that differs in
     // more than digits.
-    assert!(super::recall(p.id + 1, &rest, next).is_none());
+    assert!(super::recall(p.id + 1, &rest, next.as_bytes()).is_none());
     let other = super::super::text_key::Rest {
         standard_conforming_strings: false,
         ..rest.clone()
     };
-    assert!(super::recall(p.id, &other, next).is_none());
+    assert!(super::recall(p.id, &other, next.as_bytes()).is_none());
     assert!(super::recall(
         p.id,
         &rest,
-        "SELECT abalance FROM pgbench_accounts WHERE bid = 815;"
+        b"SELECT abalance FROM pgbench_accounts WHERE bid = 815;"
     )
     .is_none());
     // A verdict that read the session's state is not remembered at all.
@@ -337,15 +337,15 @@ fn inlined_values_are_answered_from_the_memo() {
         ..Session::new(Lexing::Known(settings(true)))
     };
     p.judge_in(b"SELECT pg_cancel_backend(4242)", &who, &mine);
-    assert!(super::recall(p.id, &rest, "SELECT pg_cancel_backend(4242)").is_none());
+    assert!(super::recall(p.id, &rest, b"SELECT pg_cancel_backend(4242)").is_none());
 }
 
 #[test]
 fn digit_twins_share_a_slot_and_a_workloads_statements_do_not() {
     use super::slot;
     assert_eq!(
-        slot("UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 12;"),
-        slot("UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 99999;"),
+        slot(b"UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 12;"),
+        slot(b"UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 99999;"),
     );
     // pgbench's tpcb-like transaction: five statements, five slots.
     let statements = [
@@ -355,7 +355,7 @@ fn digit_twins_share_a_slot_and_a_workloads_statements_do_not() {
         "UPDATE pgbench_branches SET bbalance = bbalance + -4711 WHERE bid = 1;",
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 12, -4711, CURRENT_TIMESTAMP);",
     ];
-    let slots: BTreeSet<usize> = statements.iter().map(|s| slot(s)).collect();
+    let slots: BTreeSet<usize> = statements.iter().map(|s| slot(s.as_bytes())).collect();
     assert_eq!(slots.len(), statements.len());
 }
 
@@ -364,24 +364,193 @@ fn the_slot_tried_first_answers_only_its_own_statement() {
     let (p, session, who, rest) = memo_setup();
     let select = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
     let delete = "DELETE FROM pgbench_accounts WHERE aid = 4711;";
-    assert_ne!(super::slot(select), super::slot(delete));
+    assert_ne!(
+        super::slot(select.as_bytes()),
+        super::slot(delete.as_bytes())
+    );
     let selected = p.judge_in(select.as_bytes(), &who, &session);
     let deleted = p.judge_in(delete.as_bytes(), &who, &session);
     // The DELETE's slot is tried first now; the SELECT is still its own.
     let again = super::recall(
         p.id,
         &rest,
-        "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
     );
     assert!(Arc::ptr_eq(&again.expect("remembered"), &selected));
-    let again = super::recall(p.id, &rest, "DELETE FROM pgbench_accounts WHERE aid = 7;");
+    let again = super::recall(p.id, &rest, b"DELETE FROM pgbench_accounts WHERE aid = 7;");
     assert!(Arc::ptr_eq(&again.expect("remembered"), &deleted));
     // A statement of neither kind gets neither, whichever slot is tried.
-    assert!(super::recall(p.id, &rest, "DELETE FROM pgbench_tellers WHERE tid = 7;").is_none());
+    assert!(super::recall(p.id, &rest, b"DELETE FROM pgbench_tellers WHERE tid = 7;").is_none());
     assert!(super::recall(
         p.id,
         &rest,
-        "SELECT abalance FROM pgbench_accounts WHERE aid = 7 OR true;"
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 7 OR true;"
     )
     .is_none());
+}
+
+/// Texts as a client's bytes, each next to others that differ from it in a
+/// digit's place only: by other digits, by a byte that is not valid UTF-8,
+/// by a NUL, by a letter, and by text whose reading depends on the client
+/// encoding (`é` as UTF-8 is `Ã©` to a LATIN1 session).
+const BYTES: &[&[u8]] = &[
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = 1",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = 22",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = \xff",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = 3\xff",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = \xc3",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = \x00",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = 4\x00",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = x",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = 5",
+    b"SELECT * FROM \"tab\xc3\" WHERE id = 5",
+    b"SELECT * FROM \"tab\xe9\" WHERE id = 6",
+    b"SELECT * FROM \"tab\xe9\" WHERE id = 7",
+    b"SELECT * FROM \"tab\xc3\xa9\" WHERE id = 8",
+    b"SELECT * FROM ok WHERE id = 9",
+    b"SELECT * FROM ok WHERE id = \xe9",
+    b"SELECT * FROM ok WHERE id = 10",
+    b"SELECT * FROM ok WHERE id = \\11",
+    b"SELECT 'a\\'' FROM ok WHERE id = 12",
+    b"SELECT 'a\\'' FROM ok WHERE id = 13",
+];
+
+#[test]
+fn bytes_recalled_before_conversion_are_judged_as_converted() {
+    use super::super::encoding::ClientEncoding;
+    let raw: RawPolicy = toml::from_str(
+        "[[rules]]\nname = \"no-tab\"\naction = \"deny\"\nrelations = [\"tab\u{e9}\"]",
+    )
+    .expect("policy");
+    let rules = Arc::new(compile(&raw).expect("rules"));
+    let encodings = [
+        ClientEncoding::Utf8,
+        ClientEncoding::named("LATIN1"),
+        ClientEncoding::named("SJIS"),
+    ];
+    let lexings = [
+        Lexing::Known(settings(true)),
+        Lexing::Known(settings(false)),
+        Lexing::Uncertain(settings(true)),
+    ];
+    let who = Identity::new("alice", ["dev"]);
+    let cases = || {
+        encodings
+            .iter()
+            .flat_map(|e| lexings.iter().map(move |l| (e, *l)))
+            .flat_map(|(e, l)| BYTES.iter().map(move |text| (e, l, *text)))
+    };
+    let session = |encoding, lexing| Session {
+        client_encoding: encoding,
+        ..Session::new(lexing)
+    };
+    let expected: Vec<_> = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                cases()
+                    .map(|(e, l, text)| {
+                        Policy::new(Arc::clone(&rules)).judge_in(text, &who, &session(e, l))
+                    })
+                    .collect()
+            })
+            .join()
+            .expect("fresh judging")
+    });
+    // The cases fail as they should: the rule denies `tabé` read as UTF-8
+    // only, invalid UTF-8 and NUL are refused.
+    let code = |o: &Outcome| match &o.verdict {
+        Verdict::Deny(d) => d.code,
+        _ => "allowed",
+    };
+    assert_eq!(code(&expected[0]), "42501");
+    assert_eq!(code(&expected[2]), "22021");
+    assert_eq!(code(&expected[5]), "22021");
+    assert_eq!(code(&expected[13]), "allowed");
+    let latin1 = lexings.len() * BYTES.len();
+    assert_eq!(code(&expected[latin1]), "allowed", "tabÃ© is not tabé");
+    let remembering = Policy::new(Arc::clone(&rules));
+    for round in 0..3 {
+        for ((e, l, text), fresh) in cases().zip(&expected) {
+            let memo = remembering.judge_in(text, &who, &session(e, l));
+            assert_eq!(
+                *memo,
+                **fresh,
+                "round {round}, {:?}, {e:?}, {l:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_digit_twin_that_is_not_utf8_or_holds_a_nul_is_no_hit() {
+    let (p, session, who, rest) = memo_setup();
+    let judged = p.judge_in(
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+        &who,
+        &session,
+    );
+    assert!(matches!(judged.verdict, Verdict::Allow(_)));
+    for twin in [
+        &b"SELECT abalance FROM pgbench_accounts WHERE aid = \xff;"[..],
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 47\xc3;",
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = \x00;",
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 1\x00;",
+    ] {
+        assert!(super::recall(p.id, &rest, twin).is_none(), "{twin:?}");
+        let outcome = p.judge_in(twin, &who, &session);
+        assert!(
+            matches!(&outcome.verdict, Verdict::Deny(d) if d.code == "22021"),
+            "{twin:?}: {:?}",
+            outcome.verdict
+        );
+    }
+    // A text with a NUL is never remembered, even if asked to.
+    let nul = "SELECT 1\0";
+    super::remember(p.id, &rest, nul, None, &judged);
+    assert!(super::recall(p.id, &rest, nul.as_bytes()).is_none());
+}
+
+#[test]
+fn a_kept_audience_counts_only_for_the_policy_that_made_it() {
+    let deny_for = |group: &str| {
+        let raw: RawPolicy = toml::from_str(&format!(
+            "builtin_rules = false\n[[rules]]\nname = \"no-delete\"\naction = \"deny\"\n\
+             groups = [\"{group}\"]\nkinds = [\"delete\"]"
+        ))
+        .expect("policy");
+        Policy::new(Arc::new(compile(&raw).expect("rules")))
+    };
+    let (ops, dev) = (deny_for("ops"), deny_for("dev"));
+    let who = Identity::new("alice", ["dev"]);
+    let denied = |o: &Outcome| matches!(o.verdict, Verdict::Deny(_));
+    // Under the ops policy no rule applies to alice; under dev's one does.
+    let kept = ops.audience_of(&who);
+    assert!(ops.made(&kept) && !dev.made(&kept));
+    let session = Session {
+        audience: Some(&kept),
+        ..Session::new(Lexing::Known(settings(true)))
+    };
+    for _ in 0..2 {
+        assert!(!denied(&ops.judge_in(
+            b"DELETE FROM t WHERE id = 1",
+            &who,
+            &session
+        )));
+        assert!(denied(&dev.judge_in(
+            b"DELETE FROM t WHERE id = 2",
+            &who,
+            &session
+        )));
+        let own = dev.audience_of(&who);
+        let with_own = Session {
+            audience: Some(&own),
+            ..session
+        };
+        assert!(denied(&dev.judge_in(
+            b"DELETE FROM t WHERE id = 3",
+            &who,
+            &with_own
+        )));
+    }
 }

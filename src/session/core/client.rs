@@ -284,20 +284,22 @@ impl Core {
             (RequestKind::Query | RequestKind::Parse, Some(_)) => self.text_repeat,
             _ => None,
         };
+        // One context for every phase: phases read the tracker, never
+        // change it, so what it says is the same for each.
+        let ctx = RequestContext {
+            rules,
+            session: &self.info,
+            kind,
+            request_id,
+            portal,
+            text,
+            text_repeat,
+            statement,
+            bind,
+            status: self.tracker.status(),
+            tracker: &self.tracker,
+        };
         for index in first..self.phases.len() {
-            let ctx = RequestContext {
-                rules,
-                session: &self.info,
-                kind,
-                request_id,
-                portal,
-                text,
-                text_repeat,
-                statement,
-                bind,
-                status: self.tracker.status(),
-                tracker: &self.tracker,
-            };
             match self.phases[index].on_request(&ctx) {
                 Decision::Forward => {}
                 Decision::Refuse(r) => {

@@ -205,6 +205,19 @@ impl RulesPhase {
             return Decision::Forward;
         }
         let text = &statement.text[..];
+        // Most Binds answer from the memo without a whole snapshot, as
+        // Executes do: the memo is asked with the same catalog and
+        // temporary-table generation the snapshot would hold (read in the
+        // same order), and a statement with nothing to judge at Bind reads
+        // nothing else of it.
+        let code = self.code_now(policy);
+        let temp_generation = self.settings.temp.generation();
+        if self
+            .recall_bind(statement, policy, &code, temp_generation)
+            .is_some_and(|index| self.bind_checked[index].at_bind == AtBind::Nothing)
+        {
+            return Decision::Forward;
+        }
         let snapshot = self.snapshot(ctx.tracker, policy);
         let session = snapshot.session();
         let outcome = match self.at_bind(policy, statement, &snapshot) {

@@ -29,6 +29,9 @@ pub(crate) struct CodePhase {
     identity: Identity,
     /// Whether the identity needs the catalog, under the rule set last seen.
     needs: Option<(Arc<Policy>, Option<Freshness>)>,
+    /// Until when the catalog is fresh for that freshness, as the store
+    /// last said ([`CodeStore::still_fresh`]); forgotten with the rule set.
+    fresh_until: Option<std::time::Instant>,
 }
 
 impl CodePhase {
@@ -37,6 +40,7 @@ impl CodePhase {
             store,
             identity,
             needs: None,
+            fresh_until: None,
         }
     }
 
@@ -48,6 +52,8 @@ impl CodePhase {
             _ => {
                 let f = policy.needs_code(&self.identity);
                 self.needs = Some((Arc::clone(policy), f));
+                // The deadline was for the old rule set's freshness.
+                self.fresh_until = None;
                 f
             }
         }
@@ -81,8 +87,17 @@ impl Phase for CodePhase {
         let Some(freshness) = self.freshness(&ctx.rules.policy) else {
             return Decision::Forward;
         };
+        if self
+            .fresh_until
+            .is_some_and(|until| self.store.still_fresh(until))
+        {
+            return Decision::Forward;
+        }
         match self.store.state(freshness) {
-            State::Fresh => Decision::Forward,
+            State::Fresh => {
+                self.fresh_until = self.store.fresh_until(freshness);
+                Decision::Forward
+            }
             State::Aging => {
                 self.store.refresh_in_background(freshness);
                 Decision::Forward

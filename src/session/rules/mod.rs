@@ -17,7 +17,7 @@ use crate::policy::called::CodeCatalog;
 use crate::policy::encoding::ClientEncoding;
 use crate::policy::facts::{Effect, Unit};
 use crate::policy::rules::{Denial, Identity, Verdict};
-use crate::policy::{Lexing, Outcome, Policy, Session};
+use crate::policy::{KnownAudience, Lexing, Outcome, Policy, Session};
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use bind::BindChecked;
@@ -47,6 +47,9 @@ pub struct RulesPhase {
     /// Such a statement ran in the open transaction: the catalog is stale
     /// again when it ends (pgward's catalog reads see only what committed).
     ddl_in_transaction: bool,
+    /// The rules that apply to `identity` under the policy last judged with
+    /// (the policy tells its own from another's).
+    audience: Option<KnownAudience>,
 }
 
 impl RulesPhase {
@@ -68,6 +71,7 @@ impl RulesPhase {
             code_seen: Default::default(),
             ddl_due: None,
             ddl_in_transaction: false,
+            audience: None,
         }
     }
 
@@ -268,6 +272,7 @@ struct Snapshot {
     client_encoding: ClientEncoding,
     server_major: u32,
     code: Option<Arc<CodeCatalog>>,
+    audience: KnownAudience,
 }
 
 impl Snapshot {
@@ -279,6 +284,7 @@ impl Snapshot {
             server_major: self.server_major,
             client_encoding: &self.client_encoding,
             code: self.code.as_deref(),
+            audience: Some(&self.audience),
         }
     }
 }
@@ -292,7 +298,15 @@ impl RulesPhase {
         let code = self.code_now(policy);
         let temp_generation = self.settings.temp.generation();
         let own_temp_tables = self.settings.temp.usable();
+        let audience = match &self.audience {
+            Some(known) if policy.made(known) => known.clone(),
+            _ => self
+                .audience
+                .insert(policy.audience_of(&self.identity))
+                .clone(),
+        };
         Snapshot {
+            audience,
             lexing: if tracker.busy() {
                 Lexing::Uncertain(settings)
             } else {

@@ -139,10 +139,17 @@ impl TempTables {
     }
 
     /// Names the policy may treat as the session's own temporary tables.
+    /// (Inlined up to the lock: most sessions have no temporary table, and
+    /// every judged statement asks.)
+    #[inline]
     pub(super) fn usable(&self) -> BTreeSet<String> {
         if !self.active.load(Ordering::Acquire) {
             return BTreeSet::new();
         }
+        self.usable_locked()
+    }
+
+    fn usable_locked(&self) -> BTreeSet<String> {
         let Ok(state) = self.state.lock() else {
             return BTreeSet::new();
         };
@@ -181,11 +188,16 @@ impl TempTables {
             .store(!state.tables.is_empty(), Ordering::Release);
     }
 
-    /// The server answered request `answered` (a ReadyForQuery).
+    /// The server answered request `answered` (a ReadyForQuery). (Inlined
+    /// up to the lock, as `usable`.)
+    #[inline]
     pub(super) fn ready(&self, answered: u64, status: TransactionStatus) {
-        if !self.active.load(Ordering::Acquire) {
-            return;
+        if self.active.load(Ordering::Acquire) {
+            self.ready_locked(answered, status);
         }
+    }
+
+    fn ready_locked(&self, answered: u64, status: TransactionStatus) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };

@@ -24,11 +24,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Where [`clock`] counts from.
+fn clock_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// Milliseconds since the first call (a monotonic clock an atomic can hold).
 fn clock() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(clock_start().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 pub use crate::policy::called::Freshness;
@@ -123,6 +127,40 @@ impl CodeStore {
             age if age < freshness.refresh.saturating_mul(2) => State::Aging,
             _ => State::Stale,
         }
+    }
+
+    /// When the catalog in force stops being [`State::Fresh`] for
+    /// `freshness`, if it is fresh now: a session keeps the deadline and
+    /// asks [`Self::still_fresh`], which reads the clock but does no
+    /// arithmetic on it (the age in milliseconds cost about 100
+    /// instructions a statement).
+    pub fn fresh_until(&self, freshness: Freshness) -> Option<Instant> {
+        // `loaded_at` is read after `state` saw it fresh: a refresh in
+        // between only moves it later, and the deadline from a later one is
+        // no later than the truth (see `still_fresh`).
+        if self.state(freshness) != State::Fresh {
+            return None;
+        }
+        let at = Duration::from_millis(self.loaded_at.load(Ordering::Acquire));
+        clock_start()
+            .checked_add(at)?
+            .checked_add(freshness.refresh)
+    }
+
+    /// Whether the catalog is fresh, by a deadline from
+    /// [`Self::fresh_until`] for the same freshness. Never fresh where
+    /// [`Self::state`] is not:
+    /// - DDL since (`have` behind `wanted`) is stale here too;
+    /// - the deadline is `start + at + refresh` for an `at` that
+    ///   `loaded_at` held then; `loaded_at` only grows (each read stores the
+    ///   monotonic clock, one read at a time) and was not 0 (fresh then).
+    ///   `now < start + at + refresh` makes the exact age under `at +
+    ///   refresh`, and [`clock`] (whole milliseconds, rounded down) is no
+    ///   more than the exact age: `clock() - loaded_at < refresh`, which
+    ///   `state` calls fresh.
+    pub fn still_fresh(&self, until: Instant) -> bool {
+        self.have.load(Ordering::Acquire) == self.wanted.load(Ordering::Acquire)
+            && Instant::now() < until
     }
 
     /// DDL went through: the next statements wait for a catalog read
@@ -230,5 +268,73 @@ impl CodeCatalogs {
                 .entry(key)
                 .or_insert_with(|| Arc::new(CodeStore::new(upstream.clone(), dbname.to_owned()))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> CodeStore {
+        let text = format!(
+            "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n",
+            crate::auth::verifier::ScramVerifier::generate("pw")
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
+            .expect("valid");
+        let kdf = crate::auth::scram_client::kdf_pool();
+        let u = config.upstreams.get("main").expect("upstream");
+        CodeStore::new(Upstream::new(Arc::clone(u), None, &kdf), "db".into())
+    }
+
+    /// The catalog as read `age` ago (the clock having run at least that
+    /// long).
+    fn read_ago(store: &CodeStore, age: Duration) {
+        std::thread::sleep(age.saturating_sub(Duration::from_millis(clock())));
+        let at = clock().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(0));
+        store.loaded_at.store(at.max(1), Ordering::Release);
+    }
+
+    #[test]
+    fn a_kept_deadline_is_never_fresher_than_the_state() {
+        let store = store();
+        let freshness = Freshness {
+            refresh: Duration::from_millis(300),
+            timeout: Duration::from_secs(1),
+        };
+        // Never read: no deadline.
+        assert_eq!(store.state(freshness), State::Stale);
+        assert!(store.fresh_until(freshness).is_none());
+        read_ago(&store, Duration::ZERO);
+        assert_eq!(store.state(freshness), State::Fresh);
+        let until = store.fresh_until(freshness).expect("fresh");
+        assert!(store.still_fresh(until));
+        // DDL since: stale at once, by the deadline too.
+        store.invalidate();
+        assert!(!store.still_fresh(until));
+        assert_eq!(store.state(freshness), State::Stale);
+        assert!(store.fresh_until(freshness).is_none());
+        store
+            .have
+            .store(store.wanted.load(Ordering::Acquire), Ordering::Release);
+        assert!(store.still_fresh(until));
+        // Past the refresh interval: the state ages, the deadline has passed.
+        std::thread::sleep(freshness.refresh + Duration::from_millis(20));
+        assert!(!store.still_fresh(until));
+        assert_eq!(store.state(freshness), State::Aging);
+        assert!(store.fresh_until(freshness).is_none());
+        // Whenever the deadline says fresh, so does the state.
+        read_ago(&store, Duration::from_millis(250));
+        let until = store.fresh_until(freshness).expect("fresh");
+        for _ in 0..100 {
+            // The state first: fresh by the deadline later is fresh by the
+            // state later, and so earlier.
+            let state = store.state(freshness);
+            if store.still_fresh(until) {
+                assert_eq!(state, State::Fresh);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!store.still_fresh(until));
     }
 }
