@@ -176,6 +176,9 @@ impl Relay {
                         // buffer as far as the socket takes it now; what it
                         // does not take waits in `to_client` (so the other
                         // direction never waits on this write).
+                        // What the client sees next is already in the
+                        // registry (its listings never lag the answer).
+                        self.registration.set_state(self.state(hold.is_some()));
                         let written = write_direct(&mut self.client_w, &server_in[..n])?;
                         flush_client |= written > 0;
                         if written < n {
@@ -329,24 +332,14 @@ impl Relay {
                     }
                 }
                 if read_server {
-                    let mut read =
-                        |cx: &mut Context<'_>| self.backend_r.poll_read_some(&mut server_in, cx);
-                    let polled = match server_wake.as_mut() {
-                        Some(side) => side.poll(cx, read),
-                        None => read(cx),
-                    };
-                    if let Poll::Ready(read) = polled {
+                    let read = poll_side(&mut server_wake, &mut self.backend_r, &mut server_in, cx);
+                    if let Poll::Ready(read) = read {
                         return Poll::Ready(Event::ServerRead(read));
                     }
                 }
                 if read_client {
-                    let mut read =
-                        |cx: &mut Context<'_>| self.client_r.poll_read_some(&mut client_in, cx);
-                    let polled = match client_wake.as_mut() {
-                        Some(side) => side.poll(cx, read),
-                        None => read(cx),
-                    };
-                    if let Poll::Ready(read) = polled {
+                    let read = poll_side(&mut client_wake, &mut self.client_r, &mut client_in, cx);
+                    if let Poll::Ready(read) = read {
                         return Poll::Ready(Event::ClientRead(read));
                     }
                 }
@@ -515,6 +508,21 @@ fn write_now(w: &mut RelayWrite, out: &mut BytesMut, flush: &mut bool) -> std::i
         *flush = false;
     }
     Ok(wrote)
+}
+
+/// Polls one side's read: through its side waker on tokio (`side_wake.rs`),
+/// directly on the loop (`wake` is `None` there).
+#[inline(always)]
+fn poll_side(
+    wake: &mut Option<SideWake>,
+    r: &mut RelayRead,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    match wake {
+        Some(side) => side.poll(cx, |cx| r.poll_read_some(buf, cx)),
+        None => r.poll_read_some(buf, cx),
+    }
 }
 
 /// Writes as much of `bytes` as `w` takes without waiting; how much.

@@ -136,6 +136,36 @@ impl LoopRead {
         Poll::Ready(())
     }
 
+    /// Reads into `room` once the socket is readable; bytes read (0: end
+    /// of stream). Both reads below come here.
+    #[inline]
+    fn poll_recv(
+        &mut self,
+        room: &mut [std::mem::MaybeUninit<u8>],
+        cx: &Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.poll_readable(cx));
+            let s = &self.0;
+            let len = room.len();
+            match sys::recv(s.stream.as_raw_fd(), room) {
+                Ok(n) => {
+                    if n > 0 && n < len && !s.read_closed.load(Ordering::Acquire) {
+                        // Short: the kernel had no more. The next bytes
+                        // bring an event.
+                        s.readable.store(false, Ordering::Release);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // (A closed socket never says EAGAIN.)
+                    s.readable.store(false, Ordering::Release);
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     /// Reads into `buf`'s spare room, growing it first when it has none;
     /// bytes read (0: end of stream). The relay's read on the loop: no
     /// `ReadBuf`, no read through the stack.
@@ -148,31 +178,11 @@ impl LoopRead {
         if buf.capacity() == buf.len() {
             buf.reserve(MIN_ROOM);
         }
-        loop {
-            std::task::ready!(self.poll_readable(cx));
-            let s = &self.0;
-            let room = buf.spare_capacity_mut();
-            let len = room.len();
-            match sys::recv(s.stream.as_raw_fd(), room) {
-                Ok(n) => {
-                    if n > 0 && n < len && !s.read_closed.load(Ordering::Acquire) {
-                        // Short: the kernel had no more. The next bytes
-                        // bring an event.
-                        s.readable.store(false, Ordering::Release);
-                    }
-                    // SAFETY: `recv` initialised the first `n` bytes of the
-                    // spare room (`n <= len`), which follow the buffer's
-                    // bytes.
-                    unsafe { buf.set_len(buf.len() + n) };
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // (A closed socket never says EAGAIN.)
-                    s.readable.store(false, Ordering::Release);
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        let n = std::task::ready!(self.poll_recv(buf.spare_capacity_mut(), cx))?;
+        // SAFETY: `recv` initialised the first `n` bytes of the spare room,
+        // which follow the buffer's bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -187,36 +197,16 @@ impl AsyncRead for LoopRead {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        loop {
-            std::task::ready!(this.poll_readable(cx));
-            let s = &this.0;
-            // SAFETY (of the slice's use): `recv` only writes into it, and
-            // only the `n` bytes it reports are marked initialised.
-            let room = unsafe { buf.unfilled_mut() };
-            let len = room.len();
-            match sys::recv(s.stream.as_raw_fd(), room) {
-                Ok(n) => {
-                    if n > 0 && n < len && !s.read_closed.load(Ordering::Acquire) {
-                        // Short: the kernel had no more. The next bytes
-                        // bring an event.
-                        s.readable.store(false, Ordering::Release);
-                    }
-                    // SAFETY: `recv` initialised the first `n` bytes.
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // (A closed socket never says EAGAIN.)
-                    s.readable.store(false, Ordering::Release);
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        // SAFETY (of the slice's use): `recv` only writes into it, and only
+        // the `n` bytes it reports are marked initialised.
+        let n = std::task::ready!(self.get_mut().poll_recv(unsafe { buf.unfilled_mut() }, cx))?;
+        // SAFETY: `recv` initialised the first `n` bytes.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
