@@ -180,7 +180,7 @@ impl Relay {
                         // registry (its listings never lag the answer).
                         self.registration.set_state(self.state(hold.is_some()));
                         let written = write_direct(&mut self.client_w, &server_in[..n])?;
-                        flush_client |= written > 0;
+                        flush_client |= written > 0 && self.client_w.buffers();
                         if written < n {
                             if to_client.capacity() == 0 {
                                 to_client = spare::take();
@@ -406,14 +406,14 @@ impl Relay {
                 Event::ServerWritten(done) => match done.map_err(lost)? {
                     Some(n) => {
                         to_server.advance(n);
-                        flush_server |= to_server.is_empty();
+                        flush_server |= to_server.is_empty() && self.backend_w.buffers();
                     }
                     None => flush_server = false,
                 },
                 Event::ClientWritten(done) => match done? {
                     Some(n) => {
                         to_client.advance(n);
-                        flush_client |= to_client.is_empty();
+                        flush_client |= to_client.is_empty() && self.client_w.buffers();
                     }
                     None => flush_client = false,
                 },
@@ -493,14 +493,27 @@ impl Relay {
 
 /// Writes what `out` holds, then flushes once it is out, as far as both go
 /// without waiting; whether bytes went out. A flush that failed is retried
-/// by the wait, which reports its error.
+/// by the wait, which reports its error. The first check inlined: most
+/// calls find nothing to write (a loop half never needs a flush).
+#[inline(always)]
 fn write_now(w: &mut RelayWrite, out: &mut BytesMut, flush: &mut bool) -> std::io::Result<bool> {
+    if out.is_empty() && !*flush {
+        return Ok(false);
+    }
+    write_now_slow(w, out, flush)
+}
+
+fn write_now_slow(
+    w: &mut RelayWrite,
+    out: &mut BytesMut,
+    flush: &mut bool,
+) -> std::io::Result<bool> {
     let mut now = Context::from_waker(Waker::noop());
     let mut wrote = false;
     if !out.is_empty() {
         if let Poll::Ready(written) = Pin::new(&mut *w).poll_write(&mut now, out) {
             out.advance(written?);
-            *flush |= out.is_empty();
+            *flush |= out.is_empty() && w.buffers();
             wrote = true;
         }
     }

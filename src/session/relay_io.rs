@@ -70,6 +70,16 @@ impl AsyncWrite for RelayWrite {
     }
 }
 
+impl RelayWrite {
+    /// Whether a completed write may still sit in the half (a TLS stream's
+    /// records) and needs a flush: a loop half writes straight to the
+    /// kernel.
+    #[inline]
+    pub(crate) fn buffers(&self) -> bool {
+        matches!(self, Self::Runtime(_))
+    }
+}
+
 impl RelayRead {
     /// Reads what the socket has into `buf` ([`read_sizer::poll_read_some`]
     /// for tokio's halves). On the loop, a side with no buffer of its own

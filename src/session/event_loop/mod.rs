@@ -26,6 +26,7 @@
 //! after the socket was taken out of the epoll; so no event the loop
 //! handles can name freed state.
 
+mod kept_waker;
 mod socket;
 mod sys;
 

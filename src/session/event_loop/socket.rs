@@ -5,14 +5,14 @@
 //! Readiness is two flags per socket, set by the loop when epoll reports
 //! the socket readable or writable (edge-triggered) and cleared by a half
 //! when the kernel says `EAGAIN` or a read or write came up short. A half
-//! that finds its flag clear keeps the polling task's waker and returns
-//! `Pending`; the loop's event wakes it. No lock, no readiness tick, no
-//! registration per poll beyond the waker's (kept when it is the same).
+//! that finds its flag clear makes sure its slot keeps the polling task's
+//! waker and returns `Pending`; the loop's event wakes it. No readiness
+//! tick, and no registration per poll: the slot keeps its waker across
+//! wake-ups (`kept_waker.rs`).
 
+use super::kept_waker::{KeptWaker, Registered};
 use super::sys;
 use super::Shared;
-use crate::session::armed::Armed;
-use futures::task::AtomicWaker;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -35,8 +35,8 @@ pub(super) struct SocketState {
     /// stream, or the error, is still to be read).
     read_closed: AtomicBool,
     write_closed: AtomicBool,
-    reader: AtomicWaker,
-    writer: AtomicWaker,
+    reader: KeptWaker,
+    writer: KeptWaker,
 }
 
 impl SocketState {
@@ -71,9 +71,9 @@ fn half_dropped(state: &Arc<SocketState>) {
 }
 
 /// The read half.
-pub(crate) struct LoopRead(Arc<SocketState>, Armed);
+pub(crate) struct LoopRead(Arc<SocketState>, Registered);
 /// The write half.
-pub(crate) struct LoopWrite(Arc<SocketState>, Armed);
+pub(crate) struct LoopWrite(Arc<SocketState>, Registered);
 
 impl Drop for LoopRead {
     fn drop(&mut self) {
@@ -103,8 +103,8 @@ pub(super) fn attach(
         writable: AtomicBool::new(true),
         read_closed: AtomicBool::new(false),
         write_closed: AtomicBool::new(false),
-        reader: AtomicWaker::new(),
-        writer: AtomicWaker::new(),
+        reader: KeptWaker::default(),
+        writer: KeptWaker::default(),
     });
     let token = Arc::into_raw(Arc::clone(&state)) as u64;
     if let Err(e) = shared.epoll.add(state.stream.as_raw_fd(), token) {
@@ -114,8 +114,8 @@ pub(super) fn attach(
         return Err(e);
     }
     Ok((
-        LoopRead(Arc::clone(&state), Armed::default()),
-        LoopWrite(state, Armed::default()),
+        LoopRead(Arc::clone(&state), Registered::default()),
+        LoopWrite(state, Registered::default()),
     ))
 }
 
@@ -124,15 +124,13 @@ impl LoopRead {
     /// task's waker waits for the socket's next event.
     #[inline(always)]
     pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<()> {
-        let LoopRead(s, armed) = self;
+        let LoopRead(s, registered) = self;
         if !s.readable.load(Ordering::Acquire) {
-            armed.register(&s.reader, cx);
+            registered.register(&s.reader, cx);
             if !s.readable.load(Ordering::Acquire) {
                 return Poll::Pending;
             }
         }
-        // Set: the event that set it may have taken the waker.
-        armed.disarm();
         Poll::Ready(())
     }
 
@@ -217,19 +215,17 @@ impl AsyncWrite for LoopWrite {
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let LoopWrite(s, armed) = self.get_mut();
+        let LoopWrite(s, registered) = self.get_mut();
         if bytes.is_empty() {
             return Poll::Ready(Ok(0));
         }
         loop {
             if !s.writable.load(Ordering::Acquire) {
-                armed.register(&s.writer, cx);
+                registered.register(&s.writer, cx);
                 if !s.writable.load(Ordering::Acquire) {
                     return Poll::Pending;
                 }
             }
-            // Set: the event that set it may have taken the waker.
-            armed.disarm();
             match sys::send(s.stream.as_raw_fd(), bytes) {
                 Ok(n) => {
                     if n < bytes.len() && !s.write_closed.load(Ordering::Acquire) {
