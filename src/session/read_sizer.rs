@@ -45,16 +45,27 @@ impl Default for ReadSizer {
 impl ReadSizer {
     /// Makes room in `buf` for the next read; returns the room offered.
     /// An empty buffer at the smallest size is given back instead (the read
-    /// goes through the stack, see [`read_some`]).
-    #[inline]
+    /// goes through the stack, see [`read_some`]). That case, the one of
+    /// nearly every poll of a quiet side, is inlined.
+    #[inline(always)]
     pub fn prepare(&self, buf: &mut BytesMut) -> usize {
-        if buf.is_empty() && (self.chunk == MIN_READ || buf.capacity() > 2 * self.chunk) {
-            // Frames split off earlier may still share the old allocation;
-            // giving our handle back only releases our claim on it.
-            spare::give(std::mem::take(buf));
-            if self.chunk == MIN_READ {
-                return STACK_READ;
+        if buf.is_empty() && self.chunk == MIN_READ {
+            if buf.capacity() > 0 {
+                // Frames split off earlier may still share the old
+                // allocation; giving our handle back only releases our
+                // claim on it.
+                spare::give(std::mem::take(buf));
             }
+            return STACK_READ;
+        }
+        self.prepare_grown(buf)
+    }
+
+    /// [`prepare`](Self::prepare) for a buffer that holds bytes or a read
+    /// size that grew.
+    fn prepare_grown(&self, buf: &mut BytesMut) -> usize {
+        if buf.is_empty() && buf.capacity() > 2 * self.chunk {
+            spare::give(std::mem::take(buf));
         }
         buf.reserve(self.chunk);
         buf.capacity() - buf.len()

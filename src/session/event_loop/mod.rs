@@ -248,8 +248,9 @@ impl LoopRef {
             cancelled: AtomicBool::new(false),
             shared: Arc::clone(&self.0),
         });
-        let boxed: BoxedTask = Box::pin(async move {
-            let _ = tx.send(task.await);
+        let boxed: BoxedTask = Box::pin(Sending {
+            task: Box::pin(task),
+            output: Some(tx),
         });
         let mut remote = self.0.lock();
         if remote.stop {
@@ -263,6 +264,28 @@ impl LoopRef {
             self.0.notify();
         }
         Joined { rx, cell }
+    }
+}
+
+/// A spawned task that sends its output to its `Joined`. A struct rather
+/// than an `async` block: it is polled at every wake-up of a relay, and the
+/// block's own state machine cost more than the rest of this poll.
+struct Sending<F: Future> {
+    task: Pin<Box<F>>,
+    output: Option<oneshot::Sender<F::Output>>,
+}
+
+impl<F: Future> Future for Sending<F> {
+    type Output = ();
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let out = std::task::ready!(self.task.as_mut().poll(cx));
+        if let Some(tx) = self.output.take() {
+            // The `Joined` may be gone: then nobody wants it.
+            let _ = tx.send(out);
+        }
+        Poll::Ready(())
     }
 }
 
