@@ -13,12 +13,10 @@
 //! protocol state. Buffers given back go to the thread's spare ones
 //! (`spare.rs`), where the next busy session finds them.
 
-use super::core::{ClientStep, Core, CoreError, HoldWait, ServerStep, OUTGOING_HIGH};
+use super::core::{ClientStep, Core, CoreError, ServerStep, OUTGOING_HIGH};
 use super::phases::{HoldEnd, Refusal, Release};
-use super::read_sizer::ReadSizer;
 use super::registry::{Control, Registration, SessionState};
 use super::relay_io::{RelayRead, RelayWrite};
-use super::side_wake::SideWake;
 use super::spare::{self, SPARE_ROOM};
 use super::ShutdownPhase;
 use crate::error::SessionError;
@@ -26,12 +24,13 @@ use crate::sqlstate::Sqlstate;
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::future::poll_fn;
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
+use wait::{write_direct, write_now, Event, PumpState};
+
+mod wait;
 
 /// Client bytes read while a request is held, at most.
 const HELD_INPUT_LIMIT: usize = 1 << 20;
@@ -98,64 +97,27 @@ impl Relay {
     }
 
     async fn pump(&mut self) -> Result<End, SessionError> {
-        let (mut client_in, mut server_in) = match self.early.take() {
-            Some(early) => (early.client, early.backend),
-            None => (BytesMut::new(), BytesMut::new()),
-        };
-        let mut to_server = BytesMut::new();
-        let mut to_client = BytesMut::new();
-        let mut client_sizer = ReadSizer::default();
-        let mut server_sizer = ReadSizer::default();
-        // A wake-up polls only the read that may progress. A read on the
-        // relay loop is polled directly: when it cannot progress that is
-        // one flag's load (`event_loop/socket.rs`), and its socket wakes the
-        // task itself, one hop fewer.
-        let on_loop = matches!(
-            (&self.client_r, &self.backend_r),
-            (RelayRead::Loop(_), RelayRead::Loop(_))
-        );
-        let (mut client_wake, mut server_wake) = if on_loop {
-            (None, None)
-        } else {
-            (Some(SideWake::default()), Some(SideWake::default()))
-        };
-        // Boxed, like the timer below: the session's task is sized for its
-        // largest state, and nearly every session never holds.
-        let mut hold: Option<Box<HoldWait>> = None;
-        let mut terminating = false;
-        let mut client_gone = false;
-        // Since when nothing has been in flight (idle timeout, drain).
-        let mut quiet_since: Option<Instant> = None;
-        // A write completed but a TLS stream may still hold it: flush.
-        let (mut flush_server, mut flush_client) = (false, false);
-        // A termination asked for mid-frame waits for the frame's end.
-        let mut pending_terminate: Option<String> = None;
-        // A termination that waits for the session to be idle outside a
-        // transaction (an expired credential's end_of_transaction mode).
-        let mut idle_terminate: Option<String> = None;
-        // The held request's deadline, while one is held.
-        let mut hold_timer: Option<(std::time::Instant, Pin<Box<tokio::time::Sleep>>)> = None;
-        // Only with an idle timeout: otherwise no timer exists at all.
-        let mut ticker = self
-            .idle_timeout
-            .map(|d| tokio::time::interval((d / 4).max(Duration::from_millis(100))));
+        // One struct for the loop's state: the wait below borrows it whole
+        // (a closure over a dozen locals stored and loaded a reference to
+        // each at every wait).
+        let mut st = PumpState::new(self);
         loop {
             // An outgoing buffer the core is about to fill is borrowed from
             // the thread's spare ones (given back below once written).
-            if to_server.capacity() == 0 && !client_in.is_empty() {
-                to_server = spare::take();
+            if st.to_server.capacity() == 0 && !st.client_in.is_empty() {
+                st.to_server = spare::take();
             }
             // The client's is taken by the core once it writes to it
             // (`core::room`): most answers leave from the read buffer.
             // Hand the core what was read.
             // (An empty input is no call: the core has nothing to do with
             // it, as a held frame stays in the input.)
-            if hold.is_none() && !terminating && !client_in.is_empty() {
-                match self.core.client_input(&mut client_in, &mut to_server) {
+            if st.hold.is_none() && !st.terminating && !st.client_in.is_empty() {
+                match self.core.client_input(&mut st.client_in, &mut st.to_server) {
                     Ok(ClientStep::NeedMore) => {}
                     Ok(ClientStep::Hold(wait)) => {
                         if self.registration.shutdown_phase() == ShutdownPhase::Running {
-                            hold = Some(Box::new(wait));
+                            st.hold = Some(Box::new(wait));
                         } else {
                             // Shutting down: nothing new waits (the holds
                             // already waiting were refused when it began).
@@ -164,12 +126,12 @@ impl Relay {
                             continue;
                         }
                     }
-                    Ok(ClientStep::Terminate) => terminating = true,
-                    Err(e) => return self.fatal(core_error(e), &to_client).await,
+                    Ok(ClientStep::Terminate) => st.terminating = true,
+                    Err(e) => return self.fatal(core_error(e), &st.to_client).await,
                 }
             }
-            while !server_in.is_empty() {
-                match self.core.server_input(&mut server_in, &mut to_client) {
+            while !st.server_in.is_empty() {
+                match self.core.server_input(&mut st.server_in, &mut st.to_client) {
                     Ok(ServerStep::NeedMore | ServerStep::Full) => break,
                     Ok(ServerStep::Direct(n)) => {
                         // `to_client` is empty: write straight from the read
@@ -178,85 +140,90 @@ impl Relay {
                         // direction never waits on this write).
                         // What the client sees next is already in the
                         // registry (its listings never lag the answer).
-                        self.registration.set_state(self.state(hold.is_some()));
-                        let written = write_direct(&mut self.client_w, &server_in[..n])?;
-                        flush_client |= written > 0 && self.client_w.buffers();
+                        self.registration.set_state(self.state(st.hold.is_some()));
+                        let written = write_direct(&mut self.client_w, &st.server_in[..n])?;
+                        st.flush_client |= written > 0 && self.client_w.buffers();
                         if written < n {
-                            if to_client.capacity() == 0 {
-                                to_client = spare::take();
+                            if st.to_client.capacity() == 0 {
+                                st.to_client = spare::take();
                             }
-                            to_client.extend_from_slice(&server_in[written..n]);
+                            st.to_client.extend_from_slice(&st.server_in[written..n]);
                         }
-                        server_in.advance(n);
+                        st.server_in.advance(n);
                     }
                     Ok(ServerStep::Fatal) => {
-                        self.client_w.write_all(&to_client).await?;
+                        self.client_w.write_all(&st.to_client).await?;
                         self.client_w.flush().await?;
                         return Ok(End::Done);
                     }
-                    Err(e) => return self.fatal(core_error(e), &to_client).await,
+                    Err(e) => return self.fatal(core_error(e), &st.to_client).await,
                 }
             }
             if self.registration.shutdown_phase() == ShutdownPhase::Forced
                 && self.core.at_boundary()
             {
-                return self.fatal(SessionError::Shutdown, &to_client).await;
+                return self.fatal(SessionError::Shutdown, &st.to_client).await;
             }
-            if let Some(reason) = pending_terminate.take() {
+            if let Some(reason) = st.pending_terminate.take() {
                 if self.core.at_boundary() {
                     return self
-                        .fatal(SessionError::Terminated(reason), &to_client)
+                        .fatal(SessionError::Terminated(reason), &st.to_client)
                         .await;
                 }
-                pending_terminate = Some(reason);
+                st.pending_terminate = Some(reason);
             }
-            if idle_terminate.is_some()
+            if st.idle_terminate.is_some()
                 && self.core.is_quiet()
                 && self.core.at_boundary()
-                && hold.is_none()
+                && st.hold.is_none()
                 && self.core.tracker.status() == TransactionStatus::Idle
             {
-                let reason = idle_terminate.take().unwrap_or_default();
+                let reason = st.idle_terminate.take().unwrap_or_default();
                 return self
-                    .fatal(SessionError::Terminated(reason), &to_client)
+                    .fatal(SessionError::Terminated(reason), &st.to_client)
                     .await;
             }
-            self.core.own_notices_into(&mut to_client);
-            self.registration.set_state(self.state(hold.is_some()));
-            if terminating && to_server.is_empty() {
+            self.core.own_notices_into(&mut st.to_client);
+            self.registration.set_state(self.state(st.hold.is_some()));
+            if st.terminating && st.to_server.is_empty() {
                 return Ok(End::Done);
             }
-            if client_gone {
+            if st.client_gone {
                 // Abandoned: a held request is withdrawn by dropping it.
                 let mut x = BytesMut::new();
                 encode::terminate(&mut x);
-                to_server.extend_from_slice(&x);
-                self.backend_w.write_all(&to_server).await.map_err(lost)?;
+                st.to_server.extend_from_slice(&x);
+                self.backend_w
+                    .write_all(&st.to_server)
+                    .await
+                    .map_err(lost)?;
                 return Ok(End::Done);
             }
-            if self.core.is_quiet() && client_in.is_empty() {
+            if self.core.is_quiet() && st.client_in.is_empty() {
                 // The clock is read only for an idle timeout.
                 let since = self
                     .idle_timeout
-                    .map(|_| *quiet_since.get_or_insert_with(Instant::now));
+                    .map(|_| *st.quiet_since.get_or_insert_with(Instant::now));
                 if let Some(e) = self.should_close(since) {
-                    return self.fatal(e, &to_client).await;
+                    return self.fatal(e, &st.to_client).await;
                 }
             } else {
-                quiet_since = None;
+                st.quiet_since = None;
             }
             // Most writes complete at once: try them before waiting, so a
             // round trip costs one wake-up per direction.
             let to_server_wrote =
-                write_now(&mut self.backend_w, &mut to_server, &mut flush_server).map_err(lost)?;
-            let to_client_wrote = write_now(&mut self.client_w, &mut to_client, &mut flush_client)?;
+                write_now(&mut self.backend_w, &mut st.to_server, &mut st.flush_server)
+                    .map_err(lost)?;
+            let to_client_wrote =
+                write_now(&mut self.client_w, &mut st.to_client, &mut st.flush_client)?;
             let wrote = to_server_wrote || to_client_wrote;
-            if terminating && to_server.is_empty() && !flush_server {
+            if st.terminating && st.to_server.is_empty() && !st.flush_server {
                 // Terminate is out: the server closes its side, which is
                 // no loss of the connection.
                 return Ok(End::Done);
             }
-            if wrote && (!client_in.is_empty() || !server_in.is_empty()) {
+            if wrote && (!st.client_in.is_empty() || !st.server_in.is_empty()) {
                 // Input the core left for want of room in an outgoing
                 // buffer: the room is there now.
                 continue;
@@ -265,7 +232,7 @@ impl Relay {
             // nothing is in flight (the session may now idle for hours), and
             // under traffic once they grew past a burst's size.
             let quiet = self.core.is_quiet();
-            for out in [&mut to_server, &mut to_client] {
+            for out in [&mut st.to_server, &mut st.to_client] {
                 if out.is_empty() && (quiet || out.capacity() > SPARE_ROOM) && out.capacity() > 0 {
                     spare::give(std::mem::take(out));
                 }
@@ -274,88 +241,41 @@ impl Relay {
                 self.core.tracker.release_idle();
             }
 
-            let read_client = !terminating
-                && to_server.len() < OUTGOING_HIGH
-                && (hold.is_none() || client_in.len() < HELD_INPUT_LIMIT);
-            let read_server = to_client.len() < OUTGOING_HIGH && self.core.wants_server_bytes();
+            let read_client = !st.terminating
+                && st.to_server.len() < OUTGOING_HIGH
+                && (st.hold.is_none() || st.client_in.len() < HELD_INPUT_LIMIT);
+            let read_server = st.to_client.len() < OUTGOING_HIGH && self.core.wants_server_bytes();
             let client_offer = if read_client {
-                client_sizer.prepare(&mut client_in)
+                st.client_sizer.prepare(&mut st.client_in)
             } else {
                 0
             };
             let server_offer = if read_server {
-                server_sizer.prepare(&mut server_in)
+                st.server_sizer.prepare(&mut st.server_in)
             } else {
                 0
             };
             // The deadline's timer exists only while a request is held, in
             // a box of its own (inline it would size every task).
-            match &hold {
-                Some(h) if hold_timer.as_ref().map(|(at, _)| *at) != Some(h.deadline) => {
-                    hold_timer = Some((
+            match &st.hold {
+                Some(h) if st.hold_timer.as_ref().map(|(at, _)| *at) != Some(h.deadline) => {
+                    st.hold_timer = Some((
                         h.deadline,
                         Box::pin(tokio::time::sleep_until(Instant::from_std(h.deadline))),
                     ));
                 }
                 Some(_) => {}
-                None => hold_timer = None,
+                None => st.hold_timer = None,
             }
             // One hand-written poll over everything the session waits on,
             // in this order (a `select!` built and dropped a future per
             // branch on every wake-up).
-            let event = poll_fn(|cx| {
-                if let Poll::Ready(ctl) = self.registration.poll_control(cx) {
-                    return Poll::Ready(Event::Control(ctl));
-                }
-                if let Some(h) = hold.as_mut() {
-                    if let Poll::Ready(decision) = Pin::new(&mut h.decision).poll(cx) {
-                        return Poll::Ready(Event::Decision(decision.ok()));
-                    }
-                }
-                if let Some((_, timer)) = hold_timer.as_mut() {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Deadline);
-                    }
-                }
-                if !to_server.is_empty() || flush_server {
-                    if let Poll::Ready(done) =
-                        poll_write_or_flush(&mut self.backend_w, &to_server, cx)
-                    {
-                        return Poll::Ready(Event::ServerWritten(done));
-                    }
-                }
-                if !to_client.is_empty() || flush_client {
-                    if let Poll::Ready(done) =
-                        poll_write_or_flush(&mut self.client_w, &to_client, cx)
-                    {
-                        return Poll::Ready(Event::ClientWritten(done));
-                    }
-                }
-                if read_server {
-                    let read = poll_side(&mut server_wake, &mut self.backend_r, &mut server_in, cx);
-                    if let Poll::Ready(read) = read {
-                        return Poll::Ready(Event::ServerRead(read));
-                    }
-                }
-                if read_client {
-                    let read = poll_side(&mut client_wake, &mut self.client_r, &mut client_in, cx);
-                    if let Poll::Ready(read) = read {
-                        return Poll::Ready(Event::ClientRead(read));
-                    }
-                }
-                if let Some(t) = ticker.as_mut() {
-                    if t.poll_tick(cx).is_ready() {
-                        return Poll::Ready(Event::Tick);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
+            let event = poll_fn(|cx| self.poll_event(&mut st, read_server, read_client, cx)).await;
             match event {
                 // A cancel withdraws a held request (the cancel connection
                 // signals the server itself).
                 Event::Control(Control::Cancel) => {
-                    if let Some(h) = hold.take() {
+                    if let Some(h) = st.hold.take() {
                         (*h).end(HoldEnd::Cancelled);
                         self.core.release(Release::Refuse(Refusal::new(
                             Sqlstate::QUERY_CANCELED,
@@ -365,23 +285,23 @@ impl Relay {
                 }
                 Event::Control(Control::Terminate(reason)) if self.core.at_boundary() => {
                     return self
-                        .fatal(SessionError::Terminated(reason), &to_client)
+                        .fatal(SessionError::Terminated(reason), &st.to_client)
                         .await;
                 }
-                Event::Control(Control::Terminate(reason)) => pending_terminate = Some(reason),
+                Event::Control(Control::Terminate(reason)) => st.pending_terminate = Some(reason),
                 Event::Control(Control::TerminateWhenIdle(reason)) => {
-                    idle_terminate = Some(reason);
+                    st.idle_terminate = Some(reason);
                 }
                 // The phase itself is read from the registry at the top of
                 // the loop and when quiet.
                 Event::Control(Control::Shutdown) => {
-                    if let Some(h) = hold.take() {
+                    if let Some(h) = st.hold.take() {
                         (*h).end(HoldEnd::Shutdown);
                         self.core.release(Release::Refuse(shutdown_refusal()));
                     }
                 }
                 Event::Decision(decision) => {
-                    hold = None;
+                    st.hold = None;
                     self.core.release(decision.unwrap_or_else(|| {
                         Release::Refuse(Refusal::new(
                             Sqlstate::QUERY_CANCELED,
@@ -390,7 +310,7 @@ impl Relay {
                     }));
                 }
                 Event::Deadline => {
-                    let refusal = hold.take().and_then(|mut h| {
+                    let refusal = st.hold.take().and_then(|mut h| {
                         let refusal = h.timed_out.take();
                         (*h).end(HoldEnd::Deadline);
                         refusal
@@ -405,22 +325,22 @@ impl Relay {
                 }
                 Event::ServerWritten(done) => match done.map_err(lost)? {
                     Some(n) => {
-                        to_server.advance(n);
-                        flush_server |= to_server.is_empty() && self.backend_w.buffers();
+                        st.to_server.advance(n);
+                        st.flush_server |= st.to_server.is_empty() && self.backend_w.buffers();
                     }
-                    None => flush_server = false,
+                    None => st.flush_server = false,
                 },
                 Event::ClientWritten(done) => match done? {
                     Some(n) => {
-                        to_client.advance(n);
-                        flush_client |= to_client.is_empty() && self.client_w.buffers();
+                        st.to_client.advance(n);
+                        st.flush_client |= st.to_client.is_empty() && self.client_w.buffers();
                     }
-                    None => flush_client = false,
+                    None => st.flush_client = false,
                 },
                 Event::ServerRead(read) => {
                     let n = read.map_err(lost)?;
-                    server_sizer.record(n, server_offer);
-                    if n == 0 && terminating && to_server.is_empty() {
+                    st.server_sizer.record(n, server_offer);
+                    if n == 0 && st.terminating && st.to_server.is_empty() {
                         // Closed in answer to the Terminate, before its
                         // flush was seen to complete.
                         return Ok(End::Done);
@@ -435,16 +355,16 @@ impl Relay {
                     let n = match read {
                         Ok(n) => n,
                         Err(e) => {
-                            if let Some(h) = hold.take() {
+                            if let Some(h) = st.hold.take() {
                                 (*h).end(HoldEnd::Disconnected);
                             }
                             return Err(e.into());
                         }
                     };
-                    client_sizer.record(n, client_offer);
+                    st.client_sizer.record(n, client_offer);
                     if n == 0 {
-                        client_gone = true;
-                        if let Some(h) = hold.take() {
+                        st.client_gone = true;
+                        if let Some(h) = st.hold.take() {
                             (*h).end(HoldEnd::Disconnected);
                         }
                     }
@@ -489,90 +409,6 @@ impl Relay {
         let idle = self.idle_timeout?;
         (quiet_since?.elapsed() >= idle).then_some(SessionError::IdleTimeout)
     }
-}
-
-/// Writes what `out` holds, then flushes once it is out, as far as both go
-/// without waiting; whether bytes went out. A flush that failed is retried
-/// by the wait, which reports its error. The first check inlined: most
-/// calls find nothing to write (a loop half never needs a flush).
-#[inline(always)]
-fn write_now(w: &mut RelayWrite, out: &mut BytesMut, flush: &mut bool) -> std::io::Result<bool> {
-    if out.is_empty() && !*flush {
-        return Ok(false);
-    }
-    write_now_slow(w, out, flush)
-}
-
-fn write_now_slow(
-    w: &mut RelayWrite,
-    out: &mut BytesMut,
-    flush: &mut bool,
-) -> std::io::Result<bool> {
-    let mut now = Context::from_waker(Waker::noop());
-    let mut wrote = false;
-    if !out.is_empty() {
-        if let Poll::Ready(written) = Pin::new(&mut *w).poll_write(&mut now, out) {
-            out.advance(written?);
-            *flush |= out.is_empty() && w.buffers();
-            wrote = true;
-        }
-    }
-    if *flush && Pin::new(&mut *w).poll_flush(&mut now).is_ready() {
-        *flush = false;
-    }
-    Ok(wrote)
-}
-
-/// Polls one side's read: through its side waker on tokio (`side_wake.rs`),
-/// directly on the loop (`wake` is `None` there).
-#[inline(always)]
-fn poll_side(
-    wake: &mut Option<SideWake>,
-    r: &mut RelayRead,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<std::io::Result<usize>> {
-    match wake {
-        Some(side) => side.poll(cx, |cx| r.poll_read_some(buf, cx)),
-        None => r.poll_read_some(buf, cx),
-    }
-}
-
-/// Writes as much of `bytes` as `w` takes without waiting; how much.
-fn write_direct(w: &mut RelayWrite, bytes: &[u8]) -> std::io::Result<usize> {
-    let mut now = Context::from_waker(Waker::noop());
-    match Pin::new(&mut *w).poll_write(&mut now, bytes) {
-        Poll::Ready(written) => written,
-        Poll::Pending => Ok(0),
-    }
-}
-
-/// Writes what is pending (`Some(bytes written)`), or flushes once nothing
-/// is (`None`).
-fn poll_write_or_flush(
-    w: &mut RelayWrite,
-    pending: &[u8],
-    cx: &mut Context<'_>,
-) -> Poll<std::io::Result<Option<usize>>> {
-    let w = Pin::new(&mut *w);
-    if pending.is_empty() {
-        w.poll_flush(cx).map_ok(|()| None)
-    } else {
-        w.poll_write(cx, pending).map_ok(Some)
-    }
-}
-
-/// What ended one wait of the relay loop.
-enum Event {
-    Control(Control),
-    /// The held request's decision (`None`: its sender was dropped).
-    Decision(Option<Release>),
-    Deadline,
-    ServerWritten(std::io::Result<Option<usize>>),
-    ClientWritten(std::io::Result<Option<usize>>),
-    ServerRead(std::io::Result<usize>),
-    ClientRead(std::io::Result<usize>),
-    Tick,
 }
 
 fn shutdown_refusal() -> Refusal {
