@@ -716,3 +716,40 @@ fn copy_in_answers_pair_with_the_query() {
     ok(&mut t, b'Z', b"I");
     assert!(!t.busy());
 }
+
+#[test]
+fn a_bound_portal_holds_the_servers_statement_not_the_projection() {
+    let mut t = with_statements();
+    // A PREPARE still queued is projected as a statement made for the look.
+    t.query(b"PREPARE s9 AS SELECT 9", None);
+    bind(&mut t, "", "s9");
+    bind(&mut t, "p", "s1");
+    t.sync();
+    let projected: Vec<Arc<Statement>> = t
+        .queue
+        .iter()
+        .filter_map(|e| match &e.req {
+            Req::Bind { bound, .. } => bound.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(projected.len(), 2);
+    ok(&mut t, b'C', b"PREPARE\0");
+    ok(&mut t, b'Z', b"T");
+    ok(&mut t, b'2', b"");
+    ok(&mut t, b'2', b"");
+    let statement_of = |t: &Tracker, portal: &[u8]| {
+        t.portals
+            .get(portal)
+            .and_then(|p| p.statement.clone())
+            .expect("a bound portal")
+    };
+    let s9 = t.statements.get(b"s9").cloned().expect("prepared");
+    assert!(Arc::ptr_eq(&statement_of(&t, b""), &s9));
+    assert!(!Arc::ptr_eq(&projected[0], &s9), "not the projection's");
+    // Where the projection was the server's statement, it is that one.
+    let s1 = t.statements.get(b"s1").cloned().expect("parsed");
+    assert!(Arc::ptr_eq(&statement_of(&t, b"p"), &s1));
+    assert!(Arc::ptr_eq(&projected[1], &s1));
+    ready(&mut t, b'T');
+}
