@@ -56,10 +56,7 @@ impl<T> NameMap<T> {
             self.unnamed.as_ref()
         } else if self.many.is_empty() {
             // An empty list costs no compare (most sessions name nothing).
-            self.few
-                .iter()
-                .find(|(n, _)| n.as_bytes() == name)
-                .map(|(_, v)| v)
+            self.few.iter().find(|(n, _)| n.is(name)).map(|(_, v)| v)
         } else {
             self.many.get(name)
         }
@@ -73,7 +70,7 @@ impl<T> NameMap<T> {
         } else if self.many.is_empty() {
             self.few
                 .iter_mut()
-                .find(|(n, _)| n.as_bytes() == name)
+                .find(|(n, _)| n.is(name))
                 .map(|(_, v)| v)
         } else {
             self.many.get_mut(name)
@@ -106,7 +103,7 @@ impl<T> NameMap<T> {
             self.unnamed = None;
         } else if !self.many.is_empty() {
             self.many.remove(name);
-        } else if let Some(at) = self.few.iter().position(|(n, _)| n.as_bytes() == name) {
+        } else if let Some(at) = self.few.iter().position(|(n, _)| n.is(name)) {
             // Order means nothing here.
             self.few.swap_remove(at);
         }

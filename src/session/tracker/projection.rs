@@ -116,10 +116,10 @@ impl Tracker {
         let mut walk = Walk { found: None };
         for (entry, certain) in self.back_to_front() {
             let step = match &entry.req {
-                Req::Parse { name: n, statement } if n.as_bytes() == name => {
+                Req::Parse { name: n, statement } if n.is(name) => {
                     walk.set(Arc::clone(statement), certain)
                 }
-                Req::CloseStatement(n) if n.as_bytes() == name => walk.remove(certain),
+                Req::CloseStatement(n) if n.is(name) => walk.remove(certain),
                 // A Query drops the unnamed statement before it parses.
                 Req::Query { .. } if name.is_empty() => walk.remove(certain),
                 // Each statement of a Query may fail on its own.
@@ -161,10 +161,10 @@ impl Tracker {
         let mut walk = Walk { found: None };
         for (entry, certain) in self.back_to_front() {
             let step = match &entry.req {
-                Req::Bind { portal, bound, .. } if portal.as_bytes() == name => {
+                Req::Bind { portal, bound, .. } if portal.is(name) => {
                     walk.set(bound.as_ref(), certain)
                 }
-                Req::ClosePortal(n) if n.as_bytes() == name => walk.remove(certain),
+                Req::ClosePortal(n) if n.is(name) => walk.remove(certain),
                 Req::Query { .. } if name.is_empty() => walk.remove(certain),
                 Req::Query {
                     names: Some(names), ..
