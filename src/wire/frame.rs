@@ -83,6 +83,18 @@ impl<'a> FrameRef<'a> {
         (header.total_len == raw.len()).then_some(Self { raw })
     }
 
+    /// The frame at the front of `buf`, whose header [`Framer::peek_header`]
+    /// has just read as `header`: its first `header.total_len` bytes, `None`
+    /// when they are not all there. Spares reading the header a second time
+    /// where every message is framed (the relay's answer side).
+    #[inline]
+    pub fn at_front(buf: &'a [u8], header: Header) -> Option<Self> {
+        if header.total_len < HEADER_LEN {
+            return None;
+        }
+        buf.get(..header.total_len).map(|raw| Self { raw })
+    }
+
     /// The message tag.
     pub fn tag(self) -> u8 {
         self.raw[0]

@@ -146,8 +146,9 @@ impl Core {
             // Bytes handled but not yet moved out count as sent (outcomes).
             self.run_ahead = run as u64;
             let disposition = {
-                let frame =
-                    FrameRef::new(&input[run..end]).ok_or_else(|| backend("invalid frame"))?;
+                // `header` was read from these bytes just above.
+                let frame = FrameRef::at_front(&input[run..end], header)
+                    .ok_or_else(|| backend("invalid frame"))?;
                 self.server_frame(frame, to_client)?
             };
             match disposition {
@@ -297,7 +298,7 @@ impl Core {
                 } else {
                     (None, None, None, None)
                 };
-                self.tracker.answer(frame)?;
+                self.tracker.result_end(frame.tag())?;
                 let replaced = match self.rows_to.take() {
                     Some(i) => self.phases[i].on_result_end(),
                     None => None,
@@ -317,17 +318,16 @@ impl Core {
                 Ok(FORWARD)
             }
             b'T' => {
-                if self.tracker.answer(frame)? == Event::ResultStart {
+                if self.tracker.row_description(frame)? {
                     self.start_result();
                 }
                 Ok(FORWARD)
             }
             b'Z' => {
-                if let Event::Ready(status) = self.tracker.answer(frame)? {
-                    self.rows_to = None;
-                    for phase in &mut self.phases {
-                        phase.on_ready(status);
-                    }
+                let status = self.tracker.ready(frame)?;
+                self.rows_to = None;
+                for phase in &mut self.phases {
+                    phase.on_ready(status);
                 }
                 Ok(FORWARD)
             }
@@ -346,9 +346,7 @@ impl Core {
         let sent = self.tracker.front_sent();
         let id = self.tracker.front_id();
         let summary = error_summary(frame);
-        let Event::Error { refusal } = self.tracker.answer(frame)? else {
-            return Err(backend("ErrorResponse not taken as an error"));
-        };
+        let refusal = self.tracker.error();
         self.rows_to = None;
         for phase in &mut self.phases {
             phase.on_server_error();

@@ -40,6 +40,14 @@ impl Name {
         }
     }
 
+    /// Whether this is the name `other`. Most names compared are the
+    /// unnamed one: two empty names compare without a `memcmp` call.
+    #[inline]
+    pub(crate) fn is(&self, other: &[u8]) -> bool {
+        let mine = self.as_bytes();
+        mine.len() == other.len() && (other.is_empty() || mine == other)
+    }
+
     /// Whether this is the unnamed statement or portal.
     pub(crate) fn is_unnamed(&self) -> bool {
         self.as_bytes().is_empty()
@@ -91,5 +99,9 @@ mod tests {
         assert!(Name::new(b"").is_unnamed());
         assert_eq!(Name::new(&[b'y'; 30]).as_bytes().len(), 30);
         assert!(matches!(Name::new(&[b'y'; 31]), Name::Heap(_)));
+        assert!(Name::new(b"").is(b"") && !Name::new(b"").is(b"a"));
+        assert!(Name::new(b"P0_1").is(b"P0_1") && !Name::new(b"P0_1").is(b"P0_2"));
+        assert!(!Name::new(b"P0_1").is(b"") && !Name::new(b"P0_1").is(b"P0_10"));
+        assert!(Name::new(&long).is(&long) && !Name::new(&long).is(&long[1..]));
     }
 }

@@ -116,18 +116,23 @@ impl Tracker {
         let mut walk = Walk { found: None };
         for (entry, certain) in self.back_to_front() {
             let step = match &entry.req {
-                Req::Parse { name: n, statement } if n.as_bytes() == name => {
+                Req::Parse { name: n, statement } if n.is(name) => {
                     walk.set(Arc::clone(statement), certain)
                 }
-                Req::CloseStatement(n) if n.as_bytes() == name => walk.remove(certain),
+                Req::CloseStatement(n) if n.is(name) => walk.remove(certain),
                 // A Query drops the unnamed statement before it parses.
                 Req::Query { .. } if name.is_empty() => walk.remove(certain),
                 // Each statement of a Query may fail on its own.
-                Req::Query { effects, text, .. } => {
-                    effects.iter().rev().find_map(|(_, effect)| match effect {
+                Req::Query {
+                    names: Some(names), ..
+                } => names
+                    .effects
+                    .iter()
+                    .rev()
+                    .find_map(|(_, effect)| match effect {
                         NameEffect::Prepare(n) if n == name => walk.set(
                             Arc::new(Statement {
-                                text: Arc::clone(text),
+                                text: Arc::clone(&names.text),
                                 sql_prepare: true,
                                 described: OnceLock::new(),
                                 param_types: ParamTypes::default(),
@@ -137,8 +142,7 @@ impl Tracker {
                         NameEffect::Deallocate(n) if n == name => walk.remove(false),
                         NameEffect::DeallocateAll | NameEffect::DiscardAll => walk.remove(false),
                         _ => None,
-                    })
-                }
+                    }),
                 _ => None,
             };
             if let Some(projected) = step {
@@ -157,19 +161,23 @@ impl Tracker {
         let mut walk = Walk { found: None };
         for (entry, certain) in self.back_to_front() {
             let step = match &entry.req {
-                Req::Bind { portal, bound, .. } if portal.as_bytes() == name => {
+                Req::Bind { portal, bound, .. } if portal.is(name) => {
                     walk.set(bound.as_ref(), certain)
                 }
-                Req::ClosePortal(n) if n.as_bytes() == name => walk.remove(certain),
+                Req::ClosePortal(n) if n.is(name) => walk.remove(certain),
                 Req::Query { .. } if name.is_empty() => walk.remove(certain),
-                Req::Query { effects, .. } => {
-                    effects.iter().rev().find_map(|(_, effect)| match effect {
+                Req::Query {
+                    names: Some(names), ..
+                } => names
+                    .effects
+                    .iter()
+                    .rev()
+                    .find_map(|(_, effect)| match effect {
                         NameEffect::Declare { name: n, .. } if n == name => walk.set(None, false),
                         NameEffect::Close(n) if n == name => walk.remove(false),
                         NameEffect::CloseAll | NameEffect::DiscardAll => walk.remove(false),
                         _ => None,
-                    })
-                }
+                    }),
                 _ => None,
             };
             if let Some(projected) = step {

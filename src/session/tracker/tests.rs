@@ -507,3 +507,249 @@ fn a_bind_over_a_held_cursor_leaves_later_batches_uncertain() {
     ready(&mut t, b'I');
     assert_eq!(portal_text(&t, "c"), Some(None));
 }
+
+/// A tracker with the unnamed statement and portal, and a named statement
+/// with a portal of its own, all confirmed (inside a transaction).
+fn with_unnamed() -> Tracker {
+    let mut t = Tracker::new(false);
+    parse(&mut t, "", "SELECT 1");
+    parse(&mut t, "named", "SELECT 2");
+    bind(&mut t, "", "");
+    bind(&mut t, "p", "named");
+    t.sync();
+    for tag in [b'1', b'1', b'2', b'2'] {
+        ok(&mut t, tag, b"");
+    }
+    ready(&mut t, b'T');
+    assert!(t.portals.get(b"").is_some() && t.statements.get(b"").is_some());
+    t
+}
+
+fn unnamed_gone(t: &Tracker) -> bool {
+    t.portals.get(b"").is_none() && t.statements.get(b"").is_none()
+}
+
+#[test]
+fn a_query_that_names_nothing_keeps_no_text_and_pairs_its_answers() {
+    let mut t = with_unnamed();
+    t.query(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1", None);
+    assert!(matches!(
+        t.queue.front().map(|e| &e.req),
+        Some(Req::Query { names: None, .. })
+    ));
+    assert!(!unnamed_gone(&t), "dropped by the answer, not the request");
+    assert_eq!(ok(&mut t, b'T', &[0, 0]), Event::ResultStart);
+    assert!(unnamed_gone(&t));
+    assert!(t.result().is_some());
+    assert_eq!(ok(&mut t, b'D', b"\0\0"), Event::Row { first: false });
+    assert_eq!(ok(&mut t, b'C', b"SELECT 1\0"), Event::ResultEnd);
+    assert!(t.result().is_none() && t.busy());
+    assert_eq!(
+        ok(&mut t, b'Z', b"T"),
+        Event::Ready(TransactionStatus::InTransaction)
+    );
+    assert!(!t.busy());
+    // The named statement and its portal stay (the transaction is open).
+    assert!(t.statements.get(b"named").is_some() && t.portals.get(b"p").is_some());
+}
+
+#[test]
+fn every_first_answer_of_a_query_drops_the_unnamed_ones() {
+    // CommandComplete first (no rows), EmptyQueryResponse, an error, a
+    // ReadyForQuery alone: each is the Query's first answer.
+    let first_answers: [&[(u8, &[u8])]; 4] = [
+        &[(b'C', b"SET\0")],
+        &[(b'I', b"")],
+        &[(b'E', b"SERROR\0C42601\0Mno\0\0")],
+        &[],
+    ];
+    for answers in first_answers {
+        let mut t = with_unnamed();
+        t.query(b"whatever", None);
+        for (tag, body) in answers {
+            ok(&mut t, *tag, body);
+            assert!(unnamed_gone(&t), "after {:?}", char::from(*tag));
+        }
+        ok(&mut t, b'Z', b"T");
+        assert!(unnamed_gone(&t) && !t.busy());
+        assert!(t.portals.get(b"p").is_some(), "named ones stay");
+    }
+    // A Sync's ReadyForQuery drops nothing.
+    let mut t = with_unnamed();
+    t.sync();
+    ok(&mut t, b'Z', b"T");
+    assert!(!unnamed_gone(&t));
+}
+
+#[test]
+fn pipelined_queries_pair_their_answers_in_order() {
+    let mut t = with_statements();
+    t.query(b"SELECT 1", None);
+    t.query(b"PREPARE s9 AS SELECT 9", None);
+    t.query(b"SELECT 2; DEALLOCATE s1", None);
+    assert_eq!(t.ready_pending(), 3);
+    // The first Query: a result.
+    assert_eq!(ok(&mut t, b'T', &[0, 0]), Event::ResultStart);
+    assert_eq!(ok(&mut t, b'D', b"\0\0"), Event::Row { first: false });
+    assert_eq!(ok(&mut t, b'C', b"SELECT 1\0"), Event::ResultEnd);
+    ok(&mut t, b'Z', b"I");
+    assert!(t.statements.get(b"s9").is_none(), "not yet answered");
+    // The second: the PREPARE completes.
+    assert_eq!(ok(&mut t, b'C', b"PREPARE\0"), Event::ResultEnd);
+    assert_eq!(statement_text(&t, "s9"), text("PREPARE s9 AS SELECT 9"));
+    assert!(t.statements.get(b"s9").is_some_and(|s| s.sql_prepare));
+    ok(&mut t, b'Z', b"I");
+    // The third: its DEALLOCATE is its second statement.
+    assert_eq!(ok(&mut t, b'T', &[0, 0]), Event::ResultStart);
+    assert_eq!(ok(&mut t, b'C', b"SELECT 1\0"), Event::ResultEnd);
+    assert!(t.statements.get(b"s1").is_some(), "only at its own end");
+    assert_eq!(ok(&mut t, b'C', b"DEALLOCATE\0"), Event::ResultEnd);
+    assert!(t.statements.get(b"s1").is_none());
+    ok(&mut t, b'Z', b"I");
+    assert!(!t.busy());
+    // An answer with nothing to pair ends the session.
+    assert!(answer(&mut t, b'C', b"SELECT 1\0").is_err());
+    assert!(answer(&mut t, b'Z', b"I").is_err());
+    assert!(answer(&mut t, b'T', &[0, 0]).is_err());
+}
+
+#[test]
+fn a_query_error_mid_batch_skips_its_later_statements() {
+    let mut t = with_statements();
+    // The PREPARE is the Query's second statement; the first fails, so
+    // the server never runs it.
+    t.query(b"SELECT 1/0; PREPARE s9 AS SELECT 9", None);
+    t.query(b"SELECT 3", None);
+    error(&mut t);
+    ok(&mut t, b'Z', b"I");
+    assert!(t.statements.get(b"s9").is_none());
+    // The next Query pairs as usual.
+    assert_eq!(ok(&mut t, b'C', b"SELECT 1\0"), Event::ResultEnd);
+    ok(&mut t, b'Z', b"I");
+    assert!(!t.busy() && t.statements.get(b"s9").is_none());
+}
+
+#[test]
+fn a_stand_in_errors_refusal_comes_back_once() {
+    let mut t = with_statements();
+    let refusal = StandInAnswer {
+        marker: "pgward-marker".into(),
+        error: Bytes::from_static(b"E\0\0\0\x04"),
+    };
+    t.stand_in(true, refusal.clone());
+    t.query(b"SELECT 1", None);
+    match error(&mut t) {
+        Event::Error { refusal: Some(r) } => assert_eq!(*r, refusal),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    ok(&mut t, b'Z', b"I");
+    // The next Query's error is the server's own.
+    assert!(matches!(error(&mut t), Event::Error { refusal: None }));
+    ok(&mut t, b'Z', b"I");
+    // An extended one's stand-in: the server skips to the Sync.
+    t.stand_in(false, refusal.clone());
+    t.execute(b"");
+    t.sync();
+    assert!(matches!(error(&mut t), Event::Error { refusal: Some(_) }));
+    assert_eq!(t.queue.len(), 1, "only the Sync is answered");
+    ok(&mut t, b'Z', b"I");
+    assert!(!t.busy());
+}
+
+#[test]
+fn the_direct_answer_methods_match_answer() {
+    // What the core calls for RowDescription, CommandComplete, ErrorResponse
+    // and ReadyForQuery.
+    let rd = frame(b'T', &[0, 0]);
+    let rfq = frame(b'Z', b"T");
+    let bad_rfq = frame(b'Z', b"");
+    fn f(raw: &[u8]) -> FrameRef<'_> {
+        FrameRef::new(raw).expect("a whole frame")
+    }
+    let mut t = with_statements();
+    t.query(b"SELECT 1", None);
+    assert_eq!(t.row_description(f(&rd)), Ok(true));
+    assert_eq!(t.result_end(b'C'), Ok(()));
+    assert!(t.ready(f(&bad_rfq)).is_err(), "malformed");
+    assert_eq!(t.ready(f(&rfq)), Ok(TransactionStatus::InTransaction));
+    // A Describe's RowDescription starts no result.
+    bind(&mut t, "", "s1");
+    t.describe(Target::Portal(b""));
+    t.sync();
+    ok(&mut t, b'2', b"");
+    assert_eq!(t.row_description(f(&rd)), Ok(false));
+    assert!(t.result().is_none());
+    // A result's end with no statement running does not pair.
+    assert!(t.result_end(b'C').is_err());
+    // An error while the Sync waits: the Sync is still answered.
+    assert_eq!(t.error(), None);
+    assert_eq!(t.queue.len(), 1);
+    assert_eq!(t.ready(f(&rfq)), Ok(TransactionStatus::InTransaction));
+    assert!(!t.busy());
+}
+
+#[test]
+fn a_portal_suspended_ends_an_execute_not_a_query() {
+    let mut t = with_statements();
+    bind(&mut t, "", "s1");
+    t.execute(b"");
+    t.sync();
+    ok(&mut t, b'2', b"");
+    assert_eq!(ok(&mut t, b'D', b"\0\0"), Event::Row { first: true });
+    assert_eq!(ok(&mut t, b's', b""), Event::ResultEnd);
+    ok(&mut t, b'Z', b"I");
+    t.query(b"SELECT 1", None);
+    assert!(answer(&mut t, b's', b"").is_err());
+}
+
+#[test]
+fn copy_in_answers_pair_with_the_query() {
+    let mut t = with_statements();
+    t.query(b"COPY t FROM STDIN", None);
+    ok(&mut t, b'G', &[0, 0, 0]);
+    assert!(t.in_copy());
+    t.sync();
+    t.copy_end();
+    assert!(!t.in_copy());
+    assert_eq!(ok(&mut t, b'C', b"COPY 1\0"), Event::ResultEnd);
+    assert_eq!(t.queue.len(), 1, "the CopyDone was consumed by the copy");
+    ok(&mut t, b'Z', b"I");
+    assert!(!t.busy());
+}
+
+#[test]
+fn a_bound_portal_holds_the_servers_statement_not_the_projection() {
+    let mut t = with_statements();
+    // A PREPARE still queued is projected as a statement made for the look.
+    t.query(b"PREPARE s9 AS SELECT 9", None);
+    bind(&mut t, "", "s9");
+    bind(&mut t, "p", "s1");
+    t.sync();
+    let projected: Vec<Arc<Statement>> = t
+        .queue
+        .iter()
+        .filter_map(|e| match &e.req {
+            Req::Bind { bound, .. } => bound.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(projected.len(), 2);
+    ok(&mut t, b'C', b"PREPARE\0");
+    ok(&mut t, b'Z', b"T");
+    ok(&mut t, b'2', b"");
+    ok(&mut t, b'2', b"");
+    let statement_of = |t: &Tracker, portal: &[u8]| {
+        t.portals
+            .get(portal)
+            .and_then(|p| p.statement.clone())
+            .expect("a bound portal")
+    };
+    let s9 = t.statements.get(b"s9").cloned().expect("prepared");
+    assert!(Arc::ptr_eq(&statement_of(&t, b""), &s9));
+    assert!(!Arc::ptr_eq(&projected[0], &s9), "not the projection's");
+    // Where the projection was the server's statement, it is that one.
+    let s1 = t.statements.get(b"s1").cloned().expect("parsed");
+    assert!(Arc::ptr_eq(&statement_of(&t, b"p"), &s1));
+    assert!(Arc::ptr_eq(&projected[1], &s1));
+    ready(&mut t, b'T');
+}

@@ -143,3 +143,21 @@ fn c_strings_end_at_their_first_nul_however_long() {
         assert_eq!(read_cstr(&mut unterminated), None);
     }
 }
+
+#[test]
+fn a_frame_at_the_front_is_the_one_its_header_names() {
+    let mut buf = msg(b'C', b"SELECT 1\0");
+    let first_len = buf.len();
+    buf.extend_from_slice(&msg(b'Z', b"I"));
+    let header = Framer::peek_header(&buf).ok().flatten().expect("a header");
+    let frame = FrameRef::at_front(&buf, header).expect("all there");
+    assert_eq!(Some(frame), FrameRef::new(&buf[..first_len]));
+    assert_eq!((frame.tag(), frame.body()), (b'C', &b"SELECT 1\0"[..]));
+    // Not all there yet, or a header no frame can have.
+    assert_eq!(FrameRef::at_front(&buf[..first_len - 1], header), None);
+    let short = Header {
+        tag: b'C',
+        total_len: 4,
+    };
+    assert_eq!(FrameRef::at_front(&buf, short), None);
+}
