@@ -317,3 +317,47 @@ async fn rules_refuse_bad_bytes_and_keep_the_extended_protocol_in_step() {
     let row = second.iter().find(|m| m.tag == b'D').expect("row");
     assert!(row.body.ends_with(b"7"));
 }
+
+/// A pipeline longer than pgward's outgoing limit, in one write and with a
+/// single Sync at its end: what the relay forwards straight from its read
+/// buffer stops at whole frames, and the rest follows without waiting for
+/// another read (the server answers nothing it has not been sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_past_the_outgoing_limit_runs_whole() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let mut c = login(&pw).await;
+    const N: usize = 4000;
+    let mut batch = Vec::new();
+    let mut bind = BytesMut::new();
+    bind.put_slice(b"\0\0");
+    bind.put_i16(0);
+    bind.put_i16(0);
+    bind.put_i16(0);
+    for i in 0..N {
+        let mut parse = BytesMut::new();
+        parse.put_slice(format!("\0SELECT {i}\0").as_bytes());
+        parse.put_i16(0);
+        batch.extend(message(b'P', &parse));
+        batch.extend(message(b'B', &bind));
+        batch.extend(message(b'E', b"\0\0\0\0\0"));
+    }
+    batch.extend(message(b'S', b""));
+    assert!(batch.len() > 2 * 64 * 1024);
+    c.send(&batch).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{:?}", error_of(&reply));
+    let rows: Vec<_> = reply.iter().filter(|m| m.tag == b'D').collect();
+    assert_eq!(rows.len(), N);
+    for (i, row) in rows.iter().enumerate() {
+        assert!(
+            row.body.ends_with(i.to_string().as_bytes()),
+            "row {i} in order"
+        );
+    }
+    // And the session goes on.
+    c.send(&message(b'Q', b"SELECT 42\0")).await;
+    let reply = c.until_ready().await;
+    assert!(reply
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.ends_with(b"42")));
+}

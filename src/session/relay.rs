@@ -13,7 +13,7 @@
 //! protocol state. Buffers given back go to the thread's spare ones
 //! (`spare.rs`), where the next busy session finds them.
 
-use super::core::{ClientStep, Core, CoreError, ServerStep, OUTGOING_HIGH};
+use super::core::{room, ClientStep, Core, CoreError, ServerStep, OUTGOING_HIGH};
 use super::phases::{HoldEnd, Refusal, Release};
 use super::registry::{Control, Registration, SessionState};
 use super::relay_io::{RelayRead, RelayWrite};
@@ -102,20 +102,37 @@ impl Relay {
         // each at every wait).
         let mut st = PumpState::new(self);
         loop {
-            // An outgoing buffer the core is about to fill is borrowed from
-            // the thread's spare ones (given back below once written).
-            if st.to_server.capacity() == 0 && !st.client_in.is_empty() {
-                st.to_server = spare::take();
-            }
-            // The client's is taken by the core once it writes to it
-            // (`core::room`): most answers leave from the read buffer.
-            // Hand the core what was read.
+            // An outgoing buffer is taken from the thread's spare ones by
+            // the core once it writes to it (`core::room`; given back below
+            // once written): most requests and answers leave from the read
+            // buffer. Hand the core what was read.
             // (An empty input is no call: the core has nothing to do with
             // it, as a held frame stays in the input.)
             if st.hold.is_none() && !st.terminating && !st.client_in.is_empty() {
-                match self.core.client_input(&mut st.client_in, &mut st.to_server) {
-                    Ok(ClientStep::NeedMore) => {}
-                    Ok(ClientStep::Hold(wait)) => {
+                match self
+                    .core
+                    .client_input_direct(&mut st.client_in, &mut st.to_server)
+                {
+                    Ok((ClientStep::NeedMore, 0)) => {}
+                    Ok((ClientStep::NeedMore, n)) => {
+                        // `to_server` is empty: the judged frames leave from
+                        // the read buffer as far as the socket takes them
+                        // now; what it does not take waits in `to_server`.
+                        let written =
+                            write_direct(&mut self.backend_w, &st.client_in[..n]).map_err(lost)?;
+                        st.flush_server |= written > 0 && self.backend_w.buffers();
+                        if written < n {
+                            room(&mut st.to_server);
+                            st.to_server.extend_from_slice(&st.client_in[written..n]);
+                        }
+                        st.client_in.advance(n);
+                        if written == n && !st.client_in.is_empty() {
+                            // The core stopped at the outgoing limit (or a
+                            // frame still arriving): the room is there now.
+                            continue;
+                        }
+                    }
+                    Ok((ClientStep::Hold(wait), _)) => {
                         if self.registration.shutdown_phase() == ShutdownPhase::Running {
                             st.hold = Some(Box::new(wait));
                         } else {
@@ -126,7 +143,7 @@ impl Relay {
                             continue;
                         }
                     }
-                    Ok(ClientStep::Terminate) => st.terminating = true,
+                    Ok((ClientStep::Terminate, _)) => st.terminating = true,
                     Err(e) => return self.fatal(core_error(e), &st.to_client).await,
                 }
             }

@@ -2,7 +2,7 @@
 //! tracked and judged, then forwarded, refused (a stand-in goes to the
 //! server) or held.
 
-use super::{ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
+use super::{room, ClientStep, Core, CoreError, HoldState, HoldWait, OUTGOING_HIGH};
 use crate::gateway::RuleSnapshot;
 use crate::session::phases::{Decision, Refusal, Refused, RequestContext, RequestKind};
 use crate::session::tracker::{Projected, Statement};
@@ -17,7 +17,11 @@ use std::sync::Arc;
 
 /// What one client frame came to.
 enum Flow {
-    /// Handled (forwarded or refused); go on with the next frame.
+    /// To go to the server as it is: it joins the run of such frames at
+    /// the front of the input (moved out, or written from there, at once).
+    Forward,
+    /// Handled otherwise (refused: a stand-in is in the outgoing buffer);
+    /// go on with the next frame.
     Next,
     /// Held: stop here, the frame stays in the input.
     Held(HoldWait),
@@ -63,16 +67,38 @@ impl Core {
         input: &mut BytesMut,
         to_server: &mut BytesMut,
     ) -> Result<ClientStep, CoreError> {
-        loop {
+        let (step, run) = self.client_input_direct(input, to_server)?;
+        to_server.extend_from_slice(&input[..run]);
+        input.advance(run);
+        Ok(step)
+    }
+
+    /// [`Self::client_input`], except that frames that go to the server as
+    /// they are may be left at the front of `input`: `(step, n)` says the
+    /// first `n` bytes of `input` are for the server, untouched, and go
+    /// before anything appended to `to_server` later (`n` is 0 unless
+    /// `to_server` is empty and the step is `NeedMore`). The loop writes
+    /// them from the read buffer, without a copy: most requests leave that
+    /// way, and `to_server` is taken only for a stand-in or what a short
+    /// write left.
+    pub(crate) fn client_input_direct(
+        &mut self,
+        input: &mut BytesMut,
+        to_server: &mut BytesMut,
+    ) -> Result<(ClientStep, usize), CoreError> {
+        // `run`: frames at the front of `input` already judged and to go
+        // out as they are.
+        let mut run = 0;
+        let step = loop {
             if let HoldState::Waiting { .. } = self.hold {
                 // The loop waits on the hold it was given.
-                return Ok(ClientStep::NeedMore);
+                break ClientStep::NeedMore;
             }
-            if to_server.len() >= OUTGOING_HIGH {
-                return Ok(ClientStep::NeedMore);
+            if to_server.len() + run >= OUTGOING_HIGH {
+                break ClientStep::NeedMore;
             }
-            let Some(header) = Framer::peek_header(input).map_err(malformed)? else {
-                return Ok(ClientStep::NeedMore);
+            let Some(header) = Framer::peek_header(&input[run..]).map_err(malformed)? else {
+                break ClientStep::NeedMore;
             };
             self.client_framer.check_limit(header).map_err(malformed)?;
             if header.total_len > SMALL_MESSAGE_LIMIT + 1
@@ -87,29 +113,49 @@ impl Core {
                     limit: SMALL_MESSAGE_LIMIT,
                 }));
             }
-            if input.len() < header.total_len {
-                input.reserve(header.total_len - input.len());
-                return Ok(ClientStep::NeedMore);
+            let available = input.len() - run;
+            if available < header.total_len {
+                input.reserve(header.total_len - available);
+                break ClientStep::NeedMore;
             }
+            let mark = to_server.len();
             let flow = {
-                let frame = FrameRef::new(&input[..header.total_len])
+                let frame = FrameRef::new(&input[run..run + header.total_len])
                     .ok_or_else(|| malformed("invalid frame"))?;
                 self.client_frame(frame, to_server)?
             };
+            if run > 0 && to_server.len() > mark {
+                // A stand-in was appended: the run goes out before it.
+                let stand_in = to_server.split_off(mark);
+                to_server.extend_from_slice(&input[..run]);
+                to_server.extend_from_slice(&stand_in);
+                input.advance(run);
+                run = 0;
+            }
             // A held frame stays in `input` and is counted when it is
             // handled after the hold.
             if !matches!(flow, Flow::Held(_)) {
                 self.bytes_from_client += header.total_len as u64;
             }
             match flow {
+                Flow::Forward => run += header.total_len,
                 Flow::Next => input.advance(header.total_len),
-                Flow::Held(wait) => return Ok(ClientStep::Hold(wait)),
+                Flow::Held(wait) => break ClientStep::Hold(wait),
                 Flow::Terminate => {
-                    input.advance(header.total_len);
-                    return Ok(ClientStep::Terminate);
+                    run += header.total_len;
+                    break ClientStep::Terminate;
                 }
             }
+        };
+        if run > 0 && to_server.is_empty() && matches!(step, ClientStep::NeedMore) {
+            return Ok((step, run));
         }
+        if run > 0 {
+            room(to_server);
+            to_server.extend_from_slice(&input[..run]);
+            input.advance(run);
+        }
+        Ok((step, 0))
     }
 
     fn client_frame(
@@ -127,12 +173,12 @@ impl Core {
         match tag {
             b'Q' => {
                 let text = query_text(frame).map_err(malformed)?;
-                self.request(frame, Message::Query, Some(text), None, to_server)
+                self.request(Message::Query, Some(text), None, to_server)
             }
             b'P' => {
                 let parse = parse_view(frame).map_err(malformed)?;
                 let text = parse.query;
-                self.request(frame, Message::Parse(parse), Some(text), None, to_server)
+                self.request(Message::Parse(parse), Some(text), None, to_server)
             }
             b'B' => {
                 let bind = bind_view(frame).map_err(malformed)?;
@@ -145,7 +191,6 @@ impl Core {
                     }
                 };
                 self.request(
-                    frame,
                     Message::Bind(&bind),
                     Some(&statement.text),
                     Some(&statement),
@@ -163,7 +208,6 @@ impl Core {
                     }
                 };
                 self.request(
-                    frame,
                     Message::Execute(portal),
                     statement.as_ref().map(|s| &s.text[..]),
                     statement.as_ref(),
@@ -191,33 +235,26 @@ impl Core {
                     return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
                 }
                 self.tracker.describe(target);
-                to_server.extend_from_slice(frame.raw());
-                Ok(Flow::Next)
+                Ok(Flow::Forward)
             }
             b'C' => {
                 // Closing a name that does not exist is no error in
                 // PostgreSQL either.
                 let target = target_view(frame).map_err(malformed)?;
                 self.tracker.close(target);
-                to_server.extend_from_slice(frame.raw());
-                Ok(Flow::Next)
+                Ok(Flow::Forward)
             }
             b'S' => {
                 if !frame.body().is_empty() {
                     return Err(malformed("malformed Sync message"));
                 }
                 self.tracker.sync();
-                to_server.extend_from_slice(frame.raw());
-                Ok(Flow::Next)
+                Ok(Flow::Forward)
             }
-            b'H' | b'd' => {
-                to_server.extend_from_slice(frame.raw());
-                Ok(Flow::Next)
-            }
+            b'H' | b'd' => Ok(Flow::Forward),
             b'c' | b'f' => {
                 self.tracker.copy_end();
-                to_server.extend_from_slice(frame.raw());
-                Ok(Flow::Next)
+                Ok(Flow::Forward)
             }
             b'F' => {
                 let r = Refusal::new(
@@ -227,10 +264,7 @@ impl Core {
                 .with_hint("Call the function with a SELECT statement instead.");
                 Ok(self.refuse(RequestKind::Query, None, CORE, &r, to_server))
             }
-            b'X' => {
-                to_server.extend_from_slice(frame.raw());
-                Ok(Flow::Terminate)
-            }
+            b'X' => Ok(Flow::Terminate),
             other => Err(malformed(format!(
                 "invalid frontend message type {}",
                 other
@@ -241,7 +275,6 @@ impl Core {
     /// Runs the phases on a request, then forwards, refuses or holds it.
     fn request(
         &mut self,
-        frame: FrameRef<'_>,
         message: Message<'_>,
         text: Option<&[u8]>,
         statement: Option<&Arc<Statement>>,
@@ -350,8 +383,7 @@ impl Core {
             Message::Bind(bind) => self.tracker.bind(bind, statement),
             Message::Execute(portal) => self.tracker.execute(portal),
         }
-        to_server.extend_from_slice(frame.raw());
-        Ok(Flow::Next)
+        Ok(Flow::Forward)
     }
 
     /// Sends a stand-in for a refused request (refused by phase `by`),
@@ -388,6 +420,7 @@ impl Core {
             }
         }
         let query = kind == RequestKind::Query;
+        room(to_server);
         let answer = self.stand_ins.substitute(refusal, query, to_server);
         self.tracker.stand_in(query, answer);
         Flow::Next

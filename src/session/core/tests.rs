@@ -611,6 +611,7 @@ mod arbitrary {
     }
 }
 
+mod direct;
 mod snapshots;
 
 /// What a [`Recorder`] saw: each request's kind and text.
