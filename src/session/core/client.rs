@@ -288,8 +288,8 @@ impl Core {
         };
         // One load of the rules for the whole request; a released request
         // goes on under the snapshot it was held under.
-        // (A guard, not a counted reference: the common case takes no
-        // reference count.)
+        // (A counted reference from the core's cache: one increment,
+        // where the `ArcSwap`'s own guard cost a debt-list walk.)
         let (held, loaded);
         let (first, rules): (usize, &Arc<RuleSnapshot>) =
             match std::mem::replace(&mut self.hold, HoldState::None) {
@@ -302,7 +302,7 @@ impl Core {
                     return Ok(self.refuse(kind, text, by, &refusal, to_server));
                 }
                 HoldState::None | HoldState::Waiting { .. } => {
-                    loaded = self.rules.load();
+                    loaded = Arc::clone(self.rules.load());
                     (0, &loaded)
                 }
             };
