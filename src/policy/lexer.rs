@@ -194,7 +194,7 @@ fn keeps_a_literal(sql: &str, tokens: &[ScanToken], integers: bool) -> bool {
     shaped(sql, tokens, integers).any(|(t, _, keep)| keep && is_literal(t.token))
 }
 
-pub use super::scan_memo::same_but_integers;
+pub use super::scan_memo::{free_literals, same_but_integers, same_but_literals, Span};
 
 /// The tokens a shape is made of (comments dropped), each with its text and
 /// whether the shape keeps that text: one place decides, for the shape and

@@ -21,6 +21,7 @@ use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::UpstreamMap;
 use crate::mask::strategy::{BinaryKind, HashKey};
+use crate::policy::lexer::Span;
 use crate::policy::lexer::{self, LexSettings};
 use crate::policy::rules::Identity;
 use crate::sqlstate::Sqlstate;
@@ -28,7 +29,6 @@ use crate::wire::backend::{notice_fields, FieldInfo};
 use crate::wire::encode::{self, Severity};
 use crate::wire::FrameRef;
 use bytes::BytesMut;
-use pg_query::protobuf::ScanToken;
 use std::sync::{Arc, Mutex};
 
 /// How the rows of the result in progress are treated.
@@ -59,17 +59,20 @@ struct View {
 }
 
 /// A text, its shape key, and when texts differing from it only in integer
-/// digits share that key, its tokens.
+/// digits share that key, where its integer literals are.
 struct LastShape {
     text: String,
     settings: LexSettings,
     key: Option<Vec<u8>>,
-    /// Empty unless the text has one reading (no backslash: then neither
+    /// `None` unless the text has one reading (no backslash: then neither
     /// has a text differing from it only in digits) and its guard shape
     /// keeps no literal's text: then a text the scanner sees the same
-    /// tokens in but for integer digits ([`lexer::same_but_integers`]) has
-    /// the same key.
-    tokens: Vec<ScanToken>,
+    /// tokens in but for integer digits has the same key. Its literals
+    /// ([`lexer::free_literals`]) are found once, when it is scanned;
+    /// each later text is compared by them alone
+    /// ([`lexer::same_but_literals`], which with them is
+    /// [`lexer::same_but_integers`]).
+    literals: Option<Vec<Span>>,
 }
 
 /// [`memo::shape_key`] of `sql`, remembered in `last` for the next text
@@ -82,28 +85,30 @@ fn shape_key<'a>(
     let known = last.as_ref().is_some_and(|last| {
         last.settings == settings
             && (last.text == sql
-                || (!last.tokens.is_empty()
-                    && lexer::same_but_integers(&last.text, &last.tokens, sql)))
+                || last.literals.as_ref().is_some_and(|literals| {
+                    lexer::same_but_literals(last.text.as_bytes(), literals, sql.as_bytes())
+                }))
     });
     if !known {
         let readings = readings(sql, settings);
-        let (key, tokens) = match readings.as_slice() {
+        let (key, literals) = match readings.as_slice() {
             [one] => match lexer::scan(sql, *one) {
                 Ok(tokens) => {
                     let key = memo::one_reading_key(sql, &tokens, *one);
                     let shared =
                         !tokens.is_empty() && !lexer::guard_shape_keeps_a_literal(sql, &tokens);
-                    (Some(key), if shared { tokens } else { Vec::new() })
+                    let literals = shared.then(|| lexer::free_literals(sql, &tokens)).flatten();
+                    (Some(key), literals)
                 }
-                Err(_) => (None, Vec::new()),
+                Err(_) => (None, None),
             },
-            _ => (memo::shape_key(sql, &readings), Vec::new()),
+            _ => (memo::shape_key(sql, &readings), None),
         };
         *last = Some(LastShape {
             text: sql.to_owned(),
             settings,
             key,
-            tokens,
+            literals,
         });
     }
     last.as_ref()?.key.as_deref()
@@ -121,6 +126,39 @@ impl View {
             return (true, None);
         }
         (false, shape.map(<[u8]>::to_vec))
+    }
+}
+
+impl View {
+    /// What `text` exposes beyond its rows; `sql`: the text, when it was
+    /// checked as UTF-8 already. `None` when it is not UTF-8.
+    fn exposure(
+        &mut self,
+        text: &[u8],
+        sql: Option<&str>,
+        settings: LexSettings,
+    ) -> Option<Exposure> {
+        // Bind and Execute repeat their statement's text: a lookup, no
+        // UTF-8 check or parse, once it is known.
+        if let Some(known) = self.exposures.texts.get(text) {
+            return Some(known.clone());
+        }
+        let sql = match sql {
+            Some(sql) => sql,
+            None => std::str::from_utf8(text).ok()?,
+        };
+        let shape = shape_key(&mut self.last_shape, sql, settings);
+        if let Some(known) = shape.and_then(|k| self.exposures.shapes.get(k)) {
+            return Some(known.clone());
+        }
+        let found = exposure::analyze_readings(
+            sql,
+            &readings(sql, settings),
+            &self.map,
+            &self.masked_tables,
+        );
+        self.exposures.remember(text, shape, found.clone());
+        Some(found)
     }
 }
 
@@ -229,34 +267,36 @@ impl MaskPhase {
         cached.as_mut().map(f)
     }
 
-    /// Judges one statement text: `Err` is the client's message.
-    pub fn guard(&mut self, text: &[u8]) -> Result<(), String> {
+    /// Judges a Query's or Parse's text under one look at the view: the
+    /// guard, then what the text exposes beyond its rows (`Ok(None)`:
+    /// nothing is proved). `Err` is the client's message. `ddl`: the text
+    /// might change the schema.
+    fn judge_text(&mut self, text: &[u8], ddl: bool) -> Result<Option<Exposure>, String> {
         if self.map.due() {
             self.map.refresh_in_background();
         }
         let Ok(sql) = std::str::from_utf8(text) else {
             return Err("statement text is not valid UTF-8".into());
         };
-        if schema_may_change(text) {
+        if ddl {
             self.ddl_pending = true;
         }
         let settings = self.settings.lexing();
         let verdict = self.with_view(|view| {
             let (hit, shape) = view.passed(sql, settings);
-            if hit {
-                return Ok::<bool, guard::Leak>(false);
+            if !hit {
+                for reading in readings(sql, settings) {
+                    guard::check(sql, reading, &view.guard)?;
+                }
+                view.passed.remember(text, shape.as_deref(), ());
             }
-            for reading in readings(sql, settings) {
-                guard::check(sql, reading, &view.guard)?;
-            }
-            view.passed.remember(text, shape.as_deref(), ());
-            Ok(false)
+            Ok::<_, guard::Leak>(view.exposure(text, Some(sql), settings))
         });
         match verdict {
             None => Err(
                 "pgward's column map is not available, so masked data cannot be protected".into(),
             ),
-            Some(Ok(_)) => Ok(()),
+            Some(Ok(found)) => Ok(found),
             Some(Err(leak)) => {
                 if leak.stale {
                     self.map.invalidate();
@@ -266,32 +306,13 @@ impl MaskPhase {
         }
     }
 
-    /// What `text` exposes beyond its rows (`None`: no text is known, or
-    /// no map: nothing is proved).
+    /// What the text a Bind or Execute runs exposes beyond its rows
+    /// (`None`: no text is known, or no map: nothing is proved).
     fn exposure(&self, text: Option<&[u8]>) -> Option<Exposure> {
         let text = text?;
         let settings = self.settings.lexing();
-        self.with_view(|view| {
-            // Bind and Execute repeat their statement's text: a lookup,
-            // no UTF-8 check or parse, once it is known.
-            if let Some(known) = view.exposures.texts.get(text) {
-                return Some(known.clone());
-            }
-            let sql = std::str::from_utf8(text).ok()?;
-            let shape = shape_key(&mut view.last_shape, sql, settings);
-            if let Some(known) = shape.and_then(|k| view.exposures.shapes.get(k)) {
-                return Some(known.clone());
-            }
-            let found = exposure::analyze_readings(
-                sql,
-                &readings(sql, settings),
-                &view.map,
-                &view.masked_tables,
-            );
-            view.exposures.remember(text, shape, found.clone());
-            Some(found)
-        })
-        .flatten()
+        self.with_view(|view| view.exposure(text, None, settings))
+            .flatten()
     }
 
     /// Whether the map in force predates this session's own DDL.
@@ -454,29 +475,25 @@ impl Phase for MaskPhase {
         {
             self.request_rules = Some(Arc::clone(&ctx.rules.masking));
         }
-        let runs = match (ctx.kind, ctx.text) {
+        let found = match (ctx.kind, ctx.text) {
             (RequestKind::Query | RequestKind::Parse, Some(text)) => {
                 if self.map_predates_own_ddl() {
                     // Judged once the map knows what the DDL made; its
                     // messages are withheld (nothing was proved).
                     self.mark_unclean(ctx);
-                    if schema_may_change(text) {
+                    if ctx.schema_may_change() {
                         self.ddl_pending = true;
                     }
                     return self.hold_for_refresh(text);
                 }
-                if let Err(why) = self.guard(text) {
-                    return Decision::Refuse(masking_refusal(why));
+                match self.judge_text(text, ctx.schema_may_change()) {
+                    Ok(found) => found,
+                    Err(why) => return Decision::Refuse(masking_refusal(why)),
                 }
-                true
             }
-            (RequestKind::Bind | RequestKind::Execute, _) => true,
-            _ => false,
+            (RequestKind::Bind | RequestKind::Execute, _) => self.exposure(ctx.text),
+            _ => return Decision::Forward,
         };
-        if !runs {
-            return Decision::Forward;
-        }
-        let found = self.exposure(ctx.text);
         if let Some(why) = found.as_ref().and_then(Exposure::refusal) {
             if matches!(
                 found.as_ref().and_then(|f| f.untrusted.as_ref()),
@@ -607,12 +624,10 @@ pub(crate) fn schema_may_change(sql: &[u8]) -> bool {
 /// each space are compared (this runs on every statement of a masked
 /// session).
 fn words_before_spaces(sql: &[u8]) -> bool {
-    sql.iter().enumerate().any(|(i, b)| {
-        // The byte before the space must end one of the words (`e`, `r`,
-        // `p`, any case) before any word is compared (memchr over spaces
-        // measured no faster on statements this short).
-        *b == b' '
-            && i > 0
+    // Spaces found by memchr; the byte before one must end one of the
+    // words (`e`, `r`, `p`, any case) before any word is compared.
+    memchr::memchr_iter(b' ', sql).any(|i| {
+        i > 0
             && matches!(sql[i - 1] | 0x20, b'e' | b'r' | b'p')
             && [&b"CREATE"[..], b"ALTER", b"DROP"].iter().any(|w| {
                 i.checked_sub(w.len())
@@ -788,7 +803,7 @@ mod tests {
         let first = key(&mut last, "SELECT a, b FROM t WHERE id = 5", on);
         let tokens_kept = last
             .as_ref()
-            .is_some_and(|l: &super::LastShape| !l.tokens.is_empty());
+            .is_some_and(|l: &super::LastShape| l.literals.is_some());
         assert!(tokens_kept, "a digit twin may reuse this key");
         assert_eq!(
             key(&mut last, "SELECT a, b FROM t WHERE id = 6000", on),
@@ -804,11 +819,11 @@ mod tests {
         assert!(other.is_some());
         // Positions stay in the guard shape, so they are never twins.
         let by_one = key(&mut last, "SELECT a, b FROM t ORDER BY 1", on);
-        assert!(last.as_ref().is_some_and(|l| l.tokens.is_empty()));
+        assert!(last.as_ref().is_some_and(|l| l.literals.is_none()));
         let by_two = key(&mut last, "SELECT a, b FROM t ORDER BY 2", on);
         assert_ne!(by_one, by_two);
         // A backslash: two readings, no twin.
         key(&mut last, "SELECT 'a\\' FROM t WHERE id = 5", on);
-        assert!(last.as_ref().is_some_and(|l| l.tokens.is_empty()));
+        assert!(last.as_ref().is_some_and(|l| l.literals.is_none()));
     }
 }

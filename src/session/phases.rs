@@ -232,6 +232,20 @@ pub struct RequestContext<'a> {
     /// loaded once per request (and kept across a hold), so a reload
     /// between two phases can never judge one request by two rule sets.
     pub rules: &'a RuleSnapshot,
+    /// [`RequestContext::schema_may_change`], once asked (two phases ask).
+    pub(crate) schema_change: std::cell::OnceCell<bool>,
+}
+
+impl RequestContext<'_> {
+    /// Whether the request's text might change the schema
+    /// ([`crate::session::masking::schema_may_change`]); `false` without a
+    /// text. Scanned once per request, however many phases ask.
+    pub fn schema_may_change(&self) -> bool {
+        *self.schema_change.get_or_init(|| {
+            self.text
+                .is_some_and(crate::session::masking::schema_may_change)
+        })
+    }
 }
 
 /// Whether a phase takes the rows of a result.

@@ -20,7 +20,7 @@
 //! To add a phase: implement [`Phase`] and push it in `build` (or register
 //! a factory with the gateway); nothing in the relay changes.
 
-use super::masking::{self, MaskPhase};
+use super::masking::MaskPhase;
 use super::phases::{Decision, Phase, Refusal, RequestContext, RequestKind, SessionInfo};
 use super::rules::called::CodePhase;
 use super::rules::{ReportedSettings, RulesPhase};
@@ -191,10 +191,8 @@ impl Phase for SchemaPhase {
                 .with_hint("Reconnect: new sessions apply the new rules."),
             );
         }
-        if let (Some(_), Some(text)) = (&self.map, ctx.text) {
-            if masking::schema_may_change(text) {
-                self.ddl_sent = true;
-            }
+        if self.map.is_some() && ctx.schema_may_change() {
+            self.ddl_sent = true;
         }
         // Once one such statement is out, the others change nothing; a
         // repeat of the previous text but for its numbers has its answer.

@@ -331,6 +331,7 @@ impl Core {
             bind,
             status: self.tracker.status(),
             tracker: &self.tracker,
+            schema_change: std::cell::OnceCell::new(),
         };
         for index in first..self.phases.len() {
             match self.phases[index].on_request(&ctx) {

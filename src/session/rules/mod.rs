@@ -265,7 +265,8 @@ impl RulesPhase {
 /// What the policy is told about the session for one judgement.
 struct Snapshot {
     lexing: Lexing,
-    own_temp_tables: BTreeSet<String>,
+    /// `None`: the session has none (most; nothing to build or drop).
+    own_temp_tables: Option<BTreeSet<String>>,
     /// Read before `own_temp_tables`: a change between the two reads then
     /// only makes the next judgement afresh.
     temp_generation: u64,
@@ -275,12 +276,15 @@ struct Snapshot {
     audience: KnownAudience,
 }
 
+/// The temporary tables of a session that has none.
+static NO_TEMP_TABLES: BTreeSet<String> = BTreeSet::new();
+
 impl Snapshot {
     fn session(&self) -> Session<'_> {
         Session {
             lexing: self.lexing,
             own_pid: None,
-            own_temp_tables: &self.own_temp_tables,
+            own_temp_tables: self.own_temp_tables.as_ref().unwrap_or(&NO_TEMP_TABLES),
             server_major: self.server_major,
             client_encoding: &self.client_encoding,
             code: self.code.as_deref(),

@@ -142,11 +142,12 @@ impl TempTables {
     /// (Inlined up to the lock: most sessions have no temporary table, and
     /// every judged statement asks.)
     #[inline]
-    pub(super) fn usable(&self) -> BTreeSet<String> {
+    /// `None` for none.
+    pub(super) fn usable(&self) -> Option<BTreeSet<String>> {
         if !self.active.load(Ordering::Acquire) {
-            return BTreeSet::new();
+            return None;
         }
-        self.usable_locked()
+        Some(self.usable_locked())
     }
 
     fn usable_locked(&self) -> BTreeSet<String> {
@@ -254,7 +255,7 @@ mod tests {
     }
 
     fn names(t: &TempTables) -> Vec<String> {
-        t.usable().into_iter().collect()
+        t.usable().unwrap_or_default().into_iter().collect()
     }
 
     #[test]
