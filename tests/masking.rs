@@ -567,3 +567,52 @@ async fn notify_payloads_are_withheld_from_masked_identities() {
     assert_eq!(got.channel(), "pii");
     assert_eq!(got.payload(), "(withheld by pgward)");
 }
+
+/// A masked session remembers the last result that passed untouched (its
+/// description, formats, map and rules) and lets the same one pass again
+/// without planning it: a reload that masks one of its columns, or a
+/// description that changes, is planned afresh, in both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_passed_is_planned_again_when_the_rules_change() {
+    let t = table();
+    let pw = start(&t).await;
+    let alice = pw.connect().await;
+    let sql = format!("SELECT name FROM {t} WHERE id = 1");
+    let prepared = alice.prepare(&sql).await.expect("prepare");
+    for _ in 0..3 {
+        let rows = text_rows(&alice.simple_query(&sql).await.expect("clear"));
+        assert_eq!(rows[0][0].as_deref(), Some("Ada"));
+        let row = alice.query_one(&prepared, &[]).await.expect("clear");
+        assert_eq!(row.get::<_, &str>(0), "Ada");
+    }
+    // The same columns under another alias: another description.
+    let aliased = format!("SELECT name AS n FROM {t} WHERE id = 1");
+    let rows = text_rows(&alice.simple_query(&aliased).await.expect("clear"));
+    assert_eq!(rows[0][0].as_deref(), Some("Ada"));
+    // Now `name` is masked for alice: the very statements that passed are
+    // masked on this open session.
+    let names = format!(
+        "[[masking.rules]]\nname = \"names\"\ncolumns = [\"{t}.name\"]\nstrategy = \"redact\"\nreplacement = \"[name]\"\nexempt_groups = [\"dba\"]\n\n"
+    );
+    let text =
+        pw.config_text
+            .replacen("[[masking.rules]]", &format!("{names}[[masking.rules]]"), 1);
+    pw.reload_text(&text).expect("reload");
+    // At once, before the map is read again under the new rules: the
+    // prepared statement's rows are withheld or masked, never clear (the
+    // old map names rules by their place in the old list).
+    match alice.query_one(&prepared, &[]).await {
+        Ok(row) => assert_eq!(row.get::<_, &str>(0), "[name]"),
+        Err(e) => {
+            assert_eq!(sqlstate(&e), "42501", "{e:?}");
+            assert!(!format!("{e:?}").contains("Ada"));
+        }
+    }
+    // A Query waits for the map, then runs under it.
+    let rows = text_rows(&alice.simple_query(&sql).await.expect("masked"));
+    assert_eq!(rows[0][0].as_deref(), Some("[name]"));
+    let row = alice.query_one(&prepared, &[]).await.expect("masked");
+    assert_eq!(row.get::<_, &str>(0), "[name]");
+    let rows = text_rows(&alice.simple_query(&aliased).await.expect("masked"));
+    assert_eq!(rows[0][0].as_deref(), Some("[name]"));
+}

@@ -5,6 +5,7 @@
 use super::rules::MaskConfig;
 use crate::io::FramedStream;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::upstream::query::query;
 pub use crate::upstream::query::CatalogError;
@@ -59,6 +60,21 @@ pub struct MaskMap {
     /// A bare function name is the server's own only if it is in here and
     /// no other function has that name.
     pub builtin_functions: BTreeSet<String>,
+    /// The mask rules the map was read under: `columns` resolves each
+    /// column to a rule by its place in these rules, so the map answers
+    /// for these rules only. `None` for a map not read from a catalog
+    /// (tests).
+    pub built_under: Option<Arc<MaskConfig>>,
+}
+
+impl MaskMap {
+    /// Whether the map answers for `rules` (read under them, or not from a
+    /// catalog at all).
+    pub fn answers_for(&self, rules: &Arc<MaskConfig>) -> bool {
+        self.built_under
+            .as_ref()
+            .is_none_or(|built| Arc::ptr_eq(built, rules))
+    }
 }
 
 /// OIDs from here on are assigned to objects created after initdb: a

@@ -19,7 +19,7 @@ use crate::mask::guard::{self, Masked};
 use crate::mask::memo::{self, Memo};
 use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
-use crate::mask::store::UpstreamMap;
+use crate::mask::store::{MapCache, UpstreamMap};
 use crate::mask::strategy::{BinaryKind, HashKey};
 use crate::policy::lexer::Span;
 use crate::policy::lexer::{self, LexSettings};
@@ -37,6 +37,14 @@ enum Plan {
     Rewrite(RowPlan),
     /// Drop them; the result ends with an error instead.
     Withhold(String),
+}
+
+/// What the last result that passed untouched was planned under.
+struct PassKey {
+    fields: Arc<Vec<FieldInfo>>,
+    formats: Option<Arc<[i16]>>,
+    map: Arc<crate::mask::catalog::MaskMap>,
+    config: Arc<MaskConfig>,
 }
 
 /// What the identity sees masked, derived from the map and the rules.
@@ -168,11 +176,15 @@ const PASSED_TEXTS: usize = 1024;
 /// The masking phase of one session.
 pub struct MaskPhase {
     map: Arc<UpstreamMap>,
+    /// `map`'s current map, as [`Self::with_view`] reads it.
+    map_cache: std::cell::RefCell<MapCache>,
     identity: Identity,
     settings: Arc<ReportedSettings>,
     view: Mutex<Option<View>>,
     key: HashKey,
     plan: Option<Plan>,
+    /// The last result that passed untouched (`passes_again`).
+    last_pass: Option<PassKey>,
     /// A statement that may change the schema went out: refresh the map
     /// at the next ReadyForQuery.
     ddl_pending: bool,
@@ -211,12 +223,14 @@ impl MaskPhase {
         }
         let key = config.hash_key.clone();
         Some(Self {
+            map_cache: std::cell::RefCell::new(MapCache::new(Arc::clone(&map))),
             map,
             identity,
             settings,
             view: Mutex::new(None),
             key,
             plan: None,
+            last_pass: None,
             ddl_pending: false,
             request_rules: None,
             map_before_ddl: None,
@@ -231,11 +245,13 @@ impl MaskPhase {
     /// rules of the request sent last (those in force when none was), rebuilt
     /// when the map or the rules change.
     fn with_view<T>(&self, f: impl FnOnce(&mut View) -> T) -> Option<T> {
-        let map = self.map.current()?;
-        let config = match &self.request_rules {
-            Some(rules) => Arc::clone(rules),
-            None => self.map.config(),
-        };
+        let map = Arc::clone(self.map_cache.borrow_mut().current()?);
+        let config = self.view_rules();
+        if !map.answers_for(&config) {
+            // Read under other rules (a reload since): its columns name
+            // rules by their place in those, so nothing is judged by it.
+            return None;
+        }
         let mut cached = self.view.lock().ok()?;
         let fresh = cached
             .as_ref()
@@ -272,7 +288,11 @@ impl MaskPhase {
     /// nothing is proved). `Err` is the client's message. `ddl`: the text
     /// might change the schema.
     fn judge_text(&mut self, text: &[u8], ddl: bool) -> Result<Option<Exposure>, String> {
-        if self.map.due() {
+        let due = match &self.request_rules {
+            Some(rules) => self.map.due_after(rules.refresh),
+            None => self.map.due(),
+        };
+        if due {
             self.map.refresh_in_background();
         }
         let Ok(sql) = std::str::from_utf8(text) else {
@@ -315,6 +335,17 @@ impl MaskPhase {
             .flatten()
     }
 
+    /// Whether the current map was read under the mask rules of the
+    /// request sent last (after a reload it is read again; until then it
+    /// answers for the old rules only). No map: the guard says so.
+    fn map_answers_for_request(&self) -> bool {
+        let rules = self.view_rules();
+        self.map_cache
+            .borrow_mut()
+            .current()
+            .is_none_or(|map| map.answers_for(&rules))
+    }
+
     /// Whether the map in force predates this session's own DDL.
     fn map_predates_own_ddl(&mut self) -> bool {
         let Some(before) = &self.map_before_ddl else {
@@ -346,7 +377,9 @@ impl MaskPhase {
                 let current = map
                     .current()
                     .ok_or_else(|| "pgward's column map is not available".to_owned())?;
-                let config = map.config();
+                // Judged under the rules the map was read under (its
+                // columns name rules by their place in them).
+                let config = current.built_under.clone().unwrap_or_else(|| map.config());
                 let masked = Masked::from_map(&current, |rule| {
                     config
                         .rules
@@ -384,6 +417,51 @@ impl MaskPhase {
     fn mark_unclean(&mut self, ctx: &RequestContext<'_>) {
         let due = self.answered + ctx.tracker.ready_pending() + 1;
         self.unclean.insert(due);
+    }
+
+    /// What a result that passes untouched is planned under: its fields,
+    /// formats, and the map and rules of the view (`None`: no fields or no
+    /// map).
+    fn pass_key(&self, result: &ResultInfo) -> Option<PassKey> {
+        Some(PassKey {
+            fields: Arc::clone(result.fields.as_ref()?),
+            formats: result.formats.clone(),
+            map: Arc::clone(self.map_cache.borrow_mut().current()?),
+            config: self.view_rules(),
+        })
+    }
+
+    /// Whether `result` is planned as the last result that passed was:
+    /// the same fields (the tracker shares the fields of a description
+    /// that repeats the last one byte for byte), the same formats, under
+    /// the same map and rules. The plan is a function of those alone (and
+    /// of the identity, the phase's own), so it passes again.
+    fn passes_again(&self, result: &ResultInfo) -> bool {
+        let (Some(last), Some(fields)) = (&self.last_pass, &result.fields) else {
+            return false;
+        };
+        let same_formats = match (&last.formats, &result.formats) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a[..] == b[..],
+            _ => false,
+        };
+        Arc::ptr_eq(&last.fields, fields)
+            && same_formats
+            && Arc::ptr_eq(&last.config, &self.view_rules())
+            && self
+                .map_cache
+                .borrow_mut()
+                .current()
+                .is_some_and(|map| Arc::ptr_eq(&last.map, map))
+    }
+
+    /// The mask rules a view is built under now: the request's, else
+    /// those in force.
+    fn view_rules(&self) -> Arc<MaskConfig> {
+        match &self.request_rules {
+            Some(rules) => Arc::clone(rules),
+            None => self.map.config(),
+        }
     }
 
     /// The plan for rows described by `fields`, with `formats` from Bind
@@ -442,6 +520,10 @@ impl MaskPhase {
             Ok(plan)
         });
         match planned {
+            None if !self.map_answers_for_request() => Plan::Withhold(
+                "the masking rules changed and pgward's column map is being read again; retry in a moment"
+                    .into(),
+            ),
             None => Plan::Withhold("pgward's column map is not available".into()),
             Some(Ok(plan)) => Plan::Rewrite(plan),
             Some(Err(why)) if why == "stale" => {
@@ -477,9 +559,10 @@ impl Phase for MaskPhase {
         }
         let found = match (ctx.kind, ctx.text) {
             (RequestKind::Query | RequestKind::Parse, Some(text)) => {
-                if self.map_predates_own_ddl() {
-                    // Judged once the map knows what the DDL made; its
-                    // messages are withheld (nothing was proved).
+                if self.map_predates_own_ddl() || !self.map_answers_for_request() {
+                    // Judged once the map knows what the DDL made, or is
+                    // read under the request's rules; its messages are
+                    // withheld (nothing was proved).
                     self.mark_unclean(ctx);
                     if ctx.schema_may_change() {
                         self.ddl_pending = true;
@@ -524,6 +607,10 @@ impl Phase for MaskPhase {
     }
 
     fn on_result_start(&mut self, result: &ResultInfo) -> Rows {
+        if self.passes_again(result) {
+            self.plan = None;
+            return Rows::Pass;
+        }
         let plan = match &result.fields {
             Some(fields) => self.plan(fields, result.formats.as_deref()),
             None => {
@@ -535,6 +622,7 @@ impl Phase for MaskPhase {
             Plan::Withhold(_) => true,
         };
         self.plan = inspect.then_some(plan);
+        self.last_pass = if inspect { None } else { self.pass_key(result) };
         if inspect {
             Rows::Inspect
         } else {
@@ -624,15 +712,26 @@ pub(crate) fn schema_may_change(sql: &[u8]) -> bool {
 /// each space are compared (this runs on every statement of a masked
 /// session).
 fn words_before_spaces(sql: &[u8]) -> bool {
-    // Spaces found by memchr; the byte before one must end one of the
-    // words (`e`, `r`, `p`, any case) before any word is compared.
-    memchr::memchr_iter(b' ', sql).any(|i| {
-        i > 0
-            && matches!(sql[i - 1] | 0x20, b'e' | b'r' | b'p')
-            && [&b"CREATE"[..], b"ALTER", b"DROP"].iter().any(|w| {
-                i.checked_sub(w.len())
-                    .is_some_and(|start| sql[start..i].eq_ignore_ascii_case(w))
-            })
+    // One pass that keeps the byte before: a word is compared only at a
+    // space after a byte that ends one (`e`, `r`, `p`, any case). (memchr
+    // over the spaces costs a call per space, more on statements this
+    // short.)
+    let mut before = 0u8;
+    for (i, &b) in sql.iter().enumerate() {
+        if b == b' ' && matches!(before | 0x20, b'e' | b'r' | b'p') && word_ends_at(sql, i) {
+            return true;
+        }
+        before = b;
+    }
+    false
+}
+
+/// Whether `CREATE`, `ALTER` or `DROP` (any case) ends just before `end`.
+#[cold]
+fn word_ends_at(sql: &[u8], end: usize) -> bool {
+    [&b"CREATE"[..], b"ALTER", b"DROP"].iter().any(|w| {
+        end.checked_sub(w.len())
+            .is_some_and(|start| sql[start..end].eq_ignore_ascii_case(w))
     })
 }
 

@@ -295,7 +295,14 @@ pub struct Tracker {
     /// The number the next request gets (phases pair outcomes with the
     /// requests they judged by it).
     next_id: u64,
+    /// With kept descriptions: the last RowDescription's body and what was
+    /// read from it (`read_description`).
+    last_description: Option<Box<(Box<[u8]>, Arc<Vec<FieldInfo>>)>>,
 }
+
+/// A RowDescription body up to this long is kept for the next one to be
+/// compared with (one per session; a wider one is read every time).
+const KEPT_DESCRIPTION: usize = 512;
 
 impl Tracker {
     /// A tracker for a session that has just logged in (idle, no names).
@@ -313,6 +320,7 @@ impl Tracker {
             timing: false,
             no_formats: Arc::from(&[][..]),
             next_id: 1,
+            last_description: None,
         }
     }
 
@@ -854,9 +862,7 @@ impl Tracker {
     /// Query's result (`true`: then its rows follow).
     pub(crate) fn row_description(&mut self, frame: FrameRef<'_>) -> Result<bool, OutOfStep> {
         let fields = if self.keep_descriptions {
-            Some(Arc::new(
-                row_description(frame).map_err(|_| out_of_step("RowDescription", "(malformed)"))?,
-            ))
+            Some(self.read_description(frame)?)
         } else {
             None
         };
@@ -877,6 +883,26 @@ impl Tracker {
             }
             _ => Err(out_of_step("RowDescription", "outside a Query or Describe")),
         }
+    }
+
+    /// The fields of a RowDescription. The same bytes as the last one's
+    /// read the same: its fields are shared, not read and allocated again
+    /// (a session repeats its statements), and a phase that plans rows
+    /// from them sees the same fields (`Arc::ptr_eq`).
+    fn read_description(&mut self, frame: FrameRef<'_>) -> Result<Arc<Vec<FieldInfo>>, OutOfStep> {
+        let body = frame.body();
+        if let Some(last) = &self.last_description {
+            if *last.0 == *body {
+                return Ok(Arc::clone(&last.1));
+            }
+        }
+        let fields = Arc::new(
+            row_description(frame).map_err(|_| out_of_step("RowDescription", "(malformed)"))?,
+        );
+        if body.len() <= KEPT_DESCRIPTION {
+            self.last_description = Some(Box::new((body.into(), Arc::clone(&fields))));
+        }
+        Ok(fields)
     }
 
     fn no_data(&mut self) -> Result<Event, OutOfStep> {

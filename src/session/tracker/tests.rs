@@ -753,3 +753,46 @@ fn a_bound_portal_holds_the_servers_statement_not_the_projection() {
     assert!(Arc::ptr_eq(&projected[1], &s1));
     ready(&mut t, b'T');
 }
+
+#[test]
+fn a_description_that_repeats_the_last_shares_its_fields() {
+    fn f(raw: &[u8]) -> FrameRef<'_> {
+        FrameRef::new(raw).expect("a whole frame")
+    }
+    // One column named `name`: table 64, attribute `attnum`, int4, text.
+    let column = |name: &[u8], attnum: u8| {
+        let mut body = vec![0, 1];
+        body.extend_from_slice(name);
+        body.extend_from_slice(&[
+            0, 0, 0, 0x40, 0, attnum, 0, 0, 0, 23, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ]);
+        frame(b'T', &body)
+    };
+    let mut t = Tracker::new(true);
+    let mut fields_of = |t: &mut Tracker, rd: &[u8]| {
+        t.query(b"SELECT a FROM t", None);
+        assert_eq!(t.row_description(f(rd)), Ok(true));
+        let fields = t.result().and_then(|r| r.fields.clone()).expect("kept");
+        assert_eq!(t.result_end(b'C'), Ok(()));
+        t.ready(f(&frame(b'Z', b"I"))).expect("ready");
+        fields
+    };
+    let first = fields_of(&mut t, &column(b"a\0", 1));
+    let again = fields_of(&mut t, &column(b"a\0", 1));
+    assert!(Arc::ptr_eq(&first, &again), "the same bytes: shared");
+    let other = fields_of(&mut t, &column(b"a\0", 2));
+    assert!(!Arc::ptr_eq(&first, &other));
+    assert_eq!((first[0].attnum, other[0].attnum), (1, 2), "read afresh");
+    let renamed = fields_of(&mut t, &column(b"b\0", 2));
+    assert!(
+        !Arc::ptr_eq(&other, &renamed),
+        "any byte differs: read again"
+    );
+    // A malformed description is refused whatever came before.
+    t.query(b"SELECT a FROM t", None);
+    let mut bad = column(b"a\0", 2);
+    bad.push(0);
+    let len = bad.len() as u32 - 1;
+    bad[1..5].copy_from_slice(&len.to_be_bytes());
+    assert!(t.row_description(f(&bad)).is_err());
+}
