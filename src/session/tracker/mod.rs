@@ -297,8 +297,11 @@ pub struct Tracker {
     next_id: u64,
     /// With kept descriptions: the last RowDescription's body and what was
     /// read from it (`read_description`).
-    last_description: Option<Box<(Box<[u8]>, Arc<Vec<FieldInfo>>)>>,
+    last_description: Option<Box<LastDescription>>,
 }
+
+/// A RowDescription's body and the fields read from it.
+type LastDescription = (Box<[u8]>, Arc<Vec<FieldInfo>>);
 
 /// A RowDescription body up to this long is kept for the next one to be
 /// compared with (one per session; a wider one is read every time).

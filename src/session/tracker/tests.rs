@@ -769,7 +769,7 @@ fn a_description_that_repeats_the_last_shares_its_fields() {
         frame(b'T', &body)
     };
     let mut t = Tracker::new(true);
-    let mut fields_of = |t: &mut Tracker, rd: &[u8]| {
+    let fields_of = |t: &mut Tracker, rd: &[u8]| {
         t.query(b"SELECT a FROM t", None);
         assert_eq!(t.row_description(f(rd)), Ok(true));
         let fields = t.result().and_then(|r| r.fields.clone()).expect("kept");
