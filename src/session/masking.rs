@@ -21,8 +21,7 @@ use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::{MapCache, UpstreamMap};
 use crate::mask::strategy::{BinaryKind, HashKey};
-use crate::policy::lexer::Span;
-use crate::policy::lexer::{self, LexSettings};
+use crate::policy::lexer::{self, LexSettings, Span};
 use crate::policy::rules::Identity;
 use crate::sqlstate::Sqlstate;
 use crate::wire::backend::{notice_fields, FieldInfo};
@@ -135,9 +134,7 @@ impl View {
         }
         (false, shape.map(<[u8]>::to_vec))
     }
-}
 
-impl View {
     /// What `text` exposes beyond its rows; `sql`: the text, when it was
     /// checked as UTF-8 already. `None` when it is not UTF-8.
     fn exposure(
@@ -288,11 +285,7 @@ impl MaskPhase {
     /// nothing is proved). `Err` is the client's message. `ddl`: the text
     /// might change the schema.
     fn judge_text(&mut self, text: &[u8], ddl: bool) -> Result<Option<Exposure>, String> {
-        let due = match &self.request_rules {
-            Some(rules) => self.map.due_after(rules.refresh),
-            None => self.map.due(),
-        };
-        if due {
+        if self.map.due_after(self.view_rules().refresh) {
             self.map.refresh_in_background();
         }
         let Ok(sql) = std::str::from_utf8(text) else {
