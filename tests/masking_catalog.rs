@@ -75,3 +75,88 @@ async fn rules_resolve_to_table_oids_and_attribute_numbers() {
         .values()
         .any(|c| c.table == format!("{t}_leads") && c.column == "email"));
 }
+
+/// A map read that began under the old mask rules and ends after a reload
+/// is not the map a masked login is checked against: its columns name rules
+/// by their place in the old list, and it knows nothing of the columns the
+/// new rules mask. The read is held open by a lock on a catalog table it
+/// reads; the reload and the login's `ensure` come while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_read_under_replaced_rules_is_read_again_after_a_reload() {
+    // A cluster of its own: the test locks a catalog table.
+    let backend = Backend::start(&pgward::cluster::ClusterOptions::default());
+    let t = format!("accounts_{}", std::process::id());
+    backend.admin_sql(&format!("CREATE TABLE {t} (id int, ssn text, email text)"));
+    let old_rules = format!(
+        "{}\n[[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"redact\"\n",
+        backend.masked_config("", "")
+    );
+    let pw = Pgward::start_in(&old_rules, backend.cluster.dir()).await;
+    let map = std::sync::Arc::clone(&pw.gateway.masks[support::DB]);
+    map.refresh().await.expect("first read");
+
+    let (admin, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={}",
+            backend.cluster.port(),
+            pgward::cluster::SUPERUSER,
+            backend.cluster.password(),
+            support::DB
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("admin connection");
+    tokio::spawn(conn);
+    admin
+        .batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_depend IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    // A read under the old rules starts and waits on the lock.
+    map.invalidate();
+    let waiting = async {
+        loop {
+            let n: i64 = admin
+                .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+                .await
+                .expect("pg_locks")
+                .get(0);
+            if n > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the catalog read waits on the lock");
+
+    // While it waits, a reload masks a second column, and a login asks
+    // for the map.
+    pw.reload_text(&format!(
+        "{old_rules}[[masking.rules]]\nname = \"mail\"\ncolumns = [\"{t}.email\"]\nstrategy = \"redact\"\n"
+    ))
+    .expect("reload");
+    let ensured = tokio::spawn({
+        let map = std::sync::Arc::clone(&map);
+        async move { map.ensure().await }
+    });
+    admin.batch_execute("COMMIT").await.expect("unlock");
+    let got = ensured.await.expect("task").expect("a map");
+
+    assert!(
+        got.answers_for(&pw.gateway.masking.load_full()),
+        "the map is one read under the rules in force"
+    );
+    let oid: u32 = admin
+        .query_one(&format!("SELECT '{t}'::regclass::oid"), &[])
+        .await
+        .expect("oid")
+        .get(0);
+    let email = got.columns.get(&(oid, 3)).expect("email is masked now");
+    assert_eq!(
+        email.rule, 1,
+        "by the new rule, at its place in the new list"
+    );
+    assert_eq!(got.columns.get(&(oid, 2)).map(|c| c.rule), Some(0));
+}

@@ -107,32 +107,58 @@ impl UpstreamMap {
         });
     }
 
-    /// A map that is loaded and not due, reading the catalog first if
-    /// needed. Sessions of masked identities wait for this before they start.
+    /// A map that is loaded, not due and read under the mask rules in force,
+    /// reading the catalog first if needed. Sessions of masked identities
+    /// wait for this before they start (their role is checked against its
+    /// masked tables).
     pub async fn ensure(&self) -> Result<Arc<MaskMap>, CatalogError> {
         if let (Some(map), false) = (self.current(), self.due()) {
-            return Ok(map);
+            if self.answers_now(&map) {
+                return Ok(map);
+            }
         }
         self.refresh().await?;
-        self.current()
-            .ok_or(CatalogError::Malformed("no map after a refresh"))
+        match self.current() {
+            Some(map) if self.answers_now(&map) => Ok(map),
+            // The rules changed again while this read ran: what it read
+            // does not say which columns they mask.
+            Some(_) => Err(CatalogError::Query(
+                "the masking rules changed while the column map was read; try again".into(),
+            )),
+            None => Err(CatalogError::Malformed("no map after a refresh")),
+        }
+    }
+
+    /// Whether `map` was read under the mask rules in force (its columns
+    /// name rules by their place in them).
+    fn answers_now(&self, map: &MaskMap) -> bool {
+        map.answers_for(&self.config.load_full())
     }
 
     /// Reads the catalog and swaps the new map in, within
     /// `masking.catalog_timeout` (waiting for a read already under way
     /// counts against the same deadline, so a stalled server cannot queue
-    /// every masked login behind it).
+    /// every masked login behind it). A read already under way is waited
+    /// for and used, unless it began under rules since replaced (a reload
+    /// while it ran): then this call reads again, under the new ones.
     pub async fn refresh(&self) -> Result<(), CatalogError> {
         let limit = self.config.load().catalog_timeout;
         let late = || CatalogError::Timeout(limit);
-        let Ok(_guard) = self.refreshing.try_lock() else {
-            // Someone else is reading it; wait for them and use theirs.
-            let _wait = tokio::time::timeout(limit, self.refreshing.lock())
-                .await
-                .map_err(|_| late())?;
-            return Ok(());
+        let deadline = tokio::time::Instant::now() + limit;
+        let _guard = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Someone else is reading it; wait for them and use theirs.
+                let guard = tokio::time::timeout_at(deadline, self.refreshing.lock())
+                    .await
+                    .map_err(|_| late())?;
+                if self.current().is_some_and(|map| self.answers_now(&map)) {
+                    return Ok(());
+                }
+                guard
+            }
         };
-        let read = tokio::time::timeout(limit, self.read_catalog()).await;
+        let read = tokio::time::timeout_at(deadline, self.read_catalog()).await;
         if !matches!(read, Ok(Ok(()))) {
             // Read again next time (the map in force, if any, stays).
             self.stale.store(true, Ordering::Release);
