@@ -188,6 +188,15 @@ impl RulesPhase {
         tracker: &Tracker,
         session: &Session<'_>,
     ) -> Verdict {
+        if !outcome
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Execute(_)))
+        {
+            // Nothing run by name (nearly every statement): no map to
+            // build, whose hasher's keys cost a thread-local read.
+            return Verdict::Allow(logged);
+        }
         let mut added: HashMap<&str, &Arc<Vec<Unit>>> = HashMap::new();
         let mut approval = None;
         for effect in &outcome.effects {
@@ -318,10 +327,7 @@ impl RulesPhase {
             },
             own_temp_tables,
             temp_generation,
-            client_encoding: self.settings.client_encoding.lock().map_or_else(
-                |_| ClientEncoding::Unjudgeable("unknown".into()),
-                |e| e.clone(),
-            ),
+            client_encoding: self.settings.client_encoding(),
             server_major: self.settings.server_major.load(Ordering::Acquire),
             code,
         }

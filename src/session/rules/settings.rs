@@ -21,7 +21,10 @@ pub struct ReportedSettings {
     /// The server's major version (0 until reported: the strictest reading).
     pub(super) server_major: AtomicU32,
     /// The session's client_encoding as last reported.
-    pub(super) client_encoding: Mutex<ClientEncoding>,
+    client_encoding: Mutex<ClientEncoding>,
+    /// `client_encoding` is UTF8, the common case, read without the lock
+    /// (stored under it, after the encoding).
+    client_encoding_utf8: AtomicBool,
     pub(super) temp: TempTables,
 }
 
@@ -32,6 +35,7 @@ impl ReportedSettings {
             standard_conforming_strings: AtomicBool::new(true),
             server_major: AtomicU32::new(0),
             client_encoding: Mutex::new(ClientEncoding::Utf8),
+            client_encoding_utf8: AtomicBool::new(true),
             temp: TempTables::default(),
         };
         let mut rest = bytes::BytesMut::from(messages);
@@ -67,11 +71,28 @@ impl ReportedSettings {
                 // Whatever the server now converts from, pgward reads with;
                 // an encoding it cannot judge refuses all but ASCII text.
                 let encoding = ClientEncoding::named(&String::from_utf8_lossy(value));
+                let utf8 = encoding == ClientEncoding::Utf8;
                 if let Ok(mut current) = self.client_encoding.lock() {
                     *current = encoding;
+                    self.client_encoding_utf8.store(utf8, Ordering::Release);
+                } else {
+                    // A poisoned lock: judge as an unknown encoding.
+                    self.client_encoding_utf8.store(false, Ordering::Release);
                 }
             }
         }
+    }
+
+    /// The client encoding as last reported (an unknown one if its lock
+    /// was poisoned: that refuses all but ASCII text).
+    pub(super) fn client_encoding(&self) -> ClientEncoding {
+        if self.client_encoding_utf8.load(Ordering::Acquire) {
+            return ClientEncoding::Utf8;
+        }
+        self.client_encoding.lock().map_or_else(
+            |_| ClientEncoding::Unjudgeable("unknown".into()),
+            |e| e.clone(),
+        )
     }
 
     /// The settings as last reported.
