@@ -76,25 +76,27 @@ async fn rules_resolve_to_table_oids_and_attribute_numbers() {
         .any(|c| c.table == format!("{t}_leads") && c.column == "email"));
 }
 
-/// A map read that began under the old mask rules and ends after a reload
-/// is not the map a masked login is checked against: its columns name rules
-/// by their place in the old list, and it knows nothing of the columns the
-/// new rules mask. The read is held open by a lock on a catalog table it
-/// reads; the reload and the login's `ensure` come while it waits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_map_read_under_replaced_rules_is_read_again_after_a_reload() {
-    // A cluster of its own: the test locks a catalog table.
+/// A cluster of its own with a table `t` (the tests below lock a catalog
+/// table), pgward in front with a mask rule on `t.ssn`, and its map read once.
+async fn own_cluster_with_a_masked_table() -> (Backend, Pgward, String, String) {
     let backend = Backend::start(&pgward::cluster::ClusterOptions::default());
     let t = format!("accounts_{}", std::process::id());
     backend.admin_sql(&format!("CREATE TABLE {t} (id int, ssn text, email text)"));
-    let old_rules = format!(
+    let rules = format!(
         "{}\n[[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"redact\"\n",
         backend.masked_config("", "")
     );
-    let pw = Pgward::start_in(&old_rules, backend.cluster.dir()).await;
-    let map = std::sync::Arc::clone(&pw.gateway.masks[support::DB]);
-    map.refresh().await.expect("first read");
+    let pw = Pgward::start_in(&rules, backend.cluster.dir()).await;
+    pw.gateway.masks[support::DB]
+        .refresh()
+        .await
+        .expect("first read");
+    (backend, pw, t, rules)
+}
 
+/// A superuser connection that holds a lock on a catalog table the map
+/// read reads, so a read started now waits until `COMMIT`.
+async fn hold_catalog_reads(backend: &Backend) -> tokio_postgres::Client {
     let (admin, conn) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user={} password={} dbname={}",
@@ -112,8 +114,11 @@ async fn a_map_read_under_replaced_rules_is_read_again_after_a_reload() {
         .batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_depend IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("lock");
-    // A read under the old rules starts and waits on the lock.
-    map.invalidate();
+    admin
+}
+
+/// Waits until some session waits on a lock (the held catalog read).
+async fn until_a_read_waits(admin: &tokio_postgres::Client) {
     let waiting = async {
         loop {
             let n: i64 = admin
@@ -130,6 +135,21 @@ async fn a_map_read_under_replaced_rules_is_read_again_after_a_reload() {
     tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
         .await
         .expect("the catalog read waits on the lock");
+}
+
+/// A map read that began under the old mask rules and ends after a reload
+/// is not the map a masked login is checked against: its columns name rules
+/// by their place in the old list, and it knows nothing of the columns the
+/// new rules mask. The read is held open by a lock on a catalog table it
+/// reads; the reload and the login's `ensure` come while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_read_under_replaced_rules_is_read_again_after_a_reload() {
+    let (backend, pw, t, old_rules) = own_cluster_with_a_masked_table().await;
+    let map = std::sync::Arc::clone(&pw.gateway.masks[support::DB]);
+    let admin = hold_catalog_reads(&backend).await;
+    // A read under the old rules starts and waits on the lock.
+    map.invalidate();
+    until_a_read_waits(&admin).await;
 
     // While it waits, a reload masks a second column, and a login asks
     // for the map.
@@ -159,4 +179,54 @@ async fn a_map_read_under_replaced_rules_is_read_again_after_a_reload() {
         "by the new rule, at its place in the new list"
     );
     assert_eq!(got.columns.get(&(oid, 2)).map(|c| c.rule), Some(0));
+}
+
+/// Every masked statement asks for a background refresh while the map is
+/// due: while one runs (here held on a catalog lock), asking again starts
+/// no task; once it is done, the next ask starts a read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_background_refresh_runs_at_a_time() {
+    let (backend, pw, _t, _rules) = own_cluster_with_a_masked_table().await;
+    let map = std::sync::Arc::clone(&pw.gateway.masks[support::DB]);
+    let before = map.current().expect("a map");
+    let admin = hold_catalog_reads(&backend).await;
+    map.invalidate();
+    until_a_read_waits(&admin).await;
+
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let alive = metrics.num_alive_tasks();
+    for _ in 0..1000 {
+        map.refresh_in_background();
+    }
+    assert!(
+        metrics.num_alive_tasks() <= alive,
+        "{} tasks alive after 1000 asks, {alive} before",
+        metrics.num_alive_tasks()
+    );
+
+    admin.batch_execute("COMMIT").await.expect("unlock");
+    let read = async {
+        loop {
+            match map.current() {
+                Some(m) if !std::sync::Arc::ptr_eq(&m, &before) => break m,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    };
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("the held read completes");
+    // Done: asking again reads again.
+    map.invalidate();
+    let again = async {
+        loop {
+            match map.current() {
+                Some(m) if !std::sync::Arc::ptr_eq(&m, &first) => break,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), again)
+        .await
+        .expect("a later ask starts another read");
 }

@@ -48,6 +48,11 @@ pub struct UpstreamMap {
     loaded_at: Mutex<Option<Instant>>,
     stale: AtomicBool,
     refreshing: tokio::sync::Mutex<()>,
+    /// A background refresh is started and not yet done: while it runs,
+    /// asking for another starts none (each masked statement asks while
+    /// the map is due, and a task apiece waiting on a slow catalog was
+    /// memory growing with the load).
+    background: AtomicBool,
 }
 
 impl UpstreamMap {
@@ -60,6 +65,7 @@ impl UpstreamMap {
             loaded_at: Mutex::new(None),
             stale: AtomicBool::new(true),
             refreshing: tokio::sync::Mutex::new(()),
+            background: AtomicBool::new(false),
         }
     }
 
@@ -97,10 +103,25 @@ impl UpstreamMap {
         self.refresh_in_background();
     }
 
-    /// Starts a refresh unless one is running.
+    /// Starts a refresh in the background unless one started so is still
+    /// running. (One that began before a change it missed leaves the map
+    /// due or not answering for the new rules: the next ask after it starts
+    /// another, and sessions wait for a map that answers for their rules.)
     pub fn refresh_in_background(self: &Arc<Self>) {
-        let this = Arc::clone(self);
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        /// Clears the flag however the task ends (done, failed, dropped
+        /// with its runtime).
+        struct Running(Arc<UpstreamMap>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.background.store(false, Ordering::Release);
+            }
+        }
+        let running = Running(Arc::clone(self));
         tokio::spawn(async move {
+            let this = &running.0;
             if let Err(e) = this.refresh().await {
                 tracing::warn!(upstream = %this.upstream.config.name, "mask map refresh failed: {e}");
             }
