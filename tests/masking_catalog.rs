@@ -217,10 +217,11 @@ async fn one_background_refresh_runs_at_a_time() {
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), read)
         .await
         .expect("the held read completes");
-    // Done: asking again reads again.
-    map.invalidate();
+    // Once it is done (its task ends just after the map is stored), asking
+    // again reads again.
     let again = async {
         loop {
+            map.invalidate();
             match map.current() {
                 Some(m) if !std::sync::Arc::ptr_eq(&m, &first) => break,
                 _ => tokio::task::yield_now().await,
