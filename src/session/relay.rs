@@ -25,6 +25,7 @@ use crate::wire::backend::TransactionStatus;
 use crate::wire::encode::{self, Severity};
 use bytes::{Buf, BytesMut};
 use std::future::poll_fn;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -72,6 +73,29 @@ enum End {
     Fatal(SessionError),
 }
 
+/// How a turn of the loop ended, other than by waiting.
+enum Exit {
+    /// The pump returns this.
+    End(End),
+    /// The session ends with this error ([`Relay::fatal`]).
+    Fatal(SessionError),
+    /// The server's FATAL was gathered for the client: it goes out, then
+    /// the session ends.
+    ServerFatal,
+    /// The client is gone: what was for the server goes, with a Terminate.
+    ClientGone,
+}
+
+/// What the loop waits for between turns: the reads it offered, and the
+/// room each was offered (for the sizers).
+#[derive(Clone, Copy)]
+struct Waiting {
+    read_server: bool,
+    read_client: bool,
+    client_offer: usize,
+    server_offer: usize,
+}
+
 impl Relay {
     /// Runs until either side ends the session. Boxed: an `async fn` taking
     /// `self` by value keeps two copies of it in its future, and one taking
@@ -97,11 +121,66 @@ impl Relay {
     }
 
     async fn pump(&mut self) -> Result<End, SessionError> {
-        // One struct for the loop's state: the wait below borrows it whole
-        // (a closure over a dozen locals stored and loaded a reference to
-        // each at every wait).
+        // One struct for the loop's state: the wait borrows it whole (a
+        // closure over a dozen locals stored and loaded a reference to each
+        // at every wait).
         let mut st = PumpState::new(self);
+        // The loop runs inside one poll (`turn`), not as an `async` loop:
+        // its locals then stay in registers through a turn instead of
+        // being stored in the future and loaded again at every wake-up.
+        // Only the endings that write before the session ends wait here.
+        let mut waiting = None;
+        let exit = poll_fn(|cx| match self.turn(&mut st, &mut waiting, cx) {
+            Ok(Poll::Ready(exit)) => Poll::Ready(Ok(exit)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        })
+        .await?;
+        match exit {
+            Exit::End(end) => Ok(end),
+            Exit::Fatal(e) => self.fatal(e, &st.to_client).await,
+            Exit::ServerFatal => {
+                self.client_w.write_all(&st.to_client).await?;
+                self.client_w.flush().await?;
+                Ok(End::Done)
+            }
+            Exit::ClientGone => {
+                let mut x = BytesMut::new();
+                encode::terminate(&mut x);
+                st.to_server.extend_from_slice(&x);
+                self.backend_w
+                    .write_all(&st.to_server)
+                    .await
+                    .map_err(lost)?;
+                Ok(End::Done)
+            }
+        }
+    }
+
+    /// Runs the loop until it must wait (`Pending`, with what it waits for
+    /// in `waiting`) or the session ends. Polled again with `waiting` set,
+    /// it first polls that wait.
+    #[inline(always)]
+    fn turn(
+        &mut self,
+        st: &mut PumpState,
+        waiting: &mut Option<Waiting>,
+        cx: &mut Context<'_>,
+    ) -> Result<Poll<Exit>, SessionError> {
         loop {
+            if let Some(w) = *waiting {
+                // One hand-written poll over everything the session waits
+                // on, in this order (a `select!` built and dropped a future
+                // per branch on every wake-up).
+                let Poll::Ready(event) = self.poll_event(st, w.read_server, w.read_client, cx)
+                else {
+                    return Ok(Poll::Pending);
+                };
+                *waiting = None;
+                if let Some(exit) = self.on_event(st, event, w)? {
+                    return Ok(Poll::Ready(exit));
+                }
+            }
             // An outgoing buffer is taken from the thread's spare ones by
             // the core once it writes to it (`core::room`; given back below
             // once written): most requests and answers leave from the read
@@ -144,7 +223,7 @@ impl Relay {
                         }
                     }
                     Ok((ClientStep::Terminate, _)) => st.terminating = true,
-                    Err(e) => return self.fatal(core_error(e), &st.to_client).await,
+                    Err(e) => return Ok(Poll::Ready(Exit::Fatal(core_error(e)))),
                 }
             }
             while !st.server_in.is_empty() {
@@ -168,24 +247,18 @@ impl Relay {
                         }
                         consume(&mut st.server_in, n);
                     }
-                    Ok(ServerStep::Fatal) => {
-                        self.client_w.write_all(&st.to_client).await?;
-                        self.client_w.flush().await?;
-                        return Ok(End::Done);
-                    }
-                    Err(e) => return self.fatal(core_error(e), &st.to_client).await,
+                    Ok(ServerStep::Fatal) => return Ok(Poll::Ready(Exit::ServerFatal)),
+                    Err(e) => return Ok(Poll::Ready(Exit::Fatal(core_error(e)))),
                 }
             }
             if self.registration.shutdown_phase() == ShutdownPhase::Forced
                 && self.core.at_boundary()
             {
-                return self.fatal(SessionError::Shutdown, &st.to_client).await;
+                return Ok(Poll::Ready(Exit::Fatal(SessionError::Shutdown)));
             }
             if let Some(reason) = st.pending_terminate.take() {
                 if self.core.at_boundary() {
-                    return self
-                        .fatal(SessionError::Terminated(reason), &st.to_client)
-                        .await;
+                    return Ok(Poll::Ready(Exit::Fatal(SessionError::Terminated(reason))));
                 }
                 st.pending_terminate = Some(reason);
             }
@@ -196,25 +269,16 @@ impl Relay {
                 && self.core.tracker.status() == TransactionStatus::Idle
             {
                 let reason = st.idle_terminate.take().unwrap_or_default();
-                return self
-                    .fatal(SessionError::Terminated(reason), &st.to_client)
-                    .await;
+                return Ok(Poll::Ready(Exit::Fatal(SessionError::Terminated(reason))));
             }
             self.core.own_notices_into(&mut st.to_client);
             self.registration.set_state(self.state(st.hold.is_some()));
             if st.terminating && st.to_server.is_empty() {
-                return Ok(End::Done);
+                return Ok(Poll::Ready(Exit::End(End::Done)));
             }
             if st.client_gone {
                 // Abandoned: a held request is withdrawn by dropping it.
-                let mut x = BytesMut::new();
-                encode::terminate(&mut x);
-                st.to_server.extend_from_slice(&x);
-                self.backend_w
-                    .write_all(&st.to_server)
-                    .await
-                    .map_err(lost)?;
-                return Ok(End::Done);
+                return Ok(Poll::Ready(Exit::ClientGone));
             }
             if self.core.is_quiet() && st.client_in.is_empty() {
                 // The clock is read only for an idle timeout.
@@ -222,7 +286,7 @@ impl Relay {
                     .idle_timeout
                     .map(|_| *st.quiet_since.get_or_insert_with(Instant::now));
                 if let Some(e) = self.should_close(since) {
-                    return self.fatal(e, &st.to_client).await;
+                    return Ok(Poll::Ready(Exit::Fatal(e)));
                 }
             } else {
                 st.quiet_since = None;
@@ -238,7 +302,7 @@ impl Relay {
             if st.terminating && st.to_server.is_empty() && !st.flush_server {
                 // Terminate is out: the server closes its side, which is
                 // no loss of the connection.
-                return Ok(End::Done);
+                return Ok(Poll::Ready(Exit::End(End::Done)));
             }
             if wrote && (!st.client_in.is_empty() || !st.server_in.is_empty()) {
                 // Input the core left for want of room in an outgoing
@@ -284,111 +348,128 @@ impl Relay {
                 Some(_) => {}
                 None => st.hold_timer = None,
             }
-            // One hand-written poll over everything the session waits on,
-            // in this order (a `select!` built and dropped a future per
-            // branch on every wake-up).
-            let event = poll_fn(|cx| self.poll_event(&mut st, read_server, read_client, cx)).await;
-            match event {
-                // A cancel withdraws a held request (the cancel connection
-                // signals the server itself).
-                Event::Control(Control::Cancel) => {
-                    if let Some(h) = st.hold.take() {
-                        (*h).end(HoldEnd::Cancelled);
-                        self.core.release(Release::Refuse(Refusal::new(
+            *waiting = Some(Waiting {
+                read_server,
+                read_client,
+                client_offer,
+                server_offer,
+            });
+        }
+    }
+
+    /// What an event the loop waited for does; `Some` when it ends the
+    /// session.
+    #[inline(always)]
+    fn on_event(
+        &mut self,
+        st: &mut PumpState,
+        event: Event,
+        w: Waiting,
+    ) -> Result<Option<Exit>, SessionError> {
+        let Waiting {
+            client_offer,
+            server_offer,
+            ..
+        } = w;
+        match event {
+            // A cancel withdraws a held request (the cancel connection
+            // signals the server itself).
+            Event::Control(Control::Cancel) => {
+                if let Some(h) = st.hold.take() {
+                    (*h).end(HoldEnd::Cancelled);
+                    self.core.release(Release::Refuse(Refusal::new(
+                        Sqlstate::QUERY_CANCELED,
+                        "canceling statement due to user request",
+                    )));
+                }
+            }
+            Event::Control(Control::Terminate(reason)) if self.core.at_boundary() => {
+                return Ok(Some(Exit::Fatal(SessionError::Terminated(reason))));
+            }
+            Event::Control(Control::Terminate(reason)) => st.pending_terminate = Some(reason),
+            Event::Control(Control::TerminateWhenIdle(reason)) => {
+                st.idle_terminate = Some(reason);
+            }
+            // The phase itself is read from the registry at the top of
+            // the loop and when quiet.
+            Event::Control(Control::Shutdown) => {
+                if let Some(h) = st.hold.take() {
+                    (*h).end(HoldEnd::Shutdown);
+                    self.core.release(Release::Refuse(shutdown_refusal()));
+                }
+            }
+            Event::Decision(decision) => {
+                st.hold = None;
+                self.core.release(decision.unwrap_or_else(|| {
+                    Release::Refuse(Refusal::new(
+                        Sqlstate::QUERY_CANCELED,
+                        "the held statement was withdrawn",
+                    ))
+                }));
+            }
+            Event::Deadline => {
+                let refusal = st.hold.take().and_then(|mut h| {
+                    let refusal = h.timed_out.take();
+                    (*h).end(HoldEnd::Deadline);
+                    refusal
+                });
+                self.core
+                    .release(Release::Refuse(refusal.unwrap_or_else(|| {
+                        Refusal::new(
                             Sqlstate::QUERY_CANCELED,
-                            "canceling statement due to user request",
-                        )));
-                    }
+                            "canceling statement: it was held longer than its deadline",
+                        )
+                    })));
+            }
+            Event::ServerWritten(done) => match done.map_err(lost)? {
+                Some(n) => {
+                    consume(&mut st.to_server, n);
+                    st.flush_server |= st.to_server.is_empty() && self.backend_w.buffers();
                 }
-                Event::Control(Control::Terminate(reason)) if self.core.at_boundary() => {
-                    return self
-                        .fatal(SessionError::Terminated(reason), &st.to_client)
-                        .await;
+                None => st.flush_server = false,
+            },
+            Event::ClientWritten(done) => match done? {
+                Some(n) => {
+                    consume(&mut st.to_client, n);
+                    st.flush_client |= st.to_client.is_empty() && self.client_w.buffers();
                 }
-                Event::Control(Control::Terminate(reason)) => st.pending_terminate = Some(reason),
-                Event::Control(Control::TerminateWhenIdle(reason)) => {
-                    st.idle_terminate = Some(reason);
+                None => st.flush_client = false,
+            },
+            Event::ServerRead(read) => {
+                let n = read.map_err(lost)?;
+                st.server_sizer.record(n, server_offer);
+                if n == 0 && st.terminating && st.to_server.is_empty() {
+                    // Closed in answer to the Terminate, before its
+                    // flush was seen to complete.
+                    return Ok(Some(Exit::End(End::Done)));
                 }
-                // The phase itself is read from the registry at the top of
-                // the loop and when quiet.
-                Event::Control(Control::Shutdown) => {
-                    if let Some(h) = st.hold.take() {
-                        (*h).end(HoldEnd::Shutdown);
-                        self.core.release(Release::Refuse(shutdown_refusal()));
-                    }
+                if n == 0 {
+                    return Err(SessionError::BackendLost(
+                        "the server closed the connection".into(),
+                    ));
                 }
-                Event::Decision(decision) => {
-                    st.hold = None;
-                    self.core.release(decision.unwrap_or_else(|| {
-                        Release::Refuse(Refusal::new(
-                            Sqlstate::QUERY_CANCELED,
-                            "the held statement was withdrawn",
-                        ))
-                    }));
-                }
-                Event::Deadline => {
-                    let refusal = st.hold.take().and_then(|mut h| {
-                        let refusal = h.timed_out.take();
-                        (*h).end(HoldEnd::Deadline);
-                        refusal
-                    });
-                    self.core
-                        .release(Release::Refuse(refusal.unwrap_or_else(|| {
-                            Refusal::new(
-                                Sqlstate::QUERY_CANCELED,
-                                "canceling statement: it was held longer than its deadline",
-                            )
-                        })));
-                }
-                Event::ServerWritten(done) => match done.map_err(lost)? {
-                    Some(n) => {
-                        consume(&mut st.to_server, n);
-                        st.flush_server |= st.to_server.is_empty() && self.backend_w.buffers();
-                    }
-                    None => st.flush_server = false,
-                },
-                Event::ClientWritten(done) => match done? {
-                    Some(n) => {
-                        consume(&mut st.to_client, n);
-                        st.flush_client |= st.to_client.is_empty() && self.client_w.buffers();
-                    }
-                    None => st.flush_client = false,
-                },
-                Event::ServerRead(read) => {
-                    let n = read.map_err(lost)?;
-                    st.server_sizer.record(n, server_offer);
-                    if n == 0 && st.terminating && st.to_server.is_empty() {
-                        // Closed in answer to the Terminate, before its
-                        // flush was seen to complete.
-                        return Ok(End::Done);
-                    }
-                    if n == 0 {
-                        return Err(SessionError::BackendLost(
-                            "the server closed the connection".into(),
-                        ));
-                    }
-                }
-                Event::ClientRead(read) => {
-                    let n = match read {
-                        Ok(n) => n,
-                        Err(e) => {
-                            if let Some(h) = st.hold.take() {
-                                (*h).end(HoldEnd::Disconnected);
-                            }
-                            return Err(e.into());
-                        }
-                    };
-                    st.client_sizer.record(n, client_offer);
-                    if n == 0 {
-                        st.client_gone = true;
+            }
+            Event::ClientRead(read) => {
+                let n = match read {
+                    Ok(n) => n,
+                    Err(e) => {
                         if let Some(h) = st.hold.take() {
                             (*h).end(HoldEnd::Disconnected);
                         }
+                        return Err(e.into());
+                    }
+                };
+                st.client_sizer.record(n, client_offer);
+                if n == 0 {
+                    st.client_gone = true;
+                    if let Some(h) = st.hold.take() {
+                        (*h).end(HoldEnd::Disconnected);
                     }
                 }
-                Event::Tick => {}
             }
+            Event::Tick => {}
         }
+        Ok(None)
     }
 
     /// Ends the session with `e`: what was already gathered for the client
