@@ -75,8 +75,8 @@ enum End {
 
 /// How a turn of the loop ended, other than by waiting.
 enum Exit {
-    /// The pump returns this.
-    End(End),
+    /// Cleanly (Terminate went out, or the server closed after it).
+    Done,
     /// The session ends with this error ([`Relay::fatal`]).
     Fatal(SessionError),
     /// The server's FATAL was gathered for the client: it goes out, then
@@ -130,14 +130,9 @@ impl Relay {
         // being stored in the future and loaded again at every wake-up.
         // Only the endings that write before the session ends wait here.
         let mut waiting = None;
-        let exit = poll_fn(|cx| match self.turn(&mut st, &mut waiting, cx) {
-            Ok(Poll::Ready(exit)) => Poll::Ready(Ok(exit)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(e) => Poll::Ready(Err(e)),
-        })
-        .await?;
+        let exit = poll_fn(|cx| self.turn(&mut st, &mut waiting, cx)).await?;
         match exit {
-            Exit::End(end) => Ok(end),
+            Exit::Done => Ok(End::Done),
             Exit::Fatal(e) => self.fatal(e, &st.to_client).await,
             Exit::ServerFatal => {
                 self.client_w.write_all(&st.to_client).await?;
@@ -166,7 +161,7 @@ impl Relay {
         st: &mut PumpState,
         waiting: &mut Option<Waiting>,
         cx: &mut Context<'_>,
-    ) -> Result<Poll<Exit>, SessionError> {
+    ) -> Poll<Result<Exit, SessionError>> {
         loop {
             if let Some(w) = *waiting {
                 // One hand-written poll over everything the session waits
@@ -174,11 +169,11 @@ impl Relay {
                 // per branch on every wake-up).
                 let Poll::Ready(event) = self.poll_event(st, w.read_server, w.read_client, cx)
                 else {
-                    return Ok(Poll::Pending);
+                    return Poll::Pending;
                 };
                 *waiting = None;
                 if let Some(exit) = self.on_event(st, event, w)? {
-                    return Ok(Poll::Ready(exit));
+                    return Poll::Ready(Ok(exit));
                 }
             }
             // An outgoing buffer is taken from the thread's spare ones by
@@ -223,7 +218,7 @@ impl Relay {
                         }
                     }
                     Ok((ClientStep::Terminate, _)) => st.terminating = true,
-                    Err(e) => return Ok(Poll::Ready(Exit::Fatal(core_error(e)))),
+                    Err(e) => return Poll::Ready(Ok(Exit::Fatal(core_error(e)))),
                 }
             }
             while !st.server_in.is_empty() {
@@ -247,18 +242,18 @@ impl Relay {
                         }
                         consume(&mut st.server_in, n);
                     }
-                    Ok(ServerStep::Fatal) => return Ok(Poll::Ready(Exit::ServerFatal)),
-                    Err(e) => return Ok(Poll::Ready(Exit::Fatal(core_error(e)))),
+                    Ok(ServerStep::Fatal) => return Poll::Ready(Ok(Exit::ServerFatal)),
+                    Err(e) => return Poll::Ready(Ok(Exit::Fatal(core_error(e)))),
                 }
             }
             if self.registration.shutdown_phase() == ShutdownPhase::Forced
                 && self.core.at_boundary()
             {
-                return Ok(Poll::Ready(Exit::Fatal(SessionError::Shutdown)));
+                return Poll::Ready(Ok(Exit::Fatal(SessionError::Shutdown)));
             }
             if let Some(reason) = st.pending_terminate.take() {
                 if self.core.at_boundary() {
-                    return Ok(Poll::Ready(Exit::Fatal(SessionError::Terminated(reason))));
+                    return Poll::Ready(Ok(Exit::Fatal(SessionError::Terminated(reason))));
                 }
                 st.pending_terminate = Some(reason);
             }
@@ -269,16 +264,16 @@ impl Relay {
                 && self.core.tracker.status() == TransactionStatus::Idle
             {
                 let reason = st.idle_terminate.take().unwrap_or_default();
-                return Ok(Poll::Ready(Exit::Fatal(SessionError::Terminated(reason))));
+                return Poll::Ready(Ok(Exit::Fatal(SessionError::Terminated(reason))));
             }
             self.core.own_notices_into(&mut st.to_client);
             self.registration.set_state(self.state(st.hold.is_some()));
             if st.terminating && st.to_server.is_empty() {
-                return Ok(Poll::Ready(Exit::End(End::Done)));
+                return Poll::Ready(Ok(Exit::Done));
             }
             if st.client_gone {
                 // Abandoned: a held request is withdrawn by dropping it.
-                return Ok(Poll::Ready(Exit::ClientGone));
+                return Poll::Ready(Ok(Exit::ClientGone));
             }
             if self.core.is_quiet() && st.client_in.is_empty() {
                 // The clock is read only for an idle timeout.
@@ -286,7 +281,7 @@ impl Relay {
                     .idle_timeout
                     .map(|_| *st.quiet_since.get_or_insert_with(Instant::now));
                 if let Some(e) = self.should_close(since) {
-                    return Ok(Poll::Ready(Exit::Fatal(e)));
+                    return Poll::Ready(Ok(Exit::Fatal(e)));
                 }
             } else {
                 st.quiet_since = None;
@@ -302,7 +297,7 @@ impl Relay {
             if st.terminating && st.to_server.is_empty() && !st.flush_server {
                 // Terminate is out: the server closes its side, which is
                 // no loss of the connection.
-                return Ok(Poll::Ready(Exit::End(End::Done)));
+                return Poll::Ready(Ok(Exit::Done));
             }
             if wrote && (!st.client_in.is_empty() || !st.server_in.is_empty()) {
                 // Input the core left for want of room in an outgoing
@@ -441,7 +436,7 @@ impl Relay {
                 if n == 0 && st.terminating && st.to_server.is_empty() {
                     // Closed in answer to the Terminate, before its
                     // flush was seen to complete.
-                    return Ok(Some(Exit::End(End::Done)));
+                    return Ok(Some(Exit::Done));
                 }
                 if n == 0 {
                     return Err(SessionError::BackendLost(
