@@ -208,7 +208,7 @@ impl Relay {
                     }
                     Ok((ClientStep::Hold(wait), _)) => {
                         if self.registration.shutdown_phase() == ShutdownPhase::Running {
-                            st.hold = Some(Box::new(wait));
+                            st.hold = Some(wait);
                         } else {
                             // Shutting down: nothing new waits (the holds
                             // already waiting were refused when it began).

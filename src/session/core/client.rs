@@ -23,8 +23,9 @@ enum Flow {
     /// Handled otherwise (refused: a stand-in is in the outgoing buffer);
     /// go on with the next frame.
     Next,
-    /// Held: stop here, the frame stays in the input.
-    Held(HoldWait),
+    /// Held: stop here, the frame stays in the input. (Boxed, as in
+    /// [`ClientStep::Hold`].)
+    Held(Box<HoldWait>),
     /// Terminate was forwarded.
     Terminate,
 }
@@ -358,12 +359,12 @@ impl Core {
                         phase: index,
                         rules: Arc::clone(rules),
                     };
-                    return Ok(Flow::Held(HoldWait {
+                    return Ok(Flow::Held(Box::new(HoldWait {
                         deadline: hold.deadline,
                         decision: hold.decision,
                         ended: hold.ended,
                         timed_out: hold.timed_out,
-                    }));
+                    })));
                 }
             }
         }

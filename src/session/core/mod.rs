@@ -82,8 +82,10 @@ pub(crate) enum ClientStep {
     /// Every complete frame was handled (or the outgoing buffer is full).
     NeedMore,
     /// The request at the front is held: wait for `decision` or `deadline`
-    /// and hand the result to [`Core::release`].
-    Hold(HoldWait),
+    /// and hand the result to [`Core::release`]. (Boxed: holds are rare,
+    /// and a step held inline was a copy of the whole wait on every
+    /// request's return.)
+    Hold(Box<HoldWait>),
     /// The client sent Terminate (forwarded); the session ends once the
     /// outgoing bytes are written.
     Terminate,
