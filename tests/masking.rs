@@ -466,6 +466,58 @@ async fn a_reload_that_masks_an_identity_applies_at_once() {
     assert_eq!(rows[0][0], None);
 }
 
+/// Statements parsed and portals bound before such a reload are not read
+/// in clear after it either: Bind and Execute are refused like a Query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_masks_an_identity_stops_its_prepared_statements_and_portals() {
+    let t = table();
+    let pw = start(&t).await;
+    let dba_a = dba(&pw).await;
+    let mut dba_b = dba(&pw).await;
+    let sql = format!("SELECT ssn FROM {t} WHERE id = 1");
+    let statement = dba_a.prepare(&sql).await.expect("prepare");
+    let clear: String = dba_a
+        .query_one(&statement, &[])
+        .await
+        .expect("clear")
+        .get(0);
+    assert_eq!(clear, "123-45-6789");
+    let in_tx = dba_b.prepare(&sql).await.expect("prepare");
+    let tx = dba_b.transaction().await.expect("begin");
+    let portal = tx.bind(&in_tx, &[]).await.expect("bind");
+    let all_ssn = format!(
+        "[[masking.rules]]\nname = \"all-ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"null\"\n\n"
+    );
+    let text = pw.config_text.replacen(
+        "[[masking.rules]]",
+        &format!("{all_ssn}[[masking.rules]]"),
+        1,
+    );
+    pw.reload_text(&text).expect("reload");
+    // The statement parsed before the reload: its Bind is refused.
+    let e = dba_a
+        .query(&statement, &[])
+        .await
+        .expect_err("statement after reload");
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    assert!(
+        message(&e).contains("masking rules changed"),
+        "{}",
+        message(&e)
+    );
+    // The portal bound before the reload: its Execute is refused.
+    let e = tx
+        .query_portal(&portal, 0)
+        .await
+        .expect_err("portal after reload");
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    assert!(
+        message(&e).contains("masking rules changed"),
+        "{}",
+        message(&e)
+    );
+}
+
 /// The guard's bypass list (src/mask/guard/bypass_attempts.txt), run through
 /// pgward against real tables in both protocols.
 const BYPASS_ATTEMPTS: &str = include_str!("../src/mask/guard/bypass_attempts.txt");

@@ -179,9 +179,9 @@ impl Phase for SchemaPhase {
     }
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
-        if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
-            return Decision::Forward;
-        }
+        // Every kind: a statement parsed (or a portal bound) before the
+        // reload would otherwise go on reading in clear through Bind and
+        // Execute.
         if self.newly_masked(&ctx.rules.masking, &ctx.session.identity) {
             return Decision::Refuse(
                 Refusal::new(
@@ -190,6 +190,9 @@ impl Phase for SchemaPhase {
                 )
                 .with_hint("Reconnect: new sessions apply the new rules."),
             );
+        }
+        if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
+            return Decision::Forward;
         }
         if self.map.is_some() && ctx.schema_may_change() {
             self.ddl_sent = true;
