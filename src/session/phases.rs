@@ -311,6 +311,15 @@ pub trait Phase: Send {
         Decision::Forward
     }
 
+    /// Whether this phase judges requests of `kind` at all. The core asks
+    /// once, when the session starts, and calls `on_request` only for the
+    /// kinds a phase judges (a call that only forwards cost a dynamic call
+    /// per phase and message); `false` promises `on_request` forwards
+    /// every request of the kind.
+    fn judges(&self, _kind: RequestKind) -> bool {
+        true
+    }
+
     /// Whether this phase may take results' rows (`on_result_start` is
     /// called only then).
     fn takes_rows(&self) -> bool {

@@ -191,12 +191,7 @@ impl Core {
                         return Ok(self.refuse(RequestKind::Bind, None, CORE, &r, to_server));
                     }
                 };
-                self.request(
-                    Message::Bind(&bind),
-                    Some(&statement.text),
-                    Some(&statement),
-                    to_server,
-                )
+                self.request(Message::Bind(&bind), None, Some(statement), to_server)
             }
             b'E' => {
                 let (portal, _) = execute_view(frame).map_err(malformed)?;
@@ -208,12 +203,7 @@ impl Core {
                         return Ok(self.refuse(RequestKind::Execute, None, CORE, &r, to_server));
                     }
                 };
-                self.request(
-                    Message::Execute(portal),
-                    statement.as_ref().map(|s| &s.text[..]),
-                    statement.as_ref(),
-                    to_server,
-                )
+                self.request(Message::Execute(portal), None, statement, to_server)
             }
             b'D' => {
                 // A Describe is judged by nothing but the name's existence:
@@ -274,14 +264,21 @@ impl Core {
     }
 
     /// Runs the phases on a request, then forwards, refuses or holds it.
+    /// `text`: a Query's or Parse's; a Bind or Execute has its statement's
+    /// (owned here: a Bind's moves into the tracker as is, without a
+    /// second count).
     fn request(
         &mut self,
         message: Message<'_>,
         text: Option<&[u8]>,
-        statement: Option<&Arc<Statement>>,
+        statement: Option<Arc<Statement>>,
         to_server: &mut BytesMut,
     ) -> Result<Flow, CoreError> {
         let kind = message.kind();
+        let text = match &statement {
+            Some(s) => Some(&s.text[..]),
+            None => text,
+        };
         let (bind, portal) = match message {
             Message::Bind(bind) => (Some(bind), None),
             Message::Execute(portal) => (None, Some(portal)),
@@ -289,9 +286,10 @@ impl Core {
         };
         // One load of the rules for the whole request; a released request
         // goes on under the snapshot it was held under.
-        // (A counted reference from the core's cache: one increment,
-        // where the `ArcSwap`'s own guard cost a debt-list walk.)
-        let (held, loaded);
+        // (Borrowed from the core's cache, which holds a counted reference:
+        // no count per request, where the `ArcSwap`'s own guard cost a
+        // debt-list walk.)
+        let held;
         let (first, rules): (usize, &Arc<RuleSnapshot>) =
             match std::mem::replace(&mut self.hold, HoldState::None) {
                 HoldState::Released { phase, rules } => {
@@ -302,10 +300,7 @@ impl Core {
                     let by = self.phases[phase].name();
                     return Ok(self.refuse(kind, text, by, &refusal, to_server));
                 }
-                HoldState::None | HoldState::Waiting { .. } => {
-                    loaded = Arc::clone(self.rules.load());
-                    (0, &loaded)
-                }
+                HoldState::None | HoldState::Waiting { .. } => (0, self.rules.load()),
             };
         let request_id = self.tracker.next_request_id();
         // Numbered once per request (a released hold is the same request).
@@ -328,13 +323,19 @@ impl Core {
             portal,
             text,
             text_repeat,
-            statement,
+            statement: statement.as_ref(),
             bind,
             status: self.tracker.status(),
             tracker: &self.tracker,
             schema_change: std::cell::OnceCell::new(),
         };
+        // The phases that judge this kind (a field, not a method: the
+        // rules are borrowed from the core's cache meanwhile).
+        let judging = self.judging[kind as usize];
         for index in first..self.phases.len() {
+            if index < 64 && judging & (1 << index) == 0 {
+                continue;
+            }
             match self.phases[index].on_request(&ctx) {
                 Decision::Forward => {}
                 Decision::Refuse(r) => {

@@ -171,6 +171,9 @@ pub(crate) struct Core {
     rewrites_notices: bool,
     /// Some phase may take a result's rows (else results are not offered).
     takes_rows: bool,
+    /// By request kind: the phases that judge it, a bit per phase index
+    /// (`Phase::judges`; a phase past the 64th judges every kind).
+    judging: [u64; 4],
     /// Bytes the core has handed to the client side.
     bytes_to_client: u64,
     /// Client bytes handled (startup excluded).
@@ -180,6 +183,25 @@ pub(crate) struct Core {
     run_ahead: u64,
     /// Session recording, when on.
     tap: Option<Box<dyn Tap>>,
+}
+
+/// For each request kind, the phases that judge it (see `Core::judging`).
+fn judging(phases: &[Box<dyn Phase>]) -> [u64; 4] {
+    use super::phases::RequestKind;
+    let mut by_kind = [0u64; 4];
+    for kind in [
+        RequestKind::Query,
+        RequestKind::Parse,
+        RequestKind::Bind,
+        RequestKind::Execute,
+    ] {
+        for (index, phase) in phases.iter().enumerate().take(64) {
+            if phase.judges(kind) {
+                by_kind[kind as usize] |= 1 << index;
+            }
+        }
+    }
+    by_kind
 }
 
 impl Core {
@@ -195,6 +217,7 @@ impl Core {
         let wants_outcomes = phases.iter().any(|p| p.wants_outcomes());
         let rewrites_notices = phases.iter().any(|p| p.rewrites_notices());
         let takes_rows = phases.iter().any(|p| p.takes_rows());
+        let judging = judging(&phases);
         let mut tracker = Tracker::new(keep_descriptions);
         if wants_outcomes {
             tracker.time_requests();
@@ -216,6 +239,7 @@ impl Core {
             wants_outcomes,
             rewrites_notices,
             takes_rows,
+            judging,
             bytes_to_client: 0,
             bytes_from_client: 0,
             run_ahead: 0,

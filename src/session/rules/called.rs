@@ -79,8 +79,14 @@ impl Phase for CodePhase {
         "code"
     }
 
+    /// Only statement texts: the catalog is read fresh for the text a
+    /// Bind or Execute runs when its Parse or Query came.
+    fn judges(&self, kind: RequestKind) -> bool {
+        matches!(kind, RequestKind::Query | RequestKind::Parse)
+    }
+
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
-        if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
+        if !self.judges(ctx.kind) {
             return Decision::Forward;
         }
         // None when called code is off or no rule applies to the identity.

@@ -95,8 +95,10 @@ impl ParamTypes {
 pub struct Portal {
     /// The statement it was bound from (none for a SQL cursor).
     pub statement: Option<Arc<Statement>>,
-    /// Bind's result formats (none: all text; one: all alike).
-    pub formats: Arc<[i16]>,
+    /// Bind's result formats (none: all text; one: all alike); `None`
+    /// where descriptions are not kept (nothing reads them then, and a
+    /// shared empty value cost a count up and down per Bind).
+    pub formats: Option<Arc<[i16]>>,
     /// Set by the first Describe of the portal (kept only where
     /// descriptions are).
     pub described: Option<Described>,
@@ -110,7 +112,8 @@ pub struct ResultInfo {
     /// Its columns, when known.
     pub fields: Option<Arc<Vec<FieldInfo>>>,
     /// Bind's result formats for an Execute; `None` for a simple Query
-    /// (the RowDescription carries its own formats).
+    /// (the RowDescription carries its own formats) and where descriptions
+    /// are not kept.
     pub formats: Option<Arc<[i16]>>,
 }
 
@@ -176,7 +179,7 @@ enum Req {
         /// projection when it was sent): what the portal runs, whatever
         /// happens to the name afterwards.
         bound: Option<Arc<Statement>>,
-        formats: Arc<[i16]>,
+        formats: Option<Arc<[i16]>>,
     },
     DescribeStatement(Name),
     DescribePortal(Name),
@@ -290,8 +293,8 @@ pub struct Tracker {
     /// Stamp requests with their send time.
     timing: bool,
     /// A shared empty value, so following a message allocates nothing it
-    /// does not need.
-    no_formats: Arc<[i16]>,
+    /// does not need; `None` where descriptions are not kept.
+    no_formats: Option<Arc<[i16]>>,
     /// The number the next request gets (phases pair outcomes with the
     /// requests they judged by it).
     next_id: u64,
@@ -321,7 +324,7 @@ impl Tracker {
             keep_descriptions,
             result: None,
             timing: false,
-            no_formats: Arc::from(&[][..]),
+            no_formats: keep_descriptions.then(|| Arc::from(&[][..])),
             next_id: 1,
             last_description: None,
         }
@@ -469,9 +472,9 @@ impl Tracker {
 
     /// A Bind goes out; `statement`: what [`Self::projected_statement`]
     /// says it binds from, when the caller has it.
-    pub(crate) fn bind(&mut self, bind: &BindView<'_>, statement: Option<&Arc<Statement>>) {
+    pub(crate) fn bind(&mut self, bind: &BindView<'_>, statement: Option<Arc<Statement>>) {
         let bound = match statement {
-            Some(s) => Some(Arc::clone(s)),
+            Some(s) => Some(s),
             None => self.projected_statement(bind.statement).known(),
         };
         self.push(Req::Bind {
@@ -479,11 +482,9 @@ impl Tracker {
             statement: Name::new(bind.statement),
             bound,
             // Formats matter only where rows are planned.
-            formats: if self.keep_descriptions {
-                bind.result_formats().collect::<Arc<[i16]>>()
-            } else {
-                Arc::clone(&self.no_formats)
-            },
+            formats: self
+                .keep_descriptions
+                .then(|| bind.result_formats().collect::<Arc<[i16]>>()),
         });
     }
 
@@ -991,7 +992,7 @@ impl Tracker {
                     Name::new(&name),
                     Portal {
                         statement: None,
-                        formats: Arc::clone(&self.no_formats),
+                        formats: self.no_formats.clone(),
                         described: None,
                         holdable: hold,
                     },
@@ -1118,11 +1119,11 @@ fn execution_result(portal: &Portal) -> ResultInfo {
         },
         (None, Some(Described::Rows(f))) => ResultInfo {
             fields: Some(Arc::clone(f)),
-            formats: Some(Arc::clone(&portal.formats)),
+            formats: portal.formats.clone(),
         },
         _ => ResultInfo {
             fields: None,
-            formats: Some(Arc::clone(&portal.formats)),
+            formats: portal.formats.clone(),
         },
     }
 }

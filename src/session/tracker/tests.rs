@@ -45,7 +45,7 @@ fn bind(t: &mut Tracker, portal: &str, statement: &str) {
     let raw = frame(b'B', &body);
     let view = bind_view(FrameRef::new(&raw).expect("a whole frame")).expect("a Bind");
     let projected = t.projected_statement(view.statement).known();
-    t.bind(&view, projected.as_ref());
+    t.bind(&view, projected);
 }
 
 fn parse(t: &mut Tracker, name: &str, sql: &str) {
@@ -363,7 +363,9 @@ fn a_statement_description_serves_its_portals_where_kept() {
         assert_eq!(ok(&mut t, b'D', b"\0\0"), Event::Row { first: true });
         let result = t.result().expect("a result");
         assert_eq!(result.fields.as_ref().map(|f| f.len()), keep.then_some(1));
-        assert!(result.formats.is_some(), "Bind's formats");
+        // Bind's formats where descriptions are kept; without, nothing
+        // reads them and none are kept.
+        assert_eq!(result.formats.is_some(), keep, "Bind's formats");
         ok(&mut t, b'C', b"SELECT 1\0");
         ready(&mut t, b'I');
         let s = t.projected_statement(b"s").known().expect("kept");

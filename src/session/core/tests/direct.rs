@@ -150,3 +150,69 @@ fn a_long_run_stops_at_the_outgoing_limit() {
     assert_eq!(n % one.len(), 0, "whole frames");
     assert!(input.len() > n, "the rest waits for room");
 }
+
+/// Records the kinds it is asked about; judges only `kinds`.
+struct KindsPhase {
+    kinds: &'static [RequestKind],
+    asked: std::sync::Arc<std::sync::Mutex<Vec<RequestKind>>>,
+}
+
+impl Phase for KindsPhase {
+    fn name(&self) -> &'static str {
+        "test-kinds"
+    }
+    fn judges(&self, kind: RequestKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+    fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        self.asked.lock().unwrap().push(ctx.kind);
+        Decision::Forward
+    }
+}
+
+#[test]
+fn a_phase_is_asked_only_about_the_kinds_it_judges() {
+    let texts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let every = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut c = core_with(
+        vec![
+            Box::new(KindsPhase {
+                kinds: &[RequestKind::Query, RequestKind::Parse],
+                asked: texts.clone(),
+            }),
+            // After one that skips a kind, a phase that judges it is still
+            // asked, and one that refuses still refuses.
+            Box::new(KindsPhase {
+                kinds: &[
+                    RequestKind::Query,
+                    RequestKind::Parse,
+                    RequestKind::Bind,
+                    RequestKind::Execute,
+                ],
+                asked: every.clone(),
+            }),
+            Box::new(DenyPhase),
+        ],
+        false,
+    );
+    let batch = concat(&[
+        query("select 1"),
+        parse("", "select 2"),
+        bind("", ""),
+        execute(""),
+        sync(),
+    ]);
+    let mut input = BytesMut::from(&batch[..]);
+    let mut to_server = BytesMut::new();
+    direct(&mut c, &mut input, &mut to_server);
+    use RequestKind::*;
+    assert_eq!(*texts.lock().unwrap(), [Query, Parse]);
+    assert_eq!(*every.lock().unwrap(), [Query, Parse, Bind, Execute]);
+    let mut input = BytesMut::from(&query("select 'deny'")[..]);
+    let mut to_server = BytesMut::new();
+    direct(&mut c, &mut input, &mut to_server);
+    assert!(
+        !marker_in(&to_server).is_empty(),
+        "refused: a stand-in goes out"
+    );
+}
