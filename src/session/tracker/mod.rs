@@ -156,8 +156,11 @@ mod spare_queue {
     }
 }
 
-/// A message the tracker follows, waiting for its answer.
+/// A message the tracker follows, waiting for its answer. (A tag of its
+/// own: matched on every answer, a tag folded into a name's niche was
+/// decoded with arithmetic at each match.)
 #[derive(Debug)]
+#[repr(u8)]
 enum Req {
     Query {
         /// What its SQL does to names; `None` for most Queries (nothing
@@ -397,8 +400,9 @@ impl Tracker {
             .map(|e| e.id)
     }
 
-    // Inlined into each message's method, so its request is built in place.
-    #[inline]
+    // Inlined into each message's method, so its request is built in place
+    // (a call copied the request twice, into the entry and the queue).
+    #[inline(always)]
     fn push(&mut self, req: Req) {
         // Numbered even when skipped, so a number is never reused.
         let id = self.next_id;
