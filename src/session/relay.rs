@@ -102,7 +102,19 @@ impl Relay {
     /// it by reference needs a future around it that owns it (one more
     /// level for every poll to pass through).
     pub(crate) async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
-        match self.pump().await {
+        // One struct for the loop's state: the wait borrows it whole (a
+        // closure over a dozen locals stored and loaded a reference to each
+        // at every wait).
+        let mut st = PumpState::new(&mut self);
+        // The loop runs inside one poll (`turn`), not as an `async` loop:
+        // its locals then stay in registers through a turn instead of
+        // being stored in the future and loaded again at every wake-up.
+        // It is polled from here, not from an `async fn` of its own: every
+        // wake-up passed through that future's state too. Only the endings
+        // that write before the session ends wait after it.
+        let mut waiting = None;
+        let exit = poll_fn(|cx| self.turn(&mut st, &mut waiting, cx)).await;
+        match self.finish(exit, st).await {
             Ok(End::Done) => {
                 let _ = self.client_w.shutdown().await;
                 Ok(())
@@ -120,18 +132,13 @@ impl Relay {
         }
     }
 
-    async fn pump(&mut self) -> Result<End, SessionError> {
-        // One struct for the loop's state: the wait borrows it whole (a
-        // closure over a dozen locals stored and loaded a reference to each
-        // at every wait).
-        let mut st = PumpState::new(self);
-        // The loop runs inside one poll (`turn`), not as an `async` loop:
-        // its locals then stay in registers through a turn instead of
-        // being stored in the future and loaded again at every wake-up.
-        // Only the endings that write before the session ends wait here.
-        let mut waiting = None;
-        let exit = poll_fn(|cx| self.turn(&mut st, &mut waiting, cx)).await?;
-        match exit {
+    /// What the loop's end writes before the session ends.
+    async fn finish(
+        &mut self,
+        exit: Result<Exit, SessionError>,
+        mut st: PumpState,
+    ) -> Result<End, SessionError> {
+        match exit? {
             Exit::Done => Ok(End::Done),
             Exit::Fatal(e) => self.fatal(e, &st.to_client).await,
             Exit::ServerFatal => {
