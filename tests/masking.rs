@@ -426,6 +426,19 @@ async fn psql_and_pgbench_see_masked_values() {
     }
 }
 
+/// `config` with a masking rule first that masks `t.ssn` for everyone
+/// (the first rule that matches a column decides).
+fn every_ssn_masked(config: &str, t: &str) -> String {
+    let all_ssn = format!(
+        "[[masking.rules]]\nname = \"all-ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"null\"\n\n"
+    );
+    config.replacen(
+        "[[masking.rules]]",
+        &format!("{all_ssn}[[masking.rules]]"),
+        1,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_masks_an_identity_applies_at_once() {
     let t = table();
@@ -436,15 +449,8 @@ async fn a_reload_that_masks_an_identity_applies_at_once() {
     assert_eq!(clear[0][0].as_deref(), Some("123-45-6789"));
     // New rules: the dba group is masked too.
     // (First in the list: the first rule that matches a column decides.)
-    let all_ssn = format!(
-        "[[masking.rules]]\nname = \"all-ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"null\"\n\n"
-    );
-    let text = pw.config_text.replacen(
-        "[[masking.rules]]",
-        &format!("{all_ssn}[[masking.rules]]"),
-        1,
-    );
-    pw.reload_text(&text).expect("reload");
+    pw.reload_text(&every_ssn_masked(&pw.config_text, &t))
+        .expect("reload");
     // The open unmasked session may not go on reading in clear.
     let e = dba.simple_query(&sql).await.expect_err("must reconnect");
     assert_eq!(sqlstate(&e), "42501");
@@ -485,15 +491,8 @@ async fn a_reload_that_masks_an_identity_stops_its_prepared_statements_and_porta
     let in_tx = dba_b.prepare(&sql).await.expect("prepare");
     let tx = dba_b.transaction().await.expect("begin");
     let portal = tx.bind(&in_tx, &[]).await.expect("bind");
-    let all_ssn = format!(
-        "[[masking.rules]]\nname = \"all-ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"null\"\n\n"
-    );
-    let text = pw.config_text.replacen(
-        "[[masking.rules]]",
-        &format!("{all_ssn}[[masking.rules]]"),
-        1,
-    );
-    pw.reload_text(&text).expect("reload");
+    pw.reload_text(&every_ssn_masked(&pw.config_text, &t))
+        .expect("reload");
     // The statement parsed before the reload: its Bind is refused.
     let e = dba_a
         .query(&statement, &[])

@@ -114,7 +114,7 @@ impl Relay {
         // that write before the session ends wait after it.
         let mut waiting = None;
         let exit = poll_fn(|cx| self.turn(&mut st, &mut waiting, cx)).await;
-        match self.finish(exit, st).await {
+        match self.finish(exit, &mut st).await {
             Ok(End::Done) => {
                 let _ = self.client_w.shutdown().await;
                 Ok(())
@@ -136,7 +136,9 @@ impl Relay {
     async fn finish(
         &mut self,
         exit: Result<Exit, SessionError>,
-        mut st: PumpState,
+        // By reference: moved in, the loop's state was counted twice in
+        // the session's future (it is held while the session idles).
+        st: &mut PumpState,
     ) -> Result<End, SessionError> {
         match exit? {
             Exit::Done => Ok(End::Done),
