@@ -299,6 +299,35 @@ impl Policy {
         self.judge_any(text, who, session, Some(&values))
     }
 
+    /// The outcome [`Self::judge_in`] gives `text` when the verdict memo
+    /// holds it, asked with only what the memo's key holds, or `None`
+    /// (then ask `judge_in`, which judges it). For a caller that can say
+    /// those parts more cheaply than it builds a whole [`Session`] (a
+    /// session, for each of its statements: the whole snapshot cost more
+    /// than the memo's answer). The parts must be those of the `Session`
+    /// `judge_in` would be given: `code_generation` is its catalog's
+    /// generation (0: none), `audience` its audience (one another policy
+    /// worked out is no answer). It answers as `judge_any` asks the memo:
+    /// only for a UTF8 client under known settings.
+    pub fn recall(
+        &self,
+        text: &[u8],
+        lexing: Lexing,
+        client_encoding: &ClientEncoding,
+        server_major: u32,
+        code_generation: u64,
+        audience: &KnownAudience,
+    ) -> Option<Arc<Outcome>> {
+        if self.is_inert() || !self.made(audience) {
+            return None;
+        }
+        let (ClientEncoding::Utf8, Lexing::Known(settings)) = (client_encoding, lexing) else {
+            return None;
+        };
+        let rest = self.rest(settings, server_major, code_generation, &audience.audience);
+        verdict_memo::recall(self.id, &rest, text)
+    }
+
     fn judge_any(
         &self,
         text: &[u8],
@@ -322,7 +351,8 @@ impl Policy {
         if let (None, ClientEncoding::Utf8, Lexing::Known(settings)) =
             (values, session.client_encoding, session.lexing)
         {
-            let rest = self.rest(settings, session.server_major, session.code, &audience);
+            let generation = session.code.map_or(0, called::CodeCatalog::generation);
+            let rest = self.rest(settings, session.server_major, generation, &audience);
             if let Some(hit) = verdict_memo::recall(self.id, &rest, text) {
                 return hit;
             }
@@ -401,13 +431,13 @@ impl Policy {
         &self,
         settings: LexSettings,
         server_major: u32,
-        code: Option<&called::CodeCatalog>,
+        generation: u64,
         who: &Audience,
     ) -> text_key::Rest {
         text_key::Rest {
             standard_conforming_strings: settings.standard_conforming_strings,
             server_major,
-            generation: code.map_or(0, called::CodeCatalog::generation),
+            generation,
             audience: who.clone(),
         }
     }
@@ -427,9 +457,9 @@ impl Policy {
         let rest = match asked {
             // Asked with the same key and, the bytes having passed as they
             // are, the same text: no need to ask again.
-            Some(rest) if rest == self.rest(settings, env.server_major, code, who) => rest,
+            Some(rest) if rest == self.rest(settings, env.server_major, generation, who) => rest,
             _ => {
-                let rest = self.rest(settings, env.server_major, code, who);
+                let rest = self.rest(settings, env.server_major, generation, who);
                 if let Some(hit) = verdict_memo::recall(self.id, &rest, sql.as_bytes()) {
                     return hit;
                 }

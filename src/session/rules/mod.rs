@@ -105,9 +105,16 @@ impl RulesPhase {
             // rules that arrive later still apply to them.
             return Decision::Forward;
         }
-        let snapshot = self.snapshot(tracker, policy);
-        let session = snapshot.session();
-        let outcome = policy.judge_in(text, &self.identity, &session);
+        // Most Queries answer from the verdict memo, asked with only what
+        // its key holds: the whole snapshot is taken for the rest.
+        let mut snapshot = None;
+        let outcome = match self.remembered(tracker, policy, text) {
+            Some(hit) => hit,
+            None => {
+                let taken = snapshot.insert(self.snapshot(tracker, policy));
+                policy.judge_in(text, &self.identity, &taken.session())
+            }
+        };
         if outcome.changes_schema() && !matches!(outcome.verdict, Verdict::Deny(_)) {
             // Approved, bound or allowed, it may run: read the code catalog
             // again once it has.
@@ -124,8 +131,12 @@ impl RulesPhase {
         let verdict = match &outcome.verdict {
             Verdict::Deny(d) => Verdict::Deny(d.clone()),
             Verdict::Approval(a) => Verdict::Approval(a.clone()),
+            // Nothing run by name (nearly every statement): nothing to
+            // look up.
+            Verdict::Allow(logged) if !runs_by_name(&outcome) => Verdict::Allow(logged.clone()),
             Verdict::Allow(logged) => {
-                self.executed(policy, &outcome, logged.clone(), tracker, &session)
+                let taken = snapshot.get_or_insert_with(|| self.snapshot(tracker, policy));
+                self.executed(policy, &outcome, logged.clone(), tracker, &taken.session())
             }
         };
         match verdict {
@@ -152,16 +163,19 @@ impl RulesPhase {
                 Decision::Forward
             }
             Verdict::Deny(d) => self.refused(&outcome.text, d, "statement refused"),
-            Verdict::Approval(a) => self.approval(
-                ctx,
-                &a,
-                &approval::Asking {
-                    text,
-                    bind: None,
-                    encoding: &snapshot.client_encoding,
-                },
-                &outcome.text,
-            ),
+            Verdict::Approval(a) => {
+                let taken = snapshot.get_or_insert_with(|| self.snapshot(tracker, policy));
+                self.approval(
+                    ctx,
+                    &a,
+                    &approval::Asking {
+                        text,
+                        bind: None,
+                        encoding: &taken.client_encoding,
+                    },
+                    &outcome.text,
+                )
+            }
         }
     }
 
@@ -188,13 +202,8 @@ impl RulesPhase {
         tracker: &Tracker,
         session: &Session<'_>,
     ) -> Verdict {
-        if !outcome
-            .effects
-            .iter()
-            .any(|e| matches!(e, Effect::Execute(_)))
-        {
-            // Nothing run by name (nearly every statement): no map to
-            // build, whose hasher's keys cost a thread-local read.
+        if !runs_by_name(outcome) {
+            // No map to build, whose hasher's keys cost a thread-local read.
             return Verdict::Allow(logged);
         }
         let mut added: HashMap<&str, &Arc<Vec<Unit>>> = HashMap::new();
@@ -271,6 +280,15 @@ impl RulesPhase {
     }
 }
 
+/// Whether running the statement runs prepared statements by name
+/// (EXECUTE), whose verdicts it inherits.
+fn runs_by_name(outcome: &Outcome) -> bool {
+    outcome
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Execute(_)))
+}
+
 /// What the policy is told about the session for one judgement.
 struct Snapshot {
     lexing: Lexing,
@@ -307,30 +325,62 @@ impl RulesPhase {
     /// unanswered (in this batch or an earlier one) may change a setting
     /// before the text is lexed: then every reading counts.
     fn snapshot(&mut self, tracker: &Tracker, policy: &Policy) -> Snapshot {
-        let settings = self.settings.current();
+        let lexing = self.lexing(tracker);
         let code = self.code_now(policy);
         let temp_generation = self.settings.temp.generation();
         let own_temp_tables = self.settings.temp.usable();
-        let audience = match &self.audience {
-            Some(known) if policy.made(known) => known.clone(),
-            _ => self
-                .audience
-                .insert(policy.audience_of(&self.identity))
-                .clone(),
-        };
+        let audience = self.audience(policy).clone();
         Snapshot {
             audience,
-            lexing: if tracker.busy() {
-                Lexing::Uncertain(settings)
-            } else {
-                Lexing::Known(settings)
-            },
+            lexing,
             own_temp_tables,
             temp_generation,
             client_encoding: self.settings.client_encoding(),
             server_major: self.settings.server_major.load(Ordering::Acquire),
             code,
         }
+    }
+
+    /// What [`Policy::judge_in`] would answer from its verdict memo under
+    /// the snapshot ([`Policy::recall`]): the parts of it the memo's key
+    /// holds, read as `snapshot` reads them, without the rest (the
+    /// temporary tables, a count of the catalog and of the audience).
+    fn remembered(
+        &mut self,
+        tracker: &Tracker,
+        policy: &Policy,
+        text: &[u8],
+    ) -> Option<Arc<Outcome>> {
+        let lexing = self.lexing(tracker);
+        let generation = match (policy.rules.called_code, &self.code) {
+            (Some(_), Some(store)) => store.seen_generation(&mut self.code_seen),
+            _ => 0,
+        };
+        let encoding = self.settings.client_encoding();
+        let server_major = self.settings.server_major.load(Ordering::Acquire);
+        let audience = self.audience(policy);
+        policy.recall(text, lexing, &encoding, server_major, generation, audience)
+    }
+
+    /// The settings the server last reported, and whether a request still
+    /// unanswered may change them before the text is lexed.
+    fn lexing(&self, tracker: &Tracker) -> Lexing {
+        let settings = self.settings.current();
+        if tracker.busy() {
+            Lexing::Uncertain(settings)
+        } else {
+            Lexing::Known(settings)
+        }
+    }
+
+    /// The rules that apply to the identity under `policy`.
+    fn audience(&mut self, policy: &Policy) -> &KnownAudience {
+        if !self.audience.as_ref().is_some_and(|known| policy.made(known)) {
+            // Worked out by another policy (a reload), or not yet.
+            self.audience = None;
+        }
+        self.audience
+            .get_or_insert_with(|| policy.audience_of(&self.identity))
     }
 
     /// The code catalog, only where the rules resolve called code (the

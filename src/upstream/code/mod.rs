@@ -96,6 +96,16 @@ impl CodeStore {
 
     /// [`Self::current`], through the session's `seen`.
     pub fn current_seen(&self, seen: &mut SeenCatalog) -> Option<Arc<CodeCatalog>> {
+        self.see(seen).clone()
+    }
+
+    /// The generation of [`Self::current_seen`]'s catalog (0: none), taking
+    /// no count of it.
+    pub fn seen_generation(&self, seen: &mut SeenCatalog) -> u64 {
+        self.see(seen).as_ref().map_or(0, |c| c.generation())
+    }
+
+    fn see<'a>(&self, seen: &'a mut SeenCatalog) -> &'a Option<Arc<CodeCatalog>> {
         // Read before the catalog: a store in between is caught next time.
         // Nothing stored yet (0) is no catalog, which `seen` starts with.
         let stored = self.stored.load(Ordering::Acquire);
@@ -103,7 +113,7 @@ impl CodeStore {
             seen.catalog = self.current();
             seen.stored = stored;
         }
-        seen.catalog.clone()
+        &seen.catalog
     }
 
     /// The catalog in force, if one was ever read.
