@@ -37,7 +37,8 @@ enum AtBind {
 pub(super) struct BindChecked {
     statement: Arc<Statement>,
     policy: Arc<Policy>,
-    code: Option<Arc<CodeCatalog>>,
+    /// The catalog's generation (unique to each catalog; 0: none).
+    code: u64,
     temp_generation: u64,
     at_bind: AtBind,
     /// What running it does to the session (temporary tables, search_path,
@@ -53,16 +54,12 @@ impl BindChecked {
         &self,
         statement: &Arc<Statement>,
         policy: &Arc<Policy>,
-        code: &Option<Arc<CodeCatalog>>,
+        code: u64,
         temp_generation: u64,
     ) -> bool {
         Arc::ptr_eq(&self.statement, statement)
             && Arc::ptr_eq(&self.policy, policy)
-            && match (&self.code, code) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            }
+            && self.code == code
             && self.temp_generation == temp_generation
     }
 }
@@ -93,9 +90,8 @@ impl RulesPhase {
         statement: &Arc<Statement>,
         snapshot: &Snapshot,
     ) -> usize {
-        if let Some(index) =
-            self.recall_bind(statement, policy, &snapshot.code, snapshot.temp_generation)
-        {
+        let code = snapshot.code.as_deref().map_or(0, CodeCatalog::generation);
+        if let Some(index) = self.recall_bind(statement, policy, code, snapshot.temp_generation) {
             return index;
         }
         let outcome = policy.judge_in(&statement.text, &self.identity, &snapshot.session());
@@ -114,7 +110,7 @@ impl RulesPhase {
         self.bind_checked.push(BindChecked {
             statement: Arc::clone(statement),
             policy: Arc::clone(policy),
-            code: snapshot.code.clone(),
+            code,
             temp_generation: snapshot.temp_generation,
             at_bind,
             effects: outcome.effects.clone(),
@@ -128,7 +124,7 @@ impl RulesPhase {
         &self,
         statement: &Arc<Statement>,
         policy: &Arc<Policy>,
-        code: &Option<Arc<CodeCatalog>>,
+        code: u64,
         temp_generation: u64,
     ) -> Option<usize> {
         self.bind_checked
@@ -152,9 +148,9 @@ impl RulesPhase {
         }
         // Most Executes answer from the memo without a whole snapshot.
         let temp_generation = self.settings.temp.generation();
-        let code = self.code_now(policy);
+        let code = self.code_generation(policy);
         let mut snapshot = None;
-        let index = match self.recall_bind(statement, policy, &code, temp_generation) {
+        let index = match self.recall_bind(statement, policy, code, temp_generation) {
             Some(index) => index,
             None => {
                 let taken = self.snapshot(ctx.tracker, policy);
@@ -210,10 +206,10 @@ impl RulesPhase {
         // temporary-table generation the snapshot would hold (read in the
         // same order), and a statement with nothing to judge at Bind reads
         // nothing else of it.
-        let code = self.code_now(policy);
+        let code = self.code_generation(policy);
         let temp_generation = self.settings.temp.generation();
         if self
-            .recall_bind(statement, policy, &code, temp_generation)
+            .recall_bind(statement, policy, code, temp_generation)
             .is_some_and(|index| self.bind_checked[index].at_bind == AtBind::Nothing)
         {
             return Decision::Forward;

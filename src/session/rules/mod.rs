@@ -352,14 +352,20 @@ impl RulesPhase {
         text: &[u8],
     ) -> Option<Arc<Outcome>> {
         let lexing = self.lexing(tracker);
-        let generation = match (policy.rules.called_code, &self.code) {
-            (Some(_), Some(store)) => store.seen_generation(&mut self.code_seen),
-            _ => 0,
-        };
+        let generation = self.code_generation(policy);
         let encoding = self.settings.client_encoding();
         let server_major = self.settings.server_major.load(Ordering::Acquire);
         let audience = self.audience(policy);
         policy.recall(text, lexing, &encoding, server_major, generation, audience)
+    }
+
+    /// The generation of [`Self::code_now`]'s catalog (0: none), taking no
+    /// count of it.
+    fn code_generation(&mut self, policy: &Policy) -> u64 {
+        match (policy.rules.called_code, &self.code) {
+            (Some(_), Some(store)) => store.seen_generation(&mut self.code_seen),
+            _ => 0,
+        }
     }
 
     /// The settings the server last reported, and whether a request still
