@@ -381,7 +381,11 @@ impl RulesPhase {
 
     /// The rules that apply to the identity under `policy`.
     fn audience(&mut self, policy: &Policy) -> &KnownAudience {
-        if !self.audience.as_ref().is_some_and(|known| policy.made(known)) {
+        if !self
+            .audience
+            .as_ref()
+            .is_some_and(|known| policy.made(known))
+        {
             // Worked out by another policy (a reload), or not yet.
             self.audience = None;
         }
