@@ -554,3 +554,50 @@ fn a_kept_audience_counts_only_for_the_policy_that_made_it() {
         )));
     }
 }
+
+#[test]
+fn a_recall_by_parts_answers_as_judging_would_and_only_then() {
+    use super::super::encoding::ClientEncoding;
+    let (p, session, who, _) = memo_setup();
+    let kept = p.audience_of(&who);
+    let major = session.server_major;
+    let recall = |text: &str, lexing, encoding: &ClientEncoding, generation, audience| {
+        p.recall(
+            text.as_bytes(),
+            lexing,
+            encoding,
+            major,
+            generation,
+            audience,
+        )
+    };
+    let known = Lexing::Known(settings(true));
+    let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;";
+    let next = "SELECT abalance FROM pgbench_accounts WHERE aid = 815;";
+    assert!(recall(next, known, &ClientEncoding::Utf8, 0, &kept).is_none());
+    let judged = p.judge_in(first.as_bytes(), &who, &session);
+    let recalled = recall(next, known, &ClientEncoding::Utf8, 0, &kept).expect("remembered");
+    assert!(
+        Arc::ptr_eq(&judged, &recalled),
+        "the outcome judge_in gives"
+    );
+    assert!(Arc::ptr_eq(
+        &recalled,
+        &p.judge_in(next.as_bytes(), &who, &session)
+    ));
+    // Nothing for any part that differs from what the memo was filled
+    // under: the catalog, the setting, settings that may change before the
+    // text is lexed, a client encoding judged by conversion, an audience
+    // another policy worked out.
+    assert!(recall(next, known, &ClientEncoding::Utf8, 7, &kept).is_none());
+    let off = Lexing::Known(settings(false));
+    assert!(recall(next, off, &ClientEncoding::Utf8, 0, &kept).is_none());
+    let uncertain = Lexing::Uncertain(settings(true));
+    assert!(recall(next, uncertain, &ClientEncoding::Utf8, 0, &kept).is_none());
+    let latin1 = ClientEncoding::named("LATIN1");
+    assert!(!matches!(latin1, ClientEncoding::Utf8));
+    assert!(recall(next, known, &latin1, 0, &kept).is_none());
+    let other = Policy::new(rules());
+    let theirs = other.audience_of(&who);
+    assert!(recall(next, known, &ClientEncoding::Utf8, 0, &theirs).is_none());
+}
