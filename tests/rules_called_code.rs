@@ -313,6 +313,49 @@ async fn code_another_session_or_ddl_brought_in_is_judged_at_once() {
     assert_eq!(rows(&t), 20);
 }
 
+/// A statement prepared while the code it calls was harmless runs the code
+/// of now: redefined since (through pgward), its next Bind and Execute
+/// (no Parse: the client keeps the statement) are judged with the
+/// catalog read after the change, not the one of its Parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_is_judged_with_the_code_of_now() {
+    let p = fresh();
+    let t = guarded(&p);
+    let pw = start().await;
+    let mut bob = pw.client_config("bob", "bob-secret");
+    bob.dbname("otherdb");
+    let bob = support::connect_with(&bob).await.expect("bob");
+    bob.simple_query(&format!(
+        "CREATE FUNCTION {p}_calm() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+    ))
+    .await
+    .expect("bob may");
+    let alice = pw.connect().await;
+    let statement = alice
+        .prepare(&format!("SELECT {p}_calm()"))
+        .await
+        .expect("a harmless statement");
+    for _ in 0..2 {
+        alice
+            .query(&statement, &[])
+            .await
+            .expect("harmless, it runs");
+    }
+    bob.simple_query(&format!(
+        "CREATE OR REPLACE FUNCTION {p}_calm() RETURNS int LANGUAGE sql \
+         AS 'DELETE FROM {t} RETURNING 1'"
+    ))
+    .await
+    .expect("bob may");
+    let e = alice
+        .query(&statement, &[])
+        .await
+        .expect_err("the code it calls now deletes");
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert!(message(&e).contains("no-unbounded-write"), "{e:?}");
+    assert_eq!(rows(&t), 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everyday_code_keeps_working() {
     let p = fresh();

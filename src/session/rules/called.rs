@@ -79,14 +79,13 @@ impl Phase for CodePhase {
         "code"
     }
 
-    /// Only statement texts: the catalog is read fresh for the text a
-    /// Bind or Execute runs when its Parse or Query came.
-    fn judges(&self, kind: RequestKind) -> bool {
-        matches!(kind, RequestKind::Query | RequestKind::Parse)
-    }
-
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
-        if !self.judges(ctx.kind) {
+        // Every kind that runs a statement: a Bind or Execute is judged
+        // again with the catalog of now (the code a statement calls may
+        // have been redefined since its Parse), so it must be fresh then
+        // too. One with no statement (a SQL cursor's Execute) runs
+        // nothing the rules judge again.
+        if matches!(ctx.kind, RequestKind::Bind | RequestKind::Execute) && ctx.statement.is_none() {
             return Decision::Forward;
         }
         // None when called code is off or no rule applies to the identity.
