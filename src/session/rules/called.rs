@@ -58,6 +58,42 @@ impl CodePhase {
             }
         }
     }
+
+    /// The catalog is not known fresh: read how it stands, and start a
+    /// read (in the background while it is aging, or held for when it is
+    /// stale). Out of line: inlined, its task and hold set-up made every
+    /// request's call save and restore registers it never used.
+    #[cold]
+    #[inline(never)]
+    fn catalog_due(&mut self, freshness: Freshness) -> Decision {
+        match self.store.state(freshness) {
+            State::Fresh => {
+                self.fresh_until = self.store.fresh_until(freshness);
+                Decision::Forward
+            }
+            State::Aging => {
+                self.store.refresh_in_background(freshness);
+                Decision::Forward
+            }
+            State::Stale => {
+                let (release, decision) = tokio::sync::oneshot::channel();
+                let store = Arc::clone(&self.store);
+                tokio::spawn(async move {
+                    let outcome = match store.ensure(freshness).await {
+                        Ok(_) => Release::Run,
+                        Err(e) => Release::Refuse(unavailable(&e)),
+                    };
+                    let _ = release.send(outcome);
+                });
+                let mut hold = Hold::new(std::time::Instant::now() + freshness.timeout, decision);
+                hold.timed_out = Some(unavailable(&format!(
+                    "no catalog read within policy.catalog_timeout ({:?})",
+                    freshness.timeout
+                )));
+                Decision::Hold(hold)
+            }
+        }
+    }
 }
 
 /// The refusal when the catalog cannot be read in time.
@@ -98,32 +134,6 @@ impl Phase for CodePhase {
         {
             return Decision::Forward;
         }
-        match self.store.state(freshness) {
-            State::Fresh => {
-                self.fresh_until = self.store.fresh_until(freshness);
-                Decision::Forward
-            }
-            State::Aging => {
-                self.store.refresh_in_background(freshness);
-                Decision::Forward
-            }
-            State::Stale => {
-                let (release, decision) = tokio::sync::oneshot::channel();
-                let store = Arc::clone(&self.store);
-                tokio::spawn(async move {
-                    let outcome = match store.ensure(freshness).await {
-                        Ok(_) => Release::Run,
-                        Err(e) => Release::Refuse(unavailable(&e)),
-                    };
-                    let _ = release.send(outcome);
-                });
-                let mut hold = Hold::new(std::time::Instant::now() + freshness.timeout, decision);
-                hold.timed_out = Some(unavailable(&format!(
-                    "no catalog read within policy.catalog_timeout ({:?})",
-                    freshness.timeout
-                )));
-                Decision::Hold(hold)
-            }
-        }
+        self.catalog_due(freshness)
     }
 }
