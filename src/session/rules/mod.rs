@@ -280,6 +280,14 @@ impl RulesPhase {
     }
 }
 
+/// The session's code store, where the rules resolve called code.
+fn code_store<'a>(
+    policy: &Policy,
+    code: &'a Option<Arc<crate::upstream::code::CodeStore>>,
+) -> Option<&'a crate::upstream::code::CodeStore> {
+    policy.rules.called_code.and(code.as_deref())
+}
+
 /// Whether running the statement runs prepared statements by name
 /// (EXECUTE), whose verdicts it inherits.
 fn runs_by_name(outcome: &Outcome) -> bool {
@@ -362,10 +370,7 @@ impl RulesPhase {
     /// The generation of [`Self::code_now`]'s catalog (0: none), taking no
     /// count of it.
     fn code_generation(&mut self, policy: &Policy) -> u64 {
-        match (policy.rules.called_code, &self.code) {
-            (Some(_), Some(store)) => store.seen_generation(&mut self.code_seen),
-            _ => 0,
-        }
+        code_store(policy, &self.code).map_or(0, |store| store.seen_generation(&mut self.code_seen))
     }
 
     /// The settings the server last reported, and whether a request still
@@ -396,10 +401,7 @@ impl RulesPhase {
     /// The code catalog, only where the rules resolve called code (the
     /// `code` phase has read it by now for identities the rules apply to).
     fn code_now(&mut self, policy: &Policy) -> Option<Arc<CodeCatalog>> {
-        match (policy.rules.called_code, &self.code) {
-            (Some(_), Some(store)) => store.current_seen(&mut self.code_seen),
-            _ => None,
-        }
+        code_store(policy, &self.code).and_then(|store| store.current_seen(&mut self.code_seen))
     }
 }
 
