@@ -27,7 +27,7 @@ use crate::io::{FramedStream, Stream};
 use crate::wire::backend::TransactionStatus;
 use crate::wire::encode;
 use bytes::BytesMut;
-use registry::{CancelTarget, NewSession};
+use registry::{CancelRoute, CancelTarget, NewSession};
 use relay_io::{RelayRead, RelayWrite};
 use startup::Opening;
 use std::net::SocketAddr;
@@ -519,13 +519,14 @@ async fn forward_cancel(
 ) -> Result<(), SessionError> {
     // An unknown key is ignored silently, as PostgreSQL does.
     let result = match gw.registry.cancel(process_id, secret_key) {
-        Some(target) => {
+        CancelRoute::Server(target) => {
             target
                 .upstream
                 .cancel(target.process_id, target.secret_key)
                 .await
         }
-        None => {
+        CancelRoute::Session => Ok(()),
+        CancelRoute::Unknown => {
             tracing::debug!("cancel request with an unknown key");
             Ok(())
         }

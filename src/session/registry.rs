@@ -57,9 +57,15 @@ impl SessionState {
 /// A message to a session from outside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    /// The client's CancelRequest: withdraws a held request (the cancel
-    /// connection itself signals the server).
-    Cancel,
+    /// The client's CancelRequest: withdraws a held request. When the
+    /// registry did not pass it on (the session held its only request,
+    /// the server had nothing to stop: a signal then would land on the
+    /// next statement), `server_told` is false and the session tells the
+    /// server itself if the hold was released to it in the meantime.
+    Cancel {
+        /// The cancel connection signalled the server.
+        server_told: bool,
+    },
     /// End the session with a FATAL carrying this reason.
     Terminate(String),
     /// The same, once the session is idle outside a transaction (a
@@ -118,6 +124,25 @@ const CANCEL: u8 = 1;
 const TERMINATE: u8 = 2;
 const SHUTDOWN: u8 = 4;
 const TERMINATE_WHEN_IDLE: u8 = 8;
+/// A cancel the registry kept from the server (see [`Control::Cancel`]).
+const CANCEL_HELD: u8 = 16;
+
+/// Beside the [`SessionState`] in `Shared::state`: the server works on
+/// requests the session sent (always so when `Running`; with `Held`, the
+/// ones sent before the held request).
+const SERVER_BUSY: u8 = 0x80;
+
+/// Where a client's CancelRequest went.
+#[derive(Debug)]
+pub enum CancelRoute {
+    /// No live session has the key.
+    Unknown,
+    /// Only to the session: it held its only request, and the server had
+    /// nothing to stop.
+    Session,
+    /// To the session, and the server is to be signalled with this key.
+    Server(CancelTarget),
+}
 
 impl Shared {
     /// Asks for a termination (`what`: `TERMINATE` or
@@ -175,9 +200,29 @@ impl Registration {
         self.registry.shutdown_phase()
     }
 
-    /// Records what the session is doing now.
-    pub fn set_state(&self, state: SessionState) {
-        self.shared.state.store(state as u8, Ordering::Relaxed);
+    /// Records what the session is doing now, and whether the server works
+    /// on requests it sent.
+    pub fn set_state(&self, state: SessionState, server_busy: bool) {
+        let busy = if server_busy { SERVER_BUSY } else { 0 };
+        self.shared
+            .state
+            .store(state as u8 | busy, Ordering::Relaxed);
+    }
+
+    /// Signals the server to stop what it runs for this session, in a task
+    /// of its own (for a cancel the registry did not pass on).
+    pub(crate) fn cancel_server(&self) {
+        let target = {
+            let sessions = self
+                .registry
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            sessions.get(&self.id).map(|e| e.cancel.clone())
+        };
+        if let Some(t) = target {
+            spawn_server_cancel(self.id, t);
+        }
     }
 
     /// The next request sent to the session (a cancel first), or pending
@@ -203,10 +248,14 @@ impl Registration {
     fn take_control(&self) -> Control {
         let shared = &self.shared;
         let pending = shared.pending.swap(0, Ordering::AcqRel);
-        if pending & (CANCEL | SHUTDOWN) != 0 {
+        if pending & (CANCEL | CANCEL_HELD | SHUTDOWN) != 0 {
             // What came with it stays for the next poll.
-            let (now, rest) = if pending & CANCEL != 0 {
-                (Control::Cancel, pending & !CANCEL)
+            let (now, rest) = if pending & (CANCEL | CANCEL_HELD) != 0 {
+                let server_told = pending & CANCEL != 0;
+                (
+                    Control::Cancel { server_told },
+                    pending & !(CANCEL | CANCEL_HELD),
+                )
             } else {
                 (Control::Shutdown, pending & !SHUTDOWN)
             };
@@ -326,7 +375,7 @@ impl Registry {
         let mut all: Vec<SessionSummary> = sessions
             .values()
             .map(|e| SessionSummary {
-                state: SessionState::from_u8(e.shared.state.load(Ordering::Relaxed)),
+                state: SessionState::from_u8(e.shared.state.load(Ordering::Relaxed) & !SERVER_BUSY),
                 ..e.summary.clone()
             })
             .collect();
@@ -351,7 +400,8 @@ impl Registry {
     pub fn running_cancel_target(&self, id: u64) -> Option<CancelTarget> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let e = sessions.get(&id)?;
-        (SessionState::from_u8(e.shared.state.load(Ordering::Relaxed)) == SessionState::Running)
+        (SessionState::from_u8(e.shared.state.load(Ordering::Relaxed) & !SERVER_BUSY)
+            == SessionState::Running)
             .then(|| e.cancel.clone())
     }
 
@@ -369,20 +419,44 @@ impl Registry {
     }
 
     /// A CancelRequest: tells the session (a held request is withdrawn) and
-    /// returns the server's real key to signal, if the key is a live one.
-    pub fn cancel(&self, process_id: i32, secret_key: i32) -> Option<CancelTarget> {
+    /// says whether the server is to be signalled too. It is not when the
+    /// session holds its only request: the server is idle, and a signal
+    /// that reached it late would cancel the client's next statement.
+    pub fn cancel(&self, process_id: i32, secret_key: i32) -> CancelRoute {
         let id = {
             let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            *keys.get(&(process_id, secret_key))?
+            match keys.get(&(process_id, secret_key)) {
+                Some(id) => *id,
+                None => return CancelRoute::Unknown,
+            }
         };
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = sessions.get(&id)?;
+        let Some(entry) = sessions.get(&id) else {
+            return CancelRoute::Unknown;
+        };
         // The map lookup matched the secret exactly; compare again in
         // constant time for good measure against a poisoned map.
         if (entry.secret ^ secret_key) != 0 {
-            return None;
+            return CancelRoute::Unknown;
+        }
+        if entry.shared.state.load(Ordering::Relaxed) == SessionState::Held as u8 {
+            entry.shared.send(CANCEL_HELD);
+            return CancelRoute::Session;
         }
         entry.shared.send(CANCEL);
-        Some(entry.cancel.clone())
+        CancelRoute::Server(entry.cancel.clone())
     }
 }
+
+/// Signals the server with `t` in a task of its own: whoever asked may be
+/// a session that ends now, and dropping it must not abort the cancel.
+pub(crate) fn spawn_server_cancel(session: u64, t: CancelTarget) {
+    tokio::spawn(async move {
+        if let Err(e) = t.upstream.cancel(t.process_id, t.secret_key).await {
+            tracing::warn!(session, error = %e, "could not cancel the server's statement");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -264,7 +264,8 @@ impl Relay {
                     // direction never waits on this write).
                     // What the client sees next is already in the
                     // registry (its listings never lag the answer).
-                    self.registration.set_state(self.state(st.hold.is_some()));
+                    self.registration
+                        .set_state(self.state(st.hold.is_some()), self.core.tracker.busy());
                     let written = write_direct(&mut self.client_w, &st.server_in[..n])?;
                     st.flush_client |= written > 0 && self.client_w.buffers();
                     if written < n {
@@ -298,7 +299,8 @@ impl Relay {
             return Poll::Ready(Ok(Some(Exit::Fatal(SessionError::Terminated(reason)))));
         }
         self.core.own_notices_into(&mut st.to_client);
-        self.registration.set_state(self.state(st.hold.is_some()));
+        self.registration
+            .set_state(self.state(st.hold.is_some()), self.core.tracker.busy());
         if st.terminating && st.to_server.is_empty() {
             return Poll::Ready(Ok(Some(Exit::Done)));
         }
@@ -402,15 +404,19 @@ impl Relay {
             ..
         } = w;
         match event {
-            // A cancel withdraws a held request (the cancel connection
-            // signals the server itself).
-            Event::Control(Control::Cancel) => {
+            // A cancel withdraws a held request; the cancel connection
+            // signals the server unless the hold was all there was.
+            Event::Control(Control::Cancel { server_told }) => {
                 if let Some(h) = st.hold.take() {
                     (*h).end(HoldEnd::Cancelled);
                     self.core.release(Release::Refuse(Refusal::new(
                         Sqlstate::QUERY_CANCELED,
                         "canceling statement due to user request",
                     )));
+                } else if !server_told && self.core.tracker.busy() {
+                    // The hold was released to the server after the
+                    // registry looked: that is what the client stops.
+                    self.registration.cancel_server();
                 }
             }
             Event::Control(Control::Terminate(reason)) if self.core.at_boundary() => {

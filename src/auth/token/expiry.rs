@@ -171,11 +171,7 @@ fn end_now(registry: &Registry, id: u64, reason: &str) {
     let running = registry.running_cancel_target(id);
     registry.terminate(id, reason);
     if let Some(t) = running {
-        tokio::spawn(async move {
-            if let Err(e) = t.upstream.cancel(t.process_id, t.secret_key).await {
-                tracing::warn!(session = id, error = %e, "could not cancel the server's statement");
-            }
-        });
+        crate::session::registry::spawn_server_cancel(id, t);
     }
 }
 
