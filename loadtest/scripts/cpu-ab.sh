@@ -9,6 +9,9 @@
 # BEFORE_SERVER / AFTER_SERVER (environment): an extra line for that pgward's
 # [server] section, to compare one binary under two settings, e.g.
 # BEFORE_SERVER='relay = "runtime"' cpu-ab.sh target/release/pgward target/release/pgward
+# SYSCALLS=1 (environment): also counts each proxy's system calls and context
+# switches per transaction (perf stat on the syscall tracepoints), printed
+# after the CPU table.
 # Runs as root (initdb as the postgres user, as the harness does); needs
 # PostgreSQL 15's binaries, pgbench and PgBouncer installed.
 set -e
@@ -92,10 +95,20 @@ for t in "${!PORT[@]}"; do for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/${
 cpu_of(){ for p in ${PID[$1]}; do awk '{sub(/.*\) /,""); print $12, $13}' /proc/$p/stat; done | awk '{u+=$1; s+=$2} END{print u, s}'; }
 TARGETS="pgbouncer before-norules after-norules before-rules after-rules before-masked after-masked"
 echo "mode target rep tps user_us sys_us total_us" > $D/results.txt
+SYSCALL_EVENTS=syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,context-switches
+: > $D/syscalls.txt
 for m in simple prepared; do for r in $(seq $R); do for t in $TARGETS; do
   read u0 s0 < <(cpu_of $t)
+  if [ -n "${SYSCALLS:-}" ]; then
+    perf stat -x, -e "$SYSCALL_EVENTS" -p $(echo ${PID[$t]} | tr ' ' ,) -o $D/perf.$m.$t.$r 2>/dev/null &
+    PERF=$!
+  fi
   out=$(pgbench -n -S -M $m -c $C -j 2 -T $S -h 127.0.0.1 -p ${PORT[$t]} -U app postgres 2>&1)
   tx=$(echo "$out" | awk '/number of transactions actually processed/{print $NF}' | cut -d/ -f1)
+  if [ -n "${SYSCALLS:-}" ]; then
+    kill -INT $PERF; wait $PERF || true
+    awk -F, -v m=$m -v t=$t -v r=$r -v tx=${tx:-0} '!/^#/ && NF>2 && tx>0 {printf "%s %s %d %s %.3f\n", m, t, r, $3, $1/tx}' $D/perf.$m.$t.$r >> $D/syscalls.txt
+  fi
   fail=$(echo "$out" | awk '/number of failed/{print $5}')
   read u1 s1 < <(cpu_of $t)
   awk -v m=$m -v t=$t -v r=$r -v tx=${tx:-0} -v u=$((u1-u0)) -v s=$((s1-s0)) -v S=$S -v f="$fail" 'BEGIN{ if (tx==0) {print m, t, r, "FAILED", f; exit} printf "%s %s %d %.0f %.2f %.2f %.2f\n", m, t, r, tx/S, u*1e4/tx, s*1e4/tx, (u+s)*1e4/tx}' | tee -a $D/results.txt
@@ -115,6 +128,20 @@ for m in ['simple','prepared']:
         if not xs: print(f"| {m} | {t} | failed | | | | |"); continue
         med=[st.median([x[i] for x in xs]) for i in range(4)]
         print(f"| {m} | {t} | {med[0]:,.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[3]/base:.2f} |")
+P
+[ -n "${SYSCALLS:-}" ] && python3 - $D/syscalls.txt <<'P'
+import sys, statistics as st, collections
+d=collections.defaultdict(list); events=[]
+for l in open(sys.argv[1]):
+    m,t,r,e,v=l.split(); d[(m,t,e)].append(float(v))
+    if e not in events: events.append(e)
+names=[e.replace('syscalls:sys_enter_','') for e in events]
+print("\n| mode | target | " + " | ".join(names) + " |")
+print("|---|---|" + "---:|"*len(names))
+for m in ['simple','prepared']:
+    for t in "pgbouncer before-norules after-norules before-rules after-rules before-masked after-masked".split():
+        if (m,t,events[0]) in d:
+            print(f"| {m} | {t} | " + " | ".join(f"{st.median(d[(m,t,e)]):.2f}" for e in events) + " |")
 P
 for t in "${!PID[@]}"; do kill ${PID[$t]} 2>/dev/null || true; done
 su postgres -c "pg_ctl -s -D $D/data stop -m fast"
