@@ -576,23 +576,37 @@ impl Tracker {
 
     /// Takes the answered request at the front off the queue. The kinds
     /// most answers end (a Query that named nothing, a Sync, a Describe or
-    /// Execute of a short name, none a stand-in) hold nothing to free, and
-    /// matching them says so: they skip the call into the queue entry's
-    /// drop glue (about 35 instructions a request).
-    #[inline]
+    /// Execute of a short name, none a stand-in) hold nothing to free: they
+    /// are forgotten, not dropped, which spares the copy of the entry and
+    /// the call into its drop glue (about 30 instructions a request). A
+    /// match on the popped entry does not: its scrutinee is dropped whole
+    /// whatever arm matched. Inlined into each answer's method, where the
+    /// forgotten entry is seen to be unread and is not copied out at all.
+    #[inline(always)]
     fn pop_answered(&mut self) {
-        match self.queue.pop_front() {
+        let holds_nothing = matches!(
+            self.queue.front(),
+            // Every field named, so that a field added to either must be
+            // considered here (forgetting it could leak what it holds).
             Some(Entry {
-                req:
-                    Req::Query { names: None, .. }
-                    | Req::Sync
+                req: Req::Query {
+                    names: None,
+                    done: _,
+                    started: _,
+                } | Req::Sync
                     | Req::Execute(Name::Inline(..))
                     | Req::DescribePortal(Name::Inline(..))
                     | Req::DescribeStatement(Name::Inline(..)),
                 refusal: None,
-                ..
-            }) => {}
-            other => drop(other),
+                sent: _,
+                id: _,
+            })
+        );
+        let entry = self.queue.pop_front();
+        if holds_nothing {
+            std::mem::forget(entry);
+        } else {
+            drop(entry);
         }
     }
 

@@ -798,3 +798,46 @@ fn a_description_that_repeats_the_last_shares_its_fields() {
     bad[1..5].copy_from_slice(&len.to_be_bytes());
     assert!(t.row_description(f(&bad)).is_err());
 }
+
+/// The statement `name` as the tracker has it now.
+fn statement_arc(t: &Tracker, name: &str) -> Arc<Statement> {
+    Arc::clone(t.statements.get(name.as_bytes()).expect("the statement"))
+}
+
+#[test]
+fn answered_requests_keep_no_reference_and_the_portal_keeps_one() {
+    // Short names (kept inline, the entry forgotten once answered) and
+    // long ones (on the heap, the entry dropped): either way, once every
+    // answer is in, the statement is held by its name and the portals
+    // bound from it, and by nothing the queue left behind.
+    let long = "a_portal_name_longer_than_thirty_bytes";
+    let mut t = with_statements();
+    let s1 = statement_arc(&t, "s1");
+    let base = Arc::strong_count(&s1);
+    for portal in ["", "p", long] {
+        bind(&mut t, portal, "s1");
+        t.execute(portal.as_bytes());
+    }
+    t.sync();
+    for _ in 0..3 {
+        ok(&mut t, b'2', b"");
+        ok(&mut t, b'C', b"SELECT 1\0");
+    }
+    ready(&mut t, b'T');
+    assert!(!t.busy());
+    assert_eq!(Arc::strong_count(&s1), base + 3, "one per portal");
+    for portal in ["", "p", long] {
+        assert_eq!(portal_text(&t, portal), text("SELECT 1"));
+    }
+    // Rebinding the portals from s2 lets s1's references go.
+    for portal in ["", "p", long] {
+        bind(&mut t, portal, "s2");
+    }
+    t.sync();
+    for _ in 0..3 {
+        ok(&mut t, b'2', b"");
+    }
+    ready(&mut t, b'T');
+    assert_eq!(Arc::strong_count(&s1), base);
+    assert_eq!(portal_text(&t, long), text("SELECT 2"));
+}
