@@ -426,3 +426,18 @@ impl Upstream {
         Ok(())
     }
 }
+
+/// The upstream `main` of a minimal configuration, for unit tests that
+/// need one but never connect to it.
+#[cfg(test)]
+pub(crate) fn test_upstream() -> Upstream {
+    let text = format!(
+        "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n",
+        crate::auth::verifier::ScramVerifier::generate("pw")
+    );
+    let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
+        .expect("valid");
+    let kdf = crate::auth::scram_client::kdf_pool();
+    let u = config.upstreams.get("main").expect("upstream");
+    Upstream::new(Arc::clone(u), None, &kdf)
+}

@@ -4,16 +4,8 @@ use std::pin::pin;
 use std::task::Waker;
 
 fn target() -> CancelTarget {
-    let text = format!(
-        "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n",
-        crate::auth::verifier::ScramVerifier::generate("pw")
-    );
-    let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
-        .expect("valid");
-    let kdf = crate::auth::scram_client::kdf_pool();
-    let u = config.upstreams.get("main").expect("upstream");
     CancelTarget {
-        upstream: Upstream::new(Arc::clone(u), None, &kdf),
+        upstream: crate::auth::backend::test_upstream(),
         process_id: 4242,
         secret_key: 7,
     }

@@ -286,15 +286,7 @@ mod tests {
     use super::*;
 
     fn store() -> CodeStore {
-        let text = format!(
-            "[upstreams.main]\nuser = \"app\"\n[users.alice]\nscram_verifier = \"{}\"\n",
-            crate::auth::verifier::ScramVerifier::generate("pw")
-        );
-        let config = crate::config::Config::parse(&text, std::path::Path::new("/etc/pgward.toml"))
-            .expect("valid");
-        let kdf = crate::auth::scram_client::kdf_pool();
-        let u = config.upstreams.get("main").expect("upstream");
-        CodeStore::new(Upstream::new(Arc::clone(u), None, &kdf), "db".into())
+        CodeStore::new(crate::auth::backend::test_upstream(), "db".into())
     }
 
     /// The catalog as read `age` ago (the clock having run at least that
