@@ -396,13 +396,12 @@ impl Registry {
     }
 
     /// The server's cancel key of session `id` while the server is working
-    /// on one of its requests (so that ending the session can stop it).
+    /// on one of its requests (so that ending the session can stop it),
+    /// also when a later request is held behind them.
     pub fn running_cancel_target(&self, id: u64) -> Option<CancelTarget> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let e = sessions.get(&id)?;
-        (SessionState::from_u8(e.shared.state.load(Ordering::Relaxed) & !SERVER_BUSY)
-            == SessionState::Running)
-            .then(|| e.cancel.clone())
+        (e.shared.state.load(Ordering::Relaxed) & SERVER_BUSY != 0).then(|| e.cancel.clone())
     }
 
     /// Asks a session to end once it is idle outside a transaction; false

@@ -100,3 +100,23 @@ fn a_wrong_secret_is_unknown_and_tells_no_one() {
     ));
     assert_eq!(control(&mut r), None);
 }
+
+#[test]
+fn ending_a_session_stops_what_its_server_runs_even_behind_a_hold() {
+    let registry = Arc::new(Registry::default());
+    let r = session(&registry);
+    for (state, busy) in [
+        (SessionState::Running, true),
+        (SessionState::Held, true),
+        (SessionState::Held, false),
+        (SessionState::Idle, false),
+        (SessionState::InTransaction, false),
+    ] {
+        r.set_state(state, busy);
+        assert_eq!(
+            registry.running_cancel_target(r.id).is_some(),
+            busy,
+            "{state:?} busy={busy}"
+        );
+    }
+}
