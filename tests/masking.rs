@@ -489,6 +489,11 @@ async fn a_reload_that_masks_an_identity_stops_its_prepared_statements_and_porta
         .get(0);
     assert_eq!(clear, "123-45-6789");
     let in_tx = dba_b.prepare(&sql).await.expect("prepare");
+    let pid: i32 = dba_b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
     let tx = dba_b.transaction().await.expect("begin");
     let portal = tx.bind(&in_tx, &[]).await.expect("bind");
     pw.reload_text(&every_ssn_masked(&pw.config_text, &t))
@@ -515,6 +520,18 @@ async fn a_reload_that_masks_an_identity_stops_its_prepared_statements_and_porta
         "{}",
         message(&e)
     );
+    // A bare ROLLBACK still ends the transaction (its locks go with it);
+    // anything else stays refused.
+    tx.rollback().await.expect("rollback");
+    let state = Backend::shared().admin_sql(&format!(
+        "SELECT state FROM pg_stat_activity WHERE pid = {pid}"
+    ));
+    assert_eq!(state.trim(), "idle");
+    let e = dba_b
+        .simple_query("ROLLBACK; SELECT 1")
+        .await
+        .expect_err("more than a rollback");
+    assert_eq!(sqlstate(&e), "42501", "{e}");
 }
 
 /// The guard's bypass list (src/mask/guard/bypass_attempts.txt), run through

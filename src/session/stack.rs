@@ -146,6 +146,28 @@ pub(crate) async fn build(
     })
 }
 
+/// Whether `text` is `ROLLBACK` or `ABORT` (optionally `WORK` or
+/// `TRANSACTION`, a `;`, blanks) and nothing else: no comment, savepoint,
+/// chain or second statement. Matched by its words rather than parsed, so
+/// that no difference between a parser and the server's can widen it;
+/// blanks are the server's (space, tab, newline, carriage return, form
+/// feed: ASCII whitespace as Rust counts it).
+fn is_bare_rollback(text: &[u8]) -> bool {
+    let text = text.trim_ascii();
+    let text = text.strip_suffix(b";").unwrap_or(text);
+    let mut words = text
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty());
+    let (first, second) = (words.next(), words.next());
+    words.next().is_none()
+        && first.is_some_and(|w| {
+            w.eq_ignore_ascii_case(b"ROLLBACK") || w.eq_ignore_ascii_case(b"ABORT")
+        })
+        && second.is_none_or(|w| {
+            w.eq_ignore_ascii_case(b"WORK") || w.eq_ignore_ascii_case(b"TRANSACTION")
+        })
+}
+
 /// Keeps the mask map in step with the schema, and unmasked sessions in
 /// step with reloads that mask them.
 struct SchemaPhase {
@@ -182,13 +204,20 @@ impl Phase for SchemaPhase {
         // Every kind: a statement parsed (or a portal bound) before the
         // reload would otherwise go on reading in clear through Bind and
         // Execute.
-        if self.newly_masked(&ctx.rules.masking, &ctx.session.identity) {
+        // A bare ROLLBACK reads nothing, and refusing it would leave the
+        // session's transaction (and its locks) open until it reconnects.
+        if self.newly_masked(&ctx.rules.masking, &ctx.session.identity)
+            && !ctx.text.is_some_and(is_bare_rollback)
+        {
             return Decision::Refuse(
                 Refusal::new(
                     Sqlstate::INSUFFICIENT_PRIVILEGE,
                     "statement denied by pgward masking: the masking rules changed and now cover this identity",
                 )
-                .with_hint("Reconnect: new sessions apply the new rules."),
+                .with_hint(
+                    "Reconnect: new sessions apply the new rules (ROLLBACK still ends the open \
+                     transaction).",
+                ),
             );
         }
         if !matches!(ctx.kind, RequestKind::Query | RequestKind::Parse) {
@@ -246,5 +275,37 @@ mod tests {
         );
         assert!(!judge("SELECT 3"));
         assert!(judge("ALTER TABLE t4 OWNER TO r4"));
+    }
+
+    #[test]
+    fn only_a_bare_rollback_is_one() {
+        for yes in [
+            "ROLLBACK",
+            "rollback;",
+            " Abort  Work ;",
+            "ROLLBACK\tTRANSACTION\r\n",
+            "abort transaction",
+        ] {
+            assert!(super::is_bare_rollback(yes.as_bytes()), "{yes:?}");
+        }
+        for no in [
+            "",
+            ";",
+            "ROLLBACK; SELECT ssn FROM t",
+            "ROLLBACK;;",
+            "ROLLBACK TO SAVEPOINT s",
+            "ROLLBACK TO s",
+            "ROLLBACK AND CHAIN",
+            "ROLLBACK PREPARED 'x'",
+            "ROLLBACK WORK TRANSACTION",
+            "ROLLBACK /* */",
+            "ROLLBACK -- done",
+            "ROLLBACK\u{0b}",
+            "ROLLBACKS",
+            "COMMIT",
+            "SELECT 1",
+        ] {
+            assert!(!super::is_bare_rollback(no.as_bytes()), "{no:?}");
+        }
     }
 }
