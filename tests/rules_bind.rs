@@ -452,3 +452,49 @@ async fn an_execute_is_judged_under_the_rules_of_now() {
     assert_eq!(err.sqlstate(), "42501", "{err:?}");
     assert!(!reply.iter().any(|m| m.tag == b'D'), "{reply:?}");
 }
+
+/// A portal of a statement the rules judge by its parameter values, bound
+/// before a reload: its values were judged under the old rules only, so
+/// its Execute after the reload is refused; bound again, it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_judged_by_its_values_is_bound_again_after_a_reload() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let reply = c.simple("BEGIN").await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    // In a transaction block the unnamed portal outlives its Sync.
+    let mut bound = parse("s", SET_CONFIG);
+    bound.extend(bind_only("s", &[Some("application_name"), Some("before")]));
+    bound.extend(sync());
+    c.send(&bound).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    pw.reload_with("[policy]\n").expect("reload");
+    let mut run = execute_unnamed();
+    run.extend(sync());
+    c.send(&run).await;
+    let reply = c.until_ready().await;
+    let err = error_of(&reply).expect("refused");
+    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    assert!(
+        err.field(b'M')
+            .unwrap_or_default()
+            .contains("reloaded since this portal was bound"),
+        "{err:?}"
+    );
+    assert!(!reply.iter().any(|m| m.tag == b'D'), "{reply:?}");
+    let reply = c.simple("ROLLBACK").await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    // Bound and run after the reload (one batch), it runs.
+    c.send(&extended(
+        SET_CONFIG,
+        &[Some("application_name"), Some("after")],
+    ))
+    .await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+    assert!(reply
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.ends_with(b"after")));
+    still_app(&mut c).await;
+}

@@ -6,7 +6,7 @@
 use super::{approval, RulesPhase, Snapshot};
 use crate::policy::called::CodeCatalog;
 use crate::policy::facts::Effect;
-use crate::policy::rules::Verdict;
+use crate::policy::rules::{Denial, Verdict};
 use crate::policy::{Param, Policy};
 use crate::session::phases::{Decision, RequestContext};
 use crate::session::tracker::Statement;
@@ -159,7 +159,28 @@ impl RulesPhase {
                 index
             }
         };
-        if self.bind_checked[index].at_bind == AtBind::Denied {
+        let at_bind = self.bind_checked[index].at_bind;
+        if matches!(at_bind, AtBind::Values | AtBind::Approval) && self.bound_under_other_rules(ctx)
+        {
+            // Its values (or its approval) were judged at a Bind under the
+            // rules before a reload: they are judged under these only at
+            // a Bind again.
+            return self.refused(
+                &String::from_utf8_lossy(&statement.text),
+                Denial {
+                    code: "42501",
+                    message:
+                        "statement refused by pgward: the rules were reloaded since this portal \
+                              was bound, and they judge the statement by its parameter values"
+                            .into(),
+                    detail: None,
+                    hint: Some("Bind the statement again.".into()),
+                    position: None,
+                },
+                "portal bound under replaced rules refused at Execute",
+            );
+        }
+        if at_bind == AtBind::Denied {
             let snapshot = match snapshot {
                 Some(taken) => taken,
                 None => self.snapshot(ctx.tracker, policy),
@@ -183,6 +204,19 @@ impl RulesPhase {
             self.ddl_due = Some(due);
         }
         Decision::Forward
+    }
+
+    /// Whether the portal this Execute runs may have been bound before the
+    /// rules it is judged under took over (a Bind's number earlier than the
+    /// first request judged under them), or by nothing pgward saw.
+    fn bound_under_other_rules(&self, ctx: &RequestContext<'_>) -> bool {
+        let since = self
+            .policy_seen
+            .as_ref()
+            .map_or(u64::MAX, |(_, since)| *since);
+        ctx.portal
+            .and_then(|name| ctx.tracker.portal_bound_at(name))
+            .is_none_or(|at| at < since)
     }
 
     /// A Bind of a statement whose verdict depends on its parameters: judged

@@ -50,6 +50,11 @@ pub struct RulesPhase {
     /// The rules that apply to `identity` under the policy last judged with
     /// (the policy tells its own from another's).
     audience: Option<KnownAudience>,
+    /// The policy the last request was judged under (held, so that a new
+    /// one is never mistaken for it at a reused address), and the number
+    /// of the first request judged under it: a portal bound before that
+    /// was bound under other rules.
+    policy_seen: Option<(Arc<Policy>, u64)>,
 }
 
 impl RulesPhase {
@@ -72,6 +77,7 @@ impl RulesPhase {
             ddl_due: None,
             ddl_in_transaction: false,
             audience: None,
+            policy_seen: None,
         }
     }
 
@@ -431,6 +437,13 @@ impl Phase for RulesPhase {
     }
 
     fn on_request(&mut self, ctx: &RequestContext<'_>) -> Decision {
+        if !self
+            .policy_seen
+            .as_ref()
+            .is_some_and(|(p, _)| Arc::ptr_eq(p, &ctx.rules.policy))
+        {
+            self.policy_seen = Some((Arc::clone(&ctx.rules.policy), ctx.request_id));
+        }
         match (ctx.kind, ctx.text) {
             (RequestKind::Query, Some(text)) => self.judge(ctx, text, false),
             (RequestKind::Parse, Some(text)) => self.judge(ctx, text, true),

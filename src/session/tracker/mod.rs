@@ -104,6 +104,9 @@ pub struct Portal {
     pub described: Option<Described>,
     /// A cursor declared WITH HOLD outlives its transaction.
     pub holdable: bool,
+    /// The session's number of the request that made it: its Bind's (0
+    /// for a SQL cursor, whose Query's number is not kept).
+    pub bound_at: u64,
 }
 
 /// The result whose rows are arriving now.
@@ -805,6 +808,7 @@ impl Tracker {
                     bound,
                     ..
                 },
+            id,
             ..
         }) = self.queue.pop_front()
         {
@@ -821,6 +825,7 @@ impl Tracker {
                     formats,
                     described: None,
                     holdable: false,
+                    bound_at: id,
                 },
             );
         }
@@ -1013,6 +1018,7 @@ impl Tracker {
                         formats: self.no_formats.clone(),
                         described: None,
                         holdable: hold,
+                        bound_at: 0,
                     },
                 );
             }

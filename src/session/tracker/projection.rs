@@ -187,6 +187,32 @@ impl Tracker {
         walk.confirmed(self.portals.get(name).map(|p| p.statement.as_ref()))
     }
 
+    /// The earliest request number among the Binds that may have made the
+    /// portal `name` the server runs at the next message: the newest
+    /// queued Bind of it that certainly took effect, else the queued ones
+    /// that may have and the confirmed portal. Removals are not followed
+    /// (an earlier number only makes a caller more careful). `None`: no
+    /// Bind made it (or no such portal).
+    pub(crate) fn portal_bound_at(&self, name: &[u8]) -> Option<u64> {
+        let mut earliest: Option<u64> = None;
+        for (entry, certain) in self.back_to_front() {
+            if let Req::Bind { portal, .. } = &entry.req {
+                if portal.is(name) {
+                    let at = earliest.map_or(entry.id, |e| e.min(entry.id));
+                    if certain {
+                        return Some(at);
+                    }
+                    earliest = Some(at);
+                }
+            }
+        }
+        let confirmed = self.portals.get(name).map(|p| p.bound_at);
+        match (earliest, confirmed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The queued requests, newest first, each with whether it certainly
     /// took effect if the message judged now runs: a request sent since the
     /// last Sync did (had it failed, the server would skip to that Sync),

@@ -841,3 +841,35 @@ fn answered_requests_keep_no_reference_and_the_portal_keeps_one() {
     assert_eq!(Arc::strong_count(&s1), base);
     assert_eq!(portal_text(&t, long), text("SELECT 2"));
 }
+
+#[test]
+fn a_portal_is_bound_at_its_binds_number_or_the_earliest_it_may_be() {
+    let mut t = with_statements();
+    assert_eq!(t.portal_bound_at(b"p"), None);
+    let first = t.next_request_id();
+    bind(&mut t, "p", "s1");
+    // Queued in this batch: certainly the Bind that makes it.
+    assert_eq!(t.portal_bound_at(b"p"), Some(first));
+    t.sync();
+    ok(&mut t, b'2', b"");
+    ready(&mut t, b'T');
+    assert_eq!(t.portal_bound_at(b"p"), Some(first), "confirmed");
+    // A Bind of another batch may fail: the older portal may be the one.
+    let second = t.next_request_id();
+    bind(&mut t, "p", "s2");
+    t.sync();
+    let later = t.next_request_id();
+    t.execute(b"p");
+    assert!(first < second && second < later);
+    assert_eq!(t.portal_bound_at(b"p"), Some(first));
+    // Within the Bind's own batch it is certain.
+    let third = t.next_request_id();
+    bind(&mut t, "q", "s1");
+    assert_eq!(t.portal_bound_at(b"q"), Some(third));
+    // A SQL cursor has no Bind: the earliest number there is.
+    let mut t = with_statements();
+    t.query(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1", None);
+    ok(&mut t, b'C', b"DECLARE CURSOR\0");
+    ready(&mut t, b'I');
+    assert_eq!(t.portal_bound_at(b"c"), Some(0));
+}
