@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::raw::{error_of, message, query, RawClient};
+use support::raw::{error_of, message, query, Msg, RawClient};
 use support::{Backend, Pgward, DB, PASSWORD, USER};
 
 fn cstr(out: &mut Vec<u8>, s: &[u8]) {
@@ -420,6 +420,29 @@ async fn a_parsed_create_temp_that_never_ran_makes_no_table_its_own() {
     );
 }
 
+/// Binds the unnamed portal from `sql` (parsed as `s`) inside the open
+/// transaction block, where the portal outlives its Sync.
+async fn bind_in_transaction(c: &mut RawClient, sql: &str, params: &[Option<&str>]) {
+    let mut bound = parse("s", sql);
+    bound.extend(bind_only("s", params));
+    bound.extend(sync());
+    c.send(&bound).await;
+    let reply = c.until_ready().await;
+    assert!(error_of(&reply).is_none(), "{reply:?}");
+}
+
+/// Executes the unnamed portal: refused (42501), no row sent; the error.
+async fn execute_refused(c: &mut RawClient) -> Msg {
+    let mut run = execute_unnamed();
+    run.extend(sync());
+    c.send(&run).await;
+    let reply = c.until_ready().await;
+    let err = error_of(&reply).expect("refused").clone();
+    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    assert!(!reply.iter().any(|m| m.tag == b'D'), "{reply:?}");
+    err
+}
+
 /// A portal bound under the old rules and executed after a reload that
 /// denies its statement is refused at the Execute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,24 +456,12 @@ async fn an_execute_is_judged_under_the_rules_of_now() {
         ))
         .await;
     assert!(error_of(&reply).is_none(), "{reply:?}");
-    // In a transaction block the unnamed portal outlives its Sync.
-    let mut bound = parse("s", &format!("SELECT v FROM {t}"));
-    bound.extend(bind_only("s", &[]));
-    bound.extend(sync());
-    c.send(&bound).await;
-    let reply = c.until_ready().await;
-    assert!(error_of(&reply).is_none(), "{reply:?}");
+    bind_in_transaction(&mut c, &format!("SELECT v FROM {t}"), &[]).await;
     pw.reload_with(&format!(
         "[policy]\n[[policy.rules]]\nname = \"hide\"\naction = \"deny\"\nrelations = [\"{t}\"]\n"
     ))
     .expect("reload");
-    let mut run = execute_unnamed();
-    run.extend(sync());
-    c.send(&run).await;
-    let reply = c.until_ready().await;
-    let err = error_of(&reply).expect("refused");
-    assert_eq!(err.sqlstate(), "42501", "{err:?}");
-    assert!(!reply.iter().any(|m| m.tag == b'D'), "{reply:?}");
+    execute_refused(&mut c).await;
 }
 
 /// A portal of a statement the rules judge by its parameter values, bound
@@ -462,27 +473,16 @@ async fn a_portal_judged_by_its_values_is_bound_again_after_a_reload() {
     let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
     let reply = c.simple("BEGIN").await;
     assert!(error_of(&reply).is_none(), "{reply:?}");
-    // In a transaction block the unnamed portal outlives its Sync.
-    let mut bound = parse("s", SET_CONFIG);
-    bound.extend(bind_only("s", &[Some("application_name"), Some("before")]));
-    bound.extend(sync());
-    c.send(&bound).await;
-    let reply = c.until_ready().await;
-    assert!(error_of(&reply).is_none(), "{reply:?}");
+    let values = [Some("application_name"), Some("before")];
+    bind_in_transaction(&mut c, SET_CONFIG, &values).await;
     pw.reload_with("[policy]\n").expect("reload");
-    let mut run = execute_unnamed();
-    run.extend(sync());
-    c.send(&run).await;
-    let reply = c.until_ready().await;
-    let err = error_of(&reply).expect("refused");
-    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+    let err = execute_refused(&mut c).await;
     assert!(
         err.field(b'M')
             .unwrap_or_default()
             .contains("reloaded since this portal was bound"),
         "{err:?}"
     );
-    assert!(!reply.iter().any(|m| m.tag == b'D'), "{reply:?}");
     let reply = c.simple("ROLLBACK").await;
     assert!(error_of(&reply).is_none(), "{reply:?}");
     // Bound and run after the reload (one batch), it runs.
