@@ -496,5 +496,23 @@ async fn a_portal_judged_by_its_values_is_bound_again_after_a_reload() {
     assert!(reply
         .iter()
         .any(|m| m.tag == b'D' && m.body.ends_with(b"after")));
+    // Outside a transaction block, mid-batch: bound and flushed (no Sync
+    // yet, so the portal lives on), then the reload, then the Execute.
+    let mut bound = parse("s2", SET_CONFIG);
+    bound.extend(bind_only(
+        "s2",
+        &[Some("application_name"), Some("flushed")],
+    ));
+    bound.extend(message(b'H', b""));
+    c.send(&bound).await;
+    loop {
+        let m = c.recv().await.expect("BindComplete");
+        assert_ne!(m.tag, b'E', "{m:?}");
+        if m.tag == b'2' {
+            break;
+        }
+    }
+    pw.reload_with("[policy]\n\n").expect("reload");
+    execute_refused(&mut c).await;
     still_app(&mut c).await;
 }
