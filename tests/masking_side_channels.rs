@@ -268,3 +268,41 @@ async fn a_statement_after_the_sessions_own_ddl_is_judged_under_a_fresh_map() {
     );
     assert_clean("refused after ddl", &got);
 }
+
+/// Masking does not lean on the statement rules: with the built-in rules
+/// off (or a rule allowing DO for the group), a DO block, whose body reads
+/// the masked table where the guard cannot see it, is still refused for a
+/// masked identity; so is CREATE FUNCTION with a body given as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_given_as_text_is_refused_whatever_the_rules() {
+    let backend = Backend::shared();
+    let t = table();
+    setup(backend, &t);
+    let config = format!(
+        "{}\n[policy]\nbuiltin_rules = false\n[masking]\nrefresh = \"1h\"\n\
+         [[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"partial\"\nkeep_last = 2\n",
+        backend.masked_config("", "")
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    for sql in [
+        format!(
+            "DO $$ BEGIN PERFORM set_config('pgward.copy', (SELECT ssn FROM {t} LIMIT 1), false); END $$"
+        ),
+        format!(
+            "DO LANGUAGE plpgsql 'BEGIN PERFORM set_config(''pgward.copy'', (SELECT ssn FROM {t} LIMIT 1), false); END'"
+        ),
+        format!(
+            "CREATE FUNCTION pg_temp.{t}_f() RETURNS text LANGUAGE sql AS 'SELECT ssn FROM {t} LIMIT 1'"
+        ),
+    ] {
+        let got = c.simple(&sql).await;
+        assert_clean(&sql, &got);
+        let e = support::raw::error_of(&got).unwrap_or_else(|| panic!("{sql} ran: {got:?}"));
+        assert_eq!(e.sqlstate(), "42501", "{sql}: {:?}", e.field(b'M'));
+    }
+    let got = c
+        .simple("SELECT current_setting('pgward.copy', true)")
+        .await;
+    assert_clean("the copy", &got);
+}

@@ -253,10 +253,12 @@ fn inherit_masks(
                         .flatten()
                         .find(|(_, c)| c.column == masked.column);
                     if let Some((attnum, c)) = same_name {
-                        columns.entry((to, *attnum)).or_insert_with(|| MaskedColumn {
-                            rule: masked.rule,
-                            ..c.clone()
-                        });
+                        columns
+                            .entry((to, *attnum))
+                            .or_insert_with(|| MaskedColumn {
+                                rule: masked.rule,
+                                ..c.clone()
+                            });
                     }
                 }
             }
