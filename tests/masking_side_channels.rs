@@ -306,3 +306,45 @@ async fn code_given_as_text_is_refused_whatever_the_rules() {
         .await;
     assert_clean("the copy", &got);
 }
+
+/// A trigger copied the masked value into application_name and a custom
+/// setting; ParameterStatus withholds them, and reading them back through
+/// SQL is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_code_may_have_written_are_not_read_back() {
+    let t = table();
+    let pw = start(&t).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let got = c
+        .simple(&format!("INSERT INTO {t}_notes VALUES (1, 'setting')"))
+        .await;
+    assert!(support::raw::error_of(&got).is_none(), "{got:?}");
+    for sql in [
+        "SHOW pgward.leak",
+        "SHOW application_name",
+        "SHOW ALL",
+        "SELECT current_setting('pgward.leak')",
+        "SELECT pg_catalog.current_setting('application_name', true)",
+        "SELECT current_setting('pgward.' || 'leak')",
+        "SELECT setting FROM pg_settings WHERE name = 'application_name'",
+        "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        "SELECT * FROM pg_show_all_settings()",
+    ] {
+        let got = c.simple(sql).await;
+        assert_clean(sql, &got);
+        let e = support::raw::error_of(&got).unwrap_or_else(|| panic!("{sql} ran: {got:?}"));
+        assert_eq!(e.sqlstate(), "42501", "{sql}");
+    }
+    // Settings that cannot carry text still read.
+    for sql in [
+        "SHOW TimeZone",
+        "SELECT current_setting('server_version_num')",
+    ] {
+        let got = c.simple(sql).await;
+        assert!(got.iter().any(|m| m.tag == b'D'), "{sql}: {got:?}");
+    }
+    // A pass read from a literal is not remembered for the text's shape.
+    let got = c.simple("SELECT current_setting('pgward.leak')").await;
+    assert_clean("after a pass of the same shape", &got);
+    assert!(support::raw::error_of(&got).is_some(), "{got:?}");
+}
