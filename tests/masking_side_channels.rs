@@ -268,3 +268,83 @@ async fn a_statement_after_the_sessions_own_ddl_is_judged_under_a_fresh_map() {
     );
     assert_clean("refused after ddl", &got);
 }
+
+/// Masking does not lean on the statement rules: with the built-in rules
+/// off (or a rule allowing DO for the group), a DO block, whose body reads
+/// the masked table where the guard cannot see it, is still refused for a
+/// masked identity; so is CREATE FUNCTION with a body given as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_given_as_text_is_refused_whatever_the_rules() {
+    let backend = Backend::shared();
+    let t = table();
+    setup(backend, &t);
+    let config = format!(
+        "{}\n[policy]\nbuiltin_rules = false\n[masking]\nrefresh = \"1h\"\n\
+         [[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{t}.ssn\"]\nstrategy = \"partial\"\nkeep_last = 2\n",
+        backend.masked_config("", "")
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    for sql in [
+        format!(
+            "DO $$ BEGIN PERFORM set_config('pgward.copy', (SELECT ssn FROM {t} LIMIT 1), false); END $$"
+        ),
+        format!(
+            "DO LANGUAGE plpgsql 'BEGIN PERFORM set_config(''pgward.copy'', (SELECT ssn FROM {t} LIMIT 1), false); END'"
+        ),
+        format!(
+            "CREATE FUNCTION pg_temp.{t}_f() RETURNS text LANGUAGE sql AS 'SELECT ssn FROM {t} LIMIT 1'"
+        ),
+    ] {
+        let got = c.simple(&sql).await;
+        assert_clean(&sql, &got);
+        let e = support::raw::error_of(&got).unwrap_or_else(|| panic!("{sql} ran: {got:?}"));
+        assert_eq!(e.sqlstate(), "42501", "{sql}: {:?}", e.field(b'M'));
+    }
+    let got = c
+        .simple("SELECT current_setting('pgward.copy', true)")
+        .await;
+    assert_clean("the copy", &got);
+}
+
+/// A trigger copied the masked value into application_name and a custom
+/// setting; ParameterStatus withholds them, and reading them back through
+/// SQL is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_code_may_have_written_are_not_read_back() {
+    let t = table();
+    let pw = start(&t).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let got = c
+        .simple(&format!("INSERT INTO {t}_notes VALUES (1, 'setting')"))
+        .await;
+    assert!(support::raw::error_of(&got).is_none(), "{got:?}");
+    for sql in [
+        "SHOW pgward.leak",
+        "SHOW application_name",
+        "SHOW ALL",
+        "SELECT current_setting('pgward.leak')",
+        "SELECT pg_catalog.current_setting('application_name', true)",
+        "SELECT current_setting('pgward.' || 'leak')",
+        "SELECT setting FROM pg_settings WHERE name = 'application_name'",
+        "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        "SELECT * FROM pg_show_all_settings()",
+    ] {
+        let got = c.simple(sql).await;
+        assert_clean(sql, &got);
+        let e = support::raw::error_of(&got).unwrap_or_else(|| panic!("{sql} ran: {got:?}"));
+        assert_eq!(e.sqlstate(), "42501", "{sql}");
+    }
+    // Settings that cannot carry text still read.
+    for sql in [
+        "SHOW TimeZone",
+        "SELECT current_setting('server_version_num')",
+    ] {
+        let got = c.simple(sql).await;
+        assert!(got.iter().any(|m| m.tag == b'D'), "{sql}: {got:?}");
+    }
+    // A pass read from a literal is not remembered for the text's shape.
+    let got = c.simple("SELECT current_setting('pgward.leak')").await;
+    assert_clean("after a pass of the same shape", &got);
+    assert!(support::raw::error_of(&got).is_some(), "{got:?}");
+}

@@ -88,6 +88,10 @@ const COLUMNS_SQL: &str = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attna
     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f') \
     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
+/// Every inheritance edge (partitions included): a child holds rows of its
+/// parent under a table OID of its own.
+const INHERITS_SQL: &str = "SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits";
+
 const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind \
     FROM pg_catalog.pg_class c \
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -130,6 +134,9 @@ pub async fn load(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMa
 
 async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, CatalogError> {
     let mut map = MaskMap::default();
+    // Every user column by table, unmasked ones too: inheritance may mask
+    // them below.
+    let mut by_table: HashMap<u32, Vec<(i16, MaskedColumn)>> = HashMap::new();
     for row in query(conn, COLUMNS_SQL).await? {
         let [oid, attnum, schema, table, column, type_oid] = row.as_slice() else {
             return Err(CatalogError::Malformed("columns"));
@@ -137,24 +144,30 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
         let key = (number::<u32>(oid)?, number::<i16>(attnum)?);
         let max = map.max_attnum.entry(key.0).or_insert(0);
         *max = (*max).max(key.1);
-        let Some(rule) = config
+        let rule = config
             .rules
             .iter()
-            .position(|r| r.columns.iter().any(|p| p.covers(schema, table, column)))
-        else {
-            continue;
+            .position(|r| r.columns.iter().any(|p| p.covers(schema, table, column)));
+        let entry = MaskedColumn {
+            rule: rule.unwrap_or(usize::MAX),
+            schema: schema.clone(),
+            table: table.clone(),
+            column: column.clone(),
+            type_oid: number(type_oid)?,
         };
-        map.columns.insert(
-            key,
-            MaskedColumn {
-                rule,
-                schema: schema.clone(),
-                table: table.clone(),
-                column: column.clone(),
-                type_oid: number(type_oid)?,
-            },
-        );
+        if rule.is_some() {
+            map.columns.insert(key, entry.clone());
+        }
+        by_table.entry(key.0).or_default().push((key.1, entry));
     }
+    let mut edges = Vec::new();
+    for row in query(conn, INHERITS_SQL).await? {
+        let [child, parent] = row.as_slice() else {
+            return Err(CatalogError::Malformed("inherits"));
+        };
+        edges.push((number::<u32>(child)?, number::<u32>(parent)?));
+    }
+    inherit_masks(&mut map.columns, &by_table, &edges);
     for row in query(conn, RELATIONS_SQL).await? {
         let [oid, schema, name, kind] = row.as_slice() else {
             return Err(CatalogError::Malformed("relations"));
@@ -196,6 +209,61 @@ async fn read(conn: &mut FramedStream, config: &MaskConfig) -> Result<MaskMap, C
         }
     }
     Ok(map)
+}
+
+/// Masks a masked column's namesakes in every descendant of its table (the
+/// partitions and inheritance children that hold the table's rows under
+/// OIDs of their own) and every ancestor (whose reads return the table's
+/// rows under the ancestor's OID). Columns are matched by name: a child's
+/// attribute numbers may differ from its parent's (a partition attached
+/// after a column was dropped). A column a rule masks keeps its rule; one
+/// masked through several relations takes the first rule.
+fn inherit_masks(
+    columns: &mut HashMap<(u32, i16), MaskedColumn, OidHasher>,
+    by_table: &HashMap<u32, Vec<(i16, MaskedColumn)>>,
+    edges: &[(u32, u32)],
+) {
+    if edges.is_empty() {
+        return;
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &(child, parent) in edges {
+        children.entry(parent).or_default().push(child);
+        parents.entry(child).or_default().push(parent);
+    }
+    let mut direct: Vec<((u32, i16), MaskedColumn)> =
+        columns.iter().map(|(k, c)| (*k, c.clone())).collect();
+    direct.sort_by_key(|(k, c)| (c.rule, *k));
+    for ((table, _), masked) in direct {
+        // Down to every descendant, then up to every ancestor; never
+        // sideways (a sibling partition holds other rows).
+        for links in [&children, &parents] {
+            let mut seen = BTreeSet::from([table]);
+            let mut next = vec![table];
+            while let Some(at) = next.pop() {
+                for &to in links.get(&at).into_iter().flatten() {
+                    if !seen.insert(to) {
+                        continue;
+                    }
+                    next.push(to);
+                    let same_name = by_table
+                        .get(&to)
+                        .into_iter()
+                        .flatten()
+                        .find(|(_, c)| c.column == masked.column);
+                    if let Some((attnum, c)) = same_name {
+                        columns
+                            .entry((to, *attnum))
+                            .or_insert_with(|| MaskedColumn {
+                                rule: masked.rule,
+                                ..c.clone()
+                            });
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, CatalogError> {

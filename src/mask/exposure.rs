@@ -31,6 +31,14 @@ pub struct Exposure {
     /// the map (created since the map was read, or placed in pg_catalog
     /// after initdb): refused until the map knows it.
     pub untrusted: Option<Untrusted>,
+    /// It reads a session setting that takes free text (application_name,
+    /// search_path, a custom setting, ...), named: code the session ran
+    /// may have copied a masked value into it (`set_config`).
+    pub settings: Option<String>,
+    /// Part of the verdict was read from a literal's value (a setting's
+    /// name): it may not be remembered for the text's shape, which leaves
+    /// literals out.
+    pub reads_literals: bool,
 }
 
 /// A function call masked identities may not make yet.
@@ -50,6 +58,8 @@ impl Exposure {
             clean: self.clean && other.clean,
             statistics: self.statistics.or(other.statistics),
             untrusted: self.untrusted.or(other.untrusted),
+            settings: self.settings.or(other.settings),
+            reads_literals: self.reads_literals || other.reads_literals,
         }
     }
 
@@ -59,6 +69,11 @@ impl Exposure {
         if let Some(name) = &self.statistics {
             return Some(format!(
                 "{name} holds column values (statistics of masked columns among them)"
+            ));
+        }
+        if let Some(name) = &self.settings {
+            return Some(format!(
+                "{name} may hold a value that code the session ran copied from a masked column (settings that take free text are not shown to masked identities)"
             ));
         }
         match &self.untrusted {
@@ -89,6 +104,8 @@ pub fn analyze_readings(
             clean: false,
             statistics: None,
             untrusted: None,
+            settings: None,
+            reads_literals: false,
         })
 }
 
@@ -101,6 +118,63 @@ pub const VALUE_CATALOGS: &[&str] = &[
     "pg_statistic",
     "pg_statistic_ext_data",
 ];
+
+/// Catalog views that show the session's settings (pg_stat_activity its
+/// application_name).
+const SETTING_CATALOGS: &[&str] = &["pg_settings", "pg_stat_activity", "pg_file_settings"];
+
+/// Catalog functions behind them.
+const SETTING_FUNCTIONS: &[&str] = &[
+    "pg_show_all_settings",
+    "pg_stat_get_activity",
+    "pg_show_all_file_settings",
+];
+
+/// Settings whose values are not free text a function could have set to a
+/// masked value: what ParameterStatus tells masked sessions anyway, and
+/// settings that take numbers, booleans or a fixed set of words (the
+/// server refuses anything else). Everything else (application_name,
+/// search_path, custom `a.b` settings, `ALL`) may carry a value that code
+/// the session ran copied there with `set_config`.
+const SETTINGS_WITHOUT_FREE_TEXT: &[&str] = &[
+    "client_encoding",
+    "server_encoding",
+    "server_version",
+    "server_version_num",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "integer_datetimes",
+    "standard_conforming_strings",
+    "is_superuser",
+    "default_transaction_read_only",
+    "default_transaction_isolation",
+    "default_transaction_deferrable",
+    "transaction_isolation",
+    "transaction_read_only",
+    "transaction_deferrable",
+    "in_hot_standby",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "extra_float_digits",
+    "bytea_output",
+    "max_identifier_length",
+    "max_connections",
+    "block_size",
+    "work_mem",
+    "lc_collate",
+    "lc_ctype",
+];
+
+/// Whether `name` (as written; settings are case-insensitive) is one of
+/// [`SETTINGS_WITHOUT_FREE_TEXT`].
+fn shows_no_free_text(name: &str) -> bool {
+    SETTINGS_WITHOUT_FREE_TEXT
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
+}
 
 /// Catalog functions that return column values from statistics.
 const VALUE_FUNCTIONS: &[&str] = &["pg_mcv_list_items"];
@@ -135,6 +209,8 @@ pub fn analyze(
             clean: false,
             statistics: None,
             untrusted: None,
+            settings: None,
+            reads_literals: false,
         };
     };
     let mut walk = Walk {
@@ -143,6 +219,8 @@ pub fn analyze(
         clean: true,
         statistics: None,
         untrusted: None,
+        settings: None,
+        reads_literals: false,
     };
     for (_, tree) in &statements {
         let tree = tree.get("node").unwrap_or(tree);
@@ -156,6 +234,8 @@ pub fn analyze(
         clean: walk.clean,
         statistics: walk.statistics,
         untrusted: walk.untrusted,
+        settings: walk.settings,
+        reads_literals: walk.reads_literals,
     }
 }
 
@@ -165,6 +245,8 @@ struct Walk<'a> {
     clean: bool,
     statistics: Option<String>,
     untrusted: Option<Untrusted>,
+    settings: Option<String>,
+    reads_literals: bool,
 }
 
 impl Walk<'_> {
@@ -174,7 +256,16 @@ impl Walk<'_> {
                 for (key, body) in map {
                     match key.as_str() {
                         "RangeVar" => self.relation(body),
-                        "FuncCall" => self.function(body.get("funcname")),
+                        "FuncCall" => {
+                            self.function(body.get("funcname"));
+                            self.setting_read(body);
+                        }
+                        "VariableShowStmt" => {
+                            let name = str_field(body, "name");
+                            if !shows_no_free_text(name) {
+                                self.settings.get_or_insert_with(|| format!("SHOW {name}"));
+                            }
+                        }
                         "AExpr" | "A_Expr" => self.operator(body.get("name")),
                         // `x = ANY (...)`, `ORDER BY x USING <`.
                         "SubLink" => self.operator(body.get("oper_name")),
@@ -202,6 +293,9 @@ impl Walk<'_> {
         };
         if VALUE_CATALOGS.contains(&name) && (schema.is_empty() || schema == "pg_catalog") {
             self.statistics.get_or_insert_with(|| name.to_owned());
+        }
+        if SETTING_CATALOGS.contains(&name) && (schema.is_empty() || schema == "pg_catalog") {
+            self.settings.get_or_insert_with(|| name.to_owned());
         }
         let system = schema.is_empty() || schema == "pg_catalog" || schema == "information_schema";
         let catalog = system && name.starts_with("pg_");
@@ -243,6 +337,46 @@ impl Walk<'_> {
                 self.untrusted = Some(Untrusted::Unknown(q.name.clone()));
             } else if catalog_schema && !builtin {
                 self.untrusted = Some(Untrusted::Impostor(q.name.clone()));
+            }
+        }
+    }
+
+    /// `current_setting(name)` of a setting that may take free text (or of
+    /// a name that is not a literal), and the functions behind the
+    /// settings views.
+    fn setting_read(&mut self, call: &Value) {
+        let q = qual_name(call.get("funcname"));
+        if !matches!(q.schema.as_deref(), None | Some("pg_catalog")) {
+            return;
+        }
+        let name = q.name.as_str();
+        if SETTING_FUNCTIONS.contains(&name) {
+            self.settings.get_or_insert_with(|| name.to_owned());
+            return;
+        }
+        if name != "current_setting" {
+            return;
+        }
+        let first = call
+            .get("args")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first());
+        let literal = first
+            .map(|a| a.get("node").unwrap_or(a))
+            .and_then(|a| a.get("AConst"))
+            .and_then(|c| c.get("val"))
+            .and_then(|v| v.get("Sval"))
+            .map(|s| str_field(s, "sval"));
+        self.reads_literals = true;
+        match literal {
+            Some(setting) if shows_no_free_text(setting) => {}
+            Some(setting) => {
+                self.settings
+                    .get_or_insert_with(|| format!("current_setting('{setting}')"));
+            }
+            None => {
+                self.settings
+                    .get_or_insert_with(|| "current_setting() of a computed name".into());
             }
         }
     }

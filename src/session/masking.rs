@@ -162,6 +162,8 @@ impl View {
             &self.map,
             &self.masked_tables,
         );
+        // A verdict that read a literal's value holds for this text only.
+        let shape = shape.filter(|_| !found.reads_literals);
         self.exposures.remember(text, shape, found.clone());
         Some(found)
     }
