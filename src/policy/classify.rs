@@ -96,7 +96,7 @@ pub fn classify_bound(
     for (range, mut tree) in parsed {
         let had_params = params::has_params(&tree);
         params::substitute(&mut tree, values);
-        if let Some(newer) = versions::in_tree(&tree, env.server_major) {
+        if let Some(newer) = versions::as_server_reads(&mut tree, sql, env.server_major) {
             return Err(ClassifyError::NewerSyntax(newer));
         }
         let mut walker = Walker::new(*env);
@@ -467,14 +467,14 @@ impl<'a> Walker<'a> {
                 standard_conforming_strings: scs,
             };
             match parse(&text, settings) {
-                Ok(parsed) => {
+                Ok(mut parsed) => {
                     parsed_any = true;
                     self.env.settings = settings;
                     // The server parses the body with its own grammar too.
                     let server = self.env.server_major;
                     let newer = parsed
-                        .iter()
-                        .find_map(|(_, tree)| versions::in_tree(tree, server))
+                        .iter_mut()
+                        .find_map(|(_, tree)| versions::as_server_reads(tree, &text, server))
                         .or_else(|| {
                             let tokens = super::lexer::scan(&text, settings).ok()?;
                             versions::in_tokens(&text, &tokens, server)
