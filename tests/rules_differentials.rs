@@ -159,3 +159,85 @@ fn grammar_keywords() -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A bare name counts as the session's own temporary table only while
+/// that table certainly exists: one that vanished by another route than a
+/// DROP TABLE or RENAME of its name (dropped with its
+/// partitioned parent, by a function, or unshadowed by a search_path a
+/// function set) leaves the bare name to the permanent table, which
+/// `no-drop` must still protect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_table_gone_by_another_route_is_not_the_session_s_own() {
+    let backend = Backend::shared();
+    let pw = Pgward::start(backend).await;
+    for protocol in ["simple", "extended"] {
+        let p = fresh();
+        let t = format!("{p}_t");
+        backend.admin_sql(&format!(
+            "CREATE FUNCTION {p}_path() RETURNS text LANGUAGE sql \
+             AS $$SELECT set_config('search_path', 'public, pg_temp', false)$$"
+        ));
+        let cases: Vec<Vec<String>> = vec![
+            vec![
+                format!("DROP TABLE {t}"),
+                format!("CREATE TEMP TABLE {p}_parent (id int) PARTITION BY RANGE (id)"),
+                format!("CREATE TEMP TABLE {t} PARTITION OF {p}_parent FOR VALUES FROM (1) TO (9)"),
+                format!("DROP TABLE {p}_parent"),
+            ],
+            vec![
+                format!("CREATE TEMP TABLE {p}_parent (id int) PARTITION BY RANGE (id)"),
+                format!("ALTER TABLE {p}_parent ATTACH PARTITION {t} FOR VALUES FROM (1) TO (9)"),
+                format!("DROP TABLE pg_temp.{p}_parent"),
+            ],
+            vec![
+                format!("CREATE TEMP TABLE {p}_base (id int)"),
+                format!("ALTER TABLE {t} INHERIT {p}_base"),
+                format!("DROP TABLE pg_temp.{p}_base CASCADE"),
+            ],
+            vec![
+                format!(
+                    "CREATE FUNCTION pg_temp.{p}_drop() RETURNS void LANGUAGE sql \
+                     AS 'DROP TABLE pg_temp.{t}'"
+                ),
+                format!("SELECT pg_temp.{p}_drop()"),
+            ],
+            // Made on the server (pgward, seeing set_config of search_path
+            // in a CREATE, stops the tracking then).
+            vec![format!("SELECT {p}_path()")],
+            vec![
+                format!(
+                    "CREATE FUNCTION pg_temp.{p}_set() RETURNS void LANGUAGE sql \
+                     AS 'SET search_path = public, pg_temp'"
+                ),
+                format!("SELECT pg_temp.{p}_set()"),
+            ],
+        ];
+        for (n, steps) in cases.into_iter().enumerate() {
+            let t = format!("{t}{n}");
+            owned_table(&t);
+            let mut setup = vec![format!("CREATE TEMP TABLE {t} (id int)")];
+            setup.extend(steps.iter().map(|s| s.replace(&format!("{p}_t"), &t)));
+            refused(&pw, protocol, &setup, &format!("DROP TABLE {t}"), "no-drop").await;
+            assert_eq!(rows(&t), 20, "[{protocol}] {setup:?}");
+        }
+    }
+}
+
+/// `ALTER INDEX name RENAME` renames any relation PostgreSQL finds by that
+/// name, tables included (tablecmds.c allows it for historical reasons),
+/// and a session's temporary table renamed so leaves its bare name to the
+/// permanent table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_index_rename_is_a_table_rename() {
+    let backend = Backend::shared();
+    let pw = Pgward::start(backend).await;
+    for protocol in ["simple", "extended"] {
+        let t = format!("{}_ix", fresh());
+        owned_table(&t);
+        let rename = format!("ALTER INDEX {t} RENAME TO {t}_gone");
+        refused(&pw, protocol, &[], &rename, "no-rename-tables").await;
+        let temp = [format!("CREATE TEMP TABLE {t} (id int)")];
+        refused(&pw, protocol, &temp, &rename, "no-rename-tables").await;
+        assert_eq!(rows(&format!("public.{t}")), 20);
+    }
+}

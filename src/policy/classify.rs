@@ -591,7 +591,7 @@ fn head(name: &str, body: &Value) -> Unit {
 
 /// Every RangeVar under `value` (a write target may be nested, as in
 /// `CREATE TABLE AS`'s IntoClause).
-fn collect_range_vars(value: Option<&Value>, f: &mut dyn FnMut(QualName)) {
+pub(super) fn collect_range_vars(value: Option<&Value>, f: &mut dyn FnMut(QualName)) {
     match value {
         Some(Value::Object(map)) if map.contains_key("relname") => {
             let schema = map.get("schemaname").and_then(Value::as_str).unwrap_or("");
@@ -657,7 +657,12 @@ fn kind_of(name: &str, body: &Value) -> Kind {
                 | ObjectType::ObjectForeignTable
                 | ObjectType::ObjectView
                 | ObjectType::ObjectMatview
-                | ObjectType::ObjectSequence,
+                | ObjectType::ObjectSequence
+                // ALTER INDEX ... RENAME renames whatever relation has the
+                // name, a table too (tablecmds.c allows it "for historical
+                // reasons"); pgward cannot tell an index's name from a
+                // table's.
+                | ObjectType::ObjectIndex,
             ) => Kind::RenameTable,
             Some(ObjectType::ObjectColumn) => Kind::RenameColumn,
             _ => Kind::Rename,

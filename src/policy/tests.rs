@@ -179,6 +179,13 @@ const CASES: &[(&str, &str)] = &[
     ("CREATE TEMPORARY TABLE t AS SELECT 1", "create_table_as w:t + !temp:t"),
     ("SELECT 1 INTO TEMP t", "create_table_as w:t + !temp:t"),
     ("DISCARD TEMP", "discard + !forget-all"),
+    // Tables that go with another object are never the session's own.
+    ("CREATE TEMP TABLE t PARTITION OF p FOR VALUES IN (1)", "create_table w:t r:p"),
+    ("CREATE TEMP TABLE t () INHERITS (p)", "create_table w:t r:p"),
+    ("CREATE TEMP TABLE t OF ty", "create_table w:t"),
+    ("ALTER TABLE p ATTACH PARTITION t FOR VALUES IN (1)", "alter_table w:p r:t + !forget:t + !forget:p"),
+    ("ALTER TABLE t INHERIT p", "alter_table w:t r:p + !forget:p + !forget:t"),
+    ("ALTER INDEX t RENAME TO u", "rename_table w:t + !forget:t"),
     ("SET search_path = public, pg_temp", "set set:search_path + !search-path"),
     ("SELECT set_config('search_path', 'pg_temp', false)", "select f:set_config + set set:search_path + !search-path"),
     ("ROLLBACK TO SAVEPOINT a", "rollback_to_savepoint + !rollback"),
