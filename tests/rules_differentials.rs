@@ -241,3 +241,42 @@ async fn alter_index_rename_is_a_table_rename() {
         assert_eq!(rows(&format!("public.{t}")), 20);
     }
 }
+
+/// DROP ... CASCADE of an object tables or columns depend on drops them
+/// too: a typed table with its type, a generated column with its
+/// function, a column with its domain. pgward cannot see the dependents,
+/// so a cascade counts as dropping tables and columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_cascade_counts_as_dropping_tables_and_columns() {
+    let backend = Backend::shared();
+    let pw = Pgward::start(backend).await;
+    for protocol in ["simple", "extended"] {
+        let p = fresh();
+        backend.admin_sql(&format!(
+            "CREATE TYPE {p}_ty AS (id int, v text); CREATE TABLE {p}_typed OF {p}_ty; \
+             CREATE FUNCTION {p}_twice(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2'; \
+             CREATE TABLE {p}_gen (id int, d int GENERATED ALWAYS AS ({p}_twice(id)) STORED); \
+             CREATE DOMAIN {p}_dom AS int; CREATE TABLE {p}_dommed (id int, d {p}_dom); \
+             ALTER TYPE {p}_ty OWNER TO {APP_ROLE}; ALTER TABLE {p}_typed OWNER TO {APP_ROLE}; \
+             ALTER FUNCTION {p}_twice(int) OWNER TO {APP_ROLE}; ALTER TABLE {p}_gen OWNER TO {APP_ROLE}; \
+             ALTER DOMAIN {p}_dom OWNER TO {APP_ROLE}; ALTER TABLE {p}_dommed OWNER TO {APP_ROLE}"
+        ));
+        for (attack, rule) in [
+            (format!("DROP TYPE {p}_ty CASCADE"), "no-drop"),
+            (format!("DROP FUNCTION {p}_twice(int) CASCADE"), "no-drop"),
+            (format!("DROP DOMAIN {p}_dom CASCADE"), "no-drop"),
+        ] {
+            refused(&pw, protocol, &[], &attack, rule).await;
+        }
+        let columns = backend.admin_sql(&format!(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name LIKE '{p}%'"
+        ));
+        assert_eq!(columns.trim(), "6", "[{protocol}]");
+        // Without CASCADE, PostgreSQL refuses itself.
+        let client = pw.connect().await;
+        let e = run(&client, protocol, &format!("DROP TYPE {p}_ty"))
+            .await
+            .expect_err("dependents");
+        assert_eq!(sqlstate(&e), "2BP01");
+    }
+}

@@ -9,8 +9,8 @@ use super::encoding::encoding_is_safe;
 use super::facts::{Effect, QualName, Unit};
 use super::kind::Kind;
 use pg_query::protobuf::{
-    AlterTableType, CmdType, DiscardMode, MergeMatchKind, OnCommitAction, TransactionStmtKind,
-    VariableSetKind,
+    AlterTableType, CmdType, DiscardMode, DropBehavior, MergeMatchKind, OnCommitAction,
+    TransactionStmtKind, VariableSetKind,
 };
 use serde_json::{Map, Value};
 
@@ -156,6 +156,22 @@ impl Walker<'_> {
                 Kind::DropTable => Kind::DropTempTable,
                 _ => Kind::TruncateTempTable,
             };
+        }
+        // DROP ... CASCADE drops what depends on the objects named: a typed
+        // table with its type, a generated column with its function, a
+        // column with its domain, type or collation, foreign tables with
+        // their server. pgward cannot see the dependents: a cascade drops
+        // tables and columns. (What depends on the session's own
+        // temporary tables it made itself, after them.)
+        let cascade = int_field(body, "behavior") == DropBehavior::DropCascade as i64;
+        if name == "DropStmt" && cascade && unit.kind != Kind::DropTempTable {
+            for kind in [Kind::DropTable, Kind::DropColumn] {
+                let mut dependents = Unit::new(kind);
+                dependents.origin = Some(std::sync::Arc::from(
+                    "what DROP ... CASCADE drops with the objects it names",
+                ));
+                nested.push(dependents);
+            }
         }
     }
 

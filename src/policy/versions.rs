@@ -356,7 +356,10 @@ mod tests {
         };
         let statements = crate::policy::classify::classify_in(sql, &env).expect("classified");
         let units = statements.iter().flat_map(|s| &s.units);
-        let functions = units.clone().flat_map(|u| &u.functions).map(ToString::to_string);
+        let functions = units
+            .clone()
+            .flat_map(|u| &u.functions)
+            .map(ToString::to_string);
         let casts = units.flat_map(|u| &u.casts).map(ToString::to_string);
         (functions.collect(), casts.collect())
     }
