@@ -58,7 +58,8 @@ fn the_new_builtin_rules_decide() {
         ("ALTER MATERIALIZED VIEW m RENAME TO n", "no-rename-tables"),
         ("ALTER SEQUENCE s RENAME TO s2", "no-rename-tables"),
         ("ALTER FOREIGN TABLE f RENAME COLUMN a TO b", "no-rename-tables"),
-        ("ALTER INDEX i RENAME TO j", "allow"),
+        // ALTER INDEX renames any relation of the name, tables too.
+        ("ALTER INDEX i RENAME TO j", "no-rename-tables"),
         ("ALTER TABLE t RENAME CONSTRAINT c TO d", "allow"),
         ("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE", "no-unbounded-write"),
         ("MERGE INTO t USING s ON 1 = 1 WHEN MATCHED THEN UPDATE SET v = 'x'", "no-unbounded-write"),
@@ -334,4 +335,37 @@ fn parameters_are_judged_at_bind_with_their_values() {
     assert_eq!(name(&plain.verdict), "allow");
     let unbounded = p.judge_in(b"DELETE FROM t", &who, &session);
     assert!(!unbounded.depends_on_parameters());
+}
+
+/// What runs besides a statement's own unit forgets the session's
+/// temporary tables (`hazards::temp_effect`).
+#[test]
+fn nested_and_called_units_forget_temporary_tables() {
+    use crate::policy::facts::{Effect, Unit};
+    use crate::policy::kind::Kind;
+    let own = Unit::new(Kind::Select);
+    let unit = |kind, setting: Option<&str>| {
+        let mut u = Unit::new(kind);
+        u.setting = setting.map(str::to_owned);
+        u
+    };
+    let effect = |nested: Unit, effects: &[Effect]| {
+        crate::policy::hazards::temp_effect(&[own.clone(), nested], effects)
+    };
+    let forget = Some(Effect::ForgetAllTemp);
+    let stop = Some(Effect::SearchPathChanged);
+    assert_eq!(effect(unit(Kind::DropTempTable, None), &[]), forget);
+    assert_eq!(effect(unit(Kind::Rename, None), &[]), forget);
+    assert_eq!(effect(unit(Kind::OpaqueCode, None), &[]), forget);
+    assert_eq!(effect(unit(Kind::Set, Some("search_path")), &[]), stop);
+    assert_eq!(effect(unit(Kind::Set, Some("SEARCH_PATH")), &[]), stop);
+    assert_eq!(effect(unit(Kind::SetRole, None), &[]), stop);
+    assert_eq!(effect(unit(Kind::Reset, None), &[]), stop);
+    assert_eq!(effect(unit(Kind::Set, Some("work_mem")), &[]), None);
+    assert_eq!(effect(unit(Kind::Select, None), &[]), None);
+    let execute = [Effect::Execute("p".into())];
+    assert_eq!(effect(unit(Kind::Select, None), &execute), forget);
+    // The statement's own unit: its effects are worked out by name.
+    let top = crate::policy::hazards::temp_effect(&[unit(Kind::DropTable, None)], &[]);
+    assert_eq!(top, None);
 }

@@ -96,7 +96,7 @@ pub fn classify_bound(
     for (range, mut tree) in parsed {
         let had_params = params::has_params(&tree);
         params::substitute(&mut tree, values);
-        if let Some(newer) = versions::in_tree(&tree, env.server_major) {
+        if let Some(newer) = versions::as_server_reads(&mut tree, sql, env.server_major) {
             return Err(ClassifyError::NewerSyntax(newer));
         }
         let mut walker = Walker::new(*env);
@@ -467,14 +467,14 @@ impl<'a> Walker<'a> {
                 standard_conforming_strings: scs,
             };
             match parse(&text, settings) {
-                Ok(parsed) => {
+                Ok(mut parsed) => {
                     parsed_any = true;
                     self.env.settings = settings;
                     // The server parses the body with its own grammar too.
                     let server = self.env.server_major;
                     let newer = parsed
-                        .iter()
-                        .find_map(|(_, tree)| versions::in_tree(tree, server))
+                        .iter_mut()
+                        .find_map(|(_, tree)| versions::as_server_reads(tree, &text, server))
                         .or_else(|| {
                             let tokens = super::lexer::scan(&text, settings).ok()?;
                             versions::in_tokens(&text, &tokens, server)
@@ -591,7 +591,7 @@ fn head(name: &str, body: &Value) -> Unit {
 
 /// Every RangeVar under `value` (a write target may be nested, as in
 /// `CREATE TABLE AS`'s IntoClause).
-fn collect_range_vars(value: Option<&Value>, f: &mut dyn FnMut(QualName)) {
+pub(super) fn collect_range_vars(value: Option<&Value>, f: &mut dyn FnMut(QualName)) {
     match value {
         Some(Value::Object(map)) if map.contains_key("relname") => {
             let schema = map.get("schemaname").and_then(Value::as_str).unwrap_or("");
@@ -657,7 +657,12 @@ fn kind_of(name: &str, body: &Value) -> Kind {
                 | ObjectType::ObjectForeignTable
                 | ObjectType::ObjectView
                 | ObjectType::ObjectMatview
-                | ObjectType::ObjectSequence,
+                | ObjectType::ObjectSequence
+                // ALTER INDEX ... RENAME renames whatever relation has the
+                // name, a table too (tablecmds.c allows it "for historical
+                // reasons"); pgward cannot tell an index's name from a
+                // table's.
+                | ObjectType::ObjectIndex,
             ) => Kind::RenameTable,
             Some(ObjectType::ObjectColumn) => Kind::RenameColumn,
             _ => Kind::Rename,

@@ -9,8 +9,8 @@ use super::encoding::encoding_is_safe;
 use super::facts::{Effect, QualName, Unit};
 use super::kind::Kind;
 use pg_query::protobuf::{
-    AlterTableType, CmdType, DiscardMode, MergeMatchKind, OnCommitAction, TransactionStmtKind,
-    VariableSetKind,
+    AlterTableType, CmdType, DiscardMode, DropBehavior, MergeMatchKind, OnCommitAction,
+    TransactionStmtKind, VariableSetKind,
 };
 use serde_json::{Map, Value};
 
@@ -48,6 +48,25 @@ impl Walker<'_> {
                     unit.writes.iter().for_each(|w| drop.write(w.clone()));
                     nested.push(drop);
                 }
+                // ATTACH PARTITION, INHERIT, OF: a table it names may now
+                // go with another object.
+                let reparents = list(body, "cmds").iter().any(|cmd| {
+                    let subtype = int_field(inner(cmd), "subtype");
+                    [
+                        AlterTableType::AtAttachPartition,
+                        AlterTableType::AtAddInherit,
+                        AlterTableType::AtAddOf,
+                    ]
+                    .iter()
+                    .any(|t| *t as i64 == subtype)
+                });
+                if top && reparents {
+                    let mut named = Vec::new();
+                    super::classify::collect_range_vars(Some(body), &mut |q| named.push(q));
+                    for table in named.iter().filter(|t| is_temp_candidate(t)) {
+                        self.effects.push(Effect::ForgetTemp(table.name.clone()));
+                    }
+                }
             }
             "MergeStmt" => unit.unbounded_write = merge_unbounded(body),
             "DropStmt" if top && unit.kind == Kind::DropTable => {
@@ -78,7 +97,13 @@ impl Walker<'_> {
                     }
                 }
             }
-            "CreateStmt" if top => self.created(body.get("relation"), body, "oncommit"),
+            // A partition, an inheritance child or a typed table goes with
+            // its parent or its type (DROP TABLE parent, DROP TYPE ...
+            // CASCADE): never counted as the session's own.
+            "CreateStmt" if top && !depends_on_another(body) => {
+                self.created(body.get("relation"), body, "oncommit")
+            }
+
             "CreateTableAsStmt" | "SelectStmt" if top => {
                 let into = body.get("into").or_else(|| body.get("into_clause"));
                 if let Some(into) = into.filter(|v| v.is_object()) {
@@ -131,6 +156,22 @@ impl Walker<'_> {
                 Kind::DropTable => Kind::DropTempTable,
                 _ => Kind::TruncateTempTable,
             };
+        }
+        // DROP ... CASCADE drops what depends on the objects named: a typed
+        // table with its type, a generated column with its function, a
+        // column with its domain, type or collation, foreign tables with
+        // their server. pgward cannot see the dependents: a cascade drops
+        // tables and columns. (What depends on the session's own
+        // temporary tables it made itself, after them.)
+        let cascade = int_field(body, "behavior") == DropBehavior::DropCascade as i64;
+        if name == "DropStmt" && cascade && unit.kind != Kind::DropTempTable {
+            for kind in [Kind::DropTable, Kind::DropColumn] {
+                let mut dependents = Unit::new(kind);
+                dependents.origin = Some(std::sync::Arc::from(
+                    "what DROP ... CASCADE drops with the objects it names",
+                ));
+                nested.push(dependents);
+            }
         }
     }
 
@@ -301,6 +342,59 @@ fn list_of(value: Option<&Value>) -> &[Value] {
 fn is_true(value: &str) -> bool {
     let v = value.to_ascii_lowercase();
     !v.is_empty() && ("true".starts_with(&v) || "yes".starts_with(&v) || v == "on" || v == "1")
+}
+
+/// Whether a CREATE TABLE makes a table that is dropped with another object:
+/// a partition (`PARTITION OF`), an inheritance child (`INHERITS`), a
+/// typed table (`OF type`).
+fn depends_on_another(body: &Value) -> bool {
+    let set = |field: &str| body.get(field).is_some_and(|v| !v.is_null());
+    !list(body, "inh_relations").is_empty() || set("partbound") || set("of_typename")
+}
+
+/// The effect on the session's temporary tables of what a statement runs
+/// besides its own top-level unit, whose effects `hazards` worked out by
+/// name: `units` are its units (the statement's own first, then those
+/// nested in it and those of the code it calls), `effects` its effects.
+/// A nested or called unit that may drop, rename, move or re-parent a
+/// table (a function's `DROP TABLE pg_temp.t`, a cascade) forgets every
+/// temporary table; one that may change search_path (a function's `SET
+/// search_path`, `set_config` of it or of a name pgward cannot read) stops
+/// the tracking, as a top-level one does. So does EXECUTE of a prepared
+/// statement, whose called code runs unfollowed.
+pub(super) fn temp_effect(units: &[Unit], effects: &[Effect]) -> Option<Effect> {
+    let mut effect = None;
+    if effects.iter().any(|e| matches!(e, Effect::Execute(_))) {
+        effect = Some(Effect::ForgetAllTemp);
+    }
+    for unit in units.iter().skip(1) {
+        let sets = matches!(
+            unit.kind,
+            Kind::Set | Kind::Reset | Kind::SetRole | Kind::SetSessionAuthorization
+        );
+        let path = unit
+            .setting
+            .as_deref()
+            .is_none_or(|s| s.eq_ignore_ascii_case("search_path"));
+        if sets && path {
+            return Some(Effect::SearchPathChanged);
+        }
+        let reshapes = unit.kind.in_family("drop")
+            || unit.kind.in_family("rename")
+            || matches!(
+                unit.kind,
+                Kind::AlterTable
+                    | Kind::AlterExtension
+                    | Kind::AlterOther
+                    | Kind::Discard
+                    | Kind::Do
+                    | Kind::OpaqueCode
+            );
+        if reshapes {
+            effect = Some(Effect::ForgetAllTemp);
+        }
+    }
+    effect
 }
 
 /// A name that could denote one of the session's temporary tables.

@@ -549,6 +549,11 @@ impl Policy {
                 with_called_code(statement, code, env.server_major);
             }
         }
+        for statement in &mut statements {
+            if let Some(effect) = hazards::temp_effect(&statement.units, &statement.effects) {
+                statement.effects.push(effect);
+            }
+        }
         let texts: Vec<String> = statements
             .iter()
             .map(|s| lexer::normalized(sql, tokens, s.range.clone()))

@@ -160,8 +160,9 @@ impl Walker<'_> {
                         "a statement in the PL/pgSQL function body cannot be parsed: {e}"
                     ))
                 })?;
-            for (_, tree) in parsed {
-                if let Some(newer) = versions::in_tree(&tree, self.env.server_major) {
+            for (_, mut tree) in parsed {
+                let server = self.env.server_major;
+                if let Some(newer) = versions::as_server_reads(&mut tree, &query, server) {
                     return Err(ClassifyError::NewerSyntax(newer));
                 }
                 units.extend(self.statement(&tree)?);

@@ -44,11 +44,71 @@ const NODES: &[(&str, &str, u32)] = &[
     ("JsonScalarExpr", "JSON_SCALAR()", 17),
     ("JsonSerializeExpr", "JSON_SERIALIZE()", 17),
     ("JsonTable", "JSON_TABLE", 17),
+    // `merge_action()`: to PostgreSQL 15 and 16 a call of whatever
+    // function `merge_action` the search path finds.
+    ("MergeSupportFunc", "MERGE_ACTION()", 17),
 ];
+
+/// Names PostgreSQL 18's grammar qualifies with pg_catalog because it reads
+/// them as keywords, which an older server reads as plain names resolved
+/// through the search path: (a field that marks the node, the name field,
+/// name, since). Legacy `json_object(text[])` (a FuncCall) and the `json`
+/// type (a TypeName, held as a typed field, so known by its fields): to
+/// PostgreSQL 15, `json_object(1)` calls the best match among every
+/// visible `json_object` (a user's `public.json_object(int)` wins), and
+/// `::json` finds the first `json` type on the search path.
+const SYSTEM_NAMES: &[(&str, &str, &str, u32)] = &[
+    ("agg_star", "funcname", "json_object", 16),
+    ("typmods", "names", "json", 16),
+];
+
+/// Rewrites `tree` (parsed from `sql`) as the server's grammar reads it,
+/// then returns the first construct newer than the server: a name the
+/// grammar qualified with pg_catalog (see [`SYSTEM_NAMES`]) that the
+/// text wrote bare becomes the bare name, so called code and rules see
+/// what the server will resolve. Every parse tree pgward judges passes
+/// here (statements, SQL function bodies, PL/pgSQL's embedded SQL).
+pub fn as_server_reads(tree: &mut Value, sql: &str, server: u32) -> Option<Newer> {
+    if server < 16 {
+        unqualify(tree, sql, server);
+    }
+    in_tree(tree, server)
+}
+
+/// The rewrite of [`as_server_reads`].
+fn unqualify(value: &mut Value, sql: &str, server: u32) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|v| unqualify(v, sql, server)),
+        Value::Object(map) => {
+            for (marker, field, name, since) in SYSTEM_NAMES {
+                if server >= *since || !map.contains_key(*marker) {
+                    continue;
+                }
+                // Where the node starts: at the keyword when written bare,
+                // at `pg_catalog` when written qualified.
+                let written_bare = map
+                    .get("location")
+                    .and_then(Value::as_u64)
+                    .and_then(|at| sql.get(usize::try_from(at).ok()?..))
+                    .and_then(|rest| rest.get(..name.len()))
+                    .is_some_and(|word| word.eq_ignore_ascii_case(name));
+                let Some(names) = map.get_mut(*field).and_then(Value::as_array_mut) else {
+                    continue;
+                };
+                let parts: Vec<&str> = names.iter().map(|p| str_field(inner(p), "sval")).collect();
+                if written_bare && parts == ["pg_catalog", *name] {
+                    names.remove(0);
+                }
+            }
+            map.values_mut().for_each(|v| unqualify(v, sql, server));
+        }
+        _ => {}
+    }
+}
 
 /// The first construct in `tree` that a server of major version `server`
 /// does not parse as PostgreSQL 18 does.
-pub fn in_tree(tree: &Value, server: u32) -> Option<Newer> {
+fn in_tree(tree: &Value, server: u32) -> Option<Newer> {
     if server >= GRAMMAR_MAJOR {
         return None;
     }
@@ -250,6 +310,8 @@ mod tests {
         ("CREATE TABLE g (a int, b int GENERATED ALWAYS AS (a * 2))", 18),
         ("CREATE TABLE p (id int, r tstzrange, PRIMARY KEY (id, r WITHOUT OVERLAPS))", 18),
         ("ALTER TABLE t ALTER CONSTRAINT c NOT ENFORCED", 18),
+        ("SELECT merge_action()", 17),
+        ("CREATE FUNCTION f() RETURNS text LANGUAGE sql AS 'SELECT merge_action()'", 17),
         // Everyday statements every supported version reads alike.
         ("SELECT 1", 0),
         ("SELECT json_build_array(1), jsonb_path_query(j, '$') FROM t", 0),
@@ -283,5 +345,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What a unit of `sql`, read for a server of version `server`, calls
+    /// and casts to.
+    fn names(sql: &str, server: u32) -> (Vec<String>, Vec<String>) {
+        let env = crate::policy::classify::Env {
+            server_major: server,
+            ..crate::policy::classify::Env::new(LexSettings::default())
+        };
+        let statements = crate::policy::classify::classify_in(sql, &env).expect("classified");
+        let units = statements.iter().flat_map(|s| &s.units);
+        let functions = units
+            .clone()
+            .flat_map(|u| &u.functions)
+            .map(ToString::to_string);
+        let casts = units.flat_map(|u| &u.casts).map(ToString::to_string);
+        (functions.collect(), casts.collect())
+    }
+
+    #[test]
+    fn names_the_grammar_qualifies_are_bare_to_an_older_server() {
+        // Legacy json_object() and the json type: pg_catalog's to
+        // PostgreSQL 16 and later, whatever the search path finds to 15.
+        for sql in [
+            "SELECT json_object(1)",
+            "SELECT JSON_OBJECT('{a,b}'::text[])",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT json_object(1)'",
+        ] {
+            assert_eq!(names(sql, 15).0, ["json_object"], "{sql}");
+            assert_eq!(names(sql, 16).0, ["pg_catalog.json_object"], "{sql}");
+        }
+        assert_eq!(names("SELECT 1::json", 15).1, ["json"]);
+        assert_eq!(names("SELECT 1::json", 16).1, ["pg_catalog.json"]);
+        // Written qualified, it stays so.
+        let sql = "SELECT pg_catalog.json_object(NULL), 1::pg_catalog.json";
+        assert_eq!(names(sql, 15).0, ["pg_catalog.json_object"]);
+        assert_eq!(names(sql, 15).1, ["pg_catalog.json"]);
     }
 }
