@@ -90,6 +90,23 @@ fn strings_claim(
     }
 }
 
+/// An address as the identity is only as good as the IdP's check of it:
+/// `email_verified` false (a boolean, or Cognito's string) means anyone
+/// could have typed it, and is refused. Absent, the IdP vouches for the
+/// address by sending it (some never send the claim).
+fn email_verified(claims: &Map<String, Value>, user: &str) -> Result<(), TokenError> {
+    let unverified = || TokenError::EmailNotVerified(user.chars().take(80).collect());
+    match claims.get("email_verified") {
+        None | Some(Value::Bool(true)) => Ok(()),
+        Some(Value::String(s)) if s == "true" => Ok(()),
+        Some(Value::Bool(false)) => Err(unverified()),
+        Some(Value::String(s)) if s == "false" => Err(unverified()),
+        Some(_) => Err(TokenError::Malformed(
+            "the email_verified claim is not a boolean".into(),
+        )),
+    }
+}
+
 /// Checks issuer, audience and validity period at `now` (seconds since
 /// the epoch), then maps the identity claims.
 pub fn check(
@@ -138,6 +155,9 @@ pub fn check(
         Some(u) if !u.is_empty() => u,
         _ => return Err(TokenError::MissingUserClaim(rules.user_claim.to_owned())),
     };
+    if rules.user_claim == "email" {
+        email_verified(claims, &user)?;
+    }
     let groups = match rules.groups_claim {
         Some(name) => strings_claim(claims, name)?.unwrap_or_default(),
         None => Vec::new(),
@@ -282,6 +302,16 @@ mod tests {
                 max: 60
             })
         ));
+        // The address as identity needs the IdP's word that it is theirs.
+        for (verified, ok) in [
+            (serde_json::json!(true), true),
+            (serde_json::json!("true"), true),
+            (serde_json::json!(false), false),
+            (serde_json::json!("false"), false),
+        ] {
+            let c = claims(serde_json::json!({ "email_verified": verified }));
+            assert_eq!(check(&c, &r, NOW).is_ok(), ok, "{verified}");
+        }
         let mut no_iat = claims(serde_json::json!({}));
         no_iat.remove("iat");
         assert!(matches!(

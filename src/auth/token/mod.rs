@@ -113,6 +113,9 @@ pub enum TokenError {
     /// A mapped claim is missing or empty.
     #[error("the token has no {0} claim")]
     MissingUserClaim(String),
+    /// The user claim is an email address the IdP says it did not verify.
+    #[error("the identity provider did not verify the email address {0:?}")]
+    EmailNotVerified(String),
     /// The token names another user than the one logging in.
     #[error("the token is for user {token:?}, not {user:?}")]
     WrongUser {
