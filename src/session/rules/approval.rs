@@ -172,7 +172,7 @@ impl ApprovalSide {
             tracing::warn!(
                 target: "pgward::approvals",
                 ticket = %ticket.id,
-                user = %who.user,
+                user = ?who.user,
                 rule = %needed.rule,
                 "break-glass: a statement needing approval ran at once"
             );

@@ -92,8 +92,8 @@ impl RulesPhase {
     ) -> Decision {
         tracing::info!(
             target: "pgward::policy",
-            user = %self.identity.user,
-            statement = %normalized,
+            user = ?self.identity.user,
+            statement = ?normalized,
             rule = %needed.rule,
             "statement needs approval"
         );
@@ -151,8 +151,8 @@ impl RulesPhase {
                     tracing::info!(
                         target: "pgward::policy",
                         rule = %rule,
-                        user = %self.identity.user,
-                        statement = %outcome.text,
+                        user = ?self.identity.user,
+                        statement = ?outcome.text,
                         "statement matched a log rule"
                     );
                 }
@@ -191,9 +191,9 @@ impl RulesPhase {
     fn refused(&self, text: &str, d: Denial, what: &'static str) -> Decision {
         tracing::info!(
             target: "pgward::policy",
-            user = %self.identity.user,
-            statement = %text,
-            reason = %d.message,
+            user = ?self.identity.user,
+            statement = ?text,
+            reason = ?d.message,
             "{what}"
         );
         Decision::Refuse(refusal(d))
