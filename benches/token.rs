@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
         groups_claim: Some("groups"),
         databases_claim: Some("databases"),
         require_jti: true,
+        max_lifetime: Some(Duration::from_secs(3600)),
     };
     let Value::Object(map) = claims() else {
         unreachable!()

@@ -3,9 +3,11 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use pgward::approvals::display::visible;
 use pgward::approvals::model::{Grant, GrantScope, GrantSubject, Ticket};
 use pgward::http_client::{Client, Request, Url};
 use serde_json::{json, Value};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -186,7 +188,7 @@ async fn list(
         println!("none");
     }
     for item in &items {
-        println!("{}", line(item)?);
+        println!("{}", visible(&line(item)?));
     }
     Ok(())
 }
@@ -236,7 +238,7 @@ pub async fn grants(cmd: GrantsCmd) -> anyhow::Result<()> {
             if conn.json {
                 return print_json(&v);
             }
-            println!("granted: {}", grant_line(&v)?);
+            println!("granted: {}", visible(&grant_line(&v)?));
             Ok(())
         }
         GrantsCmd::Revoke { conn, id, reason } => {
@@ -250,7 +252,7 @@ pub async fn grants(cmd: GrantsCmd) -> anyhow::Result<()> {
             if conn.json {
                 return print_json(&v);
             }
-            println!("revoked: {}", grant_line(&v)?);
+            println!("revoked: {}", visible(&grant_line(&v)?));
             Ok(())
         }
     }
@@ -385,72 +387,105 @@ fn show_ticket(conn: &Connection, v: &Value) -> anyhow::Result<()> {
     }
     let t: Ticket = serde_json::from_value(v.clone())?;
     let r = &t.requester;
-    println!(
+    // Written whole, then printed with what a client sent made visible.
+    let mut out = String::new();
+    writeln!(
+        out,
         "ticket {} ({:?} mode): {}",
         t.id,
         t.mode,
         format!("{:?}", t.state).to_lowercase()
-    );
+    )?;
     if t.break_glass {
-        println!("  BREAK-GLASS: ran at once, recorded as self-approved");
+        writeln!(out, "  BREAK-GLASS: ran at once, recorded as self-approved")?;
     }
-    println!(
+    writeln!(
+        out,
         "  identity     {} (groups: {})",
         r.user,
         r.groups.join(", ")
-    );
-    println!("  client       {}", r.client.as_deref().unwrap_or("-"));
+    )?;
+    writeln!(out, "  client       {}", r.client.as_deref().unwrap_or("-"))?;
     if let Some(app) = &r.application_name {
-        println!("  application  {app}");
+        writeln!(out, "  application  {app}")?;
     }
-    println!(
+    writeln!(
+        out,
         "  database     {} (upstream {}, role {})",
         r.database, r.upstream, r.role
-    );
-    println!("  session      {} on instance {}", r.session, r.instance);
-    println!("  transaction  {}", t.transaction);
-    println!("  waiting      {}", waited(v));
-    println!("  expires      {}", v["expires"].as_str().unwrap_or("-"));
+    )?;
+    writeln!(
+        out,
+        "  session      {} on instance {}",
+        r.session, r.instance
+    )?;
+    writeln!(out, "  transaction  {}", t.transaction)?;
+    writeln!(out, "  waiting      {}", waited(v))?;
+    writeln!(
+        out,
+        "  expires      {}",
+        v["expires"].as_str().unwrap_or("-")
+    )?;
     match &t.rule_message {
-        Some(m) => println!("  rule         {}: {m}", t.rule),
-        None => println!("  rule         {}", t.rule),
+        Some(m) => writeln!(out, "  rule         {}: {m}", t.rule)?,
+        None => writeln!(out, "  rule         {}", t.rule)?,
     }
     if let Some(j) = &t.justification {
-        println!("  justification {j}");
+        writeln!(out, "  justification {j}")?;
     }
-    println!(
+    writeln!(
+        out,
         "  approvers    {} ({} of {} approvals)",
         t.approvers.join(", "),
         t.approvals(),
         t.threshold
-    );
+    )?;
     for vote in &t.votes {
         let what = if vote.approve { "approved" } else { "denied" };
         match &vote.reason {
-            Some(reason) => println!("  vote         {} {what}: {reason}", vote.approver),
-            None => println!("  vote         {} {what}", vote.approver),
+            Some(reason) => writeln!(out, "  vote         {} {what}: {reason}", vote.approver)?,
+            None => writeln!(out, "  vote         {} {what}", vote.approver)?,
         }
     }
     if let Some(end) = &t.end_reason {
-        println!("  ended        {end}");
+        writeln!(out, "  ended        {end}")?;
     }
-    println!("  statement:");
+    writeln!(out, "  statement:")?;
     for line in t.statement.lines() {
-        println!("    {line}");
+        writeln!(out, "    {line}")?;
     }
     for (i, p) in t.params.iter().enumerate() {
-        println!(
+        writeln!(
+            out,
             "  ${} {} ({}) = {}",
             i + 1,
             p.type_name.as_deref().unwrap_or("?"),
             p.format,
             p.value.as_deref().unwrap_or("NULL")
-        );
+        )?;
     }
     if let Some(page) = v["page"].as_str() {
-        println!("  page         {page}");
+        writeln!(out, "  page         {page}")?;
     }
+    print!("{}", terminal_text(&out));
     Ok(())
+}
+
+/// `text` for a terminal: every line as [`visible`] shows it, so nothing a
+/// client sent (a carriage return, an escape sequence, a bidirectional
+/// override) can move the cursor, recolour or reorder what an approver
+/// reads.
+fn terminal_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(&visible(body));
+        out.push_str(newline);
+    }
+    out
 }
 
 fn grant_line(v: &Value) -> anyhow::Result<String> {

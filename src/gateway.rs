@@ -162,7 +162,7 @@ impl Gateway {
             }
             None => (None, None),
         };
-        let scram = ScramEngines::new(cert_pem.as_deref())
+        let scram = ScramEngines::new(cert_pem.as_deref(), &config.users)
             .map_err(|e| GatewayError::ChannelBinding(e.to_string()))?;
         let mut upstreams = BTreeMap::new();
         // One key-derivation pool for every upstream's SCRAM logins.

@@ -163,6 +163,11 @@ enum AuditCmd {
         /// Accept a last file still being written (no closing checkpoint).
         #[arg(long)]
         open: bool,
+        /// A seq the trail had reached (from pgward's `audit checkpoint`
+        /// log lines, kept elsewhere): a trail that ends before it lost its
+        /// newest records or files, which the files alone cannot show.
+        #[arg(long, value_name = "SEQ")]
+        reached: Option<u64>,
         /// Audit files, or directories of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -258,10 +263,11 @@ fn audit(command: AuditCmd) -> anyhow::Result<()> {
         AuditCmd::Verify {
             public_key,
             open,
+            reached,
             paths,
         } => {
             let key = chain::PublicKey::load(&public_key)?;
-            match verify::verify_paths(&paths, &key, open)? {
+            match verify::verify_paths_reaching(&paths, &key, open, reached)? {
                 Ok(v) => {
                     println!(
                         "audit trail OK: {} files, {} lines, {} signed checkpoints",

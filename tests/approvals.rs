@@ -1005,7 +1005,11 @@ async fn sql_execute_of_a_protocol_prepared_statement_is_held() {
         raw.until_ready().await
     });
     let t = pending(&pw, &[]).await;
-    assert_eq!(t.statement, "EXECUTE up");
+    // The approver reads what EXECUTE runs, not only its name.
+    assert_eq!(
+        t.statement,
+        "EXECUTE up\n\n-- \"up\" runs the prepared statement:\nUPDATE appr_exec SET v = 9 WHERE id = 1"
+    );
     pw.gateway
         .approvals()
         .vote(&t.id, &carol(), false, Some("no".into()))

@@ -240,3 +240,34 @@ async fn a_held_psql_statement_runs_once_approved_and_fails_once_denied() {
         "new@example.com"
     );
 }
+
+/// What a client sent reaches the approver's terminal as text: a carriage
+/// return or an escape sequence in the statement (or in the client's
+/// application_name) cannot overwrite what `show` printed, or hide it, so
+/// the approver reads the statement that runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_does_not_pass_terminal_control_characters_through() {
+    let s = start(Backend::shared()).await;
+    let mut t = ticket(1);
+    t.statement = "DELETE FROM customers; --\r    UPDATE customers SET email = 'x' WHERE id = 1\n\
+                   /* \u{1b}[8m */ DROP TABLE orders /* \u{1b}[0m \u{202e} */"
+        .into();
+    t.requester.application_name = Some("psql\u{1b}]0;owned\u{7}".into());
+    t.params[0].value = Some("42\r1".into());
+    s.store.create_ticket(&t).await.expect("create");
+    for args in [
+        &["approvals", "show", &t.id][..],
+        &["approvals", "list"][..],
+    ] {
+        let out = pgward(s.admin, "dana", args).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{args:?} printed control characters: {text:?}"
+        );
+        assert!(text.contains("DELETE FROM customers;"), "{text}");
+    }
+}

@@ -428,6 +428,68 @@ async fn the_verifier_pinpoints_each_kind_of_tampering() {
     );
 }
 
+/// After a restart the trail goes on in a new file, so the file before it
+/// ends with a closing checkpoint: removing the newest files leaves a trail
+/// that is whole by itself. Checked against the seq the trail had reached
+/// (pgward logs it at every checkpoint), the removal shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_files_after_a_restart_shows_against_the_seq_reached() {
+    let backend = Backend::shared();
+    let trail = Trail::new();
+    for run in 0..2 {
+        let pw = Pgward::start_in(&trail.config(backend, ""), backend.cluster.dir()).await;
+        let client = pw.connect().await;
+        client
+            .simple_query(&format!("SELECT {run} AS run"))
+            .await
+            .expect("select");
+        drop(client);
+        pw.shutdown().await;
+    }
+    let files = files_in(&trail.files());
+    assert_eq!(files.len(), 2, "one file per run: {files:?}");
+    assert_eq!(check(&trail, &trail.files()), Ok(()));
+    let reached = trail.lines().last().expect("lines")["seq"]
+        .as_u64()
+        .expect("seq");
+
+    let reaching = |dir: &Path, reached| {
+        pgward::record::verify::verify_paths_reaching(
+            &[dir.to_owned()],
+            &trail.key(),
+            false,
+            Some(reached),
+        )
+        .expect("readable")
+    };
+    assert!(reaching(&trail.files(), reached).is_ok());
+
+    let copy = copy_of(&trail);
+    let all = files_in(copy.path());
+    std::fs::remove_file(&all[1]).unwrap();
+    // By itself, what is left is a whole trail (pgward stopped there once).
+    assert_eq!(check(&trail, copy.path()), Ok(()));
+    let problem = reaching(copy.path(), reached).expect_err("the second run's file was removed");
+    assert_eq!(problem.kind, Tamper::Truncated, "{problem}");
+    assert!(
+        problem.message.contains(&format!("seq {reached}")),
+        "{problem}"
+    );
+    // The binary, with the seq from the log.
+    let bad = Command::new(BIN)
+        .args(["audit", "verify", "--public-key"])
+        .arg(trail.public())
+        .args(["--reached", &reached.to_string()])
+        .arg(copy.path())
+        .output()
+        .expect("verify");
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("truncated"),
+        "{bad:?}"
+    );
+}
+
 #[test]
 fn keygen_writes_a_key_pair_the_verifier_reads() {
     let dir = tempfile::tempdir().unwrap();

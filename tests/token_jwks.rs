@@ -350,3 +350,41 @@ databases = ["{db}"]
         .expect("otherdb refused");
     assert_eq!(support::sqlstate(&e), "42501");
 }
+
+/// With `user_claim = "email"`, the address is the identity: a token whose
+/// IdP says it did not verify that address (`email_verified: false`, or
+/// Cognito's `"false"`) would let anyone who typed someone else's address
+/// at the IdP log in as them, and is refused. Tokens that say it was
+/// verified, or say nothing (some IdPs never send the claim), log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_email_the_idp_did_not_verify_is_refused() {
+    let dir = Backend::shared().cluster.dir();
+    let pki = TestPki::new(dir, "idp-email");
+    let k1 = es256();
+    let server = JwksServer::start(&pki, jwks(&[("k1", &k1)])).await;
+    let tg = TokenGateway::start(&issuer_section(&server, &pki, "0s"), "").await;
+    let user = "dba@example.org";
+    for unverified in [json!(false), json!("false")] {
+        let mut claims = idp_claims(user);
+        claims["email_verified"] = unverified;
+        tg.refused(
+            user,
+            &k1.sign("k1", &claims),
+            "the identity provider did not verify the email address",
+        )
+        .await;
+    }
+    let mut odd = idp_claims(user);
+    odd["email_verified"] = json!(1);
+    tg.refused(user, &k1.sign("k1", &odd), "malformed token")
+        .await;
+    for verified in [json!(true), json!("true"), Value::Null] {
+        let mut claims = idp_claims(user);
+        if !verified.is_null() {
+            claims["email_verified"] = verified;
+        }
+        tg.connect_tls(user, &k1.sign("k1", &claims))
+            .await
+            .expect("a verified address logs in");
+    }
+}

@@ -217,6 +217,52 @@ async fn bad_tokens_are_each_refused_with_their_reason() {
     assert_eq!(sqlstate(&e), "42501");
 }
 
+/// pgward mints tokens for at most `tokens.max_ttl` (1h here), and key
+/// rotation counts on it ("after max_ttl, retire the old key"): a token of
+/// its own issuer that claims a longer life, or none that can be measured
+/// (no `iat`), is refused, whoever signed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_pgward_lives_no_longer_than_max_ttl() {
+    let tg = TokenGateway::start("max_ttl = \"1h\"", "").await;
+    let user = "ci-long";
+    let now = pgward::auth::token::unix_now();
+    let with = |changes: Value| {
+        let mut c = tg.claims(user);
+        if let Value::Object(ch) = changes {
+            c.extend(ch);
+        }
+        Value::Object(c)
+    };
+    let cases = [
+        (
+            "thirty days",
+            json!({"exp": now + 30 * 86_400}),
+            "longer than tokens.max_ttl (3600s)",
+        ),
+        (
+            "issued long ago",
+            json!({"iat": now - 7_200, "exp": now + 60}),
+            "the token is valid for 7260s",
+        ),
+        ("no iat", json!({"iat": null}), "the token has no iat claim"),
+    ];
+    for (name, changes, expected) in cases {
+        let mut claims = with(changes);
+        if let Some(m) = claims.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        let got = refusal(&tg, user, &tg.key.sign(claims)).await;
+        assert!(
+            got.contains("token authentication failed for user \"ci-long\"")
+                && got.contains(expected),
+            "{name}: {got}"
+        );
+    }
+    // Exactly max_ttl is what `pgward token mint --ttl 1h` makes.
+    let minted = tg.mint(user, &[], Duration::from_secs(3600));
+    tg.connect_tls(user, &minted.token).await.expect("max_ttl");
+}
+
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

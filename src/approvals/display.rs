@@ -36,14 +36,59 @@ pub fn justification(text: &str) -> Option<String> {
 }
 
 /// An approver's or requester's free text (a reason) as kept: control
-/// characters read as spaces, cut at [`MAX_JUSTIFICATION`] characters.
+/// characters read as spaces, invisible ones shown ([`visible`]), cut at
+/// [`MAX_JUSTIFICATION`] characters.
 pub fn bounded(text: &str) -> String {
     let clean: String = text
         .trim()
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    cut(&clean, MAX_JUSTIFICATION)
+    cut(&visible(&clean), MAX_JUSTIFICATION)
+}
+
+/// Whether `c` changes how the text around it is displayed without being
+/// seen itself: control characters (a carriage return, an escape sequence's
+/// ESC), bidirectional overrides and isolates (which reorder what a
+/// terminal or browser shows, "Trojan Source"), zero-width characters,
+/// line and paragraph separators, the soft hyphen and the byte-order mark.
+/// Newline and tab only start lines and columns.
+fn hides(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// `text` as approvers are shown it (the page, the CLI, webhooks): each
+/// character that would change the display without being seen (see
+/// `hides`) written as `<U+XXXX>`, so what an approver reads is what runs.
+/// A `\r\n` line end reads as a newline.
+pub fn visible(text: &str) -> String {
+    if !text.chars().any(hides) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' && chars.peek() == Some(&'\n') {
+            continue;
+        }
+        if hides(c) {
+            out.push_str(&format!("<U+{:04X}>", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `s` cut at `max` characters, marked when cut.
@@ -101,10 +146,11 @@ pub fn show_params(
 /// Text in the client's encoding as the server will read it (converted to
 /// UTF-8 as the server converts it); bytes it cannot convert are shown as
 /// `\x` hex rather than replaced, so an approver never reads a character
-/// that is not there.
+/// that is not there, and characters that would change the display unseen
+/// as `<U+XXXX>` ([`visible`]).
 pub fn decoded(text: &[u8], encoding: &ClientEncoding) -> String {
     match encoding.to_utf8(text) {
-        Ok(t) => t.into_owned(),
+        Ok(t) => visible(&t),
         Err(_) => format!(
             "<bytes not valid in the session's client_encoding> \\x{}",
             crate::record::chain::hex(text)
@@ -216,6 +262,29 @@ fn date(days_since_2000: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_would_change_the_display_unseen_is_shown() {
+        // A statement whose carriage return, escape sequence or bidi
+        // override would make a terminal or a page show other text.
+        let text =
+            "DELETE FROM t; --\r UPDATE t SET v = 1 /* \u{1b}[8m \u{202e}x\u{2066} */\r\nSELECT\t1";
+        let shown = decoded(text.as_bytes(), &ClientEncoding::Utf8);
+        assert_eq!(
+            shown,
+            "DELETE FROM t; --<U+000D> UPDATE t SET v = 1 /* <U+001B>[8m <U+202E>x<U+2066> */\nSELECT\t1"
+        );
+        assert!(!shown.chars().any(hides));
+        let p = show_params(
+            &[(0, Some(b"a\rb".as_slice()))],
+            |_| Some(25),
+            false,
+            &ClientEncoding::Utf8,
+        );
+        assert_eq!(p[0].value.as_deref(), Some("a<U+000D>b"));
+        assert_eq!(bounded("ok \u{202e}kcab"), "ok <U+202E>kcab");
+        assert_eq!(visible("plain"), "plain");
+    }
 
     #[test]
     fn justifications() {

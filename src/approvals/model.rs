@@ -16,15 +16,26 @@ pub fn new_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// One Bind parameter as an approval covers it: its format code, the type
+/// OID the Parse declared for it (0: the server infers one from the text),
+/// and its bytes (`None`: NULL).
+pub type BoundParam<'a> = (i16, u32, Option<&'a [u8]>);
+
 /// What an approval covers, as hex SHA-256: the identity, the database,
-/// the statement's bytes and each Bind parameter's format and bytes (NULL
-/// distinct from empty), every field length-prefixed so no two inputs
-/// collide. A retry that differs in any byte is not covered.
+/// as which role and how the server runs the bytes (`context`: the
+/// upstream and role, the client_encoding and the lexing settings, see
+/// `session::rules::approval`), the statement's bytes
+/// and each Bind parameter's format, declared type and bytes (NULL distinct
+/// from empty), every field length-prefixed so no two inputs collide. A
+/// retry that differs in any of them is not covered: the same bytes
+/// declared as another type (a float4's four bytes are an int4 too), or
+/// read in another encoding, or run as another role, are another statement.
 pub fn binding(
     user: &str,
     database: &str,
+    context: &str,
     statement: &[u8],
-    params: &[(i16, Option<&[u8]>)],
+    params: &[BoundParam<'_>],
 ) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -32,12 +43,14 @@ pub fn binding(
         h.update((bytes.len() as u64).to_be_bytes());
         h.update(bytes);
     };
-    field(b"pgward-approval-binding-v1");
+    field(b"pgward-approval-binding-v2");
     field(user.as_bytes());
     field(database.as_bytes());
+    field(context.as_bytes());
     field(statement);
-    for (format, value) in params {
+    for (format, type_oid, value) in params {
         field(&format.to_be_bytes());
+        field(&type_oid.to_be_bytes());
         match value {
             None => field(b"null"),
             Some(v) => {

@@ -29,7 +29,7 @@ pub(crate) fn ticket(id: &str, user: &str, mode: ApprovalMode, threshold: u32) -
         },
         statement: "UPDATE t SET x = 1".into(),
         params: Vec::new(),
-        binding: super::model::binding(user, "db", b"UPDATE t SET x = 1", &[]),
+        binding: super::model::binding(user, "db", "UTF8", b"UPDATE t SET x = 1", &[]),
         transaction: "idle".into(),
         rule: "approve-updates".into(),
         rule_message: None,

@@ -64,7 +64,7 @@ impl Approvals {
                 session: 0,
                 instance: self.instance().to_owned(),
             },
-            binding: binding(&who.user, &ask.database, statement.as_bytes(), &[]),
+            binding: binding(&who.user, &ask.database, "", statement.as_bytes(), &[]),
             statement,
             params: Vec::new(),
             transaction: "-".into(),

@@ -13,23 +13,75 @@ use hmac::{Hmac, Mac};
 use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth};
 use pgwire::error::PgWireError;
 use sha2::Sha256;
+use std::collections::BTreeMap;
 
 /// SASL messages are tiny; a larger one is an attack or a bug.
 const MAX_SASL_MESSAGE: usize = 8 * 1024;
 
 /// The SCRAM engines, one per transport: channel binding needs the server
 /// certificate and only applies to TLS connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ScramEngines {
     plain: ScramServerAuth,
     tls: Option<ScramServerAuth>,
     /// Key for deterministic fake salts for unknown users.
     mock_key: [u8; 32],
+    /// The iteration count unknown users are given.
+    mock_iterations: usize,
+}
+
+impl std::fmt::Debug for ScramEngines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramEngines")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key of unknown users' salts: derived from the configured verifiers'
+/// secret keys, so it is the same at every start (a salt that changed at a
+/// restart while the real users' stay would tell which names exist, as
+/// PostgreSQL's mock authentication nonce, kept in pg_control, prevents)
+/// and cannot be computed by someone who holds no verifier.
+fn mock_key(users: &BTreeMap<String, UserConfig>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(b"pgward-scram-mock-salt-v1");
+    for (name, user) in users {
+        field(name.as_bytes());
+        field(&user.verifier.salt);
+        field(&user.verifier.stored_key);
+        field(&user.verifier.server_key);
+    }
+    h.finalize().into()
+}
+
+/// The iteration count most configured users have (4096, pgward's and
+/// PostgreSQL's default, when there are none): what an unknown user is
+/// given, so that the count does not set it apart.
+fn mock_iterations(users: &BTreeMap<String, UserConfig>) -> usize {
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for user in users.values() {
+        *counts.entry(user.verifier.iterations).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(iterations, n)| (n, std::cmp::Reverse(iterations)))
+        .map_or(4096, |(iterations, _)| iterations)
 }
 
 impl ScramEngines {
     /// Builds the engines; `cert_pem` enables SCRAM-SHA-256-PLUS over TLS.
-    pub fn new(cert_pem: Option<&[u8]>) -> Result<Self, PgWireError> {
+    /// `users` are the configured ones, whose verifiers unknown names are
+    /// made to look like.
+    pub fn new(
+        cert_pem: Option<&[u8]>,
+        users: &BTreeMap<String, UserConfig>,
+    ) -> Result<Self, PgWireError> {
         let tls = match cert_pem {
             Some(pem) => {
                 let mut auth = ScramServerAuth::new();
@@ -41,7 +93,8 @@ impl ScramEngines {
         Ok(Self {
             plain: ScramServerAuth::new(),
             tls,
-            mock_key: rand::random(),
+            mock_key: mock_key(users),
+            mock_iterations: mock_iterations(users),
         })
     }
 
@@ -54,7 +107,7 @@ impl ScramEngines {
         let salt = mac.finalize().into_bytes()[..16].to_vec();
         ScramSecret::Verifier {
             salt,
-            iterations: 4096,
+            iterations: self.mock_iterations,
             stored_key: rand::random::<[u8; 32]>().to_vec(),
             server_key: rand::random::<[u8; 32]>().to_vec(),
         }

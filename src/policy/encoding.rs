@@ -97,6 +97,16 @@ const ALIASES: &[(&str, &str)] = &[
 ];
 
 impl ClientEncoding {
+    /// Its name: `UTF8`, the single-byte encoding's canonical name, or the
+    /// name an unjudgeable one was given as.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Utf8 => "UTF8",
+            Self::SingleByte(name, _) => name,
+            Self::Unjudgeable(name) => name,
+        }
+    }
+
     /// The encoding a client_encoding name (any of PostgreSQL's spellings:
     /// `latin1`, `ISO-8859-1`, `"Win1252"`) stands for.
     pub fn named(name: &str) -> Self {

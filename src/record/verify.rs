@@ -160,6 +160,20 @@ pub fn verify_paths(
     key: &PublicKey,
     open: bool,
 ) -> Result<Result<Verified, Problem>, VerifyError> {
+    verify_paths_reaching(paths, key, open, None)
+}
+
+/// [`verify_paths`], and the trail must reach seq `reached` at least (a
+/// seq it had, from pgward's `audit checkpoint` log lines or an earlier
+/// verification). The files alone cannot show that their newest ones were
+/// removed back to a file that ends where pgward once stopped (its closing
+/// checkpoint): the seq reached, kept elsewhere, can.
+pub fn verify_paths_reaching(
+    paths: &[PathBuf],
+    key: &PublicKey,
+    open: bool,
+    reached: Option<u64>,
+) -> Result<Result<Verified, Problem>, VerifyError> {
     let paths = expand(paths)?;
     let mut contents = Vec::new();
     for p in &paths {
@@ -178,7 +192,7 @@ pub fn verify_paths(
         f.number
             .or_else(|| super::files::file_number(f.path.file_name()?.to_str()?))
     });
-    Ok(check(&files, key, open))
+    Ok(check(&files, key, open, reached))
 }
 
 fn problem(kind: Tamper, file: &File<'_>, line: usize, message: String) -> Problem {
@@ -190,7 +204,12 @@ fn problem(kind: Tamper, file: &File<'_>, line: usize, message: String) -> Probl
     }
 }
 
-fn check(files: &[File<'_>], key: &PublicKey, open: bool) -> Result<Verified, Problem> {
+fn check(
+    files: &[File<'_>],
+    key: &PublicKey,
+    open: bool,
+    reached: Option<u64>,
+) -> Result<Verified, Problem> {
     let all_seqs: Vec<u64> = files
         .iter()
         .flat_map(|f| f.lines.iter().filter_map(Line::seq))
@@ -344,8 +363,10 @@ fn check(files: &[File<'_>], key: &PublicKey, open: bool) -> Result<Verified, Pr
             .last()
             .filter(|l| l.str("type") == Some("checkpoint"));
         let reason = closing.and_then(|l| l.str("reason"));
+        // A file before the last ends where pgward rotated, or where it
+        // stopped (a restart goes on in a new file).
         let ok = match (is_last, reason) {
-            (false, Some("rotate")) => true,
+            (false, Some("rotate" | "close")) => true,
             (true, Some("close")) => true,
             (true, _) => open,
             _ => false,
@@ -358,7 +379,25 @@ fn check(files: &[File<'_>], key: &PublicKey, open: bool) -> Result<Verified, Pr
                 format!(
                     "the file ends after seq {} without its {} checkpoint",
                     expected.unwrap_or(1) - 1,
-                    if is_last { "closing" } else { "rotation" }
+                    if is_last {
+                        "closing"
+                    } else {
+                        "rotation or closing"
+                    }
+                ),
+            ));
+        }
+    }
+    let last_seq = expected.unwrap_or(1).saturating_sub(1);
+    if let (Some(reached), Some(last)) = (reached, files.last()) {
+        if last_seq < reached {
+            return Err(problem(
+                Tamper::Truncated,
+                last,
+                last.lines.len(),
+                format!(
+                    "the trail ends at seq {last_seq}, but it had reached seq {reached}: \
+                     the records (or files) after it were removed"
                 ),
             ));
         }

@@ -167,6 +167,7 @@ fn checkpoint(
     closing: bool,
 ) -> std::io::Result<()> {
     let Some(signer) = signer else { return Ok(()) };
+    let before = head.seq;
     match sink {
         Sink::Files(trail) => {
             if trail.dirty() || closing {
@@ -188,6 +189,17 @@ fn checkpoint(
                 *dirty = false;
             }
         }
+    }
+    if head.seq != before {
+        // Kept by the log, elsewhere than the trail: the seq a later
+        // `audit verify --reached` holds the trail to, so that removing
+        // its newest files shows.
+        tracing::info!(
+            target: "pgward::audit",
+            seq = head.seq.saturating_sub(1),
+            reason,
+            "audit checkpoint"
+        );
     }
     Ok(())
 }

@@ -49,7 +49,7 @@ pub fn ticket(user: &str, mode: ApprovalMode, threshold: u32, created_at: u64) -
             session: 7,
             instance: "a".into(),
         },
-        binding: binding(user, "db", statement.as_bytes(), &[]),
+        binding: binding(user, "db", "UTF8", statement.as_bytes(), &[]),
         statement,
         params: Vec::new(),
         transaction: "idle".into(),
@@ -179,7 +179,13 @@ pub async fn hostile_text_round_trips(s: Stores) {
         "UPDATE t SET x = $pgward_0000000000000000$'); DROP TABLE t; -- \\' \" $$ $q$".to_owned();
     t.justification = Some("caf\u{e9} \u{1f600} \u{0}nul \u{202e}rtl \r\n tab\t".into());
     t.requester.user = "o'brien\\".into();
-    t.binding = binding("o'brien\\", "db", t.statement.as_bytes(), &[(1, None)]);
+    t.binding = binding(
+        "o'brien\\",
+        "db",
+        "UTF8",
+        t.statement.as_bytes(),
+        &[(1, 0, None)],
+    );
     s.a.create_ticket(&t).await.expect("create");
     assert_eq!(s.b.ticket(&t.id).await.expect("get").as_ref(), Some(&t));
     let reason = "deny \u{0} '; DROP SCHEMA x; --".to_owned();
@@ -326,7 +332,7 @@ pub async fn consume_exactly_once(s: Stores) {
     let approved = vote(&*s.b, &t.id, "olga", true).await.expect("approve");
     assert_eq!(approved.state, TicketState::Approved);
     assert!(approved.valid_until.is_some());
-    let other = binding("alice", "db", b"UPDATE t SET x = 2", &[]);
+    let other = binding("alice", "db", "UTF8", b"UPDATE t SET x = 2", &[]);
     assert_eq!(s.a.consume(&other, now_ms()).await.expect("consume"), None);
 
     let tries = (0..10).map(|i| {

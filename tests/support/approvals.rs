@@ -116,7 +116,7 @@ pub fn ticket(threshold: u32) -> Ticket {
             format: "binary".into(),
             value: Some("42".into()),
         }],
-        binding: binding(super::USER, super::DB, statement.as_bytes(), &[]),
+        binding: binding(super::USER, super::DB, "UTF8", statement.as_bytes(), &[]),
         transaction: "transaction".into(),
         rule: "approve-updates".into(),
         rule_message: Some("updates need a second pair of eyes".into()),

@@ -196,7 +196,7 @@ async fn collect(
     tracing::info!(
         ticket = %id,
         requester = %who.identity.user,
-        subject = %ask.subject,
+        subject = ?ask.subject,
         jti = %minted.jti,
         "token request collected"
     );

@@ -92,35 +92,44 @@ fn withdrawing_ends_only_pending_tickets() {
 
 #[test]
 fn bindings_differ_in_every_field_and_never_collide_by_concatenation() {
-    let b = |user: &str, db: &str, text: &[u8], params: &[(i16, Option<&[u8]>)]| {
-        binding(user, db, text, params)
+    let b = |user: &str, db: &str, text: &[u8], params: &[BoundParam<'_>]| {
+        binding(user, db, "UTF8", text, params)
     };
-    let base = b("alice", "db", b"UPDATE t SET v = $1", &[(0, Some(b"1"))]);
-    assert_eq!(
-        base,
-        b("alice", "db", b"UPDATE t SET v = $1", &[(0, Some(b"1"))])
-    );
+    let one: &[BoundParam<'_>] = &[(0, 0, Some(b"1"))];
+    let base = b("alice", "db", b"UPDATE t SET v = $1", one);
+    assert_eq!(base, b("alice", "db", b"UPDATE t SET v = $1", one));
     for other in [
-        b("bob", "db", b"UPDATE t SET v = $1", &[(0, Some(b"1"))]),
-        b("alice", "db2", b"UPDATE t SET v = $1", &[(0, Some(b"1"))]),
-        b("alice", "db", b"UPDATE t SET v = $1 ", &[(0, Some(b"1"))]),
-        b("alice", "db", b"UPDATE t SET v = $1", &[(0, Some(b"2"))]),
-        b("alice", "db", b"UPDATE t SET v = $1", &[(1, Some(b"1"))]),
-        b("alice", "db", b"UPDATE t SET v = $1", &[(0, None)]),
-        b("alice", "db", b"UPDATE t SET v = $1", &[(0, Some(b""))]),
+        b("bob", "db", b"UPDATE t SET v = $1", one),
+        b("alice", "db2", b"UPDATE t SET v = $1", one),
+        b("alice", "db", b"UPDATE t SET v = $1 ", one),
+        b("alice", "db", b"UPDATE t SET v = $1", &[(0, 0, Some(b"2"))]),
+        b("alice", "db", b"UPDATE t SET v = $1", &[(1, 0, Some(b"1"))]),
+        b(
+            "alice",
+            "db",
+            b"UPDATE t SET v = $1",
+            &[(0, 23, Some(b"1"))],
+        ),
+        b("alice", "db", b"UPDATE t SET v = $1", &[(0, 0, None)]),
+        b("alice", "db", b"UPDATE t SET v = $1", &[(0, 0, Some(b""))]),
         b("alice", "db", b"UPDATE t SET v = $1", &[]),
+        binding("alice", "db", "LATIN1", b"UPDATE t SET v = $1", one),
     ] {
         assert_ne!(base, other);
     }
     // Moving bytes between fields changes the binding.
     assert_ne!(b("ab", "c", b"", &[]), b("a", "bc", b"", &[]));
     assert_ne!(
-        b("alice", "db", b"x", &[(0, None)]),
-        b("alice", "db", b"x", &[(0, Some(b"null"))])
+        binding("a", "b", "c", b"", &[]),
+        binding("a", "", "bc", b"", &[])
     );
     assert_ne!(
-        b("alice", "db", b"x", &[(0, Some(b"")), (0, None)]),
-        b("alice", "db", b"x", &[(0, None), (0, Some(b""))])
+        b("alice", "db", b"x", &[(0, 0, None)]),
+        b("alice", "db", b"x", &[(0, 0, Some(b"null"))])
+    );
+    assert_ne!(
+        b("alice", "db", b"x", &[(0, 0, Some(b"")), (0, 0, None)]),
+        b("alice", "db", b"x", &[(0, 0, None), (0, 0, Some(b""))])
     );
 }
 

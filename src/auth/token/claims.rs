@@ -22,6 +22,10 @@ pub struct Rules<'a> {
     pub databases_claim: Option<&'a str>,
     /// Whether a `jti` is required (always for pgward's own tokens).
     pub require_jti: bool,
+    /// The longest life (`exp` - `iat`) a token may claim, when the
+    /// issuer has one (pgward's own: `tokens.max_ttl`); `iat` is then
+    /// required.
+    pub max_lifetime: Option<Duration>,
 }
 
 /// The identity a token carries, its claims checked.
@@ -86,6 +90,23 @@ fn strings_claim(
     }
 }
 
+/// An address as the identity is only as good as the IdP's check of it:
+/// `email_verified` false (a boolean, or Cognito's string) means anyone
+/// could have typed it, and is refused. Absent, the IdP vouches for the
+/// address by sending it (some never send the claim).
+fn email_verified(claims: &Map<String, Value>, user: &str) -> Result<(), TokenError> {
+    let unverified = || TokenError::EmailNotVerified(user.chars().take(80).collect());
+    match claims.get("email_verified") {
+        None | Some(Value::Bool(true)) => Ok(()),
+        Some(Value::String(s)) if s == "true" => Ok(()),
+        Some(Value::Bool(false)) => Err(unverified()),
+        Some(Value::String(s)) if s == "false" => Err(unverified()),
+        Some(_) => Err(TokenError::Malformed(
+            "the email_verified claim is not a boolean".into(),
+        )),
+    }
+}
+
 /// Checks issuer, audience and validity period at `now` (seconds since
 /// the epoch), then maps the identity claims.
 pub fn check(
@@ -112,9 +133,18 @@ pub fn check(
         }
     }
     // A token issued in the future is as suspect as one not yet valid.
-    if let Some(iat) = numeric_date(claims, "iat")? {
+    let issued = numeric_date(claims, "iat")?;
+    if let Some(iat) = issued {
         if now.saturating_add(skew) < iat {
             return Err(TokenError::NotYetValid(iat));
+        }
+    }
+    if let Some(max) = rules.max_lifetime {
+        let iat = issued.ok_or(TokenError::MissingClaim("iat"))?;
+        let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        let lifetime = expires.saturating_sub(iat);
+        if lifetime > max.saturating_add(skew) {
+            return Err(TokenError::LifetimeTooLong { lifetime, max });
         }
     }
     let jti = string_claim(claims, "jti")?;
@@ -125,6 +155,9 @@ pub fn check(
         Some(u) if !u.is_empty() => u,
         _ => return Err(TokenError::MissingUserClaim(rules.user_claim.to_owned())),
     };
+    if rules.user_claim == "email" {
+        email_verified(claims, &user)?;
+    }
     let groups = match rules.groups_claim {
         Some(name) => strings_claim(claims, name)?.unwrap_or_default(),
         None => Vec::new(),
@@ -161,6 +194,7 @@ mod tests {
             groups_claim: Some("groups"),
             databases_claim: None,
             require_jti: false,
+            max_lifetime: None,
         }
     }
 
@@ -254,6 +288,36 @@ mod tests {
         ));
         let c = claims(serde_json::json!({"jti": "j1", "dbs": ["shop"]}));
         let got = check(&c, &strict, NOW).expect("valid");
+        // A life longer than the issuer's maximum, or none to measure.
+        let bounded = Rules {
+            max_lifetime: Some(Duration::from_secs(60)),
+            ..r
+        };
+        assert!(check(&claims(serde_json::json!({})), &bounded, NOW).is_ok());
+        let long = claims(serde_json::json!({"exp": NOW + 3600}));
+        assert!(matches!(
+            check(&long, &bounded, NOW),
+            Err(TokenError::LifetimeTooLong {
+                lifetime: 3610,
+                max: 60
+            })
+        ));
+        // The address as identity needs the IdP's word that it is theirs.
+        for (verified, ok) in [
+            (serde_json::json!(true), true),
+            (serde_json::json!("true"), true),
+            (serde_json::json!(false), false),
+            (serde_json::json!("false"), false),
+        ] {
+            let c = claims(serde_json::json!({ "email_verified": verified }));
+            assert_eq!(check(&c, &r, NOW).is_ok(), ok, "{verified}");
+        }
+        let mut no_iat = claims(serde_json::json!({}));
+        no_iat.remove("iat");
+        assert!(matches!(
+            check(&no_iat, &bounded, NOW),
+            Err(TokenError::MissingClaim("iat"))
+        ));
         assert_eq!(got.databases, Some(vec!["shop".to_owned()]));
         assert_eq!(got.jti.as_deref(), Some("j1"));
     }

@@ -99,12 +99,23 @@ pub enum TokenError {
         /// The user name logging in.
         user: String,
     },
+    /// The token claims a longer life than its issuer gives any.
+    #[error("the token is valid for {lifetime}s, longer than tokens.max_ttl ({max}s)")]
+    LifetimeTooLong {
+        /// `exp` - `iat`, seconds.
+        lifetime: i64,
+        /// The most, seconds.
+        max: i64,
+    },
     /// A required registered claim is missing.
     #[error("the token has no {0} claim")]
     MissingClaim(&'static str),
     /// A mapped claim is missing or empty.
     #[error("the token has no {0} claim")]
     MissingUserClaim(String),
+    /// The user claim is an email address the IdP says it did not verify.
+    #[error("the identity provider did not verify the email address {0:?}")]
+    EmailNotVerified(String),
     /// The token names another user than the one logging in.
     #[error("the token is for user {token:?}, not {user:?}")]
     WrongUser {
@@ -332,6 +343,9 @@ impl TokenAuth {
                 groups_claim: Some("groups"),
                 databases_claim: Some("databases"),
                 require_jti: true,
+                // pgward mints for at most max_ttl, and key rotation counts
+                // on it: a longer-lived token is refused, whoever signed it.
+                max_lifetime: Some(c.max_ttl),
             };
             let checked = claims::check(&unverified.claims, &rules, now)?;
             to_identity(checked, &c.issuer, &[], &[])
@@ -410,6 +424,7 @@ impl TokenAuth {
             groups_claim: cfg.groups_claim.as_deref(),
             databases_claim: cfg.databases_claim.as_deref(),
             require_jti: cfg.require_jti,
+            max_lifetime: None,
         };
         let checked = claims::check(&unverified.claims, &rules, now)?;
         Ok(to_identity(

@@ -10,7 +10,7 @@
 
 use crate::approvals::display::{justification, show_params};
 use crate::approvals::model::{
-    binding, new_id, now_ms, ApprovalMode, Requester, Ticket, TicketState, Vote,
+    binding, new_id, now_ms, ApprovalMode, BoundParam, Requester, Ticket, TicketState, Vote,
 };
 use crate::approvals::note::{self, Note, Notes};
 use crate::approvals::Approvals;
@@ -44,9 +44,89 @@ pub(crate) struct ApprovalSide {
 pub(crate) struct Asking<'a> {
     pub(crate) text: &'a [u8],
     pub(crate) bind: Option<(&'a BindView<'a>, &'a Statement)>,
+    /// The prepared statements a Query's text runs by name (SQL `EXECUTE`)
+    /// without preparing them itself, as the server will run them: what
+    /// the approver approves, and what the approval covers, is them too.
+    pub(crate) runs: Vec<(String, Arc<Statement>)>,
     /// The session's client_encoding: the text and text parameters are
     /// shown to approvers as the server will read them, not as UTF-8.
     pub(crate) encoding: &'a crate::policy::encoding::ClientEncoding,
+    /// The session's lexing settings as the server last reported them.
+    pub(crate) lexing: crate::policy::Lexing,
+}
+
+impl Asking<'_> {
+    /// What approvers read: the text, then each prepared statement it runs
+    /// by name.
+    fn shown(&self) -> String {
+        let mut shown = crate::approvals::display::decoded(self.text, self.encoding);
+        for (name, statement) in &self.runs {
+            shown.push_str(&format!("\n\n-- {name:?} runs the prepared statement:\n"));
+            shown.push_str(&crate::approvals::display::decoded(
+                &statement.text,
+                self.encoding,
+            ));
+        }
+        shown
+    }
+
+    /// The bytes an approval covers: the text, then each prepared
+    /// statement it runs by name (name, text and declared parameter
+    /// types), every field length-prefixed.
+    fn covered(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.runs.is_empty() {
+            return std::borrow::Cow::Borrowed(self.text);
+        }
+        let mut out = Vec::new();
+        let mut field = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        field(self.text);
+        for (name, statement) in &self.runs {
+            field(name.as_bytes());
+            field(&statement.text);
+            for oid in statement.param_types.parsed.iter() {
+                field(&oid.to_be_bytes());
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// How the server reads the bytes, as an approval covers it (the
+    /// same bytes in another client_encoding, or with other
+    /// `standard_conforming_strings`, are another statement), or `None`
+    /// where pgward cannot know it: a prepared statement's text was read
+    /// when it was prepared, under the settings of then, and a request
+    /// still running may change them before this one runs. Only text with
+    /// a byte those settings change (a backslash, a byte above ASCII)
+    /// depends on them.
+    fn reading(&self, settings_may_change: bool, params: &[BoundParam<'_>]) -> Option<String> {
+        let sensitive = |bytes: &[u8]| bytes.iter().any(|&b| b == b'\\' || !b.is_ascii());
+        let read_earlier = self
+            .runs
+            .iter()
+            .any(|(_, statement)| sensitive(&statement.text))
+            || (self.bind.is_some() && sensitive(self.text));
+        let read_now = (self.bind.is_none() && sensitive(self.text))
+            || params
+                .iter()
+                .any(|(_, _, value)| value.is_some_and(|v| !v.is_ascii()));
+        if read_earlier || (settings_may_change && read_now) {
+            return None;
+        }
+        let (crate::policy::Lexing::Known(settings) | crate::policy::Lexing::Uncertain(settings)) =
+            self.lexing;
+        Some(format!(
+            "client_encoding={};standard_conforming_strings={}",
+            self.encoding.name(),
+            if settings.standard_conforming_strings {
+                "on"
+            } else {
+                "off"
+            }
+        ))
+    }
 }
 
 impl ApprovalSide {
@@ -59,7 +139,9 @@ impl ApprovalSide {
     ) -> Decision {
         let who = &ctx.session.identity;
         let settings = &needed.approval;
-        if asking.text.len() > MAX_APPROVAL_TEXT {
+        let length =
+            asking.text.len() + asking.runs.iter().map(|(_, s)| s.text.len()).sum::<usize>();
+        if length > MAX_APPROVAL_TEXT {
             return Decision::Refuse(
                 Refusal::new(
                     Sqlstate::from_code("54000"),
@@ -90,7 +172,7 @@ impl ApprovalSide {
             tracing::warn!(
                 target: "pgward::approvals",
                 ticket = %ticket.id,
-                user = %who.user,
+                user = ?who.user,
                 rule = %needed.rule,
                 "break-glass: a statement needing approval ran at once"
             );
@@ -178,11 +260,14 @@ impl ApprovalSide {
         asking: &Asking<'_>,
     ) -> Ticket {
         let info = ctx.session;
-        let params: Vec<(i16, Option<&[u8]>)> = match asking.bind {
-            Some((bind, _)) => bind
+        let params: Vec<BoundParam<'_>> = match asking.bind {
+            Some((bind, statement)) => bind
                 .params()
                 .enumerate()
-                .map(|(i, v)| (bind.param_format(i), v))
+                .map(|(i, v)| {
+                    let declared = statement.param_types.parsed.get(i).copied().unwrap_or(0);
+                    (bind.param_format(i), declared, v)
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -193,16 +278,37 @@ impl ApprovalSide {
                     &info.identity,
                     &ctx.rules.masking,
                 ));
-        let shown = show_params(
+        let id = new_id();
+        let covered = asking.covered();
+        let reading = asking
+            .reading(ctx.tracker.settings_may_change(), &params)
+            // Not knowing how the server reads it, no other statement is
+            // known to be the same: this ticket's approval is its own only.
+            .unwrap_or_else(|| format!("unknown reading: ticket {id}"));
+        // The role it runs as too: an elevated session's is another.
+        let context = format!(
+            "upstream {:?} role {:?} {reading}",
+            info.upstream, info.role
+        );
+        let binding = binding(
+            &info.identity.user,
+            &info.database,
+            &context,
+            &covered,
             &params,
+        );
+        let display: Vec<(i16, Option<&[u8]>)> =
+            params.iter().map(|(format, _, v)| (*format, *v)).collect();
+        let shown = show_params(
+            &display,
             |i| asking.bind.and_then(|(_, s)| s.param_types.of(i)),
             withhold,
             asking.encoding,
         );
-        let statement = crate::approvals::display::decoded(asking.text, asking.encoding);
+        let statement = asking.shown();
         let now = now_ms();
         Ticket {
-            id: new_id(),
+            id,
             mode: needed.approval.mode,
             state: TicketState::Pending,
             created_at: now,
@@ -222,7 +328,7 @@ impl ApprovalSide {
             justification: justification(&statement),
             statement,
             params: shown,
-            binding: binding(&info.identity.user, &info.database, asking.text, &params),
+            binding,
             transaction: match ctx.status {
                 TransactionStatus::Idle => "idle",
                 TransactionStatus::InTransaction => "transaction",

@@ -279,7 +279,9 @@ impl RulesPhase {
                 &approval::Asking {
                     text,
                     bind: Some((bind, statement)),
+                    runs: Vec::new(),
                     encoding: &snapshot.client_encoding,
+                    lexing: snapshot.lexing,
                 },
                 &outcome.text,
             ),

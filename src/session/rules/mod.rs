@@ -92,8 +92,8 @@ impl RulesPhase {
     ) -> Decision {
         tracing::info!(
             target: "pgward::policy",
-            user = %self.identity.user,
-            statement = %normalized,
+            user = ?self.identity.user,
+            statement = ?normalized,
             rule = %needed.rule,
             "statement needs approval"
         );
@@ -151,8 +151,8 @@ impl RulesPhase {
                     tracing::info!(
                         target: "pgward::policy",
                         rule = %rule,
-                        user = %self.identity.user,
-                        statement = %outcome.text,
+                        user = ?self.identity.user,
+                        statement = ?outcome.text,
                         "statement matched a log rule"
                     );
                 }
@@ -177,7 +177,9 @@ impl RulesPhase {
                     &approval::Asking {
                         text,
                         bind: None,
+                        runs: run_by_name(&outcome, tracker),
                         encoding: &taken.client_encoding,
+                        lexing: taken.lexing,
                     },
                     &outcome.text,
                 )
@@ -189,9 +191,9 @@ impl RulesPhase {
     fn refused(&self, text: &str, d: Denial, what: &'static str) -> Decision {
         tracing::info!(
             target: "pgward::policy",
-            user = %self.identity.user,
-            statement = %text,
-            reason = %d.message,
+            user = ?self.identity.user,
+            statement = ?text,
+            reason = ?d.message,
             "{what}"
         );
         Decision::Refuse(refusal(d))
@@ -301,6 +303,26 @@ fn runs_by_name(outcome: &Outcome) -> bool {
         .effects
         .iter()
         .any(|e| matches!(e, Effect::Execute(_)))
+}
+
+/// The prepared statements `outcome`'s text runs by name (SQL `EXECUTE`)
+/// that it does not prepare itself, as the server will have them (names
+/// the tracker cannot tell were refused by `executed` already).
+fn run_by_name(outcome: &Outcome, tracker: &Tracker) -> Vec<(String, Arc<Statement>)> {
+    let mut prepared_here = Vec::new();
+    let mut runs = Vec::new();
+    for effect in &outcome.effects {
+        match effect {
+            Effect::Prepare { name, .. } => prepared_here.push(name.as_str()),
+            Effect::Execute(name) if !prepared_here.contains(&name.as_str()) => {
+                if let Projected::Known(statement) = tracker.projected_statement(name.as_bytes()) {
+                    runs.push((name.clone(), statement));
+                }
+            }
+            _ => {}
+        }
+    }
+    runs
 }
 
 /// What the policy is told about the session for one judgement.

@@ -368,6 +368,19 @@ impl Tracker {
         !self.queue.is_empty()
     }
 
+    /// Whether a request the server has not answered yet may change a
+    /// session setting before the next message runs: a Query or an Execute
+    /// runs SQL, a Sync may end a transaction (and its `SET LOCAL`s).
+    /// Parse, Bind, Describe and Close change none.
+    pub fn settings_may_change(&self) -> bool {
+        self.queue.iter().any(|e| {
+            matches!(
+                e.req,
+                Req::Query { .. } | Req::Execute(_) | Req::Sync | Req::CopyEnd
+            )
+        })
+    }
+
     /// ReadyForQuery messages the server still owes (one per queued Query
     /// and Sync).
     pub(crate) fn ready_pending(&self) -> u64 {
