@@ -12,6 +12,8 @@ use support::{connect_with, message, sqlstate, Backend, Pgward, DB, MASKED_ROLE,
 
 const CAROL: &str = "carol";
 const DAVE: &str = "dave";
+/// Unmasked, acting as the masked role (what PostgreSQL shows a role).
+const ERIN: &str = "erin";
 const OTHER_PASSWORD: &str = "other-secret";
 /// The role carol is mapped to; each test changes its privileges.
 const PROBE: &str = "lp_probe";
@@ -36,14 +38,15 @@ fn probe_role(backend: &Backend) -> std::path::PathBuf {
     .clone()
 }
 
-/// alice (dev) acts as app, carol as the probe role, dave (support) as the
-/// masked role; carol and dave see roles_people.ssn masked; bob maps to
-/// nothing. `extra` is appended.
+/// alice (dev) acts as app, carol as the probe role, dave (support) and
+/// erin (no group) as the masked role; carol and dave see roles_people.ssn
+/// masked; bob maps to nothing. `extra` is appended.
 fn config(backend: &Backend, extra: &str) -> String {
     let probe = probe_role(backend);
     let upstream = format!(
         "role_map = [{{ groups = [\"dev\"], role = \"app\" }}, \
          {{ users = [\"{CAROL}\"], role = \"{PROBE}\" }}, \
+         {{ users = [\"{ERIN}\"], role = \"{MASKED_ROLE}\" }}, \
          {{ groups = [\"support\"], role = \"{MASKED_ROLE}\" }}]\n\
          [upstreams.{DB}.roles.{PROBE}]\npassword_file = \"{}\"",
         probe.display()
@@ -52,6 +55,7 @@ fn config(backend: &Backend, extra: &str) -> String {
     format!(
         "{}\n[users.{CAROL}]\nscram_verifier = \"{verifier}\"\ngroups = [\"support\"]\n\
          [users.{DAVE}]\nscram_verifier = \"{verifier}\"\ngroups = [\"support\"]\n\
+         [users.{ERIN}]\nscram_verifier = \"{verifier}\"\n\
          [masking]\nrefresh = \"1h\"\n\
          [[masking.rules]]\nname = \"ssn\"\ncolumns = [\"roles_people.ssn\"]\nstrategy = \"null\"\n\
          groups = [\"support\"]\n{extra}",
@@ -130,15 +134,17 @@ async fn other_roles_statements_are_not_visible_in_pg_stat_activity() {
     while backend.admin_sql(&seen).trim() != "1" {
         tokio::task::yield_now().await;
     }
-    let dave = login(&pw, DAVE).await.expect("dave");
-    let rows = dave
-        .query(
-            "SELECT usename::text, query FROM pg_stat_activity WHERE usename = 'app'",
-            &[],
-        )
-        .await
-        .expect("pg_stat_activity");
+    let activity = "SELECT usename::text, query FROM pg_stat_activity WHERE usename = 'app'";
+    // PostgreSQL shows another role's sessions without their statements.
+    let erin = login(&pw, ERIN).await.expect("erin");
+    assert_eq!(current_user(&erin).await, MASKED_ROLE);
+    let rows = erin.query(activity, &[]).await.expect("pg_stat_activity");
     assert!(!rows.is_empty());
+    // A masked identity reads none of it: its application_name may hold
+    // what code it ran copied from a masked column.
+    let dave = login(&pw, DAVE).await.expect("dave");
+    let e = dave.query(activity, &[]).await.expect_err("masked");
+    assert_eq!(sqlstate(&e), "42501");
     for row in rows {
         let query: Option<String> = row.get(1);
         assert_eq!(query.as_deref(), Some("<insufficient privilege>"));
