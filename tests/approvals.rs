@@ -15,6 +15,7 @@ use pgward::policy::rules::Identity;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use support::approvals::ticket_of;
 use support::raw::{query, RawClient};
 use support::{connect_with_messages, message, sqlstate, Backend, Pgward, DB, PASSWORD, USER};
 
@@ -470,17 +471,6 @@ async fn set_v(
     client
         .execute(&format!("UPDATE {table} SET v = $1 WHERE id = 1"), &[&v])
         .await
-}
-
-/// The ticket id named in a ticket-mode refusal.
-fn ticket_of(e: &tokio_postgres::Error) -> String {
-    let m = message(e);
-    assert_eq!(sqlstate(e), "42501", "{m}");
-    m.split("ticket ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no ticket in {m}"))
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,9 @@ use pgward::approvals::model::TicketState;
 use pgward::policy::rules::Identity;
 use std::sync::Arc;
 use std::time::Duration;
+use support::approvals::{shown, ticket_of};
 use support::raw::{error_of, query, RawClient};
-use support::{message, sqlstate, Backend, Pgward, DB, PASSWORD, USER};
+use support::{Backend, Pgward, DB, PASSWORD, USER};
 use tokio_postgres::types::Type;
 
 fn carol() -> Identity {
@@ -39,17 +40,6 @@ async fn start(table: &str, secrets: [&str; 2]) -> (Pgward, tempfile::TempDir) {
         .await
         .expect("table");
     (pw, dir)
-}
-
-/// The ticket id named in a ticket-mode refusal.
-fn ticket_of(e: &tokio_postgres::Error) -> String {
-    let m = message(e);
-    assert_eq!(sqlstate(e), "42501", "{m}");
-    m.split("ticket ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no ticket in {m}"))
-        .to_owned()
 }
 
 /// Approves ticket `id` as carol and waits until the store says so.
@@ -97,13 +87,7 @@ async fn an_approval_does_not_cover_the_same_bytes_declared_as_another_type() {
         .await
         .expect_err("needs approval");
     let id = ticket_of(&e);
-    let shown = pw
-        .gateway
-        .approvals()
-        .ticket(&id)
-        .await
-        .expect("store")
-        .expect("ticket");
+    let shown = shown(&pw, &id).await;
     assert_eq!(shown.params[0].type_name.as_deref(), Some("float4"));
     assert_eq!(shown.params[0].value.as_deref(), Some("1"));
     approve(&pw, &id).await;
@@ -140,13 +124,7 @@ async fn an_approval_does_not_cover_the_same_bytes_in_another_client_encoding() 
     let utf8 = pw.connect().await;
     let e = utf8.simple_query(sql).await.expect_err("needs approval");
     let id = ticket_of(&e);
-    let shown = pw
-        .gateway
-        .approvals()
-        .ticket(&id)
-        .await
-        .expect("store")
-        .expect("ticket");
+    let shown = shown(&pw, &id).await;
     assert_eq!(shown.statement, sql);
     approve(&pw, &id).await;
 
@@ -208,13 +186,7 @@ async fn an_approval_of_execute_covers_the_statement_it_runs() {
     let (pw, _dir) = start("bind_exec", ["s", "s"]).await;
     let mut first = prepared(&pw, "UPDATE bind_exec SET v = 9 WHERE id = 1").await;
     let id = execute_up(&mut first).await.expect("needs approval");
-    let shown = pw
-        .gateway
-        .approvals()
-        .ticket(&id)
-        .await
-        .expect("store")
-        .expect("ticket");
+    let shown = shown(&pw, &id).await;
     assert!(
         shown
             .statement
@@ -271,13 +243,7 @@ async fn an_approval_does_not_cover_the_statement_run_as_an_elevated_role() {
     let plain = pw.connect().await;
     let e = plain.simple_query(sql).await.expect_err("needs approval");
     let id = ticket_of(&e);
-    let shown = pw
-        .gateway
-        .approvals()
-        .ticket(&id)
-        .await
-        .expect("store")
-        .expect("ticket");
+    let shown = shown(&pw, &id).await;
     assert_eq!(shown.requester.role, MASKED_ROLE);
     approve(&pw, &id).await;
 

@@ -224,3 +224,24 @@ pub async fn wait_pending(store: &dyn ApprovalStore) -> Ticket {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The ticket id named in a ticket-mode refusal.
+pub fn ticket_of(e: &tokio_postgres::Error) -> String {
+    let m = super::message(e);
+    assert_eq!(super::sqlstate(e), "42501", "{m}");
+    m.split("ticket ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ticket in {m}"))
+        .to_owned()
+}
+
+/// Ticket `id` as the store holds it (what its approvers are shown).
+pub async fn shown(pw: &Pgward, id: &str) -> Ticket {
+    pw.gateway
+        .approvals()
+        .ticket(id)
+        .await
+        .expect("store")
+        .expect("ticket")
+}
