@@ -7,18 +7,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use support::{message, sqlstate, Backend, Pgward};
 use tokio_postgres::Client;
 
 /// A fresh name prefix per call: tests share the cluster.
 fn fresh() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "cc{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    support::fresh_name("cc")
 }
 
 /// pgward in front of the shared cluster, with `bob` trusted (a rule

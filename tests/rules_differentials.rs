@@ -9,18 +9,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use support::{message, sqlstate, Backend, Pgward, APP_ROLE};
 use tokio_postgres::Client;
 
 /// A fresh name prefix per call: tests share the cluster.
 fn fresh() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "df{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    support::fresh_name("df")
 }
 
 /// Runs `sql` through `client` in `protocol`.

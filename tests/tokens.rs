@@ -120,13 +120,7 @@ async fn bad_tokens_are_each_refused_with_their_reason() {
     let dir = Backend::shared().cluster.dir();
     let user = "ci-bad";
     let now = pgward::auth::token::unix_now();
-    let with = |changes: Value| {
-        let mut c = tg.claims(user);
-        if let Value::Object(ch) = changes {
-            c.extend(ch);
-        }
-        Value::Object(c)
-    };
+    let with = |changes: Value| tg.claims_with(user, changes);
     let k1 = &tg.key;
     let stranger = TestKey::new(dir, "k1");
     let good = k1.sign(with(json!({})));
@@ -226,13 +220,7 @@ async fn a_token_of_pgward_lives_no_longer_than_max_ttl() {
     let tg = TokenGateway::start("max_ttl = \"1h\"", "").await;
     let user = "ci-long";
     let now = pgward::auth::token::unix_now();
-    let with = |changes: Value| {
-        let mut c = tg.claims(user);
-        if let Value::Object(ch) = changes {
-            c.extend(ch);
-        }
-        Value::Object(c)
-    };
+    let with = |changes: Value| tg.claims_with(user, changes);
     let cases = [
         (
             "thirty days",

@@ -381,3 +381,14 @@ pub fn text_rows(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<
         })
         .collect()
 }
+
+/// A name prefix no other call in this process (nor another test process)
+/// gets: `prefix`, the process id and a counter. Tests share the cluster.
+pub fn fresh_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!(
+        "{prefix}{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}

@@ -233,6 +233,15 @@ impl TokenGateway {
         };
         m
     }
+
+    /// [`Self::claims`] for `user` with `changes` (an object) laid over them.
+    pub fn claims_with(&self, user: &str, changes: Value) -> Value {
+        let mut c = self.claims(user);
+        if let Value::Object(ch) = changes {
+            c.extend(ch);
+        }
+        Value::Object(c)
+    }
 }
 
 /// Waits until the wall clock passes `unix` seconds (a token's expiry).
