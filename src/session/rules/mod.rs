@@ -380,10 +380,12 @@ impl RulesPhase {
     }
 
     /// The settings the server last reported, and whether a request still
-    /// unanswered may change them before the text is lexed.
+    /// unanswered, or answered but not yet followed by a ReadyForQuery
+    /// (which the server's reports come just before), may have changed
+    /// them before the text is lexed.
     fn lexing(&self, tracker: &Tracker) -> Lexing {
         let settings = self.settings.current();
-        if tracker.busy() {
+        if tracker.settings_unreported() {
             Lexing::Uncertain(settings)
         } else {
             Lexing::Known(settings)

@@ -291,6 +291,11 @@ pub struct Tracker {
     skipping: bool,
     /// The server is in COPY FROM STDIN.
     copy_in: bool,
+    /// A request went out since the last ReadyForQuery that left nothing
+    /// in flight: the server reports changed settings (ParameterStatus)
+    /// only just before a ReadyForQuery, so what such a request changed
+    /// (a SET run by an Execute and flushed) is not reported yet.
+    unreported: bool,
     status: TransactionStatus,
     /// Keep RowDescriptions (masking plans from them).
     keep_descriptions: bool,
@@ -326,6 +331,7 @@ impl Tracker {
             may_name: ScanAnswer::default(),
             skipping: false,
             copy_in: false,
+            unreported: false,
             status: TransactionStatus::Idle,
             keep_descriptions,
             result: None,
@@ -366,6 +372,16 @@ impl Tracker {
     /// reported may then still change before the next message runs).
     pub fn busy(&self) -> bool {
         !self.queue.is_empty()
+    }
+
+    /// Whether a setting the server reported may have changed since: a
+    /// request is unanswered, or one was answered without a ReadyForQuery
+    /// after it (Parse / Bind / Execute and a Flush, no Sync). The server
+    /// sends ParameterStatus only before ReadyForQuery, so an Execute of
+    /// `SET standard_conforming_strings = off` that has completed changes
+    /// how the next message is lexed before pgward is told.
+    pub fn settings_unreported(&self) -> bool {
+        self.unreported || !self.queue.is_empty()
     }
 
     /// ReadyForQuery messages the server still owes (one per queued Query
@@ -418,6 +434,7 @@ impl Tracker {
                 return;
             }
         }
+        self.unreported = true;
         let sent = self.timing.then(Instant::now);
         if self.queue.capacity() == 0 {
             // A queue without room owns no memory: forgetting it frees
@@ -1086,6 +1103,9 @@ impl Tracker {
             self.drop_unnamed();
         }
         self.pop_answered();
+        // The reports of everything before it came with it; requests still
+        // queued behind it set this again when answered (see `push`).
+        self.unreported = !self.queue.is_empty();
         self.result = None;
         self.status = status;
         if status != TransactionStatus::InTransaction {

@@ -1,0 +1,152 @@
+//! Protocol-level differentials between what pgward judges and what the
+//! server runs: settings that change lexing while pgward's model of them
+//! lags (a SET already run, its ParameterStatus not yet sent), and Bind
+//! values the server reads through a type that changes them.
+
+mod support;
+
+use support::raw::{error_of, message, Msg, RawClient};
+use support::{Backend, Pgward, DB, PASSWORD, USER};
+
+fn cstr(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s);
+    out.push(0);
+}
+
+/// Parse of statement `name` with these parameter type OIDs.
+fn parse_typed(name: &str, sql: &[u8], types: &[u32]) -> Vec<u8> {
+    let mut body = Vec::new();
+    cstr(&mut body, name.as_bytes());
+    cstr(&mut body, sql);
+    body.extend_from_slice(&u16::try_from(types.len()).unwrap().to_be_bytes());
+    for t in types {
+        body.extend_from_slice(&t.to_be_bytes());
+    }
+    message(b'P', &body)
+}
+
+/// Bind of the unnamed portal from `statement`, text parameters.
+fn bind(statement: &str, params: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    cstr(&mut body, b"");
+    cstr(&mut body, statement.as_bytes());
+    body.extend_from_slice(&0u16.to_be_bytes()); // all text
+    body.extend_from_slice(&u16::try_from(params.len()).unwrap().to_be_bytes());
+    for p in params {
+        match p {
+            Some(v) => {
+                body.extend_from_slice(&i32::try_from(v.len()).unwrap().to_be_bytes());
+                body.extend_from_slice(v);
+            }
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    body.extend_from_slice(&0u16.to_be_bytes());
+    message(b'B', &body)
+}
+
+/// Execute of the unnamed portal, all rows.
+fn execute() -> Vec<u8> {
+    let mut body = Vec::new();
+    cstr(&mut body, b"");
+    body.extend_from_slice(&0i32.to_be_bytes());
+    message(b'E', &body)
+}
+
+/// Parse (unnamed) + Bind + Execute of `sql`, text parameters, no Sync.
+fn run(sql: &[u8], types: &[u32], params: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = parse_typed("", sql, types);
+    out.extend(bind("", params));
+    out.extend(execute());
+    out
+}
+
+fn sync() -> Vec<u8> {
+    message(b'S', b"")
+}
+
+fn flush() -> Vec<u8> {
+    message(b'H', b"")
+}
+
+/// A table only the superuser made, readable by the app role, holding
+/// `SECRET`; and pgward with `[policy]` lines `policy` that deny it.
+async fn guarded(policy: &str) -> (Pgward, String) {
+    let backend = Backend::shared();
+    let t = format!("guarded_{:08x}", rand::random::<u32>());
+    backend.admin_sql(&format!(
+        "CREATE TABLE public.{t} (v text); INSERT INTO public.{t} VALUES ('SECRET'); \
+         GRANT SELECT ON public.{t} TO app"
+    ));
+    let config = format!(
+        "{}\n[policy]\n{policy}\n[[policy.rules]]\nname = \"hide\"\naction = \"deny\"\n\
+         relations = [\"{t}\"]\n",
+        backend.config("", "")
+    );
+    (Pgward::start_in(&config, backend.cluster.dir()).await, t)
+}
+
+fn leaked(reply: &[Msg]) -> bool {
+    reply
+        .iter()
+        .any(|m| m.tag == b'D' && m.body.windows(6).any(|w| w == b"SECRET"))
+}
+
+/// Reads up to (and including) the first message with tag `tag`, or an
+/// error.
+async fn until(c: &mut RawClient, tag: u8) -> Vec<Msg> {
+    let mut got = Vec::new();
+    loop {
+        let m = c.recv().await.expect("a message");
+        let done = m.tag == tag || m.tag == b'E';
+        got.push(m);
+        if done {
+            return got;
+        }
+    }
+}
+
+/// The server reports a changed setting (ParameterStatus) only before its
+/// next ReadyForQuery: a SET run by an Execute and flushed, answered but
+/// not synced, has changed how the server lexes the next Parse while the
+/// report is still to come. pgward must judge that Parse under both
+/// readings, not under the one last reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_run_before_a_flush_changes_lexing_before_it_is_reported() {
+    // The setting may be turned off here (builtin rules off); the table
+    // stays denied.
+    let (pw, t) = guarded("builtin_rules = false").await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let mut set = run(b"SET standard_conforming_strings = off", &[], &[]);
+    set.extend(flush());
+    c.send(&set).await;
+    let answered = until(&mut c, b'C').await;
+    assert!(error_of(&answered).is_none(), "{answered:?}");
+    // With the setting on, one string; with it off, a string and the
+    // guarded table. Each message waits for the answer to the one before,
+    // so none is sent while the server is still working.
+    let attack = format!("SELECT 'x\\'' , v FROM {t} --'");
+    let mut parse = parse_typed("", attack.as_bytes(), &[]);
+    parse.extend(flush());
+    let mut bound = bind("", &[]);
+    bound.extend(flush());
+    let mut executed = execute();
+    executed.extend(sync());
+    let mut reply = Vec::new();
+    for (step, answer) in [(parse, b'1'), (bound, b'2'), (executed, b'Z')] {
+        c.send(&step).await;
+        let got = until(&mut c, answer).await;
+        let failed = error_of(&got).is_some();
+        reply.extend(got);
+        if failed {
+            break;
+        }
+    }
+    if reply.last().is_some_and(|m| m.tag != b'Z') {
+        c.send(&sync()).await;
+        reply.extend(c.until_ready().await);
+    }
+    assert!(!leaked(&reply), "the denied table was read: {reply:?}");
+    let err = error_of(&reply).expect("refused");
+    assert_eq!(err.sqlstate(), "42501", "{err:?}");
+}
