@@ -150,3 +150,63 @@ async fn a_set_run_before_a_flush_changes_lexing_before_it_is_reported() {
     let err = error_of(&reply).expect("refused");
     assert_eq!(err.sqlstate(), "42501", "{err:?}");
 }
+
+/// Asserts the session has not switched roles.
+async fn no_role_set(c: &mut RawClient) {
+    let reply = c.simple("SHOW role").await;
+    assert!(
+        reply
+            .iter()
+            .any(|m| m.tag == b'D' && m.body.ends_with(b"none")),
+        "the role was switched: {reply:?}"
+    );
+}
+
+/// A Bind value is read by the server through its parameter's type: a
+/// `character` (bpchar) value loses its trailing spaces when it is passed
+/// as text, so `'role   '` names the setting `role`. The type comes from
+/// the Parse, or from the first use of the parameter the server analyses
+/// (here a cast in FROM, read before the select list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_value_is_judged_as_its_type_reads_it() {
+    let pw = Pgward::start(Backend::shared()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    const BPCHAR: u32 = 1042;
+    let cases: [(&[u8], &[u32]); 3] = [
+        (b"SELECT set_config($1, $2, false)", &[BPCHAR, 0]),
+        (
+            b"SELECT set_config($1, $2, false) FROM (SELECT $1::char(10)) s",
+            &[],
+        ),
+        (
+            b"SELECT set_config($1, $2, false) FROM (SELECT 1) s JOIN (SELECT 'x'::char(3) AS c) u \
+              ON u.c = $1",
+            &[],
+        ),
+    ];
+    for (sql, types) in cases {
+        let mut attack = run(sql, types, &[Some(b"role   "), Some(b"app")]);
+        attack.extend(sync());
+        c.send(&attack).await;
+        let reply = c.until_ready().await;
+        let err = error_of(&reply).unwrap_or_else(|| {
+            panic!("{}: not refused: {reply:?}", String::from_utf8_lossy(sql))
+        });
+        assert_eq!(err.sqlstate(), "42501", "{err:?}");
+        no_role_set(&mut c).await;
+    }
+    // Where the server takes the value as text, it is judged by its value.
+    const TEXT: u32 = 25;
+    for types in [&[TEXT, 0][..], &[]] {
+        let mut harmless = run(
+            b"SELECT set_config($1, $2, false)",
+            types,
+            &[Some(b"application_name"), Some(b"typed")],
+        );
+        harmless.extend(sync());
+        c.send(&harmless).await;
+        let reply = c.until_ready().await;
+        assert!(error_of(&reply).is_none(), "{reply:?}");
+    }
+}
+

@@ -32,6 +32,7 @@ mod scan_memo;
 mod text_key;
 mod verdict_memo;
 pub use params::Param;
+use params::Bound;
 pub mod rules;
 pub mod versions;
 
@@ -283,17 +284,21 @@ impl Policy {
         session: &Session<'_>,
         params: &[Param<'_>],
     ) -> Arc<Outcome> {
-        let values: Vec<Option<Option<String>>> = params
+        // A value the encoding cannot convert stays unknown.
+        let utf8 = |bytes: &[u8]| {
+            session
+                .client_encoding
+                .to_utf8(bytes)
+                .ok()
+                .map(|s| s.into_owned())
+        };
+        let values: Vec<Bound> = params
             .iter()
             .map(|p| match p {
-                Param::Null => Some(None),
-                // A value the encoding cannot convert stays unknown.
-                Param::Text(bytes) => session
-                    .client_encoding
-                    .to_utf8(bytes)
-                    .ok()
-                    .map(|s| Some(s.into_owned())),
-                Param::Binary => None,
+                Param::Null => Bound::Null,
+                Param::Text(bytes) => utf8(bytes).map_or(Bound::Unknown, Bound::Text),
+                Param::Inferred(bytes) => utf8(bytes).map_or(Bound::Unknown, Bound::Inferred),
+                Param::Binary => Bound::Unknown,
             })
             .collect();
         self.judge_any(text, who, session, Some(&values))
@@ -333,7 +338,7 @@ impl Policy {
         text: &[u8],
         who: &Identity,
         session: &Session<'_>,
-        values: Option<&[Option<Option<String>>]>,
+        values: Option<&[Bound]>,
     ) -> Arc<Outcome> {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
@@ -520,7 +525,7 @@ impl Policy {
         who: &Audience,
         env: &Env<'_>,
         code: Option<&called::CodeCatalog>,
-        values: &[Option<Option<String>>],
+        values: &[Bound],
     ) -> Outcome {
         match lexer::scan(sql, env.settings) {
             Ok(tokens) => match versions::in_tokens(sql, &tokens, env.server_major) {
@@ -540,7 +545,7 @@ impl Policy {
         who: &Audience,
         env: &Env<'_>,
         code: Option<&called::CodeCatalog>,
-        values: &[Option<Option<String>>],
+        values: &[Bound],
     ) -> Result<Outcome, Box<Outcome>> {
         let mut statements =
             classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;

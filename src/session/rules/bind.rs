@@ -64,6 +64,10 @@ impl BindChecked {
     }
 }
 
+/// The type OIDs of `text` and `varchar`, which take a value as it is.
+const TEXT: u32 = 25;
+const VARCHAR: u32 = 1043;
+
 /// Statements remembered in `bind_checked`.
 const BIND_CHECKED: usize = 16;
 
@@ -259,7 +263,14 @@ impl RulesPhase {
                     .enumerate()
                     .map(|(i, value)| match (value, bind.param_format(i)) {
                         (None, _) => Param::Null,
-                        (Some(v), 0) => Param::Text(v),
+                        // The server reads a value through its type (see
+                        // `Param`): described by the server, else as the
+                        // Parse declared it (0: left to the server).
+                        (Some(v), 0) => match statement.param_types.of(i) {
+                            Some(TEXT | VARCHAR) => Param::Text(v),
+                            Some(0) | None => Param::Inferred(v),
+                            Some(_) => Param::Binary,
+                        },
                         (Some(_), _) => Param::Binary,
                     })
                     .collect();
