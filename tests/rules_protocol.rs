@@ -210,3 +210,99 @@ async fn a_bound_value_is_judged_as_its_type_reads_it() {
     }
 }
 
+
+/// A simple Query of `bytes` as they are (any encoding).
+fn query_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut body = bytes.to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
+/// The server converts each message from the client_encoding in force when
+/// it reads it, and reports a change only before its ReadyForQuery: a
+/// Query pipelined behind a change of client_encoding is read in the new
+/// encoding while pgward has only the old one. Non-ASCII text is then
+/// read differently by pgward: a name (here a LATIN1 session switching to
+/// UTF8: `gardé` read as `gardÃ©`), or with an encoding whose characters
+/// can end in a backslash, where a string ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_behind_a_change_of_client_encoding_is_not_read_in_the_old_one() {
+    let backend = Backend::shared();
+    let t = format!("gardé_{:08x}", rand::random::<u32>());
+    backend.admin_sql(&format!(
+        "CREATE TABLE public.\"{t}\" (v text); INSERT INTO public.\"{t}\" VALUES ('SECRET'); \
+         GRANT SELECT ON public.\"{t}\" TO app"
+    ));
+    let config = format!(
+        "{}\n[policy]\n[[policy.rules]]\nname = \"hide\"\naction = \"deny\"\n\
+         relations = [\"{t}\"]\n",
+        backend.config("", "")
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let latin1 = c.simple("SET client_encoding = 'LATIN1'").await;
+    assert!(error_of(&latin1).is_none(), "{latin1:?}");
+    // Read in LATIN1 (the name as LATIN1 bytes), the table is denied.
+    let mut in_latin1 = b"SELECT v FROM \"garde".to_vec();
+    in_latin1[19] = 0xE9;
+    in_latin1.extend_from_slice(&t.as_bytes()["gardé".len()..]);
+    in_latin1.push(b'"');
+    let reply = {
+        c.send(&query_bytes(&in_latin1)).await;
+        c.until_ready().await
+    };
+    assert_eq!(error_of(&reply).expect("denied").sqlstate(), "42501");
+    // Behind a switch to UTF8, in UTF-8.
+    let mut batch = query_bytes(b"SET client_encoding = 'UTF8'");
+    batch.extend(query_bytes(format!("SELECT v FROM \"{t}\"").as_bytes()));
+    c.send(&batch).await;
+    let set = c.until_ready().await;
+    assert!(error_of(&set).is_none(), "{set:?}");
+    let reply = c.until_ready().await;
+    assert!(!leaked(&reply), "the denied table was read: {reply:?}");
+    let err = error_of(&reply).expect("refused");
+    assert_eq!(err.sqlstate(), "55000", "{err:?}");
+    // A COMMIT ends the SET LOCAL made in its transaction.
+    let local = c
+        .simple("BEGIN; SET LOCAL client_encoding = 'LATIN1'")
+        .await;
+    assert!(error_of(&local).is_none(), "{local:?}");
+    let mut batch = query_bytes(b"COMMIT");
+    batch.extend(query_bytes(format!("SELECT v FROM \"{t}\"").as_bytes()));
+    c.send(&batch).await;
+    assert!(error_of(&c.until_ready().await).is_none());
+    let reply = c.until_ready().await;
+    assert!(!leaked(&reply), "the denied table was read: {reply:?}");
+    assert_eq!(error_of(&reply).expect("refused").sqlstate(), "55000");
+    // Once reported, and behind requests that change no encoding,
+    // non-ASCII text is judged as ever.
+    let mut batch = query_bytes(b"SELECT 1");
+    batch.extend(query_bytes("SELECT 'é'".as_bytes()));
+    c.send(&batch).await;
+    for _ in 0..2 {
+        let reply = c.until_ready().await;
+        assert!(error_of(&reply).is_none(), "{reply:?}");
+    }
+}
+
+/// As above, to an encoding pgward cannot judge that the rules allow
+/// (builtin rules off): valid UTF-8 `E'ぁ\'` loses its backslash in SJIS,
+/// so the string ends early and the rest runs as SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_behind_a_switch_to_sjis_is_not_read_as_utf8() {
+    let (pw, t) = guarded("builtin_rules = false").await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    let mut batch = query_bytes(b"SET client_encoding = 'SJIS'");
+    batch.extend(query_bytes(
+        format!("SELECT E'ぁ\\' , v FROM {t} --'").as_bytes(),
+    ));
+    batch.extend(query_bytes(b"RESET client_encoding"));
+    c.send(&batch).await;
+    let set = c.until_ready().await;
+    assert!(error_of(&set).is_none(), "{set:?}");
+    let reply = c.until_ready().await;
+    assert!(!leaked(&reply), "the denied table was read: {reply:?}");
+    assert!(error_of(&reply).is_some(), "{reply:?}");
+    let reset = c.until_ready().await;
+    assert!(error_of(&reset).is_none(), "{reset:?}");
+}
