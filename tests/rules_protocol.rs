@@ -189,9 +189,8 @@ async fn a_bound_value_is_judged_as_its_type_reads_it() {
         attack.extend(sync());
         c.send(&attack).await;
         let reply = c.until_ready().await;
-        let err = error_of(&reply).unwrap_or_else(|| {
-            panic!("{}: not refused: {reply:?}", String::from_utf8_lossy(sql))
-        });
+        let err = error_of(&reply)
+            .unwrap_or_else(|| panic!("{}: not refused: {reply:?}", String::from_utf8_lossy(sql)));
         assert_eq!(err.sqlstate(), "42501", "{err:?}");
         no_role_set(&mut c).await;
     }
@@ -209,7 +208,6 @@ async fn a_bound_value_is_judged_as_its_type_reads_it() {
         assert!(error_of(&reply).is_none(), "{reply:?}");
     }
 }
-
 
 /// A simple Query of `bytes` as they are (any encoding).
 fn query_bytes(bytes: &[u8]) -> Vec<u8> {

@@ -310,7 +310,10 @@ fn parameters_are_judged_at_bind_with_their_values() {
     // is an argument of set_config (which makes it text), and unknown
     // where another use may type it first (bpchar drops the spaces).
     let inferred = |s: &'static str| Param::Inferred(s.as_bytes());
-    assert_eq!(bound(sql, &[inferred("application_name"), inferred("x")]), "allow");
+    assert_eq!(
+        bound(sql, &[inferred("application_name"), inferred("x")]),
+        "allow"
+    );
     assert_eq!(bound(sql, &[inferred("role   "), inferred("x")]), "allow");
     let typed_first = b"SELECT set_config($1, $2, false) FROM (SELECT $1::char(10)) s";
     assert_eq!(

@@ -31,8 +31,8 @@ mod plpgsql;
 mod scan_memo;
 mod text_key;
 mod verdict_memo;
-pub use params::Param;
 use params::Bound;
+pub use params::Param;
 pub mod rules;
 pub mod versions;
 

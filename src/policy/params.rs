@@ -106,7 +106,12 @@ fn count_uses(tree: &Value, uses: &mut [(usize, usize)]) {
                     .and_then(Value::as_str)
                     == Some("set_config");
             if set_config {
-                for arg in map.get("args").and_then(Value::as_array).into_iter().flatten() {
+                for arg in map
+                    .get("args")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let arg = arg.get("node").unwrap_or(arg);
                     if let Some(i) = arg.get("ParamRef").and_then(param_index) {
                         if let Some(u) = uses.get_mut(i) {

@@ -70,6 +70,8 @@ impl BindChecked {
 /// The type OIDs of `text` and `varchar`, which take a value as it is.
 const TEXT: u32 = 25;
 const VARCHAR: u32 = 1043;
+/// The type OID of `unknown`.
+const UNKNOWN: u32 = 705;
 
 /// Statements remembered in `bind_checked`.
 const BIND_CHECKED: usize = 16;
@@ -283,7 +285,9 @@ impl RulesPhase {
                         (Some(v), 0) if unsettled && !v.is_ascii() => Param::Binary,
                         (Some(v), 0) => match statement.param_types.of(i) {
                             Some(TEXT | VARCHAR) => Param::Text(v),
-                            Some(0) | None => Param::Inferred(v),
+                            // `unknown` is what the server makes of an
+                            // unspecified type: inferred alike.
+                            Some(0 | UNKNOWN) | None => Param::Inferred(v),
                             Some(_) => Param::Binary,
                         },
                         (Some(_), _) => Param::Binary,

@@ -59,9 +59,7 @@ impl RulesPhase {
                       ends the transaction that set it), and the text is not ASCII"
                 .into(),
             detail: None,
-            hint: Some(
-                "Send non-ASCII text after the answers to the requests before it.".into(),
-            ),
+            hint: Some("Send non-ASCII text after the answers to the requests before it.".into()),
             position: None,
         }))
     }
