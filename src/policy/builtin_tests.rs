@@ -306,6 +306,28 @@ fn parameters_are_judged_at_bind_with_their_values() {
         "no-role-switch"
     );
     assert_eq!(bound(sql, &[Param::Binary, text("x")]), "no-role-switch");
+    // A value whose type the server infers is read where every use of it
+    // is an argument of set_config (which makes it text), and unknown
+    // where another use may type it first (bpchar drops the spaces).
+    let inferred = |s: &'static str| Param::Inferred(s.as_bytes());
+    assert_eq!(
+        bound(sql, &[inferred("application_name"), inferred("x")]),
+        "allow"
+    );
+    assert_eq!(bound(sql, &[inferred("role   "), inferred("x")]), "allow");
+    let typed_first = b"SELECT set_config($1, $2, false) FROM (SELECT $1::char(10)) s";
+    assert_eq!(
+        bound(typed_first, &[inferred("role   "), inferred("x")]),
+        "no-role-switch"
+    );
+    assert_eq!(
+        bound(typed_first, &[inferred("application_name"), inferred("x")]),
+        "no-role-switch"
+    );
+    assert_eq!(
+        bound(typed_first, &[text("application_name"), inferred("x")]),
+        "allow"
+    );
     assert_eq!(bound(sql, &[Param::Null, text("x")]), "no-role-switch");
     assert_eq!(bound(sql, &[]), "no-role-switch");
     assert_eq!(

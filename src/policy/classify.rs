@@ -85,11 +85,11 @@ pub fn classify_in(sql: &str, env: &Env<'_>) -> Result<Vec<Statement>, ClassifyE
 }
 
 /// Like [`classify_in`], with the parameters of a Bind: `values[n - 1]` is
-/// `$n`'s value in UTF-8 (`Some(None)`: NULL; `None`: unknown).
-pub fn classify_bound(
+/// `$n`'s value in UTF-8, as far as it is known.
+pub(super) fn classify_bound(
     sql: &str,
     env: &Env<'_>,
-    values: &[Option<Option<String>>],
+    values: &[params::Bound],
 ) -> Result<Vec<Statement>, ClassifyError> {
     let parsed = parse(sql, env.settings)?;
     let mut statements = Vec::with_capacity(parsed.len());

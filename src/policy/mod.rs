@@ -31,6 +31,7 @@ mod plpgsql;
 mod scan_memo;
 mod text_key;
 mod verdict_memo;
+use params::Bound;
 pub use params::Param;
 pub mod rules;
 pub mod versions;
@@ -38,6 +39,7 @@ pub mod versions;
 use classify::{classify_bound, ClassifyError, Env};
 use encoding::ClientEncoding;
 use facts::{Effect, Statement};
+use kind::Kind;
 use lexer::LexSettings;
 use rules::{Audience, Denial, Identity, RuleSet, Verdict};
 use std::collections::BTreeSet;
@@ -131,6 +133,12 @@ pub struct Outcome {
     /// in code it calls): the session has the code catalog read again once
     /// it ran.
     changes_schema: bool,
+    /// Whether running it may change the session's client_encoding (see
+    /// [`Outcome::sets_client_encoding`]).
+    sets_client_encoding: bool,
+    /// Whether it ends a transaction or rolls back to a savepoint (which
+    /// undoes a SET of client_encoding made in it).
+    ends_transaction: bool,
 }
 
 impl Outcome {
@@ -153,6 +161,8 @@ impl Outcome {
             by_text: false,
             by_params: false,
             changes_schema: false,
+            sets_client_encoding: false,
+            ends_transaction: false,
         }
     }
 
@@ -169,6 +179,22 @@ impl Outcome {
         self.changes_schema
     }
 
+    /// Whether running the message may change the session's
+    /// client_encoding: a SET, RESET or set_config of it (or of a name
+    /// that is not a literal), RESET ALL, DISCARD, EXECUTE of a prepared
+    /// statement, code pgward cannot see into, and, where called code is
+    /// not resolved, any function call. The server converts each later
+    /// message with the new encoding before it reports it.
+    pub fn sets_client_encoding(&self) -> bool {
+        self.sets_client_encoding
+    }
+
+    /// Whether the message ends a transaction or rolls back to a savepoint:
+    /// that undoes a SET of client_encoding made in it.
+    pub fn ends_transaction(&self) -> bool {
+        self.ends_transaction
+    }
+
     /// The outcome when nothing needs judging.
     pub fn allow() -> Self {
         Self {
@@ -179,6 +205,8 @@ impl Outcome {
             by_text: false,
             by_params: false,
             changes_schema: false,
+            sets_client_encoding: false,
+            ends_transaction: false,
         }
     }
 }
@@ -283,17 +311,21 @@ impl Policy {
         session: &Session<'_>,
         params: &[Param<'_>],
     ) -> Arc<Outcome> {
-        let values: Vec<Option<Option<String>>> = params
+        // A value the encoding cannot convert stays unknown.
+        let utf8 = |bytes: &[u8]| {
+            session
+                .client_encoding
+                .to_utf8(bytes)
+                .ok()
+                .map(|s| s.into_owned())
+        };
+        let values: Vec<Bound> = params
             .iter()
             .map(|p| match p {
-                Param::Null => Some(None),
-                // A value the encoding cannot convert stays unknown.
-                Param::Text(bytes) => session
-                    .client_encoding
-                    .to_utf8(bytes)
-                    .ok()
-                    .map(|s| Some(s.into_owned())),
-                Param::Binary => None,
+                Param::Null => Bound::Null,
+                Param::Text(bytes) => utf8(bytes).map_or(Bound::Unknown, Bound::Text),
+                Param::Inferred(bytes) => utf8(bytes).map_or(Bound::Unknown, Bound::Inferred),
+                Param::Binary => Bound::Unknown,
             })
             .collect();
         self.judge_any(text, who, session, Some(&values))
@@ -333,7 +365,7 @@ impl Policy {
         text: &[u8],
         who: &Identity,
         session: &Session<'_>,
-        values: Option<&[Option<Option<String>>]>,
+        values: Option<&[Bound]>,
     ) -> Arc<Outcome> {
         if self.is_inert() {
             return Arc::new(Outcome::allow());
@@ -520,7 +552,7 @@ impl Policy {
         who: &Audience,
         env: &Env<'_>,
         code: Option<&called::CodeCatalog>,
-        values: &[Option<Option<String>>],
+        values: &[Bound],
     ) -> Outcome {
         match lexer::scan(sql, env.settings) {
             Ok(tokens) => match versions::in_tokens(sql, &tokens, env.server_major) {
@@ -540,7 +572,7 @@ impl Policy {
         who: &Audience,
         env: &Env<'_>,
         code: Option<&called::CodeCatalog>,
-        values: &[Option<Option<String>>],
+        values: &[Bound],
     ) -> Result<Outcome, Box<Outcome>> {
         let mut statements =
             classify_bound(sql, env, values).map_err(|e| Box::new(unparsable(&e)))?;
@@ -574,12 +606,42 @@ impl Policy {
                 .iter()
                 .flat_map(|s| &s.units)
                 .any(|u| u.kind.changes_schema()),
+            sets_client_encoding: statements.iter().any(|s| {
+                s.effects.iter().any(|e| matches!(e, Effect::Execute(_)))
+                    || s.units
+                        .iter()
+                        .any(|u| may_set_client_encoding(u, code.is_none()))
+            }),
+            ends_transaction: statements.iter().flat_map(|s| &s.units).any(|u| {
+                matches!(
+                    u.kind,
+                    Kind::Commit
+                        | Kind::Rollback
+                        | Kind::RollbackToSavepoint
+                        | Kind::PrepareTransaction
+                )
+            }),
             effects: statements
                 .into_iter()
                 .flat_map(|s: Statement| s.effects)
                 .collect(),
             text: Arc::from(texts.join("; ").as_str()),
         })
+    }
+}
+
+/// Whether running `unit` may change client_encoding (see
+/// [`Outcome::sets_client_encoding`]); `unseen_code`: called code is not
+/// resolved, so any function may.
+fn may_set_client_encoding(unit: &facts::Unit, unseen_code: bool) -> bool {
+    match unit.kind {
+        Kind::Set | Kind::SetRole | Kind::SetSessionAuthorization | Kind::Reset => unit
+            .setting
+            .as_deref()
+            .is_none_or(|s| s.eq_ignore_ascii_case("client_encoding")),
+        Kind::Discard | Kind::UnjudgeableClientEncoding | Kind::OpaqueCode | Kind::Do => true,
+        Kind::Call => unseen_code,
+        _ => unseen_code && !unit.functions.is_empty(),
     }
 }
 

@@ -47,6 +47,9 @@ pub(super) struct BindChecked {
     /// It may change the database's code: the catalog is stale once the
     /// batch of an Execute of it is answered.
     changes_schema: bool,
+    /// It may change client_encoding, or ends a transaction (`encoding`).
+    sets_client_encoding: bool,
+    ends_transaction: bool,
 }
 
 impl BindChecked {
@@ -63,6 +66,12 @@ impl BindChecked {
             && self.temp_generation == temp_generation
     }
 }
+
+/// The type OIDs of `text` and `varchar`, which take a value as it is.
+const TEXT: u32 = 25;
+const VARCHAR: u32 = 1043;
+/// The type OID of `unknown`.
+const UNKNOWN: u32 = 705;
 
 /// Statements remembered in `bind_checked`.
 const BIND_CHECKED: usize = 16;
@@ -115,6 +124,8 @@ impl RulesPhase {
             at_bind,
             effects: outcome.effects.clone(),
             changes_schema: outcome.changes_schema(),
+            sets_client_encoding: outcome.sets_client_encoding(),
+            ends_transaction: outcome.ends_transaction(),
         });
         self.bind_checked.len() - 1
     }
@@ -191,12 +202,19 @@ impl RulesPhase {
             }
         }
         let checked = &self.bind_checked[index];
-        if checked.effects.is_empty() && !checked.changes_schema {
+        if checked.effects.is_empty()
+            && !checked.changes_schema
+            && !checked.sets_client_encoding
+            && !checked.ends_transaction
+        {
             return Decision::Forward;
         }
         // The ReadyForQuery that ends this Execute's batch (a refusal by a
         // later phase is an error before it, which undoes the effects).
         let due = self.answered + ctx.tracker.ready_pending() + 1;
+        let (sets, ends) = (checked.sets_client_encoding, checked.ends_transaction);
+        self.encoding_may_change(sets, ends, due);
+        let checked = &self.bind_checked[index];
         for effect in &checked.effects {
             self.settings.temp.apply(effect, due);
         }
@@ -254,12 +272,24 @@ impl RulesPhase {
             AtBind::Nothing => return Decision::Forward,
             AtBind::Approval | AtBind::Denied => policy.judge_in(text, &self.identity, &session),
             AtBind::Values => {
+                let unsettled = self.encoding_unsettled();
                 let params: Vec<Param<'_>> = bind
                     .params()
                     .enumerate()
                     .map(|(i, value)| match (value, bind.param_format(i)) {
                         (None, _) => Param::Null,
-                        (Some(v), 0) => Param::Text(v),
+                        // The server reads a value through its type (see
+                        // `Param`): described by the server, else as the
+                        // Parse declared it (0: left to the server).
+                        // Converted from an encoding that may be changing.
+                        (Some(v), 0) if unsettled && !v.is_ascii() => Param::Binary,
+                        (Some(v), 0) => match statement.param_types.of(i) {
+                            Some(TEXT | VARCHAR) => Param::Text(v),
+                            // `unknown` is what the server makes of an
+                            // unspecified type: inferred alike.
+                            Some(0 | UNKNOWN) | None => Param::Inferred(v),
+                            Some(_) => Param::Binary,
+                        },
                         (Some(_), _) => Param::Binary,
                     })
                     .collect();

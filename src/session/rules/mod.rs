@@ -6,6 +6,7 @@
 pub(crate) mod approval;
 mod bind;
 pub(crate) mod called;
+mod encoding;
 mod settings;
 
 pub(crate) use approval::ApprovalSide;
@@ -47,6 +48,14 @@ pub struct RulesPhase {
     /// Such a statement ran in the open transaction: the catalog is stale
     /// again when it ends (pgward's catalog reads see only what committed).
     ddl_in_transaction: bool,
+    /// The ReadyForQuery by which a request sent that may change
+    /// client_encoding is answered (the server reports the new encoding
+    /// just before it): until then non-ASCII text cannot be read as the
+    /// server will read it (`encoding`).
+    encoding_due: Option<u64>,
+    /// Such a request was sent since the session was last idle: a COMMIT
+    /// or ROLLBACK may undo it.
+    encoding_in_transaction: bool,
     /// The rules that apply to `identity` under the policy last judged with
     /// (the policy tells its own from another's).
     audience: Option<KnownAudience>,
@@ -76,6 +85,8 @@ impl RulesPhase {
             code_seen: Default::default(),
             ddl_due: None,
             ddl_in_transaction: false,
+            encoding_due: None,
+            encoding_in_transaction: false,
             audience: None,
             policy_seen: None,
         }
@@ -110,6 +121,9 @@ impl RulesPhase {
             // Prepared statements made now are judged again at EXECUTE, so
             // rules that arrive later still apply to them.
             return Decision::Forward;
+        }
+        if let Some(refused) = self.encoding_changing(text) {
+            return refused;
         }
         // Most Queries answer from the verdict memo, asked with only what
         // its key holds: the whole snapshot is taken for the rest.
@@ -165,6 +179,11 @@ impl RulesPhase {
                     for effect in &outcome.effects {
                         self.settings.temp.apply(effect, due);
                     }
+                    self.encoding_may_change(
+                        outcome.sets_client_encoding(),
+                        outcome.ends_transaction(),
+                        due,
+                    );
                 }
                 Decision::Forward
             }
@@ -402,10 +421,12 @@ impl RulesPhase {
     }
 
     /// The settings the server last reported, and whether a request still
-    /// unanswered may change them before the text is lexed.
+    /// unanswered, or answered but not yet followed by a ReadyForQuery
+    /// (which the server's reports come just before), may have changed
+    /// them before the text is lexed.
     fn lexing(&self, tracker: &Tracker) -> Lexing {
         let settings = self.settings.current();
-        if tracker.busy() {
+        if tracker.settings_unreported() {
             Lexing::Uncertain(settings)
         } else {
             Lexing::Known(settings)
@@ -491,6 +512,7 @@ impl Phase for RulesPhase {
 
     fn on_ready(&mut self, status: TransactionStatus) {
         self.answered += 1;
+        self.encoding_answered(status);
         self.settings.temp.ready(self.answered, status);
         let ddl_ran = self.ddl_due.is_some_and(|due| self.answered >= due);
         if ddl_ran {

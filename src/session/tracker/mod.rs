@@ -291,6 +291,11 @@ pub struct Tracker {
     skipping: bool,
     /// The server is in COPY FROM STDIN.
     copy_in: bool,
+    /// A request went out since the last ReadyForQuery that left nothing
+    /// in flight: the server reports changed settings (ParameterStatus)
+    /// only just before a ReadyForQuery, so what such a request changed
+    /// (a SET run by an Execute and flushed) is not reported yet.
+    unreported: bool,
     status: TransactionStatus,
     /// Keep RowDescriptions (masking plans from them).
     keep_descriptions: bool,
@@ -326,6 +331,7 @@ impl Tracker {
             may_name: ScanAnswer::default(),
             skipping: false,
             copy_in: false,
+            unreported: false,
             status: TransactionStatus::Idle,
             keep_descriptions,
             result: None,
@@ -368,17 +374,30 @@ impl Tracker {
         !self.queue.is_empty()
     }
 
-    /// Whether a request the server has not answered yet may change a
-    /// session setting before the next message runs: a Query or an Execute
-    /// runs SQL, a Sync may end a transaction (and its `SET LOCAL`s).
-    /// Parse, Bind, Describe and Close change none.
+    /// Whether a setting the server reported may have changed since: a
+    /// request is unanswered, or one was answered without a ReadyForQuery
+    /// after it (Parse / Bind / Execute and a Flush, no Sync). The server
+    /// sends ParameterStatus only before ReadyForQuery, so an Execute of
+    /// `SET standard_conforming_strings = off` that has completed changes
+    /// how the next message is lexed before pgward is told.
+    pub fn settings_unreported(&self) -> bool {
+        self.unreported || !self.queue.is_empty()
+    }
+
+    /// Whether a setting may differ from what the server reported when the
+    /// next message runs: one was changed and not reported yet
+    /// ([`Self::settings_unreported`] without a ReadyForQuery since an
+    /// answer), or a request still unanswered may change one (a Query or an
+    /// Execute runs SQL, a Sync may end a transaction and its `SET LOCAL`s;
+    /// Parse, Bind, Describe and Close change none).
     pub fn settings_may_change(&self) -> bool {
-        self.queue.iter().any(|e| {
-            matches!(
-                e.req,
-                Req::Query { .. } | Req::Execute(_) | Req::Sync | Req::CopyEnd
-            )
-        })
+        self.unreported
+            || self.queue.iter().any(|e| {
+                matches!(
+                    e.req,
+                    Req::Query { .. } | Req::Execute(_) | Req::Sync | Req::CopyEnd
+                )
+            })
     }
 
     /// ReadyForQuery messages the server still owes (one per queued Query
@@ -431,6 +450,7 @@ impl Tracker {
                 return;
             }
         }
+        self.unreported = true;
         let sent = self.timing.then(Instant::now);
         if self.queue.capacity() == 0 {
             // A queue without room owns no memory: forgetting it frees
@@ -1099,6 +1119,9 @@ impl Tracker {
             self.drop_unnamed();
         }
         self.pop_answered();
+        // The reports of everything before it came with it; requests still
+        // queued behind it set this again when answered (see `push`).
+        self.unreported = !self.queue.is_empty();
         self.result = None;
         self.status = status;
         if status != TransactionStatus::InTransaction {

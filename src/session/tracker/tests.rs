@@ -873,3 +873,32 @@ fn a_portal_is_bound_at_its_binds_number_or_the_earliest_it_may_be() {
     ready(&mut t, b'I');
     assert_eq!(t.portal_bound_at(b"c"), Some(0));
 }
+
+/// The server reports changed settings only just before ReadyForQuery: a
+/// request answered without one after it may have changed a setting that
+/// is not reported yet.
+#[test]
+fn settings_are_reported_only_by_the_next_ready_for_query() {
+    let mut t = Tracker::new(false);
+    assert!(!t.settings_unreported(), "after login");
+    parse(&mut t, "", "SET standard_conforming_strings = off");
+    bind(&mut t, "", "");
+    t.execute(b"");
+    assert!(t.settings_unreported());
+    ok(&mut t, b'1', b"");
+    ok(&mut t, b'2', b"");
+    ok(&mut t, b'C', b"SET\0");
+    assert!(!t.busy(), "everything sent is answered");
+    assert!(t.settings_unreported(), "but not reported: no Sync yet");
+    t.sync();
+    ready(&mut t, b'I');
+    assert!(!t.settings_unreported());
+    // A ReadyForQuery with requests behind it reports only what ran
+    // before it.
+    t.sync();
+    parse(&mut t, "", "SELECT 1");
+    ready(&mut t, b'I');
+    assert!(t.settings_unreported());
+    ok(&mut t, b'1', b"");
+    assert!(t.settings_unreported());
+}
