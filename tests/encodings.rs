@@ -207,3 +207,100 @@ async fn a_session_the_server_reports_in_sjis_gets_only_ascii_through() {
     let rows = run(&mut c, "SELECT 'ぁ'".as_bytes()).await;
     assert!(error_of(&rows).is_none(), "{:?}", rule_of(&rows));
 }
+
+/// The clear value of the masked columns below (upper-cased by the
+/// attacks, so both spellings are looked for).
+const SECRET: &str = "secret-4821";
+
+/// Every message body, checked for the clear value in either case.
+fn assert_no_secret(what: &str, msgs: &[Msg]) {
+    for m in msgs {
+        let text = String::from_utf8_lossy(&m.body).to_lowercase();
+        assert!(
+            !text.contains(SECRET),
+            "{what}: {} carries the masked value: {text:?}",
+            char::from(m.tag)
+        );
+    }
+}
+
+/// The masking guard judges the text the server lexes, converted from the
+/// session's client_encoding, whatever the statement rules (here none: the
+/// built-in rules off, so SJIS may be chosen). In LATIN1 the UTF-8 bytes of
+/// `"ssné"` are the server's `"ssnÃ©"`, a masked column; in SJIS the
+/// backslash of `E'ぁ\'` is the second byte of a character, and the rest
+/// of the "string" runs as SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_masking_guard_reads_text_in_the_sessions_encoding() {
+    let backend = Backend::shared();
+    let t = format!("encmask_{:08x}", rand::random::<u32>());
+    backend.admin_sql(&format!(
+        "CREATE TABLE {t} (id int, \"ssnÃ©\" text, ssn text); \
+         INSERT INTO {t} VALUES (1, '{SECRET}', '{SECRET}'); \
+         GRANT SELECT ON {t} TO {}",
+        support::MASKED_ROLE
+    ));
+    let config = format!(
+        "{}\n[policy]\nbuiltin_rules = false\n[masking]\nrefresh = \"1h\"\n\
+         [[masking.rules]]\nname = \"ssn\"\ncolumns = [\"{t}.ssnÃ©\", \"{t}.ssn\"]\n\
+         strategy = \"redact\"\n",
+        backend.masked_config("", "")
+    );
+    let pw = Pgward::start_in(&config, backend.cluster.dir()).await;
+    let (mut c, _) = RawClient::login(pw.addr, USER, PASSWORD, DB).await;
+    // Bare, both columns come back masked.
+    let rows = run(&mut c, format!("SELECT \"ssnÃ©\", ssn FROM {t}").as_bytes()).await;
+    assert!(error_of(&rows).is_none(), "{:?}", rule_of(&rows));
+    assert_no_secret("bare", &rows);
+    // Pipelined behind the switch, the text is read in LATIN1 before
+    // pgward is told: not ASCII, it is refused.
+    let latin1 = format!("SELECT upper(\"ssné\") FROM {t}");
+    let mut both = query(b"SET client_encoding = 'LATIN1'");
+    both.extend_from_slice(&query(latin1.as_bytes()));
+    c.send(&both).await;
+    let done = c.until_ready().await;
+    assert!(error_of(&done).is_none(), "{:?}", rule_of(&done));
+    let got = c.until_ready().await;
+    assert_no_secret("pipelined", &got);
+    assert_eq!(
+        error_of(&got).map(Msg::sqlstate).as_deref(),
+        Some("55000"),
+        "{:?}",
+        rule_of(&got)
+    );
+    let done = run(&mut c, b"RESET client_encoding").await;
+    assert!(error_of(&done).is_none(), "{:?}", rule_of(&done));
+
+    let done = run(&mut c, b"SET client_encoding = 'LATIN1'").await;
+    assert!(error_of(&done).is_none(), "{:?}", rule_of(&done));
+    // LATIN1 bytes of "ssnÃ©", which are also valid UTF-8 ("ssné").
+    let got = run(&mut c, latin1.as_bytes()).await;
+    assert_no_secret(&latin1, &got);
+    assert_eq!(
+        error_of(&got).map(Msg::sqlstate).as_deref(),
+        Some("42501"),
+        "{latin1}: {:?}",
+        rule_of(&got)
+    );
+    // The same text in LATIN1's own bytes for ssnÃ© reads alike.
+    let mut own = b"SELECT upper(\"ssn\xc3\xa9\") FROM ".to_vec();
+    own.extend_from_slice(t.as_bytes());
+    let got = run(&mut c, &own).await;
+    assert_no_secret("latin1 bytes", &got);
+    assert!(error_of(&got).is_some(), "{:?}", rule_of(&got));
+    // A name in LATIN1 that is not UTF-8 at all is judged too (bare: passes).
+    let mut bare = b"SELECT id AS \"na\xefve\" FROM ".to_vec();
+    bare.extend_from_slice(t.as_bytes());
+    let got = run(&mut c, &bare).await;
+    assert!(error_of(&got).is_none(), "{:?}", rule_of(&got));
+
+    let done = run(&mut c, b"SET client_encoding = 'SJIS'").await;
+    assert!(error_of(&done).is_none(), "{:?}", rule_of(&done));
+    let sjis = format!("SELECT E'ぁ\\' , upper(ssn) FROM {t} --'");
+    let got = run(&mut c, sjis.as_bytes()).await;
+    assert_no_secret(&sjis, &got);
+    assert!(error_of(&got).is_some(), "{sjis} ran: {got:?}");
+    // ASCII reads alike in every encoding.
+    let rows = run(&mut c, format!("SELECT id FROM {t}").as_bytes()).await;
+    assert!(error_of(&rows).is_none(), "{:?}", rule_of(&rows));
+}

@@ -21,6 +21,7 @@ use crate::mask::rewrite::{self, ColumnMask, RowPlan};
 use crate::mask::rules::MaskConfig;
 use crate::mask::store::{MapCache, UpstreamMap};
 use crate::mask::strategy::{BinaryKind, HashKey};
+use crate::policy::encoding::ClientEncoding;
 use crate::policy::lexer::{self, LexSettings, Span};
 use crate::policy::rules::Identity;
 use crate::sqlstate::Sqlstate;
@@ -286,13 +287,12 @@ impl MaskPhase {
     /// guard, then what the text exposes beyond its rows (`Ok(None)`:
     /// nothing is proved). `Err` is the client's message. `ddl`: the text
     /// might change the schema.
-    fn judge_text(&mut self, text: &[u8], ddl: bool) -> Result<Option<Exposure>, String> {
+    /// `sql`: the text as the server lexes it ([`Self::server_text`]).
+    fn judge_text(&mut self, sql: &str, ddl: bool) -> Result<Option<Exposure>, String> {
         if self.map.due_after(self.view_rules().refresh) {
             self.map.refresh_in_background();
         }
-        let Ok(sql) = std::str::from_utf8(text) else {
-            return Err("statement text is not valid UTF-8".into());
-        };
+        let text = sql.as_bytes();
         if ddl {
             self.ddl_pending = true;
         }
@@ -326,8 +326,45 @@ impl MaskPhase {
     fn exposure(&self, text: Option<&[u8]>) -> Option<Exposure> {
         let text = text?;
         let settings = self.settings.lexing();
-        self.with_view(|view| view.exposure(text, None, settings))
+        // Known by the text the server lexes: a UTF8 session's bytes as
+        // they are (checked only on a miss), others' converted first.
+        let converted = match self.settings.client_encoding() {
+            ClientEncoding::Utf8 => None,
+            other => Some(other.to_utf8(text).ok()?.into_owned()),
+        };
+        let text = converted.as_deref().map_or(text, str::as_bytes);
+        self.with_view(|view| view.exposure(text, converted.as_deref(), settings))
             .flatten()
+    }
+
+    /// The text the server lexes, as UTF-8: `text` converted from the
+    /// session's client_encoding as last reported, as the statement rules
+    /// convert it (`policy::encoding`). Read as UTF-8 whatever the
+    /// encoding, a LATIN1 session's UTF-8 bytes of `"ssné"` would be judged
+    /// for a column the server reads as `"ssnÃ©"`, and in SJIS the
+    /// backslash of `E'ぁ\'` is a character's second byte, so the rest of
+    /// the "string" runs as SQL. Text the conversion cannot judge is
+    /// refused, and so is non-ASCII text while client_encoding may change
+    /// before the server reads it, when the statement rules, which
+    /// otherwise refuse it (`session/rules/encoding.rs`), judge nothing.
+    fn server_text<'t>(
+        &self,
+        ctx: &RequestContext<'_>,
+        text: &'t [u8],
+    ) -> Result<std::borrow::Cow<'t, str>, Refusal> {
+        if !text.is_ascii() && ctx.rules.policy.is_inert() && ctx.tracker.settings_may_change() {
+            return Err(Refusal::new(
+                Sqlstate::from_code("55000"),
+                "statement denied by pgward masking: client_encoding may change before the \
+                 server reads this text (a request before it is still unanswered), and the \
+                 text is not ASCII",
+            )
+            .with_hint("Send non-ASCII text after the answers to the requests before it."));
+        }
+        self.settings.client_encoding().to_utf8(text).map_err(|e| {
+            Refusal::new(Sqlstate::from_code(e.code), e.message)
+                .with_hint("Use client_encoding UTF8 (or a single-byte encoding such as LATIN1).")
+        })
     }
 
     /// Whether the current map was read under the mask rules of the
@@ -554,6 +591,10 @@ impl Phase for MaskPhase {
         }
         let found = match (ctx.kind, ctx.text) {
             (RequestKind::Query | RequestKind::Parse, Some(text)) => {
+                let sql = match self.server_text(ctx, text) {
+                    Ok(sql) => sql,
+                    Err(refusal) => return Decision::Refuse(refusal),
+                };
                 if self.map_predates_own_ddl() || !self.map_answers_for_request() {
                     // Judged once the map knows what the DDL made, or is
                     // read under the request's rules; its messages are
@@ -562,9 +603,9 @@ impl Phase for MaskPhase {
                     if ctx.schema_may_change() {
                         self.ddl_pending = true;
                     }
-                    return self.hold_for_refresh(text);
+                    return self.hold_for_refresh(sql.as_bytes());
                 }
-                match self.judge_text(text, ctx.schema_may_change()) {
+                match self.judge_text(&sql, ctx.schema_may_change()) {
                     Ok(found) => found,
                     Err(why) => return Decision::Refuse(masking_refusal(why)),
                 }

@@ -85,7 +85,7 @@ impl ReportedSettings {
 
     /// The client encoding as last reported (an unknown one if its lock
     /// was poisoned: that refuses all but ASCII text).
-    pub(super) fn client_encoding(&self) -> ClientEncoding {
+    pub(crate) fn client_encoding(&self) -> ClientEncoding {
         if self.client_encoding_utf8.load(Ordering::Acquire) {
             return ClientEncoding::Utf8;
         }
